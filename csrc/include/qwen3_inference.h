@@ -1,0 +1,284 @@
+/*
+ * qwen3_inference.h - the public C API of the @q3/qwen3 inference engine.
+ *
+ * A pure C11 engine (libc only) for Qwen3 dense models on the CPU. Two layers:
+ *
+ *   1. The seed API (kept exactly): load a checkpoint, run the interactive chat or
+ *      one-shot generate loop that reads stdin and prints to stdout.
+ *        Qwen3Model* m = qwen3_model_load("Qwen3-0.6B.bin", 0);
+ *        if (!m) { fprintf(stderr, "%s\n", qwen3_get_last_error()); return 1; }
+ *        Qwen3Config cfg = { .temperature = 0, .prompt = "Hello", .mode = "generate" };
+ *        qwen3_inference_generate(m, &cfg);
+ *        qwen3_model_free(m);
+ *
+ *   2. The binding API: a context (session) owns a KV cache and a position, several
+ *      contexts share one loaded model; the caller tokenizes, prefills, and steps.
+ *
+ * Conventions:
+ *   - Functions returning int32_t return QWEN3_OK (0) or a value >= 0 on success and a
+ *     negative Qwen3Status on failure; pointer-returning functions return NULL on failure.
+ *   - On every failure qwen3_get_last_error() names the problem (file, field, value,
+ *     limit). The message is thread-local and valid until the next failing call on the
+ *     same thread.
+ *   - The library never calls exit() or abort() and never prints except in the seed
+ *     loops (qwen3_inference_chat / _generate), which own stdin/stdout/stderr.
+ *   - Thread safety: a model may be shared by contexts used from different threads;
+ *     forward passes on one model are serialised internally (one thread pool per model).
+ *     A single context must not be used from two threads at once.
+ */
+#ifndef QWEN3_INFERENCE_H
+#define QWEN3_INFERENCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#  if defined(QWEN3_BUILDING_LIBRARY)
+#    define QWEN3_API __declspec(dllexport)
+#  else
+#    define QWEN3_API
+#  endif
+#else
+#  define QWEN3_API __attribute__((visibility("default")))
+#endif
+
+/* ------------------------------------------------------------------------------------
+ * Status codes
+ * ---------------------------------------------------------------------------------- */
+
+typedef enum Qwen3Status {
+    QWEN3_OK = 0,
+    QWEN3_ERR_INVALID_ARGUMENT = -1, /* NULL pointer, out-of-range value, bad token id */
+    QWEN3_ERR_IO = -2,               /* a file could not be opened, read or mapped */
+    QWEN3_ERR_FORMAT = -3,           /* a file is corrupt, truncated or not a Qwen3 model */
+    QWEN3_ERR_OUT_OF_MEMORY = -4,    /* an allocation failed */
+    QWEN3_ERR_CONTEXT_FULL = -5,     /* the tokens do not fit in the context's length */
+    QWEN3_ERR_UNSUPPORTED = -6       /* valid input this build cannot run (tensor type, CPU) */
+} Qwen3Status;
+
+/* ------------------------------------------------------------------------------------
+ * The seed API
+ * ---------------------------------------------------------------------------------- */
+
+/* Settings of the seed's chat / generate loops. */
+typedef struct {
+    const char* checkpoint_path; /* informational; the model is already loaded */
+    float temperature;           /* 0 = greedy (argmax) */
+    float topp;                  /* nucleus sampling in (0, 1); >= 1 or <= 0 disables it */
+    uint32_t ctx_length;         /* 0 = the model's context length */
+    const char* mode;            /* "chat" or "generate" (informational for the loops) */
+    const char* prompt;          /* generate: the prompt; chat: the first user turn (or NULL) */
+    const char* system_prompt;   /* chat: system prompt for the first turn (or NULL) */
+    bool enable_thinking;        /* chat: use the thinking template */
+    uint64_t seed;               /* RNG seed; 0 = seed from the clock */
+} Qwen3Config;
+
+/* The model's hyper-parameters, as the seed exposed them. */
+typedef struct {
+    uint32_t vocab_size;  /* embedding rows (151936 for real Qwen3) */
+    uint32_t dim;         /* residual stream width */
+    uint32_t hidden_dim;  /* feed-forward width */
+    uint32_t n_layers;
+    uint32_t n_heads;     /* query heads */
+    uint32_t n_kv_heads;  /* key/value heads (GQA) */
+    uint32_t max_seq_len; /* context length in effect for this load */
+    float rope_theta;
+} Qwen3ModelConfig;
+
+typedef struct Qwen3Model Qwen3Model;
+
+/*
+ * Loads a model: a qwen3.c `model.bin` (v1) or qwen3-rs checkpoint, auto-detected,
+ * with its `.tokenizer` and `.template*` side files (stock Qwen3 templates when the
+ * template files are absent; an exact tokenizer from `tokenizer.json` next to the file
+ * when present). Weights are memory-mapped, not copied.
+ * ctx_length: 0 = the header's seq_len; larger values are clamped to it.
+ * Returns NULL on error (see qwen3_get_last_error).
+ */
+QWEN3_API Qwen3Model* qwen3_model_load(const char* checkpoint_path, uint32_t ctx_length);
+
+/* Frees the model. Contexts created from it must be freed first. NULL is ignored. */
+QWEN3_API void qwen3_model_free(Qwen3Model* model);
+
+/*
+ * Interactive chat on stdin/stdout, the qwen3.c behaviour with multi-turn memory: the
+ * KV cache is kept across turns, an empty line or EOF ends the chat, tok/s for prefill
+ * and decode go to stderr after each answer. Returns QWEN3_OK or a negative status.
+ */
+QWEN3_API int qwen3_inference_chat(Qwen3Model* model, const Qwen3Config* config);
+
+/* Prints config->prompt followed by its continuation until a stop token or the context
+ * is full. Returns QWEN3_OK or a negative status. */
+QWEN3_API int qwen3_inference_generate(Qwen3Model* model, const Qwen3Config* config);
+
+/* The model's configuration; NULL when model is NULL. Owned by the model. */
+QWEN3_API const Qwen3ModelConfig* qwen3_model_get_config(const Qwen3Model* model);
+
+/* The last error of the calling thread ("" when none). Never NULL. */
+QWEN3_API const char* qwen3_get_last_error(void);
+
+/* ------------------------------------------------------------------------------------
+ * Model details
+ * ---------------------------------------------------------------------------------- */
+
+typedef enum Qwen3FileFormat {
+    QWEN3_FORMAT_QWEN3C = 1,  /* qwen3.c model.bin v1 */
+    QWEN3_FORMAT_QWEN3RS = 2, /* qwen3-rs: same body, architecture_id in the header */
+    QWEN3_FORMAT_GGUF = 3
+} Qwen3FileFormat;
+
+/* Everything beyond the seed's Qwen3ModelConfig that a binding needs. */
+typedef struct {
+    uint32_t format;            /* Qwen3FileFormat */
+    uint32_t head_dim;
+    uint32_t group_size;        /* quantisation group (0 when unquantised) */
+    uint32_t file_seq_len;      /* context length stored in the file */
+    uint32_t shared_classifier; /* 1 when the classifier is the embedding table */
+    uint32_t n_tokens;          /* tokenizer entries (151669 for real Qwen3) */
+    int32_t bos_id;             /* -1 when none */
+    int32_t eos_id;             /* <|endoftext|> */
+    int32_t im_start_id;        /* <|im_start|>, -1 when absent */
+    int32_t im_end_id;          /* <|im_end|>, -1 when absent */
+    int32_t think_id;           /* <think>, -1 when absent */
+    int32_t end_think_id;       /* </think>, -1 when absent */
+    float rms_eps;
+    uint32_t exact_tokenizer;   /* 1 when merges came from tokenizer.json / GGUF */
+    uint64_t file_size;         /* bytes */
+} Qwen3ModelInfo;
+
+/* Fills *out. Returns QWEN3_OK or QWEN3_ERR_INVALID_ARGUMENT. */
+QWEN3_API int32_t qwen3_model_get_info(const Qwen3Model* model, Qwen3ModelInfo* out);
+
+/*
+ * Chat templates, as loaded from the `.template*` files (or the stock Qwen3 ones):
+ * a printf-style text with one `%s` (user) or two (system, then user).
+ * kind: 0 plain, 1 with thinking, 2 with system, 3 with system and thinking.
+ * Returns NULL for a bad kind.
+ */
+QWEN3_API const char* qwen3_model_get_template(const Qwen3Model* model, uint32_t kind);
+
+/* Number of threads used by forward passes on this model (default: the number of
+ * online CPUs, at most 64). 0 = that default. Returns QWEN3_OK or a negative status. */
+QWEN3_API int32_t qwen3_model_set_threads(Qwen3Model* model, uint32_t n_threads);
+QWEN3_API uint32_t qwen3_model_get_threads(const Qwen3Model* model);
+
+/* ------------------------------------------------------------------------------------
+ * Tokenizer
+ * ---------------------------------------------------------------------------------- */
+
+/* Flag for qwen3_tokenize: turn literal added-token text such as "<|im_end|>" into its
+ * control token. Without it such text is tokenized as ordinary text. */
+#define QWEN3_TOKENIZE_SPECIAL 1u
+
+/*
+ * Tokenizes `text_len` bytes of UTF-8 text exactly as Hugging Face's Qwen3 tokenizer
+ * does (NFC, pre-tokenizer regex, byte-level BPE by merge rank). Invalid UTF-8 is
+ * tokenized byte by byte. Writes at most `capacity` ids to out and returns the full
+ * count (call again with a larger buffer when it exceeds capacity), or a negative
+ * status.
+ */
+QWEN3_API int32_t qwen3_tokenize(const Qwen3Model* model, const char* text, uint32_t text_len,
+                                 uint32_t flags, int32_t* out, uint32_t capacity);
+
+/* The raw bytes of a token (not NUL-terminated; *out_len receives the length).
+ * Returns NULL for an id outside the tokenizer. Owned by the model. */
+QWEN3_API const char* qwen3_token_bytes(const Qwen3Model* model, int32_t token, uint32_t* out_len);
+
+/* ------------------------------------------------------------------------------------
+ * Sampling
+ * ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    float temperature;      /* 0 = greedy argmax (all other fields ignored) */
+    float top_p;            /* nucleus in (0,1); 0 or >= 1 disables */
+    uint32_t top_k;         /* keep the k most likely; 0 disables */
+    float min_p;            /* drop tokens with prob < min_p * max prob; 0 disables */
+    float presence_penalty; /* subtracted from the logit of every token already generated */
+    uint64_t seed;          /* xorshift64* state seed; 0 = from the clock */
+} Qwen3SamplerConfig;
+
+/* ------------------------------------------------------------------------------------
+ * Contexts: a KV cache and a position over a shared model
+ * ---------------------------------------------------------------------------------- */
+
+typedef struct Qwen3Context Qwen3Context;
+
+/*
+ * Creates a context of `ctx_length` positions (0 = the model's max_seq_len, larger is
+ * clamped). KV cache memory is reserved, and committed only as positions are used.
+ * The sampler starts greedy. Returns NULL on error.
+ */
+QWEN3_API Qwen3Context* qwen3_context_new(Qwen3Model* model, uint32_t ctx_length);
+QWEN3_API void qwen3_context_free(Qwen3Context* ctx);
+
+QWEN3_API uint32_t qwen3_context_length(const Qwen3Context* ctx);
+/* Number of tokens in the KV cache (the position of the next token). */
+QWEN3_API uint32_t qwen3_context_position(const Qwen3Context* ctx);
+
+/* Forgets tokens from `position` on (0 = empty context). Returns QWEN3_OK or
+ * QWEN3_ERR_INVALID_ARGUMENT when position > qwen3_context_position(ctx). */
+QWEN3_API int32_t qwen3_context_rewind(Qwen3Context* ctx, uint32_t position);
+
+/*
+ * Runs the model over n tokens at positions position .. position+n-1 and keeps the
+ * logits of the last one. Fails with QWEN3_ERR_CONTEXT_FULL (nothing done) when they
+ * do not fit, QWEN3_ERR_INVALID_ARGUMENT for an id outside the vocabulary.
+ */
+QWEN3_API int32_t qwen3_context_prefill(Qwen3Context* ctx, const int32_t* tokens, uint32_t n);
+
+/* The logits (vocab_size floats) of the last token run; NULL before the first run.
+ * Valid until the next prefill / decode / rewind on this context. */
+QWEN3_API const float* qwen3_context_logits(const Qwen3Context* ctx);
+
+/* Sets the sampler (and reseeds its RNG; clears the presence-penalty history). */
+QWEN3_API int32_t qwen3_context_set_sampler(Qwen3Context* ctx, const Qwen3SamplerConfig* config);
+
+/* Samples the next token from the current logits (>= 0), and records it for the
+ * presence penalty. Negative status when there are no logits yet. */
+QWEN3_API int32_t qwen3_context_sample(Qwen3Context* ctx);
+
+/* One decode step: runs `token`, then samples and returns the next token (>= 0), or a
+ * negative status. Equivalent to prefill(&token, 1) followed by sample(). */
+QWEN3_API int32_t qwen3_context_decode(Qwen3Context* ctx, int32_t token);
+
+/* ------------------------------------------------------------------------------------
+ * Seed loops with the extended settings
+ * ---------------------------------------------------------------------------------- */
+
+/* As qwen3_inference_chat / _generate, with a full sampler (NULL = from config's
+ * temperature / topp / seed) and a cap on new tokens per answer (0 = no cap). */
+QWEN3_API int qwen3_inference_chat_ex(Qwen3Model* model, const Qwen3Config* config,
+                                      const Qwen3SamplerConfig* sampler, uint32_t max_tokens);
+QWEN3_API int qwen3_inference_generate_ex(Qwen3Model* model, const Qwen3Config* config,
+                                          const Qwen3SamplerConfig* sampler, uint32_t max_tokens);
+
+/* ------------------------------------------------------------------------------------
+ * CPU and kernels
+ * ---------------------------------------------------------------------------------- */
+
+/* Space-separated CPU features found at run time, e.g. "sse4.2 avx2 fma avx512f
+ * avx512bw avx512vl avx512vnni" or "neon dotprod sve". Never NULL. */
+QWEN3_API const char* qwen3_cpu_features(void);
+
+/* Name of the kernel tier in use: "scalar", "avx2", "avx512vnni", "neon", "sve", ...
+ * The best supported tier is chosen at first use; the environment variable QWEN3_KERNEL
+ * (a tier name) forces a lower one. */
+QWEN3_API const char* qwen3_kernel_name(void);
+
+/* Selects a kernel tier by name for the whole process (tests, benchmarks). Returns
+ * QWEN3_OK, or QWEN3_ERR_UNSUPPORTED when this CPU or build lacks it. */
+QWEN3_API int32_t qwen3_kernel_select(const char* name);
+
+/* The library version, e.g. "0.1.0". */
+QWEN3_API const char* qwen3_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QWEN3_INFERENCE_H */

@@ -1,0 +1,22 @@
+/* threadpool.h - a persistent pool of worker threads (pthreads; Windows threads on
+ * Windows) that splits one job into tasks; the calling thread takes part. */
+#ifndef QWEN3_THREADPOOL_H
+#define QWEN3_THREADPOOL_H
+
+#include <stdint.h>
+
+typedef struct Qwen3ThreadPool Qwen3ThreadPool;
+
+/* fn(arg, task, n_tasks) is called once for every task in [0, n_tasks). */
+typedef void (*Qwen3TaskFn)(void* arg, uint32_t task, uint32_t n_tasks);
+
+/* n_threads counts the caller: 1 = no worker threads. NULL on failure (error set). */
+Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads);
+void qwen3_pool_free(Qwen3ThreadPool* pool);
+uint32_t qwen3_pool_threads(const Qwen3ThreadPool* pool);
+
+/* Runs every task and returns when all are done. Not reentrant: one run at a time per
+ * pool (the model serialises forward passes around it). */
+void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n_tasks);
+
+#endif
