@@ -38,7 +38,9 @@ pub fn build(b: *std.Build) !void {
     // Baseline CPU by default: the library must run on any x86_64/aarch64 and pick its
     // kernels at run time, so the host's features must not leak into the generic code.
     const target = b.standardTargetOptions(.{ .default_target = .{ .cpu_model = .baseline } });
-    const optimize = b.standardOptimizeOption(.{ .preferred_optimize_mode = .ReleaseFast });
+    // ReleaseFast unless asked otherwise: an inference engine built in Debug is 20x slower,
+    // and tests should run the code users run. `-Doptimize=Debug` for debugging.
+    const optimize = b.option(std.builtin.OptimizeMode, "optimize", "Optimization mode (default ReleaseFast)") orelse .ReleaseFast;
 
     const sources = try listCFiles(b, "csrc/src");
 

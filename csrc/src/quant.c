@@ -1,5 +1,6 @@
 /* quant.c - activation quantisation, shared by every kernel tier (SPEC section 4). */
 #include <math.h>
+#include <stddef.h>
 
 #include "kernels.h"
 
