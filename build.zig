@@ -3,6 +3,7 @@
 //!   zig build                 native library -> zig-out/lib/
 //!   zig build cross           the five release targets -> zig-out/lib/<os>-<arch>/
 //!   zig build test            builds and runs every csrc/tests/test_*.c
+//!   zig build tests-install   builds them into zig-out/tests/ (for running under qemu)
 //!
 //! Sources are discovered, not listed: every csrc/src/*.c is compiled. Files whose name
 //! ends in an ISA suffix only build for that architecture (`_avx2`, `_avx512`, `_amx` on
@@ -61,6 +62,9 @@ pub fn build(b: *std.Build) !void {
 
     // C tests link the engine statically so they can reach internal functions.
     const test_step = b.step("test", "Build and run the C tests");
+    // Cross-built tests (e.g. -Dtarget=aarch64-linux-musl) cannot run here; this step only
+    // installs them into zig-out/tests/ so tools/test_aarch64.ts can run them under qemu.
+    const tests_install = b.step("tests-install", "Build the C tests into zig-out/tests/ without running them");
     const test_only = b.option([]const u8, "test-filter", "Only run csrc/tests/test_<NAME>.c");
     const static = addEngine(b, target, optimize, .static, sources);
     const tests = try listCFiles(b, "csrc/tests");
@@ -82,7 +86,7 @@ pub fn build(b: *std.Build) !void {
         run.has_side_effects = true;
         test_step.dependOn(&run.step);
         const install_test = b.addInstallArtifact(exe, .{ .dest_dir = .{ .override = .{ .custom = "tests" } } });
-        b.getInstallStep().dependOn(&install_test.step);
+        tests_install.dependOn(&install_test.step);
     }
 }
 
