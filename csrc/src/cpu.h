@@ -26,6 +26,9 @@ enum {
 /* Bit set of QWEN3_CPU_* found on this machine (computed once, thread-safe). */
 uint32_t qwen3_cpu_flags(void);
 
+/* The name qwen3_cpu_features() uses for one QWEN3_CPU_* bit ("avx512vnni"), or "?". */
+const char* qwen3_cpu_flag_name(uint32_t flag);
+
 /* Number of online CPUs (>= 1). */
 uint32_t qwen3_cpu_count(void);
 

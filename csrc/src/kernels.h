@@ -56,14 +56,20 @@ const Qwen3KernelTable* qwen3_kernels_find(const char* name);
  * whether or not this CPU supports them. */
 const char* const* qwen3_kernels_all_names(void);
 
+/* Why the active tier was chosen, e.g. "QWEN3_KERNEL=avx9 ignored: no such tier (...);
+ * using avx512vnni" - so a forced tier that did not take is visible in `info` output. */
+const char* qwen3_kernels_note(void);
+
 /* Per-tier tables, defined in kernels_<tier>.c. */
 extern const Qwen3KernelTable qwen3_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const Qwen3KernelTable qwen3_kernels_avx2;
+extern const Qwen3KernelTable qwen3_kernels_avxvnni;   /* AVX2 + AVX-VNNI (256-bit vpdpbusd) */
 extern const Qwen3KernelTable qwen3_kernels_avx512vnni;
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
-extern const Qwen3KernelTable qwen3_kernels_neon;
+extern const Qwen3KernelTable qwen3_kernels_neon;    /* AdvSIMD only (smull/sadalp) */
+extern const Qwen3KernelTable qwen3_kernels_neondot; /* AdvSIMD + sdot (FEAT_DotProd) */
 extern const Qwen3KernelTable qwen3_kernels_sve;
 #endif
 

@@ -1,0 +1,266 @@
+/* threadpool.c - a persistent pool of workers for splitting one matmul into row tasks.
+ *
+ * A decode step runs a few hundred short jobs (one per matmul), so the cost that matters
+ * is the hand-off, not the work: threads are created once; a job is published by bumping
+ * an atomic generation counter that idle workers spin on for a while (a wake-up through
+ * the kernel costs tens of microseconds, a spinning worker sees the bump within ~100 ns)
+ * and only then sleep on a condition variable; tasks are claimed with one atomic
+ * fetch-add each, never a lock; the calling thread works too, then waits for every
+ * worker to check in so the next job can reuse the shared fields safely.
+ */
+#include "threadpool.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+#if defined(_WIN32)
+#include <windows.h>
+#else
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#endif
+
+/* A worker polls this many times (each a pause/yield hint of ~10-150 cycles) after its
+ * last job before it goes to sleep: long enough to bridge the gap between two matmuls of
+ * a forward pass, short enough not to burn a core while the model sits idle. */
+#define SPIN_ROUNDS 20000
+/* The caller polls this many times for the last workers before yielding its core, which
+ * matters when threads outnumber free cores. */
+#define WAIT_ROUNDS 2000
+/* More threads than this is a caller bug, not a machine. */
+#define MAX_THREADS 1024
+
+/* ------------------------------------------------------------------------------------
+ * platform layer
+ * ---------------------------------------------------------------------------------- */
+#if defined(_WIN32)
+typedef HANDLE Thread;
+typedef SRWLOCK Mutex;
+typedef CONDITION_VARIABLE Cond;
+static void mutex_init(Mutex* m) { InitializeSRWLock(m); }
+static void mutex_destroy(Mutex* m) { (void)m; }
+static void mutex_lock(Mutex* m) { AcquireSRWLockExclusive(m); }
+static void mutex_unlock(Mutex* m) { ReleaseSRWLockExclusive(m); }
+static void cond_init(Cond* c) { InitializeConditionVariable(c); }
+static void cond_destroy(Cond* c) { (void)c; }
+static void cond_wait(Cond* c, Mutex* m) { SleepConditionVariableSRW(c, m, INFINITE, 0); }
+static void cond_broadcast(Cond* c) { WakeAllConditionVariable(c); }
+static void yield_core(void) { SwitchToThread(); }
+#else
+typedef pthread_t Thread;
+typedef pthread_mutex_t Mutex;
+typedef pthread_cond_t Cond;
+static void mutex_init(Mutex* m) { pthread_mutex_init(m, NULL); }
+static void mutex_destroy(Mutex* m) { pthread_mutex_destroy(m); }
+static void mutex_lock(Mutex* m) { pthread_mutex_lock(m); }
+static void mutex_unlock(Mutex* m) { pthread_mutex_unlock(m); }
+static void cond_init(Cond* c) { pthread_cond_init(c, NULL); }
+static void cond_destroy(Cond* c) { pthread_cond_destroy(c); }
+static void cond_wait(Cond* c, Mutex* m) { pthread_cond_wait(c, m); }
+static void cond_broadcast(Cond* c) { pthread_cond_broadcast(c); }
+static void yield_core(void) { sched_yield(); }
+#endif
+
+/* Tells the core this is a spin loop: saves power and, on SMT cores, yields issue
+ * slots to the sibling thread. */
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__) || defined(__arm__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* ------------------------------------------------------------------------------------
+ * pool
+ * ---------------------------------------------------------------------------------- */
+
+/* Fields written by different threads sit on different cache lines, so claiming a task
+ * does not bounce the line the sleepers poll. */
+#define PAD(name) char name[64]
+
+struct Qwen3ThreadPool {
+    uint32_t n_threads; /* counts the caller */
+    Thread* workers;    /* (n_threads - 1) */
+    uint32_t n_started; /* workers actually running (< n_threads - 1 only while failing) */
+
+    /* The job: written by the caller before the generation bump, read-only after it. */
+    Qwen3TaskFn fn;
+    void* arg;
+    uint32_t n_tasks;
+    PAD(pad0);
+    _Atomic uint32_t next_task; /* the next task index to hand out */
+    PAD(pad1);
+    _Atomic uint32_t pending; /* workers that have not finished the current job */
+    PAD(pad2);
+    _Atomic uint32_t generation; /* bumped once per job (and once to stop) */
+    _Atomic uint32_t sleepers;   /* workers blocked (or about to block) on `wake` */
+    _Atomic int stop;
+    PAD(pad3);
+    Mutex lock;
+    Cond wake;
+};
+
+static void run_tasks(Qwen3ThreadPool* pool) {
+    const Qwen3TaskFn fn = pool->fn;
+    void* const arg = pool->arg;
+    const uint32_t n = pool->n_tasks;
+    for (;;) {
+        const uint32_t t = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
+        if (t >= n) break;
+        fn(arg, t, n);
+    }
+}
+
+static void worker_loop(Qwen3ThreadPool* pool) {
+    uint32_t seen = 0; /* the pool starts at generation 0 */
+    for (;;) {
+        uint32_t g = seen;
+        for (int i = 0; i < SPIN_ROUNDS; i++) {
+            g = atomic_load_explicit(&pool->generation, memory_order_acquire);
+            if (g != seen) break;
+            cpu_relax();
+        }
+        if (g == seen) {
+            /* Dekker-style hand-shake with qwen3_pool_run: we announce ourselves as a
+             * sleeper (seq_cst) before re-reading the generation (seq_cst), the caller bumps
+             * the generation before reading the sleeper count; one of us sees the other,
+             * so a job published now is never missed while we block. */
+            mutex_lock(&pool->lock);
+            atomic_fetch_add(&pool->sleepers, 1);
+            while ((g = atomic_load(&pool->generation)) == seen) cond_wait(&pool->wake, &pool->lock);
+            atomic_fetch_sub(&pool->sleepers, 1);
+            mutex_unlock(&pool->lock);
+        }
+        seen = g;
+        if (atomic_load_explicit(&pool->stop, memory_order_relaxed)) return;
+        run_tasks(pool);
+        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+    }
+}
+
+#if defined(_WIN32)
+static DWORD WINAPI worker_main(LPVOID p) {
+    worker_loop((Qwen3ThreadPool*)p);
+    return 0;
+}
+#else
+static void* worker_main(void* p) {
+    worker_loop((Qwen3ThreadPool*)p);
+    return NULL;
+}
+#endif
+
+/* Publishes a new generation and wakes any sleeper. */
+static void publish(Qwen3ThreadPool* pool) {
+    atomic_fetch_add(&pool->generation, 1);
+    if (atomic_load(&pool->sleepers) > 0) {
+        mutex_lock(&pool->lock);
+        cond_broadcast(&pool->wake);
+        mutex_unlock(&pool->lock);
+    }
+}
+
+static void stop_and_join(Qwen3ThreadPool* pool) {
+    atomic_store_explicit(&pool->stop, 1, memory_order_relaxed);
+    publish(pool); /* the seq_cst bump also releases the store to `stop` */
+    for (uint32_t i = 0; i < pool->n_started; i++) {
+#if defined(_WIN32)
+        WaitForSingleObject(pool->workers[i], INFINITE);
+        CloseHandle(pool->workers[i]);
+#else
+        pthread_join(pool->workers[i], NULL);
+#endif
+    }
+    pool->n_started = 0;
+}
+
+Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads) {
+    if (n_threads == 0 || n_threads > MAX_THREADS) {
+        qwen3_error_set("thread pool: n_threads = %u is out of range (1..%u)", n_threads, MAX_THREADS);
+        return NULL;
+    }
+    Qwen3ThreadPool* pool = calloc(1, sizeof *pool);
+    if (!pool) {
+        qwen3_error_set("thread pool: out of memory allocating the pool (%zu bytes)", sizeof *pool);
+        return NULL;
+    }
+    pool->n_threads = n_threads;
+    atomic_init(&pool->next_task, 0);
+    atomic_init(&pool->pending, 0);
+    atomic_init(&pool->generation, 0);
+    atomic_init(&pool->sleepers, 0);
+    atomic_init(&pool->stop, 0);
+    mutex_init(&pool->lock);
+    cond_init(&pool->wake);
+    if (n_threads == 1) return pool;
+
+    pool->workers = calloc(n_threads - 1, sizeof *pool->workers);
+    if (!pool->workers) {
+        qwen3_error_set("thread pool: out of memory allocating %u worker handles", n_threads - 1);
+        qwen3_pool_free(pool);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < n_threads - 1; i++) {
+#if defined(_WIN32)
+        HANDLE h = CreateThread(NULL, 0, worker_main, pool, 0, NULL);
+        if (!h) {
+            qwen3_error_set("thread pool: CreateThread failed for worker %u of %u (error %lu)", i + 1,
+                            n_threads - 1, (unsigned long)GetLastError());
+            qwen3_pool_free(pool);
+            return NULL;
+        }
+        pool->workers[i] = h;
+#else
+        const int rc = pthread_create(&pool->workers[i], NULL, worker_main, pool);
+        if (rc != 0) {
+            qwen3_error_set("thread pool: pthread_create failed for worker %u of %u (%s)", i + 1,
+                            n_threads - 1, strerror(rc));
+            qwen3_pool_free(pool);
+            return NULL;
+        }
+#endif
+        pool->n_started++;
+    }
+    return pool;
+}
+
+void qwen3_pool_free(Qwen3ThreadPool* pool) {
+    if (!pool) return;
+    stop_and_join(pool);
+    cond_destroy(&pool->wake);
+    mutex_destroy(&pool->lock);
+    free(pool->workers);
+    free(pool);
+}
+
+uint32_t qwen3_pool_threads(const Qwen3ThreadPool* pool) { return pool ? pool->n_threads : 1; }
+
+void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n_tasks) {
+    if (n_tasks == 0) return;
+    /* One task, or no workers: waking anybody would only add latency. */
+    if (!pool || pool->n_started == 0 || n_tasks == 1) {
+        for (uint32_t t = 0; t < n_tasks; t++) fn(arg, t, n_tasks);
+        return;
+    }
+    pool->fn = fn;
+    pool->arg = arg;
+    pool->n_tasks = n_tasks;
+    atomic_store_explicit(&pool->next_task, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->pending, pool->n_started, memory_order_relaxed);
+    publish(pool); /* seq_cst: orders the job fields before any worker's acquire */
+
+    run_tasks(pool);
+
+    for (uint32_t i = 0; atomic_load_explicit(&pool->pending, memory_order_acquire) != 0; i++) {
+        if (i < WAIT_ROUNDS) {
+            cpu_relax();
+        } else {
+            yield_core();
+        }
+    }
+}
