@@ -1,0 +1,300 @@
+/**
+ * The one generation loop: prefill a prompt, then sample, stream and feed tokens one at a
+ * time, on any {@link EngineSession} (C or TypeScript) with the TypeScript tokenizer and
+ * sampler. Both `Qwen3.generate` and `Chat.send` are built on it.
+ * @module
+ */
+
+import { Qwen3Error } from "./errors.ts";
+import { TextStreamDecoder } from "./tokenizer.ts";
+import type { EngineSession, SamplerOptions } from "./types.ts";
+
+/** Whether a piece of text is the model's reasoning (inside `<think>`) or its answer. */
+export type PieceKind = "thinking" | "answer";
+
+/** A streamed piece of generated text. */
+export interface Piece {
+  /** The text (whole UTF-8 characters only; never empty). */
+  text: string;
+  /** "thinking" between `<think>` and `</think>`, otherwise "answer". */
+  kind: PieceKind;
+}
+
+/**
+ * Why generation ended: a stop token (`<|im_end|>`, `<|endoftext|>`), the `maxTokens`
+ * cap, the AbortSignal (or the caller leaving the loop early), or no room left in the
+ * context.
+ */
+export type StopReason = "stop_token" | "max_tokens" | "aborted" | "context_full";
+
+/** Counters and timings of one generation. */
+export interface GenerationStats {
+  /** Tokens prefilled before the first new token (for a chat: this turn's prompt). */
+  promptTokens: number;
+  /** New tokens sampled, stop token excluded. */
+  generatedTokens: number;
+  /** Time of the prompt's forward pass, ms. */
+  prefillMs: number;
+  /** Time of sampling and per-token forward passes, ms (time spent by the caller between
+   * pieces is not counted). */
+  decodeMs: number;
+  /** promptTokens / prefill seconds (0 when nothing was prefilled). */
+  prefillTokensPerSecond: number;
+  /** generatedTokens / decode seconds (0 when nothing was generated). */
+  decodeTokensPerSecond: number;
+  /** Why generation ended. */
+  stopReason: StopReason;
+  /** Session position (tokens in the KV cache) when generation began. */
+  startPosition: number;
+}
+
+/** Per-call options of generation: sampling, a token cap and cancellation. */
+export interface GenerateOptions extends SamplerOptions {
+  /** Most new tokens to generate; default: until a stop token or the context is full. */
+  maxTokens?: number;
+  /** Stops generation between two tokens; the text so far is kept. */
+  signal?: AbortSignal;
+}
+
+/** What the loop needs from a tokenizer. */
+export interface TokenBytes {
+  /** The raw bytes of a token id. */
+  tokenBytes(id: number): Uint8Array;
+}
+
+/** What the loop needs from a sampler. */
+export interface TokenSampler {
+  /** Picks the next token id from the logits. */
+  sample(logits: Float32Array): number;
+}
+
+/** Everything one run of the loop works with. */
+export interface GenerationParams {
+  /** The session to run in; its KV cache is extended, never rewound. */
+  session: EngineSession;
+  /** Turns token ids into bytes for the text stream. */
+  tokenizer: TokenBytes;
+  /** Picks each next token. */
+  sampler: TokenSampler;
+  /** Tokens to prefill first (must not be empty). */
+  prompt: readonly number[];
+  /** Tokens that end generation (not emitted, not fed). */
+  stopTokens: ReadonlySet<number>;
+  /** The `<think>` / `</think>` ids, when the vocabulary has them. */
+  think?: { open: number; close: number };
+  /** Kind of the first pieces (default "answer"). */
+  startKind?: PieceKind;
+  /** Cap on new tokens. */
+  maxTokens?: number;
+  /** Cancels between tokens. */
+  signal?: AbortSignal;
+}
+
+/**
+ * The state of a run, filled as it goes, so a caller that stops iterating early still
+ * knows what happened and what the KV cache holds.
+ */
+export interface GenerationResult {
+  /** The answer text so far. */
+  text: string;
+  /** The reasoning text so far (between `<think>` and `</think>`). */
+  thinking: string;
+  /** Every token sampled, in order (the stop token excluded). */
+  tokens: number[];
+  /** True once the prompt is in the KV cache. */
+  promptFed: boolean;
+  /**
+   * Sampled tokens not yet in the KV cache (at most one: the last token, when generation
+   * ended before feeding it). A caller continuing the conversation feeds them first.
+   */
+  unfed: number[];
+  /** The stop token that ended generation, if one did. */
+  stopToken?: number;
+  /** Set when the run has ended. */
+  stats?: GenerationStats;
+}
+
+/** A fresh, empty result record. */
+export function emptyResult(): GenerationResult {
+  return { text: "", thinking: "", tokens: [], promptFed: false, unfed: [] };
+}
+
+function checkMaxTokens(n: number | undefined): number {
+  if (n === undefined) return Infinity;
+  if (!(n === Infinity || (Number.isInteger(n) && n >= 0))) {
+    throw new Qwen3Error("invalid_argument", `maxTokens must be a non-negative integer, got ${n}`);
+  }
+  return n;
+}
+
+function perSecond(count: number, ms: number): number {
+  return ms > 0 ? count / (ms / 1000) : 0;
+}
+
+/**
+ * Runs one generation, yielding text pieces as soon as they form whole characters.
+ * `result` is updated in place; its `stats` are set when the run ends, however it ends
+ * (including the caller breaking out of its loop, counted as "aborted"). A context that
+ * fills up ends the run with stopReason "context_full" instead of throwing.
+ */
+export async function* runGeneration(
+  p: GenerationParams,
+  result: GenerationResult = emptyResult(),
+): AsyncGenerator<Piece, GenerationResult, undefined> {
+  const maxTokens = checkMaxTokens(p.maxTokens);
+  if (p.prompt.length === 0) {
+    throw new Qwen3Error("invalid_argument", "the prompt is empty: give at least one token");
+  }
+  const session = p.session;
+  const decoder = new TextStreamDecoder();
+  let kind: PieceKind = p.startKind ?? "answer";
+  let stopReason: StopReason = "aborted";
+  let prefillMs = 0;
+  let decodeMs = 0;
+  const startPosition = session.position;
+  let mark = 0;
+
+  const piece = (text: string): Piece | undefined => {
+    if (text === "") return undefined;
+    if (kind === "thinking") result.thinking += text;
+    else result.text += text;
+    return { text, kind };
+  };
+
+  try {
+    if (p.signal?.aborted) return result;
+    if (startPosition + p.prompt.length > session.contextLength) {
+      stopReason = "context_full";
+      return result;
+    }
+    mark = performance.now();
+    let logits = await session.forward(p.prompt);
+    prefillMs = performance.now() - mark;
+    result.promptFed = true;
+
+    mark = performance.now();
+    if (maxTokens === 0) {
+      stopReason = "max_tokens";
+      return result;
+    }
+    while (true) {
+      if (p.signal?.aborted) {
+        stopReason = "aborted";
+        break;
+      }
+      const token = p.sampler.sample(logits);
+      if (p.stopTokens.has(token)) {
+        result.stopToken = token;
+        stopReason = "stop_token";
+        break;
+      }
+      result.tokens.push(token);
+      result.unfed = [token];
+
+      let out: Piece | undefined;
+      if (p.think && (token === p.think.open || token === p.think.close)) {
+        // The tags switch the kind of what follows; their own text is not part of either.
+        out = piece(decoder.flush());
+        kind = token === p.think.open ? "thinking" : "answer";
+      } else {
+        out = piece(decoder.push(p.tokenizer.tokenBytes(token)));
+      }
+      if (out) {
+        decodeMs += performance.now() - mark;
+        yield out;
+        mark = performance.now();
+      }
+
+      if (result.tokens.length >= maxTokens) {
+        stopReason = "max_tokens";
+        break;
+      }
+      if (session.position >= session.contextLength) {
+        stopReason = "context_full";
+        break;
+      }
+      if (p.signal?.aborted) {
+        stopReason = "aborted";
+        break;
+      }
+      logits = await session.forward([token]);
+      result.unfed = [];
+    }
+    const tail = piece(decoder.flush());
+    decodeMs += performance.now() - mark;
+    if (tail) yield tail;
+  } finally {
+    // Reached on every exit: normal end, a thrown error, or the caller's early break.
+    result.stats = {
+      promptTokens: result.promptFed ? p.prompt.length : 0,
+      generatedTokens: result.tokens.length,
+      prefillMs,
+      decodeMs,
+      prefillTokensPerSecond: perSecond(result.promptFed ? p.prompt.length : 0, prefillMs),
+      decodeTokensPerSecond: perSecond(result.tokens.length, decodeMs),
+      stopReason,
+      startPosition,
+    };
+  }
+  return result;
+}
+
+/**
+ * A generation in progress: iterate it once (`for await`) for its pieces; afterwards
+ * `text`, `thinking`, `tokens` and `stats` describe the whole run.
+ */
+export class Generation implements AsyncIterable<Piece> {
+  #start: (result: GenerationResult) => AsyncGenerator<Piece, unknown, undefined>;
+  #result: GenerationResult = emptyResult();
+  #started = false;
+
+  /** Wraps a generator function that fills the given result. */
+  constructor(start: (result: GenerationResult) => AsyncGenerator<Piece, unknown, undefined>) {
+    this.#start = start;
+  }
+
+  /** The answer text generated so far. */
+  get text(): string {
+    return this.#result.text;
+  }
+
+  /** The reasoning text generated so far. */
+  get thinking(): string {
+    return this.#result.thinking;
+  }
+
+  /** Every token sampled so far. */
+  get tokens(): readonly number[] {
+    return this.#result.tokens;
+  }
+
+  /** The stats, once the run has ended (undefined before). */
+  get stats(): GenerationStats | undefined {
+    return this.#result.stats;
+  }
+
+  /** True once iteration has begun. */
+  get started(): boolean {
+    return this.#started;
+  }
+
+  /** True once the run has ended. */
+  get done(): boolean {
+    return this.#result.stats !== undefined;
+  }
+
+  /** Runs to the end and returns the answer text (the reasoning is in `thinking`). */
+  async complete(): Promise<string> {
+    for await (const _ of this) { /* drain */ }
+    return this.text;
+  }
+
+  /** Starts the run; a Generation can be iterated only once. */
+  [Symbol.asyncIterator](): AsyncIterator<Piece> {
+    if (this.#started) {
+      throw new Qwen3Error("invalid_argument", "a Generation can be iterated only once");
+    }
+    this.#started = true;
+    return this.#start(this.#result);
+  }
+}
