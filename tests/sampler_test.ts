@@ -1,0 +1,194 @@
+import assert from "node:assert/strict";
+import { Qwen3Error } from "../src/errors.ts";
+import { argmax, Sampler, XorShift64Star } from "../src/sampler.ts";
+
+/**
+ * xorshift64* on two u32 halves (hi, lo), an independent route to the same numbers as the
+ * BigInt generator: shifts across the halves and a 64-bit product from 16-bit limbs.
+ */
+function referenceXorshift(seedHi: number, seedLo: number, count: number): number[] {
+  let hi = seedHi >>> 0;
+  let lo = seedLo >>> 0;
+  const shr = (h: number, l: number, k: number): [number, number] =>
+    k >= 32 ? [0, h >>> (k - 32)] : [h >>> k, ((l >>> k) | (h << (32 - k))) >>> 0];
+  const shl = (h: number, l: number, k: number): [number, number] =>
+    k >= 32 ? [(l << (k - 32)) >>> 0, 0] : [((h << k) | (l >>> (32 - k))) >>> 0, (l << k) >>> 0];
+  // The high 32 bits of the low 64 bits of (hi:lo) * 0x2545F4914F6CDD1D.
+  const mulHigh32 = (h: number, l: number): number => {
+    const a = [l & 0xffff, l >>> 16, h & 0xffff, h >>> 16];
+    const b = [0xdd1d, 0x4f6c, 0xf491, 0x2545];
+    const limbs = [0, 0, 0, 0];
+    for (let i = 0; i < 4; i++) {
+      for (let j = 0; i + j < 4; j++) limbs[i + j] += a[i] * b[j];
+    }
+    let carry = 0;
+    for (let i = 0; i < 4; i++) {
+      const v = limbs[i] + carry;
+      limbs[i] = v % 65536;
+      carry = Math.floor(v / 65536);
+    }
+    return (limbs[2] + limbs[3] * 65536) >>> 0;
+  };
+  const out: number[] = [];
+  for (let n = 0; n < count; n++) {
+    let t = shr(hi, lo, 12);
+    hi = (hi ^ t[0]) >>> 0;
+    lo = (lo ^ t[1]) >>> 0;
+    t = shl(hi, lo, 25);
+    hi = (hi ^ t[0]) >>> 0;
+    lo = (lo ^ t[1]) >>> 0;
+    t = shr(hi, lo, 27);
+    hi = (hi ^ t[0]) >>> 0;
+    lo = (lo ^ t[1]) >>> 0;
+    out.push(mulHigh32(hi, lo));
+  }
+  return out;
+}
+
+Deno.test("xorshift64* from seed 42 follows the formula", () => {
+  const expected = referenceXorshift(0, 42, 1000);
+  // First values also computed with Python's big integers, as a third opinion.
+  assert.deepEqual(expected.slice(0, 5), [
+    1456360119,
+    3359763283,
+    3393612768,
+    4054632243,
+    3283045847,
+  ]);
+  const rng = new XorShift64Star(42n);
+  assert.deepEqual(Array.from({ length: 1000 }, () => rng.nextU32()), expected);
+  const f = new XorShift64Star(42n);
+  assert.equal(f.nextF32(), (1456360119 >>> 8) / 16777216);
+  assert.equal(f.nextF32(), 0.7822558283805847);
+  // A seed using all 64 bits.
+  const big = new XorShift64Star(0x8765432112345678n);
+  assert.deepEqual(
+    Array.from({ length: 100 }, () => big.nextU32()),
+    referenceXorshift(0x87654321, 0x12345678, 100),
+  );
+});
+
+Deno.test("greedy: argmax with the lowest index on ties, penalty ignored", () => {
+  assert.equal(argmax(new Float32Array([1, 5, 5, 2])), 1);
+  assert.equal(argmax(new Float32Array([-3, -1, -2, -1])), 1);
+  assert.equal(argmax(new Float32Array([NaN, 0, 2])), 2);
+  const s = new Sampler({ temperature: 0, presencePenalty: 10, seed: 1 }, 4);
+  const logits = new Float32Array([0, 7, 7, 1]);
+  for (let i = 0; i < 5; i++) assert.equal(s.sample(logits), 1);
+});
+
+function draws(s: Sampler, logits: Float32Array, n: number): number[] {
+  const counts = new Array(logits.length).fill(0);
+  for (let i = 0; i < n; i++) counts[s.sample(logits)]++;
+  return counts;
+}
+
+function randomLogits(n: number, seed: number): Float32Array {
+  const rng = new XorShift64Star(BigInt(seed));
+  return Float32Array.from({ length: n }, () => 4 * (rng.nextF32() - 0.5));
+}
+
+Deno.test("a seed reproduces a run; another seed gives another", () => {
+  const logits = randomLogits(500, 3);
+  const run = (seed: number) => {
+    const s = new Sampler({ temperature: 1, topP: 0.95, seed }, 500);
+    return Array.from({ length: 50 }, () => s.sample(logits));
+  };
+  assert.deepEqual(run(7), run(7));
+  assert.notDeepEqual(run(7), run(8));
+  // reset() restarts the same sequence.
+  const s = new Sampler({ temperature: 0.8, seed: 99 }, 500);
+  const first = Array.from({ length: 20 }, () => s.sample(logits));
+  s.reset();
+  assert.deepEqual(Array.from({ length: 20 }, () => s.sample(logits)), first);
+  s.reset(100);
+  assert.notDeepEqual(Array.from({ length: 20 }, () => s.sample(logits)), first);
+});
+
+Deno.test("plain sampling follows the softmax of logits / temperature", () => {
+  const logits = new Float32Array([0, 1, 2, Math.log(0.5)]);
+  const t = 2;
+  const w = Array.from(logits, (l) => Math.exp(l / t));
+  const z = w.reduce((a, b) => a + b);
+  const counts = draws(new Sampler({ temperature: t, topP: 1, seed: 5 }, 4), logits, 20000);
+  counts.forEach((c, i) => assert.ok(Math.abs(c / 20000 - w[i] / z) < 0.015, `token ${i}: ${c}`));
+});
+
+Deno.test("top-k keeps exactly the k most likely", () => {
+  const logits = randomLogits(1000, 11);
+  const top = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, 5);
+  const counts = draws(
+    new Sampler({ temperature: 1, topK: 5, topP: 1, seed: 3 }, 1000),
+    logits,
+    3000,
+  );
+  const support = counts.flatMap((c, i) => (c > 0 ? [i] : []));
+  assert.deepEqual(support.sort(), [...top].sort());
+});
+
+Deno.test("top-p keeps the shortest prefix whose mass exceeds p", () => {
+  const probs = [0.05, 0.5, 0.15, 0.3];
+  const logits = Float32Array.from(probs, Math.log);
+  // Sorted: 0.5, 0.3 (sum 0.8 > 0.7): tokens 1 and 3, in ratio 5:3.
+  const counts = draws(new Sampler({ temperature: 1, topP: 0.7, seed: 17 }, 4), logits, 8000);
+  assert.equal(counts[0], 0);
+  assert.equal(counts[2], 0);
+  assert.ok(Math.abs(counts[1] / 8000 - 0.625) < 0.02, `${counts}`);
+  // p = 0.85: 0.5 + 0.3 = 0.8 does not exceed it, so 0.15 joins.
+  const wider = draws(new Sampler({ temperature: 1, topP: 0.85, seed: 17 }, 4), logits, 8000);
+  assert.equal(wider[0], 0);
+  assert.ok(wider[2] > 0);
+});
+
+Deno.test("min-p drops tokens under min_p times the top probability", () => {
+  const probs = [0.05, 0.5, 0.15, 0.3];
+  const logits = Float32Array.from(probs, Math.log);
+  const counts = draws(
+    new Sampler({ temperature: 1, topP: 1, minP: 0.2, seed: 23 }, 4),
+    logits,
+    8000,
+  );
+  assert.equal(counts[0], 0); // 0.05 < 0.2 * 0.5
+  assert.ok(counts[2] > 0 && counts[3] > 0 && counts[1] > 0);
+  assert.ok(Math.abs(counts[2] / 8000 - 0.15 / 0.95) < 0.02, `${counts}`);
+});
+
+Deno.test("top-k, top-p and min-p together on the full Qwen3 vocabulary", () => {
+  const n = 151936;
+  const logits = randomLogits(n, 29);
+  for (let i = 0; i < 30; i++) logits[i * 1000] = 8 + i * 0.01;
+  const s = new Sampler({ temperature: 0.7, topK: 20, topP: 0.8, minP: 0.05, seed: 31 }, n);
+  for (let i = 0; i < 50; i++) {
+    const t = s.sample(logits);
+    assert.ok(t % 1000 === 0 && t / 1000 >= 10, `token ${t} outside the top 20`);
+  }
+});
+
+Deno.test("presence penalty lowers tokens already returned, reset forgets them", () => {
+  const logits = new Float32Array([3, 2.5, 1]);
+  const s = new Sampler({ temperature: 0.05, topP: 1, presencePenalty: 1, seed: 2 }, 3);
+  assert.deepEqual([s.sample(logits), s.sample(logits), s.sample(logits)], [0, 1, 0]);
+  s.reset();
+  assert.equal(s.sample(logits), 0);
+  const none = new Sampler({ temperature: 0.05, topP: 1, seed: 2 }, 3);
+  assert.deepEqual([none.sample(logits), none.sample(logits), none.sample(logits)], [0, 0, 0]);
+});
+
+Deno.test("bad options are Qwen3Error invalid_argument naming the option", () => {
+  const bad: [Record<string, number>, string][] = [
+    [{ temperature: -1 }, "temperature"],
+    [{ topP: NaN }, "topP"],
+    [{ topK: 1.5 }, "topK"],
+    [{ minP: 2 }, "minP"],
+    [{ seed: -3 }, "seed"],
+  ];
+  for (const [opts, name] of bad) {
+    assert.throws(() => new Sampler(opts, 10), (e) => {
+      assert.ok(e instanceof Qwen3Error);
+      assert.equal(e.code, "invalid_argument");
+      assert.match(e.message, new RegExp(name));
+      return true;
+    });
+  }
+  assert.throws(() => new Sampler({}, 4).sample(new Float32Array(3)), Qwen3Error);
+});
