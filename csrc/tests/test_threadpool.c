@@ -1,0 +1,190 @@
+/* test_threadpool.c - the pool runs every task exactly once, run after run, for 1..8
+ * threads; workers that went to sleep wake up; tasks really run in parallel; freeing
+ * an idle pool returns. A watchdog turns a deadlock into a failure instead of a hang. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if !defined(_WIN32)
+#include <signal.h>
+#include <unistd.h>
+#endif
+
+#include "error.h"
+#include "qwen3_inference.h"
+#include "threadpool.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            failures++;                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fprintf(stderr, "\n");                                             \
+        }                                                                      \
+    } while (0)
+
+static double now_s(void) {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- every task exactly once ---- */
+
+#define MAX_TASKS 5000
+
+typedef struct {
+    _Atomic uint32_t hits[MAX_TASKS];
+    _Atomic uint32_t bad_n; /* calls that saw a wrong n_tasks */
+    uint32_t expect_n;
+} CountJob;
+
+static void count_task(void* arg, uint32_t task, uint32_t n_tasks) {
+    CountJob* job = arg;
+    if (n_tasks != job->expect_n || task >= n_tasks) {
+        atomic_fetch_add(&job->bad_n, 1);
+        return;
+    }
+    atomic_fetch_add(&job->hits[task], 1);
+}
+
+static void test_exactly_once(void) {
+    static CountJob job;
+    static const uint32_t sizes[] = {0, 1, 2, 3, 7, 8, 9, 64, 1000, MAX_TASKS};
+    for (uint32_t threads = 1; threads <= 8; threads++) {
+        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
+        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        if (!pool) continue;
+        CHECK(qwen3_pool_threads(pool) == threads, "qwen3_pool_threads = %u, want %u", qwen3_pool_threads(pool),
+              threads);
+        /* Many runs in a row: a generation counter that skips or repeats a job, or a
+         * worker still busy with the previous job, shows up as a wrong hit count. */
+        for (uint32_t run = 0; run < 300; run++) {
+            const uint32_t n = sizes[run % (sizeof sizes / sizeof sizes[0])];
+            memset(&job, 0, sizeof job);
+            job.expect_n = n;
+            qwen3_pool_run(pool, count_task, &job, n);
+            uint32_t wrong = 0;
+            for (uint32_t t = 0; t < MAX_TASKS; t++) {
+                const uint32_t want = t < n ? 1u : 0u;
+                if (atomic_load(&job.hits[t]) != want) wrong++;
+            }
+            CHECK(wrong == 0 && atomic_load(&job.bad_n) == 0,
+                  "threads=%u run=%u n_tasks=%u: %u tasks ran a wrong number of times, %u calls saw a bad n_tasks",
+                  threads, run, n, wrong, atomic_load(&job.bad_n));
+            if (wrong) break;
+        }
+        qwen3_pool_free(pool);
+    }
+}
+
+/* ---- sleeping workers wake up ---- */
+
+static void test_wake_after_sleep(void) {
+    static CountJob job;
+    Qwen3ThreadPool* pool = qwen3_pool_new(4);
+    CHECK(pool != NULL, "qwen3_pool_new(4): %s", qwen3_get_last_error());
+    if (!pool) return;
+    for (int round = 0; round < 3; round++) {
+        /* Long past the spin phase: the workers are blocked on the condition variable. */
+        sleep_ms(60);
+        memset(&job, 0, sizeof job);
+        job.expect_n = 999;
+        qwen3_pool_run(pool, count_task, &job, 999);
+        uint32_t wrong = 0;
+        for (uint32_t t = 0; t < 999; t++) wrong += atomic_load(&job.hits[t]) != 1;
+        CHECK(wrong == 0, "round %d after sleeping: %u tasks ran a wrong number of times", round, wrong);
+    }
+    qwen3_pool_free(pool);
+}
+
+/* ---- tasks run in parallel ---- */
+
+typedef struct {
+    _Atomic uint32_t arrived;
+    _Atomic uint32_t timed_out;
+} MeetJob;
+
+/* Every task waits (bounded) until all tasks have started: only possible when each
+ * runs on its own thread at the same time. */
+static void meet_task(void* arg, uint32_t task, uint32_t n_tasks) {
+    (void)task;
+    MeetJob* job = arg;
+    atomic_fetch_add(&job->arrived, 1);
+    const double deadline = now_s() + 10.0;
+    while (atomic_load(&job->arrived) < n_tasks) {
+        if (now_s() > deadline) {
+            atomic_fetch_add(&job->timed_out, 1);
+            return;
+        }
+    }
+}
+
+static void test_parallel(void) {
+    for (uint32_t threads = 2; threads <= 4; threads++) {
+        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
+        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        if (!pool) continue;
+        for (int run = 0; run < 5; run++) {
+            MeetJob job;
+            atomic_init(&job.arrived, 0);
+            atomic_init(&job.timed_out, 0);
+            qwen3_pool_run(pool, meet_task, &job, threads);
+            CHECK(atomic_load(&job.timed_out) == 0,
+                  "threads=%u: %u tasks never met the others: tasks did not run concurrently", threads,
+                  atomic_load(&job.timed_out));
+        }
+        qwen3_pool_free(pool);
+    }
+}
+
+/* ---- lifecycle ---- */
+
+static void test_lifecycle(void) {
+    /* Freed at once (workers maybe not even started), and freed after they fell asleep. */
+    for (uint32_t threads = 1; threads <= 8; threads++) {
+        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
+        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        qwen3_pool_free(pool);
+    }
+    Qwen3ThreadPool* pool = qwen3_pool_new(3);
+    CHECK(pool != NULL, "qwen3_pool_new(3): %s", qwen3_get_last_error());
+    sleep_ms(60);
+    qwen3_pool_free(pool);
+    qwen3_pool_free(NULL);
+
+    qwen3_error_clear();
+    CHECK(qwen3_pool_new(0) == NULL, "qwen3_pool_new(0) must fail");
+    CHECK(strstr(qwen3_get_last_error(), "n_threads") != NULL, "error names the field: '%s'",
+          qwen3_get_last_error());
+    CHECK(qwen3_pool_new(100000) == NULL, "qwen3_pool_new(100000) must fail");
+}
+
+int main(void) {
+#if !defined(_WIN32)
+    /* A deadlocked pool would hang `zig build test`; SIGALRM's default action ends the
+     * process with a failure status instead. */
+    alarm(60);
+#endif
+    const double t0 = now_s();
+    test_exactly_once();
+    test_wake_after_sleep();
+    test_parallel();
+    test_lifecycle();
+    if (failures) {
+        fprintf(stderr, "test_threadpool: %d failure(s)\n", failures);
+        return 1;
+    }
+    printf("test_threadpool: ok (%.2f s)\n", now_s() - t0);
+    return 0;
+}
