@@ -1,0 +1,539 @@
+/**
+ * Readers for the qwen3.c `model.bin` (version 1) checkpoint and the qwen3-rs variant of it
+ * (SPEC section 2): header validation, and typed-array views of every tensor without
+ * copying the file. The tensor order lives here once ({@link checkpointTensorOrder}) and is
+ * shared with the writers.
+ * @module
+ */
+
+import { Qwen3Error } from "./errors.ts";
+import type { ModelConfig } from "./types.ts";
+
+/** `model.bin` magic: bytes `31 63 6A 61` on disk, read as a little-endian u32. */
+export const CHECKPOINT_MAGIC = 0x616a6331;
+/** The only checkpoint version there is. */
+export const CHECKPOINT_VERSION = 1;
+/** Bytes before the first tensor. */
+export const HEADER_BYTES = 256;
+/** qwen3-rs `architecture_id` of Qwen3ForCausalLM (2 is LlamaForCausalLM). */
+export const QWEN3RS_ARCH_QWEN3 = 1;
+/** RoPE base of every Qwen3 (not stored in the file). */
+export const QWEN3_ROPE_THETA = 1e6;
+/** RMSNorm epsilon of every Qwen3 (not stored in the file). */
+export const QWEN3_RMS_EPS = 1e-6;
+
+/** The ten i32 header fields, in file order. */
+export const HEADER_FIELDS = [
+  "dim",
+  "hidden_dim",
+  "n_layers",
+  "n_heads",
+  "n_kv_heads",
+  "vocab_size",
+  "seq_len",
+  "head_dim",
+  "shared_classifier",
+  "group_size",
+] as const;
+
+/** A header field name as the C structs and this module's messages spell it. */
+export type HeaderField = (typeof HEADER_FIELDS)[number];
+
+/**
+ * Upper bounds on header fields, the C loader's (csrc/src/model.h QWEN3_MAX_*): far above any
+ * Qwen3 (8B: dim 4096, hidden 12288, 36 layers, 32 heads, seq_len 40960), low enough that
+ * every size derived from them stays exact in a JavaScript number (below 2^53).
+ * n_heads * head_dim is held to the dim limit as well.
+ */
+export const HEADER_LIMITS: Readonly<Record<Exclude<HeaderField, "shared_classifier">, number>> = {
+  dim: 1 << 18,
+  hidden_dim: 1 << 18,
+  n_layers: 4096,
+  n_heads: 4096,
+  n_kv_heads: 4096,
+  vocab_size: 1 << 24,
+  seq_len: 1 << 24,
+  head_dim: 16384,
+  group_size: 1 << 18,
+};
+
+/** A Q8 matrix: int8 values row-major (HF `[out, in]`) and one fp32 scale per group. */
+export interface Q8Tensor {
+  /** (rows, cols) int8 values. */
+  q: Int8Array;
+  /** (rows, cols / groupSize) scales. */
+  s: Float32Array;
+  /** Output features. */
+  rows: number;
+  /** Input features. */
+  cols: number;
+  /** Values per scale. */
+  groupSize: number;
+}
+
+/** One transformer block's weights. */
+export interface LayerTensors {
+  /** (dim) RMSNorm weight before attention. */
+  attnNorm: Float32Array;
+  /** (dim) RMSNorm weight before the feed-forward block. */
+  ffnNorm: Float32Array;
+  /** (head_dim) QK-norm weight shared by all query heads. */
+  qNorm: Float32Array;
+  /** (head_dim) QK-norm weight shared by all key heads. */
+  kNorm: Float32Array;
+  /** (n_heads * head_dim, dim) query projection. */
+  wq: Q8Tensor;
+  /** (n_kv_heads * head_dim, dim) key projection. */
+  wk: Q8Tensor;
+  /** (n_kv_heads * head_dim, dim) value projection. */
+  wv: Q8Tensor;
+  /** (dim, n_heads * head_dim) attention output projection. */
+  wo: Q8Tensor;
+  /** (hidden_dim, dim) gate projection. */
+  w1: Q8Tensor;
+  /** (dim, hidden_dim) down projection. */
+  w2: Q8Tensor;
+  /** (hidden_dim, dim) up projection. */
+  w3: Q8Tensor;
+}
+
+/** Every tensor of a checkpoint, as views into its bytes. */
+export interface CheckpointTensors {
+  /** (vocab_size, dim) token embedding. */
+  embed: Q8Tensor;
+  /** (dim) final RMSNorm weight. */
+  finalNorm: Float32Array;
+  /** (vocab_size, dim) output projection: the same object as `embed` when tied. */
+  classifier: Q8Tensor;
+  /** Per-layer weights, n_layers entries. */
+  layers: LayerTensors[];
+}
+
+/** A checkpoint read into memory. */
+export interface Checkpoint {
+  /** The file it was read from. */
+  path: string;
+  /** Its hyper-parameters. */
+  config: ModelConfig;
+  /** The whole file; the tensors view into it. */
+  bytes: Uint8Array;
+  /** Every tensor. */
+  tensors: CheckpointTensors;
+}
+
+/** Names of the per-layer Q8 matrices, in file order. */
+export const LAYER_MATRICES = ["wq", "wk", "wv", "wo", "w1", "w2", "w3"] as const;
+
+/** A per-layer Q8 matrix name. */
+export type LayerMatrix = (typeof LAYER_MATRICES)[number];
+
+/** One entry of the body, in file order. */
+export type TensorSlot =
+  | {
+    kind: "f32";
+    name: "attn_norm" | "ffn_norm" | "q_norm" | "k_norm";
+    layer: number;
+    length: number;
+  }
+  | { kind: "f32"; name: "final_norm"; layer: -1; length: number }
+  | { kind: "q8"; name: LayerMatrix; layer: number; rows: number; cols: number }
+  | { kind: "q8"; name: "embed" | "classifier"; layer: -1; rows: number; cols: number };
+
+/** [rows, cols] of a per-layer matrix. */
+export function layerMatrixShape(
+  c: Pick<ModelConfig, "dim" | "hiddenDim" | "nHeads" | "nKvHeads" | "headDim">,
+  name: LayerMatrix,
+): [number, number] {
+  switch (name) {
+    case "wq":
+      return [c.nHeads * c.headDim, c.dim];
+    case "wk":
+    case "wv":
+      return [c.nKvHeads * c.headDim, c.dim];
+    case "wo":
+      return [c.dim, c.nHeads * c.headDim];
+    case "w1":
+    case "w3":
+      return [c.hiddenDim, c.dim];
+    case "w2":
+      return [c.dim, c.hiddenDim];
+  }
+}
+
+/**
+ * The body's tensors in file order (SPEC section 2): fp32 attn_norm of every layer, ffn_norm,
+ * final_norm, q_norm, k_norm; then Q8 embed, all layers' wq, all wk, wv, wo, w1, w2, w3; then
+ * the classifier when not shared. Readers and writers both walk this list.
+ */
+export function* checkpointTensorOrder(
+  c: Pick<
+    ModelConfig,
+    | "dim"
+    | "hiddenDim"
+    | "nLayers"
+    | "nHeads"
+    | "nKvHeads"
+    | "headDim"
+    | "vocabSize"
+    | "sharedClassifier"
+  >,
+): Generator<TensorSlot> {
+  for (const name of ["attn_norm", "ffn_norm"] as const) {
+    for (let l = 0; l < c.nLayers; l++) yield { kind: "f32", name, layer: l, length: c.dim };
+  }
+  yield { kind: "f32", name: "final_norm", layer: -1, length: c.dim };
+  for (const name of ["q_norm", "k_norm"] as const) {
+    for (let l = 0; l < c.nLayers; l++) yield { kind: "f32", name, layer: l, length: c.headDim };
+  }
+  yield { kind: "q8", name: "embed", layer: -1, rows: c.vocabSize, cols: c.dim };
+  for (const name of LAYER_MATRICES) {
+    const [rows, cols] = layerMatrixShape(c, name);
+    for (let l = 0; l < c.nLayers; l++) yield { kind: "q8", name, layer: l, rows, cols };
+  }
+  if (!c.sharedClassifier) {
+    yield { kind: "q8", name: "classifier", layer: -1, rows: c.vocabSize, cols: c.dim };
+  }
+}
+
+/** Bytes a tensor slot occupies: 4 per fp32 value; 1 per int8 value plus 4 per group scale. */
+export function slotBytes(slot: TensorSlot, groupSize: number): number {
+  if (slot.kind === "f32") return 4 * slot.length;
+  const n = slot.rows * slot.cols;
+  return n + 4 * (n / groupSize);
+}
+
+/** The exact size of a checkpoint with this configuration, header included. */
+export function expectedFileSize(
+  c: Pick<
+    ModelConfig,
+    | "dim"
+    | "hiddenDim"
+    | "nLayers"
+    | "nHeads"
+    | "nKvHeads"
+    | "headDim"
+    | "vocabSize"
+    | "sharedClassifier"
+    | "groupSize"
+  >,
+): number {
+  let size = HEADER_BYTES;
+  for (const slot of checkpointTensorOrder(c)) size += slotBytes(slot, c.groupSize);
+  return size;
+}
+
+/**
+ * The 256-byte header of a checkpoint in either layout (qwen3-rs puts `architecture_id` = 1
+ * at offset 8 and shifts the ten fields by 4).
+ */
+export function encodeHeader(c: ModelConfig, layout: "qwen3.c" | "qwen3-rs"): Uint8Array {
+  const header = new Uint8Array(HEADER_BYTES);
+  const view = new DataView(header.buffer);
+  view.setUint32(0, CHECKPOINT_MAGIC, true);
+  view.setInt32(4, CHECKPOINT_VERSION, true);
+  let off = 8;
+  if (layout === "qwen3-rs") {
+    view.setUint32(off, QWEN3RS_ARCH_QWEN3, true);
+    off += 4;
+  }
+  const values = [
+    c.dim,
+    c.hiddenDim,
+    c.nLayers,
+    c.nHeads,
+    c.nKvHeads,
+    c.vocabSize,
+    c.seqLen,
+    c.headDim,
+    c.sharedClassifier ? 1 : 0,
+    c.groupSize,
+  ];
+  for (const v of values) {
+    view.setInt32(off, v, true);
+    off += 4;
+  }
+  return header;
+}
+
+function formatError(path: string, message: string): Qwen3Error {
+  return new Qwen3Error("format", `${path}: ${message}`);
+}
+
+/**
+ * Reads the ten fields of one layout and validates them, the file size included, in the C
+ * loader's order (csrc/src/model.c parse_layout).
+ */
+function parseLayout(
+  view: DataView,
+  fileSize: number,
+  path: string,
+  format: "qwen3.c" | "qwen3-rs",
+): ModelConfig {
+  const where = `(${format} layout)`;
+  if (format === "qwen3-rs") {
+    const arch = view.getUint32(8, true);
+    if (arch === 2) {
+      throw new Qwen3Error(
+        "unsupported",
+        `${path}: architecture_id 2 (LlamaForCausalLM) is not supported, expected ` +
+          `${QWEN3RS_ARCH_QWEN3} (Qwen3ForCausalLM) ${where}`,
+      );
+    }
+    if (arch !== QWEN3RS_ARCH_QWEN3) {
+      throw formatError(
+        path,
+        `architecture_id ${arch} at byte 8, expected ${QWEN3RS_ARCH_QWEN3} (Qwen3ForCausalLM) ${where}`,
+      );
+    }
+  }
+  const base = format === "qwen3-rs" ? 12 : 8;
+  const raw = {} as Record<HeaderField, number>;
+  HEADER_FIELDS.forEach((name, i) => {
+    const v = view.getInt32(base + 4 * i, true);
+    raw[name] = v;
+    if (name === "shared_classifier") {
+      if (v !== 0 && v !== 1) {
+        throw formatError(path, `header field shared_classifier = ${v}, expected 0 or 1 ${where}`);
+      }
+      return;
+    }
+    if (v <= 0) {
+      throw formatError(path, `header field ${name} = ${v}, expected a positive value ${where}`);
+    }
+    if (v > HEADER_LIMITS[name]) {
+      throw formatError(
+        path,
+        `header field ${name} = ${v}, expected at most ${HEADER_LIMITS[name]} ${where}`,
+      );
+    }
+  });
+  if (raw.n_heads % raw.n_kv_heads !== 0) {
+    throw formatError(
+      path,
+      `header field n_kv_heads = ${raw.n_kv_heads} does not divide n_heads = ${raw.n_heads} ${where}`,
+    );
+  }
+  if (raw.head_dim % 2 !== 0) {
+    throw formatError(
+      path,
+      `header field head_dim = ${raw.head_dim}, expected an even value (rotate-half RoPE) ${where}`,
+    );
+  }
+  const qDim = raw.n_heads * raw.head_dim;
+  if (qDim > HEADER_LIMITS.dim) {
+    throw formatError(
+      path,
+      `header fields n_heads * head_dim = ${qDim}, expected at most ${HEADER_LIMITS.dim} ${where}`,
+    );
+  }
+  const gs = raw.group_size;
+  const divided: [string, number][] = [["dim", raw.dim], ["hidden_dim", raw.hidden_dim], [
+    "n_heads * head_dim",
+    qDim,
+  ]];
+  for (const [name, v] of divided) {
+    if (v % gs !== 0) {
+      throw formatError(
+        path,
+        `header field group_size = ${gs} does not divide ${name} = ${v} ${where}`,
+      );
+    }
+  }
+  if (raw.dim % 4 !== 0) {
+    // Every tensor has dim as a factor, so dim % 4 == 0 keeps every fp32 scale array 4-byte
+    // aligned in the file; the C engine maps the file and cannot copy.
+    throw new Qwen3Error(
+      "unsupported",
+      `${path}: header field dim = ${raw.dim} is not a multiple of 4, so the fp32 scales would be misaligned ${where}`,
+    );
+  }
+  const config: ModelConfig = {
+    format,
+    dim: raw.dim,
+    hiddenDim: raw.hidden_dim,
+    nLayers: raw.n_layers,
+    nHeads: raw.n_heads,
+    nKvHeads: raw.n_kv_heads,
+    headDim: raw.head_dim,
+    vocabSize: raw.vocab_size,
+    seqLen: raw.seq_len,
+    groupSize: gs,
+    sharedClassifier: raw.shared_classifier === 1,
+    ropeTheta: QWEN3_ROPE_THETA,
+    rmsEps: QWEN3_RMS_EPS,
+  };
+  const expected = expectedFileSize(config);
+  if (fileSize !== expected) {
+    throw formatError(
+      path,
+      `file size ${fileSize} bytes, expected ${expected} from the header ${where}: dim ${config.dim}, ` +
+        `hidden_dim ${config.hiddenDim}, n_layers ${config.nLayers}, n_heads ${config.nHeads}, ` +
+        `n_kv_heads ${config.nKvHeads}, vocab_size ${config.vocabSize}, head_dim ${config.headDim}, ` +
+        `shared_classifier ${raw.shared_classifier}, group_size ${gs}: the file is ` +
+        (fileSize < expected ? "truncated" : "longer than its header says (corrupt or foreign)"),
+    );
+  }
+  return config;
+}
+
+/**
+ * Validates a checkpoint header and returns the model's configuration. `header` holds at
+ * least the file's first 256 bytes (the whole file will do); `fileSize` is the file's size,
+ * which must equal the size the header implies exactly. As in the C loader, the value at
+ * offset 8 suggests the layout (<= 2 is a qwen3-rs `architecture_id`: no model has dim <= 2),
+ * and the other layout is tried when the suggested one fails; the suggested layout's error is
+ * the one reported. Errors are Qwen3Error code "format" naming the file, the field, the
+ * expected and the actual value ("unsupported" for a valid file this engine cannot run: a
+ * qwen3-rs Llama, or dim not a multiple of 4).
+ *
+ * @example
+ * ```ts
+ * import { encodeHeader, expectedFileSize, parseHeader } from "./model_file.ts";
+ * const config = {
+ *   format: "qwen3.c", dim: 64, hiddenDim: 192, nLayers: 2, nHeads: 4, nKvHeads: 2,
+ *   headDim: 32, vocabSize: 1000, seqLen: 256, groupSize: 32, sharedClassifier: true,
+ *   ropeTheta: 1e6, rmsEps: 1e-6,
+ * } as const;
+ * const parsed = parseHeader(encodeHeader(config, "qwen3.c"), expectedFileSize(config), "m.bin");
+ * console.log(parsed.dim); // 64
+ * ```
+ */
+export function parseHeader(header: Uint8Array, fileSize: number, path: string): ModelConfig {
+  if (fileSize < HEADER_BYTES || header.length < HEADER_BYTES) {
+    throw formatError(
+      path,
+      `file is ${Math.min(fileSize, header.length)} bytes, shorter than the ${HEADER_BYTES}-byte ` +
+        `checkpoint header (truncated or not a Qwen3 checkpoint)`,
+    );
+  }
+  const view = new DataView(header.buffer, header.byteOffset, HEADER_BYTES);
+  const magic = view.getUint32(0, true);
+  if (magic !== CHECKPOINT_MAGIC) {
+    throw formatError(
+      path,
+      `magic is 0x${hex32(magic)}, expected 0x${
+        hex32(CHECKPOINT_MAGIC)
+      }: not a qwen3.c / qwen3-rs checkpoint`,
+    );
+  }
+  const version = view.getInt32(4, true);
+  if (version !== CHECKPOINT_VERSION) {
+    throw formatError(path, `header field version = ${version}, expected ${CHECKPOINT_VERSION}`);
+  }
+  const first = view.getUint32(8, true) <= 2 ? "qwen3-rs" : "qwen3.c";
+  const second = first === "qwen3-rs" ? "qwen3.c" : "qwen3-rs";
+  try {
+    return parseLayout(view, fileSize, path, first);
+  } catch (firstError) {
+    try {
+      return parseLayout(view, fileSize, path, second);
+    } catch {
+      throw firstError;
+    }
+  }
+}
+
+function hex32(v: number): string {
+  return v.toString(16).toUpperCase().padStart(8, "0");
+}
+
+/**
+ * fp32 values at `offset` of `bytes`: a view when the address is 4-byte aligned, else a copy.
+ * Inside a valid file every fp32 array is aligned (norms are whole fp32 arrays from byte 256;
+ * scales follow rows * cols int8 values and dim % 4 == 0 is required), so a copy happens only
+ * when the caller's `bytes` itself starts at an unaligned byteOffset.
+ */
+function floatsAt(bytes: Uint8Array, offset: number, length: number): Float32Array {
+  const address = bytes.byteOffset + offset;
+  if (address % 4 === 0) return new Float32Array(bytes.buffer, address, length);
+  return new Float32Array(bytes.slice(offset, offset + 4 * length).buffer);
+}
+
+/**
+ * Views of every tensor of a validated checkpoint (`config` from {@link parseHeader} on the
+ * same bytes). Only unaligned scale arrays are copied (see the note on alignment).
+ */
+export function checkpointTensors(bytes: Uint8Array, config: ModelConfig): CheckpointTensors {
+  const gs = config.groupSize;
+  const emptyQ8: Q8Tensor = {
+    q: new Int8Array(0),
+    s: new Float32Array(0),
+    rows: 0,
+    cols: 0,
+    groupSize: gs,
+  };
+  const layers: LayerTensors[] = [];
+  for (let l = 0; l < config.nLayers; l++) {
+    layers.push({
+      attnNorm: new Float32Array(0),
+      ffnNorm: new Float32Array(0),
+      qNorm: new Float32Array(0),
+      kNorm: new Float32Array(0),
+      wq: emptyQ8,
+      wk: emptyQ8,
+      wv: emptyQ8,
+      wo: emptyQ8,
+      w1: emptyQ8,
+      w2: emptyQ8,
+      w3: emptyQ8,
+    });
+  }
+  const out: CheckpointTensors = {
+    embed: emptyQ8,
+    finalNorm: new Float32Array(0),
+    classifier: emptyQ8,
+    layers,
+  };
+  const normKey = {
+    attn_norm: "attnNorm",
+    ffn_norm: "ffnNorm",
+    q_norm: "qNorm",
+    k_norm: "kNorm",
+  } as const;
+  let off = HEADER_BYTES;
+  for (const slot of checkpointTensorOrder(config)) {
+    if (slot.kind === "f32") {
+      const values = floatsAt(bytes, off, slot.length);
+      if (slot.name === "final_norm") out.finalNorm = values;
+      else layers[slot.layer][normKey[slot.name]] = values;
+    } else {
+      const n = slot.rows * slot.cols;
+      const t: Q8Tensor = {
+        q: new Int8Array(bytes.buffer, bytes.byteOffset + off, n),
+        s: floatsAt(bytes, off + n, n / gs),
+        rows: slot.rows,
+        cols: slot.cols,
+        groupSize: gs,
+      };
+      if (slot.name === "embed") out.embed = t;
+      else if (slot.name === "classifier") out.classifier = t;
+      else layers[slot.layer][slot.name] = t;
+    }
+    off += slotBytes(slot, gs);
+  }
+  if (config.sharedClassifier) out.classifier = out.embed;
+  return out;
+}
+
+/**
+ * Reads a qwen3.c or qwen3-rs checkpoint into memory and validates it. A missing or
+ * unreadable file is a Qwen3Error "io" naming the path; a bad header or size is "format".
+ *
+ * @example
+ * ```ts ignore
+ * import { readCheckpoint } from "./model_file.ts";
+ * const ckpt = await readCheckpoint("Qwen3-0.6B.bin");
+ * console.log(ckpt.config.nLayers, ckpt.tensors.layers[0].wq.rows);
+ * ```
+ */
+export async function readCheckpoint(path: string): Promise<Checkpoint> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
+    throw new Qwen3Error("io", `${path}: cannot read the model file (${why})`);
+  }
+  const config = parseHeader(bytes.subarray(0, HEADER_BYTES), bytes.length, path);
+  return { path, config, bytes, tensors: checkpointTensors(bytes, config) };
+}
