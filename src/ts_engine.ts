@@ -1,0 +1,414 @@
+/**
+ * The TypeScript reference engine: Qwen3 (SPEC section 1) with the C engine's W8A8 numerics
+ * (SPEC section 4) in plain TypeScript over typed-array views of the checkpoint. Every float
+ * operation is rounded to fp32 (Math.fround or a Float32Array store) in the order the C
+ * engine performs it, so the two agree to the last bit wherever libm agrees with
+ * JavaScript's Math (exp, sin, cos, pow may differ by an ulp).
+ *
+ * Rounding note: a single +, -, * or / of two fp32 values done in float64 and then rounded
+ * to fp32 is exactly the fp32 operation (float64 has more than 2 * 24 + 2 bits), and so is
+ * sqrt. That is why `fround(a * b)` here equals C's `a * b` on floats.
+ * @module
+ */
+
+import { Qwen3Error } from "./errors.ts";
+import { type Checkpoint, type LayerTensors, type Q8Tensor, readCheckpoint } from "./model_file.ts";
+import { quantizeQ8Into } from "./quant.ts";
+import type { Engine, EngineSession, ModelConfig } from "./types.ts";
+
+const fround = Math.fround;
+
+/** Positions per KV-cache chunk: memory grows by this many positions at a time. */
+export const KV_CHUNK_POSITIONS = 256;
+
+/**
+ * out[r] = row r of w dot the quantised vector (xq, xs), as csrc/src/kernels.h specifies:
+ * per group an exact integer sum, then `acc = acc + ((float)isum * w_scale) * x_scale` with
+ * three fp32 roundings and no fused multiply-add.
+ */
+function matvecQ8(out: Float32Array, w: Q8Tensor, xq: Int8Array, xs: Float32Array): void {
+  const { q, s, rows, cols, groupSize: gs } = w;
+  const nGroups = cols / gs;
+  for (let r = 0; r < rows; r++) {
+    const rowBase = r * cols;
+    const scaleBase = r * nGroups;
+    let acc = 0;
+    for (let g = 0; g < nGroups; g++) {
+      const wb = rowBase + g * gs;
+      const xb = g * gs;
+      let isum = 0;
+      for (let k = 0; k < gs; k++) isum += q[wb + k] * xq[xb + k];
+      acc = fround(acc + fround(fround(fround(isum) * s[scaleBase + g]) * xs[g]));
+    }
+    out[r] = acc;
+  }
+}
+
+/**
+ * out = rmsnorm(x) * weight over `n` values starting at `xOff` / `outOff`. Mirrors the C
+ * expression
+ *   ss = 0.0f; for (j) ss += x[j] * x[j];
+ *   ss = 1.0f / sqrtf(ss / (float)n + eps);
+ *   out[j] = weight[j] * (ss * x[j]);
+ */
+function rmsnorm(
+  out: Float32Array,
+  outOff: number,
+  x: Float32Array,
+  xOff: number,
+  weight: Float32Array,
+  n: number,
+  eps: number,
+): void {
+  let ss = 0;
+  for (let j = 0; j < n; j++) {
+    const v = x[xOff + j];
+    ss = fround(ss + fround(v * v));
+  }
+  ss = fround(1 / fround(Math.sqrt(fround(fround(ss / n) + eps))));
+  for (let j = 0; j < n; j++) out[outOff + j] = fround(weight[j] * fround(ss * x[xOff + j]));
+}
+
+/** In-place softmax of x[0..n), C order: max, then exp(x - max) summed in order, then / sum. */
+function softmax(x: Float32Array, n: number): void {
+  let max = x[0];
+  for (let i = 1; i < n; i++) if (x[i] > max) max = x[i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const e = fround(Math.exp(fround(x[i] - max)));
+    x[i] = e;
+    sum = fround(sum + e);
+  }
+  for (let i = 0; i < n; i++) x[i] = fround(x[i] / sum);
+}
+
+/** Per-session scratch buffers, sized once from the model. */
+interface Scratch {
+  x: Float32Array; // (dim) residual stream
+  xb: Float32Array; // (max(dim, n_heads * head_dim)) normed input / attention output
+  xb2: Float32Array; // (dim) projection output added to x
+  q: Float32Array; // (n_heads * head_dim)
+  hb: Float32Array; // (hidden_dim) gate, then silu(gate) * up
+  hb2: Float32Array; // (hidden_dim) up
+  att: Float32Array; // (context) attention weights of one head
+  xq: Int8Array; // (max(dim, hidden_dim, n_heads * head_dim)) quantised activation
+  xs: Float32Array; // (same / group_size) its scales
+  logits: Float32Array; // (vocab_size)
+}
+
+/** A KV cache that grows a chunk of KV_CHUNK_POSITIONS positions at a time. */
+class KvCache {
+  /** [layer][chunk] -> (KV_CHUNK_POSITIONS, n_kv_heads * head_dim) keys. */
+  readonly keys: Float32Array[][];
+  /** [layer][chunk] -> (KV_CHUNK_POSITIONS, n_kv_heads * head_dim) values. */
+  readonly values: Float32Array[][];
+  readonly kvDim: number;
+
+  constructor(nLayers: number, kvDim: number) {
+    this.kvDim = kvDim;
+    this.keys = Array.from({ length: nLayers }, () => []);
+    this.values = Array.from({ length: nLayers }, () => []);
+  }
+
+  /** Makes sure positions 0..end-1 have memory. */
+  reserve(end: number): void {
+    const chunks = Math.ceil(end / KV_CHUNK_POSITIONS);
+    const size = KV_CHUNK_POSITIONS * this.kvDim;
+    for (let l = 0; l < this.keys.length; l++) {
+      while (this.keys[l].length < chunks) {
+        this.keys[l].push(new Float32Array(size));
+        this.values[l].push(new Float32Array(size));
+      }
+    }
+  }
+}
+
+/** One sequence over a TsEngine: its own KV cache, position and scratch. */
+export class TsSession implements EngineSession {
+  /** Positions this session can hold. */
+  readonly contextLength: number;
+  #engine: TsEngine;
+  #position = 0;
+  #kv: KvCache;
+  #s: Scratch;
+  #disposed = false;
+
+  /** Use {@link TsEngine.createSession}. */
+  constructor(engine: TsEngine, contextLength: number) {
+    const c = engine.config;
+    this.#engine = engine;
+    this.contextLength = contextLength;
+    const qDim = c.nHeads * c.headDim;
+    const maxIn = Math.max(c.dim, c.hiddenDim, qDim);
+    this.#kv = new KvCache(c.nLayers, c.nKvHeads * c.headDim);
+    this.#s = {
+      x: new Float32Array(c.dim),
+      xb: new Float32Array(Math.max(c.dim, qDim)),
+      xb2: new Float32Array(c.dim),
+      q: new Float32Array(qDim),
+      hb: new Float32Array(c.hiddenDim),
+      hb2: new Float32Array(c.hiddenDim),
+      att: new Float32Array(contextLength),
+      xq: new Int8Array(maxIn),
+      xs: new Float32Array(maxIn / c.groupSize),
+      logits: new Float32Array(c.vocabSize),
+    };
+  }
+
+  /** Tokens in the KV cache (the position of the next token). */
+  get position(): number {
+    return this.#position;
+  }
+
+  /**
+   * Runs `tokens` at positions `position ..` and returns the last one's logits (valid until
+   * the next call). Throws Qwen3Error "context_full" (changing nothing) when they do not fit,
+   * "invalid_argument" for an empty list or an id outside the vocabulary.
+   */
+  forward(tokens: ArrayLike<number>): Promise<Float32Array> {
+    try {
+      return Promise.resolve(this.forwardSync(tokens));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** {@link forward} without the promise, for callers that want to stay synchronous. */
+  forwardSync(tokens: ArrayLike<number>): Float32Array {
+    if (this.#disposed || this.#engine.disposed) {
+      throw new Qwen3Error("invalid_argument", "forward on a disposed TypeScript engine session");
+    }
+    const n = tokens.length;
+    if (n === 0) throw new Qwen3Error("invalid_argument", "forward: no tokens");
+    if (this.#position + n > this.contextLength) {
+      throw new Qwen3Error(
+        "context_full",
+        `context full: ${this.#position} + ${n} tokens exceed the context length ${this.contextLength}`,
+      );
+    }
+    const vocab = this.#engine.config.vocabSize;
+    for (let i = 0; i < n; i++) {
+      const t = tokens[i];
+      if (!Number.isInteger(t) || t < 0 || t >= vocab) {
+        throw new Qwen3Error(
+          "invalid_argument",
+          `token id ${t} at index ${i} is outside the vocabulary (0..${vocab - 1})`,
+        );
+      }
+    }
+    this.#kv.reserve(this.#position + n);
+    for (let i = 0; i < n; i++) {
+      this.#step(tokens[i], this.#position, i === n - 1);
+      this.#position++;
+    }
+    return this.#s.logits;
+  }
+
+  /** Forgets the tokens from `position` on. */
+  rewind(position: number): void {
+    if (!Number.isInteger(position) || position < 0 || position > this.#position) {
+      throw new Qwen3Error(
+        "invalid_argument",
+        `rewind to ${position}: expected an integer in 0..${this.#position} (the current position)`,
+      );
+    }
+    this.#position = position;
+  }
+
+  /** Drops the KV cache. */
+  [Symbol.dispose](): void {
+    this.#disposed = true;
+    this.#kv.keys.forEach((k) => k.length = 0);
+    this.#kv.values.forEach((v) => v.length = 0);
+  }
+
+  /** One token at `pos`; the classifier runs only when its logits are wanted. */
+  #step(token: number, pos: number, wantLogits: boolean): void {
+    const c = this.#engine.config;
+    const w = this.#engine.checkpoint.tensors;
+    const s = this.#s;
+    const eps = fround(c.rmsEps);
+    const gs = c.groupSize;
+
+    // Dequantise the token's embedding row: x[i] = q[i] * scale[group].
+    const e = w.embed;
+    const rowQ = token * c.dim;
+    const rowS = token * (c.dim / gs);
+    for (let i = 0; i < c.dim; i++) s.x[i] = fround(e.q[rowQ + i] * e.s[rowS + ((i / gs) | 0)]);
+
+    for (let l = 0; l < c.nLayers; l++) this.#layer(w.layers[l], l, pos, eps);
+
+    if (!wantLogits) return;
+    rmsnorm(s.xb, 0, s.x, 0, w.finalNorm, c.dim, eps);
+    this.#quantize(s.xb, c.dim);
+    matvecQ8(s.logits, w.classifier, s.xq, s.xs);
+  }
+
+  #quantize(x: Float32Array, n: number): void {
+    const gs = this.#engine.config.groupSize;
+    quantizeQ8Into(x.subarray(0, n), gs, this.#s.xq, this.#s.xs);
+  }
+
+  #layer(lw: LayerTensors, l: number, pos: number, eps: number): void {
+    const c = this.#engine.config;
+    const s = this.#s;
+    const hd = c.headDim;
+    const half = hd / 2;
+    const kvDim = c.nKvHeads * hd;
+    const qDim = c.nHeads * hd;
+    const chunk = (pos / KV_CHUNK_POSITIONS) | 0;
+    const slot = (pos % KV_CHUNK_POSITIONS) * kvDim;
+    const kChunk = this.#kv.keys[l][chunk];
+    const vChunk = this.#kv.values[l][chunk];
+    const kRow = kChunk.subarray(slot, slot + kvDim);
+    const vRow = vChunk.subarray(slot, slot + kvDim);
+
+    // Attention block: QKV from one quantised normed input.
+    rmsnorm(s.xb, 0, s.x, 0, lw.attnNorm, c.dim, eps);
+    this.#quantize(s.xb, c.dim);
+    matvecQ8(s.q, lw.wq, s.xq, s.xs);
+    matvecQ8(kRow, lw.wk, s.xq, s.xs);
+    matvecQ8(vRow, lw.wv, s.xq, s.xs);
+
+    // QK-norm per head, then rotate-half RoPE: i pairs with i + head_dim/2.
+    for (let h = 0; h < c.nHeads; h++) rmsnorm(s.q, h * hd, s.q, h * hd, lw.qNorm, hd, eps);
+    for (let h = 0; h < c.nKvHeads; h++) rmsnorm(kRow, h * hd, kRow, h * hd, lw.kNorm, hd, eps);
+    const fpos = fround(pos);
+    for (let i = 0; i < half; i++) {
+      // freq = powf(theta, -(float)i / (float)half); angle = (float)pos * freq
+      const freq = fround(Math.pow(fround(c.ropeTheta), fround(-i / half)));
+      const angle = fround(fpos * freq);
+      const cos = fround(Math.cos(angle));
+      const sin = fround(Math.sin(angle));
+      for (let h = 0; h < c.nHeads; h++) rotate(s.q, h * hd + i, half, cos, sin);
+      for (let h = 0; h < c.nKvHeads; h++) rotate(kRow, h * hd + i, half, cos, sin);
+    }
+
+    // GQA attention over positions 0..pos.
+    const group = c.nHeads / c.nKvHeads;
+    const invSqrt = fround(1 / fround(Math.sqrt(hd)));
+    const keys = this.#kv.keys[l];
+    const values = this.#kv.values[l];
+    const att = s.att;
+    s.xb.fill(0, 0, qDim);
+    for (let h = 0; h < c.nHeads; h++) {
+      const qOff = h * hd;
+      const kvOff = ((h / group) | 0) * hd;
+      for (let t = 0; t <= pos; t++) {
+        const kc = keys[(t / KV_CHUNK_POSITIONS) | 0];
+        const kOff = (t % KV_CHUNK_POSITIONS) * kvDim + kvOff;
+        let dot = 0;
+        for (let i = 0; i < hd; i++) dot = fround(dot + fround(s.q[qOff + i] * kc[kOff + i]));
+        att[t] = fround(dot * invSqrt);
+      }
+      softmax(att, pos + 1);
+      for (let t = 0; t <= pos; t++) {
+        const vc = values[(t / KV_CHUNK_POSITIONS) | 0];
+        const vOff = (t % KV_CHUNK_POSITIONS) * kvDim + kvOff;
+        const a = att[t];
+        for (let i = 0; i < hd; i++) {
+          s.xb[qOff + i] = fround(s.xb[qOff + i] + fround(a * vc[vOff + i]));
+        }
+      }
+    }
+    this.#quantize(s.xb, qDim);
+    matvecQ8(s.xb2, lw.wo, s.xq, s.xs);
+    for (let i = 0; i < c.dim; i++) s.x[i] = fround(s.x[i] + s.xb2[i]);
+
+    // SwiGLU feed-forward: x += W2 (silu(W1 h) * W3 h).
+    rmsnorm(s.xb, 0, s.x, 0, lw.ffnNorm, c.dim, eps);
+    this.#quantize(s.xb, c.dim);
+    matvecQ8(s.hb, lw.w1, s.xq, s.xs);
+    matvecQ8(s.hb2, lw.w3, s.xq, s.xs);
+    for (let i = 0; i < c.hiddenDim; i++) {
+      const g = s.hb[i];
+      // silu(g) = g * (1.0f / (1.0f + expf(-g))), then times up.
+      const silu = fround(g * fround(1 / fround(1 + fround(Math.exp(-g)))));
+      s.hb[i] = fround(silu * s.hb2[i]);
+    }
+    this.#quantize(s.hb, c.hiddenDim);
+    matvecQ8(s.xb2, lw.w2, s.xq, s.xs);
+    for (let i = 0; i < c.dim; i++) s.x[i] = fround(s.x[i] + s.xb2[i]);
+  }
+}
+
+/** (a, b) at (i, i + half) -> (a cos - b sin, a sin + b cos), each product rounded. */
+function rotate(v: Float32Array, i: number, half: number, cos: number, sin: number): void {
+  const a = v[i];
+  const b = v[i + half];
+  v[i] = fround(fround(a * cos) - fround(b * sin));
+  v[i + half] = fround(fround(a * sin) + fround(b * cos));
+}
+
+/**
+ * The TypeScript reference engine: loads a qwen3.c / qwen3-rs checkpoint into memory and runs
+ * it on one thread.
+ *
+ * @example
+ * ```ts ignore
+ * import { TsEngine } from "./ts_engine.ts";
+ * using engine = await TsEngine.load("model.bin", { contextLength: 512 });
+ * using session = engine.createSession();
+ * const logits = await session.forward([9707, 1879]); // "Hello world"
+ * ```
+ */
+export class TsEngine implements Engine {
+  /** Always "ts". */
+  readonly kind = "ts" as const;
+  /** Always 1: the reference engine is single-threaded. */
+  readonly threads = 1;
+  /** The model's hyper-parameters, as in the file. */
+  readonly config: ModelConfig;
+  /** The checkpoint in memory, with views of its tensors. */
+  readonly checkpoint: Checkpoint;
+  /** Default and maximum session length: the load's contextLength, at most seqLen. */
+  readonly contextLength: number;
+  #disposed = false;
+
+  private constructor(checkpoint: Checkpoint, contextLength: number) {
+    this.checkpoint = checkpoint;
+    this.config = checkpoint.config;
+    this.contextLength = contextLength;
+  }
+
+  /**
+   * Reads and validates the checkpoint at `path`. `contextLength` (0 or absent = the file's
+   * seq_len) is clamped to the file's seq_len, as the C engine does.
+   */
+  static async load(path: string, opts: { contextLength?: number } = {}): Promise<TsEngine> {
+    const requested = checkLength(opts.contextLength, "contextLength");
+    const checkpoint = await readCheckpoint(path);
+    const seqLen = checkpoint.config.seqLen;
+    return new TsEngine(checkpoint, requested === 0 ? seqLen : Math.min(requested, seqLen));
+  }
+
+  /** True once disposed. */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /**
+   * Opens a session of `contextLength` positions (0 or absent = the engine's context length;
+   * larger values are clamped to it). KV memory is taken as positions are used.
+   */
+  createSession(contextLength?: number): TsSession {
+    if (this.#disposed) {
+      throw new Qwen3Error("invalid_argument", "createSession on a disposed engine");
+    }
+    const n = checkLength(contextLength, "contextLength");
+    return new TsSession(this, n === 0 ? this.contextLength : Math.min(n, this.contextLength));
+  }
+
+  /** Releases the engine; its sessions stop working. */
+  [Symbol.dispose](): void {
+    this.#disposed = true;
+  }
+}
+
+function checkLength(v: number | undefined, name: string): number {
+  if (v === undefined) return 0;
+  if (!Number.isInteger(v) || v < 0) {
+    throw new Qwen3Error("invalid_argument", `${name} ${v}: expected a non-negative integer`);
+  }
+  return v;
+}
