@@ -1,0 +1,224 @@
+/* api.c - the public functions of qwen3_inference.h: argument checks, then the model,
+ * tokenizer, transformer and sampler do the work. (The seed loops are in loops.c, the
+ * kernel and CPU queries in kernels.c, qwen3_get_last_error in error.c.) */
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "model.h"
+#include "qwen3_inference.h"
+#include "sampler.h"
+#include "tokenizer.h"
+#include "transformer.h"
+
+#define QWEN3_VERSION_STRING "0.1.0"
+
+QWEN3_API const char* qwen3_version(void) { return QWEN3_VERSION_STRING; }
+
+/* ====================================================================================
+ * Model
+ * ================================================================================== */
+
+QWEN3_API Qwen3Model* qwen3_model_load(const char* checkpoint_path, uint32_t ctx_length) {
+    if (!checkpoint_path) {
+        qwen3_error_set("qwen3_model_load: checkpoint_path is NULL");
+        return NULL;
+    }
+    if (!checkpoint_path[0]) {
+        qwen3_error_set("qwen3_model_load: checkpoint_path is empty");
+        return NULL;
+    }
+    return qwen3_model_open(checkpoint_path, ctx_length);
+}
+
+QWEN3_API void qwen3_model_free(Qwen3Model* model) { qwen3_model_close(model); }
+
+QWEN3_API const Qwen3ModelConfig* qwen3_model_get_config(const Qwen3Model* model) {
+    if (!model) {
+        qwen3_error_set("qwen3_model_get_config: model is NULL");
+        return NULL;
+    }
+    return &model->config;
+}
+
+QWEN3_API int32_t qwen3_model_get_info(const Qwen3Model* model, Qwen3ModelInfo* out) {
+    if (!model || !out) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_model_get_info: %s is NULL",
+                          !model ? "model" : "out");
+    }
+    *out = model->info;
+    return QWEN3_OK;
+}
+
+QWEN3_API const char* qwen3_model_get_template(const Qwen3Model* model, uint32_t kind) {
+    if (!model) {
+        qwen3_error_set("qwen3_model_get_template: model is NULL");
+        return NULL;
+    }
+    if (kind >= QWEN3_TEMPLATE_COUNT) {
+        qwen3_error_set("qwen3_model_get_template: kind %u is not 0..%u", kind,
+                        QWEN3_TEMPLATE_COUNT - 1);
+        return NULL;
+    }
+    return model->templates[kind];
+}
+
+QWEN3_API int32_t qwen3_model_set_threads(Qwen3Model* model, uint32_t n_threads) {
+    if (!model) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_model_set_threads: model is NULL");
+    }
+    return qwen3_model_resize_pool(model, n_threads);
+}
+
+QWEN3_API uint32_t qwen3_model_get_threads(const Qwen3Model* model) {
+    if (!model) {
+        qwen3_error_set("qwen3_model_get_threads: model is NULL");
+        return 0;
+    }
+    qwen3_mutex_lock(model->lock);
+    uint32_t n = qwen3_pool_threads(model->pool);
+    qwen3_mutex_unlock(model->lock);
+    return n;
+}
+
+/* ====================================================================================
+ * Tokenizer
+ * ================================================================================== */
+
+QWEN3_API int32_t qwen3_tokenize(const Qwen3Model* model, const char* text, uint32_t text_len,
+                                 uint32_t flags, int32_t* out, uint32_t capacity) {
+    if (!model) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_tokenize: model is NULL");
+    if (!text && text_len > 0) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "qwen3_tokenize: text is NULL but text_len is %u", text_len);
+    }
+    if (!out && capacity > 0) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "qwen3_tokenize: out is NULL but capacity is %u", capacity);
+    }
+    if (flags & ~QWEN3_TOKENIZE_SPECIAL) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_tokenize: unknown flags 0x%x",
+                          flags & ~QWEN3_TOKENIZE_SPECIAL);
+    }
+    return qwen3_tokenizer_encode(model->tokenizer, text ? text : "", text_len,
+                                  (flags & QWEN3_TOKENIZE_SPECIAL) != 0, out, capacity);
+}
+
+QWEN3_API const char* qwen3_token_bytes(const Qwen3Model* model, int32_t token,
+                                        uint32_t* out_len) {
+    if (out_len) *out_len = 0;
+    if (!model || !out_len) {
+        qwen3_error_set("qwen3_token_bytes: %s is NULL", !model ? "model" : "out_len");
+        return NULL;
+    }
+    const char* bytes = qwen3_tokenizer_token_bytes(model->tokenizer, token, out_len);
+    if (!bytes) {
+        *out_len = 0;
+        qwen3_error_set("qwen3_token_bytes: token %d is outside the tokenizer's [0, %u)", token,
+                        qwen3_tokenizer_size(model->tokenizer));
+    }
+    return bytes;
+}
+
+/* ====================================================================================
+ * Contexts
+ * ================================================================================== */
+
+QWEN3_API Qwen3Context* qwen3_context_new(Qwen3Model* model, uint32_t ctx_length) {
+    if (!model) {
+        qwen3_error_set("qwen3_context_new: model is NULL");
+        return NULL;
+    }
+    uint32_t max = model->config.max_seq_len;
+    uint32_t len = ctx_length == 0 || ctx_length > max ? max : ctx_length;
+    Qwen3Context* ctx = (Qwen3Context*)malloc(sizeof *ctx);
+    if (!ctx) {
+        qwen3_error_set("out of memory allocating a context (%zu bytes)", sizeof *ctx);
+        return NULL;
+    }
+    if (qwen3_context_init(ctx, model, len) != QWEN3_OK) {
+        free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+QWEN3_API void qwen3_context_free(Qwen3Context* ctx) {
+    if (!ctx) return;
+    qwen3_context_release(ctx);
+    free(ctx);
+}
+
+QWEN3_API uint32_t qwen3_context_length(const Qwen3Context* ctx) {
+    if (!ctx) {
+        qwen3_error_set("qwen3_context_length: ctx is NULL");
+        return 0;
+    }
+    return ctx->ctx_len;
+}
+
+QWEN3_API uint32_t qwen3_context_position(const Qwen3Context* ctx) {
+    if (!ctx) {
+        qwen3_error_set("qwen3_context_position: ctx is NULL");
+        return 0;
+    }
+    return ctx->pos;
+}
+
+QWEN3_API int32_t qwen3_context_rewind(Qwen3Context* ctx, uint32_t position) {
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_context_rewind: ctx is NULL");
+    if (position > ctx->pos) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "qwen3_context_rewind: position %u is past the context's position %u",
+                          position, ctx->pos);
+    }
+    /* the cache rows past `position` are overwritten as new tokens arrive */
+    if (position != ctx->pos) ctx->has_logits = 0;
+    ctx->pos = position;
+    return QWEN3_OK;
+}
+
+QWEN3_API int32_t qwen3_context_prefill(Qwen3Context* ctx, const int32_t* tokens, uint32_t n) {
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_context_prefill: ctx is NULL");
+    if (!tokens && n > 0) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "qwen3_context_prefill: tokens is NULL but n is %u", n);
+    }
+    return qwen3_forward_tokens(ctx, tokens, n);
+}
+
+QWEN3_API const float* qwen3_context_logits(const Qwen3Context* ctx) {
+    if (!ctx) {
+        qwen3_error_set("qwen3_context_logits: ctx is NULL");
+        return NULL;
+    }
+    if (!ctx->has_logits) {
+        qwen3_error_set("qwen3_context_logits: no logits yet (prefill or decode first)");
+        return NULL;
+    }
+    return ctx->logits;
+}
+
+QWEN3_API int32_t qwen3_context_set_sampler(Qwen3Context* ctx, const Qwen3SamplerConfig* config) {
+    if (!ctx || !config) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_context_set_sampler: %s is NULL",
+                          !ctx ? "ctx" : "config");
+    }
+    return qwen3_sampler_configure(&ctx->sampler, config);
+}
+
+QWEN3_API int32_t qwen3_context_sample(Qwen3Context* ctx) {
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_context_sample: ctx is NULL");
+    if (!ctx->has_logits) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "qwen3_context_sample: no logits yet (prefill or decode first)");
+    }
+    return qwen3_sampler_sample(&ctx->sampler, ctx->logits);
+}
+
+QWEN3_API int32_t qwen3_context_decode(Qwen3Context* ctx, int32_t token) {
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_context_decode: ctx is NULL");
+    int32_t rc = qwen3_forward_tokens(ctx, &token, 1);
+    if (rc != QWEN3_OK) return rc;
+    return qwen3_sampler_sample(&ctx->sampler, ctx->logits);
+}

@@ -1,0 +1,118 @@
+/*
+ * model.h - a loaded Qwen3 model: the memory-mapped checkpoint (qwen3.c v1 or qwen3-rs
+ * layout, SPEC section 2), its validated header, weight views into the map, tokenizer,
+ * chat templates, thread pool and the lock that serialises forward passes.
+ */
+#ifndef QWEN3_MODEL_H
+#define QWEN3_MODEL_H
+
+#include <stdint.h>
+
+#include "kernels.h"
+#include "platform.h"
+#include "qwen3_inference.h"
+#include "threadpool.h"
+#include "tokenizer.h"
+
+/* Both layouts put the weights after a 256-byte header. */
+#define QWEN3_HEADER_BYTES 256u
+#define QWEN3_MAGIC 0x616A6331u
+#define QWEN3_VERSION 1
+
+/* Upper limits on header fields: far above any Qwen3, low enough that no size derived
+ * from them can overflow 64 bits or ask for absurd scratch memory. */
+#define QWEN3_MAX_DIM (1u << 18)       /* dim, hidden_dim, n_heads * head_dim */
+#define QWEN3_MAX_LAYERS 4096u
+#define QWEN3_MAX_HEADS 4096u
+#define QWEN3_MAX_HEAD_DIM 16384u
+#define QWEN3_MAX_VOCAB (1u << 24)
+#define QWEN3_MAX_SEQ_LEN (1u << 24)
+
+#define QWEN3_ROPE_THETA 1000000.0f
+#define QWEN3_RMS_EPS 1e-6f
+
+/* Template kinds, as qwen3_model_get_template numbers them. */
+enum {
+    QWEN3_TEMPLATE_PLAIN = 0,
+    QWEN3_TEMPLATE_THINKING = 1,
+    QWEN3_TEMPLATE_SYSTEM = 2,
+    QWEN3_TEMPLATE_SYSTEM_THINKING = 3,
+    QWEN3_TEMPLATE_COUNT = 4
+};
+
+/* The header fields, as validated (all positive, shared_classifier 0 or 1). */
+typedef struct {
+    uint32_t format; /* Qwen3FileFormat */
+    uint32_t dim;
+    uint32_t hidden_dim;
+    uint32_t n_layers;
+    uint32_t n_heads;
+    uint32_t n_kv_heads;
+    uint32_t vocab_size;
+    uint32_t seq_len;
+    uint32_t head_dim;
+    uint32_t shared_classifier;
+    uint32_t group_size;
+    uint64_t file_size; /* the exact size this header implies */
+} Qwen3Header;
+
+typedef struct {
+    const float* attn_norm; /* (dim) */
+    const float* ffn_norm;  /* (dim) */
+    const float* q_norm;    /* (head_dim), shared by every query head */
+    const float* k_norm;    /* (head_dim), shared by every key head */
+    Qwen3Q8Matrix wq;       /* (n_heads * head_dim, dim) */
+    Qwen3Q8Matrix wk;       /* (n_kv_heads * head_dim, dim) */
+    Qwen3Q8Matrix wv;       /* (n_kv_heads * head_dim, dim) */
+    Qwen3Q8Matrix wo;       /* (dim, n_heads * head_dim) */
+    Qwen3Q8Matrix w1;       /* gate (hidden_dim, dim) */
+    Qwen3Q8Matrix w2;       /* down (dim, hidden_dim) */
+    Qwen3Q8Matrix w3;       /* up (hidden_dim, dim) */
+} Qwen3LayerWeights;
+
+typedef struct {
+    Qwen3Q8Matrix embed;       /* (vocab_size, dim), kept Q8: one row dequantised per token */
+    Qwen3LayerWeights* layers; /* (n_layers) */
+    const float* final_norm;   /* (dim) */
+    Qwen3Q8Matrix classifier;  /* (vocab_size, dim); the embedding when tied */
+} Qwen3Weights;
+
+struct Qwen3Model {
+    char* path;
+    Qwen3FileMap map;
+    Qwen3Header header;
+    Qwen3ModelConfig config; /* what qwen3_model_get_config returns */
+    Qwen3ModelInfo info;     /* what qwen3_model_get_info returns */
+    Qwen3Weights weights;    /* views into map */
+    float rms_eps;
+    float rope_theta;
+    Qwen3Tokenizer* tokenizer;
+    char* templates[QWEN3_TEMPLATE_COUNT]; /* validated, NUL-terminated */
+    Qwen3ThreadPool* pool;
+    Qwen3Mutex* lock; /* held for a whole forward pass, and while the pool is replaced */
+};
+
+/* Reads and validates a 256-byte header (either layout; the file's size settles which),
+ * naming `path` in errors. Returns QWEN3_OK, QWEN3_ERR_FORMAT or QWEN3_ERR_UNSUPPORTED. */
+int32_t qwen3_header_parse(const uint8_t* data, uint64_t size, const char* path, Qwen3Header* out);
+
+/* Checks that a template has exactly n_slots `%s` and no other `%` directive except
+ * `%%` (a literal percent, as printf would read it). `name` is used in the error. */
+int32_t qwen3_template_validate(const char* text, uint32_t n_slots, const char* name);
+
+/* The stock Qwen3 template of a kind (SPEC section 2). */
+const char* qwen3_template_stock(uint32_t kind);
+
+/* Loads everything (see qwen3_model_load). NULL on error, error set. */
+Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length);
+
+/* Releases everything; NULL is ignored. */
+void qwen3_model_close(Qwen3Model* model);
+
+/* Replaces the thread pool (0 = default count). Takes the model lock. */
+int32_t qwen3_model_resize_pool(Qwen3Model* model, uint32_t n_threads);
+
+/* Threads a model uses by default: online CPUs, at most 64. */
+uint32_t qwen3_default_threads(void);
+
+#endif

@@ -1,0 +1,403 @@
+/* platform.c - POSIX and Windows implementations of platform.h. */
+#include "platform.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "qwen3_inference.h"
+
+#if defined(_WIN32)
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#else
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#endif
+
+/* ====================================================================================
+ * Windows
+ * ================================================================================== */
+#if defined(_WIN32)
+
+/* UTF-8 -> UTF-16 for the W file functions; malloc'd, NULL on failure. */
+static wchar_t* widen(const char* s) {
+    int n = MultiByteToWideChar(CP_UTF8, 0, s, -1, NULL, 0);
+    if (n <= 0) return NULL;
+    wchar_t* w = (wchar_t*)malloc((size_t)n * sizeof(wchar_t));
+    if (!w) return NULL;
+    if (MultiByteToWideChar(CP_UTF8, 0, s, -1, w, n) <= 0) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+int32_t qwen3_file_map(const char* path, Qwen3FileMap* out) {
+    memset(out, 0, sizeof *out);
+    wchar_t* wpath = widen(path);
+    if (!wpath) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: the path is not valid UTF-8", path);
+    HANDLE file = CreateFileW(wpath, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING,
+                              FILE_ATTRIBUTE_NORMAL, NULL);
+    free(wpath);
+    if (file == INVALID_HANDLE_VALUE) {
+        return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open (Windows error %lu)", path,
+                          (unsigned long)GetLastError());
+    }
+    LARGE_INTEGER size;
+    if (!GetFileSizeEx(file, &size)) {
+        CloseHandle(file);
+        return qwen3_fail(QWEN3_ERR_IO, "%s: cannot read its size (Windows error %lu)", path,
+                          (unsigned long)GetLastError());
+    }
+    out->size = (uint64_t)size.QuadPart;
+    if (out->size == 0) {
+        CloseHandle(file);
+        return QWEN3_OK;
+    }
+    HANDLE mapping = CreateFileMappingW(file, NULL, PAGE_READONLY, 0, 0, NULL);
+    CloseHandle(file); /* the mapping keeps the file open */
+    if (!mapping) {
+        return qwen3_fail(QWEN3_ERR_IO, "%s: cannot map (Windows error %lu)", path,
+                          (unsigned long)GetLastError());
+    }
+    void* view = MapViewOfFile(mapping, FILE_MAP_READ, 0, 0, 0);
+    if (!view) {
+        DWORD err = GetLastError();
+        CloseHandle(mapping);
+        return qwen3_fail(QWEN3_ERR_IO, "%s: cannot map %llu bytes (Windows error %lu)", path,
+                          (unsigned long long)out->size, (unsigned long)err);
+    }
+    out->data = (const uint8_t*)view;
+    out->handle = mapping;
+    return QWEN3_OK;
+}
+
+void qwen3_file_unmap(Qwen3FileMap* map) {
+    if (map->data) UnmapViewOfFile((LPCVOID)map->data);
+    if (map->handle) CloseHandle((HANDLE)map->handle);
+    memset(map, 0, sizeof *map);
+}
+
+int qwen3_file_exists(const char* path) {
+    wchar_t* wpath = widen(path);
+    if (!wpath) return 0;
+    DWORD attr = GetFileAttributesW(wpath);
+    free(wpath);
+    return attr != INVALID_FILE_ATTRIBUTES && !(attr & FILE_ATTRIBUTE_DIRECTORY);
+}
+
+static FILE* open_read(const char* path) {
+    wchar_t* wpath = widen(path);
+    if (!wpath) return NULL;
+    FILE* f = _wfopen(wpath, L"rb");
+    free(wpath);
+    return f;
+}
+
+int32_t qwen3_region_reserve(Qwen3Region* region, size_t size) {
+    memset(region, 0, sizeof *region);
+    void* p = VirtualAlloc(NULL, size, MEM_RESERVE, PAGE_NOACCESS);
+    if (!p) {
+        return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "cannot reserve %zu bytes of address space",
+                          size);
+    }
+    region->base = (uint8_t*)p;
+    region->size = size;
+    return QWEN3_OK;
+}
+
+int32_t qwen3_region_commit(Qwen3Region* region, size_t offset, size_t len) {
+    if (len == 0) return QWEN3_OK;
+    if (offset > region->size || len > region->size - offset) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "commit of %zu bytes at %zu is outside a region of %zu bytes", len,
+                          offset, region->size);
+    }
+    if (!VirtualAlloc(region->base + offset, len, MEM_COMMIT, PAGE_READWRITE)) {
+        return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "cannot commit %zu bytes (Windows error %lu)",
+                          len, (unsigned long)GetLastError());
+    }
+    return QWEN3_OK;
+}
+
+void qwen3_region_release(Qwen3Region* region) {
+    if (region->base) VirtualFree(region->base, 0, MEM_RELEASE);
+    memset(region, 0, sizeof *region);
+}
+
+void* qwen3_aligned_alloc(size_t size) {
+    if (size == 0) return NULL;
+    void* p = _aligned_malloc(size, 64);
+    if (p) memset(p, 0, size);
+    return p;
+}
+
+void qwen3_aligned_free(void* p) {
+    if (p) _aligned_free(p);
+}
+
+struct Qwen3Mutex {
+    SRWLOCK lock;
+};
+
+Qwen3Mutex* qwen3_mutex_new(void) {
+    Qwen3Mutex* m = (Qwen3Mutex*)malloc(sizeof *m);
+    if (!m) {
+        qwen3_error_set("out of memory allocating a mutex (%zu bytes)", sizeof *m);
+        return NULL;
+    }
+    InitializeSRWLock(&m->lock);
+    return m;
+}
+
+void qwen3_mutex_free(Qwen3Mutex* m) { free(m); }
+void qwen3_mutex_lock(Qwen3Mutex* m) { AcquireSRWLockExclusive(&m->lock); }
+void qwen3_mutex_unlock(Qwen3Mutex* m) { ReleaseSRWLockExclusive(&m->lock); }
+
+double qwen3_time_seconds(void) {
+    static LARGE_INTEGER freq; /* benign race: every thread writes the same value */
+    LARGE_INTEGER now;
+    if (freq.QuadPart == 0) QueryPerformanceFrequency(&freq);
+    QueryPerformanceCounter(&now);
+    return (double)now.QuadPart / (double)freq.QuadPart;
+}
+
+static uint64_t raw_clock_bits(void) {
+    LARGE_INTEGER now;
+    QueryPerformanceCounter(&now);
+    return (uint64_t)now.QuadPart ^ ((uint64_t)GetCurrentProcessId() << 32);
+}
+
+#define PATH_SEPARATORS "/\\"
+
+/* ====================================================================================
+ * POSIX
+ * ================================================================================== */
+#else
+
+int32_t qwen3_file_map(const char* path, Qwen3FileMap* out) {
+    memset(out, 0, sizeof *out);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        close(fd);
+        return qwen3_fail(QWEN3_ERR_IO, "%s: cannot stat: %s", path, strerror(err));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return qwen3_fail(QWEN3_ERR_IO, "%s: not a regular file", path);
+    }
+    out->size = (uint64_t)st.st_size;
+    if ((uint64_t)(size_t)out->size != out->size) {
+        close(fd);
+        return qwen3_fail(QWEN3_ERR_IO, "%s: %llu bytes do not fit in this address space", path,
+                          (unsigned long long)out->size);
+    }
+    if (out->size == 0) {
+        close(fd);
+        return QWEN3_OK;
+    }
+    void* p = mmap(NULL, (size_t)out->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int err = errno;
+    close(fd); /* the mapping keeps the file alive */
+    if (p == MAP_FAILED) {
+        return qwen3_fail(QWEN3_ERR_IO, "%s: cannot map %llu bytes: %s", path,
+                          (unsigned long long)out->size, strerror(err));
+    }
+    out->data = (const uint8_t*)p;
+    return QWEN3_OK;
+}
+
+void qwen3_file_unmap(Qwen3FileMap* map) {
+    if (map->data) munmap((void*)map->data, (size_t)map->size);
+    memset(map, 0, sizeof *map);
+}
+
+int qwen3_file_exists(const char* path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static FILE* open_read(const char* path) { return fopen(path, "rb"); }
+
+int32_t qwen3_region_reserve(Qwen3Region* region, size_t size) {
+    memset(region, 0, sizeof *region);
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+#ifdef MAP_NORESERVE
+    flags |= MAP_NORESERVE;
+#endif
+    void* p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (p == MAP_FAILED) {
+        return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "cannot reserve %zu bytes: %s", size,
+                          strerror(errno));
+    }
+    region->base = (uint8_t*)p;
+    region->size = size;
+    return QWEN3_OK;
+}
+
+int32_t qwen3_region_commit(Qwen3Region* region, size_t offset, size_t len) {
+    /* Anonymous pages are committed by the kernel on first touch. */
+    if (offset > region->size || len > region->size - offset) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "commit of %zu bytes at %zu is outside a region of %zu bytes", len,
+                          offset, region->size);
+    }
+    return QWEN3_OK;
+}
+
+void qwen3_region_release(Qwen3Region* region) {
+    if (region->base) munmap(region->base, region->size);
+    memset(region, 0, sizeof *region);
+}
+
+void* qwen3_aligned_alloc(size_t size) {
+    if (size == 0) return NULL;
+    void* p = NULL;
+    if (posix_memalign(&p, 64, size) != 0) return NULL;
+    memset(p, 0, size);
+    return p;
+}
+
+void qwen3_aligned_free(void* p) { free(p); }
+
+struct Qwen3Mutex {
+    pthread_mutex_t lock;
+};
+
+Qwen3Mutex* qwen3_mutex_new(void) {
+    Qwen3Mutex* m = (Qwen3Mutex*)malloc(sizeof *m);
+    if (!m) {
+        qwen3_error_set("out of memory allocating a mutex (%zu bytes)", sizeof *m);
+        return NULL;
+    }
+    if (pthread_mutex_init(&m->lock, NULL) != 0) {
+        free(m);
+        qwen3_error_set("cannot create a mutex");
+        return NULL;
+    }
+    return m;
+}
+
+void qwen3_mutex_free(Qwen3Mutex* m) {
+    if (!m) return;
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+void qwen3_mutex_lock(Qwen3Mutex* m) { pthread_mutex_lock(&m->lock); }
+void qwen3_mutex_unlock(Qwen3Mutex* m) { pthread_mutex_unlock(&m->lock); }
+
+double qwen3_time_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t raw_clock_bits(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^
+           ((uint64_t)getpid() << 32);
+}
+
+#define PATH_SEPARATORS "/"
+
+#endif
+
+/* ====================================================================================
+ * Portable parts
+ * ================================================================================== */
+
+int32_t qwen3_file_read_all(const char* path, size_t max_size, char** out, size_t* out_len) {
+    *out = NULL;
+    *out_len = 0;
+    FILE* f = open_read(path);
+    if (!f) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = max_size < 4096 ? max_size : 4096, len = 0;
+    char* buf = (char*)malloc(cap + 1);
+    if (!buf) {
+        fclose(f);
+        return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "%s: out of memory reading %zu bytes", path,
+                          cap + 1);
+    }
+    for (;;) {
+        if (len == cap) {
+            if (cap >= max_size) {
+                /* Full at the limit: the file is too large only if one more byte exists. */
+                if (fgetc(f) != EOF) {
+                    free(buf);
+                    fclose(f);
+                    return qwen3_fail(QWEN3_ERR_FORMAT, "%s: larger than the limit of %zu bytes",
+                                      path, max_size);
+                }
+                break;
+            }
+            size_t ncap = cap * 2 > max_size ? max_size : cap * 2;
+            char* nbuf = (char*)realloc(buf, ncap + 1);
+            if (!nbuf) {
+                free(buf);
+                fclose(f);
+                return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "%s: out of memory reading %zu bytes",
+                                  path, ncap + 1);
+            }
+            buf = nbuf;
+            cap = ncap;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return qwen3_fail(QWEN3_ERR_IO, "%s: read error", path);
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *out_len = len;
+    return QWEN3_OK;
+}
+
+uint64_t qwen3_time_seed(void) {
+    static int anchor; /* its address differs between runs under ASLR */
+    uint64_t x = raw_clock_bits() ^ (uint64_t)(uintptr_t)&anchor;
+    /* splitmix64 finaliser: nearby clock values give unrelated seeds */
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    return x ? x : 0x2545F4914F6CDD1Dull;
+}
+
+char* qwen3_path_append(const char* path, const char* suffix) {
+    size_t a = strlen(path), b = strlen(suffix);
+    char* s = (char*)malloc(a + b + 1);
+    if (!s) return NULL;
+    memcpy(s, path, a);
+    memcpy(s + a, suffix, b + 1);
+    return s;
+}
+
+char* qwen3_path_sibling(const char* path, const char* name) {
+    size_t dir_len = 0; /* length of the folder part, separator included */
+    for (size_t i = 0; path[i]; i++) {
+        if (strchr(PATH_SEPARATORS, path[i])) dir_len = i + 1;
+    }
+    size_t b = strlen(name);
+    char* s = (char*)malloc(dir_len + b + 1);
+    if (!s) return NULL;
+    memcpy(s, path, dir_len);
+    memcpy(s + dir_len, name, b + 1);
+    return s;
+}

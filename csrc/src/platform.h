@@ -1,0 +1,101 @@
+/*
+ * platform.h - the few operating-system services the engine needs, behind one interface
+ * so every other file stays portable C11: read-only file maps, lazily committed memory
+ * regions, aligned allocation, a mutex, a monotonic clock and path helpers.
+ *
+ * POSIX (Linux, macOS) and Windows implementations live in platform.c. Paths are UTF-8
+ * everywhere (converted to UTF-16 for the Windows file API).
+ */
+#ifndef QWEN3_PLATFORM_H
+#define QWEN3_PLATFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------------------
+ * Files
+ * ---------------------------------------------------------------------------------- */
+
+/* A read-only view of a whole file. */
+typedef struct {
+    const uint8_t* data; /* (size) bytes; NULL for an empty file */
+    uint64_t size;
+    void* handle;        /* Windows: the mapping handle; unused on POSIX */
+} Qwen3FileMap;
+
+/* Maps `path` read-only. Returns QWEN3_OK or QWEN3_ERR_IO (error set, naming the path). */
+int32_t qwen3_file_map(const char* path, Qwen3FileMap* out);
+
+/* Unmaps; a zeroed map is ignored. Leaves *map zeroed. */
+void qwen3_file_unmap(Qwen3FileMap* map);
+
+/* 1 when `path` names an existing regular file, else 0. */
+int qwen3_file_exists(const char* path);
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer (free with free()). Files
+ * larger than max_size are refused with QWEN3_ERR_FORMAT. Returns QWEN3_OK, QWEN3_ERR_IO,
+ * QWEN3_ERR_FORMAT or QWEN3_ERR_OUT_OF_MEMORY, with the error set naming the path. */
+int32_t qwen3_file_read_all(const char* path, size_t max_size, char** out, size_t* out_len);
+
+/* ------------------------------------------------------------------------------------
+ * Memory
+ * ---------------------------------------------------------------------------------- */
+
+/*
+ * A large zero-filled region whose pages cost nothing until committed and touched
+ * (a KV cache for 40960 positions must not cost its full size up front). POSIX maps
+ * it MAP_NORESERVE, so commit is a no-op; Windows reserves the address range and
+ * commits ranges on request.
+ */
+typedef struct {
+    uint8_t* base; /* (size) bytes */
+    size_t size;
+} Qwen3Region;
+
+/* Reserves `size` bytes (> 0). Returns QWEN3_OK or QWEN3_ERR_OUT_OF_MEMORY (error set). */
+int32_t qwen3_region_reserve(Qwen3Region* region, size_t size);
+
+/* Makes bytes [offset, offset+len) usable; committing committed pages again is
+ * harmless. Returns QWEN3_OK or QWEN3_ERR_OUT_OF_MEMORY (error set). */
+int32_t qwen3_region_commit(Qwen3Region* region, size_t offset, size_t len);
+
+/* Releases the region; a zeroed region is ignored. Leaves *region zeroed. */
+void qwen3_region_release(Qwen3Region* region);
+
+/* 64-byte aligned allocation (zero-filled), NULL on failure or size 0. Free with
+ * qwen3_aligned_free. */
+void* qwen3_aligned_alloc(size_t size);
+void qwen3_aligned_free(void* p);
+
+/* ------------------------------------------------------------------------------------
+ * Threads and time
+ * ---------------------------------------------------------------------------------- */
+
+typedef struct Qwen3Mutex Qwen3Mutex;
+
+/* NULL on failure (error set). */
+Qwen3Mutex* qwen3_mutex_new(void);
+void qwen3_mutex_free(Qwen3Mutex* m);
+void qwen3_mutex_lock(Qwen3Mutex* m);
+void qwen3_mutex_unlock(Qwen3Mutex* m);
+
+/* Seconds from an arbitrary fixed point, monotonic. */
+double qwen3_time_seconds(void);
+
+/* A value that differs between calls and runs (clock and address based), never 0:
+ * the RNG seed when the caller asks for seed 0. */
+uint64_t qwen3_time_seed(void);
+
+/* ------------------------------------------------------------------------------------
+ * Paths
+ * ---------------------------------------------------------------------------------- */
+
+/* path + suffix, malloc'd ("model.bin" + ".tokenizer"). NULL when out of memory. */
+char* qwen3_path_append(const char* path, const char* suffix);
+
+/* The file `name` in the folder holding `path` ("a/b/model.bin", "tokenizer.json" ->
+ * "a/b/tokenizer.json"; "model.bin" -> "tokenizer.json"), malloc'd. NULL when out of
+ * memory. */
+char* qwen3_path_sibling(const char* path, const char* name);
+
+#endif

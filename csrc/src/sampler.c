@@ -1,0 +1,229 @@
+/*
+ * sampler.c - next-token selection. The TypeScript sampler (src/sampler.ts) follows these
+ * steps exactly, in fp32, so one seed gives the same tokens in both engines.
+ *
+ * RNG (xorshift64*, qwen3.c / llama2.c): state is a u64, never 0.
+ *   s ^= s >> 12; s ^= s << 25; s ^= s >> 27; u32 = (s * 0x2545F4914F6CDD1D) >> 32
+ *   coin = (float)(u32 >> 8) / 16777216.0f                      (in [0, 1), 24 bits)
+ *   seed: state = seed; seed 0 takes a clock-derived value instead.
+ *
+ * sample(logits[V]), with top_k on when 0 < top_k < V, top_p on when 0 < top_p < 1,
+ * min_p on when min_p > 0:
+ *   1. temperature == 0: return argmax(logits) (largest raw logit, lowest id on ties, NaN
+ *      never wins). Nothing else applies and no coin is drawn.
+ *   2. z[i] = logits[i]; if presence_penalty != 0 and token i was returned before (since the
+ *      sampler was configured): z[i] = z[i] - presence_penalty. Then z[i] = z[i] / T.
+ *   3. softmax over all V: m = max z; e[i] = expf(z[i] - m); sum += e[i] in index order (one
+ *      fp32 accumulator); p[i] = e[i] / sum; pmax = max p[i].
+ *   4. coin = one draw, always (whatever the filters do).
+ *   5. no filter on: walk ids in index order, cdf += p[i]; return the first i with
+ *      coin < cdf; if none (rounding), return V - 1.
+ *   6. floor = min_p on ? min_p * pmax : 0.
+ *      top_k on:  candidates = the top_k ids by (p descending, lower id first on ties),
+ *                 then those with p >= floor.
+ *      otherwise: nucleus = top_p on ? (1.0f - top_p) / (float)(V - 1) : 0;
+ *                 cut = min(max(floor, nucleus), pmax) (the most likely id always stays);
+ *                 candidates = ids with p >= cut.
+ *   7. order candidates by p descending, lower id first on ties (a total order: any
+ *      correct sort agrees; here a heap popped only as far as needed, so the 151936
+ *      probabilities are never fully sorted).
+ *   8. top_p on: total = 0; for each candidate in order: total += p; once total > top_p,
+ *      keep the candidates up to and including this one and stop (all are kept if it never
+ *      happens). Otherwise keep all, total = their sum in that order.
+ *   9. r = coin * total; cdf = 0; for each kept candidate in order: cdf += p; return it
+ *      when r < cdf. If none was returned (rounding), return the last kept one.
+ *   The returned token is recorded for the presence penalty (in greedy mode too).
+ *   (Only NaN logits leave no candidate; then argmax(logits) is returned.)
+ */
+#include "sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "platform.h"
+
+uint32_t qwen3_rng_u32(uint64_t* state) {
+    uint64_t s = *state;
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    *state = s;
+    return (uint32_t)((s * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+float qwen3_rng_f32(uint64_t* state) {
+    return (float)(qwen3_rng_u32(state) >> 8) / 16777216.0f;
+}
+
+int32_t qwen3_argmax(const float* x, uint32_t n) {
+    int32_t best = -1;
+    for (uint32_t i = 0; i < n; i++) {
+        if (x[i] != x[i]) continue; /* NaN */
+        if (best < 0 || x[i] > x[best]) best = (int32_t)i;
+    }
+    return best < 0 ? 0 : best;
+}
+
+int32_t qwen3_sampler_init(Qwen3Sampler* s, uint32_t vocab_size) {
+    memset(s, 0, sizeof *s);
+    s->vocab_size = vocab_size;
+    s->probs = (float*)malloc((size_t)vocab_size * sizeof(float));
+    s->candidates = (uint32_t*)malloc((size_t)vocab_size * sizeof(uint32_t));
+    s->generated = (uint8_t*)calloc(vocab_size, 1);
+    if (!s->probs || !s->candidates || !s->generated) {
+        qwen3_sampler_release(s);
+        return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY,
+                          "out of memory allocating %zu bytes of sampler buffers",
+                          (size_t)vocab_size * 9);
+    }
+    s->rng = 1;
+    return QWEN3_OK;
+}
+
+void qwen3_sampler_release(Qwen3Sampler* s) {
+    free(s->probs);
+    free(s->candidates);
+    free(s->generated);
+    memset(s, 0, sizeof *s);
+}
+
+int32_t qwen3_sampler_configure(Qwen3Sampler* s, const Qwen3SamplerConfig* config) {
+    const Qwen3SamplerConfig* c = config;
+    if (!(c->temperature >= 0.0f) || isinf(c->temperature)) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "sampler temperature %g must be a finite number >= 0",
+                          (double)c->temperature);
+    }
+    if (!(c->top_p >= 0.0f) || isinf(c->top_p)) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "sampler top_p %g must be a finite number >= 0 (0 or >= 1 disables)",
+                          (double)c->top_p);
+    }
+    if (!(c->min_p >= 0.0f && c->min_p <= 1.0f)) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "sampler min_p %g must be in [0, 1] (0 disables)", (double)c->min_p);
+    }
+    if (!isfinite(c->presence_penalty)) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "sampler presence_penalty %g must be finite",
+                          (double)c->presence_penalty);
+    }
+    s->config = *c;
+    s->rng = c->seed != 0 ? c->seed : qwen3_time_seed();
+    memset(s->generated, 0, s->vocab_size);
+    return QWEN3_OK;
+}
+
+/* The candidate order of step 7: higher probability first, then lower id. */
+static int ranks_before(const float* p, uint32_t a, uint32_t b) {
+    return p[a] > p[b] || (p[a] == p[b] && a < b);
+}
+
+/* Max-heap by ranks_before over heap[0 .. n). */
+static void sift_down(uint32_t* heap, uint32_t n, uint32_t i, const float* p) {
+    for (;;) {
+        uint32_t best = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && ranks_before(p, heap[l], heap[best])) best = l;
+        if (r < n && ranks_before(p, heap[r], heap[best])) best = r;
+        if (best == i) return;
+        uint32_t t = heap[i];
+        heap[i] = heap[best];
+        heap[best] = t;
+        i = best;
+    }
+}
+
+static int32_t record(Qwen3Sampler* s, int32_t token) {
+    s->generated[token] = 1;
+    return token;
+}
+
+int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
+    const Qwen3SamplerConfig* c = &s->config;
+    const uint32_t V = s->vocab_size;
+    if (c->temperature == 0.0f) return record(s, qwen3_argmax(logits, V));
+
+    /* steps 2 and 3 */
+    float* p = s->probs;
+    for (uint32_t i = 0; i < V; i++) {
+        float z = logits[i];
+        if (c->presence_penalty != 0.0f && s->generated[i]) z = z - c->presence_penalty;
+        p[i] = z / c->temperature;
+    }
+    float m = p[qwen3_argmax(p, V)];
+    float sum = 0.0f;
+    for (uint32_t i = 0; i < V; i++) {
+        p[i] = expf(p[i] - m);
+        sum += p[i];
+    }
+    float pmax = 0.0f;
+    for (uint32_t i = 0; i < V; i++) {
+        p[i] = p[i] / sum;
+        if (p[i] > pmax) pmax = p[i];
+    }
+
+    /* steps 4 and 5 */
+    const float coin = qwen3_rng_f32(&s->rng);
+    const int top_k_on = c->top_k > 0 && c->top_k < V;
+    const int top_p_on = c->top_p > 0.0f && c->top_p < 1.0f;
+    const int min_p_on = c->min_p > 0.0f;
+    if (!top_k_on && !top_p_on && !min_p_on) {
+        float cdf = 0.0f;
+        for (uint32_t i = 0; i < V; i++) {
+            cdf += p[i];
+            if (coin < cdf) return record(s, (int32_t)i);
+        }
+        return record(s, (int32_t)(V - 1));
+    }
+
+    /* step 6, the threshold part; top-k is taken while popping in step 7 */
+    const float floor = min_p_on ? c->min_p * pmax : 0.0f;
+    float cut = floor;
+    if (!top_k_on) {
+        float nucleus = top_p_on && V > 1 ? (1.0f - c->top_p) / (float)(V - 1) : 0.0f;
+        if (nucleus > cut) cut = nucleus;
+        if (cut > pmax) cut = pmax;
+    }
+    uint32_t* cand = s->candidates;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < V; i++) {
+        if (p[i] >= cut) cand[n++] = i;
+    }
+    if (n == 0) return record(s, qwen3_argmax(logits, V));
+
+    /* Steps 7 and 8 by popping a max-heap: each pop moves the best remaining id to the
+     * end of the shrinking heap, so popped ids collect at the back in reverse order.
+     * With top-k, ids under the min-p floor were already dropped, which keeps the same
+     * set as "top k, then the floor" because the floor only removes the least likely. */
+    const uint32_t limit = top_k_on && c->top_k < n ? c->top_k : n;
+    for (uint32_t i = n / 2; i-- > 0;) sift_down(cand, n, i, p);
+    uint32_t heap_n = n, popped = 0;
+    float total = 0.0f;
+    while (popped < limit) {
+        uint32_t top = cand[0];
+        heap_n--;
+        cand[0] = cand[heap_n];
+        cand[heap_n] = top;
+        sift_down(cand, heap_n, 0, p);
+        popped++;
+        total += p[top];
+        if (top_p_on && total > c->top_p) break;
+    }
+    const uint32_t first = n - popped;
+    for (uint32_t a = first, b = n - 1; a < b; a++, b--) {
+        uint32_t t = cand[a];
+        cand[a] = cand[b];
+        cand[b] = t;
+    }
+
+    /* step 9 */
+    const float r = coin * total;
+    float cdf = 0.0f;
+    for (uint32_t i = first; i < n; i++) {
+        cdf += p[cand[i]];
+        if (r < cdf) return record(s, (int32_t)cand[i]);
+    }
+    return record(s, (int32_t)cand[n - 1]);
+}

@@ -1,0 +1,80 @@
+/*
+ * transformer.h - the Qwen3 forward pass (SPEC sections 1 and 4) and the context that
+ * carries one sequence's state: KV cache, position, scratch buffers, logits, sampler.
+ *
+ * Matmuls go through the kernel tier in use (kernels.h) with each activation quantised
+ * once per matmul input; everything else (norms, RoPE, softmax, attention, residuals)
+ * is the plain fp32 C below, compiled once, so every tier gives the same logits.
+ */
+#ifndef QWEN3_TRANSFORMER_H
+#define QWEN3_TRANSFORMER_H
+
+#include <stdint.h>
+
+#include "kernels.h"
+#include "model.h"
+#include "platform.h"
+#include "sampler.h"
+
+struct Qwen3Context {
+    Qwen3Model* model;
+    uint32_t ctx_len;      /* positions this context holds */
+    uint32_t pos;          /* tokens in the KV cache = position of the next token */
+    uint32_t committed;    /* positions whose cache pages are committed (Windows) */
+    int has_logits;        /* logits belong to the token at pos - 1 */
+    Qwen3Region lazy;      /* key_cache, value_cache and att, committed as positions fill */
+    float* key_cache;      /* (n_layers, ctx_len, n_kv_heads * head_dim) */
+    float* value_cache;    /* (n_layers, ctx_len, n_kv_heads * head_dim) */
+    float* att;            /* (n_heads, ctx_len) attention scores, then weights */
+    float* x;              /* (dim) residual stream */
+    float* xb;             /* (max(dim, n_heads * head_dim)) normed input, attention output */
+    float* xb2;            /* (dim) matmul output before the residual add */
+    float* q;              /* (n_heads * head_dim) */
+    float* hb;             /* (hidden_dim) gate, then silu(gate) * up */
+    float* hb2;            /* (hidden_dim) up */
+    float* rope_cos;       /* (head_dim / 2) for the current position */
+    float* rope_sin;       /* (head_dim / 2) */
+    Qwen3Q8Vector xq;      /* (max(dim, n_heads * head_dim)) quantised matmul input */
+    Qwen3Q8Vector hq;      /* (hidden_dim) quantised input of the down projection */
+    float* logits;         /* (vocab_size) */
+    Qwen3Sampler sampler;
+};
+
+/* Allocates a context of ctx_len positions (1 .. model max_seq_len, checked by the
+ * caller). Returns QWEN3_OK or QWEN3_ERR_OUT_OF_MEMORY naming the size. On failure the
+ * context is released. */
+int32_t qwen3_context_init(Qwen3Context* ctx, Qwen3Model* model, uint32_t ctx_len);
+
+/* Frees what qwen3_context_init allocated; a zeroed context is ignored. */
+void qwen3_context_release(Qwen3Context* ctx);
+
+/*
+ * Runs n tokens at positions pos .. pos+n-1, leaving the last one's logits. Checks first
+ * and changes nothing on error: QWEN3_ERR_CONTEXT_FULL when they do not fit,
+ * QWEN3_ERR_INVALID_ARGUMENT for an id outside [0, vocab_size). The one place that
+ * loops over a prompt, so a batched prefill can replace it.
+ */
+int32_t qwen3_forward_tokens(Qwen3Context* ctx, const int32_t* tokens, uint32_t n);
+
+/* ---- the fp32 building blocks, exposed for tests ---- */
+
+/* out = x / sqrt(mean(x^2) + eps) * w; out may equal x. */
+void qwen3_rmsnorm(float* out, const float* x, const float* w, uint32_t n, float eps);
+
+/* cos/sin of pos * theta^(-i/(head_dim/2)) for i < head_dim/2, in fp32. */
+void qwen3_rope_angles(float* cos_out, float* sin_out, uint32_t head_dim, uint32_t pos,
+                       float theta);
+
+/* Rotate-half RoPE on one head: (v[i], v[i+half]) -> (a cos - b sin, a sin + b cos). */
+void qwen3_rope_rotate(float* v, const float* cos_t, const float* sin_t, uint32_t head_dim);
+
+/* In-place softmax, max-subtracted. */
+void qwen3_softmax(float* x, uint32_t n);
+
+/* One head's causal attention over n_pos cached positions: scores q.k * (1/sqrt(head_dim))
+ * into att (n_pos), softmax, then out = sum_t att[t] * v_t. Keys and values of position t
+ * start at k + t * stride and v + t * stride. */
+void qwen3_attention_head(float* out, const float* q, const float* k, const float* v,
+                          uint32_t stride, uint32_t n_pos, uint32_t head_dim, float* att);
+
+#endif
