@@ -27,18 +27,16 @@ typedef struct {
 
 /* Best first. */
 static const Tier tiers[] = {
-#if 0 /* SIMD tiers land with their files */
 #if defined(__x86_64__) || defined(_M_X64)
     {&qwen3_kernels_avx512vnni,
      QWEN3_CPU_AVX512F | QWEN3_CPU_AVX512BW | QWEN3_CPU_AVX512VL | QWEN3_CPU_AVX512VNNI},
     {&qwen3_kernels_avxvnni, QWEN3_CPU_AVX2 | QWEN3_CPU_AVXVNNI},
     {&qwen3_kernels_avx2, QWEN3_CPU_AVX2},
 #endif
-#if defined(__aarch64__) || defined(_M_ARM64)
+#if 0 /* the aarch64 tiers land with their files */
     {&qwen3_kernels_sve, QWEN3_CPU_SVE},
     {&qwen3_kernels_neondot, QWEN3_CPU_NEON | QWEN3_CPU_DOTPROD},
     {&qwen3_kernels_neon, QWEN3_CPU_NEON},
-#endif
 #endif
     {&qwen3_kernels_scalar, 0},
 };

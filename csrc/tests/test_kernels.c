@@ -1,0 +1,455 @@
+/* test_kernels.c - every kernel tier this CPU runs must return the scalar reference's
+ * bits (memcmp-equal) on random and odd shapes, extreme values and row ranges that do
+ * not start at 0, without writing past its output; the quantiser rounds half away from
+ * zero; the dispatcher honours and reports QWEN3_KERNEL and qwen3_kernel_select.
+ *
+ *   test_kernels                      all tests; re-runs itself with QWEN3_KERNEL set
+ *                                     (POSIX) to check the environment override
+ *   QWEN3_KERNEL=neon test_kernels    all tests, plus: the forced tier is active if
+ *                                     this CPU supports it, else the best one with a note
+ * Tiers this CPU lacks are printed as SKIPPED, never counted as passed.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/prctl.h>
+#endif
+#if !defined(_WIN32)
+#include <spawn.h>
+#include <sys/wait.h>
+extern char** environ;
+#endif
+
+#include "cpu.h"
+#include "error.h"
+#include "kernels.h"
+#include "qwen3_inference.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            failures++;                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fprintf(stderr, "\n");                                             \
+        }                                                                      \
+    } while (0)
+
+/* ---- random numbers (xorshift64*) ---- */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint32_t rnd_u32(void) {
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+static uint32_t rnd_below(uint32_t n) { return rnd_u32() % n; }
+
+static float rnd_unit(void) { return (float)(rnd_u32() >> 8) / 16777216.0f; } /* [0, 1) */
+
+/* ---- test matrices ---- */
+
+typedef enum {
+    FILL_RANDOM,   /* uniform int8 weights incl. -128, random activations, random scales */
+    FILL_EXTREME,  /* weights and activations all +-127 */
+    FILL_SPARSE,   /* many all-zero groups with scale 0 on both sides */
+    FILL_HUGE,     /* scales so large that products overflow to +inf */
+    FILL_TINY,     /* subnormal scales */
+} Fill;
+
+typedef struct {
+    Qwen3Q8Matrix m;
+    Qwen3Q8Vector v;
+    int8_t* wq;
+    float* ws;
+    int8_t* xq;
+    float* xs;
+    float* xf;
+} Case;
+
+static void case_free(Case* c) {
+    free(c->wq);
+    free(c->ws);
+    free(c->xq);
+    free(c->xs);
+    free(c->xf);
+}
+
+static int case_make(Case* c, uint32_t rows, uint32_t cols, uint32_t gs, Fill fill) {
+    memset(c, 0, sizeof *c);
+    const uint32_t ng = cols / gs;
+    c->wq = malloc((size_t)rows * cols);
+    c->ws = malloc((size_t)rows * ng * sizeof(float));
+    c->xq = malloc(cols);
+    c->xs = malloc(ng * sizeof(float));
+    c->xf = malloc(cols * sizeof(float));
+    if (!c->wq || !c->ws || !c->xq || !c->xs || !c->xf) {
+        case_free(c);
+        return 0;
+    }
+    for (size_t i = 0; i < (size_t)rows * cols; i++) {
+        switch (fill) {
+        case FILL_EXTREME: c->wq[i] = (rnd_u32() & 1) ? 127 : -127; break;
+        case FILL_HUGE: c->wq[i] = (int8_t)(rnd_below(127) + 1); break;
+        default: c->wq[i] = (int8_t)(rnd_u32() & 0xff); break;
+        }
+    }
+    for (size_t i = 0; i < (size_t)rows * ng; i++) {
+        switch (fill) {
+        case FILL_HUGE: c->ws[i] = 1e34f * (1.0f + rnd_unit()); break;
+        case FILL_TINY: c->ws[i] = 1e-39f * rnd_unit(); break;
+        default: c->ws[i] = 0.05f * rnd_unit(); break;
+        }
+    }
+    for (uint32_t i = 0; i < cols; i++) {
+        switch (fill) {
+        case FILL_EXTREME: c->xf[i] = (rnd_u32() & 1) ? 3.0f : -3.0f; break;
+        case FILL_HUGE: c->xf[i] = 1.0f + rnd_unit(); break;
+        default: c->xf[i] = (rnd_unit() - 0.5f) * 8.0f; break;
+        }
+    }
+    if (fill == FILL_SPARSE) {
+        for (uint32_t g = 0; g < ng; g++) {
+            if (rnd_below(3) == 0) {
+                for (uint32_t i = 0; i < gs; i++) c->xf[g * gs + i] = 0.0f;
+            }
+        }
+        for (uint32_t r = 0; r < rows; r++) {
+            for (uint32_t g = 0; g < ng; g++) {
+                if (rnd_below(3) == 0) {
+                    memset(c->wq + (size_t)r * cols + (size_t)g * gs, 0, gs);
+                    c->ws[(size_t)r * ng + g] = 0.0f;
+                }
+            }
+        }
+    }
+    c->m = (Qwen3Q8Matrix){.q = c->wq, .s = c->ws, .rows = rows, .cols = cols, .group_size = gs};
+    c->v = (Qwen3Q8Vector){.q = c->xq, .s = c->xs, .n = cols, .group_size = gs};
+    qwen3_quantize_q8(c->xf, &c->v);
+    if (fill == FILL_EXTREME) {
+        /* +-3 quantises to +-127 with scale 3/127: the largest products a group can hold. */
+        for (uint32_t i = 0; i < cols; i++) {
+            if (c->xq[i] != 127 && c->xq[i] != -127) return 0;
+        }
+    }
+    return 1;
+}
+
+/* ---- one tier against scalar ---- */
+
+#define GUARD 24 /* floats past the end of the output that must stay untouched */
+
+static uint32_t compared;
+
+/* Runs rows [rb, re) with both kernels; returns 1 when memcmp-equal and in bounds. */
+static int compare_range(const Qwen3KernelTable* t, const Case* c, uint32_t rb, uint32_t re, const char* what) {
+    const uint32_t n = re - rb;
+    float* want = malloc((n + GUARD) * sizeof(float));
+    float* got = malloc((n + GUARD) * sizeof(float));
+    if (!want || !got) {
+        free(want);
+        free(got);
+        CHECK(0, "out of memory");
+        return 0;
+    }
+    const float sentinel = -12345.678f;
+    for (uint32_t i = 0; i < n + GUARD; i++) want[i] = got[i] = sentinel;
+    qwen3_kernels_scalar.matvec_q8(want, &c->m, &c->v, rb, re);
+    t->matvec_q8(got, &c->m, &c->v, rb, re);
+    compared++;
+    int ok = 1;
+    for (uint32_t i = n; i < n + GUARD; i++) {
+        if (memcmp(&got[i], &sentinel, sizeof sentinel) != 0) {
+            CHECK(0, "%s: %s rows %u..%u wrote past its output (slot %u)", t->name, what, rb, re, i - n);
+            ok = 0;
+            break;
+        }
+    }
+    if (ok && memcmp(want, got, n * sizeof(float)) != 0) {
+        for (uint32_t i = 0; i < n; i++) {
+            if (memcmp(&want[i], &got[i], sizeof(float)) != 0) {
+                CHECK(0, "%s: %s (%ux%u, group %u) rows %u..%u: row %u = %.9g, scalar %.9g", t->name, what,
+                      c->m.rows, c->m.cols, c->m.group_size, rb, re, rb + i, got[i], want[i]);
+                break;
+            }
+        }
+        ok = 0;
+    }
+    free(want);
+    free(got);
+    return ok;
+}
+
+static void test_tier(const Qwen3KernelTable* t) {
+    const uint32_t fails_before = (uint32_t)failures;
+    const uint32_t compared_before = compared;
+    /* Group sizes: the real 64, the tests' 32, 128, and odd ones (96 = 64 + 32, 48, 16,
+     * 8, 24) that send SIMD tiers into their partial-chunk or generic paths. */
+    static const uint32_t group_sizes[] = {32, 64, 128, 96, 48, 16, 8, 24};
+    for (size_t gi = 0; gi < sizeof group_sizes / sizeof group_sizes[0]; gi++) {
+        const uint32_t gs = group_sizes[gi];
+        for (uint32_t mult = 1; mult <= 5; mult++) {
+            const uint32_t cols = gs * mult;
+            for (uint32_t rows = 1; rows <= 67; rows += (mult == 1 ? 1 : 5)) {
+                Case c;
+                if (!case_make(&c, rows, cols, gs, FILL_RANDOM)) {
+                    CHECK(0, "case_make failed");
+                    return;
+                }
+                char what[64];
+                snprintf(what, sizeof what, "random");
+                if (!compare_range(t, &c, 0, rows, what)) {
+                    case_free(&c);
+                    return;
+                }
+                /* A range that starts inside the matrix, as a thread's share does. */
+                const uint32_t rb = rnd_below(rows);
+                const uint32_t re = rb + 1 + rnd_below(rows - rb);
+                if (!compare_range(t, &c, rb, re, "random sub-range")) {
+                    case_free(&c);
+                    return;
+                }
+                case_free(&c);
+            }
+        }
+    }
+    static const struct {
+        Fill fill;
+        const char* name;
+    } fills[] = {
+        {FILL_EXTREME, "all +-127"},
+        {FILL_SPARSE, "zero groups with scale 0"},
+        {FILL_HUGE, "overflow to inf"},
+        {FILL_TINY, "subnormal scales"},
+    };
+    for (size_t fi = 0; fi < sizeof fills / sizeof fills[0]; fi++) {
+        for (size_t gi = 0; gi < 4; gi++) {
+            const uint32_t gs = group_sizes[gi];
+            for (uint32_t rows = 1; rows <= 67; rows += 11) {
+                Case c;
+                const uint32_t cols = gs * (1 + rnd_below(8));
+                if (!case_make(&c, rows, cols, gs, fills[fi].fill)) {
+                    CHECK(0, "case_make(%s) failed", fills[fi].name);
+                    return;
+                }
+                const uint32_t rb = rnd_below(rows);
+                compare_range(t, &c, 0, rows, fills[fi].name);
+                compare_range(t, &c, rb, rows, fills[fi].name);
+                case_free(&c);
+            }
+        }
+    }
+    /* Qwen3-0.6B's shapes (q/k/v/gate/up read 1024 columns, down reads 3072), a slice of
+     * rows each, as a thread would get. */
+    static const uint32_t real_cols[] = {1024, 3072};
+    for (size_t i = 0; i < 2; i++) {
+        Case c;
+        if (!case_make(&c, 200, real_cols[i], 64, FILL_RANDOM)) {
+            CHECK(0, "case_make failed");
+            return;
+        }
+        compare_range(t, &c, 0, 200, "Qwen3-0.6B shape");
+        compare_range(t, &c, 37, 163, "Qwen3-0.6B shape");
+        case_free(&c);
+    }
+    printf("  %-11s ok: %u comparisons memcmp-equal to scalar%s\n", t->name, compared - compared_before,
+           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+}
+
+static void test_all_tiers(void) {
+    printf("CPU features: %s\n", qwen3_cpu_features());
+    const char* const* names = qwen3_kernels_all_names();
+    uint32_t ran = 0;
+    for (uint32_t i = 0; names[i]; i++) {
+        const Qwen3KernelTable* t = qwen3_kernels_find(names[i]);
+        if (t == NULL) {
+            printf("  %-11s SKIPPED: not supported by this CPU\n", names[i]);
+            continue;
+        }
+        CHECK(strcmp(t->name, names[i]) == 0, "find(%s) returned tier %s", names[i], t->name);
+        if (strcmp(names[i], "scalar") == 0) continue; /* the reference itself */
+        test_tier(t);
+        ran++;
+    }
+    printf("  SIMD tiers tested: %u\n", ran);
+}
+
+/* ---- quantiser ---- */
+
+static void test_quantize(void) {
+    /* max |x| = 127 makes the scale exactly 1, so x / scale is x and the halves are exact. */
+    enum { GS = 16 };
+    float x[2 * GS] = {127.0f, 2.5f, -2.5f, 0.5f, -0.5f, 1.4999f, -1.5f, 126.5f,
+                       -126.5f, 3.5f, 0.0f, -0.0f, 100.49f, -100.51f, 64.5f, -64.5f};
+    const int8_t want[GS] = {127, 3, -3, 1, -1, 1, -2, 127, -127, 4, 0, 0, 100, -101, 65, -65};
+    /* second group: all zeros */
+    int8_t q[2 * GS];
+    float s[2];
+    memset(q, 0x55, sizeof q);
+    Qwen3Q8Vector v = {.q = q, .s = s, .n = 2 * GS, .group_size = GS};
+    qwen3_quantize_q8(x, &v);
+    CHECK(s[0] == 1.0f, "scale of a group with max 127 = %.9g, want 1", s[0]);
+    for (int i = 0; i < GS; i++) {
+        CHECK(q[i] == want[i], "quantize(%.5g) = %d, want %d (half away from zero)", x[i], q[i], want[i]);
+    }
+    CHECK(s[1] == 0.0f, "an all-zero group has scale %.9g, want 0", s[1]);
+    for (int i = GS; i < 2 * GS; i++) CHECK(q[i] == 0, "zero group q[%d] = %d, want 0", i, q[i]);
+
+    /* Random data: in [-127, 127], the max element hits +-127, error at most half a step. */
+    enum { N = 4096, G = 64 };
+    static float xf[N];
+    static int8_t xq[N];
+    static float xs[N / G];
+    for (int i = 0; i < N; i++) xf[i] = (rnd_unit() - 0.5f) * (i % 7 == 0 ? 1e3f : 1.0f);
+    Qwen3Q8Vector r = {.q = xq, .s = xs, .n = N, .group_size = G};
+    qwen3_quantize_q8(xf, &r);
+    int bad = 0;
+    for (int g = 0; g < N / G; g++) {
+        float amax = 0.0f;
+        int qmax = 0;
+        for (int i = g * G; i < (g + 1) * G; i++) {
+            if (fabsf(xf[i]) > amax) amax = fabsf(xf[i]);
+            if (abs(xq[i]) > qmax) qmax = abs(xq[i]);
+            if (xq[i] < -127 || fabsf(xf[i] - xq[i] * xs[g]) > 0.5001f * xs[g]) bad++;
+        }
+        if (xs[g] != amax / 127.0f || qmax != 127) bad++;
+    }
+    CHECK(bad == 0, "%d random quantisation checks failed", bad);
+}
+
+/* ---- dispatcher ---- */
+
+/* The best tier this CPU supports, judged from the built list (best first). */
+static const char* best_supported(void) {
+    const char* const* names = qwen3_kernels_all_names();
+    for (uint32_t i = 0; names[i]; i++) {
+        if (qwen3_kernels_find(names[i]) == NULL) continue;
+#if defined(__aarch64__) && defined(__linux__)
+        /* At 128-bit vectors SVE is not preferred over NEON (kernels.c). */
+        if (strcmp(names[i], "sve") == 0 && (prctl(51 /* PR_SVE_GET_VL */, 0, 0, 0, 0) & 0xffff) <= 16) continue;
+#endif
+        return names[i];
+    }
+    return "scalar";
+}
+
+/* What the first use must have chosen, given $QWEN3_KERNEL. Run before any select. */
+static void test_env_choice(void) {
+    const char* env = getenv("QWEN3_KERNEL");
+    const char* active = qwen3_kernel_name();
+    const char* note = qwen3_kernels_note();
+    printf("kernel: %s (%s)\n", active, note);
+    CHECK(qwen3_kernels_active() != NULL && strcmp(qwen3_kernels_active()->name, active) == 0,
+          "qwen3_kernels_active and qwen3_kernel_name disagree");
+    if (env == NULL || env[0] == '\0') {
+        CHECK(strcmp(active, best_supported()) == 0, "no QWEN3_KERNEL: active %s, best supported %s", active,
+              best_supported());
+    } else if (qwen3_kernels_find(env) != NULL) {
+        CHECK(strcmp(active, env) == 0, "QWEN3_KERNEL=%s is supported but %s is active", env, active);
+        CHECK(strstr(note, "forced") != NULL, "note for a forced tier: '%s'", note);
+    } else {
+        CHECK(strcmp(active, best_supported()) == 0, "QWEN3_KERNEL=%s unusable: active %s, want best %s", env,
+              active, best_supported());
+        CHECK(strstr(note, "ignored") != NULL && strstr(note, env) != NULL,
+              "note must say QWEN3_KERNEL=%s was ignored: '%s'", env, note);
+    }
+}
+
+static void test_select(void) {
+    const char* const* names = qwen3_kernels_all_names();
+    for (uint32_t i = 0; names[i]; i++) {
+        qwen3_error_clear();
+        const int32_t rc = qwen3_kernel_select(names[i]);
+        if (qwen3_kernels_find(names[i]) != NULL) {
+            CHECK(rc == QWEN3_OK, "select(%s) = %d: %s", names[i], rc, qwen3_get_last_error());
+            CHECK(strcmp(qwen3_kernel_name(), names[i]) == 0, "after select(%s) the name is %s", names[i],
+                  qwen3_kernel_name());
+        } else {
+            CHECK(rc == QWEN3_ERR_UNSUPPORTED, "select(%s) on a CPU without it = %d", names[i], rc);
+            CHECK(strstr(qwen3_get_last_error(), names[i]) && strstr(qwen3_get_last_error(), "lacks"),
+                  "message names the tier and the missing feature: '%s'", qwen3_get_last_error());
+            printf("  select(%s) refused as expected: %s\n", names[i], qwen3_get_last_error());
+        }
+    }
+    qwen3_error_clear();
+    CHECK(qwen3_kernel_select("avx9000") == QWEN3_ERR_UNSUPPORTED, "unknown tier must be refused");
+    CHECK(strstr(qwen3_get_last_error(), "avx9000") != NULL, "message names the tier: '%s'",
+          qwen3_get_last_error());
+    CHECK(qwen3_kernel_select(NULL) == QWEN3_ERR_INVALID_ARGUMENT, "NULL name must be refused");
+#if defined(__x86_64__)
+    CHECK(qwen3_kernel_select("neon") == QWEN3_ERR_UNSUPPORTED, "a tier of another architecture is refused");
+#elif defined(__aarch64__)
+    CHECK(qwen3_kernel_select("avx2") == QWEN3_ERR_UNSUPPORTED, "a tier of another architecture is refused");
+#endif
+    CHECK(qwen3_kernel_select("scalar") == QWEN3_OK, "scalar always selectable");
+}
+
+#if !defined(_WIN32)
+/* Re-runs this binary with QWEN3_KERNEL=value; returns its exit status (-1: no spawn). */
+static int run_self_with(const char* self, const char* value) {
+    char assignment[128];
+    snprintf(assignment, sizeof assignment, "QWEN3_KERNEL=%s", value);
+    size_t n_env = 0;
+    while (environ[n_env]) n_env++;
+    char** env = calloc(n_env + 2, sizeof *env);
+    if (!env) return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n_env; i++) {
+        if (strncmp(environ[i], "QWEN3_KERNEL=", 13) != 0) env[k++] = environ[i];
+    }
+    env[k++] = assignment;
+    env[k] = NULL;
+    char* argv[] = {(char*)self, (char*)"--env-only", NULL};
+    pid_t pid;
+    const int rc = posix_spawn(&pid, self, NULL, NULL, argv, env);
+    free(env);
+    if (rc != 0) return -1;
+    int status = 0;
+    if (waitpid(pid, &status, 0) < 0) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static void test_env_children(const char* self) {
+    const char* const* names = qwen3_kernels_all_names();
+    for (uint32_t i = 0; names[i]; i++) {
+        const int rc = run_self_with(self, names[i]);
+        CHECK(rc == 0 || rc == -1, "child with QWEN3_KERNEL=%s failed (status %d)", names[i], rc);
+        if (rc == -1) printf("  QWEN3_KERNEL child runs SKIPPED: cannot spawn %s\n", self);
+        if (rc == -1) return;
+    }
+    const int rc = run_self_with(self, "no-such-tier");
+    CHECK(rc == 0 || rc == -1, "child with an unknown QWEN3_KERNEL failed (status %d)", rc);
+    printf("  QWEN3_KERNEL forced to each tier and to an unknown name in child processes: %s\n",
+           rc == 0 ? "ok" : "see above");
+}
+#endif
+
+int main(int argc, char** argv) {
+    test_env_choice();
+    if (argc > 1 && strcmp(argv[1], "--env-only") == 0) return failures ? 1 : 0;
+    test_quantize();
+    test_all_tiers();
+    test_select();
+#if !defined(_WIN32)
+    /* Only when the caller did not force a tier itself (the qemu runner does). */
+    if (getenv("QWEN3_KERNEL") == NULL) {
+        fflush(stdout); /* keep our lines ahead of the children's */
+        test_env_children(argv[0]);
+    }
+#endif
+    if (failures) {
+        fprintf(stderr, "test_kernels: %d failure(s)\n", failures);
+        return 1;
+    }
+    printf("test_kernels: ok\n");
+    return 0;
+}
