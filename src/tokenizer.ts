@@ -1,0 +1,888 @@
+/**
+ * Qwen3's byte-level BPE tokenizer, exactly as Hugging Face `tokenizers` encodes (SPEC section 3),
+ * loaded from a `tokenizer.json`, from token/merge lists (GGUF metadata) or from a qwen3.c
+ * `.tokenizer` side file.
+ *
+ * ```ts
+ * import { Tokenizer } from "./tokenizer.ts";
+ * import { QWEN3_TOKENIZER_JSON } from "../tests/helpers/tokenizer_path.ts";
+ *
+ * const tok = Tokenizer.fromJson(await Deno.readTextFile(QWEN3_TOKENIZER_JSON));
+ * const ids = tok.encode("Hello world"); // [9707, 1879]
+ * console.log(tok.decode(ids)); // "Hello world"
+ * ```
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import { Qwen3Error } from "./errors.ts";
+
+// ---------------------------------------------------------------------------------------------
+// The pre-tokenizer
+
+/*
+ * Qwen3's split regex, rewritten for JavaScript. Two spellings differ from the tokenizer.json
+ * text on purpose, each checked against Hugging Face's own pre-tokenizer:
+ * - `(?i:'s|...)` becomes ASCII classes: Oniguruma does not fold U+017F (long s) into `s` here,
+ *   while a JavaScript `i` + `u` regex would.
+ * - `\s` becomes Unicode White_Space: Oniguruma counts U+0085 as a space and U+FEFF as not,
+ *   JavaScript's `\s` does the opposite.
+ */
+const WS = "\\t\\n\\v\\f\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+const PRETOKENIZE_SOURCE = "'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]" +
+  "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+" +
+  "|\\p{N}" +
+  `| ?[^${WS}\\p{L}\\p{N}]+[\\r\\n]*` +
+  `|[${WS}]*[\\r\\n]+` +
+  `|[${WS}]+(?![^${WS}])` +
+  `|[${WS}]+`;
+const PRETOKENIZE = new RegExp(PRETOKENIZE_SOURCE, "gu");
+
+/** The split pattern as Qwen2/2.5/3 tokenizer.json files spell it; anything else is refused. */
+const QWEN_SPLIT_PATTERN =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+// ---------------------------------------------------------------------------------------------
+// GPT-2's byte-to-unicode alphabet (tokenizer.json and GGUF spell tokens in it)
+
+/** Byte value of each alphabet code point (code points 0..323), -1 elsewhere. */
+const UNICODE_TO_BYTE = new Int16Array(324).fill(-1);
+/** Alphabet code point of each byte. */
+const BYTE_TO_UNICODE = new Uint16Array(256);
+{
+  let extra = 0;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+    const cp = printable ? b : 256 + extra++;
+    BYTE_TO_UNICODE[b] = cp;
+    UNICODE_TO_BYTE[cp] = b;
+  }
+}
+
+const UTF8 = new TextEncoder();
+
+/**
+ * Internally a token is keyed by its GPT-2 alphabet spelling (one character per byte), the
+ * form tokenizer.json and GGUF already use, so their vocabularies need no conversion.
+ */
+function alphabetFromBytes(bytes: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < bytes.length; i++) out += String.fromCharCode(BYTE_TO_UNICODE[bytes[i]]);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Merge table: (left id, right id) -> (rank, result id), open addressing over typed arrays so a
+// lookup costs no allocation and no string hashing.
+
+class PairTable {
+  readonly left: Int32Array; // (slots) left id, -1 = empty
+  readonly right: Int32Array; // (slots)
+  readonly rank: Int32Array; // (slots) merge rank: lower merges first
+  readonly result: Int32Array; // (slots) id of the merged token
+  readonly mask: number;
+
+  constructor(capacity: number) {
+    let slots = 1024;
+    while (slots < capacity * 2) slots *= 2;
+    this.left = new Int32Array(slots).fill(-1);
+    this.right = new Int32Array(slots);
+    this.rank = new Int32Array(slots);
+    this.result = new Int32Array(slots);
+    this.mask = slots - 1;
+  }
+
+  static hash(a: number, b: number): number {
+    let h = Math.imul(a, 0x9e3779b1) ^ Math.imul(b + 0x7f4a7c15, 0x85ebca77);
+    h ^= h >>> 15;
+    h = Math.imul(h, 0x2c1b3c6d);
+    return h ^ (h >>> 12);
+  }
+
+  /** Slot of the pair, or -1. */
+  find(a: number, b: number): number {
+    const { left, right, mask } = this;
+    for (let s = PairTable.hash(a, b) & mask;; s = (s + 1) & mask) {
+      const l = left[s];
+      if (l === -1) return -1;
+      if (l === a && right[s] === b) return s;
+    }
+  }
+
+  /** Inserts or overwrites (a later duplicate merge wins, as in Hugging Face's BPE builder). */
+  set(a: number, b: number, rank: number, result: number): void {
+    const { left, right, mask } = this;
+    let s = PairTable.hash(a, b) & mask;
+    while (left[s] !== -1 && !(left[s] === a && right[s] === b)) s = (s + 1) & mask;
+    left[s] = a;
+    right[s] = b;
+    this.rank[s] = rank;
+    this.result[s] = result;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tokenizer
+
+/** Ids of the control tokens the chat loop needs; -1 where the vocabulary lacks one. */
+export interface SpecialIds {
+  /** `<|endoftext|>` (151643): end of a document. */
+  endOfText: number;
+  /** `<|im_start|>` (151644): opens a chat message. */
+  imStart: number;
+  /** `<|im_end|>` (151645): closes a chat message; the chat stop token. */
+  imEnd: number;
+  /** `<think>` (151667): opens the reasoning block. */
+  think: number;
+  /** `</think>` (151668): closes the reasoning block. */
+  endThink: number;
+}
+
+/** Options of {@linkcode Tokenizer.encode}. */
+export interface EncodeOptions {
+  /**
+   * Turn added-token text (`<|im_end|>`, `<think>`, ...) into its control id. Default false:
+   * such text is tokenized as ordinary characters, so user input cannot inject control tokens.
+   */
+  special?: boolean;
+}
+
+/** One piece of a prompt for {@linkcode Tokenizer.encodeParts}. */
+export interface PromptPart {
+  /** The text. */
+  text: string;
+  /** True when added-token text in this part becomes control tokens (template text). */
+  special: boolean;
+}
+
+/** What the private constructor needs; every loader reduces its source to this. */
+interface TokenizerData {
+  names: (string | undefined)[]; // (size) alphabet spelling of each token, undefined = no token
+  vocab: Map<string, number>; // alphabet spelling -> id of the BPE tokens (the merge symbols)
+  added: Map<string, number>; // text -> id of the added tokens, matched literally, never merged
+  mergeRank: Int32Array; // (size) rank of the merge that makes the token, -1 for none
+  pairs: PairTable;
+  exact: boolean;
+  source: string;
+}
+
+/** Pieces shorter than this are merged by a plain scan; longer ones use a heap. */
+const SCAN_LIMIT = 48;
+/** Pieces longer than this are not cached (long whitespace or digit-free runs are rare). */
+const CACHE_PIECE_LIMIT = 64;
+/** The piece cache is emptied when it holds this many entries, bounding its memory. */
+const CACHE_ENTRIES = 100_000;
+const TWO_32 = 4294967296;
+
+/**
+ * Qwen3's byte-level BPE: NFC, added tokens split out (only when asked), the Qwen pre-tokenizer
+ * regex, then merges by rank inside each piece. Encodes exactly as Hugging Face `tokenizers`
+ * does when loaded from `tokenizer.json` or GGUF lists; from a qwen3.c `.tokenizer` file the
+ * merge list is rebuilt from scores and {@linkcode Tokenizer.exact} is false.
+ */
+export class Tokenizer {
+  /** Number of token ids (151669 for Qwen3; the model's 151936 embedding rows include padding). */
+  readonly size: number;
+  /** True when the merge list is the original one (tokenizer.json, GGUF); false from `.tokenizer`. */
+  readonly exact: boolean;
+  /** Where the tokenizer came from, for messages. */
+  readonly source: string;
+
+  readonly #bytes: Uint8Array; // (total token bytes) all tokens' raw bytes back to back
+  readonly #offsets: Uint32Array; // (size + 1) token id -> start in #bytes
+  readonly #added: Uint8Array; // (size)
+  readonly #mergeRank: Int32Array; // (size)
+  readonly #byteToId: Int32Array; // (256) single-byte token of each byte
+  readonly #vocab: Map<string, number>; // alphabet spelling -> id of the BPE tokens
+  readonly #pairs: PairTable;
+  readonly #addedPattern: RegExp | undefined;
+  readonly #addedIds: Map<string, number>; // added token text -> id
+  readonly #cache = new Map<string, number[]>();
+  #scratch = new Int32Array(256); // (piece bytes) symbols during a merge
+
+  private constructor(data: TokenizerData) {
+    const { names, source } = data;
+    const size = names.length;
+    if (size >= 1 << 24) {
+      throw new Qwen3Error("format", `${source}: ${size} tokens is over the limit of 2^24`);
+    }
+    this.size = size;
+    this.exact = data.exact;
+    this.source = source;
+    this.#vocab = data.vocab;
+    this.#addedIds = data.added;
+    this.#mergeRank = data.mergeRank;
+    this.#pairs = data.pairs;
+
+    const offsets = new Uint32Array(size + 1);
+    let total = 0;
+    for (let id = 0; id < size; id++) {
+      offsets[id] = total;
+      total += names[id]?.length ?? 0;
+    }
+    offsets[size] = total;
+    const bytes = new Uint8Array(total);
+    for (let id = 0; id < size; id++) {
+      const t = names[id];
+      if (t === undefined) continue;
+      for (let i = 0, at = offsets[id]; i < t.length; i++) {
+        const c = t.charCodeAt(i);
+        const b = c < UNICODE_TO_BYTE.length ? UNICODE_TO_BYTE[c] : -1;
+        if (b < 0) {
+          throw new Qwen3Error(
+            "format",
+            `${source}: token ${JSON.stringify(t)} (id ${id}) has a character outside the ` +
+              "byte-level alphabet",
+          );
+        }
+        bytes[at + i] = b;
+      }
+    }
+    this.#bytes = bytes;
+    this.#offsets = offsets;
+
+    const added = new Uint8Array(size);
+    for (const id of data.added.values()) added[id] = 1;
+    this.#added = added;
+
+    const byteToId = new Int32Array(256);
+    for (let b = 0; b < 256; b++) {
+      const id = data.vocab.get(String.fromCharCode(BYTE_TO_UNICODE[b]));
+      if (id === undefined) {
+        throw new Qwen3Error(
+          "format",
+          `${source}: no token for byte 0x${b.toString(16).padStart(2, "0")} ` +
+            "(a byte-level BPE vocabulary needs all 256 single-byte tokens)",
+        );
+      }
+      byteToId[b] = id;
+    }
+    this.#byteToId = byteToId;
+
+    // Longest first so that at one position the longest added token wins (leftmost-longest).
+    const texts = [...data.added.keys()].filter((s) => s.length > 0).sort((a, b) =>
+      b.length - a.length
+    );
+    this.#addedPattern = texts.length === 0 ? undefined : new RegExp(
+      texts.map((s) => s.replace(/[.*+?^${}()|[\]\\/-]/g, "\\$&")).join("|"),
+      "g",
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Loaders
+
+  /**
+   * Reads a Hugging Face `tokenizer.json` (text or parsed): `model.vocab`, `model.merges`
+   * (`"a b"` strings or `[a, b]` pairs) and `added_tokens`. Throws a Qwen3Error ("format")
+   * naming the field when the file is not a byte-level BPE of the Qwen kind.
+   */
+  static fromJson(json: string | object, source = "tokenizer.json"): Tokenizer {
+    let root: unknown = json;
+    if (typeof json === "string") {
+      try {
+        root = JSON.parse(json);
+      } catch (e) {
+        throw new Qwen3Error("format", `${source}: not JSON (${(e as Error).message})`);
+      }
+    }
+    const doc = asRecord(root, source, "top level");
+    const model = asRecord(doc.model, source, "model");
+    if (model.type !== undefined && model.type !== "BPE") {
+      throw new Qwen3Error(
+        "unsupported",
+        `${source}: model.type is ${JSON.stringify(model.type)}, only "BPE" is supported`,
+      );
+    }
+    checkPipeline(doc, source);
+    const vocab = asRecord(model.vocab, source, "model.vocab");
+    if (!Array.isArray(model.merges)) {
+      throw new Qwen3Error("format", `${source}: model.merges is not an array`);
+    }
+    const entries: [string, number][] = [];
+    for (const [token, id] of Object.entries(vocab)) {
+      if (!Number.isInteger(id) || (id as number) < 0) {
+        throw new Qwen3Error(
+          "format",
+          `${source}: model.vocab[${JSON.stringify(token)}] = ${id} is not a token id`,
+        );
+      }
+      entries.push([token, id as number]);
+    }
+    const addedList = doc.added_tokens === undefined ? [] : doc.added_tokens;
+    if (!Array.isArray(addedList)) {
+      throw new Qwen3Error("format", `${source}: added_tokens is not an array`);
+    }
+    const added: [string, number][] = [];
+    for (const [i, a] of addedList.entries()) {
+      const rec = asRecord(a, source, `added_tokens[${i}]`);
+      if (typeof rec.content !== "string" || !Number.isInteger(rec.id) || (rec.id as number) < 0) {
+        throw new Qwen3Error("format", `${source}: added_tokens[${i}] lacks content or id`);
+      }
+      added.push([rec.content, rec.id as number]);
+    }
+    return Tokenizer.#fromAlphabet(entries, model.merges, added, source);
+  }
+
+  /**
+   * Builds a tokenizer from lists as GGUF metadata holds them: `tokens[id]` in GPT-2's
+   * byte-to-unicode alphabet, `merges` as `"a b"` strings or pairs, and optional token types
+   * (`tokenizer.ggml.token_type`: 3 control and 4 user-defined are added tokens, matched
+   * literally; without types, names like `<|...|>` that are not merge results are added tokens).
+   */
+  static fromLists(
+    tokens: readonly string[],
+    merges: readonly (string | readonly [string, string])[],
+    tokenTypes?: ArrayLike<number>,
+    source = "token lists",
+  ): Tokenizer {
+    const entries: [string, number][] = [];
+    const added: [string, number][] = [];
+    for (let id = 0; id < tokens.length; id++) {
+      const t = tokens[id];
+      const type = tokenTypes?.[id];
+      const isAdded = type !== undefined ? type === 3 || type === 4 : /^<\|.*\|>$/s.test(t);
+      if (!isAdded) entries.push([t, id]);
+      // Added tokens are written as their text, which needs no byte-level alphabet.
+      else added.push([t, id]);
+    }
+    return Tokenizer.#fromAlphabet(entries, merges, added, source);
+  }
+
+  static #fromAlphabet(
+    entries: [string, number][],
+    merges: readonly unknown[],
+    addedTokens: [string, number][],
+    source: string,
+  ): Tokenizer {
+    let size = 0;
+    for (const [, id] of entries) size = Math.max(size, id + 1);
+    for (const [, id] of addedTokens) size = Math.max(size, id + 1);
+    const names: (string | undefined)[] = new Array(size).fill(undefined);
+    const vocab = new Map<string, number>();
+    for (const [name, id] of entries) {
+      names[id] = name;
+      if (!vocab.has(name)) vocab.set(name, id);
+    }
+    const added = new Map<string, number>();
+    for (const [content, id] of addedTokens) {
+      names[id] = alphabetFromBytes(UTF8.encode(content));
+      added.set(content, id);
+    }
+    const pairs = new PairTable(merges.length);
+    const mergeRank = new Int32Array(size).fill(-1);
+    for (let rank = 0; rank < merges.length; rank++) {
+      const m = merges[rank];
+      let a: unknown, b: unknown;
+      if (typeof m === "string") {
+        const sp = m.indexOf(" ");
+        if (sp > 0) [a, b] = [m.slice(0, sp), m.slice(sp + 1)];
+      } else if (Array.isArray(m) && m.length === 2) {
+        [a, b] = m;
+      }
+      if (typeof a !== "string" || typeof b !== "string") {
+        throw new Qwen3Error(
+          "format",
+          `${source}: merges[${rank}] = ${JSON.stringify(m)} is not a pair of tokens`,
+        );
+      }
+      const left = vocab.get(a), right = vocab.get(b), result = vocab.get(a + b);
+      if (left === undefined || right === undefined || result === undefined) {
+        const which = left === undefined ? a : right === undefined ? b : a + b;
+        throw new Qwen3Error(
+          "format",
+          `${source}: merges[${rank}] = ${JSON.stringify(m)} uses ${
+            JSON.stringify(which)
+          }, which is not in the vocabulary`,
+        );
+      }
+      pairs.set(left, right, rank, result);
+      mergeRank[result] = rank;
+    }
+    return new Tokenizer({ names, vocab, added, mergeRank, pairs, exact: true, source });
+  }
+
+  /**
+   * Reads a qwen3.c `.tokenizer` side file (SPEC section 2). It holds no merge list, so one
+   * is rebuilt: a token with score s was made by merge rank round(exp(-s) - 1); a pair (a, b)
+   * merges when the bytes a+b form such a token, at that token's rank. Score -1e6 marks byte
+   * tokens (one byte) and added tokens (longer). The rebuilt list has extra pairs Hugging
+   * Face's lacks, so {@linkcode Tokenizer.exact} is false (for Qwen3 no text has been found
+   * where they change the result; tests/tokenizer_test.ts measures it).
+   */
+  static fromQwen3c(bytes: Uint8Array, source = "(.tokenizer bytes)"): Tokenizer {
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (bytes.length < 12) {
+      throw new Qwen3Error(
+        "format",
+        `${source}: ${bytes.length} bytes is too short for the 12-byte .tokenizer header`,
+      );
+    }
+    const maxTokenLength = dv.getUint32(0, true);
+    const names: (string | undefined)[] = [];
+    const ranks: number[] = [];
+    const vocab = new Map<string, number>();
+    const added = new Map<string, number>();
+    const text = new TextDecoder();
+    for (let off = 12; off < bytes.length;) {
+      const id = names.length;
+      if (off + 8 > bytes.length) {
+        throw new Qwen3Error(
+          "format",
+          `${source}: token ${id} at byte ${off}: the file ends inside its 8-byte record header`,
+        );
+      }
+      const score = dv.getFloat32(off, true);
+      const len = dv.getUint32(off + 4, true);
+      if (len > maxTokenLength) {
+        throw new Qwen3Error(
+          "format",
+          `${source}: token ${id} at byte ${off} has length ${len}, over the header's ` +
+            `max_token_length ${maxTokenLength}`,
+        );
+      }
+      if (off + 8 + len > bytes.length) {
+        throw new Qwen3Error(
+          "format",
+          `${source}: token ${id} at byte ${off} (length ${len}) runs past the end of the file`,
+        );
+      }
+      if (Number.isNaN(score) || score > 0) {
+        throw new Qwen3Error("format", `${source}: token ${id} has score ${score}, not <= 0`);
+      }
+      const raw = bytes.subarray(off + 8, off + 8 + len);
+      off += 8 + len;
+      // -1e6 (written as f32) marks tokens no merge makes; merge scores are above -13.
+      const noMerge = score <= -1e5;
+      ranks.push(noMerge || len < 2 ? -1 : Math.round(Math.exp(-score) - 1));
+      if (len === 0) {
+        names.push(undefined);
+      } else if (noMerge && len > 1) {
+        names.push(alphabetFromBytes(raw));
+        added.set(text.decode(raw), id);
+      } else {
+        const name = alphabetFromBytes(raw);
+        names.push(name);
+        if (!vocab.has(name)) vocab.set(name, id);
+      }
+    }
+    const size = names.length;
+    const mergeRank = Int32Array.from(ranks);
+    let candidates = 0;
+    for (let id = 0; id < size; id++) if (mergeRank[id] >= 0) candidates += names[id]!.length - 1;
+    const pairs = new PairTable(candidates);
+    for (let id = 0; id < size; id++) {
+      const rank = mergeRank[id];
+      if (rank < 0) continue;
+      const t = names[id]!;
+      for (let k = 1; k < t.length; k++) {
+        const a = vocab.get(t.slice(0, k));
+        if (a === undefined) continue;
+        const b = vocab.get(t.slice(k));
+        if (b !== undefined) pairs.set(a, b, rank, id);
+      }
+    }
+    return new Tokenizer({ names, vocab, added, mergeRank, pairs, exact: false, source });
+  }
+
+  /**
+   * Finds and loads the tokenizer of a model: `modelPath` itself when it is a `tokenizer.json`
+   * or `.tokenizer` file, else `tokenizer.json` in the model's folder (or inside `modelPath`
+   * when it is a folder), else the qwen3.c side file `${modelPath}.tokenizer`. Throws a
+   * Qwen3Error ("io") naming both paths when neither exists.
+   */
+  static async load(modelPath: string): Promise<Tokenizer> {
+    if (modelPath.endsWith(".json")) {
+      return Tokenizer.fromJson(await readOrThrow(modelPath, "text"), modelPath);
+    }
+    if (modelPath.endsWith(".tokenizer")) {
+      return Tokenizer.fromQwen3c(await readOrThrow(modelPath, "bytes"), modelPath);
+    }
+    let isDir = false;
+    try {
+      isDir = (await Deno.stat(modelPath)).isDirectory;
+    } catch {
+      // a missing model file still names its side files below
+    }
+    const json = join(isDir ? modelPath : dirname(modelPath), "tokenizer.json");
+    const bin = `${modelPath}.tokenizer`;
+    const text = await readIfPresent(json, "text");
+    if (text !== undefined) return Tokenizer.fromJson(text, json);
+    const data = await readIfPresent(bin, "bytes");
+    if (data !== undefined) return Tokenizer.fromQwen3c(data, bin);
+    throw new Qwen3Error(
+      "io",
+      `no tokenizer for ${modelPath}: neither ${json} nor ${bin} exists ` +
+        "(copy the model's tokenizer.json beside it)",
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Lookups
+
+  /** Ids of `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`, `<think>`, `</think>` (-1 if absent). */
+  get specialIds(): SpecialIds {
+    const id = (t: string) => this.tokenId(t) ?? -1;
+    return {
+      endOfText: id("<|endoftext|>"),
+      imStart: id("<|im_start|>"),
+      imEnd: id("<|im_end|>"),
+      think: id("<think>"),
+      endThink: id("</think>"),
+    };
+  }
+
+  /** The id of the token whose text is exactly `text` (e.g. "<|im_end|>"), if there is one. */
+  tokenId(text: string): number | undefined {
+    return this.#addedIds.get(text) ?? this.#vocab.get(alphabetFromBytes(UTF8.encode(text)));
+  }
+
+  /**
+   * A token's raw bytes (a fresh view; do not modify). Ids past {@linkcode Tokenizer.size}
+   * (the model's padding rows) give no bytes; a negative or fractional id is an error.
+   */
+  tokenBytes(id: number): Uint8Array {
+    if (!Number.isInteger(id) || id < 0) {
+      throw new Qwen3Error("invalid_argument", `token id ${id} is not a non-negative integer`);
+    }
+    if (id >= this.size) return new Uint8Array(0);
+    return this.#bytes.subarray(this.#offsets[id], this.#offsets[id + 1]);
+  }
+
+  /** True for added tokens (control tokens and the like), which BPE never produces. */
+  isAdded(id: number): boolean {
+    return this.#added[id] === 1;
+  }
+
+  /** Rank of the merge that makes token `id` (lower merges first), or -1 for none. */
+  mergeRank(id: number): number {
+    return id >= 0 && id < this.size ? this.#mergeRank[id] : -1;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Encoding
+
+  /**
+   * Token ids of `text` (no BOS/EOS added). With `special: true`, added-token text such as
+   * `<|im_end|>` becomes its control id; by default it is tokenized as plain characters.
+   */
+  encode(text: string, opts?: EncodeOptions): number[] {
+    const out: number[] = [];
+    if (opts?.special) this.#encodeWithAdded(text, out);
+    else this.#encodeText(text.normalize("NFC"), out);
+    return out;
+  }
+
+  /**
+   * Encodes parts as if they were one concatenated string, with added-token text recognised
+   * only inside `special` parts. Neighbouring plain text is encoded as one span, so a chat
+   * prompt built from template parts and user text gets the same ids Hugging Face gives the
+   * rendered template, except that user text can never become a control token.
+   */
+  encodeParts(parts: readonly PromptPart[]): number[] {
+    const out: number[] = [];
+    let pending = "";
+    for (const part of parts) {
+      if (!part.special || this.#addedPattern === undefined) {
+        pending += part.text;
+        continue;
+      }
+      const re = this.#addedPattern;
+      re.lastIndex = 0;
+      let last = 0;
+      for (let m = re.exec(part.text); m !== null; m = re.exec(part.text)) {
+        pending += part.text.slice(last, m.index);
+        this.#encodeText(pending.normalize("NFC"), out);
+        pending = "";
+        out.push(this.#addedIds.get(m[0])!);
+        last = m.index + m[0].length;
+      }
+      pending += part.text.slice(last);
+    }
+    this.#encodeText(pending.normalize("NFC"), out);
+    return out;
+  }
+
+  /** Hugging Face splits added tokens on the raw text and normalises only the spans between. */
+  #encodeWithAdded(text: string, out: number[]): void {
+    const re = this.#addedPattern;
+    if (re === undefined) return this.#encodeText(text.normalize("NFC"), out);
+    re.lastIndex = 0;
+    let last = 0;
+    for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+      if (m.index > last) this.#encodeText(text.slice(last, m.index).normalize("NFC"), out);
+      out.push(this.#addedIds.get(m[0])!);
+      last = m.index + m[0].length;
+    }
+    if (last < text.length) this.#encodeText(text.slice(last).normalize("NFC"), out);
+  }
+
+  /** Pre-tokenizes normalised text and appends each piece's BPE ids. */
+  #encodeText(text: string, out: number[]): void {
+    if (text.length === 0) return;
+    const re = PRETOKENIZE;
+    re.lastIndex = 0;
+    let last = 0;
+    for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+      // The regex covers every character; a gap would still be its own piece (Isolated split).
+      if (m.index > last) this.#encodePiece(text.slice(last, m.index), out);
+      this.#encodePiece(m[0], out);
+      last = m.index + m[0].length;
+    }
+    if (last < text.length) this.#encodePiece(text.slice(last), out);
+  }
+
+  #encodePiece(piece: string, out: number[]): void {
+    const cached = this.#cache.get(piece);
+    if (cached !== undefined) {
+      for (let i = 0; i < cached.length; i++) out.push(cached[i]);
+      return;
+    }
+    const ids = this.#bpe(piece);
+    if (piece.length <= CACHE_PIECE_LIMIT) {
+      if (this.#cache.size >= CACHE_ENTRIES) this.#cache.clear();
+      this.#cache.set(piece, ids);
+    }
+    for (let i = 0; i < ids.length; i++) out.push(ids[i]);
+  }
+
+  /** UTF-8 bytes of the piece as byte tokens, then merges by rank. */
+  #bpe(piece: string): number[] {
+    if (this.#scratch.length < piece.length * 3) {
+      this.#scratch = new Int32Array(piece.length * 3);
+    }
+    const sym = this.#scratch;
+    const b2i = this.#byteToId;
+    let n = 0;
+    for (let i = 0; i < piece.length; i++) {
+      let c = piece.charCodeAt(i);
+      if (c < 0x80) {
+        sym[n++] = b2i[c];
+        continue;
+      }
+      if (c < 0x800) {
+        sym[n++] = b2i[0xc0 | (c >> 6)];
+        sym[n++] = b2i[0x80 | (c & 63)];
+        continue;
+      }
+      if (c >= 0xd800 && c < 0xe000) {
+        const d = i + 1 < piece.length ? piece.charCodeAt(i + 1) : 0;
+        if (c < 0xdc00 && d >= 0xdc00 && d < 0xe000) {
+          c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+          i++;
+          sym[n++] = b2i[0xf0 | (c >> 18)];
+          sym[n++] = b2i[0x80 | ((c >> 12) & 63)];
+          sym[n++] = b2i[0x80 | ((c >> 6) & 63)];
+          sym[n++] = b2i[0x80 | (c & 63)];
+          continue;
+        }
+        c = 0xfffd; // a lone surrogate is not text; UTF-8 encoders write U+FFFD for it
+      }
+      sym[n++] = b2i[0xe0 | (c >> 12)];
+      sym[n++] = b2i[0x80 | ((c >> 6) & 63)];
+      sym[n++] = b2i[0x80 | (c & 63)];
+    }
+    return n < SCAN_LIMIT ? this.#mergeByScan(sym, n) : this.#mergeByHeap(sym, n);
+  }
+
+  /** Short pieces: find the lowest-ranked pair (leftmost on ties), merge it, repeat. */
+  #mergeByScan(sym: Int32Array, n: number): number[] {
+    const pairs = this.#pairs;
+    const ranks = pairs.rank;
+    while (n > 1) {
+      let best = -1, bestRank = 0x7fffffff, bestSlot = -1;
+      for (let i = 0; i + 1 < n; i++) {
+        const s = pairs.find(sym[i], sym[i + 1]);
+        if (s >= 0 && ranks[s] < bestRank) {
+          bestRank = ranks[s];
+          best = i;
+          bestSlot = s;
+        }
+      }
+      if (best < 0) break;
+      sym[best] = pairs.result[bestSlot];
+      sym.copyWithin(best + 1, best + 2, n);
+      n--;
+    }
+    return Array.from(sym.subarray(0, n));
+  }
+
+  /**
+   * Long pieces: a linked list of symbols and a min-heap of candidate merges keyed by
+   * (rank, position), the order Hugging Face's BPE uses; stale entries are skipped on pop.
+   */
+  #mergeByHeap(sym: Int32Array, n: number): number[] {
+    const pairs = this.#pairs;
+    const id = sym.slice(0, n); // (n) token at each symbol start, -1 once merged away
+    const next = new Int32Array(n); // (n) next live symbol, -1 at the end
+    const prev = new Int32Array(n); // (n) previous live symbol, -1 at the start
+    for (let i = 0; i < n; i++) {
+      next[i] = i + 1 < n ? i + 1 : -1;
+      prev[i] = i - 1;
+    }
+    const heap = new Float64Array(3 * n); // (entries) rank * 2^32 + position
+    let size = 0;
+    const push = (pos: number) => {
+      const s = pairs.find(id[pos], id[next[pos]]);
+      if (s < 0) return;
+      const key = pairs.rank[s] * TWO_32 + pos;
+      let i = size++;
+      while (i > 0) {
+        const parent = (i - 1) >> 1;
+        if (heap[parent] <= key) break;
+        heap[i] = heap[parent];
+        i = parent;
+      }
+      heap[i] = key;
+    };
+    const pop = (): number => {
+      const top = heap[0];
+      const key = heap[--size];
+      let i = 0;
+      for (;;) {
+        let c = 2 * i + 1;
+        if (c >= size) break;
+        if (c + 1 < size && heap[c + 1] < heap[c]) c++;
+        if (heap[c] >= key) break;
+        heap[i] = heap[c];
+        i = c;
+      }
+      heap[i] = key;
+      return top;
+    };
+    for (let i = 0; i + 1 < n; i++) push(i);
+    while (size > 0) {
+      const key = pop();
+      const rank = Math.floor(key / TWO_32);
+      const pos = key - rank * TWO_32;
+      const right = next[pos];
+      if (id[pos] < 0 || right < 0) continue;
+      const s = pairs.find(id[pos], id[right]);
+      if (s < 0 || pairs.rank[s] !== rank) continue;
+      id[pos] = pairs.result[s];
+      id[right] = -1;
+      const after = next[right];
+      next[pos] = after;
+      if (after >= 0) prev[after] = pos;
+      if (prev[pos] >= 0) push(prev[pos]);
+      if (after >= 0) push(pos);
+    }
+    const out: number[] = [];
+    for (let i = 0; i >= 0; i = next[i]) out.push(id[i]);
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Decoding
+
+  /** Concatenates the tokens' bytes and decodes them as UTF-8 (bad sequences become U+FFFD). */
+  decode(ids: ArrayLike<number>): string {
+    let total = 0;
+    for (let i = 0; i < ids.length; i++) total += this.tokenBytes(ids[i]).length;
+    const buf = new Uint8Array(total);
+    let at = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const b = this.tokenBytes(ids[i]);
+      buf.set(b, at);
+      at += b.length;
+    }
+    return new TextDecoder("utf-8", { ignoreBOM: true }).decode(buf);
+  }
+}
+
+/**
+ * Turns a stream of token bytes into text, holding back an incomplete UTF-8 sequence until
+ * the token that completes it arrives (one emoji is often split over several tokens).
+ *
+ * ```ts
+ * import { TextStreamDecoder } from "./tokenizer.ts";
+ * const d = new TextStreamDecoder();
+ * d.push(new Uint8Array([0xf0, 0x9f])); // ""
+ * d.push(new Uint8Array([0x98, 0x80])); // "😀"
+ * ```
+ */
+export class TextStreamDecoder {
+  // ignoreBOM: a U+FEFF the model generates is text; the default would swallow it.
+  #decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+  #text = "";
+
+  /** Adds a token's bytes; returns the text they complete (possibly ""). */
+  push(bytes: Uint8Array): string {
+    const piece = this.#decoder.decode(bytes, { stream: true });
+    this.#text += piece;
+    return piece;
+  }
+
+  /** Ends the stream: returns what was held back (an incomplete sequence becomes U+FFFD). */
+  flush(): string {
+    const piece = this.#decoder.decode();
+    this.#text += piece;
+    return piece;
+  }
+
+  /** All text decoded so far. */
+  get text(): string {
+    return this.#text;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+function asRecord(v: unknown, source: string, field: string): Record<string, unknown> {
+  if (v === null || typeof v !== "object" || Array.isArray(v)) {
+    throw new Qwen3Error("format", `${source}: ${field} is not an object`);
+  }
+  return v as Record<string, unknown>;
+}
+
+/** Refuses normalizers and pre-tokenizers this implementation does not reproduce. */
+function checkPipeline(doc: Record<string, unknown>, source: string): void {
+  const norm = doc.normalizer as Record<string, unknown> | null | undefined;
+  if (norm != null && norm.type !== "NFC") {
+    throw new Qwen3Error(
+      "unsupported",
+      `${source}: normalizer ${JSON.stringify(norm.type)} (only NFC is implemented)`,
+    );
+  }
+  const pre = doc.pre_tokenizer as Record<string, unknown> | null | undefined;
+  if (pre == null) return;
+  const steps = pre.type === "Sequence" && Array.isArray(pre.pretokenizers)
+    ? pre.pretokenizers as Record<string, unknown>[]
+    : [pre];
+  for (const step of steps) {
+    if (step?.type === "ByteLevel") continue;
+    const pattern = (step?.pattern as Record<string, unknown> | undefined)?.Regex;
+    if (step?.type === "Split" && pattern === QWEN_SPLIT_PATTERN) continue;
+    throw new Qwen3Error(
+      "unsupported",
+      `${source}: pre_tokenizer step ${JSON.stringify(step?.type)} ${
+        pattern === undefined ? "" : `with pattern ${JSON.stringify(pattern)} `
+      }is not Qwen's split regex`,
+    );
+  }
+}
+
+async function readOrThrow(path: string, as: "text"): Promise<string>;
+async function readOrThrow(path: string, as: "bytes"): Promise<Uint8Array>;
+async function readOrThrow(path: string, as: "text" | "bytes"): Promise<string | Uint8Array> {
+  try {
+    return as === "text" ? await Deno.readTextFile(path) : await Deno.readFile(path);
+  } catch (e) {
+    throw new Qwen3Error("io", `cannot read tokenizer ${path}: ${(e as Error).message}`);
+  }
+}
+
+async function readIfPresent(path: string, as: "text"): Promise<string | undefined>;
+async function readIfPresent(path: string, as: "bytes"): Promise<Uint8Array | undefined>;
+async function readIfPresent(
+  path: string,
+  as: "text" | "bytes",
+): Promise<string | Uint8Array | undefined> {
+  try {
+    return as === "text" ? await Deno.readTextFile(path) : await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new Qwen3Error("io", `cannot read tokenizer ${path}: ${(e as Error).message}`);
+  }
+}
