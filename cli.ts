@@ -1,0 +1,606 @@
+/**
+ * The `qwen3` command line: chat with a model, continue a prompt, tokenize text, describe
+ * a model file.
+ *
+ * ```sh
+ * deno run -A cli.ts chat model.bin -y "You are terse." -r 0
+ * deno run -A cli.ts generate model.bin -i "The future of AI is" -t 0 -n 64
+ * deno run -A cli.ts inference model.bin --mode generate --input "Hello" --temperature 0.7
+ * deno run -A cli.ts tokenize tokenizer.json -i "Hello world"
+ * deno run -A cli.ts info model.bin
+ * ```
+ *
+ * Flags follow both peers: qwen3.c's short ones (`-t -p -s -c -m -i -y -r`) and qwen3-rs's
+ * long ones (`--temperature --topp --seed --context --mode --input --system --reasoning`).
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { createInterface } from "node:readline";
+import process from "node:process";
+import { cpuFeatures, kernelName } from "./ffi/c_engine.ts";
+import { libraryPath } from "./ffi/library.ts";
+import { Qwen3Error } from "./src/errors.ts";
+import type { GenerationStats, Piece, PieceKind } from "./src/generate.ts";
+import { Qwen3 } from "./src/qwen3.ts";
+import { Tokenizer } from "./src/tokenizer.ts";
+import type { SamplerOptions } from "./src/types.ts";
+
+/** Where `chat` looks when no MODEL is given (relative to the working directory, then to
+ * this module's folder). */
+export const DEMO_MODEL_PATH = "models/demo/model.bin";
+
+/** A mistake in the command line (exit status 2). */
+class UsageError extends Error {}
+
+const OPTIONS = {
+  temperature: { type: "string", short: "t" },
+  topp: { type: "string", short: "p" },
+  seed: { type: "string", short: "s" },
+  context: { type: "string", short: "c" },
+  mode: { type: "string", short: "m" },
+  input: { type: "string", short: "i" },
+  system: { type: "string", short: "y" },
+  reasoning: { type: "string", short: "r" },
+  engine: { type: "string" },
+  "max-tokens": { type: "string", short: "n" },
+  threads: { type: "string" },
+  "top-k": { type: "string" },
+  "min-p": { type: "string" },
+  "presence-penalty": { type: "string" },
+  special: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+type OptionName = keyof typeof OPTIONS;
+type Values = {
+  [K in OptionName]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string;
+};
+
+const MODEL_FLAGS =
+  `  --engine c|ts             engine: c (native, default) or ts (TypeScript reference)
+  -c, --context N           context length in tokens (0 = the model's, default)
+  --threads N               threads for the C engine (default: all CPUs)`;
+
+const SAMPLING_FLAGS = `  -t, --temperature T       0 = greedy (default 1.0)
+  -p, --topp P              nucleus sampling in (0,1); 0 or >= 1 disables (default 0.9)
+  --top-k K                 keep the K most likely tokens; 0 disables (default 0)
+  --min-p P                 drop tokens below P x the top probability (default 0)
+  --presence-penalty X      penalise tokens already generated (default 0)
+  -s, --seed N              random seed; 0 = from the clock (default 0)
+  -n, --max-tokens N        stop after N new tokens (default: until done or context full)`;
+
+const HELP: Record<string, string> = {
+  main: `qwen3: run Qwen3 language models on the CPU
+
+Usage: qwen3 <command> [options]
+
+Commands:
+  chat [MODEL]              interactive chat (stdin lines; an empty line or EOF ends it)
+  generate MODEL -i PROMPT  continue a prompt
+  inference MODEL           qwen3-rs / qwen3.c style: --mode chat|generate
+  tokenize MODEL|tokenizer.json -i TEXT
+                            print the token ids of TEXT
+  info MODEL                model configuration, format, kernels and CPU features
+
+Run \`qwen3 <command> --help\` for a command's options.`,
+  chat: `Usage: qwen3 chat [MODEL] [options]
+
+Chats with MODEL (default ${DEMO_MODEL_PATH}). Each stdin line is a user turn; an empty
+line or end of input ends the chat. The conversation stays in the KV cache across turns.
+Prefill and decode speed go to stderr after each answer.
+
+Options:
+  -i, --input TEXT          first user turn (then stdin)
+  -y, --system TEXT         system prompt
+  -r, --reasoning 0|1       let the model think before answering (default 0)
+${MODEL_FLAGS}
+${SAMPLING_FLAGS}
+  -h, --help                this help`,
+  generate: `Usage: qwen3 generate MODEL -i PROMPT [options]
+
+Prints PROMPT and its continuation (until a stop token, --max-tokens or a full context).
+
+Options:
+  -i, --input TEXT          the prompt (required)
+  --special                 read control-token text such as <|im_start|> in the prompt
+${MODEL_FLAGS}
+${SAMPLING_FLAGS}
+  -h, --help                this help`,
+  inference: `Usage: qwen3 inference MODEL [options]
+
+The peers' entry point: qwen3-rs long flags and qwen3.c short flags.
+
+Options:
+  -m, --mode chat|generate  default chat
+  -i, --input TEXT          the prompt (generate) or first user turn (chat)
+  -y, --system TEXT         system prompt (chat)
+  -r, --reasoning 0|1       thinking template (chat, default 0)
+${MODEL_FLAGS}
+${SAMPLING_FLAGS}
+  -h, --help                this help`,
+  tokenize: `Usage: qwen3 tokenize MODEL|tokenizer.json -i TEXT [--special]
+
+Prints the token ids of TEXT, separated by spaces. MODEL uses the tokenizer beside the
+model file (tokenizer.json or MODEL.tokenizer).
+
+Options:
+  -i, --input TEXT          the text (required)
+  --special                 read control-token text such as <|im_end|> as control tokens
+  -h, --help                this help`,
+  info: `Usage: qwen3 info MODEL [options]
+
+Prints the model's configuration, file format and size, tokenizer exactness, the C
+engine's kernel tier and the CPU features it found.
+
+Options:
+  --engine c|ts             engine to load with (default c)
+  -h, --help                this help`,
+};
+
+/** Flags each command accepts (others are rejected, so typos do not pass silently). */
+const ACCEPTS: Record<string, readonly OptionName[]> = {
+  chat: [
+    "input",
+    "system",
+    "reasoning",
+    "engine",
+    "context",
+    "threads",
+    "temperature",
+    "topp",
+    "top-k",
+    "min-p",
+    "presence-penalty",
+    "seed",
+    "max-tokens",
+    "help",
+  ],
+  generate: [
+    "input",
+    "special",
+    "engine",
+    "context",
+    "threads",
+    "temperature",
+    "topp",
+    "top-k",
+    "min-p",
+    "presence-penalty",
+    "seed",
+    "max-tokens",
+    "help",
+  ],
+  inference: [
+    "mode",
+    "input",
+    "system",
+    "reasoning",
+    "special",
+    "engine",
+    "context",
+    "threads",
+    "temperature",
+    "topp",
+    "top-k",
+    "min-p",
+    "presence-penalty",
+    "seed",
+    "max-tokens",
+    "help",
+  ],
+  tokenize: ["input", "special", "help"],
+  info: ["engine", "help"],
+};
+
+function flagName(name: OptionName): string {
+  const short = (OPTIONS[name] as { short?: string }).short;
+  return short ? `-${short}/--${name}` : `--${name}`;
+}
+
+function number(
+  v: Values,
+  name: OptionName,
+  opts: { min?: number; max?: number; integer?: boolean },
+): number | undefined {
+  const raw = v[name];
+  if (raw === undefined) return undefined;
+  const s = String(raw).trim();
+  const n = s === "" ? NaN : Number(s);
+  const bad = !Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) ||
+    (opts.min !== undefined && n < opts.min) || (opts.max !== undefined && n > opts.max);
+  if (bad) {
+    const what = opts.integer ? "an integer" : "a number";
+    const range = opts.min !== undefined && opts.max !== undefined
+      ? `${what} in ${opts.min}..${opts.max}`
+      : opts.min !== undefined
+      ? `${what} >= ${opts.min}`
+      : opts.max !== undefined
+      ? `${what} <= ${opts.max}`
+      : what;
+    throw new UsageError(`${flagName(name)} must be ${range}, got "${raw}"`);
+  }
+  return n;
+}
+
+function seedOf(v: Values): bigint | undefined {
+  const raw = v.seed;
+  if (raw === undefined) return undefined;
+  if (!/^\d+$/.test(raw.trim()) || BigInt(raw.trim()) >= 1n << 64n) {
+    throw new UsageError(`-s/--seed must be an integer in 0..2^64-1, got "${raw}"`);
+  }
+  return BigInt(raw.trim());
+}
+
+function flag01(v: Values, name: OptionName): boolean {
+  const raw = v[name];
+  if (raw === undefined) return false;
+  const s = String(raw).trim().toLowerCase();
+  if (s === "1" || s === "true" || s === "on") return true;
+  if (s === "0" || s === "false" || s === "off") return false;
+  throw new UsageError(`${flagName(name)} must be 0 or 1, got "${raw}"`);
+}
+
+function samplerOptions(v: Values) {
+  const opts: SamplerOptions & { maxTokens?: number } = {
+    temperature: number(v, "temperature", { min: 0 }) ?? 1,
+    topP: number(v, "topp", { min: 0 }) ?? 0.9,
+    topK: number(v, "top-k", { min: 0, integer: true }) ?? 0,
+    minP: number(v, "min-p", { min: 0, max: 1 }) ?? 0,
+    presencePenalty: number(v, "presence-penalty", {}) ?? 0,
+    seed: seedOf(v) ?? 0,
+  };
+  const max = number(v, "max-tokens", { min: 0, integer: true });
+  if (max !== undefined) opts.maxTokens = max;
+  return opts;
+}
+
+async function loadModel(path: string, v: Values): Promise<Qwen3> {
+  const engine = v.engine ?? "c";
+  if (engine !== "c" && engine !== "ts") {
+    throw new UsageError(`--engine must be c or ts, got "${engine}"`);
+  }
+  const context = number(v, "context", { min: 0, integer: true, max: 0xffffffff });
+  const threads = number(v, "threads", { min: 0, integer: true, max: 1024 });
+  await requireFile(path);
+  return await Qwen3.load(path, {
+    engine,
+    contextLength: context || undefined,
+    threads,
+  });
+}
+
+async function requireFile(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch {
+    throw new Qwen3Error("io", `${path}: no such file`);
+  }
+  if (!info.isFile) throw new Qwen3Error("io", `${path}: not a file`);
+}
+
+const encoder = new TextEncoder();
+
+async function write(stream: { write(p: Uint8Array): Promise<number> }, text: string) {
+  const bytes = encoder.encode(text);
+  let off = 0;
+  while (off < bytes.length) off += await stream.write(bytes.subarray(off));
+}
+
+const out = (text: string) => write(Deno.stdout, text);
+const err = (text: string) => write(Deno.stderr, text);
+
+function isTerminal(file: { isTerminal(): boolean }): boolean {
+  try {
+    return file.isTerminal();
+  } catch {
+    return false;
+  }
+}
+
+/** Prints pieces, marking the model's reasoning with <think> tags (dimmed on a terminal). */
+class PieceWriter {
+  #kind: PieceKind = "answer";
+  #color = isTerminal(Deno.stdout);
+
+  async write(piece: Piece): Promise<void> {
+    if (piece.kind !== this.#kind) await this.#switch(piece.kind);
+    await out(piece.text);
+  }
+
+  async #switch(kind: PieceKind): Promise<void> {
+    this.#kind = kind;
+    if (kind === "thinking") await out(this.#color ? "\x1b[2m<think>" : "<think>");
+    else await out(this.#color ? "</think>\x1b[0m" : "</think>");
+  }
+
+  async end(): Promise<void> {
+    if (this.#kind === "thinking") await this.#switch("answer");
+  }
+}
+
+function statsLine(s: GenerationStats): string {
+  const line = `prefill ${s.promptTokens} tok ${s.prefillTokensPerSecond.toFixed(1)} tok/s | ` +
+    `decode ${s.generatedTokens} tok ${s.decodeTokensPerSecond.toFixed(1)} tok/s`;
+  const why = s.stopReason === "context_full"
+    ? " (context full: raise -c/--context or start a new chat)"
+    : s.stopReason === "max_tokens"
+    ? " (stopped at --max-tokens)"
+    : s.stopReason === "aborted"
+    ? " (interrupted)"
+    : "";
+  return line + why + "\n";
+}
+
+/** Ctrl-C stops the current answer (keeping it) instead of ending the program. */
+function interruptible<T>(run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ctl = new AbortController();
+  const onSignal = () => ctl.abort();
+  let listening = false;
+  try {
+    Deno.addSignalListener("SIGINT", onSignal);
+    listening = true;
+  } catch { /* no signal support here: Ctrl-C ends the program as usual */ }
+  return run(ctl.signal).finally(() => {
+    if (listening) Deno.removeSignalListener("SIGINT", onSignal);
+  });
+}
+
+async function cmdGenerate(model: Qwen3, v: Values): Promise<void> {
+  const prompt = v.input;
+  if (prompt === undefined || prompt === "") {
+    throw new UsageError("generate needs a prompt: -i/--input TEXT");
+  }
+  const opts = samplerOptions(v);
+  await out(prompt);
+  const stats = await interruptible(async (signal) => {
+    const writer = new PieceWriter();
+    const run = model.generate(prompt, { ...opts, signal, special: v.special ?? false });
+    for await (const piece of run) await writer.write(piece);
+    await writer.end();
+    return run.stats!;
+  });
+  await out("\n");
+  await err(statsLine(stats));
+}
+
+async function cmdChat(model: Qwen3, v: Values): Promise<void> {
+  const opts = samplerOptions(v);
+  using chat = model.chat({ system: v.system, thinking: flag01(v, "reasoning") });
+  const tty = isTerminal(Deno.stdin);
+  const answer = async (text: string) => {
+    const stats = await interruptible(async (signal) => {
+      const writer = new PieceWriter();
+      const run = chat.send(text, { ...opts, signal });
+      for await (const piece of run) await writer.write(piece);
+      await writer.end();
+      return run.stats!;
+    });
+    await out("\n");
+    await err(statsLine(stats));
+    return stats;
+  };
+  if (v.input !== undefined && v.input !== "") {
+    if ((await answer(v.input)).stopReason === "context_full") return;
+  }
+  const rl = createInterface({ input: process.stdin, terminal: false });
+  try {
+    if (tty) await out("> ");
+    for await (const line of rl) {
+      if (line === "") break;
+      if ((await answer(line)).stopReason === "context_full") break;
+      if (tty) await out("> ");
+    }
+  } finally {
+    rl.close();
+  }
+}
+
+async function cmdTokenize(path: string, v: Values): Promise<void> {
+  const text = v.input;
+  if (text === undefined) throw new UsageError("tokenize needs the text: -i/--input TEXT");
+  await requireFile(path);
+  const tokenizer = path.toLowerCase().endsWith(".json")
+    ? Tokenizer.fromJson(await Deno.readTextFile(path), path)
+    : await Tokenizer.load(path);
+  await out(tokenizer.encode(text, { special: v.special ?? false }).join(" ") + "\n");
+}
+
+function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let i = 0;
+  let x = n;
+  while (x >= 1024 && i < units.length - 1) {
+    x /= 1024;
+    i++;
+  }
+  return `${i === 0 ? x : x.toFixed(1)} ${units[i]} (${n} bytes)`;
+}
+
+async function cmdInfo(model: Qwen3): Promise<void> {
+  const c = model.config;
+  const size = (await Deno.stat(model.path)).size;
+  let kernel: string;
+  let cpu: string;
+  try {
+    kernel = await kernelName();
+    cpu = (await cpuFeatures()).join(" ") || "(none beyond the baseline)";
+  } catch (e) {
+    kernel = cpu = `unavailable: ${e instanceof Error ? e.message.split(". ")[0] : e}`;
+  }
+  const rows: [string, string | number | boolean][] = [
+    ["file", model.path],
+    ["size", formatBytes(size)],
+    ["format", c.format],
+    ["engine", `${model.engine.kind} (${model.engine.threads} threads)`],
+    ["dim", c.dim],
+    ["hidden_dim", c.hiddenDim],
+    ["n_layers", c.nLayers],
+    ["n_heads", c.nHeads],
+    ["n_kv_heads", c.nKvHeads],
+    ["head_dim", c.headDim],
+    ["vocab_size", c.vocabSize],
+    ["seq_len", c.seqLen],
+    ["group_size", c.groupSize],
+    ["shared_classifier", c.sharedClassifier],
+    ["rope_theta", c.ropeTheta],
+    ["rms_eps", c.rmsEps],
+    [
+      "tokenizer",
+      `${model.tokenizer.size} tokens, ${
+        model.tokenizer.exact
+          ? "exact (merges from tokenizer.json)"
+          : "approximate (merge ranks from .tokenizer scores)"
+      }`,
+    ],
+    ["kernel", kernel],
+    ["cpu_features", cpu],
+  ];
+  const lib = libraryPath();
+  if (lib) rows.push(["library", lib]);
+  await out(rows.map(([k, val]) => `${k.padEnd(18)} ${val}`).join("\n") + "\n");
+}
+
+async function findDemoModel(): Promise<string> {
+  const candidates = [DEMO_MODEL_PATH];
+  const here = new URL(DEMO_MODEL_PATH, import.meta.url);
+  if (here.protocol === "file:") candidates.push(decodeURIComponent(here.pathname));
+  for (const p of candidates) {
+    try {
+      if ((await Deno.stat(p)).isFile) return p;
+    } catch { /* try the next */ }
+  }
+  throw new UsageError(
+    `no MODEL given and no demo model at ${candidates.join(" or ")}; pass a model.bin ` +
+      "(e.g. `qwen3 chat Qwen3-0.6B.bin`), or write a random-weight one with " +
+      "`deno run -A bench/make_model.ts`",
+  );
+}
+
+/**
+ * parseArgs reads a value such as "-3" as an option; glue negative numbers to the flag
+ * before them (`-n -3` -> `-n-3`, `--x -1` -> `--x=-1`) so their range check can speak.
+ */
+function glueNegativeValues(args: string[]): string[] {
+  const takesValue = new Set<string>();
+  for (const [name, o] of Object.entries(OPTIONS)) {
+    if (o.type !== "string") continue;
+    takesValue.add(`--${name}`);
+    const short = (o as { short?: string }).short;
+    if (short) takesValue.add(`-${short}`);
+  }
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    const next = args[i + 1];
+    if (takesValue.has(a) && next !== undefined && /^-\.?\d/.test(next)) {
+      out.push(a.startsWith("--") ? `${a}=${next}` : `${a}${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
+function parse(command: string, args: string[]) {
+  const accepted = ACCEPTS[command];
+  const options = Object.fromEntries(accepted.map((k) => [k, OPTIONS[k]]));
+  const { values, positionals } = parseArgs({
+    args: glueNegativeValues(args),
+    options: options as typeof OPTIONS,
+    allowPositionals: true,
+    strict: true,
+  });
+  return { values: values as Values, positionals };
+}
+
+function oneLine(message: string): string {
+  return message.replace(/\s*\n\s*/g, "; ").trim();
+}
+
+/**
+ * Runs the command line `args` (without the program name) and returns the exit status:
+ * 0 on success, 1 on a failure while running, 2 on a command-line mistake. Errors are
+ * printed to stderr as one `error: ...` line.
+ */
+export async function main(args: string[]): Promise<number> {
+  try {
+    const [command, ...rest] = args;
+    if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+      await out(HELP.main + "\n");
+      return command === undefined ? 2 : 0;
+    }
+    if (!(command in ACCEPTS)) {
+      throw new UsageError(`unknown command "${command}"; run \`qwen3 --help\` for the list`);
+    }
+    let parsed;
+    try {
+      parsed = parse(command, rest);
+    } catch (e) {
+      const msg = e instanceof Error ? e.message.split(/\.\s/)[0].replace(/\.$/, "") : String(e);
+      throw new UsageError(`${msg} (see \`qwen3 ${command} --help\`)`);
+    }
+    const { values: v, positionals } = parsed;
+    if (v.help) {
+      await out(HELP[command] + "\n");
+      return 0;
+    }
+    const maxPositionals = 1;
+    if (positionals.length > maxPositionals) {
+      throw new UsageError(
+        `unexpected argument "${
+          positionals[1]
+        }" (quote text with spaces; see \`qwen3 ${command} --help\`)`,
+      );
+    }
+    const path = positionals[0];
+    if (command === "chat") {
+      samplerOptions(v); // reject bad flags before the (slow) load
+      using model = await loadModel(path ?? await findDemoModel(), v);
+      await cmdChat(model, v);
+      return 0;
+    }
+    if (path === undefined) {
+      throw new UsageError(`${command} needs a MODEL path (see \`qwen3 ${command} --help\`)`);
+    }
+    if (command === "tokenize") {
+      await cmdTokenize(path, v);
+      return 0;
+    }
+    if (command === "info") {
+      using model = await loadModel(path, v);
+      await cmdInfo(model);
+      return 0;
+    }
+    let mode = command;
+    if (command === "inference") {
+      mode = v.mode ?? "chat";
+      if (mode !== "chat" && mode !== "generate") {
+        throw new UsageError(`-m/--mode must be chat or generate, got "${mode}"`);
+      }
+    }
+    samplerOptions(v);
+    flag01(v, "reasoning");
+    if (mode === "generate" && (v.input === undefined || v.input === "")) {
+      throw new UsageError("generate needs a prompt: -i/--input TEXT");
+    }
+    using model = await loadModel(path, v);
+    if (mode === "generate") await cmdGenerate(model, v);
+    else await cmdChat(model, v);
+    return 0;
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    await err(`error: ${oneLine(msg)}\n`);
+    return e instanceof UsageError ? 2 : 1;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

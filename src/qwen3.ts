@@ -1,0 +1,385 @@
+/**
+ * The public API: {@link Qwen3} (a loaded model on either engine) and {@link Chat} (a
+ * multi-turn conversation with its own KV cache).
+ * @module
+ */
+
+import { CEngine } from "../ffi/c_engine.ts";
+import { Qwen3Error } from "./errors.ts";
+import {
+  type GenerateOptions,
+  Generation,
+  type GenerationResult,
+  type GenerationStats,
+  runGeneration,
+} from "./generate.ts";
+import { Sampler } from "./sampler.ts";
+import { type ChatTemplates, encodeTurn, loadTemplates } from "./template.ts";
+import { Tokenizer } from "./tokenizer.ts";
+import { TsEngine } from "./ts_engine.ts";
+import type { Engine, EngineKind, EngineSession, ModelConfig } from "./types.ts";
+
+/** Options of {@link Qwen3.load}. */
+export interface Qwen3LoadOptions {
+  /** "c" (default): the native engine; "ts": the TypeScript reference engine. */
+  engine?: EngineKind;
+  /** Context length (positions) of sessions; default and maximum: the file's. */
+  contextLength?: number;
+  /** Threads for the C engine's forward passes (default: online CPUs). */
+  threads?: number;
+}
+
+/** Options of {@link Qwen3.generate}. */
+export interface Qwen3GenerateOptions extends GenerateOptions {
+  /** Turn literal control-token text such as `<|im_start|>` in the prompt into control
+   * tokens (default false: the prompt is plain text). */
+  special?: boolean;
+}
+
+/** Options of {@link Qwen3.chat}. */
+export interface ChatOptions {
+  /** System prompt, sent with the first turn. */
+  system?: string;
+  /** Let the model reason in `<think>` before answering (default false). */
+  thinking?: boolean;
+  /** Positions of this chat's KV cache (default: the model's context length). */
+  contextLength?: number;
+}
+
+/** One message of a chat's history. */
+export interface ChatMessage {
+  /** Who said it. */
+  role: "system" | "user" | "assistant";
+  /** The text (for the assistant: the answer without the reasoning). */
+  content: string;
+  /** The assistant's reasoning, when it thought aloud. */
+  thinking?: string;
+}
+
+/** The control tokens generation needs, looked up once per model. */
+interface SpecialTokens {
+  imEnd: number;
+  endOfText: number;
+  newline: number[];
+  think?: { open: number; close: number };
+}
+
+function requireToken(tok: Tokenizer, text: string): number {
+  const id = tok.tokenId(text);
+  if (id === undefined) {
+    throw new Qwen3Error("format", `the tokenizer has no ${text} token; is this a Qwen3 model?`);
+  }
+  return id;
+}
+
+function specialTokens(tok: Tokenizer): SpecialTokens {
+  const open = tok.tokenId("<think>");
+  const close = tok.tokenId("</think>");
+  return {
+    imEnd: requireToken(tok, "<|im_end|>"),
+    endOfText: requireToken(tok, "<|endoftext|>"),
+    newline: tok.encode("\n"),
+    think: open !== undefined && close !== undefined ? { open, close } : undefined,
+  };
+}
+
+/**
+ * A Qwen3 model loaded on the C engine (default) or the TypeScript engine, with its
+ * tokenizer and chat templates.
+ *
+ * @example
+ * ```ts
+ * import { Qwen3 } from "./mod.ts";
+ * import { writeRandomModel } from "./tests/helpers/random_model.ts";
+ *
+ * // A tiny random-weight model, so the example runs anywhere; use a real model.bin instead.
+ * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
+ * using model = await Qwen3.load(path, { engine: "ts", contextLength: 128 });
+ * const run = model.generate("The future of AI is", { temperature: 0, maxTokens: 8 });
+ * for await (const piece of run) console.log(piece.kind, JSON.stringify(piece.text));
+ * console.log(run.stats?.generatedTokens, run.stats?.stopReason);
+ * ```
+ */
+export class Qwen3 implements Disposable {
+  /** The engine running the transformer. */
+  readonly engine: Engine;
+  /** The model's tokenizer (exact Hugging Face Qwen3 tokenization). */
+  readonly tokenizer: Tokenizer;
+  /** The chat templates (from the `.template*` side files, or the stock Qwen3 ones). */
+  readonly templates: ChatTemplates;
+  /** The model file. */
+  readonly path: string;
+  #special: SpecialTokens;
+  #disposed = false;
+
+  private constructor(
+    path: string,
+    engine: Engine,
+    tokenizer: Tokenizer,
+    templates: ChatTemplates,
+  ) {
+    this.path = path;
+    this.engine = engine;
+    this.tokenizer = tokenizer;
+    this.templates = templates;
+    this.#special = specialTokens(tokenizer);
+  }
+
+  /**
+   * Loads a model file (qwen3.c `model.bin` or qwen3-rs checkpoint) with its tokenizer
+   * (`tokenizer.json` or `model.bin.tokenizer` beside it) and templates.
+   *
+   * @example
+   * ```ts
+   * import { Qwen3 } from "./mod.ts";
+   * import { writeRandomModel } from "./tests/helpers/random_model.ts";
+   *
+   * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
+   * using model = await Qwen3.load(path, { engine: "ts" });
+   * console.log(model.engine.kind, model.config.dim, model.tokenizer.encode("Hello world"));
+   * ```
+   */
+  static async load(path: string, opts: Qwen3LoadOptions = {}): Promise<Qwen3> {
+    const kind = opts.engine ?? "c";
+    if (kind !== "c" && kind !== "ts") {
+      throw new Qwen3Error("invalid_argument", `engine must be "c" or "ts", got ${String(kind)}`);
+    }
+    // The engine first: its errors name what is wrong with the model file itself.
+    const engine = kind === "c"
+      ? await CEngine.load(path, { contextLength: opts.contextLength, threads: opts.threads })
+      : await TsEngine.load(path, { contextLength: opts.contextLength });
+    try {
+      const [tokenizer, templates] = await Promise.all([
+        Tokenizer.load(path),
+        loadTemplates(path),
+      ]);
+      return new Qwen3(path, engine, tokenizer, templates);
+    } catch (e) {
+      engine[Symbol.dispose]();
+      throw e;
+    }
+  }
+
+  /** The model's hyper-parameters. */
+  get config(): ModelConfig {
+    return this.engine.config;
+  }
+
+  #live(): void {
+    if (this.#disposed) {
+      throw new Qwen3Error("invalid_argument", "this Qwen3 model was disposed; load it again");
+    }
+  }
+
+  /** Control-token ids generation needs (internal to Chat). */
+  get specialTokens(): Readonly<SpecialTokens> {
+    return this.#special;
+  }
+
+  /**
+   * Continues `prompt` (text, or token ids) in a fresh session: an async iterable of
+   * text pieces; afterwards the returned Generation holds the text and stats.
+   *
+   * @example
+   * ```ts
+   * import { Qwen3 } from "./mod.ts";
+   * import { writeRandomModel } from "./tests/helpers/random_model.ts";
+   *
+   * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
+   * using model = await Qwen3.load(path, { engine: "ts" });
+   * const signal = AbortSignal.timeout(60_000);
+   * const run = model.generate("Once upon a time", { temperature: 0.8, topP: 0.9, seed: 42, maxTokens: 5, signal });
+   * console.log(await run.complete(), run.stats?.decodeTokensPerSecond);
+   * ```
+   */
+  generate(prompt: string | readonly number[], opts: Qwen3GenerateOptions = {}): Generation {
+    this.#live();
+    const tokens = typeof prompt === "string"
+      ? this.tokenizer.encode(prompt, { special: opts.special ?? false })
+      : Array.from(prompt);
+    const engine = this.engine;
+    const special = this.#special;
+    const tokenizer = this.tokenizer;
+    return new Generation(async function* (result: GenerationResult) {
+      using session = engine.createSession();
+      yield* runGeneration({
+        session,
+        tokenizer,
+        sampler: new Sampler(opts, engine.config.vocabSize),
+        prompt: tokens,
+        stopTokens: new Set([special.imEnd, special.endOfText]),
+        think: special.think,
+        maxTokens: opts.maxTokens,
+        signal: opts.signal,
+      }, result);
+    });
+  }
+
+  /**
+   * Starts a conversation with its own KV cache (so chats on one model never disturb each
+   * other).
+   *
+   * @example
+   * ```ts
+   * import { Qwen3 } from "./mod.ts";
+   * import { writeRandomModel } from "./tests/helpers/random_model.ts";
+   *
+   * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
+   * using model = await Qwen3.load(path, { engine: "ts", contextLength: 256 });
+   * using chat = model.chat({ system: "You are terse.", thinking: false });
+   * for await (const ev of chat.send("Hello!", { temperature: 0, maxTokens: 6 })) {
+   *   console.log(ev.kind, JSON.stringify(ev.text));
+   * }
+   * console.log(chat.stats, chat.history.length);
+   * ```
+   */
+  chat(opts: ChatOptions = {}): Chat {
+    this.#live();
+    return new Chat(this, opts);
+  }
+
+  /** True once disposed. */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** Frees the engine (native memory waits for open chats to be disposed). Idempotent. */
+  [Symbol.dispose](): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.engine[Symbol.dispose]();
+  }
+}
+
+/**
+ * A multi-turn conversation: every turn's tokens stay in this chat's KV cache, so the
+ * model sees the whole conversation without re-reading it.
+ *
+ * @example
+ * ```ts
+ * import { Qwen3 } from "./mod.ts";
+ * import { writeRandomModel } from "./tests/helpers/random_model.ts";
+ *
+ * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
+ * using model = await Qwen3.load(path, { engine: "ts", contextLength: 256 });
+ * using chat = model.chat();
+ * await chat.send("My name is Ada.", { temperature: 0, maxTokens: 4 }).complete();
+ * const second = chat.send("What is my name?", { temperature: 0, maxTokens: 4 });
+ * console.log(await second.complete(), second.stats?.startPosition, chat.position);
+ * ```
+ */
+export class Chat implements Disposable {
+  /** Whether turns use the thinking template. */
+  readonly thinking: boolean;
+  /** The system prompt, if any. */
+  readonly system: string | undefined;
+  #model: Qwen3;
+  #session: EngineSession;
+  #history: ChatMessage[] = [];
+  /** Tokens owed to the KV cache before the next turn: the end of the last reply. */
+  #carry: number[] = [];
+  #turns = 0;
+  #busy = false;
+  #stats: GenerationStats | undefined;
+  #disposed = false;
+
+  /** Use {@link Qwen3.chat}. */
+  constructor(model: Qwen3, opts: ChatOptions = {}) {
+    this.#model = model;
+    this.thinking = opts.thinking ?? false;
+    this.system = opts.system;
+    this.#session = model.engine.createSession(opts.contextLength);
+    if (opts.system !== undefined) this.#history.push({ role: "system", content: opts.system });
+  }
+
+  /** The stats of the last turn (undefined before the first ends). */
+  get stats(): GenerationStats | undefined {
+    return this.#stats;
+  }
+
+  /** The conversation so far (system, user and assistant messages). */
+  get history(): readonly ChatMessage[] {
+    return this.#history;
+  }
+
+  /** Tokens in this chat's KV cache. */
+  get position(): number {
+    return this.#session.position;
+  }
+
+  /** Positions this chat can hold. */
+  get contextLength(): number {
+    return this.#session.contextLength;
+  }
+
+  /**
+   * Sends a user message and streams the reply as pieces ("thinking" / "answer"). The
+   * message is always plain text: typing `<|im_end|>` cannot end the turn. One send at
+   * a time per chat.
+   */
+  send(text: string, opts: GenerateOptions = {}): Generation {
+    if (this.#disposed) {
+      throw new Qwen3Error("invalid_argument", "this chat was disposed; start a new one");
+    }
+    return new Generation((result) => this.#turn(text, opts, result));
+  }
+
+  async *#turn(text: string, opts: GenerateOptions, result: GenerationResult) {
+    if (this.#disposed) {
+      throw new Qwen3Error("invalid_argument", "this chat was disposed; start a new one");
+    }
+    if (this.#busy) {
+      throw new Qwen3Error(
+        "invalid_argument",
+        "this chat is still answering; finish (or break out of) the previous send first",
+      );
+    }
+    this.#busy = true;
+    const model = this.#model;
+    const special = model.specialTokens;
+    const first = this.#turns === 0;
+    const turnTokens = encodeTurn(model.tokenizer, model.templates, {
+      user: text,
+      system: first ? this.system : undefined,
+      thinking: this.thinking,
+      first,
+    });
+    try {
+      yield* runGeneration({
+        session: this.#session,
+        tokenizer: model.tokenizer,
+        sampler: new Sampler(opts, model.config.vocabSize),
+        prompt: [...this.#carry, ...turnTokens],
+        stopTokens: new Set([special.imEnd, special.endOfText]),
+        think: special.think,
+        maxTokens: opts.maxTokens,
+        signal: opts.signal,
+      }, result);
+    } finally {
+      this.#busy = false;
+      this.#stats = result.stats;
+      if (result.promptFed) {
+        // The reply is closed in the cache as the template would have it, however it ended:
+        // its last unfed token (if any), then <|im_end|> and a newline, fed with the next turn.
+        this.#carry = [...result.unfed, special.imEnd, ...special.newline];
+        this.#turns++;
+        this.#history.push({ role: "user", content: text });
+        const reply: ChatMessage = { role: "assistant", content: result.text };
+        if (result.thinking !== "") reply.thinking = result.thinking;
+        this.#history.push(reply);
+      }
+    }
+  }
+
+  /** True once disposed. */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** Frees this chat's KV cache. Idempotent. */
+  [Symbol.dispose](): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#session[Symbol.dispose]();
+  }
+}
