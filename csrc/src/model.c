@@ -210,9 +210,11 @@ int32_t qwen3_header_parse(const uint8_t* data, uint64_t size, const char* path,
         return qwen3_fail(QWEN3_ERR_FORMAT, "%s: header field version = %d, expected %d", path,
                           version, QWEN3_VERSION);
     }
-    /* qwen3-rs inserts a small architecture_id where qwen3.c has dim; try the layout that
-     * value suggests first and the other one when its size check fails. */
-    uint32_t first = read_u32(data + 8) <= 2 ? QWEN3_FORMAT_QWEN3RS : QWEN3_FORMAT_QWEN3C;
+    /* qwen3-rs inserts a small architecture_id (1 or 2) where qwen3.c has dim; try the
+     * layout that value suggests first and the other one when its checks fail, reporting
+     * the first one's error (0 is read as a qwen3.c dim: its message is the clearer). */
+    uint32_t v8 = read_u32(data + 8);
+    uint32_t first = v8 == 1 || v8 == 2 ? QWEN3_FORMAT_QWEN3RS : QWEN3_FORMAT_QWEN3C;
     uint32_t second = first == QWEN3_FORMAT_QWEN3RS ? QWEN3_FORMAT_QWEN3C : QWEN3_FORMAT_QWEN3RS;
     int32_t rc = parse_layout(data, size, path, first, out);
     if (rc == QWEN3_OK) return rc;

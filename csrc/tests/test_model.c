@@ -1,0 +1,398 @@
+/* test_model.c - the checkpoint loader: both layouts accepted, every kind of bad header
+ * or side file rejected with a message naming the problem, and no crash on fuzzed input. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "qwen3_inference.h"
+#include "test_util.h"
+
+/* A small vocabulary with a byte-level `.tokenizer` (259 tokens), so loads stay fast. */
+#define SMALL_VOCAB 512
+
+static TuSpec small_vocab_spec(uint32_t format) {
+    TuSpec s = tu_small_spec();
+    s.format = format;
+    s.vocab_size = SMALL_VOCAB;
+    return s;
+}
+
+/* Writes dir/name with the checkpoint of `s` plus its byte tokenizer. */
+static int make_small_model(const char* dir, const char* name, const TuSpec* s, char* path,
+                            size_t cap) {
+    snprintf(path, cap, "%s/%s", dir, name);
+    char tok[1100];
+    snprintf(tok, sizeof tok, "%s.tokenizer", path);
+    return tu_write_checkpoint(path, s) && tu_write_byte_tokenizer(tok);
+}
+
+/* ------------------------------------------------------------------------------------
+ * Header parsing in memory
+ * ---------------------------------------------------------------------------------- */
+
+/* Parses a header as if the file had `size` bytes. */
+static int32_t parse(const uint8_t* header, uint64_t size, Qwen3Header* out) {
+    return qwen3_header_parse(header, size, "test.bin", out);
+}
+
+static void set_field(const TuSpec* s, uint8_t* header, int field, uint32_t value) {
+    tu_put_u32(header + tu_field_offset(s, field), value);
+}
+
+static void test_header_valid(void) {
+    for (uint32_t format = QWEN3_FORMAT_QWEN3C; format <= QWEN3_FORMAT_QWEN3RS; format++) {
+        TuSpec s = tu_small_spec();
+        s.format = format;
+        s.shared_classifier = format == QWEN3_FORMAT_QWEN3C ? 1 : 0;
+        uint8_t h[256];
+        tu_header(&s, h);
+        Qwen3Header out;
+        int32_t rc = parse(h, tu_file_size(&s), &out);
+        CHECK(rc == QWEN3_OK, "format %u: rc %d (%s)", format, rc, qwen3_get_last_error());
+        CHECK(out.format == format, "format %u detected as %u", format, out.format);
+        CHECK(out.dim == s.dim && out.hidden_dim == s.hidden_dim && out.n_layers == s.n_layers &&
+                  out.n_heads == s.n_heads && out.n_kv_heads == s.n_kv_heads &&
+                  out.vocab_size == s.vocab_size && out.seq_len == s.seq_len &&
+                  out.head_dim == s.head_dim && out.group_size == s.group_size &&
+                  out.shared_classifier == s.shared_classifier,
+              "format %u: fields differ", format);
+        CHECK(out.file_size == tu_file_size(&s), "file_size %llu",
+              (unsigned long long)out.file_size);
+    }
+}
+
+/* One header mutation and the words its error must contain. */
+static void expect_reject(const char* what, const TuSpec* s, int field, uint32_t value,
+                          int32_t status, const char* needle) {
+    uint8_t h[256];
+    tu_header(s, h);
+    if (field >= 0) set_field(s, h, field, value);
+    Qwen3Header out;
+    int32_t rc = parse(h, tu_file_size(s), &out);
+    CHECK(rc == status, "%s: rc %d, expected %d (%s)", what, rc, status, qwen3_get_last_error());
+    CHECK_ERROR_HAS(needle);
+    CHECK_ERROR_HAS("test.bin");
+}
+
+static void test_header_rejections(void) {
+    static const char* const names[10] = {"dim",     "hidden_dim", "n_layers", "n_heads",
+                                          "n_kv_heads", "vocab_size", "seq_len", "head_dim",
+                                          "shared_classifier", "group_size"};
+    for (uint32_t format = QWEN3_FORMAT_QWEN3C; format <= QWEN3_FORMAT_QWEN3RS; format++) {
+        TuSpec s = tu_small_spec();
+        s.format = format;
+        char what[128];
+        for (int i = 0; i < 10; i++) {
+            if (i == 8) continue;
+            snprintf(what, sizeof what, "%s = 0", names[i]);
+            expect_reject(what, &s, i, 0, QWEN3_ERR_FORMAT, names[i]);
+            snprintf(what, sizeof what, "%s = -5", names[i]);
+            expect_reject(what, &s, i, (uint32_t)-5, QWEN3_ERR_FORMAT, "must be positive");
+            snprintf(what, sizeof what, "%s = 2^31-1", names[i]);
+            expect_reject(what, &s, i, 0x7FFFFFFFu, QWEN3_ERR_FORMAT, "exceeds the limit");
+        }
+        expect_reject("shared_classifier 2", &s, 8, 2, QWEN3_ERR_FORMAT, "0 or 1");
+        expect_reject("n_kv_heads 3", &s, 4, 3, QWEN3_ERR_FORMAT, "not a multiple of n_kv_heads");
+        expect_reject("group_size 48", &s, 9, 48, QWEN3_ERR_FORMAT, "does not divide dim");
+        expect_reject("hidden_dim 200", &s, 1, 200, QWEN3_ERR_FORMAT, "does not divide hidden_dim");
+        expect_reject("head_dim 33", &s, 7, 33, QWEN3_ERR_FORMAT, "even");
+        /* a header that is valid on its own but describes another file */
+        expect_reject("dim 128", &s, 0, 128, QWEN3_ERR_FORMAT, "header implies");
+        expect_reject("vocab 10^6", &s, 5, 1000000, QWEN3_ERR_FORMAT, "truncated");
+        expect_reject("n_layers 4000", &s, 2, 4000, QWEN3_ERR_FORMAT, "n_layers 4000");
+    }
+
+    TuSpec s = tu_small_spec();
+    uint8_t h[256];
+    Qwen3Header out;
+    tu_header(&s, h);
+    tu_put_u32(h, 0x46554747u); /* "GGUF" */
+    CHECK(parse(h, tu_file_size(&s), &out) == QWEN3_ERR_FORMAT, "wrong magic accepted");
+    CHECK_ERROR_HAS("magic is 0x46554747");
+    tu_header(&s, h);
+    tu_put_u32(h + 4, 2);
+    CHECK(parse(h, tu_file_size(&s), &out) == QWEN3_ERR_FORMAT, "version 2 accepted");
+    CHECK_ERROR_HAS("version = 2");
+
+    tu_header(&s, h);
+    CHECK(parse(h, tu_file_size(&s) + 1, &out) == QWEN3_ERR_FORMAT, "one byte too many accepted");
+    CHECK_ERROR_HAS("longer than its header says");
+    char expected[64];
+    snprintf(expected, sizeof expected, "implies %llu", (unsigned long long)tu_file_size(&s));
+    CHECK_ERROR_HAS(expected);
+    CHECK(parse(h, tu_file_size(&s) - 1, &out) == QWEN3_ERR_FORMAT, "one byte short accepted");
+    CHECK_ERROR_HAS("truncated");
+    CHECK(parse(h, 100, &out) == QWEN3_ERR_FORMAT, "100-byte file accepted");
+    CHECK_ERROR_HAS("shorter than the 256-byte");
+    CHECK(parse(NULL, 0, &out) == QWEN3_ERR_FORMAT, "empty file accepted");
+
+    TuSpec rs = tu_small_spec();
+    rs.format = QWEN3_FORMAT_QWEN3RS;
+    tu_header(&rs, h);
+    tu_put_u32(h + 8, 2);
+    CHECK(parse(h, tu_file_size(&rs), &out) == QWEN3_ERR_UNSUPPORTED, "Llama architecture accepted");
+    CHECK_ERROR_HAS("LlamaForCausalLM");
+}
+
+/* Random header bytes must never crash the parser nor pass with a wrong size. */
+static void test_header_fuzz(void) {
+    uint64_t rng = 99;
+    TuSpec s = tu_small_spec();
+    const uint64_t size = tu_file_size(&s);
+    int accepted = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        uint8_t h[256];
+        tu_header(&s, h);
+        int flips = 1 + (int)(tu_next(&rng) % 4);
+        for (int k = 0; k < flips; k++) {
+            uint32_t at = (uint32_t)(tu_next(&rng) % 52);
+            h[at] = (uint8_t)tu_next(&rng);
+        }
+        Qwen3Header out;
+        int32_t rc = parse(h, size, &out);
+        if (rc == QWEN3_OK) {
+            accepted++;
+            CHECK(out.file_size == size, "accepted a header implying %llu bytes",
+                  (unsigned long long)out.file_size);
+        } else {
+            CHECK(qwen3_get_last_error()[0] != '\0', "rc %d with an empty message", rc);
+        }
+    }
+    CHECK(accepted < 20000, "every mutation accepted");
+}
+
+static void test_templates_validation(void) {
+    CHECK(qwen3_template_validate("a %s b", 1, "t") == QWEN3_OK, "one slot rejected");
+    CHECK(qwen3_template_validate("100%% %s", 1, "t") == QWEN3_OK, "%%%% rejected");
+    CHECK(qwen3_template_validate("%s and %s", 2, "t") == QWEN3_OK, "two slots rejected");
+    CHECK(qwen3_template_validate("%s and %s", 1, "t") == QWEN3_ERR_FORMAT, "extra slot accepted");
+    CHECK_ERROR_HAS("has 2 %s placeholders, expected 1");
+    CHECK(qwen3_template_validate("no slot", 1, "t") == QWEN3_ERR_FORMAT, "no slot accepted");
+    CHECK(qwen3_template_validate("%s %d", 1, "t") == QWEN3_ERR_FORMAT, "%%d accepted");
+    CHECK_ERROR_HAS("'%d' at byte 3");
+    CHECK(qwen3_template_validate("%s %n", 1, "t") == QWEN3_ERR_FORMAT, "%%n accepted");
+    CHECK(qwen3_template_validate("%s %", 1, "t") == QWEN3_ERR_FORMAT, "a lone %% accepted");
+    for (uint32_t k = 0; k < QWEN3_TEMPLATE_COUNT; k++) {
+        CHECK(qwen3_template_validate(qwen3_template_stock(k), k < 2 ? 1 : 2, "stock") == QWEN3_OK,
+              "stock template %u invalid", k);
+    }
+    CHECK(strcmp(qwen3_template_stock(0),
+                 "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n") ==
+              0,
+          "stock plain template: %s", qwen3_template_stock(0));
+    CHECK(strcmp(qwen3_template_stock(3),
+                 "<|im_start|>system\n%s<|im_end|>\n<|im_start|>user\n%s<|im_end|>\n"
+                 "<|im_start|>assistant\n") == 0,
+          "stock system+thinking template: %s", qwen3_template_stock(3));
+}
+
+/* ------------------------------------------------------------------------------------
+ * Loading files
+ * ---------------------------------------------------------------------------------- */
+
+static void test_load_layouts(const char* dir) {
+    for (uint32_t format = QWEN3_FORMAT_QWEN3C; format <= QWEN3_FORMAT_QWEN3RS; format++) {
+        for (uint32_t shared = 0; shared <= 1; shared++) {
+            TuSpec s = small_vocab_spec(format);
+            s.shared_classifier = shared;
+            s.group_size = shared ? 64 : 32;
+            char name[64], path[1100];
+            snprintf(name, sizeof name, "layout%u_%u.bin", format, shared);
+            CHECK(make_small_model(dir, name, &s, path, sizeof path), "cannot write %s", name);
+            Qwen3Model* m = qwen3_model_load(path, 0);
+            CHECK(m != NULL, "%s: %s", name, qwen3_get_last_error());
+            if (!m) continue;
+            const Qwen3ModelConfig* c = qwen3_model_get_config(m);
+            CHECK(c->dim == 64 && c->hidden_dim == 192 && c->n_layers == 2 && c->n_heads == 4 &&
+                      c->n_kv_heads == 2 && c->vocab_size == SMALL_VOCAB && c->max_seq_len == 256,
+                  "%s: config differs", name);
+            CHECK(c->rope_theta == 1e6f, "rope_theta %g", (double)c->rope_theta);
+            Qwen3ModelInfo info;
+            CHECK(qwen3_model_get_info(m, &info) == QWEN3_OK, "get_info");
+            CHECK(info.format == format, "%s: format %u", name, info.format);
+            CHECK(info.shared_classifier == shared, "%s: shared %u", name, info.shared_classifier);
+            CHECK(info.group_size == s.group_size && info.head_dim == 32 && info.file_seq_len == 256,
+                  "%s: info fields", name);
+            CHECK(info.file_size == tu_file_size(&s), "%s: file_size", name);
+            CHECK(info.n_tokens == 259 && info.exact_tokenizer == 0, "%s: tokenizer %u %u", name,
+                  info.n_tokens, info.exact_tokenizer);
+            CHECK(info.eos_id == 256 && info.im_start_id == 257 && info.im_end_id == 258 &&
+                      info.think_id == -1 && info.end_think_id == -1,
+                  "%s: special ids %d %d %d %d", name, info.eos_id, info.im_start_id,
+                  info.im_end_id, info.think_id);
+            CHECK(info.rms_eps == 1e-6f, "rms_eps");
+            /* the embedding stays in the file map: the model owns far less than the file */
+            CHECK(m->weights.embed.q >= m->map.data &&
+                      m->weights.embed.q < m->map.data + m->map.size,
+                  "%s: embedding not a view into the map", name);
+            CHECK(shared ? m->weights.classifier.q == m->weights.embed.q
+                         : m->weights.classifier.q != m->weights.embed.q,
+                  "%s: classifier tying", name);
+            qwen3_model_free(m);
+
+            m = qwen3_model_load(path, 100);
+            CHECK(m && qwen3_model_get_config(m)->max_seq_len == 100, "ctx_length 100 not applied");
+            qwen3_model_free(m);
+            m = qwen3_model_load(path, 100000);
+            CHECK(m && qwen3_model_get_config(m)->max_seq_len == 256, "ctx_length not clamped");
+            qwen3_model_free(m);
+        }
+    }
+}
+
+static void test_load_failures(const char* dir) {
+    char path[1100], other[1100];
+    snprintf(path, sizeof path, "%s/does-not-exist.bin", dir);
+    CHECK(qwen3_model_load(path, 0) == NULL, "missing file loaded");
+    CHECK_ERROR_HAS("does-not-exist.bin");
+    CHECK_ERROR_HAS("cannot open");
+    CHECK(qwen3_model_load(NULL, 0) == NULL, "NULL path loaded");
+    CHECK_ERROR_HAS("NULL");
+    CHECK(qwen3_model_load(dir, 0) == NULL, "a folder loaded");
+    CHECK(qwen3_get_last_error()[0] != '\0', "no message for a folder");
+
+    snprintf(path, sizeof path, "%s/empty.bin", dir);
+    CHECK(tu_write_file(path, "", 0), "write");
+    CHECK(qwen3_model_load(path, 0) == NULL, "empty file loaded");
+    CHECK_ERROR_HAS("shorter than the 256-byte");
+
+    /* a good model, then damaged copies of it */
+    TuSpec s = small_vocab_spec(QWEN3_FORMAT_QWEN3C);
+    CHECK(make_small_model(dir, "good.bin", &s, path, sizeof path), "write good.bin");
+    size_t len = 0;
+    char* data = tu_read_file(path, &len);
+    CHECK(data && len == tu_file_size(&s), "good.bin size %zu", len);
+    if (!data) return;
+
+    CHECK(make_small_model(dir, "truncated.bin", &s, other, sizeof other), "write");
+    CHECK(tu_write_file(other, data, len - 1000), "write");
+    CHECK(qwen3_model_load(other, 0) == NULL, "truncated file loaded");
+    CHECK_ERROR_HAS("truncated.bin");
+    CHECK_ERROR_HAS("truncated");
+
+    CHECK(make_small_model(dir, "long.bin", &s, other, sizeof other), "write");
+    char* longer = (char*)malloc(len + 7);
+    memcpy(longer, data, len);
+    memset(longer + len, 0, 7);
+    CHECK(tu_write_file(other, longer, len + 7), "write");
+    free(longer);
+    CHECK(qwen3_model_load(other, 0) == NULL, "longer file loaded");
+    CHECK_ERROR_HAS("longer than its header says");
+
+    CHECK(make_small_model(dir, "magic.bin", &s, other, sizeof other), "write");
+    data[0] = 'G';
+    CHECK(tu_write_file(other, data, len), "write");
+    CHECK(qwen3_model_load(other, 0) == NULL, "wrong magic loaded");
+    CHECK_ERROR_HAS("magic.bin: magic is");
+    data[0] = 0x31;
+
+    CHECK(make_small_model(dir, "heads.bin", &s, other, sizeof other), "write");
+    tu_put_u32((uint8_t*)data + tu_field_offset(&s, 4), 3);
+    CHECK(tu_write_file(other, data, len), "write");
+    CHECK(qwen3_model_load(other, 0) == NULL, "n_heads %% n_kv_heads != 0 loaded");
+    CHECK_ERROR_HAS("n_heads 4 is not a multiple of n_kv_heads 3");
+    free(data);
+
+    /* no tokenizer at all: both candidate paths are named */
+    snprintf(path, sizeof path, "%s/notok.bin", dir);
+    CHECK(tu_write_checkpoint(path, &s), "write");
+    CHECK(qwen3_model_load(path, 0) == NULL, "model without tokenizer loaded");
+    CHECK_ERROR_HAS("no tokenizer");
+    CHECK_ERROR_HAS("notok.bin.tokenizer");
+    CHECK_ERROR_HAS("/tokenizer.json");
+
+    /* a tokenizer with more tokens than embedding rows */
+    TuSpec tiny = s;
+    tiny.vocab_size = 200;
+    CHECK(make_small_model(dir, "tiny.bin", &tiny, path, sizeof path), "write");
+    CHECK(qwen3_model_load(path, 0) == NULL, "tokenizer larger than the vocabulary loaded");
+    CHECK_ERROR_HAS("more than the model's vocab_size 200");
+}
+
+static void test_template_files(const char* dir) {
+    TuSpec s = small_vocab_spec(QWEN3_FORMAT_QWEN3C);
+    char path[1100], file[1200];
+    CHECK(make_small_model(dir, "tmpl.bin", &s, path, sizeof path), "write");
+
+    Qwen3Model* m = qwen3_model_load(path, 0);
+    CHECK(m != NULL, "load: %s", qwen3_get_last_error());
+    for (uint32_t k = 0; m && k < 4; k++) {
+        CHECK(strcmp(qwen3_model_get_template(m, k), qwen3_template_stock(k)) == 0,
+              "kind %u is not the stock template", k);
+    }
+    CHECK(m && qwen3_model_get_template(m, 4) == NULL, "kind 4 accepted");
+    qwen3_model_free(m);
+
+    snprintf(file, sizeof file, "%s.template", path);
+    CHECK(tu_write_file(file, "U:%s:100%%", 10), "write");
+    snprintf(file, sizeof file, "%s.template.with-system-and-thinking", path);
+    CHECK(tu_write_file(file, "S:%s U:%s", 9), "write");
+    m = qwen3_model_load(path, 0);
+    CHECK(m != NULL, "load with templates: %s", qwen3_get_last_error());
+    if (m) {
+        CHECK(strcmp(qwen3_model_get_template(m, 0), "U:%s:100%%") == 0, "template file not read");
+        CHECK(strcmp(qwen3_model_get_template(m, 3), "S:%s U:%s") == 0, "template file not read");
+        CHECK(strcmp(qwen3_model_get_template(m, 1), qwen3_template_stock(1)) == 0,
+              "missing file did not fall back to stock");
+    }
+    qwen3_model_free(m);
+
+    snprintf(file, sizeof file, "%s.template.with-thinking", path);
+    CHECK(tu_write_file(file, "%s %x", 5), "write");
+    CHECK(qwen3_model_load(path, 0) == NULL, "template with %%x loaded");
+    CHECK_ERROR_HAS("tmpl.bin.template.with-thinking");
+    CHECK_ERROR_HAS("'%x'");
+    CHECK(tu_write_file(file, "%s %s", 5), "write");
+    CHECK(qwen3_model_load(path, 0) == NULL, "user template with two slots loaded");
+    CHECK_ERROR_HAS("expected 1");
+}
+
+/* Random corruption of whole files: a clean error or a model, never a crash. */
+static void test_file_fuzz(const char* dir) {
+    TuSpec s = small_vocab_spec(QWEN3_FORMAT_QWEN3RS);
+    char path[1100];
+    CHECK(make_small_model(dir, "fuzz.bin", &s, path, sizeof path), "write");
+    size_t len = 0;
+    char* good = tu_read_file(path, &len);
+    if (!good) return;
+    uint64_t rng = 7;
+    int loaded = 0;
+    for (int iter = 0; iter < 60; iter++) {
+        char* data = (char*)malloc(len);
+        memcpy(data, good, len);
+        size_t n = len;
+        if (iter % 3 == 0) n = (size_t)(tu_next(&rng) % len); /* truncation anywhere */
+        for (int k = 0; k < 4; k++) data[tu_next(&rng) % 64] = (char)tu_next(&rng);
+        CHECK(tu_write_file(path, data, n), "write");
+        free(data);
+        Qwen3Model* m = qwen3_model_load(path, 0);
+        if (m) {
+            loaded++;
+            qwen3_model_free(m);
+        } else {
+            CHECK(strstr(qwen3_get_last_error(), "fuzz.bin") != NULL, "message lacks the file: %s",
+                  qwen3_get_last_error());
+        }
+    }
+    CHECK(loaded < 60, "every corrupted file loaded");
+    free(good);
+}
+
+int main(void) {
+    test_header_valid();
+    test_header_rejections();
+    test_header_fuzz();
+    test_templates_validation();
+    char dir[1024];
+    if (!tu_make_temp_dir(dir, sizeof dir)) {
+        fprintf(stderr, "cannot create a temp folder\n");
+        return 1;
+    }
+    test_load_layouts(dir);
+    test_load_failures(dir);
+    test_template_files(dir);
+    test_file_fuzz(dir);
+    tu_remove_dir(dir);
+    return tu_finish("test_model");
+}

@@ -1,0 +1,305 @@
+/* test_sampler.c - the RNG against independently computed values, greedy rules, the
+ * sampler against a plain full-sort implementation of the steps documented in sampler.c,
+ * and the distributions each filter should give. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qwen3_inference.h"
+#include "sampler.h"
+#include "test_util.h"
+
+static void test_rng(void) {
+    /* xorshift64* from seed 42, computed with Python's integers */
+    const uint32_t want[5] = {1456360119u, 3359763283u, 3393612768u, 4054632243u, 3283045847u};
+    uint64_t s = 42;
+    for (int i = 0; i < 5; i++) {
+        uint32_t got = qwen3_rng_u32(&s);
+        CHECK(got == want[i], "draw %d: %u, want %u", i, got, want[i]);
+    }
+    s = 42;
+    float f = qwen3_rng_f32(&s);
+    CHECK(f == (float)(1456360119u >> 8) / 16777216.0f && fabsf(f - 0.33908522f) < 1e-7f,
+          "first coin %.9g", f);
+    for (int i = 0; i < 100000; i++) {
+        f = qwen3_rng_f32(&s);
+        if (!(f >= 0.0f && f < 1.0f)) {
+            CHECK(0, "coin %g outside [0, 1)", f);
+            break;
+        }
+    }
+}
+
+static void test_argmax(void) {
+    const float a[5] = {1, 3, 3, -1, 2};
+    CHECK(qwen3_argmax(a, 5) == 1, "ties: %d", qwen3_argmax(a, 5));
+    const float b[3] = {NAN, -5, NAN};
+    CHECK(qwen3_argmax(b, 3) == 1, "NaN won: %d", qwen3_argmax(b, 3));
+    const float c[2] = {NAN, NAN};
+    CHECK(qwen3_argmax(c, 2) == 0, "all NaN: %d", qwen3_argmax(c, 2));
+    const float d[3] = {-INFINITY, -INFINITY, -3e38f};
+    CHECK(qwen3_argmax(d, 3) == 2, "-inf: %d", qwen3_argmax(d, 3));
+}
+
+/* ------------------------------------------------------------------------------------
+ * A plain implementation of sampler.c's documented steps: full qsort, no heap
+ * ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    Qwen3SamplerConfig c;
+    uint64_t rng;
+    uint32_t V;
+    uint8_t* seen;
+} RefSampler;
+
+static const float* g_p; /* qsort has no context argument */
+
+static int by_prob_then_id(const void* x, const void* y) {
+    uint32_t a = *(const uint32_t*)x, b = *(const uint32_t*)y;
+    if (g_p[a] != g_p[b]) return g_p[a] > g_p[b] ? -1 : 1;
+    return a < b ? -1 : (a > b);
+}
+
+static uint32_t ref_u32(uint64_t* s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return (uint32_t)((*s * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+static int32_t ref_pick(RefSampler* r, const float* logits) {
+    const uint32_t V = r->V;
+    if (r->c.temperature == 0.0f) {
+        uint32_t best = 0;
+        for (uint32_t i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+        return (int32_t)best;
+    }
+    float* p = (float*)malloc(V * sizeof(float));
+    uint32_t* ids = (uint32_t*)malloc(V * sizeof(uint32_t));
+    float m = -INFINITY;
+    for (uint32_t i = 0; i < V; i++) {
+        float z = logits[i];
+        if (r->c.presence_penalty != 0.0f && r->seen[i]) z = z - r->c.presence_penalty;
+        p[i] = z / r->c.temperature;
+        if (p[i] > m) m = p[i];
+    }
+    float sum = 0, pmax = 0;
+    for (uint32_t i = 0; i < V; i++) sum += (p[i] = expf(p[i] - m));
+    for (uint32_t i = 0; i < V; i++) {
+        p[i] = p[i] / sum;
+        if (p[i] > pmax) pmax = p[i];
+    }
+    float coin = (float)(ref_u32(&r->rng) >> 8) / 16777216.0f;
+    int k_on = r->c.top_k > 0 && r->c.top_k < V, p_on = r->c.top_p > 0 && r->c.top_p < 1;
+    int m_on = r->c.min_p > 0;
+    int32_t result = -1;
+    if (!k_on && !p_on && !m_on) {
+        float cdf = 0;
+        for (uint32_t i = 0; i < V && result < 0; i++) {
+            cdf += p[i];
+            if (coin < cdf) result = (int32_t)i;
+        }
+        if (result < 0) result = (int32_t)V - 1;
+    } else {
+        float floor = m_on ? r->c.min_p * pmax : 0.0f;
+        uint32_t n = 0;
+        g_p = p;
+        if (k_on) {
+            for (uint32_t i = 0; i < V; i++) ids[i] = i;
+            qsort(ids, V, sizeof *ids, by_prob_then_id);
+            uint32_t kept = 0;
+            for (uint32_t j = 0; j < r->c.top_k; j++) if (p[ids[j]] >= floor) ids[kept++] = ids[j];
+            n = kept;
+        } else {
+            float nucleus = p_on ? (1.0f - r->c.top_p) / (float)(V - 1) : 0.0f;
+            float cut = fminf(fmaxf(floor, nucleus), pmax);
+            for (uint32_t i = 0; i < V; i++) if (p[i] >= cut) ids[n++] = i;
+            qsort(ids, n, sizeof *ids, by_prob_then_id);
+        }
+        uint32_t kept = n;
+        float total = 0;
+        for (uint32_t j = 0; j < n; j++) {
+            total += p[ids[j]];
+            if (p_on && total > r->c.top_p) {
+                kept = j + 1;
+                break;
+            }
+        }
+        float rr = coin * total, cdf = 0;
+        for (uint32_t j = 0; j < kept && result < 0; j++) {
+            cdf += p[ids[j]];
+            if (rr < cdf) result = (int32_t)ids[j];
+        }
+        if (result < 0) result = (int32_t)ids[kept - 1];
+    }
+    free(p);
+    free(ids);
+    return result;
+}
+
+static void test_against_reference(void) {
+    uint64_t rng = 5;
+    const uint32_t sizes[3] = {2, 37, 1000};
+    int compared = 0;
+    for (int trial = 0; trial < 200; trial++) {
+        uint32_t V = trial % 40 == 3 ? 151936 : sizes[trial % 3];
+        Qwen3SamplerConfig c = {0};
+        c.temperature = (float)(tu_next(&rng) % 4) * 0.4f + 0.1f;
+        c.top_p = (float[]){0.0f, 0.5f, 0.9f, 0.95f, 1.0f}[tu_next(&rng) % 5];
+        c.top_k = (uint32_t[]){0, 1, 5, 20, 5000}[tu_next(&rng) % 5];
+        c.min_p = (float[]){0.0f, 0.05f, 0.5f}[tu_next(&rng) % 3];
+        c.presence_penalty = (float[]){0.0f, 1.5f}[tu_next(&rng) % 2];
+        c.seed = tu_next(&rng) | 1;
+        Qwen3Sampler s;
+        CHECK(qwen3_sampler_init(&s, V) == QWEN3_OK, "init %u", V);
+        CHECK(qwen3_sampler_configure(&s, &c) == QWEN3_OK, "configure: %s", qwen3_get_last_error());
+        RefSampler r = {c, c.seed, V, (uint8_t*)calloc(V, 1)};
+        float* logits = (float*)malloc(V * sizeof(float));
+        float spread = (float)(1 + tu_next(&rng) % 8);
+        for (int step = 0; step < (V > 10000 ? 3 : 12); step++) {
+            for (uint32_t i = 0; i < V; i++) {
+                /* coarse values make ties common, which the order must settle */
+                logits[i] = roundf(spread * tu_uniform(&rng) * 4.0f) / 4.0f;
+            }
+            int32_t got = qwen3_sampler_sample(&s, logits);
+            int32_t want = ref_pick(&r, logits);
+            r.seen[want] = 1;
+            compared++;
+            if (got != want) {
+                CHECK(0, "V %u T %g top_p %g top_k %u min_p %g penalty %g step %d: %d, want %d", V,
+                      (double)c.temperature, (double)c.top_p, c.top_k, (double)c.min_p,
+                      (double)c.presence_penalty, step, got, want);
+                break;
+            }
+        }
+        free(logits);
+        free(r.seen);
+        qwen3_sampler_release(&s);
+    }
+    CHECK(compared > 1500, "only %d samples compared", compared);
+}
+
+/* ------------------------------------------------------------------------------------
+ * Behaviour
+ * ---------------------------------------------------------------------------------- */
+
+static void frequencies(Qwen3SamplerConfig c, const float* logits, uint32_t V, int n,
+                        double* freq) {
+    Qwen3Sampler s;
+    qwen3_sampler_init(&s, V);
+    c.seed = 1234;
+    qwen3_sampler_configure(&s, &c);
+    for (uint32_t i = 0; i < V; i++) freq[i] = 0;
+    for (int i = 0; i < n; i++) freq[qwen3_sampler_sample(&s, logits)] += 1.0 / n;
+    qwen3_sampler_release(&s);
+}
+
+static void test_distributions(void) {
+    const float logits[3] = {logf(0.5f), logf(0.3f), logf(0.2f)};
+    double f[3];
+    Qwen3SamplerConfig c = {.temperature = 1.0f};
+    frequencies(c, logits, 3, 40000, f);
+    CHECK(fabs(f[0] - 0.5) < 0.015 && fabs(f[1] - 0.3) < 0.015 && fabs(f[2] - 0.2) < 0.015,
+          "plain: %.3f %.3f %.3f", f[0], f[1], f[2]);
+    c.top_k = 2;
+    frequencies(c, logits, 3, 40000, f);
+    CHECK(fabs(f[0] - 0.625) < 0.015 && fabs(f[1] - 0.375) < 0.015 && f[2] == 0,
+          "top-k 2: %.3f %.3f %.3f", f[0], f[1], f[2]);
+    c.top_k = 0;
+    c.top_p = 0.7f; /* 0.5 is not > 0.7, 0.5 + 0.3 is: keep two */
+    frequencies(c, logits, 3, 40000, f);
+    CHECK(fabs(f[0] - 0.625) < 0.015 && f[2] == 0, "top-p 0.7: %.3f %.3f %.3f", f[0], f[1], f[2]);
+    c.top_p = 0.4f; /* the first alone exceeds it */
+    frequencies(c, logits, 3, 2000, f);
+    CHECK(f[1] == 0 && f[2] == 0, "top-p 0.4: %.3f %.3f %.3f", f[0], f[1], f[2]);
+    c.top_p = 0;
+    c.min_p = 0.5f; /* keep p >= 0.25 */
+    frequencies(c, logits, 3, 40000, f);
+    CHECK(fabs(f[0] - 0.625) < 0.015 && f[2] == 0, "min-p 0.5: %.3f %.3f %.3f", f[0], f[1], f[2]);
+    c.min_p = 0;
+    c.temperature = 0.05f; /* sharpened: the most likely almost always */
+    frequencies(c, logits, 3, 2000, f);
+    CHECK(f[0] > 0.99, "T 0.05: %.3f", f[0]);
+    c.temperature = 100.0f; /* flattened */
+    frequencies(c, logits, 3, 40000, f);
+    CHECK(fabs(f[2] - 1.0 / 3) < 0.02, "T 100: %.3f %.3f %.3f", f[0], f[1], f[2]);
+}
+
+static void test_greedy_and_penalty(void) {
+    Qwen3Sampler s;
+    CHECK(qwen3_sampler_init(&s, 4) == QWEN3_OK, "init");
+    const float logits[4] = {0, 5, 5, 1};
+    Qwen3SamplerConfig c = {.temperature = 0, .presence_penalty = 100, .top_k = 3, .seed = 9};
+    CHECK(qwen3_sampler_configure(&s, &c) == QWEN3_OK, "configure");
+    for (int i = 0; i < 3; i++) {
+        int32_t t = qwen3_sampler_sample(&s, logits);
+        CHECK(t == 1, "greedy ignores the penalty: %d", t);
+    }
+    CHECK(s.generated[1] == 1, "greedy token not recorded");
+
+    /* a huge penalty makes every token appear once before any repeats */
+    const float flat[4] = {3, 2, 1, 0};
+    c = (Qwen3SamplerConfig){.temperature = 1, .presence_penalty = 1000, .seed = 77};
+    CHECK(qwen3_sampler_configure(&s, &c) == QWEN3_OK, "configure");
+    int seen[4] = {0};
+    for (int i = 0; i < 4; i++) seen[qwen3_sampler_sample(&s, flat)]++;
+    CHECK(seen[0] == 1 && seen[1] == 1 && seen[2] == 1 && seen[3] == 1, "penalty repeats: %d %d %d %d",
+          seen[0], seen[1], seen[2], seen[3]);
+    /* reconfiguring forgets the history and replays the seed */
+    int32_t first[8], again[8];
+    c.presence_penalty = 0.5f;
+    qwen3_sampler_configure(&s, &c);
+    for (int i = 0; i < 8; i++) first[i] = qwen3_sampler_sample(&s, flat);
+    qwen3_sampler_configure(&s, &c);
+    for (int i = 0; i < 8; i++) again[i] = qwen3_sampler_sample(&s, flat);
+    CHECK(memcmp(first, again, sizeof first) == 0, "same seed, different tokens");
+    c.seed = 78;
+    qwen3_sampler_configure(&s, &c);
+    int differ = 0;
+    for (int i = 0; i < 8; i++) differ |= qwen3_sampler_sample(&s, flat) != first[i];
+    CHECK(differ, "seeds 77 and 78 gave the same 8 tokens");
+    /* seed 0 comes from the clock: two samplers almost surely differ somewhere */
+    c.seed = 0;
+    qwen3_sampler_configure(&s, &c);
+    CHECK(s.rng != 0, "clock seed is 0");
+    uint64_t a = s.rng;
+    qwen3_sampler_configure(&s, &c);
+    CHECK(s.rng != a, "two clock seeds are equal");
+    /* top-k 1 is greedy at any temperature */
+    c = (Qwen3SamplerConfig){.temperature = 5, .top_k = 1, .seed = 3};
+    qwen3_sampler_configure(&s, &c);
+    for (int i = 0; i < 20; i++) CHECK(qwen3_sampler_sample(&s, flat) == 0, "top-k 1 not greedy");
+    /* NaN logits never crash */
+    const float nan4[4] = {NAN, NAN, NAN, NAN};
+    c = (Qwen3SamplerConfig){.temperature = 1, .top_p = 0.9f, .seed = 3};
+    qwen3_sampler_configure(&s, &c);
+    int32_t t = qwen3_sampler_sample(&s, nan4);
+    CHECK(t >= 0 && t < 4, "NaN logits gave %d", t);
+    qwen3_sampler_release(&s);
+}
+
+static void test_invalid_configs(void) {
+    Qwen3Sampler s;
+    qwen3_sampler_init(&s, 10);
+    Qwen3SamplerConfig bad[6] = {
+        {.temperature = -1},         {.temperature = NAN},       {.temperature = INFINITY},
+        {.temperature = 1, .top_p = -0.5f}, {.temperature = 1, .min_p = 2}, {.temperature = 1, .presence_penalty = NAN},
+    };
+    const char* needle[6] = {"temperature", "temperature", "temperature", "top_p", "min_p", "presence_penalty"};
+    for (int i = 0; i < 6; i++) {
+        CHECK(qwen3_sampler_configure(&s, &bad[i]) == QWEN3_ERR_INVALID_ARGUMENT, "bad config %d accepted", i);
+        CHECK_ERROR_HAS(needle[i]);
+    }
+    qwen3_sampler_release(&s);
+}
+
+int main(void) {
+    test_rng();
+    test_argmax();
+    test_against_reference();
+    test_distributions();
+    test_greedy_and_penalty();
+    test_invalid_configs();
+    return tu_finish("test_sampler");
+}

@@ -1,0 +1,431 @@
+/* test_transformer.c - the fp32 building blocks against hand values, and whole forward
+ * passes of tiny models against a straightforward double-precision reference that reads
+ * the checkpoint itself (so a loader that mixes up tensors fails here too). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "qwen3_inference.h"
+#include "test_util.h"
+#include "transformer.h"
+
+static int close_to(double a, double b, double tol) { return fabs(a - b) <= tol; }
+
+/* ------------------------------------------------------------------------------------
+ * Building blocks
+ * ---------------------------------------------------------------------------------- */
+
+static void test_rmsnorm(void) {
+    const float x[4] = {1, 2, 3, 4}, w[4] = {1, 0.5f, 2, 1};
+    float out[4];
+    qwen3_rmsnorm(out, x, w, 4, 1e-6f);
+    /* mean(x^2) = 7.5; 1 / sqrt(7.5) = 0.3651484 */
+    const double want[4] = {0.3651484, 0.3651484, 2.1908902, 1.4605935};
+    for (int i = 0; i < 4; i++) {
+        CHECK(close_to(out[i], want[i], 2e-6), "rmsnorm[%d] = %.7f, want %.7f", i, out[i], want[i]);
+    }
+    float y[4] = {1, 2, 3, 4};
+    qwen3_rmsnorm(y, y, w, 4, 1e-6f);
+    CHECK(memcmp(y, out, sizeof y) == 0, "in-place rmsnorm differs");
+    /* eps keeps a zero vector finite */
+    const float z[4] = {0, 0, 0, 0};
+    qwen3_rmsnorm(out, z, w, 4, 1e-6f);
+    CHECK(out[0] == 0.0f && out[3] == 0.0f, "rmsnorm of zeros: %g", out[0]);
+}
+
+static void test_rope(void) {
+    float c[64], s[64];
+    qwen3_rope_angles(c, s, 4, 1, 1e6f);
+    /* head_dim 4: freq_0 = 1, freq_1 = 1e6^(-1/2) = 0.001 */
+    CHECK(close_to(c[0], 0.5403023, 1e-6) && close_to(s[0], 0.8414710, 1e-6), "angle 0: %g %g",
+          c[0], s[0]);
+    CHECK(close_to(c[1], 0.9999995, 1e-6) && close_to(s[1], 0.0009999998, 1e-9),
+          "angle 1: %.9g %.9g", c[1], s[1]);
+    /* rotate-half pairs element i with i + 2, not neighbours */
+    float v[4] = {1, 2, 3, 4};
+    qwen3_rope_rotate(v, c, s, 4);
+    const double want[4] = {
+        1 * 0.5403023 - 3 * 0.8414710, /* -1.9841107 */
+        2 * 0.9999995 - 4 * 0.0009999998,
+        1 * 0.8414710 + 3 * 0.5403023, /*  2.4623779 */
+        2 * 0.0009999998 + 4 * 0.9999995,
+    };
+    for (int i = 0; i < 4; i++) {
+        CHECK(close_to(v[i], want[i], 2e-6), "rope[%d] = %.7f, want %.7f", i, v[i], want[i]);
+    }
+    /* position 0 is the identity */
+    qwen3_rope_angles(c, s, 4, 0, 1e6f);
+    float u[4] = {1, 2, 3, 4};
+    qwen3_rope_rotate(u, c, s, 4);
+    CHECK(u[0] == 1 && u[1] == 2 && u[2] == 3 && u[3] == 4, "pos 0 moved the vector");
+    /* a rotation keeps the norm; far positions stay close to the exact angle */
+    qwen3_rope_angles(c, s, 128, 40000, 1e6f);
+    float w[128];
+    double n0 = 0, n1 = 0;
+    for (int i = 0; i < 128; i++) {
+        w[i] = (float)sin(i * 0.37 + 1);
+        n0 += (double)w[i] * w[i];
+    }
+    qwen3_rope_rotate(w, c, s, 128);
+    for (int i = 0; i < 128; i++) n1 += (double)w[i] * w[i];
+    CHECK(close_to(n0, n1, 1e-4 * n0), "norm %g -> %g", n0, n1);
+    for (int i = 0; i < 64; i++) {
+        double angle = 40000.0 * pow(1e6, -(double)i / 64.0);
+        CHECK(close_to(c[i], cos(angle), 5e-3) && close_to(s[i], sin(angle), 5e-3),
+              "pos 40000 angle %d: %g vs %g", i, c[i], cos(angle));
+    }
+}
+
+static void test_softmax(void) {
+    float x[3] = {1000, 1001, 1002};
+    qwen3_softmax(x, 3);
+    const double want[3] = {0.09003057, 0.24472847, 0.66524096};
+    for (int i = 0; i < 3; i++) {
+        CHECK(close_to(x[i], want[i], 1e-6), "softmax[%d] = %.8f, want %.8f", i, x[i], want[i]);
+    }
+    float y[4] = {-1e30f, 0.0f, -INFINITY, -3e38f};
+    qwen3_softmax(y, 4);
+    CHECK(y[0] == 0.0f && y[1] == 1.0f && y[2] == 0.0f && y[3] == 0.0f, "extremes: %g %g %g %g",
+          y[0], y[1], y[2], y[3]);
+    float z[2] = {-5000, -5000};
+    qwen3_softmax(z, 2);
+    CHECK(z[0] == 0.5f && z[1] == 0.5f, "all very negative: %g %g", z[0], z[1]);
+    float one[1] = {123};
+    qwen3_softmax(one, 1);
+    CHECK(one[0] == 1.0f, "softmax of one value: %g", one[0]);
+}
+
+static void test_attention(void) {
+    /* 3 positions, head_dim 2, keys/values interleaved with another head (stride 4) */
+    const float q[2] = {1, 0};
+    const float kv[3 * 4] = {1, 0, 9, 9, 0, 1, 9, 9, -1, 0, 9, 9};
+    const float vv[3 * 4] = {1, 2, 9, 9, 3, 4, 9, 9, 5, 6, 9, 9};
+    float att[3], out[2];
+    qwen3_attention_head(out, q, kv, vv, 4, 3, 2, att);
+    double sc[3] = {1 / sqrt(2.0), 0, -1 / sqrt(2.0)}, e[3], sum = 0;
+    for (int t = 0; t < 3; t++) sum += (e[t] = exp(sc[t]));
+    double o0 = 0, o1 = 0;
+    for (int t = 0; t < 3; t++) {
+        CHECK(close_to(att[t], e[t] / sum, 1e-6), "att[%d] = %g, want %g", t, att[t], e[t] / sum);
+        o0 += e[t] / sum * vv[4 * t];
+        o1 += e[t] / sum * vv[4 * t + 1];
+    }
+    CHECK(close_to(out[0], o0, 1e-5) && close_to(out[1], o1, 1e-5), "out %g %g, want %g %g",
+          out[0], out[1], o0, o1);
+    /* causal: one position sees only itself */
+    qwen3_attention_head(out, q, kv, vv, 4, 1, 2, att);
+    CHECK(att[0] == 1.0f && out[0] == 1.0f && out[1] == 2.0f, "single position: %g %g", out[0],
+          out[1]);
+}
+
+/* ------------------------------------------------------------------------------------
+ * A reference forward pass in double precision
+ * ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    uint32_t rows, cols;
+    double* w; /* (rows, cols) dequantised */
+} RefMatrix;
+
+typedef struct {
+    TuSpec s;
+    double *attn_norm, *ffn_norm, *final_norm, *q_norm, *k_norm; /* as in the file */
+    RefMatrix embed, *wq, *wk, *wv, *wo, *w1, *w2, *w3, cls;
+    double *kcache, *vcache; /* (n_layers, positions, kv_dim) */
+    uint32_t max_pos;
+} RefModel;
+
+static const uint8_t* ref_floats(const uint8_t* p, double** out, uint64_t n) {
+    *out = (double*)malloc(n * sizeof(double));
+    for (uint64_t i = 0; i < n; i++) {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        (*out)[i] = f;
+    }
+    return p + 4 * n;
+}
+
+static const uint8_t* ref_q8(const uint8_t* p, RefMatrix* m, uint32_t rows, uint32_t cols,
+                             uint32_t gs) {
+    uint64_t n = (uint64_t)rows * cols;
+    m->rows = rows;
+    m->cols = cols;
+    m->w = (double*)malloc(n * sizeof(double));
+    const int8_t* q = (const int8_t*)p;
+    const uint8_t* sp = p + n;
+    for (uint64_t i = 0; i < n; i++) {
+        float sc;
+        memcpy(&sc, sp + 4 * (i / gs), 4);
+        m->w[i] = (double)q[i] * sc;
+    }
+    return sp + 4 * (n / gs);
+}
+
+/* Walks the file in SPEC section 2 order, written here independently of model.c. */
+static void ref_load(RefModel* r, const TuSpec* s, const uint8_t* file, uint32_t max_pos) {
+    memset(r, 0, sizeof *r);
+    r->s = *s;
+    const uint32_t L = s->n_layers, dim = s->dim, hd = s->head_dim, gs = s->group_size;
+    const uint32_t qd = s->n_heads * hd, kvd = s->n_kv_heads * hd;
+    const uint8_t* p = file + 256;
+    p = ref_floats(p, &r->attn_norm, (uint64_t)L * dim);
+    p = ref_floats(p, &r->ffn_norm, (uint64_t)L * dim);
+    p = ref_floats(p, &r->final_norm, dim);
+    p = ref_floats(p, &r->q_norm, (uint64_t)L * hd);
+    p = ref_floats(p, &r->k_norm, (uint64_t)L * hd);
+    p = ref_q8(p, &r->embed, s->vocab_size, dim, gs);
+    RefMatrix** all[7] = {&r->wq, &r->wk, &r->wv, &r->wo, &r->w1, &r->w2, &r->w3};
+    const uint32_t rows[7] = {qd, kvd, kvd, dim, s->hidden_dim, dim, s->hidden_dim};
+    const uint32_t cols[7] = {dim, dim, dim, qd, dim, s->hidden_dim, dim};
+    for (int t = 0; t < 7; t++) {
+        *all[t] = (RefMatrix*)calloc(L, sizeof(RefMatrix));
+        for (uint32_t l = 0; l < L; l++) p = ref_q8(p, &(*all[t])[l], rows[t], cols[t], gs);
+    }
+    if (s->shared_classifier) {
+        r->cls = r->embed;
+    } else {
+        p = ref_q8(p, &r->cls, s->vocab_size, dim, gs);
+    }
+    r->max_pos = max_pos;
+    r->kcache = (double*)calloc((size_t)L * max_pos * kvd, sizeof(double));
+    r->vcache = (double*)calloc((size_t)L * max_pos * kvd, sizeof(double));
+}
+
+static void ref_free(RefModel* r) {
+    free(r->attn_norm);
+    free(r->ffn_norm);
+    free(r->final_norm);
+    free(r->q_norm);
+    free(r->k_norm);
+    free(r->embed.w);
+    RefMatrix* all[7] = {r->wq, r->wk, r->wv, r->wo, r->w1, r->w2, r->w3};
+    for (int t = 0; t < 7; t++) {
+        for (uint32_t l = 0; l < r->s.n_layers; l++) free(all[t][l].w);
+        free(all[t]);
+    }
+    if (!r->s.shared_classifier) free(r->cls.w);
+    free(r->kcache);
+    free(r->vcache);
+}
+
+static void ref_rmsnorm(double* out, const double* x, const double* w, uint32_t n) {
+    double ss = 0;
+    for (uint32_t i = 0; i < n; i++) ss += x[i] * x[i];
+    double inv = 1.0 / sqrt(ss / n + 1e-6);
+    for (uint32_t i = 0; i < n; i++) out[i] = x[i] * inv * w[i];
+}
+
+/* W8A8: the input is rounded to int8 per group before the product (SPEC section 4). */
+static void ref_matvec(double* out, const RefMatrix* m, const double* x, uint32_t gs) {
+    double* xq = (double*)malloc(m->cols * sizeof(double));
+    for (uint32_t g = 0; g < m->cols / gs; g++) {
+        double mx = 0;
+        for (uint32_t i = 0; i < gs; i++) mx = fmax(mx, fabs(x[g * gs + i]));
+        double sc = mx / 127.0;
+        for (uint32_t i = 0; i < gs; i++) xq[g * gs + i] = sc > 0 ? round(x[g * gs + i] / sc) * sc : 0;
+    }
+    for (uint32_t r = 0; r < m->rows; r++) {
+        double acc = 0;
+        for (uint32_t c = 0; c < m->cols; c++) acc += m->w[(size_t)r * m->cols + c] * xq[c];
+        out[r] = acc;
+    }
+    free(xq);
+}
+
+static void ref_rope(double* v, uint32_t hd, uint32_t pos) {
+    for (uint32_t i = 0; i < hd / 2; i++) {
+        double angle = pos * pow(1e6, -2.0 * i / hd);
+        double a = v[i], b = v[i + hd / 2];
+        v[i] = a * cos(angle) - b * sin(angle);
+        v[i + hd / 2] = a * sin(angle) + b * cos(angle);
+    }
+}
+
+/* Runs one token at `pos`; writes vocab_size logits. */
+static void ref_forward(RefModel* r, int32_t token, uint32_t pos, double* logits) {
+    const TuSpec* s = &r->s;
+    const uint32_t dim = s->dim, hd = s->head_dim, gs = s->group_size, hid = s->hidden_dim;
+    const uint32_t qd = s->n_heads * hd, kvd = s->n_kv_heads * hd;
+    double *x = calloc(dim, sizeof(double)), *h = calloc(dim, sizeof(double));
+    double *q = calloc(qd, sizeof(double)), *att = calloc(qd, sizeof(double));
+    double *o = calloc(dim, sizeof(double)), *g = calloc(hid, sizeof(double));
+    double *u = calloc(hid, sizeof(double)), *sc = calloc(pos + 1, sizeof(double));
+    memcpy(x, r->embed.w + (size_t)token * dim, dim * sizeof(double));
+    for (uint32_t l = 0; l < s->n_layers; l++) {
+        double* k = r->kcache + ((size_t)l * r->max_pos + pos) * kvd;
+        double* v = r->vcache + ((size_t)l * r->max_pos + pos) * kvd;
+        ref_rmsnorm(h, x, r->attn_norm + (size_t)l * dim, dim);
+        ref_matvec(q, &r->wq[l], h, gs);
+        ref_matvec(k, &r->wk[l], h, gs);
+        ref_matvec(v, &r->wv[l], h, gs);
+        for (uint32_t i = 0; i < s->n_heads; i++) {
+            ref_rmsnorm(q + i * hd, q + i * hd, r->q_norm + (size_t)l * hd, hd);
+            ref_rope(q + i * hd, hd, pos);
+        }
+        for (uint32_t i = 0; i < s->n_kv_heads; i++) {
+            ref_rmsnorm(k + i * hd, k + i * hd, r->k_norm + (size_t)l * hd, hd);
+            ref_rope(k + i * hd, hd, pos);
+        }
+        for (uint32_t i = 0; i < s->n_heads; i++) {
+            uint32_t kvh = i / (s->n_heads / s->n_kv_heads);
+            double mx = -INFINITY, sum = 0;
+            for (uint32_t t = 0; t <= pos; t++) {
+                const double* kt = r->kcache + ((size_t)l * r->max_pos + t) * kvd + kvh * hd;
+                double d = 0;
+                for (uint32_t j = 0; j < hd; j++) d += q[i * hd + j] * kt[j];
+                sc[t] = d / sqrt((double)hd);
+                mx = fmax(mx, sc[t]);
+            }
+            for (uint32_t t = 0; t <= pos; t++) sum += (sc[t] = exp(sc[t] - mx));
+            for (uint32_t j = 0; j < hd; j++) {
+                double acc = 0;
+                for (uint32_t t = 0; t <= pos; t++) {
+                    acc += sc[t] / sum * r->vcache[((size_t)l * r->max_pos + t) * kvd + kvh * hd + j];
+                }
+                att[i * hd + j] = acc;
+            }
+        }
+        ref_matvec(o, &r->wo[l], att, gs);
+        for (uint32_t i = 0; i < dim; i++) x[i] += o[i];
+        ref_rmsnorm(h, x, r->ffn_norm + (size_t)l * dim, dim);
+        ref_matvec(g, &r->w1[l], h, gs);
+        ref_matvec(u, &r->w3[l], h, gs);
+        for (uint32_t i = 0; i < hid; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+        ref_matvec(o, &r->w2[l], g, gs);
+        for (uint32_t i = 0; i < dim; i++) x[i] += o[i];
+    }
+    ref_rmsnorm(h, x, r->final_norm, dim);
+    ref_matvec(logits, &r->cls, h, gs);
+    free(x), free(h), free(q), free(att), free(o), free(g), free(u), free(sc);
+}
+
+/* ------------------------------------------------------------------------------------
+ * Engine against reference
+ * ---------------------------------------------------------------------------------- */
+
+#define N_STEPS 9
+
+static void compare_model(const char* dir, const char* name, const TuSpec* s) {
+    char path[1100], tok[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tok, sizeof tok, "%s.tokenizer", path);
+    CHECK(tu_write_checkpoint(path, s) && tu_write_byte_tokenizer(tok), "%s: write", name);
+    Qwen3Model* m = qwen3_model_open(path, 0);
+    CHECK(m != NULL, "%s: %s", name, qwen3_get_last_error());
+    if (!m) return;
+    size_t len = 0;
+    uint8_t* file = (uint8_t*)tu_read_file(path, &len);
+    RefModel ref;
+    ref_load(&ref, s, file, N_STEPS);
+
+    Qwen3Context ctx, whole;
+    CHECK(qwen3_context_init(&ctx, m, 64) == QWEN3_OK, "context: %s", qwen3_get_last_error());
+    CHECK(qwen3_context_init(&whole, m, 64) == QWEN3_OK, "context: %s", qwen3_get_last_error());
+    const int32_t tokens[N_STEPS] = {17, 300, 5, 258, 99, 17, 17, 311, 0};
+    double* want = (double*)malloc(s->vocab_size * sizeof(double));
+    double worst = 0;
+    for (uint32_t t = 0; t < N_STEPS; t++) {
+        CHECK(qwen3_forward_tokens(&ctx, &tokens[t], 1) == QWEN3_OK, "%s step %u: %s", name, t,
+              qwen3_get_last_error());
+        ref_forward(&ref, tokens[t], t, want);
+        double scale = 0, err = 0;
+        for (uint32_t i = 0; i < s->vocab_size; i++) {
+            scale = fmax(scale, fabs(want[i]));
+            err = fmax(err, fabs(want[i] - ctx.logits[i]));
+        }
+        CHECK(scale > 0.1, "%s step %u: degenerate reference logits (max %g)", name, t, scale);
+        /* fp32 sums against double: ~5e-7 measured; a rare activation landing on the
+         * other side of an int8 rounding step may add ~1e-5 */
+        CHECK(err <= 1e-4 * scale, "%s step %u: max |logit - ref| = %g, max |ref| = %g", name, t,
+              err, scale);
+        worst = fmax(worst, err / scale);
+    }
+    fprintf(stderr, "%s: worst relative logit error against the double reference %.2e\n", name,
+            worst);
+
+    /* one prefill of all tokens leaves the same logits as token by token */
+    CHECK(qwen3_forward_tokens(&whole, tokens, N_STEPS) == QWEN3_OK, "prefill: %s",
+          qwen3_get_last_error());
+    CHECK(whole.pos == N_STEPS && whole.has_logits, "prefill position %u", whole.pos);
+    CHECK(memcmp(whole.logits, ctx.logits, s->vocab_size * sizeof(float)) == 0,
+          "%s: prefill logits differ from step-by-step", name);
+
+    /* the thread count changes nothing */
+    for (uint32_t threads = 1; threads <= 3; threads += 2) {
+        CHECK(qwen3_model_resize_pool(m, threads) == QWEN3_OK, "threads %u", threads);
+        whole.pos = 0;
+        CHECK(qwen3_forward_tokens(&whole, tokens, N_STEPS) == QWEN3_OK, "prefill");
+        CHECK(memcmp(whole.logits, ctx.logits, s->vocab_size * sizeof(float)) == 0,
+              "%s: %u threads change the logits", name, threads);
+    }
+
+    /* nothing happens on a bad token or a full context */
+    float before = whole.logits[3];
+    int32_t bad[2] = {1, (int32_t)s->vocab_size};
+    whole.pos = 0;
+    CHECK(qwen3_forward_tokens(&whole, bad, 2) == QWEN3_ERR_INVALID_ARGUMENT, "bad id accepted");
+    char needle[64];
+    snprintf(needle, sizeof needle, "token id %u at index 1", s->vocab_size);
+    CHECK_ERROR_HAS(needle);
+    CHECK(whole.pos == 0 && whole.logits[3] == before, "a rejected prefill changed the context");
+    int32_t* many = (int32_t*)calloc(65, sizeof(int32_t));
+    CHECK(qwen3_forward_tokens(&whole, many, 65) == QWEN3_ERR_CONTEXT_FULL, "65 tokens fit in 64");
+    CHECK_ERROR_HAS("64 positions");
+    CHECK(qwen3_forward_tokens(&whole, many, 64) == QWEN3_OK, "64 tokens: %s",
+          qwen3_get_last_error());
+    CHECK(qwen3_forward_tokens(&whole, many, 1) == QWEN3_ERR_CONTEXT_FULL, "65th token fit");
+    free(many);
+
+    free(want);
+    qwen3_context_release(&ctx);
+    qwen3_context_release(&whole);
+    ref_free(&ref);
+    free(file);
+    qwen3_model_close(m);
+}
+
+static void test_forward(void) {
+    char dir[1024];
+    if (!tu_make_temp_dir(dir, sizeof dir)) {
+        CHECK(0, "cannot create a temp folder");
+        return;
+    }
+    TuSpec s = tu_small_spec();
+    s.vocab_size = 512;
+    compare_model(dir, "gqa2_tied_gs32.bin", &s);
+
+    s.format = QWEN3_FORMAT_QWEN3RS;
+    s.shared_classifier = 0;
+    s.group_size = 64;
+    s.seed = 2;
+    compare_model(dir, "gqa2_untied_gs64_rs.bin", &s);
+
+    s = tu_small_spec();
+    s.vocab_size = 512;
+    s.n_kv_heads = 4; /* plain multi-head attention */
+    s.seed = 3;
+    compare_model(dir, "mha_tied.bin", &s);
+
+    s = tu_small_spec();
+    s.vocab_size = 400;
+    s.n_heads = 8;
+    s.n_kv_heads = 2; /* GQA 4:1 */
+    s.head_dim = 16;
+    s.hidden_dim = 96;
+    s.n_layers = 3;
+    s.shared_classifier = 0;
+    s.seed = 4;
+    compare_model(dir, "gqa4_untied.bin", &s);
+    tu_remove_dir(dir);
+}
+
+int main(void) {
+    test_rmsnorm();
+    test_rope();
+    test_softmax();
+    test_attention();
+    test_forward();
+    return tu_finish("test_transformer");
+}
