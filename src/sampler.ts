@@ -1,22 +1,25 @@
 /**
- * The token sampler shared by both engines' generation loops (SPEC section 5), returning the
- * same token as the C sampler (csrc/src/sampler.c) for the same logits, settings and seed.
+ * The token sampler shared by both engines' generation loops (SPEC section 5). It returns
+ * the same token as the C sampler for the same logits, settings and seed by following the
+ * steps written at the top of csrc/src/sampler.c, every float operation rounded to fp32.
+ * With top-k on when 0 < top_k < V, top-p on when 0 < top_p < 1, min-p on when min_p > 0:
  *
- * Order of operations, all in fp32:
- *   1. temperature 0: argmax of the raw logits, lowest index on ties. Nothing else applies.
- *   2. presence penalty: logit[t] -= penalty for every distinct token this sampler returned.
- *   3. logit / temperature, then softmax: max, exp(l - max) summed in index order, / sum.
- *   4. coin = (xorshift64* u32 >> 8) / 2^24, drawn once per token.
- *   5. no top-k, top-p or min-p: the first index whose running sum of probabilities exceeds
- *      the coin (index order, the llama2.c sample_mult).
- *   6. otherwise candidates, each rule applied to the softmax probabilities:
- *      top-k keeps the k most likely; min-p keeps prob >= min_p * max prob; then, sorted by
- *      probability descending (lower index first on ties), top-p keeps the shortest prefix
- *      whose sum exceeds p. The coin is scaled by the kept sum and walked down that list.
- *      Without top-k, candidates are first cut at max(min_p * max prob, (1 - p) / (V - 1))
- *      (no token under (1 - p) / (V - 1) but the most likely can be in the nucleus), so the
- *      sort stays small;
- *      with top-k a size-k heap picks them. All 151936 logits are never sorted.
+ *   1. temperature 0: argmax of the raw logits (lowest id on ties, NaN never wins); no
+ *      penalty, no filter, no RNG draw.
+ *   2. z = logit, minus presence_penalty for a token returned before; then z / T.
+ *   3. softmax: m = max z; e = exp(z - m); sum in id order; p = e / sum; pmax = max p.
+ *   4. coin = (xorshift64* u32 >> 8) / 2^24, one draw, always.
+ *   5. no filter on: the first id (index order) whose running sum of p exceeds the coin.
+ *   6. floor = min_p * pmax (min-p on, else 0). With top-k: candidates = ids with p >= floor.
+ *      Without: cut = min(max(floor, (1 - top_p) / (V - 1) when top-p on), pmax) and
+ *      candidates = ids with p >= cut.
+ *   7. candidates best first (p descending, lower id on ties) from a heap popped only as far
+ *      as needed - never a full sort of the 151936 probabilities - at most top_k of them,
+ *   8. and with top-p stopping once their running sum exceeds top_p (that one kept).
+ *   9. r = coin * (sum of kept p); return the first kept id whose running sum exceeds r
+ *      (the last kept one if rounding leaves none).
+ *   Every returned token, greedy ones included, is recorded for the presence penalty.
+ *   Only NaN logits leave no candidate: then argmax(logits).
  * @module
  */
 
@@ -147,11 +150,19 @@ export class Sampler {
   #seen: Uint8Array; // (vocab) 1 when returned before
   #seenList: number[] = [];
   #probs: Float32Array; // (vocab) scratch
-  #candidates: Int32Array; // (vocab) scratch indices
+  #candidates: Int32Array; // (vocab) ids that pass the probability floor
+  #ordered: Int32Array; // (vocab) kept ids, best first
 
   /** Validates the options (Qwen3Error "invalid_argument" naming the bad one). */
   constructor(opts: SamplerOptions, vocabSize: number) {
-    const o = { ...SAMPLER_DEFAULTS, ...opts };
+    const d = SAMPLER_DEFAULTS;
+    const o = {
+      temperature: opts.temperature ?? d.temperature,
+      topP: opts.topP ?? d.topP,
+      topK: opts.topK ?? d.topK,
+      minP: opts.minP ?? d.minP,
+      presencePenalty: opts.presencePenalty ?? d.presencePenalty,
+    };
     check(
       Number.isInteger(vocabSize) && vocabSize > 0,
       "vocabSize",
@@ -185,6 +196,7 @@ export class Sampler {
     this.#seen = new Uint8Array(vocabSize);
     this.#probs = new Float32Array(vocabSize);
     this.#candidates = new Int32Array(vocabSize);
+    this.#ordered = new Int32Array(vocabSize);
   }
 
   /** Reseeds the RNG (`seed`, else the constructor's; 0 = clock) and forgets returned tokens. */
@@ -213,34 +225,36 @@ export class Sampler {
   #sampleSoft(logits: Float32Array): number {
     const n = this.vocabSize;
     const p = this.#probs;
-    p.set(logits);
-    if (this.presencePenalty !== 0) {
-      for (const t of this.#seenList) p[t] = fround(p[t] - this.presencePenalty);
-    }
-    let max = -Infinity;
+    // Step 2: penalty, then temperature.
+    const penalise = this.presencePenalty !== 0;
     for (let i = 0; i < n; i++) {
-      const v = fround(p[i] / this.temperature);
-      p[i] = v;
-      if (v > max) max = v;
+      let z = logits[i];
+      if (penalise && this.#seen[i]) z = fround(z - this.presencePenalty);
+      p[i] = fround(z / this.temperature);
     }
+    // Step 3: softmax; the max is taken NaN-blind, as argmax does.
+    const max = p[argmax(p)];
     let sum = 0;
     for (let i = 0; i < n; i++) {
       const e = fround(Math.exp(fround(p[i] - max)));
       p[i] = e;
       sum = fround(sum + e);
     }
-    let maxProb = 0;
+    let pmax = 0;
     for (let i = 0; i < n; i++) {
       const v = fround(p[i] / sum);
       p[i] = v;
-      if (v > maxProb) maxProb = v;
+      if (v > pmax) pmax = v;
     }
-    const coin = this.#rng.nextF32();
 
-    const useTopP = this.topP > 0 && this.topP < 1;
-    const useTopK = this.topK > 0 && this.topK < n;
-    const useMinP = this.minP > 0;
-    if (!useTopP && !useTopK && !useMinP) {
+    // Step 4: one draw, whatever the filters do.
+    const coin = this.#rng.nextF32();
+    const topKOn = this.topK > 0 && this.topK < n;
+    const topPOn = this.topP > 0 && this.topP < 1;
+    const minPOn = this.minP > 0;
+
+    // Step 5: no filter, walk the ids in index order.
+    if (!topKOn && !topPOn && !minPOn) {
       let cdf = 0;
       for (let i = 0; i < n; i++) {
         cdf = fround(cdf + p[i]);
@@ -249,87 +263,90 @@ export class Sampler {
       return n - 1;
     }
 
-    const floor = useMinP ? fround(this.minP * maxProb) : 0;
-    const c = this.#candidates;
+    // Step 6: a probability floor. Without top-k the nucleus bound joins it (no token under
+    // (1 - p) / (V - 1) but the most likely can be in the nucleus).
+    const floor = minPOn ? fround(this.minP * pmax) : 0;
+    let cut = floor;
+    if (!topKOn) {
+      const nucleus = topPOn && n > 1 ? fround(fround(1 - this.topP) / fround(n - 1)) : 0;
+      if (nucleus > cut) cut = nucleus;
+      if (cut > pmax) cut = pmax;
+    }
+    const cand = this.#candidates;
     let count = 0;
-    if (useTopK) {
-      count = topKIndices(p, this.topK, c);
-      // Top-k first; min-p as a plain filter on what it kept.
-      let kept = 0;
-      for (let j = 0; j < count; j++) if (p[c[j]] >= floor) c[kept++] = c[j];
-      count = kept;
-    } else {
-      const nucleusFloor = useTopP ? fround(fround(1 - this.topP) / (n - 1)) : 0;
-      // The most likely token is always in the nucleus, even when it is under the floor.
-      const cut = Math.min(Math.max(floor, nucleusFloor), maxProb);
-      for (let i = 0; i < n; i++) if (p[i] >= cut) c[count++] = i;
-    }
-    const list = c.subarray(0, count);
-    list.sort((a, b) => p[b] - p[a] || a - b);
+    for (let i = 0; i < n; i++) if (p[i] >= cut) cand[count++] = i;
+    if (count === 0) return argmax(logits);
 
-    let kept = count;
+    // Steps 7 and 8: best first from a heap, only as far as top-k / top-p need. Dropping ids
+    // under the floor before taking the top k keeps the same set as the other way round.
+    const limit = topKOn && this.topK < count ? this.topK : count;
+    const heap = new CandidateHeap(cand, count, p);
+    const kept = this.#ordered;
+    let taken = 0;
     let total = 0;
-    if (useTopP) {
-      for (let j = 0; j < count; j++) {
-        total = fround(total + p[list[j]]);
-        if (total > this.topP) {
-          kept = j + 1;
-          break;
-        }
-      }
-    } else {
-      for (let j = 0; j < count; j++) total = fround(total + p[list[j]]);
+    while (taken < limit) {
+      const top = heap.pop();
+      kept[taken++] = top;
+      total = fround(total + p[top]);
+      if (topPOn && total > this.topP) break;
     }
+
+    // Step 9: the coin scaled by the kept mass, walked in order.
     const r = fround(coin * total);
-    let cdf = 0;
-    for (let j = 0; j < kept; j++) {
-      cdf = fround(cdf + p[list[j]]);
-      if (r < cdf) return list[j];
+    let acc = 0;
+    for (let j = 0; j < taken; j++) {
+      acc = fround(acc + p[kept[j]]);
+      if (r < acc) return kept[j];
     }
-    return list[kept - 1];
+    return kept[taken - 1];
   }
 }
 
 /**
- * Writes the indices of the k largest probabilities to out[0..k) (any order) with a size-k
- * min-heap: O(n log k), no full sort. Ties prefer the lower index.
+ * A binary heap over candidate ids, best on top: higher probability first, the lower id on
+ * equal probability (a total order, so it agrees with any correct sort). Built in O(n),
+ * popped only as far as needed.
  */
-function topKIndices(p: Float32Array, k: number, out: Int32Array): number {
-  // Heap of indices ordered so the root is the "smallest": lower prob, or higher index.
-  const less = (a: number, b: number) => p[a] < p[b] || (p[a] === p[b] && a > b);
-  const siftDown = (size: number) => {
-    let i = 0;
+class CandidateHeap {
+  #ids: Int32Array;
+  #size: number;
+  #p: Float32Array;
+
+  constructor(ids: Int32Array, size: number, p: Float32Array) {
+    this.#ids = ids;
+    this.#size = size;
+    this.#p = p;
+    for (let i = (size >> 1) - 1; i >= 0; i--) this.#siftDown(i);
+  }
+
+  #before(a: number, b: number): boolean {
+    const p = this.#p;
+    return p[a] > p[b] || (p[a] === p[b] && a < b);
+  }
+
+  #siftDown(i: number): void {
+    const ids = this.#ids;
+    const n = this.#size;
     for (;;) {
       const l = 2 * i + 1;
       const r = l + 1;
-      let m = i;
-      if (l < size && less(out[l], out[m])) m = l;
-      if (r < size && less(out[r], out[m])) m = r;
-      if (m === i) return;
-      const t = out[i];
-      out[i] = out[m];
-      out[m] = t;
-      i = m;
-    }
-  };
-  for (let i = 0; i < k; i++) {
-    // sift up
-    out[i] = i;
-    let j = i;
-    while (j > 0) {
-      const parent = (j - 1) >> 1;
-      if (!less(out[j], out[parent])) break;
-      const t = out[j];
-      out[j] = out[parent];
-      out[parent] = t;
-      j = parent;
+      let best = i;
+      if (l < n && this.#before(ids[l], ids[best])) best = l;
+      if (r < n && this.#before(ids[r], ids[best])) best = r;
+      if (best === i) return;
+      const t = ids[i];
+      ids[i] = ids[best];
+      ids[best] = t;
+      i = best;
     }
   }
-  for (let i = k; i < p.length; i++) {
-    if (less(out[0], i)) {
-      out[0] = i;
-      siftDown(k);
-    }
+
+  /** Removes and returns the best id (the heap must not be empty). */
+  pop(): number {
+    const ids = this.#ids;
+    const top = ids[0];
+    ids[0] = ids[--this.#size];
+    this.#siftDown(0);
+    return top;
   }
-  return k;
 }

@@ -192,3 +192,41 @@ Deno.test("bad options are Qwen3Error invalid_argument naming the option", () =>
   }
   assert.throws(() => new Sampler({}, 4).sample(new Float32Array(3)), Qwen3Error);
 });
+
+Deno.test("the same tokens as the C sampler for the same logits and seed", async () => {
+  // Logits from a tiny random model run by the C engine; both samplers draw from them.
+  const { CEngine } = await import("../ffi/c_engine.ts");
+  const { writeRandomModel } = await import("./helpers/random_model.ts");
+  const dir = await Deno.makeTempDir();
+  try {
+    // The C loader wants a tokenizer beside the model (hence the real vocabulary size).
+    const path = await writeRandomModel(dir, { seed: 8 });
+    using engine = await CEngine.load(path, { threads: 1 });
+    using session = engine.createSession();
+    const logits = (await session.forward([1, 2, 3])).slice();
+    // Temperatures keep nuclei small enough for a quick test, yet every setting varies.
+    const settings = [
+      { temperature: 1 },
+      { temperature: 1, topP: 0.9, seed: 42 },
+      { temperature: 1.5, topP: 0.5 },
+      { temperature: 2, topK: 20, topP: 1 },
+      { temperature: 2, topK: 50, topP: 0.8, minP: 0.05 },
+      { temperature: 3, minP: 0.3, topP: 0 },
+      { temperature: 1, topP: 0.95, presencePenalty: 0.5 },
+      { temperature: 0, presencePenalty: 2 },
+    ];
+    for (const [i, opts] of settings.entries()) {
+      const o = { seed: 1000 + i, ...opts };
+      session.setSampler(o);
+      const ts = new Sampler(o, engine.config.vocabSize);
+      const c = Array.from({ length: 100 }, () => session.sample());
+      const t = Array.from({ length: 100 }, () => ts.sample(logits));
+      assert.deepEqual(t, c, `settings ${JSON.stringify(o)}`);
+      if (o.temperature > 0) {
+        assert.ok(new Set(t).size > 1, `settings ${JSON.stringify(o)} never varied`);
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
