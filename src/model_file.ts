@@ -261,7 +261,8 @@ function formatError(path: string, message: string): Qwen3Error {
 
 /**
  * Reads the ten fields of one layout and validates them, the file size included, in the C
- * loader's order (csrc/src/model.c parse_layout).
+ * loader's order and with its messages word for word (csrc/src/model.c parse_layout), so the
+ * two engines reject the same files the same way.
  */
 function parseLayout(
   view: DataView,
@@ -269,20 +270,20 @@ function parseLayout(
   path: string,
   format: "qwen3.c" | "qwen3-rs",
 ): ModelConfig {
-  const where = `(${format} layout)`;
+  const layout = `${format} layout`;
   if (format === "qwen3-rs") {
     const arch = view.getUint32(8, true);
     if (arch === 2) {
       throw new Qwen3Error(
         "unsupported",
-        `${path}: architecture_id 2 (LlamaForCausalLM) is not supported, expected ` +
-          `${QWEN3RS_ARCH_QWEN3} (Qwen3ForCausalLM) ${where}`,
+        `${path}: architecture_id 2 (LlamaForCausalLM, qwen3-rs layout) is not supported; ` +
+          `only ${QWEN3RS_ARCH_QWEN3} (Qwen3ForCausalLM)`,
       );
     }
     if (arch !== QWEN3RS_ARCH_QWEN3) {
       throw formatError(
         path,
-        `architecture_id ${arch} at byte 8, expected ${QWEN3RS_ARCH_QWEN3} (Qwen3ForCausalLM) ${where}`,
+        `architecture_id ${arch} at byte 8 is not ${QWEN3RS_ARCH_QWEN3} (Qwen3ForCausalLM) (${layout})`,
       );
     }
   }
@@ -293,37 +294,35 @@ function parseLayout(
     raw[name] = v;
     if (name === "shared_classifier") {
       if (v !== 0 && v !== 1) {
-        throw formatError(path, `header field shared_classifier = ${v}, expected 0 or 1 ${where}`);
+        throw formatError(path, `header field shared_classifier = ${v} must be 0 or 1 (${layout})`);
       }
       return;
     }
-    if (v <= 0) {
-      throw formatError(path, `header field ${name} = ${v}, expected a positive value ${where}`);
-    }
+    if (v <= 0) throw formatError(path, `header field ${name} = ${v} must be positive (${layout})`);
     if (v > HEADER_LIMITS[name]) {
       throw formatError(
         path,
-        `header field ${name} = ${v}, expected at most ${HEADER_LIMITS[name]} ${where}`,
+        `header field ${name} = ${v} exceeds the limit of ${HEADER_LIMITS[name]} (${layout})`,
       );
     }
   });
   if (raw.n_heads % raw.n_kv_heads !== 0) {
     throw formatError(
       path,
-      `header field n_kv_heads = ${raw.n_kv_heads} does not divide n_heads = ${raw.n_heads} ${where}`,
+      `n_heads ${raw.n_heads} is not a multiple of n_kv_heads ${raw.n_kv_heads} (${layout})`,
     );
   }
   if (raw.head_dim % 2 !== 0) {
     throw formatError(
       path,
-      `header field head_dim = ${raw.head_dim}, expected an even value (rotate-half RoPE) ${where}`,
+      `head_dim ${raw.head_dim} must be even for rotate-half RoPE (${layout})`,
     );
   }
   const qDim = raw.n_heads * raw.head_dim;
   if (qDim > HEADER_LIMITS.dim) {
     throw formatError(
       path,
-      `header fields n_heads * head_dim = ${qDim}, expected at most ${HEADER_LIMITS.dim} ${where}`,
+      `n_heads * head_dim = ${qDim} exceeds the limit of ${HEADER_LIMITS.dim} (${layout})`,
     );
   }
   const gs = raw.group_size;
@@ -333,10 +332,7 @@ function parseLayout(
   ]];
   for (const [name, v] of divided) {
     if (v % gs !== 0) {
-      throw formatError(
-        path,
-        `header field group_size = ${gs} does not divide ${name} = ${v} ${where}`,
-      );
+      throw formatError(path, `group_size ${gs} does not divide ${name} = ${v} (${layout})`);
     }
   }
   if (raw.dim % 4 !== 0) {
@@ -344,7 +340,7 @@ function parseLayout(
     // aligned in the file; the C engine maps the file and cannot copy.
     throw new Qwen3Error(
       "unsupported",
-      `${path}: header field dim = ${raw.dim} is not a multiple of 4, so the fp32 scales would be misaligned ${where}`,
+      `${path}: dim ${raw.dim} is not a multiple of 4, so the fp32 scales would be misaligned (${layout})`,
     );
   }
   const config: ModelConfig = {
@@ -366,11 +362,13 @@ function parseLayout(
   if (fileSize !== expected) {
     throw formatError(
       path,
-      `file size ${fileSize} bytes, expected ${expected} from the header ${where}: dim ${config.dim}, ` +
-        `hidden_dim ${config.hiddenDim}, n_layers ${config.nLayers}, n_heads ${config.nHeads}, ` +
-        `n_kv_heads ${config.nKvHeads}, vocab_size ${config.vocabSize}, head_dim ${config.headDim}, ` +
-        `shared_classifier ${raw.shared_classifier}, group_size ${gs}: the file is ` +
-        (fileSize < expected ? "truncated" : "longer than its header says (corrupt or foreign)"),
+      `file size is ${fileSize} bytes but the header implies ${expected} (${layout}: ` +
+        `dim ${config.dim}, hidden_dim ${config.hiddenDim}, n_layers ${config.nLayers}, ` +
+        `n_heads ${config.nHeads}, n_kv_heads ${config.nKvHeads}, vocab_size ${config.vocabSize}, ` +
+        `head_dim ${config.headDim}, shared_classifier ${raw.shared_classifier}, group_size ${gs}): ` +
+        `the file is ${
+          fileSize < expected ? "truncated" : "longer than its header says (corrupt or foreign)"
+        }`,
     );
   }
   return config;
@@ -380,8 +378,8 @@ function parseLayout(
  * Validates a checkpoint header and returns the model's configuration. `header` holds at
  * least the file's first 256 bytes (the whole file will do); `fileSize` is the file's size,
  * which must equal the size the header implies exactly. As in the C loader, the value at
- * offset 8 suggests the layout (<= 2 is a qwen3-rs `architecture_id`: no model has dim <= 2),
- * and the other layout is tried when the suggested one fails; the suggested layout's error is
+ * offset 8 suggests the layout (1 or 2 is a qwen3-rs `architecture_id`; 0 reads as a qwen3.c
+ * dim, whose error is the clearer), and the other layout is tried when the suggested one fails; the suggested layout's error is
  * the one reported. Errors are Qwen3Error code "format" naming the file, the field, the
  * expected and the actual value ("unsupported" for a valid file this engine cannot run: a
  * qwen3-rs Llama, or dim not a multiple of 4).
@@ -413,14 +411,15 @@ export function parseHeader(header: Uint8Array, fileSize: number, path: string):
       path,
       `magic is 0x${hex32(magic)}, expected 0x${
         hex32(CHECKPOINT_MAGIC)
-      }: not a qwen3.c / qwen3-rs checkpoint`,
+      } ("1cja"): not a qwen3.c / qwen3-rs checkpoint`,
     );
   }
   const version = view.getInt32(4, true);
   if (version !== CHECKPOINT_VERSION) {
     throw formatError(path, `header field version = ${version}, expected ${CHECKPOINT_VERSION}`);
   }
-  const first = view.getUint32(8, true) <= 2 ? "qwen3-rs" : "qwen3.c";
+  const at8 = view.getUint32(8, true);
+  const first = at8 === 1 || at8 === 2 ? "qwen3-rs" : "qwen3.c";
   const second = first === "qwen3-rs" ? "qwen3.c" : "qwen3-rs";
   try {
     return parseLayout(view, fileSize, path, first);
