@@ -168,11 +168,13 @@ interface TokenizerData {
 
 /** Pieces shorter than this are merged by a plain scan; longer ones use a heap. */
 const SCAN_LIMIT = 48;
-/** Pieces longer than this are not cached (long whitespace or digit-free runs are rare). */
+/** Pieces longer than this are not cached: they are rare and would crowd out common words. */
 const CACHE_PIECE_LIMIT = 64;
 /** The piece cache is emptied when it holds this many entries, bounding its memory. */
 const CACHE_ENTRIES = 100_000;
 const TWO_32 = 4294967296;
+/** Heap keys are rank * 2^32 + position in a double, exact while rank < 2^21. */
+const MAX_MERGES = 1 << 21;
 
 /**
  * Qwen3's byte-level BPE: NFC, added tokens split out (only when asked), the Qwen pre-tokenizer
@@ -203,9 +205,6 @@ export class Tokenizer {
   private constructor(data: TokenizerData) {
     const { names, source } = data;
     const size = names.length;
-    if (size >= 1 << 24) {
-      throw new Qwen3Error("format", `${source}: ${size} tokens is over the limit of 2^24`);
-    }
     this.size = size;
     this.exact = data.exact;
     this.source = source;
@@ -369,6 +368,12 @@ export class Tokenizer {
       names[id] = alphabetFromBytes(UTF8.encode(content));
       added.set(content, id);
     }
+    if (merges.length > MAX_MERGES) {
+      throw new Qwen3Error(
+        "unsupported",
+        `${source}: ${merges.length} merges is over the limit of ${MAX_MERGES}`,
+      );
+    }
     const pairs = new PairTable(merges.length);
     const mergeRank = new Int32Array(size).fill(-1);
     for (let rank = 0; rank < merges.length; rank++) {
@@ -454,7 +459,14 @@ export class Tokenizer {
       off += 8 + len;
       // -1e6 (written as f32) marks tokens no merge makes; merge scores are above -13.
       const noMerge = score <= -1e5;
-      ranks.push(noMerge || len < 2 ? -1 : Math.round(Math.exp(-score) - 1));
+      const rank = noMerge || len < 2 ? -1 : Math.round(Math.exp(-score) - 1);
+      if (rank >= MAX_MERGES) {
+        throw new Qwen3Error(
+          "format",
+          `${source}: token ${id} has score ${score}, merge rank ${rank} (limit ${MAX_MERGES})`,
+        );
+      }
+      ranks.push(rank);
       if (len === 0) {
         names.push(undefined);
       } else if (noMerge && len > 1) {

@@ -407,10 +407,38 @@ Deno.test("tokenizer: bad input gives a Qwen3Error that names the problem", () =
   const nan = bin.slice();
   new DataView(nan.buffer).setFloat32(12, NaN, true);
   assert.throws(() => Tokenizer.fromQwen3c(nan), fmt(/score NaN/));
+  const deep = bin.slice();
+  new DataView(deep.buffer).setFloat32(deep.length - 10, -50, true); // "ab": rank e^50
+  assert.throws(() => Tokenizer.fromQwen3c(deep), fmt(/merge rank .* \(limit 2097152\)/));
 
   const tok = qwen3Tokenizer();
   assert.throws(() => tok.tokenBytes(-1), Qwen3Error);
   assert.throws(() => tok.tokenBytes(1.5), Qwen3Error);
   assert.equal(tok.tokenBytes(151935).length, 0, "padding rows past the vocabulary are empty");
   assert.equal(tok.decode([9707, 151935, 1879]), "Hello world");
+});
+
+Deno.test("tokenizer: fuzzed .tokenizer files load or give a Qwen3Error, never crash", () => {
+  // The first 4000 tokens of the real file (all byte tokens and many merges).
+  const full = writeQwen3cTokenizer(qwen3Tokenizer());
+  let end = 12;
+  for (let id = 0; id < 4000; id++) end += 8 + new DataView(full.buffer).getUint32(end + 4, true);
+  const bin = full.subarray(0, end);
+  assert.equal(Tokenizer.fromQwen3c(bin).size, 4000);
+  const next = rng(0xf00dn);
+  let loaded = 0, refused = 0;
+  for (let k = 0; k < 300; k++) {
+    const f = bin.slice(0, k % 4 === 0 ? 12 + (next() % (bin.length - 12)) : bin.length);
+    for (let j = 0; j < 1 + (next() % 8); j++) f[next() % f.length] = next() & 255;
+    try {
+      const tok = Tokenizer.fromQwen3c(f, "fuzz");
+      tok.decode(tok.encode("fuzzed text <|im_end|> \u00e9\u{1f600}", { special: true }));
+      loaded++;
+    } catch (e) {
+      assert.ok(e instanceof Qwen3Error, String(e));
+      refused++;
+    }
+  }
+  console.log(`fuzzed .tokenizer files: ${loaded} loaded, ${refused} refused`);
+  assert.ok(refused > 0);
 });
