@@ -474,7 +474,7 @@ async function findDemoModel(): Promise<string> {
   throw new UsageError(
     `no MODEL given and no demo model at ${candidates.join(" or ")}; pass a model.bin ` +
       "(e.g. `qwen3 chat Qwen3-0.6B.bin`), or write a random-weight one with " +
-      "`deno run -A bench/make_model.ts`",
+      "`deno run -A bench/make_model.ts models/demo`",
   );
 }
 

@@ -4,7 +4,7 @@
  *
  * @example
  * ```ts
- * import { Qwen3 } from "./mod.ts";
+ * import { Qwen3 } from "@q3/qwen3";
  * import { writeRandomModel } from "./tests/helpers/random_model.ts";
  *
  * // A tiny random-weight model keeps this example self-contained; pass a real

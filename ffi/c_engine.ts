@@ -107,7 +107,21 @@ export function nativeSampler(opts: SamplerOptions = {}) {
   };
 }
 
-/** A Qwen3 model loaded by the C engine (`qwen3_model_load`). */
+/**
+ * A Qwen3 model loaded by the C engine (`qwen3_model_load`).
+ *
+ * @example
+ * ```ts
+ * import { CEngine } from "@q3/qwen3";
+ * import { writeRandomModel } from "../tests/helpers/random_model.ts";
+ *
+ * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
+ * using engine = await CEngine.load(path, { contextLength: 64, threads: 1 });
+ * using session = engine.createSession();
+ * const logits = await session.forward(engine.tokenize("Hello world"));
+ * console.log(engine.config.dim, session.position, logits.length); // 64 2 151936
+ * ```
+ */
 export class CEngine implements Engine {
   /** Always "c". */
   readonly kind = "c" as const;
@@ -280,7 +294,24 @@ export class CEngine implements Engine {
   }
 }
 
-/** A C context: KV cache, position and the C sampler, over a shared {@link CEngine}. */
+/**
+ * A C context: KV cache, position and the C sampler, over a shared {@link CEngine}.
+ *
+ * @example
+ * ```ts
+ * import { CEngine } from "@q3/qwen3";
+ * import { writeRandomModel } from "../tests/helpers/random_model.ts";
+ *
+ * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
+ * using engine = await CEngine.load(path);
+ * using session = engine.createSession(32);
+ * session.setSampler({ temperature: 0 });
+ * await session.forward(engine.tokenize("Once upon a"));
+ * let token = session.sample();
+ * for (let i = 0; i < 3; i++) token = await session.decode(token); // C samples each step
+ * console.log(session.position); // 6
+ * ```
+ */
 export class CSession implements EngineSession {
   /** Positions this session holds. */
   readonly contextLength: number;
@@ -430,13 +461,29 @@ export class CSession implements EngineSession {
   }
 }
 
-/** The CPU features the C engine detected, e.g. ["sse4.2", "avx2", "avx512vnni"]. */
+/**
+ * The CPU features the C engine detected, e.g. ["sse4.2", "avx2", "avx512vnni"].
+ *
+ * @example
+ * ```ts
+ * import { cpuFeatures } from "@q3/qwen3";
+ * console.log((await cpuFeatures()).join(" "));
+ * ```
+ */
 export async function cpuFeatures(): Promise<string[]> {
   const lib = await loadLibrary();
   return readCString(lib.symbols.qwen3_cpu_features()).split(/\s+/).filter((s) => s !== "");
 }
 
-/** The kernel tier the C engine uses now ("scalar", "avx2", "avx512vnni", "neon", ...). */
+/**
+ * The kernel tier the C engine uses now ("scalar", "avx2", "avx512vnni", "neon", ...).
+ *
+ * @example
+ * ```ts
+ * import { kernelName } from "@q3/qwen3";
+ * console.log(await kernelName());
+ * ```
+ */
 export async function kernelName(): Promise<string> {
   const lib = await loadLibrary();
   return readCString(lib.symbols.qwen3_kernel_name());
@@ -445,13 +492,29 @@ export async function kernelName(): Promise<string> {
 /**
  * Forces a kernel tier for the whole process. Throws a Qwen3Error ("unsupported") when
  * this CPU or build lacks it.
+ *
+ * @example
+ * ```ts
+ * import { kernelName, selectKernel } from "@q3/qwen3";
+ * const best = await kernelName();
+ * await selectKernel("scalar"); // the reference kernel, e.g. to compare results
+ * await selectKernel(best);
+ * ```
  */
 export async function selectKernel(name: string): Promise<void> {
   const lib = await loadLibrary();
   check(lib, lib.symbols.qwen3_kernel_select(cString(name)), `select kernel ${name}`);
 }
 
-/** The C library's version string. */
+/**
+ * The C library's version string.
+ *
+ * @example
+ * ```ts
+ * import { nativeVersion } from "@q3/qwen3";
+ * console.log(await nativeVersion()); // e.g. "0.1.0"
+ * ```
+ */
 export async function nativeVersion(): Promise<string> {
   const lib = await loadLibrary();
   return readCString(lib.symbols.qwen3_version());

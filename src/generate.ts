@@ -242,6 +242,18 @@ export async function* runGeneration(
 /**
  * A generation in progress: iterate it once (`for await`) for its pieces; afterwards
  * `text`, `thinking`, `tokens` and `stats` describe the whole run.
+ *
+ * @example
+ * ```ts
+ * import { Qwen3 } from "@q3/qwen3";
+ * import { writeRandomModel } from "../tests/helpers/random_model.ts";
+ *
+ * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
+ * using model = await Qwen3.load(path, { engine: "ts" });
+ * const run = model.generate("Hello", { temperature: 0, maxTokens: 4 });
+ * for await (const piece of run) console.log(piece.kind, JSON.stringify(piece.text));
+ * console.log(run.tokens.length, run.stats?.stopReason); // 4 "max_tokens"
+ * ```
  */
 export class Generation implements AsyncIterable<Piece> {
   #start: (result: GenerationResult) => AsyncGenerator<Piece, unknown, undefined>;

@@ -89,8 +89,8 @@ function specialTokens(tok: Tokenizer): SpecialTokens {
  *
  * @example
  * ```ts
- * import { Qwen3 } from "./mod.ts";
- * import { writeRandomModel } from "./tests/helpers/random_model.ts";
+ * import { Qwen3 } from "@q3/qwen3";
+ * import { writeRandomModel } from "../tests/helpers/random_model.ts";
  *
  * // A tiny random-weight model, so the example runs anywhere; use a real model.bin instead.
  * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
@@ -131,8 +131,8 @@ export class Qwen3 implements Disposable {
    *
    * @example
    * ```ts
-   * import { Qwen3 } from "./mod.ts";
-   * import { writeRandomModel } from "./tests/helpers/random_model.ts";
+   * import { Qwen3 } from "@q3/qwen3";
+   * import { writeRandomModel } from "../tests/helpers/random_model.ts";
    *
    * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
    * using model = await Qwen3.load(path, { engine: "ts" });
@@ -182,8 +182,8 @@ export class Qwen3 implements Disposable {
    *
    * @example
    * ```ts
-   * import { Qwen3 } from "./mod.ts";
-   * import { writeRandomModel } from "./tests/helpers/random_model.ts";
+   * import { Qwen3 } from "@q3/qwen3";
+   * import { writeRandomModel } from "../tests/helpers/random_model.ts";
    *
    * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
    * using model = await Qwen3.load(path, { engine: "ts" });
@@ -221,8 +221,8 @@ export class Qwen3 implements Disposable {
    *
    * @example
    * ```ts
-   * import { Qwen3 } from "./mod.ts";
-   * import { writeRandomModel } from "./tests/helpers/random_model.ts";
+   * import { Qwen3 } from "@q3/qwen3";
+   * import { writeRandomModel } from "../tests/helpers/random_model.ts";
    *
    * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
    * using model = await Qwen3.load(path, { engine: "ts", contextLength: 256 });
@@ -257,8 +257,8 @@ export class Qwen3 implements Disposable {
  *
  * @example
  * ```ts
- * import { Qwen3 } from "./mod.ts";
- * import { writeRandomModel } from "./tests/helpers/random_model.ts";
+ * import { Qwen3 } from "@q3/qwen3";
+ * import { writeRandomModel } from "../tests/helpers/random_model.ts";
  *
  * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
  * using model = await Qwen3.load(path, { engine: "ts", contextLength: 256 });

@@ -12,6 +12,7 @@ import type { EngineKind, EngineSession } from "../src/types.ts";
 import { writeRandomModel } from "./helpers/random_model.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "qwen3_chat_test_" });
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 // Untied: a tied random model's greedy choice mostly repeats its input token, which would
 // make equal outputs prove little.
 const modelPath = await writeRandomModel(dir, {

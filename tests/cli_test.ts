@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { writeRandomModel } from "./helpers/random_model.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "qwen3_cli_test_" });
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 // Untied: greedy output of a tied random model mostly repeats one token.
 const modelPath = await writeRandomModel(dir, {
   nLayers: 1,

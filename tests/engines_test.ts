@@ -16,6 +16,7 @@ import type { Engine, EngineSession } from "../src/types.ts";
 import { type RandomModelOptions, writeRandomModel } from "./helpers/random_model.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "qwen3_engines_test_" });
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 const STEPS = 64;
 const REL_TOL = 1e-4;
 

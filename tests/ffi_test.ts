@@ -21,6 +21,7 @@ import type { SamplerOptions } from "../src/types.ts";
 import { writeRandomModel } from "./helpers/random_model.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "qwen3_ffi_test_" });
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 const modelPath = await writeRandomModel(`${dir}/tied`, {
   dim: 64,
   hiddenDim: 128,
