@@ -115,7 +115,7 @@ static int32_t map_find2(const Qwen3Tokenizer* t, const uint8_t* a, size_t an, c
         const TokenSpan* s = &t->spans[id];
         if (s->len == n) {
             const uint8_t* p = t->pool + s->off;
-            if (memcmp(p, a, an) == 0 && memcmp(p + an, b, bn) == 0) return id;
+            if (memcmp(p, a, an) == 0 && (bn == 0 || memcmp(p + an, b, bn) == 0)) return id;
         }
         i = (i + 1) & t->map_mask;
     }
@@ -926,19 +926,24 @@ static void heap_push(Candidate* h, size_t* n, Candidate c) {
     h[i] = c;
 }
 
-static Candidate heap_pop(Candidate* h, size_t* n) {
-    Candidate top = h[0];
-    Candidate last = h[--(*n)];
-    size_t i = 0, size = *n;
+/* Moves h[i] down to its place among the first n entries. */
+static void heap_sift_down(Candidate* h, size_t n, size_t i) {
+    Candidate c = h[i];
     for (;;) {
         size_t child = 2 * i + 1;
-        if (child >= size) break;
-        if (child + 1 < size && cand_less(&h[child + 1], &h[child])) child++;
-        if (!cand_less(&h[child], &last)) break;
+        if (child >= n) break;
+        if (child + 1 < n && cand_less(&h[child + 1], &h[child])) child++;
+        if (!cand_less(&h[child], &c)) break;
         h[i] = h[child];
         i = child;
     }
-    if (size) h[i] = last;
+    h[i] = c;
+}
+
+static Candidate heap_pop(Candidate* h, size_t* n) {
+    Candidate top = h[0];
+    h[0] = h[--(*n)];
+    if (*n) heap_sift_down(h, *n, 0);
     return top;
 }
 
@@ -988,8 +993,17 @@ static int32_t bpe_piece(const Qwen3Tokenizer* t, Scratch* s, size_t n) {
         y[i].prev = (int32_t)i - 1;
         y[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
     }
+    /* The initial pairs go in unordered, then one bottom-up heapify: O(n), not O(n log n). */
     size_t heap_n = 0;
-    for (size_t i = 0; i + 1 < n; i++) push_pair(t, s, &heap_n, (int32_t)i);
+    for (size_t i = 0; i + 1 < n; i++) {
+        Candidate c;
+        if (!pair_rank(t, y[i].id, y[i + 1].id, &c.rank, &c.merged)) continue;
+        c.pos = (uint32_t)i;
+        c.left = y[i].id;
+        c.right = y[i + 1].id;
+        s->heap[heap_n++] = c;
+    }
+    for (size_t i = heap_n / 2; i-- > 0;) heap_sift_down(s->heap, heap_n, i);
     while (heap_n) {
         Candidate c = heap_pop(s->heap, &heap_n);
         int32_t l = (int32_t)c.pos;
@@ -1086,6 +1100,7 @@ int32_t qwen3_tokenizer_encode(const Qwen3Tokenizer* t, const char* text, size_t
     if (len > (size_t)INT32_MAX)
         return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "tokenizer: text of %zu bytes exceeds the limit of %d", len,
                           INT32_MAX);
+    if (len == 0) return 0;
     Scratch s = {.out = out, .capacity = capacity};
     const uint8_t* u = (const uint8_t*)text;
     int32_t rc = 0;

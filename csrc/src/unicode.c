@@ -182,33 +182,16 @@ static void sort_by_ccc(uint32_t* cps, uint8_t* ccc, size_t n, uint32_t* tmp_cp,
     memcpy(ccc, tmp_cc, n);
 }
 
-int qwen3_nfc(const uint32_t* cps, size_t n, uint32_t** out, size_t* out_n) {
-    *out = NULL;
-    *out_n = 0;
-    uint32_t buf[4];
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t k = qwen3_uc_decompose(cps[i], buf);
-        total += k ? k : 1;
-    }
-    uint32_t* d = malloc((total ? total : 1) * sizeof *d);
-    uint8_t* cc = malloc(total ? total : 1);
-    uint32_t* tmp_cp = malloc((total ? total : 1) * sizeof *tmp_cp);
-    uint8_t* tmp_cc = malloc(total ? total : 1);
-    if (!d || !cc || !tmp_cp || !tmp_cc) {
-        free(d);
-        free(cc);
-        free(tmp_cp);
-        free(tmp_cc);
-        return -1;
-    }
-
+/* NFC of one chunk in[0..n) into d (room for its full decomposition), using cc, tmp_cp and
+ * tmp_cc as scratch of the same size. Returns the normalised length. */
+static size_t nfc_chunk(const uint32_t* in, size_t n, uint32_t* d, uint8_t* cc, uint32_t* tmp_cp, uint8_t* tmp_cc) {
     /* 1. Full canonical decomposition. */
+    uint32_t buf[4];
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t k = qwen3_uc_decompose(cps[i], buf);
+        size_t k = qwen3_uc_decompose(in[i], buf);
         if (k == 0) {
-            d[m++] = cps[i];
+            d[m++] = in[i];
         } else {
             for (size_t j = 0; j < k; j++) d[m++] = buf[j];
         }
@@ -229,14 +212,16 @@ int qwen3_nfc(const uint32_t* cps, size_t n, uint32_t** out, size_t* out_n) {
 
     /* 3. Canonical composition, in place: a character composes with the last starter
      * unless something between them blocks it (a starter, or a mark of equal or
-     * higher class - the sort above makes the last one kept the highest). */
+     * higher class - the sort above makes the last one kept the highest). Only a
+     * character with the check flag can be the second half of a composition. */
     size_t w = 0;
     size_t starter = SIZE_MAX;
     uint8_t last_cc = 0;
     for (size_t i = 0; i < m; i++) {
         uint32_t c = d[i];
         uint8_t k = cc[i];
-        if (starter != SIZE_MAX && (w == starter + 1 || (last_cc != 0 && last_cc < k))) {
+        if (starter != SIZE_MAX && (w == starter + 1 || (last_cc != 0 && last_cc < k)) &&
+            (qwen3_uc_flags(c) & QWEN3_UC_NFC_CHECK)) {
             uint32_t comp = qwen3_uc_compose(d[starter], c);
             if (comp) {
                 d[starter] = comp;
@@ -247,10 +232,87 @@ int qwen3_nfc(const uint32_t* cps, size_t n, uint32_t** out, size_t* out_n) {
         last_cc = k;
         d[w++] = c;
     }
+    return w;
+}
+
+static size_t decomposed_length(const uint32_t* in, size_t n) {
+    uint32_t buf[4];
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = qwen3_uc_decompose(in[i], buf);
+        total += k ? k : 1;
+    }
+    return total;
+}
+
+static int is_boundary(uint32_t cp) { return cp < 0x300 || !(qwen3_uc_flags(cp) & QWEN3_UC_NFC_CHECK); }
+
+/*
+ * A character with NFC quick-check Yes and class 0 (exactly the ones without the check
+ * flag) neither reorders nor composes with anything before it, so the text splits into
+ * chunks before each such character; only chunks holding a flagged character are
+ * normalised, the rest is copied. Mostly-normalised text costs a scan and a copy.
+ */
+int qwen3_nfc(const uint32_t* cps, size_t n, uint32_t** out, size_t* out_n) {
+    *out = NULL;
+    *out_n = 0;
+    size_t cap = n + 16, w = 0;
+    uint32_t* o = malloc(cap * sizeof *o);
+    uint32_t* d = NULL;
+    uint8_t* cc = NULL;
+    uint32_t* tmp_cp = NULL;
+    uint8_t* tmp_cc = NULL;
+    size_t scratch = 0;
+    if (!o) return -1;
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && is_boundary(cps[j])) j++;
+        /* The chunk starts at the boundary character just before the first flagged one
+         * (it may compose with what follows) and ends before the next boundary. */
+        size_t k = j > i ? j - 1 : i;
+        size_t e = j < n ? j + 1 : n;
+        while (e < n && !is_boundary(cps[e])) e++;
+        size_t copy = j < n ? k - i : n - i;
+        size_t dn = j < n ? decomposed_length(cps + k, e - k) : 0;
+        if (w + copy + dn > cap) {
+            while (w + copy + dn > cap) cap *= 2;
+            uint32_t* grown = realloc(o, cap * sizeof *o);
+            if (!grown) goto oom;
+            o = grown;
+        }
+        memcpy(o + w, cps + i, copy * sizeof *o);
+        w += copy;
+        if (j == n) break;
+        if (dn > scratch) {
+            free(d);
+            free(cc);
+            free(tmp_cp);
+            free(tmp_cc);
+            d = malloc(dn * sizeof *d);
+            cc = malloc(dn);
+            tmp_cp = malloc(dn * sizeof *tmp_cp);
+            tmp_cc = malloc(dn);
+            scratch = dn;
+            if (!d || !cc || !tmp_cp || !tmp_cc) goto oom;
+        }
+        size_t m = nfc_chunk(cps + k, e - k, d, cc, tmp_cp, tmp_cc);
+        memcpy(o + w, d, m * sizeof *o);
+        w += m;
+        i = e;
+    }
+    free(d);
     free(cc);
     free(tmp_cp);
     free(tmp_cc);
-    *out = d;
+    *out = o;
     *out_n = w;
     return 0;
+oom:
+    free(o);
+    free(d);
+    free(cc);
+    free(tmp_cp);
+    free(tmp_cc);
+    return -1;
 }
