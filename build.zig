@@ -4,6 +4,7 @@
 //!   zig build cross           the five release targets -> zig-out/lib/<os>-<arch>/
 //!   zig build test            builds and runs every csrc/tests/test_*.c
 //!   zig build tests-install   builds them into zig-out/tests/ (for running under qemu)
+//!   zig build example         the C example csrc/examples/generate.c -> zig-out/bin/
 //!
 //! Sources are discovered, not listed: every csrc/src/*.c is compiled. Files whose name
 //! ends in an ISA suffix only build for that architecture (`_avx2`, `_avx512`, `_amx` on
@@ -88,6 +89,20 @@ pub fn build(b: *std.Build) !void {
         const install_test = b.addInstallArtifact(exe, .{ .dest_dir = .{ .override = .{ .custom = "tests" } } });
         tests_install.dependOn(&install_test.step);
     }
+
+    // csrc/examples/generate.c uses only the public header and the shared library, the way a
+    // C caller would; `zig build example` installs it as zig-out/bin/qwen3-generate, and
+    // `zig build test` builds it so it keeps compiling.
+    const example = b.addExecutable(.{
+        .name = "qwen3-generate",
+        .root_module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true }),
+    });
+    example.root_module.addCSourceFile(.{ .file = b.path("csrc/examples/generate.c"), .flags = &c_flags });
+    example.root_module.addIncludePath(b.path("csrc/include"));
+    example.linkLibrary(lib);
+    const install_example = b.addInstallArtifact(example, .{});
+    b.step("example", "Build the C example into zig-out/bin/qwen3-generate").dependOn(&install_example.step);
+    test_step.dependOn(&example.step);
 }
 
 fn addEngine(

@@ -252,12 +252,16 @@ static void matvec_task(void* arg, uint32_t task, uint32_t n_tasks) {
     }
 }
 
+/* Below this many multiply-adds a job costs less than waking the pool's workers. */
+#define PARALLEL_MIN_WORK (1u << 16)
+
 /* Rows per task: a multiple of 16 (whole SIMD row blocks), about four tasks per thread
  * so uneven cores still finish together. */
 static void run_matvec(Qwen3Model* m, MatvecJob* job) {
     uint64_t rows = 0;
     for (uint32_t p = 0; p < job->n_parts; p++) rows += job->parts[p].w->rows;
     uint32_t threads = qwen3_pool_threads(m->pool);
+    if (rows * job->x->n < PARALLEL_MIN_WORK) threads = 1;
     uint64_t per = threads > 1 ? rows / ((uint64_t)threads * 4) : rows;
     per = (per + 15) / 16 * 16;
     if (per < 16) per = 16;
@@ -349,7 +353,8 @@ static void forward_one(Qwen3Context* c, int32_t token, uint32_t pos, int want_l
         }
 
         AttentionJob att = {c, layer_offset, pos + 1};
-        if (qwen3_pool_threads(m->pool) > 1 && h->n_heads > 1) {
+        const uint64_t att_work = (uint64_t)(pos + 1) * q_dim * 2;
+        if (qwen3_pool_threads(m->pool) > 1 && h->n_heads > 1 && att_work >= PARALLEL_MIN_WORK) {
             qwen3_pool_run(m->pool, attention_task, &att, h->n_heads);
         } else {
             for (uint32_t i = 0; i < h->n_heads; i++) attention_task(&att, i, h->n_heads);
