@@ -26,6 +26,7 @@ export type {
   ChatOptions,
   Qwen3GenerateOptions,
   Qwen3LoadOptions,
+  SpecialTokens,
 } from "./src/qwen3.ts";
 export { Generation } from "./src/generate.ts";
 export type {
@@ -46,8 +47,11 @@ export type {
   SamplerOptions,
 } from "./src/types.ts";
 export { TextStreamDecoder, Tokenizer } from "./src/tokenizer.ts";
+export type { EncodeOptions, PromptPart, SpecialIds } from "./src/tokenizer.ts";
+export type { ChatTemplates } from "./src/template.ts";
+export type { Checkpoint, CheckpointTensors, LayerTensors, Q8Tensor } from "./src/model_file.ts";
 export { Sampler } from "./src/sampler.ts";
-export { TsEngine } from "./src/ts_engine.ts";
+export { TsEngine, TsSession } from "./src/ts_engine.ts";
 export {
   CEngine,
   type CEngineOptions,
@@ -57,3 +61,4 @@ export {
   nativeVersion,
   selectKernel,
 } from "./ffi/c_engine.ts";
+export type { NativeModelInfo } from "./ffi/symbols.ts";

@@ -57,10 +57,14 @@ export interface ChatMessage {
 }
 
 /** The control tokens generation needs, looked up once per model. */
-interface SpecialTokens {
+export interface SpecialTokens {
+  /** `<|im_end|>`: ends a chat turn. */
   imEnd: number;
+  /** `<|endoftext|>`: ends a document. */
   endOfText: number;
+  /** The tokens of "\n" (fed after `<|im_end|>`). */
   newline: number[];
+  /** `<think>` and `</think>`, when the vocabulary has them. */
   think?: { open: number; close: number };
 }
 
