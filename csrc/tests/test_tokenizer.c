@@ -258,6 +258,11 @@ static void test_unicode(void) {
     CHECK(!(qwen3_uc_flags(0x200B) & QWEN3_UC_SPACE), "zero width space is not White_Space");
     CHECK(qwen3_uc_flags(QWEN3_UC_INVALID_BASE + 0xFF) == 0, "invalid bytes have no class");
     CHECK(qwen3_uc_ccc(0x301) == 230 && qwen3_uc_ccc(0x323) == 220 && qwen3_uc_ccc('a') == 0, "combining classes");
+    /* The versions HF tokenizers uses: classes of Unicode 16.0, NFC data of 9.0. */
+    CHECK((qwen3_uc_flags(0x1E5D0) & QWEN3_UC_LETTER) && !(qwen3_uc_flags(0x10940) & QWEN3_UC_LETTER),
+          "letters are Unicode 16.0's");
+    CHECK(qwen3_uc_ccc(0x8D4) == 230 && qwen3_uc_ccc(0x1DF6) == 0 && qwen3_uc_compose(0x11935, 0x11930) == 0,
+          "NFC data is Unicode 9.0's");
 
     uint32_t cp;
     CHECK(qwen3_utf8_decode((const uint8_t*)"\xE4\xB8\xAD", 3, &cp) == 3 && cp == 0x4E2D, "3-byte decode");
@@ -333,6 +338,15 @@ static const OwnCase OWN_CASES[] = {
     {"a<|im_end|>b<think>x", 0, 0, {64, 27, 91, 318, 6213, 91, 29, 65, 13708, 766, 28257}, 11},
     {"\0a\0", 3, 0, {188, 64, 188}, 3},
     {"a\0b\0\0 c\0", 8, 0, {64, 188, 65, 188, 188, 272, 188}, 7},
+    /* Unicode versions: letters of 16.0 (U+1E5D0, U+16D40) are \p{L} for the regex, 17.0's
+     * (U+10940) are not; NFC knows 9.0 (U+08D4 reorders after U+0323) but not 10.0
+     * (U+1DF6 stays put) or 13.0 (U+11935 U+11930 do not compose). */
+    {"\xF0\x9E\x97\x90's", 0, 0, {172, 252, 245, 238, 594}, 5},
+    {"\xF0\x96\xB5\x80's", 0, 0, {125427, 113, 222, 594}, 4},
+    {"\xF0\x90\xA5\x80's", 0, 0, {123934, 98, 222, 6, 82}, 5},
+    {"a\xE1\xB7\xB6\xCC\xA3", 0, 0, {64, 157, 115, 114, 136, 96}, 6},
+    {"\xF0\x91\xA4\xB5\xF0\x91\xA4\xB0", 0, 0, {128240, 97, 113, 128240, 97, 108}, 6},
+    {"a\xE0\xA3\x94\xCC\xA3 x", 0, 0, {20229, 156, 96, 242, 856}, 5},
 };
 
 static int run_fixture(const Qwen3Tokenizer* t, const Qwen3JsonValue* cases, const char* label, int* diffs,
@@ -615,7 +629,8 @@ static void test_large(const Qwen3Tokenizer* t, const Qwen3JsonValue* cases) {
      * scripts), repeated. */
     size_t cap = 400000, len = 0;
     char* text = malloc(cap + 1);
-    for (uint32_t round = 0; len < cap - 4096 && cases->len; round++) {
+    for (size_t before = SIZE_MAX; len < cap - 4096 && len != before;) {
+        before = len;
         for (uint32_t i = 0; i < cases->len && len < cap - 4096; i++) {
             const Qwen3JsonValue* s = qwen3_json_get_type(&cases->u.items[i], "text", QWEN3_JSON_STRING);
             if (!s || s->len > 4000) continue;
