@@ -90,6 +90,20 @@ pub fn build(b: *std.Build) !void {
         tests_install.dependOn(&install_test.step);
     }
 
+    // csrc/tests/bench_matvec.c measures kernel GB/s; `zig build bench-matvec` installs it as
+    // zig-out/bin/bench-matvec. `zig build test` builds it (so it keeps compiling) but never runs it.
+    const bench = b.addExecutable(.{
+        .name = "bench-matvec",
+        .root_module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true }),
+    });
+    bench.root_module.addCSourceFile(.{ .file = b.path("csrc/tests/bench_matvec.c"), .flags = &c_flags });
+    bench.root_module.addIncludePath(b.path("csrc/include"));
+    bench.root_module.addIncludePath(b.path("csrc/src"));
+    bench.linkLibrary(static);
+    const install_bench = b.addInstallArtifact(bench, .{});
+    b.step("bench-matvec", "Build the kernel bandwidth benchmark into zig-out/bin/").dependOn(&install_bench.step);
+    test_step.dependOn(&bench.step);
+
     // csrc/examples/generate.c uses only the public header and the shared library, the way a
     // C caller would; `zig build example` installs it as zig-out/bin/qwen3-generate, and
     // `zig build test` builds it so it keeps compiling.

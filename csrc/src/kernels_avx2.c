@@ -27,18 +27,32 @@
 
 #define ROWS 8 /* rows per block: one per float lane of a 256-bit register */
 
-/* One block ahead (8 rows further), same column: see kernels_avx512.c. */
-#define PREFETCH(p) _mm_prefetch((const char*)(p), _MM_HINT_T0)
+/* Row loops fully unrolled so the 8 accumulators stay in registers. */
+#if defined(__clang__)
+#define UNROLL _Pragma("clang loop unroll(full)")
+#elif defined(__GNUC__)
+#define UNROLL _Pragma("GCC unroll 8")
+#else
+#define UNROLL
+#endif
+
+/* The next block (8 rows on), prefetched in address order as kernels_avx512.c explains:
+ * a 32-byte step over 8 rows consumes 256 bytes, so each step prefetches the next
+ * block's 4 lines at (col / 32) * 256. */
+#define PREFETCH_STEP(next, col, i)                                                               \
+    do {                                                                                          \
+        if ((i) < 4) _mm_prefetch((const char*)((next) + ((col) / 32) * 256 + (size_t)(i) * 64), _MM_HINT_T0); \
+    } while (0)
 
 /* Lane i = the total of accumulator i (8 accumulators of 8 int32). Written as a macro
  * body shared by both targets: a helper function would need one copy per target. */
 #define REDUCE8(a, out)                                                                           \
     do {                                                                                          \
         __m256i t_[4], u_[2];                                                                     \
-        for (int j_ = 0; j_ < 4; j_++)                                                            \
+        UNROLL for (int j_ = 0; j_ < 4; j_++)                                                     \
             t_[j_] = _mm256_add_epi32(_mm256_unpacklo_epi32(a[2 * j_], a[2 * j_ + 1]),            \
                                       _mm256_unpackhi_epi32(a[2 * j_], a[2 * j_ + 1]));           \
-        for (int j_ = 0; j_ < 2; j_++)                                                            \
+        UNROLL for (int j_ = 0; j_ < 2; j_++)                                                     \
             u_[j_] = _mm256_add_epi32(_mm256_unpacklo_epi64(t_[2 * j_], t_[2 * j_ + 1]),          \
                                       _mm256_unpackhi_epi64(t_[2 * j_], t_[2 * j_ + 1]));         \
         /* u_[0] = rows 0-3 per 128-bit half, u_[1] = rows 4-7: add the halves. */              \
@@ -62,12 +76,12 @@
     const float* sbase = w->s + (size_t)r0 * ng;                                                  \
     size_t off[ROWS];                                                                             \
     int idx[ROWS];                                                                                \
-    for (uint32_t i = 0; i < ROWS; i++) {                                                         \
+    UNROLL for (uint32_t i = 0; i < ROWS; i++) {                                                  \
         const uint32_t row = i < nrows ? i : nrows - 1;                                           \
         off[i] = (size_t)row * n;                                                                 \
         idx[i] = (int)(row * ng);                                                                 \
     }                                                                                             \
-    const size_t ahead = (size_t)ROWS * n
+    const int8_t* next = base + (size_t)ROWS * n
 
 #define BLOCK_STORE                                                                               \
     if (nrows == ROWS) {                                                                          \
@@ -82,8 +96,9 @@
  * avx2
  * ---------------------------------------------------------------------------------- */
 
-TARGET_AVX2 static void block8_avx2(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x, uint32_t r0,
-                                    uint32_t nrows, int prefetch_next) {
+TARGET_AVX2 static inline __attribute__((always_inline)) void block8_avx2(float* out, const Qwen3Q8Matrix* w,
+                                                                          const Qwen3Q8Vector* x, uint32_t r0,
+                                                                          uint32_t nrows, const int prefetch) {
     BLOCK_SETUP;
     const __m256i scale_idx = _mm256_loadu_si256((const __m256i*)idx);
     const __m256i ones16 = _mm256_set1_epi16(1);
@@ -91,12 +106,12 @@ TARGET_AVX2 static void block8_avx2(float* out, const Qwen3Q8Matrix* w, const Qw
     __m256i a[ROWS];
     for (uint32_t g = 0; g < ng; g++) {
         const size_t col = (size_t)g * gs;
-        for (int i = 0; i < ROWS; i++) a[i] = _mm256_setzero_si256();
+        UNROLL for (int i = 0; i < ROWS; i++) a[i] = _mm256_setzero_si256();
         for (uint32_t k = 0; k < gs; k += 32) {
             const __m256i xv = _mm256_loadu_si256((const __m256i*)(x->q + col + k));
-            for (int i = 0; i < ROWS; i++) {
+            UNROLL for (int i = 0; i < ROWS; i++) {
                 const int8_t* p = base + off[i] + col + k;
-                if (prefetch_next) PREFETCH(p + ahead);
+                if (prefetch) PREFETCH_STEP(next, col + k, i);
                 const __m256i wv = _mm256_loadu_si256((const __m256i*)p);
                 const __m256i prod = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
                 a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(prod, ones16));
@@ -115,10 +130,10 @@ TARGET_AVX2 static void matvec_q8_avx2(float* out, const Qwen3Q8Matrix* w, const
         qwen3_kernels_scalar.matvec_q8(out, w, x, row_begin, row_end);
         return;
     }
-    for (uint32_t r = row_begin; r < row_end; r += ROWS) {
-        const uint32_t nrows = row_end - r < ROWS ? row_end - r : ROWS;
-        block8_avx2(out + (r - row_begin), w, x, r, nrows, row_end - r >= 2 * ROWS);
-    }
+    uint32_t r = row_begin;
+    /* Prefetch only rows this call reads (the next ones belong to another thread). */
+    for (; row_end - r >= 2 * ROWS; r += ROWS) block8_avx2(out + (r - row_begin), w, x, r, ROWS, 1);
+    for (; r < row_end; r += ROWS) block8_avx2(out + (r - row_begin), w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
 }
 
 const Qwen3KernelTable qwen3_kernels_avx2 = {
@@ -130,8 +145,9 @@ const Qwen3KernelTable qwen3_kernels_avx2 = {
  * avxvnni
  * ---------------------------------------------------------------------------------- */
 
-TARGET_VNNI static void block8_vnni(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x, uint32_t r0,
-                                    uint32_t nrows, int prefetch_next) {
+TARGET_VNNI static inline __attribute__((always_inline)) void block8_vnni(float* out, const Qwen3Q8Matrix* w,
+                                                                          const Qwen3Q8Vector* x, uint32_t r0,
+                                                                          uint32_t nrows, const int prefetch) {
     BLOCK_SETUP;
     const __m256i scale_idx = _mm256_loadu_si256((const __m256i*)idx);
     const __m256i bias = _mm256_set1_epi8((char)0x80);
@@ -143,12 +159,12 @@ TARGET_VNNI static void block8_vnni(float* out, const Qwen3Q8Matrix* w, const Qw
         for (uint32_t k = 0; k < gs; k += 32)
             corr = _mm256_dpbusd_avx_epi32(corr, bias, _mm256_loadu_si256((const __m256i*)(x->q + col + k)));
         corr = _mm256_sub_epi32(_mm256_setzero_si256(), corr);
-        for (int i = 0; i < ROWS; i++) a[i] = corr;
+        UNROLL for (int i = 0; i < ROWS; i++) a[i] = corr;
         for (uint32_t k = 0; k < gs; k += 32) {
             const __m256i xv = _mm256_loadu_si256((const __m256i*)(x->q + col + k));
-            for (int i = 0; i < ROWS; i++) {
+            UNROLL for (int i = 0; i < ROWS; i++) {
                 const int8_t* p = base + off[i] + col + k;
-                if (prefetch_next) PREFETCH(p + ahead);
+                if (prefetch) PREFETCH_STEP(next, col + k, i);
                 const __m256i wv = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)p), bias);
                 a[i] = _mm256_dpbusd_avx_epi32(a[i], wv, xv);
             }
@@ -166,10 +182,10 @@ TARGET_VNNI static void matvec_q8_avxvnni(float* out, const Qwen3Q8Matrix* w, co
         qwen3_kernels_scalar.matvec_q8(out, w, x, row_begin, row_end);
         return;
     }
-    for (uint32_t r = row_begin; r < row_end; r += ROWS) {
-        const uint32_t nrows = row_end - r < ROWS ? row_end - r : ROWS;
-        block8_vnni(out + (r - row_begin), w, x, r, nrows, row_end - r >= 2 * ROWS);
-    }
+    uint32_t r = row_begin;
+    /* Prefetch only rows this call reads (the next ones belong to another thread). */
+    for (; row_end - r >= 2 * ROWS; r += ROWS) block8_vnni(out + (r - row_begin), w, x, r, ROWS, 1);
+    for (; r < row_end; r += ROWS) block8_vnni(out + (r - row_begin), w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
 }
 
 const Qwen3KernelTable qwen3_kernels_avxvnni = {
