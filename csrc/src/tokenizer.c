@@ -250,25 +250,18 @@ static int tokenizer_finish(Qwen3Tokenizer* t, const uint8_t* is_special, const 
 /* ---- the GPT-2 byte-to-unicode alphabet ---------------------------------------------- */
 
 /* GPT-2 shows each byte as a printable code point: printable Latin-1 bytes as themselves,
- * the other 68 bytes as U+0100 + their order among them. Returns the byte of a code point
- * of that alphabet, or -1. */
+ * the other 68 bytes (0x00-0x20, 0x7F-0xA0, 0xAD) as U+0100 + their order among them.
+ * Returns the byte of a code point of that alphabet, or -1. */
 static int gpt2_byte_of(uint32_t cp) {
-    static int16_t table[324];
-    static int ready;
-    if (!ready) {
-        /* Idempotent, and every thread computes identical values: a benign race. */
-        int16_t local[324];
-        for (int i = 0; i < 324; i++) local[i] = -1;
-        int extra = 0;
-        for (int b = 0; b < 256; b++) {
-            int printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-            if (printable) local[b] = (int16_t)b;
-            else local[256 + extra++] = (int16_t)b;
-        }
-        memcpy(table, local, sizeof table);
-        ready = 1;
+    if (cp < 256) {
+        int printable = (cp >= 0x21 && cp <= 0x7E) || (cp >= 0xA1 && cp <= 0xAC) || cp >= 0xAE;
+        return printable ? (int)cp : -1;
     }
-    return cp < 324 ? table[cp] : -1;
+    uint32_t k = cp - 256;
+    if (k < 33) return (int)k;                  /* 0x00..0x20 */
+    if (k < 67) return (int)(0x7F + (k - 33)); /* 0x7F..0xA0 */
+    if (k == 67) return 0xAD;
+    return -1;
 }
 
 /* Converts a token in the GPT-2 alphabet to raw bytes (out has room for n bytes: the raw
@@ -1024,6 +1017,11 @@ static int32_t bpe_piece(const Qwen3Tokenizer* t, Scratch* s, size_t n) {
  * Encode
  * ==================================================================================== */
 
+/* Bytes of a code point in UTF-8 (an invalid-byte value is one byte). */
+static size_t utf8_length(uint32_t cp) {
+    return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : cp < 0x110000 ? 4 : 1;
+}
+
 /* Pre-tokenises and encodes one span of text that holds no added token. */
 static int32_t encode_span(const Qwen3Tokenizer* t, Scratch* s, const uint8_t* text, size_t len) {
     if (len == 0) return 0;
@@ -1067,11 +1065,13 @@ static int32_t encode_span(const Qwen3Tokenizer* t, Scratch* s, const uint8_t* t
     int32_t rc = 0;
     for (size_t i = 0; i < n && rc == 0;) {
         size_t end = match_piece(cps, cls, n, i);
-        if (scratch_bytes(s, 4 * (end - i))) {
-            rc = qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "tokenizer: out of memory for a piece of %zu characters", end - i);
+        size_t nb = 0;
+        for (size_t j = i; j < end; j++) nb += utf8_length(cps[j]);
+        if (scratch_bytes(s, nb)) {
+            rc = qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "tokenizer: out of memory for a piece of %zu bytes", nb);
             break;
         }
-        size_t nb = 0;
+        nb = 0;
         for (size_t j = i; j < end; j++) nb += qwen3_utf8_encode(cps[j], s->bytes + nb);
         rc = bpe_piece(t, s, nb);
         i = end;
