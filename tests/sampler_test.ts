@@ -204,15 +204,18 @@ Deno.test("the same tokens as the C sampler for the same logits and seed", async
     using engine = await CEngine.load(path, { threads: 1 });
     using session = engine.createSession();
     const logits = (await session.forward([1, 2, 3])).slice();
-    // Temperatures keep nuclei small enough for a quick test, yet every setting varies.
+    // Temperatures in units of the logits' spread keep nuclei small enough for a quick test
+    // (whatever the random model's scale), yet every setting varies.
+    const mean = logits.reduce((a, b) => a + b) / logits.length;
+    const spread = Math.sqrt(logits.reduce((a, b) => a + (b - mean) ** 2, 0) / logits.length);
     const settings = [
-      { temperature: 1 },
-      { temperature: 1, topP: 0.9, seed: 42 },
-      { temperature: 1.5, topP: 0.5 },
-      { temperature: 2, topK: 20, topP: 1 },
-      { temperature: 2, topK: 50, topP: 0.8, minP: 0.05 },
-      { temperature: 3, minP: 0.3, topP: 0 },
-      { temperature: 1, topP: 0.95, presencePenalty: 0.5 },
+      { temperature: 0.25 * spread },
+      { temperature: 0.25 * spread, topP: 0.9, seed: 42 },
+      { temperature: 0.4 * spread, topP: 0.5 },
+      { temperature: 0.5 * spread, topK: 20, topP: 1 },
+      { temperature: 0.5 * spread, topK: 50, topP: 0.8, minP: 0.05 },
+      { temperature: 0.75 * spread, minP: 0.3, topP: 0 },
+      { temperature: 0.25 * spread, topP: 0.95, presencePenalty: 0.1 * spread },
       { temperature: 0, presencePenalty: 2 },
     ];
     for (const [i, opts] of settings.entries()) {
