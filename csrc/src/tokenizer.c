@@ -336,6 +336,9 @@ static int32_t merge_side_id(const Qwen3Tokenizer* t, const char* s, size_t n, u
 /* Adds merge number `rank` (left, right in the GPT-2 alphabet) to the pair map. */
 static int add_merge(Qwen3Tokenizer* t, uint32_t rank, const char* a, size_t an, const char* b, size_t bn,
                      uint8_t* buf, const char* source) {
+    /* buf holds MAX_TOKEN_BYTES * 2 + 1 bytes; a raw side is never longer than its text. */
+    if (an > MAX_TOKEN_BYTES * 2u || bn > MAX_TOKEN_BYTES * 2u)
+        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: merge %u is longer than %u bytes", source, rank, MAX_TOKEN_BYTES * 2u);
     int32_t left = merge_side_id(t, a, an, buf);
     int32_t right = merge_side_id(t, b, bn, buf);
     if (left < 0 || right < 0)
@@ -509,10 +512,6 @@ static Qwen3Tokenizer* load_json_doc(const Qwen3JsonValue* root, const char* pat
             bn = m->u.items[1].len;
         } else {
             qwen3_error_set("%s: model.merges[%u] is neither \"left right\" nor [left, right]", path, i);
-            goto fail;
-        }
-        if (an > MAX_TOKEN_BYTES * 2u || bn > MAX_TOKEN_BYTES * 2u) {
-            qwen3_error_set("%s: model.merges[%u] is too long", path, i);
             goto fail;
         }
         if (add_merge(t, i, a, an, b, bn, buf, path)) goto fail;

@@ -19,6 +19,7 @@
 
 #include "json.h"
 #include "qwen3_inference.h"
+#include "threadpool.h"
 #include "tokenizer.h"
 #include "unicode.h"
 
@@ -610,6 +611,57 @@ static void test_bin(const Qwen3Tokenizer* exact, const Qwen3JsonValue* root, co
 }
 
 /* ======================================================================================
+ * Threads: one tokenizer, many concurrent encodes
+ * ==================================================================================== */
+
+typedef struct {
+    const Qwen3Tokenizer* t;
+    const Qwen3JsonValue* cases;
+    int32_t** want;    /* (cases) ids from a single-threaded run */
+    int32_t* want_n;   /* (cases) */
+    int mismatches[8]; /* (tasks) */
+} ThreadCheck;
+
+static void encode_all_task(void* arg, uint32_t task, uint32_t n_tasks) {
+    (void)n_tasks;
+    ThreadCheck* c = arg;
+    for (int round = 0; round < 3; round++) {
+        for (uint32_t i = 0; i < c->cases->len; i++) {
+            /* Tasks walk the cases from different starts so different texts overlap. */
+            uint32_t k = (i + task * 57) % c->cases->len;
+            const Qwen3JsonValue* text = qwen3_json_get_type(&c->cases->u.items[k], "text", QWEN3_JSON_STRING);
+            if (!text) continue;
+            int32_t n;
+            int32_t* ids = encode(c->t, text->u.str, text->len, (int)(k % 2), &n);
+            if (!ids || !same_ids(ids, n, c->want[k], c->want_n[k])) c->mismatches[task]++;
+            free(ids);
+        }
+    }
+}
+
+static void test_threads(const Qwen3Tokenizer* t, const Qwen3JsonValue* cases) {
+    ThreadCheck c = {.t = t, .cases = cases};
+    c.want = calloc(cases->len, sizeof *c.want);
+    c.want_n = calloc(cases->len, sizeof *c.want_n);
+    for (uint32_t k = 0; k < cases->len; k++) {
+        const Qwen3JsonValue* text = qwen3_json_get_type(&cases->u.items[k], "text", QWEN3_JSON_STRING);
+        if (text) c.want[k] = encode(t, text->u.str, text->len, (int)(k % 2), &c.want_n[k]);
+    }
+    Qwen3ThreadPool* pool = qwen3_pool_new(4);
+    CHECK(pool != NULL, "thread pool: %s", qwen3_get_last_error());
+    if (pool) {
+        qwen3_pool_run(pool, encode_all_task, &c, 8);
+        int total = 0;
+        for (int i = 0; i < 8; i++) total += c.mismatches[i];
+        CHECK(total == 0, "%d encodes differed when run on 4 threads at once", total);
+        qwen3_pool_free(pool);
+    }
+    for (uint32_t k = 0; k < cases->len; k++) free(c.want[k]);
+    free(c.want);
+    free(c.want_n);
+}
+
+/* ======================================================================================
  * Large inputs and timings
  * ==================================================================================== */
 
@@ -828,6 +880,7 @@ int main(void) {
     CHECK(tok_doc != NULL, "tokenizer.json as a document: %s", qwen3_get_last_error());
     if (tok_doc) test_bin(t, qwen3_json_root(tok_doc), cases);
     qwen3_json_free(tok_doc);
+    test_threads(t, cases);
     test_large(t, cases);
     test_load_errors(json_text, json_len > 0 ? (size_t)json_len : 0);
 
