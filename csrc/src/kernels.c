@@ -33,7 +33,7 @@ static const Tier tiers[] = {
     {&qwen3_kernels_avxvnni, QWEN3_CPU_AVX2 | QWEN3_CPU_AVXVNNI},
     {&qwen3_kernels_avx2, QWEN3_CPU_AVX2},
 #endif
-#if 0 /* the aarch64 tiers land with their files */
+#if defined(__aarch64__) || defined(_M_ARM64)
     {&qwen3_kernels_sve, QWEN3_CPU_SVE},
     {&qwen3_kernels_neondot, QWEN3_CPU_NEON | QWEN3_CPU_DOTPROD},
     {&qwen3_kernels_neon, QWEN3_CPU_NEON},
@@ -77,7 +77,7 @@ static void list_names(char* buf, size_t size) {
     }
 }
 
-#if 0 && (defined(__aarch64__) || defined(_M_ARM64))
+#if defined(__aarch64__) || defined(_M_ARM64)
 /* SVE registers are 128 to 2048 bits. At 128 bits SVE does the same work per
  * instruction as NEON sdot, and the NEON kernel reduces across rows more cheaply, so SVE
  * is only preferred when its vectors are wider. */
@@ -98,9 +98,7 @@ static const Tier* best_tier(void) {
     for (size_t i = 0; i < N_TIERS; i++) {
         if (!supported(&tiers[i])) continue;
 #if defined(__aarch64__) || defined(_M_ARM64)
-#if 0
         if (tiers[i].table == &qwen3_kernels_sve && !sve_is_wider_than_neon()) continue;
-#endif
 #endif
         return &tiers[i];
     }

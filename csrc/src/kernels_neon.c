@@ -1,0 +1,153 @@
+/* kernels_neon.c - two AdvSIMD tiers of the int8 matrix-vector product:
+ *   "neondot" sdot (FEAT_DotProd: Cortex-A55/A76 and later, Apple M1 and later, Graviton 2+)
+ *   "neon"    smull + sadalp, for cores without sdot (Cortex-A53/A72, Raspberry Pi 4)
+ *
+ * Both take 8 rows at a time: each row gets one int32x4 accumulator per group, and
+ * pairwise adds (addp) fold four rows' accumulators into one vector whose lane i is row
+ * i's exact int32 group sum. The float part (scvtf, * w_scale, * x_scale, +) then runs
+ * with rows in lanes, in the scalar reference's order and roundings: bit-identical
+ * (kernels.h). Both instructions multiply signed by signed bytes, so unlike x86 no
+ * operand needs re-biasing: sdot sums four int8 x int8 products into each int32 lane;
+ * smull makes int16 products (at most 128 * 128 = 16384, exact) and sadalp adds their
+ * pairs into int32 lanes. Exact for every int8 input.
+ * Group sizes that are not a multiple of 16 take the scalar reference (same numerics).
+ */
+#include <arm_neon.h>
+#include <stddef.h>
+
+#include "kernels.h"
+
+#define TARGET_DOT __attribute__((target("+dotprod")))
+
+#define ROWS 8 /* rows per block: two float32x4 of rows */
+
+#if defined(__clang__)
+#define UNROLL _Pragma("clang loop unroll(full)")
+#elif defined(__GNUC__)
+#define UNROLL _Pragma("GCC unroll 8")
+#else
+#define UNROLL
+#endif
+
+/* The next block (8 rows on) is prefetched in address order, 128 bytes (two lines) per
+ * 16-byte step, which covers it exactly (see kernels_avx512.c for why in order). */
+#define PREFETCH_STEP(next, col, i)                                                               \
+    do {                                                                                          \
+        if ((i) < 2) __builtin_prefetch((next) + ((col) / 16) * 128 + (size_t)(i) * 64);          \
+    } while (0)
+
+/* [total(a0), total(a1), total(a2), total(a3)] */
+static inline int32x4_t reduce4(int32x4_t a0, int32x4_t a1, int32x4_t a2, int32x4_t a3) {
+    return vpaddq_s32(vpaddq_s32(a0, a1), vpaddq_s32(a2, a3));
+}
+
+/* acc = acc + ((float)isum * w_scale) * x_scale with rows in lanes. */
+static inline float32x4_t accumulate(float32x4_t acc, int32x4_t isum, const float* ws, const int* idx,
+                                     float xs) {
+    float scales[4] = {ws[idx[0]], ws[idx[1]], ws[idx[2]], ws[idx[3]]};
+    const float32x4_t f = vmulq_f32(vmulq_f32(vcvtq_f32_s32(isum), vld1q_f32(scales)), vdupq_n_f32(xs));
+    return vaddq_f32(acc, f);
+}
+
+/* The shape of one block, shared by both tiers. Rows past nrows repeat the last row (in
+ * bounds, results dropped), so one code path serves full and tail blocks. `DOT(acc, w, x)`
+ * adds one 16-byte chunk's products into the row accumulator. */
+#define BLOCK_BODY(DOT)                                                                           \
+    const size_t n = w->cols;                                                                     \
+    const uint32_t gs = w->group_size;                                                            \
+    const uint32_t ng = (uint32_t)(n / gs);                                                       \
+    const int8_t* base = w->q + (size_t)r0 * n;                                                   \
+    const int8_t* next = base + (size_t)ROWS * n;                                                 \
+    const float* sbase = w->s + (size_t)r0 * ng;                                                  \
+    size_t off[ROWS];                                                                             \
+    int idx[ROWS];                                                                                \
+    UNROLL for (uint32_t i = 0; i < ROWS; i++) {                                                  \
+        const uint32_t row = i < nrows ? i : nrows - 1;                                           \
+        off[i] = (size_t)row * n;                                                                 \
+        idx[i] = (int)(row * ng);                                                                 \
+    }                                                                                             \
+    float32x4_t acc_lo = vdupq_n_f32(0.0f), acc_hi = vdupq_n_f32(0.0f);                           \
+    for (uint32_t g = 0; g < ng; g++) {                                                           \
+        const size_t col = (size_t)g * gs;                                                        \
+        int32x4_t a[ROWS];                                                                        \
+        UNROLL for (int i = 0; i < ROWS; i++) a[i] = vdupq_n_s32(0);                              \
+        for (uint32_t k = 0; k < gs; k += 16) {                                                   \
+            const int8x16_t xv = vld1q_s8(x->q + col + k);                                        \
+            UNROLL for (int i = 0; i < ROWS; i++) {                                               \
+                if (prefetch) PREFETCH_STEP(next, col + k, i);                                    \
+                const int8x16_t wv = vld1q_s8(base + off[i] + col + k);                           \
+                a[i] = DOT(a[i], wv, xv);                                                         \
+            }                                                                                     \
+        }                                                                                         \
+        acc_lo = accumulate(acc_lo, reduce4(a[0], a[1], a[2], a[3]), sbase + g, idx, x->s[g]);    \
+        acc_hi = accumulate(acc_hi, reduce4(a[4], a[5], a[6], a[7]), sbase + g, idx + 4, x->s[g]); \
+    }                                                                                             \
+    if (nrows == ROWS) {                                                                          \
+        vst1q_f32(out, acc_lo);                                                                   \
+        vst1q_f32(out + 4, acc_hi);                                                               \
+    } else {                                                                                      \
+        float tmp[ROWS];                                                                          \
+        vst1q_f32(tmp, acc_lo);                                                                   \
+        vst1q_f32(tmp + 4, acc_hi);                                                               \
+        for (uint32_t i = 0; i < nrows; i++) out[i] = tmp[i];                                     \
+    }
+
+/* Splits [row_begin, row_end) into blocks; prefetches only rows this call reads. */
+#define MATVEC_BODY(block)                                                                        \
+    if (w->group_size % 16 != 0) {                                                                \
+        qwen3_kernels_scalar.matvec_q8(out, w, x, row_begin, row_end);                            \
+        return;                                                                                   \
+    }                                                                                             \
+    uint32_t r = row_begin;                                                                       \
+    for (; row_end - r >= 2 * ROWS; r += ROWS) block(out + (r - row_begin), w, x, r, ROWS, 1);    \
+    for (; r < row_end; r += ROWS)                                                                \
+        block(out + (r - row_begin), w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
+
+/* ------------------------------------------------------------------------------------
+ * neon: smull / smull2 make 8 int16 products each, sadalp adds neighbours into int32
+ * ---------------------------------------------------------------------------------- */
+
+static inline int32x4_t dot_smull(int32x4_t acc, int8x16_t w, int8x16_t x) {
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w), vget_low_s8(x)));
+    return vpadalq_s16(acc, vmull_high_s8(w, x));
+}
+
+static inline __attribute__((always_inline)) void block8_neon(float* out, const Qwen3Q8Matrix* w,
+                                                              const Qwen3Q8Vector* x, uint32_t r0,
+                                                              uint32_t nrows, const int prefetch) {
+    BLOCK_BODY(dot_smull)
+}
+
+static void matvec_q8_neon(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x, uint32_t row_begin,
+                           uint32_t row_end) {
+    MATVEC_BODY(block8_neon)
+}
+
+const Qwen3KernelTable qwen3_kernels_neon = {
+    .name = "neon",
+    .matvec_q8 = matvec_q8_neon,
+};
+
+/* ------------------------------------------------------------------------------------
+ * neondot: one sdot per 16 bytes
+ * ---------------------------------------------------------------------------------- */
+
+TARGET_DOT static inline int32x4_t dot_sdot(int32x4_t acc, int8x16_t w, int8x16_t x) {
+    return vdotq_s32(acc, w, x);
+}
+
+TARGET_DOT static inline __attribute__((always_inline)) void block8_dot(float* out, const Qwen3Q8Matrix* w,
+                                                                        const Qwen3Q8Vector* x, uint32_t r0,
+                                                                        uint32_t nrows, const int prefetch) {
+    BLOCK_BODY(dot_sdot)
+}
+
+TARGET_DOT static void matvec_q8_neondot(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x,
+                                         uint32_t row_begin, uint32_t row_end) {
+    MATVEC_BODY(block8_dot)
+}
+
+const Qwen3KernelTable qwen3_kernels_neondot = {
+    .name = "neondot",
+    .matvec_q8 = matvec_q8_neondot,
+};
