@@ -338,7 +338,6 @@ export class Chat implements Disposable {
         "this chat is still answering; finish (or break out of) the previous send first",
       );
     }
-    this.#busy = true;
     const model = this.#model;
     const special = model.specialTokens;
     const first = this.#turns === 0;
@@ -348,6 +347,7 @@ export class Chat implements Disposable {
       thinking: this.thinking,
       first,
     });
+    this.#busy = true;
     try {
       yield* runGeneration({
         session: this.#session,

@@ -373,3 +373,36 @@ Deno.test("dispose during a nonblocking forward waits for it", async () => {
   s[Symbol.dispose]();
   await rejects(p, "invalid_argument", "disposed");
 });
+
+Deno.test("forward runs off the JS thread: timers fire while a prefill is computing", async () => {
+  const path = await writeRandomModel(`${dir}/wide`, {
+    dim: 64,
+    hiddenDim: 1024,
+    nLayers: 6,
+    nHeads: 4,
+    nKvHeads: 2,
+    headDim: 64,
+    seqLen: 512,
+    seed: 12,
+  });
+  using engine = await CEngine.load(path, { threads: 1 });
+  using s = engine.createSession();
+  const prompt = tokenizer.encode("The quick brown fox jumps over the lazy dog. ".repeat(40));
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  try {
+    const t0 = performance.now();
+    const pending = s.forward(prompt);
+    const returnedAfter = performance.now() - t0;
+    await pending;
+    const total = performance.now() - t0;
+    assert.ok(total > 20, `prefill too quick (${total} ms) to tell blocking from not`);
+    assert.ok(
+      returnedAfter < total / 4,
+      `forward() held the thread ${returnedAfter} of ${total} ms`,
+    );
+    assert.ok(ticks > 0, `no timer fired during a ${total} ms prefill`);
+  } finally {
+    clearInterval(timer);
+  }
+});
