@@ -124,7 +124,7 @@ Deno.test("every kernel tier this CPU supports gives bit-identical logits", asyn
   const tokens = await prompt(path);
   using engine = await CEngine.load(path);
   const initial = await kernelName();
-  const tiers = ["scalar", "avx2", "avxvnni", "avx512vnni", "amx", "neon", "dotprod", "sve"];
+  const tiers = ["scalar", "avx2", "avxvnni", "avx512vnni", "amx", "neon", "neondot", "sve"];
   const ran: string[] = [];
   try {
     await selectKernel("scalar");
