@@ -90,19 +90,27 @@ pub fn build(b: *std.Build) !void {
         tests_install.dependOn(&install_test.step);
     }
 
-    // csrc/tests/bench_matvec.c measures kernel GB/s; `zig build bench-matvec` installs it as
-    // zig-out/bin/bench-matvec. `zig build test` builds it (so it keeps compiling) but never runs it.
-    const bench = b.addExecutable(.{
-        .name = "bench-matvec",
-        .root_module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true }),
-    });
-    bench.root_module.addCSourceFile(.{ .file = b.path("csrc/tests/bench_matvec.c"), .flags = &c_flags });
-    bench.root_module.addIncludePath(b.path("csrc/include"));
-    bench.root_module.addIncludePath(b.path("csrc/src"));
-    bench.linkLibrary(static);
-    const install_bench = b.addInstallArtifact(bench, .{});
-    b.step("bench-matvec", "Build the kernel bandwidth benchmark into zig-out/bin/").dependOn(&install_bench.step);
-    test_step.dependOn(&bench.step);
+    // csrc/tests/bench_<name>.c are measuring tools (bench_matvec: kernel GB/s; bench_bandwidth:
+    // the machine's read bandwidth, used by bench/compare.ts). `zig build bench-tools` installs
+    // them as zig-out/bin/bench-<name>; `zig build test` builds them so they keep compiling,
+    // but never runs them (timings are not tests).
+    const bench_tools = b.step("bench-tools", "Build the C measuring tools into zig-out/bin/");
+    for (tests) |file| {
+        if (!std.mem.startsWith(u8, file, "bench_")) continue;
+        const stem = file[6 .. file.len - 2];
+        const bench = b.addExecutable(.{
+            .name = b.fmt("bench-{s}", .{stem}),
+            .root_module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true }),
+        });
+        bench.root_module.addCSourceFile(.{ .file = b.path(b.fmt("csrc/tests/{s}", .{file})), .flags = &c_flags });
+        bench.root_module.addIncludePath(b.path("csrc/include"));
+        bench.root_module.addIncludePath(b.path("csrc/src"));
+        bench.linkLibrary(static);
+        const install_bench = b.addInstallArtifact(bench, .{});
+        bench_tools.dependOn(&install_bench.step);
+        b.step(b.fmt("bench-{s}", .{stem}), b.fmt("Build zig-out/bin/bench-{s}", .{stem})).dependOn(&install_bench.step);
+        test_step.dependOn(&bench.step);
+    }
 
     // csrc/examples/generate.c uses only the public header and the shared library, the way a
     // C caller would; `zig build example` installs it as zig-out/bin/qwen3-generate, and

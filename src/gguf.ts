@@ -1,0 +1,519 @@
+/**
+ * GGUF (llama.cpp's file format, SPEC section 7): a streaming writer and a validating reader
+ * of the metadata and tensor table. Tensor data stays in the file; the reader returns
+ * offsets, checked against the file length.
+ *
+ * Layout (v3, little-endian): magic "GGUF", u32 version, u64 tensor count, u64 metadata
+ * count, metadata key/values, tensor infos (name, n_dims, dims innermost first, ggml type,
+ * offset from the data start), padding to `general.alignment` (default 32), tensor data.
+ * @module
+ */
+
+import { Qwen3Error } from "./errors.ts";
+
+/** "GGUF" read as a little-endian u32. */
+export const GGUF_MAGIC = 0x46554747;
+/** Default (and most common) tensor data alignment. */
+export const GGUF_DEFAULT_ALIGNMENT = 32;
+
+/** GGUF metadata value types. */
+export const GgufType = {
+  UINT8: 0,
+  INT8: 1,
+  UINT16: 2,
+  INT16: 3,
+  UINT32: 4,
+  INT32: 5,
+  FLOAT32: 6,
+  BOOL: 7,
+  STRING: 8,
+  ARRAY: 9,
+  UINT64: 10,
+  INT64: 11,
+  FLOAT64: 12,
+} as const;
+
+/** ggml tensor types this project reads or writes. */
+export const GgmlType = {
+  F32: 0,
+  F16: 1,
+  Q4_0: 2,
+  Q8_0: 8,
+  BF16: 30,
+} as const;
+
+/** Block size and bytes per block of a ggml tensor type. */
+export const GGML_BLOCKS: Readonly<
+  Record<number, { name: string; values: number; bytes: number }>
+> = {
+  [GgmlType.F32]: { name: "F32", values: 1, bytes: 4 },
+  [GgmlType.F16]: { name: "F16", values: 1, bytes: 2 },
+  [GgmlType.Q4_0]: { name: "Q4_0", values: 32, bytes: 18 },
+  [GgmlType.Q8_0]: { name: "Q8_0", values: 32, bytes: 34 },
+  [GgmlType.BF16]: { name: "BF16", values: 1, bytes: 2 },
+};
+
+/** A typed metadata value for the writer. */
+export type GgufValue =
+  | { type: "u32"; value: number }
+  | { type: "i32"; value: number }
+  | { type: "f32"; value: number }
+  | { type: "bool"; value: boolean }
+  | { type: "string"; value: string }
+  | { type: "string[]"; value: readonly string[] }
+  | { type: "i32[]"; value: ArrayLike<number> }
+  | { type: "f32[]"; value: ArrayLike<number> };
+
+/** A tensor to be written: its name, dims (innermost first), ggml type and byte size. */
+export interface GgufTensorSpec {
+  /** e.g. "blk.0.attn_q.weight". */
+  name: string;
+  /** Dimensions, innermost (contiguous) first, as GGUF lists them. */
+  dims: readonly number[];
+  /** A GgmlType value. */
+  type: number;
+}
+
+/** Bytes of a tensor of `type` with `dims` (throws when the row does not fill whole blocks). */
+export function ggmlTensorBytes(type: number, dims: readonly number[]): number {
+  const block = GGML_BLOCKS[type];
+  if (!block) throw new Qwen3Error("unsupported", `ggml tensor type ${type} is not supported`);
+  const count = dims.reduce((a, b) => a * b, 1);
+  if (dims[0] % block.values !== 0) {
+    throw new Qwen3Error(
+      "format",
+      `${block.name} tensor rows of ${dims[0]} values are not a multiple of ${block.values}`,
+    );
+  }
+  return (count / block.values) * block.bytes;
+}
+
+const encoder = new TextEncoder();
+
+/** Grows a byte buffer while the header is assembled. */
+class ByteSink {
+  #buf = new Uint8Array(1 << 16);
+  #view = new DataView(this.#buf.buffer);
+  length = 0;
+
+  #reserve(n: number) {
+    if (this.length + n <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < this.length + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.#buf.subarray(0, this.length));
+    this.#buf = next;
+    this.#view = new DataView(next.buffer);
+  }
+  u8(v: number) {
+    this.#reserve(1);
+    this.#view.setUint8(this.length, v);
+    this.length += 1;
+  }
+  u32(v: number) {
+    this.#reserve(4);
+    this.#view.setUint32(this.length, v, true);
+    this.length += 4;
+  }
+  i32(v: number) {
+    this.#reserve(4);
+    this.#view.setInt32(this.length, v, true);
+    this.length += 4;
+  }
+  f32(v: number) {
+    this.#reserve(4);
+    this.#view.setFloat32(this.length, v, true);
+    this.length += 4;
+  }
+  u64(v: number) {
+    this.#reserve(8);
+    this.#view.setBigUint64(this.length, BigInt(v), true);
+    this.length += 8;
+  }
+  bytes(b: Uint8Array) {
+    this.#reserve(b.length);
+    this.#buf.set(b, this.length);
+    this.length += b.length;
+  }
+  string(s: string) {
+    const b = encoder.encode(s);
+    this.u64(b.length);
+    this.bytes(b);
+  }
+  result(): Uint8Array {
+    return this.#buf.slice(0, this.length);
+  }
+}
+
+function writeValue(sink: ByteSink, v: GgufValue) {
+  switch (v.type) {
+    case "u32":
+      sink.u32(GgufType.UINT32);
+      sink.u32(v.value);
+      break;
+    case "i32":
+      sink.u32(GgufType.INT32);
+      sink.i32(v.value);
+      break;
+    case "f32":
+      sink.u32(GgufType.FLOAT32);
+      sink.f32(v.value);
+      break;
+    case "bool":
+      sink.u32(GgufType.BOOL);
+      sink.u8(v.value ? 1 : 0);
+      break;
+    case "string":
+      sink.u32(GgufType.STRING);
+      sink.string(v.value);
+      break;
+    case "string[]":
+      sink.u32(GgufType.ARRAY);
+      sink.u32(GgufType.STRING);
+      sink.u64(v.value.length);
+      for (const s of v.value) sink.string(s);
+      break;
+    case "i32[]":
+      sink.u32(GgufType.ARRAY);
+      sink.u32(GgufType.INT32);
+      sink.u64(v.value.length);
+      for (let i = 0; i < v.value.length; i++) sink.i32(v.value[i]);
+      break;
+    case "f32[]":
+      sink.u32(GgufType.ARRAY);
+      sink.u32(GgufType.FLOAT32);
+      sink.u64(v.value.length);
+      for (let i = 0; i < v.value.length; i++) sink.f32(v.value[i]);
+      break;
+  }
+}
+
+/**
+ * Encodes the GGUF header (metadata and tensor table) followed by the padding up to the
+ * data section. Tensor offsets are assigned in order, each aligned. Returns the header bytes
+ * and each tensor's offset from the start of the data section.
+ */
+export function encodeGgufHeader(
+  metadata: ReadonlyArray<readonly [string, GgufValue]>,
+  tensors: readonly GgufTensorSpec[],
+  alignment = GGUF_DEFAULT_ALIGNMENT,
+): { header: Uint8Array; offsets: number[]; dataBytes: number } {
+  const sink = new ByteSink();
+  sink.u32(GGUF_MAGIC);
+  sink.u32(3);
+  sink.u64(tensors.length);
+  const hasAlignment = metadata.some(([k]) => k === "general.alignment");
+  sink.u64(metadata.length + (hasAlignment || alignment === GGUF_DEFAULT_ALIGNMENT ? 0 : 1));
+  for (const [key, value] of metadata) {
+    sink.string(key);
+    writeValue(sink, value);
+  }
+  if (!hasAlignment && alignment !== GGUF_DEFAULT_ALIGNMENT) {
+    sink.string("general.alignment");
+    writeValue(sink, { type: "u32", value: alignment });
+  }
+  const offsets: number[] = [];
+  let offset = 0;
+  for (const t of tensors) {
+    sink.string(t.name);
+    sink.u32(t.dims.length);
+    for (const d of t.dims) sink.u64(d);
+    sink.u32(t.type);
+    sink.u64(offset);
+    offsets.push(offset);
+    offset += ggmlTensorBytes(t.type, t.dims);
+    offset = Math.ceil(offset / alignment) * alignment;
+  }
+  const pad = (alignment - (sink.length % alignment)) % alignment;
+  sink.bytes(new Uint8Array(pad));
+  return { header: sink.result(), offsets, dataBytes: offset };
+}
+
+/** A metadata value as read: numbers, bigints (64-bit), strings, booleans or arrays. */
+export type GgufReadValue =
+  | number
+  | bigint
+  | string
+  | boolean
+  | GgufReadValue[]
+  | Int32Array
+  | Float32Array
+  | Uint32Array;
+
+/** One entry of the tensor table. */
+export interface GgufTensorInfo {
+  /** Tensor name. */
+  name: string;
+  /** Dimensions, innermost first. */
+  dims: number[];
+  /** ggml type. */
+  type: number;
+  /** Absolute byte offset in the file. */
+  offset: number;
+  /** Byte size. */
+  bytes: number;
+}
+
+/** What {@link readGgufHeader} returns. */
+export interface GgufFile {
+  /** 2 or 3. */
+  version: number;
+  /** Metadata by key. */
+  metadata: Map<string, GgufReadValue>;
+  /** Tensors by name. */
+  tensors: Map<string, GgufTensorInfo>;
+  /** Absolute offset of the data section. */
+  dataOffset: number;
+  /** Tensor data alignment. */
+  alignment: number;
+}
+
+/** Limits that keep a hostile header from asking for absurd allocations. */
+const MAX_STRING = 1 << 24;
+const MAX_ARRAY = 1 << 26;
+const MAX_ITEMS = 1 << 20;
+const MAX_DIMS = 4;
+
+const decoder = new TextDecoder("utf-8", { fatal: false });
+
+/**
+ * Parses and validates a GGUF header: every count, length and offset is checked against
+ * the bytes available and the file size, so a truncated or hostile file gives a Qwen3Error
+ * ("format") naming the field and byte offset, never a crash or a huge allocation.
+ * `bytes` must hold at least the header (the whole file is fine).
+ */
+export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string): GgufFile {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let pos = 0;
+  const fail = (what: string): never => {
+    throw new Qwen3Error("format", `${path}: GGUF ${what} (at byte ${pos})`);
+  };
+  const need = (n: number, what: string) => {
+    if (pos + n > bytes.length) fail(`truncated while reading ${what}`);
+  };
+  const u32 = (what: string) => {
+    need(4, what);
+    const v = view.getUint32(pos, true);
+    pos += 4;
+    return v;
+  };
+  const u64 = (what: string, limit: number) => {
+    need(8, what);
+    const v = view.getBigUint64(pos, true);
+    pos += 8;
+    if (v > BigInt(limit)) fail(`${what} ${v} exceeds the limit ${limit}`);
+    return Number(v);
+  };
+  const str = (what: string) => {
+    const n = u64(`${what} length`, MAX_STRING);
+    need(n, what);
+    const s = decoder.decode(bytes.subarray(pos, pos + n));
+    pos += n;
+    return s;
+  };
+  const scalar = (type: number, what: string): GgufReadValue => {
+    switch (type) {
+      case GgufType.UINT8:
+        need(1, what);
+        return view.getUint8(pos++);
+      case GgufType.INT8:
+        need(1, what);
+        return view.getInt8(pos++);
+      case GgufType.UINT16:
+        need(2, what);
+        pos += 2;
+        return view.getUint16(pos - 2, true);
+      case GgufType.INT16:
+        need(2, what);
+        pos += 2;
+        return view.getInt16(pos - 2, true);
+      case GgufType.UINT32:
+        return u32(what);
+      case GgufType.INT32:
+        need(4, what);
+        pos += 4;
+        return view.getInt32(pos - 4, true);
+      case GgufType.FLOAT32:
+        need(4, what);
+        pos += 4;
+        return view.getFloat32(pos - 4, true);
+      case GgufType.BOOL:
+        need(1, what);
+        return view.getUint8(pos++) !== 0;
+      case GgufType.STRING:
+        return str(what);
+      case GgufType.UINT64:
+        need(8, what);
+        pos += 8;
+        return view.getBigUint64(pos - 8, true);
+      case GgufType.INT64:
+        need(8, what);
+        pos += 8;
+        return view.getBigInt64(pos - 8, true);
+      case GgufType.FLOAT64:
+        need(8, what);
+        pos += 8;
+        return view.getFloat64(pos - 8, true);
+      default:
+        return fail(`${what} has unknown value type ${type}`);
+    }
+  };
+  const value = (type: number, what: string): GgufReadValue => {
+    if (type !== GgufType.ARRAY) return scalar(type, what);
+    const elem = u32(`${what} element type`);
+    if (elem === GgufType.ARRAY) fail(`${what} is a nested array (not supported)`);
+    const n = u64(`${what} count`, MAX_ARRAY);
+    if (elem === GgufType.INT32 || elem === GgufType.FLOAT32 || elem === GgufType.UINT32) {
+      need(n * 4, what);
+      const out = elem === GgufType.INT32
+        ? new Int32Array(n)
+        : elem === GgufType.FLOAT32
+        ? new Float32Array(n)
+        : new Uint32Array(n);
+      for (let i = 0; i < n; i++) {
+        out[i] = elem === GgufType.INT32
+          ? view.getInt32(pos, true)
+          : elem === GgufType.FLOAT32
+          ? view.getFloat32(pos, true)
+          : view.getUint32(pos, true);
+        pos += 4;
+      }
+      return out;
+    }
+    // Each element needs at least one byte: a count beyond the bytes left is a lie.
+    if (n > bytes.length - pos) fail(`${what} count ${n} exceeds the bytes left`);
+    const out: GgufReadValue[] = new Array(n);
+    for (let i = 0; i < n; i++) out[i] = scalar(elem, what);
+    return out;
+  };
+
+  if (u32("magic") !== GGUF_MAGIC) {
+    pos = 0;
+    fail("magic is not 'GGUF'");
+  }
+  const version = u32("version");
+  if (version !== 2 && version !== 3) fail(`version ${version} is not supported (2 or 3)`);
+  const nTensors = u64("tensor count", MAX_ITEMS);
+  const nKv = u64("metadata count", MAX_ITEMS);
+  const metadata = new Map<string, GgufReadValue>();
+  for (let i = 0; i < nKv; i++) {
+    const key = str(`metadata key #${i}`);
+    const type = u32(`type of '${key}'`);
+    metadata.set(key, value(type, `'${key}'`));
+  }
+  const alignValue = metadata.get("general.alignment");
+  const alignment = alignValue === undefined ? GGUF_DEFAULT_ALIGNMENT : Number(alignValue);
+  if (
+    !Number.isInteger(alignment) || alignment <= 0 || alignment > 1 << 16 ||
+    (alignment & (alignment - 1)) !== 0
+  ) {
+    fail(`general.alignment ${alignValue} is not a power of two up to 65536`);
+  }
+  const tensors = new Map<string, GgufTensorInfo>();
+  const pending: { name: string; dims: number[]; type: number; rel: number }[] = [];
+  for (let i = 0; i < nTensors; i++) {
+    const name = str(`tensor #${i} name`);
+    const nDims = u32(`'${name}' n_dims`);
+    if (nDims < 1 || nDims > MAX_DIMS) fail(`tensor '${name}' has ${nDims} dims (1..${MAX_DIMS})`);
+    const dims: number[] = [];
+    for (let d = 0; d < nDims; d++) {
+      const v = u64(`'${name}' dim ${d}`, 1 << 30);
+      if (v === 0) fail(`tensor '${name}' dim ${d} is 0`);
+      dims.push(v);
+    }
+    const type = u32(`'${name}' type`);
+    const rel = u64(`'${name}' offset`, Number.MAX_SAFE_INTEGER);
+    if (tensors.has(name) || pending.some((p) => p.name === name)) {
+      fail(`tensor '${name}' appears twice`);
+    }
+    pending.push({ name, dims, type, rel });
+  }
+  const dataOffset = Math.ceil(pos / alignment) * alignment;
+  for (const p of pending) {
+    if (!GGML_BLOCKS[p.type]) {
+      throw new Qwen3Error(
+        "unsupported",
+        `${path}: tensor '${p.name}' has ggml type ${p.type}, which this engine cannot run ` +
+          `(supported: ${Object.values(GGML_BLOCKS).map((b) => b.name).join(", ")})`,
+      );
+    }
+    if (p.rel % alignment !== 0) fail(`tensor '${p.name}' offset ${p.rel} is not aligned`);
+    const size = ggmlTensorBytes(p.type, p.dims);
+    const offset = dataOffset + p.rel;
+    if (offset + size > fileSize) {
+      fail(
+        `tensor '${p.name}' ends at byte ${
+          offset + size
+        }, past the end of the file (${fileSize} bytes)`,
+      );
+    }
+    tensors.set(p.name, { name: p.name, dims: p.dims, type: p.type, offset, bytes: size });
+  }
+  return { version, metadata, tensors, dataOffset, alignment };
+}
+
+/** fp32 -> IEEE half (round to nearest even), as the fp16 scale of a Q8_0 block. */
+export function toHalf(value: number): number {
+  const f = new Float32Array([value]);
+  const x = new Uint32Array(f.buffer)[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && (half & 1))) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
+  if ((half & 0x7c00) === 0x7c00) e = 0x1f;
+  return sign | half;
+}
+
+/** IEEE half -> number. */
+export function fromHalf(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+/**
+ * Quantises a row-major fp32 matrix (rows of `cols` values) to ggml Q8_0 blocks: per 32
+ * values, d = max|x| / 127 stored as fp16, q = round(x / d) (llama.cpp's rule).
+ */
+export function quantizeQ8_0(values: Float32Array, out?: Uint8Array): Uint8Array {
+  if (values.length % 32 !== 0) {
+    throw new Qwen3Error(
+      "invalid_argument",
+      `Q8_0 needs a multiple of 32 values, got ${values.length}`,
+    );
+  }
+  const blocks = values.length / 32;
+  const dst = out ?? new Uint8Array(blocks * 34);
+  const view = new DataView(dst.buffer, dst.byteOffset, dst.byteLength);
+  for (let b = 0; b < blocks; b++) {
+    let amax = 0;
+    for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(values[b * 32 + i]));
+    const d = amax / 127;
+    const id = d ? 1 / d : 0;
+    view.setUint16(b * 34, toHalf(d), true);
+    for (let i = 0; i < 32; i++) {
+      const v = values[b * 32 + i] * id;
+      // roundf: half away from zero (Math.round would round -2.5 to -2).
+      view.setInt8(b * 34 + 2 + i, Math.sign(v) * Math.round(Math.abs(v)));
+    }
+  }
+  return dst;
+}
