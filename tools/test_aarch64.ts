@@ -1,0 +1,208 @@
+/**
+ * Cross-builds the C tests for aarch64 Linux with Zig and runs them under qemu-user, so
+ * the NEON, sdot and SVE kernel tiers are tested on an x86_64 machine:
+ *
+ * ```sh
+ * deno run -A tools/test_aarch64.ts              # build, then every run below
+ * deno run -A tools/test_aarch64.ts --no-build   # reuse zig-out/aarch64-linux-musl/tests
+ * deno run -A tools/test_aarch64.ts --filter kernels
+ * ```
+ *
+ * `zig build test` cannot run foreign binaries, so this builds them with
+ * `zig build tests-install -Dtarget=aarch64-linux-musl` (static musl binaries need no
+ * aarch64 sysroot or loader) into their own prefix, then runs each under
+ * `qemu-aarch64-static -cpu max` with the repository root as working directory (tests
+ * find their fixtures by relative path). `test_kernels` also runs with `QWEN3_KERNEL`
+ * forced to every tier, and on CPU models that lack SVE or sdot or have other SVE
+ * vector lengths, so every tier and the dispatcher's fallbacks are exercised.
+ *
+ * qemu comes from Debian's `qemu-user-static` package: installed with apt-get when it is
+ * missing and this runs as root, otherwise the script says how to install it.
+ * @module
+ */
+import { ensureZig } from "./zig.ts";
+
+/** The Zig target the tests are cross-built for: static, so qemu needs no sysroot. */
+export const AARCH64_TARGET = "aarch64-linux-musl";
+
+/** Kernel tiers built for aarch64 (csrc/src/kernels.c), best first. */
+export const AARCH64_TIERS = ["sve", "neondot", "neon", "scalar"] as const;
+
+/**
+ * Extra qemu CPU models for the kernel test, each with what it exercises. `max` (all
+ * features, 512-bit SVE) is the default for every test and is not repeated here.
+ */
+export const KERNEL_CPUS: readonly { cpu: string; why: string }[] = [
+  { cpu: "max,sve-default-vector-length=16", why: "128-bit SVE: neondot preferred over sve" },
+  { cpu: "max,sve-default-vector-length=256", why: "2048-bit SVE: 64-lane blocks" },
+  { cpu: "neoverse-n1", why: "sdot without SVE" },
+  { cpu: "cortex-a72", why: "plain NEON: sve and neondot refused with a reason" },
+];
+
+/** One test binary run under qemu. */
+export interface QemuRun {
+  /** Path of the test binary, relative to the repository root. */
+  binary: string;
+  /** The qemu `-cpu` value. */
+  cpu: string;
+  /** Extra environment variables. */
+  env: Record<string, string>;
+}
+
+/**
+ * The runs for a list of test binaries: each under `-cpu max`; `test_kernels` also with
+ * every tier forced and on the CPU models of {@link KERNEL_CPUS}.
+ *
+ * @example
+ * ```ts
+ * import { planRuns } from "./test_aarch64.ts";
+ * const runs = planRuns(["zig-out/x/tests/test_kernels"]);
+ * console.log(runs.length); // 1 + 4 tiers + 4 CPU models
+ * ```
+ */
+export function planRuns(binaries: string[]): QemuRun[] {
+  const runs: QemuRun[] = [];
+  for (const binary of binaries) {
+    runs.push({ binary, cpu: "max", env: {} });
+    if (!/(^|\/)test_kernels$/.test(binary)) continue;
+    for (const tier of AARCH64_TIERS) {
+      runs.push({ binary, cpu: "max", env: { QWEN3_KERNEL: tier } });
+    }
+    for (const { cpu } of KERNEL_CPUS) runs.push({ binary, cpu, env: {} });
+  }
+  return runs;
+}
+
+const root = decodeURIComponent(new URL("..", import.meta.url).pathname);
+
+async function commandWorks(cmd: string, args: string[]): Promise<boolean> {
+  try {
+    const r = await new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).output();
+    return r.success;
+  } catch {
+    return false;
+  }
+}
+
+async function runInherit(cmd: string, args: string[]): Promise<boolean> {
+  const r = await new Deno.Command(cmd, { args, cwd: root, stdout: "inherit", stderr: "inherit" })
+    .spawn().status;
+  return r.success;
+}
+
+/** Finds qemu-aarch64, installing Debian's qemu-user-static when missing and root. */
+async function findQemu(): Promise<string> {
+  for (const name of ["qemu-aarch64-static", "qemu-aarch64"]) {
+    if (await commandWorks(name, ["--version"])) return name;
+  }
+  const isRoot = Deno.build.os === "linux" && Deno.uid() === 0;
+  if (isRoot && await commandWorks("apt-get", ["--version"])) {
+    console.error("qemu-aarch64-static not found: installing qemu-user-static with apt-get ...");
+    const install = ["-y", "-q", "install", "qemu-user-static"];
+    if (!await runInherit("apt-get", install)) {
+      await runInherit("apt-get", ["-q", "update"]);
+      await runInherit("apt-get", install);
+    }
+    if (await commandWorks("qemu-aarch64-static", ["--version"])) return "qemu-aarch64-static";
+  }
+  throw new Error(
+    "qemu-aarch64-static not found. Install it with `sudo apt-get install qemu-user-static` " +
+      "(Debian/Ubuntu; other systems: a qemu-user build with the aarch64 target), then rerun.",
+  );
+}
+
+function describe(run: QemuRun): string {
+  const env = Object.entries(run.env).map(([k, v]) => `${k}=${v}`).join(" ");
+  const name = run.binary.split("/").pop();
+  return `${name} [-cpu ${run.cpu}${env ? ", " + env : ""}]`;
+}
+
+async function main(args: string[]): Promise<number> {
+  const build = !args.includes("--no-build");
+  const fi = args.indexOf("--filter");
+  const filter = fi >= 0 ? args[fi + 1] : undefined;
+  const timeoutS = 900;
+
+  const qemu = await findQemu();
+  const prefix = `zig-out/${AARCH64_TARGET}`;
+  if (build) {
+    const zig = await ensureZig();
+    const zigArgs = ["build", "tests-install", `-Dtarget=${AARCH64_TARGET}`, "--prefix", prefix];
+    if (filter) zigArgs.push(`-Dtest-filter=${filter}`);
+    console.error(`zig ${zigArgs.join(" ")}`);
+    if (!await runInherit(zig, zigArgs)) {
+      console.error("error: the aarch64 cross-build failed (see above)");
+      return 1;
+    }
+  }
+
+  const binaries: string[] = [];
+  try {
+    for await (const e of Deno.readDir(`${root}${prefix}/tests`)) {
+      if (e.isFile && e.name.startsWith("test_") && (!filter || e.name === `test_${filter}`)) {
+        binaries.push(`${prefix}/tests/${e.name}`);
+      }
+    }
+  } catch {
+    console.error(`error: no test binaries in ${prefix}/tests: run without --no-build`);
+    return 1;
+  }
+  if (binaries.length === 0) {
+    console.error(
+      `error: no test binaries${filter ? ` matching test_${filter}` : ""} in ${prefix}/tests`,
+    );
+    return 1;
+  }
+  binaries.sort();
+
+  // The plain runs must see no QWEN3_KERNEL of the caller's: they test the automatic
+  // choice. The forced runs set it themselves.
+  Deno.env.delete("QWEN3_KERNEL");
+  let failed = 0;
+  const runs = planRuns(binaries);
+  for (const run of runs) {
+    const t0 = performance.now();
+    let out = "";
+    let ok = false;
+    try {
+      const cmd = new Deno.Command(qemu, {
+        args: ["-cpu", run.cpu, run.binary],
+        cwd: root,
+        env: run.env,
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(timeoutS * 1000),
+      });
+      const r = await cmd.output();
+      const dec = new TextDecoder();
+      out = dec.decode(r.stdout) + dec.decode(r.stderr);
+      ok = r.success;
+      if (!ok && r.signal) {
+        out += `\n(killed by ${r.signal}${r.signal === "SIGTERM" ? ": timeout?" : ""})`;
+      }
+    } catch (e) {
+      out = String(e);
+    }
+    const secs = ((performance.now() - t0) / 1000).toFixed(1);
+    if (ok) {
+      const skipped = out.split("\n").filter((l) => l.includes("SKIPPED")).map((l) => l.trim());
+      console.log(`ok    ${describe(run)} ${secs} s`);
+      for (const s of skipped) console.log(`        ${s}`);
+    } else {
+      failed++;
+      console.log(`FAIL  ${describe(run)} ${secs} s`);
+      console.log(out.split("\n").slice(-40).map((l) => `  | ${l}`).join("\n"));
+    }
+  }
+  console.log(`${runs.length - failed} of ${runs.length} aarch64 runs passed (qemu: ${qemu})`);
+  return failed === 0 ? 0 : 1;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    console.error(`error: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
+}
