@@ -114,6 +114,8 @@ static char choose_note[512];
 static _Atomic(const char*) note = choose_note;
 
 static void choose(void) {
+    for (size_t i = 0; i < N_TIERS; i++) tier_names[i] = tiers[i].table->name;
+    tier_names[N_TIERS] = NULL;
     const Tier* best = best_tier();
     const Tier* pick = best;
     const char* env = getenv("QWEN3_KERNEL");
@@ -163,9 +165,7 @@ const Qwen3KernelTable* qwen3_kernels_find(const char* name) {
 }
 
 const char* const* qwen3_kernels_all_names(void) {
-    /* Filled on every call with the same pointers: a benign, idempotent write. */
-    for (size_t i = 0; i < N_TIERS; i++) tier_names[i] = tiers[i].table->name;
-    tier_names[N_TIERS] = NULL;
+    ensure_chosen(); /* which fills tier_names, once */
     return tier_names;
 }
 
