@@ -103,11 +103,8 @@ for (const { name, opts } of CASES) {
     assert.ok(worst <= REL_TOL, `worst relative logit error ${worst}`);
     assert.equal(cs.position, tokens.length + STEPS);
     assert.equal(ts.position, tokens.length + STEPS);
-    // An untied random model's greedy output varies; a tied one mostly repeats its input
-    // token (logits = embed . x with x close to the token's own embedding).
-    if (!opts.sharedClassifier) {
-      assert.ok(new Set(out).size > 8, `greedy output barely varies: ${out}`);
-    }
+    // Output stuck on one or two tokens would exercise little of the model.
+    assert.ok(new Set(out).size > 8, `greedy output barely varies: ${out}`);
   });
 }
 
