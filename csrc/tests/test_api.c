@@ -11,6 +11,7 @@
 #include "test_util.h"
 
 #if !defined(_WIN32)
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #endif
@@ -288,6 +289,44 @@ static void test_kernel_tiers(Qwen3Model* m) {
     free(want_logits);
 }
 
+#if !defined(_WIN32)
+/* Two threads, each with its own context on the one model, at the same time. */
+typedef struct {
+    Qwen3Model* m;
+    int32_t tokens[40];
+    int ok;
+} ThreadRun;
+
+static void* thread_greedy(void* arg) {
+    ThreadRun* r = (ThreadRun*)arg;
+    const int32_t prompt[4] = {9707, 1879, 11, 358};
+    Qwen3Context* ctx = qwen3_context_new(r->m, 128);
+    r->ok = ctx && qwen3_context_prefill(ctx, prompt, 4) == QWEN3_OK;
+    int32_t next = r->ok ? qwen3_context_sample(ctx) : -1;
+    for (int i = 0; i < 40 && r->ok; i++) {
+        r->tokens[i] = next;
+        next = qwen3_context_decode(ctx, next);
+        r->ok = next >= 0;
+    }
+    qwen3_context_free(ctx);
+    return NULL;
+}
+
+static void test_two_threads(Qwen3Model* m) {
+    ThreadRun alone = {.m = m};
+    thread_greedy(&alone);
+    CHECK(alone.ok, "single run failed: %s", qwen3_get_last_error());
+    ThreadRun runs[2] = {{.m = m}, {.m = m}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, thread_greedy, &runs[i]);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        CHECK(runs[i].ok && memcmp(runs[i].tokens, alone.tokens, sizeof alone.tokens) == 0,
+              "thread %d: tokens differ from a run alone", i);
+    }
+}
+#endif
+
 /* ------------------------------------------------------------------------------------
  * The seed loops, in a child process with stdin / stdout / stderr on files
  * ---------------------------------------------------------------------------------- */
@@ -458,6 +497,7 @@ int main(void) {
         test_null_arguments(m);
         test_kernel_tiers(m);
 #if !defined(_WIN32)
+        test_two_threads(m);
         CHECK(qwen3_model_set_threads(m, 1) == QWEN3_OK, "one thread for fork");
         test_generate_loop(m);
         test_chat_loop(m);

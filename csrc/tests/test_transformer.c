@@ -421,11 +421,61 @@ static void test_forward(void) {
     tu_remove_dir(dir);
 }
 
+/* ------------------------------------------------------------------------------------
+ * KV cache memory: reserved, not committed, until positions are used
+ * ---------------------------------------------------------------------------------- */
+
+/* Resident bytes of this process (Linux); 0 where unknown. */
+static uint64_t resident_bytes(void) {
+    FILE* f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long long size = 0, resident = 0;
+    int got = fscanf(f, "%llu %llu", &size, &resident);
+    fclose(f);
+    return got == 2 ? resident * 4096ull : 0;
+}
+
+static void test_lazy_kv_cache(void) {
+    char dir[1024], path[1100], tok[1200];
+    if (!tu_make_temp_dir(dir, sizeof dir)) return;
+    TuSpec s = tu_small_spec();
+    s.vocab_size = 512;
+    s.seq_len = 40960;
+    snprintf(path, sizeof path, "%s/long.bin", dir);
+    snprintf(tok, sizeof tok, "%s.tokenizer", path);
+    CHECK(tu_write_checkpoint(path, &s) && tu_write_byte_tokenizer(tok), "write");
+    Qwen3Model* m = qwen3_model_open(path, 0);
+    CHECK(m != NULL, "load: %s", qwen3_get_last_error());
+    if (!m) return;
+    /* 2 layers x 40960 positions x 64 floats, for K and V: 42 MB if committed */
+    uint64_t before = resident_bytes();
+    Qwen3Context ctx;
+    CHECK(qwen3_context_init(&ctx, m, 40960) == QWEN3_OK, "context: %s", qwen3_get_last_error());
+    CHECK(ctx.lazy.size >= 2ull * 2 * 40960 * 64 * 4, "reserved only %zu bytes", ctx.lazy.size);
+    int32_t tokens[300];
+    for (int i = 0; i < 300; i++) tokens[i] = i;
+    CHECK(qwen3_forward_tokens(&ctx, tokens, 300) == QWEN3_OK, "prefill: %s", qwen3_get_last_error());
+    uint64_t after = resident_bytes();
+    if (before && after) {
+        CHECK(after - before < 8u << 20, "a 40960-position context with 300 used costs %llu bytes",
+              (unsigned long long)(after - before));
+    }
+    /* the far end of the cache is usable too */
+    ctx.pos = 40960 - 2;
+    CHECK(qwen3_forward_tokens(&ctx, tokens, 2) == QWEN3_OK, "last positions: %s",
+          qwen3_get_last_error());
+    CHECK(qwen3_forward_tokens(&ctx, tokens, 1) == QWEN3_ERR_CONTEXT_FULL, "position 40960 fit");
+    qwen3_context_release(&ctx);
+    qwen3_model_close(m);
+    tu_remove_dir(dir);
+}
+
 int main(void) {
     test_rmsnorm();
     test_rope();
     test_softmax();
     test_attention();
     test_forward();
+    test_lazy_kv_cache();
     return tu_finish("test_transformer");
 }
