@@ -198,10 +198,10 @@ static Qwen3Tokenizer* tokenizer_new(uint32_t n_tokens, size_t pool_cap) {
     return t;
 }
 
-static int cmp_special(const void* a, const void* b, const Qwen3Tokenizer* t) {
-    uint32_t la = t->spans[*(const int32_t*)a].len, lb = t->spans[*(const int32_t*)b].len;
-    if (la != lb) return la > lb ? -1 : 1;
-    return *(const int32_t*)a < *(const int32_t*)b ? -1 : 1;
+/* Added-token order for matching: longer text first, then lower id. */
+static int special_before(const Qwen3Tokenizer* t, int32_t a, int32_t b) {
+    uint32_t la = t->spans[a].len, lb = t->spans[b].len;
+    return la != lb ? la > lb : a < b;
 }
 
 /* Finishes a tokenizer whose spans, pool and (optional) special flags are set: maps,
@@ -237,7 +237,7 @@ static int tokenizer_finish(Qwen3Tokenizer* t, const uint8_t* is_special, const 
         for (uint32_t i = 1; i < t->n_specials; i++) {
             int32_t v = t->specials[i];
             uint32_t j = i;
-            while (j > 0 && cmp_special(&t->specials[j - 1], &v, t) > 0) {
+            while (j > 0 && special_before(t, v, t->specials[j - 1])) {
                 t->specials[j] = t->specials[j - 1];
                 j--;
             }

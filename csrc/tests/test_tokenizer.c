@@ -789,7 +789,8 @@ static void test_load_errors(const char* json_text, size_t json_len) {
     temp_path(tiny_path, sizeof tiny_path, "tiny.json");
     f = fopen(tiny_path, "wb");
     if (f) {
-        fputs("{\"added_tokens\": [{\"id\": 5, \"content\": \"<e>\"}], \"normalizer\": {\"type\": \"NFC\"},"
+        fputs("{\"added_tokens\": [{\"id\": 5, \"content\": \"<e>\"}, {\"id\": 6, \"content\": \"<e>b\"}],"
+              " \"normalizer\": {\"type\": \"NFC\"},"
               " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"bb\": 3, \"abb\": 4},"
               " \"merges\": [\"b b\", \"a b\", \"a bb\"]}}",
               f);
@@ -803,6 +804,9 @@ static void test_load_errors(const char* json_text, size_t json_len) {
             CHECK(n == 1 && ids[0] == 4, "tiny: abb -> [4] (got %d ids, first %d)", n, ids[0]);
             n = qwen3_tokenizer_encode(t, "ab<e>", 5, 1, ids, 8);
             CHECK(n == 2 && ids[0] == 2 && ids[1] == 5, "tiny: ab<e> -> [2, 5]");
+            /* Overlapping added tokens: the longest match at the leftmost position wins. */
+            n = qwen3_tokenizer_encode(t, "a<e>bb", 6, 1, ids, 8);
+            CHECK(n == 3 && ids[0] == 0 && ids[1] == 6 && ids[2] == 1, "tiny: a<e>bb -> [0, 6, 1] (got %d ids)", n);
             /* A byte the vocabulary lacks is an error, not a crash or a silent drop. */
             n = qwen3_tokenizer_encode(t, "abc", 3, 0, ids, 8);
             CHECK(n == QWEN3_ERR_INVALID_ARGUMENT && strstr(qwen3_get_last_error(), "0x63"), "tiny: missing byte: %d",
