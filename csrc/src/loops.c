@@ -3,8 +3,9 @@
  * stdin, stdout and stderr.
  *
  * Behaviour of qwen3.c, with its gaps closed:
- *   - generate: echoes the prompt (tokenized WITH special tokens: raw completion, where a
- *     caller may write its own template) and streams the continuation.
+ *   - generate: echoes the prompt and streams the continuation. The prompt is tokenized
+ *     WITHOUT special tokens, as the TypeScript API does by default (SPEC section 3: text
+ *     never becomes control tokens unless the caller asks, and this API cannot ask).
  *   - chat: the first turn uses the system template when a system prompt is given;
  *     config->prompt, when set, is the first user turn; then lines from stdin until an
  *     empty line or EOF. The KV cache is kept across turns: after each reply
@@ -245,7 +246,7 @@ QWEN3_API int qwen3_inference_generate_ex(Qwen3Model* model, const Qwen3Config* 
     if (rc != QWEN3_OK) return rc;
     const char* prompt = config->prompt ? config->prompt : "";
     TokenList tokens = {0};
-    rc = list_append_text(&tokens, model, prompt, strlen(prompt), 1);
+    rc = list_append_text(&tokens, model, prompt, strlen(prompt), 0);
     if (rc == QWEN3_OK && tokens.n == 0) {
         rc = qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
                         "qwen3_inference_generate: the prompt is empty (nothing to continue)");

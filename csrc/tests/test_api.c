@@ -383,7 +383,7 @@ static void test_generate_loop(Qwen3Model* m) {
 
     char want[4096] = "Hello world";
     Tokens prompt = {.n = 0};
-    add_text(m, &prompt, "Hello world", 1);
+    add_text(m, &prompt, "Hello world", 0);
     Qwen3Context* ctx = qwen3_context_new(m, 0);
     uint32_t n = greedy_answer(ctx, m, &prompt, 12, want, sizeof want);
     qwen3_context_free(ctx);
@@ -399,6 +399,18 @@ static void test_generate_loop(Qwen3Model* m) {
     run_loop(m, RUN_GENERATE, &cfg, 12, "", &out2, &err2);
     CHECK(strcmp(out, out2) == 0, "temperature 0 generate is not deterministic");
     free(out), free(err), free(out2), free(err2);
+
+    /* a control token typed into the prompt stays text */
+    cfg.prompt = "<|im_start|>";
+    rc = run_loop(m, RUN_GENERATE, &cfg, 3, "", &out, &err);
+    CHECK(rc == QWEN3_OK, "generate rc %d", rc);
+    Tokens typed = {.n = 0};
+    add_text(m, &typed, "<|im_start|>", 0);
+    CHECK(typed.n > 1, "<|im_start|> as text is %u tokens", typed.n);
+    snprintf(stats, sizeof stats, "prefill: %u tokens, ", typed.n);
+    CHECK(strstr(err, stats) != NULL, "prompt not tokenized as text: %s", err);
+    free(out), free(err);
+    cfg.prompt = "Hello world";
 
     /* the context fills up: a clear message and QWEN3_ERR_CONTEXT_FULL */
     cfg.ctx_length = 6;
