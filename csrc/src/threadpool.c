@@ -4,9 +4,16 @@
  * is the hand-off, not the work: threads are created once; a job is published by bumping
  * an atomic generation counter that idle workers spin on for a while (a wake-up through
  * the kernel costs tens of microseconds, a spinning worker sees the bump within ~100 ns)
- * and only then sleep on a condition variable; tasks are claimed with one atomic
- * fetch-add each, never a lock; the calling thread works too, then waits for every
- * worker to check in so the next job can reuse the shared fields safely.
+ * and only then sleep on a condition variable; tasks are claimed from one atomic ticket,
+ * never under a lock; the calling thread works too.
+ *
+ * The ticket packs (generation, task count, next index) into 64 bits, so a claim is one
+ * compare-and-swap that succeeds only for the job the worker woke up for. That lets the
+ * caller return as soon as every task is DONE, without waiting for workers that never
+ * got a core (on a busy machine a descheduled worker would otherwise stall each of the
+ * ~200 jobs of a token by a scheduler time slice): a latecomer finds a newer generation
+ * in the ticket and claims nothing. A claimed task pins its job (the caller waits for
+ * it), so the job fields read after a successful claim are the right ones.
  */
 #include "threadpool.h"
 
@@ -28,11 +35,14 @@
  * last job before it goes to sleep: long enough to bridge the gap between two matmuls of
  * a forward pass, short enough not to burn a core while the model sits idle. */
 #define SPIN_ROUNDS 20000
-/* The caller polls this many times for the last workers before yielding its core, which
- * matters when threads outnumber free cores. */
+/* The caller polls this many times for tasks still running on workers before yielding
+ * its core, which matters when threads outnumber free cores. */
 #define WAIT_ROUNDS 2000
 /* More threads than this is a caller bug, not a machine. */
 #define MAX_THREADS 1024
+/* Tasks per ticket window (16-bit count and index fields, headroom for one empty claim
+ * per thread); longer runs go out in several windows. */
+#define WINDOW_TASKS 32768u
 
 /* ------------------------------------------------------------------------------------
  * platform layer
@@ -88,16 +98,19 @@ struct Qwen3ThreadPool {
     Thread* workers;    /* (n_threads - 1) */
     uint32_t n_started; /* workers actually running (< n_threads - 1 only while failing) */
 
-    /* The job: written by the caller before the generation bump, read-only after it. */
+    /* The job: written by the caller before the ticket is published, stable while any
+     * of its tasks is claimed and not done. */
     Qwen3TaskFn fn;
     void* arg;
-    uint32_t n_tasks;
+    uint32_t first_task; /* task index of the window's index 0 */
+    uint32_t n_tasks;    /* of the whole run, passed to fn */
     PAD(pad0);
-    _Atomic uint32_t next_task; /* the next task index to hand out */
+    /* generation (32) | tasks in window (16) | next index (16) */
+    _Atomic uint64_t ticket;
     PAD(pad1);
-    _Atomic uint32_t pending; /* workers that have not finished the current job */
+    _Atomic uint32_t done; /* tasks of the current window finished */
     PAD(pad2);
-    _Atomic uint32_t generation; /* bumped once per job (and once to stop) */
+    _Atomic uint32_t generation; /* bumped once per window (and once to stop) */
     _Atomic uint32_t sleepers;   /* workers blocked (or about to block) on `wake` */
     _Atomic int stop;
     PAD(pad3);
@@ -105,14 +118,25 @@ struct Qwen3ThreadPool {
     Cond wake;
 };
 
-static void run_tasks(Qwen3ThreadPool* pool) {
-    const Qwen3TaskFn fn = pool->fn;
-    void* const arg = pool->arg;
-    const uint32_t n = pool->n_tasks;
+static uint64_t make_ticket(uint32_t generation, uint32_t n) { return ((uint64_t)generation << 32) | ((uint64_t)n << 16); }
+
+/* Claims and runs tasks of window `generation` until none is left or a newer window
+ * replaced it. */
+static void run_tasks(Qwen3ThreadPool* pool, uint32_t generation) {
+    uint64_t t = atomic_load_explicit(&pool->ticket, memory_order_relaxed);
     for (;;) {
-        const uint32_t t = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
-        if (t >= n) break;
-        fn(arg, t, n);
+        if ((uint32_t)(t >> 32) != generation) return;
+        const uint32_t n = (uint32_t)(t >> 16) & 0xffff;
+        const uint32_t index = (uint32_t)t & 0xffff;
+        if (index >= n) return;
+        /* Acquire: pairs with the release store that published this window, so the job
+         * fields below are this window's. On failure t is reloaded and rechecked. */
+        if (atomic_compare_exchange_weak_explicit(&pool->ticket, &t, t + 1, memory_order_acquire,
+                                                  memory_order_relaxed)) {
+            pool->fn(pool->arg, pool->first_task + index, pool->n_tasks);
+            atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+            t = atomic_load_explicit(&pool->ticket, memory_order_relaxed);
+        }
     }
 }
 
@@ -126,10 +150,10 @@ static void worker_loop(Qwen3ThreadPool* pool) {
             cpu_relax();
         }
         if (g == seen) {
-            /* Dekker-style hand-shake with qwen3_pool_run: we announce ourselves as a
-             * sleeper (seq_cst) before re-reading the generation (seq_cst), the caller bumps
-             * the generation before reading the sleeper count; one of us sees the other,
-             * so a job published now is never missed while we block. */
+            /* Dekker-style hand-shake with publish(): we announce ourselves as a sleeper
+             * (seq_cst) before re-reading the generation (seq_cst), the caller stores the
+             * generation before reading the sleeper count; one of us sees the other, so a
+             * job published now is never missed while we block. */
             mutex_lock(&pool->lock);
             atomic_fetch_add(&pool->sleepers, 1);
             while ((g = atomic_load(&pool->generation)) == seen) cond_wait(&pool->wake, &pool->lock);
@@ -138,8 +162,7 @@ static void worker_loop(Qwen3ThreadPool* pool) {
         }
         seen = g;
         if (atomic_load_explicit(&pool->stop, memory_order_relaxed)) return;
-        run_tasks(pool);
-        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+        run_tasks(pool, g);
     }
 }
 
@@ -155,9 +178,9 @@ static void* worker_main(void* p) {
 }
 #endif
 
-/* Publishes a new generation and wakes any sleeper. */
-static void publish(Qwen3ThreadPool* pool) {
-    atomic_fetch_add(&pool->generation, 1);
+/* Publishes generation g and wakes any sleeper. */
+static void publish(Qwen3ThreadPool* pool, uint32_t g) {
+    atomic_store(&pool->generation, g);
     if (atomic_load(&pool->sleepers) > 0) {
         mutex_lock(&pool->lock);
         cond_broadcast(&pool->wake);
@@ -167,7 +190,8 @@ static void publish(Qwen3ThreadPool* pool) {
 
 static void stop_and_join(Qwen3ThreadPool* pool) {
     atomic_store_explicit(&pool->stop, 1, memory_order_relaxed);
-    publish(pool); /* the seq_cst bump also releases the store to `stop` */
+    /* The seq_cst store also releases the store to `stop`. */
+    publish(pool, atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1);
     for (uint32_t i = 0; i < pool->n_started; i++) {
 #if defined(_WIN32)
         WaitForSingleObject(pool->workers[i], INFINITE);
@@ -190,8 +214,8 @@ Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads) {
         return NULL;
     }
     pool->n_threads = n_threads;
-    atomic_init(&pool->next_task, 0);
-    atomic_init(&pool->pending, 0);
+    atomic_init(&pool->ticket, 0);
+    atomic_init(&pool->done, 0);
     atomic_init(&pool->generation, 0);
     atomic_init(&pool->sleepers, 0);
     atomic_init(&pool->stop, 0);
@@ -250,17 +274,25 @@ void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n
     pool->fn = fn;
     pool->arg = arg;
     pool->n_tasks = n_tasks;
-    atomic_store_explicit(&pool->next_task, 0, memory_order_relaxed);
-    atomic_store_explicit(&pool->pending, pool->n_started, memory_order_relaxed);
-    publish(pool); /* seq_cst: orders the job fields before any worker's acquire */
+    for (uint32_t first = 0; first < n_tasks; first += WINDOW_TASKS) {
+        const uint32_t n = n_tasks - first < WINDOW_TASKS ? n_tasks - first : WINDOW_TASKS;
+        /* Only this thread writes the generation, so a relaxed read is current. */
+        const uint32_t g = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
+        pool->first_task = first;
+        atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+        /* Release: a worker whose claim reads this ticket sees the job fields above. */
+        atomic_store_explicit(&pool->ticket, make_ticket(g, n), memory_order_release);
+        publish(pool, g);
 
-    run_tasks(pool);
+        run_tasks(pool, g);
 
-    for (uint32_t i = 0; atomic_load_explicit(&pool->pending, memory_order_acquire) != 0; i++) {
-        if (i < WAIT_ROUNDS) {
-            cpu_relax();
-        } else {
-            yield_core();
+        /* Every task is claimed now; wait for the ones still running elsewhere. */
+        for (uint32_t i = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < n; i++) {
+            if (i < WAIT_ROUNDS) {
+                cpu_relax();
+            } else {
+                yield_core();
+            }
         }
     }
 }

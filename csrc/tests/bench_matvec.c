@@ -1,7 +1,7 @@
 /* bench_matvec.c - how fast the int8 matvec kernels stream weights, in GB/s.
  *
  *   zig build bench-matvec && zig-out/bin/bench-matvec [--tier NAME] [--threads N]
- *       [--rows R --cols C] [--group G] [--iters K] [--tasks-per-thread T]
+ *       [--rows R --cols C] [--group G] [--iters K] [--tasks-per-thread T] [--misalign B]
  *
  * Without --rows it runs Qwen3-0.6B's classifier (151936 x 1024) and an FFN matrix
  * (3072 x 1024) on 1 and 2 threads. A decode step reads each matrix once, from DRAM,
@@ -77,12 +77,17 @@ static int cmp_double(const void* a, const void* b) {
 
 /* Median GB/s of `iters` passes over `copies` matrices of rows x cols used in turn. */
 static double measure(const Qwen3KernelTable* k, Qwen3ThreadPool* pool, uint32_t rows, uint32_t cols, uint32_t gs,
-                      uint32_t copies, uint32_t iters, uint32_t tasks_per_thread) {
+                      uint32_t copies, uint32_t iters, uint32_t tasks_per_thread, uint32_t misalign) {
     const uint32_t ng = cols / gs;
     const size_t wbytes = (size_t)rows * cols;
     const size_t sbytes = (size_t)rows * ng * sizeof(float);
-    int8_t* q = malloc(wbytes * copies);
-    float* s = malloc(sbytes * copies);
+    /* 64-byte aligned plus `misalign` bytes: a qwen3.c checkpoint's tensors start 64-byte
+     * aligned in the mapping (header 256 bytes, every section a multiple of 64), while a
+     * plain malloc would split every 64-byte load across two cache lines. */
+    int8_t* q_alloc = malloc(wbytes * copies + 128);
+    float* s_alloc = malloc(sbytes * copies + 64);
+    int8_t* q = q_alloc ? (int8_t*)(((uintptr_t)q_alloc + 63) & ~(uintptr_t)63) + misalign : NULL;
+    float* s = s_alloc ? (float*)(((uintptr_t)s_alloc + 63) & ~(uintptr_t)63) : NULL;
     int8_t* xq = malloc(cols);
     float* xs = malloc(ng * sizeof(float));
     float* out = malloc(rows * sizeof(float));
@@ -117,8 +122,8 @@ static double measure(const Qwen3KernelTable* k, Qwen3ThreadPool* pool, uint32_t
     qsort(gbs, iters, sizeof(double), cmp_double);
     const double median = gbs[iters / 2];
     free(gbs);
-    free(q);
-    free(s);
+    free(q_alloc);
+    free(s_alloc);
     free(xq);
     free(xs);
     free(out);
@@ -127,7 +132,7 @@ static double measure(const Qwen3KernelTable* k, Qwen3ThreadPool* pool, uint32_t
 
 int main(int argc, char** argv) {
     const char* tier = NULL;
-    uint32_t threads = 0, rows = 0, cols = 1024, gs = 64, iters = 0, tpt = 1;
+    uint32_t threads = 0, rows = 0, cols = 1024, gs = 64, iters = 0, tpt = 1, misalign = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char* a = argv[i];
         const uint32_t v = (uint32_t)strtoul(argv[i + 1], NULL, 10);
@@ -138,6 +143,7 @@ int main(int argc, char** argv) {
         else if (strcmp(a, "--group") == 0) gs = v;
         else if (strcmp(a, "--iters") == 0) iters = v;
         else if (strcmp(a, "--tasks-per-thread") == 0) tpt = v;
+        else if (strcmp(a, "--misalign") == 0) misalign = v % 64;
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
@@ -174,12 +180,12 @@ int main(int argc, char** argv) {
             /* Enough copies for >= 256 MB, far past any last-level cache here. */
             const uint32_t copies = bytes >= (256u << 20) ? 1 : (uint32_t)((256u << 20) / bytes + 1);
             const uint32_t n_iters = iters ? iters : (copies > 1 ? copies * 3 : 15);
-            const double cold = measure(k, pool, r, c, gs, copies, n_iters, tpt);
-            const double probe = measure(&read_probe, pool, r, c, gs, copies, n_iters, tpt);
+            const double cold = measure(k, pool, r, c, gs, copies, n_iters, tpt, misalign);
+            const double probe = measure(&read_probe, pool, r, c, gs, copies, n_iters, tpt, misalign);
             printf("%-12s %6ux%-5u group %-3u threads %u: %6.2f GB/s (cold, %u copies; plain read %.2f GB/s: %.0f%%)",
                    rows ? "custom" : defaults[si].what, r, c, gs, nt, cold, copies, probe, 100.0 * cold / probe);
             if (copies > 1) {
-                const double hot = measure(k, pool, r, c, gs, 1, 200, tpt);
+                const double hot = measure(k, pool, r, c, gs, 1, 200, tpt, misalign);
                 printf(", %6.2f GB/s (hot, cache-resident)", hot);
             }
             printf("\n");

@@ -1,5 +1,5 @@
 /* test_threadpool.c - the pool runs every task exactly once, run after run, for 1..8
- * threads; workers that went to sleep wake up; tasks really run in parallel; freeing
+ * threads and for runs longer than one ticket window; workers that went to sleep wake up; tasks really run in parallel; freeing
  * an idle pool returns. A watchdog turns a deadlock into a failure instead of a hang. */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -83,6 +83,43 @@ static void test_exactly_once(void) {
                   "threads=%u run=%u n_tasks=%u: %u tasks ran a wrong number of times, %u calls saw a bad n_tasks",
                   threads, run, n, wrong, atomic_load(&job.bad_n));
             if (wrong) break;
+        }
+        qwen3_pool_free(pool);
+    }
+}
+
+/* ---- runs longer than one ticket window (32768 tasks) ---- */
+
+#define BIG_TASKS 70001u /* two full windows and a partial one */
+
+typedef struct {
+    _Atomic uint32_t hits[BIG_TASKS];
+    _Atomic uint32_t bad_n;
+} BigJob;
+
+static void big_task(void* arg, uint32_t task, uint32_t n_tasks) {
+    BigJob* job = arg;
+    if (n_tasks != BIG_TASKS || task >= n_tasks) {
+        atomic_fetch_add(&job->bad_n, 1);
+        return;
+    }
+    atomic_fetch_add(&job->hits[task], 1);
+}
+
+static void test_many_tasks(void) {
+    static BigJob job;
+    for (uint32_t threads = 1; threads <= 4; threads++) {
+        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
+        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        if (!pool) continue;
+        for (int run = 0; run < 3; run++) {
+            memset(&job, 0, sizeof job);
+            qwen3_pool_run(pool, big_task, &job, BIG_TASKS);
+            uint32_t wrong = 0;
+            for (uint32_t t = 0; t < BIG_TASKS; t++) wrong += atomic_load(&job.hits[t]) != 1;
+            CHECK(wrong == 0 && atomic_load(&job.bad_n) == 0,
+                  "threads=%u: %u of %u tasks ran a wrong number of times, %u calls saw a bad index/count", threads,
+                  wrong, BIG_TASKS, atomic_load(&job.bad_n));
         }
         qwen3_pool_free(pool);
     }
@@ -178,6 +215,7 @@ int main(void) {
 #endif
     const double t0 = now_s();
     test_exactly_once();
+    test_many_tasks();
     test_wake_after_sleep();
     test_parallel();
     test_lifecycle();
