@@ -9,10 +9,12 @@ tokenizer files) to hf_dir, so a usable checkpoint exists whenever training is
 stopped.
 
 Usage:
-  train.py                    train (or resume) up to max_steps
+  train.py                    train (or resume) up to max_steps or time_budget_min of training time
   train.py --max-minutes 55   stop cleanly after that much wall time this run
   train.py --bench 5          time 5 steps (after 1 warm-up) and print tokens/s; writes nothing
-  train.py --sample           greedy answers of the saved HF model to a few chat prompts
+  train.py --sample [--out DIR]  greedy answers of the saved HF model to a few chat prompts
+  train.py --save-hf [--out DIR] [--dtype bfloat16]
+                              write a HF folder (default hf_dir, float32) from the last checkpoint
 """
 
 import argparse
@@ -108,11 +110,22 @@ def lm_loss(model: Qwen3ForCausalLM, window: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), window[:, 1:].reshape(-1))
 
 
-def learning_rate(step: int, cfg: dict) -> float:
+def progress(step: int, elapsed_s: float, cfg: dict) -> float:
+    """How far through the run, 0..1: by steps or by training time, whichever is further.
+
+    The machine's cores are shared, so throughput varies several-fold from hour to hour;
+    a time budget makes the cosine decay (and the run) end on time whatever the speed.
+    """
+    by_steps = (step - cfg["warmup_steps"]) / max(1, cfg["max_steps"] - cfg["warmup_steps"])
+    by_time = elapsed_s / (cfg["time_budget_min"] * 60) if cfg.get("time_budget_min") else 0.0
+    return min(1.0, max(0.0, by_steps, by_time))
+
+
+def learning_rate(step: int, elapsed_s: float, cfg: dict) -> float:
     if step < cfg["warmup_steps"]:
         return cfg["lr"] * (step + 1) / cfg["warmup_steps"]
-    progress = min(1.0, (step - cfg["warmup_steps"]) / max(1, cfg["max_steps"] - cfg["warmup_steps"]))
-    return cfg["min_lr"] + 0.5 * (cfg["lr"] - cfg["min_lr"]) * (1 + math.cos(math.pi * progress))
+    done = progress(step, elapsed_s, cfg)
+    return cfg["min_lr"] + 0.5 * (cfg["lr"] - cfg["min_lr"]) * (1 + math.cos(math.pi * done))
 
 
 def make_optimizer(model: Qwen3ForCausalLM, cfg: dict) -> torch.optim.Optimizer:
@@ -142,12 +155,18 @@ def save_checkpoint(path: Path, model, optimizer, step: int, tokens: int, elapse
     os.replace(tmp, path)
 
 
-def save_hf(model: Qwen3ForCausalLM, config: dict):
+def save_hf(model: Qwen3ForCausalLM, config: dict, hf_dir: Path = None):
     """The Hugging Face folder the exporter reads: weights, config and Qwen3-style tokenizer files."""
-    hf_dir = config["training"]["hf_dir"]
+    hf_dir = hf_dir or config["training"]["hf_dir"]
     tmp = hf_dir.with_name(hf_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
+    # transformers 5 writes rope_theta only inside rope_parameters and the dtype as "dtype"; the
+    # published Qwen3 configs (and readers written against them) use the top-level keys.
+    hf_config = json.loads((tmp / "config.json").read_text())
+    hf_config.setdefault("rope_theta", hf_config.get("rope_parameters", {}).get("rope_theta"))
+    hf_config.setdefault("torch_dtype", hf_config.get("dtype", "float32"))
+    (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     tok_dir = HERE / config["tokenizer"]["out_dir"]
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tok_dir / name, tmp / name)
@@ -206,9 +225,9 @@ def train(config: dict, max_minutes: float, bench_steps: int):
               f"loss {loss.item():.3f}; {cfg['max_steps']} steps would take {cfg['max_steps'] * per_step / 60:.1f} min")
         return
 
-    while step < cfg["max_steps"] and not stop["now"]:
+    while not stop["now"] and progress(step, elapsed_before + time.time() - run_start, cfg) < 1.0:
         t0 = time.time()
-        lr = learning_rate(step, cfg)
+        lr = learning_rate(step, elapsed_before + t0 - run_start, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         generator = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + step)
@@ -221,7 +240,7 @@ def train(config: dict, max_minutes: float, bench_steps: int):
         tokens += tokens_per_step
         elapsed = elapsed_before + time.time() - run_start
         valid_loss = ""
-        if step % cfg["eval_every"] == 0 or step == cfg["max_steps"]:
+        if step % cfg["eval_every"] == 0 or progress(step, elapsed, cfg) >= 1.0:
             valid_loss = f"{evaluate(model, valid_tokens, cfg):.4f}"
             save_hf(model, config)
         append_row(cfg["loss_csv"], {
@@ -242,8 +261,19 @@ def train(config: dict, max_minutes: float, bench_steps: int):
     print(f"stopped at step {step}: {tokens:,} tokens, {elapsed / 60:.1f} min of training in all", flush=True)
 
 
-def sample(config: dict, max_new_tokens: int):
-    hf_dir = config["training"]["hf_dir"]
+def export_checkpoint(config: dict, out_dir: Path, dtype: str):
+    """The last checkpoint as a HF folder; bf16 is how Qwen3 checkpoints are published."""
+    tokenizer = Tokenizer.from_file(str(HERE / config["tokenizer"]["out_dir"] / "tokenizer.json"))
+    model = build_model(config, tokenizer)
+    state = torch.load(config["training"]["ckpt_dir"] / "last.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    model.to({"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype])
+    save_hf(model, config, out_dir)
+    print(f"wrote {out_dir or config['training']['hf_dir']} ({dtype}) from the checkpoint of step {state['step']}")
+
+
+def sample(config: dict, max_new_tokens: int, hf_dir: Path = None):
+    hf_dir = hf_dir or config["training"]["hf_dir"]
     tokenizer = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
     model = Qwen3ForCausalLM.from_pretrained(hf_dir)
     model.eval()
@@ -264,13 +294,18 @@ def main():
     parser.add_argument("--max-minutes", type=float, default=0)
     parser.add_argument("--bench", type=int, default=0)
     parser.add_argument("--sample", action="store_true")
+    parser.add_argument("--save-hf", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--max-new-tokens", type=int, default=80)
     args = parser.parse_args()
     config = load_config(args.config)
     torch.set_num_threads(config["training"]["threads"])
     torch.set_num_interop_threads(1)
     if args.sample:
-        sample(config, args.max_new_tokens)
+        sample(config, args.max_new_tokens, args.out)
+    elif args.save_hf:
+        export_checkpoint(config, args.out, args.dtype)
     else:
         train(config, args.max_minutes, args.bench)
 
