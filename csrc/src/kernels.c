@@ -197,3 +197,15 @@ QWEN3_API int32_t qwen3_kernel_select(const char* name) {
     atomic_store_explicit(&note, "selected by qwen3_kernel_select()", memory_order_release);
     return QWEN3_OK;
 }
+
+void qwen3_quantize_q8_token(const float* x, Qwen3Q8Batch* out, uint32_t t) {
+    Qwen3Q8Vector v = qwen3_q8_batch_row(out, t);
+    qwen3_quantize_q8(x, &v);
+    const uint32_t gs = out->group_size, ng = out->n / gs;
+    int32_t* sums = out->sums + (size_t)t * ng;
+    for (uint32_t g = 0; g < ng; g++) {
+        int32_t sum = 0;
+        for (uint32_t i = 0; i < gs; i++) sum += v.q[(size_t)g * gs + i];
+        sums[g] = sum;
+    }
+}

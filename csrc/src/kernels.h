@@ -15,6 +15,7 @@
 #ifndef QWEN3_KERNELS_H
 #define QWEN3_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* A Q8 matrix in the qwen3.c layout: rows x cols int8 values row-major (HF [out, in]),
@@ -35,15 +36,73 @@ typedef struct {
     uint32_t group_size;
 } Qwen3Q8Vector;
 
+/* Several activation vectors (one per token of a prefill block), each quantised as a
+ * Qwen3Q8Vector and stored one after another, plus the sum of each group's int8 values
+ * (which the x86 VNNI kernels need to undo their unsigned-byte bias once per group). */
+typedef struct {
+    int8_t* q;      /* (n_tokens, n) */
+    float* s;       /* (n_tokens, n / group_size) */
+    int32_t* sums;  /* (n_tokens, n / group_size) sum of each group's q values */
+    uint32_t n;
+    uint32_t n_tokens;
+    uint32_t group_size;
+} Qwen3Q8Batch;
+
 /* out[r - row_begin] for r in [row_begin, row_end): out[i] = row r of w dot x (see above).
  * Requires w->cols == x->n and equal group sizes; any group_size that divides cols. */
 typedef void (*Qwen3MatvecQ8Fn)(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x,
                                 uint32_t row_begin, uint32_t row_end);
 
+/* The matrix product of a batch: for every token t < x->n_tokens and row r in
+ * [row_begin, row_end), out[t * out_stride + (r - row_begin)] = row r of w dot token t,
+ * with EXACTLY the per-row, per-group numerics above, so each output has the bits that
+ * matvec_q8 gives for that token alone: a prefill in blocks equals token-by-token
+ * decoding bit for bit. Each weight is read once per call instead of once per token. */
+typedef void (*Qwen3MatmulQ8Fn)(float* out, size_t out_stride, const Qwen3Q8Matrix* w,
+                                const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end);
+
+/*
+ * Attention over a key cache stored in blocks of QWEN3_KV_BLOCK positions, each block
+ * transposed per kv head to (head_dim, QWEN3_KV_BLOCK), so position p of the block is a
+ * lane and a score's dot product runs in index order down the lanes (the scalar order,
+ * vectorised across positions rather than across the sum).
+ *
+ * attn_scores: for each query j < n_q (query j at q + j * q_stride) and position
+ *   p < n_pos: scores[j * s_stride + p] = (sum over i in order of q[i] * k[p][i]) * scale,
+ *   where k[p][i] = keys[(p / B) * block_stride + i * B + p % B] (B = QWEN3_KV_BLOCK).
+ *   Lanes of the last block past n_pos may be computed from whatever the cache holds
+ *   and written up to the block's end (s_stride leaves room: round n_pos up to B).
+ * attn_values: out[j * o_stride + i] = sum over p < n_pos[j], ascending, of
+ *   att[j * a_stride + p] * v[p * v_stride + i], for i < head_dim, starting from 0.0f.
+ *   Each query has its own length (causal prefill); n_pos must be non-decreasing in j.
+ */
+#define QWEN3_KV_BLOCK 16u
+typedef void (*Qwen3AttnScoresFn)(float* scores, uint32_t s_stride, const float* q, uint32_t q_stride,
+                                  uint32_t n_q, const float* keys, size_t block_stride, uint32_t n_pos,
+                                  uint32_t head_dim, float scale);
+typedef void (*Qwen3AttnValuesFn)(float* out, uint32_t o_stride, const float* att, uint32_t a_stride,
+                                  const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
+                                  uint32_t head_dim);
+
 typedef struct {
     const char* name;          /* "scalar", "avx2", "avx512vnni", "neon", "sve" */
     Qwen3MatvecQ8Fn matvec_q8;
+    Qwen3MatmulQ8Fn matmul_q8;
+    Qwen3AttnScoresFn attn_scores;
+    Qwen3AttnValuesFn attn_values;
 } Qwen3KernelTable;
+
+/* The reference batched product and attention, for tiers without their own: matmul_q8
+ * as matvec_q8 of the given tier per token (bit-identical by construction). */
+void qwen3_matmul_q8_by_matvec(Qwen3MatvecQ8Fn matvec, float* out, size_t out_stride,
+                               const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x, uint32_t row_begin,
+                               uint32_t row_end);
+void qwen3_attn_scores_ref(float* scores, uint32_t s_stride, const float* q, uint32_t q_stride, uint32_t n_q,
+                           const float* keys, size_t block_stride, uint32_t n_pos, uint32_t head_dim,
+                           float scale);
+void qwen3_attn_values_ref(float* out, uint32_t o_stride, const float* att, uint32_t a_stride,
+                           const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
+                           uint32_t head_dim);
 
 /* The tier in use (selected on first call: best supported, or $QWEN3_KERNEL). */
 const Qwen3KernelTable* qwen3_kernels_active(void);
@@ -77,5 +136,16 @@ extern const Qwen3KernelTable qwen3_kernels_sve;
  * gets scale 0 and q = 0), q = round-half-away-from-zero(x / scale). Shared by all
  * tiers so activations are the same bits everywhere. */
 void qwen3_quantize_q8(const float* x, Qwen3Q8Vector* out);
+
+/* Token t of a batch: qwen3_quantize_q8 of x (n floats) into row t, plus each group's
+ * sum of q values into out->sums. */
+void qwen3_quantize_q8_token(const float* x, Qwen3Q8Batch* out, uint32_t t);
+
+/* Token t of a batch as a vector view. */
+static inline Qwen3Q8Vector qwen3_q8_batch_row(const Qwen3Q8Batch* b, uint32_t t) {
+    const uint32_t ng = b->n / b->group_size;
+    Qwen3Q8Vector v = {b->q + (size_t)t * b->n, b->s + (size_t)t * ng, b->n, b->group_size};
+    return v;
+}
 
 #endif

@@ -136,9 +136,17 @@ TARGET_AVX2 static void matvec_q8_avx2(float* out, const Qwen3Q8Matrix* w, const
     for (; r < row_end; r += ROWS) block8_avx2(out + (r - row_begin), w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
 }
 
+static void matmul_q8_avx2(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
+                         uint32_t row_begin, uint32_t row_end) {
+    qwen3_matmul_q8_by_matvec(matvec_q8_avx2, out, out_stride, w, x, row_begin, row_end);
+}
+
 const Qwen3KernelTable qwen3_kernels_avx2 = {
     .name = "avx2",
     .matvec_q8 = matvec_q8_avx2,
+    .matmul_q8 = matmul_q8_avx2,
+    .attn_scores = qwen3_attn_scores_ref,
+    .attn_values = qwen3_attn_values_ref,
 };
 
 /* ------------------------------------------------------------------------------------
@@ -188,7 +196,15 @@ TARGET_VNNI static void matvec_q8_avxvnni(float* out, const Qwen3Q8Matrix* w, co
     for (; r < row_end; r += ROWS) block8_vnni(out + (r - row_begin), w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
 }
 
+static void matmul_q8_avxvnni(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
+                         uint32_t row_begin, uint32_t row_end) {
+    qwen3_matmul_q8_by_matvec(matvec_q8_avxvnni, out, out_stride, w, x, row_begin, row_end);
+}
+
 const Qwen3KernelTable qwen3_kernels_avxvnni = {
     .name = "avxvnni",
     .matvec_q8 = matvec_q8_avxvnni,
+    .matmul_q8 = matmul_q8_avxvnni,
+    .attn_scores = qwen3_attn_scores_ref,
+    .attn_values = qwen3_attn_values_ref,
 };

@@ -20,6 +20,7 @@
  */
 #include <immintrin.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -187,7 +188,290 @@ TARGET static void matvec_q8_avx512vnni(float* out, const Qwen3Q8Matrix* w, cons
     }
 }
 
+/* ====================================================================================
+ * Batched product (prefill): a GEMM micro-kernel on vpdpbusd.
+ *
+ * A register tile is 32 rows (two vectors of 16 int32 lanes, rows in lanes) by up to
+ * MM_TOK tokens. Weights are repacked on the fly, once per call, 32 rows by MM_CHUNK
+ * columns at a time (an L1-sized block reused by every token of the batch): per step of
+ * 4 columns, one 64-byte vector holds the 4 bytes of each of 16 rows, flipped by 0x80
+ * as in matvec. Each token's 4 activation bytes are broadcast to all lanes, so one
+ * vpdpbusd adds 4 products to each of 16 rows' sums and no horizontal reduction is ever
+ * needed. The unwanted 128 * sum(x) of a group is per token, from the batch's group sums,
+ * and starts each accumulator. After every group the float part runs with rows in lanes,
+ * per token, in the scalar order: acc + ((float)isum * w_scale) * x_scale - so each
+ * (token, row) output has exactly the bits of matvec_q8 for that token (kernels.h).
+ * ================================================================================== */
+
+#define MM_ROWS 32     /* rows per register tile */
+#define MM_TOK 6       /* tokens per register tile: 2 x 6 int32 + 2 x 6 float accumulators */
+#define MM_CHUNK 1024  /* columns packed at a time: 32 KB of weights, L1-sized */
+
+/* 16 x 16 transpose of int32: in[i] holds row i's 16 dwords; out[k] gets dword k of
+ * rows 0..15. */
+INLINE void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    UNROLL for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4i + m], 128-bit lane L: dword 4L + m of rows 4i .. 4i+3. */
+    UNROLL for (int i = 0; i < 4; i++) {
+        u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    UNROLL for (int m = 0; m < 4; m++) {
+        const __m512i x0 = _mm512_shuffle_i32x4(u[m], u[4 + m], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i x1 = _mm512_shuffle_i32x4(u[m], u[4 + m], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512i y0 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i y1 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], _MM_SHUFFLE(3, 2, 3, 2));
+        r[m] = _mm512_shuffle_i32x4(x0, y0, _MM_SHUFFLE(2, 0, 2, 0));
+        r[4 + m] = _mm512_shuffle_i32x4(x0, y0, _MM_SHUFFLE(3, 1, 3, 1));
+        r[8 + m] = _mm512_shuffle_i32x4(x1, y1, _MM_SHUFFLE(2, 0, 2, 0));
+        r[12 + m] = _mm512_shuffle_i32x4(x1, y1, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+}
+
+/* Packs rows r0 .. r0+31 (rows past nrows repeat the last row: in bounds, results
+ * dropped) and columns [c0, c0 + nc) of w into pk, flipped by 0x80: the vector of
+ * 4-column step j, half h (rows 16h .. 16h+15) is at pk + (2j + h) * 64. Their scales go
+ * to ps: group gl of the chunk at ps + gl * 32. nc is a multiple of the group size (and so
+ * of 4); a last partial 64-column piece is loaded masked, never past the row. */
+TARGET static void mm_pack(uint8_t* pk, float* ps, const Qwen3Q8Matrix* w, uint32_t r0, uint32_t nrows,
+                           uint32_t c0, uint32_t nc) {
+    const size_t n = w->cols;
+    const uint32_t gs = w->group_size, ng = (uint32_t)(n / gs);
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (uint32_t h = 0; h < 2; h++) {
+        const int8_t* rows[16];
+        for (uint32_t i = 0; i < 16; i++) {
+            const uint32_t row = 16 * h + i < nrows ? 16 * h + i : nrows - 1;
+            rows[i] = w->q + (size_t)(r0 + row) * n + c0;
+        }
+        for (uint32_t c = 0; c < nc; c += 64) {
+            __m512i r[16];
+            if (nc - c >= 64) {
+                UNROLL for (int i = 0; i < 16; i++) r[i] = _mm512_xor_si512(_mm512_loadu_si512(rows[i] + c), bias);
+            } else {
+                const __mmask64 m = ((__mmask64)1 << (nc - c)) - 1;
+                UNROLL for (int i = 0; i < 16; i++) r[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, rows[i] + c), bias);
+            }
+            transpose16(r);
+            uint8_t* dst = pk + ((size_t)(c / 4) * 2 + h) * 64;
+            const uint32_t steps = nc - c >= 64 ? 16 : (nc - c) / 4;
+            for (uint32_t j = 0; j < steps; j++) _mm512_store_si512(dst + (size_t)j * 128, r[j]);
+        }
+    }
+    const uint32_t g0 = c0 / gs, ngc = nc / gs;
+    for (uint32_t i = 0; i < MM_ROWS; i++) {
+        const uint32_t row = i < nrows ? i : nrows - 1;
+        const float* src = w->s + (size_t)(r0 + row) * ng + g0;
+        for (uint32_t gl = 0; gl < ngc; gl++) ps[gl * MM_ROWS + i] = src[gl];
+    }
+}
+
+/* One register tile: tokens t0 .. t0+nt-1 by the 32 packed rows, over the chunk's ngc
+ * groups starting at group g0. Accumulators start at 0 for the first chunk, else from out
+ * (a stored float reloads exactly, so the per-group order is unbroken across chunks). */
+INLINE void mm_tile(float* out, size_t ld, const uint8_t* pk, const float* ps, const Qwen3Q8Batch* x,
+                    uint32_t t0, const int nt, uint32_t g0, uint32_t ngc, int first, __mmask16 m0,
+                    __mmask16 m1) {
+    const uint32_t gs = x->group_size, ng = x->n / gs, steps = gs / 4;
+    __m512 acc[MM_TOK][2];
+    UNROLL for (int t = 0; t < nt; t++) {
+        float* o = out + (size_t)(t0 + t) * ld;
+        acc[t][0] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m0, o);
+        acc[t][1] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m1, o + 16);
+    }
+    const int8_t* xq[MM_TOK];
+    UNROLL for (int t = 0; t < nt; t++) xq[t] = x->q + (size_t)(t0 + t) * x->n + (size_t)g0 * gs;
+    for (uint32_t gl = 0; gl < ngc; gl++) {
+        const uint32_t g = g0 + gl;
+        __m512i a[MM_TOK][2];
+        UNROLL for (int t = 0; t < nt; t++) {
+            const __m512i corr = _mm512_set1_epi32(-128 * x->sums[(size_t)(t0 + t) * ng + g]);
+            a[t][0] = corr;
+            a[t][1] = corr;
+        }
+        const uint8_t* pg = pk + (size_t)gl * steps * 128;
+        for (uint32_t j = 0; j < steps; j++) {
+            const __m512i w0 = _mm512_load_si512(pg + (size_t)j * 128);
+            const __m512i w1 = _mm512_load_si512(pg + (size_t)j * 128 + 64);
+            UNROLL for (int t = 0; t < nt; t++) {
+                int32_t xv;
+                memcpy(&xv, xq[t] + (size_t)gl * gs + 4 * j, 4);
+                const __m512i b = _mm512_set1_epi32(xv);
+                a[t][0] = _mm512_dpbusd_epi32(a[t][0], w0, b);
+                a[t][1] = _mm512_dpbusd_epi32(a[t][1], w1, b);
+            }
+        }
+        const __m512 ws0 = _mm512_load_ps(ps + (size_t)gl * MM_ROWS);
+        const __m512 ws1 = _mm512_load_ps(ps + (size_t)gl * MM_ROWS + 16);
+        UNROLL for (int t = 0; t < nt; t++) {
+            const __m512 xs = _mm512_set1_ps(x->s[(size_t)(t0 + t) * ng + g]);
+            acc[t][0] = _mm512_add_ps(acc[t][0], _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[t][0]), ws0), xs));
+            acc[t][1] = _mm512_add_ps(acc[t][1], _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[t][1]), ws1), xs));
+        }
+    }
+    UNROLL for (int t = 0; t < nt; t++) {
+        float* o = out + (size_t)(t0 + t) * ld;
+        _mm512_mask_storeu_ps(o, m0, acc[t][0]);
+        _mm512_mask_storeu_ps(o + 16, m1, acc[t][1]);
+    }
+}
+
+TARGET static void matmul_q8_avx512vnni(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
+                                        uint32_t row_begin, uint32_t row_end) {
+    const uint32_t gs = w->group_size;
+    /* One token gains nothing from repacking; odd group sizes do not split into 4-byte
+     * steps. Both take the per-token kernel (same bits). */
+    if (x->n_tokens < 2 || gs % 4 != 0 || gs > MM_CHUNK) {
+        qwen3_matmul_q8_by_matvec(matvec_q8_avx512vnni, out, ld, w, x, row_begin, row_end);
+        return;
+    }
+    _Alignas(64) uint8_t pk[MM_ROWS * MM_CHUNK];
+    _Alignas(64) float ps[MM_ROWS * (MM_CHUNK / 4)];
+    const uint32_t cols = w->cols;
+    const uint32_t chunk = (MM_CHUNK / gs) * gs;
+    const uint32_t nt = x->n_tokens;
+    for (uint32_t r0 = row_begin; r0 < row_end; r0 += MM_ROWS) {
+        const uint32_t nrows = row_end - r0 < MM_ROWS ? row_end - r0 : MM_ROWS;
+        const __mmask16 m0 = nrows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nrows) - 1);
+        const __mmask16 m1 = nrows >= 32 ? (__mmask16)0xffff : nrows > 16 ? (__mmask16)((1u << (nrows - 16)) - 1) : 0;
+        float* o = out + (r0 - row_begin);
+        for (uint32_t c0 = 0; c0 < cols; c0 += chunk) {
+            const uint32_t nc = cols - c0 < chunk ? cols - c0 : chunk;
+            mm_pack(pk, ps, w, r0, nrows, c0, nc);
+            const uint32_t g0 = c0 / gs, ngc = nc / gs;
+            const int first = c0 == 0;
+            uint32_t t0 = 0;
+            for (; t0 + MM_TOK <= nt; t0 += MM_TOK) mm_tile(o, ld, pk, ps, x, t0, MM_TOK, g0, ngc, first, m0, m1);
+            switch (nt - t0) {
+            case 5: mm_tile(o, ld, pk, ps, x, t0, 5, g0, ngc, first, m0, m1); break;
+            case 4: mm_tile(o, ld, pk, ps, x, t0, 4, g0, ngc, first, m0, m1); break;
+            case 3: mm_tile(o, ld, pk, ps, x, t0, 3, g0, ngc, first, m0, m1); break;
+            case 2: mm_tile(o, ld, pk, ps, x, t0, 2, g0, ngc, first, m0, m1); break;
+            case 1: mm_tile(o, ld, pk, ps, x, t0, 1, g0, ngc, first, m0, m1); break;
+            default: break;
+            }
+        }
+    }
+}
+
+/* ====================================================================================
+ * Attention (fp32): the scalar loops of kernels_scalar.c with 16 lanes, same order per
+ * lane, several independent sums in flight to hide the add latency.
+ * ================================================================================== */
+
+/* nq queries x nb key blocks of 16 positions. */
+INLINE void scores_tile(float* s, uint32_t ss, const float* q, uint32_t qs, const float* kb, size_t bs, uint32_t hd,
+                        __m512 scale, const int nq, const int nb) {
+    __m512 acc[4][4];
+    UNROLL for (int j = 0; j < nq; j++) {
+        UNROLL for (int b = 0; b < nb; b++) acc[j][b] = _mm512_setzero_ps();
+    }
+    for (uint32_t i = 0; i < hd; i++) {
+        __m512 k[4];
+        UNROLL for (int b = 0; b < nb; b++) k[b] = _mm512_loadu_ps(kb + (size_t)b * bs + (size_t)i * 16);
+        UNROLL for (int j = 0; j < nq; j++) {
+            const __m512 qi = _mm512_set1_ps(q[(size_t)j * qs + i]);
+            UNROLL for (int b = 0; b < nb; b++) acc[j][b] = _mm512_add_ps(acc[j][b], _mm512_mul_ps(qi, k[b]));
+        }
+    }
+    UNROLL for (int j = 0; j < nq; j++) {
+        UNROLL for (int b = 0; b < nb; b++) _mm512_storeu_ps(s + (size_t)j * ss + (size_t)b * 16, _mm512_mul_ps(acc[j][b], scale));
+    }
+}
+
+#define SCORES_RUN(NQ, NB)                                                                                     \
+    do {                                                                                                       \
+        uint32_t b = 0;                                                                                        \
+        for (; b + (NB) <= nblocks; b += (NB))                                                                 \
+            scores_tile(scores + (size_t)j * s_stride + b * 16, s_stride, q + (size_t)j * q_stride, q_stride, \
+                        keys + b * block_stride, block_stride, head_dim, sc, (NQ), (NB));                    \
+        for (; b < nblocks; b++)                                                                               \
+            scores_tile(scores + (size_t)j * s_stride + b * 16, s_stride, q + (size_t)j * q_stride, q_stride, \
+                        keys + b * block_stride, block_stride, head_dim, sc, (NQ), 1);                       \
+    } while (0)
+
+TARGET static void attn_scores_avx512(float* scores, uint32_t s_stride, const float* q, uint32_t q_stride, uint32_t n_q,
+                                      const float* keys, size_t block_stride, uint32_t n_pos, uint32_t head_dim,
+                                      float scale) {
+    const uint32_t nblocks = (n_pos + 15) / 16;
+    const __m512 sc = _mm512_set1_ps(scale);
+    uint32_t j = 0;
+    for (; j + 4 <= n_q; j += 4) SCORES_RUN(4, 2);
+    switch (n_q - j) {
+    case 3: SCORES_RUN(3, 2); break;
+    case 2: SCORES_RUN(2, 4); break;
+    case 1: SCORES_RUN(1, 4); break;
+    default: break;
+    }
+}
+
+/* nq queries x nv vectors of 16 output dims (masks for the last, partial one). Query j
+ * stops at its own n_pos; n_pos is non-decreasing, so the last query runs longest. */
+INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, const uint32_t* np, const float* v,
+                        uint32_t vs, const __mmask16* m, const int nq, const int nv) {
+    __m512 acc[4][4];
+    UNROLL for (int j = 0; j < nq; j++) {
+        UNROLL for (int c = 0; c < nv; c++) acc[j][c] = _mm512_setzero_ps();
+    }
+    const uint32_t n_all = np[0], n_max = np[nq - 1];
+    uint32_t p = 0;
+    for (; p < n_all; p++) {
+        __m512 vv[4];
+        UNROLL for (int c = 0; c < nv; c++) vv[c] = _mm512_maskz_loadu_ps(m[c], v + (size_t)p * vs + 16 * c);
+        UNROLL for (int j = 0; j < nq; j++) {
+            const __m512 aj = _mm512_set1_ps(a[(size_t)j * as + p]);
+            UNROLL for (int c = 0; c < nv; c++) acc[j][c] = _mm512_add_ps(acc[j][c], _mm512_mul_ps(aj, vv[c]));
+        }
+    }
+    for (; p < n_max; p++) {
+        __m512 vv[4];
+        UNROLL for (int c = 0; c < nv; c++) vv[c] = _mm512_maskz_loadu_ps(m[c], v + (size_t)p * vs + 16 * c);
+        UNROLL for (int j = 1; j < nq; j++) {
+            if (p >= np[j]) continue;
+            const __m512 aj = _mm512_set1_ps(a[(size_t)j * as + p]);
+            UNROLL for (int c = 0; c < nv; c++) acc[j][c] = _mm512_add_ps(acc[j][c], _mm512_mul_ps(aj, vv[c]));
+        }
+    }
+    UNROLL for (int j = 0; j < nq; j++) {
+        UNROLL for (int c = 0; c < nv; c++) _mm512_mask_storeu_ps(o + (size_t)j * os + 16 * c, m[c], acc[j][c]);
+    }
+}
+
+TARGET static void attn_values_avx512(float* out, uint32_t o_stride, const float* att, uint32_t a_stride,
+                                      const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
+                                      uint32_t head_dim) {
+    for (uint32_t i0 = 0; i0 < head_dim; i0 += 64) {
+        __mmask16 m[4];
+        for (uint32_t c = 0; c < 4; c++) {
+            const uint32_t lo = i0 + 16 * c;
+            m[c] = lo >= head_dim ? 0 : head_dim - lo >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (head_dim - lo)) - 1);
+        }
+        float* o = out + i0;
+        const float* vi = v + i0;
+        uint32_t j = 0;
+        for (; j + 4 <= n_q; j += 4) {
+            values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride,
+                        m, 4, 4);
+        }
+        switch (n_q - j) {
+        case 3: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, 3, 4); break;
+        case 2: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, 2, 4); break;
+        case 1: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, 1, 4); break;
+        default: break;
+        }
+    }
+}
+
 const Qwen3KernelTable qwen3_kernels_avx512vnni = {
     .name = "avx512vnni",
     .matvec_q8 = matvec_q8_avx512vnni,
+    .matmul_q8 = matmul_q8_avx512vnni,
+    .attn_scores = attn_scores_avx512,
+    .attn_values = attn_values_avx512,
 };

@@ -123,9 +123,17 @@ static void matvec_q8_neon(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vect
     MATVEC_BODY(block8_neon)
 }
 
+static void matmul_q8_neon(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
+                         uint32_t row_begin, uint32_t row_end) {
+    qwen3_matmul_q8_by_matvec(matvec_q8_neon, out, out_stride, w, x, row_begin, row_end);
+}
+
 const Qwen3KernelTable qwen3_kernels_neon = {
     .name = "neon",
     .matvec_q8 = matvec_q8_neon,
+    .matmul_q8 = matmul_q8_neon,
+    .attn_scores = qwen3_attn_scores_ref,
+    .attn_values = qwen3_attn_values_ref,
 };
 
 /* ------------------------------------------------------------------------------------
@@ -147,7 +155,15 @@ TARGET_DOT static void matvec_q8_neondot(float* out, const Qwen3Q8Matrix* w, con
     MATVEC_BODY(block8_dot)
 }
 
+static void matmul_q8_neondot(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
+                         uint32_t row_begin, uint32_t row_end) {
+    qwen3_matmul_q8_by_matvec(matvec_q8_neondot, out, out_stride, w, x, row_begin, row_end);
+}
+
 const Qwen3KernelTable qwen3_kernels_neondot = {
     .name = "neondot",
     .matvec_q8 = matvec_q8_neondot,
+    .matmul_q8 = matmul_q8_neondot,
+    .attn_scores = qwen3_attn_scores_ref,
+    .attn_values = qwen3_attn_values_ref,
 };

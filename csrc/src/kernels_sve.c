@@ -70,7 +70,15 @@ TARGET static void matvec_q8_sve(float* out, const Qwen3Q8Matrix* w, const Qwen3
     }
 }
 
+static void matmul_q8_sve(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
+                         uint32_t row_begin, uint32_t row_end) {
+    qwen3_matmul_q8_by_matvec(matvec_q8_sve, out, out_stride, w, x, row_begin, row_end);
+}
+
 const Qwen3KernelTable qwen3_kernels_sve = {
     .name = "sve",
     .matvec_q8 = matvec_q8_sve,
+    .matmul_q8 = matmul_q8_sve,
+    .attn_scores = qwen3_attn_scores_ref,
+    .attn_values = qwen3_attn_values_ref,
 };

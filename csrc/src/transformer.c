@@ -101,7 +101,8 @@ void qwen3_attention_head(float* out, const float* q, const float* k, const floa
  * Context memory
  * ================================================================================== */
 
-/* Positions committed at a time on Windows: few commit calls, little waste. */
+/* Positions committed at a time on Windows: few commit calls, little waste. A multiple
+ * of QWEN3_KV_BLOCK, so a key block is never split. */
 #define COMMIT_CHUNK 256u
 
 static int32_t alloc_floats(float** out, uint64_t n, const char* what) {
@@ -115,17 +116,27 @@ static int32_t alloc_floats(float** out, uint64_t n, const char* what) {
     return QWEN3_OK;
 }
 
-static int32_t alloc_q8(Qwen3Q8Vector* v, uint32_t n, uint32_t group_size, const char* what) {
-    v->n = n;
-    v->group_size = group_size;
-    v->q = (int8_t*)qwen3_aligned_alloc(n);
-    v->s = (float*)qwen3_aligned_alloc((size_t)(n / group_size) * sizeof(float));
-    if (!v->q || !v->s) {
+static int32_t alloc_batch(Qwen3Q8Batch* b, uint32_t n, uint32_t tokens, uint32_t group_size,
+                           const char* what) {
+    const size_t values = (size_t)n * tokens, groups = values / group_size;
+    b->n = n;
+    b->n_tokens = tokens;
+    b->group_size = group_size;
+    b->q = (int8_t*)qwen3_aligned_alloc(values);
+    b->s = (float*)qwen3_aligned_alloc(groups * sizeof(float));
+    b->sums = (int32_t*)qwen3_aligned_alloc(groups * sizeof(int32_t));
+    if (!b->q || !b->s || !b->sums) {
         return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY,
-                          "out of memory allocating %u quantised values for the context's %s", n,
-                          what);
+                          "out of memory allocating %zu quantised values for the context's %s",
+                          values, what);
     }
     return QWEN3_OK;
+}
+
+static void free_batch(Qwen3Q8Batch* b) {
+    qwen3_aligned_free(b->q);
+    qwen3_aligned_free(b->s);
+    qwen3_aligned_free(b->sums);
 }
 
 int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len) {
@@ -136,12 +147,18 @@ int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len)
     const uint64_t kv_dim = (uint64_t)h->n_kv_heads * h->head_dim;
     const uint64_t q_dim = (uint64_t)h->n_heads * h->head_dim;
     const uint64_t wide = q_dim > h->dim ? q_dim : h->dim;
+    const uint32_t B = ctx_len < QWEN3_FORWARD_BLOCK ? ctx_len : QWEN3_FORWARD_BLOCK;
+    c->block = B;
+    c->ctx_blocks = (ctx_len + QWEN3_KV_BLOCK - 1) / QWEN3_KV_BLOCK;
+    c->att_stride = c->ctx_blocks * QWEN3_KV_BLOCK;
 
     /* Header limits keep every factor below 2^24, so these products fit in 64 bits. */
-    uint64_t cache_floats = (uint64_t)h->n_layers * ctx_len * kv_dim;
-    uint64_t att_floats = (uint64_t)h->n_heads * ctx_len;
-    uint64_t lazy_bytes = (2 * cache_floats + att_floats) * sizeof(float);
-    if (cache_floats > UINT64_MAX / 64 || lazy_bytes > (uint64_t)SIZE_MAX) {
+    uint64_t key_floats = (uint64_t)h->n_layers * c->att_stride * kv_dim;
+    uint64_t value_floats = (uint64_t)h->n_layers * ctx_len * kv_dim;
+    uint64_t att_floats = (uint64_t)h->n_heads * B * c->att_stride;
+    uint64_t lazy_bytes = (key_floats + value_floats + att_floats) * sizeof(float);
+    if (key_floats > UINT64_MAX / 64 || att_floats > UINT64_MAX / 64 ||
+        lazy_bytes > (uint64_t)SIZE_MAX) {
         return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY,
                           "a KV cache of %u positions (%llu floats per layer per position) does "
                           "not fit in this address space",
@@ -154,23 +171,33 @@ int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len)
         return rc;
     }
     c->key_cache = (float*)(void*)c->lazy.base;
-    c->value_cache = c->key_cache + cache_floats;
-    c->att = c->value_cache + cache_floats;
+    c->value_cache = c->key_cache + key_floats;
+    c->att = c->value_cache + value_floats;
 
-    if (rc == QWEN3_OK) rc = alloc_floats(&c->x, h->dim, "residual stream");
-    if (rc == QWEN3_OK) rc = alloc_floats(&c->xb, wide, "activation buffer");
-    if (rc == QWEN3_OK) rc = alloc_floats(&c->xb2, h->dim, "matmul output");
-    if (rc == QWEN3_OK) rc = alloc_floats(&c->q, q_dim, "queries");
-    if (rc == QWEN3_OK) rc = alloc_floats(&c->hb, h->hidden_dim, "feed-forward gate");
-    if (rc == QWEN3_OK) rc = alloc_floats(&c->hb2, h->hidden_dim, "feed-forward up");
-    if (rc == QWEN3_OK) rc = alloc_floats(&c->rope_cos, h->head_dim / 2, "RoPE table");
-    if (rc == QWEN3_OK) rc = alloc_floats(&c->rope_sin, h->head_dim / 2, "RoPE table");
+    const uint32_t half = h->head_dim / 2;
+    if (rc == QWEN3_OK) rc = alloc_floats(&c->x, (uint64_t)B * h->dim, "residual stream");
+    if (rc == QWEN3_OK) rc = alloc_floats(&c->xb, B * wide, "activation buffer");
+    if (rc == QWEN3_OK) rc = alloc_floats(&c->xb2, (uint64_t)B * h->dim, "matmul output");
+    if (rc == QWEN3_OK) rc = alloc_floats(&c->q, B * q_dim, "queries");
+    if (rc == QWEN3_OK) rc = alloc_floats(&c->k, B * kv_dim, "new keys");
+    if (rc == QWEN3_OK) rc = alloc_floats(&c->hb, (uint64_t)B * h->hidden_dim, "feed-forward gate");
+    if (rc == QWEN3_OK) rc = alloc_floats(&c->hb2, (uint64_t)B * h->hidden_dim, "feed-forward up");
+    if (rc == QWEN3_OK) rc = alloc_floats(&c->rope_freq, half > 0 ? half : 1, "RoPE table");
+    if (rc == QWEN3_OK) rc = alloc_floats(&c->rope_cos, (uint64_t)B * (half > 0 ? half : 1), "RoPE table");
+    if (rc == QWEN3_OK) rc = alloc_floats(&c->rope_sin, (uint64_t)B * (half > 0 ? half : 1), "RoPE table");
     if (rc == QWEN3_OK) rc = alloc_floats(&c->logits, h->vocab_size, "logits");
-    if (rc == QWEN3_OK) rc = alloc_q8(&c->xq, (uint32_t)wide, h->group_size, "matmul input");
-    if (rc == QWEN3_OK) rc = alloc_q8(&c->hq, h->hidden_dim, h->group_size, "feed-forward input");
+    if (rc == QWEN3_OK) rc = alloc_batch(&c->xq, (uint32_t)wide, B, h->group_size, "matmul input");
+    if (rc == QWEN3_OK) rc = alloc_batch(&c->hq, h->hidden_dim, B, h->group_size, "feed-forward input");
     if (rc == QWEN3_OK) rc = qwen3_sampler_init(&c->sampler, h->vocab_size);
-    if (rc != QWEN3_OK) qwen3_context_release(c);
-    return rc;
+    if (rc != QWEN3_OK) {
+        qwen3_context_release(c);
+        return rc;
+    }
+    /* The expression of qwen3_rope_angles, so both give the same angles. */
+    for (uint32_t i = 0; i < half; i++) {
+        c->rope_freq[i] = powf(model->rope_theta, -(float)i / (float)half);
+    }
+    return QWEN3_OK;
 }
 
 void qwen3_context_release(Qwen3Context* c) {
@@ -179,15 +206,15 @@ void qwen3_context_release(Qwen3Context* c) {
     qwen3_aligned_free(c->xb);
     qwen3_aligned_free(c->xb2);
     qwen3_aligned_free(c->q);
+    qwen3_aligned_free(c->k);
     qwen3_aligned_free(c->hb);
     qwen3_aligned_free(c->hb2);
+    qwen3_aligned_free(c->rope_freq);
     qwen3_aligned_free(c->rope_cos);
     qwen3_aligned_free(c->rope_sin);
     qwen3_aligned_free(c->logits);
-    qwen3_aligned_free(c->xq.q);
-    qwen3_aligned_free(c->xq.s);
-    qwen3_aligned_free(c->hq.q);
-    qwen3_aligned_free(c->hq.s);
+    free_batch(&c->xq);
+    free_batch(&c->hq);
     qwen3_sampler_release(&c->sampler);
     memset(c, 0, sizeof *c);
 }
@@ -198,19 +225,26 @@ static int32_t commit_positions(Qwen3Context* c, uint32_t upto) {
     if (upto <= c->committed) return QWEN3_OK;
     const Qwen3Header* h = &c->model->header;
     uint64_t target = ((uint64_t)upto + COMMIT_CHUNK - 1) / COMMIT_CHUNK * COMMIT_CHUNK;
-    if (target > c->ctx_len) target = c->ctx_len;
+    if (target > c->att_stride) target = c->att_stride;
     const size_t row = (size_t)h->n_kv_heads * h->head_dim * sizeof(float);
-    const size_t from = c->committed, count = (size_t)target - c->committed;
-    const size_t cache_bytes = (size_t)h->n_layers * c->ctx_len * row;
+    const size_t from = c->committed;
+    const size_t key_bytes = (size_t)h->n_layers * c->att_stride * row;
+    const size_t value_bytes = (size_t)h->n_layers * c->ctx_len * row;
+    const size_t value_to = target < c->ctx_len ? (size_t)target : c->ctx_len;
     for (uint32_t l = 0; l < h->n_layers; l++) {
-        size_t off = ((size_t)l * c->ctx_len + from) * row;
-        int32_t rc = qwen3_region_commit(&c->lazy, off, count * row);
-        if (rc == QWEN3_OK) rc = qwen3_region_commit(&c->lazy, cache_bytes + off, count * row);
+        /* committed and target are multiples of the key block (or the rounded length) */
+        size_t koff = ((size_t)l * c->att_stride + from) * row;
+        int32_t rc = qwen3_region_commit(&c->lazy, koff, ((size_t)target - from) * row);
+        if (rc == QWEN3_OK && value_to > from) {
+            size_t voff = key_bytes + ((size_t)l * c->ctx_len + from) * row;
+            rc = qwen3_region_commit(&c->lazy, voff, (value_to - from) * row);
+        }
         if (rc != QWEN3_OK) return rc;
     }
-    for (uint32_t hd = 0; hd < h->n_heads; hd++) {
-        size_t off = 2 * cache_bytes + ((size_t)hd * c->ctx_len + from) * sizeof(float);
-        int32_t rc = qwen3_region_commit(&c->lazy, off, count * sizeof(float));
+    const size_t att_rows = (size_t)h->n_heads * c->block;
+    for (size_t r = 0; r < att_rows; r++) {
+        size_t off = key_bytes + value_bytes + (r * c->att_stride + from) * sizeof(float);
+        int32_t rc = qwen3_region_commit(&c->lazy, off, ((size_t)target - from) * sizeof(float));
         if (rc != QWEN3_OK) return rc;
     }
     c->committed = (uint32_t)target;
@@ -221,21 +255,23 @@ static int32_t commit_positions(Qwen3Context* c, uint32_t upto) {
  * Parallel matmuls
  * ================================================================================== */
 
-/* Up to three matrices that share one quantised input, split into row blocks. */
+/* Up to three matrices that share one quantised input batch, split into row blocks.
+ * Token t's output of part p goes to parts[p].out + t * parts[p].stride. */
 typedef struct {
     struct {
         float* out;
+        size_t stride;
         const Qwen3Q8Matrix* w;
     } parts[3];
     uint32_t n_parts;
     uint32_t rows_per_task;
-    const Qwen3Q8Vector* x;
-    Qwen3MatvecQ8Fn matvec;
-} MatvecJob;
+    const Qwen3Q8Batch* x;
+    const Qwen3KernelTable* kernels;
+} MatmulJob;
 
-static void matvec_task(void* arg, uint32_t task, uint32_t n_tasks) {
+static void matmul_task(void* arg, uint32_t task, uint32_t n_tasks) {
     (void)n_tasks;
-    const MatvecJob* job = (const MatvecJob*)arg;
+    const MatmulJob* job = (const MatmulJob*)arg;
     uint64_t begin = (uint64_t)task * job->rows_per_task;
     uint64_t end = begin + job->rows_per_task;
     uint64_t base = 0; /* first row of the current part in the joined row space */
@@ -245,7 +281,13 @@ static void matvec_task(void* arg, uint32_t task, uint32_t n_tasks) {
         if (begin < part_end) {
             uint32_t r0 = (uint32_t)(begin - base);
             uint32_t r1 = (uint32_t)((end < part_end ? end : part_end) - base);
-            job->matvec(job->parts[p].out + r0, w, job->x, r0, r1);
+            float* out = job->parts[p].out + r0;
+            if (job->x->n_tokens == 1) {
+                const Qwen3Q8Vector v = qwen3_q8_batch_row(job->x, 0);
+                job->kernels->matvec_q8(out, w, &v, r0, r1);
+            } else {
+                job->kernels->matmul_q8(out, job->parts[p].stride, w, job->x, r0, r1);
+            }
             begin = base + r1;
         }
         base = part_end;
@@ -255,138 +297,250 @@ static void matvec_task(void* arg, uint32_t task, uint32_t n_tasks) {
 /* Below this many multiply-adds a job costs less than waking the pool's workers. */
 #define PARALLEL_MIN_WORK (1u << 16)
 
-/* Rows per task: a multiple of 16 (whole SIMD row blocks), about four tasks per thread
+/* Rows per task: a multiple of 32 (whole SIMD row tiles), about four tasks per thread
  * so uneven cores still finish together. */
-static void run_matvec(Qwen3Model* m, MatvecJob* job) {
+static void run_matmul(Qwen3Model* m, MatmulJob* job) {
     uint64_t rows = 0;
     for (uint32_t p = 0; p < job->n_parts; p++) rows += job->parts[p].w->rows;
     uint32_t threads = qwen3_pool_threads(m->pool);
-    if (rows * job->x->n < PARALLEL_MIN_WORK) threads = 1;
+    if (rows * job->x->n * job->x->n_tokens < PARALLEL_MIN_WORK) threads = 1;
     uint64_t per = threads > 1 ? rows / ((uint64_t)threads * 4) : rows;
-    per = (per + 15) / 16 * 16;
-    if (per < 16) per = 16;
+    per = (per + 31) / 32 * 32;
+    if (per < 32) per = 32;
     job->rows_per_task = (uint32_t)per;
     uint32_t n_tasks = (uint32_t)((rows + per - 1) / per);
     if (n_tasks == 1) {
-        matvec_task(job, 0, 1);
+        matmul_task(job, 0, 1);
     } else {
-        qwen3_pool_run(m->pool, matvec_task, job, n_tasks);
+        qwen3_pool_run(m->pool, matmul_task, job, n_tasks);
     }
 }
 
-static void matvec1(Qwen3Model* m, Qwen3MatvecQ8Fn fn, float* out, const Qwen3Q8Matrix* w,
-                    const Qwen3Q8Vector* x) {
-    MatvecJob job = {.parts = {{out, w}}, .n_parts = 1, .x = x, .matvec = fn};
-    run_matvec(m, &job);
+static void matmul1(Qwen3Model* m, const Qwen3KernelTable* k, float* out, size_t stride,
+                    const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x) {
+    MatmulJob job = {.parts = {{out, stride, w}}, .n_parts = 1, .x = x, .kernels = k};
+    run_matmul(m, &job);
 }
 
 /* ====================================================================================
- * Attention
+ * One block of tokens
  * ================================================================================== */
 
+/* What the per-token and attention tasks of one layer need. */
 typedef struct {
     Qwen3Context* c;
-    size_t layer_offset; /* floats from the cache start to this layer */
-    uint32_t n_pos;      /* positions 0 .. pos inclusive */
-} AttentionJob;
-
-static void attention_task(void* arg, uint32_t head, uint32_t n_tasks) {
-    (void)n_tasks;
-    const AttentionJob* job = (const AttentionJob*)arg;
-    Qwen3Context* c = job->c;
-    const Qwen3Header* h = &c->model->header;
-    const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd;
-    const uint32_t kv_head = head / (h->n_heads / h->n_kv_heads);
-    qwen3_attention_head(c->xb + (size_t)head * hd, c->q + (size_t)head * hd,
-                         c->key_cache + job->layer_offset + (size_t)kv_head * hd,
-                         c->value_cache + job->layer_offset + (size_t)kv_head * hd, kv_dim,
-                         job->n_pos, hd, c->att + (size_t)head * c->ctx_len);
-}
-
-/* ====================================================================================
- * Forward
- * ================================================================================== */
+    const Qwen3KernelTable* kernels;
+    const Qwen3LayerWeights* lw; /* NULL after the last layer */
+    uint32_t layer;
+    uint32_t pos0;      /* position of the block's first token */
+    uint32_t n;         /* tokens in the block */
+    uint32_t tile;      /* tokens per attention task */
+    uint32_t n_tiles;
+    int residual;       /* add xb2 into x first (the previous layer's down projection) */
+} BlockJob;
 
 static void add_into(float* x, const float* y, uint32_t n) {
     for (uint32_t i = 0; i < n; i++) x[i] = x[i] + y[i];
 }
 
-static void forward_one(Qwen3Context* c, int32_t token, uint32_t pos, int want_logits,
-                        Qwen3MatvecQ8Fn matvec) {
+/* Token t: [x += down output], h = rmsnorm(x) * norm, quantised as the next input. */
+static void norm_input_task(void* arg, uint32_t t, uint32_t n_tasks) {
+    (void)n_tasks;
+    const BlockJob* job = (const BlockJob*)arg;
+    Qwen3Context* c = job->c;
+    const Qwen3Header* h = &c->model->header;
+    const uint32_t dim = h->dim;
+    float* x = c->x + (size_t)t * dim;
+    if (job->residual) add_into(x, c->xb2 + (size_t)t * dim, dim);
+    const float* norm = job->lw ? job->lw->attn_norm : c->model->weights.final_norm;
+    float* xb = c->xb + (size_t)t * dim;
+    qwen3_rmsnorm(xb, x, norm, dim, c->model->rms_eps);
+    qwen3_quantize_q8_token(xb, &c->xq, t);
+}
+
+/* Token t: QK-norm and RoPE on its query and key heads; keys into the cache. */
+static void qk_task(void* arg, uint32_t t, uint32_t n_tasks) {
+    (void)n_tasks;
+    const BlockJob* job = (const BlockJob*)arg;
+    Qwen3Context* c = job->c;
+    const Qwen3Header* h = &c->model->header;
+    const uint32_t hd = h->head_dim, half = hd / 2, kv_dim = h->n_kv_heads * hd;
+    const float eps = c->model->rms_eps;
+    const float* cos_t = c->rope_cos + (size_t)t * half;
+    const float* sin_t = c->rope_sin + (size_t)t * half;
+    float* q = c->q + (size_t)t * h->n_heads * hd;
+    for (uint32_t i = 0; i < h->n_heads; i++) {
+        float* qh = q + (size_t)i * hd;
+        qwen3_rmsnorm(qh, qh, job->lw->q_norm, hd, eps);
+        qwen3_rope_rotate(qh, cos_t, sin_t, hd);
+    }
+    float* k = c->k + (size_t)t * kv_dim;
+    for (uint32_t i = 0; i < h->n_kv_heads; i++) {
+        float* kh = k + (size_t)i * hd;
+        qwen3_rmsnorm(kh, kh, job->lw->k_norm, hd, eps);
+        qwen3_rope_rotate(kh, cos_t, sin_t, hd);
+    }
+    const uint32_t p = job->pos0 + t;
+    float* kb = c->key_cache + ((size_t)job->layer * c->ctx_blocks + p / QWEN3_KV_BLOCK) * QWEN3_KV_BLOCK * kv_dim +
+                p % QWEN3_KV_BLOCK;
+    for (uint32_t i = 0; i < kv_dim; i++) kb[(size_t)i * QWEN3_KV_BLOCK] = k[i];
+}
+
+/* One head, one tile of tokens: causal attention of each token over positions
+ * 0 .. its own, into xb. */
+static void attention_task(void* arg, uint32_t task, uint32_t n_tasks) {
+    (void)n_tasks;
+    const BlockJob* job = (const BlockJob*)arg;
+    Qwen3Context* c = job->c;
+    const Qwen3Header* h = &c->model->header;
+    const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd, q_dim = h->n_heads * hd;
+    const uint32_t head = task / job->n_tiles, t0 = (task % job->n_tiles) * job->tile;
+    const uint32_t nt = job->n - t0 < job->tile ? job->n - t0 : job->tile;
+    const uint32_t kv_head = head / (h->n_heads / h->n_kv_heads);
+    const uint32_t wide = q_dim > h->dim ? q_dim : h->dim;
+    float* att = c->att + ((size_t)head * c->block + t0) * c->att_stride;
+    const float* keys = c->key_cache + (size_t)job->layer * c->ctx_blocks * QWEN3_KV_BLOCK * kv_dim +
+                        (size_t)kv_head * hd * QWEN3_KV_BLOCK;
+    const float* values = c->value_cache + (size_t)job->layer * c->ctx_len * kv_dim + (size_t)kv_head * hd;
+    uint32_t n_pos[QWEN3_FORWARD_BLOCK];
+    for (uint32_t j = 0; j < nt; j++) n_pos[j] = job->pos0 + t0 + j + 1;
+    job->kernels->attn_scores(att, c->att_stride, c->q + (size_t)t0 * q_dim + (size_t)head * hd, q_dim, nt, keys,
+                              (size_t)QWEN3_KV_BLOCK * kv_dim, n_pos[nt - 1], hd, 1.0f / sqrtf((float)hd));
+    for (uint32_t j = 0; j < nt; j++) qwen3_softmax(att + (size_t)j * c->att_stride, n_pos[j]);
+    job->kernels->attn_values(c->xb + (size_t)t0 * wide + (size_t)head * hd, wide, att, c->att_stride, n_pos, nt,
+                              values, kv_dim, hd);
+}
+
+/* Token t: the attention output quantised as the input of Wo. */
+static void quantize_att_task(void* arg, uint32_t t, uint32_t n_tasks) {
+    (void)n_tasks;
+    const BlockJob* job = (const BlockJob*)arg;
+    Qwen3Context* c = job->c;
+    const Qwen3Header* h = &c->model->header;
+    const uint32_t q_dim = h->n_heads * h->head_dim, wide = q_dim > h->dim ? q_dim : h->dim;
+    qwen3_quantize_q8_token(c->xb + (size_t)t * wide, &c->xq, t);
+}
+
+/* Token t: x += Wo output, h = rmsnorm(x) * ffn_norm, quantised. */
+static void ffn_input_task(void* arg, uint32_t t, uint32_t n_tasks) {
+    (void)n_tasks;
+    const BlockJob* job = (const BlockJob*)arg;
+    Qwen3Context* c = job->c;
+    const uint32_t dim = c->model->header.dim;
+    float* x = c->x + (size_t)t * dim;
+    add_into(x, c->xb2 + (size_t)t * dim, dim);
+    float* xb = c->xb + (size_t)t * dim;
+    qwen3_rmsnorm(xb, x, job->lw->ffn_norm, dim, c->model->rms_eps);
+    qwen3_quantize_q8_token(xb, &c->xq, t);
+}
+
+/* Token t: hb = silu(gate) * up, quantised as the input of the down projection. */
+static void silu_task(void* arg, uint32_t t, uint32_t n_tasks) {
+    (void)n_tasks;
+    const BlockJob* job = (const BlockJob*)arg;
+    Qwen3Context* c = job->c;
+    const uint32_t hidden = c->model->header.hidden_dim;
+    float* hb = c->hb + (size_t)t * hidden;
+    const float* hb2 = c->hb2 + (size_t)t * hidden;
+    for (uint32_t i = 0; i < hidden; i++) {
+        float g = hb[i];
+        hb[i] = (g * (1.0f / (1.0f + expf(-g)))) * hb2[i];
+    }
+    qwen3_quantize_q8_token(hb, &c->hq, t);
+}
+
+/* Runs fn for tokens 0 .. n-1: on the pool when there is more than one. */
+static void per_token(Qwen3Model* m, Qwen3TaskFn fn, BlockJob* job) {
+    if (job->n == 1) {
+        fn(job, 0, 1);
+    } else {
+        qwen3_pool_run(m->pool, fn, job, job->n);
+    }
+}
+
+static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, int want_logits,
+                          const Qwen3KernelTable* kernels) {
     Qwen3Model* m = c->model;
     const Qwen3Header* h = &m->header;
     const Qwen3Weights* w = &m->weights;
-    const uint32_t dim = h->dim, hd = h->head_dim, gs = h->group_size;
+    const uint32_t dim = h->dim, hd = h->head_dim, gs = h->group_size, half = hd / 2;
     const uint32_t q_dim = h->n_heads * hd, kv_dim = h->n_kv_heads * hd;
-    const float eps = m->rms_eps;
+    const uint32_t pos0 = c->pos;
 
-    const int8_t* eq = w->embed.q + (size_t)token * dim;
-    const float* es = w->embed.s + (size_t)token * (dim / gs);
-    for (uint32_t i = 0; i < dim; i++) c->x[i] = (float)eq[i] * es[i / gs];
+    for (uint32_t t = 0; t < n; t++) {
+        const int8_t* eq = w->embed.q + (size_t)tokens[t] * dim;
+        const float* es = w->embed.s + (size_t)tokens[t] * (dim / gs);
+        float* x = c->x + (size_t)t * dim;
+        for (uint32_t i = 0; i < dim; i++) x[i] = (float)eq[i] * es[i / gs];
+        /* the expression of qwen3_rope_angles, with its powf hoisted to the context */
+        const float fpos = (float)(pos0 + t);
+        for (uint32_t i = 0; i < half; i++) {
+            float angle = fpos * c->rope_freq[i];
+            c->rope_cos[(size_t)t * half + i] = cosf(angle);
+            c->rope_sin[(size_t)t * half + i] = sinf(angle);
+        }
+    }
+    c->xq.n_tokens = n;
+    c->hq.n_tokens = n;
 
-    qwen3_rope_angles(c->rope_cos, c->rope_sin, hd, pos, m->rope_theta);
+    /* Attention tiles: enough tasks to share among threads, few enough that each one
+     * reuses its keys for several tokens. */
+    const uint32_t threads = qwen3_pool_threads(m->pool);
+    uint32_t tile = n;
+    while (tile > 8 && h->n_heads * ((n + tile - 1) / tile) < 4 * threads) tile = (tile + 1) / 2;
+    BlockJob job = {.c = c, .kernels = kernels, .pos0 = pos0, .n = n, .tile = tile,
+                    .n_tiles = (n + tile - 1) / tile};
 
     for (uint32_t l = 0; l < h->n_layers; l++) {
         const Qwen3LayerWeights* lw = &w->layers[l];
-        const size_t layer_offset = (size_t)l * c->ctx_len * kv_dim;
-        float* k = c->key_cache + layer_offset + (size_t)pos * kv_dim;
-        float* v = c->value_cache + layer_offset + (size_t)pos * kv_dim;
-
-        qwen3_rmsnorm(c->xb, c->x, lw->attn_norm, dim, eps);
+        job.lw = lw;
+        job.layer = l;
+        job.residual = l > 0;
         c->xq.n = dim;
-        qwen3_quantize_q8(c->xb, &c->xq);
-        MatvecJob qkv = {.parts = {{c->q, &lw->wq}, {k, &lw->wk}, {v, &lw->wv}},
+        per_token(m, norm_input_task, &job);
+
+        float* v = c->value_cache + ((size_t)l * c->ctx_len + pos0) * kv_dim;
+        MatmulJob qkv = {.parts = {{c->q, q_dim, &lw->wq}, {c->k, kv_dim, &lw->wk}, {v, kv_dim, &lw->wv}},
                          .n_parts = 3,
                          .x = &c->xq,
-                         .matvec = matvec};
-        run_matvec(m, &qkv);
+                         .kernels = kernels};
+        run_matmul(m, &qkv);
+        per_token(m, qk_task, &job);
 
-        for (uint32_t i = 0; i < h->n_heads; i++) {
-            float* qh = c->q + (size_t)i * hd;
-            qwen3_rmsnorm(qh, qh, lw->q_norm, hd, eps);
-            qwen3_rope_rotate(qh, c->rope_cos, c->rope_sin, hd);
-        }
-        for (uint32_t i = 0; i < h->n_kv_heads; i++) {
-            float* kh = k + (size_t)i * hd;
-            qwen3_rmsnorm(kh, kh, lw->k_norm, hd, eps);
-            qwen3_rope_rotate(kh, c->rope_cos, c->rope_sin, hd);
-        }
-
-        AttentionJob att = {c, layer_offset, pos + 1};
-        const uint64_t att_work = (uint64_t)(pos + 1) * q_dim * 2;
-        if (qwen3_pool_threads(m->pool) > 1 && h->n_heads > 1 && att_work >= PARALLEL_MIN_WORK) {
-            qwen3_pool_run(m->pool, attention_task, &att, h->n_heads);
+        const uint64_t att_work = (uint64_t)(pos0 + n) * n * q_dim * 2;
+        const uint32_t att_tasks = h->n_heads * job.n_tiles;
+        if (threads > 1 && att_tasks > 1 && att_work >= PARALLEL_MIN_WORK) {
+            qwen3_pool_run(m->pool, attention_task, &job, att_tasks);
         } else {
-            for (uint32_t i = 0; i < h->n_heads; i++) attention_task(&att, i, h->n_heads);
+            for (uint32_t i = 0; i < att_tasks; i++) attention_task(&job, i, att_tasks);
         }
-
         c->xq.n = q_dim;
-        qwen3_quantize_q8(c->xb, &c->xq);
-        matvec1(m, matvec, c->xb2, &lw->wo, &c->xq);
-        add_into(c->x, c->xb2, dim);
+        per_token(m, quantize_att_task, &job);
+        matmul1(m, kernels, c->xb2, dim, &lw->wo, &c->xq);
 
-        qwen3_rmsnorm(c->xb, c->x, lw->ffn_norm, dim, eps);
         c->xq.n = dim;
-        qwen3_quantize_q8(c->xb, &c->xq);
-        MatvecJob gate_up = {.parts = {{c->hb, &lw->w1}, {c->hb2, &lw->w3}},
+        per_token(m, ffn_input_task, &job);
+        MatmulJob gate_up = {.parts = {{c->hb, h->hidden_dim, &lw->w1}, {c->hb2, h->hidden_dim, &lw->w3}},
                              .n_parts = 2,
                              .x = &c->xq,
-                             .matvec = matvec};
-        run_matvec(m, &gate_up);
-        for (uint32_t i = 0; i < h->hidden_dim; i++) {
-            float g = c->hb[i];
-            c->hb[i] = (g * (1.0f / (1.0f + expf(-g)))) * c->hb2[i];
-        }
-        qwen3_quantize_q8(c->hb, &c->hq);
-        matvec1(m, matvec, c->xb2, &lw->w2, &c->hq);
-        add_into(c->x, c->xb2, dim);
+                             .kernels = kernels};
+        run_matmul(m, &gate_up);
+        per_token(m, silu_task, &job);
+        matmul1(m, kernels, c->xb2, dim, &lw->w2, &c->hq);
     }
 
+    /* The last token: its residual, and its logits if wanted; the others' residual
+     * streams are not needed any more. */
+    const uint32_t last = n - 1;
+    float* x = c->x + (size_t)last * dim;
+    add_into(x, c->xb2 + (size_t)last * dim, dim);
     if (!want_logits) return;
-    qwen3_rmsnorm(c->xb, c->x, w->final_norm, dim, eps);
+    float* xb = c->xb + (size_t)last * dim;
+    qwen3_rmsnorm(xb, x, w->final_norm, dim, m->rms_eps);
     c->xq.n = dim;
-    qwen3_quantize_q8(c->xb, &c->xq);
-    matvec1(m, matvec, c->logits, &w->classifier, &c->xq);
+    c->xq.n_tokens = 1;
+    qwen3_quantize_q8_token(xb, &c->xq, 0);
+    matmul1(m, kernels, c->logits, 0, &w->classifier, &c->xq);
 }
 
 int32_t qwen3_forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n) {
@@ -405,16 +559,21 @@ int32_t qwen3_forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n)
                               tokens[i], i, h->vocab_size);
         }
     }
-    int32_t rc = commit_positions(c, c->pos + n);
+    /* one fstat per call: a model file truncated since it was loaded must give an error,
+     * not a SIGBUS that kills the host process (platform.h) */
+    int32_t rc = qwen3_file_map_check(&c->model->map, c->model->path);
+    if (rc != QWEN3_OK) return rc;
+    rc = commit_positions(c, c->pos + n);
     if (rc != QWEN3_OK) return rc;
     const Qwen3KernelTable* kernels = qwen3_kernels_active();
     c->has_logits = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        /* one token per lock hold: two contexts on one model take turns fairly */
+    for (uint32_t i = 0; i < n; i += c->block) {
+        const uint32_t count = n - i < c->block ? n - i : c->block;
+        /* one block per lock hold: two contexts on one model take turns fairly */
         qwen3_mutex_lock(c->model->lock);
-        forward_one(c, tokens[i], c->pos, i + 1 == n, kernels->matvec_q8);
+        forward_block(c, tokens + i, count, i + count == n, kernels);
         qwen3_mutex_unlock(c->model->lock);
-        c->pos++;
+        c->pos += count;
     }
     c->has_logits = 1;
     return QWEN3_OK;

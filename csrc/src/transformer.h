@@ -16,26 +16,36 @@
 #include "platform.h"
 #include "sampler.h"
 
+/* Tokens a forward pass takes at once: a prefill runs in blocks of this many tokens,
+ * each weight matrix read once per block (matrix-matrix products). */
+#define QWEN3_FORWARD_BLOCK 64u
+
 struct Qwen3Context {
     Qwen3Model* model;
     uint32_t ctx_len;      /* positions this context holds */
     uint32_t pos;          /* tokens in the KV cache = position of the next token */
     uint32_t committed;    /* positions whose cache pages are committed (Windows) */
     int has_logits;        /* logits belong to the token at pos - 1 */
+    uint32_t block;        /* tokens per forward block: min(QWEN3_FORWARD_BLOCK, ctx_len) */
+    uint32_t ctx_blocks;   /* ctx_len / QWEN3_KV_BLOCK, rounded up */
+    uint32_t att_stride;   /* floats per score row: ctx_blocks * QWEN3_KV_BLOCK */
     Qwen3Region lazy;      /* key_cache, value_cache and att, committed as positions fill */
-    float* key_cache;      /* (n_layers, ctx_len, n_kv_heads * head_dim) */
+    float* key_cache;      /* (n_layers, ctx_blocks, n_kv_heads * head_dim, QWEN3_KV_BLOCK):
+                            * blocks of positions, transposed so positions are lanes */
     float* value_cache;    /* (n_layers, ctx_len, n_kv_heads * head_dim) */
-    float* att;            /* (n_heads, ctx_len) attention scores, then weights */
-    float* x;              /* (dim) residual stream */
-    float* xb;             /* (max(dim, n_heads * head_dim)) normed input, attention output */
-    float* xb2;            /* (dim) matmul output before the residual add */
-    float* q;              /* (n_heads * head_dim) */
-    float* hb;             /* (hidden_dim) gate, then silu(gate) * up */
-    float* hb2;            /* (hidden_dim) up */
-    float* rope_cos;       /* (head_dim / 2) for the current position */
-    float* rope_sin;       /* (head_dim / 2) */
-    Qwen3Q8Vector xq;      /* (max(dim, n_heads * head_dim)) quantised matmul input */
-    Qwen3Q8Vector hq;      /* (hidden_dim) quantised input of the down projection */
+    float* att;            /* (n_heads, block, att_stride) attention scores, then weights */
+    float* x;              /* (block, dim) residual streams */
+    float* xb;             /* (block, max(dim, n_heads * head_dim)) normed input, attention output */
+    float* xb2;            /* (block, dim) matmul output before the residual add */
+    float* q;              /* (block, n_heads * head_dim) */
+    float* k;              /* (block, n_kv_heads * head_dim) new keys, before the cache */
+    float* hb;             /* (block, hidden_dim) gate, then silu(gate) * up */
+    float* hb2;            /* (block, hidden_dim) up */
+    float* rope_freq;      /* (head_dim / 2) theta^(-i / (head_dim / 2)) */
+    float* rope_cos;       /* (block, head_dim / 2) for each token's position */
+    float* rope_sin;       /* (block, head_dim / 2) */
+    Qwen3Q8Batch xq;       /* (block, max(dim, n_heads * head_dim)) quantised matmul input */
+    Qwen3Q8Batch hq;       /* (block, hidden_dim) quantised input of the down projection */
     float* logits;         /* (vocab_size) */
     Qwen3Sampler sampler;
 };
@@ -51,8 +61,9 @@ void qwen3_context_release(Qwen3Context* ctx);
 /*
  * Runs n tokens at positions pos .. pos+n-1, leaving the last one's logits. Checks first
  * and changes nothing on error: QWEN3_ERR_CONTEXT_FULL when they do not fit,
- * QWEN3_ERR_INVALID_ARGUMENT for an id outside [0, vocab_size). The one place that
- * loops over a prompt, so a batched prefill can replace it.
+ * QWEN3_ERR_INVALID_ARGUMENT for an id outside [0, vocab_size), QWEN3_ERR_IO when the
+ * model file was truncated or modified since it was loaded (qwen3_file_map_check). The
+ * one place that loops over a prompt, so a batched prefill can replace it.
  */
 int32_t qwen3_forward_tokens(Qwen3Context* ctx, const int32_t* tokens, uint32_t n);
 

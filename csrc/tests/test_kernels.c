@@ -265,6 +265,9 @@ static void test_tier(const Qwen3KernelTable* t) {
            (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
 }
 
+static void test_matmul_tier(const Qwen3KernelTable* t);
+static void test_attention_tier(const Qwen3KernelTable* t);
+
 static void test_all_tiers(void) {
     printf("CPU features: %s\n", qwen3_cpu_features());
     const char* const* names = qwen3_kernels_all_names();
@@ -276,11 +279,172 @@ static void test_all_tiers(void) {
             continue;
         }
         CHECK(strcmp(t->name, names[i]) == 0, "find(%s) returned tier %s", names[i], t->name);
+        /* scalar's batched product is checked too: it is defined through its matvec */
+        test_matmul_tier(t);
         if (strcmp(names[i], "scalar") == 0) continue; /* the reference itself */
         test_tier(t);
+        test_attention_tier(t);
         ran++;
     }
     printf("  SIMD tiers tested: %u\n", ran);
+}
+
+/* ---- batched product against per-token scalar matvec ---- */
+
+/* Rows [rb, re) of c's matrix times n_tok activation vectors (quantised from random
+ * floats, with some all-zero and some extreme tokens) through t->matmul_q8, each output
+ * memcmp-equal to scalar matvec of that token; the gaps between the tokens' outputs
+ * (out_stride > re - rb) stay untouched. */
+static int compare_matmul(const Qwen3KernelTable* t, const Case* c, uint32_t n_tok, uint32_t rb, uint32_t re,
+                          const char* what) {
+    const uint32_t cols = c->m.cols, gs = c->m.group_size, ng = cols / gs, n = re - rb;
+    const size_t stride = n + 3;
+    float* xf = malloc((size_t)cols * sizeof(float));
+    Qwen3Q8Batch b = {malloc((size_t)n_tok * cols), malloc((size_t)n_tok * ng * sizeof(float)),
+                      malloc((size_t)n_tok * ng * sizeof(int32_t)), cols, n_tok, gs};
+    float* want = malloc(((size_t)n_tok * stride + GUARD) * sizeof(float));
+    float* got = malloc(((size_t)n_tok * stride + GUARD) * sizeof(float));
+    int ok = xf && b.q && b.s && b.sums && want && got;
+    CHECK(ok, "out of memory");
+    for (uint32_t k = 0; ok && k < n_tok; k++) {
+        for (uint32_t i = 0; i < cols; i++) {
+            switch (k % 5) {
+            case 3: xf[i] = 0.0f; break;
+            case 4: xf[i] = (rnd_u32() & 1) ? 3.0f : -3.0f; break;
+            default: xf[i] = (rnd_unit() - 0.5f) * (float)(1 + k); break;
+            }
+        }
+        qwen3_quantize_q8_token(xf, &b, k);
+    }
+    const float sentinel = -12345.678f;
+    for (size_t i = 0; ok && i < (size_t)n_tok * stride + GUARD; i++) want[i] = got[i] = sentinel;
+    for (uint32_t k = 0; ok && k < n_tok; k++) {
+        const Qwen3Q8Vector v = qwen3_q8_batch_row(&b, k);
+        qwen3_kernels_scalar.matvec_q8(want + (size_t)k * stride, &c->m, &v, rb, re);
+    }
+    if (ok) t->matmul_q8(got, stride, &c->m, &b, rb, re);
+    compared++;
+    if (ok && memcmp(want, got, ((size_t)n_tok * stride + GUARD) * sizeof(float)) != 0) {
+        for (size_t i = 0; i < (size_t)n_tok * stride + GUARD; i++) {
+            if (memcmp(&want[i], &got[i], sizeof(float)) != 0) {
+                const uint32_t k = (uint32_t)(i / stride), r = (uint32_t)(i % stride);
+                CHECK(0, "%s matmul: %s (%ux%u, group %u, %u tokens) rows %u..%u: token %u slot %u = %.9g, want %.9g%s",
+                      t->name, what, c->m.rows, cols, gs, n_tok, rb, re, k, r, got[i], want[i],
+                      r >= n ? " (outside the output)" : "");
+                break;
+            }
+        }
+        ok = 0;
+    } else if (!ok) {
+        ok = 0;
+    }
+    free(xf);
+    free(b.q);
+    free(b.s);
+    free(b.sums);
+    free(want);
+    free(got);
+    return ok;
+}
+
+static void test_matmul_tier(const Qwen3KernelTable* t) {
+    const uint32_t fails_before = (uint32_t)failures, compared_before = compared;
+    /* 1024 columns is one packed chunk of the AVX-512 kernel: 1088 and 3072 take several;
+     * group sizes 4, 12, 20 are multiples of 4 but not of 16; 8 x 3 = 24 columns is less
+     * than one 64-byte piece. */
+    static const struct {
+        uint32_t gs, cols;
+    } shapes[] = {{32, 64}, {64, 1024}, {64, 1088}, {32, 1056}, {128, 3072}, {16, 96}, {4, 40},
+                  {12, 36}, {20, 1100}, {8, 24}, {1024, 2048}, {6, 18}};
+    static const uint32_t tokens[] = {1, 2, 3, 5, 6, 7, 12, 13, 17, 64};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        for (uint32_t rows = 1; rows <= 100; rows += (rows < 34 ? 1 : 13)) {
+            if (shapes[si].cols > 1024 && rows % 5 != 1) continue;
+            Case c;
+            if (!case_make(&c, rows, shapes[si].cols, shapes[si].gs, FILL_RANDOM)) {
+                CHECK(0, "case_make failed");
+                return;
+            }
+            const uint32_t n_tok = tokens[rnd_below(sizeof tokens / sizeof tokens[0])];
+            int ok = compare_matmul(t, &c, n_tok, 0, rows, "random");
+            const uint32_t rb = rnd_below(rows), re = rb + 1 + rnd_below(rows - rb);
+            if (ok) ok = compare_matmul(t, &c, 1 + rnd_below(20), rb, re, "random sub-range");
+            case_free(&c);
+            if (!ok) return;
+        }
+    }
+    static const Fill fills[] = {FILL_EXTREME, FILL_SPARSE, FILL_HUGE, FILL_TINY};
+    for (size_t fi = 0; fi < 4; fi++) {
+        Case c;
+        if (!case_make(&c, 45, 1152, 64, fills[fi])) {
+            CHECK(0, "case_make failed");
+            return;
+        }
+        compare_matmul(t, &c, 9, 0, 45, "extreme fill");
+        compare_matmul(t, &c, 13, 7, 40, "extreme fill");
+        case_free(&c);
+    }
+    printf("  %-11s matmul ok: %u comparisons memcmp-equal to scalar matvec%s\n", t->name,
+           compared - compared_before, (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+}
+
+/* ---- attention against the scalar loops ---- */
+
+static void test_attention_tier(const Qwen3KernelTable* t) {
+    const uint32_t fails_before = (uint32_t)failures;
+    enum { B = QWEN3_KV_BLOCK };
+    static const uint32_t head_dims[] = {128, 64, 16, 8, 80, 3};
+    uint32_t runs = 0;
+    for (size_t hi = 0; hi < sizeof head_dims / sizeof head_dims[0]; hi++) {
+        const uint32_t hd = head_dims[hi];
+        for (uint32_t trial = 0; trial < 12; trial++) {
+            const uint32_t n_q = 1 + rnd_below(trial < 6 ? 6 : 40);
+            const uint32_t n_pos = 1 + rnd_below(trial % 3 == 0 ? 20 : 300);
+            const uint32_t blocks = (n_pos + B - 1) / B;
+            const size_t block_stride = (size_t)B * hd * 2 + 16; /* another head's keys in between */
+            const uint32_t q_stride = hd + 5, s_stride = blocks * B + 16, v_stride = hd + 7;
+            float* q = malloc((size_t)n_q * q_stride * sizeof(float));
+            float* keys = malloc(blocks * block_stride * sizeof(float));
+            float* v = malloc((size_t)n_pos * v_stride * sizeof(float));
+            float* s_want = malloc((size_t)n_q * s_stride * sizeof(float));
+            float* s_got = malloc((size_t)n_q * s_stride * sizeof(float));
+            float* o_want = malloc((size_t)n_q * q_stride * sizeof(float));
+            float* o_got = malloc((size_t)n_q * q_stride * sizeof(float));
+            uint32_t* np = malloc(n_q * sizeof(uint32_t));
+            if (!q || !keys || !v || !s_want || !s_got || !o_want || !o_got || !np) {
+                CHECK(0, "out of memory");
+                return;
+            }
+            for (size_t i = 0; i < (size_t)n_q * q_stride; i++) q[i] = (rnd_unit() - 0.5f) * 4.0f;
+            for (size_t i = 0; i < blocks * block_stride; i++) keys[i] = (rnd_unit() - 0.5f) * 4.0f;
+            for (size_t i = 0; i < (size_t)n_pos * v_stride; i++) v[i] = (rnd_unit() - 0.5f) * 4.0f;
+            for (size_t i = 0; i < (size_t)n_q * s_stride; i++) s_want[i] = s_got[i] = -7.0f;
+            qwen3_attn_scores_ref(s_want, s_stride, q, q_stride, n_q, keys, block_stride, n_pos, hd, 0.125f);
+            t->attn_scores(s_got, s_stride, q, q_stride, n_q, keys, block_stride, n_pos, hd, 0.125f);
+            int bad = 0;
+            for (uint32_t j = 0; j < n_q && !bad; j++) {
+                bad = memcmp(s_want + (size_t)j * s_stride, s_got + (size_t)j * s_stride, s_stride * sizeof(float)) != 0;
+                if (bad) CHECK(0, "%s attn_scores: head_dim %u, %u queries, %u positions: query %u differs", t->name, hd, n_q, n_pos, j);
+            }
+            /* lengths: causal (non-decreasing), some equal, the scores reused as weights */
+            uint32_t len = 1 + rnd_below(n_pos);
+            for (uint32_t j = 0; j < n_q; j++) {
+                if (rnd_below(3) == 0 && len < n_pos) len += 1 + rnd_below(n_pos - len);
+                np[j] = len;
+            }
+            for (size_t i = 0; i < (size_t)n_q * q_stride; i++) o_want[i] = o_got[i] = -7.0f;
+            qwen3_attn_values_ref(o_want, q_stride, s_want, s_stride, np, n_q, v, v_stride, hd);
+            t->attn_values(o_got, q_stride, s_want, s_stride, np, n_q, v, v_stride, hd);
+            if (!bad && memcmp(o_want, o_got, (size_t)n_q * q_stride * sizeof(float)) != 0) {
+                CHECK(0, "%s attn_values: head_dim %u, %u queries, lengths %u..%u differ (or wrote between rows)", t->name,
+                      hd, n_q, np[0], np[n_q - 1]);
+            }
+            runs++;
+            free(q), free(keys), free(v), free(s_want), free(s_got), free(o_want), free(o_got), free(np);
+        }
+    }
+    printf("  %-11s attention ok: %u cases memcmp-equal to the scalar loops%s\n", t->name, runs,
+           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 /* ---- quantiser ---- */
