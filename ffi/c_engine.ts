@@ -48,6 +48,8 @@ interface ModelHandle {
   ptr: Deno.PointerObject | null;
   liveContexts: number;
   released: boolean;
+  /** The model file, for messages about it. */
+  path: string;
 }
 
 interface ContextHandle {
@@ -181,7 +183,7 @@ export class CEngine implements Engine {
       } catch { /* missing or unreadable */ }
       throw new Qwen3Error(exists ? "format" : "io", lastError(lib) || `cannot load ${path}`);
     }
-    const handle: ModelHandle = { lib, ptr, liveContexts: 0, released: false };
+    const handle: ModelHandle = { lib, ptr, liveContexts: 0, released: false, path };
     let engine: CEngine;
     try {
       engine = new CEngine(handle, path);
@@ -434,11 +436,16 @@ export class CSession implements EngineSession {
   }
 
   #asyncFailure(status: number, what: string): Qwen3Error {
-    return Qwen3Error.fromStatus(
-      status,
-      `${what} failed with status ${status}` +
-        (status === STATUS.OUT_OF_MEMORY ? " (KV cache memory could not be committed)" : ""),
-    );
+    // The C message is thread-local to the worker thread that ran the call, so the
+    // documented causes are spelled out here.
+    let why = "";
+    if (status === STATUS.OUT_OF_MEMORY) why = " (KV cache memory could not be committed)";
+    if (status === STATUS.IO) {
+      why = `: the model file ${this.#handle.model.path} was truncated or modified since it ` +
+        "was loaded (its weights are memory-mapped), so it was not read; load it again, and " +
+        "replace model files by renaming a new file over them, never by rewriting them in place";
+    }
+    return Qwen3Error.fromStatus(status, `${what} failed with status ${status}${why}`);
   }
 
   /** Forgets the tokens from `position` on. */

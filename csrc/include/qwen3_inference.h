@@ -227,7 +227,11 @@ QWEN3_API int32_t qwen3_context_rewind(Qwen3Context* ctx, uint32_t position);
 /*
  * Runs the model over n tokens at positions position .. position+n-1 and keeps the
  * logits of the last one. Fails with QWEN3_ERR_CONTEXT_FULL (nothing done) when they
- * do not fit, QWEN3_ERR_INVALID_ARGUMENT for an id outside the vocabulary.
+ * do not fit, QWEN3_ERR_INVALID_ARGUMENT for an id outside the vocabulary, and
+ * QWEN3_ERR_IO when the model file was truncated or modified since it was loaded (the
+ * weights are memory-mapped: replace a model file by renaming a new one over it, never
+ * by rewriting it in place; truncating it DURING a forward pass cannot be caught and
+ * ends the process with SIGBUS on POSIX systems).
  */
 QWEN3_API int32_t qwen3_context_prefill(Qwen3Context* ctx, const int32_t* tokens, uint32_t n);
 

@@ -79,6 +79,12 @@ int32_t qwen3_file_map(const char* path, Qwen3FileMap* out) {
     return QWEN3_OK;
 }
 
+int32_t qwen3_file_map_check(const Qwen3FileMap* map, const char* path) {
+    (void)map;
+    (void)path;
+    return QWEN3_OK;
+}
+
 void qwen3_file_unmap(Qwen3FileMap* map) {
     if (map->data) UnmapViewOfFile((LPCVOID)map->data);
     if (map->handle) CloseHandle((HANDLE)map->handle);
@@ -182,9 +188,18 @@ static uint64_t raw_clock_bits(void) {
  * ================================================================================== */
 #else
 
+/* st_mtim is POSIX 2008; macOS names it st_mtimespec. */
+static int64_t stat_mtime_ns(const struct stat* st) {
+#if defined(__APPLE__)
+    return (int64_t)st->st_mtimespec.tv_sec * 1000000000 + st->st_mtimespec.tv_nsec;
+#else
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+#endif
+}
+
 int32_t qwen3_file_map(const char* path, Qwen3FileMap* out) {
     memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -197,6 +212,7 @@ int32_t qwen3_file_map(const char* path, Qwen3FileMap* out) {
         return qwen3_fail(QWEN3_ERR_IO, "%s: not a regular file", path);
     }
     out->size = (uint64_t)st.st_size;
+    out->mtime_ns = stat_mtime_ns(&st);
     if ((uint64_t)(size_t)out->size != out->size) {
         close(fd);
         return qwen3_fail(QWEN3_ERR_IO, "%s: %llu bytes do not fit in this address space", path,
@@ -208,17 +224,45 @@ int32_t qwen3_file_map(const char* path, Qwen3FileMap* out) {
     }
     void* p = mmap(NULL, (size_t)out->size, PROT_READ, MAP_PRIVATE, fd, 0);
     int err = errno;
-    close(fd); /* the mapping keeps the file alive */
     if (p == MAP_FAILED) {
+        close(fd);
         return qwen3_fail(QWEN3_ERR_IO, "%s: cannot map %llu bytes: %s", path,
                           (unsigned long long)out->size, strerror(err));
     }
     out->data = (const uint8_t*)p;
+    /* kept open so qwen3_file_map_check can see the mapped file, even after a rename */
+    out->handle = (void*)(intptr_t)(fd + 1);
+    return QWEN3_OK;
+}
+
+int32_t qwen3_file_map_check(const Qwen3FileMap* map, const char* path) {
+    if (!map->handle) return QWEN3_OK;
+    struct stat st;
+    if (fstat((int)((intptr_t)map->handle - 1), &st) != 0) {
+        return qwen3_fail(QWEN3_ERR_IO, "%s: cannot stat the mapped file: %s", path,
+                          strerror(errno));
+    }
+    if ((uint64_t)st.st_size != map->size) {
+        return qwen3_fail(QWEN3_ERR_IO,
+                          "%s: the file changed size since it was loaded (%llu -> %llu bytes); "
+                          "reading it now could crash the process, so the model refuses to "
+                          "run: load it again (replace model files by renaming a new file "
+                          "over them, never by truncating or rewriting them in place)",
+                          path, (unsigned long long)map->size, (unsigned long long)st.st_size);
+    }
+    if (stat_mtime_ns(&st) != map->mtime_ns) {
+        return qwen3_fail(QWEN3_ERR_IO,
+                          "%s: the file was modified since it was loaded, so the weights in "
+                          "memory may mix two files: load it again (replace model files by "
+                          "renaming a new file over them, never by rewriting them in place)",
+                          path);
+    }
     return QWEN3_OK;
 }
 
 void qwen3_file_unmap(Qwen3FileMap* map) {
     if (map->data) munmap((void*)map->data, (size_t)map->size);
+    if (map->handle) close((int)((intptr_t)map->handle - 1));
     memset(map, 0, sizeof *map);
 }
 

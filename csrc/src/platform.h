@@ -20,7 +20,8 @@
 typedef struct {
     const uint8_t* data; /* (size) bytes; NULL for an empty file */
     uint64_t size;
-    void* handle;        /* Windows: the mapping handle; unused on POSIX */
+    void* handle;        /* Windows: the mapping handle; POSIX: the open descriptor + 1 */
+    int64_t mtime_ns;    /* POSIX: modification time when mapped (qwen3_file_map_check) */
 } Qwen3FileMap;
 
 /* Maps `path` read-only. Returns QWEN3_OK or QWEN3_ERR_IO (error set, naming the path). */
@@ -28,6 +29,17 @@ int32_t qwen3_file_map(const char* path, Qwen3FileMap* out);
 
 /* Unmaps; a zeroed map is ignored. Leaves *map zeroed. */
 void qwen3_file_unmap(Qwen3FileMap* map);
+
+/*
+ * Checks that the file behind a map is still the one that was mapped: same size and
+ * modification time (POSIX keeps the mapped descriptor open for this). Reading a mapped
+ * page past the end of a file truncated after mapping raises SIGBUS, which would kill the
+ * whole process (a Deno program included); a file rewritten in place would feed a forward
+ * pass a mix of two models. Callers check before reading weights, to fail with
+ * QWEN3_ERR_IO (error set, naming the path) instead. A file replaced by rename leaves the
+ * mapped one intact and passes. Windows refuses to truncate a mapped file: always OK.
+ */
+int32_t qwen3_file_map_check(const Qwen3FileMap* map, const char* path);
 
 /* 1 when `path` names an existing regular file, else 0. */
 int qwen3_file_exists(const char* path);

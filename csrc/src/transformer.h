@@ -62,8 +62,9 @@ void qwen3_context_release(Qwen3Context* ctx);
  * Runs n tokens at positions pos .. pos+n-1, leaving the last one's logits. Checks first
  * and changes nothing on error: QWEN3_ERR_CONTEXT_FULL when they do not fit,
  * QWEN3_ERR_INVALID_ARGUMENT for an id outside [0, vocab_size), QWEN3_ERR_IO when the
- * model file was truncated or modified since it was loaded (qwen3_file_map_check). The
- * one place that loops over a prompt, so a batched prefill can replace it.
+ * model file was truncated or modified since it was loaded (qwen3_file_map_check).
+ * Tokens go through in blocks of ctx->block (matrix-matrix products); the logits and KV
+ * cache are bit-identical to running them one call per token.
  */
 int32_t qwen3_forward_tokens(Qwen3Context* ctx, const int32_t* tokens, uint32_t n);
 
