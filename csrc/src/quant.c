@@ -4,6 +4,18 @@
 
 #include "kernels.h"
 
+/* A rounded quotient as int8, the way the TypeScript engine's Int8Array store converts it
+ * (src/quant.ts), so both engines keep the same bits on any input: NaN (from NaN or
+ * infinite activations, which a corrupt checkpoint can produce) becomes 0, and a value
+ * past +-127 wraps modulo 256 (only reachable with subnormal activations, whose scale
+ * rounds coarsely). A plain (int8_t) cast of NaN or of a value out of range is
+ * undefined behaviour in C. */
+static int8_t to_int8(float r) {
+    if (!(fabsf(r) < 1e9f)) return 0;
+    uint8_t low = (uint8_t)((uint32_t)(int32_t)r & 0xFFu);
+    return (int8_t)(low >= 128u ? (int32_t)low - 256 : (int32_t)low);
+}
+
 void qwen3_quantize_q8(const float* x, Qwen3Q8Vector* out) {
     const uint32_t gs = out->group_size;
     const uint32_t n_groups = out->n / gs;
@@ -23,7 +35,7 @@ void qwen3_quantize_q8(const float* x, Qwen3Q8Vector* out) {
         }
         for (uint32_t i = 0; i < gs; i++) {
             /* roundf rounds half away from zero, as SPEC section 4 requires. */
-            qg[i] = (int8_t)roundf(xg[i] / scale);
+            qg[i] = to_int8(roundf(xg[i] / scale));
         }
     }
 }

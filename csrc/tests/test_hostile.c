@@ -41,6 +41,42 @@
 #endif
 
 /* ------------------------------------------------------------------------------------
+ * Quantisation of non-finite activations
+ * ---------------------------------------------------------------------------------- */
+
+static float bits_to_float(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static void test_quantize_nonfinite(void) {
+    float x[12];
+    int8_t q[12];
+    float s[3];
+    Qwen3Q8Vector v = {.q = q, .s = s, .n = 12, .group_size = 4};
+    /* group 0: a NaN among finite values; group 1: an infinity; group 2: subnormals
+     * 190 and 100 times the smallest one, whose scale rounds to that smallest one */
+    const float nan = bits_to_float(0x7FC00000u), inf = bits_to_float(0x7F800000u);
+    const float d = bits_to_float(1u);
+    const float in[12] = {1.0f, nan, -0.5f, 0.25f, 2.0f, inf, -inf, 0.0f, 190 * d, 100 * d, -190 * d, 0.0f};
+    memcpy(x, in, sizeof x);
+    memset(q, 0x55, sizeof q);
+    qwen3_quantize_q8(x, &v);
+    /* NaN is ignored by the max and quantises to 0, as an Int8Array store of NaN gives */
+    CHECK(s[0] == 1.0f / 127.0f, "group 0 scale %g", (double)s[0]);
+    CHECK(q[0] == 127 && q[1] == 0 && q[2] == -64 && q[3] == 32, "group 0: %d %d %d %d", q[0], q[1], q[2],
+          q[3]);
+    /* scale = inf: finite / inf = 0, inf / inf = NaN -> 0 */
+    CHECK(isinf(s[1]), "group 1 scale %g", (double)s[1]);
+    CHECK(q[4] == 0 && q[5] == 0 && q[6] == 0 && q[7] == 0, "group 1: %d %d %d %d", q[4], q[5], q[6], q[7]);
+    /* 190 / 1 = 190 wraps to -66 like src/quant.ts's Int8Array store; 100 stays 100 */
+    CHECK(s[2] == d, "group 2 scale %g", (double)s[2]);
+    CHECK(q[8] == -66 && q[9] == 100 && q[10] == 66 && q[11] == 0, "group 2: %d %d %d %d", q[8], q[9], q[10],
+          q[11]);
+}
+
+/* ------------------------------------------------------------------------------------
  * Model files changed while mapped
  * ---------------------------------------------------------------------------------- */
 
@@ -145,6 +181,7 @@ int main(void) {
         fprintf(stderr, "cannot create a temp folder\n");
         return 1;
     }
+    test_quantize_nonfinite();
     test_file_changed_while_mapped(dir);
     tu_remove_dir(dir);
     return tu_finish("test_hostile");
