@@ -271,10 +271,15 @@ int32_t qwen3_template_validate(const char* text, uint32_t n_slots, const char* 
                               "are allowed)",
                               name, i);
         } else {
+            /* the byte comes from the file: quoted only when printable, so a template
+             * cannot put control characters into the message */
+            unsigned char b = (unsigned char)next;
+            char shown[8];
+            snprintf(shown, sizeof shown, b >= 0x20 && b < 0x7F ? "%%%c" : "%%\\x%02X", (unsigned)b);
             return qwen3_fail(QWEN3_ERR_FORMAT,
-                              "%s: '%%%c' at byte %zu is not allowed in a template (only %%s and "
+                              "%s: '%s' at byte %zu is not allowed in a template (only %%s and "
                               "%%%%)",
-                              name, next, i);
+                              name, shown, i);
         }
     }
     if (found != n_slots) {

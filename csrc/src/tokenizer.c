@@ -278,6 +278,41 @@ static int64_t gpt2_decode(const char* s, size_t n, uint8_t* out) {
     return (int64_t)w;
 }
 
+/* ---- quoting file text in errors ------------------------------------------------------ */
+
+/* Error messages may quote a little of the file they reject, never more, and never raw:
+ * at most EXCERPT_BYTES bytes, every byte outside printable ASCII (and the quote and
+ * backslash) written as \xNN, "..." when cut. A hostile tokenizer file can then neither
+ * flood a message nor put control sequences into a user's terminal or log. */
+#define EXCERPT_BYTES 48
+
+typedef struct {
+    char s[EXCERPT_BYTES * 4 + 4];
+} Excerpt;
+
+static Excerpt excerpt(const char* text, size_t n) {
+    Excerpt e;
+    size_t w = 0;
+    for (size_t i = 0; i < n && i < EXCERPT_BYTES; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+            e.s[w++] = (char)c;
+        } else {
+            static const char hex[] = "0123456789ABCDEF";
+            e.s[w++] = '\\';
+            e.s[w++] = 'x';
+            e.s[w++] = hex[c >> 4];
+            e.s[w++] = hex[c & 15];
+        }
+    }
+    if (n > EXCERPT_BYTES) {
+        memcpy(e.s + w, "...", 3);
+        w += 3;
+    }
+    e.s[w] = '\0';
+    return e;
+}
+
 /* ---- tokenizer.json ------------------------------------------------------------------ */
 
 /* Checks that the normalizer and pre-tokenizer are the ones this file implements, so a
@@ -292,8 +327,8 @@ static int check_json_pipeline(const Qwen3JsonValue* root, const char* path, int
             type = qwen3_json_get_type(qwen3_json_at(inner, 0), "type", QWEN3_JSON_STRING);
         }
         if (!type || strcmp(type->u.str, "NFC") != 0)
-            return qwen3_fail(QWEN3_ERR_UNSUPPORTED, "%s: normalizer %s is not supported (only NFC)", path,
-                              type ? type->u.str : "(no type)");
+            return qwen3_fail(QWEN3_ERR_UNSUPPORTED, "%s: normalizer \"%s\" is not supported (only NFC)", path,
+                              type ? excerpt(type->u.str, type->len).s : "(no type)");
         *nfc = 1;
     }
     const Qwen3JsonValue* pre = qwen3_json_get(root, "pre_tokenizer");
@@ -320,7 +355,8 @@ static int check_json_pipeline(const Qwen3JsonValue* root, const char* path, int
                 return qwen3_fail(QWEN3_ERR_UNSUPPORTED,
                                   "%s: ByteLevel pre_tokenizer with use_regex (GPT-2's regex) is not supported", path);
         } else {
-            return qwen3_fail(QWEN3_ERR_UNSUPPORTED, "%s: pre_tokenizer type %s is not supported", path, st->u.str);
+            return qwen3_fail(QWEN3_ERR_UNSUPPORTED, "%s: pre_tokenizer type \"%s\" is not supported", path,
+                              excerpt(st->u.str, st->len).s);
         }
     }
     return 0;
@@ -342,14 +378,14 @@ static int add_merge(Qwen3Tokenizer* t, uint32_t rank, const char* a, size_t an,
     int32_t left = merge_side_id(t, a, an, buf);
     int32_t right = merge_side_id(t, b, bn, buf);
     if (left < 0 || right < 0)
-        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: merge %u (\"%.*s %.*s\") uses a token not in the vocabulary", source,
-                          rank, (int)(an > 64 ? 64 : an), a, (int)(bn > 64 ? 64 : bn), b);
+        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: merge %u (\"%s %s\") uses a token not in the vocabulary", source,
+                          rank, excerpt(a, an).s, excerpt(b, bn).s);
     const TokenSpan* l = &t->spans[left];
     const TokenSpan* r = &t->spans[right];
     int32_t merged = map_find2(t, t->pool + l->off, l->len, t->pool + r->off, r->len);
     if (merged < 0)
-        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: merge %u (\"%.*s %.*s\") makes a token not in the vocabulary", source,
-                          rank, (int)(an > 64 ? 64 : an), a, (int)(bn > 64 ? 64 : bn), b);
+        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: merge %u (\"%s %s\") makes a token not in the vocabulary", source,
+                          rank, excerpt(a, an).s, excerpt(b, bn).s);
     pair_insert(t, left, right, rank, merged);
     return 0;
 }
@@ -417,7 +453,8 @@ static Qwen3Tokenizer* load_json_doc(const Qwen3JsonValue* root, const char* pat
         const Qwen3JsonValue* k = &vocab->u.items[2 * (size_t)i];
         int64_t id;
         if (!qwen3_json_int(k + 1, 0, MAX_TOKENS - 1, &id)) {
-            qwen3_error_set("%s: model.vocab[\"%.64s\"] is not an id in [0, %u)", path, k->u.str, MAX_TOKENS);
+            qwen3_error_set("%s: model.vocab[\"%s\"] is not an id in [0, %u)", path, excerpt(k->u.str, k->len).s,
+                            MAX_TOKENS);
             return NULL;
         }
         if (k->len == 0 || k->len > MAX_TOKEN_BYTES * 2u) {
@@ -465,8 +502,8 @@ static Qwen3Tokenizer* load_json_doc(const Qwen3JsonValue* root, const char* pat
         }
         int64_t n = gpt2_decode(k->u.str, k->len, t->pool + used);
         if (n < 0) {
-            qwen3_error_set("%s: model.vocab token %u (\"%.64s\") has a character outside the byte-level alphabet",
-                            path, id, k->u.str);
+            qwen3_error_set("%s: model.vocab token %u (\"%s\") has a character outside the byte-level alphabet",
+                            path, id, excerpt(k->u.str, k->len).s);
             goto fail;
         }
         t->spans[id].off = used;
@@ -497,7 +534,8 @@ static Qwen3Tokenizer* load_json_doc(const Qwen3JsonValue* root, const char* pat
         if (m->type == QWEN3_JSON_STRING) {
             size_t at;
             if (split_merge(m->u.str, m->len, &at)) {
-                qwen3_error_set("%s: model.merges[%u] (\"%.64s\") is not \"left right\"", path, i, m->u.str);
+                qwen3_error_set("%s: model.merges[%u] (\"%s\") is not \"left right\"", path, i,
+                                excerpt(m->u.str, m->len).s);
                 goto fail;
             }
             a = m->u.str;
@@ -723,8 +761,8 @@ Qwen3Tokenizer* qwen3_tokenizer_from_lists(const char* const* tokens, const uint
         } else {
             n = gpt2_decode(s, len, dst);
             if (n < 0) {
-                qwen3_error_set("%s: token %u (\"%.*s\") has a character outside the byte-level alphabet", source, id,
-                                (int)(len > 64 ? 64 : len), s);
+                qwen3_error_set("%s: token %u (\"%s\") has a character outside the byte-level alphabet", source, id,
+                                excerpt(s, len).s);
                 goto fail;
             }
         }

@@ -77,6 +77,44 @@ static void test_quantize_nonfinite(void) {
 }
 
 /* ------------------------------------------------------------------------------------
+ * Error messages quote no raw file bytes
+ * ---------------------------------------------------------------------------------- */
+
+static int has_control_byte(const char* s) {
+    for (const unsigned char* p = (const unsigned char*)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7F) return 1;
+    }
+    return 0;
+}
+
+static void test_escaped_messages(const char* dir) {
+    CHECK(qwen3_template_validate("ab%\x1b[2Jcd %s", 1, "t.template") == QWEN3_ERR_FORMAT, "bad directive accepted");
+    CHECK(!has_control_byte(qwen3_get_last_error()), "raw control byte in \"%s\"", qwen3_get_last_error());
+    CHECK_ERROR_HAS("'%\\x1B' at byte 2");
+    CHECK(qwen3_template_validate("%q %s", 1, "t.template") == QWEN3_ERR_FORMAT, "bad directive accepted");
+    CHECK_ERROR_HAS("'%q' at byte 0");
+
+    char path[1100];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    /* merge sides that are not tokens, holding an escape sequence and a newline */
+    const char* json =
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2},"
+        " \"merges\": [\"a \\u001b[31mred\\n\"]}}";
+    CHECK(tu_write_file(path, json, strlen(json)), "write %s", path);
+    CHECK(qwen3_tokenizer_load_json(path) == NULL, "a bad merge was accepted");
+    CHECK(!has_control_byte(qwen3_get_last_error()), "raw control byte in \"%s\"", qwen3_get_last_error());
+    CHECK_ERROR_HAS("(\"a \\x1B[31mred\\x0A\") uses a token not in the vocabulary");
+    /* a long quoted value is cut */
+    char big[400];
+    snprintf(big, sizeof big, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"%0200d\": -1}, \"merges\": []}}", 7);
+    CHECK(tu_write_file(path, big, strlen(big)), "write %s", path);
+    CHECK(qwen3_tokenizer_load_json(path) == NULL, "a negative id was accepted");
+    CHECK(strlen(qwen3_get_last_error()) < strlen(path) + 150, "uncut message \"%s\"", qwen3_get_last_error());
+    CHECK_ERROR_HAS("...\"] is not an id");
+    remove(path);
+}
+
+/* ------------------------------------------------------------------------------------
  * Model files changed while mapped
  * ---------------------------------------------------------------------------------- */
 
@@ -182,6 +220,7 @@ int main(void) {
         return 1;
     }
     test_quantize_nonfinite();
+    test_escaped_messages(dir);
     test_file_changed_while_mapped(dir);
     tu_remove_dir(dir);
     return tu_finish("test_hostile");
