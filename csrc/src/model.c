@@ -8,6 +8,7 @@
 
 #include "cpu.h"
 #include "error.h"
+#include "gguf.h"
 
 /* ====================================================================================
  * Header
@@ -419,15 +420,15 @@ static int32_t map_weights(Qwen3Model* m) {
         lw->q_norm = q_norm + (size_t)l * hd;
         lw->k_norm = k_norm + (size_t)l * hd;
     }
-    w->embed = take_q8(&c, h->vocab_size, dim);
-    for (uint32_t l = 0; l < L; l++) w->layers[l].wq = take_q8(&c, q_rows, dim);
-    for (uint32_t l = 0; l < L; l++) w->layers[l].wk = take_q8(&c, kv_rows, dim);
-    for (uint32_t l = 0; l < L; l++) w->layers[l].wv = take_q8(&c, kv_rows, dim);
-    for (uint32_t l = 0; l < L; l++) w->layers[l].wo = take_q8(&c, dim, q_rows);
-    for (uint32_t l = 0; l < L; l++) w->layers[l].w1 = take_q8(&c, h->hidden_dim, dim);
-    for (uint32_t l = 0; l < L; l++) w->layers[l].w2 = take_q8(&c, dim, h->hidden_dim);
-    for (uint32_t l = 0; l < L; l++) w->layers[l].w3 = take_q8(&c, h->hidden_dim, dim);
-    w->classifier = h->shared_classifier ? w->embed : take_q8(&c, h->vocab_size, dim);
+    w->embed = qwen3_matrix_q8(take_q8(&c, h->vocab_size, dim));
+    for (uint32_t l = 0; l < L; l++) w->layers[l].wq = qwen3_matrix_q8(take_q8(&c, q_rows, dim));
+    for (uint32_t l = 0; l < L; l++) w->layers[l].wk = qwen3_matrix_q8(take_q8(&c, kv_rows, dim));
+    for (uint32_t l = 0; l < L; l++) w->layers[l].wv = qwen3_matrix_q8(take_q8(&c, kv_rows, dim));
+    for (uint32_t l = 0; l < L; l++) w->layers[l].wo = qwen3_matrix_q8(take_q8(&c, dim, q_rows));
+    for (uint32_t l = 0; l < L; l++) w->layers[l].w1 = qwen3_matrix_q8(take_q8(&c, h->hidden_dim, dim));
+    for (uint32_t l = 0; l < L; l++) w->layers[l].w2 = qwen3_matrix_q8(take_q8(&c, dim, h->hidden_dim));
+    for (uint32_t l = 0; l < L; l++) w->layers[l].w3 = qwen3_matrix_q8(take_q8(&c, h->hidden_dim, dim));
+    w->classifier = h->shared_classifier ? w->embed : qwen3_matrix_q8(take_q8(&c, h->vocab_size, dim));
     if (c.offset != h->file_size) {
         /* the size formula and this walk must describe the same layout */
         return qwen3_fail(QWEN3_ERR_FORMAT,
@@ -484,9 +485,15 @@ Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length) {
     m->path = dup_string(path);
     if (!m->path) rc = qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory copying a path");
     if (rc == QWEN3_OK) rc = qwen3_file_map(path, &m->map);
-    if (rc == QWEN3_OK) rc = qwen3_header_parse(m->map.data, m->map.size, path, &m->header);
-    if (rc == QWEN3_OK) rc = map_weights(m);
-    if (rc == QWEN3_OK) rc = load_tokenizer(m);
+    m->rms_eps = QWEN3_RMS_EPS; /* the .bin layouts do not store them; GGUF may */
+    m->rope_theta = QWEN3_ROPE_THETA;
+    if (rc == QWEN3_OK && qwen3_gguf_is_gguf(m->map.data, m->map.size)) {
+        rc = qwen3_gguf_load_model(m); /* header, weights and tokenizer from the metadata */
+    } else {
+        if (rc == QWEN3_OK) rc = qwen3_header_parse(m->map.data, m->map.size, path, &m->header);
+        if (rc == QWEN3_OK) rc = map_weights(m);
+        if (rc == QWEN3_OK) rc = load_tokenizer(m);
+    }
     if (rc == QWEN3_OK) rc = load_templates(m);
     if (rc == QWEN3_OK) {
         m->lock = qwen3_mutex_new();
@@ -498,8 +505,6 @@ Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length) {
         return NULL;
     }
     const Qwen3Header* h = &m->header;
-    m->rms_eps = QWEN3_RMS_EPS;
-    m->rope_theta = QWEN3_ROPE_THETA;
     uint32_t ctx = ctx_length == 0 || ctx_length > h->seq_len ? h->seq_len : ctx_length;
     m->config = (Qwen3ModelConfig){
         .vocab_size = h->vocab_size,
@@ -538,6 +543,7 @@ void qwen3_model_close(Qwen3Model* m) {
     for (uint32_t k = 0; k < QWEN3_TEMPLATE_COUNT; k++) free(m->templates[k]);
     if (m->tokenizer) qwen3_tokenizer_free(m->tokenizer);
     free(m->weights.layers);
+    qwen3_gguf_model_free(m->gguf);
     qwen3_file_unmap(&m->map);
     free(m->path);
     free(m);

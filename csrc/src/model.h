@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "kernels.h"
+#include "kernels_float.h"
 #include "platform.h"
 #include "qwen3_inference.h"
 #include "threadpool.h"
@@ -61,21 +62,23 @@ typedef struct {
     const float* ffn_norm;  /* (dim) */
     const float* q_norm;    /* (head_dim), shared by every query head */
     const float* k_norm;    /* (head_dim), shared by every key head */
-    Qwen3Q8Matrix wq;       /* (n_heads * head_dim, dim) */
-    Qwen3Q8Matrix wk;       /* (n_kv_heads * head_dim, dim) */
-    Qwen3Q8Matrix wv;       /* (n_kv_heads * head_dim, dim) */
-    Qwen3Q8Matrix wo;       /* (dim, n_heads * head_dim) */
-    Qwen3Q8Matrix w1;       /* gate (hidden_dim, dim) */
-    Qwen3Q8Matrix w2;       /* down (dim, hidden_dim) */
-    Qwen3Q8Matrix w3;       /* up (hidden_dim, dim) */
+    Qwen3Matrix wq;         /* (n_heads * head_dim, dim) */
+    Qwen3Matrix wk;         /* (n_kv_heads * head_dim, dim) */
+    Qwen3Matrix wv;         /* (n_kv_heads * head_dim, dim) */
+    Qwen3Matrix wo;         /* (dim, n_heads * head_dim) */
+    Qwen3Matrix w1;         /* gate (hidden_dim, dim) */
+    Qwen3Matrix w2;         /* down (dim, hidden_dim) */
+    Qwen3Matrix w3;         /* up (hidden_dim, dim) */
 } Qwen3LayerWeights;
 
 typedef struct {
-    Qwen3Q8Matrix embed;       /* (vocab_size, dim), kept Q8: one row dequantised per token */
+    Qwen3Matrix embed;         /* (vocab_size, dim): one row widened to fp32 per token */
     Qwen3LayerWeights* layers; /* (n_layers) */
     const float* final_norm;   /* (dim) */
-    Qwen3Q8Matrix classifier;  /* (vocab_size, dim); the embedding when tied */
+    Qwen3Matrix classifier;    /* (vocab_size, dim); the embedding when tied */
 } Qwen3Weights;
+
+struct Qwen3GgufModel; /* gguf.h: what a GGUF model owns beyond the map */
 
 struct Qwen3Model {
     char* path;
@@ -90,6 +93,7 @@ struct Qwen3Model {
     char* templates[QWEN3_TEMPLATE_COUNT]; /* validated, NUL-terminated */
     Qwen3ThreadPool* pool;
     Qwen3Mutex* lock; /* held for a whole forward pass, and while the pool is replaced */
+    struct Qwen3GgufModel* gguf; /* GGUF files only: converted weights and copies */
 };
 
 /* Reads and validates a 256-byte header (either layout; the file's size settles which),

@@ -118,10 +118,11 @@ static int32_t alloc_floats(float** out, uint64_t n, const char* what) {
 
 static int32_t alloc_batch(Qwen3Q8Batch* b, uint32_t n, uint32_t tokens, uint32_t group_size,
                            const char* what) {
-    const size_t values = (size_t)n * tokens, groups = values / group_size;
     b->n = n;
     b->n_tokens = tokens;
     b->group_size = group_size;
+    if (group_size == 0) return QWEN3_OK; /* unquantised weights only: no int8 input */
+    const size_t values = (size_t)n * tokens, groups = values / group_size;
     b->q = (int8_t*)qwen3_aligned_alloc(values);
     b->s = (float*)qwen3_aligned_alloc(groups * sizeof(float));
     b->sums = (int32_t*)qwen3_aligned_alloc(groups * sizeof(int32_t));
@@ -255,17 +256,21 @@ static int32_t commit_positions(Qwen3Context* c, uint32_t upto) {
  * Parallel matmuls
  * ================================================================================== */
 
-/* Up to three matrices that share one quantised input batch, split into row blocks.
- * Token t's output of part p goes to parts[p].out + t * parts[p].stride. */
+/* Up to three matrices that share one input batch, split into row blocks. Token t's
+ * output of part p goes to parts[p].out + t * parts[p].stride. A Q8 matrix reads the
+ * quantised input x, a float matrix (F32/F16/BF16) the fp32 input xf, token t at
+ * xf + t * xf_stride (kernels_float.h). */
 typedef struct {
     struct {
         float* out;
         size_t stride;
-        const Qwen3Q8Matrix* w;
+        const Qwen3Matrix* w;
     } parts[3];
     uint32_t n_parts;
     uint32_t rows_per_task;
     const Qwen3Q8Batch* x;
+    const float* xf;
+    size_t xf_stride;
     const Qwen3KernelTable* kernels;
 } MatmulJob;
 
@@ -276,17 +281,19 @@ static void matmul_task(void* arg, uint32_t task, uint32_t n_tasks) {
     uint64_t end = begin + job->rows_per_task;
     uint64_t base = 0; /* first row of the current part in the joined row space */
     for (uint32_t p = 0; p < job->n_parts && begin < end; p++) {
-        const Qwen3Q8Matrix* w = job->parts[p].w;
+        const Qwen3Matrix* w = job->parts[p].w;
         uint64_t part_end = base + w->rows;
         if (begin < part_end) {
             uint32_t r0 = (uint32_t)(begin - base);
             uint32_t r1 = (uint32_t)((end < part_end ? end : part_end) - base);
             float* out = job->parts[p].out + r0;
-            if (job->x->n_tokens == 1) {
+            if (w->type != QWEN3_WEIGHT_Q8) {
+                qwen3_matmul_float(out, job->parts[p].stride, w, job->xf, job->xf_stride, job->x->n_tokens, r0, r1);
+            } else if (job->x->n_tokens == 1) {
                 const Qwen3Q8Vector v = qwen3_q8_batch_row(job->x, 0);
-                job->kernels->matvec_q8(out, w, &v, r0, r1);
+                job->kernels->matvec_q8(out, &w->q8, &v, r0, r1);
             } else {
-                job->kernels->matmul_q8(out, job->parts[p].stride, w, job->x, r0, r1);
+                job->kernels->matmul_q8(out, job->parts[p].stride, &w->q8, job->x, r0, r1);
             }
             begin = base + r1;
         }
@@ -317,8 +324,9 @@ static void run_matmul(Qwen3Model* m, MatmulJob* job) {
 }
 
 static void matmul1(Qwen3Model* m, const Qwen3KernelTable* k, float* out, size_t stride,
-                    const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x) {
-    MatmulJob job = {.parts = {{out, stride, w}}, .n_parts = 1, .x = x, .kernels = k};
+                    const Qwen3Matrix* w, const Qwen3Q8Batch* x, const float* xf, size_t xf_stride) {
+    MatmulJob job = {.parts = {{out, stride, w}}, .n_parts = 1, .x = x, .xf = xf, .xf_stride = xf_stride,
+                     .kernels = k};
     run_matmul(m, &job);
 }
 
@@ -343,6 +351,12 @@ static void add_into(float* x, const float* y, uint32_t n) {
     for (uint32_t i = 0; i < n; i++) x[i] = x[i] + y[i];
 }
 
+/* Token t's matmul input quantised, unless every weight is unquantised (group_size 0):
+ * then only the fp32 input is read. */
+static void quantize_input(const Qwen3Context* c, const float* x, Qwen3Q8Batch* b, uint32_t t) {
+    if (c->model->header.group_size != 0) qwen3_quantize_q8_token(x, b, t);
+}
+
 /* Token t: [x += down output], h = rmsnorm(x) * norm, quantised as the next input. */
 static void norm_input_task(void* arg, uint32_t t, uint32_t n_tasks) {
     (void)n_tasks;
@@ -355,7 +369,7 @@ static void norm_input_task(void* arg, uint32_t t, uint32_t n_tasks) {
     const float* norm = job->lw ? job->lw->attn_norm : c->model->weights.final_norm;
     float* xb = c->xb + (size_t)t * dim;
     qwen3_rmsnorm(xb, x, norm, dim, c->model->rms_eps);
-    qwen3_quantize_q8_token(xb, &c->xq, t);
+    quantize_input(c, xb, &c->xq, t);
 }
 
 /* Token t: QK-norm and RoPE on its query and key heads; keys into the cache. */
@@ -418,7 +432,7 @@ static void quantize_att_task(void* arg, uint32_t t, uint32_t n_tasks) {
     Qwen3Context* c = job->c;
     const Qwen3Header* h = &c->model->header;
     const uint32_t q_dim = h->n_heads * h->head_dim, wide = q_dim > h->dim ? q_dim : h->dim;
-    qwen3_quantize_q8_token(c->xb + (size_t)t * wide, &c->xq, t);
+    quantize_input(c, c->xb + (size_t)t * wide, &c->xq, t);
 }
 
 /* Token t: x += Wo output, h = rmsnorm(x) * ffn_norm, quantised. */
@@ -431,7 +445,7 @@ static void ffn_input_task(void* arg, uint32_t t, uint32_t n_tasks) {
     add_into(x, c->xb2 + (size_t)t * dim, dim);
     float* xb = c->xb + (size_t)t * dim;
     qwen3_rmsnorm(xb, x, job->lw->ffn_norm, dim, c->model->rms_eps);
-    qwen3_quantize_q8_token(xb, &c->xq, t);
+    quantize_input(c, xb, &c->xq, t);
 }
 
 /* Token t: hb = silu(gate) * up, quantised as the input of the down projection. */
@@ -446,7 +460,7 @@ static void silu_task(void* arg, uint32_t t, uint32_t n_tasks) {
         float g = hb[i];
         hb[i] = (g * (1.0f / (1.0f + expf(-g)))) * hb2[i];
     }
-    qwen3_quantize_q8_token(hb, &c->hq, t);
+    quantize_input(c, hb, &c->hq, t);
 }
 
 /* Runs fn for tokens 0 .. n-1: on the pool when there is more than one. */
@@ -463,15 +477,12 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
     Qwen3Model* m = c->model;
     const Qwen3Header* h = &m->header;
     const Qwen3Weights* w = &m->weights;
-    const uint32_t dim = h->dim, hd = h->head_dim, gs = h->group_size, half = hd / 2;
+    const uint32_t dim = h->dim, hd = h->head_dim, half = hd / 2;
     const uint32_t q_dim = h->n_heads * hd, kv_dim = h->n_kv_heads * hd;
     const uint32_t pos0 = c->pos;
 
     for (uint32_t t = 0; t < n; t++) {
-        const int8_t* eq = w->embed.q + (size_t)tokens[t] * dim;
-        const float* es = w->embed.s + (size_t)tokens[t] * (dim / gs);
-        float* x = c->x + (size_t)t * dim;
-        for (uint32_t i = 0; i < dim; i++) x[i] = (float)eq[i] * es[i / gs];
+        qwen3_matrix_row(c->x + (size_t)t * dim, &w->embed, (uint32_t)tokens[t]);
         /* the expression of qwen3_rope_angles, with its powf hoisted to the context */
         const float fpos = (float)(pos0 + t);
         for (uint32_t i = 0; i < half; i++) {
@@ -503,6 +514,8 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
         MatmulJob qkv = {.parts = {{c->q, q_dim, &lw->wq}, {c->k, kv_dim, &lw->wk}, {v, kv_dim, &lw->wv}},
                          .n_parts = 3,
                          .x = &c->xq,
+                         .xf = c->xb,
+                         .xf_stride = dim,
                          .kernels = kernels};
         run_matmul(m, &qkv);
         per_token(m, qk_task, &job);
@@ -516,17 +529,19 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
         }
         c->xq.n = q_dim;
         per_token(m, quantize_att_task, &job);
-        matmul1(m, kernels, c->xb2, dim, &lw->wo, &c->xq);
+        matmul1(m, kernels, c->xb2, dim, &lw->wo, &c->xq, c->xb, q_dim > dim ? q_dim : dim);
 
         c->xq.n = dim;
         per_token(m, ffn_input_task, &job);
         MatmulJob gate_up = {.parts = {{c->hb, h->hidden_dim, &lw->w1}, {c->hb2, h->hidden_dim, &lw->w3}},
                              .n_parts = 2,
                              .x = &c->xq,
+                             .xf = c->xb,
+                             .xf_stride = dim,
                              .kernels = kernels};
         run_matmul(m, &gate_up);
         per_token(m, silu_task, &job);
-        matmul1(m, kernels, c->xb2, dim, &lw->w2, &c->hq);
+        matmul1(m, kernels, c->xb2, dim, &lw->w2, &c->hq, c->hb, h->hidden_dim);
     }
 
     /* The last token: its residual, and its logits if wanted; the others' residual
@@ -539,8 +554,8 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
     qwen3_rmsnorm(xb, x, w->final_norm, dim, m->rms_eps);
     c->xq.n = dim;
     c->xq.n_tokens = 1;
-    qwen3_quantize_q8_token(xb, &c->xq, 0);
-    matmul1(m, kernels, c->logits, 0, &w->classifier, &c->xq);
+    quantize_input(c, xb, &c->xq, 0);
+    matmul1(m, kernels, c->logits, 0, &w->classifier, &c->xq, xb, 0);
 }
 
 int32_t qwen3_forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n) {

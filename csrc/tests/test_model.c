@@ -223,11 +223,11 @@ static void test_load_layouts(const char* dir) {
                   info.im_end_id, info.think_id);
             CHECK(info.rms_eps == 1e-6f, "rms_eps");
             /* the embedding stays in the file map: the model owns far less than the file */
-            const uint8_t* embed = (const uint8_t*)m->weights.embed.q;
+            const uint8_t* embed = (const uint8_t*)m->weights.embed.q8.q;
             CHECK(embed >= m->map.data && embed < m->map.data + m->map.size,
                   "%s: embedding not a view into the map", name);
-            CHECK(shared ? m->weights.classifier.q == m->weights.embed.q
-                         : m->weights.classifier.q != m->weights.embed.q,
+            CHECK(shared ? m->weights.classifier.q8.q == m->weights.embed.q8.q
+                         : m->weights.classifier.q8.q != m->weights.embed.q8.q,
                   "%s: classifier tying", name);
             qwen3_model_free(m);
 
