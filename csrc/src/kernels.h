@@ -84,12 +84,35 @@ typedef void (*Qwen3AttnValuesFn)(float* out, uint32_t o_stride, const float* at
                                   const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
                                   uint32_t head_dim);
 
+/* Token t of a batch: x (b->n floats) quantised as qwen3_quantize_q8 does, into row t,
+ * plus each group's sum of q values into b->sums. The same bits in every tier. */
+typedef void (*Qwen3QuantizeRowFn)(const float* x, Qwen3Q8Batch* b, uint32_t t);
+
+/*
+ * The fp32 elementwise parts of attention and the feed-forward, with one exp for all
+ * tiers: qwen3_exp_ref (kernels_scalar.c) evaluates e^x in double precision (Cody-Waite
+ * reduction by ln 2, a degree-12 Taylor polynomial, no FMA) and rounds once to fp32, so it
+ * is correctly rounded but for ties closer than ~1e-16 (like fp32(Math.exp(x)) in the
+ * TypeScript engine) and SIMD tiers reproduce it lane by lane.
+ *   softmax:  m = max x (NaN skipped unless x[0] is NaN); x[i] = exp(x[i] - m);
+ *             sum += x[i] in index order; x[i] = x[i] / sum
+ *   silu_mul: g[i] = (g[i] * (1.0f / (1.0f + exp(-g[i])))) * u[i]
+ */
+typedef void (*Qwen3SoftmaxFn)(float* x, uint32_t n);
+typedef void (*Qwen3SiluMulFn)(float* g, const float* u, uint32_t n);
+float qwen3_exp_ref(float x);
+void qwen3_softmax_ref(float* x, uint32_t n);
+void qwen3_silu_mul_ref(float* g, const float* u, uint32_t n);
+
 typedef struct {
     const char* name;          /* "scalar", "avx2", "avx512vnni", "neon", "sve" */
     Qwen3MatvecQ8Fn matvec_q8;
     Qwen3MatmulQ8Fn matmul_q8;
+    Qwen3QuantizeRowFn quantize_row;
     Qwen3AttnScoresFn attn_scores;
     Qwen3AttnValuesFn attn_values;
+    Qwen3SoftmaxFn softmax;
+    Qwen3SiluMulFn silu_mul;
 } Qwen3KernelTable;
 
 /* The reference batched product and attention, for tiers without their own: matmul_q8
@@ -137,8 +160,7 @@ extern const Qwen3KernelTable qwen3_kernels_sve;
  * tiers so activations are the same bits everywhere. */
 void qwen3_quantize_q8(const float* x, Qwen3Q8Vector* out);
 
-/* Token t of a batch: qwen3_quantize_q8 of x (n floats) into row t, plus each group's
- * sum of q values into out->sums. */
+/* The reference Qwen3QuantizeRowFn: qwen3_quantize_q8, then the group sums. */
 void qwen3_quantize_q8_token(const float* x, Qwen3Q8Batch* out, uint32_t t);
 
 /* Token t of a batch as a vector view. */

@@ -145,8 +145,11 @@ const Qwen3KernelTable qwen3_kernels_avx2 = {
     .name = "avx2",
     .matvec_q8 = matvec_q8_avx2,
     .matmul_q8 = matmul_q8_avx2,
+    .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = qwen3_attn_scores_ref,
     .attn_values = qwen3_attn_values_ref,
+    .softmax = qwen3_softmax_ref,
+    .silu_mul = qwen3_silu_mul_ref,
 };
 
 /* ------------------------------------------------------------------------------------
@@ -205,6 +208,9 @@ const Qwen3KernelTable qwen3_kernels_avxvnni = {
     .name = "avxvnni",
     .matvec_q8 = matvec_q8_avxvnni,
     .matmul_q8 = matmul_q8_avxvnni,
+    .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = qwen3_attn_scores_ref,
     .attn_values = qwen3_attn_values_ref,
+    .softmax = qwen3_softmax_ref,
+    .silu_mul = qwen3_silu_mul_ref,
 };

@@ -361,6 +361,146 @@ TARGET static void matmul_q8_avx512vnni(float* out, size_t ld, const Qwen3Q8Matr
 }
 
 /* ====================================================================================
+ * Activation quantisation: qwen3_quantize_q8 (quant.c) with 16 values per instruction.
+ *   max |x|:  lanes keep `a > m ? a : m` (vmaxps returns its second operand when the first
+ *             is NaN, so NaN is skipped as in the scalar loop), lanes then folded by max
+ *             (order-free for non-NaN values)
+ *   divide:   the same IEEE division
+ *   round:    half away from zero as roundf: t = trunc(v), d = v - t (exact), and
+ *             t + sign(v) when |d| >= 0.5; NaN and infinities come out unchanged
+ *   to int8:  0 unless |r| < 1e9 (so NaN and infinities give 0), else the low byte of
+ *             the int32 (vpmovdb truncates), i.e. wrapping like the scalar to_int8
+ * Group sizes that are not a multiple of 16 take the scalar reference.
+ * ================================================================================== */
+
+/* Bitwise and/or of floats through the integer unit (vandps needs AVX-512DQ, which
+ * this tier does not require). */
+INLINE __m512 and_ps(__m512 a, __m512 b) {
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
+INLINE __m512 or_ps(__m512 a, __m512 b) {
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
+
+TARGET static void quantize_row_avx512(const float* x, Qwen3Q8Batch* b, uint32_t t) {
+    const uint32_t gs = b->group_size, n = b->n, ng = n / gs;
+    if (gs % 16 != 0) {
+        qwen3_quantize_q8_token(x, b, t);
+        return;
+    }
+    int8_t* q = b->q + (size_t)t * n;
+    float* s = b->s + (size_t)t * ng;
+    int32_t* sums = b->sums + (size_t)t * ng;
+    const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    const __m512 half = _mm512_set1_ps(0.5f), limit = _mm512_set1_ps(1e9f);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i sign_bit = _mm512_set1_epi32((int)0x80000000u);
+    for (uint32_t g = 0; g < ng; g++) {
+        const float* xg = x + (size_t)g * gs;
+        int8_t* qg = q + (size_t)g * gs;
+        __m512 m = _mm512_setzero_ps();
+        for (uint32_t i = 0; i < gs; i += 16) m = _mm512_max_ps(and_ps(_mm512_loadu_ps(xg + i), abs_mask), m);
+        const float wmax = _mm512_reduce_max_ps(m);
+        const float scale = wmax / 127.0f;
+        s[g] = scale;
+        if (scale == 0.0f) {
+            memset(qg, 0, gs);
+            sums[g] = 0;
+            continue;
+        }
+        const __m512 sc = _mm512_set1_ps(scale);
+        __m512i total = _mm512_setzero_si512();
+        for (uint32_t i = 0; i < gs; i += 16) {
+            const __m512 v = _mm512_div_ps(_mm512_loadu_ps(xg + i), sc);
+            const __m512 tr = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            const __m512 d = and_ps(_mm512_sub_ps(v, tr), abs_mask);
+            const __mmask16 away = _mm512_cmp_ps_mask(d, half, _CMP_GE_OQ);
+            const __m512 sgn = or_ps(one, and_ps(v, _mm512_castsi512_ps(sign_bit)));
+            const __m512 r = _mm512_mask_add_ps(tr, away, tr, sgn);
+            const __mmask16 ok = _mm512_cmp_ps_mask(and_ps(r, abs_mask), limit, _CMP_LT_OQ);
+            const __m512i iv = _mm512_maskz_cvttps_epi32(ok, r);
+            const __m128i bytes = _mm512_cvtepi32_epi8(iv);
+            _mm_storeu_si128((__m128i*)(qg + i), bytes);
+            total = _mm512_add_epi32(total, _mm512_cvtepi8_epi32(bytes));
+        }
+        sums[g] = _mm512_reduce_add_epi32(total);
+    }
+}
+
+/* ====================================================================================
+ * exp, softmax and SiLU: qwen3_exp_ref (kernels_scalar.c) on 8 doubles per register, the
+ * same operations in the same order per lane, so the same bits.
+ * ================================================================================== */
+
+INLINE __m512d exp8d(__m512d x) {
+    const __m512d lo = _mm512_set1_pd(-120.0), hi = _mm512_set1_pd(100.0);
+    x = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, lo, _CMP_LT_OQ), x, lo);
+    x = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, hi, _CMP_GT_OQ), x, hi);
+    const __m512d magic = _mm512_set1_pd(0x1.8p52);
+    const __m512d shifted = _mm512_add_pd(_mm512_mul_pd(x, _mm512_set1_pd(1.4426950408889634)), magic);
+    const __m512d k = _mm512_sub_pd(shifted, magic);
+    const __m512d r = _mm512_sub_pd(_mm512_sub_pd(x, _mm512_mul_pd(k, _mm512_set1_pd(6.93147180369123816490e-01))),
+                                    _mm512_mul_pd(k, _mm512_set1_pd(1.90821492927058770002e-10)));
+    static const double coef[12] = {1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
+                                    1.0 / 5040.0,     1.0 / 720.0,     1.0 / 120.0,    1.0 / 24.0,
+                                    1.0 / 6.0,        0.5,             1.0,            1.0};
+    __m512d p = _mm512_set1_pd(1.0 / 479001600.0);
+    UNROLL for (int i = 0; i < 12; i++) p = _mm512_add_pd(_mm512_mul_pd(p, r), _mm512_set1_pd(coef[i]));
+    /* shifted = 1.5 * 2^52 + k exactly, so its low bits are k (two's complement) */
+    const __m512i ki = _mm512_sub_epi64(_mm512_castpd_si512(shifted), _mm512_castpd_si512(magic));
+    const __m512i bits = _mm512_slli_epi64(_mm512_add_epi64(ki, _mm512_set1_epi64(1023)), 52);
+    return _mm512_mul_pd(p, _mm512_castsi512_pd(bits));
+}
+
+INLINE __m512 exp16(__m512 x) {
+    const __m256 lo = _mm512_cvtpd_ps(exp8d(_mm512_cvtps_pd(_mm512_castps512_ps256(x))));
+    const __m256 hi = _mm512_cvtpd_ps(
+        exp8d(_mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_extracti64x4_epi64(_mm512_castps_si512(x), 1)))));
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+}
+
+INLINE __mmask16 tail_mask(uint32_t left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
+
+TARGET static void softmax_avx512(float* x, uint32_t n) {
+    if (n == 0) return;
+    __m512 m = _mm512_set1_ps(x[0]);
+    for (uint32_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail_mask(n - i);
+        const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        m = _mm512_mask_mov_ps(m, _mm512_mask_cmp_ps_mask(k, v, m, _CMP_GT_OQ), v);
+    }
+    float lanes[16], mx = x[0];
+    _mm512_storeu_ps(lanes, m);
+    for (int l = 0; l < 16; l++) {
+        if (lanes[l] > mx) mx = lanes[l];
+    }
+    const __m512 mv = _mm512_set1_ps(mx);
+    for (uint32_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv)));
+    }
+    float sum = 0.0f;
+    for (uint32_t i = 0; i < n; i++) sum += x[i];
+    const __m512 sv = _mm512_set1_ps(sum);
+    for (uint32_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, x + i), sv));
+    }
+}
+
+TARGET static void silu_mul_avx512(float* g, const float* u, uint32_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    for (uint32_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail_mask(n - i);
+        const __m512 gv = _mm512_maskz_loadu_ps(k, g + i);
+        const __m512 neg = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(gv), sign));
+        const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(neg)));
+        _mm512_mask_storeu_ps(g + i, k, _mm512_mul_ps(_mm512_mul_ps(gv, sig), _mm512_maskz_loadu_ps(k, u + i)));
+    }
+}
+
+/* ====================================================================================
  * Attention (fp32): the scalar loops of kernels_scalar.c with 16 lanes, same order per
  * lane, several independent sums in flight to hide the add latency.
  * ================================================================================== */
@@ -472,6 +612,9 @@ const Qwen3KernelTable qwen3_kernels_avx512vnni = {
     .name = "avx512vnni",
     .matvec_q8 = matvec_q8_avx512vnni,
     .matmul_q8 = matmul_q8_avx512vnni,
+    .quantize_row = quantize_row_avx512,
     .attn_scores = attn_scores_avx512,
     .attn_values = attn_values_avx512,
+    .softmax = softmax_avx512,
+    .silu_mul = silu_mul_avx512,
 };

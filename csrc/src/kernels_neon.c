@@ -132,8 +132,11 @@ const Qwen3KernelTable qwen3_kernels_neon = {
     .name = "neon",
     .matvec_q8 = matvec_q8_neon,
     .matmul_q8 = matmul_q8_neon,
+    .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = qwen3_attn_scores_ref,
     .attn_values = qwen3_attn_values_ref,
+    .softmax = qwen3_softmax_ref,
+    .silu_mul = qwen3_silu_mul_ref,
 };
 
 /* ------------------------------------------------------------------------------------
@@ -164,6 +167,9 @@ const Qwen3KernelTable qwen3_kernels_neondot = {
     .name = "neondot",
     .matvec_q8 = matvec_q8_neondot,
     .matmul_q8 = matmul_q8_neondot,
+    .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = qwen3_attn_scores_ref,
     .attn_values = qwen3_attn_values_ref,
+    .softmax = qwen3_softmax_ref,
+    .silu_mul = qwen3_silu_mul_ref,
 };

@@ -267,6 +267,9 @@ static void test_tier(const Qwen3KernelTable* t) {
 
 static void test_matmul_tier(const Qwen3KernelTable* t);
 static void test_attention_tier(const Qwen3KernelTable* t);
+static void test_quantize_tier(const Qwen3KernelTable* t);
+static void test_elementwise_tier(const Qwen3KernelTable* t);
+static void test_exp_ref(void);
 
 static void test_all_tiers(void) {
     printf("CPU features: %s\n", qwen3_cpu_features());
@@ -284,6 +287,8 @@ static void test_all_tiers(void) {
         if (strcmp(names[i], "scalar") == 0) continue; /* the reference itself */
         test_tier(t);
         test_attention_tier(t);
+        test_quantize_tier(t);
+        test_elementwise_tier(t);
         ran++;
     }
     printf("  SIMD tiers tested: %u\n", ran);
@@ -386,6 +391,146 @@ static void test_matmul_tier(const Qwen3KernelTable* t) {
     }
     printf("  %-11s matmul ok: %u comparisons memcmp-equal to scalar matvec%s\n", t->name,
            compared - compared_before, (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+}
+
+/* ---- activation quantisation against the scalar reference ---- */
+
+static void test_quantize_tier(const Qwen3KernelTable* t) {
+    const uint32_t fails_before = (uint32_t)failures;
+    static const uint32_t group_sizes[] = {16, 32, 64, 128, 8, 24, 48};
+    uint32_t runs = 0;
+    for (size_t gi = 0; gi < sizeof group_sizes / sizeof group_sizes[0]; gi++) {
+        const uint32_t gs = group_sizes[gi];
+        for (uint32_t trial = 0; trial < 40; trial++) {
+            const uint32_t ng = 1 + rnd_below(9), n = gs * ng, tokens = 3, tok = rnd_below(tokens);
+            float* x = malloc(n * sizeof(float));
+            Qwen3Q8Batch a = {malloc((size_t)n * tokens), malloc((size_t)ng * tokens * sizeof(float)),
+                              malloc((size_t)ng * tokens * sizeof(int32_t)), n, tokens, gs};
+            Qwen3Q8Batch b = {malloc((size_t)n * tokens), malloc((size_t)ng * tokens * sizeof(float)),
+                              malloc((size_t)ng * tokens * sizeof(int32_t)), n, tokens, gs};
+            if (!x || !a.q || !a.s || !a.sums || !b.q || !b.s || !b.sums) {
+                CHECK(0, "out of memory");
+                return;
+            }
+            memset(a.q, 0x5a, (size_t)n * tokens), memset(b.q, 0x5a, (size_t)n * tokens);
+            memset(a.s, 0x5a, (size_t)ng * tokens * 4), memset(b.s, 0x5a, (size_t)ng * tokens * 4);
+            memset(a.sums, 0x5a, (size_t)ng * tokens * 4), memset(b.sums, 0x5a, (size_t)ng * tokens * 4);
+            for (uint32_t i = 0; i < n; i++) {
+                const uint32_t kind = trial < 10 ? 0 : rnd_below(12);
+                switch (kind) {
+                case 1: x[i] = 0.0f; break;
+                case 2: x[i] = -0.0f; break;
+                case 3: x[i] = NAN; break;
+                case 4: x[i] = (rnd_u32() & 1) ? INFINITY : -INFINITY; break;
+                case 5: x[i] = 1e-40f * (rnd_unit() - 0.5f); break; /* subnormal: values past 127 wrap */
+                case 6: x[i] = 3e38f * (rnd_unit() - 0.5f); break;
+                case 7: x[i] = (float)((int)rnd_below(255) - 127) * 0.5f; break; /* exact halves */
+                default: x[i] = (rnd_unit() - 0.5f) * 10.0f; break;
+                }
+            }
+            /* a group of zeros, and one whose only non-zero values are subnormal */
+            if (trial % 5 == 1) memset(x, 0, gs * sizeof(float));
+            if (trial % 7 == 2) {
+                for (uint32_t i = 0; i < gs; i++) x[i] = i % 3 ? 0.0f : 1.4e-45f * (float)(i % 5);
+            }
+            /* a group whose max is 127, so the scale is 1 and x.5 values are exact ties */
+            if (trial % 4 == 3) {
+                for (uint32_t i = 0; i < gs; i++) x[gs * (ng - 1) + i] = (float)((int)rnd_below(253) - 126) + 0.5f;
+                x[gs * (ng - 1) + rnd_below(gs)] = (rnd_u32() & 1) ? 127.0f : -127.0f;
+            }
+            qwen3_quantize_q8_token(x, &a, tok);
+            t->quantize_row(x, &b, tok);
+            const int same = memcmp(a.q, b.q, (size_t)n * tokens) == 0 &&
+                             memcmp(a.s, b.s, (size_t)ng * tokens * 4) == 0 &&
+                             memcmp(a.sums, b.sums, (size_t)ng * tokens * 4) == 0;
+            CHECK(same, "%s quantize_row: group %u, %u values (trial %u) differs from the scalar reference", t->name,
+                  gs, n, trial);
+            runs++;
+            free(x), free(a.q), free(a.s), free(a.sums), free(b.q), free(b.s), free(b.sums);
+            if (!same) return;
+        }
+    }
+    printf("  %-11s quantize ok: %u rows memcmp-equal to the scalar reference%s\n", t->name, runs,
+           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+}
+
+/* ---- exp, softmax, SiLU ---- */
+
+/* qwen3_exp_ref is e^x rounded once to fp32: against the C library's double exp (its
+ * error ~1e-16 is far below half an fp32 ulp), every value over the range that matters
+ * rounds the same way, underflow to 0 and overflow to inf included. */
+static void test_exp_ref(void) {
+    uint32_t differ = 0, total = 0;
+    float worst_x = 0.0f;
+    for (uint32_t i = 0; i < 2000000; i++) {
+        const float x = i < 1000 ? (float)((int)i - 500) * 0.25f : (rnd_unit() - 0.75f) * 240.0f;
+        const float want = (float)exp((double)x);
+        const float got = qwen3_exp_ref(x);
+        total++;
+        if (memcmp(&want, &got, sizeof want) != 0) {
+            differ++;
+            worst_x = x;
+        }
+    }
+    CHECK(differ <= 2, "qwen3_exp_ref differs from (float)exp(double) on %u of %u values (e.g. x = %.9g)", differ, total,
+          worst_x);
+    CHECK(qwen3_exp_ref(0.0f) == 1.0f && qwen3_exp_ref(-200.0f) == 0.0f && isinf(qwen3_exp_ref(89.0f)) &&
+              qwen3_exp_ref(-INFINITY) == 0.0f && isinf(qwen3_exp_ref(INFINITY)) && isnan(qwen3_exp_ref(NAN)),
+          "qwen3_exp_ref special values");
+    printf("exp: %u of %u values differ from (float)exp(double)\n", differ, total);
+}
+
+/* Equal bits, except that any NaN matches any NaN (which NaN an operation returns when
+ * it meets one depends on operand order, which compilers may swap). */
+static int same_floats(const float* a, const float* b, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) {
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0 && !(isnan(a[i]) && isnan(b[i]))) return 0;
+    }
+    return 1;
+}
+
+static void test_elementwise_tier(const Qwen3KernelTable* t) {
+    const uint32_t fails_before = (uint32_t)failures;
+    uint32_t runs = 0;
+    for (uint32_t trial = 0; trial < 300; trial++) {
+        const uint32_t n = 1 + rnd_below(trial < 100 ? 40 : 700);
+        float* a = malloc((n + GUARD) * sizeof(float));
+        float* b = malloc((n + GUARD) * sizeof(float));
+        float* u = malloc(n * sizeof(float));
+        if (!a || !b || !u) {
+            CHECK(0, "out of memory");
+            return;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            const uint32_t kind = trial % 4 == 3 ? rnd_below(10) : 0;
+            switch (kind) {
+            case 1: a[i] = -INFINITY; break;
+            case 2: a[i] = NAN; break;
+            case 3: a[i] = INFINITY; break;
+            case 4: a[i] = -1e30f; break;
+            case 5: a[i] = -0.0f; break;
+            default: a[i] = (rnd_unit() - 0.5f) * (trial % 2 ? 60.0f : 6.0f); break;
+            }
+            u[i] = (rnd_unit() - 0.5f) * 4.0f;
+        }
+        for (uint32_t i = n; i < n + GUARD; i++) a[i] = -5.5f;
+        memcpy(b, a, (n + GUARD) * sizeof(float));
+        qwen3_softmax_ref(a, n);
+        t->softmax(b, n);
+        CHECK(same_floats(a, b, n + GUARD), "%s softmax of %u values differs from the reference",
+              t->name, n);
+        for (uint32_t i = 0; i < n; i++) a[i] = b[i] = (rnd_unit() - 0.5f) * (trial % 2 ? 200.0f : 10.0f);
+        if (trial % 5 == 4) a[rnd_below(n)] = NAN;
+        memcpy(b, a, n * sizeof(float));
+        qwen3_silu_mul_ref(a, u, n);
+        t->silu_mul(b, u, n);
+        CHECK(same_floats(a, b, n + GUARD), "%s silu_mul of %u values differs from the reference",
+              t->name, n);
+        runs++;
+        free(a), free(b), free(u);
+    }
+    printf("  %-11s softmax and SiLU ok: %u rows memcmp-equal to the reference%s\n", t->name, runs,
+           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 /* ---- attention against the scalar loops ---- */
@@ -601,6 +746,7 @@ int main(int argc, char** argv) {
     test_env_choice();
     if (argc > 1 && strcmp(argv[1], "--env-only") == 0) return failures ? 1 : 0;
     test_quantize();
+    test_exp_ref();
     test_all_tiers();
     test_select();
 #if !defined(_WIN32)
