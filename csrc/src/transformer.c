@@ -20,9 +20,10 @@
  *            (a, b) -> (a*c - b*s, a*s + b*c)
  *            (fp32 throughout, as qwen3.c and Hugging Face's float32 rotary embedding do)
  *   scores:  dot = sum q[i]*k[i]; score = dot * (1.0f / sqrtf((float)head_dim))
- *   softmax: m = max; e[i] = expf(x[i] - m); sum += e[i]; out[i] = e[i] / sum
+ *   softmax: m = max; e[i] = exp(x[i] - m); sum += e[i]; out[i] = e[i] / sum
  *   values:  out[i] = sum over t of att[t] * v[t][i] (t ascending)
- *   silu:    hb[i] = (g * (1 / (1 + expf(-g)))) * u
+ *   silu:    hb[i] = (g * (1 / (1 + exp(-g)))) * u
+ *   (exp: qwen3_exp_ref, e^x in double rounded once to fp32, see kernels.h)
  *   residual: x[i] = x[i] + y[i]
  */
 #include "transformer.h"
@@ -65,19 +66,7 @@ void qwen3_rope_rotate(float* v, const float* cos_t, const float* sin_t, uint32_
     }
 }
 
-void qwen3_softmax(float* x, uint32_t n) {
-    if (n == 0) return;
-    float m = x[0];
-    for (uint32_t i = 1; i < n; i++) {
-        if (x[i] > m) m = x[i];
-    }
-    float sum = 0.0f;
-    for (uint32_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - m);
-        sum += x[i];
-    }
-    for (uint32_t i = 0; i < n; i++) x[i] = x[i] / sum;
-}
+void qwen3_softmax(float* x, uint32_t n) { qwen3_softmax_ref(x, n); }
 
 void qwen3_attention_head(float* out, const float* q, const float* k, const float* v,
                           uint32_t stride, uint32_t n_pos, uint32_t head_dim, float* att) {
@@ -353,8 +342,9 @@ static void add_into(float* x, const float* y, uint32_t n) {
 
 /* Token t's matmul input quantised, unless every weight is unquantised (group_size 0):
  * then only the fp32 input is read. */
-static void quantize_input(const Qwen3Context* c, const float* x, Qwen3Q8Batch* b, uint32_t t) {
-    if (c->model->header.group_size != 0) qwen3_quantize_q8_token(x, b, t);
+static void quantize_input(const Qwen3Context* c, const Qwen3KernelTable* k, const float* x, Qwen3Q8Batch* b,
+                           uint32_t t) {
+    if (c->model->header.group_size != 0) k->quantize_row(x, b, t);
 }
 
 /* Token t: [x += down output], h = rmsnorm(x) * norm, quantised as the next input. */
@@ -369,7 +359,7 @@ static void norm_input_task(void* arg, uint32_t t, uint32_t n_tasks) {
     const float* norm = job->lw ? job->lw->attn_norm : c->model->weights.final_norm;
     float* xb = c->xb + (size_t)t * dim;
     qwen3_rmsnorm(xb, x, norm, dim, c->model->rms_eps);
-    quantize_input(c, xb, &c->xq, t);
+    quantize_input(c, job->kernels, xb, &c->xq, t);
 }
 
 /* Token t: QK-norm and RoPE on its query and key heads; keys into the cache. */
@@ -420,7 +410,7 @@ static void attention_task(void* arg, uint32_t task, uint32_t n_tasks) {
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = job->pos0 + t0 + j + 1;
     job->kernels->attn_scores(att, c->att_stride, c->q + (size_t)t0 * q_dim + (size_t)head * hd, q_dim, nt, keys,
                               (size_t)QWEN3_KV_BLOCK * kv_dim, n_pos[nt - 1], hd, 1.0f / sqrtf((float)hd));
-    for (uint32_t j = 0; j < nt; j++) qwen3_softmax(att + (size_t)j * c->att_stride, n_pos[j]);
+    for (uint32_t j = 0; j < nt; j++) job->kernels->softmax(att + (size_t)j * c->att_stride, n_pos[j]);
     job->kernels->attn_values(c->xb + (size_t)t0 * wide + (size_t)head * hd, wide, att, c->att_stride, n_pos, nt,
                               values, kv_dim, hd);
 }
@@ -432,7 +422,7 @@ static void quantize_att_task(void* arg, uint32_t t, uint32_t n_tasks) {
     Qwen3Context* c = job->c;
     const Qwen3Header* h = &c->model->header;
     const uint32_t q_dim = h->n_heads * h->head_dim, wide = q_dim > h->dim ? q_dim : h->dim;
-    quantize_input(c, c->xb + (size_t)t * wide, &c->xq, t);
+    quantize_input(c, job->kernels, c->xb + (size_t)t * wide, &c->xq, t);
 }
 
 /* Token t: x += Wo output, h = rmsnorm(x) * ffn_norm, quantised. */
@@ -445,7 +435,7 @@ static void ffn_input_task(void* arg, uint32_t t, uint32_t n_tasks) {
     add_into(x, c->xb2 + (size_t)t * dim, dim);
     float* xb = c->xb + (size_t)t * dim;
     qwen3_rmsnorm(xb, x, job->lw->ffn_norm, dim, c->model->rms_eps);
-    quantize_input(c, xb, &c->xq, t);
+    quantize_input(c, job->kernels, xb, &c->xq, t);
 }
 
 /* Token t: hb = silu(gate) * up, quantised as the input of the down projection. */
@@ -456,11 +446,8 @@ static void silu_task(void* arg, uint32_t t, uint32_t n_tasks) {
     const uint32_t hidden = c->model->header.hidden_dim;
     float* hb = c->hb + (size_t)t * hidden;
     const float* hb2 = c->hb2 + (size_t)t * hidden;
-    for (uint32_t i = 0; i < hidden; i++) {
-        float g = hb[i];
-        hb[i] = (g * (1.0f / (1.0f + expf(-g)))) * hb2[i];
-    }
-    quantize_input(c, hb, &c->hq, t);
+    job->kernels->silu_mul(hb, hb2, hidden);
+    quantize_input(c, job->kernels, hb, &c->hq, t);
 }
 
 /* Runs fn for tokens 0 .. n-1: on the pool when there is more than one. */
@@ -554,7 +541,7 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
     qwen3_rmsnorm(xb, x, w->final_norm, dim, m->rms_eps);
     c->xq.n = dim;
     c->xq.n_tokens = 1;
-    quantize_input(c, xb, &c->xq, 0);
+    quantize_input(c, kernels, xb, &c->xq, 0);
     matmul1(m, kernels, c->logits, 0, &w->classifier, &c->xq, xb, 0);
 }
 
