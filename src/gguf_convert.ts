@@ -4,36 +4,57 @@
  * llama.cpp can run exactly the model our engines run (the benchmark peer and the
  * cross-checks use it). Each Q8 group is dequantised and requantised into 32-value Q8_0
  * blocks, row by row, so memory stays near one row of the largest tensor.
+ *
+ * The Qwen3 GGUF metadata ({@link qwen3GgufMetadata}), tensor names and order
+ * ({@link qwen3GgufTensors}) and the streaming file writer ({@link writeGgufFile}) live here
+ * once and are shared with the Hugging Face exporter (src/export.ts).
  * @module
  */
 
 import { Qwen3Error } from "./errors.ts";
 import {
   encodeGgufHeader,
+  ggmlTensorBytes,
   GgmlType,
   type GgufTensorSpec,
   type GgufValue,
   quantizeQ8_0,
 } from "./gguf.ts";
-import type { Checkpoint, Q8Tensor } from "./model_file.ts";
+import {
+  type Checkpoint,
+  checkpointTensorOrder,
+  type LayerMatrix,
+  type Q8Tensor,
+  type TensorSlot,
+} from "./model_file.ts";
+import type { ModelConfig } from "./types.ts";
 
 /** The Jinja chat template stored in converted files: Qwen3's turn format, no tools. */
-const QWEN3_CHAT_TEMPLATE =
+export const QWEN3_CHAT_TEMPLATE =
   "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endfor %}" +
   "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}";
 
-interface TokenizerJson {
+/** The parts of a Hugging Face `tokenizer.json` the GGUF metadata needs. */
+export interface TokenizerJson {
+  /** BPE vocabulary and merges. */
   model: { vocab: Record<string, number>; merges: (string | [string, string])[] };
+  /** Added (special) tokens. */
   added_tokens: { id: number; content: string; special: boolean }[];
 }
 
 /** GGUF token types (llama.cpp's llama_token_type). */
 const TOKEN_NORMAL = 1, TOKEN_CONTROL = 3, TOKEN_USER_DEFINED = 4, TOKEN_UNUSED = 5;
 
-/** The `tokenizer.ggml.*` metadata for a vocabulary of `vocabSize` embedding rows. */
+/**
+ * The `tokenizer.ggml.*` metadata for a vocabulary of `vocabSize` embedding rows, and
+ * `tokenizer.chat_template` (default: {@link QWEN3_CHAT_TEMPLATE}). `eosId` defaults to
+ * `<|im_end|>`.
+ */
 export function tokenizerMetadata(
   json: TokenizerJson,
   vocabSize: number,
+  chatTemplate: string = QWEN3_CHAT_TEMPLATE,
+  eosId?: number,
 ): [string, GgufValue][] {
   const tokens: string[] = new Array(vocabSize);
   const types = new Int32Array(vocabSize);
@@ -68,12 +89,208 @@ export function tokenizerMetadata(
     ["tokenizer.ggml.tokens", { type: "string[]", value: tokens }],
     ["tokenizer.ggml.token_type", { type: "i32[]", value: types }],
     ["tokenizer.ggml.merges", { type: "string[]", value: merges }],
-    ["tokenizer.ggml.eos_token_id", { type: "u32", value: id("<|im_end|>") }],
+    ["tokenizer.ggml.eos_token_id", { type: "u32", value: eosId ?? id("<|im_end|>") }],
     ["tokenizer.ggml.padding_token_id", { type: "u32", value: id("<|endoftext|>") }],
     ["tokenizer.ggml.bos_token_id", { type: "u32", value: id("<|endoftext|>") }],
     ["tokenizer.ggml.add_bos_token", { type: "bool", value: false }],
-    ["tokenizer.chat_template", { type: "string", value: QWEN3_CHAT_TEMPLATE }],
+    ["tokenizer.chat_template", { type: "string", value: chatTemplate }],
   ];
+}
+
+/** llama.cpp's `general.file_type` values (llama_ftype) for the types written here. */
+export const LLAMA_FILE_TYPE = {
+  ALL_F32: 0,
+  MOSTLY_F16: 1,
+  MOSTLY_Q8_0: 7,
+  MOSTLY_BF16: 32,
+} as const;
+
+/** The model shape fields the GGUF metadata and tensor table need. */
+export type GgufModelShape = Pick<
+  ModelConfig,
+  | "dim"
+  | "hiddenDim"
+  | "nLayers"
+  | "nHeads"
+  | "nKvHeads"
+  | "headDim"
+  | "vocabSize"
+  | "seqLen"
+  | "sharedClassifier"
+  | "ropeTheta"
+  | "rmsEps"
+>;
+
+/** Options of {@link qwen3GgufMetadata}. */
+export interface Qwen3GgufMetadataOptions {
+  /** general.name (default "qwen3"). */
+  name?: string;
+  /** general.file_type, a {@link LLAMA_FILE_TYPE} value. */
+  fileType: number;
+  /** tokenizer.chat_template (default {@link QWEN3_CHAT_TEMPLATE}). */
+  chatTemplate?: string;
+  /** tokenizer.ggml.eos_token_id (default `<|im_end|>`). */
+  eosId?: number;
+}
+
+/** Every metadata key/value of a Qwen3 GGUF file: architecture, shapes and tokenizer. */
+export function qwen3GgufMetadata(
+  c: GgufModelShape,
+  json: TokenizerJson,
+  opts: Qwen3GgufMetadataOptions,
+): [string, GgufValue][] {
+  const out: [string, GgufValue][] = [
+    ["general.architecture", { type: "string", value: "qwen3" }],
+    ["general.name", { type: "string", value: opts.name ?? "qwen3" }],
+    ["general.file_type", { type: "u32", value: opts.fileType }],
+  ];
+  if (opts.fileType === LLAMA_FILE_TYPE.MOSTLY_Q8_0) {
+    // llama.cpp's writer stamps quantised files with the block format version.
+    out.push(["general.quantization_version", { type: "u32", value: 2 }]);
+  }
+  out.push(
+    ["qwen3.context_length", { type: "u32", value: c.seqLen }],
+    ["qwen3.embedding_length", { type: "u32", value: c.dim }],
+    ["qwen3.block_count", { type: "u32", value: c.nLayers }],
+    ["qwen3.feed_forward_length", { type: "u32", value: c.hiddenDim }],
+    ["qwen3.attention.head_count", { type: "u32", value: c.nHeads }],
+    ["qwen3.attention.head_count_kv", { type: "u32", value: c.nKvHeads }],
+    ["qwen3.attention.key_length", { type: "u32", value: c.headDim }],
+    ["qwen3.attention.value_length", { type: "u32", value: c.headDim }],
+    // llama.cpp defaults the rotated width to embedding_length / head_count (64 for 0.6B),
+    // not head_dim (128): Qwen3 rotates the whole head.
+    ["qwen3.rope.dimension_count", { type: "u32", value: c.headDim }],
+    ["qwen3.rope.freq_base", { type: "f32", value: c.ropeTheta }],
+    ["qwen3.attention.layer_norm_rms_epsilon", { type: "f32", value: c.rmsEps }],
+    ...tokenizerMetadata(json, c.vocabSize, opts.chatTemplate, opts.eosId),
+  );
+  return out;
+}
+
+/** GGUF block-tensor names of the checkpoint's per-layer tensors. */
+const GGUF_LAYER_NAMES: Readonly<
+  Record<LayerMatrix | "attn_norm" | "ffn_norm" | "q_norm" | "k_norm", string>
+> = {
+  attn_norm: "attn_norm",
+  wq: "attn_q",
+  wk: "attn_k",
+  wv: "attn_v",
+  wo: "attn_output",
+  q_norm: "attn_q_norm",
+  k_norm: "attn_k_norm",
+  ffn_norm: "ffn_norm",
+  w1: "ffn_gate",
+  w3: "ffn_up",
+  w2: "ffn_down",
+};
+
+/** One tensor of a Qwen3 GGUF file: its GGUF name and the checkpoint slot it holds. */
+export interface GgufSlot {
+  /** e.g. `blk.0.attn_q.weight`. */
+  name: string;
+  /** The same tensor in the checkpoint's terms (norms are "f32", matrices "q8"). */
+  slot: TensorSlot;
+}
+
+/**
+ * The tensors of a Qwen3 GGUF file in the order written here: `token_embd`, `output_norm`,
+ * `output` (untied only), then per block attn_norm, attn_q, attn_k, attn_v, attn_output,
+ * attn_q_norm, attn_k_norm, ffn_norm, ffn_gate, ffn_up, ffn_down.
+ */
+export function qwen3GgufTensors(c: Parameters<typeof checkpointTensorOrder>[0]): GgufSlot[] {
+  const slots = new Map<string, TensorSlot>();
+  for (const s of checkpointTensorOrder(c)) slots.set(`${s.name}/${s.layer}`, s);
+  const get = (name: string, layer: number) => slots.get(`${name}/${layer}`)!;
+  const out: GgufSlot[] = [{ name: "token_embd.weight", slot: get("embed", -1) }];
+  out.push({ name: "output_norm.weight", slot: get("final_norm", -1) });
+  if (!c.sharedClassifier) out.push({ name: "output.weight", slot: get("classifier", -1) });
+  for (let l = 0; l < c.nLayers; l++) {
+    for (const [key, gguf] of Object.entries(GGUF_LAYER_NAMES)) {
+      out.push({ name: `blk.${l}.${gguf}.weight`, slot: get(key, l) });
+    }
+  }
+  return out;
+}
+
+/** GGUF dims (innermost first) of a checkpoint slot. */
+export function ggufDims(slot: TensorSlot): number[] {
+  return slot.kind === "f32" ? [slot.length] : [slot.cols, slot.rows];
+}
+
+/** One tensor to write: its table entry and a producer of exactly its bytes, in order. */
+export interface GgufTensorSource {
+  /** Name, dims and ggml type. */
+  spec: GgufTensorSpec;
+  /** Yields the tensor's data in pieces (their total must equal the tensor's size). */
+  data(): AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+}
+
+/** Options of {@link writeGgufFile}. */
+export interface WriteGgufOptions {
+  /** Called with (bytes written, total bytes) as data is written. */
+  onProgress?: (done: number, total: number) => void;
+  /** Stops the write between pieces (the partial file is removed). */
+  signal?: AbortSignal;
+}
+
+/**
+ * Writes a GGUF file: header, then each source's data at its aligned offset. The file is
+ * written as `${outPath}.partial-<pid>` and renamed at the end; on any failure (a source
+ * throwing or yielding the wrong byte count, an abort, an I/O error) the partial file is
+ * removed, so nothing half-written is left behind. Returns the file size.
+ */
+export async function writeGgufFile(
+  outPath: string,
+  metadata: ReadonlyArray<readonly [string, GgufValue]>,
+  sources: readonly GgufTensorSource[],
+  opts: WriteGgufOptions = {},
+): Promise<number> {
+  const { header, offsets, dataBytes } = encodeGgufHeader(metadata, sources.map((s) => s.spec));
+  const total = header.length + dataBytes;
+  const tmp = `${outPath}.partial-${Deno.pid}`;
+  const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  try {
+    const writeAll = async (b: Uint8Array) => {
+      let off = 0;
+      while (off < b.length) off += await file.write(b.subarray(off));
+    };
+    await writeAll(header);
+    let written = 0;
+    opts.onProgress?.(header.length, total);
+    for (let i = 0; i < sources.length; i++) {
+      const s = sources[i];
+      if (written < offsets[i]) {
+        await writeAll(new Uint8Array(offsets[i] - written));
+        written = offsets[i];
+      }
+      const size = ggmlTensorBytes(s.spec.type, s.spec.dims);
+      let produced = 0;
+      for await (const piece of s.data()) {
+        opts.signal?.throwIfAborted();
+        produced += piece.length;
+        if (produced > size) break;
+        await writeAll(piece);
+        written += piece.length;
+        opts.onProgress?.(header.length + written, total);
+      }
+      if (produced !== size) {
+        throw new Qwen3Error(
+          "invalid_argument",
+          `GGUF tensor '${s.spec.name}': its source gave ${produced} bytes, expected ${size}`,
+        );
+      }
+    }
+    if (written < dataBytes) await writeAll(new Uint8Array(dataBytes - written));
+    file.close();
+    await Deno.rename(tmp, outPath);
+  } catch (e) {
+    try {
+      file.close();
+    } catch { /* already closed */ }
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  return total;
 }
 
 /** Dequantises one row of a Q8 tensor into `out`. */
@@ -98,6 +315,22 @@ export interface GgufConvertOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
+/** Requantises a Q8 tensor into Q8_0 rows, about 4 MB per piece. */
+function* q8ToQ8_0(q8: Q8Tensor): Generator<Uint8Array> {
+  const rowBytes = (q8.cols / 32) * 34;
+  const rowsPerChunk = Math.max(1, Math.floor((4 << 20) / rowBytes));
+  const row = new Float32Array(q8.cols);
+  for (let r0 = 0; r0 < q8.rows; r0 += rowsPerChunk) {
+    const n = Math.min(rowsPerChunk, q8.rows - r0);
+    const chunk = new Uint8Array(n * rowBytes);
+    for (let r = 0; r < n; r++) {
+      dequantizeRow(q8, r0 + r, row);
+      quantizeQ8_0(row, chunk.subarray(r * rowBytes, (r + 1) * rowBytes));
+    }
+    yield chunk;
+  }
+}
+
 /**
  * Writes `ckpt` as a Q8_0 GGUF file at `outPath` (through a temporary name, renamed at
  * the end, so no half-written file is left behind on failure).
@@ -115,94 +348,31 @@ export async function checkpointToGguf(
     );
   }
   const json = JSON.parse(await Deno.readTextFile(opts.tokenizerJson)) as TokenizerJson;
-  const metadata: [string, GgufValue][] = [
-    ["general.architecture", { type: "string", value: "qwen3" }],
-    ["general.name", { type: "string", value: opts.name ?? "qwen3" }],
-    ["general.file_type", { type: "u32", value: 7 }], // LLAMA_FTYPE_MOSTLY_Q8_0
-    ["qwen3.context_length", { type: "u32", value: c.seqLen }],
-    ["qwen3.embedding_length", { type: "u32", value: c.dim }],
-    ["qwen3.block_count", { type: "u32", value: c.nLayers }],
-    ["qwen3.feed_forward_length", { type: "u32", value: c.hiddenDim }],
-    ["qwen3.attention.head_count", { type: "u32", value: c.nHeads }],
-    ["qwen3.attention.head_count_kv", { type: "u32", value: c.nKvHeads }],
-    ["qwen3.attention.key_length", { type: "u32", value: c.headDim }],
-    ["qwen3.attention.value_length", { type: "u32", value: c.headDim }],
-    ["qwen3.rope.freq_base", { type: "f32", value: c.ropeTheta }],
-    ["qwen3.attention.layer_norm_rms_epsilon", { type: "f32", value: c.rmsEps }],
-    ...tokenizerMetadata(json, c.vocabSize),
-  ];
-
-  type Source = { spec: GgufTensorSpec; norm?: Float32Array; q8?: Q8Tensor };
-  const sources: Source[] = [];
-  const matrix = (name: string, t: Q8Tensor) =>
-    sources.push({ spec: { name, dims: [t.cols, t.rows], type: GgmlType.Q8_0 }, q8: t });
-  const norm = (name: string, v: Float32Array) =>
-    sources.push({ spec: { name, dims: [v.length], type: GgmlType.F32 }, norm: v });
-  const t = ckpt.tensors;
-  matrix("token_embd.weight", t.embed);
-  norm("output_norm.weight", t.finalNorm);
-  if (!c.sharedClassifier) matrix("output.weight", t.classifier);
-  t.layers.forEach((l, i) => {
-    const p = `blk.${i}.`;
-    norm(p + "attn_norm.weight", l.attnNorm);
-    matrix(p + "attn_q.weight", l.wq);
-    matrix(p + "attn_k.weight", l.wk);
-    matrix(p + "attn_v.weight", l.wv);
-    matrix(p + "attn_output.weight", l.wo);
-    norm(p + "attn_q_norm.weight", l.qNorm);
-    norm(p + "attn_k_norm.weight", l.kNorm);
-    norm(p + "ffn_norm.weight", l.ffnNorm);
-    matrix(p + "ffn_gate.weight", l.w1);
-    matrix(p + "ffn_up.weight", l.w3);
-    matrix(p + "ffn_down.weight", l.w2);
+  const metadata = qwen3GgufMetadata(c, json, {
+    name: opts.name,
+    fileType: LLAMA_FILE_TYPE.MOSTLY_Q8_0,
   });
-  const { header, offsets, dataBytes } = encodeGgufHeader(metadata, sources.map((s) => s.spec));
-
-  const tmp = `${outPath}.partial-${Deno.pid}`;
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
-  try {
-    const writeAll = async (b: Uint8Array) => {
-      let off = 0;
-      while (off < b.length) off += await file.write(b.subarray(off));
-    };
-    await writeAll(header);
-    let written = 0;
-    const total = dataBytes;
-    for (let i = 0; i < sources.length; i++) {
-      const s = sources[i];
-      if (written < offsets[i]) {
-        await writeAll(new Uint8Array(offsets[i] - written));
-        written = offsets[i];
-      }
-      if (s.norm) {
-        await writeAll(new Uint8Array(s.norm.buffer, s.norm.byteOffset, s.norm.byteLength).slice());
-        written += s.norm.byteLength;
-      } else if (s.q8) {
-        const q8 = s.q8;
-        const rowBytes = (q8.cols / 32) * 34;
-        const rowsPerChunk = Math.max(1, Math.floor((4 << 20) / rowBytes));
-        const row = new Float32Array(q8.cols);
-        for (let r0 = 0; r0 < q8.rows; r0 += rowsPerChunk) {
-          const n = Math.min(rowsPerChunk, q8.rows - r0);
-          const chunk = new Uint8Array(n * rowBytes);
-          for (let r = 0; r < n; r++) {
-            dequantizeRow(q8, r0 + r, row);
-            quantizeQ8_0(row, chunk.subarray(r * rowBytes, (r + 1) * rowBytes));
-          }
-          await writeAll(chunk);
-          written += chunk.length;
-          opts.onProgress?.(written, total);
-        }
-      }
+  const t = ckpt.tensors;
+  const normKey = {
+    attn_norm: "attnNorm",
+    ffn_norm: "ffnNorm",
+    q_norm: "qNorm",
+    k_norm: "kNorm",
+  } as const;
+  const sources: GgufTensorSource[] = qwen3GgufTensors(c).map(({ name, slot }) => {
+    if (slot.kind === "f32") {
+      const v = slot.name === "final_norm" ? t.finalNorm : t.layers[slot.layer][normKey[slot.name]];
+      return {
+        spec: { name, dims: ggufDims(slot), type: GgmlType.F32 },
+        data: () => [new Uint8Array(v.buffer, v.byteOffset, v.byteLength).slice()],
+      };
     }
-    if (written < dataBytes) await writeAll(new Uint8Array(dataBytes - written));
-    file.close();
-    await Deno.rename(tmp, outPath);
-  } catch (e) {
-    try {
-      file.close();
-    } catch { /* already closed */ }
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+    const q8 = slot.name === "embed"
+      ? t.embed
+      : slot.name === "classifier"
+      ? t.classifier
+      : t.layers[slot.layer][slot.name];
+    return { spec: { name, dims: ggufDims(slot), type: GgmlType.Q8_0 }, data: () => q8ToQ8_0(q8) };
+  });
+  await writeGgufFile(outPath, metadata, sources, { onProgress: opts.onProgress });
 }
