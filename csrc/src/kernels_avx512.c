@@ -272,12 +272,31 @@ TARGET static void mm_pack(uint8_t* pk, float* ps, const Qwen3Q8Matrix* w, uint3
     }
 }
 
+/* The weight lines of the chunk packed next, fetched into L2 a few at a time while the
+ * current chunk is computed: packing then reads from cache instead of waiting on DRAM
+ * for 32 rows at once (a pattern the hardware prefetchers do not follow). Line i is
+ * line i % lines of row i / lines. */
+typedef struct {
+    const int8_t* base; /* first byte of the chunk's first row */
+    size_t stride;      /* bytes from one row to the next */
+    uint32_t lines;     /* 64-byte lines per row */
+    uint32_t next, end; /* lines still to fetch */
+    uint32_t per_group; /* lines fetched per group of a tile */
+} MmPrefetch;
+
+INLINE void mm_prefetch(MmPrefetch* pf) {
+    for (uint32_t i = 0; i < pf->per_group && pf->next < pf->end; i++, pf->next++) {
+        const uint32_t row = pf->next / pf->lines, line = pf->next % pf->lines;
+        _mm_prefetch((const char*)(pf->base + (size_t)row * pf->stride + (size_t)line * 64), _MM_HINT_T1);
+    }
+}
+
 /* One register tile: tokens t0 .. t0+nt-1 by the 32 packed rows, over the chunk's ngc
  * groups starting at group g0. Accumulators start at 0 for the first chunk, else from out
  * (a stored float reloads exactly, so the per-group order is unbroken across chunks). */
 INLINE void mm_tile(float* out, size_t ld, const uint8_t* pk, const float* ps, const Qwen3Q8Batch* x,
                     uint32_t t0, const int nt, uint32_t g0, uint32_t ngc, int first, __mmask16 m0,
-                    __mmask16 m1) {
+                    __mmask16 m1, MmPrefetch* pf) {
     const uint32_t gs = x->group_size, ng = x->n / gs, steps = gs / 4;
     __m512 acc[MM_TOK][2];
     UNROLL for (int t = 0; t < nt; t++) {
@@ -296,6 +315,7 @@ INLINE void mm_tile(float* out, size_t ld, const uint8_t* pk, const float* ps, c
             a[t][1] = corr;
         }
         const uint8_t* pg = pk + (size_t)gl * steps * 128;
+        mm_prefetch(pf);
         for (uint32_t j = 0; j < steps; j++) {
             const __m512i w0 = _mm512_load_si512(pg + (size_t)j * 128);
             const __m512i w1 = _mm512_load_si512(pg + (size_t)j * 128 + 64);
@@ -346,14 +366,31 @@ TARGET static void matmul_q8_avx512vnni(float* out, size_t ld, const Qwen3Q8Matr
             mm_pack(pk, ps, w, r0, nrows, c0, nc);
             const uint32_t g0 = c0 / gs, ngc = nc / gs;
             const int first = c0 == 0;
+            /* the chunk after this one: the next columns, or the next rows' first ones */
+            MmPrefetch pf = {0};
+            uint32_t pf_rows = 0, pf_cols = 0;
+            if (c0 + nc < cols) {
+                pf.base = w->q + (size_t)r0 * cols + c0 + nc;
+                pf_rows = nrows;
+                pf_cols = cols - (c0 + nc) < chunk ? cols - (c0 + nc) : chunk;
+            } else if (r0 + MM_ROWS < row_end) {
+                pf.base = w->q + (size_t)(r0 + MM_ROWS) * cols;
+                pf_rows = row_end - (r0 + MM_ROWS) < MM_ROWS ? row_end - (r0 + MM_ROWS) : MM_ROWS;
+                pf_cols = cols < chunk ? cols : chunk;
+            }
+            pf.stride = cols;
+            pf.lines = (pf_cols + 63) / 64;
+            pf.end = pf_rows * pf.lines;
+            const uint32_t visits = ((nt + MM_TOK - 1) / MM_TOK) * ngc;
+            pf.per_group = (pf.end + visits - 1) / visits;
             uint32_t t0 = 0;
-            for (; t0 + MM_TOK <= nt; t0 += MM_TOK) mm_tile(o, ld, pk, ps, x, t0, MM_TOK, g0, ngc, first, m0, m1);
+            for (; t0 + MM_TOK <= nt; t0 += MM_TOK) mm_tile(o, ld, pk, ps, x, t0, MM_TOK, g0, ngc, first, m0, m1, &pf);
             switch (nt - t0) {
-            case 5: mm_tile(o, ld, pk, ps, x, t0, 5, g0, ngc, first, m0, m1); break;
-            case 4: mm_tile(o, ld, pk, ps, x, t0, 4, g0, ngc, first, m0, m1); break;
-            case 3: mm_tile(o, ld, pk, ps, x, t0, 3, g0, ngc, first, m0, m1); break;
-            case 2: mm_tile(o, ld, pk, ps, x, t0, 2, g0, ngc, first, m0, m1); break;
-            case 1: mm_tile(o, ld, pk, ps, x, t0, 1, g0, ngc, first, m0, m1); break;
+            case 5: mm_tile(o, ld, pk, ps, x, t0, 5, g0, ngc, first, m0, m1, &pf); break;
+            case 4: mm_tile(o, ld, pk, ps, x, t0, 4, g0, ngc, first, m0, m1, &pf); break;
+            case 3: mm_tile(o, ld, pk, ps, x, t0, 3, g0, ngc, first, m0, m1, &pf); break;
+            case 2: mm_tile(o, ld, pk, ps, x, t0, 2, g0, ngc, first, m0, m1, &pf); break;
+            case 1: mm_tile(o, ld, pk, ps, x, t0, 1, g0, ngc, first, m0, m1, &pf); break;
             default: break;
             }
         }
