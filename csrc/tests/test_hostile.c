@@ -213,6 +213,137 @@ static void test_file_changed_while_mapped(const char* dir) {
 #endif
 }
 
+/* ------------------------------------------------------------------------------------
+ * Out of memory: a KV cache the address space cannot hold
+ * ---------------------------------------------------------------------------------- */
+
+#if defined(__linux__)
+/* In a child limited to 512 MiB of address space: exit 0 when a 1 GiB-plus KV cache is
+ * refused with an error and a small context still works, 77 when the limit does not
+ * apply (qemu-user ignores RLIMIT_AS), anything else on failure. */
+static int oom_child(const char* path) {
+    Qwen3Model* m = qwen3_model_load(path, 0);
+    if (!m) return 2;
+    qwen3_model_set_threads(m, 1);
+    struct rlimit lim = {512ul << 20, 512ul << 20};
+    if (setrlimit(RLIMIT_AS, &lim) != 0) return 3;
+    void* probe = mmap(NULL, 1ul << 30, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (probe != MAP_FAILED) return 77;
+    Qwen3Context* big = qwen3_context_new(m, 0);
+    if (big) return 4;
+    const char* err = qwen3_get_last_error();
+    if (!strstr(err, "out of memory") || !strstr(err, "KV cache")) {
+        fprintf(stderr, "unexpected error: %s\n", err);
+        return 5;
+    }
+    Qwen3Context* small = qwen3_context_new(m, 16);
+    int32_t token = 1;
+    if (!small || qwen3_context_prefill(small, &token, 1) != QWEN3_OK) return 6;
+    qwen3_context_free(small);
+    qwen3_model_free(m);
+    return 0;
+}
+#endif
+
+static void test_huge_context_oom(const char* dir) {
+#if defined(__linux__)
+    if (UNDER_ASAN) {
+        fprintf(stderr, "test_hostile: out-of-memory check skipped under AddressSanitizer\n");
+        return;
+    }
+    char path[1100];
+    snprintf(path, sizeof path, "%s/long.bin", dir);
+    /* the header's seq_len at its limit (2^24): KV cache 2 layers x 2^24 x 2 heads x 32
+     * floats x 2 = 16 GiB, far past the child's 512 MiB */
+    TuSpec s = tiny_spec(3);
+    s.seq_len = QWEN3_MAX_SEQ_LEN;
+    char tok[1200];
+    snprintf(tok, sizeof tok, "%s.tokenizer", path);
+    CHECK(tu_write_checkpoint(path, &s) && tu_write_byte_tokenizer(tok), "write %s", path);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) _exit(oom_child(path));
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid, "fork");
+    CHECK(WIFEXITED(status), "the out-of-memory child died (signal %d)", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (code == 77) {
+        fprintf(stderr, "test_hostile: RLIMIT_AS is not enforced here (qemu-user?): out-of-memory check skipped\n");
+    } else {
+        CHECK(code == 0, "the out-of-memory child failed at step %d", code);
+    }
+    remove(path);
+    remove(tok);
+#else
+    (void)dir;
+#endif
+}
+
+/* ------------------------------------------------------------------------------------
+ * 1000 loads and frees: the resident set does not grow
+ * ---------------------------------------------------------------------------------- */
+
+#if defined(__linux__)
+static long rss_kb(void) {
+    FILE* f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* One load / use / free cycle. */
+static int cycle(const char* path) {
+    Qwen3Model* m = qwen3_model_load(path, 0);
+    if (!m) return 0;
+    Qwen3Context* ctx = qwen3_context_new(m, 32);
+    int32_t ids[16];
+    int32_t n = qwen3_tokenize(m, "Hi <|im_end|>", 13, QWEN3_TOKENIZE_SPECIAL, ids, 16);
+    int ok = ctx && n > 0 && qwen3_context_prefill(ctx, ids, (uint32_t)n) == QWEN3_OK &&
+             qwen3_context_decode(ctx, ids[0]) >= 0;
+    qwen3_context_free(ctx);
+    qwen3_model_free(m);
+    return ok;
+}
+#endif
+
+static void test_load_free_rss(const char* dir) {
+#if defined(__linux__)
+    if (UNDER_ASAN) {
+        fprintf(stderr, "test_hostile: resident-set check skipped under AddressSanitizer\n");
+        return;
+    }
+    char path[1100];
+    snprintf(path, sizeof path, "%s/cycle.bin", dir);
+    CHECK(write_model(path, 4), "write %s", path);
+    int ok = 1;
+    for (int i = 0; i < 50 && ok; i++) ok = cycle(path); /* allocator pools settle */
+    long before = rss_kb();
+    double t0 = (double)clock();
+    for (int i = 0; i < 1000 && ok; i++) ok = cycle(path);
+    double secs = ((double)clock() - t0) / CLOCKS_PER_SEC;
+    long after = rss_kb();
+    CHECK(ok, "a load/run/free cycle failed: %s", qwen3_get_last_error());
+    fprintf(stderr, "test_hostile: 1000 load/run/free cycles: VmRSS %ld kB -> %ld kB (%+ld kB), %.2f s CPU\n", before,
+            after, after - before, secs);
+    /* a leak of even 1 KiB per cycle would show as 1000 KiB */
+    CHECK(before > 0 && after - before < 512, "VmRSS grew from %ld kB to %ld kB over 1000 cycles", before, after);
+    char tok[1200];
+    snprintf(tok, sizeof tok, "%s.tokenizer", path);
+    remove(path);
+    remove(tok);
+#else
+    (void)dir;
+#endif
+}
+
 int main(void) {
     char dir[1024];
     if (!tu_make_temp_dir(dir, sizeof dir)) {
@@ -222,6 +353,8 @@ int main(void) {
     test_quantize_nonfinite();
     test_escaped_messages(dir);
     test_file_changed_while_mapped(dir);
+    test_huge_context_oom(dir);
+    test_load_free_rss(dir);
     tu_remove_dir(dir);
     return tu_finish("test_hostile");
 }
