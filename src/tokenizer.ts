@@ -175,6 +175,8 @@ const CACHE_ENTRIES = 100_000;
 const TWO_32 = 4294967296;
 /** Heap keys are rank * 2^32 + position in a double, exact while rank < 2^21. */
 const MAX_MERGES = 1 << 21;
+/** Token ids must be below this (the C loader's limit too); Qwen3 has 151669. */
+const MAX_TOKENS = 1 << 24;
 
 /**
  * Qwen3's byte-level BPE: NFC, added tokens split out (only when asked), the Qwen pre-tokenizer
@@ -355,8 +357,18 @@ export class Tokenizer {
     source: string,
   ): Tokenizer {
     let size = 0;
-    for (const [, id] of entries) size = Math.max(size, id + 1);
-    for (const [, id] of addedTokens) size = Math.max(size, id + 1);
+    for (const list of [entries, addedTokens]) {
+      for (const [, id] of list) {
+        // Tables are sized by the largest id: a hostile file must not ask for gigabytes.
+        if (id >= MAX_TOKENS) {
+          throw new Qwen3Error(
+            "format",
+            `${source}: token id ${id} exceeds the limit of ${MAX_TOKENS - 1}`,
+          );
+        }
+        size = Math.max(size, id + 1);
+      }
+    }
     const names: (string | undefined)[] = new Array(size).fill(undefined);
     const vocab = new Map<string, number>();
     for (const [name, id] of entries) {
