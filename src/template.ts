@@ -12,7 +12,7 @@
  * @module
  */
 
-import { Qwen3Error } from "./errors.ts";
+import { quoteExcerpt, Qwen3Error } from "./errors.ts";
 import type { PromptPart, Tokenizer } from "./tokenizer.ts";
 
 /**
@@ -80,7 +80,9 @@ export function splitTemplate(template: string, expected: number, source: string
     } else {
       throw new Qwen3Error(
         "format",
-        `${source}: "%${d ?? ""}" at offset ${i} is not %s or %% (the template is printf-style)`,
+        `${source}: ${
+          quoteExcerpt(`%${d ?? ""}`)
+        } at offset ${i} is not %s or %% (the template is printf-style)`,
       );
     }
     i++;

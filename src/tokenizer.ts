@@ -15,7 +15,7 @@
  */
 
 import { dirname, join } from "node:path";
-import { Qwen3Error } from "./errors.ts";
+import { escapeForMessage, quoteExcerpt, Qwen3Error } from "./errors.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The pre-tokenizer
@@ -232,7 +232,7 @@ export class Tokenizer {
         if (b < 0) {
           throw new Qwen3Error(
             "format",
-            `${source}: token ${JSON.stringify(t)} (id ${id}) has a character outside the ` +
+            `${source}: token ${quoteExcerpt(t)} (id ${id}) has a character outside the ` +
               "byte-level alphabet",
           );
         }
@@ -284,7 +284,10 @@ export class Tokenizer {
       try {
         root = JSON.parse(json);
       } catch (e) {
-        throw new Qwen3Error("format", `${source}: not JSON (${(e as Error).message})`);
+        throw new Qwen3Error(
+          "format",
+          `${source}: not JSON (${escapeForMessage((e as Error).message)})`,
+        );
       }
     }
     const doc = asRecord(root, source, "top level");
@@ -292,7 +295,7 @@ export class Tokenizer {
     if (model.type !== undefined && model.type !== "BPE") {
       throw new Qwen3Error(
         "unsupported",
-        `${source}: model.type is ${JSON.stringify(model.type)}, only "BPE" is supported`,
+        `${source}: model.type is ${quoteExcerpt(model.type)}, only "BPE" is supported`,
       );
     }
     checkPipeline(doc, source);
@@ -305,7 +308,7 @@ export class Tokenizer {
       if (!Number.isInteger(id) || (id as number) < 0) {
         throw new Qwen3Error(
           "format",
-          `${source}: model.vocab[${JSON.stringify(token)}] = ${id} is not a token id`,
+          `${source}: model.vocab[${quoteExcerpt(token)}] = ${quoteExcerpt(id)} is not a token id`,
         );
       }
       entries.push([token, id as number]);
@@ -400,7 +403,7 @@ export class Tokenizer {
       if (typeof a !== "string" || typeof b !== "string") {
         throw new Qwen3Error(
           "format",
-          `${source}: merges[${rank}] = ${JSON.stringify(m)} is not a pair of tokens`,
+          `${source}: merges[${rank}] = ${quoteExcerpt(m)} is not a pair of tokens`,
         );
       }
       const left = vocab.get(a), right = vocab.get(b), result = vocab.get(a + b);
@@ -408,8 +411,8 @@ export class Tokenizer {
         const which = left === undefined ? a : right === undefined ? b : a + b;
         throw new Qwen3Error(
           "format",
-          `${source}: merges[${rank}] = ${JSON.stringify(m)} uses ${
-            JSON.stringify(which)
+          `${source}: merges[${rank}] = ${quoteExcerpt(m)} uses ${
+            quoteExcerpt(which)
           }, which is not in the vocabulary`,
         );
       }
@@ -866,7 +869,7 @@ function checkPipeline(doc: Record<string, unknown>, source: string): void {
   if (norm != null && norm.type !== "NFC") {
     throw new Qwen3Error(
       "unsupported",
-      `${source}: normalizer ${JSON.stringify(norm.type)} (only NFC is implemented)`,
+      `${source}: normalizer ${quoteExcerpt(norm.type)} (only NFC is implemented)`,
     );
   }
   const pre = doc.pre_tokenizer as Record<string, unknown> | null | undefined;
@@ -880,8 +883,8 @@ function checkPipeline(doc: Record<string, unknown>, source: string): void {
     if (step?.type === "Split" && pattern === QWEN_SPLIT_PATTERN) continue;
     throw new Qwen3Error(
       "unsupported",
-      `${source}: pre_tokenizer step ${JSON.stringify(step?.type)} ${
-        pattern === undefined ? "" : `with pattern ${JSON.stringify(pattern)} `
+      `${source}: pre_tokenizer step ${quoteExcerpt(step?.type)} ${
+        pattern === undefined ? "" : `with pattern ${quoteExcerpt(pattern)} `
       }is not Qwen's split regex`,
     );
   }

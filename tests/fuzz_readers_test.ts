@@ -8,7 +8,8 @@
  *
  * Accepted inputs are then used (tensor views read, tokenizers encode and decode,
  * templates rendered), since a reader that accepts garbage must still hand out something
- * safe.
+ * safe. Readers owned by this module's tokenizer and template code must also keep their
+ * messages clean: no raw control characters and no long quotes of the file.
  *
  * The C loaders get the same treatment from libFuzzer (tools/fuzz.ts); the seeds here are
  * the C harnesses' committed seeds (csrc/fuzz/corpus/), so both start from the same files.
@@ -234,7 +235,7 @@ Deno.test("fuzz: qwen3.c .tokenizer files", async () => {
     const ids = tok.encode(SAMPLE, { special: true });
     for (const id of ids) assert.ok(id >= 0 && id < tok.size, `id ${id}`);
     tok.decode(ids);
-  }, false);
+  }, true);
   console.log(`.tokenizer: ${s.accepted} accepted, ${s.rejected} rejected`);
 });
 
@@ -303,7 +304,7 @@ Deno.test("fuzz: tokenizer.json documents (bytes and structure)", async () => {
         tok.decode(ids);
       }
     },
-    false,
+    true,
     0.3,
   );
   console.log(`tokenizer.json: ${s.accepted} accepted, ${s.rejected} rejected`);
@@ -393,7 +394,7 @@ Deno.test("fuzz: chat template files", async () => {
         first: true,
       });
       tok.encodeParts(parts);
-    }, false);
+    }, true);
     // The side-file loader on a sample of the same inputs (file I/O is slower).
     const r = rng(6);
     for (let i = 0; i < 60; i++) {
@@ -407,6 +408,7 @@ Deno.test("fuzz: chat template files", async () => {
           e instanceof Qwen3Error,
           `loadTemplates threw ${(e as Error)?.name}: ${(e as Error)?.message}`,
         );
+        assertCleanMessage(e, `loadTemplates case ${i}`);
         assert.ok(e.message.includes(`${dir}/m.bin.template.with-system`), e.message);
       }
     }
@@ -418,7 +420,25 @@ Deno.test("fuzz: chat template files", async () => {
   }
 });
 
-Deno.test("fuzz regressions: bounded token ids", () => {
+Deno.test("fuzz regressions: escaped file bytes in messages, bounded token ids", () => {
+  // A template directive with an escape character, and a tokenizer.json whose merge and
+  // parse error would carry one: the messages show \u001b, never the raw byte.
+  assert.throws(
+    () => splitTemplate("a%\u001b[2J %s", 1, "t.template"),
+    (e: unknown) => e instanceof Qwen3Error && e.message.includes('"%\\u001b" at offset 1'),
+  );
+  const json = '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a \\u001b[31m"]}}';
+  assert.throws(
+    () => Tokenizer.fromJson(json, "x.json"),
+    (e: unknown) =>
+      e instanceof Qwen3Error && !e.message.includes("\u001b") && e.message.includes("\\u001b"),
+  );
+  assert.throws(
+    () => Tokenizer.fromJson('{"model": \u001b[31m', "x.json"),
+    (e: unknown) =>
+      e instanceof Qwen3Error && !e.message.includes("\u001b") &&
+      e.message.startsWith("x.json: not JSON"),
+  );
   // Token ids far past any vocabulary were a RangeError (2^32) or a multi-GB table (1e9).
   for (const id of [2 ** 32, 1e9, 2 ** 24]) {
     assert.throws(
@@ -428,4 +448,9 @@ Deno.test("fuzz regressions: bounded token ids", () => {
         /x\.json: token id \d+ exceeds the limit of 16777215/.test(e.message),
     );
   }
+  const huge = JSON.stringify({ model: { type: "x".repeat(100_000), vocab: {}, merges: [] } });
+  assert.throws(
+    () => Tokenizer.fromJson(huge, "x.json"),
+    (e: unknown) => e instanceof Qwen3Error && e.message.length < 200,
+  );
 });
