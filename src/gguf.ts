@@ -53,6 +53,47 @@ export const GGML_BLOCKS: Readonly<
   [GgmlType.BF16]: { name: "BF16", values: 1, bytes: 2 },
 };
 
+/**
+ * Names of every ggml tensor type (ggml.c's type traits), so an error can name a type this
+ * project does not run ("Q4_K") and not only its number.
+ */
+export const GGML_TYPE_NAMES: Readonly<Record<number, string>> = {
+  0: "F32",
+  1: "F16",
+  2: "Q4_0",
+  3: "Q4_1",
+  6: "Q5_0",
+  7: "Q5_1",
+  8: "Q8_0",
+  9: "Q8_1",
+  10: "Q2_K",
+  11: "Q3_K",
+  12: "Q4_K",
+  13: "Q5_K",
+  14: "Q6_K",
+  15: "Q8_K",
+  16: "IQ2_XXS",
+  17: "IQ2_XS",
+  18: "IQ3_XXS",
+  19: "IQ1_S",
+  20: "IQ4_NL",
+  21: "IQ3_S",
+  22: "IQ2_S",
+  23: "IQ4_XS",
+  24: "I8",
+  25: "I16",
+  26: "I32",
+  27: "I64",
+  28: "F64",
+  29: "IQ1_M",
+  30: "BF16",
+  34: "TQ1_0",
+  35: "TQ2_0",
+  39: "MXFP4",
+  40: "NVFP4",
+  41: "Q1_0",
+};
+
 /** A typed metadata value for the writer. */
 export type GgufValue =
   | { type: "u32"; value: number }
@@ -398,6 +439,7 @@ export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string
   const metadata = new Map<string, GgufReadValue>();
   for (let i = 0; i < nKv; i++) {
     const key = str(`metadata key #${i}`);
+    if (metadata.has(key)) fail(`metadata key '${key}' appears twice`);
     const type = u32(`type of '${key}'`);
     metadata.set(key, value(type, `'${key}'`));
   }
@@ -433,7 +475,9 @@ export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string
     if (!GGML_BLOCKS[p.type]) {
       throw new Qwen3Error(
         "unsupported",
-        `${path}: tensor '${p.name}' has ggml type ${p.type}, which this engine cannot run ` +
+        `${path}: tensor '${p.name}' has ggml type ${p.type} (${
+          GGML_TYPE_NAMES[p.type] ?? "unknown"
+        }), which this engine cannot run ` +
           `(supported: ${Object.values(GGML_BLOCKS).map((b) => b.name).join(", ")})`,
       );
     }

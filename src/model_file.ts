@@ -7,6 +7,14 @@
  */
 
 import { Qwen3Error } from "./errors.ts";
+import {
+  fromHalf,
+  GGML_TYPE_NAMES,
+  GgmlType,
+  type GgufFile,
+  type GgufTensorInfo,
+  readGgufHeader,
+} from "./gguf.ts";
 import type { ModelConfig } from "./types.ts";
 
 /** `model.bin` magic: bytes `31 63 6A 61` on disk, read as a little-endian u32. */
@@ -547,4 +555,503 @@ export async function readCheckpoint(path: string): Promise<Checkpoint> {
   }
   const config = parseHeader(bytes.subarray(0, HEADER_BYTES), bytes.length, path);
   return { path, config, bytes, tensors: checkpointTensors(bytes, config) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights of any storage type, and GGUF models
+
+/**
+ * An unquantised weight matrix (from GGUF F32, F16 or BF16 tensors): row-major (HF
+ * `[out, in]`) values of `kind`, run without quantising the activations.
+ */
+export interface FloatTensor {
+  /** Storage type of `data`. */
+  kind: "f32" | "f16" | "bf16";
+  /** (rows, cols) values: fp32, or the 16-bit codes of fp16 / bf16. */
+  data: Float32Array | Uint16Array;
+  /** Output features. */
+  rows: number;
+  /** Input features. */
+  cols: number;
+}
+
+/** A weight matrix as an engine runs it: Q8 (W8A8 path) or unquantised. */
+export type WeightTensor = Q8Tensor | FloatTensor;
+
+/** True when `t` is an unquantised matrix. */
+export function isFloatTensor(t: WeightTensor): t is FloatTensor {
+  return "kind" in t;
+}
+
+/** One transformer block's weights, any storage type. */
+export interface LayerWeights {
+  /** (dim) RMSNorm weight before attention. */
+  attnNorm: Float32Array;
+  /** (dim) RMSNorm weight before the feed-forward block. */
+  ffnNorm: Float32Array;
+  /** (head_dim) QK-norm weight shared by all query heads. */
+  qNorm: Float32Array;
+  /** (head_dim) QK-norm weight shared by all key heads. */
+  kNorm: Float32Array;
+  /** (n_heads * head_dim, dim) query projection. */
+  wq: WeightTensor;
+  /** (n_kv_heads * head_dim, dim) key projection. */
+  wk: WeightTensor;
+  /** (n_kv_heads * head_dim, dim) value projection. */
+  wv: WeightTensor;
+  /** (dim, n_heads * head_dim) attention output projection. */
+  wo: WeightTensor;
+  /** (hidden_dim, dim) gate projection. */
+  w1: WeightTensor;
+  /** (dim, hidden_dim) down projection. */
+  w2: WeightTensor;
+  /** (hidden_dim, dim) up projection. */
+  w3: WeightTensor;
+}
+
+/** Every tensor of a model, any storage type (a checkpoint's CheckpointTensors is one). */
+export interface ModelWeights {
+  /** (vocab_size, dim) token embedding. */
+  embed: WeightTensor;
+  /** (dim) final RMSNorm weight. */
+  finalNorm: Float32Array;
+  /** (vocab_size, dim) output projection: the same object as `embed` when tied. */
+  classifier: WeightTensor;
+  /** Per-layer weights, n_layers entries. */
+  layers: LayerWeights[];
+}
+
+/** A model read from any supported file: its configuration and weights. */
+export interface LoadedModel {
+  /** The file it was read from. */
+  path: string;
+  /** Hyper-parameters (`format` says which file layout). */
+  config: ModelConfig;
+  /** Every tensor, as views into `bytes` or converted copies. */
+  weights: ModelWeights;
+  /** The whole file. */
+  bytes: Uint8Array;
+  /** The parsed GGUF header, for GGUF files (the tokenizer lists live in its metadata). */
+  gguf?: GgufFile;
+}
+
+/** The ggml types the engines run: F32, F16, BF16 in place; Q8_0 and Q4_0 as Q8 (group 32). */
+const RUNNABLE_GGML = "F32, F16, BF16, Q8_0, Q4_0";
+
+function ggufError(path: string, message: string): Qwen3Error {
+  return new Qwen3Error("format", `${path}: GGUF ${message}`);
+}
+
+/** An integer metadata value in [min, max] (`def` when absent and not required). */
+function ggufUint(
+  g: GgufFile,
+  path: string,
+  key: string,
+  min: number,
+  max: number,
+  def?: number,
+): number {
+  const v = g.metadata.get(key);
+  if (v === undefined) {
+    if (def === undefined) throw ggufError(path, `metadata lacks '${key}'`);
+    return def;
+  }
+  const n = typeof v === "bigint" ? Number(v) : v;
+  if (typeof n !== "number" || !Number.isInteger(n)) {
+    const kind = typeof v === "string" ? "a string" : Array.isArray(v) ? "an array" : typeof v;
+    throw ggufError(path, `metadata '${key}' is ${kind}, expected an integer`);
+  }
+  if (n < min || n > max) {
+    throw ggufError(path, `metadata '${key}' = ${n} is outside [${min}, ${max}]`);
+  }
+  return n;
+}
+
+/** A positive finite float metadata value (`def` when absent). */
+function ggufFloat(g: GgufFile, path: string, key: string, def: number): number {
+  const v = g.metadata.get(key);
+  if (v === undefined) return def;
+  if (typeof v !== "number") throw ggufError(path, `metadata '${key}' is not a float`);
+  const f = Math.fround(v);
+  if (!(f > 0) || !Number.isFinite(f)) {
+    throw ggufError(path, `metadata '${key}' = ${v} must be positive and finite`);
+  }
+  return f;
+}
+
+function ggufString(g: GgufFile, path: string, key: string): string {
+  const v = g.metadata.get(key);
+  if (v === undefined) throw ggufError(path, `metadata lacks '${key}'`);
+  if (typeof v !== "string") throw ggufError(path, `metadata '${key}' is not a string`);
+  return v;
+}
+
+/**
+ * The hyper-parameters of a `qwen3` GGUF (SPEC section 7), validated with the C loader's
+ * rules and limits (csrc/src/gguf.c): architecture `qwen3`, positive counts under the .bin
+ * limits, heads divisible by kv heads, even head size, value size equal to key size.
+ */
+export function ggufConfig(g: GgufFile, path: string): ModelConfig {
+  const arch = ggufString(g, path, "general.architecture");
+  if (arch !== "qwen3") {
+    throw new Qwen3Error(
+      "unsupported",
+      `${path}: GGUF general.architecture is '${arch}'; this engine runs only 'qwen3' (dense Qwen3)`,
+    );
+  }
+  const L = HEADER_LIMITS;
+  const dim = ggufUint(g, path, "qwen3.embedding_length", 1, L.dim);
+  const hiddenDim = ggufUint(g, path, "qwen3.feed_forward_length", 1, L.hidden_dim);
+  const nLayers = ggufUint(g, path, "qwen3.block_count", 1, L.n_layers);
+  const nHeads = ggufUint(g, path, "qwen3.attention.head_count", 1, L.n_heads);
+  const nKvHeads = ggufUint(g, path, "qwen3.attention.head_count_kv", 1, L.n_kv_heads, nHeads);
+  const headDim = ggufUint(
+    g,
+    path,
+    "qwen3.attention.key_length",
+    1,
+    L.head_dim,
+    Math.floor(dim / nHeads),
+  );
+  const valueDim = ggufUint(g, path, "qwen3.attention.value_length", 1, L.head_dim, headDim);
+  const ropeDim = ggufUint(g, path, "qwen3.rope.dimension_count", 1, L.head_dim, headDim);
+  const seqLen = ggufUint(g, path, "qwen3.context_length", 1, L.seq_len);
+  const ropeTheta = ggufFloat(g, path, "qwen3.rope.freq_base", QWEN3_ROPE_THETA);
+  const rmsEps = ggufFloat(g, path, "qwen3.attention.layer_norm_rms_epsilon", QWEN3_RMS_EPS);
+  if (valueDim !== headDim) {
+    throw new Qwen3Error(
+      "unsupported",
+      `${path}: GGUF value_length ${valueDim} differs from key_length ${headDim}`,
+    );
+  }
+  if (ropeDim !== headDim) {
+    throw new Qwen3Error(
+      "unsupported",
+      `${path}: GGUF rope.dimension_count ${ropeDim} differs from key_length ${headDim} ` +
+        "(Qwen3 rotates whole heads; partial rotary is not supported)",
+    );
+  }
+  if (nHeads % nKvHeads !== 0) {
+    throw ggufError(path, `head_count ${nHeads} is not a multiple of head_count_kv ${nKvHeads}`);
+  }
+  if (headDim % 2 !== 0) {
+    throw ggufError(path, `key_length ${headDim} must be even for rotate-half RoPE`);
+  }
+  if (nHeads * headDim > L.dim) {
+    throw ggufError(
+      path,
+      `head_count * key_length = ${nHeads * headDim} exceeds the limit of ${L.dim}`,
+    );
+  }
+  const embd = g.tensors.get("token_embd.weight");
+  if (!embd) throw ggufError(path, "has no tensor 'token_embd.weight'");
+  const vocabSize = embd.dims[1] ?? 1;
+  if (vocabSize > L.vocab_size) {
+    throw ggufError(
+      path,
+      `token_embd.weight has ${vocabSize} rows (vocabulary limit ${L.vocab_size})`,
+    );
+  }
+  return {
+    format: "gguf",
+    dim,
+    hiddenDim,
+    nLayers,
+    nHeads,
+    nKvHeads,
+    headDim,
+    vocabSize,
+    seqLen,
+    groupSize: 0, // set by ggufWeights: 32 when any matrix is Q8_0 / Q4_0
+    sharedClassifier: !g.tensors.has("output.weight"),
+    ropeTheta,
+    rmsEps,
+  };
+}
+
+/** IEEE half code -> fp32 value, for all 65536 codes (exact). */
+const HALF_TABLE: Float32Array = (() => {
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) t[h] = fromHalf(h);
+  return t;
+})();
+
+/** bfloat16 code -> fp32 value (the top half of a binary32). */
+const BF16_TABLE: Float32Array = (() => {
+  const bits = new Uint32Array(65536);
+  for (let b = 0; b < 65536; b++) bits[b] = b << 16;
+  return new Float32Array(bits.buffer);
+})();
+
+/** The exact fp32 value of element `i` of a float tensor's data. */
+export function floatTensorValue(t: FloatTensor, i: number): number {
+  const v = t.data[i];
+  return t.kind === "f32" ? v : t.kind === "f16" ? HALF_TABLE[v] : BF16_TABLE[v];
+}
+
+/** Widening tables for the engine's inner loops: fp16 and bf16 codes to fp32. */
+export const WIDEN_TABLES: Readonly<{ f16: Float32Array; bf16: Float32Array }> = {
+  f16: HALF_TABLE,
+  bf16: BF16_TABLE,
+};
+
+/** A typed-array view of `n` elements at absolute `offset`, or a copy when misaligned. */
+function viewAt<T extends Float32Array | Uint16Array>(
+  bytes: Uint8Array,
+  offset: number,
+  n: number,
+  Ctor: { new (b: ArrayBuffer, o: number, n: number): T; BYTES_PER_ELEMENT: number },
+): T {
+  const address = bytes.byteOffset + offset;
+  const size = Ctor.BYTES_PER_ELEMENT;
+  if (address % size === 0) return new Ctor(bytes.buffer as ArrayBuffer, address, n);
+  const copy = bytes.slice(offset, offset + n * size);
+  return new Ctor(copy.buffer, 0, n);
+}
+
+function checkShape(
+  path: string,
+  t: GgufTensorInfo,
+  name: string,
+  d0: number,
+  d1: number,
+): void {
+  const want = [d0, d1, 1, 1];
+  const got = [0, 1, 2, 3].map((i) => t.dims[i] ?? 1);
+  if (got.some((v, i) => v !== want[i])) {
+    throw ggufError(
+      path,
+      `tensor '${name}' has shape [${got.join(", ")}] (innermost first), expected [${d0}, ${d1}]`,
+    );
+  }
+}
+
+function cannotRun(path: string, t: GgufTensorInfo, name: string): Qwen3Error {
+  return new Qwen3Error(
+    "unsupported",
+    `${path}: GGUF tensor '${name}' has ggml type ${t.type} (${
+      GGML_TYPE_NAMES[t.type] ?? "unknown"
+    }), which this engine cannot run (it runs ${RUNNABLE_GGML})`,
+  );
+}
+
+function ggufTensor(g: GgufFile, path: string, name: string): GgufTensorInfo {
+  const t = g.tensors.get(name);
+  if (!t) throw ggufError(path, `has no tensor '${name}'`);
+  return t;
+}
+
+/** A norm vector as fp32: a view of F32 data, a widened copy of F16 / BF16. */
+function ggufVector(
+  bytes: Uint8Array,
+  g: GgufFile,
+  path: string,
+  name: string,
+  n: number,
+): Float32Array {
+  const t = ggufTensor(g, path, name);
+  checkShape(path, t, name, n, 1);
+  if (t.type === GgmlType.F32) return viewAt(bytes, t.offset, n, Float32Array);
+  if (t.type !== GgmlType.F16 && t.type !== GgmlType.BF16) throw cannotRun(path, t, name);
+  const codes = viewAt(bytes, t.offset, n, Uint16Array);
+  const table = t.type === GgmlType.F16 ? HALF_TABLE : BF16_TABLE;
+  return Float32Array.from(codes, (c) => table[c]);
+}
+
+/** A (rows, cols) matrix: F32 / F16 / BF16 as views, Q8_0 / Q4_0 converted to Q8 (group 32). */
+function ggufMatrix(
+  bytes: Uint8Array,
+  g: GgufFile,
+  path: string,
+  name: string,
+  rows: number,
+  cols: number,
+): WeightTensor {
+  const t = ggufTensor(g, path, name);
+  const kinds: Record<number, FloatTensor["kind"]> = {
+    [GgmlType.F32]: "f32",
+    [GgmlType.F16]: "f16",
+    [GgmlType.BF16]: "bf16",
+  };
+  const kind = kinds[t.type];
+  if (!kind && t.type !== GgmlType.Q8_0 && t.type !== GgmlType.Q4_0) throw cannotRun(path, t, name);
+  checkShape(path, t, name, cols, rows);
+  const n = rows * cols;
+  if (kind) {
+    const data = kind === "f32"
+      ? viewAt(bytes, t.offset, n, Float32Array)
+      : viewAt(bytes, t.offset, n, Uint16Array);
+    return { kind, data, rows, cols };
+  }
+  const blocks = n / 32;
+  const q = new Int8Array(n);
+  const s = new Float32Array(blocks);
+  const view = new DataView(bytes.buffer, bytes.byteOffset + t.offset, t.bytes);
+  if (t.type === GgmlType.Q8_0) {
+    const src = new Int8Array(bytes.buffer, bytes.byteOffset + t.offset, t.bytes);
+    for (let b = 0; b < blocks; b++) {
+      s[b] = HALF_TABLE[view.getUint16(b * 34, true)];
+      q.set(src.subarray(b * 34 + 2, b * 34 + 34), b * 32);
+    }
+  } else {
+    // Q4_0: byte i holds value i in its low nibble and value i + 16 in its high one, biased by 8.
+    for (let b = 0; b < blocks; b++) {
+      s[b] = HALF_TABLE[view.getUint16(b * 18, true)];
+      for (let i = 0; i < 16; i++) {
+        const byte = view.getUint8(b * 18 + 2 + i);
+        q[b * 32 + i] = (byte & 15) - 8;
+        q[b * 32 + i + 16] = (byte >> 4) - 8;
+      }
+    }
+  }
+  return { q, s, rows, cols, groupSize: 32 };
+}
+
+/**
+ * Every tensor of a `qwen3` GGUF (names and shapes as SPEC section 7 lists them), with the
+ * C loader's rules: matrices F32 / F16 / BF16 in place or Q8_0 / Q4_0 converted without loss
+ * to Q8 with group 32; norms F32 (F16 / BF16 widened); `output.weight` absent = tied. Sets
+ * `config.groupSize` to 32 when any matrix is quantised (activations are then quantised per
+ * 32 values, which needs every width to be a multiple of 32), else 0.
+ */
+export function ggufWeights(
+  bytes: Uint8Array,
+  g: GgufFile,
+  path: string,
+  config: ModelConfig,
+): ModelWeights {
+  const c = config;
+  const qDim = c.nHeads * c.headDim, kvDim = c.nKvHeads * c.headDim;
+  const embed = ggufMatrix(bytes, g, path, "token_embd.weight", c.vocabSize, c.dim);
+  const finalNorm = ggufVector(bytes, g, path, "output_norm.weight", c.dim);
+  const classifier = c.sharedClassifier
+    ? embed
+    : ggufMatrix(bytes, g, path, "output.weight", c.vocabSize, c.dim);
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.nLayers; l++) {
+    const name = (suffix: string) => `blk.${l}.${suffix}.weight`;
+    const vec = (suffix: string, n: number) => ggufVector(bytes, g, path, name(suffix), n);
+    const mat = (suffix: string, rows: number, cols: number) =>
+      ggufMatrix(bytes, g, path, name(suffix), rows, cols);
+    layers.push({
+      attnNorm: vec("attn_norm", c.dim),
+      ffnNorm: vec("ffn_norm", c.dim),
+      qNorm: vec("attn_q_norm", c.headDim),
+      kNorm: vec("attn_k_norm", c.headDim),
+      wq: mat("attn_q", qDim, c.dim),
+      wk: mat("attn_k", kvDim, c.dim),
+      wv: mat("attn_v", kvDim, c.dim),
+      wo: mat("attn_output", c.dim, qDim),
+      w1: mat("ffn_gate", c.hiddenDim, c.dim),
+      w2: mat("ffn_down", c.dim, c.hiddenDim),
+      w3: mat("ffn_up", c.hiddenDim, c.dim),
+    });
+  }
+  const all: WeightTensor[] = [embed, classifier];
+  for (const lw of layers) all.push(lw.wq, lw.wk, lw.wv, lw.wo, lw.w1, lw.w2, lw.w3);
+  if (all.some((t) => !isFloatTensor(t))) {
+    for (const width of [c.dim, c.hiddenDim, qDim]) {
+      if (width % 32 !== 0) {
+        throw new Qwen3Error(
+          "unsupported",
+          `${path}: GGUF has Q8_0/Q4_0 weights but a width of ${width}, not a multiple of 32`,
+        );
+      }
+    }
+    c.groupSize = 32;
+  }
+  return { embed, finalNorm, classifier, layers };
+}
+
+/** Reads a whole file into one buffer of its size (see readCheckpoint for why). */
+async function readWhole(path: string): Promise<Uint8Array> {
+  try {
+    using file = await Deno.open(path);
+    const size = (await file.stat()).size;
+    const bytes = new Uint8Array(size);
+    let filled = 0;
+    while (filled < size) {
+      const n = await file.read(bytes.subarray(filled));
+      if (n === null) break;
+      filled += n;
+    }
+    return bytes.subarray(0, filled);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
+    throw new Qwen3Error("io", `${path}: cannot read the model file (${why})`);
+  }
+}
+
+/** True when `bytes` start with the GGUF magic "GGUF". */
+export function isGguf(bytes: Uint8Array): boolean {
+  return bytes.length >= 4 && bytes[0] === 0x47 && bytes[1] === 0x47 && bytes[2] === 0x55 &&
+    bytes[3] === 0x46;
+}
+
+/**
+ * A model from its bytes: a GGUF file (by its magic) or a qwen3.c / qwen3-rs checkpoint.
+ * Errors as {@link parseHeader} and {@link ggufConfig} / {@link ggufWeights} describe.
+ */
+export function modelFromBytes(bytes: Uint8Array, path: string): LoadedModel {
+  if (isGguf(bytes)) {
+    const gguf = readGgufHeader(bytes, bytes.length, path);
+    const config = ggufConfig(gguf, path);
+    const weights = ggufWeights(bytes, gguf, path, config);
+    return { path, config, weights, bytes, gguf };
+  }
+  const config = parseHeader(bytes.subarray(0, HEADER_BYTES), bytes.length, path);
+  return { path, config, weights: checkpointTensors(bytes, config), bytes };
+}
+
+/**
+ * Reads any supported model file: GGUF (`qwen3` architecture; F32, F16, BF16, Q8_0, Q4_0
+ * weights) or a qwen3.c / qwen3-rs checkpoint.
+ *
+ * @example
+ * ```ts ignore
+ * import { readModel } from "./model_file.ts";
+ * const model = await readModel("Qwen3-0.6B-Q8_0.gguf");
+ * console.log(model.config.format, model.config.groupSize); // "gguf" 32
+ * ```
+ */
+export async function readModel(path: string): Promise<LoadedModel> {
+  return modelFromBytes(await readWhole(path), path);
+}
+
+/**
+ * The GGUF header (metadata and tensor table) of a file, reading only as much of it as the
+ * header needs: 8 MiB first, doubling while the header runs past what was read. For the
+ * tokenizer lists of a model that the C engine maps itself (a real Qwen3's lists are about
+ * 6 MB; its weights are not read). Returns undefined when the file is not a GGUF.
+ */
+export async function readGgufMetadata(path: string): Promise<GgufFile | undefined> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
+    throw new Qwen3Error("io", `${path}: cannot read the model file (${why})`);
+  }
+  using _ = file;
+  const size = (await file.stat()).size;
+  let want = Math.min(size, 8 << 20);
+  for (;;) {
+    const bytes = new Uint8Array(want);
+    await file.seek(0, Deno.SeekMode.Start);
+    let filled = 0;
+    while (filled < want) {
+      const n = await file.read(bytes.subarray(filled));
+      if (n === null) break;
+      filled += n;
+    }
+    if (!isGguf(bytes.subarray(0, filled))) return undefined;
+    try {
+      return readGgufHeader(bytes.subarray(0, filled), size, path);
+    } catch (e) {
+      // Truncated inside what was read, but the file goes on: read more of it.
+      const short = e instanceof Qwen3Error && /truncated/.test(e.message) && filled < size;
+      if (!short) throw e;
+      want = Math.min(size, want * 2);
+    }
+  }
 }

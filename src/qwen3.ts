@@ -13,11 +13,23 @@ import {
   type GenerationStats,
   runGeneration,
 } from "./generate.ts";
+import type { GgufFile } from "./gguf.ts";
+import { readGgufMetadata } from "./model_file.ts";
 import { Sampler } from "./sampler.ts";
 import { type ChatTemplates, encodeTurn, loadTemplates } from "./template.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { TsEngine } from "./ts_engine.ts";
 import type { Engine, EngineKind, EngineSession, ModelConfig } from "./types.ts";
+
+/** A GGUF's own tokenizer (its header is already in memory for the TS engine), else the files beside it. */
+async function modelTokenizer(path: string, engine: Engine): Promise<Tokenizer> {
+  const gguf = engine instanceof TsEngine
+    ? engine.model.gguf
+    : engine.config.format === "gguf"
+    ? await readGgufMetadata(path)
+    : undefined;
+  return gguf ? ggufTokenizer(gguf, path) : await Tokenizer.load(path);
+}
 
 /** Options of {@link Qwen3.load}. */
 export interface Qwen3LoadOptions {
@@ -76,6 +88,51 @@ function requireToken(tok: Tokenizer, text: string): number {
   return id;
 }
 
+/**
+ * The tokenizer a GGUF file carries: `tokenizer.ggml.tokens`, `token_type` and `merges`
+ * (byte-level BPE, `tokenizer.ggml.model` "gpt2"), exact as a tokenizer.json.
+ */
+export function ggufTokenizer(g: GgufFile, path: string): Tokenizer {
+  const model = g.metadata.get("tokenizer.ggml.model");
+  if (model !== "gpt2") {
+    throw new Qwen3Error(
+      model === undefined ? "format" : "unsupported",
+      model === undefined
+        ? `${path}: GGUF metadata lacks 'tokenizer.ggml.model'`
+        : `${path}: GGUF tokenizer.ggml.model is '${model}'; only 'gpt2' (byte-level BPE, as ` +
+          "Qwen3 uses) is supported",
+    );
+  }
+  const tokens = g.metadata.get("tokenizer.ggml.tokens");
+  const merges = g.metadata.get("tokenizer.ggml.merges");
+  const types = g.metadata.get("tokenizer.ggml.token_type");
+  const strings = (v: unknown): v is string[] =>
+    Array.isArray(v) && v.every((x) => typeof x === "string");
+  if (!strings(tokens) || tokens.length === 0) {
+    throw new Qwen3Error(
+      "format",
+      `${path}: GGUF lacks a valid tokenizer.ggml.tokens (an array of strings)`,
+    );
+  }
+  if (!strings(merges)) {
+    throw new Qwen3Error(
+      "format",
+      `${path}: GGUF lacks a valid tokenizer.ggml.merges (an array of strings)`,
+    );
+  }
+  if (
+    types !== undefined &&
+    (!(types instanceof Int32Array || types instanceof Uint32Array) ||
+      types.length !== tokens.length)
+  ) {
+    throw new Qwen3Error(
+      "format",
+      `${path}: GGUF lacks a valid tokenizer.ggml.token_type (an array of one i32 per token)`,
+    );
+  }
+  return Tokenizer.fromLists(tokens, merges, types, `${path} (GGUF tokenizer)`);
+}
+
 function specialTokens(tok: Tokenizer): SpecialTokens {
   const open = tok.tokenId("<think>");
   const close = tok.tokenId("</think>");
@@ -130,8 +187,9 @@ export class Qwen3 implements Disposable {
   }
 
   /**
-   * Loads a model file (qwen3.c `model.bin` or qwen3-rs checkpoint) with its tokenizer
-   * (`tokenizer.json` or `model.bin.tokenizer` beside it) and templates.
+   * Loads a model file (qwen3.c `model.bin`, qwen3-rs checkpoint, or a `qwen3` GGUF) with its
+   * tokenizer (a GGUF's own lists; else `tokenizer.json` or `model.bin.tokenizer` beside it)
+   * and templates (`.template*` side files, else the stock Qwen3 ones).
    *
    * @example
    * ```ts
@@ -154,7 +212,7 @@ export class Qwen3 implements Disposable {
       : await TsEngine.load(path, { contextLength: opts.contextLength });
     try {
       const [tokenizer, templates] = await Promise.all([
-        Tokenizer.load(path),
+        modelTokenizer(path, engine),
         loadTemplates(path),
       ]);
       return new Qwen3(path, engine, tokenizer, templates);

@@ -1,9 +1,11 @@
 /**
- * The TypeScript reference engine: Qwen3 (SPEC section 1) with the C engine's W8A8 numerics
- * (SPEC section 4) in plain TypeScript over typed-array views of the checkpoint. Every float
- * operation is rounded to fp32 (Math.fround or a Float32Array store) in the order the C
- * engine performs it, so the two agree to the last bit wherever libm agrees with
- * JavaScript's Math (exp, sin, cos, pow may differ by an ulp).
+ * The TypeScript reference engine: Qwen3 (SPEC section 1) with the C engine's numerics in
+ * plain TypeScript over typed-array views of the model file: W8A8 (SPEC section 4) for Q8
+ * weights (model.bin, GGUF Q8_0 / Q4_0), and for unquantised GGUF weights (F32, F16, BF16)
+ * fp32 products summed in the 16 lanes and fixed tree of csrc/src/kernels_float.h, with no
+ * activation quantisation. Every float operation is rounded to fp32 (Math.fround or a
+ * Float32Array store) in the order the C engine performs it, so the two agree to the last
+ * bit wherever libm agrees with JavaScript's Math (exp, sin, cos, pow may differ by an ulp).
  *
  * Rounding note: a single +, -, * or / of two fp32 values done in float64 and then rounded
  * to fp32 is exactly the fp32 operation (float64 has more than 2 * 24 + 2 bits), and so is
@@ -12,7 +14,17 @@
  */
 
 import { Qwen3Error } from "./errors.ts";
-import { type Checkpoint, type LayerTensors, type Q8Tensor, readCheckpoint } from "./model_file.ts";
+import {
+  type FloatTensor,
+  isFloatTensor,
+  type LayerWeights,
+  type LoadedModel,
+  type ModelWeights,
+  type Q8Tensor,
+  readModel,
+  type WeightTensor,
+  WIDEN_TABLES,
+} from "./model_file.ts";
 import { quantizeQ8Into } from "./quant.ts";
 import type { Engine, EngineSession, ModelConfig } from "./types.ts";
 
@@ -42,6 +54,55 @@ function matvecQ8(out: Float32Array, w: Q8Tensor, xq: Int8Array, xs: Float32Arra
     }
     out[r] = acc;
   }
+}
+
+/** The 16 partial sums of one row (kernels_float.h); fp32 by the store. */
+const lanes = new Float32Array(16);
+
+/**
+ * out[r] = row r of an unquantised w dot the fp32 vector x, as csrc/src/kernels_float.h
+ * specifies: lane j % 16 accumulates fround(w[j] * x[j]) in order (w widened exactly), then
+ * the fixed tree (l, l + 8), (l, l + 4), (l, l + 2), (0, 1). Each `lanes[l] += p` is one fp32
+ * addition: the double sum of two fp32 values rounded once to fp32.
+ */
+function matvecFloat(out: Float32Array, w: FloatTensor, x: Float32Array): void {
+  const { data, rows, cols } = w;
+  const table = w.kind === "f16" ? WIDEN_TABLES.f16 : w.kind === "bf16" ? WIDEN_TABLES.bf16 : null;
+  for (let r = 0; r < rows; r++) {
+    lanes.fill(0);
+    const base = r * cols;
+    if (table) {
+      for (let j = 0; j < cols; j++) lanes[j & 15] += fround(table[data[base + j]] * x[j]);
+    } else {
+      for (let j = 0; j < cols; j++) lanes[j & 15] += fround(data[base + j] * x[j]);
+    }
+    const a0 = fround(lanes[0] + lanes[8]), a1 = fround(lanes[1] + lanes[9]);
+    const a2 = fround(lanes[2] + lanes[10]), a3 = fround(lanes[3] + lanes[11]);
+    const a4 = fround(lanes[4] + lanes[12]), a5 = fround(lanes[5] + lanes[13]);
+    const a6 = fround(lanes[6] + lanes[14]), a7 = fround(lanes[7] + lanes[15]);
+    const b0 = fround(a0 + a4), b1 = fround(a1 + a5), b2 = fround(a2 + a6), b3 = fround(a3 + a7);
+    out[r] = fround(fround(b0 + b2) + fround(b1 + b3));
+  }
+}
+
+/** Row `row` of w as fp32 into out: Q8 values times their group's scale, floats widened. */
+function matrixRow(out: Float32Array, w: WeightTensor, row: number): void {
+  const n = w.cols;
+  if (isFloatTensor(w)) {
+    const table = w.kind === "f16"
+      ? WIDEN_TABLES.f16
+      : w.kind === "bf16"
+      ? WIDEN_TABLES.bf16
+      : null;
+    for (let i = 0; i < n; i++) {
+      const v = w.data[row * n + i];
+      out[i] = table ? table[v] : v;
+    }
+    return;
+  }
+  const gs = w.groupSize;
+  const rowS = row * (n / gs);
+  for (let i = 0; i < n; i++) out[i] = fround(w.q[row * n + i] * w.s[rowS + ((i / gs) | 0)]);
 }
 
 /**
@@ -92,7 +153,8 @@ interface Scratch {
   hb2: Float32Array; // (hidden_dim) up
   att: Float32Array; // (context) attention weights of one head
   xq: Int8Array; // (max(dim, hidden_dim, n_heads * head_dim)) quantised activation
-  xs: Float32Array; // (same / group_size) its scales
+  xs: Float32Array; // (same / group_size) its scales; empty when nothing is quantised
+  xf: Float32Array; // the fp32 activation last handed to #quantize: float matrices read it
   logits: Float32Array; // (vocab_size)
 }
 
@@ -149,8 +211,9 @@ export class TsSession implements EngineSession {
       hb: new Float32Array(c.hiddenDim),
       hb2: new Float32Array(c.hiddenDim),
       att: new Float32Array(contextLength),
-      xq: new Int8Array(maxIn),
-      xs: new Float32Array(maxIn / c.groupSize),
+      xq: new Int8Array(c.groupSize ? maxIn : 0),
+      xs: new Float32Array(c.groupSize ? maxIn / c.groupSize : 0),
+      xf: new Float32Array(0),
       logits: new Float32Array(c.vocabSize),
     };
   }
@@ -225,31 +288,35 @@ export class TsSession implements EngineSession {
   /** One token at `pos`; the classifier runs only when its logits are wanted. */
   #step(token: number, pos: number, wantLogits: boolean): void {
     const c = this.#engine.config;
-    const w = this.#engine.checkpoint.tensors;
+    const w = this.#engine.weights;
     const s = this.#s;
     const eps = fround(c.rmsEps);
-    const gs = c.groupSize;
 
-    // Dequantise the token's embedding row: x[i] = q[i] * scale[group].
-    const e = w.embed;
-    const rowQ = token * c.dim;
-    const rowS = token * (c.dim / gs);
-    for (let i = 0; i < c.dim; i++) s.x[i] = fround(e.q[rowQ + i] * e.s[rowS + ((i / gs) | 0)]);
+    // The token's embedding row: Q8 dequantised (q[i] * scale[group]) or floats widened.
+    matrixRow(s.x, w.embed, token);
 
     for (let l = 0; l < c.nLayers; l++) this.#layer(w.layers[l], l, pos, eps);
 
     if (!wantLogits) return;
     rmsnorm(s.xb, 0, s.x, 0, w.finalNorm, c.dim, eps);
     this.#quantize(s.xb, c.dim);
-    matvecQ8(s.logits, w.classifier, s.xq, s.xs);
+    this.#matvec(s.logits, w.classifier);
   }
 
+  /** Makes x[0..n) the input of the next matmuls: quantised when the model has Q8 weights. */
   #quantize(x: Float32Array, n: number): void {
     const gs = this.#engine.config.groupSize;
-    quantizeQ8Into(x.subarray(0, n), gs, this.#s.xq, this.#s.xs);
+    this.#s.xf = x.subarray(0, n);
+    if (gs) quantizeQ8Into(this.#s.xf, gs, this.#s.xq, this.#s.xs);
   }
 
-  #layer(lw: LayerTensors, l: number, pos: number, eps: number): void {
+  /** out = w times the current input (quantised for Q8 weights, fp32 for float ones). */
+  #matvec(out: Float32Array, w: WeightTensor): void {
+    if (isFloatTensor(w)) matvecFloat(out, w, this.#s.xf);
+    else matvecQ8(out, w, this.#s.xq, this.#s.xs);
+  }
+
+  #layer(lw: LayerWeights, l: number, pos: number, eps: number): void {
     const c = this.#engine.config;
     const s = this.#s;
     const hd = c.headDim;
@@ -266,9 +333,9 @@ export class TsSession implements EngineSession {
     // Attention block: QKV from one quantised normed input.
     rmsnorm(s.xb, 0, s.x, 0, lw.attnNorm, c.dim, eps);
     this.#quantize(s.xb, c.dim);
-    matvecQ8(s.q, lw.wq, s.xq, s.xs);
-    matvecQ8(kRow, lw.wk, s.xq, s.xs);
-    matvecQ8(vRow, lw.wv, s.xq, s.xs);
+    this.#matvec(s.q, lw.wq);
+    this.#matvec(kRow, lw.wk);
+    this.#matvec(vRow, lw.wv);
 
     // QK-norm per head, then rotate-half RoPE: i pairs with i + head_dim/2.
     for (let h = 0; h < c.nHeads; h++) rmsnorm(s.q, h * hd, s.q, h * hd, lw.qNorm, hd, eps);
@@ -312,14 +379,14 @@ export class TsSession implements EngineSession {
       }
     }
     this.#quantize(s.xb, qDim);
-    matvecQ8(s.xb2, lw.wo, s.xq, s.xs);
+    this.#matvec(s.xb2, lw.wo);
     for (let i = 0; i < c.dim; i++) s.x[i] = fround(s.x[i] + s.xb2[i]);
 
     // SwiGLU feed-forward: x += W2 (silu(W1 h) * W3 h).
     rmsnorm(s.xb, 0, s.x, 0, lw.ffnNorm, c.dim, eps);
     this.#quantize(s.xb, c.dim);
-    matvecQ8(s.hb, lw.w1, s.xq, s.xs);
-    matvecQ8(s.hb2, lw.w3, s.xq, s.xs);
+    this.#matvec(s.hb, lw.w1);
+    this.#matvec(s.hb2, lw.w3);
     for (let i = 0; i < c.hiddenDim; i++) {
       const g = s.hb[i];
       // silu(g) = g * (1.0f / (1.0f + expf(-g))), then times up.
@@ -327,7 +394,7 @@ export class TsSession implements EngineSession {
       s.hb[i] = fround(silu * s.hb2[i]);
     }
     this.#quantize(s.hb, c.hiddenDim);
-    matvecQ8(s.xb2, lw.w2, s.xq, s.xs);
+    this.#matvec(s.xb2, lw.w2);
     for (let i = 0; i < c.dim; i++) s.x[i] = fround(s.x[i] + s.xb2[i]);
   }
 }
@@ -341,8 +408,8 @@ function rotate(v: Float32Array, i: number, half: number, cos: number, sin: numb
 }
 
 /**
- * The TypeScript reference engine: loads a qwen3.c / qwen3-rs checkpoint into memory and runs
- * it on one thread.
+ * The TypeScript reference engine: loads a qwen3.c / qwen3-rs checkpoint or a `qwen3` GGUF
+ * (F32, F16, BF16, Q8_0, Q4_0 weights) into memory and runs it on one thread.
  *
  * @example
  * ```ts ignore
@@ -359,27 +426,31 @@ export class TsEngine implements Engine {
   readonly threads = 1;
   /** The model's hyper-parameters, as in the file. */
   readonly config: ModelConfig;
-  /** The checkpoint in memory, with views of its tensors. */
-  readonly checkpoint: Checkpoint;
+  /** The model file in memory: its bytes, configuration and (for GGUF) parsed header. */
+  readonly model: LoadedModel;
+  /** Every tensor: views of the file, or converted copies (GGUF Q8_0 / Q4_0). */
+  readonly weights: ModelWeights;
   /** Default and maximum session length: the load's contextLength, at most seqLen. */
   readonly contextLength: number;
   #disposed = false;
 
-  private constructor(checkpoint: Checkpoint, contextLength: number) {
-    this.checkpoint = checkpoint;
-    this.config = checkpoint.config;
+  private constructor(model: LoadedModel, contextLength: number) {
+    this.model = model;
+    this.weights = model.weights;
+    this.config = model.config;
     this.contextLength = contextLength;
   }
 
   /**
-   * Reads and validates the checkpoint at `path`. `contextLength` (0 or absent = the file's
-   * seq_len) is clamped to the file's seq_len, as the C engine does.
+   * Reads and validates the model at `path` (a GGUF by its magic, else a checkpoint).
+   * `contextLength` (0 or absent = the file's context length) is clamped to it, as the C
+   * engine does.
    */
   static async load(path: string, opts: { contextLength?: number } = {}): Promise<TsEngine> {
     const requested = checkLength(opts.contextLength, "contextLength");
-    const checkpoint = await readCheckpoint(path);
-    const seqLen = checkpoint.config.seqLen;
-    return new TsEngine(checkpoint, requested === 0 ? seqLen : Math.min(requested, seqLen));
+    const model = await readModel(path);
+    const seqLen = model.config.seqLen;
+    return new TsEngine(model, requested === 0 ? seqLen : Math.min(requested, seqLen));
   }
 
   /** True once disposed. */

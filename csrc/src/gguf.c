@@ -698,8 +698,9 @@ static int32_t load_hparams(Loader* L) {
         rc = key_uint(L, "qwen3.attention.key_length", 0, h->dim / h->n_heads, 1, QWEN3_MAX_HEAD_DIM,
                       &h->head_dim);
     }
-    uint32_t v_len = 0;
+    uint32_t v_len = 0, rope_dim = 0;
     if (!rc) rc = key_uint(L, "qwen3.attention.value_length", 0, h->head_dim, 1, QWEN3_MAX_HEAD_DIM, &v_len);
+    if (!rc) rc = key_uint(L, "qwen3.rope.dimension_count", 0, h->head_dim, 1, QWEN3_MAX_HEAD_DIM, &rope_dim);
     if (!rc) rc = key_uint(L, "qwen3.context_length", 1, 0, 1, QWEN3_MAX_SEQ_LEN, &h->seq_len);
     if (!rc) rc = key_float(L, "qwen3.rope.freq_base", QWEN3_ROPE_THETA, &L->m->rope_theta);
     if (!rc) rc = key_float(L, "qwen3.attention.layer_norm_rms_epsilon", QWEN3_RMS_EPS, &L->m->rms_eps);
@@ -707,6 +708,12 @@ static int32_t load_hparams(Loader* L) {
     if (v_len != h->head_dim) {
         return qwen3_fail(QWEN3_ERR_UNSUPPORTED, "%s: GGUF value_length %u differs from key_length %u", L->path,
                           v_len, h->head_dim);
+    }
+    if (rope_dim != h->head_dim) {
+        return qwen3_fail(QWEN3_ERR_UNSUPPORTED,
+                          "%s: GGUF rope.dimension_count %u differs from key_length %u (Qwen3 rotates whole "
+                          "heads; partial rotary is not supported)",
+                          L->path, rope_dim, h->head_dim);
     }
     if (h->n_heads % h->n_kv_heads != 0) {
         return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF head_count %u is not a multiple of head_count_kv %u",

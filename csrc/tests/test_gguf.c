@@ -369,6 +369,7 @@ static void build_gguf(Gguf* g, const Model* m, uint32_t wtype, char** tokens, c
     kv_u32(g, "qwen3.attention.head_count_kv", s.kv_heads);
     kv_u32(g, "qwen3.attention.key_length", s.head_dim);
     kv_u32(g, "qwen3.attention.value_length", s.head_dim);
+    kv_u32(g, "qwen3.rope.dimension_count", s.head_dim);
     kv_u32(g, "qwen3.context_length", s.seq_len);
     kv_f32(g, "qwen3.rope.freq_base", s.theta);
     kv_f32(g, "qwen3.attention.layer_norm_rms_epsilon", s.eps);
@@ -765,6 +766,7 @@ static void m_big_dim(Gguf* g) { find_t(g, "output_norm.weight")->dims[0] = (1ul
 static void m_dims5(Gguf* g) { find_t(g, "output_norm.weight")->n_dims = 5; }
 static void m_vocab(Gguf* g) { find_kv(g, "qwen3.context_length")->u = 0; }
 static void m_rows(Gguf* g) { find_t(g, "blk.0.attn_norm.weight")->type = T_Q8_0; }
+static void m_rope_dim(Gguf* g) { find_kv(g, "qwen3.rope.dimension_count")->u = 16; }
 
 typedef struct {
     const char* what;
@@ -808,6 +810,7 @@ static void test_bad_files(void) {
         {"five dims", m_dims5, "'output_norm.weight' has 5 dims"},
         {"context length", m_vocab, "'qwen3.context_length' = 0 is outside"},
         {"quantised norm", m_rows, "'blk.0.attn_norm.weight' has ggml type 8 (Q8_0)"},
+        {"partial rotary", m_rope_dim, "rope.dimension_count 16 differs from key_length 32"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Gguf g;
