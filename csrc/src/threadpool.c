@@ -14,6 +14,19 @@
  * ~200 jobs of a token by a scheduler time slice): a latecomer finds a newer generation
  * in the ticket and claims nothing. A claimed task pins its job (the caller waits for
  * it), so the job fields read after a successful claim are the right ones.
+ *
+ * What the ticket cannot fix: a worker preempted in the middle of a task it claimed.
+ * The caller must wait for that task, and on a machine with more runnable threads than
+ * cores the worker gets a core back only after other processes' time slices (many
+ * milliseconds) - on the shared 2-core box two threads then decoded 3x SLOWER than one.
+ * So the caller times every run: how long it waited for others after running out of
+ * tasks, beyond the time it worked itself (in a healthy run the others finish within one
+ * task of the caller). When that excess is more than a fifth of the time of a window of
+ * runs, the pool runs the next runs on the caller alone (the workers spin out and sleep,
+ * which also leaves the busy cores to the other processes), then tries the workers again;
+ * each failed try doubles the solo stretch, each clean window halves it. A quiet machine
+ * never leaves parallel mode; a busy one costs at most about one window of stalls per
+ * stretch.
  */
 #include "threadpool.h"
 
@@ -22,6 +35,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "platform.h"
 
 #if defined(_WIN32)
 #include <windows.h>
@@ -43,6 +57,11 @@
 /* Tasks per ticket window (16-bit count and index fields, headroom for one empty claim
  * per thread); longer runs go out in several windows. */
 #define WINDOW_TASKS 32768u
+/* Parallel runs judged together, and the bounds of a solo stretch (in runs; a decode
+ * step of Qwen3-0.6B makes about 170 runs). */
+#define JUDGE_RUNS 32u
+#define SOLO_MIN 256u
+#define SOLO_MAX 16384u
 
 /* ------------------------------------------------------------------------------------
  * platform layer
@@ -116,6 +135,14 @@ struct Qwen3ThreadPool {
     PAD(pad3);
     Mutex lock;
     Cond wake;
+
+    /* Caller-only bookkeeping of the stall detector (see the top of this file). */
+    uint32_t solo_left;  /* runs still to do on the caller alone */
+    uint32_t solo_next;  /* length of the next solo stretch */
+    uint32_t judged;     /* parallel runs in the current window */
+    double window_time;  /* seconds the window's runs took */
+    double window_stall; /* seconds of waiting beyond the caller's own work */
+    Qwen3PoolStats stats;
 };
 
 static uint64_t make_ticket(uint32_t generation, uint32_t n) { return ((uint64_t)generation << 32) | ((uint64_t)n << 16); }
@@ -221,6 +248,7 @@ Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads) {
     atomic_init(&pool->stop, 0);
     mutex_init(&pool->lock);
     cond_init(&pool->wake);
+    pool->solo_next = SOLO_MIN;
     if (n_threads == 1) return pool;
 
     pool->workers = calloc(n_threads - 1, sizeof *pool->workers);
@@ -264,6 +292,24 @@ void qwen3_pool_free(Qwen3ThreadPool* pool) {
 
 uint32_t qwen3_pool_threads(const Qwen3ThreadPool* pool) { return pool ? pool->n_threads : 1; }
 
+/* Books one parallel run: `work` seconds until the caller ran out of tasks, `total`
+ * until all were done. */
+static void judge_run(Qwen3ThreadPool* pool, double work, double total) {
+    const double stall = total - 2.0 * work;
+    pool->window_time += total;
+    if (stall > 0) pool->window_stall += stall;
+    if (++pool->judged < JUDGE_RUNS) return;
+    if (pool->window_stall > 0.2 * pool->window_time) {
+        pool->solo_left = pool->solo_next;
+        pool->stats.solo_stretches++;
+        if (pool->solo_next < SOLO_MAX) pool->solo_next *= 2;
+    } else if (pool->solo_next > SOLO_MIN) {
+        pool->solo_next /= 2;
+    }
+    pool->judged = 0;
+    pool->window_time = pool->window_stall = 0;
+}
+
 void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n_tasks) {
     if (n_tasks == 0) return;
     /* One task, or no workers: waking anybody would only add latency. */
@@ -271,6 +317,15 @@ void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n
         for (uint32_t t = 0; t < n_tasks; t++) fn(arg, t, n_tasks);
         return;
     }
+    if (pool->solo_left > 0) {
+        pool->solo_left--;
+        pool->stats.solo_runs++;
+        for (uint32_t t = 0; t < n_tasks; t++) fn(arg, t, n_tasks);
+        return;
+    }
+    pool->stats.parallel_runs++;
+    const double t0 = qwen3_time_seconds();
+    double work = 0;
     pool->fn = fn;
     pool->arg = arg;
     pool->n_tasks = n_tasks;
@@ -284,7 +339,9 @@ void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n
         atomic_store_explicit(&pool->ticket, make_ticket(g, n), memory_order_release);
         publish(pool, g);
 
+        const double w0 = qwen3_time_seconds();
         run_tasks(pool, g);
+        work += qwen3_time_seconds() - w0;
 
         /* Every task is claimed now; wait for the ones still running elsewhere. */
         for (uint32_t i = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < n; i++) {
@@ -295,4 +352,10 @@ void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n
             }
         }
     }
+    judge_run(pool, work, qwen3_time_seconds() - t0);
+}
+
+Qwen3PoolStats qwen3_pool_stats(const Qwen3ThreadPool* pool) {
+    Qwen3PoolStats none = {0, 0, 0};
+    return pool ? pool->stats : none;
 }

@@ -16,7 +16,17 @@ void qwen3_pool_free(Qwen3ThreadPool* pool);
 uint32_t qwen3_pool_threads(const Qwen3ThreadPool* pool);
 
 /* Runs every task and returns when all are done. Not reentrant: one run at a time per
- * pool (the model serialises forward passes around it). */
+ * pool (the model serialises forward passes around it). When workers keep stalling
+ * runs (preempted on a busy machine), runs go to the calling thread alone for a while
+ * (threadpool.c); tasks must not depend on running concurrently. */
 void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n_tasks);
+
+/* What the pool did so far, for tests and measurements. */
+typedef struct {
+    uint64_t parallel_runs;  /* runs offered to the workers */
+    uint64_t solo_runs;      /* runs kept on the caller by the stall detector */
+    uint64_t solo_stretches; /* times the stall detector switched to solo runs */
+} Qwen3PoolStats;
+Qwen3PoolStats qwen3_pool_stats(const Qwen3ThreadPool* pool);
 
 #endif

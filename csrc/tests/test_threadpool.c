@@ -185,6 +185,69 @@ static void test_parallel(void) {
     }
 }
 
+/* ---- a worker that stalls every run sends the pool solo, and it comes back ---- */
+
+static _Thread_local int on_caller; /* set on the thread that calls qwen3_pool_run */
+
+typedef struct {
+    _Atomic uint32_t hits[16];
+    _Atomic uint32_t on_workers;
+} StallJob;
+
+/* Tasks on a worker take 2 ms, as if the worker lost its core in the middle of them;
+ * on the caller 100 us of spinning, so a spinning worker gets to claim some. */
+static void stall_task(void* arg, uint32_t task, uint32_t n_tasks) {
+    (void)n_tasks;
+    StallJob* job = arg;
+    atomic_fetch_add(&job->hits[task], 1);
+    if (!on_caller) {
+        atomic_fetch_add(&job->on_workers, 1);
+        sleep_ms(2);
+    } else {
+        const double until = now_s() + 100e-6;
+        while (now_s() < until) {
+        }
+    }
+}
+
+static void test_stall_fallback(void) {
+    on_caller = 1;
+    Qwen3ThreadPool* pool = qwen3_pool_new(2);
+    CHECK(pool != NULL, "qwen3_pool_new(2): %s", qwen3_get_last_error());
+    if (!pool) return;
+    static StallJob job;
+    uint32_t runs = 0, wrong = 0;
+    /* Until the detector reacts (one window of 32 runs, with slack for a slow box). */
+    while (qwen3_pool_stats(pool).solo_stretches == 0 && runs < 200) {
+        memset(&job, 0, sizeof job);
+        qwen3_pool_run(pool, stall_task, &job, 16);
+        for (int t = 0; t < 16; t++) wrong += atomic_load(&job.hits[t]) != 1;
+        runs++;
+    }
+    const Qwen3PoolStats s1 = qwen3_pool_stats(pool);
+    CHECK(s1.solo_stretches == 1, "after %u runs whose worker tasks stall, no solo stretch (%llu)", runs,
+          (unsigned long long)s1.solo_stretches);
+    /* Solo runs: every task on the caller, still exactly once. */
+    uint32_t on_workers = 0;
+    for (int r = 0; r < 100; r++) {
+        memset(&job, 0, sizeof job);
+        qwen3_pool_run(pool, stall_task, &job, 16);
+        for (int t = 0; t < 16; t++) wrong += atomic_load(&job.hits[t]) != 1;
+        on_workers += atomic_load(&job.on_workers);
+    }
+    const Qwen3PoolStats s2 = qwen3_pool_stats(pool);
+    CHECK(on_workers == 0 && s2.solo_runs == 100, "solo stretch: %u tasks ran on workers, %llu solo runs", on_workers,
+          (unsigned long long)s2.solo_runs);
+    CHECK(wrong == 0, "%u tasks ran a wrong number of times", wrong);
+    /* After the stretch (256 runs) the workers get runs again. */
+    for (int r = 0; r < 300; r++) {
+        memset(&job, 0, sizeof job);
+        qwen3_pool_run(pool, stall_task, &job, 2);
+    }
+    CHECK(qwen3_pool_stats(pool).parallel_runs > s2.parallel_runs, "the workers never got a run back");
+    qwen3_pool_free(pool);
+}
+
 /* ---- lifecycle ---- */
 
 static void test_lifecycle(void) {
@@ -218,6 +281,7 @@ int main(void) {
     test_many_tasks();
     test_wake_after_sleep();
     test_parallel();
+    test_stall_fallback();
     test_lifecycle();
     if (failures) {
         fprintf(stderr, "test_threadpool: %d failure(s)\n", failures);
