@@ -9,9 +9,10 @@
  *
  * Signed x signed with instructions that want an unsigned operand:
  *   avx2:    vpmaddubsw(|w|, x * sign(w)). |w| fits an unsigned byte even for w = -128,
- *            and x * sign(w) is exact because activations from qwen3_quantize_q8 lie in
- *            [-127, 127]. A pair sum is at most 2 * 128 * 127 = 32512, under the int16
- *            saturation point, so no product is clipped; vpmaddwd with ones then widens.
+ *            and x * sign(w) is exact for x in [-127, 127] (a vector holding -128, which
+ *            the quantiser makes only by wrapping, takes the scalar path). A pair sum is at
+ *            most 2 * 128 * 127 = 32512, under the int16 saturation point, so no product
+ *            is clipped; vpmaddwd with ones then widens.
  *   avxvnni: vpdpbusd(w ^ 0x80, x) = sum (w + 128) * x, exact for any int8, minus
  *            128 * sum(x), which is the same for every row and so computed once per group
  *            and used, negated, as each accumulator's start value.
@@ -124,9 +125,22 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void block8_avx2(float*
     BLOCK_STORE
 }
 
+/* 1 when some activation is -128: x * sign(w) would overflow int8 there. The quantiser
+ * only makes -128 by wrapping (activations so small that their scale is subnormal,
+ * quant.c), so such vectors are rare and go to the scalar reference. */
+TARGET_AVX2 static int has_int8_min(const int8_t* q, uint32_t n) {
+    const __m256i min = _mm256_set1_epi8(-128);
+    __m256i any = _mm256_setzero_si256();
+    uint32_t i = 0;
+    for (; i + 32 <= n; i += 32) any = _mm256_or_si256(any, _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i*)(q + i)), min));
+    int found = !_mm256_testz_si256(any, any);
+    for (; i < n; i++) found |= q[i] == -128;
+    return found;
+}
+
 TARGET_AVX2 static void matvec_q8_avx2(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x,
                                        uint32_t row_begin, uint32_t row_end) {
-    if (w->group_size % 32 != 0) {
+    if (w->group_size % 32 != 0 || has_int8_min(x->q, x->n)) {
         qwen3_kernels_scalar.matvec_q8(out, w, x, row_begin, row_end);
         return;
     }

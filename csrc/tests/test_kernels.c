@@ -248,6 +248,18 @@ static void test_tier(const Qwen3KernelTable* t) {
             }
         }
     }
+    /* Activations of -128, which the quantiser makes by wrapping (quant.c), against
+     * weights of both signs including -128. */
+    for (uint32_t rows = 1; rows <= 40; rows += 13) {
+        Case c;
+        if (!case_make(&c, rows, 256, 64, FILL_RANDOM)) {
+            CHECK(0, "case_make failed");
+            return;
+        }
+        for (uint32_t i = 0; i < 256; i += 1 + rnd_below(9)) c.xq[i] = -128;
+        compare_range(t, &c, 0, rows, "activations of -128");
+        case_free(&c);
+    }
     /* Qwen3-0.6B's shapes (q/k/v/gate/up read 1024 columns, down reads 3072), a slice of
      * rows each, as a thread would get. */
     static const uint32_t real_cols[] = {1024, 3072};
