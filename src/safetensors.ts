@@ -214,8 +214,8 @@ export function parseSafetensorsHeader(
     }
     // The product is bounded by the span already checked (<= dataSize), so stop early
     // instead of overflowing on a hostile shape.
-    let count = 1;
-    for (const d of shape as number[]) {
+    let count = (shape as number[]).includes(0) ? 0 : 1;
+    for (const d of count === 0 ? [] : shape as number[]) {
       count *= d;
       if (count * size > end - begin) break;
     }
@@ -481,6 +481,9 @@ export class SafetensorsModel implements Disposable {
   /** The files read, in order. */
   readonly files: readonly string[];
   #handles = new Map<string, Deno.FsFile>();
+  /** Raw bytes of the last block read, reused so streaming a model allocates no garbage. */
+  #scratch = new Uint8Array(0);
+  #scratchBusy = false;
 
   private constructor(dir: string, files: string[], tensors: Map<string, SafetensorsTensor>) {
     this.dir = dir;
@@ -587,11 +590,19 @@ export class SafetensorsModel implements Disposable {
       );
     }
     const size = SAFETENSORS_DTYPE_BYTES[dtype];
-    const raw = new Uint8Array(count * size);
     const file = this.#handles.get(t.file);
     if (!file) throw new Qwen3Error("invalid_argument", `${this.dir}: the model was closed`);
-    await readAt(file, t.file, t.offset + row0 * cols * size, raw);
-    toFloat32(raw, dtype, count, out);
+    // Overlapping calls (not the exporter's way) each get their own buffer.
+    const shared = !this.#scratchBusy;
+    if (shared && this.#scratch.length < count * size) this.#scratch = new Uint8Array(count * size);
+    const raw = shared ? this.#scratch.subarray(0, count * size) : new Uint8Array(count * size);
+    if (shared) this.#scratchBusy = true;
+    try {
+      await readAt(file, t.file, t.offset + row0 * cols * size, raw);
+      toFloat32(raw, dtype, count, out);
+    } finally {
+      if (shared) this.#scratchBusy = false;
+    }
   }
 
   /** The whole tensor as fp32 (for small tensors: norms; use readRows for big ones). */
