@@ -1,6 +1,6 @@
 /**
  * The `qwen3` command line: chat with a model, continue a prompt, tokenize text, describe
- * a model file.
+ * a model file, export a Hugging Face model.
  *
  * ```sh
  * deno run -A cli.ts chat model.bin -y "You are terse." -r 0
@@ -8,6 +8,7 @@
  * deno run -A cli.ts inference model.bin --mode generate --input "Hello" --temperature 0.7
  * deno run -A cli.ts tokenize tokenizer.json -i "Hello world"
  * deno run -A cli.ts info model.bin
+ * deno run -A cli.ts export Qwen3-0.6B qwen3-0.6b.bin
  * ```
  *
  * Flags follow both peers: qwen3.c's short ones (`-t -p -s -c -m -i -y -r`) and qwen3-rs's
@@ -21,6 +22,13 @@ import process from "node:process";
 import { cpuFeatures, kernelName } from "./ffi/c_engine.ts";
 import { libraryPath } from "./ffi/library.ts";
 import { Qwen3Error } from "./src/errors.ts";
+import {
+  DEFAULT_GROUP_SIZE,
+  type ExportFormat,
+  exportHfModel,
+  GGUF_WEIGHT_TYPES,
+  type GgufWeightType,
+} from "./src/export.ts";
 import type { GenerationStats, Piece, PieceKind } from "./src/generate.ts";
 import { Qwen3 } from "./src/qwen3.ts";
 import { Tokenizer } from "./src/tokenizer.ts";
@@ -49,6 +57,9 @@ const OPTIONS = {
   "min-p": { type: "string" },
   "presence-penalty": { type: "string" },
   special: { type: "boolean" },
+  "group-size": { type: "string" },
+  format: { type: "string" },
+  type: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -82,6 +93,7 @@ Commands:
   tokenize MODEL|tokenizer.json -i TEXT
                             print the token ids of TEXT
   info MODEL                model configuration, format, kernels and CPU features
+  export HF_DIR OUT         convert a Hugging Face Qwen3 folder to model.bin or GGUF
 
 Run \`qwen3 <command> --help\` for a command's options.`,
   chat: `Usage: qwen3 chat [MODEL] [options]
@@ -135,6 +147,26 @@ engine's kernel tier and the CPU features it found.
 
 Options:
   --engine c|ts             engine to load with (default c)
+  -h, --help                this help`,
+  export: `Usage: qwen3 export HF_DIR OUT [options]
+
+Converts a Hugging Face Qwen3 folder (config.json, model.safetensors or shards with
+model.safetensors.index.json in BF16/F16/F32, tokenizer.json, tokenizer_config.json) into
+OUT. The weights stream one block at a time, so memory stays far below the model's size.
+
+--format bin (default) writes qwen3.c's model.bin (int8 groups) with OUT.tokenizer and the
+four OUT.template* files rendered from the model's own chat template, and copies
+tokenizer.json beside OUT (the loaders read it for exact tokenization). --format gguf writes
+one llama.cpp GGUF file with the tokenizer and chat template inside.
+
+Nothing is left behind on an error or Ctrl-C: files are written as NAME.partial-<pid> and
+renamed at the end.
+
+Options:
+  --format bin|gguf         output format (default bin)
+  --group-size N            bin: values per int8 scale (default ${DEFAULT_GROUP_SIZE}; halved until it
+                            divides every row width)
+  --type ${GGUF_WEIGHT_TYPES.join("|")}  gguf: weight type (default q8_0; norms are always F32)
   -h, --help                this help`,
 };
 
@@ -191,6 +223,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
   ],
   tokenize: ["input", "special", "help"],
   info: ["engine", "help"],
+  export: ["group-size", "format", "type", "help"],
 };
 
 function flagName(name: OptionName): string {
@@ -462,6 +495,83 @@ async function cmdInfo(model: Qwen3): Promise<void> {
   await out(rows.map(([k, val]) => `${k.padEnd(18)} ${val}`).join("\n") + "\n");
 }
 
+/** Progress on stderr: a bar with bytes and ETA on a terminal, else a line every 25%. */
+function exportProgress(label: string): (done: number, total: number) => void {
+  const start = performance.now();
+  const tty = isTerminal(Deno.stderr);
+  const mib = (n: number) => (n / 1048576).toFixed(1);
+  let nextQuarter = 25;
+  return (done, total) => {
+    const fraction = total > 0 ? done / total : 1;
+    const percent = Math.floor(fraction * 100);
+    if (tty) {
+      const width = 30;
+      const filled = Math.round(fraction * width);
+      const elapsed = (performance.now() - start) / 1000;
+      const eta = fraction > 0 && fraction < 1 ? elapsed * (1 / fraction - 1) : 0;
+      const clock = `${Math.floor(eta / 60)}:${String(Math.round(eta % 60)).padStart(2, "0")}`;
+      const line = `${label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ` +
+        `${String(percent).padStart(3)}% ${mib(done)} / ${mib(total)} MiB  ETA ${clock}`;
+      Deno.stderr.writeSync(encoder.encode(`\r${line}\x1b[K${done >= total ? "\n" : ""}`));
+      return;
+    }
+    while (percent >= nextQuarter) {
+      Deno.stderr.writeSync(
+        encoder.encode(`${label}: ${nextQuarter}% (${mib(done)} / ${mib(total)} MiB)\n`),
+      );
+      nextQuarter += 25;
+    }
+  };
+}
+
+async function cmdExport(hfDir: string, outPath: string | undefined, v: Values): Promise<void> {
+  if (outPath === undefined) {
+    throw new UsageError("export needs HF_DIR and OUT (see `qwen3 export --help`)");
+  }
+  const format = (v.format ?? "bin") as ExportFormat;
+  if (format !== "bin" && format !== "gguf") {
+    throw new UsageError(`--format must be bin or gguf, got "${v.format}"`);
+  }
+  const groupSize = number(v, "group-size", { min: 1, integer: true, max: 1 << 18 });
+  if (v.type !== undefined && !GGUF_WEIGHT_TYPES.includes(v.type as GgufWeightType)) {
+    throw new UsageError(`--type must be one of ${GGUF_WEIGHT_TYPES.join(", ")}, got "${v.type}"`);
+  }
+  if (format === "gguf" && groupSize !== undefined) {
+    throw new UsageError("--group-size applies to --format bin (GGUF Q8_0 blocks are 32 values)");
+  }
+  if (format === "bin" && v.type !== undefined) {
+    throw new UsageError("--type applies to --format gguf (model.bin is always int8 groups)");
+  }
+  const type = v.type as GgufWeightType | undefined;
+  const started = performance.now();
+  const result = await interruptible(async (signal) => {
+    try {
+      return await exportHfModel(hfDir, outPath, {
+        format,
+        groupSize,
+        type,
+        signal,
+        onProgress: exportProgress("export"),
+        onNote: (m) => Deno.stderr.writeSync(encoder.encode(`note: ${oneLine(m)}\n`)),
+      });
+    } catch (e) {
+      if (signal.aborted) throw new Error("export interrupted; no output file was left behind");
+      throw e;
+    }
+  });
+  const c = result.config;
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  const what = result.format === "gguf"
+    ? `GGUF ${result.type}`
+    : `model.bin, int8 groups of ${c.groupSize}`;
+  await err(
+    `wrote ${result.path} (${what}, ${formatBytes(result.bytes)}) in ${seconds} s: ` +
+      `${c.nLayers} layers, dim ${c.dim}, ${c.sharedClassifier ? "tied" : "untied"} classifier; ` +
+      `chat template from ${result.templateSource}\n`,
+  );
+  for (const f of result.files.slice(1)) await err(`wrote ${f}\n`);
+}
+
 async function findDemoModel(): Promise<string> {
   const candidates = [DEMO_MODEL_PATH];
   const here = new URL(DEMO_MODEL_PATH, import.meta.url);
@@ -551,7 +661,7 @@ export async function main(args: string[]): Promise<number> {
       await out(HELP[command] + "\n");
       return 0;
     }
-    const maxPositionals = 1;
+    const maxPositionals = command === "export" ? 2 : 1;
     if (positionals.length > maxPositionals) {
       throw new UsageError(
         `unexpected argument "${
@@ -567,10 +677,17 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     if (path === undefined) {
+      if (command === "export") {
+        throw new UsageError("export needs HF_DIR and OUT (see `qwen3 export --help`)");
+      }
       throw new UsageError(`${command} needs a MODEL path (see \`qwen3 ${command} --help\`)`);
     }
     if (command === "tokenize") {
       await cmdTokenize(path, v);
+      return 0;
+    }
+    if (command === "export") {
+      await cmdExport(path, positionals[1], v);
       return 0;
     }
     if (command === "info") {
