@@ -508,8 +508,13 @@ function exportProgress(label: string): (done: number, total: number) => void {
       const width = 30;
       const filled = Math.round(fraction * width);
       const elapsed = (performance.now() - start) / 1000;
-      const eta = fraction > 0 && fraction < 1 ? elapsed * (1 / fraction - 1) : 0;
-      const clock = `${Math.floor(eta / 60)}:${String(Math.round(eta % 60)).padStart(2, "0")}`;
+      // The first blocks say little about the rate: no estimate until 1% or a second in.
+      const eta = fraction >= 1 ? 0 : elapsed * (1 / fraction - 1);
+      const sure = fraction >= 1 || (fraction >= 0.01 && elapsed >= 1);
+      const secs = Math.round(eta);
+      const clock = !sure
+        ? "--:--"
+        : `${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, "0")}`;
       const line = `${label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ` +
         `${String(percent).padStart(3)}% ${mib(done)} / ${mib(total)} MiB  ETA ${clock}`;
       Deno.stderr.writeSync(encoder.encode(`\r${line}\x1b[K${done >= total ? "\n" : ""}`));
