@@ -94,14 +94,16 @@ typedef void (*Qwen3QuantizeRowFn)(const float* x, Qwen3Q8Batch* b, uint32_t t);
  * reduction by ln 2, a degree-12 Taylor polynomial, no FMA) and rounds once to fp32, so it
  * is correctly rounded but for ties closer than ~1e-16 (like fp32(Math.exp(x)) in the
  * TypeScript engine) and SIMD tiers reproduce it lane by lane.
- *   softmax:  m = max x (NaN skipped unless x[0] is NaN); x[i] = exp(x[i] - m);
+ *   softmax:  per row (row r: lens[r] values at x + r * stride):
+ *             m = max x (NaN skipped unless x[0] is NaN); x[i] = exp(x[i] - m);
  *             sum += x[i] in index order; x[i] = x[i] / sum
  *   silu_mul: g[i] = (g[i] * (1.0f / (1.0f + exp(-g[i])))) * u[i]
  */
-typedef void (*Qwen3SoftmaxFn)(float* x, uint32_t n);
+typedef void (*Qwen3SoftmaxFn)(float* x, size_t stride, uint32_t rows, const uint32_t* lens);
 typedef void (*Qwen3SiluMulFn)(float* g, const float* u, uint32_t n);
 float qwen3_exp_ref(float x);
 void qwen3_softmax_ref(float* x, uint32_t n);
+void qwen3_softmax_rows_ref(float* x, size_t stride, uint32_t rows, const uint32_t* lens);
 void qwen3_silu_mul_ref(float* g, const float* u, uint32_t n);
 
 typedef struct {

@@ -498,7 +498,8 @@ INLINE __m512 exp16(__m512 x) {
 
 INLINE __mmask16 tail_mask(uint32_t left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
 
-TARGET static void softmax_avx512(float* x, uint32_t n) {
+/* One row's max, then x[i] = exp(x[i] - max). */
+TARGET static void softmax_exp_row(float* x, uint32_t n) {
     if (n == 0) return;
     __m512 m = _mm512_set1_ps(x[0]);
     for (uint32_t i = 0; i < n; i += 16) {
@@ -516,12 +517,39 @@ TARGET static void softmax_avx512(float* x, uint32_t n) {
         const __mmask16 k = tail_mask(n - i);
         _mm512_mask_storeu_ps(x + i, k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv)));
     }
-    float sum = 0.0f;
-    for (uint32_t i = 0; i < n; i++) sum += x[i];
-    const __m512 sv = _mm512_set1_ps(sum);
-    for (uint32_t i = 0; i < n; i += 16) {
-        const __mmask16 k = tail_mask(n - i);
-        _mm512_mask_storeu_ps(x + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, x + i), sv));
+}
+
+/* The sums run in index order per row, as in the reference, but 8 rows advance
+ * together: one add's latency then serves 8 rows instead of 1. */
+TARGET static void softmax_avx512(float* x, size_t stride, uint32_t rows, const uint32_t* lens) {
+    for (uint32_t r0 = 0; r0 < rows; r0 += 8) {
+        const uint32_t k = rows - r0 < 8 ? rows - r0 : 8;
+        float* xr = x + (size_t)r0 * stride;
+        uint32_t common = lens[r0];
+        for (uint32_t r = 0; r < k; r++) {
+            softmax_exp_row(xr + (size_t)r * stride, lens[r0 + r]);
+            if (lens[r0 + r] < common) common = lens[r0 + r];
+        }
+        float sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (k == 8) {
+            for (uint32_t i = 0; i < common; i++) {
+                UNROLL for (uint32_t r = 0; r < 8; r++) sum[r] += xr[(size_t)r * stride + i];
+            }
+        } else {
+            for (uint32_t i = 0; i < common; i++) {
+                for (uint32_t r = 0; r < k; r++) sum[r] += xr[(size_t)r * stride + i];
+            }
+        }
+        for (uint32_t r = 0; r < k; r++) {
+            float* row = xr + (size_t)r * stride;
+            const uint32_t n = lens[r0 + r];
+            for (uint32_t i = common; i < n; i++) sum[r] += row[i];
+            const __m512 sv = _mm512_set1_ps(sum[r]);
+            for (uint32_t i = 0; i < n; i += 16) {
+                const __mmask16 m = tail_mask(n - i);
+                _mm512_mask_storeu_ps(row + i, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, row + i), sv));
+            }
+        }
     }
 }
 

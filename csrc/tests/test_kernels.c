@@ -528,7 +528,7 @@ static void test_elementwise_tier(const Qwen3KernelTable* t) {
         for (uint32_t i = n; i < n + GUARD; i++) a[i] = -5.5f;
         memcpy(b, a, (n + GUARD) * sizeof(float));
         qwen3_softmax_ref(a, n);
-        t->softmax(b, n);
+        t->softmax(b, n, 1, &n);
         CHECK(same_floats(a, b, n + GUARD), "%s softmax of %u values differs from the reference",
               t->name, n);
         for (uint32_t i = 0; i < n; i++) a[i] = b[i] = (rnd_unit() - 0.5f) * (trial % 2 ? 200.0f : 10.0f);
@@ -540,6 +540,26 @@ static void test_elementwise_tier(const Qwen3KernelTable* t) {
               t->name, n);
         runs++;
         free(a), free(b), free(u);
+    }
+    /* rows of different lengths side by side (causal prefill: lengths go up by one) */
+    for (uint32_t trial = 0; trial < 40; trial++) {
+        const uint32_t rows = 1 + rnd_below(20), stride = 300 + rnd_below(5);
+        float* a = malloc((size_t)rows * stride * sizeof(float));
+        float* b = malloc((size_t)rows * stride * sizeof(float));
+        uint32_t lens[20];
+        if (!a || !b) {
+            CHECK(0, "out of memory");
+            return;
+        }
+        uint32_t len = rnd_below(200);
+        for (uint32_t r = 0; r < rows; r++) lens[r] = trial % 2 ? len + r : 1 + rnd_below(stride);
+        for (size_t i = 0; i < (size_t)rows * stride; i++) a[i] = b[i] = (rnd_unit() - 0.5f) * 30.0f;
+        for (uint32_t r = 0; r < rows; r++) qwen3_softmax_ref(a + (size_t)r * stride, lens[r]);
+        t->softmax(b, stride, rows, lens);
+        CHECK(same_floats(a, b, rows * stride), "%s softmax of %u rows (lengths %u..) differs from the reference",
+              t->name, rows, lens[0]);
+        free(a), free(b);
+        runs++;
     }
     printf("  %-11s softmax and SiLU ok: %u rows memcmp-equal to the reference%s\n", t->name, runs,
            (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
