@@ -37,6 +37,9 @@ export interface GgufTensorData {
 export interface WriteGgufOptions {
   /** The Hugging Face tokenizer.json whose lists go into the metadata. */
   tokenizerJson: string;
+  /** Multiplies the named matrices' values before encoding (e.g. `{ "output.weight": 8 }`
+   * for a peaked next-token distribution). */
+  scale?: Readonly<Record<string, number>>;
   /** Changes the metadata or tensors before they are encoded (malformed-file tests). */
   mutate?: (metadata: [string, GgufValue][], tensors: GgufTensorData[]) => void;
 }
@@ -148,6 +151,7 @@ export async function checkpointGgufParts(
   ckpt: Checkpoint,
   kind: GgufWeightKind,
   tokenizerJson: string,
+  scale: Readonly<Record<string, number>> = {},
 ): Promise<{ metadata: [string, GgufValue][]; tensors: GgufTensorData[] }> {
   const c = ckpt.config;
   const t = ckpt.tensors;
@@ -179,7 +183,10 @@ export async function checkpointGgufParts(
       data: new Uint8Array(v.slice().buffer),
     });
   const mat = (name: string, w: Q8Tensor) => {
-    const e = encodeMatrix(dequantize(w), kind);
+    const values = dequantize(w);
+    const k = scale[name];
+    if (k !== undefined) values.forEach((v, i) => values[i] = Math.fround(v * k));
+    const e = encodeMatrix(values, kind);
     tensors.push({ spec: { name, dims: [w.cols, w.rows], type: e.type }, data: e.data });
   };
   mat("token_embd.weight", t.embed);
@@ -213,7 +220,12 @@ export async function writeCheckpointGguf(
   kind: GgufWeightKind,
   opts: WriteGgufOptions,
 ): Promise<Uint8Array> {
-  const { metadata, tensors } = await checkpointGgufParts(ckpt, kind, opts.tokenizerJson);
+  const { metadata, tensors } = await checkpointGgufParts(
+    ckpt,
+    kind,
+    opts.tokenizerJson,
+    opts.scale,
+  );
   opts.mutate?.(metadata, tensors);
   return await writeGguf(out, metadata, tensors);
 }
