@@ -16,18 +16,59 @@ import {
 import type { GgufFile } from "./gguf.ts";
 import { readGgufMetadata } from "./model_file.ts";
 import { Sampler } from "./sampler.ts";
-import { type ChatTemplates, encodeTurn, loadTemplates } from "./template.ts";
+import {
+  type ChatTemplates,
+  encodeTurn,
+  loadTemplates,
+  STOCK_TEMPLATES,
+  TEMPLATE_SUFFIXES,
+} from "./template.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { TsEngine } from "./ts_engine.ts";
 import type { Engine, EngineKind, EngineSession, ModelConfig } from "./types.ts";
 
-/** A GGUF's own tokenizer (its header is already in memory for the TS engine), else the files beside it. */
-async function modelTokenizer(path: string, engine: Engine): Promise<Tokenizer> {
-  const gguf = engine instanceof TsEngine
-    ? engine.model.gguf
-    : engine.config.format === "gguf"
-    ? await readGgufMetadata(path)
-    : undefined;
+/** A GGUF's header: already in memory for the TS engine, read (header only) for the C one. */
+async function ggufHeaderOf(path: string, engine: Engine): Promise<GgufFile | undefined> {
+  if (engine instanceof TsEngine) return engine.model.gguf;
+  return engine.config.format === "gguf" ? await readGgufMetadata(path) : undefined;
+}
+
+/**
+ * A GGUF's chat templates: `.template*` side files beside it when there are any, else its
+ * `tokenizer.chat_template` rendered with the Jinja engine the exporter uses (so a model's own
+ * turn format is kept), else, when it has none or it does not render, the stock Qwen3 ones.
+ */
+export async function ggufTemplates(g: GgufFile, path: string): Promise<ChatTemplates> {
+  for (const suffix of Object.values(TEMPLATE_SUFFIXES)) {
+    try {
+      await Deno.stat(path + suffix);
+      return await loadTemplates(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  const source = g.metadata.get("tokenizer.chat_template");
+  if (typeof source !== "string") return { ...STOCK_TEMPLATES };
+  const tokens = g.metadata.get("tokenizer.ggml.tokens");
+  const named: Record<string, string> = {};
+  for (
+    const [key, meta] of [["bos_token", "bos"], ["eos_token", "eos"], ["pad_token", "padding"]]
+  ) {
+    const id = g.metadata.get(`tokenizer.ggml.${meta}_token_id`);
+    const text = Array.isArray(tokens) && typeof id === "number" ? tokens[id] : undefined;
+    if (typeof text === "string") named[key] = text;
+  }
+  // Loaded only for GGUF files: nothing else needs the Jinja engine.
+  const { renderChatTemplates } = await import("./export.ts");
+  try {
+    return renderChatTemplates(source, `${path} (tokenizer.chat_template)`, named);
+  } catch {
+    return { ...STOCK_TEMPLATES };
+  }
+}
+
+/** A GGUF's own tokenizer, else the files beside the model. */
+async function modelTokenizer(path: string, gguf: GgufFile | undefined): Promise<Tokenizer> {
   return gguf ? ggufTokenizer(gguf, path) : await Tokenizer.load(path);
 }
 
@@ -166,7 +207,7 @@ export class Qwen3 implements Disposable {
   readonly engine: Engine;
   /** The model's tokenizer (exact Hugging Face Qwen3 tokenization). */
   readonly tokenizer: Tokenizer;
-  /** The chat templates (from the `.template*` side files, or the stock Qwen3 ones). */
+  /** The chat templates (`.template*` side files, a GGUF's own chat template, or the stock Qwen3 ones). */
   readonly templates: ChatTemplates;
   /** The model file. */
   readonly path: string;
@@ -189,7 +230,8 @@ export class Qwen3 implements Disposable {
   /**
    * Loads a model file (qwen3.c `model.bin`, qwen3-rs checkpoint, or a `qwen3` GGUF) with its
    * tokenizer (a GGUF's own lists; else `tokenizer.json` or `model.bin.tokenizer` beside it)
-   * and templates (`.template*` side files, else the stock Qwen3 ones).
+   * and templates (`.template*` side files, else a GGUF's own chat template, else the stock
+   * Qwen3 ones).
    *
    * @example
    * ```ts
@@ -211,9 +253,10 @@ export class Qwen3 implements Disposable {
       ? await CEngine.load(path, { contextLength: opts.contextLength, threads: opts.threads })
       : await TsEngine.load(path, { contextLength: opts.contextLength });
     try {
+      const gguf = await ggufHeaderOf(path, engine);
       const [tokenizer, templates] = await Promise.all([
-        modelTokenizer(path, engine),
-        loadTemplates(path),
+        modelTokenizer(path, gguf),
+        gguf ? ggufTemplates(gguf, path) : loadTemplates(path),
       ]);
       return new Qwen3(path, engine, tokenizer, templates);
     } catch (e) {

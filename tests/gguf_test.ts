@@ -21,6 +21,7 @@ import { GgmlType, type GgufValue } from "../src/gguf.ts";
 import { checkpointToGguf } from "../src/gguf_convert.ts";
 import { readCheckpoint, readModel } from "../src/model_file.ts";
 import { Qwen3 } from "../src/qwen3.ts";
+import { STOCK_TEMPLATES } from "../src/template.ts";
 import { argmax } from "../src/sampler.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { TsEngine } from "../src/ts_engine.ts";
@@ -392,4 +393,44 @@ Deno.test("random byte flips in a GGUF header: both engines load or refuse, neve
     }
   }
   console.log(`  ${loaded} of 80 flipped loads succeeded (damage in values only)`);
+});
+
+Deno.test("Qwen3.load on a GGUF renders its own chat template; side files win; a broken one falls back to stock", async () => {
+  const path = `${dir}/templated.gguf`;
+  const custom = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}" +
+    "{% if add_generation_prompt %}[assistant]{% if enable_thinking is false %} (quiet){% endif %}{% endif %}";
+  const withTemplate = (template: string) => (m: [string, GgufValue][]) => {
+    const i = m.findIndex(([k]) => k === "tokenizer.chat_template");
+    m[i] = ["tokenizer.chat_template", { type: "string", value: template }];
+  };
+  await writeCheckpointGguf(tied.ckpt, path, "q8_0", {
+    tokenizerJson: TOKENIZER_JSON_PATH,
+    mutate: withTemplate(custom),
+  });
+  for (const engine of ["c", "ts"] as const) {
+    using model = await Qwen3.load(path, { engine });
+    assert.deepEqual(model.templates, {
+      plain: "[user] %s\n[assistant] (quiet)",
+      thinking: "[user] %s\n[assistant]",
+      system: "[system] %s\n[user] %s\n[assistant] (quiet)",
+      systemThinking: "[system] %s\n[user] %s\n[assistant]",
+    });
+  }
+  // the converter's template is Qwen3's turn format: the stock templates exactly
+  await checkpointToGguf(tied.ckpt, `${dir}/stock.gguf`, { tokenizerJson: TOKENIZER_JSON_PATH });
+  using stock = await Qwen3.load(`${dir}/stock.gguf`, { engine: "ts" });
+  assert.deepEqual(stock.templates, STOCK_TEMPLATES);
+  // a template that does not render: stock, and the model still loads
+  await writeCheckpointGguf(tied.ckpt, path, "q8_0", {
+    tokenizerJson: TOKENIZER_JSON_PATH,
+    mutate: withTemplate("{% for m in messages %}{{ m.content }"),
+  });
+  using broken = await Qwen3.load(path, { engine: "ts" });
+  assert.deepEqual(broken.templates, STOCK_TEMPLATES);
+  // side files beside the .gguf take precedence, as for a model.bin
+  await Deno.writeTextFile(`${path}.template`, "<<%s>>");
+  using side = await Qwen3.load(path, { engine: "ts" });
+  assert.equal(side.templates.plain, "<<%s>>");
+  assert.equal(side.templates.thinking, STOCK_TEMPLATES.thinking);
+  await Deno.remove(`${path}.template`);
 });

@@ -97,6 +97,13 @@ typedef struct Qwen3Model Qwen3Model;
  * with its `.tokenizer` and `.template*` side files (stock Qwen3 templates when the
  * template files are absent; an exact tokenizer from `tokenizer.json` next to the file
  * when present). Weights are memory-mapped, not copied.
+ * Or a llama.cpp GGUF (v2/v3, general.architecture "qwen3"), by its magic: hyper-parameters
+ * and the exact tokenizer from its metadata; F32/F16/BF16 weights mapped and run without
+ * quantising activations, Q8_0/Q4_0 converted at load (losslessly) to int8 with group
+ * size 32. The C side cannot run the file's Jinja tokenizer.chat_template: it uses
+ * `.template*` side files when present, else the stock Qwen3 templates, which equal what
+ * Qwen3's own (ChatML with <think>) template renders; a GGUF with another turn format needs
+ * side files here (the TypeScript API renders the file's template itself).
  * ctx_length: 0 = the header's seq_len; larger values are clamped to it.
  * Returns NULL on error (see qwen3_get_last_error).
  */
