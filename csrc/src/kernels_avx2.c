@@ -20,6 +20,7 @@
  */
 #include <immintrin.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -94,6 +95,242 @@
     }
 
 /* ------------------------------------------------------------------------------------
+ * Batched product (prefill), both tiers: a GEMM micro-kernel in the shape of the AVX-512
+ * one (kernels_avx512.c). Weights are repacked once per call, 16 rows by MM2_CHUNK
+ * columns at a time, so that one 32-byte vector holds 4 bytes of each of 8 rows; each
+ * token's 4 activation bytes are broadcast, so the int32 sums of 8 rows build up in
+ * lanes with no horizontal reduction. After every group the float part runs per token
+ * with rows in lanes in the scalar order (bit-identical, kernels.h); with only 16
+ * registers the float accumulators live in a small L1 tile.
+ *   avxvnni: packed bytes are w ^ 0x80 and vpdpbusd adds 4 products per lane; the
+ *            128 * sum(x) that the flip adds is the batch's group sum, the start value.
+ *   avx2:    vpmaddubsw(|w|, sign(x, w)) then vpmaddwd with ones, as in its matvec (exact
+ *            for activations in [-127, 127]; a batch holding -128 takes the matvec path).
+ * ---------------------------------------------------------------------------------- */
+
+#define MM2_ROWS 16
+#define MM2_CHUNK 1024
+#define MM2_TOK 6 /* most tokens per tile (avxvnni; avx2 takes 4) */
+
+/* 8 x 8 transpose of int32: r[i] holds row i's 8 dwords; afterwards r[k] holds dword k
+ * of rows 0..7. */
+#define TRANSPOSE8(r)                                                                             \
+    do {                                                                                          \
+        __m256i t_[8], u_[8];                                                                     \
+        UNROLL for (int i_ = 0; i_ < 4; i_++) {                                                   \
+            t_[2 * i_] = _mm256_unpacklo_epi32(r[2 * i_], r[2 * i_ + 1]);                         \
+            t_[2 * i_ + 1] = _mm256_unpackhi_epi32(r[2 * i_], r[2 * i_ + 1]);                     \
+        }                                                                                         \
+        /* u_[4h + m], 128-bit lane L: dword 4L + m of rows 4h .. 4h+3 */                         \
+        UNROLL for (int h_ = 0; h_ < 2; h_++) {                                                   \
+            u_[4 * h_ + 0] = _mm256_unpacklo_epi64(t_[4 * h_], t_[4 * h_ + 2]);                   \
+            u_[4 * h_ + 1] = _mm256_unpackhi_epi64(t_[4 * h_], t_[4 * h_ + 2]);                   \
+            u_[4 * h_ + 2] = _mm256_unpacklo_epi64(t_[4 * h_ + 1], t_[4 * h_ + 3]);               \
+            u_[4 * h_ + 3] = _mm256_unpackhi_epi64(t_[4 * h_ + 1], t_[4 * h_ + 3]);               \
+        }                                                                                         \
+        UNROLL for (int m_ = 0; m_ < 4; m_++) {                                                   \
+            r[m_] = _mm256_permute2x128_si256(u_[m_], u_[4 + m_], 0x20);                          \
+            r[4 + m_] = _mm256_permute2x128_si256(u_[m_], u_[4 + m_], 0x31);                      \
+        }                                                                                         \
+    } while (0)
+
+/* Packs rows r0 .. r0+15 (rows past nrows repeat the last one) and columns [c0, c0 + nc)
+ * into pk: the vector of 4-column step j, half h (rows 8h .. 8h+7) at pk + (2j + h) * 32,
+ * each byte xor `flip`; scales of group gl of the chunk at ps + gl * 16. */
+#define MM2_PACK_BODY(flip)                                                                       \
+    const size_t n = w->cols;                                                                     \
+    const uint32_t gs = w->group_size, ng = (uint32_t)(n / gs);                                   \
+    const __m256i fl = _mm256_set1_epi8((char)(flip));                                            \
+    for (uint32_t h = 0; h < 2; h++) {                                                            \
+        const int8_t* rows[8];                                                                    \
+        for (uint32_t i = 0; i < 8; i++) {                                                        \
+            const uint32_t row = 8 * h + i < nrows ? 8 * h + i : nrows - 1;                       \
+            rows[i] = w->q + (size_t)(r0 + row) * n + c0;                                         \
+        }                                                                                         \
+        for (uint32_t c = 0; c < nc; c += 32) {                                                   \
+            __m256i r[8];                                                                         \
+            if (nc - c >= 32) {                                                                   \
+                UNROLL for (int i = 0; i < 8; i++)                                                \
+                    r[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(rows[i] + c)), fl); \
+            } else {                                                                              \
+                /* whole dwords (nc is a multiple of 4), none past the row */                    \
+                const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);                   \
+                const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)((nc - c) / 4)), lane); \
+                UNROLL for (int i = 0; i < 8; i++)                                                \
+                    r[i] = _mm256_xor_si256(_mm256_maskload_epi32((const int*)(rows[i] + c), m), fl); \
+            }                                                                                     \
+            TRANSPOSE8(r);                                                                        \
+            uint8_t* dst = pk + ((size_t)(c / 4) * 2 + h) * 32;                                   \
+            const uint32_t steps = nc - c >= 32 ? 8 : (nc - c) / 4;                               \
+            for (uint32_t j = 0; j < steps; j++) _mm256_store_si256((__m256i*)(dst + (size_t)j * 64), r[j]); \
+        }                                                                                         \
+    }                                                                                             \
+    const uint32_t g0 = c0 / gs, ngc = nc / gs;                                                   \
+    for (uint32_t i = 0; i < MM2_ROWS; i++) {                                                     \
+        const uint32_t row = i < nrows ? i : nrows - 1;                                           \
+        const float* src = w->s + (size_t)(r0 + row) * ng + g0;                                   \
+        for (uint32_t gl = 0; gl < ngc; gl++) ps[gl * MM2_ROWS + i] = src[gl];                    \
+    }
+
+TARGET_AVX2 static void mm2_pack_avx2(uint8_t* pk, float* ps, const Qwen3Q8Matrix* w, uint32_t r0, uint32_t nrows,
+                                      uint32_t c0, uint32_t nc) {
+    MM2_PACK_BODY(0)
+}
+
+TARGET_VNNI static void mm2_pack_vnni(uint8_t* pk, float* ps, const Qwen3Q8Matrix* w, uint32_t r0, uint32_t nrows,
+                                      uint32_t c0, uint32_t nc) {
+    MM2_PACK_BODY(0x80)
+}
+
+/* The weight lines of the chunk packed next, fetched into L2 a few per group while the
+ * current chunk is computed (see kernels_avx512.c). Line i is line i % lines of row
+ * i / lines. */
+typedef struct {
+    const int8_t* base;
+    size_t stride;
+    uint32_t lines, next, end, per_group;
+} Mm2Prefetch;
+
+static inline __attribute__((always_inline)) void mm2_prefetch(Mm2Prefetch* pf) {
+    for (uint32_t i = 0; i < pf->per_group && pf->next < pf->end; i++, pf->next++) {
+        const uint32_t row = pf->next / pf->lines, line = pf->next % pf->lines;
+        _mm_prefetch((const char*)(pf->base + (size_t)row * pf->stride + (size_t)line * 64), _MM_HINT_T1);
+    }
+}
+
+/* Float accumulators of a tile: loaded from out (0 for the first chunk), updated after
+ * each group with acc + ((float)isum * w_scale) * x_scale, stored back at the end. */
+#define MM2_TILE_BEGIN                                                                            \
+    const uint32_t gs = x->group_size, ng = x->n / gs, steps = gs / 4;                            \
+    _Alignas(32) float facc[MM2_TOK][MM2_ROWS];                                                   \
+    UNROLL for (int t = 0; t < nt; t++) {                                                         \
+        for (uint32_t i = 0; i < MM2_ROWS; i++) facc[t][i] = 0.0f;                                \
+        if (!first) {                                                                             \
+            for (uint32_t i = 0; i < nrows; i++) facc[t][i] = out[(size_t)(t0 + t) * ld + i];     \
+        }                                                                                         \
+    }                                                                                             \
+    const int8_t* xq[MM2_TOK];                                                                    \
+    UNROLL for (int t = 0; t < nt; t++) xq[t] = x->q + (size_t)(t0 + t) * x->n + (size_t)g0 * gs;
+
+#define MM2_FLOAT_UPDATE                                                                          \
+    {                                                                                             \
+        const __m256 ws0 = _mm256_load_ps(ps + (size_t)gl * MM2_ROWS);                            \
+        const __m256 ws1 = _mm256_load_ps(ps + (size_t)gl * MM2_ROWS + 8);                        \
+        UNROLL for (int t = 0; t < nt; t++) {                                                     \
+            const __m256 xs = _mm256_set1_ps(x->s[(size_t)(t0 + t) * ng + g0 + gl]);              \
+            const __m256 f0 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a[t][0]), ws0), xs); \
+            const __m256 f1 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a[t][1]), ws1), xs); \
+            _mm256_store_ps(facc[t], _mm256_add_ps(_mm256_load_ps(facc[t]), f0));                 \
+            _mm256_store_ps(facc[t] + 8, _mm256_add_ps(_mm256_load_ps(facc[t] + 8), f1));         \
+        }                                                                                         \
+    }
+
+#define MM2_TILE_END                                                                              \
+    UNROLL for (int t = 0; t < nt; t++) {                                                         \
+        for (uint32_t i = 0; i < nrows; i++) out[(size_t)(t0 + t) * ld + i] = facc[t][i];         \
+    }
+
+TARGET_VNNI static inline __attribute__((always_inline)) void mm2_tile_vnni(
+    float* out, size_t ld, const uint8_t* pk, const float* ps, const Qwen3Q8Batch* x, uint32_t t0, const int nt,
+    uint32_t g0, uint32_t ngc, int first, uint32_t nrows, Mm2Prefetch* pf) {
+    MM2_TILE_BEGIN
+    for (uint32_t gl = 0; gl < ngc; gl++) {
+        __m256i a[MM2_TOK][2];
+        UNROLL for (int t = 0; t < nt; t++) {
+            const __m256i corr = _mm256_set1_epi32(-128 * x->sums[(size_t)(t0 + t) * ng + g0 + gl]);
+            a[t][0] = corr;
+            a[t][1] = corr;
+        }
+        const uint8_t* pg = pk + (size_t)gl * steps * 64;
+        mm2_prefetch(pf);
+        for (uint32_t j = 0; j < steps; j++) {
+            const __m256i w0 = _mm256_load_si256((const __m256i*)(pg + (size_t)j * 64));
+            const __m256i w1 = _mm256_load_si256((const __m256i*)(pg + (size_t)j * 64 + 32));
+            UNROLL for (int t = 0; t < nt; t++) {
+                int32_t xv;
+                memcpy(&xv, xq[t] + (size_t)gl * gs + 4 * j, 4);
+                const __m256i b = _mm256_set1_epi32(xv);
+                a[t][0] = _mm256_dpbusd_avx_epi32(a[t][0], w0, b);
+                a[t][1] = _mm256_dpbusd_avx_epi32(a[t][1], w1, b);
+            }
+        }
+        MM2_FLOAT_UPDATE
+    }
+    MM2_TILE_END
+}
+
+TARGET_AVX2 static inline __attribute__((always_inline)) void mm2_tile_avx2(
+    float* out, size_t ld, const uint8_t* pk, const float* ps, const Qwen3Q8Batch* x, uint32_t t0, const int nt,
+    uint32_t g0, uint32_t ngc, int first, uint32_t nrows, Mm2Prefetch* pf) {
+    MM2_TILE_BEGIN
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (uint32_t gl = 0; gl < ngc; gl++) {
+        __m256i a[MM2_TOK][2];
+        UNROLL for (int t = 0; t < nt; t++) a[t][0] = a[t][1] = _mm256_setzero_si256();
+        const uint8_t* pg = pk + (size_t)gl * steps * 64;
+        mm2_prefetch(pf);
+        for (uint32_t j = 0; j < steps; j++) {
+            const __m256i w0 = _mm256_load_si256((const __m256i*)(pg + (size_t)j * 64));
+            const __m256i w1 = _mm256_load_si256((const __m256i*)(pg + (size_t)j * 64 + 32));
+            const __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
+            UNROLL for (int t = 0; t < nt; t++) {
+                int32_t xv;
+                memcpy(&xv, xq[t] + (size_t)gl * gs + 4 * j, 4);
+                const __m256i b = _mm256_set1_epi32(xv);
+                a[t][0] = _mm256_add_epi32(a[t][0], _mm256_madd_epi16(_mm256_maddubs_epi16(aw0, _mm256_sign_epi8(b, w0)), ones));
+                a[t][1] = _mm256_add_epi32(a[t][1], _mm256_madd_epi16(_mm256_maddubs_epi16(aw1, _mm256_sign_epi8(b, w1)), ones));
+            }
+        }
+        MM2_FLOAT_UPDATE
+    }
+    MM2_TILE_END
+}
+
+/* Row blocks of 16, column chunks of MM2_CHUNK, token tiles of NT (tails by switch). */
+#define MM2_DRIVER(pack, tile, NT)                                                                \
+    _Alignas(32) uint8_t pk[MM2_ROWS * MM2_CHUNK];                                                \
+    _Alignas(32) float ps[MM2_ROWS * (MM2_CHUNK / 4)];                                            \
+    const uint32_t cols = w->cols, gs = w->group_size;                                            \
+    const uint32_t chunk = (MM2_CHUNK / gs) * gs;                                                 \
+    const uint32_t ntok = x->n_tokens;                                                            \
+    for (uint32_t r0 = row_begin; r0 < row_end; r0 += MM2_ROWS) {                                 \
+        const uint32_t nrows = row_end - r0 < MM2_ROWS ? row_end - r0 : MM2_ROWS;                 \
+        float* o = out + (r0 - row_begin);                                                        \
+        for (uint32_t c0 = 0; c0 < cols; c0 += chunk) {                                           \
+            const uint32_t nc = cols - c0 < chunk ? cols - c0 : chunk;                            \
+            pack(pk, ps, w, r0, nrows, c0, nc);                                                   \
+            const uint32_t g0 = c0 / gs, ngc = nc / gs;                                           \
+            const int first = c0 == 0;                                                            \
+            Mm2Prefetch pf = {0};                                                                 \
+            uint32_t pf_rows = 0, pf_cols = 0;                                                    \
+            if (c0 + nc < cols) {                                                                 \
+                pf.base = w->q + (size_t)r0 * cols + c0 + nc;                                     \
+                pf_rows = nrows;                                                                  \
+                pf_cols = cols - (c0 + nc) < chunk ? cols - (c0 + nc) : chunk;                    \
+            } else if (r0 + MM2_ROWS < row_end) {                                                 \
+                pf.base = w->q + (size_t)(r0 + MM2_ROWS) * cols;                                  \
+                pf_rows = row_end - (r0 + MM2_ROWS) < MM2_ROWS ? row_end - (r0 + MM2_ROWS) : MM2_ROWS; \
+                pf_cols = cols < chunk ? cols : chunk;                                            \
+            }                                                                                     \
+            pf.stride = cols;                                                                     \
+            pf.lines = (pf_cols + 63) / 64;                                                       \
+            pf.end = pf_rows * pf.lines;                                                          \
+            const uint32_t visits = ((ntok + (NT) - 1) / (NT)) * ngc;                             \
+            pf.per_group = (pf.end + visits - 1) / visits;                                        \
+            uint32_t t0 = 0;                                                                      \
+            for (; t0 + (NT) <= ntok; t0 += (NT)) tile(o, ld, pk, ps, x, t0, (NT), g0, ngc, first, nrows, &pf); \
+            switch (ntok - t0) {                                                                  \
+            case 5: tile(o, ld, pk, ps, x, t0, 5, g0, ngc, first, nrows, &pf); break;             \
+            case 4: tile(o, ld, pk, ps, x, t0, 4, g0, ngc, first, nrows, &pf); break;             \
+            case 3: tile(o, ld, pk, ps, x, t0, 3, g0, ngc, first, nrows, &pf); break;             \
+            case 2: tile(o, ld, pk, ps, x, t0, 2, g0, ngc, first, nrows, &pf); break;             \
+            case 1: tile(o, ld, pk, ps, x, t0, 1, g0, ngc, first, nrows, &pf); break;             \
+            default: break;                                                                       \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+/* ------------------------------------------------------------------------------------
  * avx2
  * ---------------------------------------------------------------------------------- */
 
@@ -150,9 +387,16 @@ TARGET_AVX2 static void matvec_q8_avx2(float* out, const Qwen3Q8Matrix* w, const
     for (; r < row_end; r += ROWS) block8_avx2(out + (r - row_begin), w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
 }
 
-static void matmul_q8_avx2(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
-                         uint32_t row_begin, uint32_t row_end) {
-    qwen3_matmul_q8_by_matvec(matvec_q8_avx2, out, out_stride, w, x, row_begin, row_end);
+TARGET_AVX2 static void matmul_q8_avx2(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
+                                       uint32_t row_begin, uint32_t row_end) {
+    /* One token gains nothing from repacking; other group sizes do not split into the
+     * kernel's steps; -128 breaks the sign trick. All take the matvec path (same bits). */
+    if (x->n_tokens < 2 || w->group_size % 4 != 0 || w->group_size > MM2_CHUNK ||
+        has_int8_min(x->q, x->n * x->n_tokens)) {
+        qwen3_matmul_q8_by_matvec(matvec_q8_avx2, out, ld, w, x, row_begin, row_end);
+        return;
+    }
+    MM2_DRIVER(mm2_pack_avx2, mm2_tile_avx2, 4)
 }
 
 const Qwen3KernelTable qwen3_kernels_avx2 = {
@@ -213,9 +457,13 @@ TARGET_VNNI static void matvec_q8_avxvnni(float* out, const Qwen3Q8Matrix* w, co
     for (; r < row_end; r += ROWS) block8_vnni(out + (r - row_begin), w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
 }
 
-static void matmul_q8_avxvnni(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
-                         uint32_t row_begin, uint32_t row_end) {
-    qwen3_matmul_q8_by_matvec(matvec_q8_avxvnni, out, out_stride, w, x, row_begin, row_end);
+TARGET_VNNI static void matmul_q8_avxvnni(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
+                                          uint32_t row_begin, uint32_t row_end) {
+    if (x->n_tokens < 2 || w->group_size % 4 != 0 || w->group_size > MM2_CHUNK) {
+        qwen3_matmul_q8_by_matvec(matvec_q8_avxvnni, out, ld, w, x, row_begin, row_end);
+        return;
+    }
+    MM2_DRIVER(mm2_pack_vnni, mm2_tile_vnni, MM2_TOK)
 }
 
 const Qwen3KernelTable qwen3_kernels_avxvnni = {
