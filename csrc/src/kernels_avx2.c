@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kernels_loops.h"
 
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define TARGET_VNNI __attribute__((target("avx2,fma,avxvnni")))
@@ -330,6 +331,20 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void mm2_tile_avx2(
         }                                                                                         \
     }
 
+/* Attention: the scalar reference's loops (kernels_loops.h) compiled for 256-bit
+ * registers, the same operations per lane, so the same bits. */
+TARGET_AVX2 static void attn_scores_avx2(float* scores, uint32_t s_stride, const float* q, uint32_t q_stride,
+                                         uint32_t n_q, const float* keys, size_t block_stride, uint32_t n_pos,
+                                         uint32_t head_dim, float scale) {
+    qwen3_attn_scores_loops(scores, s_stride, q, q_stride, n_q, keys, block_stride, n_pos, head_dim, scale);
+}
+
+TARGET_AVX2 static void attn_values_avx2(float* out, uint32_t o_stride, const float* att, uint32_t a_stride,
+                                         const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
+                                         uint32_t head_dim) {
+    qwen3_attn_values_loops(out, o_stride, att, a_stride, n_pos, n_q, v, v_stride, head_dim);
+}
+
 /* ------------------------------------------------------------------------------------
  * avx2
  * ---------------------------------------------------------------------------------- */
@@ -404,8 +419,8 @@ const Qwen3KernelTable qwen3_kernels_avx2 = {
     .matvec_q8 = matvec_q8_avx2,
     .matmul_q8 = matmul_q8_avx2,
     .quantize_row = qwen3_quantize_q8_token,
-    .attn_scores = qwen3_attn_scores_ref,
-    .attn_values = qwen3_attn_values_ref,
+    .attn_scores = attn_scores_avx2,
+    .attn_values = attn_values_avx2,
     .softmax = qwen3_softmax_rows_ref,
     .silu_mul = qwen3_silu_mul_ref,
 };
@@ -471,8 +486,8 @@ const Qwen3KernelTable qwen3_kernels_avxvnni = {
     .matvec_q8 = matvec_q8_avxvnni,
     .matmul_q8 = matmul_q8_avxvnni,
     .quantize_row = qwen3_quantize_q8_token,
-    .attn_scores = qwen3_attn_scores_ref,
-    .attn_values = qwen3_attn_values_ref,
+    .attn_scores = attn_scores_avx2,
+    .attn_values = attn_values_avx2,
     .softmax = qwen3_softmax_rows_ref,
     .silu_mul = qwen3_silu_mul_ref,
 };

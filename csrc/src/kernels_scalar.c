@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kernels_loops.h"
 
 static void matvec_q8_scalar(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x,
                              uint32_t row_begin, uint32_t row_end) {
@@ -51,41 +52,18 @@ static void matmul_q8_scalar(float* out, size_t out_stride, const Qwen3Q8Matrix*
     qwen3_matmul_q8_by_matvec(matvec_q8_scalar, out, out_stride, w, x, row_begin, row_end);
 }
 
-/* Written lane-wise (B positions side by side, the sum running down i) so that a
- * compiler vectorises it across positions without reordering any sum. */
+/* The loops live in kernels_loops.h so SIMD tiers can compile the same code for their
+ * registers (a compiler vectorises them across lanes without reordering any sum). */
 void qwen3_attn_scores_ref(float* scores, uint32_t s_stride, const float* q, uint32_t q_stride, uint32_t n_q,
                            const float* keys, size_t block_stride, uint32_t n_pos, uint32_t head_dim,
                            float scale) {
-    enum { B = QWEN3_KV_BLOCK };
-    for (uint32_t j = 0; j < n_q; j++) {
-        const float* qj = q + (size_t)j * q_stride;
-        for (uint32_t p0 = 0; p0 < n_pos; p0 += B) {
-            const float* kb = keys + (size_t)(p0 / B) * block_stride;
-            float acc[B];
-            for (uint32_t l = 0; l < B; l++) acc[l] = 0.0f;
-            for (uint32_t i = 0; i < head_dim; i++) {
-                const float qi = qj[i];
-                for (uint32_t l = 0; l < B; l++) acc[l] = acc[l] + qi * kb[(size_t)i * B + l];
-            }
-            float* out = scores + (size_t)j * s_stride + p0;
-            for (uint32_t l = 0; l < B; l++) out[l] = acc[l] * scale;
-        }
-    }
+    qwen3_attn_scores_loops(scores, s_stride, q, q_stride, n_q, keys, block_stride, n_pos, head_dim, scale);
 }
 
 void qwen3_attn_values_ref(float* out, uint32_t o_stride, const float* att, uint32_t a_stride,
                            const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
                            uint32_t head_dim) {
-    for (uint32_t j = 0; j < n_q; j++) {
-        float* oj = out + (size_t)j * o_stride;
-        const float* aj = att + (size_t)j * a_stride;
-        for (uint32_t i = 0; i < head_dim; i++) oj[i] = 0.0f;
-        for (uint32_t p = 0; p < n_pos[j]; p++) {
-            const float a = aj[p];
-            const float* vp = v + (size_t)p * v_stride;
-            for (uint32_t i = 0; i < head_dim; i++) oj[i] = oj[i] + a * vp[i];
-        }
-    }
+    qwen3_attn_values_loops(out, o_stride, att, a_stride, n_pos, n_q, v, v_stride, head_dim);
 }
 
 /* e^x for an fp32 x, evaluated in double and rounded once (kernels.h). Every step is a
