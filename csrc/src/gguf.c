@@ -17,6 +17,11 @@
 #include "kernels_float.h"
 #include "tokenizer.h"
 
+#if !defined(_WIN32)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
 /* ====================================================================================
  * ggml types
  * ================================================================================== */
@@ -616,6 +621,22 @@ static int32_t load_vector(Loader* L, const char* name, uint32_t n, const float*
     return QWEN3_OK;
 }
 
+/* The map's pages of a tensor that was converted are never read again: hand them back, so
+ * the process holds the converted copy and not both (0.6B Q8_0: 1.33 GB resident -> about
+ * 0.7 GB). A read-only private file map re-reads a page if it is touched after all. */
+static void release_pages(const uint8_t* p, uint64_t n) {
+#if !defined(_WIN32)
+    const long ps = sysconf(_SC_PAGESIZE);
+    if (ps <= 0 || (ps & (ps - 1)) != 0) return;
+    const uintptr_t page = (uintptr_t)ps;
+    const uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
+    if (b > a) (void)madvise((void*)a, b - a, MADV_DONTNEED);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 /* A (rows, cols) matrix: float types in place (copied only when misaligned for their
  * element), Q8_0 and Q4_0 converted to the Q8 layout with group 32. */
 static int32_t load_matrix(Loader* L, const char* name, uint32_t rows, uint32_t cols, Qwen3Matrix* out) {
@@ -668,6 +689,7 @@ static int32_t load_matrix(Loader* L, const char* name, uint32_t rows, uint32_t 
             }
         }
     }
+    release_pages(src, t->bytes);
     const Qwen3Q8Matrix q8 = {.q = q, .s = s, .rows = rows, .cols = cols, .group_size = 32};
     *out = qwen3_matrix_q8(q8);
     L->any_q8 = 1;
