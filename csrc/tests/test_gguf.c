@@ -851,6 +851,15 @@ static void test_bad_files(void) {
         CHECK(tu_write_file(path, bad, len), "write");
         expect_fail(path, patches[i].needle, patches[i].needle);
     }
+    /* GGUF v2 has the same layout as v3 (64-bit counts): it loads */
+    memcpy(bad, good, len);
+    tu_put_u32(bad + 4, 2);
+    CHECK(tu_write_file(path, bad, len), "write");
+    {
+        Qwen3Model* v2 = qwen3_model_load(path, 0);
+        CHECK(v2 != NULL, "GGUF v2: %s", qwen3_get_last_error());
+        qwen3_model_free(v2);
+    }
     /* the tokens array count: find "tokenizer.ggml.tokens" and patch the u64 after the
      * value type and element type */
     for (size_t i = 0; i + 21 < len; i++) {
