@@ -15,7 +15,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "model.h"
 #include "qwen3_inference.h"
+#include "threadpool.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -153,6 +155,11 @@ int main(int argc, char** argv) {
         printf("%s, %u threads: pp%u %.1f tok/s (%.1f per CPU s), tg%u %.2f tok/s (%.2f per CPU s), median of %d\n",
                qwen3_kernel_name(), qwen3_model_get_threads(m), pp, pp_med, pp_cpu_med, tg, tg_med, tg_cpu_med, runs);
     }
+    /* How often the pool's stall detector kept runs on the calling thread (threadpool.c). */
+    const Qwen3PoolStats ps = qwen3_pool_stats(m->pool);
+    fprintf(stderr, "pool: %llu parallel runs, %llu solo runs, %llu solo stretches\n",
+            (unsigned long long)ps.parallel_runs, (unsigned long long)ps.solo_runs,
+            (unsigned long long)ps.solo_stretches);
     free(tokens);
     qwen3_context_free(ctx);
     qwen3_model_free(m);
