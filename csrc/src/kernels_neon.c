@@ -158,9 +158,143 @@ TARGET_DOT static void matvec_q8_neondot(float* out, const Qwen3Q8Matrix* w, con
     MATVEC_BODY(block8_dot)
 }
 
-static void matmul_q8_neondot(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
-                         uint32_t row_begin, uint32_t row_end) {
-    qwen3_matmul_q8_by_matvec(matvec_q8_neondot, out, out_stride, w, x, row_begin, row_end);
+/* ------------------------------------------------------------------------------------
+ * neondot batched product (prefill): a GEMM micro-kernel in the shape of the x86 ones.
+ * Weights are repacked once per call, 8 rows by MMN_CHUNK columns at a time, so one
+ * 16-byte vector holds 4 bytes of each of 4 rows; sdot's by-element form multiplies them
+ * by one 4-byte element of a token's activation vector, which is the broadcast, so the
+ * int32 sums of 4 rows build up in lanes and signed x signed needs no bias. After every
+ * group the float part runs per token with rows in lanes in the scalar order
+ * (bit-identical, kernels.h); the float accumulators live in a small L1 tile.
+ * ---------------------------------------------------------------------------------- */
+
+#define MMN_ROWS 8
+#define MMN_TOK 8
+#define MMN_CHUNK 1024
+
+/* Packs rows r0 .. r0+7 (past nrows: the last row again) and columns [c0, c0 + nc) into
+ * pk: the vector of 4-column step j, quarter h (rows 4h .. 4h+3) at pk + (2j + h) * 16;
+ * scales of group gl of the chunk at ps + gl * 8. nc is a multiple of 16. */
+TARGET_DOT static void mmn_pack(int8_t* pk, float* ps, const Qwen3Q8Matrix* w, uint32_t r0, uint32_t nrows, uint32_t c0,
+                                uint32_t nc) {
+    const size_t n = w->cols;
+    const uint32_t gs = w->group_size, ng = (uint32_t)(n / gs);
+    for (uint32_t h = 0; h < 2; h++) {
+        const int8_t* rows[4];
+        for (uint32_t i = 0; i < 4; i++) {
+            const uint32_t row = 4 * h + i < nrows ? 4 * h + i : nrows - 1;
+            rows[i] = w->q + (size_t)(r0 + row) * n + c0;
+        }
+        for (uint32_t c = 0; c < nc; c += 16) {
+            const int32x4x2_t t0 = vtrnq_s32(vreinterpretq_s32_s8(vld1q_s8(rows[0] + c)),
+                                             vreinterpretq_s32_s8(vld1q_s8(rows[1] + c)));
+            const int32x4x2_t t1 = vtrnq_s32(vreinterpretq_s32_s8(vld1q_s8(rows[2] + c)),
+                                             vreinterpretq_s32_s8(vld1q_s8(rows[3] + c)));
+            /* dword m of rows 0..3 */
+            const int32x4_t d0 = vcombine_s32(vget_low_s32(t0.val[0]), vget_low_s32(t1.val[0]));
+            const int32x4_t d1 = vcombine_s32(vget_low_s32(t0.val[1]), vget_low_s32(t1.val[1]));
+            const int32x4_t d2 = vcombine_s32(vget_high_s32(t0.val[0]), vget_high_s32(t1.val[0]));
+            const int32x4_t d3 = vcombine_s32(vget_high_s32(t0.val[1]), vget_high_s32(t1.val[1]));
+            int8_t* dst = pk + ((size_t)(c / 4) * 2 + h) * 16;
+            vst1q_s8(dst, vreinterpretq_s8_s32(d0));
+            vst1q_s8(dst + 32, vreinterpretq_s8_s32(d1));
+            vst1q_s8(dst + 64, vreinterpretq_s8_s32(d2));
+            vst1q_s8(dst + 96, vreinterpretq_s8_s32(d3));
+        }
+    }
+    const uint32_t g0 = c0 / gs, ngc = nc / gs;
+    for (uint32_t i = 0; i < MMN_ROWS; i++) {
+        const uint32_t row = i < nrows ? i : nrows - 1;
+        const float* src = w->s + (size_t)(r0 + row) * ng + g0;
+        for (uint32_t gl = 0; gl < ngc; gl++) ps[gl * MMN_ROWS + i] = src[gl];
+    }
+}
+
+/* 4 steps of 4 columns against one 16-byte piece of each token's activations. */
+#define MMN_STEP(lane)                                                                            \
+    do {                                                                                          \
+        const int8x16_t w0 = vld1q_s8(pg + (size_t)(4 * k16 + (lane)) * 32);                     \
+        const int8x16_t w1 = vld1q_s8(pg + (size_t)(4 * k16 + (lane)) * 32 + 16);                \
+        UNROLL for (int t = 0; t < nt; t++) {                                                     \
+            a[t][0] = vdotq_laneq_s32(a[t][0], w0, xv[t], (lane));                                \
+            a[t][1] = vdotq_laneq_s32(a[t][1], w1, xv[t], (lane));                                \
+        }                                                                                         \
+    } while (0)
+
+TARGET_DOT static inline __attribute__((always_inline)) void mmn_tile(float* out, size_t ld, const int8_t* pk,
+                                                                      const float* ps, const Qwen3Q8Batch* x,
+                                                                      uint32_t t0, const int nt, uint32_t g0,
+                                                                      uint32_t ngc, int first, uint32_t nrows) {
+    const uint32_t gs = x->group_size, ng = x->n / gs;
+    float facc[MMN_TOK][MMN_ROWS];
+    UNROLL for (int t = 0; t < nt; t++) {
+        for (uint32_t i = 0; i < MMN_ROWS; i++) facc[t][i] = 0.0f;
+        if (!first) {
+            for (uint32_t i = 0; i < nrows; i++) facc[t][i] = out[(size_t)(t0 + t) * ld + i];
+        }
+    }
+    for (uint32_t gl = 0; gl < ngc; gl++) {
+        int32x4_t a[MMN_TOK][2];
+        UNROLL for (int t = 0; t < nt; t++) a[t][0] = a[t][1] = vdupq_n_s32(0);
+        const int8_t* pg = pk + (size_t)gl * (gs / 4) * 32;
+        for (uint32_t k16 = 0; k16 < gs / 16; k16++) {
+            int8x16_t xv[MMN_TOK];
+            UNROLL for (int t = 0; t < nt; t++) {
+                xv[t] = vld1q_s8(x->q + (size_t)(t0 + t) * x->n + (size_t)(g0 + gl) * gs + (size_t)k16 * 16);
+            }
+            MMN_STEP(0);
+            MMN_STEP(1);
+            MMN_STEP(2);
+            MMN_STEP(3);
+        }
+        const float32x4_t ws0 = vld1q_f32(ps + (size_t)gl * MMN_ROWS);
+        const float32x4_t ws1 = vld1q_f32(ps + (size_t)gl * MMN_ROWS + 4);
+        UNROLL for (int t = 0; t < nt; t++) {
+            const float32x4_t xs = vdupq_n_f32(x->s[(size_t)(t0 + t) * ng + g0 + gl]);
+            const float32x4_t f0 = vmulq_f32(vmulq_f32(vcvtq_f32_s32(a[t][0]), ws0), xs);
+            const float32x4_t f1 = vmulq_f32(vmulq_f32(vcvtq_f32_s32(a[t][1]), ws1), xs);
+            vst1q_f32(facc[t], vaddq_f32(vld1q_f32(facc[t]), f0));
+            vst1q_f32(facc[t] + 4, vaddq_f32(vld1q_f32(facc[t] + 4), f1));
+        }
+    }
+    UNROLL for (int t = 0; t < nt; t++) {
+        for (uint32_t i = 0; i < nrows; i++) out[(size_t)(t0 + t) * ld + i] = facc[t][i];
+    }
+}
+
+TARGET_DOT static void matmul_q8_neondot(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
+                                         uint32_t row_begin, uint32_t row_end) {
+    const uint32_t gs = w->group_size;
+    /* One token gains nothing from repacking; groups must split into 16-byte pieces. */
+    if (x->n_tokens < 2 || gs % 16 != 0 || gs > MMN_CHUNK) {
+        qwen3_matmul_q8_by_matvec(matvec_q8_neondot, out, ld, w, x, row_begin, row_end);
+        return;
+    }
+    int8_t pk[MMN_ROWS * MMN_CHUNK] __attribute__((aligned(16)));
+    float ps[MMN_ROWS * (MMN_CHUNK / 16)];
+    const uint32_t cols = w->cols, chunk = (MMN_CHUNK / gs) * gs, ntok = x->n_tokens;
+    for (uint32_t r0 = row_begin; r0 < row_end; r0 += MMN_ROWS) {
+        const uint32_t nrows = row_end - r0 < MMN_ROWS ? row_end - r0 : MMN_ROWS;
+        float* o = out + (r0 - row_begin);
+        for (uint32_t c0 = 0; c0 < cols; c0 += chunk) {
+            const uint32_t nc = cols - c0 < chunk ? cols - c0 : chunk;
+            mmn_pack(pk, ps, w, r0, nrows, c0, nc);
+            const uint32_t g0 = c0 / gs, ngc = nc / gs;
+            const int first = c0 == 0;
+            uint32_t t0 = 0;
+            for (; t0 + MMN_TOK <= ntok; t0 += MMN_TOK) mmn_tile(o, ld, pk, ps, x, t0, MMN_TOK, g0, ngc, first, nrows);
+            switch (ntok - t0) {
+            case 7: mmn_tile(o, ld, pk, ps, x, t0, 7, g0, ngc, first, nrows); break;
+            case 6: mmn_tile(o, ld, pk, ps, x, t0, 6, g0, ngc, first, nrows); break;
+            case 5: mmn_tile(o, ld, pk, ps, x, t0, 5, g0, ngc, first, nrows); break;
+            case 4: mmn_tile(o, ld, pk, ps, x, t0, 4, g0, ngc, first, nrows); break;
+            case 3: mmn_tile(o, ld, pk, ps, x, t0, 3, g0, ngc, first, nrows); break;
+            case 2: mmn_tile(o, ld, pk, ps, x, t0, 2, g0, ngc, first, nrows); break;
+            case 1: mmn_tile(o, ld, pk, ps, x, t0, 1, g0, ngc, first, nrows); break;
+            default: break;
+            }
+        }
+    }
 }
 
 const Qwen3KernelTable qwen3_kernels_neondot = {
