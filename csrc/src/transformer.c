@@ -621,13 +621,19 @@ int32_t qwen3_forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n)
     if (rc != QWEN3_OK) return rc;
     const Qwen3KernelTable* kernels = qwen3_kernels_active();
     c->has_logits = 0;
-    for (uint32_t i = 0; i < n; i += c->block) {
-        const uint32_t count = n - i < c->block ? n - i : c->block;
+    /* Blocks of equal size rather than full ones and a remainder: a lone last token would
+     * stream every weight for itself (a 65-token prompt: 33 + 32, not 64 + 1). */
+    const uint32_t n_blocks = (n + c->block - 1) / c->block;
+    uint32_t i = 0;
+    for (uint32_t b = 0; b < n_blocks; b++) {
+        const uint32_t left = n_blocks - b;
+        const uint32_t count = (n - i + left - 1) / left; /* <= block: n - i <= left * block */
         /* one block per lock hold: two contexts on one model take turns fairly */
         qwen3_mutex_lock(c->model->lock);
         forward_block(c, tokens + i, count, i + count == n, kernels);
         qwen3_mutex_unlock(c->model->lock);
         c->pos += count;
+        i += count;
     }
     c->has_logits = 1;
     return QWEN3_OK;
