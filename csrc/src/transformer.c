@@ -511,6 +511,97 @@ static void per_token(Qwen3Model* m, Qwen3TaskFn fn, BlockJob* job) {
     }
 }
 
+/* ====================================================================================
+ * Decode (one token): fused pool runs
+ *
+ * With one token the elementwise work between matmuls would run on the calling thread
+ * while the workers wait: QK-norm and RoPE after Q/K/V, SiLU and the quantisation of the
+ * down projection's input after gate/up (a few percent of a step, twice that share at two
+ * threads). Here each task of the matmul run also finishes its own rows: whole heads for
+ * Q/K/V, whole quantisation groups for gate/up. The operations per element are the
+ * same as in the block path, so the bits are too.
+ * ================================================================================== */
+
+typedef struct {
+    Qwen3Context* c;
+    const Qwen3LayerWeights* lw;
+    const Qwen3KernelTable* kernels;
+    uint32_t layer;
+    uint32_t pos;
+    uint32_t per;       /* heads (Q/K/V) or rows (gate/up) per task */
+} FusedJob;
+
+/* Q/K/V heads [u0, u1) in the joined order: n_heads Q heads, then K, then V heads. */
+static void qkv_fused_task(void* arg, uint32_t task, uint32_t n_tasks) {
+    (void)n_tasks;
+    const FusedJob* job = (const FusedJob*)arg;
+    Qwen3Context* c = job->c;
+    const Qwen3Header* h = &c->model->header;
+    const uint32_t hd = h->head_dim, nq = h->n_heads, nkv = h->n_kv_heads, kv_dim = nkv * hd;
+    const uint32_t total = nq + 2 * nkv;
+    const uint32_t u0 = task * job->per, u1 = u0 + job->per < total ? u0 + job->per : total;
+    const Qwen3Q8Vector x = qwen3_q8_batch_row(&c->xq, 0);
+    const float eps = c->model->rms_eps;
+    if (u0 < nq) {
+        const uint32_t a = u0, b = u1 < nq ? u1 : nq;
+        float* q = c->q + (size_t)a * hd;
+        job->kernels->matvec_q8(q, &job->lw->wq.q8, &x, a * hd, b * hd);
+        rmsnorm_rows(q, q, hd, b - a, job->lw->q_norm, hd, eps);
+        for (uint32_t i = 0; i < b - a; i++) qwen3_rope_rotate(q + (size_t)i * hd, c->rope_cos, c->rope_sin, hd);
+    }
+    if (u1 > nq && u0 < nq + nkv) {
+        const uint32_t a = u0 > nq ? u0 - nq : 0, b = (u1 < nq + nkv ? u1 : nq + nkv) - nq;
+        float* k = c->k + (size_t)a * hd;
+        job->kernels->matvec_q8(k, &job->lw->wk.q8, &x, a * hd, b * hd);
+        rmsnorm_rows(k, k, hd, b - a, job->lw->k_norm, hd, eps);
+        for (uint32_t i = 0; i < b - a; i++) qwen3_rope_rotate(k + (size_t)i * hd, c->rope_cos, c->rope_sin, hd);
+        const uint32_t p = job->pos;
+        float* kb = c->key_cache + ((size_t)job->layer * c->ctx_blocks + p / QWEN3_KV_BLOCK) * QWEN3_KV_BLOCK * kv_dim +
+                    p % QWEN3_KV_BLOCK;
+        for (uint32_t i = a * hd; i < b * hd; i++) kb[(size_t)i * QWEN3_KV_BLOCK] = c->k[i];
+    }
+    if (u1 > nq + nkv) {
+        const uint32_t a = u0 > nq + nkv ? u0 - nq - nkv : 0, b = u1 - nq - nkv;
+        float* v = c->value_cache + ((size_t)job->layer * c->ctx_len + job->pos) * kv_dim;
+        job->kernels->matvec_q8(v + (size_t)a * hd, &job->lw->wv.q8, &x, a * hd, b * hd);
+    }
+}
+
+/* Gate and up rows [r0, r1), then SiLU and the quantisation of those rows' groups. */
+static void gate_up_fused_task(void* arg, uint32_t task, uint32_t n_tasks) {
+    (void)n_tasks;
+    const FusedJob* job = (const FusedJob*)arg;
+    Qwen3Context* c = job->c;
+    const uint32_t hidden = c->model->header.hidden_dim, gs = c->hq.group_size;
+    const uint32_t r0 = task * job->per, r1 = r0 + job->per < hidden ? r0 + job->per : hidden;
+    const Qwen3Q8Vector x = qwen3_q8_batch_row(&c->xq, 0);
+    job->kernels->matvec_q8(c->hb + r0, &job->lw->w1.q8, &x, r0, r1);
+    job->kernels->matvec_q8(c->hb2 + r0, &job->lw->w3.q8, &x, r0, r1);
+    job->kernels->silu_mul(c->hb + r0, c->hb2 + r0, r1 - r0);
+    Qwen3Q8Batch slice = {c->hq.q + r0, c->hq.s + r0 / gs, c->hq.sums + r0 / gs, r1 - r0, 1, gs};
+    job->kernels->quantize_row(c->hb + r0, &slice, 0);
+}
+
+/* Tasks for `units` of work on this pool, about four per thread, at least one unit each
+ * (one task, on the caller, when the whole job is too small to share). */
+static uint32_t fused_tasks(const Qwen3Model* m, uint32_t units, uint64_t work) {
+    const uint32_t threads = qwen3_pool_threads(m->pool);
+    if (threads == 1 || work < PARALLEL_MIN_WORK) return 1;
+    return units < threads * 4 ? units : threads * 4;
+}
+
+static void run_fused(Qwen3Model* m, Qwen3TaskFn fn, FusedJob* job, uint32_t units, uint32_t unit_rows,
+                      uint64_t work) {
+    uint32_t n_tasks = fused_tasks(m, units, work);
+    job->per = (units + n_tasks - 1) / n_tasks * unit_rows;
+    n_tasks = (units * unit_rows + job->per - 1) / job->per;
+    if (n_tasks == 1) {
+        fn(job, 0, 1);
+    } else {
+        qwen3_pool_run(m->pool, fn, job, n_tasks);
+    }
+}
+
 static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, int want_logits,
                           const Qwen3KernelTable* kernels) {
     Qwen3Model* m = c->model;
@@ -549,15 +640,24 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
         c->xq.n = dim;
         per_token(m, norm_input_task, &job);
 
-        float* v = c->value_cache + ((size_t)l * c->ctx_len + pos0) * kv_dim;
-        MatmulJob qkv = {.parts = {{c->q, q_dim, &lw->wq}, {c->k, kv_dim, &lw->wk}, {v, kv_dim, &lw->wv}},
-                         .n_parts = 3,
-                         .x = &c->xq,
-                         .xf = c->xb,
-                         .xf_stride = dim,
-                         .kernels = kernels};
-        run_matmul(m, &qkv);
-        per_token(m, qk_task, &job);
+        FusedJob fused = {.c = c, .lw = lw, .kernels = kernels, .layer = l, .pos = pos0};
+        const int q8 = h->group_size != 0;
+        if (n == 1 && q8 && lw->wq.type == QWEN3_WEIGHT_Q8 && lw->wk.type == QWEN3_WEIGHT_Q8 &&
+            lw->wv.type == QWEN3_WEIGHT_Q8) {
+            /* units of one head (head_dim rows: whole SIMD row blocks in practice) */
+            run_fused(m, qkv_fused_task, &fused, h->n_heads + 2 * h->n_kv_heads, 1,
+                      (uint64_t)(q_dim + 2 * kv_dim) * dim);
+        } else {
+            float* v = c->value_cache + ((size_t)l * c->ctx_len + pos0) * kv_dim;
+            MatmulJob qkv = {.parts = {{c->q, q_dim, &lw->wq}, {c->k, kv_dim, &lw->wk}, {v, kv_dim, &lw->wv}},
+                             .n_parts = 3,
+                             .x = &c->xq,
+                             .xf = c->xb,
+                             .xf_stride = dim,
+                             .kernels = kernels};
+            run_matmul(m, &qkv);
+            per_token(m, qk_task, &job);
+        }
 
         const uint64_t att_work = (uint64_t)(pos0 + n) * n * q_dim * 2;
         const uint32_t att_tasks = h->n_heads * job.n_tiles;
@@ -572,14 +672,23 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
 
         c->xq.n = dim;
         per_token(m, ffn_input_task, &job);
-        MatmulJob gate_up = {.parts = {{c->hb, h->hidden_dim, &lw->w1}, {c->hb2, h->hidden_dim, &lw->w3}},
-                             .n_parts = 2,
-                             .x = &c->xq,
-                             .xf = c->xb,
-                             .xf_stride = dim,
-                             .kernels = kernels};
-        run_matmul(m, &gate_up);
-        per_token(m, silu_task, &job);
+        /* units of lcm(group, 16) rows: whole quantisation groups and SIMD row blocks */
+        const uint32_t gs = h->group_size;
+        uint32_t unit = gs;
+        while (q8 && unit % 16 != 0) unit += gs;
+        if (n == 1 && q8 && lw->w1.type == QWEN3_WEIGHT_Q8 && lw->w3.type == QWEN3_WEIGHT_Q8 &&
+            h->hidden_dim % unit == 0) {
+            run_fused(m, gate_up_fused_task, &fused, h->hidden_dim / unit, unit, (uint64_t)2 * h->hidden_dim * dim);
+        } else {
+            MatmulJob gate_up = {.parts = {{c->hb, h->hidden_dim, &lw->w1}, {c->hb2, h->hidden_dim, &lw->w3}},
+                                 .n_parts = 2,
+                                 .x = &c->xq,
+                                 .xf = c->xb,
+                                 .xf_stride = dim,
+                                 .kernels = kernels};
+            run_matmul(m, &gate_up);
+            per_token(m, silu_task, &job);
+        }
         matmul1(m, kernels, c->xb2, dim, &lw->w2, &c->hq, c->hb, h->hidden_dim);
     }
 
