@@ -30,6 +30,49 @@ export const SANITIZE_FLAGS: readonly string[] = [
   "-fno-sanitize-recover=all",
 ];
 
+/**
+ * The library's objects under ASan + UBSan, with libFuzzer's coverage instrumentation on
+ * the files that read outside data, shared by tools/fuzz.ts and tools/sanitize.ts so CI
+ * compiles them once (a program linked without libFuzzer gets the sanitizer runtime's
+ * no-op coverage hooks).
+ */
+export async function sanitizedLibrary(clang: string): Promise<string[]> {
+  return await compileLibrary(clang, ".tools/clang/obj-asan", SANITIZE_FLAGS, coverageFlags);
+}
+
+/** The compute files whose coverage would not guide a fuzzer (no parsing or branching on
+ * file contents) and whose inner loops it would slow several-fold under the sanitizer
+ * tests (test_transformer). */
+const NO_COVERAGE = /(^|\/)(kernels[^/]*|quant|threadpool|cpu|transformer)\.c$/;
+
+/** libFuzzer's coverage instrumentation for every library file but the compute ones. */
+function coverageFlags(src: string): string[] {
+  return NO_COVERAGE.test(src) ? [] : ["-fsanitize=fuzzer-no-link"];
+}
+
+/** Runs `jobs` over `width` workers at once; results in input order. */
+export async function inParallel<T, R>(
+  items: readonly T[],
+  width: number,
+  job: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await job(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, width) }, worker));
+  return out;
+}
+
+/** Worker count for parallel steps: the CPUs, at most 2 (the CI machine's count). */
+export function parallelism(): number {
+  return Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1));
+}
+
 /** The Debian packages that provide clang and its sanitizer / libFuzzer runtimes. */
 export const CLANG_PACKAGES: readonly string[] = ["clang", "libclang-rt-14-dev"];
 
@@ -174,25 +217,27 @@ async function newestHeader(): Promise<number> {
 }
 
 /**
- * Compiles the library sources with `flags` into `outDir` (relative to the root), two at a
- * time, skipping objects newer than their source and every header when the flags are
+ * Compiles the library sources with `flags` into `outDir` (relative to the root), one per
+ * CPU (at most two), skipping objects newer than their source and every header when the flags are
  * unchanged. Returns the object paths. Throws with the compiler output on an error.
  */
 export async function compileLibrary(
   clang: string,
   outDir: string,
   flags: readonly string[],
+  perFile: (src: string) => string[] = () => [],
 ): Promise<string[]> {
   const dir = `${ROOT}${outDir}`;
   await Deno.mkdir(dir, { recursive: true });
   const stamp = `${dir}/flags.txt`;
-  const wanted = [clang, ...C_FLAGS, ...flags].join(" ");
+  const sources = await librarySources();
+  const wanted = [clang, ...C_FLAGS, ...flags].join(" ") + "\n" +
+    sources.map((src) => `${src}: ${perFile(src).join(" ")}`).join("\n");
   let same = false;
   try {
     same = (await Deno.readTextFile(stamp)) === wanted;
   } catch { /* first build */ }
   const headers = await newestHeader();
-  const sources = await librarySources();
   const objects: string[] = [];
   const todo: { src: string; obj: string }[] = [];
   for (const src of sources) {
@@ -214,6 +259,7 @@ export async function compileLibrary(
       const r = await run(clang, [
         ...C_FLAGS,
         ...flags,
+        ...perFile(job.src),
         ...isaFlags(job.src),
         "-DQWEN3_BUILDING_LIBRARY=1",
         "-c",
@@ -225,7 +271,7 @@ export async function compileLibrary(
       if (r.out.trim() !== "") console.error(r.out.trimEnd());
     }
   };
-  await Promise.all([worker(), worker()]);
+  await Promise.all(Array.from({ length: parallelism() }, worker));
   await Deno.writeTextFile(stamp, wanted);
   return objects;
 }

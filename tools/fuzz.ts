@@ -21,7 +21,16 @@
  */
 
 import { parseArgs } from "node:util";
-import { compileLibrary, ensureClang, linkProgram, ROOT, run, SANITIZE_FLAGS } from "./clang.ts";
+import {
+  ensureClang,
+  inParallel,
+  linkProgram,
+  parallelism,
+  ROOT,
+  run,
+  SANITIZE_FLAGS,
+  sanitizedLibrary,
+} from "./clang.ts";
 
 /** The harnesses, with the largest input each is given. */
 export const HARNESSES: Readonly<Record<string, number>> = {
@@ -66,13 +75,10 @@ const FUZZ_DIR = ".tools/fuzz";
 /** Builds the fuzz harnesses into .tools/fuzz/bin/; returns their paths by name. */
 export async function buildHarnesses(names: readonly string[]): Promise<Map<string, string>> {
   const clang = await ensureClang();
-  const objects = await compileLibrary(clang, `${FUZZ_DIR}/obj`, [
-    ...SANITIZE_FLAGS,
-    "-fsanitize=fuzzer-no-link",
-  ]);
+  const objects = await sanitizedLibrary(clang);
   const out = new Map<string, string>();
   for (const name of names) {
-    const exe = `${ROOT}${FUZZ_DIR}/bin/${name}`;
+    const exe = `${ROOT}${FUZZ_DIR}/bin/${name}`; // linked one at a time: cheap
     await linkProgram(clang, [`csrc/fuzz/${name}.c`], objects, exe, [
       ...SANITIZE_FLAGS,
       "-fsanitize=fuzzer",
@@ -220,18 +226,18 @@ if (import.meta.main) {
     for (const [n, p] of exes) console.log(`${n}: ${p}`);
     Deno.exit(0);
   }
-  const results: FuzzStats[] = [];
-  for (const name of names) {
+  // One harness per CPU at a time: libFuzzer runs single-threaded.
+  const results = await inParallel(names, parallelism(), async (name) => {
     console.error(`fuzzing ${name} for ${seconds} s ...`);
     const s = await fuzzOne(exes.get(name)!, name, seconds);
-    results.push(s);
     if (!s.ok) {
       console.error(`\n${name} FAILED: ${s.failure}`);
       for (const a of s.artifacts) {
         console.error(`  reproducer: ${a}\n  replay: ${exes.get(name)} ${a}`);
       }
     }
-  }
+    return s;
+  });
   await Deno.writeTextFile(
     `${ROOT}${FUZZ_DIR}/last_run.json`,
     JSON.stringify(results, null, 2) + "\n",

@@ -23,7 +23,17 @@
 
 import { parseArgs } from "node:util";
 import { writeRandomModel } from "../tests/helpers/random_model.ts";
-import { compileLibrary, ensureClang, linkProgram, ROOT, run, SANITIZE_FLAGS } from "./clang.ts";
+import {
+  compileLibrary,
+  ensureClang,
+  inParallel,
+  linkProgram,
+  parallelism,
+  ROOT,
+  run,
+  SANITIZE_FLAGS,
+  sanitizedLibrary,
+} from "./clang.ts";
 
 const OUT = ".tools/sanitize";
 const SANITIZER_ENV = {
@@ -114,15 +124,17 @@ if (import.meta.main) {
   let objects: string[] = [];
   steps.push(
     await timed("build the library with ASan+UBSan", async () => {
-      objects = await compileLibrary(clang, `${OUT}/obj`, asanFlags);
+      objects = await sanitizedLibrary(clang);
       return `${objects.length} objects`;
     }),
   );
   if (!steps[0].ok) Deno.exit(1);
 
-  for (const test of await cTests(only)) {
-    steps.push(
-      await timed(test, async () => {
+  // Two tests at a time on two CPUs: most are single-threaded, and ASan makes them slow.
+  const tests = await cTests(only);
+  steps.push(
+    ...await inParallel(tests, parallelism(), (test) =>
+      timed(test, async () => {
         const exe = `${ROOT}${OUT}/bin/${test}`;
         // The tests relax their CPU-time bounds when built without optimisation
         // (__OPTIMIZE__ undefined); a sanitized build is about as slow as one.
@@ -134,9 +146,8 @@ if (import.meta.main) {
         if (r.code !== 0) throw new Error(r.out.split("\n").slice(-80).join("\n"));
         const last = r.out.trim().split("\n").filter((l) => l.startsWith(test)).at(-1) ?? "";
         return last.replace(`${test}: `, "");
-      }),
-    );
-  }
+      })),
+  );
   if (only) {
     const failed = steps.filter((s) => !s.ok);
     for (const s of steps) {
