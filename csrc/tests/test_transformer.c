@@ -455,7 +455,9 @@ static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, ch
 /* The prefill lengths tried: all up to two blocks and a bit, then every stride-th, and
  * always the last. */
 static uint32_t next_length(uint32_t n, uint32_t stride) {
-    const uint32_t next = n + (n < 2 * QWEN3_FORWARD_BLOCK + 2 ? 1 : stride);
+    /* a stride past 9: a sparse sweep (1, 2, 3, then every stride-th) */
+    const uint32_t dense = stride > 9 ? 3 : 2 * QWEN3_FORWARD_BLOCK + 2;
+    const uint32_t next = n + (n < dense ? 1 : stride);
     return next > EQ_TOKENS && n < EQ_TOKENS ? EQ_TOKENS : next;
 }
 
@@ -522,8 +524,8 @@ static void test_prefill_bit_identical(void) {
         CHECK(0, "cannot create a temp folder");
         return;
     }
-    TuSpec specs[3];
-    const char* names[3] = {"gqa2_gs32", "odd_rows_gs16", "two_chunks_gs64"};
+    TuSpec specs[4];
+    const char* names[4] = {"gqa2_gs32", "odd_rows_gs16", "two_chunks_gs64", "wide_fused_decode"};
     specs[0] = tu_small_spec();
     specs[0].vocab_size = 512;
     specs[0].seq_len = 512;
@@ -544,9 +546,19 @@ static void test_prefill_bit_identical(void) {
     specs[2].n_layers = 1;
     specs[2].group_size = 64;
     specs[2].seed = 6;
+    /* big enough that a decode step's fused Q/K/V and gate/up runs split into tasks (one
+     * straddles the K and V heads: 6 + 3 + 3 heads in tasks of 2) */
+    specs[3] = specs[0];
+    specs[3].dim = 256;
+    specs[3].hidden_dim = 768;
+    specs[3].n_heads = 6;
+    specs[3].n_kv_heads = 3;
+    specs[3].head_dim = 32;
+    specs[3].group_size = 64;
+    specs[3].seed = 7;
     const char* const* tiers = qwen3_kernels_all_names();
     const char* active = qwen3_kernel_name();
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         char path[1100], tok[1200];
         snprintf(path, sizeof path, "%s/%s.bin", dir, names[i]);
         snprintf(tok, sizeof tok, "%s.tokenizer", path);
@@ -560,10 +572,12 @@ static void test_prefill_bit_identical(void) {
                 continue;
             }
             CHECK(qwen3_kernel_select(tiers[t]) == QWEN3_OK, "select %s", tiers[t]);
-            for (uint32_t threads = 1; threads <= 2; threads++) {
-                if (threads == 2 && i != 0) continue; /* the thread split is checked on one model */
+            for (uint32_t threads = 1; threads <= 3; threads++) {
+                /* the thread split is checked on the first model and (where a decode step's
+                 * runs split into tasks) on the wide one, sparsely */
+                if (i == 3 ? threads == 1 : threads > (i == 0 ? 2u : 1u)) continue;
                 CHECK(qwen3_model_resize_pool(m, threads) == QWEN3_OK, "threads %u", threads);
-                check_prefill_bits(m, names[i], tiers[t], threads, i == 0 && threads == 1 ? 1 : 9);
+                check_prefill_bits(m, names[i], tiers[t], threads, i == 3 ? 31 : i == 0 && threads == 1 ? 1 : 9);
             }
         }
         qwen3_model_close(m);
