@@ -21,6 +21,7 @@ import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
 import { encodeGgufHeader, GgmlType, type GgufValue, readGgufHeader } from "../src/gguf.ts";
 import { checkpointTensors, HEADER_BYTES, parseHeader } from "../src/model_file.ts";
+import { encodeSafetensorsHeader, parseSafetensorsHeader } from "../src/safetensors.ts";
 import { loadTemplates, renderTurn, splitTemplate, STOCK_TEMPLATES } from "../src/template.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 
@@ -365,6 +366,62 @@ Deno.test("fuzz: GGUF headers (metadata, tokenizer lists, tensor table)", () => 
     }
   }, false);
   console.log(`GGUF: ${s.accepted} accepted, ${s.rejected} rejected`);
+});
+
+/** Small safetensors files (header and zeroed data), and JSON-level variants of them. */
+function safetensorsSeeds(): Uint8Array[] {
+  const files: Uint8Array[] = [];
+  for (
+    const specs of [
+      [
+        { name: "model.embed_tokens.weight", dtype: "BF16", shape: [8, 4] },
+        { name: "model.norm.weight", dtype: "F32", shape: [4] },
+        { name: "lm_head.weight", dtype: "F16", shape: [8, 4] },
+      ],
+      [{ name: "w", dtype: "F32", shape: [2, 3] }],
+    ] as const
+  ) {
+    const { header, dataBytes } = encodeSafetensorsHeader(
+      specs.map((t) => ({ ...t, shape: [...t.shape] })),
+    );
+    const file = new Uint8Array(header.length + dataBytes);
+    file.set(header);
+    files.push(file);
+  }
+  const r = rng(44);
+  const variants: Uint8Array[] = [];
+  for (const f of files) {
+    const n = Number(new DataView(f.buffer).getBigUint64(0, true));
+    const data = f.subarray(8 + n);
+    for (const json of jsonVariants(dec.decode(f.subarray(8, 8 + n)), 60, r)) {
+      const out = new Uint8Array(8 + json.length + data.length);
+      new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+      out.set(json, 8);
+      out.set(data, 8 + json.length);
+      variants.push(out);
+    }
+  }
+  return [...files, ...variants];
+}
+
+Deno.test("fuzz: safetensors headers", () => {
+  const s = fuzz(
+    "safetensors",
+    safetensorsSeeds(),
+    7,
+    (bytes) => {
+      const h = parseSafetensorsHeader(bytes, bytes.length, "fuzz.safetensors");
+      for (const [name, t] of h.tensors) {
+        assert.ok(
+          t.offset >= 0 && t.offset + t.bytes <= bytes.length,
+          `${name} lies outside the file`,
+        );
+      }
+    },
+    false,
+    0.5,
+  );
+  console.log(`safetensors: ${s.accepted} accepted, ${s.rejected} rejected`);
 });
 
 Deno.test("fuzz: chat template files", async () => {
