@@ -382,12 +382,14 @@ Deno.test("forward runs off the JS thread: timers fire while a prefill is comput
     nHeads: 4,
     nKvHeads: 2,
     headDim: 64,
-    seqLen: 512,
+    seqLen: 4096,
     seed: 12,
   });
   using engine = await CEngine.load(path, { threads: 1 });
   using s = engine.createSession();
-  const prompt = tokenizer.encode("The quick brown fox jumps over the lazy dog. ".repeat(40));
+  // A long prompt: attention grows with its square, so the prefill takes long enough to
+  // tell a blocking call from a non-blocking one even with the batched GEMM kernels.
+  const prompt = tokenizer.encode("The quick brown fox jumps over the lazy dog. ".repeat(380));
   let ticks = 0;
   const timer = setInterval(() => ticks++, 1);
   try {
