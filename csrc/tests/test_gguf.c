@@ -43,7 +43,7 @@ typedef struct {
 typedef struct {
     char name[64];
     uint32_t n_dims;
-    uint64_t dims[4];
+    uint64_t dims[5]; /* one past GGUF's 4 so the "five dims" case can be written */
     uint32_t type;
     uint8_t* data; /* owned */
     uint64_t bytes;
@@ -763,7 +763,11 @@ static void m_types_count(Gguf* g) { find_kv(g, "tokenizer.ggml.token_type")->co
 static void m_align(Gguf* g) { kv_u32(g, "general.alignment", 48); }
 static void m_zero_dim(Gguf* g) { find_t(g, "output_norm.weight")->dims[0] = 0; }
 static void m_big_dim(Gguf* g) { find_t(g, "output_norm.weight")->dims[0] = (1ull << 30) + 1; }
-static void m_dims5(Gguf* g) { find_t(g, "output_norm.weight")->n_dims = 5; }
+static void m_dims5(Gguf* g) {
+    Tn* t = find_t(g, "output_norm.weight");
+    t->n_dims = 5;
+    t->dims[4] = 1;
+}
 static void m_vocab(Gguf* g) { find_kv(g, "qwen3.context_length")->u = 0; }
 static void m_rows(Gguf* g) { find_t(g, "blk.0.attn_norm.weight")->type = T_Q8_0; }
 static void m_rope_dim(Gguf* g) { find_kv(g, "qwen3.rope.dimension_count")->u = 16; }
