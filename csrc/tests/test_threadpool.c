@@ -194,15 +194,17 @@ typedef struct {
     _Atomic uint32_t on_workers;
 } StallJob;
 
-/* Tasks on a worker take 2 ms, as if the worker lost its core in the middle of them;
- * on the caller 100 us of spinning, so a spinning worker gets to claim some. */
+/* Tasks on a worker take 10 ms, as if the worker lost its core in the middle of them;
+ * on the caller 100 us of spinning, so a spinning worker gets to claim some. One worker
+ * task then outlasts twice everything the caller does in a run (16 x 100 us), which is
+ * what the detector counts as a stall, however the tasks happen to be shared out. */
 static void stall_task(void* arg, uint32_t task, uint32_t n_tasks) {
     (void)n_tasks;
     StallJob* job = arg;
     atomic_fetch_add(&job->hits[task], 1);
     if (!on_caller) {
         atomic_fetch_add(&job->on_workers, 1);
-        sleep_ms(2);
+        sleep_ms(10);
     } else {
         const double until = now_s() + 100e-6;
         while (now_s() < until) {
@@ -216,15 +218,25 @@ static void test_stall_fallback(void) {
     CHECK(pool != NULL, "qwen3_pool_new(2): %s", qwen3_get_last_error());
     if (!pool) return;
     static StallJob job;
-    uint32_t runs = 0, wrong = 0;
+    uint32_t runs = 0, wrong = 0, stalled_tasks = 0;
     /* Until the detector reacts (one window of 32 runs, with slack for a slow box). */
-    while (qwen3_pool_stats(pool).solo_stretches == 0 && runs < 200) {
+    while (qwen3_pool_stats(pool).solo_stretches == 0 && runs < 1000) {
         memset(&job, 0, sizeof job);
         qwen3_pool_run(pool, stall_task, &job, 16);
         for (int t = 0; t < 16; t++) wrong += atomic_load(&job.hits[t]) != 1;
+        stalled_tasks += atomic_load(&job.on_workers);
         runs++;
     }
     const Qwen3PoolStats s1 = qwen3_pool_stats(pool);
+    if (s1.solo_stretches == 0 && stalled_tasks < 64) {
+        /* On a saturated machine the worker may never get a core to claim (and stall) a
+         * task: then there is nothing to detect, and the scheduler, not the pool, decided. */
+        printf("stall fallback SKIPPED: the worker claimed only %u tasks in %u runs (no core)\n",
+               stalled_tasks, runs);
+        CHECK(wrong == 0, "%u tasks ran a wrong number of times", wrong);
+        qwen3_pool_free(pool);
+        return;
+    }
     CHECK(s1.solo_stretches == 1, "after %u runs whose worker tasks stall, no solo stretch (%llu)", runs,
           (unsigned long long)s1.solo_stretches);
     /* Solo runs: every task on the caller, still exactly once. */
