@@ -9,7 +9,7 @@
  * @module
  */
 
-import { Qwen3Error } from "./errors.ts";
+import { escapeForMessage, Qwen3Error } from "./errors.ts";
 
 /** "GGUF" read as a little-endian u32. */
 export const GGUF_MAGIC = 0x46554747;
@@ -317,6 +317,11 @@ const MAX_DIMS = 4;
 
 const decoder = new TextDecoder("utf-8", { fatal: false });
 
+/** A key or tensor name from the file, safe to put in a message (escaped, cut). */
+function shown(name: string): string {
+  return escapeForMessage(name, 80);
+}
+
 /**
  * Parses and validates a GGUF header: every count, length and offset is checked against
  * the bytes available and the file size, so a truncated or hostile file gives a Qwen3Error
@@ -439,9 +444,9 @@ export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string
   const metadata = new Map<string, GgufReadValue>();
   for (let i = 0; i < nKv; i++) {
     const key = str(`metadata key #${i}`);
-    if (metadata.has(key)) fail(`metadata key '${key}' appears twice`);
-    const type = u32(`type of '${key}'`);
-    metadata.set(key, value(type, `'${key}'`));
+    if (metadata.has(key)) fail(`metadata key '${shown(key)}' appears twice`);
+    const type = u32(`type of '${shown(key)}'`);
+    metadata.set(key, value(type, `'${shown(key)}'`));
   }
   const alignValue = metadata.get("general.alignment");
   const alignment = alignValue === undefined ? GGUF_DEFAULT_ALIGNMENT : Number(alignValue);
@@ -452,22 +457,24 @@ export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string
     fail(`general.alignment ${alignValue} is not a power of two up to 65536`);
   }
   const tensors = new Map<string, GgufTensorInfo>();
+  const seen = new Set<string>();
   const pending: { name: string; dims: number[]; type: number; rel: number }[] = [];
   for (let i = 0; i < nTensors; i++) {
     const name = str(`tensor #${i} name`);
-    const nDims = u32(`'${name}' n_dims`);
-    if (nDims < 1 || nDims > MAX_DIMS) fail(`tensor '${name}' has ${nDims} dims (1..${MAX_DIMS})`);
+    const nDims = u32(`'${shown(name)}' n_dims`);
+    if (nDims < 1 || nDims > MAX_DIMS) {
+      fail(`tensor '${shown(name)}' has ${nDims} dims (1..${MAX_DIMS})`);
+    }
     const dims: number[] = [];
     for (let d = 0; d < nDims; d++) {
-      const v = u64(`'${name}' dim ${d}`, 1 << 30);
-      if (v === 0) fail(`tensor '${name}' dim ${d} is 0`);
+      const v = u64(`'${shown(name)}' dim ${d}`, 1 << 30);
+      if (v === 0) fail(`tensor '${shown(name)}' dim ${d} is 0`);
       dims.push(v);
     }
-    const type = u32(`'${name}' type`);
-    const rel = u64(`'${name}' offset`, Number.MAX_SAFE_INTEGER);
-    if (tensors.has(name) || pending.some((p) => p.name === name)) {
-      fail(`tensor '${name}' appears twice`);
-    }
+    const type = u32(`'${shown(name)}' type`);
+    const rel = u64(`'${shown(name)}' offset`, Number.MAX_SAFE_INTEGER);
+    if (seen.has(name)) fail(`tensor '${shown(name)}' appears twice`);
+    seen.add(name);
     pending.push({ name, dims, type, rel });
   }
   const dataOffset = Math.ceil(pos / alignment) * alignment;
@@ -475,18 +482,18 @@ export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string
     if (!GGML_BLOCKS[p.type]) {
       throw new Qwen3Error(
         "unsupported",
-        `${path}: tensor '${p.name}' has ggml type ${p.type} (${
+        `${path}: tensor '${shown(p.name)}' has ggml type ${p.type} (${
           GGML_TYPE_NAMES[p.type] ?? "unknown"
         }), which this engine cannot run ` +
           `(supported: ${Object.values(GGML_BLOCKS).map((b) => b.name).join(", ")})`,
       );
     }
-    if (p.rel % alignment !== 0) fail(`tensor '${p.name}' offset ${p.rel} is not aligned`);
+    if (p.rel % alignment !== 0) fail(`tensor '${shown(p.name)}' offset ${p.rel} is not aligned`);
     const size = ggmlTensorBytes(p.type, p.dims);
     const offset = dataOffset + p.rel;
     if (offset + size > fileSize) {
       fail(
-        `tensor '${p.name}' ends at byte ${
+        `tensor '${shown(p.name)}' ends at byte ${
           offset + size
         }, past the end of the file (${fileSize} bytes)`,
       );
