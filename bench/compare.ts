@@ -371,6 +371,16 @@ async function main() {
       readme.slice(readme.indexOf(end));
     await Deno.writeTextFile(readmePath, next);
   }
+  // Keep the generated files as `deno fmt` leaves them, so a rerun is a clean diff.
+  await run(Deno.execPath(), [
+    "fmt",
+    "--quiet",
+    "bench/RESULTS.md",
+    "bench/results.json",
+    "README.md",
+  ], {
+    quiet: true,
+  }).catch((e) => log(`deno fmt failed: ${e.message}`));
   console.log(md);
 }
 
