@@ -585,7 +585,13 @@ async function findDemoModel(): Promise<string> {
   if (here.protocol === "file:") candidates.push(decodeURIComponent(here.pathname));
   for (const p of candidates) {
     try {
-      if ((await Deno.stat(p)).isFile) return p;
+      if ((await Deno.stat(p)).isFile) {
+        await err(
+          `loading the demo model ${p}: a 4.2M-parameter Qwen3 trained on public-domain text ` +
+            "(models/demo/README.md); pass a MODEL to chat with another\n",
+        );
+        return p;
+      }
     } catch { /* try the next */ }
   }
   throw new UsageError(
