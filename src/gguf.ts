@@ -503,15 +503,19 @@ export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string
   return { version, metadata, tensors, dataOffset, alignment };
 }
 
+/** Scratch for reinterpreting a float's bits without an allocation per call. */
+const halfScratch = new Float32Array(1);
+const halfBits = new Uint32Array(halfScratch.buffer);
+
 /** fp32 -> IEEE half (round to nearest even), as the fp16 scale of a Q8_0 block. */
 export function toHalf(value: number): number {
-  const f = new Float32Array([value]);
-  const x = new Uint32Array(f.buffer)[0];
+  halfScratch[0] = value;
+  const x = halfBits[0];
   const sign = (x >>> 16) & 0x8000;
   const exp = (x >>> 23) & 0xff;
   let mant = x & 0x7fffff;
   if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
+  const e = exp - 127 + 15;
   if (e >= 0x1f) return sign | 0x7c00;
   if (e <= 0) {
     if (e < -10) return sign;
@@ -525,8 +529,8 @@ export function toHalf(value: number): number {
   }
   let half = (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
+  // Rounding up may carry into the exponent: that is the correct next value (up to inf).
   if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
-  if ((half & 0x7c00) === 0x7c00) e = 0x1f;
   return sign | half;
 }
 

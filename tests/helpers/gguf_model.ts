@@ -47,32 +47,8 @@ export interface WriteGgufOptions {
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
-/** fp32 -> IEEE half, round to nearest even: src/gguf.ts's toHalf without its per-call
- * allocation (a 151936-row embedding is ten million calls). */
-export function toHalfFast(v: number): number {
-  f32[0] = v;
-  const x = u32[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1))) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
-  return sign | half;
-}
+/** fp32 -> IEEE half: src/gguf.ts's toHalf (kept under this name for the callers here). */
+export const toHalfFast: (v: number) => number = toHalf;
 
 /** fp32 -> bfloat16, round to nearest even (NaN stays a quiet NaN). */
 export function toBf16(v: number): number {
