@@ -18,6 +18,7 @@
 
 import { basename, join } from "node:path";
 import { Qwen3Error } from "./errors.ts";
+import { toHalf } from "./gguf.ts";
 
 /** Bytes per element of every dtype the safetensors format defines (packed sub-byte ones excluded). */
 export const SAFETENSORS_DTYPE_BYTES: Readonly<Record<string, number>> = Object.freeze({
@@ -364,32 +365,9 @@ export function float32ToBf16(value: number): number {
   return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-/** fp32 -> IEEE half bits, rounding to nearest even; overflow becomes infinity. */
-export function float32ToF16(value: number): number {
-  f32Scratch[0] = value;
-  const x = u32Scratch[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  const mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    const m = mant | 0x800000;
-    const shift = 14 - e;
-    let half = m >>> shift;
-    const rem = m & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1))) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  // A carry out of the mantissa correctly bumps the exponent (up to infinity).
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
-  return sign | half;
-}
+/** fp32 -> IEEE half bits, rounding to nearest even; overflow becomes infinity (the one
+ * fp16 encoder, src/gguf.ts's). */
+export const float32ToF16: (value: number) => number = toHalf;
 
 // ---------------------------------------------------------------------------------------------
 // Folders
