@@ -34,6 +34,19 @@ static void mh_run(Qwen3Model* m, const uint8_t* data, size_t size) {
         fuzz_check_error("qwen3_context_new");
         return;
     }
+    const uint32_t len = qwen3_context_length(ctx);
+    if (len < 8) {
+        /* The file's seq_len caps the context below the 8 asked for: the engine must refuse
+         * what does not fit (nothing done) and run what does. */
+        int32_t zeros[8] = {0};
+        if (qwen3_context_prefill(ctx, zeros, len + 1) != QWEN3_ERR_CONTEXT_FULL)
+            FUZZ_FAIL("prefill of %u tokens into a context of %u was not refused", len + 1, len);
+        if (qwen3_context_position(ctx) != 0) FUZZ_FAIL("a refused prefill moved the position");
+        if (qwen3_context_prefill(ctx, zeros, len) != QWEN3_OK)
+            FUZZ_FAIL("prefill of %u tokens into a context of %u failed: %s", len, len, qwen3_get_last_error());
+        qwen3_context_free(ctx);
+        return;
+    }
     int32_t tokens[3];
     for (int i = 0; i < 3; i++) {
         uint32_t b = size > (size_t)(300 + i) ? data[300 + i] : (uint32_t)i;
