@@ -1,0 +1,111 @@
+/**
+ * `deno task test`: every test family in order, each step timed, one summary at the end.
+ *
+ * ```sh
+ * deno task test                      # everything (what .ci/run runs)
+ * deno run -A tools/test.ts c deno    # only some steps, by name
+ * ```
+ *
+ * Steps (each is also a deno task of its own, see deno.json):
+ *
+ * | step     | task            | what it proves                                            |
+ * | -------- | --------------- | --------------------------------------------------------- |
+ * | install  | `deno install`  | the npm dependencies resolve                              |
+ * | build    | `build`         | the C library builds (Zig from PyPI on first use)         |
+ * | c        | `test:c`        | the C tests (`zig build test`)                            |
+ * | deno     | `test:deno`     | every Deno test and documentation example                 |
+ * | aarch64  | `test:aarch64`  | the C tests cross-built for aarch64, run under qemu-user  |
+ * | sanitize | `test:sanitize` | ASan + UBSan, valgrind, resident-set bounds               |
+ * | fuzz     | `test:fuzz`     | every C fuzz harness for a bounded time                   |
+ *
+ * The first two are prerequisites: when one fails nothing else runs. The test steps all run
+ * even when an earlier one failed, so one run reports every broken family. The closing line
+ * reads `steps: N passed, N failed`, and the exit status is non-zero when any failed.
+ * @module
+ */
+
+/** One step of the test chain. */
+export interface TestStep {
+  /** Short name, used on the command line and in the summary. */
+  name: string;
+  /** The command after `deno`: `["install"]` or `["task", "test:c"]`. */
+  args: string[];
+  /** A step whose failure makes the later steps pointless. */
+  prerequisite: boolean;
+}
+
+/** The steps of `deno task test`, in the order they run. */
+export const TEST_STEPS: readonly TestStep[] = [
+  { name: "install", args: ["install"], prerequisite: true },
+  { name: "build", args: ["task", "build"], prerequisite: true },
+  { name: "c", args: ["task", "test:c"], prerequisite: false },
+  { name: "deno", args: ["task", "test:deno"], prerequisite: false },
+  { name: "aarch64", args: ["task", "test:aarch64"], prerequisite: false },
+  { name: "sanitize", args: ["task", "test:sanitize"], prerequisite: false },
+  { name: "fuzz", args: ["task", "test:fuzz"], prerequisite: false },
+];
+
+/** Formats seconds as `1m 05s` (or `42.0 s` under a minute). */
+export function formatSeconds(s: number): string {
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  return `${m}m ${String(Math.round(s - 60 * m)).padStart(2, "0")}s`;
+}
+
+async function main(names: string[]): Promise<number> {
+  const unknown = names.filter((n) => !TEST_STEPS.some((s) => s.name === n));
+  if (unknown.length) {
+    console.error(
+      `error: unknown step ${unknown.join(", ")} (steps: ${
+        TEST_STEPS.map((s) => s.name).join(", ")
+      })`,
+    );
+    return 2;
+  }
+  const steps = names.length ? TEST_STEPS.filter((s) => names.includes(s.name)) : TEST_STEPS;
+  const root = decodeURIComponent(new URL("..", import.meta.url).pathname);
+  const results: { name: string; ok: boolean; seconds: number }[] = [];
+  const start = performance.now();
+  for (const step of steps) {
+    console.error(`\n=== test step ${step.name}: deno ${step.args.join(" ")}`);
+    const t0 = performance.now();
+    let ok = false;
+    try {
+      const status = await new Deno.Command(Deno.execPath(), {
+        args: step.args,
+        cwd: root,
+        stdin: "null",
+        stdout: "inherit",
+        stderr: "inherit",
+      }).spawn().status;
+      ok = status.success;
+    } catch (e) {
+      console.error(`error: cannot run deno ${step.args.join(" ")}: ${(e as Error).message}`);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    results.push({ name: step.name, ok, seconds });
+    console.error(
+      `=== test step ${step.name}: ${ok ? "ok" : "FAILED"} in ${formatSeconds(seconds)}`,
+    );
+    if (!ok && step.prerequisite) break;
+  }
+  const total = (performance.now() - start) / 1000;
+  console.log("\ntest step   result  time");
+  for (const r of results) {
+    console.log(
+      `${r.name.padEnd(11)} ${(r.ok ? "ok" : "FAILED").padEnd(7)} ${formatSeconds(r.seconds)}`,
+    );
+  }
+  const skipped = steps.length - results.length;
+  console.log(
+    `total                ${formatSeconds(total)} on ${navigator.hardwareConcurrency} CPUs`,
+  );
+  const passed = results.filter((r) => r.ok).length;
+  const failed = results.length - passed;
+  console.log(
+    `steps: ${passed} passed, ${failed} failed` + (skipped ? `, ${skipped} skipped` : ""),
+  );
+  return failed === 0 && skipped === 0 ? 0 : 1;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
