@@ -21,7 +21,8 @@
  *   llama.cpp also rounds the activations to bf16, we keep them fp32;
  * - so a GGUF we write loads in llama.cpp, and one llama.cpp's tooling wrote loads in ours.
  *
- * Linux x86_64 only (the one prebuilt package installed); elsewhere the tests are ignored.
+ * Linux x86_64 with Node.js and npm only (the one prebuilt package installed); elsewhere the
+ * tests are ignored and one line says why.
  */
 
 import assert from "node:assert/strict";
@@ -37,7 +38,32 @@ import { TOKENIZER_JSON_PATH, writeRandomModel } from "./helpers/random_model.ts
 
 const LLAMA_DIR = fileURLToPath(new URL("./llama_cpp/", import.meta.url));
 const FIXTURE = fileURLToPath(new URL("./fixtures/gguf_writer_tiny.gguf", import.meta.url));
-const supported = Deno.build.os === "linux" && Deno.build.arch === "x86_64";
+
+/** Whether `cmd --version` runs; a missing program is `false`, never an uncaught error. */
+async function runs(cmd: string): Promise<boolean> {
+  try {
+    const r = await new Deno.Command(cmd, { args: ["--version"], stdout: "null", stderr: "null" })
+      .output();
+    return r.success;
+  } catch {
+    return false;
+  }
+}
+
+/** Why the llama.cpp tests cannot run here, or "" when they can. */
+async function unsupportedReason(): Promise<string> {
+  if (Deno.build.os !== "linux" || Deno.build.arch !== "x86_64") {
+    return `node-llama-cpp's CPU prebuilt is installed for Linux x86_64 only (this is ${Deno.build.os} ${Deno.build.arch})`;
+  }
+  if (!await runs("node") || !await runs("npm")) {
+    return "Node.js and npm are not on PATH (install them, e.g. apt-get install nodejs npm)";
+  }
+  return "";
+}
+
+const reason = await unsupportedReason();
+const supported = reason === "";
+if (!supported) console.log(`llama.cpp tests skipped: ${reason}`);
 
 const dir = await Deno.makeTempDir({ prefix: "qwen3_llama_cpp_test_" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
