@@ -115,12 +115,18 @@ QWEN3_API void qwen3_model_free(Qwen3Model* model);
 /*
  * Interactive chat on stdin/stdout, the qwen3.c behaviour with multi-turn memory: the
  * KV cache is kept across turns, an empty line or EOF ends the chat, tok/s for prefill
- * and decode go to stderr after each answer. Returns QWEN3_OK or a negative status.
+ * and decode go to stderr after each answer. A full context also ends it, with a note on
+ * stderr and QWEN3_OK: when an answer fills the context (the answer stops there), and
+ * when a later turn does not fit in the positions the conversation left.
+ * Returns QWEN3_OK, QWEN3_ERR_CONTEXT_FULL when the first turn (templates, system prompt
+ * and user text) does not fit even in the empty context, or another negative status.
  */
 QWEN3_API int qwen3_inference_chat(Qwen3Model* model, const Qwen3Config* config);
 
 /* Prints config->prompt followed by its continuation until a stop token or the context
- * is full. Returns QWEN3_OK or a negative status. */
+ * is full; a continuation that fills the context is a normal end (a note on stderr).
+ * Returns QWEN3_OK, QWEN3_ERR_CONTEXT_FULL (nothing printed) when the prompt alone has
+ * more tokens than the context has positions, or another negative status. */
 QWEN3_API int qwen3_inference_generate(Qwen3Model* model, const Qwen3Config* config);
 
 /* The model's configuration; NULL when model is NULL. Owned by the model. */
