@@ -105,8 +105,9 @@ typedef struct Qwen3Model Qwen3Model;
 /*
  * Loads a model: a qwen3.c `model.bin` (v1) or qwen3-rs checkpoint, auto-detected,
  * with side files beside it. The tokenizer is the first of these that exists:
- * `tokenizer.json` in the model's folder (exact merges), the qwen3.c `<model>.tokenizer`
- * (merge ranks recovered from scores). The chat templates are the
+ * `<model>.tokenizer.json` (e.g. model.bin.tokenizer.json: exact merges, and two models
+ * can share a folder), `tokenizer.json` in the model's folder (exact merges), the qwen3.c
+ * `<model>.tokenizer` (merge ranks recovered from scores). The chat templates are the
  * `<model>.template*` files, the stock Qwen3 ones where those are absent.
  * Weights are memory-mapped, not copied.
  * The model and every side file must be regular files (symlinks to them are followed):

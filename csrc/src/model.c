@@ -336,17 +336,18 @@ static int32_t load_templates(Qwen3Model* m) {
  * Tokenizer
  * ================================================================================== */
 
-/* The tokenizer side files, in the order they are looked for: a Hugging Face
- * tokenizer.json beats the qwen3.c .tokenizer, whose merge ranks are recovered from float
- * scores. */
-enum { TOKENIZER_CANDIDATES = 2 };
+/* The tokenizer side files, in the order they are looked for. The one named after the
+ * model comes first so that two models can share a folder; a Hugging Face tokenizer.json
+ * beats the qwen3.c .tokenizer, whose merge ranks are recovered from float scores. */
+enum { TOKENIZER_CANDIDATES = 3 };
 
 static int32_t load_tokenizer(Qwen3Model* m) {
     char* paths[TOKENIZER_CANDIDATES] = {
+        qwen3_path_append(m->path, ".tokenizer.json"),
         qwen3_path_sibling(m->path, "tokenizer.json"),
         qwen3_path_append(m->path, ".tokenizer"),
     };
-    const int is_json[TOKENIZER_CANDIDATES] = {1, 0};
+    const int is_json[TOKENIZER_CANDIDATES] = {1, 1, 0};
     int32_t rc = QWEN3_OK;
     int found = -1;
     for (int i = 0; i < TOKENIZER_CANDIDATES && rc == QWEN3_OK; i++) {
@@ -362,8 +363,8 @@ static int32_t load_tokenizer(Qwen3Model* m) {
         if (present > 0) found = i;
     }
     if (rc == QWEN3_OK && found < 0) {
-        rc = qwen3_fail(QWEN3_ERR_IO, "%s: no tokenizer found: neither %s nor %s exists", m->path,
-                        paths[0], paths[1]);
+        rc = qwen3_fail(QWEN3_ERR_IO, "%s: no tokenizer found: none of %s, %s, %s exists",
+                        m->path, paths[0], paths[1], paths[2]);
     }
     if (rc == QWEN3_OK) {
         m->tokenizer = is_json[found] ? qwen3_tokenizer_load_json(paths[found])

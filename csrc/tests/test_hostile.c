@@ -471,6 +471,13 @@ static void test_not_regular_files(const char* dir) {
         const char* want;   /* after "PATH: " */
         const char* also;
     } cases[] = {
+        {"a FIFO tokenizer.json", ".tokenizer.json", 0, NULL, "not a regular file (a FIFO)", NULL},
+        {"a tokenizer.json symlink loop", ".tokenizer.json", 1, "side.bin.tokenizer.json",
+         "cannot open", strerror(ELOOP)},
+        {"a tokenizer.json symlink to nothing", ".tokenizer.json", 1, "gone.json",
+         "cannot open: a symlink to a missing file", NULL},
+        {"a tokenizer.json under a file", ".tokenizer.json", 1, "side.bin/tokenizer.json",
+         "cannot open", strerror(ENOTDIR)},
         {"a FIFO .tokenizer", ".tokenizer", 0, NULL, "not a regular file (a FIFO)", NULL},
         {"a .tokenizer linked to /dev/zero", ".tokenizer", 1, "/dev/zero",
          "not a regular file (a character device)", NULL},
@@ -509,7 +516,7 @@ static void test_not_regular_files(const char* dir) {
     if (geteuid() != 0) {
         join(side, sizeof side, sub, "locked");
         CHECK(mkdir(side, 0700) == 0, "mkdir: %s", strerror(errno));
-        join(other, sizeof other, sub, "tokenizer.json");
+        snprintf(other, sizeof other, "%s.tokenizer.json", sub_model);
         CHECK(symlink("locked/tokenizer.json", other) == 0, "symlink: %s", strerror(errno));
         chmod(side, 0);
         snprintf(want, sizeof want, "%s: cannot open", other);
@@ -528,6 +535,7 @@ static void test_not_regular_files(const char* dir) {
         off_t size;
         const char* limit;
     } big[] = {
+        {".tokenizer.json", (off_t)QWEN3_TOKENIZER_JSON_MAX_BYTES + 1, "limit of 67108864 bytes"},
         {".tokenizer", (off_t)QWEN3_TOKENIZER_BIN_MAX_BYTES + 1, "limit of 67108864 bytes"},
         {".template.with-thinking", (off_t)QWEN3_TEMPLATE_FILE_MAX_BYTES + 1,
          "limit of 65536 bytes"},
