@@ -93,10 +93,29 @@ typedef struct {
 typedef struct Qwen3Model Qwen3Model;
 
 /*
+ * Size limits on the side files qwen3_model_load reads beside a model (the TypeScript
+ * loader applies the same ones). A larger file is refused by its size, before it is
+ * read, with QWEN3_ERR_FORMAT naming the file and the limit. Real Qwen3 files are far
+ * below them: tokenizer.json 11.4 MB, model.bin.tokenizer 2.2 MB, a template < 200 bytes.
+ */
+#define QWEN3_TEMPLATE_FILE_MAX_BYTES (64u * 1024u)          /* each `<model>.template*` */
+#define QWEN3_TOKENIZER_JSON_MAX_BYTES (64u * 1024u * 1024u) /* a Hugging Face tokenizer.json */
+#define QWEN3_TOKENIZER_BIN_MAX_BYTES (64u * 1024u * 1024u)  /* a qwen3.c `<model>.tokenizer` */
+
+/*
  * Loads a model: a qwen3.c `model.bin` (v1) or qwen3-rs checkpoint, auto-detected,
- * with its `.tokenizer` and `.template*` side files (stock Qwen3 templates when the
- * template files are absent; an exact tokenizer from `tokenizer.json` next to the file
- * when present). Weights are memory-mapped, not copied.
+ * with side files beside it. The tokenizer is the first of these that exists:
+ * `<model>.tokenizer.json` (e.g. model.bin.tokenizer.json: exact merges, and two models
+ * can share a folder), `tokenizer.json` in the model's folder (exact merges), the qwen3.c
+ * `<model>.tokenizer` (merge ranks recovered from scores). The chat templates are the
+ * `<model>.template*` files, the stock Qwen3 ones where those are absent.
+ * Weights are memory-mapped, not copied.
+ * The model and every side file must be regular files (symlinks to them are followed):
+ * a FIFO, a device or a folder is refused with QWEN3_ERR_IO ("PATH: not a regular file
+ * (a FIFO)") without being opened for a blocking read. Only a side file that is absent
+ * (ENOENT) lets the search go on; one that is there but unusable (a symlink loop, a
+ * symlink to a missing file, an unsearchable folder, not a regular file, too large) fails
+ * the load, naming it and why.
  * Or a llama.cpp GGUF (v2/v3, general.architecture "qwen3"), by its magic: hyper-parameters
  * and the exact tokenizer from its metadata; F32/F16/BF16 weights mapped and run without
  * quantising activations, Q8_0/Q4_0 converted at load (losslessly) to int8 with group
@@ -115,12 +134,18 @@ QWEN3_API void qwen3_model_free(Qwen3Model* model);
 /*
  * Interactive chat on stdin/stdout, the qwen3.c behaviour with multi-turn memory: the
  * KV cache is kept across turns, an empty line or EOF ends the chat, tok/s for prefill
- * and decode go to stderr after each answer. Returns QWEN3_OK or a negative status.
+ * and decode go to stderr after each answer. A full context also ends it, with a note on
+ * stderr and QWEN3_OK: when an answer fills the context (the answer stops there), and
+ * when a later turn does not fit in the positions the conversation left.
+ * Returns QWEN3_OK, QWEN3_ERR_CONTEXT_FULL when the first turn (templates, system prompt
+ * and user text) does not fit even in the empty context, or another negative status.
  */
 QWEN3_API int qwen3_inference_chat(Qwen3Model* model, const Qwen3Config* config);
 
 /* Prints config->prompt followed by its continuation until a stop token or the context
- * is full. Returns QWEN3_OK or a negative status. */
+ * is full; a continuation that fills the context is a normal end (a note on stderr).
+ * Returns QWEN3_OK, QWEN3_ERR_CONTEXT_FULL (nothing printed) when the prompt alone has
+ * more tokens than the context has positions, or another negative status. */
 QWEN3_API int qwen3_inference_generate(Qwen3Model* model, const Qwen3Config* config);
 
 /* The model's configuration; NULL when model is NULL. Owned by the model. */

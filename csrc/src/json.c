@@ -1,18 +1,15 @@
 /* json.c - strict, bounded JSON reader (see json.h). */
 #include "json.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
+#include "platform.h"
+#include "qwen3_inference.h"
 #include "unicode.h"
-
-/* Files larger than this are refused: tokenizer.json is 11 MB, and a bounded reader must
- * not try to swallow a multi-gigabyte file by mistake. */
-#define JSON_MAX_FILE_BYTES ((size_t)1 << 30)
 
 /* Values live in blocks of at least this many entries; a block is never moved, so
  * pointers into it stay valid. */
@@ -382,45 +379,14 @@ Qwen3JsonDoc* qwen3_json_parse(const char* text, size_t len, const char* source)
     return parse_owned(copy, len, source);
 }
 
-Qwen3JsonDoc* qwen3_json_load_file(const char* path) {
+Qwen3JsonDoc* qwen3_json_load_file(const char* path, size_t max_bytes) {
     if (!path) {
         qwen3_error_set("JSON file path is NULL");
         return NULL;
     }
-    FILE* f = fopen(path, "rb");
-    if (!f) {
-        qwen3_error_set("%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 20, len = 0;
-    char* buf = malloc(cap + 1);
-    for (;;) {
-        if (!buf) {
-            fclose(f);
-            qwen3_error_set("%s: out of memory reading JSON", path);
-            return NULL;
-        }
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap) break;
-        if (cap >= JSON_MAX_FILE_BYTES) {
-            free(buf);
-            fclose(f);
-            qwen3_error_set("%s: larger than the JSON limit of %zu bytes", path, JSON_MAX_FILE_BYTES);
-            return NULL;
-        }
-        cap *= 2;
-        char* grown = realloc(buf, cap + 1);
-        if (!grown) free(buf);
-        buf = grown;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        qwen3_error_set("%s: read error", path);
-        return NULL;
-    }
-    buf[len] = '\0';
+    char* buf = NULL;
+    size_t len = 0;
+    if (qwen3_file_read_all(path, max_bytes, &buf, &len) != QWEN3_OK) return NULL;
     return parse_owned(buf, len, path);
 }
 

@@ -45,8 +45,9 @@ typedef struct Qwen3JsonDoc Qwen3JsonDoc;
  * in error messages (a file name). NULL on error, with the offset in the message. */
 Qwen3JsonDoc* qwen3_json_parse(const char* text, size_t len, const char* source);
 
-/* Reads and parses a file. NULL on error (missing file, I/O, syntax). */
-Qwen3JsonDoc* qwen3_json_load_file(const char* path);
+/* Reads and parses a regular file of at most max_bytes. NULL on error (missing file,
+ * not a regular file, too large, I/O, syntax), with the message naming the file. */
+Qwen3JsonDoc* qwen3_json_load_file(const char* path, size_t max_bytes);
 
 void qwen3_json_free(Qwen3JsonDoc* doc);
 

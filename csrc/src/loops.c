@@ -13,7 +13,10 @@
  *     WITH special tokens, the user's and system's text WITHOUT them (each piece on its
  *     own, split at the template's %s), so typing "<|im_end|>" stays text.
  *   - both stop at <|im_end|> or <|endoftext|>, at max_tokens, or when the context is
- *     full (a message on stderr), and print prefill and decode tok/s to stderr.
+ *     full (a message on stderr), and print prefill and decode tok/s to stderr. A context
+ *     that fills while answering is a stop reason like the others, not an error: the
+ *     text printed is all there is. Only input that cannot be prefilled into an empty
+ *     context fails (QWEN3_ERR_CONTEXT_FULL), since then nothing could be generated.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +150,7 @@ typedef struct {
     double prefill_seconds;
     uint32_t generated;
     double decode_seconds;
+    int context_full; /* the answer stopped because the context filled up */
 } TurnStats;
 
 static void print_stats(const TurnStats* s) {
@@ -170,15 +174,15 @@ static int is_stop(const Qwen3Model* m, int32_t token) {
 }
 
 /* Prefills `prompt`, then samples, prints and runs tokens until a stop token, max_tokens
- * or a full context. Returns QWEN3_OK, QWEN3_ERR_CONTEXT_FULL (message printed) or
- * another error. */
+ * or a full context (stats->context_full set, message printed: still QWEN3_OK). Returns
+ * QWEN3_ERR_CONTEXT_FULL, nothing printed, when the prompt does not fit in what is left
+ * of the context, or another error. */
 static int32_t answer(Qwen3Context* ctx, const TokenList* prompt, uint32_t max_tokens,
                       Utf8Writer* out, TurnStats* stats) {
     const Qwen3Model* m = ctx->model;
     memset(stats, 0, sizeof *stats);
     double t0 = qwen3_time_seconds();
     int32_t rc = qwen3_forward_tokens(ctx, prompt->ids, prompt->n);
-    if (rc == QWEN3_ERR_CONTEXT_FULL) print_context_full(ctx);
     if (rc != QWEN3_OK) return rc;
     double t1 = qwen3_time_seconds();
     stats->prompt_tokens = prompt->n;
@@ -196,8 +200,9 @@ static int32_t answer(Qwen3Context* ctx, const TokenList* prompt, uint32_t max_t
         stats->generated++;
         if (max_tokens && stats->generated >= max_tokens) break;
         if (ctx->pos >= ctx->ctx_len) {
+            /* the token is printed but has no position to run in: the answer ends here */
             print_context_full(ctx);
-            rc = QWEN3_ERR_CONTEXT_FULL;
+            stats->context_full = 1;
             break;
         }
         rc = qwen3_forward_tokens(ctx, &next, 1);
@@ -251,6 +256,13 @@ QWEN3_API int qwen3_inference_generate_ex(Qwen3Model* model, const Qwen3Config* 
         rc = qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
                         "qwen3_inference_generate: the prompt is empty (nothing to continue)");
     }
+    if (rc == QWEN3_OK && tokens.n > ctx->ctx_len) {
+        /* checked before the echo: a prompt that cannot run prints nothing */
+        rc = qwen3_fail(QWEN3_ERR_CONTEXT_FULL,
+                        "qwen3_inference_generate: the prompt's %u tokens do not fit in a "
+                        "context of %u positions",
+                        tokens.n, ctx->ctx_len);
+    }
     if (rc == QWEN3_OK) {
         Utf8Writer out = {.f = stdout};
         writer_put(&out, prompt, (uint32_t)strlen(prompt));
@@ -259,11 +271,7 @@ QWEN3_API int qwen3_inference_generate_ex(Qwen3Model* model, const Qwen3Config* 
         rc = answer(ctx, &tokens, max_tokens, &out, &stats);
         fputc('\n', stdout);
         fflush(stdout);
-        if (rc == QWEN3_OK || rc == QWEN3_ERR_CONTEXT_FULL) print_stats(&stats);
-        if (rc == QWEN3_ERR_CONTEXT_FULL) {
-            qwen3_error_set("qwen3_inference_generate: context full after %u positions",
-                            ctx->ctx_len);
-        }
+        if (rc == QWEN3_OK) print_stats(&stats);
     }
     free(tokens.ids);
     qwen3_context_free(ctx);
@@ -358,14 +366,31 @@ QWEN3_API int qwen3_inference_chat_ex(Qwen3Model* model, const Qwen3Config* conf
         free(line);
         if (rc != QWEN3_OK) break;
         TurnStats stats;
+        const uint32_t start = ctx->pos;
         rc = answer(ctx, &tokens, max_tokens, &out, &stats);
-        fputc('\n', stdout);
-        fflush(stdout);
-        if (rc == QWEN3_OK || rc == QWEN3_ERR_CONTEXT_FULL) print_stats(&stats);
         if (rc == QWEN3_ERR_CONTEXT_FULL) {
-            rc = QWEN3_OK; /* a full context ends the conversation, as an empty line does */
+            if (start == 0) {
+                /* not even an empty context holds this turn: nothing can ever be answered */
+                rc = qwen3_fail(QWEN3_ERR_CONTEXT_FULL,
+                                "qwen3_inference_chat: the first turn's %u tokens do not fit "
+                                "in a context of %u positions",
+                                tokens.n, ctx->ctx_len);
+                break;
+            }
+            /* the conversation so far has filled the context: it ends, as an empty line
+             * ends it */
+            fprintf(stderr,
+                    "\n[context full: this turn's %u tokens do not fit in the %u positions "
+                    "left of %u; start again with a larger context length]\n",
+                    tokens.n, ctx->ctx_len - start, ctx->ctx_len);
+            fflush(stderr);
+            rc = QWEN3_OK;
             break;
         }
+        fputc('\n', stdout);
+        fflush(stdout);
+        if (rc == QWEN3_OK) print_stats(&stats);
+        if (rc == QWEN3_OK && stats.context_full) break; /* no room left for another turn */
     }
     free(tokens.ids);
     qwen3_context_free(ctx);

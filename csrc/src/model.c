@@ -240,8 +240,6 @@ static const char* const template_suffixes[QWEN3_TEMPLATE_COUNT] = {
 
 static const uint32_t template_slots[QWEN3_TEMPLATE_COUNT] = {1, 1, 2, 2};
 
-#define QWEN3_TEMPLATE_MAX_BYTES (64u * 1024u)
-
 #define STOCK_SYSTEM "<|im_start|>system\n%s<|im_end|>\n"
 #define STOCK_USER "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n"
 #define STOCK_NO_THINKING "<think>\n\n</think>\n\n"
@@ -303,7 +301,12 @@ static int32_t load_templates(Qwen3Model* m) {
         if (!file) {
             return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory building a template path");
         }
-        if (!qwen3_file_exists(file)) {
+        int32_t present = qwen3_file_probe(file);
+        if (present < 0) {
+            free(file);
+            return present;
+        }
+        if (!present) {
             free(file);
             m->templates[k] = dup_string(qwen3_template_stock(k));
             if (!m->templates[k]) {
@@ -314,7 +317,7 @@ static int32_t load_templates(Qwen3Model* m) {
         }
         char* text = NULL;
         size_t len = 0;
-        int32_t rc = qwen3_file_read_all(file, QWEN3_TEMPLATE_MAX_BYTES, &text, &len);
+        int32_t rc = qwen3_file_read_all(file, QWEN3_TEMPLATE_FILE_MAX_BYTES, &text, &len);
         if (rc == QWEN3_OK && strlen(text) != len) {
             rc = qwen3_fail(QWEN3_ERR_FORMAT, "%s: template contains a NUL byte", file);
         }
@@ -333,22 +336,41 @@ static int32_t load_templates(Qwen3Model* m) {
  * Tokenizer
  * ================================================================================== */
 
+/* The tokenizer side files, in the order they are looked for. The one named after the
+ * model comes first so that two models can share a folder; a Hugging Face tokenizer.json
+ * beats the qwen3.c .tokenizer, whose merge ranks are recovered from float scores. */
+enum { TOKENIZER_CANDIDATES = 3 };
+
 static int32_t load_tokenizer(Qwen3Model* m) {
-    char* json = qwen3_path_sibling(m->path, "tokenizer.json");
-    char* bin = qwen3_path_append(m->path, ".tokenizer");
+    char* paths[TOKENIZER_CANDIDATES] = {
+        qwen3_path_append(m->path, ".tokenizer.json"),
+        qwen3_path_sibling(m->path, "tokenizer.json"),
+        qwen3_path_append(m->path, ".tokenizer"),
+    };
+    const int is_json[TOKENIZER_CANDIDATES] = {1, 1, 0};
     int32_t rc = QWEN3_OK;
-    if (!json || !bin) {
-        rc = qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory building tokenizer paths");
-    } else if (qwen3_file_exists(json)) {
-        /* exact merges beat ranks recovered from scores */
-        m->tokenizer = qwen3_tokenizer_load_json(json);
+    int found = -1;
+    for (int i = 0; i < TOKENIZER_CANDIDATES && rc == QWEN3_OK; i++) {
+        if (!paths[i]) {
+            rc = qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory building tokenizer paths");
+        }
+    }
+    /* only an absent file lets the search go on: one that is there but unusable is the
+     * tokenizer someone meant, and silently taking the next one would hide why */
+    for (int i = 0; i < TOKENIZER_CANDIDATES && rc == QWEN3_OK && found < 0; i++) {
+        int32_t present = qwen3_file_probe(paths[i]);
+        if (present < 0) rc = present;
+        if (present > 0) found = i;
+    }
+    if (rc == QWEN3_OK && found < 0) {
+        rc = qwen3_fail(QWEN3_ERR_IO, "%s: no tokenizer found: none of %s, %s, %s exists",
+                        m->path, paths[0], paths[1], paths[2]);
+    }
+    if (rc == QWEN3_OK) {
+        m->tokenizer = is_json[found] ? qwen3_tokenizer_load_json(paths[found])
+                                      : qwen3_tokenizer_load_bin(paths[found]);
+        /* the loaders set the message but return no status: FORMAT, their usual failure */
         if (!m->tokenizer) rc = QWEN3_ERR_FORMAT;
-    } else if (qwen3_file_exists(bin)) {
-        m->tokenizer = qwen3_tokenizer_load_bin(bin);
-        if (!m->tokenizer) rc = QWEN3_ERR_FORMAT;
-    } else {
-        rc = qwen3_fail(QWEN3_ERR_IO, "%s: no tokenizer found: neither %s nor %s exists", m->path,
-                        json, bin);
     }
     if (rc == QWEN3_OK) {
         uint32_t n = qwen3_tokenizer_size(m->tokenizer);
@@ -356,12 +378,10 @@ static int32_t load_tokenizer(Qwen3Model* m) {
             rc = qwen3_fail(QWEN3_ERR_FORMAT,
                             "%s: the tokenizer %s has %u tokens, more than the model's "
                             "vocab_size %u",
-                            m->path, qwen3_file_exists(json) ? json : bin, n,
-                            m->header.vocab_size);
+                            m->path, paths[found], n, m->header.vocab_size);
         }
     }
-    free(json);
-    free(bin);
+    for (int i = 0; i < TOKENIZER_CANDIDATES; i++) free(paths[i]);
     return rc;
 }
 

@@ -11,6 +11,7 @@
 
 #if defined(_WIN32)
 #define WIN32_LEAN_AND_MEAN
+#include <io.h>
 #include <windows.h>
 #else
 #include <fcntl.h>
@@ -49,6 +50,10 @@ int32_t qwen3_file_map(const char* path, Qwen3FileMap* out) {
     if (file == INVALID_HANDLE_VALUE) {
         return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open (Windows error %lu)", path,
                           (unsigned long)GetLastError());
+    }
+    if (GetFileType(file) != FILE_TYPE_DISK) {
+        CloseHandle(file);
+        return qwen3_fail(QWEN3_ERR_IO, "%s: not a regular file (a pipe or a device)", path);
     }
     LARGE_INTEGER size;
     if (!GetFileSizeEx(file, &size)) {
@@ -91,20 +96,43 @@ void qwen3_file_unmap(Qwen3FileMap* map) {
     memset(map, 0, sizeof *map);
 }
 
-int qwen3_file_exists(const char* path) {
+int32_t qwen3_file_probe(const char* path) {
     wchar_t* wpath = widen(path);
-    if (!wpath) return 0;
+    if (!wpath) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: the path is not valid UTF-8", path);
     DWORD attr = GetFileAttributesW(wpath);
     free(wpath);
-    return attr != INVALID_FILE_ATTRIBUTES && !(attr & FILE_ATTRIBUTE_DIRECTORY);
+    if (attr == INVALID_FILE_ATTRIBUTES) {
+        DWORD err = GetLastError();
+        if (err == ERROR_FILE_NOT_FOUND || err == ERROR_PATH_NOT_FOUND) return 0;
+        return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open (Windows error %lu)", path,
+                          (unsigned long)err);
+    }
+    if (attr & FILE_ATTRIBUTE_DIRECTORY) {
+        return qwen3_fail(QWEN3_ERR_IO, "%s: not a regular file (a folder)", path);
+    }
+    return 1;
 }
 
-static FILE* open_read(const char* path) {
+static int32_t open_read(const char* path, size_t max_size, FILE** out) {
+    *out = NULL;
     wchar_t* wpath = widen(path);
-    if (!wpath) return NULL;
+    if (!wpath) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: the path is not valid UTF-8", path);
     FILE* f = _wfopen(wpath, L"rb");
     free(wpath);
-    return f;
+    if (!f) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    HANDLE h = (HANDLE)_get_osfhandle(_fileno(f));
+    LARGE_INTEGER size;
+    if (GetFileType(h) != FILE_TYPE_DISK || !GetFileSizeEx(h, &size)) {
+        fclose(f);
+        return qwen3_fail(QWEN3_ERR_IO, "%s: not a regular file (a pipe or a device)", path);
+    }
+    if ((uint64_t)size.QuadPart > max_size) {
+        fclose(f);
+        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: %llu bytes, larger than the limit of %zu bytes",
+                          path, (unsigned long long)size.QuadPart, max_size);
+    }
+    *out = f;
+    return QWEN3_OK;
 }
 
 int32_t qwen3_region_reserve(Qwen3Region* region, size_t size) {
@@ -197,20 +225,63 @@ static int64_t stat_mtime_ns(const struct stat* st) {
 #endif
 }
 
-int32_t qwen3_file_map(const char* path, Qwen3FileMap* out) {
-    memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+/* What a path that is not a regular file is, for messages. */
+static const char* kind_of(mode_t mode) {
+    if (S_ISDIR(mode)) return "a folder";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+#ifdef S_ISSOCK
+    if (S_ISSOCK(mode)) return "a socket";
+#endif
+    return "neither a file nor a folder";
+}
+
+static int32_t fail_not_regular(const char* path, mode_t mode) {
+    return qwen3_fail(QWEN3_ERR_IO, "%s: not a regular file (%s)", path, kind_of(mode));
+}
+
+/*
+ * Opens `path` read-only when it is a regular file, refusing anything else before it can
+ * block or stream: open() on a FIFO waits for a writer forever, a device such as
+ * /dev/zero never ends. stat() (which follows symlinks) comes first so that nothing but
+ * a regular file is ever opened; the open is O_NONBLOCK and fstat() checks again, so a
+ * FIFO swapped in between cannot block either. Sets *st to the opened file's status.
+ */
+static int32_t open_regular(const char* path, int* out_fd, struct stat* st) {
+    *out_fd = -1;
+    if (stat(path, st) != 0) {
+        return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(st->st_mode)) return fail_not_regular(path, st->st_mode);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
+    if (fstat(fd, st) != 0) {
         int err = errno;
         close(fd);
         return qwen3_fail(QWEN3_ERR_IO, "%s: cannot stat: %s", path, strerror(err));
     }
-    if (!S_ISREG(st.st_mode)) {
+    if (!S_ISREG(st->st_mode)) {
         close(fd);
-        return qwen3_fail(QWEN3_ERR_IO, "%s: not a regular file", path);
+        return fail_not_regular(path, st->st_mode);
     }
+    /* blocking reads again (a regular file never blocks, but stdio need not know that) */
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        int err = errno;
+        close(fd);
+        return qwen3_fail(QWEN3_ERR_IO, "%s: cannot set blocking reads: %s", path, strerror(err));
+    }
+    *out_fd = fd;
+    return QWEN3_OK;
+}
+
+int32_t qwen3_file_map(const char* path, Qwen3FileMap* out) {
+    memset(out, 0, sizeof *out);
+    int fd;
+    struct stat st;
+    int32_t rc = open_regular(path, &fd, &st);
+    if (rc != QWEN3_OK) return rc;
     out->size = (uint64_t)st.st_size;
     out->mtime_ns = stat_mtime_ns(&st);
     if ((uint64_t)(size_t)out->size != out->size) {
@@ -266,12 +337,44 @@ void qwen3_file_unmap(Qwen3FileMap* map) {
     memset(map, 0, sizeof *map);
 }
 
-int qwen3_file_exists(const char* path) {
+int32_t qwen3_file_probe(const char* path) {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    if (stat(path, &st) != 0) {
+        int err = errno;
+        if (err != ENOENT) {
+            return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: %s", path, strerror(err));
+        }
+        /* a symlink whose target is gone is still something someone put there */
+        if (lstat(path, &st) == 0) {
+            return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: a symlink to a missing file",
+                              path);
+        }
+        return 0;
+    }
+    if (!S_ISREG(st.st_mode)) return fail_not_regular(path, st.st_mode);
+    return 1;
 }
 
-static FILE* open_read(const char* path) { return fopen(path, "rb"); }
+static int32_t open_read(const char* path, size_t max_size, FILE** out) {
+    *out = NULL;
+    int fd;
+    struct stat st;
+    int32_t rc = open_regular(path, &fd, &st);
+    if (rc != QWEN3_OK) return rc;
+    if ((uint64_t)st.st_size > (uint64_t)max_size) {
+        close(fd);
+        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: %llu bytes, larger than the limit of %zu bytes",
+                          path, (unsigned long long)st.st_size, max_size);
+    }
+    FILE* f = fdopen(fd, "rb");
+    if (!f) {
+        int err = errno;
+        close(fd);
+        return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: %s", path, strerror(err));
+    }
+    *out = f;
+    return QWEN3_OK;
+}
 
 int32_t qwen3_region_reserve(Qwen3Region* region, size_t size) {
     memset(region, 0, sizeof *region);
@@ -365,8 +468,10 @@ static uint64_t raw_clock_bits(void) {
 int32_t qwen3_file_read_all(const char* path, size_t max_size, char** out, size_t* out_len) {
     *out = NULL;
     *out_len = 0;
-    FILE* f = open_read(path);
-    if (!f) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE* f;
+    int32_t rc = open_read(path, max_size, &f);
+    if (rc != QWEN3_OK) return rc;
+    /* the size was checked, but the file may grow while it is read: the loop caps too */
     size_t cap = max_size < 4096 ? max_size : 4096, len = 0;
     char* buf = (char*)malloc(cap + 1);
     if (!buf) {

@@ -24,7 +24,9 @@ typedef struct {
     int64_t mtime_ns;    /* POSIX: modification time when mapped (qwen3_file_map_check) */
 } Qwen3FileMap;
 
-/* Maps `path` read-only. Returns QWEN3_OK or QWEN3_ERR_IO (error set, naming the path). */
+/* Maps `path` read-only. Returns QWEN3_OK or QWEN3_ERR_IO (error set, naming the path);
+ * anything but a regular file (a FIFO, a device, a folder) is refused without blocking
+ * or reading it. */
 int32_t qwen3_file_map(const char* path, Qwen3FileMap* out);
 
 /* Unmaps; a zeroed map is ignored. Leaves *map zeroed. */
@@ -41,12 +43,20 @@ void qwen3_file_unmap(Qwen3FileMap* map);
  */
 int32_t qwen3_file_map_check(const Qwen3FileMap* map, const char* path);
 
-/* 1 when `path` names an existing regular file, else 0. */
-int qwen3_file_exists(const char* path);
+/*
+ * Whether an optional file is there: 1 when `path` names a regular file (symlinks
+ * followed), 0 when nothing is there (ENOENT), else QWEN3_ERR_IO with the error naming
+ * the path and the real reason. A symlink loop, a symlink to a missing file, an
+ * unsearchable folder or a FIFO is a file someone put there that cannot be used: the
+ * caller reports it instead of quietly trying its next candidate.
+ */
+int32_t qwen3_file_probe(const char* path);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer (free with free()). Files
- * larger than max_size are refused with QWEN3_ERR_FORMAT. Returns QWEN3_OK, QWEN3_ERR_IO,
- * QWEN3_ERR_FORMAT or QWEN3_ERR_OUT_OF_MEMORY, with the error set naming the path. */
+ * larger than max_size are refused with QWEN3_ERR_FORMAT (by their size, before any
+ * read), anything but a regular file with QWEN3_ERR_IO, without blocking or reading it.
+ * Returns QWEN3_OK, QWEN3_ERR_IO, QWEN3_ERR_FORMAT or QWEN3_ERR_OUT_OF_MEMORY, with the
+ * error set naming the path. */
 int32_t qwen3_file_read_all(const char* path, size_t max_size, char** out, size_t* out_len);
 
 /* ------------------------------------------------------------------------------------

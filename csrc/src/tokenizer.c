@@ -26,7 +26,6 @@
  */
 #include "tokenizer.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +33,7 @@
 
 #include "error.h"
 #include "json.h"
+#include "platform.h"
 #include "qwen3_inference.h"
 #include "unicode.h"
 
@@ -45,7 +45,6 @@ static const char QWEN_REGEX[] =
 /* Bounds that keep hostile files from asking for absurd allocations. */
 #define MAX_TOKENS (1u << 24)
 #define MAX_TOKEN_BYTES (1u << 16)
-#define MAX_BIN_FILE_BYTES ((size_t)1 << 30)
 #define NO_RANK UINT32_MAX
 /* Scores at or below this mark byte and added tokens in a .tokenizer file (they are -1e6). */
 #define BIN_NO_RANK_SCORE (-1e5f)
@@ -565,7 +564,7 @@ fail:
 }
 
 Qwen3Tokenizer* qwen3_tokenizer_load_json(const char* path) {
-    Qwen3JsonDoc* doc = qwen3_json_load_file(path);
+    Qwen3JsonDoc* doc = qwen3_json_load_file(path, QWEN3_TOKENIZER_JSON_MAX_BYTES);
     if (!doc) return NULL;
     Qwen3Tokenizer* t = load_json_doc(qwen3_json_root(doc), path);
     qwen3_json_free(doc);
@@ -585,53 +584,17 @@ static float read_f32(const uint8_t* p) {
     return f;
 }
 
-/* Reads a whole file (at most `limit` bytes) into a malloc'd buffer. */
-static uint8_t* read_file(const char* path, size_t limit, size_t* out_len) {
-    FILE* f = fopen(path, "rb");
-    if (!f) {
-        qwen3_error_set("%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 20, len = 0;
-    uint8_t* buf = malloc(cap);
-    for (;;) {
-        if (!buf) {
-            fclose(f);
-            qwen3_error_set("%s: out of memory reading the file", path);
-            return NULL;
-        }
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap) break;
-        if (cap >= limit) {
-            free(buf);
-            fclose(f);
-            qwen3_error_set("%s: larger than the limit of %zu bytes", path, limit);
-            return NULL;
-        }
-        cap *= 2;
-        uint8_t* grown = realloc(buf, cap);
-        if (!grown) free(buf);
-        buf = grown;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        qwen3_error_set("%s: read error", path);
-        return NULL;
-    }
-    *out_len = len;
-    return buf;
-}
-
 Qwen3Tokenizer* qwen3_tokenizer_load_bin(const char* path) {
     if (!path) {
         qwen3_error_set("tokenizer path is NULL");
         return NULL;
     }
     size_t size;
-    uint8_t* data = read_file(path, MAX_BIN_FILE_BYTES, &size);
-    if (!data) return NULL;
+    char* text = NULL;
+    if (qwen3_file_read_all(path, QWEN3_TOKENIZER_BIN_MAX_BYTES, &text, &size) != QWEN3_OK) {
+        return NULL;
+    }
+    uint8_t* data = (uint8_t*)text;
     Qwen3Tokenizer* t = NULL;
     uint8_t* is_special = NULL;
     if (size < 12) {

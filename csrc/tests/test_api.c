@@ -412,12 +412,36 @@ static void test_generate_loop(Qwen3Model* m) {
     free(out), free(err);
     cfg.prompt = "Hello world";
 
-    /* the context fills up: a clear message and QWEN3_ERR_CONTEXT_FULL */
+    /* the continuation fills the context: a stop reason, not an error. The text is the
+     * greedy continuation cut where the 6 positions end: 2 prompt tokens, 4 sampled and
+     * run, a 5th printed with no position left to run it in; then a note and the stats */
     cfg.ctx_length = 6;
     rc = run_loop(m, RUN_GENERATE, &cfg, 0, "", &out, &err);
-    CHECK(rc == QWEN3_ERR_CONTEXT_FULL, "full context rc %d", rc);
-    CHECK(strstr(err, "context full") != NULL, "no context-full message: %s", err);
-    CHECK(strncmp(out, "Hello world", 11) == 0, "prompt not echoed: %s", out);
+    CHECK(rc == QWEN3_OK, "a context filled by the continuation gave rc %d: %s", rc, err);
+    CHECK(strstr(err, "context full") != NULL, "no context-full note: %s", err);
+    CHECK(strstr(err, "prefill: 2 tokens, ") && strstr(err, "decode: 5 tokens, "),
+          "stats for a filled context: %s", err);
+    char cut[4096] = "Hello world";
+    ctx = qwen3_context_new(m, 0);
+    CHECK(greedy_answer(ctx, m, &prompt, 5, cut, sizeof cut) == 5,
+          "the test needs 5 greedy tokens without a stop token");
+    qwen3_context_free(ctx);
+    strcat(cut, "\n");
+    CHECK(strcmp(out, cut) == 0, "a filled context printed\n[%s]\nwant\n[%s]", out, cut);
+    free(out), free(err);
+
+    /* a prompt that fills the context exactly still gets one token */
+    cfg.ctx_length = 2;
+    rc = run_loop(m, RUN_GENERATE, &cfg, 0, "", &out, &err);
+    CHECK(rc == QWEN3_OK, "a prompt filling the context gave rc %d: %s", rc, err);
+    CHECK(strstr(err, "decode: 1 tokens, "), "one token after a full prompt: %s", err);
+    free(out), free(err);
+
+    /* a prompt that does not fit at all is still an error, and prints nothing */
+    cfg.ctx_length = 1;
+    rc = run_loop(m, RUN_GENERATE, &cfg, 0, "", &out, &err);
+    CHECK(rc == QWEN3_ERR_CONTEXT_FULL, "a 2-token prompt in 1 position gave rc %d", rc);
+    CHECK(out[0] == '\0', "a prompt that does not fit was echoed: %s", out);
     free(out), free(err);
 
     cfg.ctx_length = 0;
@@ -487,11 +511,34 @@ static void test_chat_loop(Qwen3Model* m) {
     CHECK(strcmp(out, want) == 0, "chat with -i printed\n[%s]\nwant\n[%s]", out, want);
     free(out), free(err);
 
-    /* a context too small for the turn ends the chat with a message */
+    /* a first turn that does not fit even in the empty context is an error */
     cfg.ctx_length = 10;
     rc = run_loop(m, RUN_CHAT, &cfg, 5, "", &out, &err);
-    CHECK(rc == QWEN3_OK, "chat with a full context rc %d", rc);
-    CHECK(strstr(err, "context full") != NULL, "no context-full message: %s", err);
+    CHECK(rc == QWEN3_ERR_CONTEXT_FULL, "chat whose first turn cannot fit gave rc %d", rc);
+    free(out), free(err);
+
+    /* an answer that fills the context ends the chat normally, stdin unread: 3 answer
+     * tokens run, a 4th printed with no position left */
+    chat_turn(m, &t, 1, NULL, "Hi there", 0);
+    cfg.ctx_length = t.n + 3;
+    rc = run_loop(m, RUN_CHAT, &cfg, 0, "never read\n", &out, &err);
+    CHECK(rc == QWEN3_OK, "chat whose answer fills the context gave rc %d: %s", rc, err);
+    CHECK(strstr(err, "context full") != NULL, "no context-full note: %s", err);
+    CHECK(strstr(err, "decode: 4 tokens, ") != NULL, "answer not cut at the end: %s", err);
+    CHECK(strstr(out, "> ") == NULL, "chat asked for another turn after a full context: %s",
+          out);
+    free(out), free(err);
+
+    /* a later turn that does not fit in what the conversation left: a note, QWEN3_OK.
+     * The first answer runs 1 token of its 2 (the last one sampled is never run) */
+    cfg.ctx_length = t.n + 1 + 12;
+    rc = run_loop(m, RUN_CHAT, &cfg, 2,
+                  "a second turn far too long for the twelve positions that are left\n", &out,
+                  &err);
+    CHECK(rc == QWEN3_OK, "chat whose second turn cannot fit gave rc %d: %s", rc, err);
+    CHECK(strstr(err, "do not fit in the 12 positions left") != NULL,
+          "no note for the turn that did not fit: %s", err);
+    CHECK(count_of(err, "prefill: ") == 1, "stats lines: %s", err);
     free(out), free(err);
 }
 

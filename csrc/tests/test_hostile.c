@@ -11,6 +11,10 @@
  *   - a KV cache larger than the address space allows: NULL and an out-of-memory error,
  *     in a child process limited with RLIMIT_AS (Linux)
  *   - loading and freeing a model 1000 times does not grow the resident set (Linux)
+ *   - a model or side file that is a FIFO, a device, a folder, a symlink loop or a
+ *     symlink to nothing: refused at once with the real reason, never opened for a
+ *     blocking read, never passed over for the next tokenizer candidate; side files over
+ *     their size limits refused by size (POSIX)
  */
 #include <errno.h>
 #include <time.h>
@@ -37,6 +41,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #include <sys/resource.h>
+#endif
+#if !defined(_WIN32)
+#include <signal.h>
 #include <sys/wait.h>
 #endif
 
@@ -365,6 +372,195 @@ static void test_load_free_rss(const char* dir) {
 #endif
 }
 
+/* ------------------------------------------------------------------------------------
+ * Paths that are not regular files, and oversized side files
+ * ---------------------------------------------------------------------------------- */
+
+#if !defined(_WIN32)
+enum { LOAD_REFUSED, LOAD_LOADED, LOAD_HUNG, LOAD_CRASHED };
+
+/* Loads `path` in a child process that an alarm kills after 10 s, so a load that blocks
+ * (open() on a FIFO waits for a writer forever) fails a check instead of hanging the
+ * test. The child's error message comes back in msg. */
+static int load_in_child(const char* path, char* msg, size_t cap) {
+    msg[0] = '\0';
+    int fds[2];
+    if (pipe(fds) != 0) return LOAD_CRASHED;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        alarm(10);
+        Qwen3Model* m = qwen3_model_load(path, 0);
+        const char* e = m ? "" : qwen3_get_last_error();
+        ssize_t put = write(fds[1], e, strlen(e));
+        (void)put;
+        _exit(m ? 1 : 0);
+    }
+    close(fds[1]);
+    size_t n = 0;
+    ssize_t got;
+    while (pid > 0 && n + 1 < cap && (got = read(fds[0], msg + n, cap - 1 - n)) > 0) {
+        n += (size_t)got;
+    }
+    msg[n] = '\0';
+    close(fds[0]);
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) return LOAD_CRASHED;
+    if (WIFSIGNALED(status)) return WTERMSIG(status) == SIGALRM ? LOAD_HUNG : LOAD_CRASHED;
+    return WEXITSTATUS(status) == 0 ? LOAD_REFUSED : LOAD_LOADED;
+}
+
+/* The load of `path` fails, at once, with a message holding `want` and `also` (when not
+ * NULL) and none of the misleading "no such file" or "neither ... exists". */
+static void expect_refused(const char* what, const char* path, const char* want,
+                           const char* also) {
+    char msg[1200];
+    int r = load_in_child(path, msg, sizeof msg);
+    CHECK(r != LOAD_HUNG, "%s: the load blocked until the 10 s alarm", what);
+    CHECK(r != LOAD_LOADED, "%s: loaded", what);
+    CHECK(r != LOAD_CRASHED, "%s: the child crashed", what);
+    if (r != LOAD_REFUSED) return;
+    CHECK(strstr(msg, want) != NULL && (!also || strstr(msg, also) != NULL),
+          "%s: \"%s\" lacks \"%s\"%s%s", what, msg, want, also ? " / " : "", also ? also : "");
+    CHECK(!strstr(msg, strerror(ENOENT)) && !strstr(msg, "exists"), "%s: misleading \"%s\"",
+          what, msg);
+}
+
+/* "dir/name" */
+static void join(char* out, size_t cap, const char* dir, const char* name) {
+    snprintf(out, cap, "%s/%s", dir, name);
+}
+
+static int make_sparse(const char* path, off_t size) {
+    return tu_write_file(path, "", 0) && truncate(path, size) == 0;
+}
+
+static void test_not_regular_files(const char* dir) {
+    char path[1100], side[1200], want[1300], other[1200];
+
+    /* the model path itself */
+    join(path, sizeof path, dir, "fifo.bin");
+    CHECK(mkfifo(path, 0600) == 0, "mkfifo: %s", strerror(errno));
+    expect_refused("a FIFO model", path, "fifo.bin: not a regular file (a FIFO)", NULL);
+    unlink(path);
+    join(path, sizeof path, dir, "zero.bin");
+    CHECK(symlink("/dev/zero", path) == 0, "symlink: %s", strerror(errno));
+    expect_refused("a model linked to /dev/zero", path,
+                   "zero.bin: not a regular file (a character device)", NULL);
+    unlink(path);
+    join(path, sizeof path, dir, "folder.bin");
+    CHECK(mkdir(path, 0700) == 0, "mkdir: %s", strerror(errno));
+    expect_refused("a folder as the model", path, "folder.bin: not a regular file (a folder)",
+                   NULL);
+    rmdir(path);
+    join(path, sizeof path, dir, "loop.bin");
+    CHECK(symlink("loop.bin", path) == 0, "symlink: %s", strerror(errno));
+    expect_refused("a model symlink loop", path, "loop.bin: cannot open", strerror(ELOOP));
+    unlink(path);
+
+    /* side files of a good model */
+    join(path, sizeof path, dir, "side.bin");
+    CHECK(write_model(path, 31), "write %s", path);
+    struct {
+        const char* what;
+        const char* suffix; /* after the model path */
+        int kind;           /* 0 FIFO, 1 symlink to `target` */
+        const char* target;
+        const char* want;   /* after "PATH: " */
+        const char* also;
+    } cases[] = {
+        {"a FIFO tokenizer.json", ".tokenizer.json", 0, NULL, "not a regular file (a FIFO)", NULL},
+        {"a tokenizer.json symlink loop", ".tokenizer.json", 1, "side.bin.tokenizer.json",
+         "cannot open", strerror(ELOOP)},
+        {"a tokenizer.json symlink to nothing", ".tokenizer.json", 1, "gone.json",
+         "cannot open: a symlink to a missing file", NULL},
+        {"a tokenizer.json under a file", ".tokenizer.json", 1, "side.bin/tokenizer.json",
+         "cannot open", strerror(ENOTDIR)},
+        {"a FIFO .tokenizer", ".tokenizer", 0, NULL, "not a regular file (a FIFO)", NULL},
+        {"a .tokenizer linked to /dev/zero", ".tokenizer", 1, "/dev/zero",
+         "not a regular file (a character device)", NULL},
+        {"a FIFO template", ".template", 0, NULL, "not a regular file (a FIFO)", NULL},
+        {"a template linked to /dev/zero", ".template.with-system-and-thinking", 1, "/dev/zero",
+         "not a regular file (a character device)", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(side, sizeof side, "%s%s", path, cases[i].suffix);
+        snprintf(other, sizeof other, "%s.kept", side);
+        rename(side, other); /* the model's own .tokenizer steps aside while replaced */
+        if (cases[i].kind == 0) {
+            CHECK(mkfifo(side, 0600) == 0, "mkfifo %s: %s", side, strerror(errno));
+        } else {
+            CHECK(symlink(cases[i].target, side) == 0, "symlink %s: %s", side, strerror(errno));
+        }
+        snprintf(want, sizeof want, "%s: %s", side, cases[i].want);
+        expect_refused(cases[i].what, path, want, cases[i].also);
+        unlink(side);
+        rename(other, side);
+    }
+
+    /* tokenizer.json in the model's folder, the second candidate */
+    char sub[1100], sub_model[1200];
+    join(sub, sizeof sub, dir, "shared");
+    CHECK(mkdir(sub, 0700) == 0, "mkdir: %s", strerror(errno));
+    join(sub_model, sizeof sub_model, sub, "m.bin");
+    CHECK(write_model(sub_model, 32), "write %s", sub_model);
+    join(side, sizeof side, sub, "tokenizer.json");
+    CHECK(mkfifo(side, 0600) == 0, "mkfifo: %s", strerror(errno));
+    snprintf(want, sizeof want, "%s: not a regular file (a FIFO)", side);
+    expect_refused("a FIFO tokenizer.json in the folder", sub_model, want, NULL);
+    unlink(side);
+
+    /* an unsearchable folder: root searches any folder, so only checked for other users */
+    if (geteuid() != 0) {
+        join(side, sizeof side, sub, "locked");
+        CHECK(mkdir(side, 0700) == 0, "mkdir: %s", strerror(errno));
+        snprintf(other, sizeof other, "%s.tokenizer.json", sub_model);
+        CHECK(symlink("locked/tokenizer.json", other) == 0, "symlink: %s", strerror(errno));
+        chmod(side, 0);
+        snprintf(want, sizeof want, "%s: cannot open", other);
+        expect_refused("a tokenizer.json in an unsearchable folder", sub_model, want,
+                       strerror(EACCES));
+        chmod(side, 0700);
+        unlink(other);
+        rmdir(side);
+    }
+    tu_remove_dir(sub);
+
+    /* side files one byte over their limits, refused by size without being read (sparse,
+     * so they cost no disk) */
+    struct {
+        const char* suffix;
+        off_t size;
+        const char* limit;
+    } big[] = {
+        {".tokenizer.json", (off_t)QWEN3_TOKENIZER_JSON_MAX_BYTES + 1, "limit of 67108864 bytes"},
+        {".tokenizer", (off_t)QWEN3_TOKENIZER_BIN_MAX_BYTES + 1, "limit of 67108864 bytes"},
+        {".template.with-thinking", (off_t)QWEN3_TEMPLATE_FILE_MAX_BYTES + 1,
+         "limit of 65536 bytes"},
+    };
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+        snprintf(side, sizeof side, "%s%s", path, big[i].suffix);
+        snprintf(other, sizeof other, "%s.kept", side);
+        rename(side, other);
+        CHECK(make_sparse(side, big[i].size), "sparse %s: %s", side, strerror(errno));
+        snprintf(want, sizeof want, "%s: %lld bytes, larger than the %s", side,
+                 (long long)big[i].size, big[i].limit);
+        expect_refused(big[i].suffix, path, want, NULL);
+        unlink(side);
+        rename(other, side);
+    }
+
+    /* and the good model still loads: every check above failed for its own reason */
+    char msg[1200];
+    CHECK(load_in_child(path, msg, sizeof msg) == LOAD_LOADED, "side.bin: %s", msg);
+    snprintf(side, sizeof side, "%s.tokenizer", path);
+    unlink(side);
+    unlink(path);
+}
+#endif
+
 int main(void) {
     char dir[1024];
     if (!tu_make_temp_dir(dir, sizeof dir)) {
@@ -376,6 +572,9 @@ int main(void) {
     test_file_changed_while_mapped(dir);
     test_huge_context_oom(dir);
     test_load_free_rss(dir);
+#if !defined(_WIN32)
+    test_not_regular_files(dir);
+#endif
     tu_remove_dir(dir);
     return tu_finish("test_hostile");
 }

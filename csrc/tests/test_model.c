@@ -294,13 +294,14 @@ static void test_load_failures(const char* dir) {
     CHECK_ERROR_HAS("n_heads 4 is not a multiple of n_kv_heads 3");
     free(data);
 
-    /* no tokenizer at all: both candidate paths are named */
+    /* no tokenizer at all: the three candidate paths are named */
     snprintf(path, sizeof path, "%s/notok.bin", dir);
     CHECK(tu_write_checkpoint(path, &s), "write");
     CHECK(qwen3_model_load(path, 0) == NULL, "model without tokenizer loaded");
     CHECK_ERROR_HAS("no tokenizer");
-    CHECK_ERROR_HAS("notok.bin.tokenizer");
-    CHECK_ERROR_HAS("/tokenizer.json");
+    CHECK_ERROR_HAS("notok.bin.tokenizer.json, ");
+    CHECK_ERROR_HAS("/tokenizer.json, ");
+    CHECK_ERROR_HAS("notok.bin.tokenizer exists");
 
     /* a tokenizer with more tokens than embedding rows */
     TuSpec tiny = s;
@@ -348,6 +349,66 @@ static void test_template_files(const char* dir) {
     CHECK_ERROR_HAS("expected 1");
 }
 
+/* A Hugging Face tokenizer.json with `n_extra` + 2 tokens ("a", "b", then "ab", "abb"...
+ * made by merges), so which file was loaded shows in the token count. */
+static int write_tiny_json(const char* path, int n_extra) {
+    char text[512] = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1";
+    char merges[256] = "";
+    char token[16] = "a";
+    for (int i = 0; i < n_extra; i++) {
+        char entry[64];
+        snprintf(entry, sizeof entry, ", \"%sb\": %d", token, i + 2);
+        strcat(text, entry);
+        snprintf(entry, sizeof entry, "%s\"%s b\"", i ? ", " : "", token);
+        strcat(merges, entry);
+        strcat(token, "b");
+    }
+    strcat(text, "}, \"merges\": [");
+    strcat(text, merges);
+    strcat(text, "]}}");
+    return tu_write_file(path, text, strlen(text));
+}
+
+static uint32_t loaded_tokens(const char* path) {
+    Qwen3Model* m = qwen3_model_load(path, 0);
+    CHECK(m != NULL, "load %s: %s", path, qwen3_get_last_error());
+    if (!m) return 0;
+    Qwen3ModelInfo info;
+    qwen3_model_get_info(m, &info);
+    qwen3_model_free(m);
+    return info.n_tokens;
+}
+
+/* The tokenizer is the first of <model>.tokenizer.json, tokenizer.json in the folder and
+ * <model>.tokenizer that exists: two models in one folder each get their own. */
+static void test_tokenizer_order(const char* dir) {
+    TuSpec s = small_vocab_spec(QWEN3_FORMAT_QWEN3C);
+    char a[1100], b[1100], named_a[1200], named_b[1200], folder[1200], bin_a[1200];
+    CHECK(make_small_model(dir, "order_a.bin", &s, a, sizeof a), "write order_a.bin");
+    CHECK(make_small_model(dir, "order_b.bin", &s, b, sizeof b), "write order_b.bin");
+    snprintf(named_a, sizeof named_a, "%s.tokenizer.json", a);
+    snprintf(named_b, sizeof named_b, "%s.tokenizer.json", b);
+    snprintf(folder, sizeof folder, "%s/tokenizer.json", dir);
+    snprintf(bin_a, sizeof bin_a, "%s.tokenizer", a);
+    CHECK(write_tiny_json(named_a, 1) && write_tiny_json(named_b, 2) &&
+              write_tiny_json(folder, 3),
+          "write tokenizer.json files");
+    CHECK(loaded_tokens(a) == 3, "order_a.bin did not take order_a.bin.tokenizer.json");
+    CHECK(loaded_tokens(b) == 4, "order_b.bin did not take order_b.bin.tokenizer.json");
+    remove(named_a);
+    CHECK(loaded_tokens(a) == 5, "without its own, order_a.bin did not take tokenizer.json");
+    remove(folder);
+    CHECK(loaded_tokens(a) == 259, "without JSON, order_a.bin did not take its .tokenizer");
+    remove(bin_a);
+    CHECK(qwen3_model_load(a, 0) == NULL, "order_a.bin loaded without a tokenizer");
+    CHECK_ERROR_HAS("no tokenizer found");
+    remove(named_b);
+    snprintf(bin_a, sizeof bin_a, "%s.tokenizer", b);
+    remove(bin_a);
+    remove(a);
+    remove(b);
+}
+
 /* Random corruption of whole files: a clean error or a model, never a crash. */
 static void test_file_fuzz(const char* dir) {
     TuSpec s = small_vocab_spec(QWEN3_FORMAT_QWEN3RS);
@@ -392,6 +453,7 @@ int main(void) {
     test_load_layouts(dir);
     test_load_failures(dir);
     test_template_files(dir);
+    test_tokenizer_order(dir);
     test_file_fuzz(dir);
     tu_remove_dir(dir);
     return tu_finish("test_model");

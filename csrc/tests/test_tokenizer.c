@@ -240,7 +240,7 @@ static void test_json(void) {
     CHECK(d == NULL && strstr(qwen3_get_last_error(), "deeper"), "a million '[' is an error");
     free(nest);
 
-    CHECK(qwen3_json_load_file("no/such/file.json") == NULL && strstr(qwen3_get_last_error(), "no/such/file.json"),
+    CHECK(qwen3_json_load_file("no/such/file.json", 1024) == NULL && strstr(qwen3_get_last_error(), "no/such/file.json"),
           "missing file named in the error");
 }
 
@@ -869,7 +869,7 @@ int main(void) {
     if (json_text && fread(json_text, 1, (size_t)json_len, probe) != (size_t)json_len) json_len = 0;
     fclose(probe);
 
-    Qwen3JsonDoc* cases_doc = qwen3_json_load_file(CASES_JSON);
+    Qwen3JsonDoc* cases_doc = qwen3_json_load_file(CASES_JSON, (size_t)1 << 24);
     const Qwen3JsonValue* cases = qwen3_json_root(cases_doc);
     if (!cases_doc || cases->type != QWEN3_JSON_ARRAY) {
         fprintf(stderr, "FAIL: %s is missing or not an array (%s): run `deno install`, then `deno run -A "
@@ -888,7 +888,7 @@ int main(void) {
     CHECK(load_cpu < LARGE_INPUT_LIMIT_S, "tokenizer.json took %.3f s of CPU to load (aim: 0.3 s)", load_cpu);
 
     test_encodings(t, cases);
-    Qwen3JsonDoc* tok_doc = qwen3_json_load_file(TOKENIZER_JSON);
+    Qwen3JsonDoc* tok_doc = qwen3_json_load_file(TOKENIZER_JSON, QWEN3_TOKENIZER_JSON_MAX_BYTES);
     CHECK(tok_doc != NULL, "tokenizer.json as a document: %s", qwen3_get_last_error());
     if (tok_doc) test_bin(t, qwen3_json_root(tok_doc), cases);
     qwen3_json_free(tok_doc);
