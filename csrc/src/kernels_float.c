@@ -103,7 +103,9 @@ void qwen3_matrix_row(float* out, const Qwen3Matrix* w, uint32_t row) {
  * ================================================================================== */
 
 /* One body per storage type; WIDEN turns element j of the row into fp32. The lane loop
- * is element-wise, so a compiler may vectorise it without reordering any sum. */
+ * is element-wise, so a compiler may vectorise it without reordering any sum. This tier
+ * stays apart from the SIMD tiers' shared loop (kernels_float_matvec.h) on purpose: it is
+ * the reference they are tested against, so it shares no code with them. */
 #define SCALAR_MATVEC(NAME, ELEM, WIDEN)                                                  \
     static void NAME(float* out, const Qwen3Matrix* w, const float* x, uint32_t row_begin, \
                      uint32_t row_end) {                                                  \

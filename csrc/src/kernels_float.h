@@ -104,7 +104,8 @@ static inline float qwen3_reduce16(const float acc[16]) {
 float qwen3_f16_to_f32(uint16_t h);
 float qwen3_bf16_to_f32(uint16_t b);
 
-/* Per-tier tables, defined in kernels_float*.c. */
+/* Per-tier tables, defined in kernels_float*.c; the SIMD tiers share one loop,
+ * kernels_float_matvec.h, and differ only in their vector mappings and rows per block. */
 extern const Qwen3FloatKernels qwen3_float_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const Qwen3FloatKernels qwen3_float_kernels_avx2;   /* AVX2 + F16C */

@@ -1,69 +1,54 @@
 /* kernels_float_avx2.c - the "avx2" float tier: fp32 / fp16 (F16C vcvtph2ps) / bf16
- * weights times fp32 activations with 256-bit registers.
+ * weights times fp32 activations with 256-bit registers, through the shared loop in
+ * kernels_float_matvec.h.
  *
  * A row's 16 lanes (kernels_float.h) are two registers: lanes 0-7 and 8-15. Four rows go
  * together so eight independent add chains hide the add latency while each row streams
- * from memory once. Products and sums are separate instructions (no FMA), as the scalar
- * reference rounds them; the tail and the reduction tree are the scalar code's, so every
- * output has the reference's bits.
+ * from memory once. Multiply and add are separate instructions (the target leaves out
+ * FMA), as the scalar reference rounds them.
  */
 #include <immintrin.h>
-#include <stddef.h>
+#include <stdint.h>
 
 #include "kernels_float.h"
 
-#define TARGET __attribute__((target("avx2,f16c")))
-#define ROWS 4
+#define F32VEC_TARGET __attribute__((target("avx2,f16c")))
+#define F32VEC_LANES 8
+#define F32VEC_ROWS 4
+typedef __m256 F32Vec;
 
-TARGET static inline __m256 load_f32(const float* p) { return _mm256_loadu_ps(p); }
+F32VEC_TARGET static inline F32Vec f32vec_zero(void) { return _mm256_setzero_ps(); }
+F32VEC_TARGET static inline F32Vec f32vec_load(const float* p) { return _mm256_loadu_ps(p); }
+F32VEC_TARGET static inline void f32vec_store(float* p, F32Vec v) { _mm256_storeu_ps(p, v); }
+F32VEC_TARGET static inline F32Vec f32vec_add(F32Vec a, F32Vec b) { return _mm256_add_ps(a, b); }
+F32VEC_TARGET static inline F32Vec f32vec_mul(F32Vec a, F32Vec b) { return _mm256_mul_ps(a, b); }
 
-TARGET static inline __m256 load_f16(const uint16_t* p) {
+F32VEC_TARGET static inline F32Vec f32vec_load_f16(const uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(const void*)p));
 }
 
-TARGET static inline __m256 load_bf16(const uint16_t* p) {
+/* bf16 is the top half of an fp32: zero-extend to 32 bits and shift into place. */
+F32VEC_TARGET static inline F32Vec f32vec_load_bf16(const uint16_t* p) {
     const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(const void*)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 
-static inline float widen_f32(float v) { return v; }
+#include "kernels_float_matvec.h"
 
-/* Rows [r, r + nr) with nr <= ROWS: SIMD over whole 16-value chunks, then the scalar
- * tail into the same lanes and the shared reduction. */
-#define AVX2_MATVEC(NAME, ELEM, LOAD, WIDEN)                                                   \
-    TARGET static void NAME(float* out, const Qwen3Matrix* w, const float* x, uint32_t row_begin, \
-                            uint32_t row_end) {                                                \
-        const uint32_t n = w->cols, full = n / 16 * 16;                                        \
-        for (uint32_t r = row_begin; r < row_end; r += ROWS) {                                 \
-            const uint32_t nr = row_end - r < ROWS ? row_end - r : ROWS;                       \
-            const ELEM* p[ROWS];                                                               \
-            for (uint32_t i = 0; i < ROWS; i++) {                                              \
-                p[i] = (const ELEM*)w->data + (size_t)(r + (i < nr ? i : 0)) * n;              \
-            }                                                                                  \
-            __m256 lo[ROWS], hi[ROWS];                                                         \
-            for (uint32_t i = 0; i < ROWS; i++) lo[i] = hi[i] = _mm256_setzero_ps();           \
-            for (uint32_t j = 0; j < full; j += 16) {                                          \
-                const __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);     \
-                for (uint32_t i = 0; i < ROWS; i++) {                                          \
-                    lo[i] = _mm256_add_ps(lo[i], _mm256_mul_ps(LOAD(p[i] + j), x0));           \
-                    hi[i] = _mm256_add_ps(hi[i], _mm256_mul_ps(LOAD(p[i] + j + 8), x1));       \
-                }                                                                              \
-            }                                                                                  \
-            for (uint32_t i = 0; i < nr; i++) {                                                \
-                float acc[16];                                                                 \
-                _mm256_storeu_ps(acc, lo[i]);                                                  \
-                _mm256_storeu_ps(acc + 8, hi[i]);                                              \
-                for (uint32_t j = full; j < n; j++) {                                          \
-                    acc[j % 16] = acc[j % 16] + WIDEN(p[i][j]) * x[j];                         \
-                }                                                                              \
-                out[r + i - row_begin] = qwen3_reduce16(acc);                                  \
-            }                                                                                  \
-        }                                                                                      \
-    }
+F32VEC_TARGET static void matvec_f32_avx2(float* out, const Qwen3Matrix* w, const float* x, uint32_t row_begin,
+                                          uint32_t row_end) {
+    qwen3_matvec_float_rows(out, w, x, row_begin, row_end, QWEN3_WEIGHT_F32);
+}
 
-AVX2_MATVEC(matvec_f32_avx2, float, load_f32, widen_f32)
-AVX2_MATVEC(matvec_f16_avx2, uint16_t, load_f16, qwen3_f16_to_f32)
-AVX2_MATVEC(matvec_bf16_avx2, uint16_t, load_bf16, qwen3_bf16_to_f32)
+F32VEC_TARGET static void matvec_f16_avx2(float* out, const Qwen3Matrix* w, const float* x, uint32_t row_begin,
+                                          uint32_t row_end) {
+    qwen3_matvec_float_rows(out, w, x, row_begin, row_end, QWEN3_WEIGHT_F16);
+}
+
+F32VEC_TARGET static void matvec_bf16_avx2(float* out, const Qwen3Matrix* w, const float* x, uint32_t row_begin,
+                                           uint32_t row_end) {
+    qwen3_matvec_float_rows(out, w, x, row_begin, row_end, QWEN3_WEIGHT_BF16);
+}
 
 const Qwen3FloatKernels qwen3_float_kernels_avx2 = {
     .name = "avx2",
