@@ -11,6 +11,7 @@
 
 import assert from "node:assert/strict";
 import { basename, join } from "node:path";
+import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 import { CEngine } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
 import { exportHfModel, type ExportOptions, renderChatTemplates } from "../src/export.ts";
@@ -342,16 +343,37 @@ Deno.test("GGUF export (q8_0, f16, bf16, f32): metadata, tensor table and values
   }
 });
 
-const LLAMA_PYTHON = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? "/tmp/llvenv/bin/python";
-const haveLlama = await new Deno.Command(LLAMA_PYTHON, {
-  args: ["-c", "import llama_cpp"],
-  stdout: "null",
-  stderr: "null",
-}).output().then((r) => r.success, () => false);
+/**
+ * The optional llama.cpp peer: `QWEN3_LLAMA_PYTHON`, else the venv that
+ * `deno task bench:compare` builds under .tools/. Checked with stat first, so a machine
+ * without it never spawns a missing binary (Deno reports that as an uncaught error).
+ */
+async function findLlamaPython(): Promise<string | null> {
+  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? join(LLAMA_VENV, "bin/python");
+  try {
+    if (!(await Deno.stat(python)).isFile) return null;
+    const r = await new Deno.Command(python, {
+      args: ["-c", "import llama_cpp"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return r.success ? python : null;
+  } catch {
+    return null;
+  }
+}
+
+const LLAMA_PYTHON = await findLlamaPython();
+if (!LLAMA_PYTHON) {
+  console.log(
+    `skipping the llama.cpp GGUF check: set QWEN3_LLAMA_PYTHON to a python with ` +
+      `llama-cpp-python ${LLAMA_CPP_PYTHON}, or run \`deno task bench:compare\` to build ${LLAMA_VENV}`,
+  );
+}
 
 Deno.test({
   name: "GGUF f32 export runs in llama.cpp with transformers' logits (QWEN3_LLAMA_PYTHON)",
-  ignore: !haveLlama,
+  ignore: LLAMA_PYTHON === null,
   async fn() {
     const name = "hf_tiny_untied_f16";
     const ref = await reference(name);
@@ -368,7 +390,7 @@ for ids in json.loads(sys.argv[2]):
 sys.stdout.buffer.write(np.concatenate(out).tobytes())
 `;
     const ids = JSON.stringify(ref.prompts.map((p) => p.ids));
-    const r = await new Deno.Command(LLAMA_PYTHON, { args: ["-c", script, out, ids] }).output();
+    const r = await new Deno.Command(LLAMA_PYTHON!, { args: ["-c", script, out, ids] }).output();
     assert.ok(r.success, new TextDecoder().decode(r.stderr));
     const all = new Float32Array(r.stdout.slice().buffer);
     const logits: Float32Array[][] = [];
