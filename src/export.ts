@@ -18,8 +18,8 @@
  * @module
  */
 
-import { Template } from "@huggingface/jinja";
 import { dirname, join, resolve } from "node:path";
+import { renderChatTemplates } from "./chat_template.ts";
 import { Qwen3Error } from "./errors.ts";
 import { GgmlType, type GgufTensorSpec, type GgufValue, quantizeQ8_0 } from "./gguf.ts";
 import {
@@ -47,12 +47,7 @@ import {
   float32ToF16,
   SafetensorsModel,
 } from "./safetensors.ts";
-import {
-  type ChatTemplates,
-  STOCK_TEMPLATES,
-  TEMPLATE_SUFFIXES,
-  validateTemplates,
-} from "./template.ts";
+import { type ChatTemplates, STOCK_TEMPLATES, TEMPLATE_SUFFIXES } from "./template.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { qwen3cSideFiles } from "./tokenizer_file.ts";
 import type { ModelConfig } from "./types.ts";
@@ -369,10 +364,6 @@ export function checkHfTensors(weights: SafetensorsModel, config: ModelConfig): 
 // ---------------------------------------------------------------------------------------------
 // Chat templates
 
-/** Placeholders rendered in place of the messages, then turned into `%s`. */
-const SYSTEM_MARK = "\u{F0000}system\u{F0001}";
-const USER_MARK = "\u{F0000}user\u{F0001}";
-
 /** The model's Jinja chat template and where it came from. */
 export interface HfChatTemplate {
   /** Jinja source. */
@@ -425,77 +416,6 @@ export async function readHfChatTemplate(dir: string): Promise<HfChatTemplate | 
     throw new Qwen3Error("format", `${configPath}: chat_template is not a string`);
   }
   return { source: t, file: configPath, tokens };
-}
-
-/**
- * Renders a Jinja chat template into qwen3.c's four printf templates: a user message (and a
- * system message first) with `add_generation_prompt` and `enable_thinking` true/false.
- * Message text is rendered as markers that become `%s` after every literal `%` is doubled,
- * so a template containing `%` still fills correctly. Throws a Qwen3Error ("format") naming
- * `file` when the template fails to render, drops a message or reorders system and user.
- *
- * @example
- * ```ts
- * import { renderChatTemplates } from "./export.ts";
- * const t = renderChatTemplates(
- *   "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
- *     "<|im_start|>assistant\n{% if enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}",
- *   "chat_template.jinja",
- * );
- * console.log(JSON.stringify(t.plain)); // "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
- * ```
- */
-export function renderChatTemplates(
-  source: string,
-  file: string,
-  tokens: Record<string, string> = {},
-): ChatTemplates {
-  let template: Template;
-  try {
-    template = new Template(source);
-  } catch (e) {
-    throw new Qwen3Error(
-      "format",
-      `${file}: chat_template does not parse (${(e as Error).message})`,
-    );
-  }
-  const render = (system: boolean, thinking: boolean): string => {
-    const messages = system
-      ? [{ role: "system", content: SYSTEM_MARK }, { role: "user", content: USER_MARK }]
-      : [{ role: "user", content: USER_MARK }];
-    let text: string;
-    try {
-      text = template.render({
-        ...tokens,
-        messages,
-        add_generation_prompt: true,
-        enable_thinking: thinking,
-      });
-    } catch (e) {
-      throw new Qwen3Error(
-        "format",
-        `${file}: chat_template failed to render (${(e as Error).message})`,
-      );
-    }
-    const marks = [...text.matchAll(/\u{F0000}(system|user)\u{F0001}/gu)].map((m) => m[1]);
-    const want = system ? ["system", "user"] : ["user"];
-    if (marks.join(",") !== want.join(",")) {
-      throw new Qwen3Error(
-        "format",
-        `${file}: the rendered chat_template holds the messages as [${marks.join(", ")}], ` +
-          `expected [${want.join(", ")}] (each message once, system first)`,
-      );
-    }
-    return text.replaceAll("%", "%%").replaceAll(SYSTEM_MARK, "%s").replaceAll(USER_MARK, "%s");
-  };
-  const out: ChatTemplates = {
-    plain: render(false, false),
-    thinking: render(false, true),
-    system: render(true, false),
-    systemThinking: render(true, true),
-  };
-  validateTemplates(out, file);
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

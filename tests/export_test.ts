@@ -14,7 +14,8 @@ import { basename, join } from "node:path";
 import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 import { CEngine } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
-import { exportHfModel, type ExportOptions, renderChatTemplates } from "../src/export.ts";
+import { renderChatTemplates } from "../src/chat_template.ts";
+import { exportHfModel, type ExportOptions } from "../src/export.ts";
 import { fromHalf, GgmlType, readGgufHeader } from "../src/gguf.ts";
 import {
   encodeSafetensorsHeader,
@@ -732,6 +733,15 @@ Deno.test("malformed folders: one clear error each, nothing written", async () =
   cfg.chat_template = "{% if %}";
   await Deno.writeTextFile(tc, JSON.stringify(cfg));
   await expectFailure(d, "format", [/tokenizer_config\.json: chat_template does not parse/]);
+
+  d = await brokenCopy();
+  await Deno.writeTextFile(
+    join(d, "chat_template.jinja"),
+    "{% for i in range(100000000) %}x{% endfor %}",
+  );
+  await expectFailure(d, "format", [
+    /chat_template\.jinja: chat_template rendering stopped at range\(\): 100000000 items, more than 65536 \(the limit\)/,
+  ]);
 });
 
 Deno.test("sharded folders: the index must match the shards", async () => {
