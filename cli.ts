@@ -60,6 +60,7 @@ const OPTIONS = {
   "group-size": { type: "string" },
   format: { type: "string" },
   type: { type: "string" },
+  force: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -155,18 +156,22 @@ model.safetensors.index.json in BF16/F16/F32, tokenizer.json, tokenizer_config.j
 OUT. The weights stream one block at a time, so memory stays far below the model's size.
 
 --format bin (default) writes qwen3.c's model.bin (int8 groups) with OUT.tokenizer and the
-four OUT.template* files rendered from the model's own chat template, and copies
-tokenizer.json beside OUT (the loaders read it for exact tokenization). --format gguf writes
-one llama.cpp GGUF file with the tokenizer and chat template inside.
+four OUT.template* files rendered from the model's own chat template, and copies the model's
+tokenizer.json as OUT.tokenizer.json (the loaders read it for exact tokenization), so
+models can share a folder. --format gguf writes one llama.cpp GGUF file with the tokenizer
+and chat template inside.
 
-Nothing is left behind on an error or Ctrl-C: files are written as NAME.partial-<pid> and
-renamed at the end.
+An output that exists is refused unless --force; one that is an input of the export, a
+symbolic link, folder, device or FIFO is refused even then. Files are written as
+NAME.partial-<pid> and renamed in together at the end: on an error or Ctrl-C the partials
+are removed and every output name holds what it held before.
 
 Options:
   --format bin|gguf         output format (default bin)
   --group-size N            bin: values per int8 scale (default ${DEFAULT_GROUP_SIZE}; halved until it
                             divides every row width)
   --type ${GGUF_WEIGHT_TYPES.join("|")}  gguf: weight type (default q8_0; norms are always F32)
+  --force                   replace existing output files (regular files only)
   -h, --help                this help`,
 };
 
@@ -223,7 +228,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
   ],
   tokenize: ["input", "special", "help"],
   info: ["engine", "help"],
-  export: ["group-size", "format", "type", "help"],
+  export: ["group-size", "format", "type", "force", "help"],
 };
 
 function flagName(name: OptionName): string {
@@ -557,12 +562,13 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
         format,
         groupSize,
         type,
+        force: v.force ?? false,
         signal,
         onProgress: exportProgress("export"),
         onNote: (m) => Deno.stderr.writeSync(encoder.encode(`note: ${oneLine(m)}\n`)),
       });
     } catch (e) {
-      if (signal.aborted) throw new Error("export interrupted; no output file was left behind");
+      if (signal.aborted) throw new Error("export interrupted; no output file was changed");
       throw e;
     }
   });
