@@ -15,8 +15,15 @@ import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 import { CEngine } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
 import { renderChatTemplates } from "../src/chat_template.ts";
-import { BIN_SIDE_FILES, exportHfModel, type ExportOptions } from "../src/export.ts";
+import {
+  BIN_SIDE_FILES,
+  exportHfModel,
+  type ExportOptions,
+  hfTensorName,
+  readHfConfig,
+} from "../src/export.ts";
 import { fromHalf, GgmlType, readGgufHeader } from "../src/gguf.ts";
+import { checkpointTensorOrder } from "../src/model_file.ts";
 import {
   encodeSafetensorsHeader,
   float32ToBf16,
@@ -996,6 +1003,63 @@ Deno.test("all outputs or none: a failure while renaming in puts every old file 
       },
     );
   }
+});
+
+Deno.test({
+  name: "SIGTERM, SIGHUP or SIGINT mid-export: partials removed, status 128 + signal",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    // A folder big enough that the export is still writing when the signal lands: hidden size
+    // 256 (a 39M-value embedding, ten 4M-value blocks), weights all zero (a sparse file).
+    const hf = await Deno.makeTempDir({ dir: tmp, prefix: "signal_hf_" });
+    const config = JSON.parse(
+      await Deno.readTextFile(new URL("hf_tiny_tied_bf16/config.json", fixtures)),
+    );
+    Object.assign(config, { hidden_size: 256, intermediate_size: 768, head_dim: 64 });
+    await Deno.writeTextFile(join(hf, "config.json"), JSON.stringify(config));
+    await Deno.copyFile(QWEN3_TOKENIZER_JSON, join(hf, "tokenizer.json"));
+    const shape = (await readHfConfig(hf)).config;
+    const { header, dataBytes } = encodeSafetensorsHeader(
+      [...checkpointTensorOrder(shape)].map((slot) => ({
+        name: hfTensorName(slot),
+        dtype: "BF16",
+        shape: slot.kind === "f32" ? [slot.length] : [slot.rows, slot.cols],
+      })),
+    );
+    await Deno.writeFile(join(hf, "model.safetensors"), header);
+    await Deno.truncate(join(hf, "model.safetensors"), header.length + dataBytes);
+    for (const [signal, status] of [["SIGTERM", 143], ["SIGHUP", 129], ["SIGINT", 130]] as const) {
+      const out = await Deno.makeTempDir({ dir: tmp, prefix: "signal_out_" });
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", cli, "export", hf, join(out, "model.bin")],
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      // Wait for the first progress line (25% written), then freeze it to look.
+      let stderr = "";
+      const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+      while (!/^export: 25%/m.test(stderr)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        stderr += value;
+      }
+      child.kill("SIGSTOP");
+      const partial = `model.bin.partial-${child.pid}`;
+      const during = await listDir(out);
+      child.kill(signal);
+      child.kill("SIGCONT");
+      for (let r = await reader.read(); !r.done; r = await reader.read()) stderr += r.value;
+      const { code } = await child.status;
+      assert.ok(during.includes(partial), `${signal}: mid-export the folder held ${during}`);
+      assert.equal(code, status, `${signal}: ${stderr}`);
+      assert.match(
+        stderr,
+        new RegExp(`export interrupted by ${signal}; no output file was changed`),
+      );
+      assert.deepEqual(await listDir(out), [], `${signal}: left behind`);
+      await Deno.remove(out, { recursive: true });
+    }
+  },
 });
 
 // ---------------------------------------------------------------------------------------------
