@@ -60,6 +60,7 @@ const OPTIONS = {
   "group-size": { type: "string" },
   format: { type: "string" },
   type: { type: "string" },
+  force: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -155,18 +156,22 @@ model.safetensors.index.json in BF16/F16/F32, tokenizer.json, tokenizer_config.j
 OUT. The weights stream one block at a time, so memory stays far below the model's size.
 
 --format bin (default) writes qwen3.c's model.bin (int8 groups) with OUT.tokenizer and the
-four OUT.template* files rendered from the model's own chat template, and copies
-tokenizer.json beside OUT (the loaders read it for exact tokenization). --format gguf writes
-one llama.cpp GGUF file with the tokenizer and chat template inside.
+four OUT.template* files rendered from the model's own chat template, and copies the model's
+tokenizer.json as OUT.tokenizer.json (the loaders read it for exact tokenization), so
+models can share a folder. --format gguf writes one llama.cpp GGUF file with the tokenizer
+and chat template inside.
 
-Nothing is left behind on an error or Ctrl-C: files are written as NAME.partial-<pid> and
-renamed at the end.
+An output that exists is refused unless --force; one that is an input of the export, a
+symbolic link, folder, device or FIFO is refused even then. Files are written as
+NAME.partial-<pid> and renamed in together at the end: on an error, Ctrl-C, SIGTERM or
+SIGHUP the partials are removed and every output name holds what it held before.
 
 Options:
   --format bin|gguf         output format (default bin)
   --group-size N            bin: values per int8 scale (default ${DEFAULT_GROUP_SIZE}; halved until it
                             divides every row width)
   --type ${GGUF_WEIGHT_TYPES.join("|")}  gguf: weight type (default q8_0; norms are always F32)
+  --force                   replace existing output files (regular files only)
   -h, --help                this help`,
 };
 
@@ -223,7 +228,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
   ],
   tokenize: ["input", "special", "help"],
   info: ["engine", "help"],
-  export: ["group-size", "format", "type", "help"],
+  export: ["group-size", "format", "type", "force", "help"],
 };
 
 function flagName(name: OptionName): string {
@@ -531,7 +536,12 @@ function exportProgress(label: string): (done: number, total: number) => void {
   };
 }
 
-async function cmdExport(hfDir: string, outPath: string | undefined, v: Values): Promise<void> {
+/** Signals that stop an export cleanly, with their numbers for the exit status. */
+const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+const EXPORT_SIGNALS = Object.keys(SIGNAL_NUMBERS) as (keyof typeof SIGNAL_NUMBERS)[];
+
+/** Runs `qwen3 export`; returns the exit status (0, or 128 + the signal that stopped it). */
+async function cmdExport(hfDir: string, outPath: string | undefined, v: Values): Promise<number> {
   if (outPath === undefined) {
     throw new UsageError("export needs HF_DIR and OUT (see `qwen3 export --help`)");
   }
@@ -551,21 +561,39 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
   }
   const type = v.type as GgufWeightType | undefined;
   const started = performance.now();
-  const result = await interruptible(async (signal) => {
+  // A signal aborts the export, which removes its partial files and puts back anything it
+  // replaced; then the process exits as the signal would have ended it (128 + its number).
+  const ctl = new AbortController();
+  let caught: (typeof EXPORT_SIGNALS)[number] | undefined;
+  const listeners: [Deno.Signal, () => void][] = [];
+  for (const sig of EXPORT_SIGNALS) {
+    const onSignal = () => {
+      caught ??= sig;
+      ctl.abort();
+    };
     try {
-      return await exportHfModel(hfDir, outPath, {
-        format,
-        groupSize,
-        type,
-        signal,
-        onProgress: exportProgress("export"),
-        onNote: (m) => Deno.stderr.writeSync(encoder.encode(`note: ${oneLine(m)}\n`)),
-      });
-    } catch (e) {
-      if (signal.aborted) throw new Error("export interrupted; no output file was left behind");
-      throw e;
-    }
-  });
+      Deno.addSignalListener(sig, onSignal);
+      listeners.push([sig, onSignal]);
+    } catch { /* not a signal this platform delivers */ }
+  }
+  let result;
+  try {
+    result = await exportHfModel(hfDir, outPath, {
+      format,
+      groupSize,
+      type,
+      force: v.force ?? false,
+      signal: ctl.signal,
+      onProgress: exportProgress("export"),
+      onNote: (m) => Deno.stderr.writeSync(encoder.encode(`note: ${oneLine(m)}\n`)),
+    });
+  } catch (e) {
+    if (caught === undefined) throw e;
+    await err(`error: export interrupted by ${caught}; no output file was changed\n`);
+    return 128 + SIGNAL_NUMBERS[caught];
+  } finally {
+    for (const [sig, onSignal] of listeners) Deno.removeSignalListener(sig, onSignal);
+  }
   const c = result.config;
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   const what = result.format === "gguf"
@@ -577,6 +605,7 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
       `chat template from ${result.templateSource}\n`,
   );
   for (const f of result.files.slice(1)) await err(`wrote ${f}\n`);
+  return 0;
 }
 
 async function findDemoModel(): Promise<string> {
@@ -699,10 +728,7 @@ export async function main(args: string[]): Promise<number> {
       await cmdTokenize(path, v);
       return 0;
     }
-    if (command === "export") {
-      await cmdExport(path, positionals[1], v);
-      return 0;
-    }
+    if (command === "export") return await cmdExport(path, positionals[1], v);
     if (command === "info") {
       using model = await loadModel(path, v);
       await cmdInfo(model);

@@ -29,7 +29,8 @@ const MODEL_BIN = join(MODEL_DIR, "model.bin");
 const MODEL_GGUF = join(MODEL_DIR, "model-q8_0.gguf");
 /** llama-cpp-python release used as the peer (compiles its bundled llama.cpp). */
 export const LLAMA_CPP_PYTHON = "0.3.36";
-const LLAMA_VENV = join(ROOT, `.tools/llama-cpp-python-${LLAMA_CPP_PYTHON}`);
+/** Where `ensureLlama` builds that peer; tests look for it there too. */
+export const LLAMA_VENV = join(ROOT, `.tools/llama-cpp-python-${LLAMA_CPP_PYTHON}`);
 
 function log(msg: string) {
   console.error(`[bench] ${msg}`);

@@ -1,14 +1,19 @@
 /**
  * `qwen3 export`: a Hugging Face Qwen3 folder (`config.json`, safetensors, `tokenizer.json`,
  * `tokenizer_config.json`) to a qwen3.c `model.bin` (Q8 groups, with its `.tokenizer` and
- * four `.template*` side files and a copy of `tokenizer.json`) or to a GGUF file (Q8_0, F16,
+ * four `.template*` side files and the model's `tokenizer.json` copied as
+ * `<model>.tokenizer.json`, so two models can share a folder) or to a GGUF file (Q8_0, F16,
  * BF16 or F32 weights; norms always F32).
  *
  * Everything that can be checked is checked before the first byte is written: the config
- * fields, every tensor's presence, shape and dtype, the chat template's rendering and the
- * tokenizer. Weights then stream one block of rows at a time (a few MB), so peak memory stays
- * near the largest tensor's scales and one block, far below the model. Outputs are written
- * under `<name>.partial-<pid>` and renamed at the end; on any failure they are removed.
+ * fields, every tensor's presence, shape and dtype, the chat template's rendering, the
+ * output names (never an input, never anything but a regular file, an existing one only with
+ * `force`) and the tokenizer. Weights then stream one block of rows at a time (a few MB), so
+ * peak memory stays near the largest tensor's scales and one block, far below the model.
+ * Outputs are written under `<name>.partial-<pid>` and renamed in together at the end; on any
+ * failure or abort the renamed ones are removed, the files they replaced are put back and
+ * the partials are removed: all outputs or none. A process that wants the same on SIGTERM
+ * aborts the export from a signal listener (the CLI does).
  *
  * ```ts ignore
  * import { exportHfModel } from "./export.ts";
@@ -18,8 +23,8 @@
  * @module
  */
 
-import { Template } from "@huggingface/jinja";
-import { dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
+import { renderChatTemplates } from "./chat_template.ts";
 import { Qwen3Error } from "./errors.ts";
 import { GgmlType, type GgufTensorSpec, type GgufValue, quantizeQ8_0 } from "./gguf.ts";
 import {
@@ -29,7 +34,7 @@ import {
   qwen3GgufMetadata,
   qwen3GgufTensors,
   type TokenizerJson,
-  writeGgufFile,
+  writeGgufTo,
 } from "./gguf_convert.ts";
 import {
   checkpointTensorOrder,
@@ -45,14 +50,10 @@ import {
   CONVERTIBLE_DTYPES,
   float32ToBf16,
   float32ToF16,
+  SAFETENSORS_INDEX,
   SafetensorsModel,
 } from "./safetensors.ts";
-import {
-  type ChatTemplates,
-  STOCK_TEMPLATES,
-  TEMPLATE_SUFFIXES,
-  validateTemplates,
-} from "./template.ts";
+import { type ChatTemplates, STOCK_TEMPLATES, TEMPLATE_SUFFIXES } from "./template.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { qwen3cSideFiles } from "./tokenizer_file.ts";
 import type { ModelConfig } from "./types.ts";
@@ -81,8 +82,13 @@ export interface ExportOptions {
   onProgress?: (done: number, total: number) => void;
   /** Called with a line for each thing the user should know (group size halved, stock templates). */
   onNote?: (message: string) => void;
-  /** Stops the export between blocks; nothing is left behind. */
+  /** Stops the export between blocks; nothing is left behind and nothing is replaced. */
   signal?: AbortSignal;
+  /**
+   * Replace output files that exist (default false: an existing output is refused). Only
+   * regular files are ever replaced, and never one of the export's inputs.
+   */
+  force?: boolean;
 }
 
 /** What {@link exportHfModel} wrote. */
@@ -369,10 +375,6 @@ export function checkHfTensors(weights: SafetensorsModel, config: ModelConfig): 
 // ---------------------------------------------------------------------------------------------
 // Chat templates
 
-/** Placeholders rendered in place of the messages, then turned into `%s`. */
-const SYSTEM_MARK = "\u{F0000}system\u{F0001}";
-const USER_MARK = "\u{F0000}user\u{F0001}";
-
 /** The model's Jinja chat template and where it came from. */
 export interface HfChatTemplate {
   /** Jinja source. */
@@ -425,77 +427,6 @@ export async function readHfChatTemplate(dir: string): Promise<HfChatTemplate | 
     throw new Qwen3Error("format", `${configPath}: chat_template is not a string`);
   }
   return { source: t, file: configPath, tokens };
-}
-
-/**
- * Renders a Jinja chat template into qwen3.c's four printf templates: a user message (and a
- * system message first) with `add_generation_prompt` and `enable_thinking` true/false.
- * Message text is rendered as markers that become `%s` after every literal `%` is doubled,
- * so a template containing `%` still fills correctly. Throws a Qwen3Error ("format") naming
- * `file` when the template fails to render, drops a message or reorders system and user.
- *
- * @example
- * ```ts
- * import { renderChatTemplates } from "./export.ts";
- * const t = renderChatTemplates(
- *   "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
- *     "<|im_start|>assistant\n{% if enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}",
- *   "chat_template.jinja",
- * );
- * console.log(JSON.stringify(t.plain)); // "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
- * ```
- */
-export function renderChatTemplates(
-  source: string,
-  file: string,
-  tokens: Record<string, string> = {},
-): ChatTemplates {
-  let template: Template;
-  try {
-    template = new Template(source);
-  } catch (e) {
-    throw new Qwen3Error(
-      "format",
-      `${file}: chat_template does not parse (${(e as Error).message})`,
-    );
-  }
-  const render = (system: boolean, thinking: boolean): string => {
-    const messages = system
-      ? [{ role: "system", content: SYSTEM_MARK }, { role: "user", content: USER_MARK }]
-      : [{ role: "user", content: USER_MARK }];
-    let text: string;
-    try {
-      text = template.render({
-        ...tokens,
-        messages,
-        add_generation_prompt: true,
-        enable_thinking: thinking,
-      });
-    } catch (e) {
-      throw new Qwen3Error(
-        "format",
-        `${file}: chat_template failed to render (${(e as Error).message})`,
-      );
-    }
-    const marks = [...text.matchAll(/\u{F0000}(system|user)\u{F0001}/gu)].map((m) => m[1]);
-    const want = system ? ["system", "user"] : ["user"];
-    if (marks.join(",") !== want.join(",")) {
-      throw new Qwen3Error(
-        "format",
-        `${file}: the rendered chat_template holds the messages as [${marks.join(", ")}], ` +
-          `expected [${want.join(", ")}] (each message once, system first)`,
-      );
-    }
-    return text.replaceAll("%", "%%").replaceAll(SYSTEM_MARK, "%s").replaceAll(USER_MARK, "%s");
-  };
-  const out: ChatTemplates = {
-    plain: render(false, false),
-    thinking: render(false, true),
-    system: render(true, false),
-    systemThinking: render(true, true),
-  };
-  validateTemplates(out, file);
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -660,49 +591,235 @@ async function tokenizerProducts<T>(
   return make(tok, json);
 }
 
-async function removeQuietly(path: string): Promise<void> {
-  try {
-    await Deno.remove(path);
-  } catch { /* never created, or already gone */ }
-}
-
 function asQwen3Error(e: unknown, path: string): unknown {
   if (e instanceof Qwen3Error || (e instanceof DOMException && e.name === "AbortError")) return e;
   return new Qwen3Error("io", `${path}: write failed (${(e as Error).message ?? e})`);
 }
 
-async function checkOutputPath(outPath: string): Promise<void> {
-  const dir = dirname(resolve(outPath));
-  let info: Deno.FileInfo;
+// ---------------------------------------------------------------------------------------------
+// The outputs: checked, written as partials, committed together
+
+/** Suffix of the copy of the model's tokenizer.json a model.bin export writes beside OUT. */
+export const TOKENIZER_JSON_SUFFIX = ".tokenizer.json";
+
+/** What a directory entry is, for a refusal: everything but a regular file. */
+function entryKind(info: Deno.FileInfo): string {
+  if (info.isSymlink) return "a symbolic link";
+  if (info.isDirectory) return "a folder";
+  if (info.isFifo) return "a FIFO";
+  if (info.isCharDevice || info.isBlockDevice) return "a device";
+  if (info.isSocket) return "a socket";
+  return "not a regular file";
+}
+
+/** lstat, or undefined when nothing is there. */
+async function entry(path: string): Promise<Deno.FileInfo | undefined> {
   try {
-    info = await Deno.stat(dir);
-  } catch {
-    throw new Qwen3Error("io", `${outPath}: the output folder ${dir} does not exist`);
-  }
-  if (!info.isDirectory) throw new Qwen3Error("io", `${outPath}: ${dir} is not a folder`);
-  try {
-    if ((await Deno.stat(outPath)).isDirectory) {
-      throw new Qwen3Error("io", `${outPath}: is a folder; give the model file's path`);
-    }
+    return await Deno.lstat(path);
   } catch (e) {
-    if (e instanceof Qwen3Error) throw e;
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new Qwen3Error("io", `${path}: cannot check the output (${(e as Error).message})`);
   }
 }
 
-async function sameFile(a: string, b: string): Promise<boolean> {
+/** `path` with its folder resolved (symbolic links followed), whether or not it exists. */
+async function resolvedPath(path: string): Promise<string> {
   try {
-    const [x, y] = await Promise.all([Deno.stat(a), Deno.stat(b)]);
-    return x.dev === y.dev && x.ino === y.ino && x.ino !== null;
+    return await Deno.realPath(path);
   } catch {
-    return false;
+    try {
+      return join(await Deno.realPath(dirname(resolve(path))), basename(path));
+    } catch {
+      return resolve(path);
+    }
   }
+}
+
+/**
+ * The files of one export. Each is written as `NAME.partial-<pid>` (created new, so nothing
+ * planted under that name is followed), then {@link OutputFiles.commit} renames them all in,
+ * the model last; if any step fails or the export is aborted, every file renamed in is
+ * removed, every file it replaced (moved aside as `NAME.replaced-<pid>` first) is put back
+ * and every partial is removed: all outputs or none.
+ */
+class OutputFiles {
+  /** Partials created and not yet renamed in. */
+  readonly #partials = new Set<string>();
+  /** Existing outputs moved aside during the commit: [name, aside]. */
+  readonly #moved: [string, string][] = [];
+  /** Outputs renamed in during the commit. */
+  readonly #placed: string[] = [];
+
+  private constructor(readonly paths: readonly string[], readonly force: boolean) {}
+
+  /**
+   * Checks `paths` (the model first) before anything is written: the folder exists; no
+   * output is one of `inputs` (same file by device and inode, or same resolved path); none
+   * is anything but a regular file (a symbolic link, folder, device or FIFO is never
+   * replaced); none exists unless `force`; no partial name is taken.
+   */
+  static async check(
+    paths: readonly string[],
+    inputs: readonly string[],
+    force: boolean,
+  ): Promise<OutputFiles> {
+    const outPath = paths[0];
+    const dir = dirname(resolve(outPath));
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(dir);
+    } catch {
+      throw new Qwen3Error("io", `${outPath}: the output folder ${dir} does not exist`);
+    }
+    if (!info.isDirectory) throw new Qwen3Error("io", `${outPath}: ${dir} is not a folder`);
+    const sources: { path: string; real: string; info: Deno.FileInfo }[] = [];
+    for (const path of inputs) {
+      try {
+        sources.push({ path, real: await Deno.realPath(path), info: await Deno.stat(path) });
+      } catch { /* absent: nothing to protect (its reader reports it) */ }
+    }
+    const existing: string[] = [];
+    for (const path of paths) {
+      const info = await entry(path);
+      if (info && !info.isFile) {
+        const hint = path === outPath && info.isDirectory ? "; give the model file's path" : "";
+        throw new Qwen3Error(
+          "invalid_argument",
+          `${path}: is ${entryKind(info)}; the export replaces only regular files, even with ` +
+            `--force${hint}`,
+        );
+      }
+      const real = await resolvedPath(path);
+      const input = sources.find((s) =>
+        s.real === real ||
+        (info !== undefined && s.info.ino !== null && s.info.dev === info.dev &&
+          s.info.ino === info.ino)
+      );
+      if (input) {
+        throw new Qwen3Error(
+          "invalid_argument",
+          `${path}: is the export's input ${input.path}; write the output elsewhere`,
+        );
+      }
+      if (info) existing.push(path);
+      const partial = partialName(path);
+      if (await entry(partial)) {
+        throw new Qwen3Error(
+          "io",
+          `${partial}: already exists (another export's partial file?); remove it first`,
+        );
+      }
+    }
+    if (existing.length > 0 && !force) {
+      throw new Qwen3Error(
+        "invalid_argument",
+        `${existing.join(", ")}: already ${existing.length === 1 ? "exists" : "exist"}; ` +
+          "pass --force to replace (regular files only)",
+      );
+    }
+    return new OutputFiles(paths, force);
+  }
+
+  /** Creates `path`'s partial file (it must not exist) for writing. */
+  async create(path: string): Promise<Deno.FsFile> {
+    if (!this.paths.includes(path)) throw new Error(`${path} is not one of the planned outputs`);
+    const partial = partialName(path);
+    const file = await Deno.open(partial, { write: true, createNew: true });
+    this.#partials.add(partial);
+    return file;
+  }
+
+  /** Writes `bytes` as `path`'s partial file. */
+  async write(path: string, bytes: Uint8Array): Promise<void> {
+    using file = await this.create(path);
+    await writeAll(file, bytes);
+  }
+
+  /** Copies the file `from` as `path`'s partial file. */
+  async copy(from: string, path: string): Promise<void> {
+    const src = await Deno.open(from);
+    const dst = await this.create(path);
+    await src.readable.pipeTo(dst.writable); // closes both
+  }
+
+  /**
+   * Renames every partial in, the model last. An output that appeared since the check is
+   * refused like one that was there (not a regular file; present without --force); one
+   * replaced with --force is moved aside first and removed once all are in. On a failure or
+   * an abort everything is undone before the error is rethrown.
+   */
+  async commit(signal?: AbortSignal): Promise<void> {
+    try {
+      for (const path of [...this.paths.slice(1), this.paths[0]]) {
+        signal?.throwIfAborted();
+        const info = await entry(path);
+        if (info) {
+          if (!info.isFile) {
+            throw new Qwen3Error(
+              "invalid_argument",
+              `${path}: appeared as ${entryKind(info)} during the export; nothing was replaced`,
+            );
+          }
+          if (!this.force) {
+            throw new Qwen3Error(
+              "invalid_argument",
+              `${path}: appeared during the export; pass --force to replace it`,
+            );
+          }
+          const aside = `${path}.replaced-${Deno.pid}`;
+          if (await entry(aside)) {
+            throw new Qwen3Error(
+              "io",
+              `${aside}: already exists, so ${path} cannot be moved aside; remove it first`,
+            );
+          }
+          await Deno.rename(path, aside);
+          this.#moved.push([path, aside]);
+        }
+        const partial = partialName(path);
+        await Deno.rename(partial, path);
+        this.#partials.delete(partial);
+        this.#placed.push(path);
+      }
+      signal?.throwIfAborted();
+    } catch (e) {
+      await this.discard();
+      throw e;
+    }
+    for (const [, aside] of this.#moved.splice(0)) await Deno.remove(aside).catch(() => {});
+    this.#placed.length = 0;
+  }
+
+  /**
+   * Undoes everything: removes the partials and the outputs renamed in, and puts back what
+   * they replaced. A file that cannot be put back is named in the error, so it is not lost.
+   */
+  async discard(): Promise<void> {
+    for (const partial of this.#partials) await Deno.remove(partial).catch(() => {});
+    this.#partials.clear();
+    for (const path of this.#placed.splice(0)) await Deno.remove(path).catch(() => {});
+    const stranded: string[] = [];
+    for (const [path, aside] of this.#moved.splice(0).reverse()) {
+      await Deno.rename(aside, path).catch(() => stranded.push(`${path} (now ${aside})`));
+    }
+    if (stranded.length > 0) {
+      throw new Qwen3Error(
+        "io",
+        `the export failed and could not put back the files it replaced: ${stranded.join(", ")}`,
+      );
+    }
+  }
+}
+
+function partialName(path: string): string {
+  return `${path}.partial-${Deno.pid}`;
 }
 
 /**
  * Exports the Hugging Face Qwen3 folder `hfDir` to `outPath`: a qwen3.c model.bin with its
  * side files (default) or a GGUF file. See the module documentation for what is checked and
  * how memory stays small. Errors are one Qwen3Error naming the file, tensor or field; after
- * an error (or an abort) no output file exists.
+ * an error (or an abort) the output names hold what they held before.
  *
  * @example
  * ```ts ignore
@@ -710,7 +827,7 @@ async function sameFile(a: string, b: string): Promise<boolean> {
  * const r = await exportHfModel("Qwen3-0.6B", "out/qwen3-0.6b.bin", {
  *   onProgress: (done, total) => console.log(`${done} / ${total}`),
  * });
- * console.log(r.files); // model.bin, .tokenizer, four .template files, tokenizer.json
+ * console.log(r.files); // model.bin, .tokenizer, four .template files, .tokenizer.json
  * ```
  */
 export async function exportHfModel(
@@ -795,10 +912,20 @@ export async function exportHfModel(
     }
   }
 
-  await checkOutputPath(outPath);
+  // Every file the export reads: no output may be one of them.
+  const tokenizerPath = join(hfDir, "tokenizer.json");
+  const inputs = [
+    join(hfDir, "config.json"),
+    ...weights.files,
+    join(hfDir, SAFETENSORS_INDEX),
+    tokenizerPath,
+    join(hfDir, "tokenizer_config.json"),
+    join(hfDir, "chat_template.jinja"),
+  ];
+  const paths = format === "bin" ? [outPath, ...BIN_SIDE_FILES.map((s) => outPath + s)] : [outPath];
+  const outputs = await OutputFiles.check(paths, inputs, opts.force ?? false);
   // The slowest check last. Only its products stay: the parsed tokenizer (~170 MB for
   // Qwen3's 11 MB JSON) is garbage before the weights stream.
-  const tokenizerPath = join(hfDir, "tokenizer.json");
   const side = await tokenizerProducts(
     tokenizerPath,
     config.vocabSize,
@@ -812,6 +939,7 @@ export async function exportHfModel(
           eosId: hf.eosId,
         }),
   );
+  opts.signal?.throwIfAborted();
 
   let lastReport = 0;
   const report = (done: number, total: number) => {
@@ -822,96 +950,76 @@ export async function exportHfModel(
     }
   };
 
-  // 2. The outputs.
-  if (format === "gguf") {
-    const metadata = side as [string, GgufValue][];
-    const ggufConfig = { ...config, format: "gguf" as const, groupSize: type === "q8_0" ? 32 : 0 };
-    const block = new Float32Array(Math.max(BLOCK_VALUES, config.dim, config.hiddenDim));
-    const sources = qwen3GgufTensors(config).map(({ name, slot }) => {
-      const hfName = hfTensorName(slot);
-      const spec: GgufTensorSpec = {
-        name,
-        dims: ggufDims(slot),
-        type: slot.kind === "f32" ? GgmlType.F32 : GGML_OF[type],
-      };
-      const data = async function* () {
-        if (slot.kind === "f32") {
-          yield bytesOf(await weights.readTensor(hfName));
-          return;
-        }
-        const blocks = rowBlocks(weights, hfName, slot.rows, slot.cols, block, opts.signal);
-        for await (const { values } of blocks) {
-          yield encodeRows(values, type);
-        }
-      };
-      return { spec, data };
-    });
-    let bytes: number;
-    try {
-      bytes = await writeGgufFile(outPath, metadata, sources, {
-        onProgress: report,
-        signal: opts.signal,
-      });
-    } catch (e) {
-      throw asQwen3Error(e, outPath);
-    }
-    return {
-      path: outPath,
-      format,
-      bytes,
-      files: [outPath],
-      config: ggufConfig,
-      type,
-      templateSource,
-    };
-  }
-
-  const suffix = `.partial-${Deno.pid}`;
-  const planned: [string, Uint8Array | undefined][] = []; // final path, contents (undefined: the model)
-  planned.push([outPath, undefined]);
-  for (const [ext, bytes] of side as Map<string, Uint8Array>) planned.push([outPath + ext, bytes]);
-  const tokenizerOut = join(dirname(outPath), "tokenizer.json");
-  const copyTokenizer = !(await sameFile(tokenizerPath, tokenizerOut));
-  if (copyTokenizer) planned.push([tokenizerOut, undefined]);
-  const total = expectedFileSize(config);
-  const written: string[] = [];
+  // 2. The outputs, as partials, then committed together.
   try {
-    const tmp = outPath + suffix;
-    written.push(tmp);
-    const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    if (format === "gguf") {
+      const metadata = side as [string, GgufValue][];
+      const block = new Float32Array(Math.max(BLOCK_VALUES, config.dim, config.hiddenDim));
+      const sources = qwen3GgufTensors(config).map(({ name, slot }) => {
+        const hfName = hfTensorName(slot);
+        const spec: GgufTensorSpec = {
+          name,
+          dims: ggufDims(slot),
+          type: slot.kind === "f32" ? GgmlType.F32 : GGML_OF[type],
+        };
+        const data = async function* () {
+          if (slot.kind === "f32") {
+            yield bytesOf(await weights.readTensor(hfName));
+            return;
+          }
+          const blocks = rowBlocks(weights, hfName, slot.rows, slot.cols, block, opts.signal);
+          for await (const { values } of blocks) {
+            yield encodeRows(values, type);
+          }
+        };
+        return { spec, data };
+      });
+      let bytes: number;
+      {
+        using file = await outputs.create(outPath);
+        bytes = await writeGgufTo(file, metadata, sources, {
+          onProgress: report,
+          signal: opts.signal,
+        });
+      }
+      await outputs.commit(opts.signal);
+      return {
+        path: outPath,
+        format,
+        bytes,
+        files: [outPath],
+        config: { ...config, format: "gguf", groupSize: type === "q8_0" ? 32 : 0 },
+        type,
+        templateSource,
+      };
+    }
+
+    const total = expectedFileSize(config);
     let done = 0;
-    try {
+    {
+      using file = await outputs.create(outPath);
       await writeCheckpoint(file, weights, config, (n) => report(done += n, total), opts.signal);
-    } finally {
-      file.close();
     }
     if (done !== total) {
       throw new Qwen3Error("io", `${outPath}: wrote ${done} bytes, expected ${total}`);
     }
-    for (const [path, bytes] of planned.slice(1)) {
-      written.push(path + suffix);
-      if (bytes) await Deno.writeFile(path + suffix, bytes);
-      else await Deno.copyFile(tokenizerPath, path + suffix);
+    for (const [ext, bytes] of side as Map<string, Uint8Array>) {
+      opts.signal?.throwIfAborted();
+      await outputs.write(outPath + ext, bytes);
     }
     opts.signal?.throwIfAborted();
-    // The model goes last: its presence means the export finished.
-    for (const [path] of [...planned.slice(1), planned[0]]) await Deno.rename(path + suffix, path);
+    await outputs.copy(tokenizerPath, outPath + TOKENIZER_JSON_SUFFIX);
+    await outputs.commit(opts.signal);
+    return { path: outPath, format, bytes: total, files: paths, config, templateSource };
   } catch (e) {
-    for (const p of written) await removeQuietly(p);
+    await outputs.discard();
     throw asQwen3Error(e, outPath);
   }
-  return {
-    path: outPath,
-    format,
-    bytes: total,
-    files: planned.map(([p]) => p),
-    config,
-    templateSource,
-  };
 }
 
 /** The side-file suffixes a model.bin export writes, in order. */
 export const BIN_SIDE_FILES: readonly string[] = [
   ".tokenizer",
   ...Object.values(TEMPLATE_SUFFIXES),
+  TOKENIZER_JSON_SUFFIX,
 ];

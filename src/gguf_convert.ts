@@ -225,7 +225,7 @@ export interface GgufTensorSource {
   data(): AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 }
 
-/** Options of {@link writeGgufFile}. */
+/** Options of {@link writeGgufFile} and {@link writeGgufTo}. */
 export interface WriteGgufOptions {
   /** Called with (bytes written, total bytes) as data is written. */
   onProgress?: (done: number, total: number) => void;
@@ -245,51 +245,67 @@ export async function writeGgufFile(
   sources: readonly GgufTensorSource[],
   opts: WriteGgufOptions = {},
 ): Promise<number> {
-  const { header, offsets, dataBytes } = encodeGgufHeader(metadata, sources.map((s) => s.spec));
-  const total = header.length + dataBytes;
   const tmp = `${outPath}.partial-${Deno.pid}`;
   const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
   try {
-    const writeAll = async (b: Uint8Array) => {
-      let off = 0;
-      while (off < b.length) off += await file.write(b.subarray(off));
-    };
-    await writeAll(header);
-    let written = 0;
-    opts.onProgress?.(header.length, total);
-    for (let i = 0; i < sources.length; i++) {
-      const s = sources[i];
-      if (written < offsets[i]) {
-        await writeAll(new Uint8Array(offsets[i] - written));
-        written = offsets[i];
-      }
-      const size = ggmlTensorBytes(s.spec.type, s.spec.dims);
-      let produced = 0;
-      for await (const piece of s.data()) {
-        opts.signal?.throwIfAborted();
-        produced += piece.length;
-        if (produced > size) break;
-        await writeAll(piece);
-        written += piece.length;
-        opts.onProgress?.(header.length + written, total);
-      }
-      if (produced !== size) {
-        throw new Qwen3Error(
-          "invalid_argument",
-          `GGUF tensor '${s.spec.name}': its source gave ${produced} bytes, expected ${size}`,
-        );
-      }
-    }
-    if (written < dataBytes) await writeAll(new Uint8Array(dataBytes - written));
-    file.close();
-    await Deno.rename(tmp, outPath);
-  } catch (e) {
+    let total: number;
     try {
+      total = await writeGgufTo(file, metadata, sources, opts);
+    } finally {
       file.close();
-    } catch { /* already closed */ }
+    }
+    await Deno.rename(tmp, outPath);
+    return total;
+  } catch (e) {
     await Deno.remove(tmp).catch(() => {});
     throw e;
   }
+}
+
+/**
+ * Writes a whole GGUF file into `file` from its start (header, then each source's data at
+ * its aligned offset) and returns its size; the caller owns the file, its name and what
+ * happens to it on failure ({@link writeGgufFile} is the partial-then-rename wrapper).
+ */
+export async function writeGgufTo(
+  file: Deno.FsFile,
+  metadata: ReadonlyArray<readonly [string, GgufValue]>,
+  sources: readonly GgufTensorSource[],
+  opts: WriteGgufOptions = {},
+): Promise<number> {
+  const { header, offsets, dataBytes } = encodeGgufHeader(metadata, sources.map((s) => s.spec));
+  const total = header.length + dataBytes;
+  const writeAll = async (b: Uint8Array) => {
+    let off = 0;
+    while (off < b.length) off += await file.write(b.subarray(off));
+  };
+  await writeAll(header);
+  let written = 0;
+  opts.onProgress?.(header.length, total);
+  for (let i = 0; i < sources.length; i++) {
+    const s = sources[i];
+    if (written < offsets[i]) {
+      await writeAll(new Uint8Array(offsets[i] - written));
+      written = offsets[i];
+    }
+    const size = ggmlTensorBytes(s.spec.type, s.spec.dims);
+    let produced = 0;
+    for await (const piece of s.data()) {
+      opts.signal?.throwIfAborted();
+      produced += piece.length;
+      if (produced > size) break;
+      await writeAll(piece);
+      written += piece.length;
+      opts.onProgress?.(header.length + written, total);
+    }
+    if (produced !== size) {
+      throw new Qwen3Error(
+        "invalid_argument",
+        `GGUF tensor '${s.spec.name}': its source gave ${produced} bytes, expected ${size}`,
+      );
+    }
+  }
+  if (written < dataBytes) await writeAll(new Uint8Array(dataBytes - written));
   return total;
 }
 

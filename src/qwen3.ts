@@ -59,7 +59,7 @@ export async function ggufTemplates(g: GgufFile, path: string): Promise<ChatTemp
     if (typeof text === "string") named[key] = text;
   }
   // Loaded only for GGUF files: nothing else needs the Jinja engine.
-  const { renderChatTemplates } = await import("./export.ts");
+  const { renderChatTemplates } = await import("./chat_template.ts");
   try {
     return renderChatTemplates(source, `${path} (tokenizer.chat_template)`, named);
   } catch {

@@ -11,10 +11,19 @@
 
 import assert from "node:assert/strict";
 import { basename, join } from "node:path";
+import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 import { CEngine } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
-import { exportHfModel, type ExportOptions, renderChatTemplates } from "../src/export.ts";
+import { renderChatTemplates } from "../src/chat_template.ts";
+import {
+  BIN_SIDE_FILES,
+  exportHfModel,
+  type ExportOptions,
+  hfTensorName,
+  readHfConfig,
+} from "../src/export.ts";
 import { fromHalf, GgmlType, readGgufHeader } from "../src/gguf.ts";
+import { checkpointTensorOrder } from "../src/model_file.ts";
 import {
   encodeSafetensorsHeader,
   float32ToBf16,
@@ -192,7 +201,7 @@ Deno.test("the BF16 file and the F32 shards of one model export to the same mode
   assert.ok(a.every((v, i) => v === b[i]), "model.bin bytes differ");
 });
 
-Deno.test("side files: tokenizer, templates as transformers renders them, tokenizer.json", async () => {
+Deno.test("side files: tokenizer, templates as transformers renders them, OUT.tokenizer.json", async () => {
   for (const name of ["hf_tiny_tied_bf16", "hf_tiny_tied_f32_sharded"]) {
     const ref = await reference(name);
     const path = await exportBin(name);
@@ -204,10 +213,10 @@ Deno.test("side files: tokenizer, templates as transformers renders them, tokeni
       "model.bin.template.with-system-and-thinking",
       "model.bin.template.with-thinking",
       "model.bin.tokenizer",
-      "tokenizer.json",
+      "model.bin.tokenizer.json",
     ]);
     assert.deepEqual(
-      await Deno.readFile(join(dir, "tokenizer.json")),
+      await Deno.readFile(join(dir, "model.bin.tokenizer.json")),
       await Deno.readFile(QWEN3_TOKENIZER_JSON),
     );
     // The .tokenizer side file alone reproduces transformers' ids.
@@ -342,16 +351,37 @@ Deno.test("GGUF export (q8_0, f16, bf16, f32): metadata, tensor table and values
   }
 });
 
-const LLAMA_PYTHON = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? "/tmp/llvenv/bin/python";
-const haveLlama = await new Deno.Command(LLAMA_PYTHON, {
-  args: ["-c", "import llama_cpp"],
-  stdout: "null",
-  stderr: "null",
-}).output().then((r) => r.success, () => false);
+/**
+ * The optional llama.cpp peer: `QWEN3_LLAMA_PYTHON`, else the venv that
+ * `deno task bench:compare` builds under .tools/. Checked with stat first, so a machine
+ * without it never spawns a missing binary (Deno reports that as an uncaught error).
+ */
+async function findLlamaPython(): Promise<string | null> {
+  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? join(LLAMA_VENV, "bin/python");
+  try {
+    if (!(await Deno.stat(python)).isFile) return null;
+    const r = await new Deno.Command(python, {
+      args: ["-c", "import llama_cpp"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return r.success ? python : null;
+  } catch {
+    return null;
+  }
+}
+
+const LLAMA_PYTHON = await findLlamaPython();
+if (!LLAMA_PYTHON) {
+  console.log(
+    `skipping the llama.cpp GGUF check: set QWEN3_LLAMA_PYTHON to a python with ` +
+      `llama-cpp-python ${LLAMA_CPP_PYTHON}, or run \`deno task bench:compare\` to build ${LLAMA_VENV}`,
+  );
+}
 
 Deno.test({
   name: "GGUF f32 export runs in llama.cpp with transformers' logits (QWEN3_LLAMA_PYTHON)",
-  ignore: !haveLlama,
+  ignore: LLAMA_PYTHON === null,
   async fn() {
     const name = "hf_tiny_untied_f16";
     const ref = await reference(name);
@@ -368,7 +398,7 @@ for ids in json.loads(sys.argv[2]):
 sys.stdout.buffer.write(np.concatenate(out).tobytes())
 `;
     const ids = JSON.stringify(ref.prompts.map((p) => p.ids));
-    const r = await new Deno.Command(LLAMA_PYTHON, { args: ["-c", script, out, ids] }).output();
+    const r = await new Deno.Command(LLAMA_PYTHON!, { args: ["-c", script, out, ids] }).output();
     assert.ok(r.success, new TextDecoder().decode(r.stderr));
     const all = new Float32Array(r.stdout.slice().buffer);
     const logits: Float32Array[][] = [];
@@ -710,6 +740,15 @@ Deno.test("malformed folders: one clear error each, nothing written", async () =
   cfg.chat_template = "{% if %}";
   await Deno.writeTextFile(tc, JSON.stringify(cfg));
   await expectFailure(d, "format", [/tokenizer_config\.json: chat_template does not parse/]);
+
+  d = await brokenCopy();
+  await Deno.writeTextFile(
+    join(d, "chat_template.jinja"),
+    "{% for i in range(100000000) %}x{% endfor %}",
+  );
+  await expectFailure(d, "format", [
+    /chat_template\.jinja: chat_template rendering stopped at range\(\): 100000000 items, more than 65536 \(the limit\)/,
+  ]);
 });
 
 Deno.test("sharded folders: the index must match the shards", async () => {
@@ -789,6 +828,241 @@ Deno.test("an aborted export leaves nothing behind", async () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// What an export may write over
+
+/** Every file under `dir` with its bytes as text (for before/after comparisons). */
+async function snapshot(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for await (const e of Deno.readDir(dir)) {
+    const info = await Deno.lstat(join(dir, e.name));
+    out[e.name] = info.isFile
+      ? new TextDecoder().decode(await Deno.readFile(join(dir, e.name)))
+      : info.isSymlink
+      ? `symlink -> ${await Deno.readLink(join(dir, e.name))}`
+      : info.isDirectory
+      ? "folder"
+      : "special";
+  }
+  return out;
+}
+
+/** Expects `exportHfModel` to fail with `pattern` and leave `dir` exactly as it was. */
+async function expectRefusal(
+  hf: string,
+  out: string,
+  pattern: RegExp,
+  opts: ExportOptions = {},
+): Promise<void> {
+  const dir = join(out, "..");
+  const before = await snapshot(dir);
+  await assert.rejects(
+    () => exportHfModel(hf, out, opts),
+    (e: Error) => e instanceof Qwen3Error && pattern.test(e.message),
+  );
+  assert.deepEqual(await snapshot(dir), before, `${out}: the folder changed`);
+}
+
+Deno.test("export into a folder holding another model's tokenizer.json leaves it untouched", async () => {
+  const out = await Deno.makeTempDir({ dir: tmp, prefix: "shared_" });
+  const other = '{"model": "another model\'s vocabulary"}';
+  await Deno.writeTextFile(join(out, "tokenizer.json"), other);
+  const r = await exportHfModel(await hfDir("hf_tiny_tied_bf16"), join(out, "model.bin"));
+  assert.equal(await Deno.readTextFile(join(out, "tokenizer.json")), other);
+  assert.deepEqual(r.files, [
+    join(out, "model.bin"),
+    ...BIN_SIDE_FILES.map((s) => join(out, "model.bin" + s)),
+  ]);
+  assert.deepEqual(
+    await Deno.readFile(join(out, "model.bin.tokenizer.json")),
+    await Deno.readFile(QWEN3_TOKENIZER_JSON),
+  );
+  assert.deepEqual(
+    await listDir(out),
+    [
+      "model.bin",
+      ...BIN_SIDE_FILES.map((s) => "model.bin" + s),
+      "tokenizer.json",
+    ].sort(),
+  );
+});
+
+Deno.test("an output that is one of the export's inputs is refused, even with --force", async () => {
+  const hf = await brokenCopy();
+  // The weights themselves, as a GGUF (before: exit 0 and the weights destroyed).
+  for (const name of ["model.safetensors", "config.json", "tokenizer.json"]) {
+    await expectRefusal(
+      hf,
+      join(hf, name),
+      new RegExp(`${name}: is the export's input .*${name}; write the output elsewhere`),
+      { format: "gguf", force: true },
+    );
+  }
+  // The same file under another name: a hard link, and a path through a linked folder.
+  const elsewhere = await Deno.makeTempDir({ dir: tmp, prefix: "links_" });
+  await Deno.link(join(hf, "model.safetensors"), join(elsewhere, "weights.gguf"));
+  await expectRefusal(hf, join(elsewhere, "weights.gguf"), /is the export's input/, {
+    format: "gguf",
+    force: true,
+  });
+  await Deno.symlink(hf, join(elsewhere, "via"));
+  await expectRefusal(hf, join(elsewhere, "via", "config.json"), /is the export's input/, {
+    force: true,
+  });
+  const st = await Deno.stat(join(hf, "model.safetensors"));
+  assert.ok(st.size > 1_000_000, "the weights are intact");
+});
+
+Deno.test("an existing output is refused without --force and replaced with it", async () => {
+  const hf = await hfDir("hf_tiny_tied_bf16");
+  const out = await Deno.makeTempDir({ dir: tmp, prefix: "force_" });
+  const model = join(out, "model.bin");
+  await Deno.writeTextFile(model + ".template", "old template");
+  await Deno.writeTextFile(model + ".tokenizer.json", "old tokenizer");
+  await expectRefusal(
+    hf,
+    model,
+    /model\.bin\.template, .*model\.bin\.tokenizer\.json: already exist; pass --force/,
+  );
+  const r = await exportHfModel(hf, model, { force: true });
+  assert.equal(r.files.length, 7);
+  assert.match(await Deno.readTextFile(model + ".template"), /%s/);
+  assert.deepEqual(
+    await listDir(out),
+    BIN_SIDE_FILES.map((s) => "model.bin" + s).concat("model.bin").sort(),
+  );
+  // GGUF: one file.
+  const gguf = join(out, "m.gguf");
+  await Deno.writeTextFile(gguf, "old");
+  await expectRefusal(hf, gguf, /m\.gguf: already exists; pass --force/, { format: "gguf" });
+  await exportHfModel(hf, gguf, { format: "gguf", force: true });
+  assert.ok((await Deno.stat(gguf)).size > 1000);
+});
+
+Deno.test({
+  name: "a symlink, folder, FIFO or device is never replaced, even with --force",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    const hf = await hfDir("hf_tiny_tied_bf16");
+    const out = await Deno.makeTempDir({ dir: tmp, prefix: "special_" });
+    const target = join(out, "target.txt");
+    await Deno.writeTextFile(target, "the link's target");
+    const makers: [string, (path: string) => Promise<boolean>][] = [
+      ["a symbolic link", async (p) => (await Deno.symlink(target, p), true)],
+      ["a folder", async (p) => (await Deno.mkdir(p), true)],
+      ["a FIFO", async (p) => (await new Deno.Command("mkfifo", { args: [p] }).output()).success],
+      [
+        "a device",
+        async (p) =>
+          (await new Deno.Command("mknod", { args: [p, "c", "1", "3"] }).output()).success,
+      ],
+    ];
+    let tried = 0;
+    for (const [kind, make] of makers) {
+      for (const suffix of ["", ".tokenizer", ".tokenizer.json"]) {
+        const model = join(out, `m${tried++}.bin`);
+        let made = false;
+        try {
+          made = await make(model + suffix);
+        } catch { /* the tool is missing here */ }
+        if (!made) {
+          console.log(`cannot make ${kind} here (mkfifo/mknod need a Unix tool and mknod root)`);
+          break;
+        }
+        await expectRefusal(
+          hf,
+          model,
+          new RegExp(
+            `m\\d+\\.bin${
+              suffix.replaceAll(".", "\\.")
+            }: is ${kind}; the export replaces only regular files, even with --force`,
+          ),
+          { force: true },
+        );
+      }
+    }
+    assert.equal(await Deno.readTextFile(target), "the link's target");
+  },
+});
+
+Deno.test("all outputs or none: a failure while renaming in puts every old file back", async () => {
+  const hf = await hfDir("hf_tiny_tied_bf16");
+  for (const format of ["bin", "gguf"] as const) {
+    const out = await Deno.makeTempDir({ dir: tmp, prefix: "commit_" });
+    const model = join(out, "model.out");
+    const names = format === "bin" ? [model, ...BIN_SIDE_FILES.map((s) => model + s)] : [model];
+    for (const n of names) await Deno.writeTextFile(n, `old ${basename(n)}`);
+    // The model goes in last: make moving the old one aside fail after the others are in.
+    await Deno.mkdir(`${model}.replaced-${Deno.pid}`);
+    await expectRefusal(
+      hf,
+      model,
+      /model\.out\.replaced-\d+: already exists, so .* cannot be moved aside/,
+      {
+        format,
+        force: true,
+      },
+    );
+  }
+});
+
+Deno.test({
+  name: "SIGTERM, SIGHUP or SIGINT mid-export: partials removed, status 128 + signal",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    // A folder big enough that the export is still writing when the signal lands: hidden size
+    // 256 (a 39M-value embedding, ten 4M-value blocks), weights all zero (a sparse file).
+    const hf = await Deno.makeTempDir({ dir: tmp, prefix: "signal_hf_" });
+    const config = JSON.parse(
+      await Deno.readTextFile(new URL("hf_tiny_tied_bf16/config.json", fixtures)),
+    );
+    Object.assign(config, { hidden_size: 256, intermediate_size: 768, head_dim: 64 });
+    await Deno.writeTextFile(join(hf, "config.json"), JSON.stringify(config));
+    await Deno.copyFile(QWEN3_TOKENIZER_JSON, join(hf, "tokenizer.json"));
+    const shape = (await readHfConfig(hf)).config;
+    const { header, dataBytes } = encodeSafetensorsHeader(
+      [...checkpointTensorOrder(shape)].map((slot) => ({
+        name: hfTensorName(slot),
+        dtype: "BF16",
+        shape: slot.kind === "f32" ? [slot.length] : [slot.rows, slot.cols],
+      })),
+    );
+    await Deno.writeFile(join(hf, "model.safetensors"), header);
+    await Deno.truncate(join(hf, "model.safetensors"), header.length + dataBytes);
+    for (const [signal, status] of [["SIGTERM", 143], ["SIGHUP", 129], ["SIGINT", 130]] as const) {
+      const out = await Deno.makeTempDir({ dir: tmp, prefix: "signal_out_" });
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", cli, "export", hf, join(out, "model.bin")],
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      // Wait for the first progress line (25% written), then freeze it to look.
+      let stderr = "";
+      const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+      while (!/^export: 25%/m.test(stderr)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        stderr += value;
+      }
+      child.kill("SIGSTOP");
+      const partial = `model.bin.partial-${child.pid}`;
+      const during = await listDir(out);
+      child.kill(signal);
+      child.kill("SIGCONT");
+      for (let r = await reader.read(); !r.done; r = await reader.read()) stderr += r.value;
+      const { code } = await child.status;
+      assert.ok(during.includes(partial), `${signal}: mid-export the folder held ${during}`);
+      assert.equal(code, status, `${signal}: ${stderr}`);
+      assert.match(
+        stderr,
+        new RegExp(`export interrupted by ${signal}; no output file was changed`),
+      );
+      assert.deepEqual(await listDir(out), [], `${signal}: left behind`);
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
 // The command line
 
 const cli = new URL("../cli.ts", import.meta.url).pathname;
@@ -808,6 +1082,7 @@ Deno.test("qwen3 export: help, usage errors, progress lines and a clear error", 
   assert.equal(help.code, 0);
   assert.match(help.stdout, /Usage: qwen3 export HF_DIR OUT/);
   assert.match(help.stdout, /--type q8_0\|f16\|bf16\|f32/);
+  assert.match(help.stdout, /--force +replace existing output files/);
   for (
     const [args, pattern] of [
       [["export"], /export needs HF_DIR and OUT/],

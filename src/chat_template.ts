@@ -1,0 +1,568 @@
+/**
+ * Rendering a model's Jinja chat template (from a GGUF's `tokenizer.chat_template` or a Hugging
+ * Face folder) into qwen3.c's four printf templates, within fixed bounds: a template comes
+ * from a downloaded file, and `{% for i in range(100000000) %}x{% endfor %}` must not take
+ * the process down. @huggingface/jinja parses and evaluates; {@link CHAT_TEMPLATE_LIMITS}
+ * bounds the source, the evaluation steps, the size of every value and the text written.
+ *
+ * How the bounds hold with only the interpreter's public `evaluate` to hook: every node the
+ * interpreter evaluates passes through it, so each costs a step and its result is measured
+ * (a list or dict by the text it would print as, walked with each item costing a step);
+ * `range` is ours and refuses to allocate past its limit; the few operations whose output can
+ * be far larger than their inputs (`indent(width)`, `join(sep)`, `replace(old, new)`,
+ * `tojson(indent=n)`) are checked from their evaluated arguments before they run: the last
+ * argument's evaluation is the last hook before the operation.
+ *
+ * ```ts
+ * import { renderChatTemplates } from "./chat_template.ts";
+ * const t = renderChatTemplates(
+ *   "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+ *     "<|im_start|>assistant\n",
+ *   "chat_template.jinja",
+ * );
+ * console.log(JSON.stringify(t.plain)); // "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n"
+ * ```
+ * @module
+ */
+
+import { Environment, Interpreter, Template } from "@huggingface/jinja";
+import { escapeForMessage, Qwen3Error } from "./errors.ts";
+import { type ChatTemplates, validateTemplates } from "./template.ts";
+
+/**
+ * Bounds on rendering one chat template (its four renders together). Real templates stay
+ * far inside them: Qwen3's template takes about 1,600 steps and writes about 1,100 characters
+ * over the four renders.
+ */
+export const CHAT_TEMPLATE_LIMITS: Readonly<{
+  /** Characters of template source. */
+  sourceChars: number;
+  /** Evaluation steps: one per node evaluated, per list or dict item walked and per 256
+   * characters of each value produced, so time is bounded whatever the steps do. */
+  steps: number;
+  /** The longest value a step may produce: a string, or a list or dict as printed. */
+  valueChars: number;
+  /** Characters written by the template's statements, counted at each nesting level. */
+  outputChars: number;
+  /** Items one `range()` may make. */
+  rangeItems: number;
+}> = Object.freeze({
+  sourceChars: 1 << 20,
+  steps: 1_000_000,
+  valueChars: 1 << 18,
+  outputChars: 1 << 22,
+  rangeItems: 1 << 16,
+});
+
+/** Characters of a value's text per evaluation step charged for producing it. */
+const CHARS_PER_STEP = 256;
+
+/** Placeholders rendered in place of the messages, then turned into `%s`. */
+const SYSTEM_MARK = "\u{F0000}system\u{F0001}";
+const USER_MARK = "\u{F0000}user\u{F0001}";
+
+type Node = NonNullable<Parameters<Interpreter["evaluate"]>[0]>;
+type Value = ReturnType<Interpreter["evaluate"]>;
+
+/** The fields of AST nodes read here (the library's node classes are not exported). */
+interface AnyNode {
+  type: string;
+  value?: unknown;
+  operand?: Node;
+  filter?: AnyNode;
+  callee?: AnyNode;
+  args?: AnyNode[];
+  key?: { value: string };
+  argument?: Node;
+  object?: Node;
+  call?: AnyNode;
+  body?: Node[];
+  alternate?: Node[];
+  defaultBlock?: Node[];
+}
+
+/** The fields of runtime values read here. */
+interface AnyValue {
+  type: string;
+  value: unknown;
+  builtins: ReadonlyMap<string, unknown>;
+}
+
+const as = (v: Value | Node): AnyValue & AnyNode => v as unknown as AnyValue & AnyNode;
+
+/** Statements whose values the interpreter writes out: the elements of every block. */
+function outputStatements(program: Node): WeakSet<Node> {
+  const out = new WeakSet<Node>();
+  const visit = (block: Node[] | undefined) => {
+    if (!Array.isArray(block)) return;
+    for (const s of block) {
+      out.add(s);
+      const n = as(s);
+      visit(n.body);
+      visit(n.alternate);
+      visit(n.defaultBlock);
+    }
+  };
+  visit(as(program).body);
+  return out;
+}
+
+/** One render's argument nodes: the expressions evaluated for a call's arguments. */
+function argumentNodes(args: AnyNode[]): Node[] {
+  return args.map((a) =>
+    a.type === "KeywordArgumentExpression"
+      ? a.value as Node
+      : a.type === "SpreadExpression" || a.type === "KeywordSpreadExpression"
+      ? a.argument!
+      : a as unknown as Node
+  );
+}
+
+/** Positional and keyword argument values, assembled from the evaluated argument nodes. */
+function argumentValues(
+  args: AnyNode[],
+  values: Value[],
+): { positional: AnyValue[]; keywords: Map<string, AnyValue> } {
+  const positional: AnyValue[] = [];
+  const keywords = new Map<string, AnyValue>();
+  args.forEach((a, i) => {
+    const v = as(values[i]);
+    if (a.type === "KeywordArgumentExpression") keywords.set(a.key!.value, v);
+    else if (a.type === "KeywordSpreadExpression" && v.value instanceof Map) {
+      for (const [k, x] of v.value) keywords.set(k, x);
+    } else if (a.type === "SpreadExpression" && Array.isArray(v.value)) positional.push(...v.value);
+    else positional.push(v);
+  });
+  return { positional, keywords };
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Operations whose output can outgrow their inputs, checked before they run. */
+const GROWING_FILTERS = new Set(["indent", "join", "replace", "tojson"]);
+
+/** A node whose children's values are wanted before its own operation runs. */
+interface Frame {
+  watch: Node[];
+  got: Value[];
+  pending: number;
+  /** Runs when every watched child has been evaluated, before the node's own operation. */
+  ready?: (got: Value[]) => void;
+}
+
+/** The budget of one renderChatTemplates call, shared by its four renders. */
+class Budget {
+  steps = 0;
+  output = 0;
+  /** The first limit hit: every later step fails with it too, whoever caught the first. */
+  stopped: Qwen3Error | undefined;
+
+  constructor(readonly file: string) {}
+
+  stop(reason: string): never {
+    this.stopped ??= new Qwen3Error(
+      "format",
+      `${this.file}: chat_template rendering stopped ${reason}`,
+    );
+    throw this.stopped;
+  }
+
+  step(n = 1): void {
+    if (this.stopped) throw this.stopped;
+    this.steps += n;
+    if (this.steps > CHAT_TEMPLATE_LIMITS.steps) {
+      this.stop(`after ${CHAT_TEMPLATE_LIMITS.steps} steps (the limit)`);
+    }
+  }
+
+  /** Fails when an operation about to run would produce more than a value may hold. */
+  fits(what: string, chars: number): void {
+    if (chars > CHAT_TEMPLATE_LIMITS.valueChars) {
+      this.stop(
+        `before ${what}: it would make ${chars} characters, more than ` +
+          `${CHAT_TEMPLATE_LIMITS.valueChars} (the limit)`,
+      );
+    }
+  }
+
+  /**
+   * The characters `v` takes as text (a string, or a list or dict as printed, quotes and
+   * separators included), with `perItem` more for each item at each depth (indentation),
+   * walked up to just past the value limit. Each item walked and each 256 characters cost a
+   * step, so measuring is bounded like everything else.
+   */
+  measure(v: Value, perItem: (depth: number) => number = () => 2): number {
+    const limit = CHAT_TEMPLATE_LIMITS.valueChars;
+    let total = 0;
+    let items = 0;
+    const stack: [AnyValue, number][] = [[as(v), 0]];
+    while (stack.length > 0 && total <= limit) {
+      const [x, depth] = stack.pop()!;
+      items++;
+      if (typeof x.value === "string") {
+        total += x.value.length + 2;
+      } else if (Array.isArray(x.value)) {
+        total += 2;
+        for (const y of x.value) {
+          total += perItem(depth);
+          stack.push([y, depth + 1]);
+          if (total > limit) break;
+        }
+      } else if (x.value instanceof Map && x.type !== "FunctionValue") {
+        total += 2;
+        for (const [k, y] of x.value) {
+          total += String(k).length + 4 + perItem(depth);
+          stack.push([y, depth + 1]);
+          if (total > limit) break;
+        }
+      } else {
+        total += 8;
+      }
+    }
+    this.step(items + Math.ceil(total / CHARS_PER_STEP));
+    return total;
+  }
+}
+
+/** The interpreter, with every evaluation counted, measured and, where it grows, checked. */
+class BoundedInterpreter extends Interpreter {
+  readonly #budget: Budget;
+  readonly #written: WeakSet<Node>;
+  readonly #frames: Frame[] = [];
+  /** A string's `replace` method, once looked up, to the string it replaces in. */
+  readonly #replaceOf = new WeakMap<object, string>();
+
+  constructor(env: Environment, budget: Budget, written: WeakSet<Node>) {
+    super(env);
+    this.#budget = budget;
+    this.#written = written;
+  }
+
+  override evaluate(statement: Node | undefined, environment: Environment): Value {
+    const budget = this.#budget;
+    budget.step();
+    if (!statement) return super.evaluate(statement, environment);
+    const frame = this.#frameFor(statement);
+    let v: Value;
+    if (frame) this.#frames.push(frame);
+    try {
+      v = super.evaluate(statement, environment);
+    } finally {
+      if (frame) this.#frames.pop();
+    }
+    const size = budget.measure(v);
+    if (size > CHAT_TEMPLATE_LIMITS.valueChars) {
+      budget.stop(
+        `at a value of more than ${CHAT_TEMPLATE_LIMITS.valueChars} characters (the limit)`,
+      );
+    }
+    if (this.#written.has(statement) && v.type !== "NullValue" && v.type !== "UndefinedValue") {
+      budget.output += size;
+      if (budget.output > CHAT_TEMPLATE_LIMITS.outputChars) {
+        budget.stop(`after writing ${CHAT_TEMPLATE_LIMITS.outputChars} characters (the limit)`);
+      }
+    }
+    if (frame && statement.type === "MemberExpression") this.#noteReplace(frame, v);
+    const parent = this.#frames.at(-1);
+    if (parent) {
+      const i = parent.watch.indexOf(statement);
+      if (i >= 0 && parent.got[i] === undefined) {
+        parent.got[i] = v;
+        if (--parent.pending === 0) parent.ready?.(parent.got);
+      }
+    }
+    return v;
+  }
+
+  /** What must be seen of `node`'s children before its operation runs, if anything. */
+  #frameFor(node: Node): Frame | undefined {
+    const n = as(node);
+    const frame = (watch: Node[], ready?: (got: Value[]) => void): Frame => ({
+      watch,
+      got: new Array(watch.length),
+      pending: watch.length,
+      ready,
+    });
+    if (n.type === "MemberExpression") return frame([n.object!]);
+    // A call statement (`{% call f() %}`) evaluates its call's arguments and callee as a
+    // call expression does.
+    const call = n.type === "CallExpression" ? n : n.type === "CallStatement" ? n.call : undefined;
+    if (call) {
+      const args = call.args!;
+      return frame([...argumentNodes(args), call.callee as unknown as Node], (got) => {
+        const target = this.#replaceOf.get(got[got.length - 1]);
+        if (target === undefined) return;
+        const { positional, keywords } = argumentValues(args, got.slice(0, -1));
+        this.#checkReplace(target, positional, keywords);
+      });
+    }
+    const f = n.filter;
+    if (
+      n.type !== "FilterExpression" || f?.type !== "CallExpression" ||
+      f.callee?.type !== "Identifier" || !GROWING_FILTERS.has(f.callee.value as string)
+    ) {
+      return undefined;
+    }
+    const name = f.callee.value as string;
+    const args = f.args!;
+    return frame([n.operand!, ...argumentNodes(args)], (got) => {
+      const operand = as(got[0]);
+      const { positional, keywords } = argumentValues(args, got.slice(1));
+      this.#checkFilter(name, operand, positional, keywords);
+    });
+  }
+
+  /** Remembers which string a looked-up `replace` method belongs to. */
+  #noteReplace(frame: Frame, v: Value): void {
+    const object = frame.got[0] && as(frame.got[0]);
+    if (v.type !== "FunctionValue" || typeof object?.value !== "string") return;
+    if (object.builtins.get("replace") === v) this.#replaceOf.set(v, object.value);
+  }
+
+  #checkReplace(text: string, positional: AnyValue[], keywords: Map<string, AnyValue>): void {
+    const [old, by] = positional;
+    if (typeof old?.value !== "string" || typeof by?.value !== "string") return;
+    const count = (positional[2] ?? keywords.get("count"))?.value;
+    let hits = old.value.length === 0
+      ? text.length + 1
+      : Math.floor(text.length / old.value.length);
+    if (typeof count === "number" && count >= 0) hits = Math.min(hits, count);
+    const growth = Math.max(0, by.value.length - old.value.length);
+    this.#budget.fits("replace()", text.length + hits * growth);
+  }
+
+  #checkFilter(
+    name: string,
+    operand: AnyValue,
+    positional: AnyValue[],
+    keywords: Map<string, AnyValue>,
+  ): void {
+    const budget = this.#budget;
+    const arg = (i: number, key: string) => (positional[i] ?? keywords.get(key))?.value;
+    const text = typeof operand.value === "string" ? operand.value : undefined;
+    switch (name) {
+      case "replace":
+        if (text !== undefined) this.#checkReplace(text, positional, keywords);
+        return;
+      case "indent": {
+        const width = arg(0, "width");
+        if (text === undefined || typeof width !== "number") return;
+        budget.fits(`indent(${width})`, width);
+        let lines = 1;
+        for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) lines++;
+        budget.fits(`indent(${width})`, text.length + lines * width);
+        return;
+      }
+      case "join": {
+        const sep = arg(0, "separator");
+        if (typeof sep !== "string") return;
+        const items = Array.isArray(operand.value) ? operand.value.length : text?.length ?? 0;
+        budget.fits("join()", budget.measure(operand as unknown as Value) + items * sep.length);
+        return;
+      }
+      case "tojson": {
+        const indent = keywords.get("indent")?.value;
+        const separators = keywords.get("separators")?.value;
+        const sepChars = Array.isArray(separators)
+          ? separators.reduce((n, s) => n + String((s as AnyValue).value).length, 0)
+          : 4;
+        const width = typeof indent === "number" && indent > 0 ? indent : 0;
+        budget.fits(`tojson(indent=${width})`, width);
+        const size = budget.measure(
+          operand as unknown as Value,
+          (depth) => sepChars + (width > 0 ? 1 + width * (depth + 1) : 0),
+        );
+        budget.fits(`tojson(indent=${width})`, size);
+        return;
+      }
+    }
+  }
+}
+
+/**
+ * The globals a template sees, as @huggingface/jinja's Template provides them, with `range`
+ * refusing to allocate past its limit.
+ */
+function globals(budget: Budget): Record<string, unknown> {
+  return {
+    false: false,
+    true: true,
+    none: null,
+    False: false,
+    True: true,
+    None: null,
+    raise_exception: (message: unknown) => {
+      throw new Error(String(message));
+    },
+    range: (start: number, stop?: number, step = 1) => {
+      if (stop === undefined) [start, stop] = [0, start];
+      if (![start, stop, step].every(Number.isFinite)) {
+        throw new Error("range() arguments must be finite numbers");
+      }
+      if (step === 0) throw new Error("range() step must not be zero");
+      const items = Math.max(0, Math.ceil((stop - start) / step));
+      if (items > CHAT_TEMPLATE_LIMITS.rangeItems) {
+        budget.stop(
+          `at range(): ${items} items, more than ${CHAT_TEMPLATE_LIMITS.rangeItems} (the limit)`,
+        );
+      }
+      return Array.from({ length: items }, (_, i) => start + i * step);
+    },
+    strftime_now: (format: unknown) => strftime(new Date(), String(format)),
+  };
+}
+
+const MONTHS = [
+  "January",
+  "February",
+  "March",
+  "April",
+  "May",
+  "June",
+  "July",
+  "August",
+  "September",
+  "October",
+  "November",
+  "December",
+];
+const DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+
+/** Python's `strftime` for the directives chat templates use (C locale names). */
+function strftime(d: Date, format: string): string {
+  const two = (n: number) => String(n).padStart(2, "0");
+  return format.replace(/%[YmdebBaAHMSyjIp%]/g, (t) => {
+    switch (t[1]) {
+      case "Y":
+        return String(d.getFullYear());
+      case "y":
+        return two(d.getFullYear() % 100);
+      case "m":
+        return two(d.getMonth() + 1);
+      case "d":
+        return two(d.getDate());
+      case "e":
+        return String(d.getDate()).padStart(2, " ");
+      case "b":
+        return MONTHS[d.getMonth()].slice(0, 3);
+      case "B":
+        return MONTHS[d.getMonth()];
+      case "a":
+        return DAYS[d.getDay()].slice(0, 3);
+      case "A":
+        return DAYS[d.getDay()];
+      case "H":
+        return two(d.getHours());
+      case "I":
+        return two(d.getHours() % 12 || 12);
+      case "p":
+        return d.getHours() < 12 ? "AM" : "PM";
+      case "M":
+        return two(d.getMinutes());
+      case "S":
+        return two(d.getSeconds());
+      case "j": {
+        const day = (Date.UTC(d.getFullYear(), d.getMonth(), d.getDate()) -
+          Date.UTC(d.getFullYear(), 0, 1)) / 86_400_000;
+        return String(day + 1).padStart(3, "0");
+      }
+      default:
+        return "%";
+    }
+  });
+}
+
+/**
+ * Renders a Jinja chat template into qwen3.c's four printf templates: a user message (and a
+ * system message first) with `add_generation_prompt` and `enable_thinking` true/false.
+ * Message text is rendered as markers that become `%s` after every literal `%` is doubled,
+ * so a template containing `%` still fills correctly.
+ *
+ * @param source The Jinja source.
+ * @param file Where it came from, for messages (e.g. `model.gguf (tokenizer.chat_template)`).
+ * @param tokens Special token strings the template may use (bos_token, eos_token, ...).
+ * @returns The four templates, checked by validateTemplates.
+ * @throws {Qwen3Error} "format", naming `file`, when the template fails to parse or render,
+ * drops a message or reorders system and user, or goes past a {@link CHAT_TEMPLATE_LIMITS}
+ * bound (`FILE: chat_template rendering stopped after 1000000 steps (the limit)`).
+ *
+ * @example Qwen3's turn format
+ * ```ts
+ * import { renderChatTemplates } from "./chat_template.ts";
+ * const t = renderChatTemplates(
+ *   "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+ *     "<|im_start|>assistant\n{% if enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}",
+ *   "chat_template.jinja",
+ * );
+ * console.log(JSON.stringify(t.plain)); // "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+ * ```
+ */
+export function renderChatTemplates(
+  source: string,
+  file: string,
+  tokens: Record<string, string> = {},
+): ChatTemplates {
+  if (source.length > CHAT_TEMPLATE_LIMITS.sourceChars) {
+    throw new Qwen3Error(
+      "format",
+      `${file}: chat_template has ${source.length} characters, more than ` +
+        `${CHAT_TEMPLATE_LIMITS.sourceChars} (the limit)`,
+    );
+  }
+  let program: Node;
+  try {
+    program = new Template(source).parsed;
+  } catch (e) {
+    throw new Qwen3Error(
+      "format",
+      `${file}: chat_template does not parse (${escapeForMessage(errorText(e))})`,
+    );
+  }
+  const written = outputStatements(program);
+  const budget = new Budget(file);
+  const render = (system: boolean, thinking: boolean): string => {
+    const messages = system
+      ? [{ role: "system", content: SYSTEM_MARK }, { role: "user", content: USER_MARK }]
+      : [{ role: "user", content: USER_MARK }];
+    let text: string;
+    try {
+      const env = new Environment();
+      const context = {
+        ...globals(budget),
+        ...tokens,
+        messages,
+        add_generation_prompt: true,
+        enable_thinking: thinking,
+      };
+      for (const [key, value] of Object.entries(context)) env.set(key, value);
+      text = String(new BoundedInterpreter(env, budget, written).run(program as never).value);
+    } catch (e) {
+      if (budget.stopped) throw budget.stopped;
+      if (e instanceof Qwen3Error) throw e;
+      throw new Qwen3Error(
+        "format",
+        `${file}: chat_template failed to render (${escapeForMessage(errorText(e))})`,
+      );
+    }
+    const marks = [...text.matchAll(/\u{F0000}(system|user)\u{F0001}/gu)].map((m) => m[1]);
+    const want = system ? ["system", "user"] : ["user"];
+    if (marks.join(",") !== want.join(",")) {
+      throw new Qwen3Error(
+        "format",
+        `${file}: the rendered chat_template holds the messages as [${marks.join(", ")}], ` +
+          `expected [${want.join(", ")}] (each message once, system first)`,
+      );
+    }
+    return text.replaceAll("%", "%%").replaceAll(SYSTEM_MARK, "%s").replaceAll(USER_MARK, "%s");
+  };
+  const out: ChatTemplates = {
+    plain: render(false, false),
+    thinking: render(false, true),
+    system: render(true, false),
+    systemThinking: render(true, true),
+  };
+  validateTemplates(out, file);
+  return out;
+}

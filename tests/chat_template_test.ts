@@ -1,0 +1,169 @@
+/**
+ * Chat-template rendering within its bounds (src/chat_template.ts): templates that loop,
+ * grow or recurse without end stop with a Qwen3Error naming the file and the limit, fast
+ * and in little memory, while real templates render as transformers does (export_test.ts
+ * compares the fixtures' templates against transformers' own rendering).
+ */
+
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { CHAT_TEMPLATE_LIMITS, renderChatTemplates } from "../src/chat_template.ts";
+import { Qwen3Error } from "../src/errors.ts";
+import type { GgufFile } from "../src/gguf.ts";
+import { QWEN3_CHAT_TEMPLATE } from "../src/gguf_convert.ts";
+import { ggufTemplates } from "../src/qwen3.ts";
+import { STOCK_TEMPLATES } from "../src/template.ts";
+
+/** A 131072-character string in `ns.s`, built by doubling (each step within the limits). */
+const BIG = "{% set ns = namespace(s='x') %}{% for i in range(17) %}{% set ns.s = ns.s ~ ns.s %}" +
+  "{% endfor %}";
+const Y80 = "y".repeat(80);
+
+/** Templates that would take the process down unbounded, and the limit each must hit. */
+const HOSTILE: [string, RegExp][] = [
+  ["{% for i in range(100000000) %}x{% endfor %}", /range\(\): 100000000 items, more than 65536/],
+  [
+    "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+    /after 1000000 steps \(the limit\)/,
+  ],
+  [
+    BIG + "{% for i in range(300) %}{% for j in range(300) %}{% set t = ns.s.upper() %}" +
+    "{% endfor %}{% endfor %}",
+    /after 1000000 steps \(the limit\)/,
+  ],
+  [
+    "{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}" +
+    "{% endfor %}",
+    /at a value of more than 262144 characters \(the limit\)/,
+  ],
+  [
+    "{% set ns = namespace(a=[1]) %}{% for i in range(40) %}{% set ns.a = ns.a + ns.a %}" +
+    "{% endfor %}",
+    /at a value of more than 262144 characters/,
+  ],
+  [
+    "{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}",
+    /at a value of more than 262144 characters/,
+  ],
+  [
+    // Shared lists: 8^6 copies of a short string, a few hundred bytes as values.
+    "{% set a = ['" + Y80 + "'] %}{% set b = [a,a,a,a,a,a,a,a] %}{% set c = [b,b,b,b,b,b,b,b] %}" +
+    "{% set d = [c,c,c,c,c,c,c,c] %}{% set e = [d,d,d,d,d,d,d,d] %}" +
+    "{% set f = [e,e,e,e,e,e,e,e] %}{% set g = [f,f,f,f,f,f,f,f] %}{{ g|tojson }}",
+    /at a value of more than 262144 characters/,
+  ],
+  [
+    BIG + "{% for i in range(300) %}{% for j in range(300) %}{{ ns.s }}{% endfor %}{% endfor %}",
+    /after writing 4194304 characters \(the limit\)/,
+  ],
+  [BIG + "{{ ns.s.replace('', 'yy') }}", /before replace\(\): it would make 393218 characters/],
+  [BIG + "{{ ns.s|replace('x', 'xxx') }}", /before replace\(\): it would make 393216 characters/],
+  [
+    BIG + "{% set r = ns.s.replace %}{% call r('', 'yy') %}{% endcall %}",
+    /before replace\(\)/,
+  ],
+  ["{{ 'x'|indent(500000000) }}", /before indent\(500000000\): it would make 500000000/],
+  [
+    "{% set ns = namespace(s='x\n') %}{% for i in range(16) %}{% set ns.s = ns.s ~ ns.s %}" +
+    "{% endfor %}{{ ns.s|indent(8) }}",
+    /before indent\(8\): it would make 655368 characters/,
+  ],
+  ["{{ [1, [2]]|tojson(indent=500000000) }}", /before tojson\(indent=500000000\)/],
+  [BIG + "{{ ['a', 'b', 'c']|join(ns.s) }}", /before join\(\): it would make 393233 characters/],
+  [
+    "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}" +
+    "{{ f(40) }}",
+    /after 1000000 steps/,
+  ],
+];
+
+Deno.test("hostile chat templates stop at a named limit, in well under a second each", () => {
+  for (const [source, limit] of HOSTILE) {
+    const t0 = performance.now();
+    assert.throws(
+      () => renderChatTemplates(source, "evil.jinja"),
+      (e: Qwen3Error) => {
+        assert.ok(e instanceof Qwen3Error, `${source}: ${e}`);
+        assert.equal(e.code, "format");
+        assert.match(e.message, /^evil\.jinja: chat_template rendering stopped /);
+        assert.match(e.message, limit, source);
+        return true;
+      },
+    );
+    const ms = performance.now() - t0;
+    // 1M steps take about 0.3-2 s on a busy 2-core machine; the unbounded versions run
+    // for minutes or exhaust memory.
+    assert.ok(ms < 10_000, `${source}: ${ms.toFixed(0)} ms`);
+  }
+  const long = "x".repeat(CHAT_TEMPLATE_LIMITS.sourceChars + 1);
+  assert.throws(
+    () => renderChatTemplates(long, "long.jinja"),
+    /long\.jinja: chat_template has 1048577 characters, more than 1048576 \(the limit\)/,
+  );
+});
+
+Deno.test("chat templates: error text from the template is escaped; real ones still render", () => {
+  assert.throws(
+    () => renderChatTemplates("{{ raise_exception('no\u001b[2J\nfake line') }}", "e.jinja"),
+    (e: Qwen3Error) =>
+      e.message === "e.jinja: chat_template failed to render " +
+          "(no\\u001b[2J\\u000afake line)",
+  );
+  assert.deepEqual(renderChatTemplates(QWEN3_CHAT_TEMPLATE, "stock"), STOCK_TEMPLATES);
+  const t = renderChatTemplates(
+    "{% for m in messages %}{{ m.role }} {{ loop.index }}/{{ range(3)|length }} " +
+      "{{ m.content|replace('q', 'r') }}|{{ [m.role, 'x']|join(', ') }}\n" +
+      "{% endfor %}{{ strftime_now('%Y')|length }}",
+    "t.jinja",
+  );
+  assert.equal(t.system, "system 1/3 %s|system, x\nuser 2/3 %s|user, x\n4");
+});
+
+/** The hostile templates rendered in a child process whose V8 heap is capped at 160 MB. */
+Deno.test("hostile chat templates stay in little memory (a child with a 160 MB heap)", async () => {
+  const module = new URL("../src/chat_template.ts", import.meta.url).href;
+  const code = `
+    import { renderChatTemplates } from ${JSON.stringify(module)};
+    for (const source of JSON.parse(Deno.args[0])) {
+      try { renderChatTemplates(source, "evil.jinja"); console.log("rendered"); }
+      catch (e) { console.log(e.message.split(": ")[1]); }
+    }`;
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      "--v8-flags=--max-old-space-size=160",
+      code,
+      JSON.stringify(HOSTILE.map(([s]) => s)),
+    ],
+    cwd: fileURLToPath(new URL("..", import.meta.url)),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const out = new TextDecoder().decode(r.stdout);
+  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr).slice(-2000));
+  const lines = out.trim().split("\n");
+  assert.equal(lines.length, HOSTILE.length, out);
+  for (const line of lines) assert.match(line, /^chat_template rendering stopped /);
+});
+
+Deno.test("a GGUF whose chat template never ends still loads, promptly", async () => {
+  const fake: GgufFile = {
+    version: 3,
+    metadata: new Map([["tokenizer.chat_template", HOSTILE[0][0]]]),
+    tensors: new Map(),
+    dataOffset: 0,
+    alignment: 32,
+  };
+  const dir = await Deno.makeTempDir();
+  try {
+    const t0 = performance.now();
+    const templates = await ggufTemplates(fake, `${dir}/evil.gguf`).catch((e) => {
+      assert.ok(e instanceof Qwen3Error, String(e));
+      return undefined;
+    });
+    if (templates) assert.deepEqual(templates, STOCK_TEMPLATES);
+    assert.ok(performance.now() - t0 < 10_000);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
