@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "platform.h"
 #include "qwen3_inference.h"
 #include "test_util.h"
 
@@ -550,18 +551,27 @@ int main(void) {
         fprintf(stderr, "cannot write the test model (is %s installed?)\n", TU_TOKENIZER_JSON);
         return 1;
     }
+    double t0 = qwen3_time_seconds();
     Qwen3Model* m = qwen3_model_load(g_path, 0);
     CHECK(m != NULL, "load: %s", qwen3_get_last_error());
+    /* each part's time on stderr: under emulation they show where the minutes go */
+    fprintf(stderr, "test_api: load took %.2f s\n", qwen3_time_seconds() - t0);
+#define TIMED(call)                                                                          \
+    do {                                                                                     \
+        const double start = qwen3_time_seconds();                                           \
+        call;                                                                                \
+        fprintf(stderr, "test_api: %s took %.2f s\n", #call, qwen3_time_seconds() - start); \
+    } while (0)
     if (m) {
-        test_model_and_tokenizer(m);
-        test_contexts(m);
-        test_null_arguments(m);
-        test_kernel_tiers(m);
+        TIMED(test_model_and_tokenizer(m));
+        TIMED(test_contexts(m));
+        TIMED(test_null_arguments(m));
+        TIMED(test_kernel_tiers(m));
 #if !defined(_WIN32)
-        test_two_threads(m);
+        TIMED(test_two_threads(m));
         CHECK(qwen3_model_set_threads(m, 1) == QWEN3_OK, "one thread for fork");
-        test_generate_loop(m);
-        test_chat_loop(m);
+        TIMED(test_generate_loop(m));
+        TIMED(test_chat_loop(m));
 #endif
         qwen3_model_free(m);
     }
