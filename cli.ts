@@ -31,6 +31,7 @@ import {
 } from "./src/export.ts";
 import type { GenerationStats, Piece, PieceKind } from "./src/generate.ts";
 import { Qwen3 } from "./src/qwen3.ts";
+import { readSideText, TOKENIZER_JSON_LIMIT } from "./src/side_file.ts";
 import { Tokenizer } from "./src/tokenizer.ts";
 import type { SamplerOptions } from "./src/types.ts";
 
@@ -435,7 +436,10 @@ async function cmdTokenize(path: string, v: Values): Promise<void> {
   if (text === undefined) throw new UsageError("tokenize needs the text: -i/--input TEXT");
   await requireFile(path);
   const tokenizer = path.toLowerCase().endsWith(".json")
-    ? Tokenizer.fromJson(await Deno.readTextFile(path), path)
+    ? Tokenizer.fromJson(
+      await readSideText(path, { limit: TOKENIZER_JSON_LIMIT, what: "tokenizer" }),
+      path,
+    )
     : await Tokenizer.load(path);
   await out(tokenizer.encode(text, { special: v.special ?? false }).join(" ") + "\n");
 }

@@ -40,12 +40,12 @@ async function ggufHeaderOf(path: string, engine: Engine): Promise<GgufFile | un
  */
 export async function ggufTemplates(g: GgufFile, path: string): Promise<ChatTemplates> {
   for (const suffix of Object.values(TEMPLATE_SUFFIXES)) {
-    try {
-      await Deno.stat(path + suffix);
-      return await loadTemplates(path);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
+    // Anything at the path but "no such file" (a FIFO, a loop) is for loadTemplates to refuse.
+    const present = await Deno.stat(path + suffix).then(
+      () => true,
+      (e) => !(e instanceof Deno.errors.NotFound),
+    );
+    if (present) return await loadTemplates(path);
   }
   const source = g.metadata.get("tokenizer.chat_template");
   if (typeof source !== "string") return { ...STOCK_TEMPLATES };
@@ -229,9 +229,11 @@ export class Qwen3 implements Disposable {
 
   /**
    * Loads a model file (qwen3.c `model.bin`, qwen3-rs checkpoint, or a `qwen3` GGUF) with its
-   * tokenizer (a GGUF's own lists; else `tokenizer.json` or `model.bin.tokenizer` beside it)
-   * and templates (`.template*` side files, else a GGUF's own chat template, else the stock
-   * Qwen3 ones).
+   * tokenizer (a GGUF's own lists; else the first of `model.bin.tokenizer.json`,
+   * `tokenizer.json` and `model.bin.tokenizer` beside it: {@linkcode Tokenizer.load}) and
+   * templates (`.template*` side files, else a GGUF's own chat template, else the stock
+   * Qwen3 ones). The model path must be a regular file and side files regular files within
+   * their size limits (src/side_file.ts). Errors are Qwen3Errors naming the file.
    *
    * @example
    * ```ts

@@ -16,6 +16,7 @@
 
 import { dirname, join } from "node:path";
 import { escapeForMessage, quoteExcerpt, Qwen3Error } from "./errors.ts";
+import { QWEN3C_TOKENIZER_LIMIT, readSideFile, TOKENIZER_JSON_LIMIT } from "./side_file.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The pre-tokenizer
@@ -513,17 +514,19 @@ export class Tokenizer {
   }
 
   /**
-   * Finds and loads the tokenizer of a model: `modelPath` itself when it is a `tokenizer.json`
-   * or `.tokenizer` file, else `tokenizer.json` in the model's folder (or inside `modelPath`
-   * when it is a folder), else the qwen3.c side file `${modelPath}.tokenizer`. Throws a
-   * Qwen3Error ("io") naming both paths when neither exists.
+   * Finds and loads the tokenizer of a model. `modelPath` itself when it is a `.json` or
+   * `.tokenizer` file; for a folder, its `tokenizer.json`; else the first of
+   * `${modelPath}.tokenizer.json` (so two models can share a folder),
+   * `tokenizer.json` in the model's folder and qwen3.c's `${modelPath}.tokenizer` that
+   * exists, the order the C engine uses. Only a missing file passes on to the next: one
+   * that exists but cannot be used (a FIFO, unreadable, a symlink loop, over the size limit,
+   * malformed) is an error naming it. Throws a Qwen3Error ("io") naming every path tried
+   * when none exists.
    */
   static async load(modelPath: string): Promise<Tokenizer> {
-    if (modelPath.endsWith(".json")) {
-      return Tokenizer.fromJson(await readOrThrow(modelPath, "text"), modelPath);
-    }
+    if (modelPath.endsWith(".json")) return (await Tokenizer.#fromFile(modelPath, "json"))!;
     if (modelPath.endsWith(".tokenizer")) {
-      return Tokenizer.fromQwen3c(await readOrThrow(modelPath, "bytes"), modelPath);
+      return (await Tokenizer.#fromFile(modelPath, "qwen3c"))!;
     }
     let isDir = false;
     try {
@@ -531,17 +534,38 @@ export class Tokenizer {
     } catch {
       // a missing model file still names its side files below
     }
-    const json = join(isDir ? modelPath : dirname(modelPath), "tokenizer.json");
-    const bin = `${modelPath}.tokenizer`;
-    const text = await readIfPresent(json, "text");
-    if (text !== undefined) return Tokenizer.fromJson(text, json);
-    const data = await readIfPresent(bin, "bytes");
-    if (data !== undefined) return Tokenizer.fromQwen3c(data, bin);
+    const candidates: [string, "json" | "qwen3c"][] = isDir
+      ? [[join(modelPath, "tokenizer.json"), "json"]]
+      : [
+        [`${modelPath}.tokenizer.json`, "json"],
+        [join(dirname(modelPath), "tokenizer.json"), "json"],
+        [`${modelPath}.tokenizer`, "qwen3c"],
+      ];
+    for (const [path, kind] of candidates) {
+      const tok = await Tokenizer.#fromFile(path, kind, true);
+      if (tok !== undefined) return tok;
+    }
+    const paths = candidates.map(([p]) => p);
     throw new Qwen3Error(
       "io",
-      `no tokenizer for ${modelPath}: neither ${json} nor ${bin} exists ` +
-        "(copy the model's tokenizer.json beside it)",
+      `no tokenizer for ${modelPath}: ${
+        paths.length === 1 ? `${paths[0]} does not exist` : `none of ${paths.join(", ")} exists`
+      } (copy the model's tokenizer.json beside it)`,
     );
+  }
+
+  /** A tokenizer file read within its size limit; undefined when optional and missing. */
+  static async #fromFile(
+    path: string,
+    kind: "json" | "qwen3c",
+    optional = false,
+  ): Promise<Tokenizer | undefined> {
+    const limit = kind === "json" ? TOKENIZER_JSON_LIMIT : QWEN3C_TOKENIZER_LIMIT;
+    const bytes = await readSideFile(path, { limit, what: "tokenizer", optional });
+    if (bytes === undefined) return undefined;
+    return kind === "json"
+      ? Tokenizer.fromJson(new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes), path)
+      : Tokenizer.fromQwen3c(bytes, path);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -887,29 +911,5 @@ function checkPipeline(doc: Record<string, unknown>, source: string): void {
         pattern === undefined ? "" : `with pattern ${quoteExcerpt(pattern)} `
       }is not Qwen's split regex`,
     );
-  }
-}
-
-async function readOrThrow(path: string, as: "text"): Promise<string>;
-async function readOrThrow(path: string, as: "bytes"): Promise<Uint8Array>;
-async function readOrThrow(path: string, as: "text" | "bytes"): Promise<string | Uint8Array> {
-  try {
-    return as === "text" ? await Deno.readTextFile(path) : await Deno.readFile(path);
-  } catch (e) {
-    throw new Qwen3Error("io", `cannot read tokenizer ${path}: ${(e as Error).message}`);
-  }
-}
-
-async function readIfPresent(path: string, as: "text"): Promise<string | undefined>;
-async function readIfPresent(path: string, as: "bytes"): Promise<Uint8Array | undefined>;
-async function readIfPresent(
-  path: string,
-  as: "text" | "bytes",
-): Promise<string | Uint8Array | undefined> {
-  try {
-    return as === "text" ? await Deno.readTextFile(path) : await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw new Qwen3Error("io", `cannot read tokenizer ${path}: ${(e as Error).message}`);
   }
 }
