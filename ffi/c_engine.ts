@@ -7,6 +7,7 @@
 
 import { Qwen3Error } from "../src/errors.ts";
 import { SAMPLER_DEFAULTS } from "../src/sampler.ts";
+import { statRegularFile } from "../src/side_file.ts";
 import type {
   Engine,
   EngineSession,
@@ -173,6 +174,9 @@ export class CEngine implements Engine {
   static async load(path: string, opts: CEngineOptions = {}): Promise<CEngine> {
     const lib = await loadLibrary();
     const ctxLength = valid(opts.contextLength ?? 0, "contextLength");
+    // qwen3_model_load opens the path itself: a FIFO there would block it (and the thread
+    // it runs on) until a writer came, so only a regular file is handed to it.
+    await statRegularFile(path, "model file");
     const ptr = lib.symbols.qwen3_model_load(cString(path), ctxLength);
     if (ptr === null) {
       // The C API reports no status for a NULL model: a path that cannot be opened at all

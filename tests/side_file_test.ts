@@ -10,6 +10,8 @@
 
 import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
+import { Qwen3 } from "../src/qwen3.ts";
+import { readGgufMetadata, readModel } from "../src/model_file.ts";
 import {
   QWEN3C_TOKENIZER_LIMIT,
   readSideFile,
@@ -202,4 +204,32 @@ Deno.test("tokenizer lookup: a candidate that exists but cannot be used is an er
     /m\.bin\.tokenizer: the tokenizer is 67108865 bytes, larger than the limit of 67108864/,
   );
   assert.ok(Deno.memoryUsage().rss - before < 32 << 20, "the oversize file was read");
+});
+
+Deno.test("model path: a FIFO, a device or a directory is an io error on both readers", async () => {
+  const d = await caseDir();
+  await mkfifo(`${d}/fifo.bin`);
+  await Deno.symlink("/dev/zero", `${d}/zero.bin`);
+  for (const read of [readModel, readGgufMetadata]) {
+    await withoutBlocking(`${d}/fifo.bin`, () =>
+      rejects(
+        () => read(`${d}/fifo.bin`),
+        "io",
+        new RegExp(`^${escape(d)}/fifo\\.bin: cannot read the model file: it is a FIFO`),
+      ));
+    await rejects(() => read(`${d}/zero.bin`), "io", /zero\.bin: .*a character device/);
+    await rejects(() => read(d), "io", /a directory, not a regular file/);
+    await rejects(() => read(`${d}/missing.bin`), "io", /missing\.bin: .*\(no such file\)/);
+  }
+  // The API on both engines (the CLI checks the path itself; library callers did not).
+  for (const engine of ["ts", "c"] as const) {
+    await withoutBlocking(`${d}/fifo.bin`, () =>
+      rejects(
+        () => Qwen3.load(`${d}/fifo.bin`, { engine }),
+        "io",
+        new RegExp(`^${escape(d)}/fifo\\.bin: cannot read the model file: it is a FIFO`),
+      ));
+    await rejects(() => Qwen3.load(`${d}/zero.bin`, { engine }), "io", /a character device/);
+    await rejects(() => Qwen3.load(d, { engine }), "io", /a directory, not a regular file/);
+  }
 });
