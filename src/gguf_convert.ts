@@ -11,7 +11,7 @@
  * @module
  */
 
-import { escapeForMessage, quoteExcerpt, Qwen3Error } from "./errors.ts";
+import { escapeForMessage, quoteBytes, quoteExcerpt, Qwen3Error } from "./errors.ts";
 import {
   encodeGgufHeader,
   ggmlTensorBytes,
@@ -264,7 +264,7 @@ export async function writeGgufFile(
         await writeAll(new Uint8Array(offsets[i] - written));
         written = offsets[i];
       }
-      const size = ggmlTensorBytes(s.spec.type, s.spec.dims);
+      const size = ggmlTensorBytes(s.spec.type, s.spec.dims, quoteBytes(s.spec.name));
       let produced = 0;
       for await (const piece of s.data()) {
         opts.signal?.throwIfAborted();
@@ -277,7 +277,9 @@ export async function writeGgufFile(
       if (produced !== size) {
         throw new Qwen3Error(
           "invalid_argument",
-          `GGUF tensor '${s.spec.name}': its source gave ${produced} bytes, expected ${size}`,
+          `GGUF tensor '${
+            quoteBytes(s.spec.name)
+          }': its source gave ${produced} bytes, expected ${size}`,
         );
       }
     }

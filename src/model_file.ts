@@ -12,8 +12,10 @@ import {
   GGML_TYPE_NAMES,
   GgmlType,
   type GgufFile,
+  ggufShownString,
   type GgufTensorInfo,
   readGgufHeader,
+  RUNNABLE_GGML_TYPES,
 } from "./gguf.ts";
 import { fileKind, ioReason, statRegularFile } from "./side_file.ts";
 import type { ModelConfig } from "./types.ts";
@@ -618,9 +620,6 @@ export interface LoadedModel {
   gguf?: GgufFile;
 }
 
-/** The ggml types the engines run: F32, F16, BF16 in place; Q8_0 and Q4_0 as Q8 (group 32). */
-const RUNNABLE_GGML = "F32, F16, BF16, Q8_0, Q4_0";
-
 function ggufError(path: string, message: string): Qwen3Error {
   return new Qwen3Error("format", `${path}: GGUF ${message}`);
 }
@@ -679,7 +678,9 @@ export function ggufConfig(g: GgufFile, path: string): ModelConfig {
   if (arch !== "qwen3") {
     throw new Qwen3Error(
       "unsupported",
-      `${path}: GGUF general.architecture is '${arch}'; this engine runs only 'qwen3' (dense Qwen3)`,
+      `${path}: GGUF general.architecture is '${
+        ggufShownString(g, "general.architecture")
+      }'; this engine runs only 'qwen3' (dense Qwen3)`,
     );
   }
   const L = HEADER_LIMITS;
@@ -814,7 +815,7 @@ function cannotRun(path: string, t: GgufTensorInfo, name: string): Qwen3Error {
     "unsupported",
     `${path}: GGUF tensor '${name}' has ggml type ${t.type} (${
       GGML_TYPE_NAMES[t.type] ?? "unknown"
-    }), which this engine cannot run (it runs ${RUNNABLE_GGML})`,
+    }), which this engine cannot run (it runs ${RUNNABLE_GGML_TYPES})`,
   );
 }
 

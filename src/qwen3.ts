@@ -13,7 +13,7 @@ import {
   type GenerationStats,
   runGeneration,
 } from "./generate.ts";
-import type { GgufFile } from "./gguf.ts";
+import { type GgufFile, ggufShownString } from "./gguf.ts";
 import { readGgufMetadata } from "./model_file.ts";
 import { Sampler } from "./sampler.ts";
 import {
@@ -135,13 +135,21 @@ function requireToken(tok: Tokenizer, text: string): number {
  */
 export function ggufTokenizer(g: GgufFile, path: string): Tokenizer {
   const model = g.metadata.get("tokenizer.ggml.model");
+  if (model === undefined) {
+    throw new Qwen3Error("format", `${path}: GGUF metadata lacks 'tokenizer.ggml.model'`);
+  }
+  if (typeof model !== "string") {
+    throw new Qwen3Error(
+      "format",
+      `${path}: GGUF metadata 'tokenizer.ggml.model' is not a string, expected a string`,
+    );
+  }
   if (model !== "gpt2") {
     throw new Qwen3Error(
-      model === undefined ? "format" : "unsupported",
-      model === undefined
-        ? `${path}: GGUF metadata lacks 'tokenizer.ggml.model'`
-        : `${path}: GGUF tokenizer.ggml.model is '${model}'; only 'gpt2' (byte-level BPE, as ` +
-          "Qwen3 uses) is supported",
+      "unsupported",
+      `${path}: GGUF tokenizer.ggml.model is '${
+        ggufShownString(g, "tokenizer.ggml.model")
+      }'; only 'gpt2' (byte-level BPE, as Qwen3 uses) is supported`,
     );
   }
   const tokens = g.metadata.get("tokenizer.ggml.tokens");
