@@ -241,7 +241,8 @@ export class Qwen3 implements Disposable {
    * `tokenizer.json` and `model.bin.tokenizer` beside it: {@linkcode Tokenizer.load}) and
    * templates (`.template*` side files, else a GGUF's own chat template, else the stock
    * Qwen3 ones). The model path must be a regular file and side files regular files within
-   * their size limits (src/side_file.ts). Errors are Qwen3Errors naming the file.
+   * their size limits (src/side_file.ts); a tokenizer with more tokens than the model's
+   * embedding rows is refused. Errors are Qwen3Errors naming the file.
    *
    * @example
    * ```ts
@@ -263,11 +264,20 @@ export class Qwen3 implements Disposable {
       ? await CEngine.load(path, { contextLength: opts.contextLength, threads: opts.threads })
       : await TsEngine.load(path, { contextLength: opts.contextLength });
     try {
+      // The C loader's order (csrc/src/model.c), so a model with several faults gets the
+      // same error from both engines: tokenizer, its size, then the templates.
       const gguf = await ggufHeaderOf(path, engine);
-      const [tokenizer, templates] = await Promise.all([
-        modelTokenizer(path, gguf),
-        gguf ? ggufTemplates(gguf, path) : loadTemplates(path),
-      ]);
+      const tokenizer = await modelTokenizer(path, gguf);
+      const rows = engine.config.vocabSize;
+      if (tokenizer.size > rows) {
+        // Ids past the embedding would fail mid-run; the C engine refuses them at load.
+        throw new Qwen3Error(
+          "format",
+          `${path}: the tokenizer ${tokenizer.source} has ${tokenizer.size} tokens, more than ` +
+            `the model's vocab_size ${rows}`,
+        );
+      }
+      const templates = gguf ? await ggufTemplates(gguf, path) : await loadTemplates(path);
       return new Qwen3(path, engine, tokenizer, templates);
     } catch (e) {
       engine[Symbol.dispose]();
