@@ -319,12 +319,14 @@ export class Qwen3 implements Disposable {
    */
   generate(prompt: string | readonly number[], opts: Qwen3GenerateOptions = {}): Generation {
     this.#live();
+    const tokenizer = this.tokenizer;
+    // Text is encoded against the session's free positions: a prompt that cannot fit ends
+    // the run as context_full at a cost bounded by the context, not by the text.
     const tokens = typeof prompt === "string"
-      ? this.tokenizer.encode(prompt, { special: opts.special ?? false })
+      ? (free: number) => tokenizer.encode(prompt, { special: opts.special ?? false, limit: free })
       : Array.from(prompt);
     const engine = this.engine;
     const special = this.#special;
-    const tokenizer = this.tokenizer;
     return new Generation(async function* (result: GenerationResult) {
       using session = engine.createSession();
       yield* runGeneration({
@@ -462,19 +464,25 @@ export class Chat implements Disposable {
     const model = this.#model;
     const special = model.specialTokens;
     const first = this.#turns === 0;
-    const turnTokens = encodeTurn(model.tokenizer, model.templates, {
-      user: text,
-      system: first ? this.system : undefined,
-      thinking: this.thinking,
-      first,
-    });
+    const carry = this.#carry;
+    // Encoded against the free positions, so a turn that cannot fit (a 10 MB paste) ends as
+    // context_full after work bounded by the context, not by the text.
+    const prompt = (free: number) => [
+      ...carry,
+      ...encodeTurn(model.tokenizer, model.templates, {
+        user: text,
+        system: first ? this.system : undefined,
+        thinking: this.thinking,
+        first,
+      }, { limit: Math.max(0, free - carry.length) }),
+    ];
     this.#busy = true;
     try {
       yield* runGeneration({
         session: this.#session,
         tokenizer: model.tokenizer,
         sampler: new Sampler(opts, model.config.vocabSize),
-        prompt: [...this.#carry, ...turnTokens],
+        prompt,
         stopTokens: new Set([special.imEnd, special.endOfText]),
         think: special.think,
         maxTokens: opts.maxTokens,

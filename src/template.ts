@@ -173,8 +173,14 @@ export function renderTurn(t: ChatTemplates, turn: ChatTurn): { parts: PromptPar
 /**
  * Token ids of one chat turn: {@linkcode renderTurn}'s parts encoded as one prompt
  * (Tokenizer.encodeParts), so the ids equal Hugging Face's for the rendered template while
- * `<|im_end|>` typed by the user stays text.
+ * `<|im_end|>` typed by the user stays text. With `limit`, a turn that needs more tokens
+ * throws a Qwen3Error "context_full" without being encoded whole.
  */
-export function encodeTurn(tok: Tokenizer, t: ChatTemplates, turn: ChatTurn): number[] {
-  return tok.encodeParts(renderTurn(t, turn).parts);
+export function encodeTurn(
+  tok: Tokenizer,
+  t: ChatTemplates,
+  turn: ChatTurn,
+  opts?: { limit?: number },
+): number[] {
+  return tok.encodeParts(renderTurn(t, turn).parts, opts);
 }
