@@ -219,7 +219,7 @@ export class CEngine implements Engine {
   #live(): ModelHandle {
     const h = this.#handle;
     if (h.released || h.ptr === null) {
-      throw new Qwen3Error("invalid_argument", "this CEngine was disposed; load the model again");
+      throw new Qwen3Error("disposed", "this CEngine was disposed; load the model again");
     }
     return h;
   }
@@ -351,7 +351,7 @@ export class CSession implements EngineSession {
   #live(): { lib: Qwen3Library; ptr: Deno.PointerObject } {
     const h = this.#handle;
     if (this.#disposed || h.ptr === null) {
-      throw new Qwen3Error("invalid_argument", "this session was disposed; create a new one");
+      throw new Qwen3Error("disposed", "this session was disposed; create a new one");
     }
     if (h.busy) {
       throw new Qwen3Error(

@@ -3,7 +3,11 @@
  * @module
  */
 
-/** What went wrong, mirroring the C engine's Qwen3Status codes. */
+/**
+ * What went wrong, mirroring the C engine's Qwen3Status codes, plus "library" (the native
+ * library could not be used) and "disposed" (a model, chat, engine or session used after
+ * it was disposed, or disposed while a generation on it was streaming).
+ */
 export type Qwen3ErrorCode =
   | "invalid_argument"
   | "io"
@@ -11,7 +15,8 @@ export type Qwen3ErrorCode =
   | "out_of_memory"
   | "context_full"
   | "unsupported"
-  | "library";
+  | "library"
+  | "disposed";
 
 /** C status codes (qwen3_inference.h) by value. */
 const BY_STATUS: Record<number, Qwen3ErrorCode> = {

@@ -92,6 +92,12 @@ export interface GenerationParams {
   maxTokens?: number;
   /** Cancels between tokens. */
   signal?: AbortSignal;
+  /**
+   * Called before and after every forward pass; throws (a Qwen3Error "disposed") when the
+   * run must end because what it runs on was disposed. The error ends the run and reaches
+   * the caller; the text so far stays in the result.
+   */
+  live?: () => void;
 }
 
 /**
@@ -168,6 +174,7 @@ export async function* runGeneration(
 
   try {
     if (p.signal?.aborted) return result;
+    p.live?.();
     if (typeof p.prompt === "function") {
       try {
         prompt = p.prompt(Math.max(0, session.contextLength - startPosition));
@@ -190,6 +197,7 @@ export async function* runGeneration(
     let logits = await session.forward(prompt);
     prefillMs = performance.now() - mark;
     result.promptFed = true;
+    p.live?.();
 
     mark = performance.now();
     if (maxTokens === 0) {
@@ -236,8 +244,10 @@ export async function* runGeneration(
         stopReason = "aborted";
         break;
       }
+      p.live?.();
       logits = await session.forward([token]);
       result.unfed = [];
+      p.live?.();
     }
     const tail = piece(decoder.flush());
     decodeMs += performance.now() - mark;

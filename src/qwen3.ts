@@ -121,6 +121,9 @@ export interface SpecialTokens {
   think?: { open: number; close: number };
 }
 
+const MODEL_DISPOSED = () =>
+  new Qwen3Error("disposed", "this Qwen3 model was disposed; load it again");
+
 function requireToken(tok: Tokenizer, text: string): number {
   const id = tok.tokenId(text);
   if (id === undefined) {
@@ -291,9 +294,7 @@ export class Qwen3 implements Disposable {
   }
 
   #live(): void {
-    if (this.#disposed) {
-      throw new Qwen3Error("invalid_argument", "this Qwen3 model was disposed; load it again");
-    }
+    if (this.#disposed) throw MODEL_DISPOSED();
   }
 
   /** Control-token ids generation needs (internal to Chat). */
@@ -327,6 +328,7 @@ export class Qwen3 implements Disposable {
       : Array.from(prompt);
     const engine = this.engine;
     const special = this.#special;
+    const live = () => this.#live();
     return new Generation(async function* (result: GenerationResult) {
       using session = engine.createSession();
       yield* runGeneration({
@@ -338,6 +340,7 @@ export class Qwen3 implements Disposable {
         think: special.think,
         maxTokens: opts.maxTokens,
         signal: opts.signal,
+        live,
       }, result);
     });
   }
@@ -370,7 +373,13 @@ export class Qwen3 implements Disposable {
     return this.#disposed;
   }
 
-  /** Frees the engine (native memory waits for open chats to be disposed). Idempotent. */
+  /**
+   * Releases the model. Generations and chat turns streaming on it end at their next token
+   * boundary (a forward pass already running finishes first): the stream throws a
+   * Qwen3Error "disposed", and the text so far stays in the Generation (stats.stopReason
+   * "aborted"). Afterwards `generate`, `chat` and `send` on its chats throw "disposed". The
+   * C engine's memory is freed once no chat of the model holds a KV cache. Idempotent.
+   */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     this.#disposed = true;
@@ -445,16 +454,18 @@ export class Chat implements Disposable {
    * a time per chat.
    */
   send(text: string, opts: GenerateOptions = {}): Generation {
-    if (this.#disposed) {
-      throw new Qwen3Error("invalid_argument", "this chat was disposed; start a new one");
-    }
+    this.#live();
     return new Generation((result) => this.#turn(text, opts, result));
   }
 
+  /** Throws "disposed" once this chat or its model is disposed. */
+  #live(): void {
+    if (this.#model.disposed) throw MODEL_DISPOSED();
+    if (this.#disposed) throw new Qwen3Error("disposed", "this chat was disposed; start a new one");
+  }
+
   async *#turn(text: string, opts: GenerateOptions, result: GenerationResult) {
-    if (this.#disposed) {
-      throw new Qwen3Error("invalid_argument", "this chat was disposed; start a new one");
-    }
+    this.#live();
     if (this.#busy) {
       throw new Qwen3Error(
         "invalid_argument",
@@ -487,6 +498,7 @@ export class Chat implements Disposable {
         think: special.think,
         maxTokens: opts.maxTokens,
         signal: opts.signal,
+        live: () => this.#live(),
       }, result);
     } finally {
       this.#busy = false;
@@ -509,7 +521,10 @@ export class Chat implements Disposable {
     return this.#disposed;
   }
 
-  /** Frees this chat's KV cache. Idempotent. */
+  /**
+   * Frees this chat's KV cache. A turn streaming on it ends at its next token boundary with
+   * a Qwen3Error "disposed", as when its model is disposed. Idempotent.
+   */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     this.#disposed = true;

@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { Qwen3Error } from "../src/errors.ts";
 import { emptyResult, type Piece, runGeneration } from "../src/generate.ts";
 import { Qwen3 } from "../src/qwen3.ts";
 import { STOCK_TEMPLATES } from "../src/template.ts";
@@ -206,6 +207,61 @@ for (const kind of ENGINES) {
     const next = chat.send("And now?", { ...GREEDY, maxTokens: 2 });
     await next.complete();
     assert.equal(next.stats!.stopReason, "max_tokens");
+  });
+
+  Deno.test(`[${kind}] dispose while streaming: the stream ends with "disposed", text kept`, async () => {
+    const disposed = (e: unknown) => e instanceof Qwen3Error && e.code === "disposed";
+    // The model disposed between two pieces of a chat turn, and of a generation.
+    for (const via of ["chat", "generate"] as const) {
+      const model = await load();
+      const chat = model.chat();
+      const run = via === "chat"
+        ? chat.send("Tell me a story.", GREEDY)
+        : model.generate("Once upon a time", GREEDY);
+      const pieces: string[] = [];
+      await assert.rejects(async () => {
+        for await (const p of run) {
+          pieces.push(p.text);
+          if (pieces.length === 3) model[Symbol.dispose]();
+        }
+      }, disposed);
+      assert.equal(pieces.length, 3, `${via}: no piece after the dispose`);
+      assert.equal(run.text, pieces.join(""));
+      assert.equal(run.stats!.stopReason, "aborted");
+      assert.throws(() => chat.send("more"), disposed);
+      assert.throws(() => model.chat(), disposed);
+      assert.throws(() => model.generate("x"), disposed);
+      chat[Symbol.dispose]();
+    }
+    // Disposed while the prompt's forward pass runs (the C engine runs it off the JS
+    // thread; the TS engine's has finished): no piece at all.
+    {
+      using model = await load();
+      using chat = model.chat();
+      const run = chat.send("A long question. ".repeat(20), GREEDY);
+      const it = run[Symbol.asyncIterator]();
+      const first = it.next();
+      model[Symbol.dispose]();
+      await assert.rejects(first, disposed);
+      assert.equal(run.text, "");
+    }
+    // The chat disposed between two pieces: the same outcome.
+    {
+      using model = await load();
+      const chat = model.chat();
+      const run = chat.send("Tell me a story.", GREEDY);
+      let n = 0;
+      await assert.rejects(async () => {
+        for await (const _ of run) if (++n === 2) chat[Symbol.dispose]();
+      }, disposed);
+      assert.equal(n, 2);
+      assert.throws(() => chat.send("more"), disposed);
+      // The model and its other chats go on.
+      using other = model.chat();
+      const hi = other.send("Hi", { ...GREEDY, maxTokens: 2 });
+      await hi.complete();
+      assert.equal(hi.stats!.stopReason, "max_tokens");
+    }
   });
 
   Deno.test(`[${kind}] abort keeps the partial text and a consistent cache`, async () => {
