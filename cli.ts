@@ -17,8 +17,6 @@
  */
 
 import { parseArgs } from "node:util";
-import { createInterface } from "node:readline";
-import process from "node:process";
 import { cpuFeatures, kernelName } from "./ffi/c_engine.ts";
 import { libraryPath } from "./ffi/library.ts";
 import { Qwen3Error } from "./src/errors.ts";
@@ -31,6 +29,7 @@ import {
 } from "./src/export.ts";
 import type { GenerationStats, Piece, PieceKind } from "./src/generate.ts";
 import { Qwen3 } from "./src/qwen3.ts";
+import { readSideText, TOKENIZER_JSON_LIMIT } from "./src/side_file.ts";
 import { Tokenizer } from "./src/tokenizer.ts";
 import type { SamplerOptions } from "./src/types.ts";
 
@@ -422,17 +421,98 @@ async function cmdChat(model: Qwen3, v: Values): Promise<void> {
   if (v.input !== undefined && v.input !== "") {
     if ((await answer(v.input)).stopReason === "context_full") return;
   }
-  const rl = createInterface({ input: process.stdin, terminal: false });
-  try {
-    if (tty) await out("> ");
-    for await (const line of rl) {
-      if (line === "") break;
-      if ((await answer(line)).stopReason === "context_full") break;
-      if (tty) await out("> ");
+  if (tty) await out("> ");
+  for await (const line of stdinLines(Deno.stdin.readable, MAX_CHAT_LINE_BYTES)) {
+    if (line === undefined) {
+      // Longer than any context holds: refused unread, as a turn that does not fit would be.
+      await err(
+        `a chat turn of more than ${MAX_CHAT_LINE_BYTES} bytes cannot fit in the context ` +
+          "(context full: raise -c/--context or start a new chat)\n",
+      );
+      break;
     }
-  } finally {
-    rl.close();
+    if (line === "") break;
+    if ((await answer(line)).stopReason === "context_full") break;
+    if (tty) await out("> ");
   }
+}
+
+/**
+ * Longest chat line read from stdin, in bytes. Qwen3's 40960 positions hold about 160 KB of
+ * text; a longer line is skipped to its end without being kept.
+ */
+export const MAX_CHAT_LINE_BYTES = 4 << 20;
+
+/**
+ * The lines of a byte stream (ending at "\n", "\r\n" or "\r", as node:readline splits
+ * them), decoded as UTF-8. A line longer than `maxBytes` is not kept: it is read to its end
+ * and given as `undefined`, so memory stays at `maxBytes` whatever the input.
+ */
+export async function* stdinLines(
+  stream: ReadableStream<Uint8Array>,
+  maxBytes: number,
+): AsyncGenerator<string | undefined> {
+  const decoder = new TextDecoder();
+  let parts: Uint8Array[] = [];
+  let size = 0;
+  let tooLong = false;
+  let afterCr = false;
+  const take = (): string | undefined => {
+    const line = tooLong ? undefined : decoder.decode(concat(parts, size));
+    parts = [];
+    size = 0;
+    tooLong = false;
+    return line;
+  };
+  for await (const chunk of stream) {
+    let start = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i];
+      if (b !== 0x0a && b !== 0x0d) continue;
+      if (b === 0x0a && afterCr && i === start) {
+        // the "\n" of a "\r\n" split across chunks, or right after the "\r"
+        afterCr = false;
+        start = i + 1;
+        continue;
+      }
+      add(chunk.subarray(start, i));
+      yield take();
+      afterCr = b === 0x0d;
+      start = i + 1;
+      if (afterCr && chunk[i + 1] === 0x0a) {
+        afterCr = false;
+        i++;
+        start = i + 1;
+      }
+    }
+    if (start < chunk.length) {
+      afterCr = false;
+      add(chunk.subarray(start));
+    }
+  }
+  if (size > 0 || tooLong) yield take();
+
+  function add(bytes: Uint8Array): void {
+    if (tooLong || bytes.length === 0) return;
+    if (size + bytes.length > maxBytes) {
+      tooLong = true;
+      parts = [];
+      size = 0;
+      return;
+    }
+    parts.push(bytes.slice());
+    size += bytes.length;
+  }
+}
+
+function concat(parts: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 async function cmdTokenize(path: string, v: Values): Promise<void> {
@@ -440,7 +520,10 @@ async function cmdTokenize(path: string, v: Values): Promise<void> {
   if (text === undefined) throw new UsageError("tokenize needs the text: -i/--input TEXT");
   await requireFile(path);
   const tokenizer = path.toLowerCase().endsWith(".json")
-    ? Tokenizer.fromJson(await Deno.readTextFile(path), path)
+    ? Tokenizer.fromJson(
+      await readSideText(path, { limit: TOKENIZER_JSON_LIMIT, what: "tokenizer" }),
+      path,
+    )
     : await Tokenizer.load(path);
   await out(tokenizer.encode(text, { special: v.special ?? false }).join(" ") + "\n");
 }

@@ -5,8 +5,9 @@
  * @module
  */
 
-import { Qwen3Error } from "../src/errors.ts";
+import { Qwen3Error, type Qwen3ErrorCode } from "../src/errors.ts";
 import { SAMPLER_DEFAULTS } from "../src/sampler.ts";
+import { statRegularFile } from "../src/side_file.ts";
 import type {
   Engine,
   EngineSession,
@@ -84,6 +85,26 @@ const modelRegistry = new FinalizationRegistry<ModelHandle>((m) => {
   freeModelIfUnused(m);
 });
 const contextRegistry = new FinalizationRegistry<ContextHandle>(freeContext);
+
+/**
+ * The Qwen3Error code of a failed `qwen3_model_load`, from its last-error text: the C API
+ * returns NULL without a status, and the TypeScript side must give the code the TypeScript
+ * engine gives for the same file (tests/engines_agree_test.ts holds them together). The
+ * patterns are the C loaders' wording for I/O failures (csrc/src/platform.c, model.c) and
+ * for valid files this engine cannot run; everything else is the file's content.
+ */
+export function loadFailureCode(message: string): Qwen3ErrorCode {
+  if (/\bout of memory\b/.test(message)) return "out_of_memory";
+  if (
+    /: (cannot open|cannot stat|cannot map|cannot read|read error)\b|not a regular file|no tokenizer found|do not fit in this address space/
+      .test(message)
+  ) return "io";
+  if (
+    /\bnot supported\b|\bis supported$|cannot run|unknown to this engine|engine runs only|differs from key_length|fp32 scales would be misaligned|weights but a width of/
+      .test(message)
+  ) return "unsupported";
+  return "format";
+}
 
 function valid(n: number, name: string): number {
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) {
@@ -173,15 +194,13 @@ export class CEngine implements Engine {
   static async load(path: string, opts: CEngineOptions = {}): Promise<CEngine> {
     const lib = await loadLibrary();
     const ctxLength = valid(opts.contextLength ?? 0, "contextLength");
+    // qwen3_model_load opens the path itself: a FIFO there would block it (and the thread
+    // it runs on) until a writer came, so only a regular file is handed to it.
+    await statRegularFile(path, "model file");
     const ptr = lib.symbols.qwen3_model_load(cString(path), ctxLength);
     if (ptr === null) {
-      // The C API reports no status for a NULL model: a path that cannot be opened at all
-      // is an I/O problem, anything else is the file's content.
-      let exists = false;
-      try {
-        exists = (await Deno.stat(path)).isFile;
-      } catch { /* missing or unreadable */ }
-      throw new Qwen3Error(exists ? "format" : "io", lastError(lib) || `cannot load ${path}`);
+      const message = lastError(lib) || `${path}: cannot load the model file`;
+      throw new Qwen3Error(loadFailureCode(message), message);
     }
     const handle: ModelHandle = { lib, ptr, liveContexts: 0, released: false, path };
     let engine: CEngine;
@@ -200,7 +219,7 @@ export class CEngine implements Engine {
   #live(): ModelHandle {
     const h = this.#handle;
     if (h.released || h.ptr === null) {
-      throw new Qwen3Error("invalid_argument", "this CEngine was disposed; load the model again");
+      throw new Qwen3Error("disposed", "this CEngine was disposed; load the model again");
     }
     return h;
   }
@@ -332,7 +351,7 @@ export class CSession implements EngineSession {
   #live(): { lib: Qwen3Library; ptr: Deno.PointerObject } {
     const h = this.#handle;
     if (this.#disposed || h.ptr === null) {
-      throw new Qwen3Error("invalid_argument", "this session was disposed; create a new one");
+      throw new Qwen3Error("disposed", "this session was disposed; create a new one");
     }
     if (h.busy) {
       throw new Qwen3Error(

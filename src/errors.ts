@@ -3,7 +3,11 @@
  * @module
  */
 
-/** What went wrong, mirroring the C engine's Qwen3Status codes. */
+/**
+ * What went wrong, mirroring the C engine's Qwen3Status codes, plus "library" (the native
+ * library could not be used) and "disposed" (a model, chat, engine or session used after
+ * it was disposed, or disposed while a generation on it was streaming).
+ */
 export type Qwen3ErrorCode =
   | "invalid_argument"
   | "io"
@@ -11,7 +15,8 @@ export type Qwen3ErrorCode =
   | "out_of_memory"
   | "context_full"
   | "unsupported"
-  | "library";
+  | "library"
+  | "disposed";
 
 /** C status codes (qwen3_inference.h) by value. */
 const BY_STATUS: Record<number, Qwen3ErrorCode> = {
@@ -93,3 +98,34 @@ export function quoteExcerpt(value: unknown, max = 48): string {
   }
   return escapeForMessage(text, max);
 }
+
+/**
+ * Shows bytes read from a file (a GGUF key or tensor name, a metadata string) exactly as the
+ * C engine does (csrc/src/gguf.c `quote`), so both engines print the same message for the
+ * same file: printable ASCII other than the backslash as is, every other byte (control
+ * characters, the backslash, each byte of a UTF-8 sequence, invalid ones included) as
+ * `\xNN`, at most `max` bytes, then "..." when cut. A string is shown as its UTF-8 bytes.
+ *
+ * @example
+ * ```ts
+ * import { quoteBytes } from "./errors.ts";
+ * console.log(quoteBytes("blk.0\u001b[2J\né")); // blk.0\x1B[2J\x0A\xC3\xA9
+ * console.log(quoteBytes(new Uint8Array([0x61, 0xff]))); // a\xFF
+ * ```
+ */
+export function quoteBytes(value: Uint8Array | string, max = 80): string {
+  // A string's first max + 1 code units give at least max + 1 bytes when it is longer than
+  // max, and the bytes shown (the first max) are exact.
+  const bytes = typeof value === "string" ? UTF8.encode(value.slice(0, max + 1)) : value;
+  let out = "";
+  const n = Math.min(bytes.length, max);
+  for (let i = 0; i < n; i++) {
+    const b = bytes[i];
+    out += b >= 0x20 && b < 0x7f && b !== 0x5c
+      ? String.fromCharCode(b)
+      : `\\x${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return bytes.length > max ? `${out}...` : out;
+}
+
+const UTF8 = new TextEncoder();

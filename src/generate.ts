@@ -76,8 +76,12 @@ export interface GenerationParams {
   tokenizer: TokenBytes;
   /** Picks each next token. */
   sampler: TokenSampler;
-  /** Tokens to prefill first (must not be empty). */
-  prompt: readonly number[];
+  /**
+   * Tokens to prefill first (must not be empty), or a function that encodes them given the
+   * free positions of the session: it throws a Qwen3Error "context_full" when they do not
+   * fit (Tokenizer.encode's `limit`), so a huge prompt is refused without being encoded.
+   */
+  prompt: readonly number[] | ((free: number) => readonly number[]);
   /** Tokens that end generation (not emitted, not fed). */
   stopTokens: ReadonlySet<number>;
   /** The `<think>` / `</think>` ids, when the vocabulary has them. */
@@ -88,6 +92,12 @@ export interface GenerationParams {
   maxTokens?: number;
   /** Cancels between tokens. */
   signal?: AbortSignal;
+  /**
+   * Called before and after every forward pass; throws (a Qwen3Error "disposed") when the
+   * run must end because what it runs on was disposed. The error ends the run and reaches
+   * the caller; the text so far stays in the result.
+   */
+  live?: () => void;
 }
 
 /**
@@ -142,10 +152,11 @@ export async function* runGeneration(
   result: GenerationResult = emptyResult(),
 ): AsyncGenerator<Piece, GenerationResult, undefined> {
   const maxTokens = checkMaxTokens(p.maxTokens);
-  if (p.prompt.length === 0) {
+  if (typeof p.prompt !== "function" && p.prompt.length === 0) {
     throw new Qwen3Error("invalid_argument", "the prompt is empty: give at least one token");
   }
   const session = p.session;
+  let prompt: readonly number[] = [];
   const decoder = new TextStreamDecoder();
   let kind: PieceKind = p.startKind ?? "answer";
   let stopReason: StopReason = "aborted";
@@ -163,14 +174,30 @@ export async function* runGeneration(
 
   try {
     if (p.signal?.aborted) return result;
-    if (startPosition + p.prompt.length > session.contextLength) {
+    p.live?.();
+    if (typeof p.prompt === "function") {
+      try {
+        prompt = p.prompt(Math.max(0, session.contextLength - startPosition));
+      } catch (e) {
+        if (!(e instanceof Qwen3Error && e.code === "context_full")) throw e;
+        stopReason = "context_full";
+        return result;
+      }
+      if (prompt.length === 0) {
+        throw new Qwen3Error("invalid_argument", "the prompt is empty: give at least one token");
+      }
+    } else {
+      prompt = p.prompt;
+    }
+    if (startPosition + prompt.length > session.contextLength) {
       stopReason = "context_full";
       return result;
     }
     mark = performance.now();
-    let logits = await session.forward(p.prompt);
+    let logits = await session.forward(prompt);
     prefillMs = performance.now() - mark;
     result.promptFed = true;
+    p.live?.();
 
     mark = performance.now();
     if (maxTokens === 0) {
@@ -217,8 +244,10 @@ export async function* runGeneration(
         stopReason = "aborted";
         break;
       }
+      p.live?.();
       logits = await session.forward([token]);
       result.unfed = [];
+      p.live?.();
     }
     const tail = piece(decoder.flush());
     decodeMs += performance.now() - mark;
@@ -226,11 +255,11 @@ export async function* runGeneration(
   } finally {
     // Reached on every exit: normal end, a thrown error, or the caller's early break.
     result.stats = {
-      promptTokens: result.promptFed ? p.prompt.length : 0,
+      promptTokens: result.promptFed ? prompt.length : 0,
       generatedTokens: result.tokens.length,
       prefillMs,
       decodeMs,
-      prefillTokensPerSecond: perSecond(result.promptFed ? p.prompt.length : 0, prefillMs),
+      prefillTokensPerSecond: perSecond(result.promptFed ? prompt.length : 0, prefillMs),
       decodeTokensPerSecond: perSecond(result.tokens.length, decodeMs),
       stopReason,
       startPosition,

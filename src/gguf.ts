@@ -9,7 +9,7 @@
  * @module
  */
 
-import { escapeForMessage, Qwen3Error } from "./errors.ts";
+import { quoteBytes, Qwen3Error } from "./errors.ts";
 
 /** "GGUF" read as a little-endian u32. */
 export const GGUF_MAGIC = 0x46554747;
@@ -54,45 +54,60 @@ export const GGML_BLOCKS: Readonly<
 };
 
 /**
- * Names of every ggml tensor type (ggml.c's type traits), so an error can name a type this
- * project does not run ("Q4_K") and not only its number.
+ * Name and block geometry of every ggml tensor type (ggml.c's type traits, the C engine's
+ * table in csrc/src/gguf.c), so a tensor table with types this project does not run is still
+ * checked exactly, and an error can name the type ("Q4_K") and not only its number.
  */
-export const GGML_TYPE_NAMES: Readonly<Record<number, string>> = {
-  0: "F32",
-  1: "F16",
-  2: "Q4_0",
-  3: "Q4_1",
-  6: "Q5_0",
-  7: "Q5_1",
-  8: "Q8_0",
-  9: "Q8_1",
-  10: "Q2_K",
-  11: "Q3_K",
-  12: "Q4_K",
-  13: "Q5_K",
-  14: "Q6_K",
-  15: "Q8_K",
-  16: "IQ2_XXS",
-  17: "IQ2_XS",
-  18: "IQ3_XXS",
-  19: "IQ1_S",
-  20: "IQ4_NL",
-  21: "IQ3_S",
-  22: "IQ2_S",
-  23: "IQ4_XS",
-  24: "I8",
-  25: "I16",
-  26: "I32",
-  27: "I64",
-  28: "F64",
-  29: "IQ1_M",
-  30: "BF16",
-  34: "TQ1_0",
-  35: "TQ2_0",
-  39: "MXFP4",
-  40: "NVFP4",
-  41: "Q1_0",
-};
+export const GGML_TYPE_TRAITS: Readonly<
+  Record<number, { name: string; values: number; bytes: number }>
+> = Object.fromEntries(
+  (
+    [
+      [0, "F32", 1, 4],
+      [1, "F16", 1, 2],
+      [2, "Q4_0", 32, 18],
+      [3, "Q4_1", 32, 20],
+      [6, "Q5_0", 32, 22],
+      [7, "Q5_1", 32, 24],
+      [8, "Q8_0", 32, 34],
+      [9, "Q8_1", 32, 40],
+      [10, "Q2_K", 256, 84],
+      [11, "Q3_K", 256, 110],
+      [12, "Q4_K", 256, 144],
+      [13, "Q5_K", 256, 176],
+      [14, "Q6_K", 256, 210],
+      [15, "Q8_K", 256, 292],
+      [16, "IQ2_XXS", 256, 66],
+      [17, "IQ2_XS", 256, 74],
+      [18, "IQ3_XXS", 256, 98],
+      [19, "IQ1_S", 256, 50],
+      [20, "IQ4_NL", 32, 18],
+      [21, "IQ3_S", 256, 110],
+      [22, "IQ2_S", 256, 82],
+      [23, "IQ4_XS", 256, 136],
+      [24, "I8", 1, 1],
+      [25, "I16", 1, 2],
+      [26, "I32", 1, 4],
+      [27, "I64", 1, 8],
+      [28, "F64", 1, 8],
+      [29, "IQ1_M", 256, 56],
+      [30, "BF16", 1, 2],
+      [34, "TQ1_0", 256, 54],
+      [35, "TQ2_0", 256, 66],
+      [39, "MXFP4", 32, 17],
+      [40, "NVFP4", 64, 36],
+      [41, "Q1_0", 128, 18],
+    ] as const
+  ).map(([type, name, values, bytes]) => [type, { name, values, bytes }]),
+);
+
+/** Names of every ggml tensor type, by number ({@linkcode GGML_TYPE_TRAITS}). */
+export const GGML_TYPE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(GGML_TYPE_TRAITS).map(([type, t]) => [type, t.name]),
+);
+
+/** The types the engines run, as the C engine's messages list them. */
+export const RUNNABLE_GGML_TYPES = "F32, F16, BF16, Q8_0, Q4_0";
 
 /** A typed metadata value for the writer. */
 export type GgufValue =
@@ -115,15 +130,25 @@ export interface GgufTensorSpec {
   type: number;
 }
 
-/** Bytes of a tensor of `type` with `dims` (throws when the row does not fill whole blocks). */
-export function ggmlTensorBytes(type: number, dims: readonly number[]): number {
+/**
+ * Bytes of a tensor of `type` with `dims`. Throws a Qwen3Error naming the tensor (`name`,
+ * already fit for a message) when the type is unknown or a row does not fill whole blocks.
+ */
+export function ggmlTensorBytes(type: number, dims: readonly number[], name = "(unnamed)"): number {
   const block = GGML_BLOCKS[type];
-  if (!block) throw new Qwen3Error("unsupported", `ggml tensor type ${type} is not supported`);
+  if (!block) {
+    throw new Qwen3Error(
+      "unsupported",
+      `GGUF tensor '${name}': ggml type ${type} (${GGML_TYPE_NAMES[type] ?? "unknown"}) is not ` +
+        "supported",
+    );
+  }
   const count = dims.reduce((a, b) => a * b, 1);
   if (dims[0] % block.values !== 0) {
     throw new Qwen3Error(
       "format",
-      `${block.name} tensor rows of ${dims[0]} values are not a multiple of ${block.values}`,
+      `GGUF tensor '${name}' has rows of ${dims[0]} values, not a multiple of the ${block.name} ` +
+        `block of ${block.values}`,
     );
   }
   return (count / block.values) * block.bytes;
@@ -262,7 +287,7 @@ export function encodeGgufHeader(
     sink.u32(t.type);
     sink.u64(offset);
     offsets.push(offset);
-    offset += ggmlTensorBytes(t.type, t.dims);
+    offset += ggmlTensorBytes(t.type, t.dims, quoteBytes(t.name));
     offset = Math.ceil(offset / alignment) * alignment;
   }
   const pad = (alignment - (sink.length % alignment)) % alignment;
@@ -307,6 +332,23 @@ export interface GgufFile {
   dataOffset: number;
   /** Tensor data alignment. */
   alignment: number;
+  /**
+   * The first bytes (at most 81) of each string-valued metadata entry as stored, invalid
+   * UTF-8 included, for messages that show the value as the C engine does
+   * ({@linkcode ggufShownString}).
+   */
+  stringHeads?: Map<string, Uint8Array>;
+}
+
+/**
+ * A string metadata value of `g` fit for a message, byte for byte as the C engine shows it
+ * ({@linkcode quoteBytes}; the stored bytes when the header kept them).
+ */
+export function ggufShownString(g: GgufFile, key: string): string {
+  const head = g.stringHeads?.get(key);
+  if (head !== undefined) return quoteBytes(head);
+  const v = g.metadata.get(key);
+  return quoteBytes(typeof v === "string" ? v : String(v));
 }
 
 /** Limits that keep a hostile header from asking for absurd allocations. */
@@ -317,9 +359,13 @@ const MAX_DIMS = 4;
 
 const decoder = new TextDecoder("utf-8", { fatal: false });
 
-/** A key or tensor name from the file, safe to put in a message (escaped, cut). */
-function shown(name: string): string {
-  return escapeForMessage(name, 80);
+/** The bytes as one char each: a Set key that tells apart names which decode alike. */
+function byteKey(raw: Uint8Array): string {
+  let key = "";
+  for (let i = 0; i < raw.length; i += 8192) {
+    key += String.fromCharCode(...raw.subarray(i, i + 8192));
+  }
+  return key;
 }
 
 /**
@@ -350,13 +396,14 @@ export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string
     if (v > BigInt(limit)) fail(`${what} ${v} exceeds the limit ${limit}`);
     return Number(v);
   };
-  const str = (what: string) => {
+  /** A string's bytes as stored (a view). */
+  const raw = (what: string) => {
     const n = u64(`${what} length`, MAX_STRING);
     need(n, what);
-    const s = decoder.decode(bytes.subarray(pos, pos + n));
     pos += n;
-    return s;
+    return bytes.subarray(pos - n, pos);
   };
+  const str = (what: string) => decoder.decode(raw(what));
   const scalar = (type: number, what: string): GgufReadValue => {
     switch (type) {
       case GgufType.UINT8:
@@ -438,69 +485,101 @@ export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string
     fail("magic is not 'GGUF'");
   }
   const version = u32("version");
+  if (version === 1) {
+    throw new Qwen3Error(
+      "unsupported",
+      `${path}: GGUF version 1 (32-bit counts) is not supported; convert it to version 3 with ` +
+        "llama.cpp's tools",
+    );
+  }
   if (version !== 2 && version !== 3) fail(`version ${version} is not supported (2 or 3)`);
   const nTensors = u64("tensor count", MAX_ITEMS);
   const nKv = u64("metadata count", MAX_ITEMS);
+  // Names are compared as bytes, as the C parser does: two invalid UTF-8 names that decode
+  // alike are different names. Messages show them with quoteBytes, as C does.
   const metadata = new Map<string, GgufReadValue>();
+  const stringHeads = new Map<string, Uint8Array>();
+  const seenKeys = new Set<string>();
   for (let i = 0; i < nKv; i++) {
-    const key = str(`metadata key #${i}`);
-    if (metadata.has(key)) fail(`metadata key '${shown(key)}' appears twice`);
-    const type = u32(`type of '${shown(key)}'`);
-    metadata.set(key, value(type, `'${shown(key)}'`));
+    const keyBytes = raw(`metadata key #${i}`);
+    const key = decoder.decode(keyBytes);
+    const shown = quoteBytes(keyBytes);
+    if (seenKeys.has(byteKey(keyBytes))) fail(`metadata key '${shown}' appears twice`);
+    seenKeys.add(byteKey(keyBytes));
+    const type = u32(`type of '${shown}'`);
+    const b = type === GgufType.STRING ? raw(`'${shown}'`) : undefined;
+    const v = b === undefined ? value(type, `'${shown}'`) : decoder.decode(b);
+    // A key that decodes like an earlier one is not valid UTF-8, so no reader looks it up.
+    if (metadata.has(key)) continue;
+    metadata.set(key, v);
+    if (b !== undefined) stringHeads.set(key, b.slice(0, 81));
   }
   const alignValue = metadata.get("general.alignment");
   const alignment = alignValue === undefined ? GGUF_DEFAULT_ALIGNMENT : Number(alignValue);
   if (
-    !Number.isInteger(alignment) || alignment <= 0 || alignment > 1 << 16 ||
-    (alignment & (alignment - 1)) !== 0
+    typeof alignValue === "string" || !Number.isInteger(alignment) || alignment <= 0 ||
+    alignment > 1 << 16 || (alignment & (alignment - 1)) !== 0
   ) {
-    fail(`general.alignment ${alignValue} is not a power of two up to 65536`);
+    fail("general.alignment is not a power of two up to 65536");
   }
   const tensors = new Map<string, GgufTensorInfo>();
   const seen = new Set<string>();
-  const pending: { name: string; dims: number[]; type: number; rel: number }[] = [];
+  const pending: { name: string; shown: string; dims: number[]; type: number; rel: number }[] = [];
   for (let i = 0; i < nTensors; i++) {
-    const name = str(`tensor #${i} name`);
-    const nDims = u32(`'${shown(name)}' n_dims`);
+    const nameBytes = raw(`tensor #${i} name`);
+    const name = decoder.decode(nameBytes);
+    const shown = quoteBytes(nameBytes);
+    const nDims = u32(`'${shown}' n_dims`);
     if (nDims < 1 || nDims > MAX_DIMS) {
-      fail(`tensor '${shown(name)}' has ${nDims} dims (1..${MAX_DIMS})`);
+      fail(`tensor '${shown}' has ${nDims} dims (1..${MAX_DIMS})`);
     }
     const dims: number[] = [];
     for (let d = 0; d < nDims; d++) {
-      const v = u64(`'${shown(name)}' dim ${d}`, 1 << 30);
-      if (v === 0) fail(`tensor '${shown(name)}' dim ${d} is 0`);
+      const v = u64(`'${shown}' dim ${d}`, 1 << 30);
+      if (v === 0) fail(`tensor '${shown}' dim ${d} is 0`);
       dims.push(v);
     }
-    const type = u32(`'${shown(name)}' type`);
-    const rel = u64(`'${shown(name)}' offset`, Number.MAX_SAFE_INTEGER);
-    if (seen.has(name)) fail(`tensor '${shown(name)}' appears twice`);
-    seen.add(name);
-    pending.push({ name, dims, type, rel });
+    const type = u32(`'${shown}' type`);
+    const rel = u64(`'${shown}' offset`, Number.MAX_SAFE_INTEGER);
+    if (seen.has(byteKey(nameBytes))) fail(`tensor '${shown}' appears twice`);
+    seen.add(byteKey(nameBytes));
+    pending.push({ name, shown, dims, type, rel });
   }
   const dataOffset = Math.ceil(pos / alignment) * alignment;
+  // The C parser's checks, in its order: a known type (types the engines cannot run are
+  // refused when a model needs them), whole blocks, alignment, then the end.
   for (const p of pending) {
-    if (!GGML_BLOCKS[p.type]) {
+    const block = GGML_TYPE_TRAITS[p.type];
+    if (!block) {
       throw new Qwen3Error(
         "unsupported",
-        `${path}: tensor '${shown(p.name)}' has ggml type ${p.type} (${
-          GGML_TYPE_NAMES[p.type] ?? "unknown"
-        }), which this engine cannot run ` +
-          `(supported: ${Object.values(GGML_BLOCKS).map((b) => b.name).join(", ")})`,
+        `${path}: GGUF tensor '${p.shown}' has ggml type ${p.type}, unknown to this engine ` +
+          `(it runs ${RUNNABLE_GGML_TYPES})`,
       );
     }
-    if (p.rel % alignment !== 0) fail(`tensor '${shown(p.name)}' offset ${p.rel} is not aligned`);
-    const size = ggmlTensorBytes(p.type, p.dims);
+    if (p.dims[0] % block.values !== 0) {
+      throw new Qwen3Error(
+        "format",
+        `${path}: GGUF tensor '${p.shown}' has rows of ${p.dims[0]} values, not a multiple of ` +
+          `the ${block.name} block of ${block.values}`,
+      );
+    }
+    if (p.rel % alignment !== 0) fail(`tensor '${p.shown}' offset ${p.rel} is not aligned`);
+    const size = p.dims.reduce((a, b) => a * b, 1) / block.values * block.bytes;
     const offset = dataOffset + p.rel;
     if (offset + size > fileSize) {
       fail(
-        `tensor '${shown(p.name)}' ends at byte ${
+        `tensor '${p.shown}' ends at byte ${
           offset + size
         }, past the end of the file (${fileSize} bytes)`,
       );
     }
-    tensors.set(p.name, { name: p.name, dims: p.dims, type: p.type, offset, bytes: size });
+    // A name that decodes like an earlier one is not valid UTF-8: no reader looks it up.
+    if (!tensors.has(p.name)) {
+      tensors.set(p.name, { name: p.name, dims: p.dims, type: p.type, offset, bytes: size });
+    }
   }
-  return { version, metadata, tensors, dataOffset, alignment };
+  return { version, metadata, tensors, dataOffset, alignment, stringHeads };
 }
 
 /** Scratch for reinterpreting a float's bits without an allocation per call. */

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { Qwen3Error } from "./errors.ts";
+import { escapeForMessage, quoteBytes, quoteExcerpt, Qwen3Error } from "./errors.ts";
 import {
   encodeGgufHeader,
   ggmlTensorBytes,
@@ -27,6 +27,7 @@ import {
   type Q8Tensor,
   type TensorSlot,
 } from "./model_file.ts";
+import { readSideText, TOKENIZER_JSON_LIMIT } from "./side_file.ts";
 import type { ModelConfig } from "./types.ts";
 
 /** The Jinja chat template stored in converted files: Qwen3's turn format, no tools. */
@@ -80,7 +81,7 @@ export function tokenizerMetadata(
   const merges = json.model.merges.map((m) => typeof m === "string" ? m : `${m[0]} ${m[1]}`);
   const id = (text: string) => {
     const t = json.added_tokens.find((a) => a.content === text);
-    if (!t) throw new Qwen3Error("format", `tokenizer.json has no '${text}' token`);
+    if (!t) throw new Qwen3Error("format", `tokenizer.json has no ${quoteExcerpt(text)} token`);
     return t.id;
   };
   return [
@@ -288,7 +289,7 @@ export async function writeGgufTo(
       await writeAll(new Uint8Array(offsets[i] - written));
       written = offsets[i];
     }
-    const size = ggmlTensorBytes(s.spec.type, s.spec.dims);
+    const size = ggmlTensorBytes(s.spec.type, s.spec.dims, quoteBytes(s.spec.name));
     let produced = 0;
     for await (const piece of s.data()) {
       opts.signal?.throwIfAborted();
@@ -301,7 +302,9 @@ export async function writeGgufTo(
     if (produced !== size) {
       throw new Qwen3Error(
         "invalid_argument",
-        `GGUF tensor '${s.spec.name}': its source gave ${produced} bytes, expected ${size}`,
+        `GGUF tensor '${
+          quoteBytes(s.spec.name)
+        }': its source gave ${produced} bytes, expected ${size}`,
       );
     }
   }
@@ -363,7 +366,24 @@ export async function checkpointToGguf(
       `Q8_0 needs widths that are multiples of 32 (dim ${c.dim})`,
     );
   }
-  const json = JSON.parse(await Deno.readTextFile(opts.tokenizerJson)) as TokenizerJson;
+  const path = opts.tokenizerJson;
+  const text = await readSideText(path, { limit: TOKENIZER_JSON_LIMIT, what: "tokenizer" });
+  let json: TokenizerJson;
+  try {
+    json = JSON.parse(text) as TokenizerJson;
+  } catch (e) {
+    throw new Qwen3Error("format", `${path}: not JSON (${escapeForMessage((e as Error).message)})`);
+  }
+  const vocab = json?.model?.vocab;
+  if (
+    vocab === null || typeof vocab !== "object" || !Array.isArray(json.model.merges) ||
+    !Array.isArray(json.added_tokens)
+  ) {
+    throw new Qwen3Error(
+      "format",
+      `${path}: not a BPE tokenizer.json (model.vocab, model.merges and added_tokens are needed)`,
+    );
+  }
   const metadata = qwen3GgufMetadata(c, json, {
     name: opts.name,
     fileType: LLAMA_FILE_TYPE.MOSTLY_Q8_0,

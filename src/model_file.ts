@@ -12,9 +12,12 @@ import {
   GGML_TYPE_NAMES,
   GgmlType,
   type GgufFile,
+  ggufShownString,
   type GgufTensorInfo,
   readGgufHeader,
+  RUNNABLE_GGML_TYPES,
 } from "./gguf.ts";
+import { fileKind, ioReason, statRegularFile } from "./side_file.ts";
 import type { ModelConfig } from "./types.ts";
 
 /** `model.bin` magic: bytes `31 63 6A 61` on disk, read as a little-endian u32. */
@@ -534,25 +537,7 @@ export function checkpointTensors(bytes: Uint8Array, config: ModelConfig): Check
  * ```
  */
 export async function readCheckpoint(path: string): Promise<Checkpoint> {
-  let bytes: Uint8Array;
-  try {
-    // One buffer of the file's size, filled in place: Deno.readFile grows a buffer and copies
-    // it, which doubled the peak memory (1.24 GB for a 633 MB file) and took 8x as long.
-    using file = await Deno.open(path);
-    const size = (await file.stat()).size;
-    bytes = new Uint8Array(size);
-    let filled = 0;
-    while (filled < size) {
-      const n = await file.read(bytes.subarray(filled));
-      if (n === null) break;
-      filled += n;
-    }
-    // A file that shrank meanwhile is judged by what was read: the size check rejects it.
-    bytes = bytes.subarray(0, filled);
-  } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
-    throw new Qwen3Error("io", `${path}: cannot read the model file (${why})`);
-  }
+  const bytes = await readWhole(path);
   const config = parseHeader(bytes.subarray(0, HEADER_BYTES), bytes.length, path);
   return { path, config, bytes, tensors: checkpointTensors(bytes, config) };
 }
@@ -635,9 +620,6 @@ export interface LoadedModel {
   gguf?: GgufFile;
 }
 
-/** The ggml types the engines run: F32, F16, BF16 in place; Q8_0 and Q4_0 as Q8 (group 32). */
-const RUNNABLE_GGML = "F32, F16, BF16, Q8_0, Q4_0";
-
 function ggufError(path: string, message: string): Qwen3Error {
   return new Qwen3Error("format", `${path}: GGUF ${message}`);
 }
@@ -696,7 +678,9 @@ export function ggufConfig(g: GgufFile, path: string): ModelConfig {
   if (arch !== "qwen3") {
     throw new Qwen3Error(
       "unsupported",
-      `${path}: GGUF general.architecture is '${arch}'; this engine runs only 'qwen3' (dense Qwen3)`,
+      `${path}: GGUF general.architecture is '${
+        ggufShownString(g, "general.architecture")
+      }'; this engine runs only 'qwen3' (dense Qwen3)`,
     );
   }
   const L = HEADER_LIMITS;
@@ -831,7 +815,7 @@ function cannotRun(path: string, t: GgufTensorInfo, name: string): Qwen3Error {
     "unsupported",
     `${path}: GGUF tensor '${name}' has ggml type ${t.type} (${
       GGML_TYPE_NAMES[t.type] ?? "unknown"
-    }), which this engine cannot run (it runs ${RUNNABLE_GGML})`,
+    }), which this engine cannot run (it runs ${RUNNABLE_GGML_TYPES})`,
   );
 }
 
@@ -963,11 +947,45 @@ export function ggufWeights(
   return { embed, finalNorm, classifier, layers };
 }
 
-/** Reads a whole file into one buffer of its size (see readCheckpoint for why). */
-async function readWhole(path: string): Promise<Uint8Array> {
+/**
+ * Opens a model file for reading after checking that it is a regular file: opening a FIFO
+ * would wait for a writer forever, and a device never ends. Throws a Qwen3Error "io" naming
+ * the path and what it is (or why it cannot be opened).
+ */
+export async function openModelFile(path: string): Promise<{ file: Deno.FsFile; size: number }> {
+  await statRegularFile(path, "model file");
+  let file: Deno.FsFile;
   try {
-    using file = await Deno.open(path);
-    const size = (await file.stat()).size;
+    file = await Deno.open(path);
+  } catch (e) {
+    throw new Qwen3Error("io", `${path}: cannot read the model file (${ioReason(e)})`);
+  }
+  try {
+    // The path may have been swapped since it was looked at: judge the file actually open.
+    const info = await file.stat();
+    if (!info.isFile) {
+      throw new Qwen3Error(
+        "io",
+        `${path}: cannot read the model file: it is ${fileKind(info)}, not a regular file`,
+      );
+    }
+    return { file, size: info.size };
+  } catch (e) {
+    file.close();
+    if (e instanceof Qwen3Error) throw e;
+    throw new Qwen3Error("io", `${path}: cannot read the model file (${ioReason(e)})`);
+  }
+}
+
+/**
+ * Reads a whole model file into one buffer of its size: Deno.readFile grows a buffer and
+ * copies it, which doubled the peak memory (1.24 GB for a 633 MB file) and took 8x as long.
+ * A file that shrank meanwhile is judged by what was read: the size checks reject it.
+ */
+async function readWhole(path: string): Promise<Uint8Array> {
+  const { file, size } = await openModelFile(path);
+  using _ = file;
+  try {
     const bytes = new Uint8Array(size);
     let filled = 0;
     while (filled < size) {
@@ -977,8 +995,7 @@ async function readWhole(path: string): Promise<Uint8Array> {
     }
     return bytes.subarray(0, filled);
   } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
-    throw new Qwen3Error("io", `${path}: cannot read the model file (${why})`);
+    throw new Qwen3Error("io", `${path}: cannot read the model file (${ioReason(e)})`);
   }
 }
 
@@ -1025,15 +1042,8 @@ export async function readModel(path: string): Promise<LoadedModel> {
  * 6 MB; its weights are not read). Returns undefined when the file is not a GGUF.
  */
 export async function readGgufMetadata(path: string): Promise<GgufFile | undefined> {
-  let file: Deno.FsFile;
-  try {
-    file = await Deno.open(path);
-  } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
-    throw new Qwen3Error("io", `${path}: cannot read the model file (${why})`);
-  }
+  const { file, size } = await openModelFile(path);
   using _ = file;
-  const size = (await file.stat()).size;
   let want = Math.min(size, 8 << 20);
   for (;;) {
     const bytes = new Uint8Array(want);

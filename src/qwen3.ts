@@ -13,7 +13,7 @@ import {
   type GenerationStats,
   runGeneration,
 } from "./generate.ts";
-import type { GgufFile } from "./gguf.ts";
+import { type GgufFile, ggufShownString } from "./gguf.ts";
 import { readGgufMetadata } from "./model_file.ts";
 import { Sampler } from "./sampler.ts";
 import {
@@ -40,12 +40,12 @@ async function ggufHeaderOf(path: string, engine: Engine): Promise<GgufFile | un
  */
 export async function ggufTemplates(g: GgufFile, path: string): Promise<ChatTemplates> {
   for (const suffix of Object.values(TEMPLATE_SUFFIXES)) {
-    try {
-      await Deno.stat(path + suffix);
-      return await loadTemplates(path);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
+    // Anything at the path but "no such file" (a FIFO, a loop) is for loadTemplates to refuse.
+    const present = await Deno.stat(path + suffix).then(
+      () => true,
+      (e) => !(e instanceof Deno.errors.NotFound),
+    );
+    if (present) return await loadTemplates(path);
   }
   const source = g.metadata.get("tokenizer.chat_template");
   if (typeof source !== "string") return { ...STOCK_TEMPLATES };
@@ -121,6 +121,9 @@ export interface SpecialTokens {
   think?: { open: number; close: number };
 }
 
+const MODEL_DISPOSED = () =>
+  new Qwen3Error("disposed", "this Qwen3 model was disposed; load it again");
+
 function requireToken(tok: Tokenizer, text: string): number {
   const id = tok.tokenId(text);
   if (id === undefined) {
@@ -135,13 +138,21 @@ function requireToken(tok: Tokenizer, text: string): number {
  */
 export function ggufTokenizer(g: GgufFile, path: string): Tokenizer {
   const model = g.metadata.get("tokenizer.ggml.model");
+  if (model === undefined) {
+    throw new Qwen3Error("format", `${path}: GGUF metadata lacks 'tokenizer.ggml.model'`);
+  }
+  if (typeof model !== "string") {
+    throw new Qwen3Error(
+      "format",
+      `${path}: GGUF metadata 'tokenizer.ggml.model' is not a string, expected a string`,
+    );
+  }
   if (model !== "gpt2") {
     throw new Qwen3Error(
-      model === undefined ? "format" : "unsupported",
-      model === undefined
-        ? `${path}: GGUF metadata lacks 'tokenizer.ggml.model'`
-        : `${path}: GGUF tokenizer.ggml.model is '${model}'; only 'gpt2' (byte-level BPE, as ` +
-          "Qwen3 uses) is supported",
+      "unsupported",
+      `${path}: GGUF tokenizer.ggml.model is '${
+        ggufShownString(g, "tokenizer.ggml.model")
+      }'; only 'gpt2' (byte-level BPE, as Qwen3 uses) is supported`,
     );
   }
   const tokens = g.metadata.get("tokenizer.ggml.tokens");
@@ -229,9 +240,12 @@ export class Qwen3 implements Disposable {
 
   /**
    * Loads a model file (qwen3.c `model.bin`, qwen3-rs checkpoint, or a `qwen3` GGUF) with its
-   * tokenizer (a GGUF's own lists; else `tokenizer.json` or `model.bin.tokenizer` beside it)
-   * and templates (`.template*` side files, else a GGUF's own chat template, else the stock
-   * Qwen3 ones).
+   * tokenizer (a GGUF's own lists; else the first of `model.bin.tokenizer.json`,
+   * `tokenizer.json` and `model.bin.tokenizer` beside it: {@linkcode Tokenizer.load}) and
+   * templates (`.template*` side files, else a GGUF's own chat template, else the stock
+   * Qwen3 ones). The model path must be a regular file and side files regular files within
+   * their size limits (src/side_file.ts); a tokenizer with more tokens than the model's
+   * embedding rows is refused. Errors are Qwen3Errors naming the file.
    *
    * @example
    * ```ts
@@ -253,11 +267,20 @@ export class Qwen3 implements Disposable {
       ? await CEngine.load(path, { contextLength: opts.contextLength, threads: opts.threads })
       : await TsEngine.load(path, { contextLength: opts.contextLength });
     try {
+      // The C loader's order (csrc/src/model.c), so a model with several faults gets the
+      // same error from both engines: tokenizer, its size, then the templates.
       const gguf = await ggufHeaderOf(path, engine);
-      const [tokenizer, templates] = await Promise.all([
-        modelTokenizer(path, gguf),
-        gguf ? ggufTemplates(gguf, path) : loadTemplates(path),
-      ]);
+      const tokenizer = await modelTokenizer(path, gguf);
+      const rows = engine.config.vocabSize;
+      if (tokenizer.size > rows) {
+        // Ids past the embedding would fail mid-run; the C engine refuses them at load.
+        throw new Qwen3Error(
+          "format",
+          `${path}: the tokenizer ${tokenizer.source} has ${tokenizer.size} tokens, more than ` +
+            `the model's vocab_size ${rows}`,
+        );
+      }
+      const templates = gguf ? await ggufTemplates(gguf, path) : await loadTemplates(path);
       return new Qwen3(path, engine, tokenizer, templates);
     } catch (e) {
       engine[Symbol.dispose]();
@@ -271,9 +294,7 @@ export class Qwen3 implements Disposable {
   }
 
   #live(): void {
-    if (this.#disposed) {
-      throw new Qwen3Error("invalid_argument", "this Qwen3 model was disposed; load it again");
-    }
+    if (this.#disposed) throw MODEL_DISPOSED();
   }
 
   /** Control-token ids generation needs (internal to Chat). */
@@ -299,12 +320,15 @@ export class Qwen3 implements Disposable {
    */
   generate(prompt: string | readonly number[], opts: Qwen3GenerateOptions = {}): Generation {
     this.#live();
+    const tokenizer = this.tokenizer;
+    // Text is encoded against the session's free positions: a prompt that cannot fit ends
+    // the run as context_full at a cost bounded by the context, not by the text.
     const tokens = typeof prompt === "string"
-      ? this.tokenizer.encode(prompt, { special: opts.special ?? false })
+      ? (free: number) => tokenizer.encode(prompt, { special: opts.special ?? false, limit: free })
       : Array.from(prompt);
     const engine = this.engine;
     const special = this.#special;
-    const tokenizer = this.tokenizer;
+    const live = () => this.#live();
     return new Generation(async function* (result: GenerationResult) {
       using session = engine.createSession();
       yield* runGeneration({
@@ -316,6 +340,7 @@ export class Qwen3 implements Disposable {
         think: special.think,
         maxTokens: opts.maxTokens,
         signal: opts.signal,
+        live,
       }, result);
     });
   }
@@ -348,7 +373,13 @@ export class Qwen3 implements Disposable {
     return this.#disposed;
   }
 
-  /** Frees the engine (native memory waits for open chats to be disposed). Idempotent. */
+  /**
+   * Releases the model. Generations and chat turns streaming on it end at their next token
+   * boundary (a forward pass already running finishes first): the stream throws a
+   * Qwen3Error "disposed", and the text so far stays in the Generation (stats.stopReason
+   * "aborted"). Afterwards `generate`, `chat` and `send` on its chats throw "disposed". The
+   * C engine's memory is freed once no chat of the model holds a KV cache. Idempotent.
+   */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     this.#disposed = true;
@@ -423,16 +454,18 @@ export class Chat implements Disposable {
    * a time per chat.
    */
   send(text: string, opts: GenerateOptions = {}): Generation {
-    if (this.#disposed) {
-      throw new Qwen3Error("invalid_argument", "this chat was disposed; start a new one");
-    }
+    this.#live();
     return new Generation((result) => this.#turn(text, opts, result));
   }
 
+  /** Throws "disposed" once this chat or its model is disposed. */
+  #live(): void {
+    if (this.#model.disposed) throw MODEL_DISPOSED();
+    if (this.#disposed) throw new Qwen3Error("disposed", "this chat was disposed; start a new one");
+  }
+
   async *#turn(text: string, opts: GenerateOptions, result: GenerationResult) {
-    if (this.#disposed) {
-      throw new Qwen3Error("invalid_argument", "this chat was disposed; start a new one");
-    }
+    this.#live();
     if (this.#busy) {
       throw new Qwen3Error(
         "invalid_argument",
@@ -442,23 +475,30 @@ export class Chat implements Disposable {
     const model = this.#model;
     const special = model.specialTokens;
     const first = this.#turns === 0;
-    const turnTokens = encodeTurn(model.tokenizer, model.templates, {
-      user: text,
-      system: first ? this.system : undefined,
-      thinking: this.thinking,
-      first,
-    });
+    const carry = this.#carry;
+    // Encoded against the free positions, so a turn that cannot fit (a 10 MB paste) ends as
+    // context_full after work bounded by the context, not by the text.
+    const prompt = (free: number) => [
+      ...carry,
+      ...encodeTurn(model.tokenizer, model.templates, {
+        user: text,
+        system: first ? this.system : undefined,
+        thinking: this.thinking,
+        first,
+      }, { limit: Math.max(0, free - carry.length) }),
+    ];
     this.#busy = true;
     try {
       yield* runGeneration({
         session: this.#session,
         tokenizer: model.tokenizer,
         sampler: new Sampler(opts, model.config.vocabSize),
-        prompt: [...this.#carry, ...turnTokens],
+        prompt,
         stopTokens: new Set([special.imEnd, special.endOfText]),
         think: special.think,
         maxTokens: opts.maxTokens,
         signal: opts.signal,
+        live: () => this.#live(),
       }, result);
     } finally {
       this.#busy = false;
@@ -481,7 +521,10 @@ export class Chat implements Disposable {
     return this.#disposed;
   }
 
-  /** Frees this chat's KV cache. Idempotent. */
+  /**
+   * Frees this chat's KV cache. A turn streaming on it ends at its next token boundary with
+   * a Qwen3Error "disposed", as when its model is disposed. Idempotent.
+   */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     this.#disposed = true;

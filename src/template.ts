@@ -13,6 +13,7 @@
  */
 
 import { quoteExcerpt, Qwen3Error } from "./errors.ts";
+import { readSideText, TEMPLATE_FILE_LIMIT } from "./side_file.ts";
 import type { PromptPart, Tokenizer } from "./tokenizer.ts";
 
 /**
@@ -110,18 +111,25 @@ export function validateTemplates(t: ChatTemplates, source = "chat templates"): 
 /**
  * The templates of the qwen3.c checkpoint at `modelPath`: each side file
  * (`${modelPath}.template`, ...) that exists, else the stock Qwen3 template for that slot.
- * Throws a Qwen3Error naming the file when one cannot be read or has the wrong `%s` count.
+ * A side file must be a regular file of at most {@linkcode TEMPLATE_FILE_LIMIT} bytes with no
+ * NUL byte (the C engine's rules). Throws a Qwen3Error naming the file when one cannot be
+ * read ("io": a FIFO, a device, unreadable), is too large or has the wrong `%s` count
+ * ("format").
  */
 export async function loadTemplates(modelPath: string): Promise<ChatTemplates> {
   const out: ChatTemplates = { ...STOCK_TEMPLATES };
   for (const key of Object.keys(TEMPLATE_SUFFIXES) as (keyof ChatTemplates)[]) {
     const path = modelPath + TEMPLATE_SUFFIXES[key];
-    let text: string;
-    try {
-      text = await Deno.readTextFile(path);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) continue;
-      throw new Qwen3Error("io", `cannot read chat template ${path}: ${(e as Error).message}`);
+    const text = await readSideText(path, {
+      limit: TEMPLATE_FILE_LIMIT,
+      what: "chat template",
+      optional: true,
+    });
+    if (text === undefined) continue;
+    const nul = text.indexOf("\0");
+    if (nul >= 0) {
+      // C strings end at a NUL: the C engine could not use the rest, so neither engine does.
+      throw new Qwen3Error("format", `${path}: the chat template has a NUL character at ${nul}`);
     }
     splitTemplate(text, PLACEHOLDERS[key], path);
     out[key] = text;
@@ -165,8 +173,14 @@ export function renderTurn(t: ChatTemplates, turn: ChatTurn): { parts: PromptPar
 /**
  * Token ids of one chat turn: {@linkcode renderTurn}'s parts encoded as one prompt
  * (Tokenizer.encodeParts), so the ids equal Hugging Face's for the rendered template while
- * `<|im_end|>` typed by the user stays text.
+ * `<|im_end|>` typed by the user stays text. With `limit`, a turn that needs more tokens
+ * throws a Qwen3Error "context_full" without being encoded whole.
  */
-export function encodeTurn(tok: Tokenizer, t: ChatTemplates, turn: ChatTurn): number[] {
-  return tok.encodeParts(renderTurn(t, turn).parts);
+export function encodeTurn(
+  tok: Tokenizer,
+  t: ChatTemplates,
+  turn: ChatTurn,
+  opts?: { limit?: number },
+): number[] {
+  return tok.encodeParts(renderTurn(t, turn).parts, opts);
 }

@@ -16,6 +16,7 @@
 
 import { dirname, join } from "node:path";
 import { escapeForMessage, quoteExcerpt, Qwen3Error } from "./errors.ts";
+import { QWEN3C_TOKENIZER_LIMIT, readSideFile, TOKENIZER_JSON_LIMIT } from "./side_file.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The pre-tokenizer
@@ -145,6 +146,13 @@ export interface EncodeOptions {
    * such text is tokenized as ordinary characters, so user input cannot inject control tokens.
    */
   special?: boolean;
+  /**
+   * Most tokens the text may take. When it needs more, encoding stops as soon as that is
+   * certain, having done work in proportion to `limit` rather than to the text (a 10 MB
+   * string against a limit of 4096 is refused at once), and throws a Qwen3Error
+   * "context_full" naming the limit. Default: no limit.
+   */
+  limit?: number;
 }
 
 /** One piece of a prompt for {@linkcode Tokenizer.encodeParts}. */
@@ -175,6 +183,8 @@ const CACHE_ENTRIES = 100_000;
 const TWO_32 = 4294967296;
 /** Heap keys are rank * 2^32 + position in a double, exact while rank < 2^21. */
 const MAX_MERGES = 1 << 21;
+/** Longest piece (UTF-16 units) whose merge buffer the tokenizer keeps for the next one. */
+const SCRATCH_KEPT = 1 << 16;
 /** Token ids must be below this (the C loader's limit too); Qwen3 has 151669. */
 const MAX_TOKENS = 1 << 24;
 
@@ -203,6 +213,8 @@ export class Tokenizer {
   readonly #addedIds: Map<string, number>; // added token text -> id
   readonly #cache = new Map<string, number[]>();
   #scratch = new Int32Array(256); // (piece bytes) symbols during a merge
+  readonly #maxBpeBytes: number; // bytes of the longest BPE token: a piece of n bytes needs >= n / this
+  readonly #maxAddedLength: number; // UTF-16 length of the longest added token text
 
   private constructor(data: TokenizerData) {
     const { names, source } = data;
@@ -213,6 +225,12 @@ export class Tokenizer {
     this.#vocab = data.vocab;
     this.#addedIds = data.added;
     this.#mergeRank = data.mergeRank;
+    let longest = 1;
+    for (const name of data.vocab.keys()) longest = Math.max(longest, name.length);
+    this.#maxBpeBytes = longest; // one alphabet character per byte
+    let longestAdded = 1;
+    for (const text of data.added.keys()) longestAdded = Math.max(longestAdded, text.length);
+    this.#maxAddedLength = longestAdded;
     this.#pairs = data.pairs;
 
     const offsets = new Uint32Array(size + 1);
@@ -513,17 +531,19 @@ export class Tokenizer {
   }
 
   /**
-   * Finds and loads the tokenizer of a model: `modelPath` itself when it is a `tokenizer.json`
-   * or `.tokenizer` file, else `tokenizer.json` in the model's folder (or inside `modelPath`
-   * when it is a folder), else the qwen3.c side file `${modelPath}.tokenizer`. Throws a
-   * Qwen3Error ("io") naming both paths when neither exists.
+   * Finds and loads the tokenizer of a model. `modelPath` itself when it is a `.json` or
+   * `.tokenizer` file; for a folder, its `tokenizer.json`; else the first of
+   * `${modelPath}.tokenizer.json` (so two models can share a folder),
+   * `tokenizer.json` in the model's folder and qwen3.c's `${modelPath}.tokenizer` that
+   * exists, the order the C engine uses. Only a missing file passes on to the next: one
+   * that exists but cannot be used (a FIFO, unreadable, a symlink loop, over the size limit,
+   * malformed) is an error naming it. Throws a Qwen3Error ("io") naming every path tried
+   * when none exists.
    */
   static async load(modelPath: string): Promise<Tokenizer> {
-    if (modelPath.endsWith(".json")) {
-      return Tokenizer.fromJson(await readOrThrow(modelPath, "text"), modelPath);
-    }
+    if (modelPath.endsWith(".json")) return (await Tokenizer.#fromFile(modelPath, "json"))!;
     if (modelPath.endsWith(".tokenizer")) {
-      return Tokenizer.fromQwen3c(await readOrThrow(modelPath, "bytes"), modelPath);
+      return (await Tokenizer.#fromFile(modelPath, "qwen3c"))!;
     }
     let isDir = false;
     try {
@@ -531,17 +551,38 @@ export class Tokenizer {
     } catch {
       // a missing model file still names its side files below
     }
-    const json = join(isDir ? modelPath : dirname(modelPath), "tokenizer.json");
-    const bin = `${modelPath}.tokenizer`;
-    const text = await readIfPresent(json, "text");
-    if (text !== undefined) return Tokenizer.fromJson(text, json);
-    const data = await readIfPresent(bin, "bytes");
-    if (data !== undefined) return Tokenizer.fromQwen3c(data, bin);
+    const candidates: [string, "json" | "qwen3c"][] = isDir
+      ? [[join(modelPath, "tokenizer.json"), "json"]]
+      : [
+        [`${modelPath}.tokenizer.json`, "json"],
+        [join(dirname(modelPath), "tokenizer.json"), "json"],
+        [`${modelPath}.tokenizer`, "qwen3c"],
+      ];
+    for (const [path, kind] of candidates) {
+      const tok = await Tokenizer.#fromFile(path, kind, true);
+      if (tok !== undefined) return tok;
+    }
+    const paths = candidates.map(([p]) => p);
     throw new Qwen3Error(
       "io",
-      `no tokenizer for ${modelPath}: neither ${json} nor ${bin} exists ` +
-        "(copy the model's tokenizer.json beside it)",
+      `no tokenizer for ${modelPath}: ${
+        paths.length === 1 ? `${paths[0]} does not exist` : `none of ${paths.join(", ")} exists`
+      } (copy the model's tokenizer.json beside it)`,
     );
+  }
+
+  /** A tokenizer file read within its size limit; undefined when optional and missing. */
+  static async #fromFile(
+    path: string,
+    kind: "json" | "qwen3c",
+    optional = false,
+  ): Promise<Tokenizer | undefined> {
+    const limit = kind === "json" ? TOKENIZER_JSON_LIMIT : QWEN3C_TOKENIZER_LIMIT;
+    const bytes = await readSideFile(path, { limit, what: "tokenizer", optional });
+    if (bytes === undefined) return undefined;
+    return kind === "json"
+      ? Tokenizer.fromJson(new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes), path)
+      : Tokenizer.fromQwen3c(bytes, path);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -592,11 +633,15 @@ export class Tokenizer {
   /**
    * Token ids of `text` (no BOS/EOS added). With `special: true`, added-token text such as
    * `<|im_end|>` becomes its control id; by default it is tokenized as plain characters.
+   * With `limit`, a text that needs more tokens throws a Qwen3Error "context_full" after
+   * work bounded by the limit ({@linkcode EncodeOptions.limit}).
    */
   encode(text: string, opts?: EncodeOptions): number[] {
     const out: number[] = [];
-    if (opts?.special) this.#encodeWithAdded(text, out);
-    else this.#encodeText(text.normalize("NFC"), out);
+    const limit = checkLimit(opts?.limit);
+    this.#refuseLonger(text.length, limit, opts?.special ?? false);
+    if (opts?.special) this.#encodeWithAdded(text, out, limit);
+    else this.#encodeText(text.normalize("NFC"), out, limit);
     return out;
   }
 
@@ -604,10 +649,15 @@ export class Tokenizer {
    * Encodes parts as if they were one concatenated string, with added-token text recognised
    * only inside `special` parts. Neighbouring plain text is encoded as one span, so a chat
    * prompt built from template parts and user text gets the same ids Hugging Face gives the
-   * rendered template, except that user text can never become a control token.
+   * rendered template, except that user text can never become a control token. `limit` as
+   * in {@linkcode Tokenizer.encode}.
    */
-  encodeParts(parts: readonly PromptPart[]): number[] {
+  encodeParts(parts: readonly PromptPart[], opts?: { limit?: number }): number[] {
     const out: number[] = [];
+    const limit = checkLimit(opts?.limit);
+    let length = 0;
+    for (const part of parts) length += part.text.length;
+    this.#refuseLonger(length, limit, true);
     let pending = "";
     for (const part of parts) {
       if (!part.special || this.#addedPattern === undefined) {
@@ -619,51 +669,73 @@ export class Tokenizer {
       let last = 0;
       for (let m = re.exec(part.text); m !== null; m = re.exec(part.text)) {
         pending += part.text.slice(last, m.index);
-        this.#encodeText(pending.normalize("NFC"), out);
+        this.#encodeText(pending.normalize("NFC"), out, limit);
         pending = "";
-        out.push(this.#addedIds.get(m[0])!);
+        this.#pushAdded(m[0], out, limit);
         last = m.index + m[0].length;
       }
       pending += part.text.slice(last);
     }
-    this.#encodeText(pending.normalize("NFC"), out);
+    this.#encodeText(pending.normalize("NFC"), out, limit);
     return out;
   }
 
+  /**
+   * Refuses, before any work, a text too long to fit in `limit` tokens whatever it holds:
+   * a token is at most #maxBpeBytes bytes (or one added token), every UTF-16 unit is at
+   * least one UTF-8 byte, and NFC shortens UTF-8 at most threefold (Hangul jamo triples).
+   */
+  #refuseLonger(length: number, limit: number, special: boolean): void {
+    const perToken = Math.max(4 * this.#maxBpeBytes, special ? this.#maxAddedLength : 0);
+    if (length > perToken * limit) throw tooManyTokens(limit);
+  }
+
+  #pushAdded(text: string, out: number[], limit: number): void {
+    out.push(this.#addedIds.get(text)!);
+    if (out.length > limit) throw tooManyTokens(limit);
+  }
+
   /** Hugging Face splits added tokens on the raw text and normalises only the spans between. */
-  #encodeWithAdded(text: string, out: number[]): void {
+  #encodeWithAdded(text: string, out: number[], limit: number): void {
     const re = this.#addedPattern;
-    if (re === undefined) return this.#encodeText(text.normalize("NFC"), out);
+    if (re === undefined) return this.#encodeText(text.normalize("NFC"), out, limit);
     re.lastIndex = 0;
     let last = 0;
     for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-      if (m.index > last) this.#encodeText(text.slice(last, m.index).normalize("NFC"), out);
-      out.push(this.#addedIds.get(m[0])!);
+      if (m.index > last) {
+        this.#encodeText(text.slice(last, m.index).normalize("NFC"), out, limit);
+      }
+      this.#pushAdded(m[0], out, limit);
       last = m.index + m[0].length;
     }
-    if (last < text.length) this.#encodeText(text.slice(last).normalize("NFC"), out);
+    if (last < text.length) this.#encodeText(text.slice(last).normalize("NFC"), out, limit);
   }
 
   /** Pre-tokenizes normalised text and appends each piece's BPE ids. */
-  #encodeText(text: string, out: number[]): void {
+  #encodeText(text: string, out: number[], limit: number): void {
     if (text.length === 0) return;
     const re = PRETOKENIZE;
     re.lastIndex = 0;
     let last = 0;
     for (let m = re.exec(text); m !== null; m = re.exec(text)) {
       // The regex covers every character; a gap would still be its own piece (Isolated split).
-      if (m.index > last) this.#encodePiece(text.slice(last, m.index), out);
-      this.#encodePiece(m[0], out);
+      if (m.index > last) this.#encodePiece(text.slice(last, m.index), out, limit);
+      this.#encodePiece(m[0], out, limit);
       last = m.index + m[0].length;
     }
-    if (last < text.length) this.#encodePiece(text.slice(last), out);
+    if (last < text.length) this.#encodePiece(text.slice(last), out, limit);
   }
 
-  #encodePiece(piece: string, out: number[]): void {
+  #encodePiece(piece: string, out: number[], limit: number): void {
     const cached = this.#cache.get(piece);
     if (cached !== undefined) {
       for (let i = 0; i < cached.length; i++) out.push(cached[i]);
+      if (out.length > limit) throw tooManyTokens(limit);
       return;
+    }
+    // At least one token per #maxBpeBytes bytes: a piece that cannot fit is not merged.
+    if (out.length + Math.ceil(piece.length / this.#maxBpeBytes) > limit) {
+      throw tooManyTokens(limit);
     }
     const ids = this.#bpe(piece);
     if (piece.length <= CACHE_PIECE_LIMIT) {
@@ -671,14 +743,18 @@ export class Tokenizer {
       this.#cache.set(piece, ids);
     }
     for (let i = 0; i < ids.length; i++) out.push(ids[i]);
+    if (out.length > limit) throw tooManyTokens(limit);
   }
 
   /** UTF-8 bytes of the piece as byte tokens, then merges by rank. */
   #bpe(piece: string): number[] {
-    if (this.#scratch.length < piece.length * 3) {
+    // A rare long piece gets its own buffer, so the tokenizer does not keep it afterwards.
+    if (this.#scratch.length < piece.length * 3 && piece.length <= SCRATCH_KEPT) {
       this.#scratch = new Int32Array(piece.length * 3);
     }
-    const sym = this.#scratch;
+    const sym = this.#scratch.length < piece.length * 3
+      ? new Int32Array(piece.length * 3)
+      : this.#scratch;
     const b2i = this.#byteToId;
     let n = 0;
     for (let i = 0; i < piece.length; i++) {
@@ -856,6 +932,19 @@ export class TextStreamDecoder {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/** An encode limit: a non-negative integer, Infinity when absent. */
+function checkLimit(limit: number | undefined): number {
+  if (limit === undefined) return Infinity;
+  if (!(limit === Infinity || (Number.isInteger(limit) && limit >= 0))) {
+    throw new Qwen3Error("invalid_argument", `limit must be a non-negative integer, got ${limit}`);
+  }
+  return limit;
+}
+
+function tooManyTokens(limit: number): Qwen3Error {
+  return new Qwen3Error("context_full", `the text needs more than ${limit} tokens (the limit)`);
+}
+
 function asRecord(v: unknown, source: string, field: string): Record<string, unknown> {
   if (v === null || typeof v !== "object" || Array.isArray(v)) {
     throw new Qwen3Error("format", `${source}: ${field} is not an object`);
@@ -887,29 +976,5 @@ function checkPipeline(doc: Record<string, unknown>, source: string): void {
         pattern === undefined ? "" : `with pattern ${quoteExcerpt(pattern)} `
       }is not Qwen's split regex`,
     );
-  }
-}
-
-async function readOrThrow(path: string, as: "text"): Promise<string>;
-async function readOrThrow(path: string, as: "bytes"): Promise<Uint8Array>;
-async function readOrThrow(path: string, as: "text" | "bytes"): Promise<string | Uint8Array> {
-  try {
-    return as === "text" ? await Deno.readTextFile(path) : await Deno.readFile(path);
-  } catch (e) {
-    throw new Qwen3Error("io", `cannot read tokenizer ${path}: ${(e as Error).message}`);
-  }
-}
-
-async function readIfPresent(path: string, as: "text"): Promise<string | undefined>;
-async function readIfPresent(path: string, as: "bytes"): Promise<Uint8Array | undefined>;
-async function readIfPresent(
-  path: string,
-  as: "text" | "bytes",
-): Promise<string | Uint8Array | undefined> {
-  try {
-    return as === "text" ? await Deno.readTextFile(path) : await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw new Qwen3Error("io", `cannot read tokenizer ${path}: ${(e as Error).message}`);
   }
 }

@@ -238,8 +238,8 @@ export class TsSession implements EngineSession {
 
   /** {@link forward} without the promise, for callers that want to stay synchronous. */
   forwardSync(tokens: ArrayLike<number>): Float32Array {
-    if (this.#disposed || this.#engine.disposed) {
-      throw new Qwen3Error("invalid_argument", "forward on a disposed TypeScript engine session");
+    if (this.#disposed) {
+      throw new Qwen3Error("disposed", "this session was disposed; create a new one");
     }
     const n = tokens.length;
     if (n === 0) throw new Qwen3Error("invalid_argument", "forward: no tokens");
@@ -464,13 +464,17 @@ export class TsEngine implements Engine {
    */
   createSession(contextLength?: number): TsSession {
     if (this.#disposed) {
-      throw new Qwen3Error("invalid_argument", "createSession on a disposed engine");
+      throw new Qwen3Error("disposed", "this TsEngine was disposed; load the model again");
     }
     const n = checkLength(contextLength, "contextLength");
     return new TsSession(this, n === 0 ? this.contextLength : Math.min(n, this.contextLength));
   }
 
-  /** Releases the engine; its sessions stop working. */
+  /**
+   * Releases the engine: no new sessions. Open sessions keep the weights and go on until
+   * they are disposed, as the C engine's do (its native model is freed after its last
+   * session).
+   */
   [Symbol.dispose](): void {
     this.#disposed = true;
   }

@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { Qwen3Error } from "../src/errors.ts";
 import { emptyResult, type Piece, runGeneration } from "../src/generate.ts";
 import { Qwen3 } from "../src/qwen3.ts";
 import { STOCK_TEMPLATES } from "../src/template.ts";
@@ -21,7 +22,34 @@ const modelPath = await writeRandomModel(dir, {
   seed: 5,
   sharedClassifier: false,
 });
+/** The same shape with Qwen3's 40960 positions (KV memory is taken only as it is used). */
+const longContextPath = await writeRandomModel(`${dir}/long`, {
+  nLayers: 1,
+  seqLen: 40960,
+  seed: 5,
+  sharedClassifier: false,
+});
 const ENGINES: EngineKind[] = ["ts", "c"];
+
+/** Peak resident memory of this process so far (Linux VmHWM), in bytes. */
+function peakRss(): number | undefined {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Starts a new peak (Linux: "5" to clear_refs resets VmHWM); the current RSS, if known. */
+function resetPeakRss(): number | undefined {
+  try {
+    Deno.writeTextFileSync("/proc/self/clear_refs", "5");
+  } catch {
+    return undefined;
+  }
+  return peakRss();
+}
 const GREEDY = { temperature: 0 };
 const IM_START = 151644;
 const IM_END = 151645;
@@ -139,6 +167,101 @@ for (const kind of ENGINES) {
     assert.equal(next.stats!.promptTokens, 0);
     assert.equal(chat.position, 40);
     assert.equal(chat.history.length, 2);
+  });
+
+  Deno.test(`[${kind}] a 10 MB turn ends as context_full in seconds, in bounded memory`, async () => {
+    // The full Qwen3 context: 40960 free positions, so the text is not refused by its
+    // length alone and the bounded encode has to stop on the tokens it produced.
+    using model = await Qwen3.load(longContextPath, { engine: kind });
+    using chat = model.chat();
+    await chat.send("Hello", { ...GREEDY, maxTokens: 2 }).complete();
+    const position = chat.position;
+    const turns = {
+      words: "The quick brown fox jumps over the lazy dog. ".repeat((10 << 20) / 45),
+      "one word": "a".repeat(10 << 20),
+    };
+    for (const [what, text] of Object.entries(turns)) {
+      const peak = resetPeakRss();
+      const t0 = performance.now();
+      const run = chat.send(text, GREEDY);
+      assert.equal(await run.complete(), "");
+      const ms = performance.now() - t0;
+      const grew = peak === undefined ? undefined : peakRss()! - peak;
+      console.log(
+        `  [${kind}] 10 MB of ${what}: context_full in ${ms.toFixed(0)} ms, peak RSS ` +
+          (grew === undefined
+            ? "not measured"
+            : `${(peakRss()! / 2 ** 20).toFixed(0)} MiB (+${(grew / 2 ** 20).toFixed(0)} MiB)`),
+      );
+      assert.equal(run.stats!.stopReason, "context_full");
+      assert.equal(run.stats!.promptTokens, 0);
+      assert.equal(chat.position, position, "nothing was fed");
+      assert.equal(chat.history.length, 2, "the refused turn is not in the history");
+      assert.ok(ms < 10_000, `${ms} ms`);
+      if (grew !== undefined) assert.ok(grew < 150 * 2 ** 20, `peak RSS grew ${grew} bytes`);
+    }
+    const gen = model.generate(turns.words, GREEDY);
+    assert.equal(await gen.complete(), "");
+    assert.equal(gen.stats!.stopReason, "context_full");
+    // The chat goes on.
+    const next = chat.send("And now?", { ...GREEDY, maxTokens: 2 });
+    await next.complete();
+    assert.equal(next.stats!.stopReason, "max_tokens");
+  });
+
+  Deno.test(`[${kind}] dispose while streaming: the stream ends with "disposed", text kept`, async () => {
+    const disposed = (e: unknown) => e instanceof Qwen3Error && e.code === "disposed";
+    // The model disposed between two pieces of a chat turn, and of a generation.
+    for (const via of ["chat", "generate"] as const) {
+      const model = await load();
+      const chat = model.chat();
+      const run = via === "chat"
+        ? chat.send("Tell me a story.", GREEDY)
+        : model.generate("Once upon a time", GREEDY);
+      const pieces: string[] = [];
+      await assert.rejects(async () => {
+        for await (const p of run) {
+          pieces.push(p.text);
+          if (pieces.length === 3) model[Symbol.dispose]();
+        }
+      }, disposed);
+      assert.equal(pieces.length, 3, `${via}: no piece after the dispose`);
+      assert.equal(run.text, pieces.join(""));
+      assert.equal(run.stats!.stopReason, "aborted");
+      assert.throws(() => chat.send("more"), disposed);
+      assert.throws(() => model.chat(), disposed);
+      assert.throws(() => model.generate("x"), disposed);
+      chat[Symbol.dispose]();
+    }
+    // Disposed while the prompt's forward pass runs (the C engine runs it off the JS
+    // thread; the TS engine's has finished): no piece at all.
+    {
+      using model = await load();
+      using chat = model.chat();
+      const run = chat.send("A long question. ".repeat(20), GREEDY);
+      const it = run[Symbol.asyncIterator]();
+      const first = it.next();
+      model[Symbol.dispose]();
+      await assert.rejects(first, disposed);
+      assert.equal(run.text, "");
+    }
+    // The chat disposed between two pieces: the same outcome.
+    {
+      using model = await load();
+      const chat = model.chat();
+      const run = chat.send("Tell me a story.", GREEDY);
+      let n = 0;
+      await assert.rejects(async () => {
+        for await (const _ of run) if (++n === 2) chat[Symbol.dispose]();
+      }, disposed);
+      assert.equal(n, 2);
+      assert.throws(() => chat.send("more"), disposed);
+      // The model and its other chats go on.
+      using other = model.chat();
+      const hi = other.send("Hi", { ...GREEDY, maxTokens: 2 });
+      await hi.complete();
+      assert.equal(hi.stats!.stopReason, "max_tokens");
+    }
   });
 
   Deno.test(`[${kind}] abort keeps the partial text and a consistent cache`, async () => {

@@ -107,6 +107,26 @@ Deno.test("chat over stdin: turns until an empty line, stats after each answer",
   assert.notEqual(thinking.stdout, plain.stdout);
 });
 
+Deno.test("chat over stdin: CRLF and CR end lines; a line over the cap ends the chat", async () => {
+  const args = ["chat", modelPath, "-t", "0", "-n", "3"];
+  const lf = await qwen3(args, "Hello\nWho are you?\n");
+  const crlf = await qwen3(args, "Hello\r\nWho are you?\r\n");
+  const cr = await qwen3(args, "Hello\rWho are you?");
+  for (const r of [crlf, cr]) {
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, lf.stdout);
+  }
+  // 10 MB on one line: refused unread with one clear line, like a turn that cannot fit.
+  const t0 = performance.now();
+  const big = await qwen3(args, "Hello\n" + "word ".repeat(2 << 20) + "\nignored\n");
+  const ms = performance.now() - t0;
+  assert.equal(big.code, 0, big.stderr);
+  assert.ok(big.stdout.startsWith(lf.stdout.split("\n")[0]), big.stdout);
+  assert.equal(big.stderr.match(new RegExp(STATS.source, "gm"))?.length, 1, big.stderr);
+  assert.match(big.stderr, /a chat turn of more than 4194304 bytes cannot fit in the context/);
+  console.log(`  10 MB line: refused in ${ms.toFixed(0)} ms (whole run)`);
+});
+
 Deno.test("tokenize prints ids, from tokenizer.json or a model path", async () => {
   const r = await qwen3(["tokenize", `${dir}/tokenizer.json`, "-i", "Hello world"]);
   assert.equal(r.code, 0, r.stderr);

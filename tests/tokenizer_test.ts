@@ -226,6 +226,63 @@ Deno.test("tokenizer: long pieces are not quadratic", () => {
   assert.ok(ms < 3000, `${ms} ms`);
 });
 
+Deno.test("tokenizer: limit gives the same ids when they fit, context_full when not", () => {
+  const tok = qwen3Tokenizer();
+  const tooMany = (e: unknown) =>
+    e instanceof Qwen3Error && e.code === "context_full" && /more than \d+ tokens/.test(e.message);
+  for (const c of CASES.slice(0, 120)) {
+    const ids = tok.encode(c.text, { special: c.special });
+    assert.deepEqual(tok.encode(c.text, { special: c.special, limit: ids.length }), ids);
+    assert.deepEqual(tok.encode(c.text, { special: c.special, limit: Infinity }), ids);
+    if (ids.length > 0) {
+      assert.throws(
+        () => tok.encode(c.text, { special: c.special, limit: ids.length - 1 }),
+        tooMany,
+      );
+    }
+  }
+  const parts = [
+    { text: "<|im_start|>user\n", special: true },
+    { text: "Hello <|im_end|> world", special: false },
+    { text: "<|im_end|>\n<|im_start|>assistant\n", special: true },
+  ];
+  const ids = tok.encodeParts(parts);
+  assert.deepEqual(tok.encodeParts(parts, { limit: ids.length }), ids);
+  assert.throws(() => tok.encodeParts(parts, { limit: ids.length - 1 }), tooMany);
+  assert.deepEqual(tok.encode("", { limit: 0 }), []);
+  for (const limit of [-1, 1.5, NaN]) {
+    assert.throws(
+      () => tok.encode("x", { limit }),
+      (e: unknown) => e instanceof Qwen3Error && e.code === "invalid_argument",
+    );
+  }
+});
+
+Deno.test("tokenizer: a limit bounds the work, not the text (10 MB against 4096 tokens)", () => {
+  const tok = qwen3Tokenizer();
+  const tooMany = (e: unknown) => e instanceof Qwen3Error && e.code === "context_full";
+  const MB10 = 10 << 20;
+  const cases = {
+    words: "The quick brown fox jumps over the lazy dog. ".repeat(MB10 / 45),
+    "one word": "a".repeat(MB10),
+    spaces: " ".repeat(MB10),
+  };
+  for (const [what, text] of Object.entries(cases)) {
+    for (const limit of [4096, 40960]) {
+      const t0 = performance.now();
+      assert.throws(() => tok.encode(text, { limit }), tooMany, what);
+      const ms = performance.now() - t0;
+      console.log(`10 MB of ${what}, limit ${limit}: refused in ${ms.toFixed(0)} ms`);
+      assert.ok(ms < 2000, `${what}, limit ${limit}: ${ms} ms`);
+    }
+  }
+  // Just under the words' length in tokens, the bounded encode does the same work as the
+  // unbounded one on the part that fits.
+  const text = cases.words.slice(0, 4500);
+  const ids = tok.encode(text);
+  assert.deepEqual(tok.encode(text, { limit: ids.length }), ids);
+});
+
 Deno.test("tokenizer: .tokenizer file layout (SPEC section 2)", () => {
   const tok = qwen3Tokenizer();
   const bin = writeQwen3cTokenizer(tok);
@@ -336,6 +393,7 @@ Deno.test("tokenizer: load() finds tokenizer.json, then the .tokenizer side file
       () => Tokenizer.load(`${dir}/sub/other.bin`),
       (e: unknown) =>
         e instanceof Qwen3Error && e.code === "io" &&
+        e.message.includes(`${dir}/sub/other.bin.tokenizer.json`) &&
         e.message.includes(`${dir}/sub/tokenizer.json`) &&
         e.message.includes(`${dir}/sub/other.bin.tokenizer`),
     );
