@@ -152,6 +152,19 @@ interface Frame {
   ready?: (got: Value[]) => void;
 }
 
+/**
+ * A chat template stopped at one of {@link CHAT_TEMPLATE_LIMITS}: a template that has to be
+ * refused, unlike one that merely fails to render (which a caller may replace by the stock
+ * Qwen3 templates).
+ */
+export class ChatTemplateLimitError extends Qwen3Error {
+  /** @param message Names the file and the limit that was reached. */
+  constructor(message: string) {
+    super("format", message);
+    this.name = "ChatTemplateLimitError";
+  }
+}
+
 /** The budget of one renderChatTemplates call, shared by its four renders. */
 class Budget {
   steps = 0;
@@ -162,8 +175,7 @@ class Budget {
   constructor(readonly file: string) {}
 
   stop(reason: string): never {
-    this.stopped ??= new Qwen3Error(
-      "format",
+    this.stopped ??= new ChatTemplateLimitError(
       `${this.file}: chat_template rendering stopped ${reason}`,
     );
     throw this.stopped;
@@ -505,8 +517,7 @@ export function renderChatTemplates(
   tokens: Record<string, string> = {},
 ): ChatTemplates {
   if (source.length > CHAT_TEMPLATE_LIMITS.sourceChars) {
-    throw new Qwen3Error(
-      "format",
+    throw new ChatTemplateLimitError(
       `${file}: chat_template has ${source.length} characters, more than ` +
         `${CHAT_TEMPLATE_LIMITS.sourceChars} (the limit)`,
     );

@@ -59,10 +59,13 @@ export async function ggufTemplates(g: GgufFile, path: string): Promise<ChatTemp
     if (typeof text === "string") named[key] = text;
   }
   // Loaded only for GGUF files: nothing else needs the Jinja engine.
-  const { renderChatTemplates } = await import("./chat_template.ts");
+  const { ChatTemplateLimitError, renderChatTemplates } = await import("./chat_template.ts");
   try {
     return renderChatTemplates(source, `${path} (tokenizer.chat_template)`, named);
-  } catch {
+  } catch (e) {
+    // A template that merely does not render here gets the stock turns; one that ran into
+    // a rendering limit is hostile (or broken beyond use) and the load is refused.
+    if (e instanceof ChatTemplateLimitError) throw e;
     return { ...STOCK_TEMPLATES };
   }
 }

@@ -146,7 +146,7 @@ Deno.test("hostile chat templates stay in little memory (a child with a 160 MB h
   for (const line of lines) assert.match(line, /^chat_template rendering stopped /);
 });
 
-Deno.test("a GGUF whose chat template never ends still loads, promptly", async () => {
+Deno.test("a GGUF whose chat template never ends is refused, promptly, naming the limit", async () => {
   const fake: GgufFile = {
     version: 3,
     metadata: new Map([["tokenizer.chat_template", HOSTILE[0][0]]]),
@@ -157,12 +157,16 @@ Deno.test("a GGUF whose chat template never ends still loads, promptly", async (
   const dir = await Deno.makeTempDir();
   try {
     const t0 = performance.now();
-    const templates = await ggufTemplates(fake, `${dir}/evil.gguf`).catch((e) => {
+    await assert.rejects(ggufTemplates(fake, `${dir}/evil.gguf`), (e) => {
       assert.ok(e instanceof Qwen3Error, String(e));
-      return undefined;
+      assert.equal(e.code, "format");
+      assert.match(e.message, /evil\.gguf \(tokenizer\.chat_template\): .*\(the limit\)/);
+      return true;
     });
-    if (templates) assert.deepEqual(templates, STOCK_TEMPLATES);
     assert.ok(performance.now() - t0 < 10_000);
+    // A template that only fails to render (unknown syntax) still gets the stock turns.
+    fake.metadata.set("tokenizer.chat_template", "{% frobnicate %}");
+    assert.deepEqual(await ggufTemplates(fake, `${dir}/odd.gguf`), STOCK_TEMPLATES);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
