@@ -26,11 +26,11 @@ import {
   exportHfModel,
   GGUF_WEIGHT_TYPES,
   type GgufWeightType,
-} from "./src/export.ts";
-import type { GenerationStats, Piece, PieceKind } from "./src/generate.ts";
-import { Qwen3 } from "./src/qwen3.ts";
-import { readSideText, TOKENIZER_JSON_LIMIT } from "./src/side_file.ts";
-import { Tokenizer } from "./src/tokenizer.ts";
+} from "./src/export/export.ts";
+import type { GenerationStats, Piece, PieceKind } from "./src/api/generate.ts";
+import { Qwen3 } from "./src/api/qwen3.ts";
+import { readSideText, TOKENIZER_JSON_LIMIT } from "./src/formats/side_file.ts";
+import { Tokenizer } from "./src/text/tokenizer.ts";
 import type { SamplerOptions } from "./src/types.ts";
 
 /** Where `chat` looks when no MODEL is given (relative to the working directory, then to

@@ -20,22 +20,22 @@
  * @module
  */
 
-export { Chat, Qwen3 } from "./src/qwen3.ts";
+export { Chat, Qwen3 } from "./src/api/qwen3.ts";
 export type {
   ChatMessage,
   ChatOptions,
   Qwen3GenerateOptions,
   Qwen3LoadOptions,
   SpecialTokens,
-} from "./src/qwen3.ts";
-export { Generation } from "./src/generate.ts";
+} from "./src/api/qwen3.ts";
+export { Generation } from "./src/api/generate.ts";
 export type {
   GenerateOptions,
   GenerationStats,
   Piece,
   PieceKind,
   StopReason,
-} from "./src/generate.ts";
+} from "./src/api/generate.ts";
 export { Qwen3Error } from "./src/errors.ts";
 export type { Qwen3ErrorCode } from "./src/errors.ts";
 export type {
@@ -46,12 +46,17 @@ export type {
   ModelFormat,
   SamplerOptions,
 } from "./src/types.ts";
-export { TextStreamDecoder, Tokenizer } from "./src/tokenizer.ts";
-export type { EncodeOptions, PromptPart, SpecialIds } from "./src/tokenizer.ts";
-export type { ChatTemplates } from "./src/template.ts";
-export type { Checkpoint, CheckpointTensors, LayerTensors, Q8Tensor } from "./src/model_file.ts";
-export { Sampler } from "./src/sampler.ts";
-export { TsEngine, TsSession } from "./src/ts_engine.ts";
+export { TextStreamDecoder, Tokenizer } from "./src/text/tokenizer.ts";
+export type { EncodeOptions, PromptPart, SpecialIds } from "./src/text/tokenizer.ts";
+export type { ChatTemplates } from "./src/text/template.ts";
+export type {
+  Checkpoint,
+  CheckpointTensors,
+  LayerTensors,
+  Q8Tensor,
+} from "./src/formats/model_file.ts";
+export { Sampler } from "./src/text/sampler.ts";
+export { TsEngine, TsSession } from "./src/reference/ts_engine.ts";
 export {
   CEngine,
   type CEngineOptions,

@@ -19,8 +19,8 @@ import { parseArgs } from "node:util";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { EngineRun } from "./engine_run.ts";
-import { readCheckpoint } from "../src/model_file.ts";
-import { checkpointToGguf } from "../src/gguf_convert.ts";
+import { readCheckpoint } from "../src/formats/model_file.ts";
+import { checkpointToGguf } from "../src/formats/gguf_convert.ts";
 import { ensureZig } from "../tools/zig.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");

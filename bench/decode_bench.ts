@@ -9,7 +9,7 @@
  */
 
 import { CEngine } from "../ffi/c_engine.ts";
-import { TsEngine } from "../src/ts_engine.ts";
+import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine, EngineSession } from "../src/types.ts";
 import { benchModel, benchTokens } from "./bench_models.ts";
 

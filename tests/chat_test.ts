@@ -6,9 +6,9 @@
 
 import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
-import { emptyResult, type Piece, runGeneration } from "../src/generate.ts";
-import { Qwen3 } from "../src/qwen3.ts";
-import { STOCK_TEMPLATES } from "../src/template.ts";
+import { emptyResult, type Piece, runGeneration } from "../src/api/generate.ts";
+import { Qwen3 } from "../src/api/qwen3.ts";
+import { STOCK_TEMPLATES } from "../src/text/template.ts";
 import type { EngineKind, EngineSession } from "../src/types.ts";
 import { writeRandomModel } from "./helpers/random_model.ts";
 

@@ -16,14 +16,14 @@
 import assert from "node:assert/strict";
 import { CEngine } from "../ffi/c_engine.ts";
 import { quoteBytes, Qwen3Error } from "../src/errors.ts";
-import { GgmlType, type GgufValue } from "../src/gguf.ts";
-import { HEADER_BYTES, readCheckpoint } from "../src/model_file.ts";
-import { Qwen3 } from "../src/qwen3.ts";
+import { GgmlType, type GgufValue } from "../src/formats/gguf.ts";
+import { HEADER_BYTES, readCheckpoint } from "../src/formats/model_file.ts";
+import { Qwen3 } from "../src/api/qwen3.ts";
 import {
   QWEN3C_TOKENIZER_LIMIT,
   TEMPLATE_FILE_LIMIT,
   TOKENIZER_JSON_LIMIT,
-} from "../src/side_file.ts";
+} from "../src/formats/side_file.ts";
 import type { EngineKind } from "../src/types.ts";
 import { checkpointGgufParts, type GgufTensorData, writeGguf } from "./helpers/gguf_model.ts";
 import { writeRandomModel } from "./helpers/random_model.ts";

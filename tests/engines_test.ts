@@ -9,9 +9,9 @@
 import assert from "node:assert/strict";
 import { CEngine, kernelName, selectKernel } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
-import { argmax } from "../src/sampler.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
-import { TsEngine } from "../src/ts_engine.ts";
+import { argmax } from "../src/text/sampler.ts";
+import { Tokenizer } from "../src/text/tokenizer.ts";
+import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine, EngineSession } from "../src/types.ts";
 import { type RandomModelOptions, writeRandomModel } from "./helpers/random_model.ts";
 

@@ -14,16 +14,16 @@ import { basename, join } from "node:path";
 import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 import { CEngine } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
-import { renderChatTemplates } from "../src/chat_template.ts";
+import { renderChatTemplates } from "../src/text/chat_template.ts";
 import {
   BIN_SIDE_FILES,
   exportHfModel,
   type ExportOptions,
   hfTensorName,
   readHfConfig,
-} from "../src/export.ts";
-import { fromHalf, GgmlType, readGgufHeader } from "../src/gguf.ts";
-import { checkpointTensorOrder } from "../src/model_file.ts";
+} from "../src/export/export.ts";
+import { fromHalf, GgmlType, readGgufHeader } from "../src/formats/gguf.ts";
+import { checkpointTensorOrder } from "../src/formats/model_file.ts";
 import {
   encodeSafetensorsHeader,
   float32ToBf16,
@@ -32,10 +32,10 @@ import {
   parseSafetensorsHeader,
   SafetensorsModel,
   toFloat32,
-} from "../src/safetensors.ts";
-import { loadTemplates } from "../src/template.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
-import { TsEngine } from "../src/ts_engine.ts";
+} from "../src/formats/safetensors.ts";
+import { loadTemplates } from "../src/text/template.ts";
+import { Tokenizer } from "../src/text/tokenizer.ts";
+import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
 import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
 

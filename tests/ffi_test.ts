@@ -15,8 +15,8 @@ import {
   targetDir,
 } from "../ffi/library.ts";
 import { Qwen3Error } from "../src/errors.ts";
-import { argmax, Sampler } from "../src/sampler.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { argmax, Sampler } from "../src/text/sampler.ts";
+import { Tokenizer } from "../src/text/tokenizer.ts";
 import type { SamplerOptions } from "../src/types.ts";
 import { writeRandomModel } from "./helpers/random_model.ts";
 

@@ -2,7 +2,7 @@
  * Mutation fuzzing of the TypeScript readers of outside data: random bit flips, byte and
  * integer overwrites, truncations, splices and appended garbage applied to valid
  * model.bin checkpoints, qwen3.c .tokenizer files, GGUF headers (written with
- * src/gguf.ts's writer), tokenizer.json documents and chat template files. Whatever the
+ * src/formats/gguf.ts's writer), tokenizer.json documents and chat template files. Whatever the
  * bytes, a reader may only return a result or throw a Qwen3Error: a RangeError,
  * TypeError or any other exception (or a call that runs away) fails the test.
  *
@@ -19,11 +19,11 @@
 
 import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
-import { encodeGgufHeader, GgmlType, type GgufValue, readGgufHeader } from "../src/gguf.ts";
-import { checkpointTensors, HEADER_BYTES, parseHeader } from "../src/model_file.ts";
-import { encodeSafetensorsHeader, parseSafetensorsHeader } from "../src/safetensors.ts";
-import { loadTemplates, renderTurn, splitTemplate, STOCK_TEMPLATES } from "../src/template.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { encodeGgufHeader, GgmlType, type GgufValue, readGgufHeader } from "../src/formats/gguf.ts";
+import { checkpointTensors, HEADER_BYTES, parseHeader } from "../src/formats/model_file.ts";
+import { encodeSafetensorsHeader, parseSafetensorsHeader } from "../src/formats/safetensors.ts";
+import { loadTemplates, renderTurn, splitTemplate, STOCK_TEMPLATES } from "../src/text/template.ts";
+import { Tokenizer } from "../src/text/tokenizer.ts";
 
 const corpus = new URL("../csrc/fuzz/corpus/", import.meta.url);
 /** Cases per reader; QWEN3_FUZZ_CASES and QWEN3_FUZZ_SEED make a longer or other run. */

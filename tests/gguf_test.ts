@@ -4,7 +4,7 @@
  * - one random-weight checkpoint written as GGUF F32, F16, BF16, Q8_0 and Q4_0 (tied and
  *   untied): the C and TS engines agree (same config, same greedy tokens, logits within
  *   1e-4 relative);
- * - a Q8_0 GGUF converted from a model.bin (src/gguf_convert.ts) gives logits close to the
+ * - a Q8_0 GGUF converted from a model.bin (src/formats/gguf_convert.ts) gives logits close to the
  *   model.bin's, and the unquantised F32 GGUF of the same weights differs from the W8A8
  *   model.bin only by activation quantisation (both tolerances measured and pinned);
  * - Qwen3.load on a .gguf takes the tokenizer from the file's lists: the same ids as the
@@ -17,14 +17,14 @@
 import assert from "node:assert/strict";
 import { CEngine } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
-import { GgmlType, type GgufValue } from "../src/gguf.ts";
-import { checkpointToGguf } from "../src/gguf_convert.ts";
-import { readCheckpoint, readModel } from "../src/model_file.ts";
-import { Qwen3 } from "../src/qwen3.ts";
-import { STOCK_TEMPLATES } from "../src/template.ts";
-import { argmax } from "../src/sampler.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
-import { TsEngine } from "../src/ts_engine.ts";
+import { GgmlType, type GgufValue } from "../src/formats/gguf.ts";
+import { checkpointToGguf } from "../src/formats/gguf_convert.ts";
+import { readCheckpoint, readModel } from "../src/formats/model_file.ts";
+import { Qwen3 } from "../src/api/qwen3.ts";
+import { STOCK_TEMPLATES } from "../src/text/template.ts";
+import { argmax } from "../src/text/sampler.ts";
+import { Tokenizer } from "../src/text/tokenizer.ts";
+import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
 import {
   checkpointGgufParts,

@@ -13,10 +13,10 @@
 import assert from "node:assert/strict";
 import { CEngine } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
-import { HEADER_BYTES } from "../src/model_file.ts";
-import { argmax } from "../src/sampler.ts";
-import { Qwen3 } from "../src/qwen3.ts";
-import { TsEngine } from "../src/ts_engine.ts";
+import { HEADER_BYTES } from "../src/formats/model_file.ts";
+import { argmax } from "../src/text/sampler.ts";
+import { Qwen3 } from "../src/api/qwen3.ts";
+import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { EngineKind, EngineSession } from "../src/types.ts";
 import { writeRandomModel } from "./helpers/random_model.ts";
 

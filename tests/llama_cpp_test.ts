@@ -14,7 +14,7 @@
  *   peaked (top-1 0.1 .. 0.8). Measured max |p - p_llama| over the vocabulary:
  *     F32 GGUF we write (llama.cpp with an F32 KV cache)       5.6e-5  (|ln p ratio| 3.3e-4)
  *     Q8_0 GGUF we write                                       3.1e-2
- *     Q8_0 GGUF src/gguf_convert.ts makes from a model.bin     5.7e-3
+ *     Q8_0 GGUF src/formats/gguf_convert.ts makes from a model.bin     5.7e-3
  *     gguf-py fixture, types mixed per tensor                  1.0e-2
  *   Where weights are quantised both engines quantise activations to int8, and fp32-level
  *   differences upstream flip some roundings (see the Q8_0 test); for BF16 matrices
@@ -28,10 +28,10 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { CEngine } from "../ffi/c_engine.ts";
-import { checkpointToGguf } from "../src/gguf_convert.ts";
-import { readCheckpoint } from "../src/model_file.ts";
-import { Qwen3 } from "../src/qwen3.ts";
-import { TsEngine } from "../src/ts_engine.ts";
+import { checkpointToGguf } from "../src/formats/gguf_convert.ts";
+import { readCheckpoint } from "../src/formats/model_file.ts";
+import { Qwen3 } from "../src/api/qwen3.ts";
+import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
 import { writeCheckpointGguf } from "./helpers/gguf_model.ts";
 import { TOKENIZER_JSON_PATH, writeRandomModel } from "./helpers/random_model.ts";
@@ -315,7 +315,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "the Q8_0 GGUF src/gguf_convert.ts makes from a model.bin runs in llama.cpp as in ours",
+  name:
+    "the Q8_0 GGUF src/formats/gguf_convert.ts makes from a model.bin runs in llama.cpp as in ours",
   ignore: !supported,
   async fn() {
     const path = await writeRandomModel(`${dir}/converted`, {

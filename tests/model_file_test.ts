@@ -7,7 +7,7 @@ import {
   HEADER_BYTES,
   parseHeader,
   readCheckpoint,
-} from "../src/model_file.ts";
+} from "../src/formats/model_file.ts";
 import type { ModelConfig } from "../src/types.ts";
 import { writeRandomModel } from "./helpers/random_model.ts";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
-import { argmax, Sampler, XorShift64Star } from "../src/sampler.ts";
+import { argmax, Sampler, XorShift64Star } from "../src/text/sampler.ts";
 
 /**
  * xorshift64* on two u32 halves (hi, lo), an independent route to the same numbers as the

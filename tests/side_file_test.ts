@@ -10,18 +10,18 @@
 
 import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
-import { Qwen3 } from "../src/qwen3.ts";
-import { readGgufMetadata, readModel } from "../src/model_file.ts";
+import { Qwen3 } from "../src/api/qwen3.ts";
+import { readGgufMetadata, readModel } from "../src/formats/model_file.ts";
 import {
   QWEN3C_TOKENIZER_LIMIT,
   readSideFile,
   readSideText,
   TEMPLATE_FILE_LIMIT,
   TOKENIZER_JSON_LIMIT,
-} from "../src/side_file.ts";
-import { loadTemplates, STOCK_TEMPLATES } from "../src/template.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
-import { writeQwen3cTokenizer } from "../src/tokenizer_file.ts";
+} from "../src/formats/side_file.ts";
+import { loadTemplates, STOCK_TEMPLATES } from "../src/text/template.ts";
+import { Tokenizer } from "../src/text/tokenizer.ts";
+import { writeQwen3cTokenizer } from "../src/formats/tokenizer_file.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "qwen3_side_file_test_" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));

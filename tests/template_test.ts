@@ -9,8 +9,8 @@ import {
   STOCK_TEMPLATES,
   TEMPLATE_SUFFIXES,
   validateTemplates,
-} from "../src/template.ts";
-import { qwen3cSideFiles, writeQwen3cTemplates } from "../src/tokenizer_file.ts";
+} from "../src/text/template.ts";
+import { qwen3cSideFiles, writeQwen3cTemplates } from "../src/formats/tokenizer_file.ts";
 import { hfEncode, hfTokenizers } from "./fixtures/make_tokenizer_cases.ts";
 import { qwen3Tokenizer } from "./helpers/tokenizer_path.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
-import { TextStreamDecoder, Tokenizer } from "../src/tokenizer.ts";
-import { writeQwen3cTokenizer } from "../src/tokenizer_file.ts";
+import { TextStreamDecoder, Tokenizer } from "../src/text/tokenizer.ts";
+import { writeQwen3cTokenizer } from "../src/formats/tokenizer_file.ts";
 import { hfTokenizers, type TokenizerCase } from "./fixtures/make_tokenizer_cases.ts";
 import { QWEN3_TOKENIZER_JSON, qwen3Tokenizer } from "./helpers/tokenizer_path.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
-import { type Checkpoint, type Q8Tensor, readCheckpoint } from "../src/model_file.ts";
-import { KV_CHUNK_POSITIONS, TsEngine } from "../src/ts_engine.ts";
+import { type Checkpoint, type Q8Tensor, readCheckpoint } from "../src/formats/model_file.ts";
+import { KV_CHUNK_POSITIONS, TsEngine } from "../src/reference/ts_engine.ts";
 import { type RandomModelOptions, writeRandomModel } from "./helpers/random_model.ts";
 
 // ---------------------------------------------------------------------------------------

@@ -182,7 +182,7 @@ def build_model(spec: dict, seed: int):
 
 
 def group_size(config: dict, requested: int = 64) -> int:
-    """The exporter's group: halved until it divides every row width (src/export.ts)."""
+    """The exporter's group: halved until it divides every row width (src/export/export.ts)."""
     widths = [
         config["hidden_size"],
         config["intermediate_size"],

@@ -3,13 +3,13 @@
  *
  * train_tokenizer.py writes `samples.json` (corpus documents and edge cases with the ids the
  * Hugging Face `tokenizers` package gives them); this loads the same tokenizer.json with
- * src/tokenizer.ts and compares every sample, added tokens recognised as Hugging Face does.
+ * src/text/tokenizer.ts and compares every sample, added tokens recognised as Hugging Face does.
  *
  * Usage: deno run -R training/check_tokenizer.ts [TOKENIZER_DIR]  (default training/work/tokenizer)
  *
  * @module
  */
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/text/tokenizer.ts";
 
 interface Sample {
   text: string;

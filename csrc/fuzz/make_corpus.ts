@@ -11,10 +11,10 @@
  */
 
 import { fileURLToPath as fromFileUrl } from "node:url";
-import { checkpointToGguf } from "../../src/gguf_convert.ts";
-import { QWEN3_RMS_EPS, QWEN3_ROPE_THETA, readCheckpoint } from "../../src/model_file.ts";
-import { STOCK_TEMPLATES } from "../../src/template.ts";
-import { Tokenizer } from "../../src/tokenizer.ts";
+import { checkpointToGguf } from "../../src/formats/gguf_convert.ts";
+import { QWEN3_RMS_EPS, QWEN3_ROPE_THETA, readCheckpoint } from "../../src/formats/model_file.ts";
+import { STOCK_TEMPLATES } from "../../src/text/template.ts";
+import { Tokenizer } from "../../src/text/tokenizer.ts";
 import type { ModelConfig } from "../../src/types.ts";
 import { TOKENIZER_JSON_PATH, writeRandomCheckpoint } from "../../tests/helpers/random_model.ts";
 

@@ -2,7 +2,7 @@
  * GGUF files for tests: a checkpoint's weights (dequantised to fp32) written as a `qwen3` GGUF
  * of any weight type the engines run (F32, F16, BF16, Q8_0, Q4_0), with the real Qwen3
  * tokenizer lists in the metadata. A hook may damage the metadata or tensor table first, for
- * the malformed-file tests. Built on src/gguf.ts's header encoder; the encodings of the
+ * the malformed-file tests. Built on src/formats/gguf.ts's header encoder; the encodings of the
  * weight types are written here, following llama.cpp's rules.
  * @module
  */
@@ -14,11 +14,11 @@ import {
   type GgufValue,
   quantizeQ8_0,
   toHalf,
-} from "../../src/gguf.ts";
+} from "../../src/formats/gguf.ts";
 
 type TokenizerJson = Parameters<typeof tokenizerMetadata>[0];
-import { tokenizerMetadata } from "../../src/gguf_convert.ts";
-import type { Checkpoint, Q8Tensor } from "../../src/model_file.ts";
+import { tokenizerMetadata } from "../../src/formats/gguf_convert.ts";
+import type { Checkpoint, Q8Tensor } from "../../src/formats/model_file.ts";
 
 /** Weight types of {@link writeCheckpointGguf}. */
 export type GgufWeightKind = "f32" | "f16" | "bf16" | "q8_0" | "q4_0";
@@ -47,7 +47,7 @@ export interface WriteGgufOptions {
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
-/** fp32 -> IEEE half: src/gguf.ts's toHalf (kept under this name for the callers here). */
+/** fp32 -> IEEE half: src/formats/gguf.ts's toHalf (kept under this name for the callers here). */
 export const toHalfFast: (v: number) => number = toHalf;
 
 /** fp32 -> bfloat16, round to nearest even (NaN stays a quiet NaN). */

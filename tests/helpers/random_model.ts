@@ -15,8 +15,8 @@ import {
   QWEN3_RMS_EPS,
   QWEN3_ROPE_THETA,
   type TensorSlot,
-} from "../../src/model_file.ts";
-import { quantizeQ8Into } from "../../src/quant.ts";
+} from "../../src/formats/model_file.ts";
+import { quantizeQ8Into } from "../../src/reference/quant.ts";
 import type { ModelConfig } from "../../src/types.ts";
 
 /** Shape and content options of {@link writeRandomModel}. */

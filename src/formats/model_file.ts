@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Qwen3Error } from "./errors.ts";
+import { Qwen3Error } from "../errors.ts";
 import {
   fromHalf,
   GGML_TYPE_NAMES,
@@ -18,7 +18,7 @@ import {
   RUNNABLE_GGML_TYPES,
 } from "./gguf.ts";
 import { fileKind, ioReason, statRegularFile } from "./side_file.ts";
-import type { ModelConfig } from "./types.ts";
+import type { ModelConfig } from "../types.ts";
 
 /** `model.bin` magic: bytes `31 63 6A 61` on disk, read as a little-endian u32. */
 export const CHECKPOINT_MAGIC = 0x616a6331;

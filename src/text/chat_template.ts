@@ -26,7 +26,7 @@
  */
 
 import { Environment, Interpreter, Template } from "@huggingface/jinja";
-import { escapeForMessage, Qwen3Error } from "./errors.ts";
+import { escapeForMessage, Qwen3Error } from "../errors.ts";
 import { type ChatTemplates, validateTemplates } from "./template.ts";
 
 /**

@@ -5,9 +5,9 @@
  * @module
  */
 
-import { Qwen3Error } from "./errors.ts";
-import { TextStreamDecoder } from "./tokenizer.ts";
-import type { EngineSession, SamplerOptions } from "./types.ts";
+import { Qwen3Error } from "../errors.ts";
+import { TextStreamDecoder } from "../text/tokenizer.ts";
+import type { EngineSession, SamplerOptions } from "../types.ts";
 
 /** Whether a piece of text is the model's reasoning (inside `<think>`) or its answer. */
 export type PieceKind = "thinking" | "answer";
@@ -275,7 +275,7 @@ export async function* runGeneration(
  * @example
  * ```ts
  * import { Qwen3 } from "@q3/qwen3";
- * import { writeRandomModel } from "../tests/helpers/random_model.ts";
+ * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
  *
  * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
  * using model = await Qwen3.load(path, { engine: "ts" });

@@ -12,8 +12,8 @@
  * @module
  */
 
-import { quoteExcerpt, Qwen3Error } from "./errors.ts";
-import { readSideText, TEMPLATE_FILE_LIMIT } from "./side_file.ts";
+import { quoteExcerpt, Qwen3Error } from "../errors.ts";
+import { readSideText, TEMPLATE_FILE_LIMIT } from "../formats/side_file.ts";
 import type { PromptPart, Tokenizer } from "./tokenizer.ts";
 
 /**

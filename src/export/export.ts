@@ -24,9 +24,9 @@
  */
 
 import { basename, dirname, join, resolve } from "node:path";
-import { renderChatTemplates } from "./chat_template.ts";
-import { Qwen3Error } from "./errors.ts";
-import { GgmlType, type GgufTensorSpec, type GgufValue, quantizeQ8_0 } from "./gguf.ts";
+import { renderChatTemplates } from "../text/chat_template.ts";
+import { Qwen3Error } from "../errors.ts";
+import { GgmlType, type GgufTensorSpec, type GgufValue, quantizeQ8_0 } from "../formats/gguf.ts";
 import {
   ggufDims,
   LLAMA_FILE_TYPE,
@@ -35,7 +35,7 @@ import {
   qwen3GgufTensors,
   type TokenizerJson,
   writeGgufTo,
-} from "./gguf_convert.ts";
+} from "../formats/gguf_convert.ts";
 import {
   checkpointTensorOrder,
   encodeHeader,
@@ -44,19 +44,19 @@ import {
   QWEN3_RMS_EPS,
   QWEN3_ROPE_THETA,
   type TensorSlot,
-} from "./model_file.ts";
-import { quantizeQ8Into } from "./quant.ts";
+} from "../formats/model_file.ts";
+import { quantizeQ8Into } from "../reference/quant.ts";
 import {
   CONVERTIBLE_DTYPES,
   float32ToBf16,
   float32ToF16,
   SAFETENSORS_INDEX,
   SafetensorsModel,
-} from "./safetensors.ts";
-import { type ChatTemplates, STOCK_TEMPLATES, TEMPLATE_SUFFIXES } from "./template.ts";
-import { Tokenizer } from "./tokenizer.ts";
-import { qwen3cSideFiles } from "./tokenizer_file.ts";
-import type { ModelConfig } from "./types.ts";
+} from "../formats/safetensors.ts";
+import { type ChatTemplates, STOCK_TEMPLATES, TEMPLATE_SUFFIXES } from "../text/template.ts";
+import { Tokenizer } from "../text/tokenizer.ts";
+import { qwen3cSideFiles } from "../formats/tokenizer_file.ts";
+import type { ModelConfig } from "../types.ts";
 
 /** Output formats of {@link exportHfModel}. */
 export type ExportFormat = "bin" | "gguf";

@@ -18,7 +18,7 @@
  * @module
  */
 
-import { escapeForMessage, Qwen3Error } from "./errors.ts";
+import { escapeForMessage, Qwen3Error } from "../errors.ts";
 
 /** Largest chat template side file (`.template*`), in bytes: 64 KiB each. */
 export const TEMPLATE_FILE_LIMIT = 64 * 1024;

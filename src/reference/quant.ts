@@ -4,7 +4,7 @@
  * @module
  */
 
-import { Qwen3Error } from "./errors.ts";
+import { Qwen3Error } from "../errors.ts";
 
 /** Int8 values and one fp32 scale per group of `groupSize` consecutive values. */
 export interface Q8Data {

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { quoteBytes, Qwen3Error } from "./errors.ts";
+import { quoteBytes, Qwen3Error } from "../errors.ts";
 
 /** "GGUF" read as a little-endian u32. */
 export const GGUF_MAGIC = 0x46554747;

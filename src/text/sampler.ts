@@ -23,8 +23,8 @@
  * @module
  */
 
-import { Qwen3Error } from "./errors.ts";
-import type { SamplerOptions } from "./types.ts";
+import { Qwen3Error } from "../errors.ts";
+import type { SamplerOptions } from "../types.ts";
 
 const fround = Math.fround;
 const U64 = (1n << 64n) - 1n;

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { Qwen3Error } from "./errors.ts";
+import { Qwen3Error } from "../errors.ts";
 import {
   type FloatTensor,
   isFloatTensor,
@@ -24,9 +24,9 @@ import {
   readModel,
   type WeightTensor,
   WIDEN_TABLES,
-} from "./model_file.ts";
+} from "../formats/model_file.ts";
 import { quantizeQ8Into } from "./quant.ts";
-import type { Engine, EngineSession, ModelConfig } from "./types.ts";
+import type { Engine, EngineSession, ModelConfig } from "../types.ts";
 
 const fround = Math.fround;
 

@@ -7,11 +7,11 @@
  *
  * The Qwen3 GGUF metadata ({@link qwen3GgufMetadata}), tensor names and order
  * ({@link qwen3GgufTensors}) and the streaming file writer ({@link writeGgufFile}) live here
- * once and are shared with the Hugging Face exporter (src/export.ts).
+ * once and are shared with the Hugging Face exporter (src/export/export.ts).
  * @module
  */
 
-import { escapeForMessage, quoteBytes, quoteExcerpt, Qwen3Error } from "./errors.ts";
+import { escapeForMessage, quoteBytes, quoteExcerpt, Qwen3Error } from "../errors.ts";
 import {
   encodeGgufHeader,
   ggmlTensorBytes,
@@ -28,7 +28,7 @@ import {
   type TensorSlot,
 } from "./model_file.ts";
 import { readSideText, TOKENIZER_JSON_LIMIT } from "./side_file.ts";
-import type { ModelConfig } from "./types.ts";
+import type { ModelConfig } from "../types.ts";
 
 /** The Jinja chat template stored in converted files: Qwen3's turn format, no tools. */
 export const QWEN3_CHAT_TEMPLATE =

@@ -5,7 +5,7 @@
  *
  * ```ts
  * import { Tokenizer } from "./tokenizer.ts";
- * import { QWEN3_TOKENIZER_JSON } from "../tests/helpers/tokenizer_path.ts";
+ * import { QWEN3_TOKENIZER_JSON } from "../../tests/helpers/tokenizer_path.ts";
  *
  * const tok = Tokenizer.fromJson(await Deno.readTextFile(QWEN3_TOKENIZER_JSON));
  * const ids = tok.encode("Hello world"); // [9707, 1879]
@@ -15,8 +15,12 @@
  */
 
 import { dirname, join } from "node:path";
-import { escapeForMessage, quoteExcerpt, Qwen3Error } from "./errors.ts";
-import { QWEN3C_TOKENIZER_LIMIT, readSideFile, TOKENIZER_JSON_LIMIT } from "./side_file.ts";
+import { escapeForMessage, quoteExcerpt, Qwen3Error } from "../errors.ts";
+import {
+  QWEN3C_TOKENIZER_LIMIT,
+  readSideFile,
+  TOKENIZER_JSON_LIMIT,
+} from "../formats/side_file.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The pre-tokenizer

@@ -4,8 +4,8 @@
  * @module
  */
 
-import { CEngine } from "../ffi/c_engine.ts";
-import { Qwen3Error } from "./errors.ts";
+import { CEngine } from "../../ffi/c_engine.ts";
+import { Qwen3Error } from "../errors.ts";
 import {
   type GenerateOptions,
   Generation,
@@ -13,19 +13,19 @@ import {
   type GenerationStats,
   runGeneration,
 } from "./generate.ts";
-import { type GgufFile, ggufShownString } from "./gguf.ts";
-import { readGgufMetadata } from "./model_file.ts";
-import { Sampler } from "./sampler.ts";
+import { type GgufFile, ggufShownString } from "../formats/gguf.ts";
+import { readGgufMetadata } from "../formats/model_file.ts";
+import { Sampler } from "../text/sampler.ts";
 import {
   type ChatTemplates,
   encodeTurn,
   loadTemplates,
   STOCK_TEMPLATES,
   TEMPLATE_SUFFIXES,
-} from "./template.ts";
-import { Tokenizer } from "./tokenizer.ts";
-import { TsEngine } from "./ts_engine.ts";
-import type { Engine, EngineKind, EngineSession, ModelConfig } from "./types.ts";
+} from "../text/template.ts";
+import { Tokenizer } from "../text/tokenizer.ts";
+import { TsEngine } from "../reference/ts_engine.ts";
+import type { Engine, EngineKind, EngineSession, ModelConfig } from "../types.ts";
 
 /** A GGUF's header: already in memory for the TS engine, read (header only) for the C one. */
 async function ggufHeaderOf(path: string, engine: Engine): Promise<GgufFile | undefined> {
@@ -59,7 +59,7 @@ export async function ggufTemplates(g: GgufFile, path: string): Promise<ChatTemp
     if (typeof text === "string") named[key] = text;
   }
   // Loaded only for GGUF files: nothing else needs the Jinja engine.
-  const { ChatTemplateLimitError, renderChatTemplates } = await import("./chat_template.ts");
+  const { ChatTemplateLimitError, renderChatTemplates } = await import("../text/chat_template.ts");
   try {
     return renderChatTemplates(source, `${path} (tokenizer.chat_template)`, named);
   } catch (e) {
@@ -206,7 +206,7 @@ function specialTokens(tok: Tokenizer): SpecialTokens {
  * @example
  * ```ts
  * import { Qwen3 } from "@q3/qwen3";
- * import { writeRandomModel } from "../tests/helpers/random_model.ts";
+ * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
  *
  * // A tiny random-weight model, so the example runs anywhere; use a real model.bin instead.
  * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
@@ -247,13 +247,13 @@ export class Qwen3 implements Disposable {
    * `tokenizer.json` and `model.bin.tokenizer` beside it: {@linkcode Tokenizer.load}) and
    * templates (`.template*` side files, else a GGUF's own chat template, else the stock
    * Qwen3 ones). The model path must be a regular file and side files regular files within
-   * their size limits (src/side_file.ts); a tokenizer with more tokens than the model's
+   * their size limits (src/formats/side_file.ts); a tokenizer with more tokens than the model's
    * embedding rows is refused. Errors are Qwen3Errors naming the file.
    *
    * @example
    * ```ts
    * import { Qwen3 } from "@q3/qwen3";
-   * import { writeRandomModel } from "../tests/helpers/random_model.ts";
+   * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
    *
    * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
    * using model = await Qwen3.load(path, { engine: "ts" });
@@ -312,7 +312,7 @@ export class Qwen3 implements Disposable {
    * @example
    * ```ts
    * import { Qwen3 } from "@q3/qwen3";
-   * import { writeRandomModel } from "../tests/helpers/random_model.ts";
+   * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
    *
    * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
    * using model = await Qwen3.load(path, { engine: "ts" });
@@ -355,7 +355,7 @@ export class Qwen3 implements Disposable {
    * @example
    * ```ts
    * import { Qwen3 } from "@q3/qwen3";
-   * import { writeRandomModel } from "../tests/helpers/random_model.ts";
+   * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
    *
    * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
    * using model = await Qwen3.load(path, { engine: "ts", contextLength: 256 });
@@ -397,7 +397,7 @@ export class Qwen3 implements Disposable {
  * @example
  * ```ts
  * import { Qwen3 } from "@q3/qwen3";
- * import { writeRandomModel } from "../tests/helpers/random_model.ts";
+ * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
  *
  * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
  * using model = await Qwen3.load(path, { engine: "ts", contextLength: 256 });

@@ -4,7 +4,7 @@
  *
  * ```ts
  * import { qwen3cSideFiles } from "./tokenizer_file.ts";
- * import { qwen3Tokenizer } from "../tests/helpers/tokenizer_path.ts";
+ * import { qwen3Tokenizer } from "../../tests/helpers/tokenizer_path.ts";
  * for (const [suffix, bytes] of qwen3cSideFiles(qwen3Tokenizer())) {
  *   console.log(`model.bin${suffix}: ${bytes.length} bytes`);
  * }
@@ -12,14 +12,14 @@
  * @module
  */
 
-import { Qwen3Error } from "./errors.ts";
-import type { Tokenizer } from "./tokenizer.ts";
+import { Qwen3Error } from "../errors.ts";
+import type { Tokenizer } from "../text/tokenizer.ts";
 import {
   type ChatTemplates,
   STOCK_TEMPLATES,
   TEMPLATE_SUFFIXES,
   validateTemplates,
-} from "./template.ts";
+} from "../text/template.ts";
 
 /** Score of byte tokens and added tokens: "never made by a merge". */
 export const QWEN3C_NO_MERGE_SCORE = -1e6;
