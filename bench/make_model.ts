@@ -13,7 +13,7 @@
 import { parseArgs } from "node:util";
 import { type RandomModelOptions, writeRandomModel } from "../tests/helpers/random_model.ts";
 
-/** Qwen3-0.6B's exact shapes (SPEC section 1). */
+/** Qwen3-0.6B's exact shapes (docs/numerics.md#model-shapes). */
 export const QWEN3_0_6B_SHAPE: Readonly<
   Pick<
     RandomModelOptions,

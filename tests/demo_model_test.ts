@@ -1,5 +1,5 @@
 /**
- * The shipped demo model (models/demo, issue 7): a real, tiny, trained Qwen3. Both engines
+ * The shipped demo model (models/demo): a real, tiny, trained Qwen3. Both engines
  * load it and their greedy answers read like (odd) English: most words they produce are
  * words of its training text (models/demo/words.txt). Not an exact string: a retrained
  * model may say something else, but a broken engine, tokenizer or export says gibberish.

@@ -323,7 +323,7 @@ Deno.test("C sampler: greedy, top-p, top-k and min-p (struct layout) match the T
 });
 
 Deno.test("C sampler: plain temperature sampling (no filter) matches the TS sampler", async () => {
-  // SPEC 5 / csrc/src/sampler.c step 5: walk ids in index order with the unscaled coin.
+  // docs/sampling.md#algorithm / csrc/src/sampler.c step 5: walk ids in index order with the unscaled coin.
   await compareSamplers(await samplerLogits(), { temperature: 1.5, topP: 0, seed: 42n });
 });
 

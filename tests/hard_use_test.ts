@@ -1,5 +1,5 @@
 /**
- * Hard use of the public API (issue 6), on both engines where it applies: prompts longer
+ * Hard use of the public API, on both engines where it applies: prompts longer
  * than the context, an abort that lands while a native forward pass is running, two
  * generations overlapping on one C model, the model file replaced or truncated while
  * loaded, user text that must not become control tokens, error messages that name files

@@ -50,7 +50,7 @@ function assertQwen3Error(fn: () => unknown, code: string, ...patterns: RegExp[]
   });
 }
 
-Deno.test("both layouts parse, with every tensor a view at its SPEC offset", async () => {
+Deno.test("both layouts parse, with every tensor a view at its documented offset", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const c = await readCheckpoint(await writeRandomModel(`${dir}/c`, { ...SMALL, seed: 4 }));

@@ -121,7 +121,7 @@ Deno.test("tokenizer: every fixture case equals Hugging Face's ids", () => {
   assert.deepEqual(bad, []);
 });
 
-Deno.test("tokenizer: SPEC examples and the special flag", () => {
+Deno.test("tokenizer: documented examples and the special flag", () => {
   const tok = qwen3Tokenizer();
   assert.deepEqual(tok.encode("Hello world"), [9707, 1879]);
   assert.deepEqual(tok.encode(" Hello world"), [21927, 1879]);
@@ -283,7 +283,7 @@ Deno.test("tokenizer: a limit bounds the work, not the text (10 MB against 4096 
   assert.deepEqual(tok.encode(text, { limit: ids.length }), ids);
 });
 
-Deno.test("tokenizer: .tokenizer file layout (SPEC section 2)", () => {
+Deno.test("tokenizer: .tokenizer file layout (docs/formats.md#the-tokenizer-side-file)", () => {
   const tok = qwen3Tokenizer();
   const bin = writeQwen3cTokenizer(tok);
   const dv = new DataView(bin.buffer, bin.byteOffset, bin.byteLength);

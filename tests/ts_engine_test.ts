@@ -6,7 +6,7 @@ import { type RandomModelOptions, writeRandomModel } from "./helpers/random_mode
 
 // ---------------------------------------------------------------------------------------
 // A straightforward float64 Qwen3 forward pass: weights dequantised to float64, activations
-// quantised per group exactly as SPEC section 4 says (so the only differences from the
+// quantised per group exactly as docs/numerics.md#activations says (so the only differences from the
 // engine are fp32 vs float64 rounding), everything else in plain float64.
 // ---------------------------------------------------------------------------------------
 

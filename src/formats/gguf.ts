@@ -1,5 +1,5 @@
 /**
- * GGUF (llama.cpp's file format, SPEC section 7): a streaming writer and a validating reader
+ * GGUF (llama.cpp's file format, docs/formats.md#gguf): a streaming writer and a validating reader
  * of the metadata and tensor table. Tensor data stays in the file; the reader returns
  * offsets, checked against the file length.
  *

@@ -1,6 +1,6 @@
 /**
  * Readers for the qwen3.c `model.bin` (version 1) checkpoint and the qwen3-rs variant of it
- * (SPEC section 2): header validation, and typed-array views of every tensor without
+ * (docs/formats.md#checkpoint-format): header validation, and typed-array views of every tensor without
  * copying the file. The tensor order lives here once ({@link checkpointTensorOrder}) and is
  * shared with the writers.
  * @module
@@ -172,7 +172,7 @@ export function layerMatrixShape(
 }
 
 /**
- * The body's tensors in file order (SPEC section 2): fp32 attn_norm of every layer, ffn_norm,
+ * The body's tensors in file order (docs/formats.md#checkpoint-body): fp32 attn_norm of every layer, ffn_norm,
  * final_norm, q_norm, k_norm; then Q8 embed, all layers' wq, all wk, wv, wo, w1, w2, w3; then
  * the classifier when not shared. Readers and writers both walk this list.
  */
@@ -669,7 +669,7 @@ function ggufString(g: GgufFile, path: string, key: string): string {
 }
 
 /**
- * The hyper-parameters of a `qwen3` GGUF (SPEC section 7), validated with the C loader's
+ * The hyper-parameters of a `qwen3` GGUF (docs/formats.md#gguf-metadata-keys), validated with the C loader's
  * rules and limits (csrc/src/gguf.c): architecture `qwen3`, positive counts under the .bin
  * limits, heads divisible by kv heads, even head size, value size equal to key size.
  */
@@ -892,7 +892,7 @@ function ggufMatrix(
 }
 
 /**
- * Every tensor of a `qwen3` GGUF (names and shapes as SPEC section 7 lists them), with the
+ * Every tensor of a `qwen3` GGUF (names and shapes as docs/formats.md#gguf-tensor-names lists them), with the
  * C loader's rules: matrices F32 / F16 / BF16 in place or Q8_0 / Q4_0 converted without loss
  * to Q8 with group 32; norms F32 (F16 / BF16 widened); `output.weight` absent = tied. Sets
  * `config.groupSize` to 32 when any matrix is quantised (activations are then quantised per

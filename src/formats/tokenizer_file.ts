@@ -1,5 +1,5 @@
 /**
- * Writes qwen3.c's tokenizer and template side files (SPEC section 2), so a checkpoint we
+ * Writes qwen3.c's tokenizer and template side files (docs/formats.md#side-files), so a checkpoint we
  * export runs under qwen3.c and qwen3-rs too.
  *
  * ```ts

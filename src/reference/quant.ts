@@ -1,5 +1,5 @@
 /**
- * Q8 quantisation per group (SPEC sections 2 and 4): the one implementation shared by the
+ * Q8 quantisation per group (docs/numerics.md#w8a8-quantisation): the one implementation shared by the
  * checkpoint writers (weights) and the TypeScript engine (activations).
  * @module
  */

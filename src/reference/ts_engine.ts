@@ -1,6 +1,6 @@
 /**
- * The TypeScript reference engine: Qwen3 (SPEC section 1) with the C engine's numerics in
- * plain TypeScript over typed-array views of the model file: W8A8 (SPEC section 4) for Q8
+ * The TypeScript reference engine: Qwen3 (docs/numerics.md#forward-pass) with the C engine's numerics in
+ * plain TypeScript over typed-array views of the model file: W8A8 (docs/numerics.md#w8a8-quantisation) for Q8
  * weights (model.bin, GGUF Q8_0 / Q4_0), and for unquantised GGUF weights (F32, F16, BF16)
  * fp32 products summed in the 16 lanes and fixed tree of csrc/src/kernels_float.h, with no
  * activation quantisation. Every float operation is rounded to fp32 (Math.fround or a

@@ -1,5 +1,5 @@
 /**
- * The token sampler shared by both engines' generation loops (SPEC section 5). It returns
+ * The token sampler shared by both engines' generation loops (docs/sampling.md#algorithm). It returns
  * the same token as the C sampler for the same logits, settings and seed by following the
  * steps written at the top of csrc/src/sampler.c, every float operation rounded to fp32.
  * With top-k on when 0 < top_k < V, top-p on when 0 < top_p < 1, min-p on when min_p > 0:

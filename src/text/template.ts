@@ -1,5 +1,5 @@
 /**
- * Qwen3 chat templates in qwen3.c's printf style (`%s` placeholders, SPEC section 2), their side
+ * Qwen3 chat templates in qwen3.c's printf style (`%s` placeholders, docs/formats.md#chat-template-side-files), their side
  * files, and the split of a chat turn into template text (control tokens allowed) and user text
  * (never control tokens).
  *

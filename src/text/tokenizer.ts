@@ -1,5 +1,5 @@
 /**
- * Qwen3's byte-level BPE tokenizer, exactly as Hugging Face `tokenizers` encodes (SPEC section 3),
+ * Qwen3's byte-level BPE tokenizer, exactly as Hugging Face `tokenizers` encodes (docs/tokenizer.md#encoding-pipeline),
  * loaded from a `tokenizer.json`, from token/merge lists (GGUF metadata) or from a qwen3.c
  * `.tokenizer` side file.
  *
@@ -445,7 +445,7 @@ export class Tokenizer {
   }
 
   /**
-   * Reads a qwen3.c `.tokenizer` side file (SPEC section 2). It holds no merge list, so one
+   * Reads a qwen3.c `.tokenizer` side file (docs/tokenizer.md#the-tokenizer-side-file-rule). It holds no merge list, so one
    * is rebuilt: a token with score s was made by merge rank round(exp(-s) - 1); a pair (a, b)
    * merges when the bytes a+b form such a token, at that token's rank. Score -1e6 marks byte
    * tokens (one byte) and added tokens (longer). The rebuilt list has extra pairs Hugging
