@@ -25,7 +25,10 @@
  * @module
  */
 
-import { Environment, Interpreter, Template } from "@huggingface/jinja";
+// Inline, not through deno.json's import map: the module must also load from a plain URL
+// (a checkout served over HTTP, or run from another folder), where no import map applies.
+// deno-lint-ignore no-import-prefix
+import { Environment, Interpreter, Template } from "npm:@huggingface/jinja@0.5.11";
 import { escapeForMessage, Qwen3Error } from "../errors.ts";
 import { type ChatTemplates, validateTemplates } from "./template.ts";
 
