@@ -1,6 +1,6 @@
 /* api.c - the public functions of qwen3_inference.h: argument checks, then the model,
- * tokenizer, transformer and sampler do the work. (The seed loops are in loops.c, the
- * kernel and CPU queries in kernels.c, qwen3_get_last_error in error.c.) */
+ * tokenizer, transformer and sampler do the work. (The stdin loops are in stdin_loops.c,
+ * the kernel and CPU queries in kernels.c, qwen3_get_last_error in error.c.) */
 #include <stdlib.h>
 #include <string.h>
 

@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "kernels_loops.h"
+#include "kernels_attention_loops.h"
 
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define TARGET_VNNI __attribute__((target("avx2,fma,avxvnni")))
@@ -331,8 +331,8 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void mm2_tile_avx2(
         }                                                                                         \
     }
 
-/* Attention: the scalar reference's loops (kernels_loops.h) compiled for 256-bit
- * registers, the same operations per lane, so the same bits. */
+/* Attention: the scalar reference's loops (kernels_attention_loops.h) compiled for
+ * 256-bit registers, the same operations per lane, so the same bits. */
 TARGET_AVX2 static void attn_scores_avx2(float* scores, uint32_t s_stride, const float* q, uint32_t q_stride,
                                          uint32_t n_q, const float* keys, size_t block_stride, uint32_t n_pos,
                                          uint32_t head_dim, float scale) {

@@ -1,6 +1,6 @@
 /*
- * loops.c - the seed's interactive loops, qwen3_inference_chat and _generate, which own
- * stdin, stdout and stderr.
+ * stdin_loops.c - the qwen3.c-compatible interactive loops, qwen3_inference_chat and
+ * _generate, which read stdin and own stdout and stderr.
  *
  * Behaviour of qwen3.c, with its gaps closed:
  *   - generate: echoes the prompt and streams the continuation. The prompt is tokenized
