@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "chat_template.h"
 #include "kernels.h"
 #include "kernels_float.h"
 #include "platform.h"
@@ -31,15 +32,6 @@
 
 #define QWEN3_ROPE_THETA 1000000.0f
 #define QWEN3_RMS_EPS 1e-6f
-
-/* Template kinds, as qwen3_model_get_template numbers them. */
-enum {
-    QWEN3_TEMPLATE_PLAIN = 0,
-    QWEN3_TEMPLATE_THINKING = 1,
-    QWEN3_TEMPLATE_SYSTEM = 2,
-    QWEN3_TEMPLATE_SYSTEM_THINKING = 3,
-    QWEN3_TEMPLATE_COUNT = 4
-};
 
 /* The header fields, as validated (all positive, shared_classifier 0 or 1). */
 typedef struct {
@@ -99,13 +91,6 @@ struct Qwen3Model {
 /* Reads and validates a 256-byte header (either layout; the file's size settles which),
  * naming `path` in errors. Returns QWEN3_OK, QWEN3_ERR_FORMAT or QWEN3_ERR_UNSUPPORTED. */
 int32_t qwen3_header_parse(const uint8_t* data, uint64_t size, const char* path, Qwen3Header* out);
-
-/* Checks that a template has exactly n_slots `%s` and no other `%` directive except
- * `%%` (a literal percent, as printf would read it). `name` is used in the error. */
-int32_t qwen3_template_validate(const char* text, uint32_t n_slots, const char* name);
-
-/* The stock Qwen3 template of a kind (SPEC section 2). */
-const char* qwen3_template_stock(uint32_t kind);
 
 /* Loads everything (see qwen3_model_load). NULL on error, error set. */
 Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length);

@@ -529,6 +529,13 @@ uint64_t qwen3_time_seed(void) {
     return x ? x : 0x2545F4914F6CDD1Dull;
 }
 
+char* qwen3_string_copy(const char* s) {
+    size_t n = strlen(s) + 1;
+    char* d = (char*)malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
 char* qwen3_path_append(const char* path, const char* suffix) {
     size_t a = strlen(path), b = strlen(suffix);
     char* s = (char*)malloc(a + b + 1);

@@ -1,7 +1,7 @@
 /*
  * platform.h - the few operating-system services the engine needs, behind one interface
  * so every other file stays portable C11: read-only file maps, lazily committed memory
- * regions, aligned allocation, a mutex, a monotonic clock and path helpers.
+ * regions, aligned allocation, a mutex, a monotonic clock, string and path helpers.
  *
  * POSIX (Linux, macOS) and Windows implementations live in platform.c. Paths are UTF-8
  * everywhere (converted to UTF-16 for the Windows file API).
@@ -109,8 +109,11 @@ double qwen3_time_seconds(void);
 uint64_t qwen3_time_seed(void);
 
 /* ------------------------------------------------------------------------------------
- * Paths
+ * Strings and paths
  * ---------------------------------------------------------------------------------- */
+
+/* A malloc'd copy of a NUL-terminated string. NULL when out of memory. */
+char* qwen3_string_copy(const char* s);
 
 /* path + suffix, malloc'd ("model.bin" + ".tokenizer"). NULL when out of memory. */
 char* qwen3_path_append(const char* path, const char* suffix);
