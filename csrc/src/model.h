@@ -1,7 +1,8 @@
 /*
- * model.h - a loaded Qwen3 model: the memory-mapped checkpoint (qwen3.c v1 or qwen3-rs
- * layout, SPEC section 2), its validated header, weight views into the map, tokenizer,
- * chat templates, thread pool and the lock that serialises forward passes.
+ * model.h - a loaded Qwen3 model: the memory-mapped file (a qwen3.c v1 or qwen3-rs
+ * checkpoint, docs/formats.md#checkpoint-format, or a GGUF, docs/formats.md#gguf), its
+ * validated header, weight views into the map, tokenizer, chat templates, thread pool
+ * and the lock that serialises forward passes.
  */
 #ifndef QWEN3_MODEL_H
 #define QWEN3_MODEL_H
@@ -70,7 +71,8 @@ typedef struct {
     Qwen3Matrix classifier;    /* (vocab_size, dim); the embedding when tied */
 } Qwen3Weights;
 
-struct Qwen3GgufModel; /* gguf.h: what a GGUF model owns beyond the map */
+/* What a GGUF model owns beyond the file map: converted weights and copies (model_gguf.c). */
+typedef struct Qwen3GgufModel Qwen3GgufModel;
 
 struct Qwen3Model {
     char* path;
@@ -85,12 +87,32 @@ struct Qwen3Model {
     char* templates[QWEN3_TEMPLATE_COUNT]; /* validated, NUL-terminated */
     Qwen3ThreadPool* pool;
     Qwen3Mutex* lock; /* held for a whole forward pass, and while the pool is replaced */
-    struct Qwen3GgufModel* gguf; /* GGUF files only: converted weights and copies */
+    Qwen3GgufModel* gguf;     /* GGUF files only: converted weights and copies */
 };
 
-/* Reads and validates a 256-byte header (either layout; the file's size settles which),
- * naming `path` in errors. Returns QWEN3_OK, QWEN3_ERR_FORMAT or QWEN3_ERR_UNSUPPORTED. */
+/* ---- The readers of a mapped file, one per format (model.c picks one by the magic) ---- */
+
+/* Reads and validates a 256-byte checkpoint header (either layout; the file's size
+ * settles which), naming `path` in errors. Returns QWEN3_OK, QWEN3_ERR_FORMAT or
+ * QWEN3_ERR_UNSUPPORTED. (model_checkpoint.c) */
 int32_t qwen3_header_parse(const uint8_t* data, uint64_t size, const char* path, Qwen3Header* out);
+
+/* Fills m->header and m->weights (views into m->map) from the qwen3.c / qwen3-rs
+ * checkpoint in m->map, named m->path in errors. Returns QWEN3_OK or an error status
+ * with the message set. (model_checkpoint.c) */
+int32_t qwen3_model_read_checkpoint(Qwen3Model* m);
+
+/* Fills m->header, m->weights, m->tokenizer, m->rms_eps and m->rope_theta from the GGUF
+ * file in m->map (named m->path in errors) and sets m->gguf. Requires
+ * general.architecture "qwen3" and the tokenizer lists (tokenizer.ggml.model "gpt2").
+ * Returns QWEN3_OK or an error status with the message set; m->gguf is set even on
+ * failure, for qwen3_gguf_model_free. (model_gguf.c) */
+int32_t qwen3_model_read_gguf(Qwen3Model* m);
+
+/* Frees what qwen3_model_read_gguf allocated; NULL is ignored. (model_gguf.c) */
+void qwen3_gguf_model_free(Qwen3GgufModel* g);
+
+/* ---- The model ---- */
 
 /* Loads everything (see qwen3_model_load). NULL on error, error set. */
 Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length);
