@@ -22,6 +22,11 @@
  *     same thread.
  *   - The library never calls exit() or abort() and never prints except in the seed
  *     loops (qwen3_inference_chat / _generate), which own stdin/stdout/stderr.
+ *   - Lifetimes: an object the library allocates comes from qwen3_<noun>_new (or a verb
+ *     naming its source, as qwen3_model_load) and goes back through qwen3_<noun>_free,
+ *     which ignores NULL; inside the library, a struct embedded in another is set up by
+ *     qwen3_<noun>_init and torn down by qwen3_<noun>_deinit, which ignores a zeroed
+ *     struct and leaves it zeroed.
  *   - Thread safety: a model may be shared by contexts used from different threads;
  *     forward passes on one model are serialised internally (one thread pool per model).
  *     A single context must not be used from two threads at once.

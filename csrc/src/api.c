@@ -28,10 +28,8 @@ QWEN3_API Qwen3Model* qwen3_model_load(const char* checkpoint_path, uint32_t ctx
         qwen3_error_set("qwen3_model_load: checkpoint_path is empty");
         return NULL;
     }
-    return qwen3_model_open(checkpoint_path, ctx_length);
+    return qwen3_model_new(checkpoint_path, ctx_length);
 }
-
-QWEN3_API void qwen3_model_free(Qwen3Model* model) { qwen3_model_close(model); }
 
 QWEN3_API const Qwen3ModelConfig* qwen3_model_get_config(const Qwen3Model* model) {
     if (!model) {
@@ -145,7 +143,7 @@ QWEN3_API Qwen3Context* qwen3_context_new(Qwen3Model* model, uint32_t ctx_length
 
 QWEN3_API void qwen3_context_free(Qwen3Context* ctx) {
     if (!ctx) return;
-    qwen3_context_release(ctx);
+    qwen3_context_deinit(ctx);
     free(ctx);
 }
 

@@ -235,13 +235,13 @@ int qwen3_gguf_is_gguf(const uint8_t* data, uint64_t size) {
     return data != NULL && size >= 4 && qwen3_read_u32le(data) == QWEN3_GGUF_MAGIC;
 }
 
-void qwen3_gguf_release(Qwen3Gguf* g) {
+void qwen3_gguf_deinit(Qwen3Gguf* g) {
     free(g->kv);
     free(g->tensors);
     memset(g, 0, sizeof *g);
 }
 
-int32_t qwen3_gguf_parse(const uint8_t* data, uint64_t size, const char* path, Qwen3Gguf* out) {
+int32_t qwen3_gguf_init(Qwen3Gguf* out, const uint8_t* data, uint64_t size, const char* path) {
     memset(out, 0, sizeof *out);
     Cursor c = {data, data ? size : 0, 0, path};
     uint32_t magic, version;
@@ -280,7 +280,7 @@ int32_t qwen3_gguf_parse(const uint8_t* data, uint64_t size, const char* path, Q
     NameRef* names = (NameRef*)calloc((n_kv > n_tensors ? n_kv : n_tensors) + 1, sizeof *names);
     if (!out->kv || !out->tensors || !names) {
         free(names);
-        qwen3_gguf_release(out);
+        qwen3_gguf_deinit(out);
         return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory for a GGUF table of %llu entries",
                           (unsigned long long)(n_kv + n_tensors));
     }
@@ -385,7 +385,7 @@ int32_t qwen3_gguf_parse(const uint8_t* data, uint64_t size, const char* path, Q
         t->offset += out->data_offset;
         t->bytes = bytes;
     }
-    if (rc != QWEN3_OK) qwen3_gguf_release(out);
+    if (rc != QWEN3_OK) qwen3_gguf_deinit(out);
     return rc;
 }
 

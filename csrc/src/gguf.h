@@ -89,13 +89,13 @@ typedef struct {
 /* 1 when the bytes start with the GGUF magic. */
 int qwen3_gguf_is_gguf(const uint8_t* data, uint64_t size);
 
-/* Parses and validates the header and tensor table of a file held in memory. Returns
- * QWEN3_OK, QWEN3_ERR_FORMAT (naming `path`, the field and the byte offset),
- * QWEN3_ERR_UNSUPPORTED or QWEN3_ERR_OUT_OF_MEMORY. On failure *out is released. */
-int32_t qwen3_gguf_parse(const uint8_t* data, uint64_t size, const char* path, Qwen3Gguf* out);
+/* Parses and validates the header and tensor table of a file held in memory into *out.
+ * Returns QWEN3_OK, QWEN3_ERR_FORMAT (naming `path`, the field and the byte offset),
+ * QWEN3_ERR_UNSUPPORTED or QWEN3_ERR_OUT_OF_MEMORY. On failure *out is left zeroed. */
+int32_t qwen3_gguf_init(Qwen3Gguf* out, const uint8_t* data, uint64_t size, const char* path);
 
-/* Frees the tables; a zeroed Qwen3Gguf is ignored. */
-void qwen3_gguf_release(Qwen3Gguf* g);
+/* Frees the tables and zeroes *g; a zeroed Qwen3Gguf is ignored. */
+void qwen3_gguf_deinit(Qwen3Gguf* g);
 
 /* Lookups by exact name; NULL when absent. */
 const Qwen3GgufKv* qwen3_gguf_find_kv(const Qwen3Gguf* g, const char* key);

@@ -101,7 +101,7 @@ static int32_t find_special(const Qwen3Model* m, const char* text) {
     return qwen3_tokenizer_find(m->tokenizer, text);
 }
 
-Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length) {
+Qwen3Model* qwen3_model_new(const char* path, uint32_t ctx_length) {
     Qwen3Model* m = (Qwen3Model*)calloc(1, sizeof *m);
     if (!m) {
         qwen3_error_set("out of memory allocating a model (%zu bytes)", sizeof *m);
@@ -110,7 +110,7 @@ Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length) {
     int32_t rc = QWEN3_OK;
     m->path = qwen3_string_copy(path);
     if (!m->path) rc = qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory copying a path");
-    if (rc == QWEN3_OK) rc = qwen3_file_map(path, &m->map);
+    if (rc == QWEN3_OK) rc = qwen3_file_map_init(&m->map, path);
     m->rms_eps = QWEN3_RMS_EPS; /* the .bin layouts do not store them; GGUF may */
     m->rope_theta = QWEN3_ROPE_THETA;
     if (rc == QWEN3_OK && qwen3_gguf_is_gguf(m->map.data, m->map.size)) {
@@ -126,7 +126,7 @@ Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length) {
     }
     if (rc == QWEN3_OK) rc = qwen3_model_resize_pool(m, 0);
     if (rc != QWEN3_OK) {
-        qwen3_model_close(m);
+        qwen3_model_free(m);
         return NULL;
     }
     const Qwen3Header* h = &m->header;
@@ -161,7 +161,7 @@ Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length) {
     return m;
 }
 
-void qwen3_model_close(Qwen3Model* m) {
+QWEN3_API void qwen3_model_free(Qwen3Model* m) {
     if (!m) return;
     if (m->pool) qwen3_pool_free(m->pool);
     qwen3_mutex_free(m->lock);
@@ -169,7 +169,7 @@ void qwen3_model_close(Qwen3Model* m) {
     if (m->tokenizer) qwen3_tokenizer_free(m->tokenizer);
     free(m->weights.layers);
     qwen3_gguf_model_free(m->gguf);
-    qwen3_file_unmap(&m->map);
+    qwen3_file_map_deinit(&m->map);
     free(m->path);
     free(m);
 }

@@ -114,11 +114,10 @@ void qwen3_gguf_model_free(Qwen3GgufModel* g);
 
 /* ---- The model ---- */
 
-/* Loads everything (see qwen3_model_load). NULL on error, error set. */
-Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length);
-
-/* Releases everything; NULL is ignored. */
-void qwen3_model_close(Qwen3Model* model);
+/* Loads everything (see qwen3_model_load, which checks the arguments and calls this).
+ * NULL on error, error set. Free with qwen3_model_free (qwen3_inference.h), which
+ * model.c defines. */
+Qwen3Model* qwen3_model_new(const char* path, uint32_t ctx_length);
 
 /* Replaces the thread pool (0 = default count). Takes the model lock. */
 int32_t qwen3_model_resize_pool(Qwen3Model* model, uint32_t n_threads);

@@ -533,10 +533,10 @@ int32_t qwen3_model_read_gguf(Qwen3Model* m) {
     memset(&L, 0, sizeof L);
     L.m = m;
     L.path = m->path;
-    int32_t rc = qwen3_gguf_parse(m->map.data, m->map.size, m->path, &L.g);
+    int32_t rc = qwen3_gguf_init(&L.g, m->map.data, m->map.size, m->path);
     if (rc == QWEN3_OK) rc = load_hparams(&L);
     if (rc == QWEN3_OK) rc = load_weights(&L);
     if (rc == QWEN3_OK) rc = load_gguf_tokenizer(&L);
-    qwen3_gguf_release(&L.g);
+    qwen3_gguf_deinit(&L.g);
     return rc;
 }

@@ -24,7 +24,7 @@ typedef struct {
 int32_t qwen3_sampler_init(Qwen3Sampler* s, uint32_t vocab_size);
 
 /* Frees the buffers; a zeroed sampler is ignored. */
-void qwen3_sampler_release(Qwen3Sampler* s);
+void qwen3_sampler_deinit(Qwen3Sampler* s);
 
 /* Validates and applies settings, reseeds the RNG and clears the presence history.
  * QWEN3_OK or QWEN3_ERR_INVALID_ARGUMENT naming the field. */

@@ -52,11 +52,11 @@ struct Qwen3Context {
 
 /* Allocates a context of ctx_len positions (1 .. model max_seq_len, checked by the
  * caller). Returns QWEN3_OK or QWEN3_ERR_OUT_OF_MEMORY naming the size. On failure the
- * context is released. */
+ * context is deinitialised. */
 int32_t qwen3_context_init(Qwen3Context* ctx, Qwen3Model* model, uint32_t ctx_len);
 
 /* Frees what qwen3_context_init allocated; a zeroed context is ignored. */
-void qwen3_context_release(Qwen3Context* ctx);
+void qwen3_context_deinit(Qwen3Context* ctx);
 
 /*
  * Runs n tokens at positions pos .. pos+n-1, leaving the last one's logits. Checks first

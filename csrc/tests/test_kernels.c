@@ -76,7 +76,7 @@ typedef struct {
     float* xf;
 } Case;
 
-static void case_free(Case* c) {
+static void case_deinit(Case* c) {
     free(c->wq);
     free(c->ws);
     free(c->xq);
@@ -84,7 +84,7 @@ static void case_free(Case* c) {
     free(c->xf);
 }
 
-static int case_make(Case* c, uint32_t rows, uint32_t cols, uint32_t gs, Fill fill) {
+static int case_init(Case* c, uint32_t rows, uint32_t cols, uint32_t gs, Fill fill) {
     memset(c, 0, sizeof *c);
     const uint32_t ng = cols / gs;
     c->wq = malloc((size_t)rows * cols);
@@ -93,7 +93,7 @@ static int case_make(Case* c, uint32_t rows, uint32_t cols, uint32_t gs, Fill fi
     c->xs = malloc(ng * sizeof(float));
     c->xf = malloc(cols * sizeof(float));
     if (!c->wq || !c->ws || !c->xq || !c->xs || !c->xf) {
-        case_free(c);
+        case_deinit(c);
         return 0;
     }
     for (size_t i = 0; i < (size_t)rows * cols; i++) {
@@ -201,24 +201,24 @@ static void test_tier(const Qwen3KernelTable* t) {
             const uint32_t cols = gs * mult;
             for (uint32_t rows = 1; rows <= 67; rows += (mult == 1 ? 1 : 5)) {
                 Case c;
-                if (!case_make(&c, rows, cols, gs, FILL_RANDOM)) {
-                    CHECK(0, "case_make failed");
+                if (!case_init(&c, rows, cols, gs, FILL_RANDOM)) {
+                    CHECK(0, "case_init failed");
                     return;
                 }
                 char what[64];
                 snprintf(what, sizeof what, "random");
                 if (!compare_range(t, &c, 0, rows, what)) {
-                    case_free(&c);
+                    case_deinit(&c);
                     return;
                 }
                 /* A range that starts inside the matrix, as a thread's share does. */
                 const uint32_t rb = rnd_below(rows);
                 const uint32_t re = rb + 1 + rnd_below(rows - rb);
                 if (!compare_range(t, &c, rb, re, "random sub-range")) {
-                    case_free(&c);
+                    case_deinit(&c);
                     return;
                 }
-                case_free(&c);
+                case_deinit(&c);
             }
         }
     }
@@ -237,14 +237,14 @@ static void test_tier(const Qwen3KernelTable* t) {
             for (uint32_t rows = 1; rows <= 67; rows += 11) {
                 Case c;
                 const uint32_t cols = gs * (1 + rnd_below(8));
-                if (!case_make(&c, rows, cols, gs, fills[fi].fill)) {
-                    CHECK(0, "case_make(%s) failed", fills[fi].name);
+                if (!case_init(&c, rows, cols, gs, fills[fi].fill)) {
+                    CHECK(0, "case_init(%s) failed", fills[fi].name);
                     return;
                 }
                 const uint32_t rb = rnd_below(rows);
                 compare_range(t, &c, 0, rows, fills[fi].name);
                 compare_range(t, &c, rb, rows, fills[fi].name);
-                case_free(&c);
+                case_deinit(&c);
             }
         }
     }
@@ -252,26 +252,26 @@ static void test_tier(const Qwen3KernelTable* t) {
      * weights of both signs including -128. */
     for (uint32_t rows = 1; rows <= 40; rows += 13) {
         Case c;
-        if (!case_make(&c, rows, 256, 64, FILL_RANDOM)) {
-            CHECK(0, "case_make failed");
+        if (!case_init(&c, rows, 256, 64, FILL_RANDOM)) {
+            CHECK(0, "case_init failed");
             return;
         }
         for (uint32_t i = 0; i < 256; i += 1 + rnd_below(9)) c.xq[i] = -128;
         compare_range(t, &c, 0, rows, "activations of -128");
-        case_free(&c);
+        case_deinit(&c);
     }
     /* Qwen3-0.6B's shapes (q/k/v/gate/up read 1024 columns, down reads 3072), a slice of
      * rows each, as a thread would get. */
     static const uint32_t real_cols[] = {1024, 3072};
     for (size_t i = 0; i < 2; i++) {
         Case c;
-        if (!case_make(&c, 200, real_cols[i], 64, FILL_RANDOM)) {
-            CHECK(0, "case_make failed");
+        if (!case_init(&c, 200, real_cols[i], 64, FILL_RANDOM)) {
+            CHECK(0, "case_init failed");
             return;
         }
         compare_range(t, &c, 0, 200, "Qwen3-0.6B shape");
         compare_range(t, &c, 37, 163, "Qwen3-0.6B shape");
-        case_free(&c);
+        case_deinit(&c);
     }
     printf("  %-11s ok: %u comparisons memcmp-equal to scalar%s\n", t->name, compared - compared_before,
            (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
@@ -389,28 +389,28 @@ static void test_matmul_tier(const Qwen3KernelTable* t) {
         for (uint32_t rows = 1; rows <= 100; rows += (rows < 34 ? 1 : 13)) {
             if (shapes[si].cols > 1024 && rows % 5 != 1) continue;
             Case c;
-            if (!case_make(&c, rows, shapes[si].cols, shapes[si].gs, FILL_RANDOM)) {
-                CHECK(0, "case_make failed");
+            if (!case_init(&c, rows, shapes[si].cols, shapes[si].gs, FILL_RANDOM)) {
+                CHECK(0, "case_init failed");
                 return;
             }
             const uint32_t n_tok = tokens[rnd_below(sizeof tokens / sizeof tokens[0])];
             int ok = compare_matmul(t, &c, n_tok, 0, rows, "random");
             const uint32_t rb = rnd_below(rows), re = rb + 1 + rnd_below(rows - rb);
             if (ok) ok = compare_matmul(t, &c, 1 + rnd_below(20), rb, re, "random sub-range");
-            case_free(&c);
+            case_deinit(&c);
             if (!ok) return;
         }
     }
     static const Fill fills[] = {FILL_EXTREME, FILL_SPARSE, FILL_HUGE, FILL_TINY};
     for (size_t fi = 0; fi < 4; fi++) {
         Case c;
-        if (!case_make(&c, 45, 1152, 64, fills[fi])) {
-            CHECK(0, "case_make failed");
+        if (!case_init(&c, 45, 1152, 64, fills[fi])) {
+            CHECK(0, "case_init failed");
             return;
         }
         compare_matmul(t, &c, 9, 0, 45, "extreme fill");
         compare_matmul(t, &c, 13, 7, 40, "extreme fill");
-        case_free(&c);
+        case_deinit(&c);
     }
     printf("  %-11s matmul ok: %u comparisons memcmp-equal to scalar matvec%s\n", t->name,
            compared - compared_before, (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
