@@ -21,11 +21,11 @@ QWEN3_API const char* qwen3_version(void) { return QWEN3_VERSION_STRING; }
 
 QWEN3_API Qwen3Model* qwen3_model_load(const char* checkpoint_path, uint32_t ctx_length) {
     if (!checkpoint_path) {
-        qwen3_error_set("qwen3_model_load: checkpoint_path is NULL");
+        qwen3_error_set("%s: checkpoint_path is NULL", __func__);
         return NULL;
     }
     if (!checkpoint_path[0]) {
-        qwen3_error_set("qwen3_model_load: checkpoint_path is empty");
+        qwen3_error_set("%s: checkpoint_path is empty", __func__);
         return NULL;
     }
     return qwen3_model_new(checkpoint_path, ctx_length);
@@ -33,7 +33,7 @@ QWEN3_API Qwen3Model* qwen3_model_load(const char* checkpoint_path, uint32_t ctx
 
 QWEN3_API const Qwen3ModelConfig* qwen3_model_get_config(const Qwen3Model* model) {
     if (!model) {
-        qwen3_error_set("qwen3_model_get_config: model is NULL");
+        qwen3_error_set("%s: model is NULL", __func__);
         return NULL;
     }
     return &model->config;
@@ -41,7 +41,7 @@ QWEN3_API const Qwen3ModelConfig* qwen3_model_get_config(const Qwen3Model* model
 
 QWEN3_API int32_t qwen3_model_get_info(const Qwen3Model* model, Qwen3ModelInfo* out) {
     if (!model || !out) {
-        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_model_get_info: %s is NULL",
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: %s is NULL", __func__,
                           !model ? "model" : "out");
     }
     *out = model->info;
@@ -50,11 +50,11 @@ QWEN3_API int32_t qwen3_model_get_info(const Qwen3Model* model, Qwen3ModelInfo* 
 
 QWEN3_API const char* qwen3_model_get_template(const Qwen3Model* model, uint32_t kind) {
     if (!model) {
-        qwen3_error_set("qwen3_model_get_template: model is NULL");
+        qwen3_error_set("%s: model is NULL", __func__);
         return NULL;
     }
     if (kind >= QWEN3_TEMPLATE_COUNT) {
-        qwen3_error_set("qwen3_model_get_template: kind %u is not 0..%u", kind,
+        qwen3_error_set("%s: kind %u is not 0..%u", __func__, kind,
                         QWEN3_TEMPLATE_COUNT - 1);
         return NULL;
     }
@@ -63,14 +63,14 @@ QWEN3_API const char* qwen3_model_get_template(const Qwen3Model* model, uint32_t
 
 QWEN3_API int32_t qwen3_model_set_threads(Qwen3Model* model, uint32_t n_threads) {
     if (!model) {
-        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_model_set_threads: model is NULL");
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: model is NULL", __func__);
     }
     return qwen3_model_resize_pool(model, n_threads);
 }
 
 QWEN3_API uint32_t qwen3_model_get_threads(const Qwen3Model* model) {
     if (!model) {
-        qwen3_error_set("qwen3_model_get_threads: model is NULL");
+        qwen3_error_set("%s: model is NULL", __func__);
         return 0;
     }
     qwen3_mutex_lock(model->lock);
@@ -85,17 +85,17 @@ QWEN3_API uint32_t qwen3_model_get_threads(const Qwen3Model* model) {
 
 QWEN3_API int32_t qwen3_tokenize(const Qwen3Model* model, const char* text, uint32_t text_len,
                                  uint32_t flags, int32_t* out, uint32_t capacity) {
-    if (!model) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_tokenize: model is NULL");
+    if (!model) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: model is NULL", __func__);
     if (!text && text_len > 0) {
         return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
-                          "qwen3_tokenize: text is NULL but text_len is %u", text_len);
+                          "%s: text is NULL but text_len is %u", __func__, text_len);
     }
     if (!out && capacity > 0) {
         return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
-                          "qwen3_tokenize: out is NULL but capacity is %u", capacity);
+                          "%s: out is NULL but capacity is %u", __func__, capacity);
     }
     if (flags & ~QWEN3_TOKENIZE_SPECIAL) {
-        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_tokenize: unknown flags 0x%x",
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", __func__,
                           flags & ~QWEN3_TOKENIZE_SPECIAL);
     }
     return qwen3_tokenizer_encode(model->tokenizer, text ? text : "", text_len,
@@ -106,13 +106,13 @@ QWEN3_API const char* qwen3_token_bytes(const Qwen3Model* model, int32_t token,
                                         uint32_t* out_len) {
     if (out_len) *out_len = 0;
     if (!model || !out_len) {
-        qwen3_error_set("qwen3_token_bytes: %s is NULL", !model ? "model" : "out_len");
+        qwen3_error_set("%s: %s is NULL", __func__, !model ? "model" : "out_len");
         return NULL;
     }
     const char* bytes = qwen3_tokenizer_token_bytes(model->tokenizer, token, out_len);
     if (!bytes) {
         *out_len = 0;
-        qwen3_error_set("qwen3_token_bytes: token %d is outside the tokenizer's [0, %u)", token,
+        qwen3_error_set("%s: token %d is outside the tokenizer's [0, %u)", __func__, token,
                         qwen3_tokenizer_size(model->tokenizer));
     }
     return bytes;
@@ -124,7 +124,7 @@ QWEN3_API const char* qwen3_token_bytes(const Qwen3Model* model, int32_t token,
 
 QWEN3_API Qwen3Context* qwen3_context_new(Qwen3Model* model, uint32_t ctx_length) {
     if (!model) {
-        qwen3_error_set("qwen3_context_new: model is NULL");
+        qwen3_error_set("%s: model is NULL", __func__);
         return NULL;
     }
     uint32_t max = model->config.max_seq_len;
@@ -149,7 +149,7 @@ QWEN3_API void qwen3_context_free(Qwen3Context* ctx) {
 
 QWEN3_API uint32_t qwen3_context_length(const Qwen3Context* ctx) {
     if (!ctx) {
-        qwen3_error_set("qwen3_context_length: ctx is NULL");
+        qwen3_error_set("%s: ctx is NULL", __func__);
         return 0;
     }
     return ctx->ctx_len;
@@ -157,17 +157,17 @@ QWEN3_API uint32_t qwen3_context_length(const Qwen3Context* ctx) {
 
 QWEN3_API uint32_t qwen3_context_position(const Qwen3Context* ctx) {
     if (!ctx) {
-        qwen3_error_set("qwen3_context_position: ctx is NULL");
+        qwen3_error_set("%s: ctx is NULL", __func__);
         return 0;
     }
     return ctx->pos;
 }
 
 QWEN3_API int32_t qwen3_context_rewind(Qwen3Context* ctx, uint32_t position) {
-    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_context_rewind: ctx is NULL");
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", __func__);
     if (position > ctx->pos) {
         return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
-                          "qwen3_context_rewind: position %u is past the context's position %u",
+                          "%s: position %u is past the context's position %u", __func__,
                           position, ctx->pos);
     }
     /* the cache rows past `position` are overwritten as new tokens arrive */
@@ -177,21 +177,21 @@ QWEN3_API int32_t qwen3_context_rewind(Qwen3Context* ctx, uint32_t position) {
 }
 
 QWEN3_API int32_t qwen3_context_prefill(Qwen3Context* ctx, const int32_t* tokens, uint32_t n) {
-    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_context_prefill: ctx is NULL");
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", __func__);
     if (!tokens && n > 0) {
         return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
-                          "qwen3_context_prefill: tokens is NULL but n is %u", n);
+                          "%s: tokens is NULL but n is %u", __func__, n);
     }
     return qwen3_forward_tokens(ctx, tokens, n);
 }
 
 QWEN3_API const float* qwen3_context_logits(const Qwen3Context* ctx) {
     if (!ctx) {
-        qwen3_error_set("qwen3_context_logits: ctx is NULL");
+        qwen3_error_set("%s: ctx is NULL", __func__);
         return NULL;
     }
     if (!ctx->has_logits) {
-        qwen3_error_set("qwen3_context_logits: no logits yet (prefill or decode first)");
+        qwen3_error_set("%s: no logits yet (prefill or decode first)", __func__);
         return NULL;
     }
     return ctx->logits;
@@ -199,23 +199,23 @@ QWEN3_API const float* qwen3_context_logits(const Qwen3Context* ctx) {
 
 QWEN3_API int32_t qwen3_context_set_sampler(Qwen3Context* ctx, const Qwen3SamplerConfig* config) {
     if (!ctx || !config) {
-        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_context_set_sampler: %s is NULL",
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: %s is NULL", __func__,
                           !ctx ? "ctx" : "config");
     }
     return qwen3_sampler_configure(&ctx->sampler, config);
 }
 
 QWEN3_API int32_t qwen3_context_sample(Qwen3Context* ctx) {
-    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_context_sample: ctx is NULL");
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", __func__);
     if (!ctx->has_logits) {
         return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
-                          "qwen3_context_sample: no logits yet (prefill or decode first)");
+                          "%s: no logits yet (prefill or decode first)", __func__);
     }
     return qwen3_sampler_sample(&ctx->sampler, ctx->logits);
 }
 
 QWEN3_API int32_t qwen3_context_decode(Qwen3Context* ctx, int32_t token) {
-    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_context_decode: ctx is NULL");
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", __func__);
     int32_t rc = qwen3_forward_tokens(ctx, &token, 1);
     if (rc != QWEN3_OK) return rc;
     return qwen3_sampler_sample(&ctx->sampler, ctx->logits);
