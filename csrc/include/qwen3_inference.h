@@ -27,6 +27,9 @@
  *     which ignores NULL; inside the library, a struct embedded in another is set up by
  *     qwen3_<noun>_init and torn down by qwen3_<noun>_deinit, which ignores a zeroed
  *     struct and leaves it zeroed.
+ *   - Struct layouts: the Deno binding (ffi/symbols.ts) reads and writes Qwen3Config,
+ *     Qwen3ModelConfig, Qwen3ModelInfo and Qwen3SamplerConfig by byte offset; api.c
+ *     asserts those offsets at compile time, so moving a field means changing both.
  *   - Thread safety: a model may be shared by contexts used from different threads;
  *     forward passes on one model are serialised internally (one thread pool per model).
  *     A single context must not be used from two threads at once.

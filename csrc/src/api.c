@@ -1,6 +1,7 @@
 /* api.c - the public functions of qwen3_inference.h: argument checks, then the model,
  * tokenizer, transformer and sampler do the work. (The stdin loops are in stdin_loops.c,
  * the kernel and CPU queries in kernels.c, qwen3_get_last_error in error.c.) */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +13,71 @@
 #include "transformer.h"
 
 #define QWEN3_VERSION_STRING "0.1.0"
+
+/* ====================================================================================
+ * Struct layouts the Deno binding copies
+ *
+ * ffi/symbols.ts reads and writes these structs by byte offset (CONFIG_LAYOUT,
+ * MODEL_CONFIG_LAYOUT, MODEL_INFO_LAYOUT, SAMPLER_CONFIG_LAYOUT). A change to a struct in
+ * qwen3_inference.h that moves a field fails the build here: change ffi/symbols.ts with
+ * it. The binding ships for 64-bit targets only, where these offsets hold.
+ * ================================================================================== */
+
+#if UINTPTR_MAX == UINT64_MAX
+#define QWEN3_FFI_OFFSET(type, field, at) \
+    _Static_assert(offsetof(type, field) == (at), #type "." #field " moved: update ffi/symbols.ts")
+#define QWEN3_FFI_SIZE(type, bytes) \
+    _Static_assert(sizeof(type) == (bytes), "sizeof(" #type ") changed: update ffi/symbols.ts")
+
+QWEN3_FFI_SIZE(Qwen3Config, 64);
+QWEN3_FFI_OFFSET(Qwen3Config, checkpoint_path, 0);
+QWEN3_FFI_OFFSET(Qwen3Config, temperature, 8);
+QWEN3_FFI_OFFSET(Qwen3Config, topp, 12);
+QWEN3_FFI_OFFSET(Qwen3Config, ctx_length, 16);
+QWEN3_FFI_OFFSET(Qwen3Config, mode, 24);
+QWEN3_FFI_OFFSET(Qwen3Config, prompt, 32);
+QWEN3_FFI_OFFSET(Qwen3Config, system_prompt, 40);
+QWEN3_FFI_OFFSET(Qwen3Config, enable_thinking, 48);
+QWEN3_FFI_OFFSET(Qwen3Config, seed, 56);
+
+QWEN3_FFI_SIZE(Qwen3ModelConfig, 32);
+QWEN3_FFI_OFFSET(Qwen3ModelConfig, vocab_size, 0);
+QWEN3_FFI_OFFSET(Qwen3ModelConfig, dim, 4);
+QWEN3_FFI_OFFSET(Qwen3ModelConfig, hidden_dim, 8);
+QWEN3_FFI_OFFSET(Qwen3ModelConfig, n_layers, 12);
+QWEN3_FFI_OFFSET(Qwen3ModelConfig, n_heads, 16);
+QWEN3_FFI_OFFSET(Qwen3ModelConfig, n_kv_heads, 20);
+QWEN3_FFI_OFFSET(Qwen3ModelConfig, max_seq_len, 24);
+QWEN3_FFI_OFFSET(Qwen3ModelConfig, rope_theta, 28);
+
+QWEN3_FFI_SIZE(Qwen3ModelInfo, 64);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, format, 0);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, head_dim, 4);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, group_size, 8);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, file_seq_len, 12);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, shared_classifier, 16);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, n_tokens, 20);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, bos_id, 24);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, eos_id, 28);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, im_start_id, 32);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, im_end_id, 36);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, think_id, 40);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, end_think_id, 44);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, rms_eps, 48);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, exact_tokenizer, 52);
+QWEN3_FFI_OFFSET(Qwen3ModelInfo, file_size, 56);
+
+QWEN3_FFI_SIZE(Qwen3SamplerConfig, 32);
+QWEN3_FFI_OFFSET(Qwen3SamplerConfig, temperature, 0);
+QWEN3_FFI_OFFSET(Qwen3SamplerConfig, top_p, 4);
+QWEN3_FFI_OFFSET(Qwen3SamplerConfig, top_k, 8);
+QWEN3_FFI_OFFSET(Qwen3SamplerConfig, min_p, 12);
+QWEN3_FFI_OFFSET(Qwen3SamplerConfig, presence_penalty, 16);
+QWEN3_FFI_OFFSET(Qwen3SamplerConfig, seed, 24);
+
+#undef QWEN3_FFI_OFFSET
+#undef QWEN3_FFI_SIZE
+#endif
 
 QWEN3_API const char* qwen3_version(void) { return QWEN3_VERSION_STRING; }
 
