@@ -18,6 +18,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Unrolls the loop that follows completely, for the SIMD tiers' loops over a block's
+ * rows, whose accumulators must stay in registers rather than a stack array. Clang
+ * unrolls any constant trip count; GCC needs the largest one, `max`. */
+#if defined(__clang__)
+#define QWEN3_UNROLL_FULL(max) _Pragma("clang loop unroll(full)")
+#elif defined(__GNUC__)
+#define QWEN3_PRAGMA(text) _Pragma(#text)
+#define QWEN3_UNROLL_FULL(max) QWEN3_PRAGMA(GCC unroll max)
+#else
+#define QWEN3_UNROLL_FULL(max)
+#endif
+
 /* A Q8 matrix in the qwen3.c layout: rows x cols int8 values row-major (HF [out, in]),
  * and rows x (cols / group_size) fp32 scales, one per group of group_size values. */
 typedef struct {

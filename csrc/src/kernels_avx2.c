@@ -31,13 +31,7 @@
 #define ROWS 8 /* rows per block: one per float lane of a 256-bit register */
 
 /* Row loops fully unrolled so the 8 accumulators stay in registers. */
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define UNROLL _Pragma("GCC unroll 8")
-#else
-#define UNROLL
-#endif
+#define UNROLL QWEN3_UNROLL_FULL(ROWS)
 
 /* The next block (8 rows on), prefetched in address order as kernels_avx512.c explains:
  * a 32-byte step over 8 rows consumes 256 bytes, so each step prefetches the next
