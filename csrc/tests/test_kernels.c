@@ -28,18 +28,7 @@ extern char** environ;
 #include "error.h"
 #include "kernels.h"
 #include "qwen3_inference.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            failures++;                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fprintf(stderr, "\n");                                             \
-        }                                                                      \
-    } while (0)
+#include "test_util.h"
 
 /* ---- random numbers (xorshift64*) ---- */
 
@@ -190,7 +179,7 @@ static int compare_range(const Qwen3KernelTable* t, const Case* c, uint32_t rb, 
 }
 
 static void test_tier(const Qwen3KernelTable* t) {
-    const uint32_t fails_before = (uint32_t)failures;
+    const uint32_t fails_before = (uint32_t)tu_failures;
     const uint32_t compared_before = compared;
     /* Group sizes: the real 64, the tests' 32, 128, and odd ones (96 = 64 + 32, 48, 16,
      * 8, 24) that send SIMD tiers into their partial-chunk or generic paths. */
@@ -274,7 +263,7 @@ static void test_tier(const Qwen3KernelTable* t) {
         case_deinit(&c);
     }
     printf("  %-11s ok: %u comparisons memcmp-equal to scalar%s\n", t->name, compared - compared_before,
-           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+           (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 static void test_matmul_tier(const Qwen3KernelTable* t);
@@ -376,7 +365,7 @@ static int compare_matmul(const Qwen3KernelTable* t, const Case* c, uint32_t n_t
 }
 
 static void test_matmul_tier(const Qwen3KernelTable* t) {
-    const uint32_t fails_before = (uint32_t)failures, compared_before = compared;
+    const uint32_t fails_before = (uint32_t)tu_failures, compared_before = compared;
     /* 1024 columns is one packed chunk of the AVX-512 kernel: 1088 and 3072 take several;
      * group sizes 4, 12, 20 are multiples of 4 but not of 16; 8 x 3 = 24 columns is less
      * than one 64-byte piece. */
@@ -413,13 +402,13 @@ static void test_matmul_tier(const Qwen3KernelTable* t) {
         case_deinit(&c);
     }
     printf("  %-11s matmul ok: %u comparisons memcmp-equal to scalar matvec%s\n", t->name,
-           compared - compared_before, (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+           compared - compared_before, (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 /* ---- activation quantisation against the scalar reference ---- */
 
 static void test_quantize_tier(const Qwen3KernelTable* t) {
-    const uint32_t fails_before = (uint32_t)failures;
+    const uint32_t fails_before = (uint32_t)tu_failures;
     static const uint32_t group_sizes[] = {16, 32, 64, 128, 8, 24, 48};
     uint32_t runs = 0;
     for (size_t gi = 0; gi < sizeof group_sizes / sizeof group_sizes[0]; gi++) {
@@ -474,7 +463,7 @@ static void test_quantize_tier(const Qwen3KernelTable* t) {
         }
     }
     printf("  %-11s quantize ok: %u rows memcmp-equal to the scalar reference%s\n", t->name, runs,
-           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+           (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 /* ---- exp, softmax, SiLU ---- */
@@ -513,7 +502,7 @@ static int same_floats(const float* a, const float* b, uint32_t n) {
 }
 
 static void test_elementwise_tier(const Qwen3KernelTable* t) {
-    const uint32_t fails_before = (uint32_t)failures;
+    const uint32_t fails_before = (uint32_t)tu_failures;
     uint32_t runs = 0;
     for (uint32_t trial = 0; trial < 300; trial++) {
         const uint32_t n = 1 + rnd_below(trial < 100 ? 40 : 700);
@@ -573,13 +562,13 @@ static void test_elementwise_tier(const Qwen3KernelTable* t) {
         runs++;
     }
     printf("  %-11s softmax and SiLU ok: %u rows memcmp-equal to the reference%s\n", t->name, runs,
-           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+           (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 /* ---- attention against the scalar loops ---- */
 
 static void test_attention_tier(const Qwen3KernelTable* t) {
-    const uint32_t fails_before = (uint32_t)failures;
+    const uint32_t fails_before = (uint32_t)tu_failures;
     enum { B = QWEN3_KV_BLOCK };
     static const uint32_t head_dims[] = {128, 64, 16, 8, 80, 3};
     uint32_t runs = 0;
@@ -632,7 +621,7 @@ static void test_attention_tier(const Qwen3KernelTable* t) {
         }
     }
     printf("  %-11s attention ok: %u cases memcmp-equal to the scalar loops%s\n", t->name, runs,
-           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+           (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 /* ---- quantiser ---- */
@@ -787,7 +776,7 @@ static void test_env_children(const char* self) {
 
 int main(int argc, char** argv) {
     test_env_choice();
-    if (argc > 1 && strcmp(argv[1], "--env-only") == 0) return failures ? 1 : 0;
+    if (argc > 1 && strcmp(argv[1], "--env-only") == 0) return tu_failures ? 1 : 0;
     test_quantize();
     test_exp_ref();
     test_all_tiers();
@@ -799,8 +788,8 @@ int main(int argc, char** argv) {
         test_env_children(argv[0]);
     }
 #endif
-    if (failures) {
-        fprintf(stderr, "test_kernels: %d failure(s)\n", failures);
+    if (tu_failures) {
+        fprintf(stderr, "test_kernels: %d failure(s)\n", tu_failures);
         return 1;
     }
     printf("test_kernels: ok\n");
