@@ -2,7 +2,8 @@
  * kernels.h - the "how fast" side: int8 matrix-vector kernels per ISA tier, chosen at
  * run time. The transformer (the "what is computed" side) only calls through here.
  *
- * Numerics (SPEC section 4), identical in every tier, bit for bit:
+ * Numerics (docs/numerics.md#int8-dot-product-and-float-epilogue), identical in every
+ * tier, bit for bit:
  *   for each output row r:
  *     acc = 0.0f
  *     for each group g (in order 0, 1, ...):
@@ -169,9 +170,9 @@ extern const Qwen3KernelTable qwen3_kernels_neondot; /* AdvSIMD + sdot (FEAT_Dot
 extern const Qwen3KernelTable qwen3_kernels_sve;
 #endif
 
-/* Quantises n floats per group (SPEC section 4): scale = max|x| / 127 (a group of zeros
- * gets scale 0 and q = 0), q = round-half-away-from-zero(x / scale). Shared by all
- * tiers so activations are the same bits everywhere. */
+/* Quantises n floats per group (docs/numerics.md#activations): scale = max|x| / 127 (a
+ * group of zeros gets scale 0 and q = 0), q = round-half-away-from-zero(x / scale).
+ * Shared by all tiers so activations are the same bits everywhere. */
 void qwen3_quantize_q8(const float* x, Qwen3Q8Vector* out);
 
 /* The reference Qwen3QuantizeRowFn: qwen3_quantize_q8, then the group sums. */

@@ -1,6 +1,7 @@
 /*
  * sampler.h - picking the next token from logits: greedy argmax, or presence penalty,
- * temperature, top-k, min-p and top-p with qwen3.c's xorshift64* RNG (SPEC section 5).
+ * temperature, top-k, min-p and top-p with qwen3.c's xorshift64* RNG
+ * (docs/sampling.md#algorithm).
  * The exact order of operations is written at the top of sampler.c; the TypeScript
  * sampler (src/sampler.ts) reproduces it token for token.
  */

@@ -4,8 +4,9 @@
  *
  * Behaviour of qwen3.c, with its gaps closed:
  *   - generate: echoes the prompt and streams the continuation. The prompt is tokenized
- *     WITHOUT special tokens, as the TypeScript API does by default (SPEC section 3: text
- *     never becomes control tokens unless the caller asks, and this API cannot ask).
+ *     WITHOUT special tokens, as the TypeScript API does by default: text never becomes
+ *     control tokens unless the caller asks, and this API cannot ask
+ *     (docs/tokenizer.md#added-tokens-and-user-text).
  *   - chat: the first turn uses the system template when a system prompt is given;
  *     config->prompt, when set, is the first user turn; then lines from stdin until an
  *     empty line or EOF. The KV cache is kept across turns: after each reply

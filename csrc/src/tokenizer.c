@@ -1,5 +1,6 @@
 /*
- * tokenizer.c - Qwen3's byte-level BPE, reproducing Hugging Face's `tokenizers` (SPEC 3).
+ * tokenizer.c - Qwen3's byte-level BPE, reproducing Hugging Face's `tokenizers`
+ * (docs/tokenizer.md#encoding-pipeline).
  *
  * Sections: hashing and maps, loading (tokenizer.json, qwen3.c .tokenizer, GGUF lists),
  * pre-tokenizer, BPE, encode.

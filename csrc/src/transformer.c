@@ -1,5 +1,5 @@
 /*
- * transformer.c - the Qwen3 forward pass over one context (SPEC sections 1 and 4).
+ * transformer.c - the Qwen3 forward pass over one context (docs/numerics.md#forward-pass).
  *
  * Per token, with x the fp32 residual stream:
  *   x = dequantised embedding row

@@ -1,6 +1,6 @@
 /*
- * transformer.h - the Qwen3 forward pass (SPEC sections 1 and 4) and the context that
- * carries one sequence's state: KV cache, position, scratch buffers, logits, sampler.
+ * transformer.h - the Qwen3 forward pass (docs/numerics.md#forward-pass) and the context
+ * that carries one sequence's state: KV cache, position, scratch buffers, logits, sampler.
  *
  * Matmuls go through the kernel tier in use (kernels.h) with each activation quantised
  * once per matmul input; everything else (norms, RoPE, softmax, attention, residuals)

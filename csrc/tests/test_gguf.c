@@ -3,8 +3,8 @@
  *   - Q8_0 and Q4_0 GGUFs hold exactly the int8 values and scales of a qwen3.c model.bin
  *     with group size 32: the two files give the same logits bit for bit;
  *   - F32, F16 and BF16 GGUFs of weights representable in all three give the same logits
- *     bit for bit, and match a double-precision forward pass written here from SPEC
- *     section 1 (the unquantised path: no activation quantisation);
+ *     bit for bit, and match a double-precision forward pass written here from
+ *     docs/numerics.md#forward-pass (the unquantised path: no activation quantisation);
  *   - metadata: hyper-parameters, rope theta and rms eps from the file, the tokenizer from
  *     tokenizer.ggml.{tokens, token_type, merges} (merges applied, control tokens split);
  *   - bad files (truncated anywhere, huge counts and lengths, bad offsets and alignment,
@@ -481,7 +481,7 @@ static int write_bin(const char* path, const Model* m) {
 }
 
 /* ====================================================================================
- * A double-precision forward pass (SPEC section 1), for the unquantised path
+ * A double-precision forward pass (docs/numerics.md#forward-pass), unquantised
  * ================================================================================== */
 
 static void matvec_d(double* out, const float* w, const double* x, uint32_t rows, uint32_t cols) {

@@ -585,8 +585,8 @@ static void test_bin(const Qwen3Tokenizer* exact, const Qwen3JsonValue* root, co
     printf(".tokenizer (vocab-only merge rule) vs tokenizer.json merges: %d of %d fixture cases and %d of %d "
            "vocabulary strings differ\n",
            diffs, run, vocab_diffs, vocab_run);
-    /* Cases where the rule must agree whatever the measurement: the SPEC examples and
-     * own cases (pure ASCII words, digits, newlines, specials). */
+    /* Cases where the rule must agree whatever the measurement: the examples of
+     * docs/tokenizer.md#examples and own cases (pure ASCII words, digits, newlines, specials). */
     for (size_t i = 0; i < sizeof OWN_CASES / sizeof *OWN_CASES; i++) {
         const OwnCase* c = &OWN_CASES[i];
         expect_ids(t, ".tokenizer own case", c->text, c->len ? c->len : strlen(c->text), c->special, c->ids, c->n);

@@ -163,7 +163,8 @@ static const uint8_t* ref_q8(const uint8_t* p, RefMatrix* m, uint32_t rows, uint
     return sp + 4 * (n / gs);
 }
 
-/* Walks the file in SPEC section 2 order, written here independently of model.c. */
+/* Walks the file in the order of docs/formats.md#checkpoint-body, written here
+ * independently of model_checkpoint.c. */
 static void ref_init(RefModel* r, const TuSpec* s, const uint8_t* file, uint32_t max_pos) {
     memset(r, 0, sizeof *r);
     r->s = *s;
@@ -217,7 +218,8 @@ static void ref_rmsnorm(double* out, const double* x, const double* w, uint32_t 
     for (uint32_t i = 0; i < n; i++) out[i] = x[i] * inv * w[i];
 }
 
-/* W8A8: the input is rounded to int8 per group before the product (SPEC section 4). */
+/* W8A8: the input is rounded to int8 per group before the product
+ * (docs/numerics.md#activations). */
 static void ref_matvec(double* out, const RefMatrix* m, const double* x, uint32_t gs) {
     double* xq = (double*)malloc(m->cols * sizeof(double));
     for (uint32_t g = 0; g < m->cols / gs; g++) {
