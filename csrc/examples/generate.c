@@ -1,5 +1,6 @@
 /*
- * generate.c - the seed API from a C program that sees only the public header:
+ * generate.c - the qwen3.c-compatible loop API from a C program that sees only the
+ * public header:
  *
  *   zig build example
  *   zig-out/bin/qwen3-generate MODEL.bin ["PROMPT"] [MAX_TOKENS]

@@ -1,5 +1,5 @@
 /*
- * fuzz_gguf.c - the GGUF reader and loader given arbitrary bytes: qwen3_gguf_parse on the
+ * fuzz_gguf.c - the GGUF reader and loader given arbitrary bytes: qwen3_gguf_init on the
  * bytes in memory (metadata, tensor table, offsets), then qwen3_model_load on the same
  * bytes written as model.gguf, which turns an accepted qwen3 GGUF into a model
  * (hyper-parameters, Q8_0 / Q4_0 conversion, F32 / F16 / BF16 views, the tokenizer from
@@ -30,11 +30,11 @@ static void gg_check_table(const Qwen3Gguf* g, uint64_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Qwen3Gguf g;
-    if (qwen3_gguf_parse(data, size, "fuzz.gguf", &g) == QWEN3_OK) {
+    if (qwen3_gguf_init(&g, data, size, "fuzz.gguf") == QWEN3_OK) {
         gg_check_table(&g, size);
-        qwen3_gguf_release(&g);
+        qwen3_gguf_deinit(&g);
     } else {
-        fuzz_check_error("qwen3_gguf_parse");
+        fuzz_check_error("qwen3_gguf_init");
     }
     if (!qwen3_gguf_is_gguf(data, size)) return 0; /* the checkpoint harness covers the rest */
     char path[600];

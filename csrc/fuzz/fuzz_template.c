@@ -2,9 +2,9 @@
  * fuzz_template.c - chat template side files given arbitrary bytes. The first input byte
  * picks the template kind (0 plain, 1 thinking, 2 system, 3 system and thinking); the
  * rest is written as that side file (chat.bin.template, ...) next to a tiny valid
- * checkpoint, which is then loaded. An accepted template drives the seed chat loop for
- * one turn (stdin empty, stdout discarded), which splits it at its %s and tokenizes the
- * pieces; qwen3_template_validate also sees the bytes directly.
+ * checkpoint, which is then loaded. An accepted template drives the qwen3.c-compatible
+ * chat loop for one turn (stdin empty, stdout discarded), which splits it at its %s and
+ * tokenizes the pieces; qwen3_template_validate also sees the bytes directly.
  *
  * Invariants: a rejected template's error names its file and quotes no raw control byte
  * (no file contents leak into messages unescaped); an accepted one has exactly the %s

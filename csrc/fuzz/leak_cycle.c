@@ -12,8 +12,8 @@
  * One cycle: a failed load of a missing and of a truncated file; a load; config, info,
  * templates, thread counts; two contexts with their own samplers, tokenizing with and
  * without special tokens, prefill, decode steps, a rewind, a context filled to the end;
- * the seed generate and chat loops (stdout to the null device, stdin empty); every
- * context and the model freed. Exit 0 when every step did what the API promises.
+ * the qwen3.c-compatible generate and chat loops (stdout to the null device, stdin
+ * empty); every context and the model freed. Exit 0 when every step did what the API promises.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
         fprintf(stderr, "leak_cycle: cannot write a truncated copy of %s\n", path);
         return 2;
     }
-    /* the seed loops print the answer and read further chat turns */
+    /* the qwen3.c-compatible loops print the answer and read further chat turns */
     if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "r", stdin)) return 2;
     int ok = 1;
     long warm = max_growth >= 0 ? cycles / 10 : 0;

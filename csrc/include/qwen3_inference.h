@@ -3,7 +3,7 @@
  *
  * A pure C11 engine (libc only) for Qwen3 dense models on the CPU. Two layers:
  *
- *   1. The seed API (kept exactly): load a checkpoint, run the interactive chat or
+ *   1. The qwen3.c-compatible loop API: load a checkpoint, run the interactive chat or
  *      one-shot generate loop that reads stdin and prints to stdout.
  *        Qwen3Model* m = qwen3_model_load("Qwen3-0.6B.bin", 0);
  *        if (!m) { fprintf(stderr, "%s\n", qwen3_get_last_error()); return 1; }
@@ -20,8 +20,17 @@
  *   - On every failure qwen3_get_last_error() names the problem (file, field, value,
  *     limit). The message is thread-local and valid until the next failing call on the
  *     same thread.
- *   - The library never calls exit() or abort() and never prints except in the seed
- *     loops (qwen3_inference_chat / _generate), which own stdin/stdout/stderr.
+ *   - The library never calls exit() or abort() and never prints except in the
+ *     qwen3.c-compatible loops (qwen3_inference_chat / _generate), which own
+ *     stdin/stdout/stderr.
+ *   - Lifetimes: an object the library allocates comes from qwen3_<noun>_new (or a verb
+ *     naming its source, as qwen3_model_load) and goes back through qwen3_<noun>_free,
+ *     which ignores NULL; inside the library, a struct embedded in another is set up by
+ *     qwen3_<noun>_init and torn down by qwen3_<noun>_deinit, which ignores a zeroed
+ *     struct and leaves it zeroed.
+ *   - Struct layouts: the Deno binding (ffi/symbols.ts) reads and writes Qwen3Config,
+ *     Qwen3ModelConfig, Qwen3ModelInfo and Qwen3SamplerConfig by byte offset; api.c
+ *     asserts those offsets at compile time, so moving a field means changing both.
  *   - Thread safety: a model may be shared by contexts used from different threads;
  *     forward passes on one model are serialised internally (one thread pool per model).
  *     A single context must not be used from two threads at once.
@@ -62,10 +71,10 @@ typedef enum Qwen3Status {
 } Qwen3Status;
 
 /* ------------------------------------------------------------------------------------
- * The seed API
+ * The qwen3.c-compatible loop API
  * ---------------------------------------------------------------------------------- */
 
-/* Settings of the seed's chat / generate loops. */
+/* Settings of the qwen3.c-compatible chat / generate loops. */
 typedef struct {
     const char* checkpoint_path; /* informational; the model is already loaded */
     float temperature;           /* 0 = greedy (argmax) */
@@ -78,7 +87,7 @@ typedef struct {
     uint64_t seed;               /* RNG seed; 0 = seed from the clock */
 } Qwen3Config;
 
-/* The model's hyper-parameters, as the seed exposed them. */
+/* The model's hyper-parameters, as the qwen3.c-compatible API returns them. */
 typedef struct {
     uint32_t vocab_size;  /* embedding rows (151936 for real Qwen3) */
     uint32_t dim;         /* residual stream width */
@@ -164,7 +173,7 @@ typedef enum Qwen3FileFormat {
     QWEN3_FORMAT_GGUF = 3
 } Qwen3FileFormat;
 
-/* Everything beyond the seed's Qwen3ModelConfig that a binding needs. */
+/* Everything beyond Qwen3ModelConfig that a binding needs. */
 typedef struct {
     uint32_t format;            /* Qwen3FileFormat */
     uint32_t head_dim;
@@ -283,7 +292,7 @@ QWEN3_API int32_t qwen3_context_sample(Qwen3Context* ctx);
 QWEN3_API int32_t qwen3_context_decode(Qwen3Context* ctx, int32_t token);
 
 /* ------------------------------------------------------------------------------------
- * Seed loops with the extended settings
+ * The qwen3.c-compatible loops with the extended settings
  * ---------------------------------------------------------------------------------- */
 
 /* As qwen3_inference_chat / _generate, with a full sampler (NULL = from config's

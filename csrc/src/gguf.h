@@ -1,28 +1,18 @@
 /*
- * gguf.h - llama.cpp's GGUF format (v2 and v3, little-endian; SPEC section 7): a reader
- * of the metadata and tensor table that checks every count, length, offset and size
- * against the file before using it, and the loader that turns a `qwen3` GGUF into a
- * Qwen3Model (weights, tokenizer, hyper-parameters).
+ * gguf.h - llama.cpp's GGUF container (v2 and v3, little-endian; docs/formats.md#gguf):
+ * a reader of the header, the typed metadata and the tensor table that checks every
+ * count, length, offset and size against the file before using it. It knows nothing of
+ * Qwen3; model_gguf.c maps a `qwen3` file's keys and tensors onto a Qwen3Model.
  *
  * File layout: "GGUF", u32 version, u64 tensor count, u64 metadata count, metadata
  * (key string, u32 value type, value), tensor infos (name string, u32 n_dims, n_dims x u64
  * dims innermost first, u32 ggml type, u64 offset from the data section), padding to
  * general.alignment (default 32), tensor data. A string is a u64 length then its bytes.
- *
- * Weights: F32, F16 and BF16 matrices are used in place from the file map and run by the
- * unquantised kernels (kernels_float.h). Q8_0 (per 32 values: fp16 scale, 32 int8) and
- * Q4_0 (fp16 scale, 16 bytes of 4-bit values biased by 8) are converted at load, without
- * loss, to the qwen3.c Q8 layout with group size 32 and fp32 scales, so every int8 kernel
- * tier and the batched prefill run them unchanged; the price is a copy of those weights
- * in memory (1.125 bytes per weight). Other ggml types are refused, naming the tensor and
- * the type.
  */
 #ifndef QWEN3_GGUF_H
 #define QWEN3_GGUF_H
 
 #include <stdint.h>
-
-#include "model.h"
 
 /* "GGUF" read as a little-endian u32. */
 #define QWEN3_GGUF_MAGIC 0x46554747u
@@ -52,7 +42,8 @@ enum {
     QWEN3_GGUF_FLOAT64 = 12
 };
 
-/* ggml tensor types the loader can run. */
+/* ggml tensor types the engine can run (the parser knows the block geometry of every
+ * ggml type, to check a table exactly and name a type it cannot run). */
 enum {
     QWEN3_GGML_F32 = 0,
     QWEN3_GGML_F16 = 1,
@@ -60,6 +51,7 @@ enum {
     QWEN3_GGML_Q8_0 = 8,
     QWEN3_GGML_BF16 = 30
 };
+#define QWEN3_GGML_RUNNABLE_TYPES "F32, F16, BF16, Q8_0, Q4_0"
 
 /* One metadata entry; the key and value stay in the file map. */
 typedef struct {
@@ -97,13 +89,13 @@ typedef struct {
 /* 1 when the bytes start with the GGUF magic. */
 int qwen3_gguf_is_gguf(const uint8_t* data, uint64_t size);
 
-/* Parses and validates the header and tensor table of a file held in memory. Returns
- * QWEN3_OK, QWEN3_ERR_FORMAT (naming `path`, the field and the byte offset),
- * QWEN3_ERR_UNSUPPORTED or QWEN3_ERR_OUT_OF_MEMORY. On failure *out is released. */
-int32_t qwen3_gguf_parse(const uint8_t* data, uint64_t size, const char* path, Qwen3Gguf* out);
+/* Parses and validates the header and tensor table of a file held in memory into *out.
+ * Returns QWEN3_OK, QWEN3_ERR_FORMAT (naming `path`, the field and the byte offset),
+ * QWEN3_ERR_UNSUPPORTED or QWEN3_ERR_OUT_OF_MEMORY. On failure *out is left zeroed. */
+int32_t qwen3_gguf_init(Qwen3Gguf* out, const uint8_t* data, uint64_t size, const char* path);
 
-/* Frees the tables; a zeroed Qwen3Gguf is ignored. */
-void qwen3_gguf_release(Qwen3Gguf* g);
+/* Frees the tables and zeroes *g; a zeroed Qwen3Gguf is ignored. */
+void qwen3_gguf_deinit(Qwen3Gguf* g);
 
 /* Lookups by exact name; NULL when absent. */
 const Qwen3GgufKv* qwen3_gguf_find_kv(const Qwen3Gguf* g, const char* key);
@@ -112,19 +104,31 @@ const Qwen3GgufTensor* qwen3_gguf_find_tensor(const Qwen3Gguf* g, const char* na
 /* "Q8_0", "Q4_K", ... or "unknown". */
 const char* qwen3_ggml_type_name(uint32_t type);
 
-/* What a GGUF model owns beyond the file map (converted weights, copies, the table). */
-typedef struct Qwen3GgufModel Qwen3GgufModel;
+/* Typed reads of a metadata value. Each returns QWEN3_OK, or QWEN3_ERR_FORMAT when the
+ * value is of another type, WITHOUT setting the error: the caller names the key.
+ * _int takes any integer type (a u64 above INT64_MAX fails); _float f32 or f64. */
+int32_t qwen3_gguf_kv_int(const Qwen3Gguf* g, const Qwen3GgufKv* kv, int64_t* out);
+int32_t qwen3_gguf_kv_float(const Qwen3Gguf* g, const Qwen3GgufKv* kv, double* out);
+int32_t qwen3_gguf_kv_string(const Qwen3Gguf* g, const Qwen3GgufKv* kv, const uint8_t** s, uint32_t* len);
 
-/*
- * Fills m->header, m->weights, m->tokenizer, m->rms_eps and m->rope_theta from the GGUF
- * file in m->map (named m->path in errors) and sets m->gguf. Requires
- * general.architecture "qwen3" and the tokenizer lists (tokenizer.ggml.model "gpt2").
- * Returns QWEN3_OK or an error status with the message set; m->gguf is set even on
- * failure, for qwen3_gguf_model_free.
- */
-int32_t qwen3_gguf_load_model(Qwen3Model* m);
+/* The string at `offset` (a string value, or an element of an array of strings, starting
+ * at kv->offset); returns the offset of the next element. The parser checked it. */
+uint64_t qwen3_gguf_string_at(const Qwen3Gguf* g, uint64_t offset, const uint8_t** s, uint32_t* len);
 
-/* Frees what qwen3_gguf_load_model allocated; NULL is ignored. */
-void qwen3_gguf_model_free(Qwen3GgufModel* g);
+/* Element i of an array of 32-bit integers (i32 or u32). */
+uint32_t qwen3_gguf_array_u32(const Qwen3Gguf* g, const Qwen3GgufKv* kv, uint64_t i);
+
+/* "u32", "string", ... for messages; "?" for an unknown type. */
+const char* qwen3_gguf_value_type_name(uint32_t type);
+
+/* 1 when the (len) bytes from the file equal the NUL-terminated s. */
+int qwen3_gguf_bytes_equal(const uint8_t* p, uint32_t len, const char* s);
+
+/* Bytes from the file shown safely in a message: printable ASCII as is, anything else as
+ * \xNN, at most about 80 characters. */
+typedef struct {
+    char s[340];
+} Qwen3GgufQuoted;
+Qwen3GgufQuoted qwen3_gguf_quote(const uint8_t* p, uint64_t len);
 
 #endif

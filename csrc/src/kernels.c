@@ -177,7 +177,7 @@ const char* qwen3_kernels_note(void) {
 QWEN3_API const char* qwen3_kernel_name(void) { return qwen3_kernels_active()->name; }
 
 QWEN3_API int32_t qwen3_kernel_select(const char* name) {
-    if (name == NULL) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "qwen3_kernel_select: name is NULL");
+    if (name == NULL) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: name is NULL", __func__);
     const Tier* t = tier_by_name(name);
     if (t == NULL) {
         char names[256];

@@ -2,7 +2,8 @@
  * kernels.h - the "how fast" side: int8 matrix-vector kernels per ISA tier, chosen at
  * run time. The transformer (the "what is computed" side) only calls through here.
  *
- * Numerics (SPEC section 4), identical in every tier, bit for bit:
+ * Numerics (docs/numerics.md#int8-dot-product-and-float-epilogue), identical in every
+ * tier, bit for bit:
  *   for each output row r:
  *     acc = 0.0f
  *     for each group g (in order 0, 1, ...):
@@ -17,6 +18,18 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* Unrolls the loop that follows completely, for the SIMD tiers' loops over a block's
+ * rows, whose accumulators must stay in registers rather than a stack array. Clang
+ * unrolls any constant trip count; GCC needs the largest one, `max`. */
+#if defined(__clang__)
+#define QWEN3_UNROLL_FULL(max) _Pragma("clang loop unroll(full)")
+#elif defined(__GNUC__)
+#define QWEN3_PRAGMA(text) _Pragma(#text)
+#define QWEN3_UNROLL_FULL(max) QWEN3_PRAGMA(GCC unroll max)
+#else
+#define QWEN3_UNROLL_FULL(max)
+#endif
 
 /* A Q8 matrix in the qwen3.c layout: rows x cols int8 values row-major (HF [out, in]),
  * and rows x (cols / group_size) fp32 scales, one per group of group_size values. */
@@ -157,9 +170,9 @@ extern const Qwen3KernelTable qwen3_kernels_neondot; /* AdvSIMD + sdot (FEAT_Dot
 extern const Qwen3KernelTable qwen3_kernels_sve;
 #endif
 
-/* Quantises n floats per group (SPEC section 4): scale = max|x| / 127 (a group of zeros
- * gets scale 0 and q = 0), q = round-half-away-from-zero(x / scale). Shared by all
- * tiers so activations are the same bits everywhere. */
+/* Quantises n floats per group (docs/numerics.md#activations): scale = max|x| / 127 (a
+ * group of zeros gets scale 0 and q = 0), q = round-half-away-from-zero(x / scale).
+ * Shared by all tiers so activations are the same bits everywhere. */
 void qwen3_quantize_q8(const float* x, Qwen3Q8Vector* out);
 
 /* The reference Qwen3QuantizeRowFn: qwen3_quantize_q8, then the group sums. */

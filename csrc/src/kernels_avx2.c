@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "kernels_loops.h"
+#include "kernels_attention_loops.h"
 
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define TARGET_VNNI __attribute__((target("avx2,fma,avxvnni")))
@@ -31,13 +31,7 @@
 #define ROWS 8 /* rows per block: one per float lane of a 256-bit register */
 
 /* Row loops fully unrolled so the 8 accumulators stay in registers. */
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define UNROLL _Pragma("GCC unroll 8")
-#else
-#define UNROLL
-#endif
+#define UNROLL QWEN3_UNROLL_FULL(ROWS)
 
 /* The next block (8 rows on), prefetched in address order as kernels_avx512.c explains:
  * a 32-byte step over 8 rows consumes 256 bytes, so each step prefetches the next
@@ -331,8 +325,8 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void mm2_tile_avx2(
         }                                                                                         \
     }
 
-/* Attention: the scalar reference's loops (kernels_loops.h) compiled for 256-bit
- * registers, the same operations per lane, so the same bits. */
+/* Attention: the scalar reference's loops (kernels_attention_loops.h) compiled for
+ * 256-bit registers, the same operations per lane, so the same bits. */
 TARGET_AVX2 static void attn_scores_avx2(float* scores, uint32_t s_stride, const float* q, uint32_t q_stride,
                                          uint32_t n_q, const float* keys, size_t block_stride, uint32_t n_pos,
                                          uint32_t head_dim, float scale) {

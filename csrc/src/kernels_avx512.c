@@ -31,13 +31,7 @@
 
 /* Loops over the 16 rows must be unrolled completely so the 16 accumulators live in
  * registers instead of a stack array. */
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define UNROLL _Pragma("GCC unroll 16")
-#else
-#define UNROLL
-#endif
+#define UNROLL QWEN3_UNROLL_FULL(ROWS)
 
 /* Weights are streamed once per token (hundreds of MB), so caches only help if a line is
  * already on its way when the kernel reaches it. The 16 rows of a block are contiguous

@@ -21,13 +21,8 @@
 
 #define ROWS 8 /* rows per block: two float32x4 of rows */
 
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define UNROLL _Pragma("GCC unroll 8")
-#else
-#define UNROLL
-#endif
+/* Row loops fully unrolled so the 8 accumulators stay in registers. */
+#define UNROLL QWEN3_UNROLL_FULL(ROWS)
 
 /* The next block (8 rows on) is prefetched in address order, 128 bytes (two lines) per
  * 16-byte step, which covers it exactly (see kernels_avx512.c for why in order). */

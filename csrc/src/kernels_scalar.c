@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "kernels_loops.h"
+#include "kernels_attention_loops.h"
 
 static void matvec_q8_scalar(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x,
                              uint32_t row_begin, uint32_t row_end) {
@@ -52,8 +52,8 @@ static void matmul_q8_scalar(float* out, size_t out_stride, const Qwen3Q8Matrix*
     qwen3_matmul_q8_by_matvec(matvec_q8_scalar, out, out_stride, w, x, row_begin, row_end);
 }
 
-/* The loops live in kernels_loops.h so SIMD tiers can compile the same code for their
- * registers (a compiler vectorises them across lanes without reordering any sum). */
+/* The loops live in kernels_attention_loops.h so SIMD tiers can compile the same code for
+ * their registers (a compiler vectorises them across lanes without reordering any sum). */
 void qwen3_attn_scores_ref(float* scores, uint32_t s_stride, const float* q, uint32_t q_stride, uint32_t n_q,
                            const float* keys, size_t block_stride, uint32_t n_pos, uint32_t head_dim,
                            float scale) {

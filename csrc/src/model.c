@@ -1,5 +1,6 @@
-/* model.c - loading a checkpoint: header validation, weight views into the file map,
- * tokenizer and template side files, the thread pool. */
+/* model.c - a loaded model from start to end: the file map, the reader for its format
+ * (model_checkpoint.c or model_gguf.c), the tokenizer side files, the chat templates
+ * (chat_template.c), the thread pool and the lock; and freeing it all. */
 #include "model.h"
 
 #include <stdio.h>
@@ -9,328 +10,7 @@
 #include "cpu.h"
 #include "error.h"
 #include "gguf.h"
-
-/* ====================================================================================
- * Header
- * ================================================================================== */
-
-static uint32_t read_u32(const uint8_t* p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-/* Checked 64-bit arithmetic: a header with huge fields must fail, not wrap around. */
-static int mul_ok(uint64_t a, uint64_t b, uint64_t* out) {
-    if (a != 0 && b > UINT64_MAX / a) return 0;
-    *out = a * b;
-    return 1;
-}
-
-static int add_ok(uint64_t a, uint64_t b, uint64_t* out) {
-    if (b > UINT64_MAX - a) return 0;
-    *out = a + b;
-    return 1;
-}
-
-/* Bytes of one Q8 tensor: rows*cols int8 values, then rows*cols/group_size fp32 scales. */
-static int q8_bytes(uint64_t rows, uint64_t cols, uint64_t group_size, uint64_t* out) {
-    uint64_t n, scales;
-    if (!mul_ok(rows, cols, &n)) return 0;
-    if (!mul_ok(n / group_size, 4, &scales)) return 0;
-    return add_ok(n, scales, out);
-}
-
-/* The exact file size a valid header implies; 0 when it would overflow 64 bits. */
-static uint64_t expected_file_size(const Qwen3Header* h) {
-    const uint64_t L = h->n_layers, dim = h->dim, hidden = h->hidden_dim, gs = h->group_size;
-    const uint64_t q_rows = (uint64_t)h->n_heads * h->head_dim;
-    const uint64_t kv_rows = (uint64_t)h->n_kv_heads * h->head_dim;
-    uint64_t total = QWEN3_HEADER_BYTES, t, u;
-    /* fp32: attn_norm, ffn_norm (L x dim), final_norm (dim), q_norm, k_norm (L x head_dim) */
-    uint64_t floats = 2 * L * dim + dim + 2 * L * h->head_dim; /* each factor < 2^24 */
-    if (!mul_ok(floats, 4, &t) || !add_ok(total, t, &total)) return 0;
-    uint64_t per_layer = 0;
-    if (!q8_bytes(q_rows, dim, gs, &t) || !add_ok(per_layer, t, &per_layer)) return 0;
-    if (!q8_bytes(kv_rows, dim, gs, &t) || !mul_ok(t, 2, &u) || !add_ok(per_layer, u, &per_layer))
-        return 0;
-    if (!q8_bytes(dim, q_rows, gs, &t) || !add_ok(per_layer, t, &per_layer)) return 0;
-    if (!q8_bytes(hidden, dim, gs, &t) || !mul_ok(t, 2, &u) || !add_ok(per_layer, u, &per_layer))
-        return 0;
-    if (!q8_bytes(dim, hidden, gs, &t) || !add_ok(per_layer, t, &per_layer)) return 0;
-    if (!mul_ok(per_layer, L, &t) || !add_ok(total, t, &total)) return 0;
-    uint64_t tables = h->shared_classifier ? 1 : 2; /* embedding (+ separate classifier) */
-    if (!q8_bytes(h->vocab_size, dim, gs, &t) || !mul_ok(t, tables, &u) || !add_ok(total, u, &total))
-        return 0;
-    return total;
-}
-
-static const char* format_name(uint32_t format) {
-    return format == QWEN3_FORMAT_QWEN3RS ? "qwen3-rs" : "qwen3.c";
-}
-
-/* Reads the ten i32 fields at `base` as `format` and validates them, including the file
- * size. Returns QWEN3_OK or an error status with the message set. */
-static int32_t parse_layout(const uint8_t* data, uint64_t size, const char* path, uint32_t format,
-                            Qwen3Header* out) {
-    const char* layout = format_name(format);
-    const uint32_t base = format == QWEN3_FORMAT_QWEN3RS ? 12 : 8;
-    if (format == QWEN3_FORMAT_QWEN3RS) {
-        uint32_t arch = read_u32(data + 8);
-        if (arch == 2) {
-            return qwen3_fail(QWEN3_ERR_UNSUPPORTED,
-                              "%s: architecture_id 2 (LlamaForCausalLM, qwen3-rs layout) is not "
-                              "supported; only 1 (Qwen3ForCausalLM)",
-                              path);
-        }
-        if (arch != 1) {
-            return qwen3_fail(QWEN3_ERR_FORMAT,
-                              "%s: architecture_id %u at byte 8 is not 1 (Qwen3ForCausalLM) "
-                              "(qwen3-rs layout)",
-                              path, arch);
-        }
-    }
-    static const char* const names[10] = {"dim",      "hidden_dim", "n_layers",
-                                          "n_heads",  "n_kv_heads", "vocab_size",
-                                          "seq_len",  "head_dim",   "shared_classifier",
-                                          "group_size"};
-    static const uint32_t limits[10] = {QWEN3_MAX_DIM,   QWEN3_MAX_DIM,     QWEN3_MAX_LAYERS,
-                                        QWEN3_MAX_HEADS, QWEN3_MAX_HEADS,   QWEN3_MAX_VOCAB,
-                                        QWEN3_MAX_SEQ_LEN, QWEN3_MAX_HEAD_DIM, 1,
-                                        QWEN3_MAX_DIM};
-    uint32_t v[10];
-    for (int i = 0; i < 10; i++) {
-        v[i] = read_u32(data + base + 4 * i);
-        int32_t as_int = (int32_t)v[i];
-        if (i == 8) {
-            if (v[i] > 1) {
-                return qwen3_fail(QWEN3_ERR_FORMAT,
-                                  "%s: header field shared_classifier = %d must be 0 or 1 (%s "
-                                  "layout)",
-                                  path, as_int, layout);
-            }
-            continue;
-        }
-        if (as_int <= 0) {
-            return qwen3_fail(QWEN3_ERR_FORMAT,
-                              "%s: header field %s = %d must be positive (%s layout)", path,
-                              names[i], as_int, layout);
-        }
-        if (v[i] > limits[i]) {
-            return qwen3_fail(QWEN3_ERR_FORMAT,
-                              "%s: header field %s = %u exceeds the limit of %u (%s layout)", path,
-                              names[i], v[i], limits[i], layout);
-        }
-    }
-    Qwen3Header h = {
-        .format = format,
-        .dim = v[0],
-        .hidden_dim = v[1],
-        .n_layers = v[2],
-        .n_heads = v[3],
-        .n_kv_heads = v[4],
-        .vocab_size = v[5],
-        .seq_len = v[6],
-        .head_dim = v[7],
-        .shared_classifier = v[8],
-        .group_size = v[9],
-    };
-    const uint64_t q_dim = (uint64_t)h.n_heads * h.head_dim;
-    if (h.n_heads % h.n_kv_heads != 0) {
-        return qwen3_fail(QWEN3_ERR_FORMAT,
-                          "%s: n_heads %u is not a multiple of n_kv_heads %u (%s layout)", path,
-                          h.n_heads, h.n_kv_heads, layout);
-    }
-    if (h.head_dim % 2 != 0) {
-        return qwen3_fail(QWEN3_ERR_FORMAT,
-                          "%s: head_dim %u must be even for rotate-half RoPE (%s layout)", path,
-                          h.head_dim, layout);
-    }
-    if (q_dim > QWEN3_MAX_DIM) {
-        return qwen3_fail(QWEN3_ERR_FORMAT,
-                          "%s: n_heads * head_dim = %llu exceeds the limit of %u (%s layout)", path,
-                          (unsigned long long)q_dim, QWEN3_MAX_DIM, layout);
-    }
-    const struct {
-        const char* name;
-        uint64_t value;
-    } divided[3] = {{"dim", h.dim}, {"hidden_dim", h.hidden_dim}, {"n_heads * head_dim", q_dim}};
-    for (int i = 0; i < 3; i++) {
-        if (divided[i].value % h.group_size != 0) {
-            return qwen3_fail(QWEN3_ERR_FORMAT,
-                              "%s: group_size %u does not divide %s = %llu (%s layout)", path,
-                              h.group_size, divided[i].name, (unsigned long long)divided[i].value,
-                              layout);
-        }
-    }
-    if (h.dim % 4 != 0) {
-        /* every tensor has dim as a factor: with dim % 4 == 0 each fp32 scale array
-         * starts 4-byte aligned inside the map */
-        return qwen3_fail(QWEN3_ERR_UNSUPPORTED,
-                          "%s: dim %u is not a multiple of 4, so the fp32 scales would be "
-                          "misaligned (%s layout)",
-                          path, h.dim, layout);
-    }
-    h.file_size = expected_file_size(&h);
-    if (h.file_size == 0) {
-        return qwen3_fail(QWEN3_ERR_FORMAT,
-                          "%s: the tensor sizes the header implies overflow 64 bits (%s layout)",
-                          path, layout);
-    }
-    if (h.file_size != size) {
-        return qwen3_fail(
-            QWEN3_ERR_FORMAT,
-            "%s: file size is %llu bytes but the header implies %llu (%s layout: dim %u, "
-            "hidden_dim %u, n_layers %u, n_heads %u, n_kv_heads %u, vocab_size %u, head_dim %u, "
-            "shared_classifier %u, group_size %u): the file is %s",
-            path, (unsigned long long)size, (unsigned long long)h.file_size, layout, h.dim,
-            h.hidden_dim, h.n_layers, h.n_heads, h.n_kv_heads, h.vocab_size, h.head_dim,
-            h.shared_classifier, h.group_size,
-            size < h.file_size ? "truncated" : "longer than its header says (corrupt or foreign)");
-    }
-    *out = h;
-    return QWEN3_OK;
-}
-
-int32_t qwen3_header_parse(const uint8_t* data, uint64_t size, const char* path,
-                           Qwen3Header* out) {
-    memset(out, 0, sizeof *out);
-    if (size < QWEN3_HEADER_BYTES || !data) {
-        return qwen3_fail(QWEN3_ERR_FORMAT,
-                          "%s: file is %llu bytes, shorter than the %u-byte checkpoint header "
-                          "(truncated or not a Qwen3 checkpoint)",
-                          path, (unsigned long long)size, QWEN3_HEADER_BYTES);
-    }
-    uint32_t magic = read_u32(data);
-    if (magic != QWEN3_MAGIC) {
-        return qwen3_fail(QWEN3_ERR_FORMAT,
-                          "%s: magic is 0x%08X, expected 0x%08X (\"1cja\"): not a qwen3.c / "
-                          "qwen3-rs checkpoint",
-                          path, magic, QWEN3_MAGIC);
-    }
-    int32_t version = (int32_t)read_u32(data + 4);
-    if (version != QWEN3_VERSION) {
-        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: header field version = %d, expected %d", path,
-                          version, QWEN3_VERSION);
-    }
-    /* qwen3-rs inserts a small architecture_id (1 or 2) where qwen3.c has dim; try the
-     * layout that value suggests first and the other one when its checks fail, reporting
-     * the first one's error (0 is read as a qwen3.c dim: its message is the clearer). */
-    uint32_t v8 = read_u32(data + 8);
-    uint32_t first = v8 == 1 || v8 == 2 ? QWEN3_FORMAT_QWEN3RS : QWEN3_FORMAT_QWEN3C;
-    uint32_t second = first == QWEN3_FORMAT_QWEN3RS ? QWEN3_FORMAT_QWEN3C : QWEN3_FORMAT_QWEN3RS;
-    int32_t rc = parse_layout(data, size, path, first, out);
-    if (rc == QWEN3_OK) return rc;
-    char first_error[1024];
-    snprintf(first_error, sizeof first_error, "%s", qwen3_get_last_error());
-    if (parse_layout(data, size, path, second, out) == QWEN3_OK) return QWEN3_OK;
-    memset(out, 0, sizeof *out);
-    qwen3_error_set("%s", first_error);
-    return rc;
-}
-
-/* ====================================================================================
- * Templates
- * ================================================================================== */
-
-static const char* const template_suffixes[QWEN3_TEMPLATE_COUNT] = {
-    ".template",
-    ".template.with-thinking",
-    ".template.with-system",
-    ".template.with-system-and-thinking",
-};
-
-static const uint32_t template_slots[QWEN3_TEMPLATE_COUNT] = {1, 1, 2, 2};
-
-#define STOCK_SYSTEM "<|im_start|>system\n%s<|im_end|>\n"
-#define STOCK_USER "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n"
-#define STOCK_NO_THINKING "<think>\n\n</think>\n\n"
-
-const char* qwen3_template_stock(uint32_t kind) {
-    static const char* const stock[QWEN3_TEMPLATE_COUNT] = {
-        STOCK_USER STOCK_NO_THINKING,
-        STOCK_USER,
-        STOCK_SYSTEM STOCK_USER STOCK_NO_THINKING,
-        STOCK_SYSTEM STOCK_USER,
-    };
-    return kind < QWEN3_TEMPLATE_COUNT ? stock[kind] : NULL;
-}
-
-int32_t qwen3_template_validate(const char* text, uint32_t n_slots, const char* name) {
-    uint32_t found = 0;
-    for (size_t i = 0; text[i]; i++) {
-        if (text[i] != '%') continue;
-        char next = text[i + 1];
-        if (next == 's') {
-            found++;
-            i++;
-        } else if (next == '%') {
-            i++;
-        } else if (next == '\0') {
-            return qwen3_fail(QWEN3_ERR_FORMAT,
-                              "%s: a lone '%%' at byte %zu ends the template (only %%s and %%%% "
-                              "are allowed)",
-                              name, i);
-        } else {
-            /* the byte comes from the file: quoted only when printable, so a template
-             * cannot put control characters into the message */
-            unsigned char b = (unsigned char)next;
-            char shown[8];
-            snprintf(shown, sizeof shown, b >= 0x20 && b < 0x7F ? "%%%c" : "%%\\x%02X", (unsigned)b);
-            return qwen3_fail(QWEN3_ERR_FORMAT,
-                              "%s: '%s' at byte %zu is not allowed in a template (only %%s and "
-                              "%%%%)",
-                              name, shown, i);
-        }
-    }
-    if (found != n_slots) {
-        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: has %u %%s placeholders, expected %u", name,
-                          found, n_slots);
-    }
-    return QWEN3_OK;
-}
-
-static char* dup_string(const char* s) {
-    size_t n = strlen(s) + 1;
-    char* d = (char*)malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
-static int32_t load_templates(Qwen3Model* m) {
-    for (uint32_t k = 0; k < QWEN3_TEMPLATE_COUNT; k++) {
-        char* file = qwen3_path_append(m->path, template_suffixes[k]);
-        if (!file) {
-            return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory building a template path");
-        }
-        int32_t present = qwen3_file_probe(file);
-        if (present < 0) {
-            free(file);
-            return present;
-        }
-        if (!present) {
-            free(file);
-            m->templates[k] = dup_string(qwen3_template_stock(k));
-            if (!m->templates[k]) {
-                return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY,
-                                  "out of memory copying a stock template");
-            }
-            continue;
-        }
-        char* text = NULL;
-        size_t len = 0;
-        int32_t rc = qwen3_file_read_all(file, QWEN3_TEMPLATE_FILE_MAX_BYTES, &text, &len);
-        if (rc == QWEN3_OK && strlen(text) != len) {
-            rc = qwen3_fail(QWEN3_ERR_FORMAT, "%s: template contains a NUL byte", file);
-        }
-        if (rc == QWEN3_OK) rc = qwen3_template_validate(text, template_slots[k], file);
-        free(file);
-        if (rc != QWEN3_OK) {
-            free(text);
-            return rc;
-        }
-        m->templates[k] = text;
-    }
-    return QWEN3_OK;
-}
+#include "platform.h"
 
 /* ====================================================================================
  * Tokenizer
@@ -386,80 +66,6 @@ static int32_t load_tokenizer(Qwen3Model* m) {
 }
 
 /* ====================================================================================
- * Weights
- * ================================================================================== */
-
-/* Walks the body in file order, handing out views. The header check already proved the
- * file is exactly this long. */
-typedef struct {
-    const uint8_t* base;
-    uint64_t offset;
-    uint32_t group_size;
-} BodyCursor;
-
-static const float* take_f32(BodyCursor* c, uint64_t n) {
-    const float* p = (const float*)(const void*)(c->base + c->offset);
-    c->offset += n * 4;
-    return p;
-}
-
-static Qwen3Q8Matrix take_q8(BodyCursor* c, uint32_t rows, uint32_t cols) {
-    Qwen3Q8Matrix m;
-    uint64_t n = (uint64_t)rows * cols;
-    m.q = (const int8_t*)(c->base + c->offset);
-    c->offset += n;
-    m.s = (const float*)(const void*)(c->base + c->offset);
-    c->offset += n / c->group_size * 4;
-    m.rows = rows;
-    m.cols = cols;
-    m.group_size = c->group_size;
-    return m;
-}
-
-static int32_t map_weights(Qwen3Model* m) {
-    const Qwen3Header* h = &m->header;
-    Qwen3Weights* w = &m->weights;
-    const uint32_t L = h->n_layers, dim = h->dim, hd = h->head_dim;
-    const uint32_t q_rows = h->n_heads * hd, kv_rows = h->n_kv_heads * hd;
-    size_t bytes = (size_t)L * sizeof(Qwen3LayerWeights);
-    w->layers = (Qwen3LayerWeights*)calloc(L, sizeof(Qwen3LayerWeights));
-    if (!w->layers) {
-        return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory for %zu bytes of layer tables",
-                          bytes);
-    }
-    BodyCursor c = {m->map.data, QWEN3_HEADER_BYTES, h->group_size};
-    const float* attn_norm = take_f32(&c, (uint64_t)L * dim);
-    const float* ffn_norm = take_f32(&c, (uint64_t)L * dim);
-    w->final_norm = take_f32(&c, dim);
-    const float* q_norm = take_f32(&c, (uint64_t)L * hd);
-    const float* k_norm = take_f32(&c, (uint64_t)L * hd);
-    for (uint32_t l = 0; l < L; l++) {
-        Qwen3LayerWeights* lw = &w->layers[l];
-        lw->attn_norm = attn_norm + (size_t)l * dim;
-        lw->ffn_norm = ffn_norm + (size_t)l * dim;
-        lw->q_norm = q_norm + (size_t)l * hd;
-        lw->k_norm = k_norm + (size_t)l * hd;
-    }
-    w->embed = qwen3_matrix_q8(take_q8(&c, h->vocab_size, dim));
-    for (uint32_t l = 0; l < L; l++) w->layers[l].wq = qwen3_matrix_q8(take_q8(&c, q_rows, dim));
-    for (uint32_t l = 0; l < L; l++) w->layers[l].wk = qwen3_matrix_q8(take_q8(&c, kv_rows, dim));
-    for (uint32_t l = 0; l < L; l++) w->layers[l].wv = qwen3_matrix_q8(take_q8(&c, kv_rows, dim));
-    for (uint32_t l = 0; l < L; l++) w->layers[l].wo = qwen3_matrix_q8(take_q8(&c, dim, q_rows));
-    for (uint32_t l = 0; l < L; l++) w->layers[l].w1 = qwen3_matrix_q8(take_q8(&c, h->hidden_dim, dim));
-    for (uint32_t l = 0; l < L; l++) w->layers[l].w2 = qwen3_matrix_q8(take_q8(&c, dim, h->hidden_dim));
-    for (uint32_t l = 0; l < L; l++) w->layers[l].w3 = qwen3_matrix_q8(take_q8(&c, h->hidden_dim, dim));
-    w->classifier = h->shared_classifier ? w->embed : qwen3_matrix_q8(take_q8(&c, h->vocab_size, dim));
-    if (c.offset != h->file_size) {
-        /* the size formula and this walk must describe the same layout */
-        return qwen3_fail(QWEN3_ERR_FORMAT,
-                          "%s: internal layout mismatch: weights end at byte %llu, file is %llu",
-                          m->path, (unsigned long long)c.offset,
-                          (unsigned long long)h->file_size);
-    }
-    return QWEN3_OK;
-}
-
-/* ====================================================================================
  * Model
  * ================================================================================== */
 
@@ -495,33 +101,32 @@ static int32_t find_special(const Qwen3Model* m, const char* text) {
     return qwen3_tokenizer_find(m->tokenizer, text);
 }
 
-Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length) {
+Qwen3Model* qwen3_model_new(const char* path, uint32_t ctx_length) {
     Qwen3Model* m = (Qwen3Model*)calloc(1, sizeof *m);
     if (!m) {
         qwen3_error_set("out of memory allocating a model (%zu bytes)", sizeof *m);
         return NULL;
     }
     int32_t rc = QWEN3_OK;
-    m->path = dup_string(path);
+    m->path = qwen3_string_copy(path);
     if (!m->path) rc = qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory copying a path");
-    if (rc == QWEN3_OK) rc = qwen3_file_map(path, &m->map);
+    if (rc == QWEN3_OK) rc = qwen3_file_map_init(&m->map, path);
     m->rms_eps = QWEN3_RMS_EPS; /* the .bin layouts do not store them; GGUF may */
     m->rope_theta = QWEN3_ROPE_THETA;
     if (rc == QWEN3_OK && qwen3_gguf_is_gguf(m->map.data, m->map.size)) {
-        rc = qwen3_gguf_load_model(m); /* header, weights and tokenizer from the metadata */
+        rc = qwen3_model_read_gguf(m); /* header, weights and tokenizer from the metadata */
     } else {
-        if (rc == QWEN3_OK) rc = qwen3_header_parse(m->map.data, m->map.size, path, &m->header);
-        if (rc == QWEN3_OK) rc = map_weights(m);
+        if (rc == QWEN3_OK) rc = qwen3_model_read_checkpoint(m);
         if (rc == QWEN3_OK) rc = load_tokenizer(m);
     }
-    if (rc == QWEN3_OK) rc = load_templates(m);
+    if (rc == QWEN3_OK) rc = qwen3_templates_load(m->path, m->templates);
     if (rc == QWEN3_OK) {
         m->lock = qwen3_mutex_new();
         if (!m->lock) rc = QWEN3_ERR_OUT_OF_MEMORY;
     }
     if (rc == QWEN3_OK) rc = qwen3_model_resize_pool(m, 0);
     if (rc != QWEN3_OK) {
-        qwen3_model_close(m);
+        qwen3_model_free(m);
         return NULL;
     }
     const Qwen3Header* h = &m->header;
@@ -556,7 +161,7 @@ Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length) {
     return m;
 }
 
-void qwen3_model_close(Qwen3Model* m) {
+QWEN3_API void qwen3_model_free(Qwen3Model* m) {
     if (!m) return;
     if (m->pool) qwen3_pool_free(m->pool);
     qwen3_mutex_free(m->lock);
@@ -564,7 +169,7 @@ void qwen3_model_close(Qwen3Model* m) {
     if (m->tokenizer) qwen3_tokenizer_free(m->tokenizer);
     free(m->weights.layers);
     qwen3_gguf_model_free(m->gguf);
-    qwen3_file_unmap(&m->map);
+    qwen3_file_map_deinit(&m->map);
     free(m->path);
     free(m);
 }

@@ -1,13 +1,15 @@
 /*
- * model.h - a loaded Qwen3 model: the memory-mapped checkpoint (qwen3.c v1 or qwen3-rs
- * layout, SPEC section 2), its validated header, weight views into the map, tokenizer,
- * chat templates, thread pool and the lock that serialises forward passes.
+ * model.h - a loaded Qwen3 model: the memory-mapped file (a qwen3.c v1 or qwen3-rs
+ * checkpoint, docs/formats.md#checkpoint-format, or a GGUF, docs/formats.md#gguf), its
+ * validated header, weight views into the map, tokenizer, chat templates, thread pool
+ * and the lock that serialises forward passes.
  */
 #ifndef QWEN3_MODEL_H
 #define QWEN3_MODEL_H
 
 #include <stdint.h>
 
+#include "chat_template.h"
 #include "kernels.h"
 #include "kernels_float.h"
 #include "platform.h"
@@ -31,15 +33,6 @@
 
 #define QWEN3_ROPE_THETA 1000000.0f
 #define QWEN3_RMS_EPS 1e-6f
-
-/* Template kinds, as qwen3_model_get_template numbers them. */
-enum {
-    QWEN3_TEMPLATE_PLAIN = 0,
-    QWEN3_TEMPLATE_THINKING = 1,
-    QWEN3_TEMPLATE_SYSTEM = 2,
-    QWEN3_TEMPLATE_SYSTEM_THINKING = 3,
-    QWEN3_TEMPLATE_COUNT = 4
-};
 
 /* The header fields, as validated (all positive, shared_classifier 0 or 1). */
 typedef struct {
@@ -78,7 +71,8 @@ typedef struct {
     Qwen3Matrix classifier;    /* (vocab_size, dim); the embedding when tied */
 } Qwen3Weights;
 
-struct Qwen3GgufModel; /* gguf.h: what a GGUF model owns beyond the map */
+/* What a GGUF model owns beyond the file map: converted weights and copies (model_gguf.c). */
+typedef struct Qwen3GgufModel Qwen3GgufModel;
 
 struct Qwen3Model {
     char* path;
@@ -93,25 +87,37 @@ struct Qwen3Model {
     char* templates[QWEN3_TEMPLATE_COUNT]; /* validated, NUL-terminated */
     Qwen3ThreadPool* pool;
     Qwen3Mutex* lock; /* held for a whole forward pass, and while the pool is replaced */
-    struct Qwen3GgufModel* gguf; /* GGUF files only: converted weights and copies */
+    Qwen3GgufModel* gguf;     /* GGUF files only: converted weights and copies */
 };
 
-/* Reads and validates a 256-byte header (either layout; the file's size settles which),
- * naming `path` in errors. Returns QWEN3_OK, QWEN3_ERR_FORMAT or QWEN3_ERR_UNSUPPORTED. */
+/* ---- The readers of a mapped file, one per format (model.c picks one by the magic) ---- */
+
+/* Reads and validates a 256-byte checkpoint header (either layout; the file's size
+ * settles which), naming `path` in errors. Returns QWEN3_OK, QWEN3_ERR_FORMAT or
+ * QWEN3_ERR_UNSUPPORTED. (model_checkpoint.c) */
 int32_t qwen3_header_parse(const uint8_t* data, uint64_t size, const char* path, Qwen3Header* out);
 
-/* Checks that a template has exactly n_slots `%s` and no other `%` directive except
- * `%%` (a literal percent, as printf would read it). `name` is used in the error. */
-int32_t qwen3_template_validate(const char* text, uint32_t n_slots, const char* name);
+/* Fills m->header and m->weights (views into m->map) from the qwen3.c / qwen3-rs
+ * checkpoint in m->map, named m->path in errors. Returns QWEN3_OK or an error status
+ * with the message set. (model_checkpoint.c) */
+int32_t qwen3_model_read_checkpoint(Qwen3Model* m);
 
-/* The stock Qwen3 template of a kind (SPEC section 2). */
-const char* qwen3_template_stock(uint32_t kind);
+/* Fills m->header, m->weights, m->tokenizer, m->rms_eps and m->rope_theta from the GGUF
+ * file in m->map (named m->path in errors) and sets m->gguf. Requires
+ * general.architecture "qwen3" and the tokenizer lists (tokenizer.ggml.model "gpt2").
+ * Returns QWEN3_OK or an error status with the message set; m->gguf is set even on
+ * failure, for qwen3_gguf_model_free. (model_gguf.c) */
+int32_t qwen3_model_read_gguf(Qwen3Model* m);
 
-/* Loads everything (see qwen3_model_load). NULL on error, error set. */
-Qwen3Model* qwen3_model_open(const char* path, uint32_t ctx_length);
+/* Frees what qwen3_model_read_gguf allocated; NULL is ignored. (model_gguf.c) */
+void qwen3_gguf_model_free(Qwen3GgufModel* g);
 
-/* Releases everything; NULL is ignored. */
-void qwen3_model_close(Qwen3Model* model);
+/* ---- The model ---- */
+
+/* Loads everything (see qwen3_model_load, which checks the arguments and calls this).
+ * NULL on error, error set. Free with qwen3_model_free (qwen3_inference.h), which
+ * model.c defines. */
+Qwen3Model* qwen3_model_new(const char* path, uint32_t ctx_length);
 
 /* Replaces the thread pool (0 = default count). Takes the model lock. */
 int32_t qwen3_model_resize_pool(Qwen3Model* model, uint32_t n_threads);

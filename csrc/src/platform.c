@@ -40,7 +40,7 @@ static wchar_t* widen(const char* s) {
     return w;
 }
 
-int32_t qwen3_file_map(const char* path, Qwen3FileMap* out) {
+int32_t qwen3_file_map_init(Qwen3FileMap* out, const char* path) {
     memset(out, 0, sizeof *out);
     wchar_t* wpath = widen(path);
     if (!wpath) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: the path is not valid UTF-8", path);
@@ -90,7 +90,7 @@ int32_t qwen3_file_map_check(const Qwen3FileMap* map, const char* path) {
     return QWEN3_OK;
 }
 
-void qwen3_file_unmap(Qwen3FileMap* map) {
+void qwen3_file_map_deinit(Qwen3FileMap* map) {
     if (map->data) UnmapViewOfFile((LPCVOID)map->data);
     if (map->handle) CloseHandle((HANDLE)map->handle);
     memset(map, 0, sizeof *map);
@@ -135,7 +135,7 @@ static int32_t open_read(const char* path, size_t max_size, FILE** out) {
     return QWEN3_OK;
 }
 
-int32_t qwen3_region_reserve(Qwen3Region* region, size_t size) {
+int32_t qwen3_region_init(Qwen3Region* region, size_t size) {
     memset(region, 0, sizeof *region);
     void* p = VirtualAlloc(NULL, size, MEM_RESERVE, PAGE_NOACCESS);
     if (!p) {
@@ -161,7 +161,7 @@ int32_t qwen3_region_commit(Qwen3Region* region, size_t offset, size_t len) {
     return QWEN3_OK;
 }
 
-void qwen3_region_release(Qwen3Region* region) {
+void qwen3_region_deinit(Qwen3Region* region) {
     if (region->base) VirtualFree(region->base, 0, MEM_RELEASE);
     memset(region, 0, sizeof *region);
 }
@@ -276,7 +276,7 @@ static int32_t open_regular(const char* path, int* out_fd, struct stat* st) {
     return QWEN3_OK;
 }
 
-int32_t qwen3_file_map(const char* path, Qwen3FileMap* out) {
+int32_t qwen3_file_map_init(Qwen3FileMap* out, const char* path) {
     memset(out, 0, sizeof *out);
     int fd;
     struct stat st;
@@ -331,7 +331,7 @@ int32_t qwen3_file_map_check(const Qwen3FileMap* map, const char* path) {
     return QWEN3_OK;
 }
 
-void qwen3_file_unmap(Qwen3FileMap* map) {
+void qwen3_file_map_deinit(Qwen3FileMap* map) {
     if (map->data) munmap((void*)map->data, (size_t)map->size);
     if (map->handle) close((int)((intptr_t)map->handle - 1));
     memset(map, 0, sizeof *map);
@@ -376,7 +376,7 @@ static int32_t open_read(const char* path, size_t max_size, FILE** out) {
     return QWEN3_OK;
 }
 
-int32_t qwen3_region_reserve(Qwen3Region* region, size_t size) {
+int32_t qwen3_region_init(Qwen3Region* region, size_t size) {
     memset(region, 0, sizeof *region);
     int flags = MAP_PRIVATE | MAP_ANONYMOUS;
 #ifdef MAP_NORESERVE
@@ -402,7 +402,7 @@ int32_t qwen3_region_commit(Qwen3Region* region, size_t offset, size_t len) {
     return QWEN3_OK;
 }
 
-void qwen3_region_release(Qwen3Region* region) {
+void qwen3_region_deinit(Qwen3Region* region) {
     if (region->base) munmap(region->base, region->size);
     memset(region, 0, sizeof *region);
 }
@@ -527,6 +527,13 @@ uint64_t qwen3_time_seed(void) {
     x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
     x ^= x >> 31;
     return x ? x : 0x2545F4914F6CDD1Dull;
+}
+
+char* qwen3_string_copy(const char* s) {
+    size_t n = strlen(s) + 1;
+    char* d = (char*)malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
 }
 
 char* qwen3_path_append(const char* path, const char* suffix) {

@@ -1,7 +1,7 @@
 /*
  * platform.h - the few operating-system services the engine needs, behind one interface
  * so every other file stays portable C11: read-only file maps, lazily committed memory
- * regions, aligned allocation, a mutex, a monotonic clock and path helpers.
+ * regions, aligned allocation, a mutex, a monotonic clock, string and path helpers.
  *
  * POSIX (Linux, macOS) and Windows implementations live in platform.c. Paths are UTF-8
  * everywhere (converted to UTF-16 for the Windows file API).
@@ -24,13 +24,13 @@ typedef struct {
     int64_t mtime_ns;    /* POSIX: modification time when mapped (qwen3_file_map_check) */
 } Qwen3FileMap;
 
-/* Maps `path` read-only. Returns QWEN3_OK or QWEN3_ERR_IO (error set, naming the path);
+/* Maps `path` read-only into *out. Returns QWEN3_OK or QWEN3_ERR_IO (error set, naming the path);
  * anything but a regular file (a FIFO, a device, a folder) is refused without blocking
  * or reading it. */
-int32_t qwen3_file_map(const char* path, Qwen3FileMap* out);
+int32_t qwen3_file_map_init(Qwen3FileMap* out, const char* path);
 
 /* Unmaps; a zeroed map is ignored. Leaves *map zeroed. */
-void qwen3_file_unmap(Qwen3FileMap* map);
+void qwen3_file_map_deinit(Qwen3FileMap* map);
 
 /*
  * Checks that the file behind a map is still the one that was mapped: same size and
@@ -74,15 +74,15 @@ typedef struct {
     size_t size;
 } Qwen3Region;
 
-/* Reserves `size` bytes (> 0). Returns QWEN3_OK or QWEN3_ERR_OUT_OF_MEMORY (error set). */
-int32_t qwen3_region_reserve(Qwen3Region* region, size_t size);
+/* Reserves `size` bytes (> 0) for *region. Returns QWEN3_OK or QWEN3_ERR_OUT_OF_MEMORY (error set). */
+int32_t qwen3_region_init(Qwen3Region* region, size_t size);
 
 /* Makes bytes [offset, offset+len) usable; committing committed pages again is
  * harmless. Returns QWEN3_OK or QWEN3_ERR_OUT_OF_MEMORY (error set). */
 int32_t qwen3_region_commit(Qwen3Region* region, size_t offset, size_t len);
 
-/* Releases the region; a zeroed region is ignored. Leaves *region zeroed. */
-void qwen3_region_release(Qwen3Region* region);
+/* Gives the region back; a zeroed region is ignored. Leaves *region zeroed. */
+void qwen3_region_deinit(Qwen3Region* region);
 
 /* 64-byte aligned allocation (zero-filled), NULL on failure or size 0. Free with
  * qwen3_aligned_free. */
@@ -109,8 +109,11 @@ double qwen3_time_seconds(void);
 uint64_t qwen3_time_seed(void);
 
 /* ------------------------------------------------------------------------------------
- * Paths
+ * Strings and paths
  * ---------------------------------------------------------------------------------- */
+
+/* A malloc'd copy of a NUL-terminated string. NULL when out of memory. */
+char* qwen3_string_copy(const char* s);
 
 /* path + suffix, malloc'd ("model.bin" + ".tokenizer"). NULL when out of memory. */
 char* qwen3_path_append(const char* path, const char* suffix);

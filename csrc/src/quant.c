@@ -1,4 +1,5 @@
-/* quant.c - activation quantisation, shared by every kernel tier (SPEC section 4). */
+/* quant.c - activation quantisation, shared by every kernel tier
+ * (docs/numerics.md#activations). */
 #include <math.h>
 #include <stddef.h>
 
@@ -34,7 +35,8 @@ void qwen3_quantize_q8(const float* x, Qwen3Q8Vector* out) {
             continue;
         }
         for (uint32_t i = 0; i < gs; i++) {
-            /* roundf rounds half away from zero, as SPEC section 4 requires. */
+            /* roundf rounds half away from zero, as
+             * docs/numerics.md#rounding-and-the-all-zero-group requires. */
             qg[i] = to_int8(roundf(xg[i] / scale));
         }
     }

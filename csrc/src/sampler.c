@@ -73,7 +73,7 @@ int32_t qwen3_sampler_init(Qwen3Sampler* s, uint32_t vocab_size) {
     s->candidates = (uint32_t*)malloc((size_t)vocab_size * sizeof(uint32_t));
     s->generated = (uint8_t*)calloc(vocab_size, 1);
     if (!s->probs || !s->candidates || !s->generated) {
-        qwen3_sampler_release(s);
+        qwen3_sampler_deinit(s);
         return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY,
                           "out of memory allocating %zu bytes of sampler buffers",
                           (size_t)vocab_size * 9);
@@ -82,7 +82,7 @@ int32_t qwen3_sampler_init(Qwen3Sampler* s, uint32_t vocab_size) {
     return QWEN3_OK;
 }
 
-void qwen3_sampler_release(Qwen3Sampler* s) {
+void qwen3_sampler_deinit(Qwen3Sampler* s) {
     free(s->probs);
     free(s->candidates);
     free(s->generated);

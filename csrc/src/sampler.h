@@ -1,6 +1,7 @@
 /*
  * sampler.h - picking the next token from logits: greedy argmax, or presence penalty,
- * temperature, top-k, min-p and top-p with qwen3.c's xorshift64* RNG (SPEC section 5).
+ * temperature, top-k, min-p and top-p with qwen3.c's xorshift64* RNG
+ * (docs/sampling.md#algorithm).
  * The exact order of operations is written at the top of sampler.c; the TypeScript
  * sampler (src/sampler.ts) reproduces it token for token.
  */
@@ -24,7 +25,7 @@ typedef struct {
 int32_t qwen3_sampler_init(Qwen3Sampler* s, uint32_t vocab_size);
 
 /* Frees the buffers; a zeroed sampler is ignored. */
-void qwen3_sampler_release(Qwen3Sampler* s);
+void qwen3_sampler_deinit(Qwen3Sampler* s);
 
 /* Validates and applies settings, reseeds the RNG and clears the presence history.
  * QWEN3_OK or QWEN3_ERR_INVALID_ARGUMENT naming the field. */

@@ -71,11 +71,11 @@ typedef HANDLE Thread;
 typedef SRWLOCK Mutex;
 typedef CONDITION_VARIABLE Cond;
 static void mutex_init(Mutex* m) { InitializeSRWLock(m); }
-static void mutex_destroy(Mutex* m) { (void)m; }
+static void mutex_deinit(Mutex* m) { (void)m; }
 static void mutex_lock(Mutex* m) { AcquireSRWLockExclusive(m); }
 static void mutex_unlock(Mutex* m) { ReleaseSRWLockExclusive(m); }
 static void cond_init(Cond* c) { InitializeConditionVariable(c); }
-static void cond_destroy(Cond* c) { (void)c; }
+static void cond_deinit(Cond* c) { (void)c; }
 static void cond_wait(Cond* c, Mutex* m) { SleepConditionVariableSRW(c, m, INFINITE, 0); }
 static void cond_broadcast(Cond* c) { WakeAllConditionVariable(c); }
 static void yield_core(void) { SwitchToThread(); }
@@ -84,11 +84,11 @@ typedef pthread_t Thread;
 typedef pthread_mutex_t Mutex;
 typedef pthread_cond_t Cond;
 static void mutex_init(Mutex* m) { pthread_mutex_init(m, NULL); }
-static void mutex_destroy(Mutex* m) { pthread_mutex_destroy(m); }
+static void mutex_deinit(Mutex* m) { pthread_mutex_destroy(m); }
 static void mutex_lock(Mutex* m) { pthread_mutex_lock(m); }
 static void mutex_unlock(Mutex* m) { pthread_mutex_unlock(m); }
 static void cond_init(Cond* c) { pthread_cond_init(c, NULL); }
-static void cond_destroy(Cond* c) { pthread_cond_destroy(c); }
+static void cond_deinit(Cond* c) { pthread_cond_destroy(c); }
 static void cond_wait(Cond* c, Mutex* m) { pthread_cond_wait(c, m); }
 static void cond_broadcast(Cond* c) { pthread_cond_broadcast(c); }
 static void yield_core(void) { sched_yield(); }
@@ -284,8 +284,8 @@ Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads) {
 void qwen3_pool_free(Qwen3ThreadPool* pool) {
     if (!pool) return;
     stop_and_join(pool);
-    cond_destroy(&pool->wake);
-    mutex_destroy(&pool->lock);
+    cond_deinit(&pool->wake);
+    mutex_deinit(&pool->lock);
     free(pool->workers);
     free(pool);
 }

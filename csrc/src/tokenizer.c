@@ -1,5 +1,6 @@
 /*
- * tokenizer.c - Qwen3's byte-level BPE, reproducing Hugging Face's `tokenizers` (SPEC 3).
+ * tokenizer.c - Qwen3's byte-level BPE, reproducing Hugging Face's `tokenizers`
+ * (docs/tokenizer.md#encoding-pipeline).
  *
  * Sections: hashing and maps, loading (tokenizer.json, qwen3.c .tokenizer, GGUF lists),
  * pre-tokenizer, BPE, encode.
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "error.h"
 #include "json.h"
 #include "platform.h"
@@ -573,17 +575,6 @@ Qwen3Tokenizer* qwen3_tokenizer_load_json(const char* path) {
 
 /* ---- qwen3.c .tokenizer -------------------------------------------------------------- */
 
-static uint32_t read_u32(const uint8_t* p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static float read_f32(const uint8_t* p) {
-    uint32_t u = read_u32(p);
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 Qwen3Tokenizer* qwen3_tokenizer_load_bin(const char* path) {
     if (!path) {
         qwen3_error_set("tokenizer path is NULL");
@@ -609,7 +600,7 @@ Qwen3Tokenizer* qwen3_tokenizer_load_bin(const char* path) {
             qwen3_error_set("%s: truncated record header for token %u at byte %zu", path, n, pos);
             goto fail;
         }
-        uint32_t len = read_u32(data + pos + 4);
+        uint32_t len = qwen3_read_u32le(data + pos + 4);
         if (len > MAX_TOKEN_BYTES || len > size - pos - 8) {
             qwen3_error_set("%s: token %u at byte %zu claims %u bytes (limit %u, %zu left)", path, n, pos, len,
                             MAX_TOKEN_BYTES, size - pos - 8);
@@ -636,8 +627,8 @@ Qwen3Tokenizer* qwen3_tokenizer_load_bin(const char* path) {
     pos = 12;
     uint32_t used = 0;
     for (uint32_t id = 0; id < n; id++) {
-        float score = read_f32(data + pos);
-        uint32_t len = read_u32(data + pos + 4);
+        float score = qwen3_read_f32le(data + pos);
+        uint32_t len = qwen3_read_u32le(data + pos + 4);
         memcpy(t->pool + used, data + pos + 8, len);
         t->spans[id].off = used;
         t->spans[id].len = len;

@@ -1,7 +1,7 @@
 /*
- * tokenizer.h - Qwen3's byte-level BPE, exactly as Hugging Face tokenizes (SPEC section 3):
- * NFC, added tokens split out literally (only when allowed), the pre-tokenizer regex,
- * then merges by rank inside each piece. Token ids map to raw bytes (GPT-2 byte-to-unicode
+ * tokenizer.h - Qwen3's byte-level BPE, exactly as Hugging Face tokenizes
+ * (docs/tokenizer.md#encoding-pipeline): NFC, added tokens split out literally (only when
+ * allowed), the pre-tokenizer regex, then merges by rank inside each piece. Token ids map to raw bytes (GPT-2 byte-to-unicode
  * mapping undone). Lookups use hash maps.
  */
 #ifndef QWEN3_TOKENIZER_H

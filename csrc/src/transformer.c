@@ -1,5 +1,5 @@
 /*
- * transformer.c - the Qwen3 forward pass over one context (SPEC sections 1 and 4).
+ * transformer.c - the Qwen3 forward pass over one context (docs/numerics.md#forward-pass).
  *
  * Per token, with x the fp32 residual stream:
  *   x = dequantised embedding row
@@ -105,7 +105,7 @@ static int32_t alloc_floats(float** out, uint64_t n, const char* what) {
     return QWEN3_OK;
 }
 
-static int32_t alloc_batch(Qwen3Q8Batch* b, uint32_t n, uint32_t tokens, uint32_t group_size,
+static int32_t batch_init(Qwen3Q8Batch* b, uint32_t n, uint32_t tokens, uint32_t group_size,
                            const char* what) {
     b->n = n;
     b->n_tokens = tokens;
@@ -123,7 +123,7 @@ static int32_t alloc_batch(Qwen3Q8Batch* b, uint32_t n, uint32_t tokens, uint32_
     return QWEN3_OK;
 }
 
-static void free_batch(Qwen3Q8Batch* b) {
+static void batch_deinit(Qwen3Q8Batch* b) {
     qwen3_aligned_free(b->q);
     qwen3_aligned_free(b->s);
     qwen3_aligned_free(b->sums);
@@ -154,7 +154,7 @@ int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len)
                           "not fit in this address space",
                           ctx_len, (unsigned long long)(2 * kv_dim));
     }
-    int32_t rc = qwen3_region_reserve(&c->lazy, (size_t)lazy_bytes);
+    int32_t rc = qwen3_region_init(&c->lazy, (size_t)lazy_bytes);
     if (rc != QWEN3_OK) {
         qwen3_error_set("out of memory reserving %llu bytes for a KV cache of %u positions",
                         (unsigned long long)lazy_bytes, ctx_len);
@@ -176,11 +176,11 @@ int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len)
     if (rc == QWEN3_OK) rc = alloc_floats(&c->rope_cos, (uint64_t)B * (half > 0 ? half : 1), "RoPE table");
     if (rc == QWEN3_OK) rc = alloc_floats(&c->rope_sin, (uint64_t)B * (half > 0 ? half : 1), "RoPE table");
     if (rc == QWEN3_OK) rc = alloc_floats(&c->logits, h->vocab_size, "logits");
-    if (rc == QWEN3_OK) rc = alloc_batch(&c->xq, (uint32_t)wide, B, h->group_size, "matmul input");
-    if (rc == QWEN3_OK) rc = alloc_batch(&c->hq, h->hidden_dim, B, h->group_size, "feed-forward input");
+    if (rc == QWEN3_OK) rc = batch_init(&c->xq, (uint32_t)wide, B, h->group_size, "matmul input");
+    if (rc == QWEN3_OK) rc = batch_init(&c->hq, h->hidden_dim, B, h->group_size, "feed-forward input");
     if (rc == QWEN3_OK) rc = qwen3_sampler_init(&c->sampler, h->vocab_size);
     if (rc != QWEN3_OK) {
-        qwen3_context_release(c);
+        qwen3_context_deinit(c);
         return rc;
     }
     /* The expression of qwen3_rope_angles, so both give the same angles. */
@@ -190,8 +190,8 @@ int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len)
     return QWEN3_OK;
 }
 
-void qwen3_context_release(Qwen3Context* c) {
-    qwen3_region_release(&c->lazy);
+void qwen3_context_deinit(Qwen3Context* c) {
+    qwen3_region_deinit(&c->lazy);
     qwen3_aligned_free(c->x);
     qwen3_aligned_free(c->xb);
     qwen3_aligned_free(c->xb2);
@@ -203,9 +203,9 @@ void qwen3_context_release(Qwen3Context* c) {
     qwen3_aligned_free(c->rope_cos);
     qwen3_aligned_free(c->rope_sin);
     qwen3_aligned_free(c->logits);
-    free_batch(&c->xq);
-    free_batch(&c->hq);
-    qwen3_sampler_release(&c->sampler);
+    batch_deinit(&c->xq);
+    batch_deinit(&c->hq);
+    qwen3_sampler_deinit(&c->sampler);
     memset(c, 0, sizeof *c);
 }
 

@@ -1,6 +1,6 @@
 /*
- * transformer.h - the Qwen3 forward pass (SPEC sections 1 and 4) and the context that
- * carries one sequence's state: KV cache, position, scratch buffers, logits, sampler.
+ * transformer.h - the Qwen3 forward pass (docs/numerics.md#forward-pass) and the context
+ * that carries one sequence's state: KV cache, position, scratch buffers, logits, sampler.
  *
  * Matmuls go through the kernel tier in use (kernels.h) with each activation quantised
  * once per matmul input; everything else (norms, RoPE, softmax, attention, residuals)
@@ -52,11 +52,11 @@ struct Qwen3Context {
 
 /* Allocates a context of ctx_len positions (1 .. model max_seq_len, checked by the
  * caller). Returns QWEN3_OK or QWEN3_ERR_OUT_OF_MEMORY naming the size. On failure the
- * context is released. */
+ * context is deinitialised. */
 int32_t qwen3_context_init(Qwen3Context* ctx, Qwen3Model* model, uint32_t ctx_len);
 
 /* Frees what qwen3_context_init allocated; a zeroed context is ignored. */
-void qwen3_context_release(Qwen3Context* ctx);
+void qwen3_context_deinit(Qwen3Context* ctx);
 
 /*
  * Runs n tokens at positions pos .. pos+n-1, leaving the last one's logits. Checks first

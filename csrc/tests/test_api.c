@@ -331,7 +331,7 @@ static void test_two_threads(Qwen3Model* m) {
 #endif
 
 /* ------------------------------------------------------------------------------------
- * The seed loops, in a child process with stdin / stdout / stderr on files
+ * The qwen3.c-compatible loops, in a child process with stdin / stdout / stderr on files
  * ---------------------------------------------------------------------------------- */
 
 #if !defined(_WIN32)

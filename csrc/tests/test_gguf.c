@@ -3,8 +3,8 @@
  *   - Q8_0 and Q4_0 GGUFs hold exactly the int8 values and scales of a qwen3.c model.bin
  *     with group size 32: the two files give the same logits bit for bit;
  *   - F32, F16 and BF16 GGUFs of weights representable in all three give the same logits
- *     bit for bit, and match a double-precision forward pass written here from SPEC
- *     section 1 (the unquantised path: no activation quantisation);
+ *     bit for bit, and match a double-precision forward pass written here from
+ *     docs/numerics.md#forward-pass (the unquantised path: no activation quantisation);
  *   - metadata: hyper-parameters, rope theta and rms eps from the file, the tokenizer from
  *     tokenizer.ggml.{tokens, token_type, merges} (merges applied, control tokens split);
  *   - bad files (truncated anywhere, huge counts and lengths, bad offsets and alignment,
@@ -154,7 +154,7 @@ static uint8_t* serialize(const Gguf* g, size_t* len) {
     return b.p;
 }
 
-static void free_gguf(Gguf* g) {
+static void gguf_deinit(Gguf* g) {
     for (int i = 0; i < g->n_t; i++) free(g->t[i].data);
     g->n_t = 0;
 }
@@ -235,7 +235,7 @@ static float* make_norm(uint32_t n, uint64_t* rng) {
 }
 
 /* Matrices are created in this order; m->q[i] follows it. */
-static void make_model(Model* m, Shape s, MatKind kind, uint64_t seed) {
+static void model_init(Model* m, Shape s, MatKind kind, uint64_t seed) {
     memset(m, 0, sizeof *m);
     m->s = s;
     uint64_t rng = seed;
@@ -258,7 +258,7 @@ static void make_model(Model* m, Shape s, MatKind kind, uint64_t seed) {
     }
 }
 
-static void free_model(Model* m) {
+static void model_deinit(Model* m) {
     free(m->embed);
     free(m->output);
     free(m->final_norm);
@@ -357,7 +357,7 @@ static void encode_matrix(Tn* t, const Model* m, const float* w, uint32_t rows, 
 }
 
 /* The whole GGUF for a model: `wtype` for every matrix (F32/F16/BF16/Q8_0/Q4_0). */
-static void build_gguf(Gguf* g, const Model* m, uint32_t wtype, char** tokens, const int32_t* types) {
+static void gguf_init(Gguf* g, const Model* m, uint32_t wtype, char** tokens, const int32_t* types) {
     memset(g, 0, sizeof *g);
     const Shape s = m->s;
     kv_str(g, "general.architecture", "qwen3");
@@ -460,7 +460,7 @@ static int write_bin(const char* path, const Model* m) {
     const uint32_t rows[7] = {qd, kvd, kvd, s.dim, s.hidden, s.dim, s.hidden};
     const uint32_t cols[7] = {s.dim, s.dim, s.dim, qd, s.dim, s.hidden, s.dim};
     const int base = s.tied ? 1 : 2;
-    /* make_model order per layer: q k v o gate down up = the file's w1 w2 w3 order */
+    /* model_init order per layer: q k v o gate down up = the file's w1 w2 w3 order */
     ok = ok && fwrite(m->q[0], 1, (size_t)s.vocab * s.dim, f) == (size_t)s.vocab * s.dim;
     ok = ok && fwrite(m->qs[0], 4, (size_t)s.vocab * s.dim / 32, f) == (size_t)s.vocab * s.dim / 32;
     for (int k = 0; k < 7; k++) {
@@ -481,7 +481,7 @@ static int write_bin(const char* path, const Model* m) {
 }
 
 /* ====================================================================================
- * A double-precision forward pass (SPEC section 1), for the unquantised path
+ * A double-precision forward pass (docs/numerics.md#forward-pass), unquantised
  * ================================================================================== */
 
 static void matvec_d(double* out, const float* w, const double* x, uint32_t rows, uint32_t cols) {
@@ -610,12 +610,12 @@ static void test_quantised_equals_bin(uint32_t wtype, int tied) {
     Shape s = small_shape();
     s.tied = (uint32_t)tied;
     Model m;
-    make_model(&m, s, wtype == T_Q4_0 ? MAT_Q4 : MAT_Q8, 11 + (uint64_t)wtype + (uint64_t)tied);
+    model_init(&m, s, wtype == T_Q4_0 ? MAT_Q4 : MAT_Q8, 11 + (uint64_t)wtype + (uint64_t)tied);
     char bin[600], gg[600];
     snprintf(bin, sizeof bin, "%s/q.bin", dir);
     snprintf(gg, sizeof gg, "%s/q.gguf", dir);
     Gguf g;
-    build_gguf(&g, &m, wtype, tokens, token_types);
+    gguf_init(&g, &m, wtype, tokens, token_types);
     CHECK(write_bin(bin, &m) && write_gguf_file(gg, &g), "writing the files");
     float* a = run_logits(bin, s.vocab);
     float* b = run_logits(gg, s.vocab);
@@ -635,8 +635,8 @@ static void test_quantised_equals_bin(uint32_t wtype, int tied) {
     }
     free(a);
     free(b);
-    free_gguf(&g);
-    free_model(&m);
+    gguf_deinit(&g);
+    model_deinit(&m);
 }
 
 static void test_float_types(int tied) {
@@ -645,18 +645,18 @@ static void test_float_types(int tied) {
     s.theta = 10000.0f; /* read from the file: the reference uses it too */
     s.eps = 1e-5f;
     Model m;
-    make_model(&m, s, MAT_FLOAT, 5 + (uint64_t)tied);
+    model_init(&m, s, MAT_FLOAT, 5 + (uint64_t)tied);
     double* ref = (double*)malloc((size_t)N_PROMPT * s.vocab * sizeof(double));
     reference_forward(&m, prompt, N_PROMPT, ref);
     const uint32_t types[3] = {T_F32, T_F16, T_BF16};
     float* first = NULL;
     for (int i = 0; i < 3; i++) {
         Gguf g;
-        build_gguf(&g, &m, types[i], tokens, token_types);
+        gguf_init(&g, &m, types[i], tokens, token_types);
         char path[600];
         snprintf(path, sizeof path, "%s/f%d.gguf", dir, i);
         CHECK(write_gguf_file(path, &g), "write");
-        free_gguf(&g);
+        gguf_deinit(&g);
         float* got = run_logits(path, s.vocab);
         CHECK(got != NULL, "type %u loads", types[i]);
         if (!got) continue;
@@ -692,19 +692,19 @@ static void test_float_types(int tied) {
     }
     free(first);
     free(ref);
-    free_model(&m);
+    model_deinit(&m);
 }
 
 static void test_tokenizer(void) {
     Model m;
-    make_model(&m, small_shape(), MAT_FLOAT, 3);
+    model_init(&m, small_shape(), MAT_FLOAT, 3);
     Gguf g;
-    build_gguf(&g, &m, T_BF16, tokens, token_types);
+    gguf_init(&g, &m, T_BF16, tokens, token_types);
     char path[600];
     snprintf(path, sizeof path, "%s/tok.gguf", dir);
     CHECK(write_gguf_file(path, &g), "write");
-    free_gguf(&g);
-    free_model(&m);
+    gguf_deinit(&g);
+    model_deinit(&m);
     Qwen3Model* model = qwen3_model_load(path, 0);
     CHECK(model != NULL, "load: %s", qwen3_get_last_error());
     if (!model) return;
@@ -792,7 +792,7 @@ static void expect_fail(const char* path, const char* what, const char* needle) 
 
 static void test_bad_files(void) {
     Model m;
-    make_model(&m, small_shape(), MAT_FLOAT, 9);
+    model_init(&m, small_shape(), MAT_FLOAT, 9);
     char path[600];
     snprintf(path, sizeof path, "%s/bad.gguf", dir);
     static const BadCase cases[] = {
@@ -818,19 +818,19 @@ static void test_bad_files(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Gguf g;
-        build_gguf(&g, &m, T_F16, tokens, token_types);
+        gguf_init(&g, &m, T_F16, tokens, token_types);
         cases[i].mutate(&g);
         CHECK(write_gguf_file(path, &g), "write");
-        free_gguf(&g);
+        gguf_deinit(&g);
         expect_fail(path, cases[i].what, cases[i].needle);
     }
 
     /* byte-level damage to a valid file */
     Gguf g;
-    build_gguf(&g, &m, T_Q8_0 == 8 ? T_F16 : T_F16, tokens, token_types);
+    gguf_init(&g, &m, T_Q8_0 == 8 ? T_F16 : T_F16, tokens, token_types);
     size_t len;
     uint8_t* good = serialize(&g, &len);
-    free_gguf(&g);
+    gguf_deinit(&g);
     uint8_t* bad = (uint8_t*)malloc(len);
     /* the counts at bytes 8 and 16, a string length (the first key's) and an array count */
     const struct {
@@ -881,7 +881,7 @@ static void test_bad_files(void) {
     /* tensor offsets: the last tensor info's offset is the 8 bytes before the padding */
     {
         Gguf g2;
-        build_gguf(&g2, &m, T_F16, tokens, token_types);
+        gguf_init(&g2, &m, T_F16, tokens, token_types);
         size_t l2;
         uint8_t* b2 = serialize(&g2, &l2);
         const Tn* last = &g2.t[g2.n_t - 1];
@@ -899,7 +899,7 @@ static void test_bad_files(void) {
             }
         }
         free(b2);
-        free_gguf(&g2);
+        gguf_deinit(&g2);
     }
     /* truncated at many lengths: never loads, never crashes */
     int loaded = 0, tried = 0;
@@ -941,7 +941,7 @@ static void test_bad_files(void) {
             tried, flips_loaded);
     free(bad);
     free(good);
-    free_model(&m);
+    model_deinit(&m);
 }
 
 int main(void) {

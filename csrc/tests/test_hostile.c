@@ -1,6 +1,6 @@
 /*
  * test_hostile.c - hostile input and hard use of the C engine, each check the regression
- * test of a bug found by fuzzing or review (csrc/fuzz/, issue 6):
+ * test of a bug found by fuzzing (csrc/fuzz/) or review:
  *
  *   - activation quantisation of NaN, infinite and subnormal values: defined results
  *     (no float-to-int8 undefined behaviour) that equal the TypeScript engine's

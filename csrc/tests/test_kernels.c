@@ -28,18 +28,7 @@ extern char** environ;
 #include "error.h"
 #include "kernels.h"
 #include "qwen3_inference.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            failures++;                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fprintf(stderr, "\n");                                             \
-        }                                                                      \
-    } while (0)
+#include "test_util.h"
 
 /* ---- random numbers (xorshift64*) ---- */
 
@@ -76,7 +65,7 @@ typedef struct {
     float* xf;
 } Case;
 
-static void case_free(Case* c) {
+static void case_deinit(Case* c) {
     free(c->wq);
     free(c->ws);
     free(c->xq);
@@ -84,7 +73,7 @@ static void case_free(Case* c) {
     free(c->xf);
 }
 
-static int case_make(Case* c, uint32_t rows, uint32_t cols, uint32_t gs, Fill fill) {
+static int case_init(Case* c, uint32_t rows, uint32_t cols, uint32_t gs, Fill fill) {
     memset(c, 0, sizeof *c);
     const uint32_t ng = cols / gs;
     c->wq = malloc((size_t)rows * cols);
@@ -93,7 +82,7 @@ static int case_make(Case* c, uint32_t rows, uint32_t cols, uint32_t gs, Fill fi
     c->xs = malloc(ng * sizeof(float));
     c->xf = malloc(cols * sizeof(float));
     if (!c->wq || !c->ws || !c->xq || !c->xs || !c->xf) {
-        case_free(c);
+        case_deinit(c);
         return 0;
     }
     for (size_t i = 0; i < (size_t)rows * cols; i++) {
@@ -190,7 +179,7 @@ static int compare_range(const Qwen3KernelTable* t, const Case* c, uint32_t rb, 
 }
 
 static void test_tier(const Qwen3KernelTable* t) {
-    const uint32_t fails_before = (uint32_t)failures;
+    const uint32_t fails_before = (uint32_t)tu_failures;
     const uint32_t compared_before = compared;
     /* Group sizes: the real 64, the tests' 32, 128, and odd ones (96 = 64 + 32, 48, 16,
      * 8, 24) that send SIMD tiers into their partial-chunk or generic paths. */
@@ -201,24 +190,24 @@ static void test_tier(const Qwen3KernelTable* t) {
             const uint32_t cols = gs * mult;
             for (uint32_t rows = 1; rows <= 67; rows += (mult == 1 ? 1 : 5)) {
                 Case c;
-                if (!case_make(&c, rows, cols, gs, FILL_RANDOM)) {
-                    CHECK(0, "case_make failed");
+                if (!case_init(&c, rows, cols, gs, FILL_RANDOM)) {
+                    CHECK(0, "case_init failed");
                     return;
                 }
                 char what[64];
                 snprintf(what, sizeof what, "random");
                 if (!compare_range(t, &c, 0, rows, what)) {
-                    case_free(&c);
+                    case_deinit(&c);
                     return;
                 }
                 /* A range that starts inside the matrix, as a thread's share does. */
                 const uint32_t rb = rnd_below(rows);
                 const uint32_t re = rb + 1 + rnd_below(rows - rb);
                 if (!compare_range(t, &c, rb, re, "random sub-range")) {
-                    case_free(&c);
+                    case_deinit(&c);
                     return;
                 }
-                case_free(&c);
+                case_deinit(&c);
             }
         }
     }
@@ -237,14 +226,14 @@ static void test_tier(const Qwen3KernelTable* t) {
             for (uint32_t rows = 1; rows <= 67; rows += 11) {
                 Case c;
                 const uint32_t cols = gs * (1 + rnd_below(8));
-                if (!case_make(&c, rows, cols, gs, fills[fi].fill)) {
-                    CHECK(0, "case_make(%s) failed", fills[fi].name);
+                if (!case_init(&c, rows, cols, gs, fills[fi].fill)) {
+                    CHECK(0, "case_init(%s) failed", fills[fi].name);
                     return;
                 }
                 const uint32_t rb = rnd_below(rows);
                 compare_range(t, &c, 0, rows, fills[fi].name);
                 compare_range(t, &c, rb, rows, fills[fi].name);
-                case_free(&c);
+                case_deinit(&c);
             }
         }
     }
@@ -252,29 +241,29 @@ static void test_tier(const Qwen3KernelTable* t) {
      * weights of both signs including -128. */
     for (uint32_t rows = 1; rows <= 40; rows += 13) {
         Case c;
-        if (!case_make(&c, rows, 256, 64, FILL_RANDOM)) {
-            CHECK(0, "case_make failed");
+        if (!case_init(&c, rows, 256, 64, FILL_RANDOM)) {
+            CHECK(0, "case_init failed");
             return;
         }
         for (uint32_t i = 0; i < 256; i += 1 + rnd_below(9)) c.xq[i] = -128;
         compare_range(t, &c, 0, rows, "activations of -128");
-        case_free(&c);
+        case_deinit(&c);
     }
     /* Qwen3-0.6B's shapes (q/k/v/gate/up read 1024 columns, down reads 3072), a slice of
      * rows each, as a thread would get. */
     static const uint32_t real_cols[] = {1024, 3072};
     for (size_t i = 0; i < 2; i++) {
         Case c;
-        if (!case_make(&c, 200, real_cols[i], 64, FILL_RANDOM)) {
-            CHECK(0, "case_make failed");
+        if (!case_init(&c, 200, real_cols[i], 64, FILL_RANDOM)) {
+            CHECK(0, "case_init failed");
             return;
         }
         compare_range(t, &c, 0, 200, "Qwen3-0.6B shape");
         compare_range(t, &c, 37, 163, "Qwen3-0.6B shape");
-        case_free(&c);
+        case_deinit(&c);
     }
     printf("  %-11s ok: %u comparisons memcmp-equal to scalar%s\n", t->name, compared - compared_before,
-           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+           (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 static void test_matmul_tier(const Qwen3KernelTable* t);
@@ -376,7 +365,7 @@ static int compare_matmul(const Qwen3KernelTable* t, const Case* c, uint32_t n_t
 }
 
 static void test_matmul_tier(const Qwen3KernelTable* t) {
-    const uint32_t fails_before = (uint32_t)failures, compared_before = compared;
+    const uint32_t fails_before = (uint32_t)tu_failures, compared_before = compared;
     /* 1024 columns is one packed chunk of the AVX-512 kernel: 1088 and 3072 take several;
      * group sizes 4, 12, 20 are multiples of 4 but not of 16; 8 x 3 = 24 columns is less
      * than one 64-byte piece. */
@@ -389,37 +378,37 @@ static void test_matmul_tier(const Qwen3KernelTable* t) {
         for (uint32_t rows = 1; rows <= 100; rows += (rows < 34 ? 1 : 13)) {
             if (shapes[si].cols > 1024 && rows % 5 != 1) continue;
             Case c;
-            if (!case_make(&c, rows, shapes[si].cols, shapes[si].gs, FILL_RANDOM)) {
-                CHECK(0, "case_make failed");
+            if (!case_init(&c, rows, shapes[si].cols, shapes[si].gs, FILL_RANDOM)) {
+                CHECK(0, "case_init failed");
                 return;
             }
             const uint32_t n_tok = tokens[rnd_below(sizeof tokens / sizeof tokens[0])];
             int ok = compare_matmul(t, &c, n_tok, 0, rows, "random");
             const uint32_t rb = rnd_below(rows), re = rb + 1 + rnd_below(rows - rb);
             if (ok) ok = compare_matmul(t, &c, 1 + rnd_below(20), rb, re, "random sub-range");
-            case_free(&c);
+            case_deinit(&c);
             if (!ok) return;
         }
     }
     static const Fill fills[] = {FILL_EXTREME, FILL_SPARSE, FILL_HUGE, FILL_TINY};
     for (size_t fi = 0; fi < 4; fi++) {
         Case c;
-        if (!case_make(&c, 45, 1152, 64, fills[fi])) {
-            CHECK(0, "case_make failed");
+        if (!case_init(&c, 45, 1152, 64, fills[fi])) {
+            CHECK(0, "case_init failed");
             return;
         }
         compare_matmul(t, &c, 9, 0, 45, "extreme fill");
         compare_matmul(t, &c, 13, 7, 40, "extreme fill");
-        case_free(&c);
+        case_deinit(&c);
     }
     printf("  %-11s matmul ok: %u comparisons memcmp-equal to scalar matvec%s\n", t->name,
-           compared - compared_before, (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+           compared - compared_before, (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 /* ---- activation quantisation against the scalar reference ---- */
 
 static void test_quantize_tier(const Qwen3KernelTable* t) {
-    const uint32_t fails_before = (uint32_t)failures;
+    const uint32_t fails_before = (uint32_t)tu_failures;
     static const uint32_t group_sizes[] = {16, 32, 64, 128, 8, 24, 48};
     uint32_t runs = 0;
     for (size_t gi = 0; gi < sizeof group_sizes / sizeof group_sizes[0]; gi++) {
@@ -474,7 +463,7 @@ static void test_quantize_tier(const Qwen3KernelTable* t) {
         }
     }
     printf("  %-11s quantize ok: %u rows memcmp-equal to the scalar reference%s\n", t->name, runs,
-           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+           (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 /* ---- exp, softmax, SiLU ---- */
@@ -513,7 +502,7 @@ static int same_floats(const float* a, const float* b, uint32_t n) {
 }
 
 static void test_elementwise_tier(const Qwen3KernelTable* t) {
-    const uint32_t fails_before = (uint32_t)failures;
+    const uint32_t fails_before = (uint32_t)tu_failures;
     uint32_t runs = 0;
     for (uint32_t trial = 0; trial < 300; trial++) {
         const uint32_t n = 1 + rnd_below(trial < 100 ? 40 : 700);
@@ -573,13 +562,13 @@ static void test_elementwise_tier(const Qwen3KernelTable* t) {
         runs++;
     }
     printf("  %-11s softmax and SiLU ok: %u rows memcmp-equal to the reference%s\n", t->name, runs,
-           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+           (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 /* ---- attention against the scalar loops ---- */
 
 static void test_attention_tier(const Qwen3KernelTable* t) {
-    const uint32_t fails_before = (uint32_t)failures;
+    const uint32_t fails_before = (uint32_t)tu_failures;
     enum { B = QWEN3_KV_BLOCK };
     static const uint32_t head_dims[] = {128, 64, 16, 8, 80, 3};
     uint32_t runs = 0;
@@ -632,7 +621,7 @@ static void test_attention_tier(const Qwen3KernelTable* t) {
         }
     }
     printf("  %-11s attention ok: %u cases memcmp-equal to the scalar loops%s\n", t->name, runs,
-           (uint32_t)failures != fails_before ? " (with FAILURES above)" : "");
+           (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
 }
 
 /* ---- quantiser ---- */
@@ -787,7 +776,7 @@ static void test_env_children(const char* self) {
 
 int main(int argc, char** argv) {
     test_env_choice();
-    if (argc > 1 && strcmp(argv[1], "--env-only") == 0) return failures ? 1 : 0;
+    if (argc > 1 && strcmp(argv[1], "--env-only") == 0) return tu_failures ? 1 : 0;
     test_quantize();
     test_exp_ref();
     test_all_tiers();
@@ -799,8 +788,8 @@ int main(int argc, char** argv) {
         test_env_children(argv[0]);
     }
 #endif
-    if (failures) {
-        fprintf(stderr, "test_kernels: %d failure(s)\n", failures);
+    if (tu_failures) {
+        fprintf(stderr, "test_kernels: %d failure(s)\n", tu_failures);
         return 1;
     }
     printf("test_kernels: ok\n");

@@ -66,37 +66,35 @@ static uint16_t f32_to_bf16_trunc(float f) {
 
 /* fp16 values are drawn as random finite codes (no encoder needed); without `extreme`
  * their exponents stay at or below 2^1 so sums stay in a moderate range. */
-static TestMatrix make_matrix(uint32_t type, uint32_t rows, uint32_t cols, uint64_t* seed, int extreme) {
-    TestMatrix t;
+static void matrix_init(TestMatrix* t, uint32_t type, uint32_t rows, uint32_t cols, uint64_t* seed, int extreme) {
     const size_t n = (size_t)rows * cols;
-    t.wide = (float*)malloc(n * sizeof(float));
+    t->wide = (float*)malloc(n * sizeof(float));
     const uint32_t bytes = qwen3_weight_type_bytes(type);
-    t.data = malloc(n * bytes + 64);
+    t->data = malloc(n * bytes + 64);
     for (size_t i = 0; i < n; i++) {
         float v = tu_uniform(seed);
         if (extreme && i % 7 == 3) v *= 60000.0f;
         if (extreme && i % 11 == 5) v *= 1e-6f;
         if (type == QWEN3_WEIGHT_F32) {
-            ((float*)t.data)[i] = v;
-            t.wide[i] = v;
+            ((float*)t->data)[i] = v;
+            t->wide[i] = v;
         } else if (type == QWEN3_WEIGHT_BF16) {
             const uint16_t b = f32_to_bf16_trunc(v);
-            ((uint16_t*)t.data)[i] = b;
-            t.wide[i] = qwen3_bf16_to_f32(b);
+            ((uint16_t*)t->data)[i] = b;
+            t->wide[i] = qwen3_bf16_to_f32(b);
         } else {
             /* a random finite fp16 code: sign, exponent 0..30, mantissa */
             uint16_t h = (uint16_t)(tu_next(seed) & 0xFFFF);
             if (((h >> 10) & 31) == 31) h &= (uint16_t)~0x4000;
             if (!extreme && ((h >> 10) & 31) > 16) h = (uint16_t)((h & 0x83FF) | (14u << 10));
-            ((uint16_t*)t.data)[i] = h;
-            t.wide[i] = (float)f16_reference(h);
+            ((uint16_t*)t->data)[i] = h;
+            t->wide[i] = (float)f16_reference(h);
         }
     }
-    t.m = qwen3_matrix_float(type, t.data, rows, cols);
-    return t;
+    t->m = qwen3_matrix_float(type, t->data, rows, cols);
 }
 
-static void free_matrix(TestMatrix* t) {
+static void matrix_deinit(TestMatrix* t) {
     free(t->data);
     free(t->wide);
 }
@@ -136,7 +134,8 @@ static void test_tiers(void) {
         for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++) {
             for (int extreme = 0; extreme < 2; extreme++) {
                 const uint32_t cols = cols_list[ci], rows = 1 + (uint32_t)(tu_next(&seed) % 37);
-                TestMatrix t = make_matrix(type, rows, cols, &seed, extreme);
+                TestMatrix t;
+                matrix_init(&t, type, rows, cols, &seed, extreme);
                 float* x = (float*)malloc(cols * sizeof(float));
                 for (uint32_t j = 0; j < cols; j++) x[j] = tu_uniform(&seed) * (extreme && j % 5 == 0 ? 1000.0f : 1.0f);
                 const uint32_t r0 = rows > 3 ? (uint32_t)(tu_next(&seed) % 3) : 0;
@@ -174,7 +173,7 @@ static void test_tiers(void) {
                 free(ref);
                 free(got);
                 free(x);
-                free_matrix(&t);
+                matrix_deinit(&t);
             }
         }
     }
@@ -187,7 +186,8 @@ static void test_tiers(void) {
 static void test_matmul_and_rows(void) {
     uint64_t seed = 7;
     const uint32_t rows = 45, cols = 70, n_tokens = 5;
-    TestMatrix t = make_matrix(QWEN3_WEIGHT_BF16, rows, cols, &seed, 0);
+    TestMatrix t;
+    matrix_init(&t, QWEN3_WEIGHT_BF16, rows, cols, &seed, 0);
     float x[5 * 72], out[5 * 50], one[50];
     for (uint32_t i = 0; i < n_tokens * 72; i++) x[i] = tu_uniform(&seed);
     for (uint32_t i = 0; i < 5 * 50; i++) out[i] = CANARY;
@@ -210,7 +210,7 @@ static void test_matmul_and_rows(void) {
     qwen3_matrix_row(qrow, &qm, 0);
     CHECK(qrow[0] == -16.0f && qrow[40] == -16.0f, "q8 row: %g %g", qrow[0], qrow[40]);
     CHECK(qm.rows == 1 && qm.cols == 64 && qm.type == QWEN3_WEIGHT_Q8, "qwen3_matrix_q8 fields");
-    free_matrix(&t);
+    matrix_deinit(&t);
 }
 
 static void test_follows_int8_tier(void) {

@@ -175,7 +175,7 @@ static void test_against_reference(void) {
         }
         free(logits);
         free(r.seen);
-        qwen3_sampler_release(&s);
+        qwen3_sampler_deinit(&s);
     }
     CHECK(compared > 1500, "only %d samples compared", compared);
 }
@@ -192,7 +192,7 @@ static void frequencies(Qwen3SamplerConfig c, const float* logits, uint32_t V, i
     qwen3_sampler_configure(&s, &c);
     for (uint32_t i = 0; i < V; i++) freq[i] = 0;
     for (int i = 0; i < n; i++) freq[qwen3_sampler_sample(&s, logits)] += 1.0 / n;
-    qwen3_sampler_release(&s);
+    qwen3_sampler_deinit(&s);
 }
 
 static void test_distributions(void) {
@@ -276,7 +276,7 @@ static void test_greedy_and_penalty(void) {
     qwen3_sampler_configure(&s, &c);
     int32_t t = qwen3_sampler_sample(&s, nan4);
     CHECK(t >= 0 && t < 4, "NaN logits gave %d", t);
-    qwen3_sampler_release(&s);
+    qwen3_sampler_deinit(&s);
 }
 
 static void test_invalid_configs(void) {
@@ -291,7 +291,7 @@ static void test_invalid_configs(void) {
         CHECK(qwen3_sampler_configure(&s, &bad[i]) == QWEN3_ERR_INVALID_ARGUMENT, "bad config %d accepted", i);
         CHECK_ERROR_HAS(needle[i]);
     }
-    qwen3_sampler_release(&s);
+    qwen3_sampler_deinit(&s);
 }
 
 int main(void) {

@@ -14,19 +14,8 @@
 
 #include "error.h"
 #include "qwen3_inference.h"
+#include "test_util.h"
 #include "threadpool.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            failures++;                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
-            fprintf(stderr, __VA_ARGS__);                                      \
-            fprintf(stderr, "\n");                                             \
-        }                                                                      \
-    } while (0)
 
 static double now_s(void) {
     struct timespec ts;
@@ -295,8 +284,8 @@ int main(void) {
     test_parallel();
     test_stall_fallback();
     test_lifecycle();
-    if (failures) {
-        fprintf(stderr, "test_threadpool: %d failure(s)\n", failures);
+    if (tu_failures) {
+        fprintf(stderr, "test_threadpool: %d failure(s)\n", tu_failures);
         return 1;
     }
     printf("test_threadpool: ok (%.2f s)\n", now_s() - t0);

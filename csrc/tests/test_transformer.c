@@ -163,8 +163,9 @@ static const uint8_t* ref_q8(const uint8_t* p, RefMatrix* m, uint32_t rows, uint
     return sp + 4 * (n / gs);
 }
 
-/* Walks the file in SPEC section 2 order, written here independently of model.c. */
-static void ref_load(RefModel* r, const TuSpec* s, const uint8_t* file, uint32_t max_pos) {
+/* Walks the file in the order of docs/formats.md#checkpoint-body, written here
+ * independently of model_checkpoint.c. */
+static void ref_init(RefModel* r, const TuSpec* s, const uint8_t* file, uint32_t max_pos) {
     memset(r, 0, sizeof *r);
     r->s = *s;
     const uint32_t L = s->n_layers, dim = s->dim, hd = s->head_dim, gs = s->group_size;
@@ -193,7 +194,7 @@ static void ref_load(RefModel* r, const TuSpec* s, const uint8_t* file, uint32_t
     r->vcache = (double*)calloc((size_t)L * max_pos * kvd, sizeof(double));
 }
 
-static void ref_free(RefModel* r) {
+static void ref_deinit(RefModel* r) {
     free(r->attn_norm);
     free(r->ffn_norm);
     free(r->final_norm);
@@ -217,7 +218,8 @@ static void ref_rmsnorm(double* out, const double* x, const double* w, uint32_t 
     for (uint32_t i = 0; i < n; i++) out[i] = x[i] * inv * w[i];
 }
 
-/* W8A8: the input is rounded to int8 per group before the product (SPEC section 4). */
+/* W8A8: the input is rounded to int8 per group before the product
+ * (docs/numerics.md#activations). */
 static void ref_matvec(double* out, const RefMatrix* m, const double* x, uint32_t gs) {
     double* xq = (double*)malloc(m->cols * sizeof(double));
     for (uint32_t g = 0; g < m->cols / gs; g++) {
@@ -312,13 +314,13 @@ static void compare_model(const char* dir, const char* name, const TuSpec* s) {
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tok, sizeof tok, "%s.tokenizer", path);
     CHECK(tu_write_checkpoint(path, s) && tu_write_byte_tokenizer(tok), "%s: write", name);
-    Qwen3Model* m = qwen3_model_open(path, 0);
+    Qwen3Model* m = qwen3_model_new(path, 0);
     CHECK(m != NULL, "%s: %s", name, qwen3_get_last_error());
     if (!m) return;
     size_t len = 0;
     uint8_t* file = (uint8_t*)tu_read_file(path, &len);
     RefModel ref;
-    ref_load(&ref, s, file, N_STEPS);
+    ref_init(&ref, s, file, N_STEPS);
 
     Qwen3Context ctx, whole;
     CHECK(qwen3_context_init(&ctx, m, 64) == QWEN3_OK, "context: %s", qwen3_get_last_error());
@@ -379,11 +381,11 @@ static void compare_model(const char* dir, const char* name, const TuSpec* s) {
     free(many);
 
     free(want);
-    qwen3_context_release(&ctx);
-    qwen3_context_release(&whole);
-    ref_free(&ref);
+    qwen3_context_deinit(&ctx);
+    qwen3_context_deinit(&whole);
+    ref_deinit(&ref);
     free(file);
-    qwen3_model_close(m);
+    qwen3_model_free(m);
 }
 
 static void test_forward(void) {
@@ -529,8 +531,8 @@ static void check_prefill_bits(Qwen3Model* m, const char* name, const char* tier
     CHECK(memcmp(step.logits, want + (size_t)100 * vocab, vocab * sizeof(float)) != 0,
           "%s: a different token gave the same logits", name);
     free(want);
-    qwen3_context_release(&step);
-    qwen3_context_release(&batch);
+    qwen3_context_deinit(&step);
+    qwen3_context_deinit(&batch);
 }
 
 static void test_prefill_bit_identical(void) {
@@ -578,7 +580,7 @@ static void test_prefill_bit_identical(void) {
         snprintf(path, sizeof path, "%s/%s.bin", dir, names[i]);
         snprintf(tok, sizeof tok, "%s.tokenizer", path);
         CHECK(tu_write_checkpoint(path, &specs[i]) && tu_write_byte_tokenizer(tok), "%s: write", names[i]);
-        Qwen3Model* m = qwen3_model_open(path, 0);
+        Qwen3Model* m = qwen3_model_new(path, 0);
         CHECK(m != NULL, "%s: %s", names[i], qwen3_get_last_error());
         if (!m) continue;
         for (uint32_t t = 0; tiers[t]; t++) {
@@ -598,7 +600,7 @@ static void test_prefill_bit_identical(void) {
                 check_prefill_bits(m, names[i], tiers[t], threads, i == 3 ? 31 : i == 0 && threads == 1 ? 1 : 9);
             }
         }
-        qwen3_model_close(m);
+        qwen3_model_free(m);
     }
     CHECK(qwen3_kernel_select(active) == QWEN3_OK, "restore %s", active);
     tu_remove_dir(dir);
@@ -627,7 +629,7 @@ static void test_lazy_kv_cache(void) {
     snprintf(path, sizeof path, "%s/long.bin", dir);
     snprintf(tok, sizeof tok, "%s.tokenizer", path);
     CHECK(tu_write_checkpoint(path, &s) && tu_write_byte_tokenizer(tok), "write");
-    Qwen3Model* m = qwen3_model_open(path, 0);
+    Qwen3Model* m = qwen3_model_new(path, 0);
     CHECK(m != NULL, "load: %s", qwen3_get_last_error());
     if (!m) return;
     /* 2 layers x 40960 positions x 64 floats, for K and V: 42 MB if committed */
@@ -648,8 +650,8 @@ static void test_lazy_kv_cache(void) {
     CHECK(qwen3_forward_tokens(&ctx, tokens, 2) == QWEN3_OK, "last positions: %s",
           qwen3_get_last_error());
     CHECK(qwen3_forward_tokens(&ctx, tokens, 1) == QWEN3_ERR_CONTEXT_FULL, "position 40960 fit");
-    qwen3_context_release(&ctx);
-    qwen3_model_close(m);
+    qwen3_context_deinit(&ctx);
+    qwen3_model_free(m);
     tu_remove_dir(dir);
 }
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "platform.h"
 #include "qwen3_inference.h"
 
 #if defined(_WIN32)
@@ -135,23 +136,12 @@ static inline int tu_write_file(const char* path, const void* data, size_t len) 
     return fclose(f) == 0 && put == len;
 }
 
-/* Reads a whole file (NUL-terminated, malloc'd); NULL when missing. */
+/* Reads a whole file (NUL-terminated, malloc'd) with the library's reader; NULL when
+ * missing or unreadable. */
 static inline char* tu_read_file(const char* path, size_t* len) {
-    FILE* f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char* buf = (char*)malloc(cap + 1);
-    for (;;) {
-        if (n == cap) {
-            cap *= 2;
-            buf = (char*)realloc(buf, cap + 1);
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        if (got == 0) break;
-        n += got;
-    }
-    fclose(f);
-    buf[n] = '\0';
+    char* buf = NULL;
+    size_t n = 0;
+    if (qwen3_file_read_all(path, SIZE_MAX / 2, &buf, &n) != QWEN3_OK) return NULL;
     if (len) *len = n;
     return buf;
 }

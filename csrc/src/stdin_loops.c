@@ -1,11 +1,12 @@
 /*
- * loops.c - the seed's interactive loops, qwen3_inference_chat and _generate, which own
- * stdin, stdout and stderr.
+ * stdin_loops.c - the qwen3.c-compatible interactive loops, qwen3_inference_chat and
+ * _generate, which read stdin and own stdout and stderr.
  *
  * Behaviour of qwen3.c, with its gaps closed:
  *   - generate: echoes the prompt and streams the continuation. The prompt is tokenized
- *     WITHOUT special tokens, as the TypeScript API does by default (SPEC section 3: text
- *     never becomes control tokens unless the caller asks, and this API cannot ask).
+ *     WITHOUT special tokens, as the TypeScript API does by default: text never becomes
+ *     control tokens unless the caller asks, and this API cannot ask
+ *     (docs/tokenizer.md#added-tokens-and-user-text).
  *   - chat: the first turn uses the system template when a system prompt is given;
  *     config->prompt, when set, is the first user turn; then lines from stdin until an
  *     empty line or EOF. The KV cache is kept across turns: after each reply
@@ -243,25 +244,25 @@ static int32_t begin(Qwen3Model* model, const Qwen3Config* config,
  * generate
  * ================================================================================== */
 
-QWEN3_API int qwen3_inference_generate_ex(Qwen3Model* model, const Qwen3Config* config,
-                                          const Qwen3SamplerConfig* sampler,
-                                          uint32_t max_tokens) {
+/* The generate loop; `who` is the public function the caller called, for messages. */
+static int32_t run_generate(Qwen3Model* model, const Qwen3Config* config,
+                            const Qwen3SamplerConfig* sampler, uint32_t max_tokens,
+                            const char* who) {
     Qwen3Context* ctx = NULL;
-    int32_t rc = begin(model, config, sampler, "qwen3_inference_generate", &ctx);
+    int32_t rc = begin(model, config, sampler, who, &ctx);
     if (rc != QWEN3_OK) return rc;
     const char* prompt = config->prompt ? config->prompt : "";
     TokenList tokens = {0};
     rc = list_append_text(&tokens, model, prompt, strlen(prompt), 0);
     if (rc == QWEN3_OK && tokens.n == 0) {
         rc = qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
-                        "qwen3_inference_generate: the prompt is empty (nothing to continue)");
+                        "%s: the prompt is empty (nothing to continue)", who);
     }
     if (rc == QWEN3_OK && tokens.n > ctx->ctx_len) {
         /* checked before the echo: a prompt that cannot run prints nothing */
         rc = qwen3_fail(QWEN3_ERR_CONTEXT_FULL,
-                        "qwen3_inference_generate: the prompt's %u tokens do not fit in a "
-                        "context of %u positions",
-                        tokens.n, ctx->ctx_len);
+                        "%s: the prompt's %u tokens do not fit in a context of %u positions",
+                        who, tokens.n, ctx->ctx_len);
     }
     if (rc == QWEN3_OK) {
         Utf8Writer out = {.f = stdout};
@@ -278,8 +279,14 @@ QWEN3_API int qwen3_inference_generate_ex(Qwen3Model* model, const Qwen3Config* 
     return rc;
 }
 
+QWEN3_API int qwen3_inference_generate_ex(Qwen3Model* model, const Qwen3Config* config,
+                                          const Qwen3SamplerConfig* sampler,
+                                          uint32_t max_tokens) {
+    return run_generate(model, config, sampler, max_tokens, __func__);
+}
+
 QWEN3_API int qwen3_inference_generate(Qwen3Model* model, const Qwen3Config* config) {
-    return qwen3_inference_generate_ex(model, config, NULL, 0);
+    return run_generate(model, config, NULL, 0, __func__);
 }
 
 /* ====================================================================================
@@ -319,10 +326,11 @@ static char* read_line(int* oom) {
     return line;
 }
 
-QWEN3_API int qwen3_inference_chat_ex(Qwen3Model* model, const Qwen3Config* config,
-                                      const Qwen3SamplerConfig* sampler, uint32_t max_tokens) {
+/* The chat loop; `who` is the public function the caller called, for messages. */
+static int32_t run_chat(Qwen3Model* model, const Qwen3Config* config,
+                        const Qwen3SamplerConfig* sampler, uint32_t max_tokens, const char* who) {
     Qwen3Context* ctx = NULL;
-    int32_t rc = begin(model, config, sampler, "qwen3_inference_chat", &ctx);
+    int32_t rc = begin(model, config, sampler, who, &ctx);
     if (rc != QWEN3_OK) return rc;
     const int thinking = config->enable_thinking ? 1 : 0;
     const char* system = config->system_prompt && config->system_prompt[0] ? config->system_prompt
@@ -372,9 +380,9 @@ QWEN3_API int qwen3_inference_chat_ex(Qwen3Model* model, const Qwen3Config* conf
             if (start == 0) {
                 /* not even an empty context holds this turn: nothing can ever be answered */
                 rc = qwen3_fail(QWEN3_ERR_CONTEXT_FULL,
-                                "qwen3_inference_chat: the first turn's %u tokens do not fit "
-                                "in a context of %u positions",
-                                tokens.n, ctx->ctx_len);
+                                "%s: the first turn's %u tokens do not fit in a context of %u "
+                                "positions",
+                                who, tokens.n, ctx->ctx_len);
                 break;
             }
             /* the conversation so far has filled the context: it ends, as an empty line
@@ -397,6 +405,11 @@ QWEN3_API int qwen3_inference_chat_ex(Qwen3Model* model, const Qwen3Config* conf
     return rc;
 }
 
+QWEN3_API int qwen3_inference_chat_ex(Qwen3Model* model, const Qwen3Config* config,
+                                      const Qwen3SamplerConfig* sampler, uint32_t max_tokens) {
+    return run_chat(model, config, sampler, max_tokens, __func__);
+}
+
 QWEN3_API int qwen3_inference_chat(Qwen3Model* model, const Qwen3Config* config) {
-    return qwen3_inference_chat_ex(model, config, NULL, 0);
+    return run_chat(model, config, NULL, 0, __func__);
 }

@@ -1,10 +1,10 @@
-/* kernels_loops.h - the scalar reference's attention loops as always-inline functions:
- * kernels_scalar.c compiles them for the baseline CPU, and a SIMD tier may wrap them in a
- * function with its own target attribute so the compiler vectorises the same code for
- * wider registers. Each lane's operations and their order are fixed by the source
+/* kernels_attention_loops.h - the scalar reference's attention loops (scores q.k and the
+ * weighted sum of values) as always-inline functions: kernels_scalar.c compiles them for
+ * the baseline CPU, and a SIMD tier may wrap them in a function with its own target
+ * attribute so the compiler vectorises the same code for wider registers. Each lane's operations and their order are fixed by the source
  * (-ffp-contract=off: no fused multiply-add), so every build gives the same bits. */
-#ifndef QWEN3_KERNELS_LOOPS_H
-#define QWEN3_KERNELS_LOOPS_H
+#ifndef QWEN3_KERNELS_ATTENTION_LOOPS_H
+#define QWEN3_KERNELS_ATTENTION_LOOPS_H
 
 #include <stddef.h>
 #include <stdint.h>
