@@ -485,7 +485,7 @@ export function writeSamplerConfig(c: NativeSamplerConfig): Uint8Array<ArrayBuff
   return buf;
 }
 
-/** Settings of the seed loops (`Qwen3Config`); strings are NUL-terminated buffers. */
+/** Settings of the qwen3.c-compatible loops (`Qwen3Config`); strings are NUL-terminated buffers. */
 export interface NativeLoopConfig {
   /** Informational path of the checkpoint. */
   checkpointPath?: Uint8Array<ArrayBuffer>;

@@ -17,7 +17,7 @@
 /* "GGUF" read as a little-endian u32. */
 #define QWEN3_GGUF_MAGIC 0x46554747u
 
-/* Limits shared with src/gguf.ts, so both engines refuse the same hostile files. */
+/* Limits shared with src/formats/gguf.ts, so both engines refuse the same hostile files. */
 #define QWEN3_GGUF_MAX_ITEMS (1u << 20)  /* tensors, metadata entries */
 #define QWEN3_GGUF_MAX_STRING (1u << 24) /* bytes of one string */
 #define QWEN3_GGUF_MAX_ARRAY (1u << 26)  /* elements of one array */

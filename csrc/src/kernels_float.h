@@ -4,7 +4,7 @@
  * fp32, with no quantisation of the activation (the path that lets a forward pass be
  * compared tightly with a float reference such as Hugging Face transformers).
  *
- * Numerics, identical in every tier, bit for bit (and reproduced by src/ts_engine.ts):
+ * Numerics, identical in every tier, bit for bit (and reproduced by src/reference/ts_engine.ts):
  *   for each output row r:
  *     acc[l] = 0.0f for the 16 lanes l = 0..15
  *     for j = 0, 1, ..., cols-1:  acc[j % 16] = acc[j % 16] + (w[r][j] * x[j])

@@ -6,7 +6,7 @@
 #include "kernels.h"
 
 /* A rounded quotient as int8, the way the TypeScript engine's Int8Array store converts it
- * (src/quant.ts), so both engines keep the same bits on any input: NaN (from NaN or
+ * (src/reference/quant.ts), so both engines keep the same bits on any input: NaN (from NaN or
  * infinite activations, which a corrupt checkpoint can produce) becomes 0, and a value
  * past +-127 wraps modulo 256 (only reachable with subnormal activations, whose scale
  * rounds coarsely). A plain (int8_t) cast of NaN or of a value out of range is

@@ -1,5 +1,5 @@
 /*
- * sampler.c - next-token selection. The TypeScript sampler (src/sampler.ts) follows these
+ * sampler.c - next-token selection. The TypeScript sampler (src/text/sampler.ts) follows these
  * steps exactly, in fp32, so one seed gives the same tokens in both engines.
  *
  * RNG (xorshift64*, qwen3.c / llama2.c): state is a u64, never 0.

@@ -3,7 +3,7 @@
  * temperature, top-k, min-p and top-p with qwen3.c's xorshift64* RNG
  * (docs/sampling.md#algorithm).
  * The exact order of operations is written at the top of sampler.c; the TypeScript
- * sampler (src/sampler.ts) reproduces it token for token.
+ * sampler (src/text/sampler.ts) reproduces it token for token.
  */
 #ifndef QWEN3_SAMPLER_H
 #define QWEN3_SAMPLER_H

@@ -77,7 +77,7 @@ static void test_quantize_nonfinite(void) {
     /* scale = inf: finite / inf = 0, inf / inf = NaN -> 0 */
     CHECK(isinf(s[1]), "group 1 scale %g", (double)s[1]);
     CHECK(q[4] == 0 && q[5] == 0 && q[6] == 0 && q[7] == 0, "group 1: %d %d %d %d", q[4], q[5], q[6], q[7]);
-    /* 190 / 1 = 190 wraps to -66 like src/quant.ts's Int8Array store; 100 stays 100 */
+    /* 190 / 1 = 190 wraps to -66 like src/reference/quant.ts's Int8Array store; 100 stays 100 */
     CHECK(s[2] == d, "group 2 scale %g", (double)s[2]);
     CHECK(q[8] == -66 && q[9] == 100 && q[10] == 66 && q[11] == 0, "group 2: %d %d %d %d", q[8], q[9], q[10],
           q[11]);
