@@ -28,14 +28,11 @@ import {
   type GgufWeightType,
 } from "./src/export/export.ts";
 import type { GenerationStats, Piece, PieceKind } from "./src/api/generate.ts";
+import { demoModelPath } from "./src/api/demo.ts";
 import { Qwen3 } from "./src/api/qwen3.ts";
 import { readSideText, TOKENIZER_JSON_LIMIT } from "./src/formats/side_file.ts";
 import { Tokenizer } from "./src/text/tokenizer.ts";
 import type { SamplerOptions } from "./src/types.ts";
-
-/** Where `chat` looks when no MODEL is given (relative to the working directory, then to
- * this module's folder). */
-export const DEMO_MODEL_PATH = "models/demo/model.bin";
 
 /** A mistake in the command line (exit status 2). */
 class UsageError extends Error {}
@@ -98,7 +95,8 @@ Commands:
 Run \`qwen3 <command> --help\` for a command's options.`,
   chat: `Usage: qwen3 chat [MODEL] [options]
 
-Chats with MODEL (default ${DEMO_MODEL_PATH}). Each stdin line is a user turn; an empty
+Chats with MODEL (default: the demo model, models/demo/model.bin, downloaded once into
+the cache folder when qwen3 runs from JSR). Each stdin line is a user turn; an empty
 line or end of input ends the chat. The conversation stays in the KV cache across turns.
 Prefill and decode speed go to stderr after each answer.
 
@@ -691,26 +689,24 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
   return 0;
 }
 
+/** The demo model (a checkout's own, or downloaded once from JSR), announced on stderr. */
 async function findDemoModel(): Promise<string> {
-  const candidates = [DEMO_MODEL_PATH];
-  const here = new URL(DEMO_MODEL_PATH, import.meta.url);
-  if (here.protocol === "file:") candidates.push(decodeURIComponent(here.pathname));
-  for (const p of candidates) {
-    try {
-      if ((await Deno.stat(p)).isFile) {
-        await err(
-          `loading the demo model ${p}: a 4.2M-parameter Qwen3 trained on public-domain text ` +
-            "(models/demo/README.md); pass a MODEL to chat with another\n",
-        );
-        return p;
-      }
-    } catch { /* try the next */ }
+  let path: string;
+  try {
+    path = await demoModelPath();
+  } catch (e) {
+    if (!(e instanceof Qwen3Error)) throw e;
+    throw new UsageError(
+      `no MODEL given and the demo model is unavailable (${e.message}); pass a model.bin ` +
+        "(e.g. `qwen3 chat Qwen3-0.6B.bin`), or write a random-weight one with " +
+        "`deno run -A bench/make_model.ts models/demo`",
+    );
   }
-  throw new UsageError(
-    `no MODEL given and no demo model at ${candidates.join(" or ")}; pass a model.bin ` +
-      "(e.g. `qwen3 chat Qwen3-0.6B.bin`), or write a random-weight one with " +
-      "`deno run -A bench/make_model.ts models/demo`",
+  await err(
+    `loading the demo model ${path}: a 4.2M-parameter Qwen3 trained on public-domain text ` +
+      "(models/demo/README.md); pass a MODEL to chat with another\n",
   );
+  return path;
 }
 
 /**

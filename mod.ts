@@ -21,6 +21,7 @@
  */
 
 export { Chat, Qwen3 } from "./src/api/qwen3.ts";
+export { demoModelPath } from "./src/api/demo.ts";
 export type {
   ChatMessage,
   ChatOptions,
