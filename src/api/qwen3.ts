@@ -24,12 +24,12 @@ import {
   TEMPLATE_SUFFIXES,
 } from "../text/template.ts";
 import { Tokenizer } from "../text/tokenizer.ts";
-import { TsEngine } from "../reference/ts_engine.ts";
+import { loadedModel, TsEngine } from "../reference/ts_engine.ts";
 import type { Engine, EngineKind, EngineSession, ModelConfig } from "../types.ts";
 
 /** A GGUF's header: already in memory for the TS engine, read (header only) for the C one. */
 async function ggufHeaderOf(path: string, engine: Engine): Promise<GgufFile | undefined> {
-  if (engine instanceof TsEngine) return engine.model.gguf;
+  if (engine instanceof TsEngine) return loadedModel(engine).gguf;
   return engine.config.format === "gguf" ? await readGgufMetadata(path) : undefined;
 }
 

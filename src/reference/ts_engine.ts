@@ -190,6 +190,7 @@ export class TsSession implements EngineSession {
   /** Positions this session can hold. */
   readonly contextLength: number;
   #engine: TsEngine;
+  #weights: ModelWeights;
   #position = 0;
   #kv: KvCache;
   #s: Scratch;
@@ -199,6 +200,7 @@ export class TsSession implements EngineSession {
   constructor(engine: TsEngine, contextLength: number) {
     const c = engine.config;
     this.#engine = engine;
+    this.#weights = loadedModel(engine).weights;
     this.contextLength = contextLength;
     const qDim = c.nHeads * c.headDim;
     const maxIn = Math.max(c.dim, c.hiddenDim, qDim);
@@ -288,7 +290,7 @@ export class TsSession implements EngineSession {
   /** One token at `pos`; the classifier runs only when its logits are wanted. */
   #step(token: number, pos: number, wantLogits: boolean): void {
     const c = this.#engine.config;
-    const w = this.#engine.weights;
+    const w = this.#weights;
     const s = this.#s;
     const eps = fround(c.rmsEps);
 
@@ -408,6 +410,24 @@ function rotate(v: Float32Array, i: number, half: number, cos: number, sin: numb
 }
 
 /**
+ * The model file in memory behind each engine. Kept out of the public API: the tensor
+ * layout belongs to src/formats/ and may change; users see the {@link Engine} contract.
+ */
+const LOADED = new WeakMap<TsEngine, LoadedModel>();
+
+/**
+ * The model file in memory behind `engine`: its bytes, configuration, tensors (views of
+ * the file, or converted copies for GGUF Q8_0 / Q4_0) and, for GGUF, its parsed header.
+ * For this package's own modules; not exported from mod.ts.
+ *
+ * @param engine A loaded engine.
+ * @returns The model it runs.
+ */
+export function loadedModel(engine: TsEngine): LoadedModel {
+  return LOADED.get(engine)!;
+}
+
+/**
  * The TypeScript reference engine: loads a qwen3.c / qwen3-rs checkpoint or a `qwen3` GGUF
  * (F32, F16, BF16, Q8_0, Q4_0 weights) into memory and runs it on one thread.
  *
@@ -426,17 +446,12 @@ export class TsEngine implements Engine {
   readonly threads = 1;
   /** The model's hyper-parameters, as in the file. */
   readonly config: ModelConfig;
-  /** The model file in memory: its bytes, configuration and (for GGUF) parsed header. */
-  readonly model: LoadedModel;
-  /** Every tensor: views of the file, or converted copies (GGUF Q8_0 / Q4_0). */
-  readonly weights: ModelWeights;
   /** Default and maximum session length: the load's contextLength, at most seqLen. */
   readonly contextLength: number;
   #disposed = false;
 
   private constructor(model: LoadedModel, contextLength: number) {
-    this.model = model;
-    this.weights = model.weights;
+    LOADED.set(this, model);
     this.config = model.config;
     this.contextLength = contextLength;
   }
