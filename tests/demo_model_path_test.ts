@@ -16,6 +16,7 @@ const shipped = fileURLToPath(new URL("models/demo/", repoRoot));
 const DOWNLOADED = [
   "model.bin",
   "tokenizer.json",
+  "model.bin.tokenizer",
   "model.bin.template",
   "model.bin.template.with-thinking",
   "model.bin.template.with-system",

@@ -17,13 +17,14 @@ const DEMO_DIR = "models/demo/";
 const DEMO_MODEL = "model.bin";
 
 /**
- * What a download of the demo model fetches: the model, the side files loading it reads
- * (the tokenizer and the four chat templates) and its description and sources, whose
- * licence notices travel with the weights.
+ * What a download of the demo model fetches: the model, its side files as `qwen3 export`
+ * writes them (the tokenizer.json loading reads, qwen3.c's `.tokenizer` and the four chat
+ * templates) and its description and sources, whose licence notices travel with the weights.
  */
 const DEMO_FILES: readonly string[] = [
   DEMO_MODEL,
   "tokenizer.json",
+  `${DEMO_MODEL}.tokenizer`,
   ...Object.values(TEMPLATE_SUFFIXES).map((suffix) => DEMO_MODEL + suffix),
   "README.md",
   "SOURCES.md",
@@ -36,7 +37,7 @@ const DEMO_FILES: readonly string[] = [
  *
  * When this module runs from a local file (a checkout, `deno run cli.ts`) the path is the
  * shipped `models/demo/model.bin`. When it runs from a remote URL (JSR), the model and its
- * side files (about 4.6 MB) are downloaded once into the same per-user cache folder the C
+ * side files (about 4.8 MB) are downloaded once into the same per-user cache folder the C
  * library goes to (`QWEN3_CACHE_DIR`, else `<user cache>/q3-qwen3/<version>/<os>-<arch>/`),
  * under `models/demo/`, and later calls reuse them.
  *
