@@ -1,8 +1,11 @@
 /**
  * The `qwen3` command line: chat with a model, continue a prompt, tokenize text, describe
- * a model file, export a Hugging Face model.
+ * a model file, export a Hugging Face model. Run it as `deno run -A jsr:@q3/qwen3/cli
+ * <command>` (or `deno run -A cli.ts <command>` in a checkout); `qwen3 chat` with no model
+ * chats with the demo model ({@linkcode demoModelPath}).
  *
  * ```sh
+ * deno run -A jsr:@q3/qwen3/cli chat
  * deno run -A cli.ts chat model.bin -y "You are terse." -r 0
  * deno run -A cli.ts generate model.bin -i "The future of AI is" -t 0 -n 64
  * deno run -A cli.ts inference model.bin --mode generate --input "Hello" --temperature 0.7
@@ -13,6 +16,8 @@
  *
  * Flags follow both peers: qwen3.c's short ones (`-t -p -s -c -m -i -y -r`) and qwen3-rs's
  * long ones (`--temperature --topp --seed --context --mode --input --system --reasoning`).
+ * `qwen3 <command> --help` lists a command's options. The one export, {@linkcode main},
+ * runs a command line from code.
  * @module
  */
 
@@ -439,14 +444,14 @@ async function cmdChat(model: Qwen3, v: Values): Promise<void> {
  * Longest chat line read from stdin, in bytes. Qwen3's 40960 positions hold about 160 KB of
  * text; a longer line is skipped to its end without being kept.
  */
-export const MAX_CHAT_LINE_BYTES = 4 << 20;
+const MAX_CHAT_LINE_BYTES = 4 << 20;
 
 /**
  * The lines of a byte stream (ending at "\n", "\r\n" or "\r", as node:readline splits
  * them), decoded as UTF-8. A line longer than `maxBytes` is not kept: it is read to its end
  * and given as `undefined`, so memory stays at `maxBytes` whatever the input.
  */
-export async function* stdinLines(
+async function* stdinLines(
   stream: ReadableStream<Uint8Array>,
   maxBytes: number,
 ): AsyncGenerator<string | undefined> {
@@ -756,9 +761,21 @@ function oneLine(message: string): string {
 }
 
 /**
- * Runs the command line `args` (without the program name) and returns the exit status:
- * 0 on success, 1 on a failure while running, 2 on a command-line mistake. Errors are
- * printed to stderr as one `error: ...` line.
+ * Runs a `qwen3` command line, printing to stdout and stderr as the program does. It never
+ * throws: errors are printed to stderr as one `error: ...` line.
+ *
+ * @param args The arguments without the program name, e.g. `["info", "model.bin"]`.
+ * @returns The exit status: 0 on success, 1 on a failure while running, 2 on a
+ * command-line mistake (and for no command at all, after the help).
+ *
+ * @example Tokenize text with the demo model's tokenizer
+ * ```ts
+ * import { demoModelPath } from "@q3/qwen3";
+ * import { main } from "@q3/qwen3/cli";
+ *
+ * const status = await main(["tokenize", await demoModelPath(), "-i", "Hello world"]);
+ * console.log(status); // 0, after "39 664 78 1170" on stdout
+ * ```
  */
 export async function main(args: string[]): Promise<number> {
   try {
