@@ -1,8 +1,11 @@
 /**
  * The `qwen3` command line: chat with a model, continue a prompt, tokenize text, describe
- * a model file, export a Hugging Face model.
+ * a model file, export a Hugging Face model. Run it as `deno run -A jsr:@q3/qwen3/cli
+ * <command>` (or `deno run -A cli.ts <command>` in a checkout); `qwen3 chat` with no model
+ * chats with the demo model ({@linkcode demoModelPath}).
  *
  * ```sh
+ * deno run -A jsr:@q3/qwen3/cli chat
  * deno run -A cli.ts chat model.bin -y "You are terse." -r 0
  * deno run -A cli.ts generate model.bin -i "The future of AI is" -t 0 -n 64
  * deno run -A cli.ts inference model.bin --mode generate --input "Hello" --temperature 0.7
@@ -13,6 +16,8 @@
  *
  * Flags follow both peers: qwen3.c's short ones (`-t -p -s -c -m -i -y -r`) and qwen3-rs's
  * long ones (`--temperature --topp --seed --context --mode --input --system --reasoning`).
+ * `qwen3 <command> --help` lists a command's options. The one export, {@linkcode main},
+ * runs a command line from code.
  * @module
  */
 
@@ -28,14 +33,11 @@ import {
   type GgufWeightType,
 } from "./src/export/export.ts";
 import type { GenerationStats, Piece, PieceKind } from "./src/api/generate.ts";
+import { demoModelPath } from "./src/api/demo.ts";
 import { Qwen3 } from "./src/api/qwen3.ts";
 import { readSideText, TOKENIZER_JSON_LIMIT } from "./src/formats/side_file.ts";
 import { Tokenizer } from "./src/text/tokenizer.ts";
 import type { SamplerOptions } from "./src/types.ts";
-
-/** Where `chat` looks when no MODEL is given (relative to the working directory, then to
- * this module's folder). */
-export const DEMO_MODEL_PATH = "models/demo/model.bin";
 
 /** A mistake in the command line (exit status 2). */
 class UsageError extends Error {}
@@ -98,7 +100,8 @@ Commands:
 Run \`qwen3 <command> --help\` for a command's options.`,
   chat: `Usage: qwen3 chat [MODEL] [options]
 
-Chats with MODEL (default ${DEMO_MODEL_PATH}). Each stdin line is a user turn; an empty
+Chats with MODEL (default: the demo model, models/demo/model.bin, downloaded once into
+the cache folder when qwen3 runs from JSR). Each stdin line is a user turn; an empty
 line or end of input ends the chat. The conversation stays in the KV cache across turns.
 Prefill and decode speed go to stderr after each answer.
 
@@ -441,14 +444,14 @@ async function cmdChat(model: Qwen3, v: Values): Promise<void> {
  * Longest chat line read from stdin, in bytes. Qwen3's 40960 positions hold about 160 KB of
  * text; a longer line is skipped to its end without being kept.
  */
-export const MAX_CHAT_LINE_BYTES = 4 << 20;
+const MAX_CHAT_LINE_BYTES = 4 << 20;
 
 /**
  * The lines of a byte stream (ending at "\n", "\r\n" or "\r", as node:readline splits
  * them), decoded as UTF-8. A line longer than `maxBytes` is not kept: it is read to its end
  * and given as `undefined`, so memory stays at `maxBytes` whatever the input.
  */
-export async function* stdinLines(
+async function* stdinLines(
   stream: ReadableStream<Uint8Array>,
   maxBytes: number,
 ): AsyncGenerator<string | undefined> {
@@ -691,26 +694,24 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
   return 0;
 }
 
+/** The demo model (a checkout's own, or downloaded once from JSR), announced on stderr. */
 async function findDemoModel(): Promise<string> {
-  const candidates = [DEMO_MODEL_PATH];
-  const here = new URL(DEMO_MODEL_PATH, import.meta.url);
-  if (here.protocol === "file:") candidates.push(decodeURIComponent(here.pathname));
-  for (const p of candidates) {
-    try {
-      if ((await Deno.stat(p)).isFile) {
-        await err(
-          `loading the demo model ${p}: a 4.2M-parameter Qwen3 trained on public-domain text ` +
-            "(models/demo/README.md); pass a MODEL to chat with another\n",
-        );
-        return p;
-      }
-    } catch { /* try the next */ }
+  let path: string;
+  try {
+    path = await demoModelPath();
+  } catch (e) {
+    if (!(e instanceof Qwen3Error)) throw e;
+    throw new UsageError(
+      `no MODEL given and the demo model is unavailable (${e.message}); pass a model.bin ` +
+        "(e.g. `qwen3 chat Qwen3-0.6B.bin`), or write a random-weight one with " +
+        "`deno run -A bench/make_model.ts models/demo`",
+    );
   }
-  throw new UsageError(
-    `no MODEL given and no demo model at ${candidates.join(" or ")}; pass a model.bin ` +
-      "(e.g. `qwen3 chat Qwen3-0.6B.bin`), or write a random-weight one with " +
-      "`deno run -A bench/make_model.ts models/demo`",
+  await err(
+    `loading the demo model ${path}: a 4.2M-parameter Qwen3 trained on public-domain text ` +
+      "(models/demo/README.md); pass a MODEL to chat with another\n",
   );
+  return path;
 }
 
 /**
@@ -760,9 +761,21 @@ function oneLine(message: string): string {
 }
 
 /**
- * Runs the command line `args` (without the program name) and returns the exit status:
- * 0 on success, 1 on a failure while running, 2 on a command-line mistake. Errors are
- * printed to stderr as one `error: ...` line.
+ * Runs a `qwen3` command line, printing to stdout and stderr as the program does. It never
+ * throws: errors are printed to stderr as one `error: ...` line.
+ *
+ * @param args The arguments without the program name, e.g. `["info", "model.bin"]`.
+ * @returns The exit status: 0 on success, 1 on a failure while running, 2 on a
+ * command-line mistake (and for no command at all, after the help).
+ *
+ * @example Tokenize text with the demo model's tokenizer
+ * ```ts
+ * import { demoModelPath } from "@q3/qwen3";
+ * import { main } from "@q3/qwen3/cli";
+ *
+ * const status = await main(["tokenize", await demoModelPath(), "-i", "Hello world"]);
+ * console.log(status); // 0, after "39 664 78 1170" on stdout
+ * ```
  */
 export async function main(args: string[]): Promise<number> {
   try {

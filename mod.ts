@@ -1,18 +1,33 @@
 /**
  * `@q3/qwen3`: run Qwen3 language models on the CPU from Deno, through a native C engine
- * (a shared library built by Zig) or a pure TypeScript reference engine.
+ * (a shared library built by Zig, loaded with `Deno.dlopen`) or a pure TypeScript reference
+ * engine with the same numerics.
  *
- * @example
+ * - {@linkcode Qwen3}: load a model (qwen3.c `model.bin`, qwen3-rs checkpoint or GGUF)
+ *   with its tokenizer and chat templates; {@linkcode Qwen3.generate} continues a prompt,
+ *   {@linkcode Qwen3.chat} starts a {@linkcode Chat} with its own KV cache. Both stream
+ *   {@linkcode Piece}s through a {@linkcode Generation}.
+ * - {@linkcode demoModelPath}: the 4.2M-parameter demo model that ships with the package.
+ * - {@linkcode Tokenizer}, {@linkcode Sampler}, {@linkcode TextStreamDecoder}: the parts the
+ *   generation loop is made of.
+ * - {@linkcode CEngine}, {@linkcode TsEngine} and their sessions: the engines themselves,
+ *   for logits, C-side sampling and decode steps; {@linkcode cpuFeatures},
+ *   {@linkcode kernelName}, {@linkcode selectKernel}: the C engine's kernels.
+ * - {@linkcode Qwen3Error}: what every failure throws, its `code` saying what failed.
+ *
+ * Everything that holds native memory is `Disposable` (`using`). The C engine needs
+ * `--allow-ffi`; reading models needs `--allow-read` (a remote module downloads the
+ * library and the demo model, which needs `--allow-net`, `--allow-write`, `--allow-env`).
+ *
+ * @example Chat with the demo model
  * ```ts
- * import { Qwen3 } from "@q3/qwen3";
- * import { writeRandomModel } from "./tests/helpers/random_model.ts";
+ * import { demoModelPath, Qwen3 } from "@q3/qwen3";
  *
- * // A tiny random-weight model keeps this example self-contained; pass a real
- * // Qwen3 model.bin (qwen3.c or qwen3-rs export) to get real answers.
- * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
- * using model = await Qwen3.load(path, { engine: "ts", contextLength: 256 });
+ * // The demo model answers in odd but real English; pass a real Qwen3 model.bin or GGUF
+ * // (e.g. one `qwen3 export` made from Hugging Face's Qwen3-0.6B) for real answers.
+ * using model = await Qwen3.load(await demoModelPath(), { contextLength: 1024 });
  * using chat = model.chat({ system: "You are terse.", thinking: false });
- * for await (const piece of chat.send("Hello!", { temperature: 0, maxTokens: 8 })) {
+ * for await (const piece of chat.send("Hello!", { temperature: 0, maxTokens: 16 })) {
  *   console.log(piece.kind, JSON.stringify(piece.text));
  * }
  * console.log(chat.stats?.prefillTokensPerSecond, chat.stats?.decodeTokensPerSecond);
@@ -21,6 +36,7 @@
  */
 
 export { Chat, Qwen3 } from "./src/api/qwen3.ts";
+export { demoModelPath } from "./src/api/demo.ts";
 export type {
   ChatMessage,
   ChatOptions,

@@ -33,9 +33,18 @@ const FORMATS: Record<number, ModelFormat> = { 1: "qwen3.c", 2: "qwen3-rs", 3: "
 
 /** Options of {@link CEngine.load}. */
 export interface CEngineOptions {
-  /** Context length (positions) for this load; default and maximum: the file's. */
+  /**
+   * Context length (positions) for this load; 0 gives the file's, which is also the
+   * maximum (larger values are clamped to it).
+   *
+   * @default {0}
+   */
   contextLength?: number;
-  /** Threads for a forward pass; default: the number of online CPUs (at most 64). */
+  /**
+   * Threads for a forward pass; 0 gives the number of online CPUs (at most 64).
+   *
+   * @default {0}
+   */
   threads?: number;
 }
 
@@ -131,18 +140,20 @@ export function nativeSampler(opts: SamplerOptions = {}) {
 }
 
 /**
- * A Qwen3 model loaded by the C engine (`qwen3_model_load`).
+ * A Qwen3 model loaded by the C engine (`qwen3_model_load`): memory-mapped weights, its own
+ * tokenizer and templates, and a thread pool. {@linkcode Qwen3.load} uses it by default and
+ * adds the TypeScript tokenizer, templates and generation loop; use it directly for the
+ * C-side tokenizer and sampler. The library is found as README.md's "How the library is
+ * found" says (`QWEN3_LIB`, the local build, the shipped copy, or a download).
  *
- * @example
+ * @example Logits of a prompt
  * ```ts
- * import { CEngine } from "@q3/qwen3";
- * import { writeRandomModel } from "../tests/helpers/random_model.ts";
+ * import { CEngine, demoModelPath } from "@q3/qwen3";
  *
- * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
- * using engine = await CEngine.load(path, { contextLength: 64, threads: 1 });
+ * using engine = await CEngine.load(await demoModelPath(), { contextLength: 64, threads: 1 });
  * using session = engine.createSession();
- * const logits = await session.forward(engine.tokenize("Hello world"));
- * console.log(engine.config.dim, session.position, logits.length); // 64 2 151936
+ * const logits = await session.forward(engine.tokenize("The sea"));
+ * console.log(engine.config.dim, session.position, logits.length); // 256 2 4122
  * ```
  */
 export class CEngine implements Engine {
@@ -188,8 +199,17 @@ export class CEngine implements Engine {
   }
 
   /**
-   * Loads a qwen3.c or qwen3-rs checkpoint (auto-detected) with its side files. Throws a
-   * Qwen3Error with the C engine's message (naming the file and field) on failure.
+   * Loads a qwen3.c or qwen3-rs checkpoint, or a `qwen3` GGUF (detected), with its side
+   * files (tokenizer, templates).
+   *
+   * @param path The model file (a regular file).
+   * @param opts The context length and threads.
+   * @returns The engine; dispose it when done.
+   * @throws {Qwen3Error} with the C engine's message naming the file and field: `io` when
+   * a file is missing, unreadable or not a regular file, or no tokenizer is found; `format`
+   * when it is malformed; `unsupported` for a valid file this engine cannot run;
+   * `out_of_memory`; `invalid_argument` for a bad option; `library` when the native
+   * library cannot be loaded.
    */
   static async load(path: string, opts: CEngineOptions = {}): Promise<CEngine> {
     const lib = await loadLibrary();
@@ -230,15 +250,26 @@ export class CEngine implements Engine {
     return h.lib.symbols.qwen3_model_get_threads(h.ptr);
   }
 
-  /** Sets the threads used by forward passes (0 = the number of online CPUs). */
+  /**
+   * Sets the threads used by forward passes from now on.
+   *
+   * @param n Threads; 0 gives the number of online CPUs (at most 64).
+   * @throws {Qwen3Error} `invalid_argument` for a count that is not a non-negative
+   * integer; `disposed` after the engine was disposed.
+   */
   setThreads(n: number): void {
     const h = this.#live();
     check(h.lib, h.lib.symbols.qwen3_model_set_threads(h.ptr, valid(n, "threads")), "set threads");
   }
 
   /**
-   * The chat template text the C engine loaded (printf-style `%s` placeholders).
-   * kind: 0 plain, 1 thinking, 2 system, 3 system and thinking.
+   * A chat template as the C engine loaded it (printf-style `%s` placeholders: the user
+   * text, or the system prompt then the user text).
+   *
+   * @param kind 0 plain, 1 thinking, 2 system, 3 system and thinking.
+   * @returns The template text.
+   * @throws {Qwen3Error} `invalid_argument` for another kind; `disposed` after the engine
+   * was disposed.
    */
   template(kind: 0 | 1 | 2 | 3): string {
     const h = this.#live();
@@ -247,7 +278,15 @@ export class CEngine implements Engine {
     return readCString(p);
   }
 
-  /** Tokenizes with the C engine's tokenizer (`special`: literal control-token text counts). */
+  /**
+   * Tokenizes with the C engine's tokenizer (the same ids as {@linkcode Tokenizer.encode}).
+   *
+   * @param text The text.
+   * @param opts `special`: turn literal control-token text such as `<|im_end|>` into
+   * control tokens (default false: plain text).
+   * @returns The token ids.
+   * @throws {Qwen3Error} `disposed` after the engine was disposed; `out_of_memory`.
+   */
   tokenize(text: string, opts: { special?: boolean } = {}): number[] {
     const h = this.#live();
     const bytes = new TextEncoder().encode(text);
@@ -269,7 +308,14 @@ export class CEngine implements Engine {
     return Array.from(out.subarray(0, n));
   }
 
-  /** The raw bytes of a token (a copy); throws for an id outside the tokenizer. */
+  /**
+   * The raw bytes of a token.
+   *
+   * @param id A token id.
+   * @returns A copy of its bytes.
+   * @throws {Qwen3Error} `invalid_argument` for an id outside the tokenizer; `disposed`
+   * after the engine was disposed.
+   */
   tokenBytes(id: number): Uint8Array {
     const h = this.#live();
     const len = new Uint32Array(1);
@@ -282,8 +328,13 @@ export class CEngine implements Engine {
   }
 
   /**
-   * Opens a session (KV cache and position) of `contextLength` positions (0 or absent = the
-   * load's context length; larger values are clamped to it).
+   * Opens a session: a KV cache, a position and a C sampler.
+   *
+   * @param contextLength Positions of the session; 0 or absent gives the load's context
+   * length, and larger values are clamped to it.
+   * @returns A new session at position 0.
+   * @throws {Qwen3Error} `out_of_memory` when the context cannot be allocated;
+   * `invalid_argument` for a bad length; `disposed` after the engine was disposed.
    */
   createSession(contextLength?: number): CSession {
     const h = this.#live();
@@ -303,8 +354,8 @@ export class CEngine implements Engine {
   }
 
   /**
-   * Releases the model. Native memory is freed now, or when the last open session is
-   * disposed. Disposing twice does nothing.
+   * Releases the model (`using` calls it). Native memory is freed now, or when the last
+   * open session is disposed. Disposing twice does nothing.
    */
   [Symbol.dispose](): void {
     const h = this.#handle;
@@ -316,21 +367,21 @@ export class CEngine implements Engine {
 }
 
 /**
- * A C context: KV cache, position and the C sampler, over a shared {@link CEngine}.
+ * A C context: KV cache, position and the C sampler, over a shared {@link CEngine}, from
+ * {@linkcode CEngine.createSession}. Forward passes run on a worker thread; one call at a
+ * time per session.
  *
- * @example
+ * @example Generate with the C sampler
  * ```ts
- * import { CEngine } from "@q3/qwen3";
- * import { writeRandomModel } from "../tests/helpers/random_model.ts";
+ * import { CEngine, demoModelPath } from "@q3/qwen3";
  *
- * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
- * using engine = await CEngine.load(path);
+ * using engine = await CEngine.load(await demoModelPath());
  * using session = engine.createSession(32);
  * session.setSampler({ temperature: 0 });
- * await session.forward(engine.tokenize("Once upon a"));
+ * await session.forward(engine.tokenize("Once upon a")); // 5 tokens
  * let token = session.sample();
  * for (let i = 0; i < 3; i++) token = await session.decode(token); // C samples each step
- * console.log(session.position); // 6
+ * console.log(session.position); // 8
  * ```
  */
 export class CSession implements EngineSession {
@@ -340,7 +391,13 @@ export class CSession implements EngineSession {
   #vocab: number;
   #disposed = false;
 
-  /** Use {@link CEngine.createSession}. */
+  /**
+   * Wraps a native context. Internal: sessions come from {@linkcode CEngine.createSession}.
+   *
+   * @param handle The native context and its model.
+   * @param vocabSize The model's vocabulary size.
+   * @ignore
+   */
   constructor(handle: ContextHandle, vocabSize: number) {
     this.#handle = handle;
     this.#vocab = vocabSize;
@@ -414,8 +471,16 @@ export class CSession implements EngineSession {
   }
 
   /**
-   * Runs `tokens` (a nonblocking prefill on a worker thread) and returns the logits of
-   * the last one: a view of the C buffer (no copy), valid until the next call.
+   * Runs `tokens` at positions `position ..` (a nonblocking prefill on a worker thread).
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns The logits of the last one: a view of the C buffer (no copy), valid until the
+   * next call.
+   * @throws {Qwen3Error} `context_full` (changing nothing) when the tokens do not fit;
+   * `invalid_argument` for no tokens, an id outside the vocabulary, or a call while another
+   * is in flight; `disposed` after the session was disposed; `io` when the memory-mapped
+   * model file was truncated or modified since it was loaded; `out_of_memory` when KV-cache
+   * memory cannot be committed.
    */
   async forward(tokens: ArrayLike<number>): Promise<Float32Array> {
     const buf = this.#validate(tokens);
@@ -427,25 +492,49 @@ export class CSession implements EngineSession {
     return this.#logits();
   }
 
-  /** The logits of the last token run (a view, as from {@link forward}). */
+  /**
+   * The logits of the last token run, again.
+   *
+   * @returns A view of the C buffer, as from {@linkcode CSession.forward}.
+   * @throws {Qwen3Error} `invalid_argument` before the first forward pass; `disposed`.
+   */
   logits(): Float32Array {
     return this.#logits();
   }
 
-  /** Sets the C sampler (reseeds it and clears its presence-penalty history). */
+  /**
+   * Sets the C sampler used by {@linkcode CSession.sample} and {@linkcode CSession.decode};
+   * it reseeds it and clears its presence-penalty history.
+   *
+   * @param opts The settings and seed, with the same defaults and results as the
+   * TypeScript {@linkcode Sampler}.
+   * @throws {Qwen3Error} `invalid_argument` naming an option out of range; `disposed`.
+   */
   setSampler(opts: SamplerOptions = {}): void {
     const { lib, ptr } = this.#live();
     const buf = writeSamplerConfig(nativeSampler(opts));
     check(lib, lib.symbols.qwen3_context_set_sampler(ptr, buf), "qwen3_context_set_sampler");
   }
 
-  /** Samples the next token from the current logits with the C sampler. */
+  /**
+   * Samples the next token from the current logits with the C sampler.
+   *
+   * @returns The token id.
+   * @throws {Qwen3Error} `invalid_argument` before the first forward pass; `disposed`.
+   */
   sample(): number {
     const { lib, ptr } = this.#live();
     return check(lib, lib.symbols.qwen3_context_sample(ptr), "qwen3_context_sample");
   }
 
-  /** Runs one token (nonblocking) and returns the token the C sampler picks next. */
+  /**
+   * Runs one token (nonblocking) and samples the next with the C sampler: one step of
+   * generation in one call.
+   *
+   * @param token The token to run (usually the last one sampled).
+   * @returns The token the C sampler picks next.
+   * @throws {Qwen3Error} As {@linkcode CSession.forward}.
+   */
   async decode(token: number): Promise<number> {
     this.#validate([token]);
     const { lib, ptr } = this.#live();
@@ -467,7 +556,13 @@ export class CSession implements EngineSession {
     return Qwen3Error.fromStatus(status, `${what} failed with status ${status}${why}`);
   }
 
-  /** Forgets the tokens from `position` on. */
+  /**
+   * Forgets the tokens from `position` on.
+   *
+   * @param position The new position, from 0 to the current one.
+   * @throws {Qwen3Error} `invalid_argument` for a position outside `0..position`;
+   * `disposed`.
+   */
   rewind(position: number): void {
     const { lib, ptr } = this.#live();
     check(lib, lib.symbols.qwen3_context_rewind(ptr, valid(position, "position")), "rewind");
@@ -478,7 +573,10 @@ export class CSession implements EngineSession {
     return this.#disposed;
   }
 
-  /** Frees the KV cache (after a forward pass still in flight). Disposing twice does nothing. */
+  /**
+   * Frees the KV cache (`using` calls it; after a forward pass still in flight). Disposing
+   * twice does nothing.
+   */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     this.#disposed = true;
@@ -488,12 +586,16 @@ export class CSession implements EngineSession {
 }
 
 /**
- * The CPU features the C engine detected, e.g. ["sse4.2", "avx2", "avx512vnni"].
+ * The CPU features the C engine detected.
  *
- * @example
+ * @returns Feature names, e.g. ["sse4.2", "avx2", "avx512vnni"].
+ * @throws {Qwen3Error} `library` when the native library cannot be loaded.
+ *
+ * @example Print them
  * ```ts
  * import { cpuFeatures } from "@q3/qwen3";
- * console.log((await cpuFeatures()).join(" "));
+ *
+ * console.log((await cpuFeatures()).join(" ")); // e.g. sse4.2 avx2 fma
  * ```
  */
 export async function cpuFeatures(): Promise<string[]> {
@@ -502,12 +604,17 @@ export async function cpuFeatures(): Promise<string[]> {
 }
 
 /**
- * The kernel tier the C engine uses now ("scalar", "avx2", "avx512vnni", "neon", ...).
+ * The kernel tier the C engine uses now: the best this CPU supports, unless
+ * {@linkcode selectKernel} or `QWEN3_KERNEL` chose another.
  *
- * @example
+ * @returns The tier's name: "scalar", "avx2", "avx512vnni", "neon", ...
+ * @throws {Qwen3Error} `library` when the native library cannot be loaded.
+ *
+ * @example Print it
  * ```ts
  * import { kernelName } from "@q3/qwen3";
- * console.log(await kernelName());
+ *
+ * console.log(await kernelName()); // e.g. avx2
  * ```
  */
 export async function kernelName(): Promise<string> {
@@ -516,14 +623,20 @@ export async function kernelName(): Promise<string> {
 }
 
 /**
- * Forces a kernel tier for the whole process. Throws a Qwen3Error ("unsupported") when
- * this CPU or build lacks it.
+ * Forces a kernel tier for the whole process. Every tier gives bit-identical results; the
+ * scalar one is the reference.
  *
- * @example
+ * @param name A tier's name, as {@linkcode kernelName} returns it.
+ * @throws {Qwen3Error} `unsupported` when this CPU or build lacks the tier; `library` when
+ * the native library cannot be loaded.
+ *
+ * @example Run on the scalar kernel, then go back
  * ```ts
  * import { kernelName, selectKernel } from "@q3/qwen3";
+ *
  * const best = await kernelName();
- * await selectKernel("scalar"); // the reference kernel, e.g. to compare results
+ * await selectKernel("scalar"); // the reference kernel, e.g. to compare speed
+ * console.log(await kernelName()); // scalar
  * await selectKernel(best);
  * ```
  */
@@ -533,12 +646,16 @@ export async function selectKernel(name: string): Promise<void> {
 }
 
 /**
- * The C library's version string.
+ * The C library's version.
  *
- * @example
+ * @returns The version string, the package's for a library built with it.
+ * @throws {Qwen3Error} `library` when the native library cannot be loaded.
+ *
+ * @example Print it
  * ```ts
  * import { nativeVersion } from "@q3/qwen3";
- * console.log(await nativeVersion()); // e.g. "0.1.0"
+ *
+ * console.log(await nativeVersion()); // e.g. 0.1.0
  * ```
  */
 export async function nativeVersion(): Promise<string> {

@@ -81,7 +81,19 @@ export function cacheDir(): string {
   return [base, "q3-qwen3", VERSION, targetDir()].join(sep);
 }
 
-async function download(url: URL, dir: string, file: string): Promise<string> {
+/**
+ * Downloads `url` into `dir/file` once: a file already there is reused as it is. The bytes
+ * are written to a temporary name and renamed into place, so a concurrent process never
+ * opens a half-written file. Used for the shipped library and the demo model
+ * (src/api/demo.ts).
+ *
+ * @param url The file to fetch.
+ * @param dir The folder to put it in (created when missing), e.g. {@link cacheDir}.
+ * @param file The file name inside `dir`.
+ * @returns The path of the file.
+ * @throws {Error} On an HTTP status other than 2xx, an empty body, or a write that fails.
+ */
+export async function download(url: URL, dir: string, file: string): Promise<string> {
   const sep = Deno.build.os === "windows" ? "\\" : "/";
   const dest = `${dir}${sep}${file}`;
   if (isFile(dest)) return dest;

@@ -1,5 +1,7 @@
 /**
- * The contracts shared by both engines and everything that drives them.
+ * The contracts shared by both engines ({@linkcode CEngine}, {@linkcode TsEngine}) and
+ * everything that drives them: a model's configuration, an engine, a session over it, and
+ * the sampler settings.
  * @module
  */
 
@@ -41,7 +43,20 @@ export type EngineKind = "c" | "ts";
 
 /**
  * One sequence's state over a loaded engine: a KV cache and a position. Several sessions
- * may share one engine.
+ * may share one engine. Dispose a session (`using`) to free its KV cache.
+ *
+ * @example Logits of a prompt, then of one more token
+ * ```ts
+ * import { demoModelPath, Qwen3 } from "@q3/qwen3";
+ *
+ * using model = await Qwen3.load(await demoModelPath());
+ * using session = model.engine.createSession(64);
+ * let logits = await session.forward(model.tokenizer.encode("The sea"));
+ * console.log(session.position, logits.length); // 2 4122
+ * logits = await session.forward([logits.indexOf(Math.max(...logits))]);
+ * session.rewind(2); // forget the last token
+ * console.log(session.position); // 2
+ * ```
  */
 export interface EngineSession extends Disposable {
   /** Positions this session can hold. */
@@ -50,16 +65,32 @@ export interface EngineSession extends Disposable {
   readonly position: number;
   /**
    * Runs the model over `tokens` at positions `position ..` and returns the logits of the
-   * last one (vocabSize floats). The array is only valid until the next call on this
-   * session. Throws a Qwen3Error with code "context_full" (changing nothing) when the
-   * tokens do not fit.
+   * last one. The array is only valid until the next call on this session.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns The last token's logits (`vocabSize` floats).
+   * @throws {Qwen3Error} `context_full` (changing nothing) when the tokens do not fit in
+   * the free positions; `invalid_argument` for no tokens or an id outside the vocabulary;
+   * `disposed` after the session was disposed; on the C engine also `io` when the
+   * memory-mapped model file was truncated or modified since it was loaded, and
+   * `out_of_memory` when KV-cache memory cannot be committed.
    */
   forward(tokens: ArrayLike<number>): Promise<Float32Array>;
-  /** Forgets the tokens from `position` on. */
+  /**
+   * Forgets the tokens from `position` on: the next {@linkcode EngineSession.forward}
+   * runs at `position`.
+   *
+   * @param position The new position, from 0 to the current one.
+   * @throws {Qwen3Error} `invalid_argument` for a position that is not an integer in
+   * `0..position`; on the C engine, `disposed` after the session was disposed.
+   */
   rewind(position: number): void;
 }
 
-/** A loaded transformer: the C engine or the TypeScript reference engine. */
+/**
+ * A loaded transformer: the C engine ({@linkcode CEngine}) or the TypeScript reference
+ * engine ({@linkcode TsEngine}). {@linkcode Qwen3.engine} holds the one a model runs on.
+ */
 export interface Engine extends Disposable {
   /** "c" or "ts". */
   readonly kind: EngineKind;
@@ -67,22 +98,62 @@ export interface Engine extends Disposable {
   readonly config: ModelConfig;
   /** Threads used for a forward pass (always 1 for the TypeScript engine). */
   readonly threads: number;
-  /** Opens a session of `contextLength` positions (default and maximum: config.seqLen). */
+  /**
+   * Opens a session: a KV cache of `contextLength` positions.
+   *
+   * @param contextLength Positions of the session; 0 or absent gives the engine's context
+   * length (the load's `contextLength`, at most `config.seqLen`), and larger values are
+   * clamped to it.
+   * @returns A new session at position 0.
+   * @throws {Qwen3Error} `invalid_argument` for a length that is not a non-negative
+   * integer; `disposed` after the engine was disposed; `out_of_memory` when the C engine
+   * cannot allocate the context.
+   */
   createSession(contextLength?: number): EngineSession;
 }
 
-/** Sampler settings shared by the TypeScript sampler and the C engine's. */
+/**
+ * Sampler settings shared by the TypeScript {@linkcode Sampler} and the C engine's
+ * ({@linkcode CSession.setSampler}): the same settings and seed pick the same tokens on
+ * both. The order in which they apply is in docs/sampling.md#algorithm.
+ */
 export interface SamplerOptions {
-  /** 0 = greedy argmax. Default 1. */
+  /**
+   * Divides the logits before the softmax; 0 picks the most likely token (greedy, no
+   * randomness). Must be >= 0.
+   *
+   * @default {1}
+   */
   temperature?: number;
-  /** Nucleus sampling in (0, 1); 0 or >= 1 disables. Default 0.9. */
+  /**
+   * Nucleus sampling: keep the most likely tokens until their probabilities sum past
+   * `topP`. Only 0 < topP < 1 filters; 0 or >= 1 disables it.
+   *
+   * @default {0.9}
+   */
   topP?: number;
-  /** Keep only the k most likely tokens; 0 disables. Default 0. */
+  /**
+   * Keep only the `topK` most likely tokens; 0 disables it. An integer >= 0.
+   *
+   * @default {0}
+   */
   topK?: number;
-  /** Drop tokens less likely than minP times the most likely; 0 disables. Default 0. */
+  /**
+   * Drop tokens less likely than `minP` times the most likely one; 0 disables it. In 0..1.
+   *
+   * @default {0}
+   */
   minP?: number;
-  /** Subtracted from the logit of every token already generated. Default 0. */
+  /**
+   * Subtracted from the logit of every token already generated, to discourage repeats.
+   *
+   * @default {0}
+   */
   presencePenalty?: number;
-  /** RNG seed; 0 or absent = from the clock. */
+  /**
+   * Seed of the random generator (an integer in 0..2^64-1); 0 takes one from the clock.
+   *
+   * @default {0}
+   */
   seed?: number | bigint;
 }

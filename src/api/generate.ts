@@ -48,11 +48,22 @@ export interface GenerationStats {
   startPosition: number;
 }
 
-/** Per-call options of generation: sampling, a token cap and cancellation. */
+/**
+ * Per-call options of generation ({@linkcode Qwen3.generate}, {@linkcode Chat.send}):
+ * sampling, a token cap and cancellation.
+ */
 export interface GenerateOptions extends SamplerOptions {
-  /** Most new tokens to generate; default: until a stop token or the context is full. */
+  /**
+   * Most new tokens to generate (an integer >= 0, or Infinity): generation otherwise runs
+   * until a stop token or a full context.
+   *
+   * @default {Infinity}
+   */
   maxTokens?: number;
-  /** Stops generation between two tokens; the text so far is kept. */
+  /**
+   * Stops generation between two tokens when aborted; the text so far is kept and
+   * `stats.stopReason` is "aborted".
+   */
   signal?: AbortSignal;
 }
 
@@ -269,19 +280,32 @@ export async function* runGeneration(
 }
 
 /**
- * A generation in progress: iterate it once (`for await`) for its pieces; afterwards
- * `text`, `thinking`, `tokens` and `stats` describe the whole run.
+ * A generation in progress, from {@linkcode Qwen3.generate} or {@linkcode Chat.send}.
+ * Nothing runs until it is iterated: iterate it once (`for await`) for its pieces, or call
+ * {@linkcode Generation.complete}; afterwards `text`, `thinking`, `tokens` and `stats`
+ * describe the whole run, however it ended (breaking out of the loop counts as "aborted").
  *
- * @example
+ * @example Stream the pieces, then read the stats
  * ```ts
- * import { Qwen3 } from "@q3/qwen3";
- * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
+ * import { demoModelPath, Qwen3 } from "@q3/qwen3";
  *
- * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
- * using model = await Qwen3.load(path, { engine: "ts" });
- * const run = model.generate("Hello", { temperature: 0, maxTokens: 4 });
+ * using model = await Qwen3.load(await demoModelPath());
+ * const run = model.generate("The sea", { temperature: 0, maxTokens: 4 });
  * for await (const piece of run) console.log(piece.kind, JSON.stringify(piece.text));
- * console.log(run.tokens.length, run.stats?.stopReason); // 4 "max_tokens"
+ * console.log(run.tokens.length, run.stats?.stopReason); // 4 max_tokens
+ * ```
+ *
+ * @example Stop early with an AbortSignal
+ * ```ts
+ * import { demoModelPath, Qwen3 } from "@q3/qwen3";
+ *
+ * using model = await Qwen3.load(await demoModelPath());
+ * const stop = new AbortController();
+ * const run = model.generate("Once upon a time", { temperature: 0, signal: stop.signal });
+ * for await (const _piece of run) {
+ *   if (run.tokens.length >= 3) stop.abort(); // e.g. a user pressed Ctrl-C
+ * }
+ * console.log(run.stats?.stopReason); // aborted
  * ```
  */
 export class Generation implements AsyncIterable<Piece> {
@@ -289,22 +313,28 @@ export class Generation implements AsyncIterable<Piece> {
   #result: GenerationResult = emptyResult();
   #started = false;
 
-  /** Wraps a generator function that fills the given result. */
+  /**
+   * Wraps a generator function that fills the given result. Internal: generations come
+   * from {@linkcode Qwen3.generate} and {@linkcode Chat.send}.
+   *
+   * @param start Starts the run on the result record it fills.
+   * @ignore
+   */
   constructor(start: (result: GenerationResult) => AsyncGenerator<Piece, unknown, undefined>) {
     this.#start = start;
   }
 
-  /** The answer text generated so far. */
+  /** The answer text generated so far (without the reasoning). */
   get text(): string {
     return this.#result.text;
   }
 
-  /** The reasoning text generated so far. */
+  /** The reasoning text generated so far (between `<think>` and `</think>`). */
   get thinking(): string {
     return this.#result.thinking;
   }
 
-  /** Every token sampled so far. */
+  /** Every token sampled so far, in order (the stop token excluded). */
   get tokens(): readonly number[] {
     return this.#result.tokens;
   }
@@ -324,13 +354,39 @@ export class Generation implements AsyncIterable<Piece> {
     return this.#result.stats !== undefined;
   }
 
-  /** Runs to the end and returns the answer text (the reasoning is in `thinking`). */
+  /**
+   * Runs to the end without streaming.
+   *
+   * @returns The answer text (the reasoning is in {@linkcode Generation.thinking}).
+   * @throws {Qwen3Error} What iterating it throws: `invalid_argument`, `disposed`, and on the
+   * C engine `io` and `out_of_memory` (see `[Symbol.asyncIterator]`).
+   *
+   * @example The whole answer at once
+   * ```ts
+   * import { demoModelPath, Qwen3 } from "@q3/qwen3";
+   *
+   * using model = await Qwen3.load(await demoModelPath());
+   * const run = model.generate("The sea", { temperature: 0, maxTokens: 8 });
+   * console.log(await run.complete(), run.stats?.generatedTokens); // , and the sea of the sea, 8
+   * ```
+   */
   async complete(): Promise<string> {
     for await (const _ of this) { /* drain */ }
     return this.text;
   }
 
-  /** Starts the run; a Generation can be iterated only once. */
+  /**
+   * Starts the run. A Generation can be iterated only once. A context that fills up ends
+   * the run with `stats.stopReason` "context_full" rather than an error, and a prompt that
+   * does not fit runs nothing.
+   *
+   * @returns An iterator of the pieces, each whole UTF-8 characters and never empty.
+   * @throws {Qwen3Error} `invalid_argument` when iterated a second time, for invalid
+   * sampler options or `maxTokens`, an empty prompt, or a chat still answering its previous
+   * turn; `disposed` when the model or chat is disposed (at the next token, the text so far
+   * kept); on the C engine also `io` (the model file changed on disk) and `out_of_memory`.
+   * The iteration's errors reach the `for await` loop, not this call.
+   */
   [Symbol.asyncIterator](): AsyncIterator<Piece> {
     if (this.#started) {
       throw new Qwen3Error("invalid_argument", "a Generation can be iterated only once");

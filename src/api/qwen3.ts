@@ -1,6 +1,14 @@
 /**
  * The public API: {@link Qwen3} (a loaded model on either engine) and {@link Chat} (a
  * multi-turn conversation with its own KV cache).
+ *
+ * ```ts
+ * import { demoModelPath, Qwen3 } from "@q3/qwen3";
+ *
+ * using model = await Qwen3.load(await demoModelPath());
+ * using chat = model.chat();
+ * console.log(await chat.send("Hello!", { temperature: 0, maxTokens: 8 }).complete());
+ * ```
  * @module
  */
 
@@ -24,12 +32,12 @@ import {
   TEMPLATE_SUFFIXES,
 } from "../text/template.ts";
 import { Tokenizer } from "../text/tokenizer.ts";
-import { TsEngine } from "../reference/ts_engine.ts";
+import { loadedModel, TsEngine } from "../reference/ts_engine.ts";
 import type { Engine, EngineKind, EngineSession, ModelConfig } from "../types.ts";
 
 /** A GGUF's header: already in memory for the TS engine, read (header only) for the C one. */
 async function ggufHeaderOf(path: string, engine: Engine): Promise<GgufFile | undefined> {
-  if (engine instanceof TsEngine) return engine.model.gguf;
+  if (engine instanceof TsEngine) return loadedModel(engine).gguf;
   return engine.config.format === "gguf" ? await readGgufMetadata(path) : undefined;
 }
 
@@ -77,28 +85,60 @@ async function modelTokenizer(path: string, gguf: GgufFile | undefined): Promise
 
 /** Options of {@link Qwen3.load}. */
 export interface Qwen3LoadOptions {
-  /** "c" (default): the native engine; "ts": the TypeScript reference engine. */
+  /**
+   * The engine that runs the transformer: "c", the native library (loaded with
+   * `Deno.dlopen`, so it needs `--allow-ffi`), or "ts", the TypeScript reference engine
+   * (slower; runs wherever Deno does).
+   *
+   * @default {"c"}
+   */
   engine?: EngineKind;
-  /** Context length (positions) of sessions; default and maximum: the file's. */
+  /**
+   * Context length (positions) of the model's sessions and chats; 0 gives the file's
+   * (`config.seqLen`), which is also the maximum (larger values are clamped to it). Memory
+   * for the KV cache grows with the positions used, up to this.
+   *
+   * @default {0}
+   */
   contextLength?: number;
-  /** Threads for the C engine's forward passes (default: online CPUs). */
+  /**
+   * Threads for the C engine's forward passes; 0 gives the number of online CPUs (at most
+   * 64). The TypeScript engine always uses one.
+   *
+   * @default {0}
+   */
   threads?: number;
 }
 
-/** Options of {@link Qwen3.generate}. */
+/** Options of {@link Qwen3.generate}: sampling, a token cap, cancellation, and `special`. */
 export interface Qwen3GenerateOptions extends GenerateOptions {
-  /** Turn literal control-token text such as `<|im_start|>` in the prompt into control
-   * tokens (default false: the prompt is plain text). */
+  /**
+   * Turn literal control-token text such as `<|im_start|>` in a text prompt into control
+   * tokens, to write a chat prompt by hand. When false the prompt is plain text, so text
+   * from users cannot inject control tokens.
+   *
+   * @default {false}
+   */
   special?: boolean;
 }
 
 /** Options of {@link Qwen3.chat}. */
 export interface ChatOptions {
-  /** System prompt, sent with the first turn. */
+  /** System prompt, sent with the first turn (none when absent or empty). */
   system?: string;
-  /** Let the model reason in `<think>` before answering (default false). */
+  /**
+   * Let the model reason in a `<think>` block before answering (streamed as pieces of kind
+   * "thinking"). When false the template gives it an empty block, as Qwen3's own does.
+   *
+   * @default {false}
+   */
   thinking?: boolean;
-  /** Positions of this chat's KV cache (default: the model's context length). */
+  /**
+   * Positions of this chat's KV cache; 0 gives the model's context length (the load's
+   * `contextLength`), which is also the maximum.
+   *
+   * @default {0}
+   */
   contextLength?: number;
 }
 
@@ -112,7 +152,7 @@ export interface ChatMessage {
   thinking?: string;
 }
 
-/** The control tokens generation needs, looked up once per model. */
+/** The control tokens generation needs, looked up once per model ({@link Qwen3.specialTokens}). */
 export interface SpecialTokens {
   /** `<|im_end|>`: ends a chat turn. */
   imEnd: number;
@@ -201,19 +241,19 @@ function specialTokens(tok: Tokenizer): SpecialTokens {
 
 /**
  * A Qwen3 model loaded on the C engine (default) or the TypeScript engine, with its
- * tokenizer and chat templates.
+ * tokenizer and chat templates. Load one with {@linkcode Qwen3.load}; continue text with
+ * {@linkcode Qwen3.generate}, or hold a conversation with {@linkcode Qwen3.chat}. A model
+ * holds native memory: dispose it (`using`) when done.
  *
- * @example
+ * @example Continue a prompt, streaming the text
  * ```ts
- * import { Qwen3 } from "@q3/qwen3";
- * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
+ * import { demoModelPath, Qwen3 } from "@q3/qwen3";
  *
- * // A tiny random-weight model, so the example runs anywhere; use a real model.bin instead.
- * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
- * using model = await Qwen3.load(path, { engine: "ts", contextLength: 128 });
- * const run = model.generate("The future of AI is", { temperature: 0, maxTokens: 8 });
+ * // The small demo model that ships with the package; pass any Qwen3 model.bin or GGUF.
+ * using model = await Qwen3.load(await demoModelPath());
+ * const run = model.generate("The future of the sea is", { temperature: 0, maxTokens: 8 });
  * for await (const piece of run) console.log(piece.kind, JSON.stringify(piece.text));
- * console.log(run.stats?.generatedTokens, run.stats?.stopReason);
+ * console.log(run.stats?.generatedTokens, run.stats?.stopReason); // 3 stop_token
  * ```
  */
 export class Qwen3 implements Disposable {
@@ -223,7 +263,7 @@ export class Qwen3 implements Disposable {
   readonly tokenizer: Tokenizer;
   /** The chat templates (`.template*` side files, a GGUF's own chat template, or the stock Qwen3 ones). */
   readonly templates: ChatTemplates;
-  /** The model file. */
+  /** The model file, as given to {@linkcode Qwen3.load}. */
   readonly path: string;
   #special: SpecialTokens;
   #disposed = false;
@@ -248,16 +288,27 @@ export class Qwen3 implements Disposable {
    * templates (`.template*` side files, else a GGUF's own chat template, else the stock
    * Qwen3 ones). The model path must be a regular file and side files regular files within
    * their size limits (src/formats/side_file.ts); a tokenizer with more tokens than the model's
-   * embedding rows is refused. Errors are Qwen3Errors naming the file.
+   * embedding rows is refused.
    *
-   * @example
+   * @param path The model file.
+   * @param opts The engine, context length and threads.
+   * @returns The loaded model; dispose it when done.
+   * @throws {Qwen3Error} naming the file: `io` when a file is missing, not a regular file,
+   * unreadable or over its size limit, or no tokenizer is found; `format` when the model,
+   * tokenizer or a template is malformed (a GGUF chat template that runs into a rendering
+   * limit included); `unsupported` for a valid file this engine cannot run (a GGUF tensor
+   * type, a tokenizer kind); `invalid_argument` for a bad option; `out_of_memory`; with the
+   * C engine, `library` when the native library cannot be loaded (the message says how to
+   * build it, or use `engine: "ts"`).
+   *
+   * @example Load on either engine
    * ```ts
-   * import { Qwen3 } from "@q3/qwen3";
-   * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
+   * import { demoModelPath, Qwen3 } from "@q3/qwen3";
    *
-   * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
-   * using model = await Qwen3.load(path, { engine: "ts" });
-   * console.log(model.engine.kind, model.config.dim, model.tokenizer.encode("Hello world"));
+   * using model = await Qwen3.load(await demoModelPath(), { contextLength: 512, threads: 2 });
+   * console.log(model.engine.kind, model.config.nLayers, model.config.vocabSize); // c 4 4122
+   * using reference = await Qwen3.load(model.path, { engine: "ts" });
+   * console.log(reference.engine.kind, reference.engine.threads); // ts 1
    * ```
    */
   static async load(path: string, opts: Qwen3LoadOptions = {}): Promise<Qwen3> {
@@ -291,7 +342,7 @@ export class Qwen3 implements Disposable {
     }
   }
 
-  /** The model's hyper-parameters. */
+  /** The model's hyper-parameters (those of its {@linkcode Qwen3.engine}). */
   get config(): ModelConfig {
     return this.engine.config;
   }
@@ -300,25 +351,45 @@ export class Qwen3 implements Disposable {
     if (this.#disposed) throw MODEL_DISPOSED();
   }
 
-  /** Control-token ids generation needs (internal to Chat). */
+  /** The control-token ids generation needs: `<|im_end|>`, `<|endoftext|>`, `<think>`, ... */
   get specialTokens(): Readonly<SpecialTokens> {
     return this.#special;
   }
 
   /**
-   * Continues `prompt` (text, or token ids) in a fresh session: an async iterable of
-   * text pieces; afterwards the returned Generation holds the text and stats.
+   * Continues `prompt` in a fresh session (its own KV cache, freed at the end). Nothing
+   * runs until the returned Generation is iterated; it stops at `<|im_end|>` or
+   * `<|endoftext|>`, at `maxTokens`, when `signal` aborts, or when the context is full. A
+   * prompt that does not fit in the context runs nothing (`stats.stopReason`
+   * "context_full"); it is never truncated.
    *
-   * @example
+   * @param prompt Text (plain unless `special`), or token ids.
+   * @param opts Sampling, `maxTokens`, `signal` and `special`.
+   * @returns The generation: an async iterable of text pieces; afterwards it holds the
+   * text, tokens and stats.
+   * @throws {Qwen3Error} `disposed` when the model was disposed. The Generation's own
+   * errors come when it is iterated ({@linkcode Generation}).
+   *
+   * @example Seeded sampling with a time limit
    * ```ts
-   * import { Qwen3 } from "@q3/qwen3";
-   * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
+   * import { demoModelPath, Qwen3 } from "@q3/qwen3";
    *
-   * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
-   * using model = await Qwen3.load(path, { engine: "ts" });
+   * using model = await Qwen3.load(await demoModelPath());
    * const signal = AbortSignal.timeout(60_000);
-   * const run = model.generate("Once upon a time", { temperature: 0.8, topP: 0.9, seed: 42, maxTokens: 5, signal });
-   * console.log(await run.complete(), run.stats?.decodeTokensPerSecond);
+   * const opts = { temperature: 0.8, topP: 0.9, seed: 42, maxTokens: 16, signal };
+   * const run = model.generate("And it came to pass", opts);
+   * console.log(await run.complete()); // the same text every run with seed 42
+   * console.log(run.stats?.decodeTokensPerSecond);
+   * ```
+   *
+   * @example A chat prompt written by hand
+   * ```ts
+   * import { demoModelPath, Qwen3 } from "@q3/qwen3";
+   *
+   * using model = await Qwen3.load(await demoModelPath());
+   * const prompt = "<|im_start|>user\nWhat is a cat?<|im_end|>\n<|im_start|>assistant\n";
+   * const run = model.generate(prompt, { special: true, temperature: 0, maxTokens: 24 });
+   * for await (const piece of run) console.log(piece.kind, JSON.stringify(piece.text));
    * ```
    */
   generate(prompt: string | readonly number[], opts: Qwen3GenerateOptions = {}): Generation {
@@ -349,21 +420,24 @@ export class Qwen3 implements Disposable {
   }
 
   /**
-   * Starts a conversation with its own KV cache (so chats on one model never disturb each
-   * other).
+   * Starts a conversation with its own KV cache, so chats on one model never disturb each
+   * other.
    *
-   * @example
+   * @param opts The system prompt, thinking, and the chat's context length.
+   * @returns The chat; dispose it to free its KV cache.
+   * @throws {Qwen3Error} `disposed` when the model was disposed; `invalid_argument` for a
+   * bad `contextLength`; `out_of_memory` when the C engine cannot allocate the context.
+   *
+   * @example A chat with a system prompt and reasoning
    * ```ts
-   * import { Qwen3 } from "@q3/qwen3";
-   * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
+   * import { demoModelPath, Qwen3 } from "@q3/qwen3";
    *
-   * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
-   * using model = await Qwen3.load(path, { engine: "ts", contextLength: 256 });
-   * using chat = model.chat({ system: "You are terse.", thinking: false });
-   * for await (const ev of chat.send("Hello!", { temperature: 0, maxTokens: 6 })) {
-   *   console.log(ev.kind, JSON.stringify(ev.text));
+   * using model = await Qwen3.load(await demoModelPath());
+   * using chat = model.chat({ system: "You are terse.", thinking: true });
+   * for await (const piece of chat.send("Hello!", { temperature: 0, maxTokens: 24 })) {
+   *   console.log(piece.kind, JSON.stringify(piece.text)); // kind: "thinking" or "answer"
    * }
-   * console.log(chat.stats, chat.history.length);
+   * console.log(chat.stats?.stopReason, chat.history.length); // max_tokens 3
    * ```
    */
   chat(opts: ChatOptions = {}): Chat {
@@ -377,11 +451,12 @@ export class Qwen3 implements Disposable {
   }
 
   /**
-   * Releases the model. Generations and chat turns streaming on it end at their next token
-   * boundary (a forward pass already running finishes first): the stream throws a
-   * Qwen3Error "disposed", and the text so far stays in the Generation (stats.stopReason
-   * "aborted"). Afterwards `generate`, `chat` and `send` on its chats throw "disposed". The
-   * C engine's memory is freed once no chat of the model holds a KV cache. Idempotent.
+   * Releases the model (`using` calls it). Generations and chat turns streaming on it end
+   * at their next token boundary (a forward pass already running finishes first): the
+   * stream throws a Qwen3Error "disposed", and the text so far stays in the Generation
+   * (stats.stopReason "aborted"). Afterwards `generate`, `chat` and `send` on its chats
+   * throw "disposed". The C engine's memory is freed once no chat of the model holds a KV
+   * cache. Disposing twice does nothing.
    */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
@@ -391,20 +466,21 @@ export class Qwen3 implements Disposable {
 }
 
 /**
- * A multi-turn conversation: every turn's tokens stay in this chat's KV cache, so the
- * model sees the whole conversation without re-reading it.
+ * A multi-turn conversation, from {@linkcode Qwen3.chat}: every turn's tokens stay in this
+ * chat's KV cache, so the model sees the whole conversation without re-reading it. A turn
+ * that does not fit in the free positions runs nothing and ends with `stats.stopReason`
+ * "context_full"; start a new chat (or load with a longer `contextLength`) then.
  *
- * @example
+ * @example Two turns; the second sees the first
  * ```ts
- * import { Qwen3 } from "@q3/qwen3";
- * import { writeRandomModel } from "../../tests/helpers/random_model.ts";
+ * import { demoModelPath, Qwen3 } from "@q3/qwen3";
  *
- * const path = await writeRandomModel(await Deno.makeTempDir(), { nLayers: 1 });
- * using model = await Qwen3.load(path, { engine: "ts", contextLength: 256 });
+ * using model = await Qwen3.load(await demoModelPath());
  * using chat = model.chat();
- * await chat.send("My name is Ada.", { temperature: 0, maxTokens: 4 }).complete();
- * const second = chat.send("What is my name?", { temperature: 0, maxTokens: 4 });
- * console.log(await second.complete(), second.stats?.startPosition, chat.position);
+ * await chat.send("My name is Ada.", { temperature: 0, maxTokens: 8 }).complete();
+ * const second = chat.send("What is my name?", { temperature: 0, maxTokens: 8 });
+ * console.log(await second.complete());
+ * console.log(second.stats?.startPosition, chat.position, chat.history.length); // 25 52 4
  * ```
  */
 export class Chat implements Disposable {
@@ -422,7 +498,14 @@ export class Chat implements Disposable {
   #stats: GenerationStats | undefined;
   #disposed = false;
 
-  /** Use {@link Qwen3.chat}. */
+  /**
+   * Starts a chat on `model`; {@linkcode Qwen3.chat} does the same and checks first that
+   * the model is not disposed.
+   *
+   * @param model The model to chat with.
+   * @param opts The system prompt, thinking, and the chat's context length.
+   * @throws {Qwen3Error} As {@linkcode Qwen3.chat}.
+   */
   constructor(model: Qwen3, opts: ChatOptions = {}) {
     this.#model = model;
     this.thinking = opts.thinking ?? false;
@@ -436,7 +519,10 @@ export class Chat implements Disposable {
     return this.#stats;
   }
 
-  /** The conversation so far (system, user and assistant messages). */
+  /**
+   * The conversation so far: the system message, if any, then each finished turn's user
+   * and assistant messages (a turn that ran nothing is not there).
+   */
   get history(): readonly ChatMessage[] {
     return this.#history;
   }
@@ -453,8 +539,27 @@ export class Chat implements Disposable {
 
   /**
    * Sends a user message and streams the reply as pieces ("thinking" / "answer"). The
-   * message is always plain text: typing `<|im_end|>` cannot end the turn. One send at
-   * a time per chat.
+   * message is always plain text: typing `<|im_end|>` cannot end the turn. One send at a
+   * time per chat: finish (or break out of) a turn before the next. Nothing runs until the
+   * returned Generation is iterated; the turn joins {@linkcode Chat.history} when it ends.
+   *
+   * @param text The user's message.
+   * @param opts Sampling, `maxTokens` and `signal` for this turn.
+   * @returns The reply as a Generation, iterated once.
+   * @throws {Qwen3Error} `disposed` when the chat or its model was disposed; when iterated,
+   * `invalid_argument` while the previous turn is still answering, and what any
+   * {@linkcode Generation} throws.
+   *
+   * @example Stream a reply
+   * ```ts
+   * import { demoModelPath, Qwen3 } from "@q3/qwen3";
+   *
+   * using model = await Qwen3.load(await demoModelPath());
+   * using chat = model.chat();
+   * const reply = chat.send("What does a dictionary mean?", { temperature: 0, maxTokens: 16 });
+   * for await (const piece of reply) await Deno.stdout.write(new TextEncoder().encode(piece.text));
+   * console.log("\n", reply.stats?.decodeTokensPerSecond, "tokens/s");
+   * ```
    */
   send(text: string, opts: GenerateOptions = {}): Generation {
     this.#live();
@@ -525,8 +630,9 @@ export class Chat implements Disposable {
   }
 
   /**
-   * Frees this chat's KV cache. A turn streaming on it ends at its next token boundary with
-   * a Qwen3Error "disposed", as when its model is disposed. Idempotent.
+   * Frees this chat's KV cache (`using` calls it). A turn streaming on it ends at its next
+   * token boundary with a Qwen3Error "disposed", as when its model is disposed. Disposing
+   * twice does nothing.
    */
   [Symbol.dispose](): void {
     if (this.#disposed) return;

@@ -185,20 +185,42 @@ class KvCache {
   }
 }
 
-/** One sequence over a TsEngine: its own KV cache, position and scratch. */
+/**
+ * One sequence over a {@linkcode TsEngine}: its own KV cache, position and scratch
+ * buffers. Sessions come from {@linkcode TsEngine.createSession}.
+ *
+ * @example Run a prompt, then one more token synchronously
+ * ```ts
+ * import { demoModelPath, TsEngine } from "@q3/qwen3";
+ *
+ * using engine = await TsEngine.load(await demoModelPath(), { contextLength: 512 });
+ * using session = engine.createSession();
+ * const logits = await session.forward([405, 1563]); // "The sea" in the demo tokenizer
+ * session.forwardSync([logits.indexOf(Math.max(...logits))]);
+ * console.log(session.contextLength, session.position); // 512 3
+ * ```
+ */
 export class TsSession implements EngineSession {
   /** Positions this session can hold. */
   readonly contextLength: number;
   #engine: TsEngine;
+  #weights: ModelWeights;
   #position = 0;
   #kv: KvCache;
   #s: Scratch;
   #disposed = false;
 
-  /** Use {@link TsEngine.createSession}. */
+  /**
+   * Opens a session of exactly `contextLength` positions; {@linkcode TsEngine.createSession}
+   * also checks the engine and clamps the length to it.
+   *
+   * @param engine The engine whose model the session runs.
+   * @param contextLength Positions of the KV cache (at most the engine's).
+   */
   constructor(engine: TsEngine, contextLength: number) {
     const c = engine.config;
     this.#engine = engine;
+    this.#weights = loadedModel(engine).weights;
     this.contextLength = contextLength;
     const qDim = c.nHeads * c.headDim;
     const maxIn = Math.max(c.dim, c.hiddenDim, qDim);
@@ -224,9 +246,14 @@ export class TsSession implements EngineSession {
   }
 
   /**
-   * Runs `tokens` at positions `position ..` and returns the last one's logits (valid until
-   * the next call). Throws Qwen3Error "context_full" (changing nothing) when they do not fit,
-   * "invalid_argument" for an empty list or an id outside the vocabulary.
+   * Runs `tokens` at positions `position ..` (on this thread: the promise is settled when
+   * it returns).
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns The last token's logits, valid until the next call.
+   * @throws {Qwen3Error} `context_full` (changing nothing) when the tokens do not fit;
+   * `invalid_argument` for no tokens or an id outside the vocabulary; `disposed` after the
+   * session was disposed. The promise rejects with them.
    */
   forward(tokens: ArrayLike<number>): Promise<Float32Array> {
     try {
@@ -236,7 +263,14 @@ export class TsSession implements EngineSession {
     }
   }
 
-  /** {@link forward} without the promise, for callers that want to stay synchronous. */
+  /**
+   * {@linkcode TsSession.forward} without the promise, for callers that want to stay
+   * synchronous.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns The last token's logits, valid until the next call.
+   * @throws {Qwen3Error} As {@linkcode TsSession.forward}.
+   */
   forwardSync(tokens: ArrayLike<number>): Float32Array {
     if (this.#disposed) {
       throw new Qwen3Error("disposed", "this session was disposed; create a new one");
@@ -267,7 +301,12 @@ export class TsSession implements EngineSession {
     return this.#s.logits;
   }
 
-  /** Forgets the tokens from `position` on. */
+  /**
+   * Forgets the tokens from `position` on.
+   *
+   * @param position The new position, from 0 to the current one.
+   * @throws {Qwen3Error} `invalid_argument` for a position outside `0..position`.
+   */
   rewind(position: number): void {
     if (!Number.isInteger(position) || position < 0 || position > this.#position) {
       throw new Qwen3Error(
@@ -278,7 +317,7 @@ export class TsSession implements EngineSession {
     this.#position = position;
   }
 
-  /** Drops the KV cache. */
+  /** Drops the KV cache (`using` calls it); later calls throw "disposed". */
   [Symbol.dispose](): void {
     this.#disposed = true;
     this.#kv.keys.forEach((k) => k.length = 0);
@@ -288,7 +327,7 @@ export class TsSession implements EngineSession {
   /** One token at `pos`; the classifier runs only when its logits are wanted. */
   #step(token: number, pos: number, wantLogits: boolean): void {
     const c = this.#engine.config;
-    const w = this.#engine.weights;
+    const w = this.#weights;
     const s = this.#s;
     const eps = fround(c.rmsEps);
 
@@ -408,15 +447,38 @@ function rotate(v: Float32Array, i: number, half: number, cos: number, sin: numb
 }
 
 /**
- * The TypeScript reference engine: loads a qwen3.c / qwen3-rs checkpoint or a `qwen3` GGUF
- * (F32, F16, BF16, Q8_0, Q4_0 weights) into memory and runs it on one thread.
+ * The model file in memory behind each engine. Kept out of the public API: the tensor
+ * layout belongs to src/formats/ and may change; users see the {@link Engine} contract.
+ */
+const LOADED = new WeakMap<TsEngine, LoadedModel>();
+
+/**
+ * The model file in memory behind `engine`: its bytes, configuration, tensors (views of
+ * the file, or converted copies for GGUF Q8_0 / Q4_0) and, for GGUF, its parsed header.
+ * For this package's own modules; not exported from mod.ts.
  *
- * @example
- * ```ts ignore
- * import { TsEngine } from "./ts_engine.ts";
- * using engine = await TsEngine.load("model.bin", { contextLength: 512 });
+ * @param engine A loaded engine.
+ * @returns The model it runs.
+ */
+export function loadedModel(engine: TsEngine): LoadedModel {
+  return LOADED.get(engine)!;
+}
+
+/**
+ * The TypeScript reference engine: loads a qwen3.c / qwen3-rs checkpoint or a `qwen3` GGUF
+ * (F32, F16, BF16, Q8_0, Q4_0 weights) into memory and runs it on one thread, with the C
+ * engine's numerics (the two agree to the last bit where libm agrees with JavaScript's
+ * Math). It needs no native library. {@linkcode Qwen3.load} with `engine: "ts"` uses it
+ * and adds the tokenizer, templates and generation loop.
+ *
+ * @example Logits of a prompt
+ * ```ts
+ * import { demoModelPath, TsEngine } from "@q3/qwen3";
+ *
+ * using engine = await TsEngine.load(await demoModelPath(), { contextLength: 512 });
  * using session = engine.createSession();
- * const logits = await session.forward([9707, 1879]); // "Hello world"
+ * const logits = await session.forward([405, 1563]); // "The sea" in the demo tokenizer
+ * console.log(engine.config.dim, session.position, logits.length); // 256 2 4122
  * ```
  */
 export class TsEngine implements Engine {
@@ -426,25 +488,29 @@ export class TsEngine implements Engine {
   readonly threads = 1;
   /** The model's hyper-parameters, as in the file. */
   readonly config: ModelConfig;
-  /** The model file in memory: its bytes, configuration and (for GGUF) parsed header. */
-  readonly model: LoadedModel;
-  /** Every tensor: views of the file, or converted copies (GGUF Q8_0 / Q4_0). */
-  readonly weights: ModelWeights;
   /** Default and maximum session length: the load's contextLength, at most seqLen. */
   readonly contextLength: number;
   #disposed = false;
 
   private constructor(model: LoadedModel, contextLength: number) {
-    this.model = model;
-    this.weights = model.weights;
+    LOADED.set(this, model);
     this.config = model.config;
     this.contextLength = contextLength;
   }
 
   /**
-   * Reads and validates the model at `path` (a GGUF by its magic, else a checkpoint).
-   * `contextLength` (0 or absent = the file's context length) is clamped to it, as the C
-   * engine does.
+   * Reads the model at `path` into memory and validates it (a GGUF by its magic, else a
+   * qwen3.c or qwen3-rs checkpoint). Side files (tokenizer, templates) are not read: see
+   * {@linkcode Qwen3.load}.
+   *
+   * @param path The model file.
+   * @param opts `contextLength`: positions of sessions; 0 or absent gives the file's, and
+   * larger values are clamped to it, as the C engine does.
+   * @returns The engine; dispose it when done.
+   * @throws {Qwen3Error} `io` when the file is missing, not a regular file or unreadable;
+   * `format` naming the field or tensor when it is malformed; `unsupported` for a valid
+   * file this engine cannot run (a GGUF tensor type, an architecture); `invalid_argument`
+   * for a bad `contextLength`.
    */
   static async load(path: string, opts: { contextLength?: number } = {}): Promise<TsEngine> {
     const requested = checkLength(opts.contextLength, "contextLength");
@@ -459,8 +525,13 @@ export class TsEngine implements Engine {
   }
 
   /**
-   * Opens a session of `contextLength` positions (0 or absent = the engine's context length;
-   * larger values are clamped to it). KV memory is taken as positions are used.
+   * Opens a session. KV memory is taken as positions are used.
+   *
+   * @param contextLength Positions of the session; 0 or absent gives the engine's context
+   * length, and larger values are clamped to it.
+   * @returns A new session at position 0.
+   * @throws {Qwen3Error} `disposed` after the engine was disposed; `invalid_argument` for a
+   * length that is not a non-negative integer.
    */
   createSession(contextLength?: number): TsSession {
     if (this.#disposed) {
@@ -471,9 +542,9 @@ export class TsEngine implements Engine {
   }
 
   /**
-   * Releases the engine: no new sessions. Open sessions keep the weights and go on until
-   * they are disposed, as the C engine's do (its native model is freed after its last
-   * session).
+   * Releases the engine (`using` calls it): no new sessions. Open sessions keep the weights
+   * and go on until they are disposed, as the C engine's do (its native model is freed
+   * after its last session).
    */
   [Symbol.dispose](): void {
     this.#disposed = true;

@@ -30,7 +30,7 @@ const fround = Math.fround;
 const U64 = (1n << 64n) - 1n;
 const XORSHIFT_MULTIPLIER = 0x2545f4914f6cdd1dn;
 
-/** Defaults of SamplerOptions, one place. */
+/** Defaults of {@linkcode SamplerOptions} (but the seed), the one place they are written. */
 export const SAMPLER_DEFAULTS: Readonly<Required<Omit<SamplerOptions, "seed">>> = {
   temperature: 1,
   topP: 0.9,
@@ -46,6 +46,7 @@ export const SAMPLER_DEFAULTS: Readonly<Required<Omit<SamplerOptions, "seed">>> 
  * @example
  * ```ts
  * import { XorShift64Star } from "./sampler.ts";
+ *
  * const rng = new XorShift64Star(42n);
  * console.log(rng.nextU32(), rng.nextF32());
  * ```
@@ -121,15 +122,29 @@ export function argmax(values: ArrayLike<number>): number {
 
 /**
  * Picks the next token from a logits vector: greedy at temperature 0, otherwise temperature,
- * presence penalty, top-k, min-p and top-p with a seeded xorshift64* (see the module comment
- * for the exact order).
+ * presence penalty, top-k, min-p and top-p with a seeded xorshift64* (the exact order is in
+ * docs/sampling.md#algorithm). It picks the same tokens as the C engine's sampler
+ * ({@linkcode CSession.setSampler}) for the same logits, settings and seed.
+ * {@linkcode Qwen3.generate} and {@linkcode Chat.send} make one per run from their options.
  *
- * @example
+ * @example The same seed, the same tokens
  * ```ts
- * import { Sampler } from "./sampler.ts";
- * const sampler = new Sampler({ temperature: 0.7, topP: 0.8, topK: 20, seed: 42 }, 4);
- * const token = sampler.sample(new Float32Array([1, 3, 2, 0]));
- * console.log(token); // 0..3, the same for seed 42 every run
+ * import { Sampler } from "@q3/qwen3";
+ *
+ * const logits = new Float32Array([1, 3, 2.5, 0]);
+ * const sampler = new Sampler({ temperature: 1, topP: 0.95, seed: 42 }, logits.length);
+ * const first = [1, 2, 3, 4].map(() => sampler.sample(logits));
+ * sampler.reset(); // seed 42 again
+ * const again = [1, 2, 3, 4].map(() => sampler.sample(logits));
+ * console.log(first, again); // [1, 2, 2, 0] [1, 2, 2, 0]
+ * ```
+ *
+ * @example Greedy
+ * ```ts
+ * import { Sampler } from "@q3/qwen3";
+ *
+ * const greedy = new Sampler({ temperature: 0 }, 4);
+ * console.log(greedy.sample(new Float32Array([1, 3, 2.5, 0]))); // 1
  * ```
  */
 export class Sampler {
@@ -153,7 +168,14 @@ export class Sampler {
   #candidates: Int32Array; // (vocab) ids that pass the probability floor
   #ordered: Int32Array; // (vocab) kept ids, best first
 
-  /** Validates the options (Qwen3Error "invalid_argument" naming the bad one). */
+  /**
+   * Makes a sampler; options left out take their defaults ({@linkcode SamplerOptions}).
+   *
+   * @param opts The sampling settings and seed.
+   * @param vocabSize The logits' length (the model's `vocabSize`).
+   * @throws {Qwen3Error} `invalid_argument` naming the option out of range (or a
+   * `vocabSize` that is not a positive integer).
+   */
   constructor(opts: SamplerOptions, vocabSize: number) {
     const d = SAMPLER_DEFAULTS;
     const o = {
@@ -199,14 +221,27 @@ export class Sampler {
     this.#ordered = new Int32Array(vocabSize);
   }
 
-  /** Reseeds the RNG (`seed`, else the constructor's; 0 = clock) and forgets returned tokens. */
+  /**
+   * Reseeds the random generator and forgets the tokens returned so far (the presence
+   * penalty starts afresh).
+   *
+   * @param seed The new seed; absent reuses the constructor's, and 0 takes one from the
+   * clock.
+   * @throws {Qwen3Error} `invalid_argument` for a seed outside 0..2^64-1.
+   */
   reset(seed?: number | bigint): void {
     this.#rng = new XorShift64Star(toSeed(seed ?? this.#seedOption));
     for (const t of this.#seenList) this.#seen[t] = 0;
     this.#seenList = [];
   }
 
-  /** Samples a token id from `logits` (vocabSize values) and records it. */
+  /**
+   * Samples a token and records it for the presence penalty.
+   *
+   * @param logits The model's scores for every token (`vocabSize` values).
+   * @returns The token id.
+   * @throws {Qwen3Error} `invalid_argument` when `logits` is not `vocabSize` long.
+   */
   sample(logits: Float32Array): number {
     if (logits.length !== this.vocabSize) {
       throw new Qwen3Error(

@@ -17,8 +17,19 @@ import { readSideText, TEMPLATE_FILE_LIMIT } from "../formats/side_file.ts";
 import type { PromptPart, Tokenizer } from "./tokenizer.ts";
 
 /**
- * The four prompt templates of a model, each with `%s` placeholders filled positionally:
- * the user text, or the system prompt then the user text. `%%` is a literal percent sign.
+ * The four prompt templates of a model ({@linkcode Qwen3.templates}), each with `%s`
+ * placeholders filled positionally: the user text, or the system prompt then the user
+ * text. `%%` is a literal percent sign. They come from qwen3.c's `.template*` side files,
+ * a GGUF's own chat template, or the stock Qwen3 ones.
+ *
+ * @example The demo model's templates
+ * ```ts
+ * import { demoModelPath, Qwen3 } from "@q3/qwen3";
+ *
+ * using model = await Qwen3.load(await demoModelPath());
+ * console.log(JSON.stringify(model.templates.thinking));
+ * // "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n"
+ * ```
  */
 export interface ChatTemplates {
   /** One user turn, thinking off (qwen3.c's `.template`): ends with an empty think block. */

@@ -4,11 +4,10 @@
  * `.tokenizer` side file.
  *
  * ```ts
- * import { Tokenizer } from "./tokenizer.ts";
- * import { QWEN3_TOKENIZER_JSON } from "../../tests/helpers/tokenizer_path.ts";
+ * import { demoModelPath, Tokenizer } from "@q3/qwen3";
  *
- * const tok = Tokenizer.fromJson(await Deno.readTextFile(QWEN3_TOKENIZER_JSON));
- * const ids = tok.encode("Hello world"); // [9707, 1879]
+ * const tok = await Tokenizer.load(await demoModelPath()); // the demo model's tokenizer.json
+ * const ids = tok.encode("Hello world"); // [39, 664, 78, 1170] (Qwen3's own: [9707, 1879])
  * console.log(tok.decode(ids)); // "Hello world"
  * ```
  * @module
@@ -129,7 +128,10 @@ class PairTable {
 // ---------------------------------------------------------------------------------------------
 // The tokenizer
 
-/** Ids of the control tokens the chat loop needs; -1 where the vocabulary lacks one. */
+/**
+ * Ids of the control tokens the chat loop needs ({@linkcode Tokenizer.specialIds}); -1
+ * where the vocabulary lacks one. The numbers given are Qwen3's.
+ */
 export interface SpecialIds {
   /** `<|endoftext|>` (151643): end of a document. */
   endOfText: number;
@@ -146,15 +148,20 @@ export interface SpecialIds {
 /** Options of {@linkcode Tokenizer.encode}. */
 export interface EncodeOptions {
   /**
-   * Turn added-token text (`<|im_end|>`, `<think>`, ...) into its control id. Default false:
-   * such text is tokenized as ordinary characters, so user input cannot inject control tokens.
+   * Turn added-token text (`<|im_end|>`, `<think>`, ...) into its control id. When false
+   * such text is tokenized as ordinary characters, so user input cannot inject control
+   * tokens.
+   *
+   * @default {false}
    */
   special?: boolean;
   /**
-   * Most tokens the text may take. When it needs more, encoding stops as soon as that is
-   * certain, having done work in proportion to `limit` rather than to the text (a 10 MB
-   * string against a limit of 4096 is refused at once), and throws a Qwen3Error
-   * "context_full" naming the limit. Default: no limit.
+   * Most tokens the text may take (an integer >= 0, or Infinity for no limit). When it
+   * needs more, encoding stops as soon as that is certain, having done work in proportion
+   * to `limit` rather than to the text (a 10 MB string against a limit of 4096 is refused
+   * at once), and throws a Qwen3Error "context_full" naming the limit.
+   *
+   * @default {Infinity}
    */
   limit?: number;
 }
@@ -196,7 +203,19 @@ const MAX_TOKENS = 1 << 24;
  * Qwen3's byte-level BPE: NFC, added tokens split out (only when asked), the Qwen pre-tokenizer
  * regex, then merges by rank inside each piece. Encodes exactly as Hugging Face `tokenizers`
  * does when loaded from `tokenizer.json` or GGUF lists; from a qwen3.c `.tokenizer` file the
- * merge list is rebuilt from scores and {@linkcode Tokenizer.exact} is false.
+ * merge list is rebuilt from scores and {@linkcode Tokenizer.exact} is false. A loaded model
+ * has one as {@linkcode Qwen3.tokenizer}.
+ *
+ * @example Encode and decode
+ * ```ts
+ * import { demoModelPath, Tokenizer } from "@q3/qwen3";
+ *
+ * const tok = await Tokenizer.load(await demoModelPath());
+ * console.log(tok.encode("Hello world")); // [39, 664, 78, 1170]
+ * console.log(tok.decode([39, 664, 78, 1170])); // Hello world
+ * console.log(tok.encode("<|im_end|>").length); // 7: plain text by default
+ * console.log(tok.encode("<|im_end|>", { special: true })); // [4098]
+ * ```
  */
 export class Tokenizer {
   /** Number of token ids (151669 for Qwen3; the model's 151936 embedding rows include padding). */
@@ -297,8 +316,23 @@ export class Tokenizer {
 
   /**
    * Reads a Hugging Face `tokenizer.json` (text or parsed): `model.vocab`, `model.merges`
-   * (`"a b"` strings or `[a, b]` pairs) and `added_tokens`. Throws a Qwen3Error ("format")
-   * naming the field when the file is not a byte-level BPE of the Qwen kind.
+   * (`"a b"` strings or `[a, b]` pairs) and `added_tokens`.
+   *
+   * @param json The file's text, or its parsed JSON.
+   * @param source Names the tokenizer in error messages and {@linkcode Tokenizer.source}.
+   * @returns An exact tokenizer.
+   * @throws {Qwen3Error} `format` naming the field when the file is not JSON or not a
+   * byte-level BPE of the Qwen kind; `unsupported` for another model type, normalizer or
+   * pre-tokenizer, or more than 2^21 merges.
+   *
+   * @example From a tokenizer.json
+   * ```ts
+   * import { demoModelPath, Tokenizer } from "@q3/qwen3";
+   *
+   * const path = (await demoModelPath()).replace(/model\.bin$/, "tokenizer.json");
+   * const tok = Tokenizer.fromJson(await Deno.readTextFile(path), path);
+   * console.log(tok.size, tok.exact); // 4122 true
+   * ```
    */
   static fromJson(json: string | object, source = "tokenizer.json"): Tokenizer {
     let root: unknown = json;
@@ -351,10 +385,33 @@ export class Tokenizer {
   }
 
   /**
-   * Builds a tokenizer from lists as GGUF metadata holds them: `tokens[id]` in GPT-2's
-   * byte-to-unicode alphabet, `merges` as `"a b"` strings or pairs, and optional token types
-   * (`tokenizer.ggml.token_type`: 3 control and 4 user-defined are added tokens, matched
-   * literally; without types, names like `<|...|>` that are not merge results are added tokens).
+   * Builds a tokenizer from lists as GGUF metadata holds them (`tokenizer.ggml.tokens`,
+   * `merges` and `token_type`). Every one of the 256 bytes needs its single-byte token.
+   *
+   * @param tokens `tokens[id]`: each token in GPT-2's byte-to-unicode alphabet; added tokens
+   * as their text.
+   * @param merges The merges by rank, as `"a b"` strings or `[a, b]` pairs.
+   * @param tokenTypes One type per token (`tokenizer.ggml.token_type`): 3 (control) and 4
+   * (user-defined) are added tokens, matched literally. Without types, names like `<|...|>`
+   * that are not merge results are added tokens.
+   * @param source Names the tokenizer in error messages and {@linkcode Tokenizer.source}.
+   * @returns An exact tokenizer.
+   * @throws {Qwen3Error} `format` naming the entry for a malformed token, merge or type
+   * list (a missing byte token, a merge of unknown tokens, too many tokens); `unsupported`
+   * for more than 2^21 merges.
+   *
+   * @example The lists of a tokenizer.json
+   * ```ts
+   * import { demoModelPath, Tokenizer } from "@q3/qwen3";
+   *
+   * const path = (await demoModelPath()).replace(/model\.bin$/, "tokenizer.json");
+   * const json = JSON.parse(await Deno.readTextFile(path));
+   * const tokens: string[] = [];
+   * for (const [text, id] of Object.entries(json.model.vocab)) tokens[id as number] = text;
+   * for (const added of json.added_tokens) tokens[added.id] = added.content;
+   * const tok = Tokenizer.fromLists(tokens, json.model.merges);
+   * console.log(tok.encode("Hello world")); // [39, 664, 78, 1170]
+   * ```
    */
   static fromLists(
     tokens: readonly string[],
@@ -451,6 +508,20 @@ export class Tokenizer {
    * tokens (one byte) and added tokens (longer). The rebuilt list has extra pairs Hugging
    * Face's lacks, so {@linkcode Tokenizer.exact} is false (for Qwen3 no text has been found
    * where they change the result; tests/tokenizer_test.ts measures it).
+   *
+   * @param bytes The file's contents.
+   * @param source Names the tokenizer in error messages and {@linkcode Tokenizer.source}.
+   * @returns A tokenizer whose {@linkcode Tokenizer.exact} is false.
+   * @throws {Qwen3Error} `format` naming the offset when the file is truncated or malformed.
+   *
+   * @example From a qwen3.c side file
+   * ```ts
+   * import { demoModelPath, Tokenizer } from "@q3/qwen3";
+   *
+   * const path = (await demoModelPath()) + ".tokenizer";
+   * const tok = Tokenizer.fromQwen3c(await Deno.readFile(path), path);
+   * console.log(tok.exact, tok.encode("Hello world")); // false [39, 664, 78, 1170]
+   * ```
    */
   static fromQwen3c(bytes: Uint8Array, source = "(.tokenizer bytes)"): Tokenizer {
     const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -541,8 +612,21 @@ export class Tokenizer {
    * `tokenizer.json` in the model's folder and qwen3.c's `${modelPath}.tokenizer` that
    * exists, the order the C engine uses. Only a missing file passes on to the next: one
    * that exists but cannot be used (a FIFO, unreadable, a symlink loop, over the size limit,
-   * malformed) is an error naming it. Throws a Qwen3Error ("io") naming every path tried
-   * when none exists.
+   * malformed) is an error naming it.
+   *
+   * @param modelPath A model file, a folder, or a tokenizer file itself.
+   * @returns The tokenizer; {@linkcode Tokenizer.source} says which file it came from.
+   * @throws {Qwen3Error} `io` naming every path tried when none exists, or naming the file
+   * that cannot be read (not a regular file, over the 64 MiB limit); `format` or
+   * `unsupported` as {@linkcode Tokenizer.fromJson} and {@linkcode Tokenizer.fromQwen3c}.
+   *
+   * @example The tokenizer beside a model
+   * ```ts
+   * import { demoModelPath, Tokenizer } from "@q3/qwen3";
+   *
+   * const tok = await Tokenizer.load(await demoModelPath());
+   * console.log(tok.source.endsWith("tokenizer.json"), tok.size); // true 4122
+   * ```
    */
   static async load(modelPath: string): Promise<Tokenizer> {
     if (modelPath.endsWith(".json")) return (await Tokenizer.#fromFile(modelPath, "json"))!;
@@ -604,14 +688,24 @@ export class Tokenizer {
     };
   }
 
-  /** The id of the token whose text is exactly `text` (e.g. "<|im_end|>"), if there is one. */
+  /**
+   * Looks a token up by its text.
+   *
+   * @param text A token's exact text, e.g. "<|im_end|>" or "Hello".
+   * @returns Its id, or undefined when no token has exactly that text.
+   */
   tokenId(text: string): number | undefined {
     return this.#addedIds.get(text) ?? this.#vocab.get(alphabetFromBytes(UTF8.encode(text)));
   }
 
   /**
-   * A token's raw bytes (a fresh view; do not modify). Ids past {@linkcode Tokenizer.size}
-   * (the model's padding rows) give no bytes; a negative or fractional id is an error.
+   * A token's raw bytes: a token may hold part of a UTF-8 character, so join them (or use
+   * {@linkcode TextStreamDecoder}) before decoding.
+   *
+   * @param id A token id; ids past {@linkcode Tokenizer.size} (the model's padding rows)
+   * give no bytes.
+   * @returns A view of the bytes; do not modify it.
+   * @throws {Qwen3Error} `invalid_argument` for a negative or fractional id.
    */
   tokenBytes(id: number): Uint8Array {
     if (!Number.isInteger(id) || id < 0) {
@@ -621,12 +715,24 @@ export class Tokenizer {
     return this.#bytes.subarray(this.#offsets[id], this.#offsets[id + 1]);
   }
 
-  /** True for added tokens (control tokens and the like), which BPE never produces. */
+  /**
+   * Tells added tokens (control tokens and the like), which BPE never produces, from the
+   * others.
+   *
+   * @param id A token id.
+   * @returns True for an added token.
+   */
   isAdded(id: number): boolean {
     return this.#added[id] === 1;
   }
 
-  /** Rank of the merge that makes token `id` (lower merges first), or -1 for none. */
+  /**
+   * The rank of the merge that makes a token: lower ranks merge first.
+   *
+   * @param id A token id.
+   * @returns The rank, or -1 for a token no merge makes (a byte, an added token, an id
+   * outside the tokenizer).
+   */
   mergeRank(id: number): number {
     return id >= 0 && id < this.size ? this.#mergeRank[id] : -1;
   }
@@ -635,10 +741,31 @@ export class Tokenizer {
   // Encoding
 
   /**
-   * Token ids of `text` (no BOS/EOS added). With `special: true`, added-token text such as
-   * `<|im_end|>` becomes its control id; by default it is tokenized as plain characters.
-   * With `limit`, a text that needs more tokens throws a Qwen3Error "context_full" after
-   * work bounded by the limit ({@linkcode EncodeOptions.limit}).
+   * Encodes text into token ids (no BOS/EOS added). With `special: true`, added-token text
+   * such as `<|im_end|>` becomes its control id; by default it is tokenized as plain
+   * characters.
+   *
+   * @param text The text.
+   * @param opts `special` and `limit`.
+   * @returns The token ids.
+   * @throws {Qwen3Error} `context_full` when the text needs more than `limit` tokens, after
+   * work bounded by the limit ({@linkcode EncodeOptions.limit}); `invalid_argument` for a
+   * `limit` that is not a non-negative integer.
+   *
+   * @example Plain text, control tokens, and a token budget
+   * ```ts
+   * import { demoModelPath, Qwen3Error, Tokenizer } from "@q3/qwen3";
+   *
+   * const tok = await Tokenizer.load(await demoModelPath());
+   * console.log(tok.encode("Hello world")); // [39, 664, 78, 1170]
+   * console.log(tok.encode("<|im_end|>", { special: true })); // [4098]
+   * try {
+   *   tok.encode("a ".repeat(1000), { limit: 10 });
+   * } catch (e) {
+   *   if (!(e instanceof Qwen3Error)) throw e;
+   *   console.log(e.code); // context_full
+   * }
+   * ```
    */
   encode(text: string, opts?: EncodeOptions): number[] {
     const out: number[] = [];
@@ -653,8 +780,25 @@ export class Tokenizer {
    * Encodes parts as if they were one concatenated string, with added-token text recognised
    * only inside `special` parts. Neighbouring plain text is encoded as one span, so a chat
    * prompt built from template parts and user text gets the same ids Hugging Face gives the
-   * rendered template, except that user text can never become a control token. `limit` as
-   * in {@linkcode Tokenizer.encode}.
+   * rendered template, except that user text can never become a control token.
+   *
+   * @param parts The prompt's pieces, in order.
+   * @param opts `limit`: the most tokens, as in {@linkcode EncodeOptions.limit}.
+   * @returns The token ids.
+   * @throws {Qwen3Error} `context_full` when the parts need more than `limit` tokens;
+   * `invalid_argument` for a bad `limit`.
+   *
+   * @example A chat turn: template text special, user text plain
+   * ```ts
+   * import { demoModelPath, Tokenizer } from "@q3/qwen3";
+   *
+   * const tok = await Tokenizer.load(await demoModelPath());
+   * const ids = tok.encodeParts([
+   *   { text: "<|im_start|>user\n", special: true },
+   *   { text: "Hi <|im_end|>", special: false }, // stays text: 7 tokens, not 4098
+   * ]);
+   * console.log(ids[0], ids.includes(4098)); // 4097 false
+   * ```
    */
   encodeParts(parts: readonly PromptPart[], opts?: { limit?: number }): number[] {
     const out: number[] = [];
@@ -882,7 +1026,13 @@ export class Tokenizer {
   // -------------------------------------------------------------------------------------------
   // Decoding
 
-  /** Concatenates the tokens' bytes and decodes them as UTF-8 (bad sequences become U+FFFD). */
+  /**
+   * Decodes token ids into text: their bytes joined, then read as UTF-8.
+   *
+   * @param ids Token ids.
+   * @returns The text; a bad or incomplete UTF-8 sequence becomes U+FFFD.
+   * @throws {Qwen3Error} `invalid_argument` for a negative or fractional id.
+   */
   decode(ids: ArrayLike<number>): string {
     let total = 0;
     for (let i = 0; i < ids.length; i++) total += this.tokenBytes(ids[i]).length;
@@ -901,11 +1051,24 @@ export class Tokenizer {
  * Turns a stream of token bytes into text, holding back an incomplete UTF-8 sequence until
  * the token that completes it arrives (one emoji is often split over several tokens).
  *
+ * @example An emoji split over two tokens
  * ```ts
- * import { TextStreamDecoder } from "./tokenizer.ts";
+ * import { TextStreamDecoder } from "@q3/qwen3";
+ *
  * const d = new TextStreamDecoder();
- * d.push(new Uint8Array([0xf0, 0x9f])); // ""
- * d.push(new Uint8Array([0x98, 0x80])); // "😀"
+ * console.log(JSON.stringify(d.push(new Uint8Array([0xf0, 0x9f])))); // ""
+ * console.log(d.push(new Uint8Array([0x98, 0x80]))); // 😀
+ * console.log(d.flush() === "", d.text); // true 😀
+ * ```
+ *
+ * @example Decode tokens as they come
+ * ```ts
+ * import { demoModelPath, TextStreamDecoder, Tokenizer } from "@q3/qwen3";
+ *
+ * const tok = await Tokenizer.load(await demoModelPath());
+ * const d = new TextStreamDecoder();
+ * for (const id of tok.encode("café 😀")) d.push(tok.tokenBytes(id));
+ * console.log(d.text + d.flush()); // café 😀
  * ```
  */
 export class TextStreamDecoder {
@@ -913,14 +1076,23 @@ export class TextStreamDecoder {
   #decoder = new TextDecoder("utf-8", { ignoreBOM: true });
   #text = "";
 
-  /** Adds a token's bytes; returns the text they complete (possibly ""). */
+  /**
+   * Adds a token's bytes.
+   *
+   * @param bytes The next bytes of the stream.
+   * @returns The text they complete (possibly "").
+   */
   push(bytes: Uint8Array): string {
     const piece = this.#decoder.decode(bytes, { stream: true });
     this.#text += piece;
     return piece;
   }
 
-  /** Ends the stream: returns what was held back (an incomplete sequence becomes U+FFFD). */
+  /**
+   * Ends the stream; the decoder can then start a new one.
+   *
+   * @returns What was held back: "" after whole characters, U+FFFD for an incomplete one.
+   */
   flush(): string {
     const piece = this.#decoder.decode();
     this.#text += piece;
