@@ -46,13 +46,14 @@ pub fn build(b: *std.Build) !void {
 
     const sources = try listCFiles(b, "csrc/src");
 
-    const lib = addEngine(b, target, optimize, .dynamic, sources);
+    const lib = addEngine(b, target, optimize, .dynamic, sources, false);
     b.installArtifact(lib);
 
     const cross = b.step("cross", "Build the shared library for every release target");
     for (releases) |release| {
         const t = b.resolveTargetQuery(release.query);
-        const l = addEngine(b, t, .ReleaseFast, .dynamic, sources);
+        // Release libraries ship without debug symbols: the published package stays small.
+        const l = addEngine(b, t, .ReleaseFast, .dynamic, sources, true);
         const install = b.addInstallArtifact(l, .{
             .dest_dir = .{ .override = .{ .custom = b.fmt("lib/{s}", .{release.dir}) } },
             .implib_dir = .disabled,
@@ -67,7 +68,7 @@ pub fn build(b: *std.Build) !void {
     // installs them into zig-out/tests/ so tools/test_aarch64.ts can run them under qemu.
     const tests_install = b.step("tests-install", "Build the C tests into zig-out/tests/ without running them");
     const test_only = b.option([]const u8, "test-filter", "Only run csrc/tests/test_<NAME>.c");
-    const static = addEngine(b, target, optimize, .static, sources);
+    const static = addEngine(b, target, optimize, .static, sources, false);
     const tests = try listCFiles(b, "csrc/tests");
     for (tests) |file| {
         if (!std.mem.startsWith(u8, file, "test_")) continue;
@@ -133,11 +134,12 @@ fn addEngine(
     optimize: std.builtin.OptimizeMode,
     linkage: std.builtin.LinkMode,
     sources: []const []const u8,
+    strip: bool,
 ) *std.Build.Step.Compile {
     const lib = b.addLibrary(.{
         .name = "qwen3_inference",
         .linkage = linkage,
-        .root_module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true }),
+        .root_module = b.createModule(.{ .target = target, .optimize = optimize, .link_libc = true, .strip = strip }),
     });
     const arch = target.result.cpu.arch;
     var files = std.ArrayList([]const u8).init(b.allocator);

@@ -17,6 +17,7 @@
  * | aarch64  | `test:aarch64`  | the C tests cross-built for aarch64, run under qemu-user  |
  * | sanitize | `test:sanitize` | ASan + UBSan, valgrind, resident-set bounds               |
  * | fuzz     | `test:fuzz`     | every C fuzz harness for a bounded time                   |
+ * | package  | `test:package`  | the publish dry run; cli.ts chat run from a served copy   |
  *
  * The first two are prerequisites: when one fails nothing else runs. The test steps all run
  * even when an earlier one failed, so one run reports every broken family. The closing line
@@ -43,6 +44,7 @@ export const TEST_STEPS: readonly TestStep[] = [
   { name: "aarch64", args: ["task", "test:aarch64"], prerequisite: false },
   { name: "sanitize", args: ["task", "test:sanitize"], prerequisite: false },
   { name: "fuzz", args: ["task", "test:fuzz"], prerequisite: false },
+  { name: "package", args: ["task", "test:package"], prerequisite: false },
 ];
 
 /** Formats seconds as `1m 05s` (or `42.0 s` under a minute). */
