@@ -23,7 +23,7 @@ import {
   readHfConfig,
 } from "../src/export/export.ts";
 import { fromHalf, GgmlType, readGgufHeader } from "../src/formats/gguf.ts";
-import { checkpointTensorOrder } from "../src/formats/model_file.ts";
+import { checkpointTensorOrder } from "../src/formats/checkpoint.ts";
 import {
   encodeSafetensorsHeader,
   float32ToBf16,

@@ -26,7 +26,13 @@
 import { basename, dirname, join, resolve } from "node:path";
 import { renderChatTemplates } from "../text/chat_template.ts";
 import { Qwen3Error } from "../errors.ts";
-import { GgmlType, type GgufTensorSpec, type GgufValue, quantizeQ8_0 } from "../formats/gguf.ts";
+import {
+  GgmlType,
+  type GgufTensorSpec,
+  type GgufValue,
+  quantizeQ8_0,
+  writeGgufTo,
+} from "../formats/gguf.ts";
 import {
   ggufDims,
   LLAMA_FILE_TYPE,
@@ -34,8 +40,7 @@ import {
   qwen3GgufMetadata,
   qwen3GgufTensors,
   type TokenizerJson,
-  writeGgufTo,
-} from "../formats/gguf_convert.ts";
+} from "../formats/gguf_qwen3.ts";
 import {
   checkpointTensorOrder,
   encodeHeader,
@@ -44,7 +49,7 @@ import {
   QWEN3_RMS_EPS,
   QWEN3_ROPE_THETA,
   type TensorSlot,
-} from "../formats/model_file.ts";
+} from "../formats/checkpoint.ts";
 import { quantizeQ8Into } from "../reference/quant.ts";
 import {
   CONVERTIBLE_DTYPES,
