@@ -14,7 +14,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeRandomModel } from "../tests/helpers/random_model.ts";
 import type { RandomModelOptions } from "../tests/helpers/random_model.ts";
-import { expectedFileSize } from "../src/formats/model_file.ts";
+import { expectedFileSize } from "../src/formats/checkpoint.ts";
 
 const MODELS = join(dirname(fileURLToPath(import.meta.url)), "models");
 

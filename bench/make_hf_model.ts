@@ -16,8 +16,8 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { hfTensorName } from "../src/export/export.ts";
-import { checkpointTensorOrder } from "../src/formats/model_file.ts";
+import { hfTensorName } from "../src/export/hf_folder.ts";
+import { checkpointTensorOrder } from "../src/formats/checkpoint.ts";
 import { encodeSafetensorsHeader, type SafetensorsTensorSpec } from "../src/formats/safetensors.ts";
 import { QWEN3_0_6B_SHAPE } from "./make_model.ts";
 

@@ -257,16 +257,8 @@ export const ALL_SYMBOLS = { ...SYMBOLS, ...NONBLOCKING_SYMBOLS } as const;
 /** The opened library, typed by {@link ALL_SYMBOLS}. */
 export type Qwen3Library = Deno.DynamicLibrary<typeof ALL_SYMBOLS>;
 
-/** Status codes of qwen3_inference.h (`Qwen3Status`). */
-export const STATUS = {
-  OK: 0,
-  INVALID_ARGUMENT: -1,
-  IO: -2,
-  FORMAT: -3,
-  OUT_OF_MEMORY: -4,
-  CONTEXT_FULL: -5,
-  UNSUPPORTED: -6,
-} as const;
+/** Status codes of qwen3_inference.h (`Qwen3Status`), from the one table in src/errors.ts. */
+export { STATUS } from "../src/errors.ts";
 
 /** `QWEN3_TOKENIZE_SPECIAL`: literal added-token text becomes its control token. */
 export const TOKENIZE_SPECIAL = 1;

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { CHAT_TEMPLATE_LIMITS, renderChatTemplates } from "../src/text/chat_template.ts";
 import { Qwen3Error } from "../src/errors.ts";
 import type { GgufFile } from "../src/formats/gguf.ts";
-import { QWEN3_CHAT_TEMPLATE } from "../src/formats/gguf_convert.ts";
+import { QWEN3_CHAT_TEMPLATE } from "../src/formats/gguf_qwen3.ts";
 import { ggufTemplates } from "../src/api/qwen3.ts";
 import { STOCK_TEMPLATES } from "../src/text/template.ts";
 

@@ -17,7 +17,8 @@ import assert from "node:assert/strict";
 import { CEngine } from "../ffi/c_engine.ts";
 import { quoteBytes, Qwen3Error } from "../src/errors.ts";
 import { GgmlType, type GgufValue } from "../src/formats/gguf.ts";
-import { HEADER_BYTES, readCheckpoint } from "../src/formats/model_file.ts";
+import { HEADER_BYTES } from "../src/formats/checkpoint.ts";
+import { readCheckpoint } from "../src/formats/model_file.ts";
 import { Qwen3 } from "../src/api/qwen3.ts";
 import {
   QWEN3C_TOKENIZER_LIMIT,

@@ -15,15 +15,10 @@ import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 import { CEngine } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
 import { renderChatTemplates } from "../src/text/chat_template.ts";
-import {
-  BIN_SIDE_FILES,
-  exportHfModel,
-  type ExportOptions,
-  hfTensorName,
-  readHfConfig,
-} from "../src/export/export.ts";
+import { BIN_SIDE_FILES, exportHfModel, type ExportOptions } from "../src/export/export.ts";
+import { hfTensorName, readHfConfig } from "../src/export/hf_folder.ts";
 import { fromHalf, GgmlType, readGgufHeader } from "../src/formats/gguf.ts";
-import { checkpointTensorOrder } from "../src/formats/model_file.ts";
+import { checkpointTensorOrder } from "../src/formats/checkpoint.ts";
 import {
   encodeSafetensorsHeader,
   float32ToBf16,

@@ -20,7 +20,7 @@
 import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
 import { encodeGgufHeader, GgmlType, type GgufValue, readGgufHeader } from "../src/formats/gguf.ts";
-import { checkpointTensors, HEADER_BYTES, parseHeader } from "../src/formats/model_file.ts";
+import { checkpointTensors, HEADER_BYTES, parseHeader } from "../src/formats/checkpoint.ts";
 import { encodeSafetensorsHeader, parseSafetensorsHeader } from "../src/formats/safetensors.ts";
 import { loadTemplates, renderTurn, splitTemplate, STOCK_TEMPLATES } from "../src/text/template.ts";
 import { Tokenizer } from "../src/text/tokenizer.ts";

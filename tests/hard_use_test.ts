@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { CEngine } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
-import { HEADER_BYTES } from "../src/formats/model_file.ts";
+import { HEADER_BYTES } from "../src/formats/checkpoint.ts";
 import { argmax } from "../src/text/sampler.ts";
 import { Qwen3 } from "../src/api/qwen3.ts";
 import { TsEngine } from "../src/reference/ts_engine.ts";

@@ -6,8 +6,8 @@ import {
   expectedFileSize,
   HEADER_BYTES,
   parseHeader,
-  readCheckpoint,
-} from "../src/formats/model_file.ts";
+} from "../src/formats/checkpoint.ts";
+import { readCheckpoint } from "../src/formats/model_file.ts";
 import type { ModelConfig } from "../src/types.ts";
 import { writeRandomModel } from "./helpers/random_model.ts";
 

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
-import { type Checkpoint, type Q8Tensor, readCheckpoint } from "../src/formats/model_file.ts";
+import type { Checkpoint } from "../src/formats/checkpoint.ts";
+import { readCheckpoint } from "../src/formats/model_file.ts";
+import type { Q8Tensor } from "../src/formats/weights.ts";
 import { KV_CHUNK_POSITIONS, TsEngine } from "../src/reference/ts_engine.ts";
 import { type RandomModelOptions, writeRandomModel } from "./helpers/random_model.ts";
 

@@ -12,7 +12,8 @@
 
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { checkpointToGguf } from "../../src/formats/gguf_convert.ts";
-import { QWEN3_RMS_EPS, QWEN3_ROPE_THETA, readCheckpoint } from "../../src/formats/model_file.ts";
+import { QWEN3_RMS_EPS, QWEN3_ROPE_THETA } from "../../src/formats/checkpoint.ts";
+import { readCheckpoint } from "../../src/formats/model_file.ts";
 import { STOCK_TEMPLATES } from "../../src/text/template.ts";
 import { Tokenizer } from "../../src/text/tokenizer.ts";
 import type { ModelConfig } from "../../src/types.ts";

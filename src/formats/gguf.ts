@@ -1,7 +1,8 @@
 /**
- * GGUF (llama.cpp's file format, docs/formats.md#gguf): a streaming writer and a validating reader
- * of the metadata and tensor table. Tensor data stays in the file; the reader returns
- * offsets, checked against the file length.
+ * GGUF, llama.cpp's file format (docs/formats.md#gguf), as a container: a streaming writer
+ * and a validating reader of the metadata and tensor table, knowing nothing of any model
+ * (gguf_qwen3.ts holds what makes a file a Qwen3). Tensor data stays in the file; the reader
+ * returns offsets, checked against the file length.
  *
  * Layout (v3, little-endian): magic "GGUF", u32 version, u64 tensor count, u64 metadata
  * count, metadata key/values, tensor infos (name, n_dims, dims innermost first, ggml type,
@@ -41,17 +42,6 @@ export const GgmlType = {
   Q8_0: 8,
   BF16: 30,
 } as const;
-
-/** Block size and bytes per block of a ggml tensor type. */
-export const GGML_BLOCKS: Readonly<
-  Record<number, { name: string; values: number; bytes: number }>
-> = {
-  [GgmlType.F32]: { name: "F32", values: 1, bytes: 4 },
-  [GgmlType.F16]: { name: "F16", values: 1, bytes: 2 },
-  [GgmlType.Q4_0]: { name: "Q4_0", values: 32, bytes: 18 },
-  [GgmlType.Q8_0]: { name: "Q8_0", values: 32, bytes: 34 },
-  [GgmlType.BF16]: { name: "BF16", values: 1, bytes: 2 },
-};
 
 /**
  * Name and block geometry of every ggml tensor type (ggml.c's type traits, the C engine's
@@ -101,6 +91,14 @@ export const GGML_TYPE_TRAITS: Readonly<
   ).map(([type, name, values, bytes]) => [type, { name, values, bytes }]),
 );
 
+/**
+ * Name, block size and bytes per block of the ggml types this project writes
+ * ({@linkcode GgmlType}), from {@linkcode GGML_TYPE_TRAITS}.
+ */
+export const GGML_BLOCKS: Readonly<
+  Record<number, { name: string; values: number; bytes: number }>
+> = Object.fromEntries(Object.values(GgmlType).map((t) => [t, GGML_TYPE_TRAITS[t]]));
+
 /** Names of every ggml tensor type, by number ({@linkcode GGML_TYPE_TRAITS}). */
 export const GGML_TYPE_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
   Object.entries(GGML_TYPE_TRAITS).map(([type, t]) => [type, t.name]),
@@ -131,8 +129,14 @@ export interface GgufTensorSpec {
 }
 
 /**
- * Bytes of a tensor of `type` with `dims`. Throws a Qwen3Error naming the tensor (`name`,
- * already fit for a message) when the type is unknown or a row does not fill whole blocks.
+ * The size of a tensor's data.
+ *
+ * @param type A {@linkcode GgmlType} value.
+ * @param dims Its dims, innermost first.
+ * @param name The tensor's name, already fit for a message (default "(unnamed)").
+ * @returns Its data's size in bytes.
+ * @throws {Qwen3Error} `unsupported` for a type this project does not write; `format` when a
+ * row does not fill whole blocks.
  */
 export function ggmlTensorBytes(type: number, dims: readonly number[], name = "(unnamed)"): number {
   const block = GGML_BLOCKS[type];
@@ -255,9 +259,16 @@ function writeValue(sink: ByteSink, v: GgufValue) {
 }
 
 /**
- * Encodes the GGUF header (metadata and tensor table) followed by the padding up to the
- * data section. Tensor offsets are assigned in order, each aligned. Returns the header bytes
- * and each tensor's offset from the start of the data section.
+ * Encodes the GGUF header (version 3: metadata and tensor table) followed by the padding up
+ * to the data section. Tensor offsets are assigned in order, each aligned.
+ *
+ * @param metadata Key/value pairs, in the order to write; `general.alignment` is added when
+ * `alignment` is not the default and the pairs lack it.
+ * @param tensors The tensor table, in data order.
+ * @param alignment Tensor data alignment (default {@linkcode GGUF_DEFAULT_ALIGNMENT}).
+ * @returns The header bytes, each tensor's offset from the start of the data section, and
+ * the data section's size.
+ * @throws {Qwen3Error} as {@linkcode ggmlTensorBytes} says, naming the tensor.
  */
 export function encodeGgufHeader(
   metadata: ReadonlyArray<readonly [string, GgufValue]>,
@@ -293,6 +304,117 @@ export function encodeGgufHeader(
   const pad = (alignment - (sink.length % alignment)) % alignment;
   sink.bytes(new Uint8Array(pad));
   return { header: sink.result(), offsets, dataBytes: offset };
+}
+
+/** One tensor to write: its table entry and a producer of exactly its bytes, in order. */
+export interface GgufTensorSource {
+  /** Name, dims and ggml type. */
+  spec: GgufTensorSpec;
+  /** Yields the tensor's data in pieces (their total must equal the tensor's size). */
+  data(): AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+}
+
+/** Options of {@linkcode writeGgufFile} and {@linkcode writeGgufTo}. */
+export interface WriteGgufOptions {
+  /** Called with (bytes written, total bytes) as data is written. */
+  onProgress?: (done: number, total: number) => void;
+  /** Stops the write between pieces (the partial file is removed). */
+  signal?: AbortSignal;
+}
+
+/**
+ * Writes a GGUF file: header, then each source's data at its aligned offset. The file is
+ * written as `${outPath}.partial-<pid>` and renamed at the end; on any failure (a source
+ * throwing or yielding the wrong byte count, an abort, an I/O error) the partial file is
+ * removed, so nothing half-written is left behind.
+ *
+ * @param outPath The file to write (replaced when it exists).
+ * @param metadata Key/value pairs, in the order to write.
+ * @param sources The tensors, in the order to write.
+ * @param opts Progress callback and abort signal.
+ * @returns The file's size in bytes.
+ * @throws {Qwen3Error} `invalid_argument` when a source gives the wrong byte count;
+ * whatever a source, the signal or the file system throws, after removing the partial file.
+ */
+export async function writeGgufFile(
+  outPath: string,
+  metadata: ReadonlyArray<readonly [string, GgufValue]>,
+  sources: readonly GgufTensorSource[],
+  opts: WriteGgufOptions = {},
+): Promise<number> {
+  const tmp = `${outPath}.partial-${Deno.pid}`;
+  const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  try {
+    let total: number;
+    try {
+      total = await writeGgufTo(file, metadata, sources, opts);
+    } finally {
+      file.close();
+    }
+    await Deno.rename(tmp, outPath);
+    return total;
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+async function writeAll(file: Deno.FsFile, b: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < b.length) off += await file.write(b.subarray(off));
+}
+
+/**
+ * Writes a whole GGUF file into `file` from its start (header, then each source's data at
+ * its aligned offset); the caller owns the file, its name and what happens to it on failure
+ * ({@linkcode writeGgufFile} is the partial-then-rename wrapper).
+ *
+ * @param file An open, writable, empty file.
+ * @param metadata Key/value pairs, in the order to write.
+ * @param sources The tensors, in the order to write.
+ * @param opts Progress callback and abort signal.
+ * @returns The file's size in bytes.
+ * @throws {Qwen3Error} `invalid_argument` when a source gives the wrong byte count;
+ * whatever a source, the signal or the file throws.
+ */
+export async function writeGgufTo(
+  file: Deno.FsFile,
+  metadata: ReadonlyArray<readonly [string, GgufValue]>,
+  sources: readonly GgufTensorSource[],
+  opts: WriteGgufOptions = {},
+): Promise<number> {
+  const { header, offsets, dataBytes } = encodeGgufHeader(metadata, sources.map((s) => s.spec));
+  const total = header.length + dataBytes;
+  await writeAll(file, header);
+  let written = 0;
+  opts.onProgress?.(header.length, total);
+  for (let i = 0; i < sources.length; i++) {
+    const s = sources[i];
+    if (written < offsets[i]) {
+      await writeAll(file, new Uint8Array(offsets[i] - written));
+      written = offsets[i];
+    }
+    const size = ggmlTensorBytes(s.spec.type, s.spec.dims, quoteBytes(s.spec.name));
+    let produced = 0;
+    for await (const piece of s.data()) {
+      opts.signal?.throwIfAborted();
+      produced += piece.length;
+      if (produced > size) break;
+      await writeAll(file, piece);
+      written += piece.length;
+      opts.onProgress?.(header.length + written, total);
+    }
+    if (produced !== size) {
+      throw new Qwen3Error(
+        "invalid_argument",
+        `GGUF tensor '${
+          quoteBytes(s.spec.name)
+        }': its source gave ${produced} bytes, expected ${size}`,
+      );
+    }
+  }
+  if (written < dataBytes) await writeAll(file, new Uint8Array(dataBytes - written));
+  return total;
 }
 
 /** A metadata value as read: numbers, bigints (64-bit), strings, booleans or arrays. */
@@ -341,8 +463,12 @@ export interface GgufFile {
 }
 
 /**
- * A string metadata value of `g` fit for a message, byte for byte as the C engine shows it
- * ({@linkcode quoteBytes}; the stored bytes when the header kept them).
+ * A string metadata value fit for a message, byte for byte as the C engine shows it
+ * (`quoteBytes` of src/errors.ts, on the stored bytes when the header kept them).
+ *
+ * @param g The parsed header.
+ * @param key The metadata key.
+ * @returns The value as messages show it.
  */
 export function ggufShownString(g: GgufFile, key: string): string {
   const head = g.stringHeads?.get(key);
@@ -369,95 +495,112 @@ function byteKey(raw: Uint8Array): string {
 }
 
 /**
- * Parses and validates a GGUF header: every count, length and offset is checked against
- * the bytes available and the file size, so a truncated or hostile file gives a Qwen3Error
- * ("format") naming the field and byte offset, never a crash or a huge allocation.
- * `bytes` must hold at least the header (the whole file is fine).
+ * A position in a GGUF header being read, with the reads every step shares: each checks the
+ * bytes available first, and every failure names the field and the byte offset.
  */
-export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string): GgufFile {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let pos = 0;
-  const fail = (what: string): never => {
-    throw new Qwen3Error("format", `${path}: GGUF ${what} (at byte ${pos})`);
-  };
-  const need = (n: number, what: string) => {
-    if (pos + n > bytes.length) fail(`truncated while reading ${what}`);
-  };
-  const u32 = (what: string) => {
-    need(4, what);
-    const v = view.getUint32(pos, true);
-    pos += 4;
+class HeaderCursor {
+  /** The next byte to read. */
+  pos = 0;
+  readonly #view: DataView;
+
+  constructor(readonly bytes: Uint8Array, readonly path: string) {
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  /** Throws the Qwen3Error "format" for `what`, at the current byte. */
+  fail(what: string): never {
+    throw new Qwen3Error("format", `${this.path}: GGUF ${what} (at byte ${this.pos})`);
+  }
+
+  /** Fails unless `n` more bytes are available. */
+  need(n: number, what: string): void {
+    if (this.pos + n > this.bytes.length) this.fail(`truncated while reading ${what}`);
+  }
+
+  /** A u32. */
+  u32(what: string): number {
+    this.need(4, what);
+    const v = this.#view.getUint32(this.pos, true);
+    this.pos += 4;
     return v;
-  };
-  const u64 = (what: string, limit: number) => {
-    need(8, what);
-    const v = view.getBigUint64(pos, true);
-    pos += 8;
-    if (v > BigInt(limit)) fail(`${what} ${v} exceeds the limit ${limit}`);
+  }
+
+  /** A u64 count or length, at most `limit`. */
+  u64(what: string, limit: number): number {
+    this.need(8, what);
+    const v = this.#view.getBigUint64(this.pos, true);
+    this.pos += 8;
+    if (v > BigInt(limit)) this.fail(`${what} ${v} exceeds the limit ${limit}`);
     return Number(v);
-  };
+  }
+
   /** A string's bytes as stored (a view). */
-  const raw = (what: string) => {
-    const n = u64(`${what} length`, MAX_STRING);
-    need(n, what);
-    pos += n;
-    return bytes.subarray(pos - n, pos);
-  };
-  const str = (what: string) => decoder.decode(raw(what));
-  const scalar = (type: number, what: string): GgufReadValue => {
+  raw(what: string): Uint8Array {
+    const n = this.u64(`${what} length`, MAX_STRING);
+    this.need(n, what);
+    this.pos += n;
+    return this.bytes.subarray(this.pos - n, this.pos);
+  }
+
+  /** One value of a scalar (non-array) metadata type. */
+  scalar(type: number, what: string): GgufReadValue {
+    const view = this.#view;
     switch (type) {
       case GgufType.UINT8:
-        need(1, what);
-        return view.getUint8(pos++);
+        this.need(1, what);
+        return view.getUint8(this.pos++);
       case GgufType.INT8:
-        need(1, what);
-        return view.getInt8(pos++);
+        this.need(1, what);
+        return view.getInt8(this.pos++);
       case GgufType.UINT16:
-        need(2, what);
-        pos += 2;
-        return view.getUint16(pos - 2, true);
+        this.need(2, what);
+        this.pos += 2;
+        return view.getUint16(this.pos - 2, true);
       case GgufType.INT16:
-        need(2, what);
-        pos += 2;
-        return view.getInt16(pos - 2, true);
+        this.need(2, what);
+        this.pos += 2;
+        return view.getInt16(this.pos - 2, true);
       case GgufType.UINT32:
-        return u32(what);
+        return this.u32(what);
       case GgufType.INT32:
-        need(4, what);
-        pos += 4;
-        return view.getInt32(pos - 4, true);
+        this.need(4, what);
+        this.pos += 4;
+        return view.getInt32(this.pos - 4, true);
       case GgufType.FLOAT32:
-        need(4, what);
-        pos += 4;
-        return view.getFloat32(pos - 4, true);
+        this.need(4, what);
+        this.pos += 4;
+        return view.getFloat32(this.pos - 4, true);
       case GgufType.BOOL:
-        need(1, what);
-        return view.getUint8(pos++) !== 0;
+        this.need(1, what);
+        return view.getUint8(this.pos++) !== 0;
       case GgufType.STRING:
-        return str(what);
+        return decoder.decode(this.raw(what));
       case GgufType.UINT64:
-        need(8, what);
-        pos += 8;
-        return view.getBigUint64(pos - 8, true);
+        this.need(8, what);
+        this.pos += 8;
+        return view.getBigUint64(this.pos - 8, true);
       case GgufType.INT64:
-        need(8, what);
-        pos += 8;
-        return view.getBigInt64(pos - 8, true);
+        this.need(8, what);
+        this.pos += 8;
+        return view.getBigInt64(this.pos - 8, true);
       case GgufType.FLOAT64:
-        need(8, what);
-        pos += 8;
-        return view.getFloat64(pos - 8, true);
+        this.need(8, what);
+        this.pos += 8;
+        return view.getFloat64(this.pos - 8, true);
       default:
-        return fail(`${what} has unknown value type ${type}`);
+        return this.fail(`${what} has unknown value type ${type}`);
     }
-  };
-  const value = (type: number, what: string): GgufReadValue => {
-    if (type !== GgufType.ARRAY) return scalar(type, what);
-    const elem = u32(`${what} element type`);
-    if (elem === GgufType.ARRAY) fail(`${what} is a nested array (not supported)`);
-    const n = u64(`${what} count`, MAX_ARRAY);
+  }
+
+  /** One metadata value of any type: 4-byte numeric arrays as typed arrays. */
+  value(type: number, what: string): GgufReadValue {
+    if (type !== GgufType.ARRAY) return this.scalar(type, what);
+    const elem = this.u32(`${what} element type`);
+    if (elem === GgufType.ARRAY) this.fail(`${what} is a nested array (not supported)`);
+    const n = this.u64(`${what} count`, MAX_ARRAY);
     if (elem === GgufType.INT32 || elem === GgufType.FLOAT32 || elem === GgufType.UINT32) {
-      need(n * 4, what);
+      this.need(n * 4, what);
+      const view = this.#view;
       const out = elem === GgufType.INT32
         ? new Int32Array(n)
         : elem === GgufType.FLOAT32
@@ -465,110 +608,156 @@ export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string
         : new Uint32Array(n);
       for (let i = 0; i < n; i++) {
         out[i] = elem === GgufType.INT32
-          ? view.getInt32(pos, true)
+          ? view.getInt32(this.pos, true)
           : elem === GgufType.FLOAT32
-          ? view.getFloat32(pos, true)
-          : view.getUint32(pos, true);
-        pos += 4;
+          ? view.getFloat32(this.pos, true)
+          : view.getUint32(this.pos, true);
+        this.pos += 4;
       }
       return out;
     }
     // Each element needs at least one byte: a count beyond the bytes left is a lie.
-    if (n > bytes.length - pos) fail(`${what} count ${n} exceeds the bytes left`);
+    if (n > this.bytes.length - this.pos) this.fail(`${what} count ${n} exceeds the bytes left`);
     const out: GgufReadValue[] = new Array(n);
-    for (let i = 0; i < n; i++) out[i] = scalar(elem, what);
+    for (let i = 0; i < n; i++) out[i] = this.scalar(elem, what);
     return out;
-  };
-
-  if (u32("magic") !== GGUF_MAGIC) {
-    pos = 0;
-    fail("magic is not 'GGUF'");
   }
-  const version = u32("version");
+}
+
+/** Reads the magic, the version (2 or 3) and the two counts. */
+function readPreamble(r: HeaderCursor): { version: number; nTensors: number; nKv: number } {
+  if (r.u32("magic") !== GGUF_MAGIC) {
+    r.pos = 0;
+    r.fail("magic is not 'GGUF'");
+  }
+  const version = r.u32("version");
   if (version === 1) {
     throw new Qwen3Error(
       "unsupported",
-      `${path}: GGUF version 1 (32-bit counts) is not supported; convert it to version 3 with ` +
-        "llama.cpp's tools",
+      `${r.path}: GGUF version 1 (32-bit counts) is not supported; convert it to version 3 ` +
+        "with llama.cpp's tools",
     );
   }
-  if (version !== 2 && version !== 3) fail(`version ${version} is not supported (2 or 3)`);
-  const nTensors = u64("tensor count", MAX_ITEMS);
-  const nKv = u64("metadata count", MAX_ITEMS);
-  // Names are compared as bytes, as the C parser does: two invalid UTF-8 names that decode
-  // alike are different names. Messages show them with quoteBytes, as C does.
+  if (version !== 2 && version !== 3) r.fail(`version ${version} is not supported (2 or 3)`);
+  const nTensors = r.u64("tensor count", MAX_ITEMS);
+  const nKv = r.u64("metadata count", MAX_ITEMS);
+  return { version, nTensors, nKv };
+}
+
+/**
+ * Reads `nKv` metadata entries; keys are compared as bytes, as the C parser does: two
+ * invalid UTF-8 keys that decode alike are different keys. Messages show them with
+ * quoteBytes, as C does.
+ */
+function readMetadata(
+  r: HeaderCursor,
+  nKv: number,
+): { metadata: Map<string, GgufReadValue>; stringHeads: Map<string, Uint8Array> } {
   const metadata = new Map<string, GgufReadValue>();
   const stringHeads = new Map<string, Uint8Array>();
   const seenKeys = new Set<string>();
   for (let i = 0; i < nKv; i++) {
-    const keyBytes = raw(`metadata key #${i}`);
+    const keyBytes = r.raw(`metadata key #${i}`);
     const key = decoder.decode(keyBytes);
     const shown = quoteBytes(keyBytes);
-    if (seenKeys.has(byteKey(keyBytes))) fail(`metadata key '${shown}' appears twice`);
+    if (seenKeys.has(byteKey(keyBytes))) r.fail(`metadata key '${shown}' appears twice`);
     seenKeys.add(byteKey(keyBytes));
-    const type = u32(`type of '${shown}'`);
-    const b = type === GgufType.STRING ? raw(`'${shown}'`) : undefined;
-    const v = b === undefined ? value(type, `'${shown}'`) : decoder.decode(b);
+    const type = r.u32(`type of '${shown}'`);
+    const b = type === GgufType.STRING ? r.raw(`'${shown}'`) : undefined;
+    const v = b === undefined ? r.value(type, `'${shown}'`) : decoder.decode(b);
     // A key that decodes like an earlier one is not valid UTF-8, so no reader looks it up.
     if (metadata.has(key)) continue;
     metadata.set(key, v);
     if (b !== undefined) stringHeads.set(key, b.slice(0, 81));
   }
+  return { metadata, stringHeads };
+}
+
+/** `general.alignment` (default 32): a power of two up to 65536. */
+function readAlignment(r: HeaderCursor, metadata: Map<string, GgufReadValue>): number {
   const alignValue = metadata.get("general.alignment");
   const alignment = alignValue === undefined ? GGUF_DEFAULT_ALIGNMENT : Number(alignValue);
   if (
     typeof alignValue === "string" || !Number.isInteger(alignment) || alignment <= 0 ||
     alignment > 1 << 16 || (alignment & (alignment - 1)) !== 0
   ) {
-    fail("general.alignment is not a power of two up to 65536");
+    r.fail("general.alignment is not a power of two up to 65536");
   }
-  const tensors = new Map<string, GgufTensorInfo>();
+  return alignment;
+}
+
+/** A tensor table entry as read, before its type and offset are checked. */
+interface PendingTensor {
+  name: string;
+  /** The name as messages show it. */
+  shown: string;
+  dims: number[];
+  type: number;
+  /** Offset from the data section. */
+  rel: number;
+}
+
+/** Reads `nTensors` tensor infos: 1 to 4 non-zero dims, names unique as bytes. */
+function readTensorTable(r: HeaderCursor, nTensors: number): PendingTensor[] {
   const seen = new Set<string>();
-  const pending: { name: string; shown: string; dims: number[]; type: number; rel: number }[] = [];
+  const pending: PendingTensor[] = [];
   for (let i = 0; i < nTensors; i++) {
-    const nameBytes = raw(`tensor #${i} name`);
+    const nameBytes = r.raw(`tensor #${i} name`);
     const name = decoder.decode(nameBytes);
     const shown = quoteBytes(nameBytes);
-    const nDims = u32(`'${shown}' n_dims`);
+    const nDims = r.u32(`'${shown}' n_dims`);
     if (nDims < 1 || nDims > MAX_DIMS) {
-      fail(`tensor '${shown}' has ${nDims} dims (1..${MAX_DIMS})`);
+      r.fail(`tensor '${shown}' has ${nDims} dims (1..${MAX_DIMS})`);
     }
     const dims: number[] = [];
     for (let d = 0; d < nDims; d++) {
-      const v = u64(`'${shown}' dim ${d}`, 1 << 30);
-      if (v === 0) fail(`tensor '${shown}' dim ${d} is 0`);
+      const v = r.u64(`'${shown}' dim ${d}`, 1 << 30);
+      if (v === 0) r.fail(`tensor '${shown}' dim ${d} is 0`);
       dims.push(v);
     }
-    const type = u32(`'${shown}' type`);
-    const rel = u64(`'${shown}' offset`, Number.MAX_SAFE_INTEGER);
-    if (seen.has(byteKey(nameBytes))) fail(`tensor '${shown}' appears twice`);
+    const type = r.u32(`'${shown}' type`);
+    const rel = r.u64(`'${shown}' offset`, Number.MAX_SAFE_INTEGER);
+    if (seen.has(byteKey(nameBytes))) r.fail(`tensor '${shown}' appears twice`);
     seen.add(byteKey(nameBytes));
     pending.push({ name, shown, dims, type, rel });
   }
-  const dataOffset = Math.ceil(pos / alignment) * alignment;
-  // The C parser's checks, in its order: a known type (types the engines cannot run are
-  // refused when a model needs them), whole blocks, alignment, then the end.
+  return pending;
+}
+
+/**
+ * Checks each tensor as the C parser does, in its order (a known type, whole blocks,
+ * alignment, then the end of the file; types the engines cannot run are refused only when a
+ * model needs them) and gives each its absolute offset and size.
+ */
+function placeTensors(
+  r: HeaderCursor,
+  pending: readonly PendingTensor[],
+  dataOffset: number,
+  alignment: number,
+  fileSize: number,
+): Map<string, GgufTensorInfo> {
+  const tensors = new Map<string, GgufTensorInfo>();
   for (const p of pending) {
     const block = GGML_TYPE_TRAITS[p.type];
     if (!block) {
       throw new Qwen3Error(
         "unsupported",
-        `${path}: GGUF tensor '${p.shown}' has ggml type ${p.type}, unknown to this engine ` +
+        `${r.path}: GGUF tensor '${p.shown}' has ggml type ${p.type}, unknown to this engine ` +
           `(it runs ${RUNNABLE_GGML_TYPES})`,
       );
     }
     if (p.dims[0] % block.values !== 0) {
       throw new Qwen3Error(
         "format",
-        `${path}: GGUF tensor '${p.shown}' has rows of ${p.dims[0]} values, not a multiple of ` +
-          `the ${block.name} block of ${block.values}`,
+        `${r.path}: GGUF tensor '${p.shown}' has rows of ${p.dims[0]} values, not a multiple ` +
+          `of the ${block.name} block of ${block.values}`,
       );
     }
-    if (p.rel % alignment !== 0) fail(`tensor '${p.shown}' offset ${p.rel} is not aligned`);
+    if (p.rel % alignment !== 0) r.fail(`tensor '${p.shown}' offset ${p.rel} is not aligned`);
     const size = p.dims.reduce((a, b) => a * b, 1) / block.values * block.bytes;
     const offset = dataOffset + p.rel;
     if (offset + size > fileSize) {
-      fail(
+      r.fail(
         `tensor '${p.shown}' ends at byte ${
           offset + size
         }, past the end of the file (${fileSize} bytes)`,
@@ -579,6 +768,31 @@ export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string
       tensors.set(p.name, { name: p.name, dims: p.dims, type: p.type, offset, bytes: size });
     }
   }
+  return tensors;
+}
+
+/**
+ * Parses and validates a GGUF header: every count, length and offset is checked against
+ * the bytes available and the file size, so a truncated or hostile file gives an error
+ * naming the field and byte offset, never a crash or a huge allocation.
+ *
+ * @param bytes At least the header (the whole file is fine).
+ * @param fileSize The whole file's size, which every tensor must fit in.
+ * @param path The file's name, for messages.
+ * @returns The metadata, the tensor table with absolute offsets, and the data offset.
+ * @throws {Qwen3Error} `format` naming the field and byte offset: a wrong magic, a count or
+ * length past a limit or past the bytes available, a duplicate key or tensor, a bad
+ * alignment, a tensor that is not whole blocks, misaligned or past the end of the file.
+ * @throws {Qwen3Error} `unsupported` for GGUF version 1 or a ggml type ggml does not define.
+ */
+export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string): GgufFile {
+  const r = new HeaderCursor(bytes, path);
+  const { version, nTensors, nKv } = readPreamble(r);
+  const { metadata, stringHeads } = readMetadata(r, nKv);
+  const alignment = readAlignment(r, metadata);
+  const pending = readTensorTable(r, nTensors);
+  const dataOffset = Math.ceil(r.pos / alignment) * alignment;
+  const tensors = placeTensors(r, pending, dataOffset, alignment, fileSize);
   return { version, metadata, tensors, dataOffset, alignment, stringHeads };
 }
 
@@ -586,7 +800,13 @@ export function readGgufHeader(bytes: Uint8Array, fileSize: number, path: string
 const halfScratch = new Float32Array(1);
 const halfBits = new Uint32Array(halfScratch.buffer);
 
-/** fp32 -> IEEE half (round to nearest even), as the fp16 scale of a Q8_0 block. */
+/**
+ * fp32 -> IEEE half, rounding to nearest even; overflow becomes infinity. The one fp16
+ * encoder (the fp16 scale of a Q8_0 block, F16 weights).
+ *
+ * @param value The number (rounded to fp32 first).
+ * @returns The 16-bit code.
+ */
 export function toHalf(value: number): number {
   halfScratch[0] = value;
   const x = halfBits[0];
@@ -613,7 +833,12 @@ export function toHalf(value: number): number {
   return sign | half;
 }
 
-/** IEEE half -> number. */
+/**
+ * IEEE half -> number, exactly.
+ *
+ * @param h The 16-bit code.
+ * @returns Its value.
+ */
 export function fromHalf(h: number): number {
   const sign = h & 0x8000 ? -1 : 1;
   const exp = (h >>> 10) & 0x1f;
@@ -624,8 +849,13 @@ export function fromHalf(h: number): number {
 }
 
 /**
- * Quantises a row-major fp32 matrix (rows of `cols` values) to ggml Q8_0 blocks: per 32
- * values, d = max|x| / 127 stored as fp16, q = round(x / d) (llama.cpp's rule).
+ * Quantises fp32 values to ggml Q8_0 blocks: per 32 values, d = max|x| / 127 stored as fp16,
+ * q = round(x / d) (llama.cpp's rule).
+ *
+ * @param values The values (rows of a row-major matrix, back to back).
+ * @param out Where to write the blocks (default: a new array of 34 bytes per 32 values).
+ * @returns The blocks (`out` when given).
+ * @throws {Qwen3Error} `invalid_argument` when the count is not a multiple of 32.
  */
 export function quantizeQ8_0(values: Float32Array, out?: Uint8Array): Uint8Array {
   if (values.length % 32 !== 0) {

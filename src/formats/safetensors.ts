@@ -8,11 +8,8 @@
  * (`{"__metadata__": {..}, "name": {"dtype": "BF16", "shape": [r, c], "data_offsets": [b, e]}}`,
  * offsets relative to the first byte after the header), then the tensor data.
  *
- * ```ts ignore
- * import { SafetensorsModel } from "./safetensors.ts";
- * using model = await SafetensorsModel.open("Qwen3-0.6B");
- * const norm = await model.readTensor("model.norm.weight"); // Float32Array(1024)
- * ```
+ * The exporter (src/export/) opens a folder with `SafetensorsModel.open(dir)`, checks
+ * `model.tensors` against the config, and streams each matrix with `readRows`.
  * @module
  */
 
@@ -92,7 +89,14 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 /**
  * Reads the header length (the first 8 bytes) and checks it against the file size and
- * {@link MAX_HEADER_BYTES}. Returns N, the JSON length.
+ * {@linkcode MAX_HEADER_BYTES}.
+ *
+ * @param first8 The file's first 8 bytes (or more).
+ * @param fileSize The file's size.
+ * @param path The file's name, for messages.
+ * @returns N, the JSON header's length in bytes.
+ * @throws {Qwen3Error} `format` when the file is too short, or N is under 2, over the limit
+ * or past the end of the file.
  */
 export function safetensorsHeaderLength(
   first8: Uint8Array,
@@ -124,29 +128,8 @@ export function safetensorsHeaderLength(
   return Number(n);
 }
 
-/**
- * Parses and validates a safetensors header. `bytes` holds at least the first 8 + N bytes
- * of the file; `fileSize` is the whole file's size. Checks: header length bounds, UTF-8
- * JSON object, `__metadata__` strings, every tensor's dtype known, shape a list of
- * non-negative integers, `data_offsets` `[begin, end]` with begin <= end, end inside the
- * data section, `end - begin == product(shape) * dtype size`, and no two tensors sharing
- * a byte. Errors are Qwen3Error "format" naming the file, the tensor and the values
- * ("unsupported" for a dtype this reader does not know).
- *
- * @example
- * ```ts
- * import { encodeSafetensorsHeader, parseSafetensorsHeader } from "./safetensors.ts";
- * const { header, dataBytes } = encodeSafetensorsHeader([{ name: "w", dtype: "F32", shape: [2, 3] }]);
- * const parsed = parseSafetensorsHeader(header, header.length + dataBytes, "w.safetensors");
- * console.log(parsed.tensors.get("w")?.shape); // [2, 3]
- * ```
- */
-export function parseSafetensorsHeader(
-  bytes: Uint8Array,
-  fileSize: number,
-  path: string,
-): SafetensorsHeader {
-  const n = safetensorsHeaderLength(bytes, fileSize, path);
+/** The header's JSON object, from the N bytes after the length. */
+function headerJson(bytes: Uint8Array, n: number, path: string): Record<string, unknown> {
   if (bytes.length < 8 + n) {
     throw formatError(path, `only ${bytes.length} of the ${8 + n} header bytes were given`);
   }
@@ -157,87 +140,105 @@ export function parseSafetensorsHeader(
     throw formatError(path, `safetensors header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (!isRecord(json)) throw formatError(path, "safetensors header is not a JSON object");
-  const dataOffset = 8 + n;
-  const dataSize = fileSize - dataOffset;
+  return json;
+}
+
+/** The `__metadata__` entry: an object of strings. */
+function metadataStrings(entry: unknown, path: string): Record<string, string> {
+  if (!isRecord(entry)) throw formatError(path, "__metadata__ is not a JSON object");
   const metadata: Record<string, string> = {};
-  const tensors = new Map<string, SafetensorsTensor>();
-  for (const [name, entry] of Object.entries(json)) {
-    if (name === "__metadata__") {
-      if (!isRecord(entry)) throw formatError(path, "__metadata__ is not a JSON object");
-      for (const [k, v] of Object.entries(entry)) {
-        if (typeof v !== "string") {
-          throw formatError(path, `__metadata__ value "${k}" is not a string`);
-        }
-        metadata[k] = v;
-      }
-      continue;
+  for (const [k, v] of Object.entries(entry)) {
+    if (typeof v !== "string") {
+      throw formatError(path, `__metadata__ value "${k}" is not a string`);
     }
-    const where = `tensor "${name}"`;
-    if (!isRecord(entry)) throw formatError(path, `${where} is not a JSON object`);
-    const { dtype, shape, data_offsets: offsets } = entry;
-    if (typeof dtype !== "string") throw formatError(path, `${where} has no string dtype`);
-    const size = SAFETENSORS_DTYPE_BYTES[dtype];
-    if (size === undefined) {
-      throw new Qwen3Error(
-        "unsupported",
-        `${path}: ${where} has dtype "${dtype}", which this reader does not know ` +
-          `(known: ${Object.keys(SAFETENSORS_DTYPE_BYTES).join(", ")})`,
-      );
-    }
-    if (
-      !Array.isArray(shape) ||
-      !shape.every((d) => typeof d === "number" && Number.isSafeInteger(d) && d >= 0)
-    ) {
-      throw formatError(
-        path,
-        `${where} shape ${JSON.stringify(shape)} is not a list of non-negative integers`,
-      );
-    }
-    if (
-      !Array.isArray(offsets) || offsets.length !== 2 ||
-      !offsets.every((o) => typeof o === "number" && Number.isSafeInteger(o) && o >= 0)
-    ) {
-      throw formatError(
-        path,
-        `${where} data_offsets ${JSON.stringify(offsets)} is not [begin, end] in bytes`,
-      );
-    }
-    const [begin, end] = offsets as number[];
-    if (begin > end) {
-      throw formatError(path, `${where} data_offsets [${begin}, ${end}]: begin is after end`);
-    }
-    if (end > dataSize) {
-      throw formatError(
-        path,
-        `${where} data_offsets [${begin}, ${end}] end past the ${dataSize} data bytes ` +
-          `of the ${fileSize}-byte file (truncated)`,
-      );
-    }
-    // The product is bounded by the span already checked (<= dataSize), so stop early
-    // instead of overflowing on a hostile shape.
-    let count = (shape as number[]).includes(0) ? 0 : 1;
-    for (const d of count === 0 ? [] : shape as number[]) {
-      count *= d;
-      if (count * size > end - begin) break;
-    }
-    if (count * size !== end - begin) {
-      throw formatError(
-        path,
-        `${where} shape [${(shape as number[]).join(", ")}] x ${dtype} (${size} bytes) needs ` +
-          `${
-            (shape as number[]).reduce((a, b) => a * b, 1) * size
-          } bytes but data_offsets [${begin}, ${end}] span ${end - begin}`,
-      );
-    }
-    tensors.set(name, {
-      name,
-      dtype,
-      shape: shape as number[],
-      offset: dataOffset + begin,
-      bytes: end - begin,
-      file: path,
-    });
+    metadata[k] = v;
   }
+  return metadata;
+}
+
+/** Bytes of `shape` x `size`-byte elements, or just past `span` when it would exceed it. */
+function boundedBytes(shape: number[], size: number, span: number): number {
+  // The product is bounded by the span already checked (<= dataSize), so stop early
+  // instead of overflowing on a hostile shape.
+  let count = shape.includes(0) ? 0 : 1;
+  for (const d of count === 0 ? [] : shape) {
+    count *= d;
+    if (count * size > span) break;
+  }
+  return count * size;
+}
+
+/**
+ * One tensor entry checked: a known dtype, a shape of non-negative integers, `data_offsets`
+ * `[begin, end]` inside the data section and spanning exactly the shape's bytes.
+ */
+function tensorEntry(
+  name: string,
+  entry: unknown,
+  path: string,
+  fileSize: number,
+  dataOffset: number,
+): SafetensorsTensor {
+  const dataSize = fileSize - dataOffset;
+  const where = `tensor "${name}"`;
+  if (!isRecord(entry)) throw formatError(path, `${where} is not a JSON object`);
+  const { dtype, shape, data_offsets: offsets } = entry;
+  if (typeof dtype !== "string") throw formatError(path, `${where} has no string dtype`);
+  const size = SAFETENSORS_DTYPE_BYTES[dtype];
+  if (size === undefined) {
+    throw new Qwen3Error(
+      "unsupported",
+      `${path}: ${where} has dtype "${dtype}", which this reader does not know ` +
+        `(known: ${Object.keys(SAFETENSORS_DTYPE_BYTES).join(", ")})`,
+    );
+  }
+  if (
+    !Array.isArray(shape) ||
+    !shape.every((d) => typeof d === "number" && Number.isSafeInteger(d) && d >= 0)
+  ) {
+    throw formatError(
+      path,
+      `${where} shape ${JSON.stringify(shape)} is not a list of non-negative integers`,
+    );
+  }
+  if (
+    !Array.isArray(offsets) || offsets.length !== 2 ||
+    !offsets.every((o) => typeof o === "number" && Number.isSafeInteger(o) && o >= 0)
+  ) {
+    throw formatError(
+      path,
+      `${where} data_offsets ${JSON.stringify(offsets)} is not [begin, end] in bytes`,
+    );
+  }
+  const [begin, end] = offsets as number[];
+  if (begin > end) {
+    throw formatError(path, `${where} data_offsets [${begin}, ${end}]: begin is after end`);
+  }
+  if (end > dataSize) {
+    throw formatError(
+      path,
+      `${where} data_offsets [${begin}, ${end}] end past the ${dataSize} data bytes ` +
+        `of the ${fileSize}-byte file (truncated)`,
+    );
+  }
+  const dims = shape as number[];
+  if (boundedBytes(dims, size, end - begin) !== end - begin) {
+    throw formatError(
+      path,
+      `${where} shape [${dims.join(", ")}] x ${dtype} (${size} bytes) needs ` +
+        `${dims.reduce((a, b) => a * b, 1) * size} bytes but data_offsets [${begin}, ${end}] ` +
+        `span ${end - begin}`,
+    );
+  }
+  return { name, dtype, shape: dims, offset: dataOffset + begin, bytes: end - begin, file: path };
+}
+
+/** Refuses two non-empty tensors that share a byte. */
+function checkNoOverlap(
+  tensors: Map<string, SafetensorsTensor>,
+  dataOffset: number,
+  path: string,
+): void {
   const spans = [...tensors.values()].filter((t) => t.bytes > 0).sort((a, b) =>
     a.offset - b.offset
   );
@@ -252,6 +253,36 @@ export function parseSafetensorsHeader(
       );
     }
   }
+}
+
+/**
+ * Parses and validates a safetensors header. Checks: header length bounds, UTF-8 JSON
+ * object, `__metadata__` strings, every tensor's dtype known, shape a list of non-negative
+ * integers, `data_offsets` `[begin, end]` with begin <= end, end inside the data section,
+ * `end - begin == product(shape) * dtype size`, and no two tensors sharing a byte.
+ *
+ * @param bytes At least the file's first 8 + N bytes (N: the header length).
+ * @param fileSize The whole file's size.
+ * @param path The file's name, for messages.
+ * @returns The header: metadata, tensors with absolute offsets, the data offset.
+ * @throws {Qwen3Error} `format` naming the file, the tensor and the values.
+ * @throws {Qwen3Error} `unsupported` for a dtype this reader does not know.
+ */
+export function parseSafetensorsHeader(
+  bytes: Uint8Array,
+  fileSize: number,
+  path: string,
+): SafetensorsHeader {
+  const n = safetensorsHeaderLength(bytes, fileSize, path);
+  const json = headerJson(bytes, n, path);
+  const dataOffset = 8 + n;
+  let metadata: Record<string, string> = {};
+  const tensors = new Map<string, SafetensorsTensor>();
+  for (const [name, entry] of Object.entries(json)) {
+    if (name === "__metadata__") metadata = metadataStrings(entry, path);
+    else tensors.set(name, tensorEntry(name, entry, path, fileSize, dataOffset));
+  }
+  checkNoOverlap(tensors, dataOffset, path);
   return { path, fileSize, dataOffset, metadata, tensors };
 }
 
@@ -281,20 +312,29 @@ async function readAt(file: Deno.FsFile, path: string, offset: number, buf: Uint
   }
 }
 
+/** Reads and validates the header of an open safetensors file (only the header is read). */
+async function readHeaderOf(file: Deno.FsFile, path: string): Promise<SafetensorsHeader> {
+  const size = (await file.stat()).size;
+  const first8 = new Uint8Array(8);
+  if (size >= 8) await readAt(file, path, 0, first8);
+  const n = safetensorsHeaderLength(first8, size, path);
+  const bytes = new Uint8Array(8 + n);
+  await readAt(file, path, 0, bytes);
+  return parseSafetensorsHeader(bytes, size, path);
+}
+
 /**
- * Reads and validates the header of the safetensors file at `path` (only the header is
- * read). Missing or unreadable files are Qwen3Error "io"; bad headers "format".
+ * Reads and validates the header of a safetensors file (only the header is read).
+ *
+ * @param path The file.
+ * @returns Its header.
+ * @throws {Qwen3Error} `io` when the file is missing or unreadable; `format` or
+ * `unsupported` as {@linkcode parseSafetensorsHeader} says.
  */
 export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
   const file = await openFile(path, "safetensors file");
   try {
-    const size = (await file.stat()).size;
-    const first8 = new Uint8Array(8);
-    if (size >= 8) await readAt(file, path, 0, first8);
-    const n = safetensorsHeaderLength(first8, size, path);
-    const bytes = new Uint8Array(8 + n);
-    await readAt(file, path, 0, bytes);
-    return parseSafetensorsHeader(bytes, size, path);
+    return await readHeaderOf(file, path);
   } finally {
     file.close();
   }
@@ -327,8 +367,13 @@ function halfToFloatTable(): Float32Array {
 }
 
 /**
- * Converts `count` little-endian elements of `dtype` at the start of `raw` to fp32 in `out`.
- * BF16 is the top half of an fp32 (exact); F16 goes through a 65536-entry table (exact).
+ * Converts little-endian elements to fp32, exactly: BF16 is the top half of an fp32; F16
+ * goes through a 65536-entry table.
+ *
+ * @param raw The elements' bytes (any alignment).
+ * @param dtype Their type.
+ * @param count How many to convert.
+ * @param out Receives `count` fp32 values.
  */
 export function toFloat32(
   raw: Uint8Array,
@@ -357,7 +402,12 @@ export function toFloat32(
   for (let i = 0; i < count; i++) out[i] = table[bits[i]];
 }
 
-/** fp32 -> bfloat16 bits, rounding to nearest even (NaN stays a quiet NaN). */
+/**
+ * fp32 -> bfloat16 bits, rounding to nearest even (NaN stays a quiet NaN).
+ *
+ * @param value The number (rounded to fp32 first).
+ * @returns The 16-bit code.
+ */
 export function float32ToBf16(value: number): number {
   f32Scratch[0] = value;
   const x = u32Scratch[0];
@@ -479,6 +529,12 @@ export class SafetensorsModel implements Disposable {
   /**
    * Opens the weights in `dir` and validates every header; with an index, every tensor the
    * index names must be in its shard and no tensor may appear in two files.
+   *
+   * @param dir The Hugging Face folder.
+   * @returns The open weights; close them (or `using`).
+   * @throws {Qwen3Error} `io` when the folder has no weights or a file cannot be read.
+   * @throws {Qwen3Error} `format` for a bad header or shard index, or a tensor in two files.
+   * @throws {Qwen3Error} `unsupported` for a dtype the reader does not know.
    */
   static async open(dir: string): Promise<SafetensorsModel> {
     const { files, weightMap, index } = await findShards(dir);
@@ -488,13 +544,7 @@ export class SafetensorsModel implements Disposable {
       for (const path of files) {
         const file = await openFile(path, weightMap ? `a shard named by ${index}` : "weights");
         model.#handles.set(path, file);
-        const size = (await file.stat()).size;
-        const first8 = new Uint8Array(8);
-        if (size >= 8) await readAt(file, path, 0, first8);
-        const n = safetensorsHeaderLength(first8, size, path);
-        const bytes = new Uint8Array(8 + n);
-        await readAt(file, path, 0, bytes);
-        const header = parseSafetensorsHeader(bytes, size, path);
+        const header = await readHeaderOf(file, path);
         for (const [name, t] of header.tensors) {
           const other = tensors.get(name);
           if (other) {
@@ -523,7 +573,13 @@ export class SafetensorsModel implements Disposable {
     return model;
   }
 
-  /** The tensor called `name`; a Qwen3Error "format" naming the folder when absent. */
+  /**
+   * One tensor's entry.
+   *
+   * @param name The tensor's name.
+   * @returns Its entry.
+   * @throws {Qwen3Error} `format` naming the folder when there is no such tensor.
+   */
   tensor(name: string): SafetensorsTensor {
     const t = this.tensors.get(name);
     if (!t) throw new Qwen3Error("format", `${this.dir}: tensor "${name}" is missing`);
@@ -543,8 +599,17 @@ export class SafetensorsModel implements Disposable {
   }
 
   /**
-   * Reads rows `row0 .. row0 + nRows` of `name` (rows along the first dimension; a 1-D
-   * tensor is one row per element) as fp32 into `out` (at least nRows * row-length values).
+   * Reads rows of a tensor as fp32 (rows along the first dimension; a 1-D tensor is one row
+   * per element).
+   *
+   * @param name The tensor's name.
+   * @param row0 The first row.
+   * @param nRows How many rows.
+   * @param out Receives the values (at least nRows * row length).
+   * @throws {Qwen3Error} `format` when there is no such tensor or the file was cut short.
+   * @throws {Qwen3Error} `unsupported` for a dtype other than BF16, F16, F32.
+   * @throws {Qwen3Error} `invalid_argument` for rows outside the tensor, an `out` too short
+   * or a closed model.
    */
   async readRows(name: string, row0: number, nRows: number, out: Float32Array): Promise<void> {
     const t = this.tensor(name);
@@ -583,7 +648,13 @@ export class SafetensorsModel implements Disposable {
     }
   }
 
-  /** The whole tensor as fp32 (for small tensors: norms; use readRows for big ones). */
+  /**
+   * A whole tensor as fp32 (for small tensors: norms; use {@linkcode readRows} for big ones).
+   *
+   * @param name The tensor's name.
+   * @returns Its values.
+   * @throws {Qwen3Error} as {@linkcode readRows} says.
+   */
   async readTensor(name: string): Promise<Float32Array> {
     const t = this.tensor(name);
     const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
@@ -628,9 +699,15 @@ export interface SafetensorsTensorSpec {
 }
 
 /**
- * Encodes a safetensors header for `tensors` laid out back to back in the given order, as
- * Hugging Face writes it (JSON padded with spaces to a multiple of 8 bytes). Returns the
- * bytes to write before the data, each tensor's offset within the data and the data size.
+ * Encodes a safetensors header for tensors laid out back to back in the given order, as
+ * Hugging Face writes it (JSON padded with spaces to a multiple of 8 bytes).
+ *
+ * @param tensors The tensors, in data order.
+ * @param metadata The `__metadata__` strings (default `{ format: "pt" }`; none written when
+ * empty).
+ * @returns The bytes to write before the data, each tensor's offset within the data and the
+ * data size.
+ * @throws {Qwen3Error} `invalid_argument` for an unknown dtype.
  */
 export function encodeSafetensorsHeader(
   tensors: readonly SafetensorsTensorSpec[],

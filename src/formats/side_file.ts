@@ -3,18 +3,8 @@
  * be a regular file (a FIFO would block the reader forever), and the side files beside it
  * (chat templates, tokenizers) are read only when they are regular files no larger than a
  * limit shared with the C engine (csrc/src/model.c), so `/dev/zero` behind a symlink, a FIFO
- * or a 50 MB "template" is refused before a byte of it is read.
- *
- * ```ts
- * import { readSideText, TEMPLATE_FILE_LIMIT } from "./side_file.ts";
- * const dir = await Deno.makeTempDir();
- * await Deno.writeTextFile(`${dir}/m.bin.template`, "<|im_start|>user\n%s<|im_end|>\n");
- * const text = await readSideText(`${dir}/m.bin.template`, {
- *   limit: TEMPLATE_FILE_LIMIT,
- *   what: "chat template",
- * });
- * console.log(text.length); // 32
- * ```
+ * or a 50 MB "template" is refused before a byte of it is read. The loaders read a template
+ * with `readSideText(path, { limit: TEMPLATE_FILE_LIMIT, what: "chat template" })`.
  * @module
  */
 
@@ -35,11 +25,19 @@ export interface SideFileOptions {
   limit: number;
   /** What the file is, in the user's words, for messages ("chat template"). */
   what: string;
-  /** When true, a path that does not exist gives `undefined` instead of an error. */
+  /**
+   * When true, a path that does not exist gives `undefined` instead of an error.
+   * @default {false}
+   */
   optional?: boolean;
 }
 
-/** What a path that is not a regular file is, for a message: "a FIFO (named pipe)". */
+/**
+ * What a directory entry is, for a message.
+ *
+ * @param info The entry's stat.
+ * @returns e.g. "a FIFO (named pipe)", "a directory", "a regular file".
+ */
 export function fileKind(info: Deno.FileInfo): string {
   if (info.isFile) return "a regular file";
   if (info.isDirectory) return "a directory";
@@ -51,7 +49,12 @@ export function fileKind(info: Deno.FileInfo): string {
   return "not a regular file";
 }
 
-/** The reason an operating-system error gives, short and safe for a message. */
+/**
+ * The reason an operating-system error gives, short and safe for a message.
+ *
+ * @param e The error.
+ * @returns e.g. "no such file", "permission denied", or the escaped message.
+ */
 export function ioReason(e: unknown): string {
   if (e instanceof Deno.errors.NotFound) return "no such file";
   if (e instanceof Deno.errors.PermissionDenied) return "permission denied";
@@ -64,10 +67,14 @@ export function ioReason(e: unknown): string {
 }
 
 /**
- * Checks that `path` names a regular file (symbolic links followed) and returns its stat.
- * Throws a Qwen3Error "io" naming the path and what it is instead (`what` says which file
- * it was meant to be: "model file"), or why it cannot be looked at. Returns undefined for a
- * missing path when `optional` is true.
+ * Checks that `path` names a regular file (symbolic links followed).
+ *
+ * @param path The file.
+ * @param what Which file it was meant to be, for messages ("model file").
+ * @param optional When true, a missing path gives undefined instead of an error.
+ * @returns Its stat, or undefined for a missing optional path.
+ * @throws {Qwen3Error} `io` naming the path and what it is instead, or why it cannot be
+ * looked at.
  */
 export async function statRegularFile(
   path: string,
@@ -94,25 +101,26 @@ export async function statRegularFile(
  * Reads a side file of at most `limit` bytes. The path is looked at first: it must be a
  * regular file (symbolic links followed, so a link to `/dev/zero` is a character device)
  * no larger than `limit`, and then at most `limit` bytes are read, so a file that grows
- * while it is read is refused too. Errors are Qwen3Errors naming the path: "io" for a path
- * that is missing (unless `optional`), unreadable or not a regular file; "format" for a
- * file over the limit.
+ * while it is read is refused too.
  *
- * @example
- * ```ts
- * import { readSideFile, TOKENIZER_JSON_LIMIT } from "./side_file.ts";
- * const bytes = await readSideFile("/no/such/tokenizer.json", {
- *   limit: TOKENIZER_JSON_LIMIT,
- *   what: "tokenizer",
- *   optional: true,
- * });
- * console.log(bytes); // undefined
- * ```
+ * @param path The side file.
+ * @param opts Its size limit, what it is (for messages), whether it may be missing.
+ * @returns Its bytes, or undefined when it is missing and `opts.optional`.
+ * @throws {Qwen3Error} `io` naming the path when it is missing (unless optional),
+ * unreadable or not a regular file; `format` when it is over the limit.
  */
 export async function readSideFile(
   path: string,
   opts: SideFileOptions & { optional: true },
 ): Promise<Uint8Array | undefined>;
+/**
+ * Reads a side file that must exist (see the overload above).
+ *
+ * @param path The side file.
+ * @param opts Its size limit and what it is (for messages).
+ * @returns Its bytes.
+ * @throws {Qwen3Error} `io` or `format` as the first overload says.
+ */
 export async function readSideFile(path: string, opts: SideFileOptions): Promise<Uint8Array>;
 export async function readSideFile(
   path: string,
@@ -167,11 +175,24 @@ export async function readSideFile(
 /**
  * {@linkcode readSideFile} decoded as UTF-8 as `Deno.readTextFile` does: an invalid sequence
  * becomes U+FFFD and a leading byte-order mark is kept (the C engine keeps its bytes too).
+ *
+ * @param path The side file.
+ * @param opts Its size limit, what it is (for messages), whether it may be missing.
+ * @returns Its text, or undefined when it is missing and `opts.optional`.
+ * @throws {Qwen3Error} `io` or `format` as {@linkcode readSideFile} says.
  */
 export async function readSideText(
   path: string,
   opts: SideFileOptions & { optional: true },
 ): Promise<string | undefined>;
+/**
+ * Reads a side file that must exist as text (see the overload above).
+ *
+ * @param path The side file.
+ * @param opts Its size limit and what it is (for messages).
+ * @returns Its text.
+ * @throws {Qwen3Error} `io` or `format` as {@linkcode readSideFile} says.
+ */
 export async function readSideText(path: string, opts: SideFileOptions): Promise<string>;
 export async function readSideText(
   path: string,

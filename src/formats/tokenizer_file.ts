@@ -1,14 +1,8 @@
 /**
- * Writes qwen3.c's tokenizer and template side files (docs/formats.md#side-files), so a checkpoint we
- * export runs under qwen3.c and qwen3-rs too.
- *
- * ```ts
- * import { qwen3cSideFiles } from "./tokenizer_file.ts";
- * import { qwen3Tokenizer } from "../../tests/helpers/tokenizer_path.ts";
- * for (const [suffix, bytes] of qwen3cSideFiles(qwen3Tokenizer())) {
- *   console.log(`model.bin${suffix}: ${bytes.length} bytes`);
- * }
- * ```
+ * Writes qwen3.c's tokenizer and template side files (docs/formats.md#side-files), so a
+ * checkpoint we export runs under qwen3.c and qwen3-rs too. For Qwen3's tokenizer and the
+ * stock templates, {@linkcode qwen3cSideFiles} gives `.tokenizer` (about 2.2 MB) and the four
+ * `.template*` files (52 to 103 bytes each).
  * @module
  */
 
@@ -22,7 +16,7 @@ import {
 } from "../text/template.ts";
 
 /** Score of byte tokens and added tokens: "never made by a merge". */
-export const QWEN3C_NO_MERGE_SCORE = -1e6;
+export const QWEN3C_NO_MERGE_SCORE: number = -1e6;
 
 /** Header ids of the `.tokenizer` file; by default taken from the tokenizer's own tokens. */
 export interface Qwen3cTokenizerOptions {
@@ -39,9 +33,15 @@ export interface Qwen3cTokenizerOptions {
 }
 
 /**
- * The qwen3.c `.tokenizer` file for `tok`: u32 max_token_length, u32 bos_id, u32 eos_id, then
- * per token id: f32 score, u32 byte length, raw bytes. Score is -ln(rank + 1) for a token made
- * by merge `rank` and -1e6 for byte and added tokens; a missing id is written empty.
+ * The qwen3.c `.tokenizer` file for a tokenizer: u32 max_token_length, u32 bos_id, u32
+ * eos_id, then per token id: f32 score, u32 byte length, raw bytes. Score is -ln(rank + 1)
+ * for a token made by merge `rank` and -1e6 for byte and added tokens; a missing id is
+ * written empty.
+ *
+ * @param tok The tokenizer.
+ * @param opts The header's bos and eos ids (default: the tokenizer's own).
+ * @returns The file's bytes.
+ * @throws {Qwen3Error} `invalid_argument` when bos or eos is not a token id.
  */
 export function writeQwen3cTokenizer(
   tok: Tokenizer,
@@ -79,7 +79,14 @@ export function writeQwen3cTokenizer(
   return out;
 }
 
-/** The four template side files' contents (UTF-8, no trailing newline), validated. */
+/**
+ * The four template side files' contents (UTF-8, no trailing newline), validated.
+ *
+ * @param t The templates (default: the stock Qwen3 ones).
+ * @returns Each file's bytes by its suffix (`.template`, `.template.with-thinking`, ...).
+ * @throws {Qwen3Error} `format` or `invalid_argument` naming a template with the wrong
+ * placeholders or that is not a string.
+ */
 export function writeQwen3cTemplates(t: ChatTemplates = STOCK_TEMPLATES): Map<string, Uint8Array> {
   validateTemplates(t);
   const enc = new TextEncoder();
@@ -91,8 +98,15 @@ export function writeQwen3cTemplates(t: ChatTemplates = STOCK_TEMPLATES): Map<st
 }
 
 /**
- * Every side file qwen3.c writes beside `model.bin`, keyed by the suffix to append to the
- * checkpoint path: `.tokenizer` and the four `.template*` files.
+ * Every side file qwen3.c writes beside `model.bin`: `.tokenizer` and the four `.template*`
+ * files.
+ *
+ * @param tok The tokenizer.
+ * @param templates The chat templates (default: the stock Qwen3 ones).
+ * @param opts The `.tokenizer` header's bos and eos ids (default: the tokenizer's own).
+ * @returns Each file's bytes, keyed by the suffix to append to the checkpoint path.
+ * @throws {Qwen3Error} as {@linkcode writeQwen3cTokenizer} and
+ * {@linkcode writeQwen3cTemplates} say.
  */
 export function qwen3cSideFiles(
   tok: Tokenizer,

@@ -21,10 +21,10 @@ import {
   type LoadedModel,
   type ModelWeights,
   type Q8Tensor,
-  readModel,
   type WeightTensor,
   WIDEN_TABLES,
-} from "../formats/model_file.ts";
+} from "../formats/weights.ts";
+import { readModel } from "../formats/model_file.ts";
 import { quantizeQ8Into } from "./quant.ts";
 import type { Engine, EngineSession, ModelConfig } from "../types.ts";
 

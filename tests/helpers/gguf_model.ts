@@ -2,8 +2,9 @@
  * GGUF files for tests: a checkpoint's weights (dequantised to fp32) written as a `qwen3` GGUF
  * of any weight type the engines run (F32, F16, BF16, Q8_0, Q4_0), with the real Qwen3
  * tokenizer lists in the metadata. A hook may damage the metadata or tensor table first, for
- * the malformed-file tests. Built on src/formats/gguf.ts's header encoder; the encodings of the
- * weight types are written here, following llama.cpp's rules.
+ * the malformed-file tests. The keys, tensor names and their order are src/formats/gguf_qwen3.ts's
+ * (the writers' own), the header encoder is src/formats/gguf.ts's; the encodings of the weight
+ * types are written here, following llama.cpp's rules.
  * @module
  */
 
@@ -15,10 +16,14 @@ import {
   quantizeQ8_0,
   toHalf,
 } from "../../src/formats/gguf.ts";
-
-type TokenizerJson = Parameters<typeof tokenizerMetadata>[0];
-import { tokenizerMetadata } from "../../src/formats/gguf_convert.ts";
-import type { Checkpoint, Q8Tensor } from "../../src/formats/model_file.ts";
+import {
+  ggufDims,
+  qwen3GgufMetadata,
+  qwen3GgufTensors,
+  type TokenizerJson,
+} from "../../src/formats/gguf_qwen3.ts";
+import { type Checkpoint, slotTensor } from "../../src/formats/checkpoint.ts";
+import type { Q8Tensor } from "../../src/formats/weights.ts";
 
 /** Weight types of {@link writeCheckpointGguf}. */
 export type GgufWeightKind = "f32" | "f16" | "bf16" | "q8_0" | "q4_0";
@@ -85,6 +90,11 @@ function quantizeQ4_0(values: Float32Array): Uint8Array {
   return out;
 }
 
+/** A copy of an fp32 vector's bytes. */
+function bytesOf(v: Float32Array): Uint8Array {
+  return new Uint8Array(v.slice().buffer);
+}
+
 function dequantize(t: Q8Tensor): Float32Array {
   const out = new Float32Array(t.rows * t.cols);
   const groups = t.cols / t.groupSize;
@@ -135,52 +145,17 @@ export async function checkpointGgufParts(
     tokenizerJsons.set(tokenizerJson, Deno.readTextFile(tokenizerJson).then((s) => JSON.parse(s)));
   }
   const json = await tokenizerJsons.get(tokenizerJson)!;
-  const metadata: [string, GgufValue][] = [
-    ["general.architecture", { type: "string", value: "qwen3" }],
-    ["general.name", { type: "string", value: `test-${kind}` }],
-    ["qwen3.context_length", { type: "u32", value: c.seqLen }],
-    ["qwen3.embedding_length", { type: "u32", value: c.dim }],
-    ["qwen3.feed_forward_length", { type: "u32", value: c.hiddenDim }],
-    ["qwen3.block_count", { type: "u32", value: c.nLayers }],
-    ["qwen3.attention.head_count", { type: "u32", value: c.nHeads }],
-    ["qwen3.attention.head_count_kv", { type: "u32", value: c.nKvHeads }],
-    ["qwen3.attention.key_length", { type: "u32", value: c.headDim }],
-    ["qwen3.attention.value_length", { type: "u32", value: c.headDim }],
-    // llama.cpp rotates only rope.dimension_count dims (default embedding_length / head_count)
-    ["qwen3.rope.dimension_count", { type: "u32", value: c.headDim }],
-    ["qwen3.rope.freq_base", { type: "f32", value: c.ropeTheta }],
-    ["qwen3.attention.layer_norm_rms_epsilon", { type: "f32", value: c.rmsEps }],
-    ...tokenizerMetadata(json, c.vocabSize),
-  ];
-  const tensors: GgufTensorData[] = [];
-  const vec = (name: string, v: Float32Array) =>
-    tensors.push({
-      spec: { name, dims: [v.length], type: GgmlType.F32 },
-      data: new Uint8Array(v.slice().buffer),
-    });
-  const mat = (name: string, w: Q8Tensor) => {
-    const values = dequantize(w);
+  const metadata = qwen3GgufMetadata(c, json, { name: `test-${kind}` });
+  const tensors: GgufTensorData[] = qwen3GgufTensors(c).map(({ name, slot }) => {
+    if (slot.kind === "f32") {
+      const v = slotTensor(t, slot);
+      return { spec: { name, dims: ggufDims(slot), type: GgmlType.F32 }, data: bytesOf(v) };
+    }
+    const values = dequantize(slotTensor(t, slot));
     const k = scale[name];
     if (k !== undefined) values.forEach((v, i) => values[i] = Math.fround(v * k));
     const e = encodeMatrix(values, kind);
-    tensors.push({ spec: { name, dims: [w.cols, w.rows], type: e.type }, data: e.data });
-  };
-  mat("token_embd.weight", t.embed);
-  vec("output_norm.weight", t.finalNorm);
-  if (!c.sharedClassifier) mat("output.weight", t.classifier);
-  t.layers.forEach((lw, l) => {
-    const b = `blk.${l}.`;
-    vec(`${b}attn_norm.weight`, lw.attnNorm);
-    mat(`${b}attn_q.weight`, lw.wq);
-    mat(`${b}attn_k.weight`, lw.wk);
-    mat(`${b}attn_v.weight`, lw.wv);
-    mat(`${b}attn_output.weight`, lw.wo);
-    vec(`${b}attn_q_norm.weight`, lw.qNorm);
-    vec(`${b}attn_k_norm.weight`, lw.kNorm);
-    vec(`${b}ffn_norm.weight`, lw.ffnNorm);
-    mat(`${b}ffn_gate.weight`, lw.w1);
-    mat(`${b}ffn_up.weight`, lw.w3);
-    mat(`${b}ffn_down.weight`, lw.w2);
+    return { spec: { name, dims: ggufDims(slot), type: e.type }, data: e.data };
   });
   return { metadata, tensors };
 }

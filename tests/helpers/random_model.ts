@@ -15,7 +15,7 @@ import {
   QWEN3_RMS_EPS,
   QWEN3_ROPE_THETA,
   type TensorSlot,
-} from "../../src/formats/model_file.ts";
+} from "../../src/formats/checkpoint.ts";
 import { quantizeQ8Into } from "../../src/reference/quant.ts";
 import type { ModelConfig } from "../../src/types.ts";
 

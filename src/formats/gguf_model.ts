@@ -1,0 +1,404 @@
+/**
+ * A `qwen3` GGUF file as the engines need it: its configuration from the metadata and its
+ * weights from the tensor table, checked with the C loader's rules, limits and messages
+ * (csrc/src/gguf.c), so both engines accept and refuse the same files the same way. The key
+ * and tensor names come from gguf_qwen3.ts; the container is parsed by gguf.ts.
+ * @module
+ */
+
+import { Qwen3Error } from "../errors.ts";
+import {
+  GGML_TYPE_NAMES,
+  GgmlType,
+  type GgufFile,
+  ggufShownString,
+  type GgufTensorInfo,
+  RUNNABLE_GGML_TYPES,
+} from "./gguf.ts";
+import {
+  GGUF_KEYS,
+  ggufBlockTensorName,
+  QWEN3_ARCHITECTURE,
+  QWEN3_GGUF_KEYS,
+  QWEN3_GGUF_TENSORS,
+  type Qwen3GgufValues,
+} from "./gguf_qwen3.ts";
+import {
+  HEADER_LIMITS,
+  LAYER_MATRICES,
+  LAYER_NORM_FIELDS,
+  layerMatrixShape,
+  type LayerNorm,
+} from "./checkpoint.ts";
+import {
+  type FloatTensor,
+  isFloatTensor,
+  type LayerWeights,
+  type ModelWeights,
+  type Q8Tensor,
+  type WeightTensor,
+  WIDEN_TABLES,
+} from "./weights.ts";
+import type { ModelConfig } from "../types.ts";
+
+/** A "format" error about the file at `path`. */
+function ggufError(path: string, message: string): Qwen3Error {
+  return new Qwen3Error("format", `${path}: GGUF ${message}`);
+}
+
+/** An integer metadata value in [min, max] (`def` when absent and not required). */
+function ggufUint(
+  g: GgufFile,
+  path: string,
+  key: string,
+  min: number,
+  max: number,
+  def?: number,
+): number {
+  const v = g.metadata.get(key);
+  if (v === undefined) {
+    if (def === undefined) throw ggufError(path, `metadata lacks '${key}'`);
+    return def;
+  }
+  const n = typeof v === "bigint" ? Number(v) : v;
+  if (typeof n !== "number" || !Number.isInteger(n)) {
+    const kind = typeof v === "string" ? "a string" : Array.isArray(v) ? "an array" : typeof v;
+    throw ggufError(path, `metadata '${key}' is ${kind}, expected an integer`);
+  }
+  if (n < min || n > max) {
+    throw ggufError(path, `metadata '${key}' = ${n} is outside [${min}, ${max}]`);
+  }
+  return n;
+}
+
+/** A positive finite float metadata value (`def` when absent and not required). */
+function ggufFloat(g: GgufFile, path: string, key: string, def?: number): number {
+  const v = g.metadata.get(key);
+  if (v === undefined) {
+    if (def === undefined) throw ggufError(path, `metadata lacks '${key}'`);
+    return def;
+  }
+  if (typeof v !== "number") throw ggufError(path, `metadata '${key}' is not a float`);
+  const f = Math.fround(v);
+  if (!(f > 0) || !Number.isFinite(f)) {
+    throw ggufError(path, `metadata '${key}' = ${v} must be positive and finite`);
+  }
+  return f;
+}
+
+/** A required string metadata value. */
+function ggufString(g: GgufFile, path: string, key: string): string {
+  const v = g.metadata.get(key);
+  if (v === undefined) throw ggufError(path, `metadata lacks '${key}'`);
+  if (typeof v !== "string") throw ggufError(path, `metadata '${key}' is not a string`);
+  return v;
+}
+
+/** Refuses a file whose `general.architecture` is not `qwen3`. */
+function checkArchitecture(g: GgufFile, path: string): void {
+  const arch = ggufString(g, path, GGUF_KEYS.architecture);
+  if (arch !== QWEN3_ARCHITECTURE) {
+    throw new Qwen3Error(
+      "unsupported",
+      `${path}: GGUF general.architecture is '${
+        ggufShownString(g, GGUF_KEYS.architecture)
+      }'; this engine runs only '${QWEN3_ARCHITECTURE}' (dense Qwen3)`,
+    );
+  }
+}
+
+/** Reads every `qwen3.*` key of the table in its order, each checked alone. */
+function readQwen3Keys(g: GgufFile, path: string): Qwen3GgufValues {
+  const v: Partial<Qwen3GgufValues> = {};
+  for (const k of QWEN3_GGUF_KEYS) {
+    const def = k.default?.(v);
+    v[k.field] = k.type === "u32"
+      ? ggufUint(g, path, k.key, 1, k.max!, def)
+      : ggufFloat(g, path, k.key, def);
+  }
+  return v as Qwen3GgufValues;
+}
+
+/** Checks the rules between keys: whole-head value and rotary widths, GQA ratio, widths. */
+function checkKeyRelations(v: Qwen3GgufValues, path: string): void {
+  if (v.valueDim !== v.headDim) {
+    throw new Qwen3Error(
+      "unsupported",
+      `${path}: GGUF value_length ${v.valueDim} differs from key_length ${v.headDim}`,
+    );
+  }
+  if (v.ropeDim !== v.headDim) {
+    throw new Qwen3Error(
+      "unsupported",
+      `${path}: GGUF rope.dimension_count ${v.ropeDim} differs from key_length ${v.headDim} ` +
+        "(Qwen3 rotates whole heads; partial rotary is not supported)",
+    );
+  }
+  if (v.nHeads % v.nKvHeads !== 0) {
+    throw ggufError(
+      path,
+      `head_count ${v.nHeads} is not a multiple of head_count_kv ${v.nKvHeads}`,
+    );
+  }
+  if (v.headDim % 2 !== 0) {
+    throw ggufError(path, `key_length ${v.headDim} must be even for rotate-half RoPE`);
+  }
+  if (v.nHeads * v.headDim > HEADER_LIMITS.dim) {
+    throw ggufError(
+      path,
+      `head_count * key_length = ${v.nHeads * v.headDim} exceeds the limit of ${HEADER_LIMITS.dim}`,
+    );
+  }
+}
+
+/** The vocabulary size: the row count of `token_embd.weight`, within the limit. */
+function ggufVocabSize(g: GgufFile, path: string): number {
+  const name = QWEN3_GGUF_TENSORS.embed;
+  const embd = g.tensors.get(name);
+  if (!embd) throw ggufError(path, `has no tensor '${name}'`);
+  const vocabSize = embd.dims[1] ?? 1;
+  if (vocabSize > HEADER_LIMITS.vocab_size) {
+    throw ggufError(
+      path,
+      `${name} has ${vocabSize} rows (vocabulary limit ${HEADER_LIMITS.vocab_size})`,
+    );
+  }
+  return vocabSize;
+}
+
+/**
+ * The hyper-parameters of a `qwen3` GGUF (docs/formats.md#gguf-metadata-keys), validated with
+ * the C loader's rules and limits (csrc/src/gguf.c): architecture `qwen3`, positive counts
+ * under the checkpoint limits, heads divisible by kv heads, even head size, value size and
+ * rotary width equal to key size.
+ *
+ * @param g The file's parsed header.
+ * @param path The file's name, for messages.
+ * @returns The configuration (`format` "gguf"; `groupSize` 0 until {@linkcode ggufWeights}
+ * sets it).
+ * @throws {Qwen3Error} `format` naming the key or tensor: a required key missing, a value of
+ * the wrong type or out of range, keys that do not fit together, no `token_embd.weight`.
+ * @throws {Qwen3Error} `unsupported` for another architecture, or value or rotary widths
+ * that differ from the key width.
+ */
+export function ggufConfig(g: GgufFile, path: string): ModelConfig {
+  checkArchitecture(g, path);
+  const v = readQwen3Keys(g, path);
+  checkKeyRelations(v, path);
+  return {
+    format: "gguf",
+    dim: v.dim,
+    hiddenDim: v.hiddenDim,
+    nLayers: v.nLayers,
+    nHeads: v.nHeads,
+    nKvHeads: v.nKvHeads,
+    headDim: v.headDim,
+    vocabSize: ggufVocabSize(g, path),
+    seqLen: v.seqLen,
+    groupSize: 0, // set by ggufWeights: 32 when any matrix is Q8_0 / Q4_0
+    sharedClassifier: !g.tensors.has(QWEN3_GGUF_TENSORS.classifier),
+    ropeTheta: v.ropeTheta,
+    rmsEps: v.rmsEps,
+  };
+}
+
+/** A typed-array view of `n` elements at absolute `offset`, or a copy when misaligned. */
+function viewAt<T extends Float32Array | Uint16Array>(
+  bytes: Uint8Array,
+  offset: number,
+  n: number,
+  Ctor: { new (b: ArrayBuffer, o: number, n: number): T; BYTES_PER_ELEMENT: number },
+): T {
+  const address = bytes.byteOffset + offset;
+  const size = Ctor.BYTES_PER_ELEMENT;
+  if (address % size === 0) return new Ctor(bytes.buffer as ArrayBuffer, address, n);
+  const copy = bytes.slice(offset, offset + n * size);
+  return new Ctor(copy.buffer, 0, n);
+}
+
+/** Refuses a tensor whose dims are not [d0, d1] (innermost first; 1 for the rest). */
+function checkShape(
+  path: string,
+  t: GgufTensorInfo,
+  name: string,
+  d0: number,
+  d1: number,
+): void {
+  const want = [d0, d1, 1, 1];
+  const got = [0, 1, 2, 3].map((i) => t.dims[i] ?? 1);
+  if (got.some((v, i) => v !== want[i])) {
+    throw ggufError(
+      path,
+      `tensor '${name}' has shape [${got.join(", ")}] (innermost first), expected [${d0}, ${d1}]`,
+    );
+  }
+}
+
+/** The "unsupported" error for a tensor of a type the engines do not run. */
+function cannotRun(path: string, t: GgufTensorInfo, name: string): Qwen3Error {
+  return new Qwen3Error(
+    "unsupported",
+    `${path}: GGUF tensor '${name}' has ggml type ${t.type} (${
+      GGML_TYPE_NAMES[t.type] ?? "unknown"
+    }), which this engine cannot run (it runs ${RUNNABLE_GGML_TYPES})`,
+  );
+}
+
+/** A tensor the model needs, by name. */
+function ggufTensor(g: GgufFile, path: string, name: string): GgufTensorInfo {
+  const t = g.tensors.get(name);
+  if (!t) throw ggufError(path, `has no tensor '${name}'`);
+  return t;
+}
+
+/** A norm vector as fp32: a view of F32 data, a widened copy of F16 / BF16. */
+function ggufVector(
+  bytes: Uint8Array,
+  g: GgufFile,
+  path: string,
+  name: string,
+  n: number,
+): Float32Array {
+  const t = ggufTensor(g, path, name);
+  checkShape(path, t, name, n, 1);
+  if (t.type === GgmlType.F32) return viewAt(bytes, t.offset, n, Float32Array);
+  if (t.type !== GgmlType.F16 && t.type !== GgmlType.BF16) throw cannotRun(path, t, name);
+  const codes = viewAt(bytes, t.offset, n, Uint16Array);
+  const table = t.type === GgmlType.F16 ? WIDEN_TABLES.f16 : WIDEN_TABLES.bf16;
+  return Float32Array.from(codes, (c) => table[c]);
+}
+
+/** Q8_0 blocks (fp16 scale, 32 int8 values) as a Q8 matrix with groups of 32, exactly. */
+function q8_0ToQ8(bytes: Uint8Array, t: GgufTensorInfo, rows: number, cols: number): Q8Tensor {
+  const blocks = rows * cols / 32;
+  const q = new Int8Array(rows * cols);
+  const s = new Float32Array(blocks);
+  const view = new DataView(bytes.buffer, bytes.byteOffset + t.offset, t.bytes);
+  const src = new Int8Array(bytes.buffer, bytes.byteOffset + t.offset, t.bytes);
+  for (let b = 0; b < blocks; b++) {
+    s[b] = WIDEN_TABLES.f16[view.getUint16(b * 34, true)];
+    q.set(src.subarray(b * 34 + 2, b * 34 + 34), b * 32);
+  }
+  return { q, s, rows, cols, groupSize: 32 };
+}
+
+/** Q4_0 blocks (fp16 scale, 16 bytes of biased nibbles) as a Q8 matrix with groups of 32. */
+function q4_0ToQ8(bytes: Uint8Array, t: GgufTensorInfo, rows: number, cols: number): Q8Tensor {
+  const blocks = rows * cols / 32;
+  const q = new Int8Array(rows * cols);
+  const s = new Float32Array(blocks);
+  const view = new DataView(bytes.buffer, bytes.byteOffset + t.offset, t.bytes);
+  // Byte i holds value i in its low nibble and value i + 16 in its high one, biased by 8.
+  for (let b = 0; b < blocks; b++) {
+    s[b] = WIDEN_TABLES.f16[view.getUint16(b * 18, true)];
+    for (let i = 0; i < 16; i++) {
+      const byte = view.getUint8(b * 18 + 2 + i);
+      q[b * 32 + i] = (byte & 15) - 8;
+      q[b * 32 + i + 16] = (byte >> 4) - 8;
+    }
+  }
+  return { q, s, rows, cols, groupSize: 32 };
+}
+
+/** Storage kind of the matrix types run in place. */
+const FLOAT_KINDS: Readonly<Record<number, FloatTensor["kind"]>> = {
+  [GgmlType.F32]: "f32",
+  [GgmlType.F16]: "f16",
+  [GgmlType.BF16]: "bf16",
+};
+
+/** A (rows, cols) matrix: F32 / F16 / BF16 as views, Q8_0 / Q4_0 converted to Q8 (group 32). */
+function ggufMatrix(
+  bytes: Uint8Array,
+  g: GgufFile,
+  path: string,
+  name: string,
+  rows: number,
+  cols: number,
+): WeightTensor {
+  const t = ggufTensor(g, path, name);
+  const kind = FLOAT_KINDS[t.type];
+  if (!kind && t.type !== GgmlType.Q8_0 && t.type !== GgmlType.Q4_0) throw cannotRun(path, t, name);
+  checkShape(path, t, name, cols, rows);
+  const n = rows * cols;
+  if (kind) {
+    const data = kind === "f32"
+      ? viewAt(bytes, t.offset, n, Float32Array)
+      : viewAt(bytes, t.offset, n, Uint16Array);
+    return { kind, data, rows, cols };
+  }
+  return t.type === GgmlType.Q8_0 ? q8_0ToQ8(bytes, t, rows, cols) : q4_0ToQ8(bytes, t, rows, cols);
+}
+
+/** Block `l`'s tensors, norms first, in the C loader's order. */
+function ggufLayer(
+  bytes: Uint8Array,
+  g: GgufFile,
+  path: string,
+  c: ModelConfig,
+  l: number,
+): LayerWeights {
+  const layer = {} as LayerWeights;
+  const norms: [LayerNorm, number][] = [
+    ["attn_norm", c.dim],
+    ["ffn_norm", c.dim],
+    ["q_norm", c.headDim],
+    ["k_norm", c.headDim],
+  ];
+  for (const [norm, n] of norms) {
+    layer[LAYER_NORM_FIELDS[norm]] = ggufVector(bytes, g, path, ggufBlockTensorName(l, norm), n);
+  }
+  for (const m of LAYER_MATRICES) {
+    const [rows, cols] = layerMatrixShape(c, m);
+    layer[m] = ggufMatrix(bytes, g, path, ggufBlockTensorName(l, m), rows, cols);
+  }
+  return layer;
+}
+
+/**
+ * Every tensor of a `qwen3` GGUF (names and shapes as docs/formats.md#gguf-tensor-names lists
+ * them), with the C loader's rules: matrices F32 / F16 / BF16 in place or Q8_0 / Q4_0
+ * converted without loss to Q8 with group 32; norms F32 (F16 / BF16 widened);
+ * `output.weight` absent = tied.
+ *
+ * @param bytes The whole file.
+ * @param g Its parsed header.
+ * @param path The file's name, for messages.
+ * @param config The configuration from {@linkcode ggufConfig}; its `groupSize` is set to 32
+ * when any matrix is quantised (activations are then quantised per 32 values, which needs
+ * every width to be a multiple of 32), else left 0.
+ * @returns Every tensor, as views into `bytes` or converted copies.
+ * @throws {Qwen3Error} `format` naming the tensor: missing, or of the wrong shape.
+ * @throws {Qwen3Error} `unsupported` for a tensor type the engines cannot run, or Q8_0 /
+ * Q4_0 weights with a width that is not a multiple of 32.
+ */
+export function ggufWeights(
+  bytes: Uint8Array,
+  g: GgufFile,
+  path: string,
+  config: ModelConfig,
+): ModelWeights {
+  const c = config;
+  const T = QWEN3_GGUF_TENSORS;
+  const embed = ggufMatrix(bytes, g, path, T.embed, c.vocabSize, c.dim);
+  const finalNorm = ggufVector(bytes, g, path, T.finalNorm, c.dim);
+  const classifier = c.sharedClassifier
+    ? embed
+    : ggufMatrix(bytes, g, path, T.classifier, c.vocabSize, c.dim);
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.nLayers; l++) layers.push(ggufLayer(bytes, g, path, c, l));
+  const all: WeightTensor[] = [embed, classifier];
+  for (const lw of layers) all.push(lw.wq, lw.wk, lw.wv, lw.wo, lw.w1, lw.w2, lw.w3);
+  if (all.some((t) => !isFloatTensor(t))) {
+    for (const width of [c.dim, c.hiddenDim, c.nHeads * c.headDim]) {
+      if (width % 32 !== 0) {
+        throw new Qwen3Error(
+          "unsupported",
+          `${path}: GGUF has Q8_0/Q4_0 weights but a width of ${width}, not a multiple of 32`,
+        );
+      }
+    }
+    c.groupSize = 32;
+  }
+  return { embed, finalNorm, classifier, layers };
+}
