@@ -206,7 +206,7 @@ export function quoteExcerpt(value: unknown, max = 48): string {
 
 /**
  * Shows bytes read from a file (a GGUF key or tensor name, a metadata string) exactly as the
- * C engine does (csrc/src/gguf.c `quote`), so both engines print the same message for the
+ * C engine does (csrc/src/gguf.c `qwen3_gguf_quote`), so both engines print the same message for the
  * same file: printable ASCII other than the backslash as is, every other byte (control
  * characters, the backslash, each byte of a UTF-8 sequence, invalid ones included) as
  * `\xNN`, at most `max` bytes, then "..." when cut. A string is shown as its UTF-8 bytes:

@@ -321,7 +321,7 @@ export class Qwen3 implements Disposable {
       ? await CEngine.load(path, { contextLength: opts.contextLength, threads: opts.threads })
       : await TsEngine.load(path, { contextLength: opts.contextLength });
     try {
-      // The C loader's order (csrc/src/model.c), so a model with several faults gets the
+      // The C loader's order (csrc/src/model.c, model_checkpoint.c), so a model with several faults gets the
       // same error from both engines: tokenizer, its size, then the templates.
       const gguf = await ggufHeaderOf(path, engine);
       const tokenizer = await modelTokenizer(path, gguf);

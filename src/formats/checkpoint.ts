@@ -408,7 +408,7 @@ function checkFileSize(
 
 /**
  * Reads the ten fields of one layout and validates them, the file size included, in the C
- * loader's order and with its messages word for word (csrc/src/model.c parse_layout), so the
+ * loader's order and with its messages word for word (csrc/src/model_checkpoint.c parse_layout), so the
  * two engines reject the same files the same way.
  */
 function parseLayout(

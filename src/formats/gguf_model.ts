@@ -1,7 +1,7 @@
 /**
  * A `qwen3` GGUF file as the engines need it: its configuration from the metadata and its
  * weights from the tensor table, checked with the C loader's rules, limits and messages
- * (csrc/src/gguf.c), so both engines accept and refuse the same files the same way. The key
+ * (csrc/src/model_gguf.c), so both engines accept and refuse the same files the same way. The key
  * and tensor names come from gguf_qwen3.ts; the container is parsed by gguf.ts.
  * @module
  */
@@ -168,7 +168,7 @@ function ggufVocabSize(g: GgufFile, path: string): number {
 
 /**
  * The hyper-parameters of a `qwen3` GGUF (docs/formats.md#gguf-metadata-keys), validated with
- * the C loader's rules and limits (csrc/src/gguf.c): architecture `qwen3`, positive counts
+ * the C loader's rules and limits (csrc/src/model_gguf.c): architecture `qwen3`, positive counts
  * under the checkpoint limits, heads divisible by kv heads, even head size, value size and
  * rotary width equal to key size.
  *

@@ -4,7 +4,7 @@
  * configuration field each holds, which are required, their ranges and defaults; and the
  * tensor names. The reader (gguf_model.ts), the writers (gguf_convert.ts, the Hugging Face
  * exporter) and the test helpers all take the names from here; gguf.ts, the container,
- * knows nothing of Qwen3. The C engine has its own copy of the table in csrc/src/gguf.c.
+ * knows nothing of Qwen3. The C engine has its own copy of the table in csrc/src/model_gguf.c.
  * @module
  */
 

@@ -2,7 +2,7 @@
  * Reading the files a model path leads to without trusting them: the model file itself must
  * be a regular file (a FIFO would block the reader forever), and the side files beside it
  * (chat templates, tokenizers) are read only when they are regular files no larger than a
- * limit shared with the C engine (csrc/src/model.c), so `/dev/zero` behind a symlink, a FIFO
+ * limit shared with the C engine (csrc/src/platform.c, model.c), so `/dev/zero` behind a symlink, a FIFO
  * or a 50 MB "template" is refused before a byte of it is read. The loaders read a template
  * with `readSideText(path, { limit: TEMPLATE_FILE_LIMIT, what: "chat template" })`.
  * @module
