@@ -12,6 +12,7 @@
  * | -------- | --------------- | --------------------------------------------------------- |
  * | install  | `deno install`  | the npm dependencies resolve                              |
  * | build    | `build`         | the C library builds (Zig from PyPI on first use)         |
+ * | lint     | `test:lint`     | fmt, lint, type check, `deno doc --lint` of the package   |
  * | c        | `test:c`        | the C tests (`zig build test`)                            |
  * | deno     | `test:deno`     | every Deno test and documentation example                 |
  * | aarch64  | `test:aarch64`  | the C tests cross-built for aarch64, run under qemu-user  |
@@ -39,6 +40,7 @@ export interface TestStep {
 export const TEST_STEPS: readonly TestStep[] = [
   { name: "install", args: ["install"], prerequisite: true },
   { name: "build", args: ["task", "build"], prerequisite: true },
+  { name: "lint", args: ["task", "test:lint"], prerequisite: false },
   { name: "c", args: ["task", "test:c"], prerequisite: false },
   { name: "deno", args: ["task", "test:deno"], prerequisite: false },
   { name: "aarch64", args: ["task", "test:aarch64"], prerequisite: false },
