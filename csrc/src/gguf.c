@@ -241,40 +241,155 @@ void qwen3_gguf_deinit(Qwen3Gguf* g) {
     memset(g, 0, sizeof *g);
 }
 
-int32_t qwen3_gguf_init(Qwen3Gguf* out, const uint8_t* data, uint64_t size, const char* path) {
-    memset(out, 0, sizeof *out);
-    Cursor c = {data, data ? size : 0, 0, path};
+/* Reads the magic, version and the two counts, and checks the counts fit in the file. */
+static int32_t read_header(Cursor* c, Qwen3Gguf* out, uint64_t* n_tensors, uint64_t* n_kv) {
     uint32_t magic, version;
-    int32_t rc = get_u32(&c, "magic", &magic);
+    int32_t rc = get_u32(c, "magic", &magic);
     if (rc) return rc;
     if (magic != QWEN3_GGUF_MAGIC) {
-        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: magic is 0x%08X, not \"GGUF\"", path, magic);
+        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: magic is 0x%08X, not \"GGUF\"", c->path, magic);
     }
-    rc = get_u32(&c, "version", &version);
+    rc = get_u32(c, "version", &version);
     if (rc) return rc;
     if (version == 1) {
         return qwen3_fail(QWEN3_ERR_UNSUPPORTED, "%s: GGUF version 1 (32-bit counts) is not supported; convert "
-                          "it to version 3 with llama.cpp's tools", path);
+                          "it to version 3 with llama.cpp's tools", c->path);
     }
     if (version != 2 && version != 3) {
-        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF version %u is not supported (2 or 3)%s", path, version,
+        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF version %u is not supported (2 or 3)%s", c->path, version,
                           (version & 0xFFFF) == 0 ? "; a big-endian file?" : "");
     }
-    out->data = data;
-    out->size = size;
+    out->data = c->d;
+    out->size = c->size;
     out->version = version;
-    uint64_t n_tensors, n_kv;
-    rc = get_u64(&c, "tensor count", QWEN3_GGUF_MAX_ITEMS, &n_tensors);
-    if (rc == QWEN3_OK) rc = get_u64(&c, "metadata count", QWEN3_GGUF_MAX_ITEMS, &n_kv);
+    rc = get_u64(c, "tensor count", QWEN3_GGUF_MAX_ITEMS, n_tensors);
+    if (rc == QWEN3_OK) rc = get_u64(c, "metadata count", QWEN3_GGUF_MAX_ITEMS, n_kv);
     if (rc) return rc;
     /* a key needs >= 8 + 4 + 1 bytes and a tensor info >= 8 + 4 + 8 + 4 + 8 */
-    if (n_kv > left(&c) / 13 || n_tensors > left(&c) / 32) {
+    if (*n_kv > left(c) / 13 || *n_tensors > left(c) / 32) {
         return qwen3_fail(QWEN3_ERR_FORMAT,
                           "%s: GGUF claims %llu metadata entries and %llu tensors, more than its %llu "
                           "bytes can hold",
-                          path, (unsigned long long)n_kv, (unsigned long long)n_tensors,
-                          (unsigned long long)size);
+                          c->path, (unsigned long long)*n_kv, (unsigned long long)*n_tensors,
+                          (unsigned long long)c->size);
     }
+    return QWEN3_OK;
+}
+
+/* Reads the metadata entries (key, type, value left in place) and rejects a repeated key. */
+static int32_t read_kvs(Cursor* c, Qwen3Gguf* g, NameRef* names) {
+    int32_t rc = QWEN3_OK;
+    for (uint64_t i = 0; i < g->n_kv && rc == QWEN3_OK; i++) {
+        Qwen3GgufKv* kv = &g->kv[i];
+        char what[64];
+        snprintf(what, sizeof what, "metadata key #%llu", (unsigned long long)i);
+        rc = get_string(c, what, &kv->key, &kv->key_len);
+        uint32_t type = 0;
+        if (rc == QWEN3_OK) rc = get_u32(c, what, &type);
+        if (rc == QWEN3_OK) rc = skip_value(c, type, qwen3_gguf_quote(kv->key, kv->key_len).s, kv);
+        names[i] = (NameRef){kv->key, kv->key_len};
+    }
+    if (rc == QWEN3_OK) rc = check_unique(names, g->n_kv, c->path, "metadata key");
+    return rc;
+}
+
+/* Sets g->alignment from general.alignment (32 when absent), which must be a power of two. */
+static int32_t read_alignment(Qwen3Gguf* g, const char* path) {
+    g->alignment = 32;
+    const Qwen3GgufKv* align = qwen3_gguf_find_kv(g, "general.alignment");
+    if (!align) return QWEN3_OK;
+    int64_t a = 0;
+    if (qwen3_gguf_kv_int(g, align, &a) != QWEN3_OK || a <= 0 || a > (int64_t)QWEN3_GGUF_MAX_ALIGNMENT ||
+        (a & (a - 1)) != 0) {
+        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF general.alignment is not a power of two up to %u", path,
+                          QWEN3_GGUF_MAX_ALIGNMENT);
+    }
+    g->alignment = (uint32_t)a;
+    return QWEN3_OK;
+}
+
+/* Reads tensor info #i: name, dims (unused ones set to 1), ggml type and data-relative offset. */
+static int32_t read_tensor_info(Cursor* c, Qwen3GgufTensor* t, uint64_t i) {
+    char what[64];
+    snprintf(what, sizeof what, "tensor #%llu", (unsigned long long)i);
+    int32_t rc = get_string(c, what, &t->name, &t->name_len);
+    if (rc == QWEN3_OK) rc = get_u32(c, what, &t->n_dims);
+    if (rc) return rc;
+    const Qwen3GgufQuoted tn = qwen3_gguf_quote(t->name, t->name_len);
+    if (t->n_dims < 1 || t->n_dims > QWEN3_GGUF_MAX_DIMS) {
+        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF tensor '%s' has %u dims (1..%u)", c->path, tn.s, t->n_dims,
+                          QWEN3_GGUF_MAX_DIMS);
+    }
+    for (uint32_t d = 0; d < QWEN3_GGUF_MAX_DIMS; d++) t->dims[d] = 1;
+    for (uint32_t d = 0; d < t->n_dims && rc == QWEN3_OK; d++) {
+        rc = get_u64(c, "tensor dimension", QWEN3_GGUF_MAX_DIM, &t->dims[d]);
+        if (rc == QWEN3_OK && t->dims[d] == 0) {
+            rc = qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF tensor '%s' dim %u is 0", c->path, tn.s, d);
+        }
+    }
+    if (rc == QWEN3_OK) rc = get_u32(c, what, &t->type);
+    if (rc == QWEN3_OK) rc = get_u64(c, "tensor offset", UINT64_MAX / 2, &t->offset);
+    return rc;
+}
+
+/* Reads the tensor infos and rejects a repeated tensor name. */
+static int32_t read_tensor_infos(Cursor* c, Qwen3Gguf* g, NameRef* names) {
+    int32_t rc = QWEN3_OK;
+    for (uint64_t i = 0; i < g->n_tensors && rc == QWEN3_OK; i++) {
+        Qwen3GgufTensor* t = &g->tensors[i];
+        rc = read_tensor_info(c, t, i);
+        names[i] = (NameRef){t->name, t->name_len};
+    }
+    if (rc == QWEN3_OK) rc = check_unique(names, g->n_tensors, c->path, "tensor");
+    return rc;
+}
+
+/* Checks a tensor's type, size and alignment against the file and makes its offset absolute. */
+static int32_t place_tensor(const Qwen3Gguf* g, Qwen3GgufTensor* t, const char* path) {
+    const uint64_t size = g->size;
+    const Qwen3GgufQuoted tn = qwen3_gguf_quote(t->name, t->name_len);
+    const GgmlType* gt = ggml_type(t->type);
+    if (!gt) {
+        return qwen3_fail(QWEN3_ERR_UNSUPPORTED,
+                          "%s: GGUF tensor '%s' has ggml type %u, unknown to this engine (it runs " QWEN3_GGML_RUNNABLE_TYPES
+                          ")",
+                          path, tn.s, t->type);
+    }
+    if (t->dims[0] % gt->block != 0) {
+        return qwen3_fail(QWEN3_ERR_FORMAT,
+                          "%s: GGUF tensor '%s' has rows of %llu values, not a multiple of the %s block of %u",
+                          path, tn.s, (unsigned long long)t->dims[0], gt->name, gt->block);
+    }
+    uint64_t n = 1, bytes;
+    int ok = 1;
+    for (uint32_t d = 0; d < QWEN3_GGUF_MAX_DIMS; d++) ok = ok && qwen3_mul_u64_ok(n, t->dims[d], &n);
+    ok = ok && qwen3_mul_u64_ok(n / gt->block, gt->bytes, &bytes);
+    if (!ok || bytes > size) {
+        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF tensor '%s' is larger than the whole file (%llu bytes)",
+                          path, tn.s, (unsigned long long)size);
+    }
+    if (t->offset % g->alignment != 0) {
+        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF tensor '%s' offset %llu is not a multiple of the alignment %u",
+                          path, tn.s, (unsigned long long)t->offset, g->alignment);
+    }
+    if (t->offset > size || g->data_offset > size - t->offset || bytes > size - g->data_offset - t->offset) {
+        return qwen3_fail(QWEN3_ERR_FORMAT,
+                          "%s: GGUF tensor '%s' (%llu bytes at data offset %llu) ends past the end of the file "
+                          "(%llu bytes, data section from byte %llu)",
+                          path, tn.s, (unsigned long long)bytes, (unsigned long long)t->offset,
+                          (unsigned long long)size, (unsigned long long)g->data_offset);
+    }
+    t->offset += g->data_offset;
+    t->bytes = bytes;
+    return QWEN3_OK;
+}
+
+int32_t qwen3_gguf_init(Qwen3Gguf* out, const uint8_t* data, uint64_t size, const char* path) {
+    memset(out, 0, sizeof *out);
+    Cursor c = {data, data ? size : 0, 0, path};
+    uint64_t n_tensors, n_kv;
+    int32_t rc = read_header(&c, out, &n_tensors, &n_kv);
+    if (rc) return rc;
     out->kv = (Qwen3GgufKv*)calloc(n_kv ? n_kv : 1, sizeof *out->kv);
     out->tensors = (Qwen3GgufTensor*)calloc(n_tensors ? n_tensors : 1, sizeof *out->tensors);
     NameRef* names = (NameRef*)calloc((n_kv > n_tensors ? n_kv : n_tensors) + 1, sizeof *names);
@@ -287,104 +402,17 @@ int32_t qwen3_gguf_init(Qwen3Gguf* out, const uint8_t* data, uint64_t size, cons
     out->n_kv = n_kv;
     out->n_tensors = n_tensors;
 
-    for (uint64_t i = 0; i < n_kv && rc == QWEN3_OK; i++) {
-        Qwen3GgufKv* kv = &out->kv[i];
-        char what[64];
-        snprintf(what, sizeof what, "metadata key #%llu", (unsigned long long)i);
-        rc = get_string(&c, what, &kv->key, &kv->key_len);
-        uint32_t type = 0;
-        if (rc == QWEN3_OK) rc = get_u32(&c, what, &type);
-        if (rc == QWEN3_OK) rc = skip_value(&c, type, qwen3_gguf_quote(kv->key, kv->key_len).s, kv);
-        names[i] = (NameRef){kv->key, kv->key_len};
-    }
-    if (rc == QWEN3_OK) rc = check_unique(names, n_kv, path, "metadata key");
-
-    out->alignment = 32;
-    const Qwen3GgufKv* align = rc == QWEN3_OK ? qwen3_gguf_find_kv(out, "general.alignment") : NULL;
-    if (align) {
-        int64_t a = 0;
-        if (qwen3_gguf_kv_int(out, align, &a) != QWEN3_OK || a <= 0 || a > (int64_t)QWEN3_GGUF_MAX_ALIGNMENT ||
-            (a & (a - 1)) != 0) {
-            rc = qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF general.alignment is not a power of two up to %u", path,
-                            QWEN3_GGUF_MAX_ALIGNMENT);
-        } else {
-            out->alignment = (uint32_t)a;
-        }
-    }
-
-    for (uint64_t i = 0; i < n_tensors && rc == QWEN3_OK; i++) {
-        Qwen3GgufTensor* t = &out->tensors[i];
-        char what[64];
-        snprintf(what, sizeof what, "tensor #%llu", (unsigned long long)i);
-        rc = get_string(&c, what, &t->name, &t->name_len);
-        if (rc == QWEN3_OK) rc = get_u32(&c, what, &t->n_dims);
-        if (rc) break;
-        const char* tn = qwen3_gguf_quote(t->name, t->name_len).s;
-        if (t->n_dims < 1 || t->n_dims > QWEN3_GGUF_MAX_DIMS) {
-            rc = qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF tensor '%s' has %u dims (1..%u)", path, tn, t->n_dims,
-                            QWEN3_GGUF_MAX_DIMS);
-            break;
-        }
-        for (uint32_t d = 0; d < QWEN3_GGUF_MAX_DIMS; d++) t->dims[d] = 1;
-        for (uint32_t d = 0; d < t->n_dims && rc == QWEN3_OK; d++) {
-            rc = get_u64(&c, "tensor dimension", QWEN3_GGUF_MAX_DIM, &t->dims[d]);
-            if (rc == QWEN3_OK && t->dims[d] == 0) {
-                rc = qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF tensor '%s' dim %u is 0", path, tn, d);
-            }
-        }
-        if (rc == QWEN3_OK) rc = get_u32(&c, what, &t->type);
-        if (rc == QWEN3_OK) rc = get_u64(&c, "tensor offset", UINT64_MAX / 2, &t->offset);
-        names[i] = (NameRef){t->name, t->name_len};
-    }
-    if (rc == QWEN3_OK) rc = check_unique(names, n_tensors, path, "tensor");
+    rc = read_kvs(&c, out, names);
+    if (rc == QWEN3_OK) rc = read_alignment(out, path);
+    if (rc == QWEN3_OK) rc = read_tensor_infos(&c, out, names);
     free(names);
 
     if (rc == QWEN3_OK) {
+        /* the data section starts at the first aligned byte after the tensor infos */
         const uint64_t a = out->alignment;
         out->data_offset = (c.pos + a - 1) / a * a;
     }
-    for (uint64_t i = 0; i < n_tensors && rc == QWEN3_OK; i++) {
-        Qwen3GgufTensor* t = &out->tensors[i];
-        const char* tn = qwen3_gguf_quote(t->name, t->name_len).s;
-        const GgmlType* gt = ggml_type(t->type);
-        if (!gt) {
-            rc = qwen3_fail(QWEN3_ERR_UNSUPPORTED,
-                            "%s: GGUF tensor '%s' has ggml type %u, unknown to this engine (it runs " QWEN3_GGML_RUNNABLE_TYPES
-                            ")",
-                            path, tn, t->type);
-            break;
-        }
-        if (t->dims[0] % gt->block != 0) {
-            rc = qwen3_fail(QWEN3_ERR_FORMAT,
-                            "%s: GGUF tensor '%s' has rows of %llu values, not a multiple of the %s block of %u",
-                            path, tn, (unsigned long long)t->dims[0], gt->name, gt->block);
-            break;
-        }
-        uint64_t n = 1, bytes;
-        int ok = 1;
-        for (uint32_t d = 0; d < QWEN3_GGUF_MAX_DIMS; d++) ok = ok && qwen3_mul_u64_ok(n, t->dims[d], &n);
-        ok = ok && qwen3_mul_u64_ok(n / gt->block, gt->bytes, &bytes);
-        if (!ok || bytes > size) {
-            rc = qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF tensor '%s' is larger than the whole file (%llu bytes)",
-                            path, tn, (unsigned long long)size);
-            break;
-        }
-        if (t->offset % out->alignment != 0) {
-            rc = qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF tensor '%s' offset %llu is not a multiple of the alignment %u",
-                            path, tn, (unsigned long long)t->offset, out->alignment);
-            break;
-        }
-        if (t->offset > size || out->data_offset > size - t->offset || bytes > size - out->data_offset - t->offset) {
-            rc = qwen3_fail(QWEN3_ERR_FORMAT,
-                            "%s: GGUF tensor '%s' (%llu bytes at data offset %llu) ends past the end of the file "
-                            "(%llu bytes, data section from byte %llu)",
-                            path, tn, (unsigned long long)bytes, (unsigned long long)t->offset,
-                            (unsigned long long)size, (unsigned long long)out->data_offset);
-            break;
-        }
-        t->offset += out->data_offset;
-        t->bytes = bytes;
-    }
+    for (uint64_t i = 0; i < n_tensors && rc == QWEN3_OK; i++) rc = place_tensor(out, &out->tensors[i], path);
     if (rc != QWEN3_OK) qwen3_gguf_deinit(out);
     return rc;
 }

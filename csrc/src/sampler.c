@@ -140,12 +140,10 @@ static int32_t record(Qwen3Sampler* s, int32_t token) {
     return token;
 }
 
-int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
+/* Steps 2 and 3: writes softmax((logits - presence penalty) / T) to s->probs; returns its max. */
+static float penalised_softmax(Qwen3Sampler* s, const float* logits) {
     const Qwen3SamplerConfig* c = &s->config;
     const uint32_t V = s->vocab_size;
-    if (c->temperature == 0.0f) return record(s, qwen3_argmax(logits, V));
-
-    /* steps 2 and 3 */
     float* p = s->probs;
     for (uint32_t i = 0; i < V; i++) {
         float z = logits[i];
@@ -163,6 +161,44 @@ int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
         p[i] = p[i] / sum;
         if (p[i] > pmax) pmax = p[i];
     }
+    return pmax;
+}
+
+/* Steps 7 and 8: orders the most likely of cand[0..n) into cand[first..n), returns first. */
+static uint32_t keep_most_likely(uint32_t* cand, uint32_t n, uint32_t limit, int top_p_on, float top_p,
+                                 const float* p, float* total_out) {
+    /* Popping a max-heap moves the best remaining id to the end of the shrinking heap, so
+     * popped ids collect at the back in reverse order. */
+    for (uint32_t i = n / 2; i-- > 0;) sift_down(cand, n, i, p);
+    uint32_t heap_n = n, popped = 0;
+    float total = 0.0f;
+    while (popped < limit) {
+        uint32_t top = cand[0];
+        heap_n--;
+        cand[0] = cand[heap_n];
+        cand[heap_n] = top;
+        sift_down(cand, heap_n, 0, p);
+        popped++;
+        total += p[top];
+        if (top_p_on && total > top_p) break;
+    }
+    const uint32_t first = n - popped;
+    for (uint32_t a = first, b = n - 1; a < b; a++, b--) {
+        uint32_t t = cand[a];
+        cand[a] = cand[b];
+        cand[b] = t;
+    }
+    *total_out = total;
+    return first;
+}
+
+int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
+    const Qwen3SamplerConfig* c = &s->config;
+    const uint32_t V = s->vocab_size;
+    if (c->temperature == 0.0f) return record(s, qwen3_argmax(logits, V));
+
+    const float* p = s->probs;
+    const float pmax = penalised_softmax(s, logits);
 
     /* steps 4 and 5 */
     const float coin = qwen3_rng_f32(&s->rng);
@@ -193,30 +229,11 @@ int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
     }
     if (n == 0) return record(s, qwen3_argmax(logits, V));
 
-    /* Steps 7 and 8 by popping a max-heap: each pop moves the best remaining id to the
-     * end of the shrinking heap, so popped ids collect at the back in reverse order.
-     * With top-k, ids under the min-p floor were already dropped, which keeps the same
+    /* With top-k, ids under the min-p floor were already dropped, which keeps the same
      * set as "top k, then the floor" because the floor only removes the least likely. */
     const uint32_t limit = top_k_on && c->top_k < n ? c->top_k : n;
-    for (uint32_t i = n / 2; i-- > 0;) sift_down(cand, n, i, p);
-    uint32_t heap_n = n, popped = 0;
-    float total = 0.0f;
-    while (popped < limit) {
-        uint32_t top = cand[0];
-        heap_n--;
-        cand[0] = cand[heap_n];
-        cand[heap_n] = top;
-        sift_down(cand, heap_n, 0, p);
-        popped++;
-        total += p[top];
-        if (top_p_on && total > c->top_p) break;
-    }
-    const uint32_t first = n - popped;
-    for (uint32_t a = first, b = n - 1; a < b; a++, b--) {
-        uint32_t t = cand[a];
-        cand[a] = cand[b];
-        cand[b] = t;
-    }
+    float total;
+    const uint32_t first = keep_most_likely(cand, n, limit, top_p_on, c->top_p, p, &total);
 
     /* step 9 */
     const float r = coin * total;

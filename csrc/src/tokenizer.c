@@ -409,110 +409,117 @@ static int split_merge(const char* s, size_t n, size_t* at) {
     return 0;
 }
 
-static Qwen3Tokenizer* load_json_doc(const Qwen3JsonValue* root, const char* path) {
+/* The parts of a tokenizer.json that load_json_doc reads, found and type-checked. */
+typedef struct {
+    const Qwen3JsonValue* vocab;  /* object: GPT-2-alphabet text -> id */
+    const Qwen3JsonValue* merges; /* array of "left right" or [left, right] */
+    const Qwen3JsonValue* added;  /* array of {content, id}, or NULL */
+    uint32_t n_added;
+    int nfc;
+} JsonDocParts;
+
+/* Checks the document's kind (a BPE model without affixes, a supported pipeline) and finds its parts. */
+static int check_json_doc(const Qwen3JsonValue* root, const char* path, JsonDocParts* p) {
     if (!root || root->type != QWEN3_JSON_OBJECT) {
         qwen3_error_set("%s: not a tokenizer.json (top level is not an object)", path);
-        return NULL;
+        return -1;
     }
     const Qwen3JsonValue* model = qwen3_json_get_type(root, "model", QWEN3_JSON_OBJECT);
     if (!model) {
         qwen3_error_set("%s: no \"model\" object", path);
-        return NULL;
+        return -1;
     }
     const Qwen3JsonValue* mtype = qwen3_json_get(model, "type");
     if (mtype && (mtype->type != QWEN3_JSON_STRING || strcmp(mtype->u.str, "BPE") != 0)) {
         qwen3_error_set("%s: model.type is not \"BPE\"", path);
-        return NULL;
+        return -1;
     }
     static const char* const affixes[] = {"continuing_subword_prefix", "end_of_word_suffix"};
     for (int i = 0; i < 2; i++) {
         const Qwen3JsonValue* a = qwen3_json_get(model, affixes[i]);
         if (a && a->type == QWEN3_JSON_STRING && a->len > 0) {
             qwen3_error_set("%s: model.%s is not supported", path, affixes[i]);
-            return NULL;
+            return -1;
         }
     }
-    const Qwen3JsonValue* vocab = qwen3_json_get_type(model, "vocab", QWEN3_JSON_OBJECT);
-    const Qwen3JsonValue* merges = qwen3_json_get_type(model, "merges", QWEN3_JSON_ARRAY);
-    if (!vocab || !merges) {
+    p->vocab = qwen3_json_get_type(model, "vocab", QWEN3_JSON_OBJECT);
+    p->merges = qwen3_json_get_type(model, "merges", QWEN3_JSON_ARRAY);
+    if (!p->vocab || !p->merges) {
         qwen3_error_set("%s: model.vocab (object) and model.merges (array) are required", path);
-        return NULL;
+        return -1;
     }
-    const Qwen3JsonValue* added = qwen3_json_get(root, "added_tokens");
-    if (added && added->type != QWEN3_JSON_ARRAY && added->type != QWEN3_JSON_NULL) {
+    p->added = qwen3_json_get(root, "added_tokens");
+    if (p->added && p->added->type != QWEN3_JSON_ARRAY && p->added->type != QWEN3_JSON_NULL) {
         qwen3_error_set("%s: added_tokens is not an array", path);
-        return NULL;
+        return -1;
     }
-    uint32_t n_added = added && added->type == QWEN3_JSON_ARRAY ? added->len : 0;
-    int nfc;
-    if (check_json_pipeline(root, path, &nfc)) return NULL;
+    p->n_added = p->added && p->added->type == QWEN3_JSON_ARRAY ? p->added->len : 0;
+    return check_json_pipeline(root, path, &p->nfc) ? -1 : 0;
+}
 
-    /* Pass 1: ids and sizes. */
+/* Pass 1: checks every vocabulary and added-token id and sums the bytes the pool needs. */
+static int size_json_vocab(const JsonDocParts* p, const char* path, uint32_t* n_tokens, size_t* pool_cap) {
     int64_t max_id = -1;
-    size_t pool_cap = 0;
-    for (uint32_t i = 0; i < vocab->len; i++) {
-        const Qwen3JsonValue* k = &vocab->u.items[2 * (size_t)i];
+    size_t cap = 0;
+    for (uint32_t i = 0; i < p->vocab->len; i++) {
+        const Qwen3JsonValue* k = &p->vocab->u.items[2 * (size_t)i];
         int64_t id;
         if (!qwen3_json_int(k + 1, 0, MAX_TOKENS - 1, &id)) {
             qwen3_error_set("%s: model.vocab[\"%s\"] is not an id in [0, %u)", path, excerpt(k->u.str, k->len).s,
                             MAX_TOKENS);
-            return NULL;
+            return -1;
         }
         if (k->len == 0 || k->len > MAX_TOKEN_BYTES * 2u) {
             qwen3_error_set("%s: model.vocab entry %lld has a length of %u bytes", path, (long long)id, k->len);
-            return NULL;
+            return -1;
         }
         if (id > max_id) max_id = id;
-        pool_cap += k->len;
+        cap += k->len;
     }
-    for (uint32_t i = 0; i < n_added; i++) {
-        const Qwen3JsonValue* a = &added->u.items[i];
+    for (uint32_t i = 0; i < p->n_added; i++) {
+        const Qwen3JsonValue* a = &p->added->u.items[i];
         const Qwen3JsonValue* content = qwen3_json_get_type(a, "content", QWEN3_JSON_STRING);
         int64_t id;
         if (!content || content->len == 0 || content->len > MAX_TOKEN_BYTES ||
             !qwen3_json_int(qwen3_json_get(a, "id"), 0, MAX_TOKENS - 1, &id)) {
             qwen3_error_set("%s: added_tokens[%u] needs a non-empty \"content\" and an \"id\" in [0, %u)", path, i,
                             MAX_TOKENS);
-            return NULL;
+            return -1;
         }
         if (id > max_id) max_id = id;
-        pool_cap += content->len;
+        cap += content->len;
     }
     if (max_id < 0) {
         qwen3_error_set("%s: empty vocabulary", path);
-        return NULL;
+        return -1;
     }
-    uint32_t n_tokens = (uint32_t)max_id + 1;
-    Qwen3Tokenizer* t = tokenizer_new(n_tokens, pool_cap);
-    uint8_t* is_special = calloc(n_tokens, 1);
-    uint8_t* buf = malloc(MAX_TOKEN_BYTES * 2u + 1);
-    if (!t || !is_special || !buf) {
-        qwen3_error_set("%s: out of memory for %u tokens", path, n_tokens);
-        goto fail;
-    }
-    t->nfc = nfc;
+    *n_tokens = (uint32_t)max_id + 1;
+    *pool_cap = cap;
+    return 0;
+}
 
-    /* Pass 2: bytes. */
+/* Pass 2: decodes the vocabulary into the pool, then appends the added tokens' literal text. */
+static int fill_json_vocab(Qwen3Tokenizer* t, const JsonDocParts* p, uint8_t* is_special, const char* path) {
     uint32_t used = 0;
-    for (uint32_t i = 0; i < vocab->len; i++) {
-        const Qwen3JsonValue* k = &vocab->u.items[2 * (size_t)i];
+    for (uint32_t i = 0; i < p->vocab->len; i++) {
+        const Qwen3JsonValue* k = &p->vocab->u.items[2 * (size_t)i];
         uint32_t id = (uint32_t)k[1].u.num;
         if (t->spans[id].len) {
             qwen3_error_set("%s: id %u appears twice in model.vocab", path, id);
-            goto fail;
+            return -1;
         }
         int64_t n = gpt2_decode(k->u.str, k->len, t->pool + used);
         if (n < 0) {
             qwen3_error_set("%s: model.vocab token %u (\"%s\") has a character outside the byte-level alphabet",
                             path, id, excerpt(k->u.str, k->len).s);
-            goto fail;
+            return -1;
         }
         t->spans[id].off = used;
         t->spans[id].len = (uint32_t)n;
         used += (uint32_t)n;
     }
-    for (uint32_t i = 0; i < n_added; i++) {
-        const Qwen3JsonValue* a = &added->u.items[i];
+    for (uint32_t i = 0; i < p->n_added; i++) {
+        const Qwen3JsonValue* a = &p->added->u.items[i];
         const Qwen3JsonValue* content = qwen3_json_get(a, "content");
         uint32_t id = (uint32_t)qwen3_json_get(a, "id")->u.num;
         /* Added tokens are matched and decoded by their literal text. */
@@ -522,11 +529,14 @@ static Qwen3Tokenizer* load_json_doc(const Qwen3JsonValue* root, const char* pat
         used += content->len;
         is_special[id] = 1;
     }
-    if (tokenizer_finish(t, is_special, path)) goto fail;
+    return 0;
+}
 
+/* Reads model.merges, each "left right" or [left, right], into the pair map in rank order. */
+static int read_json_merges(Qwen3Tokenizer* t, const Qwen3JsonValue* merges, uint8_t* buf, const char* path) {
     if (alloc_pairs(t, merges->len)) {
         qwen3_error_set("%s: out of memory for %u merges", path, merges->len);
-        goto fail;
+        return -1;
     }
     for (uint32_t i = 0; i < merges->len; i++) {
         const Qwen3JsonValue* m = &merges->u.items[i];
@@ -537,7 +547,7 @@ static Qwen3Tokenizer* load_json_doc(const Qwen3JsonValue* root, const char* pat
             if (split_merge(m->u.str, m->len, &at)) {
                 qwen3_error_set("%s: model.merges[%u] (\"%s\") is not \"left right\"", path, i,
                                 excerpt(m->u.str, m->len).s);
-                goto fail;
+                return -1;
             }
             a = m->u.str;
             an = at;
@@ -551,10 +561,30 @@ static Qwen3Tokenizer* load_json_doc(const Qwen3JsonValue* root, const char* pat
             bn = m->u.items[1].len;
         } else {
             qwen3_error_set("%s: model.merges[%u] is neither \"left right\" nor [left, right]", path, i);
-            goto fail;
+            return -1;
         }
-        if (add_merge(t, i, a, an, b, bn, buf, path)) goto fail;
+        if (add_merge(t, i, a, an, b, bn, buf, path)) return -1;
     }
+    return 0;
+}
+
+/* Builds a tokenizer from a parsed tokenizer.json; NULL with the error set on failure. */
+static Qwen3Tokenizer* load_json_doc(const Qwen3JsonValue* root, const char* path) {
+    JsonDocParts p;
+    uint32_t n_tokens;
+    size_t pool_cap;
+    if (check_json_doc(root, path, &p) || size_json_vocab(&p, path, &n_tokens, &pool_cap)) return NULL;
+    Qwen3Tokenizer* t = tokenizer_new(n_tokens, pool_cap);
+    uint8_t* is_special = calloc(n_tokens, 1);
+    uint8_t* buf = malloc(MAX_TOKEN_BYTES * 2u + 1);
+    if (!t || !is_special || !buf) {
+        qwen3_error_set("%s: out of memory for %u tokens", path, n_tokens);
+        goto fail;
+    }
+    t->nfc = p.nfc;
+    if (fill_json_vocab(t, &p, is_special, path) || tokenizer_finish(t, is_special, path) ||
+        read_json_merges(t, p.merges, buf, path))
+        goto fail;
     free(is_special);
     free(buf);
     return t;
