@@ -285,7 +285,14 @@ Deno.test({
       await t.step(
         "the next turn sends the whole conversation and completes with stats",
         async () => {
-          await sendMessage(page, "And what can you do?");
+          // Shift+Enter is a new line inside the message, not a send.
+          await page.focus("#prompt");
+          await page.keyboard.type("And what");
+          await page.keyboard.down("Shift");
+          await page.keyboard.press("Enter");
+          await page.keyboard.up("Shift");
+          assert.equal(requests.length, 1);
+          await sendMessage(page, "can you do?");
           await waitFor("a second request", () => requests.length === 2);
           await page.waitForSelector(".message.assistant:last-child:not(.streaming) .meta", {
             timeout: 10_000,
@@ -298,7 +305,7 @@ Deno.test({
             ANSWER.join("").slice(0, body.messages[1].content.length),
           );
           assert.ok(body.messages[1].content.length > 0);
-          assert.deepEqual(body.messages[2].content, "And what can you do?");
+          assert.deepEqual(body.messages[2].content, "And what\ncan you do?");
           assert.deepEqual(body.stream, true);
           assert.deepEqual(body.stream_options?.include_usage, true);
           assert.deepEqual(body.chat_template_kwargs?.enable_thinking, true);

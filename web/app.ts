@@ -414,6 +414,9 @@ async function send(text: string): Promise<void> {
     view.finish(stats, { text: failure, error: true });
   } else if (controller.signal.aborted) {
     view.finish(stats, { text: "Stopped" });
+  } else if (finishReason === null) {
+    // The stream ended without a finish_reason: the server went away mid-answer.
+    view.finish(stats, { text: "Connection closed before the end" });
   } else {
     view.finish(stats);
   }
