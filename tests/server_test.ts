@@ -424,3 +424,37 @@ Deno.test("slots: a full queue is 503; a client that disconnects frees its slot"
     assert.equal(done.choices[0].finish_reason, "length");
   }, slow);
 });
+
+Deno.test("cli: qwen3 serve --help, a bad flag, and a server stopped by SIGINT", async () => {
+  const cli = new URL("../cli.ts", import.meta.url).pathname;
+  const run = (args: string[]) =>
+    new Deno.Command(Deno.execPath(), { args: ["run", "-A", cli, ...args], stdin: "null" });
+  const dec = new TextDecoder();
+  const help = await run(["serve", "--help"]).output();
+  assert.equal(help.code, 0);
+  assert.match(dec.decode(help.stdout), /Usage: qwen3 serve \[MODEL\][\s\S]*--api-key KEY/);
+  const bad = await run(["serve", "--port", "70000"]).output();
+  assert.equal(bad.code, 2);
+  assert.match(dec.decode(bad.stderr), /--port must be an integer in 0\.\.65535/);
+
+  const server = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "serve", model.path, "--host", "0.0.0.0", "--port", "0", "-c", "64"],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  const reader = server.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  while (!/serving .* on http:\/\/[^:]+:(\d+)/.test(log)) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    log += value;
+  }
+  assert.match(log, /warning: listening on 0\.0\.0\.0 exposes the model.*set --api-key/);
+  const port = /on http:\/\/[^:]+:(\d+)/.exec(log)![1];
+  const health = await fetch(`http://127.0.0.1:${port}/health`);
+  assert.deepEqual(await health.json(), { status: "ok" });
+  server.kill("SIGINT");
+  assert.equal((await server.status).code, 0);
+  await reader.cancel();
+});
