@@ -425,6 +425,76 @@ Deno.test("slots: a full queue is 503; a client that disconnects frees its slot"
   }, slow);
 });
 
+/** Waits until `ok()` holds (at most 2 s). */
+async function until(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+}
+
+/** A model that writes a word every 5 ms until aborted; `state` tells how it ended. */
+async function slowModel() {
+  const state = { closed: false, aborted: false };
+  const m = await scripted(async function* (signal) {
+    state.closed = false;
+    try {
+      for (let i = 0; i < 10_000 && !signal?.aborted; i++) {
+        await new Promise((r) => setTimeout(r, 5));
+        yield { kind: "answer", text: `w${i} ` };
+      }
+    } finally {
+      state.closed = true;
+      state.aborted = signal?.aborted ?? false;
+    }
+  });
+  return { model: m, state };
+}
+
+Deno.test("slots: a request waits in line; a non-streaming client that leaves frees it", async () => {
+  const { model: slow, state } = await slowModel();
+  using _ = slow;
+  await withServer({ parallel: 1, queue: 1 }, async (url, _client, server) => {
+    const chat = (extra: object, signal?: AbortSignal) =>
+      fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        body: JSON.stringify({ messages: [{ role: "user", content: "Q" }], ...extra }),
+        signal,
+      });
+    const leaving = new AbortController();
+    const first = chat({}, leaving.signal).catch((e) => e);
+    await until(() => server.pool.busy === 1);
+    const second = chat({ max_tokens: 2 });
+    await until(() => server.pool.queued === 1);
+    const third = await chat({});
+    assert.equal(third.status, 503);
+    await third.body?.cancel();
+
+    leaving.abort();
+    assert.ok((await first) instanceof Error);
+    const served = await second;
+    assert.equal(served.status, 200);
+    assert.equal((await served.json()).choices[0].message.content, "w0 w1 ");
+    await until(() => server.pool.busy === 0);
+    assert.equal(server.pool.busy, 0);
+  }, slow);
+  assert.ok(state.closed);
+});
+
+Deno.test("shutdown ends a stream in progress and refuses the line", async () => {
+  const { model: slow, state } = await slowModel();
+  using _ = slow;
+  const server = startServer(slow, { port: 0, queue: 1 });
+  const body = JSON.stringify({ messages: [{ role: "user", content: "Q" }], stream: true });
+  const res = await fetch(`${server.url}/v1/chat/completions`, { method: "POST", body });
+  const waiting = fetch(`${server.url}/v1/chat/completions`, { method: "POST", body });
+  await until(() => server.pool.queued === 1);
+  await server.shutdown();
+  const text = await res.text();
+  assert.match(text, /"finish_reason":"stop"[\s\S]*data: \[DONE\]\n\n$/);
+  const refused = await waiting;
+  assert.equal(refused.status, 503);
+  assert.equal((await refused.json()).error.code, "shutting_down");
+  assert.ok(state.closed && state.aborted);
+});
+
 Deno.test("cli: qwen3 serve --help, a bad flag, and a server stopped by SIGINT", async () => {
   const cli = new URL("../cli.ts", import.meta.url).pathname;
   const run = (args: string[]) =>

@@ -83,16 +83,17 @@ export class ReasoningTrim {
  *
  * @param tokens The prompt's length in tokens.
  * @param contextLength The positions of a slot's context.
+ * @param param The request field holding the prompt ("messages" or "prompt").
  * @throws {ApiError} 400 naming both lengths.
  */
-export function checkFits(tokens: number, contextLength: number): void {
+export function checkFits(tokens: number, contextLength: number, param: string): void {
   if (tokens > contextLength) {
     throw new ApiError(
       400,
       "context_length_exceeded",
       `the prompt is ${tokens} tokens, more than the context length of ${contextLength}; ` +
         "shorten it (or start the server with a larger --context)",
-      { param: "messages" },
+      { param },
     );
   }
 }

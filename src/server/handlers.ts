@@ -31,6 +31,8 @@ export interface ServerContext {
   maxBody: number;
   /** When the server started (Unix seconds), the model's `created`. */
   started: number;
+  /** Aborted when the server shuts down: generations and waits in line end. */
+  closing: AbortSignal;
 }
 
 function usage(o: Outcome) {
@@ -42,15 +44,26 @@ function usage(o: Outcome) {
 }
 
 /**
- * Aborted when the client goes away (or the stream is cancelled). Call `detach` once the
- * reply is complete: Deno.serve also aborts `request.signal` after a delivered response.
+ * Aborted when the client goes away (or the stream is cancelled) or the server shuts down.
+ * Call `detach` once the reply is complete: without `--unstable-no-legacy-abort`,
+ * Deno.serve also aborts `request.signal` after a delivered response.
  */
-function clientAbort(req: Request): { abort: AbortController; detach: () => void } {
+function clientAbort(
+  req: Request,
+  closing: AbortSignal,
+): { abort: AbortController; detach: () => void } {
   const abort = new AbortController();
   const onAbort = () => abort.abort();
-  if (req.signal.aborted) abort.abort();
-  else req.signal.addEventListener("abort", onAbort, { once: true });
-  return { abort, detach: () => req.signal.removeEventListener("abort", onAbort) };
+  if (req.signal.aborted || closing.aborted) abort.abort();
+  req.signal.addEventListener("abort", onAbort, { once: true });
+  closing.addEventListener("abort", onAbort, { once: true });
+  return {
+    abort,
+    detach: () => {
+      req.signal.removeEventListener("abort", onAbort);
+      closing.removeEventListener("abort", onAbort);
+    },
+  };
 }
 
 /** The shape of one reply kind: how deltas become chunks and the final body. */
@@ -135,14 +148,22 @@ async function reply(
   tokens: readonly number[],
   sampling: SamplingRequest,
 ): Promise<Response> {
-  checkFits(tokens.length, ctx.contextLength);
-  const { abort, detach } = clientAbort(req);
+  checkFits(tokens.length, ctx.contextLength, shape === CHAT ? "messages" : "prompt");
+  const { abort, detach } = clientAbort(req, ctx.closing);
   // Waiting for a slot before answering, so a full queue is a 503, not a broken stream.
   let slot: Slot;
   try {
     slot = await ctx.pool.acquire(abort.signal);
+    if (abort.signal.aborted) {
+      // Granted by a slot freed in the same shutdown (or as this client left).
+      slot[Symbol.dispose]();
+      abort.signal.throwIfAborted();
+    }
   } catch (e) {
     detach();
+    if (ctx.closing.aborted) {
+      throw new ApiError(503, "shutting_down", "the server is shutting down");
+    }
     throw e;
   }
   const release = () => slot[Symbol.dispose]();
@@ -179,9 +200,12 @@ async function reply(
     }
   }
 
-  // A stream the client drops before it starts must free its slot too.
-  abort.signal.addEventListener("abort", release, { once: true });
+  // A stream dropped before its first pull never runs the finally below: free the slot
+  // here then. Once running, the slot is held until the generation has really ended.
+  let started = false;
+  abort.signal.addEventListener("abort", () => started || release(), { once: true });
   async function* chunks() {
+    started = true;
     const run = deltas();
     try {
       if (shape.opening) yield { ...head, choices: [shape.opening] };

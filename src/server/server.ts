@@ -63,7 +63,10 @@ export interface Qwen3Server extends AsyncDisposable {
   readonly pool: SlotPool;
   /** Resolves when the server has stopped. */
   readonly finished: Promise<void>;
-  /** Stops listening and ends open connections. */
+  /**
+   * Stops listening: generations in progress end (streams get their last chunks),
+   * requests waiting for a slot are refused, and it resolves once all replies are sent.
+   */
   shutdown(): Promise<void>;
 }
 
@@ -122,6 +125,7 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     using probe = model.engine.createSession();
     contextLength = probe.contextLength;
   }
+  const closing = new AbortController();
   const ctx: api.ServerContext = {
     model,
     modelName: opts.modelName ?? model.path.split(/[\\/]/).pop()!,
@@ -129,6 +133,7 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     pool: new SlotPool(parallel, queue),
     maxBody,
     started: Math.floor(Date.now() / 1000),
+    closing: closing.signal,
   };
   const apiKey = opts.apiKey;
 
@@ -155,6 +160,11 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     port: opts.port ?? 8080,
     onListen: opts.onListen ?? (() => {}),
   }, handle);
+  // Open streams would keep server.shutdown() waiting: their generations end first.
+  const shutdown = () => {
+    closing.abort();
+    return server.shutdown();
+  };
   const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
@@ -162,7 +172,7 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     addr,
     pool: ctx.pool,
     finished: server.finished,
-    shutdown: () => server.shutdown(),
-    [Symbol.asyncDispose]: () => server.shutdown(),
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
   };
 }
