@@ -148,6 +148,21 @@ Deno.test("chat: greedy reply equals model.generate on the rendered conversation
     });
     const effort = await res.json();
     assert.equal(effort.choices[0].message.content, expected.text);
+
+    // Content as OpenAI's text parts, and "developer" for "system", render the same prompt.
+    const parts = CONVERSATION.map((m) => ({
+      role: m.role === "system" ? "developer" : m.role,
+      content: [{ type: "text", text: m.content.slice(0, 3) }, {
+        type: "text",
+        text: m.content.slice(3),
+      }],
+    }));
+    const partsReply = await fetch(`${url}/v1/chat/completions`, {
+      method: "POST",
+      body: JSON.stringify({ ...plain, messages: parts, reasoning_effort: "none" }),
+    }).then((r) => r.json());
+    assert.equal(partsReply.choices[0].message.content, expected.text);
+    assert.equal(partsReply.usage.prompt_tokens, tokens.length);
   });
 });
 
