@@ -37,6 +37,7 @@ import { demoModelPath } from "./src/api/demo.ts";
 import { Qwen3 } from "./src/api/qwen3.ts";
 import { readSideText, TOKENIZER_JSON_LIMIT } from "./src/formats/side_file.ts";
 import { Tokenizer } from "./src/text/tokenizer.ts";
+import { type Qwen3Server, startServer } from "./src/server/server.ts";
 import type { SamplerOptions } from "./src/types.ts";
 
 /** A mistake in the command line (exit status 2). */
@@ -58,6 +59,12 @@ const OPTIONS = {
   "min-p": { type: "string" },
   "presence-penalty": { type: "string" },
   special: { type: "boolean" },
+  host: { type: "string" },
+  port: { type: "string" },
+  parallel: { type: "string" },
+  queue: { type: "string" },
+  "max-body": { type: "string" },
+  "api-key": { type: "string" },
   "group-size": { type: "string" },
   format: { type: "string" },
   type: { type: "string" },
@@ -96,6 +103,7 @@ Commands:
                             print the token ids of TEXT
   info MODEL                model configuration, format, kernels and CPU features
   export HF_DIR OUT         convert a Hugging Face Qwen3 folder to model.bin or GGUF
+  serve [MODEL]             OpenAI-compatible HTTP server (chat and text completions)
 
 Run \`qwen3 <command> --help\` for a command's options.`,
   chat: `Usage: qwen3 chat [MODEL] [options]
@@ -142,6 +150,23 @@ model file (tokenizer.json or MODEL.tokenizer).
 Options:
   -i, --input TEXT          the text (required)
   --special                 read control-token text such as <|im_end|> as control tokens
+  -h, --help                this help`,
+  serve: `Usage: qwen3 serve [MODEL] [options]
+
+Serves MODEL (default: the demo model) over HTTP with OpenAI's API, as llama-server does:
+POST /v1/chat/completions and /v1/completions (JSON or streamed server-sent events), GET
+/v1/models, GET /health, POST /tokenize and /detokenize. Sampling is per request. Ctrl-C
+stops it.
+
+Options:
+  --host ADDR               address to listen on (default 127.0.0.1; 0.0.0.0 exposes it
+                            to the network)
+  --port N                  port (default 8080; 0 picks a free one)
+  --parallel N              requests generating at once (default 1)
+  --queue N                 requests waiting for a slot before 503 (default 16)
+  --max-body BYTES          largest request body (default 1048576)
+  --api-key KEY             require \`Authorization: Bearer KEY\` (all routes but /health)
+${MODEL_FLAGS}
   -h, --help                this help`,
   info: `Usage: qwen3 info MODEL [options]
 
@@ -226,6 +251,18 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "presence-penalty",
     "seed",
     "max-tokens",
+    "help",
+  ],
+  serve: [
+    "host",
+    "port",
+    "parallel",
+    "queue",
+    "max-body",
+    "api-key",
+    "engine",
+    "context",
+    "threads",
     "help",
   ],
   tokenize: ["input", "special", "help"],
@@ -694,6 +731,51 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
   return 0;
 }
 
+/**
+ * `qwen3 serve`: checks the flags, loads the model, serves until Ctrl-C or SIGTERM.
+ * Returns the exit status.
+ */
+async function cmdServe(path: string | undefined, v: Values): Promise<number> {
+  const hostname = v.host ?? "127.0.0.1";
+  const port = number(v, "port", { min: 0, max: 65535, integer: true }) ?? 8080;
+  const parallel = number(v, "parallel", { min: 1, max: 1024, integer: true });
+  const queue = number(v, "queue", { min: 0, max: 1_000_000, integer: true });
+  const maxBody = number(v, "max-body", { min: 1, max: 2 ** 31, integer: true });
+  if (v["api-key"] !== undefined && v["api-key"].trim() === "") {
+    throw new UsageError("--api-key must not be empty");
+  }
+  using model = await loadModel(path ?? await findDemoModel(), v);
+  if (hostname === "0.0.0.0" || hostname === "::") {
+    await err(
+      `warning: listening on ${hostname} exposes the model to every network this machine is on` +
+        (v["api-key"] === undefined ? "; set --api-key" : "") + "\n",
+    );
+  }
+  let server: Qwen3Server | undefined;
+  const stop = () => void server?.shutdown();
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, stop);
+  try {
+    server = startServer(model, {
+      hostname,
+      port,
+      parallel,
+      queue,
+      maxBody,
+      apiKey: v["api-key"],
+      onListen: (addr) =>
+        void err(
+          `serving ${model.path} on http://${addr.hostname}:${addr.port} ` +
+            `(${parallel ?? 1} slot(s); POST /v1/chat/completions)\n`,
+        ),
+    });
+    await server.finished;
+  } finally {
+    for (const s of signals) Deno.removeSignalListener(s, stop);
+  }
+  return 0;
+}
+
 /** The demo model (a checkout's own, or downloaded once from JSR), announced on stderr. */
 async function findDemoModel(): Promise<string> {
   let path: string;
@@ -814,6 +896,7 @@ export async function main(args: string[]): Promise<number> {
       await cmdChat(model, v);
       return 0;
     }
+    if (command === "serve") return await cmdServe(path, v);
     if (path === undefined) {
       if (command === "export") {
         throw new UsageError("export needs HF_DIR and OUT (see `qwen3 export --help`)");
@@ -852,6 +935,10 @@ export async function main(args: string[]): Promise<number> {
     return e instanceof UsageError ? 2 : 1;
   }
 }
+
+export { startServer } from "./src/server/server.ts";
+export type { Qwen3Server, ServerOptions } from "./src/server/server.ts";
+export type { Slot, SlotPool } from "./src/server/slots.ts";
 
 if (import.meta.main) {
   Deno.exit(await main(Deno.args));

@@ -56,8 +56,10 @@ async function readSource(url: URL): Promise<string> {
 
 /** Bundles `web/` without the cache: every call runs esbuild again. */
 export async function bundleChatPage(): Promise<string> {
-  const esbuild = await import("esbuild");
-  const fromUrls: import("esbuild").Plugin = {
+  // By its npm: specifier, not deno.json's import map, so `serve` also runs from a plain URL.
+  // deno-lint-ignore no-import-prefix
+  const esbuild = await import("npm:esbuild@0.28.2");
+  const fromUrls: import("npm:esbuild@0.28.2").Plugin = {
     name: "web-sources",
     setup(build) {
       build.onResolve({ filter: /.*/ }, (args) => ({

@@ -1,0 +1,275 @@
+/**
+ * The endpoints: OpenAI's chat and text completions (JSON or server-sent events), models,
+ * and llama-server's health, tokenize and detokenize.
+ * @module
+ */
+
+import type { Qwen3 } from "../api/qwen3.ts";
+import { checkFits, type Delta, generateDeltas, type Outcome } from "./completion.ts";
+import { ApiError, badField } from "./errors.ts";
+import { json, readJson, sseResponse } from "./http.ts";
+import { renderConversation } from "./prompt.ts";
+import type { Slot, SlotPool } from "./slots.ts";
+import {
+  asObject,
+  parseChatRequest,
+  parseCompletionRequest,
+  type SamplingRequest,
+} from "./validate.ts";
+
+/** What every handler works with. */
+export interface ServerContext {
+  /** The loaded model, shared by all slots. */
+  model: Qwen3;
+  /** The model's id in replies and `/v1/models`. */
+  modelName: string;
+  /** Positions of one slot's context: the longest prompt accepted. */
+  contextLength: number;
+  /** The generation slots and their queue. */
+  pool: SlotPool;
+  /** Most bytes of a request body. */
+  maxBody: number;
+  /** When the server started (Unix seconds), the model's `created`. */
+  started: number;
+  /** Aborted when the server shuts down: generations and waits in line end. */
+  closing: AbortSignal;
+}
+
+function usage(o: Outcome) {
+  return {
+    prompt_tokens: o.promptTokens,
+    completion_tokens: o.completionTokens,
+    total_tokens: o.promptTokens + o.completionTokens,
+  };
+}
+
+/**
+ * Aborted when the client goes away (or the stream is cancelled) or the server shuts down.
+ * Call `detach` once the reply is complete: without `--unstable-no-legacy-abort`,
+ * Deno.serve also aborts `request.signal` after a delivered response.
+ */
+function clientAbort(
+  req: Request,
+  closing: AbortSignal,
+): { abort: AbortController; detach: () => void } {
+  const abort = new AbortController();
+  const onAbort = () => abort.abort();
+  if (req.signal.aborted || closing.aborted) abort.abort();
+  req.signal.addEventListener("abort", onAbort, { once: true });
+  closing.addEventListener("abort", onAbort, { once: true });
+  return {
+    abort,
+    detach: () => {
+      req.signal.removeEventListener("abort", onAbort);
+      closing.removeEventListener("abort", onAbort);
+    },
+  };
+}
+
+/** The shape of one reply kind: how deltas become chunks and the final body. */
+interface ReplyShape {
+  /** `id` prefix: "chatcmpl" or "cmpl". */
+  idPrefix: string;
+  /** The streamed chunks' `object`. */
+  chunkObject: string;
+  /** The whole reply's `object`. */
+  object: string;
+  /** The first chunk's choice (before any text), if the kind has one. */
+  opening?: Record<string, unknown>;
+  /** A chunk choice carrying one delta. */
+  choice(d: Delta): Record<string, unknown>;
+  /** The closing chunk choice. */
+  closing(finish: string): Record<string, unknown>;
+  /** The whole reply's choice. */
+  whole(thinking: string, answer: string, finish: string): Record<string, unknown>;
+}
+
+const CHAT: ReplyShape = {
+  idPrefix: "chatcmpl",
+  chunkObject: "chat.completion.chunk",
+  object: "chat.completion",
+  opening: {
+    index: 0,
+    delta: { role: "assistant", content: "" },
+    logprobs: null,
+    finish_reason: null,
+  },
+  choice: (d) => ({
+    index: 0,
+    delta: d.kind === "thinking" ? { reasoning_content: d.text } : { content: d.text },
+    logprobs: null,
+    finish_reason: null,
+  }),
+  closing: (finish) => ({ index: 0, delta: {}, logprobs: null, finish_reason: finish }),
+  whole: (thinking, answer, finish) => {
+    const message: Record<string, unknown> = { role: "assistant", content: answer };
+    if (thinking !== "") message.reasoning_content = thinking;
+    return { index: 0, message, logprobs: null, finish_reason: finish };
+  },
+};
+
+/** Raw text: reasoning keeps its `<think>` tags, as the model wrote it. */
+const TEXT: ReplyShape = {
+  idPrefix: "cmpl",
+  chunkObject: "text_completion",
+  object: "text_completion",
+  choice: (d) => ({ index: 0, text: d.text, logprobs: null, finish_reason: null }),
+  closing: (finish) => ({ index: 0, text: "", logprobs: null, finish_reason: finish }),
+  whole: (thinking, answer, finish) => ({
+    index: 0,
+    text: thinking !== "" ? `<think>${thinking}</think>${answer}` : answer,
+    logprobs: null,
+    finish_reason: finish,
+  }),
+};
+
+/** Text completions stream the `<think>` tags around reasoning, as raw text would hold them. */
+async function* withThinkTags(deltas: AsyncGenerator<Delta, Outcome>) {
+  let thinking = false;
+  while (true) {
+    const r = await deltas.next();
+    if (r.done) {
+      if (thinking) yield { kind: "answer", text: "</think>" } as Delta;
+      return r.value;
+    }
+    if ((r.value.kind === "thinking") !== thinking) {
+      thinking = !thinking;
+      yield { kind: "answer", text: thinking ? "<think>" : "</think>" } as Delta;
+    }
+    yield { kind: "answer", text: r.value.text } as Delta;
+  }
+}
+
+/** Runs a request in a slot and answers it as one JSON body or as server-sent events. */
+async function reply(
+  ctx: ServerContext,
+  req: Request,
+  shape: ReplyShape,
+  tokens: readonly number[],
+  sampling: SamplingRequest,
+): Promise<Response> {
+  checkFits(tokens.length, ctx.contextLength, shape === CHAT ? "messages" : "prompt");
+  const { abort, detach } = clientAbort(req, ctx.closing);
+  // Waiting for a slot before answering, so a full queue is a 503, not a broken stream.
+  let slot: Slot;
+  try {
+    slot = await ctx.pool.acquire(abort.signal);
+    if (abort.signal.aborted) {
+      // Granted by a slot freed in the same shutdown (or as this client left).
+      slot[Symbol.dispose]();
+      abort.signal.throwIfAborted();
+    }
+  } catch (e) {
+    detach();
+    if (ctx.closing.aborted) {
+      throw new ApiError(503, "shutting_down", "the server is shutting down");
+    }
+    throw e;
+  }
+  const release = () => slot[Symbol.dispose]();
+  const id = `${shape.idPrefix}-${crypto.randomUUID().replaceAll("-", "")}`;
+  const created = Math.floor(Date.now() / 1000);
+  const head = { id, object: shape.chunkObject, created, model: ctx.modelName };
+  const deltas = () => {
+    const chat = shape === CHAT;
+    const d = generateDeltas(ctx.model, tokens, sampling, abort.signal, { trim: chat });
+    return chat ? d : withThinkTags(d);
+  };
+
+  if (!sampling.stream) {
+    try {
+      let thinking = "";
+      let answer = "";
+      const run = deltas();
+      let r;
+      while (!(r = await run.next()).done) {
+        if (r.value.kind === "thinking") thinking += r.value.text;
+        else answer += r.value.text;
+      }
+      return json({
+        id,
+        object: shape.object,
+        created,
+        model: ctx.modelName,
+        choices: [shape.whole(thinking, answer, r.value.finishReason)],
+        usage: usage(r.value),
+      });
+    } finally {
+      detach();
+      release();
+    }
+  }
+
+  // A stream dropped before its first pull never runs the finally below: free the slot
+  // here then. Once running, the slot is held until the generation has really ended.
+  let started = false;
+  abort.signal.addEventListener("abort", () => started || release(), { once: true });
+  async function* chunks() {
+    started = true;
+    const run = deltas();
+    try {
+      if (shape.opening) yield { ...head, choices: [shape.opening] };
+      let r;
+      while (!(r = await run.next()).done) yield { ...head, choices: [shape.choice(r.value)] };
+      yield { ...head, choices: [shape.closing(r.value.finishReason)] };
+      if (sampling.includeUsage) yield { ...head, choices: [], usage: usage(r.value) };
+    } finally {
+      // A cancelled stream leaves the generation suspended: end it, freeing its context.
+      await run.return(undefined as never);
+      detach();
+      release();
+    }
+  }
+  return sseResponse(chunks(), abort);
+}
+
+/** `POST /v1/chat/completions`. */
+export async function chatCompletions(ctx: ServerContext, req: Request): Promise<Response> {
+  const body = parseChatRequest(await readJson(req, ctx.maxBody));
+  const parts = renderConversation(ctx.model.templates, body.messages, body.thinking);
+  return await reply(ctx, req, CHAT, ctx.model.tokenizer.encodeParts(parts), body);
+}
+
+/** `POST /v1/completions`: the prompt is plain text (no control tokens). */
+export async function completions(ctx: ServerContext, req: Request): Promise<Response> {
+  const body = parseCompletionRequest(await readJson(req, ctx.maxBody));
+  return await reply(ctx, req, TEXT, ctx.model.tokenizer.encode(body.prompt), body);
+}
+
+/** `GET /v1/models`: the one loaded model. */
+export function models(ctx: ServerContext): Response {
+  return json({
+    object: "list",
+    data: [{ id: ctx.modelName, object: "model", created: ctx.started, owned_by: "qwen3" }],
+  });
+}
+
+/** `POST /tokenize`: `{content}` to `{tokens}` (plain text: no control tokens). */
+export async function tokenize(ctx: ServerContext, req: Request): Promise<Response> {
+  const body = asObject(await readJson(req, ctx.maxBody));
+  if (typeof body.content !== "string") throw badField("content", "must be a string");
+  return json({ tokens: ctx.model.tokenizer.encode(body.content) });
+}
+
+/** `POST /detokenize`: `{tokens}` to `{content}`. */
+export async function detokenize(ctx: ServerContext, req: Request): Promise<Response> {
+  const body = asObject(await readJson(req, ctx.maxBody));
+  const tokens = body.tokens;
+  const size = ctx.model.tokenizer.size;
+  if (!Array.isArray(tokens)) throw badField("tokens", "must be an array of token ids");
+  tokens.forEach((t, i) => {
+    if (!Number.isInteger(t) || t < 0 || t >= size) {
+      throw badField(
+        `tokens[${i}]`,
+        `must be a token id in 0..${size - 1}, got ${JSON.stringify(t)}`,
+      );
+    }
+  });
+  return json({ content: ctx.model.tokenizer.decode(tokens) });
+}
+
+/** The 404 for a path no endpoint serves. */
+export function notFound(req: Request): never {
+  const { pathname } = new URL(req.url);
+  throw new ApiError(404, "not_found", `no endpoint ${req.method} ${pathname}`);
+}

@@ -1,0 +1,178 @@
+/**
+ * `qwen3 serve`: an OpenAI-compatible HTTP server over one loaded {@linkcode Qwen3} model,
+ * on `Deno.serve`. Routes, the API key and errors are decided here; the endpoints are in
+ * handlers.ts.
+ * @module
+ */
+
+import type { Qwen3 } from "../api/qwen3.ts";
+import { ApiError, errorResponse } from "./errors.ts";
+import * as api from "./handlers.ts";
+import { checkApiKey, json } from "./http.ts";
+import { SlotPool } from "./slots.ts";
+
+/** Options of {@linkcode startServer}; the defaults are `qwen3 serve`'s. */
+export interface ServerOptions {
+  /**
+   * Address to listen on.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /**
+   * Port; 0 picks a free one.
+   *
+   * @default {8080}
+   */
+  port?: number;
+  /**
+   * Requests generating at once, each in its own context over the one model.
+   *
+   * @default {1}
+   */
+  parallel?: number;
+  /**
+   * Requests waiting for a slot before more are refused with 503.
+   *
+   * @default {16}
+   */
+  queue?: number;
+  /**
+   * Most bytes of a request body (larger: 413).
+   *
+   * @default {1048576}
+   */
+  maxBody?: number;
+  /** When set, every route but /health needs `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+  /**
+   * The model's id in replies (default: the model file's name).
+   */
+  modelName?: string;
+  /** Called once listening, with the address. */
+  onListen?: (addr: Deno.NetAddr) => void;
+}
+
+/** A running server. */
+export interface Qwen3Server extends AsyncDisposable {
+  /** The base URL, e.g. `http://127.0.0.1:8080`. */
+  readonly url: string;
+  /** The address listened on. */
+  readonly addr: Deno.NetAddr;
+  /** The generation slots (how many are busy, how many wait). */
+  readonly pool: SlotPool;
+  /** Resolves when the server has stopped. */
+  readonly finished: Promise<void>;
+  /**
+   * Stops listening: generations in progress end (streams get their last chunks),
+   * requests waiting for a slot are refused, and it resolves once all replies are sent.
+   */
+  shutdown(): Promise<void>;
+}
+
+type Route = (ctx: api.ServerContext, req: Request) => Response | Promise<Response>;
+
+const ROUTES: Record<string, Record<string, Route>> = {
+  "/health": { GET: () => json({ status: "ok" }) },
+  "/v1/models": { GET: api.models },
+  "/models": { GET: api.models },
+  "/v1/chat/completions": { POST: api.chatCompletions },
+  "/chat/completions": { POST: api.chatCompletions },
+  "/v1/completions": { POST: api.completions },
+  "/completions": { POST: api.completions },
+  "/tokenize": { POST: api.tokenize },
+  "/detokenize": { POST: api.detokenize },
+};
+
+function positiveInteger(name: string, v: number, min: number): number {
+  if (!Number.isInteger(v) || v < min) {
+    throw new RangeError(`Cannot start the server: ${name} must be an integer >= ${min}, got ${v}`);
+  }
+  return v;
+}
+
+/**
+ * Serves `model` over HTTP with OpenAI's API: `POST /v1/chat/completions`,
+ * `POST /v1/completions`, `GET /v1/models`, and llama-server's `GET /health`,
+ * `POST /tokenize`, `POST /detokenize`. The model stays the caller's: dispose it after
+ * the server has stopped.
+ *
+ * @param model The loaded model.
+ * @param opts Address, slots, queue, body limit and API key.
+ * @returns The running server.
+ * @throws {RangeError} for a bad option; `Deno.errors.AddrInUse` when the port is taken.
+ *
+ * @example Serve the demo model on a free port and ask it something
+ * ```ts
+ * import { demoModelPath, Qwen3 } from "@q3/qwen3";
+ * import { startServer } from "@q3/qwen3/cli";
+ *
+ * using model = await Qwen3.load(await demoModelPath());
+ * await using server = startServer(model, { port: 0, onListen: () => {} });
+ * const res = await fetch(`${server.url}/v1/chat/completions`, {
+ *   method: "POST",
+ *   body: JSON.stringify({ messages: [{ role: "user", content: "Hi" }], max_tokens: 4 }),
+ * });
+ * console.log((await res.json()).choices[0].message.content);
+ * ```
+ */
+export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server {
+  const parallel = positiveInteger("parallel", opts.parallel ?? 1, 1);
+  const queue = positiveInteger("queue", opts.queue ?? 16, 0);
+  const maxBody = positiveInteger("maxBody", opts.maxBody ?? 1 << 20, 1);
+  let contextLength: number;
+  {
+    using probe = model.engine.createSession();
+    contextLength = probe.contextLength;
+  }
+  const closing = new AbortController();
+  const ctx: api.ServerContext = {
+    model,
+    modelName: opts.modelName ?? model.path.split(/[\\/]/).pop()!,
+    contextLength,
+    pool: new SlotPool(parallel, queue),
+    maxBody,
+    started: Math.floor(Date.now() / 1000),
+    closing: closing.signal,
+  };
+  const apiKey = opts.apiKey;
+
+  const handle = async (req: Request): Promise<Response> => {
+    try {
+      const { pathname } = new URL(req.url);
+      const route = ROUTES[pathname];
+      if (apiKey !== undefined && pathname !== "/health") await checkApiKey(req, apiKey);
+      if (!route) return api.notFound(req);
+      const run = route[req.method];
+      if (!run) {
+        throw new ApiError(405, "method_not_allowed", `${pathname} takes ${Object.keys(route)}`, {
+          headers: { allow: Object.keys(route).join(", ") },
+        });
+      }
+      return await run(ctx, req);
+    } catch (e) {
+      return errorResponse(e);
+    }
+  };
+
+  const server = Deno.serve({
+    hostname: opts.hostname ?? "127.0.0.1",
+    port: opts.port ?? 8080,
+    onListen: opts.onListen ?? (() => {}),
+  }, handle);
+  // Open streams would keep server.shutdown() waiting: their generations end first.
+  const shutdown = () => {
+    closing.abort();
+    return server.shutdown();
+  };
+  const addr = server.addr;
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  return {
+    url: `http://${host}:${addr.port}`,
+    addr,
+    pool: ctx.pool,
+    finished: server.finished,
+    shutdown,
+    [Symbol.asyncDispose]: shutdown,
+  };
+}

@@ -1,0 +1,261 @@
+/**
+ * Request bodies checked field by field into typed requests: every refusal is a 400
+ * naming the field (OpenAI's names), so a client learns what to fix.
+ * @module
+ */
+
+import type { SamplerOptions } from "../types.ts";
+import { ApiError, badField } from "./errors.ts";
+
+/** Sampling, token cap and stop strings shared by chat and text completions. */
+export interface SamplingRequest {
+  /** Sampler settings (only those the client gave; the library's defaults fill the rest). */
+  sampler: SamplerOptions;
+  /** `max_completion_tokens` or `max_tokens`, when given. */
+  maxTokens?: number;
+  /** Stop strings (never emitted, never followed by more text). */
+  stop: string[];
+  /** Stream server-sent events. */
+  stream: boolean;
+  /** `stream_options.include_usage`: a last chunk with `usage`. */
+  includeUsage: boolean;
+}
+
+/** One message of a chat request, its content as text. */
+export interface RequestMessage {
+  /** "developer" is read as "system". */
+  role: "system" | "user" | "assistant";
+  /** The text (content parts joined). */
+  content: string;
+}
+
+/** A checked `POST /v1/chat/completions` body. */
+export interface ChatRequest extends SamplingRequest {
+  /** The conversation, ending with a user message. */
+  messages: RequestMessage[];
+  /** Let the model reason in `<think>` (off by `enable_thinking: false` or effort "none"). */
+  thinking: boolean;
+}
+
+/** A checked `POST /v1/completions` body. */
+export interface CompletionRequest extends SamplingRequest {
+  /** The text to continue. */
+  prompt: string;
+}
+
+type Body = Record<string, unknown>;
+
+/** The parsed JSON body as an object, else a 400. */
+export function asObject(value: unknown): Body {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new ApiError(400, "invalid_request", "the request body must be a JSON object");
+  }
+  return value as Body;
+}
+
+/** A field's value, with null read as absent (clients send both). */
+function field(body: Body, name: string): unknown {
+  const v = body[name];
+  return v === null ? undefined : v;
+}
+
+function num(
+  body: Body,
+  name: string,
+  range: { min?: number; max?: number; integer?: boolean },
+): number | undefined {
+  const v = field(body, name);
+  if (v === undefined) return undefined;
+  const ok = typeof v === "number" && Number.isFinite(v) &&
+    (!range.integer || Number.isInteger(v)) &&
+    (range.min === undefined || v >= range.min) && (range.max === undefined || v <= range.max);
+  if (!ok) {
+    const what = range.integer ? "an integer" : "a number";
+    const bounds = range.min !== undefined && range.max !== undefined
+      ? ` in ${range.min}..${range.max}`
+      : range.min !== undefined
+      ? ` >= ${range.min}`
+      : "";
+    throw badField(name, `must be ${what}${bounds}, got ${JSON.stringify(v)}`);
+  }
+  return v as number;
+}
+
+function bool(body: Body, name: string, param = name): boolean | undefined {
+  const v = field(body, name);
+  if (v === undefined) return undefined;
+  if (typeof v !== "boolean") {
+    throw badField(param, `must be true or false, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** Fields of OpenAI's API this server does not implement: refused, never silently ignored. */
+function refuseUnsupported(body: Body): void {
+  const tools = field(body, "tools");
+  if (tools !== undefined && !(Array.isArray(tools) && tools.length === 0)) {
+    throw badField("tools", "tool calls are not supported by this server");
+  }
+  const format = field(body, "response_format") as { type?: unknown } | undefined;
+  if (format !== undefined && format?.type !== "text") {
+    throw badField("response_format", 'only {"type": "text"} is supported by this server');
+  }
+  if (field(body, "logprobs") === true || (typeof field(body, "logprobs") === "number")) {
+    throw badField("logprobs", "log probabilities are not supported by this server");
+  }
+  for (const name of ["frequency_penalty", "repetition_penalty"]) {
+    const v = field(body, name);
+    if (v !== undefined && v !== 0 && !(name === "repetition_penalty" && v === 1)) {
+      throw badField(name, "is not supported by this server (use presence_penalty)");
+    }
+  }
+}
+
+function sampling(body: Body): SamplingRequest {
+  refuseUnsupported(body);
+  const model = field(body, "model");
+  if (model !== undefined && typeof model !== "string") {
+    throw badField("model", `must be a string, got ${JSON.stringify(model)}`);
+  }
+  const n = num(body, "n", { integer: true, min: 1 });
+  if (n !== undefined && n !== 1) throw badField("n", `only 1 choice is supported, got ${n}`);
+  const sampler: SamplerOptions = {};
+  const temperature = num(body, "temperature", { min: 0 });
+  if (temperature !== undefined) sampler.temperature = temperature;
+  const topP = num(body, "top_p", { min: 0, max: 1 });
+  if (topP !== undefined) sampler.topP = topP;
+  const topK = num(body, "top_k", { min: 0, integer: true });
+  if (topK !== undefined) sampler.topK = topK;
+  const minP = num(body, "min_p", { min: 0, max: 1 });
+  if (minP !== undefined) sampler.minP = minP;
+  const presence = num(body, "presence_penalty", { min: -2, max: 2 });
+  if (presence !== undefined) sampler.presencePenalty = presence;
+  const seed = num(body, "seed", { min: 0, integer: true, max: Number.MAX_SAFE_INTEGER });
+  if (seed !== undefined) sampler.seed = seed;
+  const maxTokens = num(body, "max_completion_tokens", { min: 0, integer: true }) ??
+    num(body, "max_tokens", { min: 0, integer: true });
+
+  let stop: string[] = [];
+  const s = field(body, "stop");
+  if (typeof s === "string") stop = [s];
+  else if (Array.isArray(s)) stop = s;
+  else if (s !== undefined) throw badField("stop", "must be a string or an array of strings");
+  if (stop.length > 4) throw badField("stop", `at most 4 stop strings, got ${stop.length}`);
+  stop.forEach((x, i) => {
+    if (typeof x !== "string" || x === "") {
+      throw badField(`stop[${i}]`, "must be a non-empty string");
+    }
+  });
+
+  const stream = bool(body, "stream") ?? false;
+  let includeUsage = false;
+  const so = field(body, "stream_options");
+  if (so !== undefined) {
+    if (typeof so !== "object" || Array.isArray(so)) {
+      throw badField("stream_options", "must be an object");
+    }
+    includeUsage = bool(so as Body, "include_usage", "stream_options.include_usage") ?? false;
+  }
+  return { sampler, maxTokens, stop, stream, includeUsage };
+}
+
+/** A message's content: a string, or OpenAI's array of `{type: "text", text}` parts. */
+function contentText(v: unknown, param: string): string {
+  if (typeof v === "string") return v;
+  if (Array.isArray(v)) {
+    return v.map((part, i) => {
+      const p = part as { type?: unknown; text?: unknown } | null;
+      if (p?.type !== "text" || typeof p.text !== "string") {
+        throw badField(`${param}[${i}]`, 'only {"type": "text", "text": ...} parts are supported');
+      }
+      return p.text;
+    }).join("");
+  }
+  throw badField(param, "must be a string or an array of text parts");
+}
+
+/**
+ * Checks a chat completion body: the messages (an optional system message first, then
+ * user and assistant in turn, ending with a user message), sampling and thinking.
+ *
+ * @param value The parsed JSON body.
+ * @returns The typed request.
+ * @throws {ApiError} 400 naming the field at fault.
+ */
+export function parseChatRequest(value: unknown): ChatRequest {
+  const body = asObject(value);
+  const req = sampling(body);
+  const raw = field(body, "messages");
+  if (!Array.isArray(raw) || raw.length === 0) {
+    throw badField("messages", "must be a non-empty array of messages");
+  }
+  const messages: RequestMessage[] = raw.map((m, i) => {
+    if (m === null || typeof m !== "object") throw badField(`messages[${i}]`, "must be an object");
+    const { role, content } = m as Body;
+    const r = role === "developer" ? "system" : role;
+    if (r !== "system" && r !== "user" && r !== "assistant") {
+      throw badField(
+        `messages[${i}].role`,
+        `must be "system", "developer", "user" or "assistant", got ${JSON.stringify(role)}`,
+      );
+    }
+    return { role: r, content: contentText(content, `messages[${i}].content`) };
+  });
+  // The templates render a system prompt, then user turns each answered by the assistant.
+  const first = messages[0].role === "system" ? 1 : 0;
+  for (let i = first; i < messages.length; i++) {
+    const want = (i - first) % 2 === 0 ? "user" : "assistant";
+    if (messages[i].role !== want) {
+      throw badField(
+        `messages[${i}].role`,
+        `expected "${want}": after an optional system message, user and assistant messages ` +
+          `alternate, starting with user`,
+      );
+    }
+  }
+  if (messages[messages.length - 1].role !== "user") {
+    throw badField(
+      `messages[${messages.length - 1}].role`,
+      "the last message must be from the user",
+    );
+  }
+
+  let thinking = true;
+  const kwargs = field(body, "chat_template_kwargs");
+  if (kwargs !== undefined) {
+    if (typeof kwargs !== "object" || Array.isArray(kwargs)) {
+      throw badField("chat_template_kwargs", "must be an object");
+    }
+    thinking = bool(kwargs as Body, "enable_thinking", "chat_template_kwargs.enable_thinking") ??
+      thinking;
+  }
+  const effort = field(body, "reasoning_effort");
+  if (effort !== undefined) {
+    if (!["none", "minimal", "low", "medium", "high"].includes(effort as string)) {
+      throw badField(
+        "reasoning_effort",
+        `must be "none", "minimal", "low", "medium" or "high", got ${JSON.stringify(effort)}`,
+      );
+    }
+    if (effort === "none") thinking = false;
+  }
+  return { ...req, messages, thinking };
+}
+
+/**
+ * Checks a text completion body: `prompt` (a string, or an array of one string) and sampling.
+ *
+ * @param value The parsed JSON body.
+ * @returns The typed request.
+ * @throws {ApiError} 400 naming the field at fault.
+ */
+export function parseCompletionRequest(value: unknown): CompletionRequest {
+  const body = asObject(value);
+  const req = sampling(body);
+  let prompt = field(body, "prompt");
+  if (Array.isArray(prompt) && prompt.length === 1) prompt = prompt[0];
+  if (typeof prompt !== "string" || prompt === "") {
+    throw badField("prompt", "must be a non-empty string (or an array of one string)");
+  }
+  return { ...req, prompt };
+}
