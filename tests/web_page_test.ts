@@ -4,7 +4,8 @@
  * so the page can be watched mid-answer and stopped). It checks what a person would: text grows
  * token by token, thinking folds when the answer starts, Stop keeps the partial answer and hangs
  * up on the server, the next turn carries the conversation, errors show inline, settings persist.
- * Screenshots (light desktop, dark phone) go to `$QWEN3_TEST_OUT` or a temp folder.
+ * A last test runs the page against the real `qwen3 serve` (startServer) with the demo model.
+ * Screenshots (light desktop, dark phone, real server) go to `$QWEN3_TEST_OUT` or a temp folder.
  *
  * Chromium: `$QWEN3_CHROMIUM`, else Debian's `/usr/bin/chromium`; when missing and running as root
  * with apt-get, the `chromium` package is installed; otherwise the test is skipped with one line.
@@ -12,6 +13,8 @@
 import assert from "node:assert/strict";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { bundleChatPage } from "../src/server/page.ts";
+import { startServer } from "../src/server/server.ts";
+import { demoModelPath, Qwen3 } from "../mod.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Finding a browser
@@ -376,6 +379,50 @@ Deno.test({
       await browser?.close();
       releaseThinking();
       await server.shutdown();
+    }
+  },
+});
+
+Deno.test({
+  name: "web page: chats with the real qwen3 serve and the demo model, in headless Chromium",
+  ignore: "why" in chromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const outDir = Deno.env.get("QWEN3_TEST_OUT") ??
+      await Deno.makeTempDir({ prefix: "qwen3_web_page_" });
+    await Deno.mkdir(outDir, { recursive: true });
+    using model = await Qwen3.load(await demoModelPath(), { threads: 1 });
+    await using server = startServer(model, { port: 0 });
+    let browser: Browser | undefined;
+    try {
+      browser = await puppeteer.launch({
+        executablePath: (chromium as { path: string }).path,
+        headless: true,
+        args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
+      });
+      const page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on("pageerror", (error) => pageErrors.push(String(error)));
+      await page.setViewport({ width: 1100, height: 820 });
+      await page.goto(`${server.url}/`);
+      await waitFor(
+        "the model name from /v1/models",
+        async () => (await text(page, "#model-name")) === "model.bin",
+      );
+      await sendMessage(page, "Tell me about the sea.");
+      await page.waitForSelector(".message.assistant:last-child:not(.streaming) .meta", {
+        timeout: 60_000,
+      });
+      const answer = await text(page, lastAnswer);
+      assert.match(answer, /[a-z]{3,}/, `no answer text: ${JSON.stringify(answer)}`);
+      assert.match(await text(page, ".message.assistant:last-child .meta"), /tok\/s/);
+      const shot = `${outDir}/web_page_real_server.png`;
+      await page.screenshot({ path: shot });
+      console.log(`screenshot: ${shot}`);
+      assert.deepEqual(pageErrors, []);
+    } finally {
+      await browser?.close();
     }
   },
 });

@@ -9,6 +9,7 @@ import type { Qwen3 } from "../api/qwen3.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import * as api from "./handlers.ts";
 import { checkApiKey, json } from "./http.ts";
+import { buildChatPage } from "./page.ts";
 import { SlotPool } from "./slots.ts";
 
 /** Options of {@linkcode startServer}; the defaults are `qwen3 serve`'s. */
@@ -72,7 +73,26 @@ export interface Qwen3Server extends AsyncDisposable {
 
 type Route = (ctx: api.ServerContext, req: Request) => Response | Promise<Response>;
 
+/** The chat page (web/, bundled by esbuild on the first request, then kept in memory). */
+async function chatPage(): Promise<Response> {
+  let html: string;
+  try {
+    html = await buildChatPage();
+  } catch (e) {
+    throw new ApiError(
+      500,
+      "server_error",
+      `the chat page could not be built: ${(e as Error).message}`,
+    );
+  }
+  return new Response(html, { headers: { "content-type": "text/html; charset=utf-8" } });
+}
+
+/** Routes anyone may use without the API key: static content and the health check. */
+const PUBLIC = new Set(["/", "/health"]);
+
 const ROUTES: Record<string, Record<string, Route>> = {
+  "/": { GET: chatPage },
   "/health": { GET: () => json({ status: "ok" }) },
   "/v1/models": { GET: api.models },
   "/models": { GET: api.models },
@@ -93,8 +113,8 @@ function positiveInteger(name: string, v: number, min: number): number {
 
 /**
  * Serves `model` over HTTP with OpenAI's API: `POST /v1/chat/completions`,
- * `POST /v1/completions`, `GET /v1/models`, and llama-server's `GET /health`,
- * `POST /tokenize`, `POST /detokenize`. The model stays the caller's: dispose it after
+ * `POST /v1/completions`, `GET /v1/models`, llama-server's `GET /health`,
+ * `POST /tokenize`, `POST /detokenize`, and the chat page at `GET /`. The model stays the caller's: dispose it after
  * the server has stopped.
  *
  * @param model The loaded model.
@@ -141,7 +161,7 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     try {
       const { pathname } = new URL(req.url);
       const route = ROUTES[pathname];
-      if (apiKey !== undefined && pathname !== "/health") await checkApiKey(req, apiKey);
+      if (apiKey !== undefined && !PUBLIC.has(pathname)) await checkApiKey(req, apiKey);
       if (!route) return api.notFound(req);
       const run = route[req.method];
       if (!run) {
