@@ -262,7 +262,7 @@ Deno.test("tools: a round trip with the SDK, JSON and streamed", async () => {
   });
 });
 
-Deno.test("tools: tool_choice none leaves them out; a named function is forced", async () => {
+Deno.test("tools: tool_choice none leaves them out; required and a named one force a call", async () => {
   using m = await scripted([{ kind: "answer", text: '<tool_call>\n{"name": "x"}\n</tool_call>' }]);
   await withServer(m, async (_url, client) => {
     const messages = [{ role: "user" as const, content: "Hi" }];
@@ -299,6 +299,34 @@ Deno.test("tools: tool_choice none leaves them out; a named function is forced",
     assert.ok(call.type === "function");
     assert.equal(call.function.name, "get_weather");
     assert.deepEqual(JSON.parse(call.function.arguments), { city: "Rome" });
+  });
+
+  // Required, thinking off: the call's opening follows the template's own empty think block.
+  using required = await scripted([{
+    kind: "answer",
+    text: CALLS.slice(3).map((p) => p.text).join(""),
+  }]);
+  await withServer(required, async (_url, client) => {
+    const messages = [{ role: "user" as const, content: "Hi" }];
+    const reply = await client.chat.completions.create({
+      model: "m",
+      messages,
+      tools: [WEATHER],
+      tool_choice: "required",
+      reasoning_effort: "none",
+    } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    assert.equal(
+      required.tokenizer.decode(required.prompts[0]),
+      reference(messages, [WEATHER], false) + "<tool_call>\n",
+    );
+    assert.equal(reply.choices[0].finish_reason, "tool_calls");
+    assert.deepEqual(
+      reply.choices[0].message.tool_calls?.map((c) => c.type === "function" && c.function.name),
+      [
+        "get_weather",
+        "get_weather",
+      ],
+    );
   });
 });
 
@@ -393,10 +421,10 @@ Deno.test("tool call parser: held tags, malformed calls, unfinished calls", () =
   };
   assert.deepEqual(run(["Hi <tool", "s> and <", "b> "]), ["Hi <tools> and <b> "]);
   assert.deepEqual(run(["A\n<tool_call>\n{bad}\n</tool_call>"]), [
-    "A<tool_call>\n{bad}\n</tool_call>",
+    "A\n<tool_call>\n{bad}\n</tool_call>",
   ]);
-  assert.deepEqual(run(['<tool_call>\n{"name": "f", "arguments": {"a": 1}}', "\n"]), [
-    '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n',
+  assert.deepEqual(run(['A \n<tool_call>\n{"name": "f", "arguments": {"a": 1}}', "\n"]), [
+    'A \n<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n',
   ]);
   assert.deepEqual(run(['<tool_call>{"name":"f","arguments":"{}"}</tool_call>\n\nDone. ', "ok"]), [
     "head:f:{}",

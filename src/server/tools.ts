@@ -145,6 +145,8 @@ export function parseMessageToolCalls(v: unknown, param: string): ToolCall[] {
 /**
  * JSON as Python's `json.dumps(x, ensure_ascii=False)` writes it, which is what the `tojson`
  * of Hugging Face's chat templates gives: `", "` and `": "` between items, keys in order.
+ * Numbers are written as JavaScript writes them: a request's `1.0` was parsed to 1 and is
+ * written `1`, where Python, given the float, would write `1.0`.
  *
  * @param v A JSON value.
  * @returns Its text.
@@ -354,6 +356,8 @@ export class ToolCallParser {
   #calls = 0;
   /** A call just ended: whitespace before the next text or call is dropped. */
   #afterCall = false;
+  /** The whitespace before the open call: dropped if it is a call, kept if it is not. */
+  #gap = "";
 
   /**
    * @param prefill The call's opening the server wrote into the prompt
@@ -399,14 +403,18 @@ export class ToolCallParser {
           out.push({ kind: "tool_call", index, call, part: "arguments" });
           this.#afterCall = true;
         } else {
-          out.push({ kind: "answer", text: TOOL_CALL_OPEN + body + TOOL_CALL_CLOSE });
+          out.push({ kind: "answer", text: this.#gap + TOOL_CALL_OPEN + body + TOOL_CALL_CLOSE });
+          this.#afterCall = false;
         }
+        this.#gap = "";
         continue;
       }
       const start = all.indexOf(TOOL_CALL_OPEN);
       if (start >= 0) {
-        const before = this.#afterCall ? all.slice(0, start).trim() : all.slice(0, start).trimEnd();
+        const ahead = all.slice(0, start);
+        const before = this.#afterCall ? ahead.trim() : ahead.trimEnd();
         if (before !== "") out.push({ kind: "answer", text: before });
+        this.#gap = this.#afterCall && before === "" ? "" : ahead.slice(ahead.trimEnd().length);
         this.#afterCall = false;
         all = all.slice(start + TOOL_CALL_OPEN.length);
         this.#inside = true;
@@ -439,8 +447,9 @@ export class ToolCallParser {
    */
   flush(): ChatDelta[] {
     const inside = this.#inside;
-    const rest = inside ? TOOL_CALL_OPEN + this.#held : this.#held;
+    const rest = inside ? this.#gap + TOOL_CALL_OPEN + this.#held : this.#held;
     this.#held = "";
+    this.#gap = "";
     this.#inside = false;
     // Whitespace after text is dropped only when calls follow or precede it.
     const text = inside || this.#calls === 0
