@@ -118,10 +118,11 @@ const CHAT: ReplyShape = {
     };
     if (thinking !== "") message.reasoning_content = thinking;
     if (calls.length > 0) {
-      message.tool_calls = calls.map((c) => {
-        const { index: _, ...call } = toolCallDelta(0, c, "head");
-        return { ...call, function: { name: c.name, arguments: c.arguments } };
-      });
+      message.tool_calls = calls.map((c) => ({
+        id: c.id,
+        type: "function",
+        function: { name: c.name, arguments: c.arguments },
+      }));
     }
     return { index: 0, message, logprobs: null, finish_reason: finish };
   },
@@ -212,8 +213,9 @@ async function reply(
       const run = deltas();
       let r;
       while (!(r = await run.next()).done) {
-        if (r.value.kind === "tool_call") r.value.part === "head" && calls.push(r.value.call);
-        else if (r.value.kind === "thinking") thinking += r.value.text;
+        if (r.value.kind === "tool_call") {
+          if (r.value.part === "head") calls.push(r.value.call);
+        } else if (r.value.kind === "thinking") thinking += r.value.text;
         else answer += r.value.text;
       }
       return json({
