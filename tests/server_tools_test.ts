@@ -240,14 +240,18 @@ Deno.test("tools: a round trip with the SDK, JSON and streamed", async () => {
     }
     assert.equal(content, "");
     assert.equal(finish, "tool_calls");
-    assert.equal(deltas.length, 4);
-    assert.equal(deltas[0].index, 0);
-    assert.equal(deltas[0].type, "function");
-    assert.equal(deltas[0].function?.name, "get_weather");
-    assert.match(deltas[0].id!, /^call_/);
-    assert.deepEqual(JSON.parse(deltas[1].function!.arguments!), { city: "Paris" });
-    assert.equal(deltas[1].id, undefined);
-    assert.equal(deltas[2].index, 1);
+    // Each call: a head (index, id, type, name), then its arguments in fragments.
+    const heads = deltas.filter((d) => d.id !== undefined);
+    assert.deepEqual(heads.map((d) => [d.index, d.type, d.function?.name]), [
+      [0, "function", "get_weather"],
+      [1, "function", "get_weather"],
+    ]);
+    assert.ok(heads.every((d) => /^call_/.test(d.id!) && d.function?.arguments === ""));
+    assert.ok(deltas.indexOf(heads[1]) > 2, "the first call's arguments came in fragments");
+    const args = [0, 1].map((i) =>
+      JSON.parse(deltas.filter((d) => d.index === i).map((d) => d.function?.arguments).join(""))
+    );
+    assert.deepEqual(args, [{ city: "Paris" }, { city: "Oslo", days: 2 }]);
 
     // The SDK's stream helper assembles the same calls.
     const helper = client.chat.completions.stream({ ...request, stream: true });
@@ -401,21 +405,26 @@ Deno.test("tools: bad tools, tool_choice and tool messages are 400s naming the f
   });
 });
 
-Deno.test("tool call parser: held tags, malformed calls, unfinished calls", () => {
+Deno.test("tool call parser: held tags, streamed arguments, malformed and unfinished calls", () => {
   const run = (pieces: string[], prefill = "") => {
     const p = new ToolCallParser(prefill);
     const out: ChatDelta[] = [];
     for (const x of pieces) out.push(...p.push(x));
     out.push(...p.flush());
-    // Neighbouring content deltas joined: how text is split into deltas is not the point.
+    // Neighbouring pieces of one kind joined: how text is split into deltas is not the point.
     const texts: string[] = [];
-    let text = false;
+    let last = "";
     for (const d of out) {
-      if (d.kind !== "tool_call" && text) texts[texts.length - 1] += d.text;
-      else {texts.push(
-          d.kind === "tool_call" ? `${d.part}:${d.call.name}:${d.call.arguments}` : d.text,
-        );}
-      text = d.kind !== "tool_call";
+      const kind = d.kind !== "tool_call" ? "text" : d.id !== undefined ? "head" : "args";
+      const text = d.kind !== "tool_call"
+        ? d.text
+        : d.id !== undefined
+        ? `head:${d.name}`
+        : `args:${d.arguments}`;
+      if (kind === last && kind !== "head") {
+        texts[texts.length - 1] += kind === "args" ? text.slice(5) : text;
+      } else texts.push(text);
+      last = kind;
     }
     return texts;
   };
@@ -423,16 +432,39 @@ Deno.test("tool call parser: held tags, malformed calls, unfinished calls", () =
   assert.deepEqual(run(["A\n<tool_call>\n{bad}\n</tool_call>"]), [
     "A\n<tool_call>\n{bad}\n</tool_call>",
   ]);
-  assert.deepEqual(run(['A \n<tool_call>\n{"name": "f", "arguments": {"a": 1}}', "\n"]), [
-    'A \n<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n',
+  // Arguments stream as they come, braces inside strings not counted; the tags never leak.
+  const pieces = [
+    '<tool_call>\n{"name": "f", "argu',
+    'ments": {"a": "}{", "b"',
+    ": [1]}}\n</tool",
+    "_call>",
+  ];
+  assert.deepEqual(run(pieces), ["head:f", 'args:{"a": "}{", "b": [1]}']);
+  for (let i = 1; i < pieces.join("").length; i++) {
+    const all = pieces.join("");
+    assert.deepEqual(run([all.slice(0, i), all.slice(i)]), [
+      "head:f",
+      'args:{"a": "}{", "b": [1]}',
+    ]);
+  }
+  // Unfinished: a streaming call just ends; any other block stays content, as written.
+  assert.deepEqual(run(['A \n<tool_call>\n{"name": "f", "arguments": {"a": 1', "\n"]), [
+    "A",
+    "head:f",
+    'args:{"a": 1\n',
   ]);
+  assert.deepEqual(run(['A \n<tool_call>\n{"name": "f", "arguments": "x']), [
+    'A \n<tool_call>\n{"name": "f", "arguments": "x',
+  ]);
+  // Arguments as a string, read whole; text after calls loses the whitespace around them.
   assert.deepEqual(run(['<tool_call>{"name":"f","arguments":"{}"}</tool_call>\n\nDone. ', "ok"]), [
-    "head:f:{}",
-    "arguments:f:{}",
+    "head:f",
+    "args:{}",
     "Done. ok",
   ]);
+  // A forced call: the prefill is read as the reply's start.
   assert.deepEqual(run(['"x"}}\n</tool_call>'], '<tool_call>\n{"name": "f", "arguments": {"a": '), [
-    'head:f:{"a":"x"}',
-    'arguments:f:{"a":"x"}',
+    "head:f",
+    'args:{"a": "x"}',
   ]);
 });

@@ -10,7 +10,13 @@ import { ApiError, badField } from "./errors.ts";
 import { json, readJson, sseResponse } from "./http.ts";
 import { renderChatRequest } from "./apply_template.ts";
 import type { Slot, SlotPool } from "./slots.ts";
-import { type ChatDelta, type ToolCall, ToolCallParser, withToolCalls } from "./tools.ts";
+import {
+  type ChatDelta,
+  type ToolCall,
+  type ToolCallDelta,
+  ToolCallParser,
+  withToolCalls,
+} from "./tools.ts";
 import {
   asObject,
   parseChatRequest,
@@ -103,7 +109,7 @@ const CHAT: ReplyShape = {
   choice: (d) => ({
     index: 0,
     delta: d.kind === "tool_call"
-      ? { tool_calls: [toolCallDelta(d.index, d.call, d.part)] }
+      ? { tool_calls: [toolCallDelta(d)] }
       : d.kind === "thinking"
       ? { reasoning_content: d.text }
       : { content: d.text },
@@ -129,10 +135,10 @@ const CHAT: ReplyShape = {
 };
 
 /** A streamed tool call fragment: the head names the function, the rest carry arguments. */
-function toolCallDelta(index: number, call: ToolCall, part: "head" | "arguments") {
-  return part === "head"
-    ? { index, id: call.id, type: "function", function: { name: call.name, arguments: "" } }
-    : { index, function: { arguments: call.arguments } };
+function toolCallDelta(d: ToolCallDelta) {
+  return d.id !== undefined
+    ? { index: d.index, id: d.id, type: "function", function: { name: d.name, arguments: "" } }
+    : { index: d.index, function: { arguments: d.arguments } };
 }
 
 /** Raw text: reasoning keeps its `<think>` tags, as the model wrote it. */
@@ -214,7 +220,9 @@ async function reply(
       let r;
       while (!(r = await run.next()).done) {
         if (r.value.kind === "tool_call") {
-          if (r.value.part === "head") calls.push(r.value.call);
+          const { id, name, index, arguments: args } = r.value;
+          if (id !== undefined) calls.push({ id, name: name!, arguments: "" });
+          else calls[index].arguments += args;
         } else if (r.value.kind === "thinking") thinking += r.value.text;
         else answer += r.value.text;
       }

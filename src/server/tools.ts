@@ -311,23 +311,33 @@ export function forcedPrefill(choice: ToolChoice, thinking: boolean): string {
 // ---------------------------------------------------------------------------------------------
 // Parsing the reply.
 
-/** A parsed tool call in a reply, sent as two deltas: its head (name), then its arguments. */
+/**
+ * A tool call in a reply, in pieces: first its head (index, id, name, `arguments` ""), then
+ * fragments of its arguments, in order, as the model writes them.
+ */
 export interface ToolCallDelta {
   /** Marks a tool call. */
   kind: "tool_call";
   /** The call's position among the reply's calls. */
   index: number;
-  /** The call. */
-  call: ToolCall;
-  /** "head": index, id, type and name; "arguments": the arguments. */
-  part: "head" | "arguments";
+  /** The head's call id (`call_...`); absent on argument fragments. */
+  id?: string;
+  /** The head's function name; absent on argument fragments. */
+  name?: string;
+  /** A fragment of the arguments' JSON text ("" on the head). */
+  arguments: string;
 }
 
 /** What a chat reply streams: reasoning, answer text and tool calls. */
 export type ChatDelta = Delta | ToolCallDelta;
 
-/** A call's JSON (`{"name": ..., "arguments": ...}`) as a tool call, or undefined if malformed. */
-function parseCall(text: string): ToolCall | undefined {
+const newCallId = () => `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`;
+
+/** The start of a call whose arguments are an object: sent as soon as it is seen. */
+const CALL_HEAD = /^\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)+")\s*,\s*"arguments"\s*:\s*(?=\{)/;
+
+/** A whole call's JSON (`{"name": ..., "arguments": ...}`), or undefined if malformed. */
+function parseCall(text: string): { name: string; arguments: string } | undefined {
   let v: unknown;
   try {
     v = JSON.parse(text);
@@ -337,18 +347,33 @@ function parseCall(text: string): ToolCall | undefined {
   if (!isObject(v) || typeof v.name !== "string" || v.name === "") return undefined;
   const args = v.arguments ?? {};
   if (!isObject(args) && typeof args !== "string") return undefined;
-  return {
-    id: `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`,
-    name: v.name,
-    arguments: typeof args === "string" ? args : JSON.stringify(args),
-  };
+  return { name: v.name, arguments: typeof args === "string" ? args : JSON.stringify(args) };
+}
+
+/** A JSON string literal's value, or undefined when it is not one. */
+function jsonString(text: string): string | undefined {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The end of the longest tail of `text` that begins `tag` (0: none). */
+function partialTag(text: string, tag: string): number {
+  for (let n = Math.min(tag.length - 1, text.length); n > 0; n--) {
+    if (text.endsWith(tag.slice(0, n))) return n;
+  }
+  return 0;
 }
 
 /**
  * Splits the answer text of a reply into content and tool calls. Text that may begin
- * `<tool_call>` is held back until the next piece decides; a call is sent once its
- * `</tool_call>` arrives; a block that is not a well-formed call stays content, as written.
- * Whitespace around calls is dropped.
+ * `<tool_call>` is held back until the next piece decides. A call written as Qwen3 writes
+ * it (`{"name": "f", "arguments": {`...) is sent as soon as its name is known, then its
+ * arguments as they come, up to the object's closing brace (strings and nesting followed);
+ * any other block is read whole at its `</tool_call>`, and one that is not a call stays
+ * content, as written. Whitespace around calls is dropped.
  */
 export class ToolCallParser {
   #held = "";
@@ -358,6 +383,8 @@ export class ToolCallParser {
   #afterCall = false;
   /** The whitespace before the open call: dropped if it is a call, kept if it is not. */
   #gap = "";
+  /** The open call's arguments are being streamed: their JSON nesting so far. */
+  #args: { depth: number; inString: boolean; escaped: boolean; done: boolean } | undefined;
 
   /**
    * @param prefill The call's opening the server wrote into the prompt
@@ -371,7 +398,7 @@ export class ToolCallParser {
     }
   }
 
-  /** How many calls were parsed so far. */
+  /** How many calls were sent so far (begun, for a call whose arguments are streaming). */
   get calls(): number {
     return this.#calls;
   }
@@ -380,15 +407,28 @@ export class ToolCallParser {
    * Adds answer text.
    *
    * @param text The next piece.
-   * @returns Content and calls now ready (possibly none).
+   * @returns Content and call pieces now ready (possibly none).
    */
   push(text: string): ChatDelta[] {
     const out: ChatDelta[] = [];
     let all = this.#held + text;
     this.#held = "";
     while (true) {
+      if (this.#inside && this.#args) {
+        all = this.#streamArguments(all, out);
+        if (this.#inside) return out;
+        continue;
+      }
       if (this.#inside) {
         const end = all.indexOf(TOOL_CALL_CLOSE);
+        const head = CALL_HEAD.exec(end < 0 ? all : all.slice(0, end));
+        const name = head && jsonString(head[1]);
+        if (head && name) {
+          this.#callStarts(name, out);
+          this.#args = { depth: 0, inString: false, escaped: false, done: false };
+          all = all.slice(head[0].length);
+          continue;
+        }
         if (end < 0) {
           this.#held = all;
           return out;
@@ -398,10 +438,8 @@ export class ToolCallParser {
         this.#inside = false;
         const call = parseCall(body);
         if (call) {
-          const index = this.#calls++;
-          out.push({ kind: "tool_call", index, call, part: "head" });
-          out.push({ kind: "tool_call", index, call, part: "arguments" });
-          this.#afterCall = true;
+          this.#callStarts(call.name, out);
+          out.push({ kind: "tool_call", index: this.#calls - 1, arguments: call.arguments });
         } else {
           out.push({ kind: "answer", text: this.#gap + TOOL_CALL_OPEN + body + TOOL_CALL_CLOSE });
           this.#afterCall = false;
@@ -421,13 +459,7 @@ export class ToolCallParser {
         continue;
       }
       // Hold back trailing whitespace and a tail that may begin `<tool_call>`.
-      let keep = 0;
-      for (let n = Math.min(TOOL_CALL_OPEN.length - 1, all.length); n > 0; n--) {
-        if (all.endsWith(TOOL_CALL_OPEN.slice(0, n))) {
-          keep = n;
-          break;
-        }
-      }
+      const keep = partialTag(all, TOOL_CALL_OPEN);
       const body = all.slice(0, all.length - keep);
       const send = body.trimEnd();
       this.#held = all.slice(send.length);
@@ -440,17 +472,61 @@ export class ToolCallParser {
     }
   }
 
+  /** Sends a call's head: the model has named the function. */
+  #callStarts(name: string, out: ChatDelta[]): void {
+    out.push({ kind: "tool_call", index: this.#calls++, id: newCallId(), name, arguments: "" });
+    this.#afterCall = true;
+    this.#gap = "";
+  }
+
+  /**
+   * Sends the streaming call's arguments from `all` up to the object's end, then skips to
+   * its `</tool_call>` (the call ends there, arguments complete or not).
+   *
+   * @returns What follows the call, or what is held back ("" : all was used).
+   */
+  #streamArguments(all: string, out: ChatDelta[]): string {
+    const s = this.#args!;
+    const end = all.indexOf(TOOL_CALL_CLOSE);
+    // A `</tool_call>` not yet complete is held back, so it never becomes arguments.
+    const upto = end >= 0 ? end : all.length - partialTag(all, TOOL_CALL_CLOSE);
+    let i = 0;
+    for (; i < upto && !s.done; i++) {
+      const c = all[i];
+      if (s.inString) {
+        if (s.escaped) s.escaped = false;
+        else if (c === "\\") s.escaped = true;
+        else if (c === '"') s.inString = false;
+      } else if (c === '"') s.inString = true;
+      else if (c === "{" || c === "[") s.depth++;
+      else if (c === "}" || c === "]") s.done = --s.depth === 0;
+    }
+    if (i > 0) out.push({ kind: "tool_call", index: this.#calls - 1, arguments: all.slice(0, i) });
+    if (end < 0) {
+      // After the arguments only `}` and the closing tag are expected: hold them.
+      this.#held = all.slice(i);
+      return "";
+    }
+    this.#inside = false;
+    this.#args = undefined;
+    return all.slice(end + TOOL_CALL_CLOSE.length);
+  }
+
   /**
    * Ends the reply.
    *
-   * @returns What was held back: an unfinished call stays content, as written.
+   * @returns What was held back: an unfinished call stays content, as written (one whose
+   * arguments were streaming just ends).
    */
   flush(): ChatDelta[] {
     const inside = this.#inside;
+    const streaming = this.#args !== undefined;
     const rest = inside ? this.#gap + TOOL_CALL_OPEN + this.#held : this.#held;
     this.#held = "";
     this.#gap = "";
     this.#inside = false;
+    this.#args = undefined;
+    if (streaming) return [];
     // Whitespace after text is dropped only when calls follow or precede it.
     const text = inside || this.#calls === 0
       ? rest
