@@ -350,7 +350,7 @@ Deno.test("errors: bad field, bad JSON, unknown route, oversized body, long prom
       ],
       [
         "/v1/chat/completions",
-        JSON.stringify({ messages: [{ role: "tool", content: "x" }] }),
+        JSON.stringify({ messages: [{ role: "tool", content: "x", tool_call_id: "c" }] }),
         400,
         /messages\[0\]\.role/,
       ],

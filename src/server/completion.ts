@@ -20,8 +20,9 @@ export interface Delta {
 
 /** How a generation ended, in OpenAI's terms, and its token counts. */
 export interface Outcome {
-  /** "stop": a stop token or string; "length": max tokens or a full context. */
-  finishReason: "stop" | "length";
+  /** "stop": a stop token or string; "length": max tokens or a full context; "tool_calls":
+   * the model called a tool and stopped. */
+  finishReason: "stop" | "length" | "tool_calls";
   /** Tokens of the prompt. */
   promptTokens: number;
   /** Tokens generated. */

@@ -8,8 +8,15 @@ import type { Qwen3 } from "../api/qwen3.ts";
 import { checkFits, type Delta, generateDeltas, type Outcome } from "./completion.ts";
 import { ApiError, badField } from "./errors.ts";
 import { json, readJson, sseResponse } from "./http.ts";
-import { renderConversation } from "./prompt.ts";
+import { renderChatRequest } from "./apply_template.ts";
 import type { Slot, SlotPool } from "./slots.ts";
+import {
+  type ChatDelta,
+  type ToolCall,
+  type ToolCallDelta,
+  ToolCallParser,
+  withToolCalls,
+} from "./tools.ts";
 import {
   asObject,
   parseChatRequest,
@@ -77,11 +84,16 @@ interface ReplyShape {
   /** The first chunk's choice (before any text), if the kind has one. */
   opening?: Record<string, unknown>;
   /** A chunk choice carrying one delta. */
-  choice(d: Delta): Record<string, unknown>;
+  choice(d: ChatDelta): Record<string, unknown>;
   /** The closing chunk choice. */
   closing(finish: string): Record<string, unknown>;
   /** The whole reply's choice. */
-  whole(thinking: string, answer: string, finish: string): Record<string, unknown>;
+  whole(
+    thinking: string,
+    answer: string,
+    finish: string,
+    calls: ToolCall[],
+  ): Record<string, unknown>;
 }
 
 const CHAT: ReplyShape = {
@@ -96,24 +108,45 @@ const CHAT: ReplyShape = {
   },
   choice: (d) => ({
     index: 0,
-    delta: d.kind === "thinking" ? { reasoning_content: d.text } : { content: d.text },
+    delta: d.kind === "tool_call"
+      ? { tool_calls: [toolCallDelta(d)] }
+      : d.kind === "thinking"
+      ? { reasoning_content: d.text }
+      : { content: d.text },
     logprobs: null,
     finish_reason: null,
   }),
   closing: (finish) => ({ index: 0, delta: {}, logprobs: null, finish_reason: finish }),
-  whole: (thinking, answer, finish) => {
-    const message: Record<string, unknown> = { role: "assistant", content: answer };
+  whole: (thinking, answer, finish, calls) => {
+    const message: Record<string, unknown> = {
+      role: "assistant",
+      content: answer === "" && calls.length > 0 ? null : answer,
+    };
     if (thinking !== "") message.reasoning_content = thinking;
+    if (calls.length > 0) {
+      message.tool_calls = calls.map((c) => ({
+        id: c.id,
+        type: "function",
+        function: { name: c.name, arguments: c.arguments },
+      }));
+    }
     return { index: 0, message, logprobs: null, finish_reason: finish };
   },
 };
+
+/** A streamed tool call fragment: the head names the function, the rest carry arguments. */
+function toolCallDelta(d: ToolCallDelta) {
+  return d.id !== undefined
+    ? { index: d.index, id: d.id, type: "function", function: { name: d.name, arguments: "" } }
+    : { index: d.index, function: { arguments: d.arguments } };
+}
 
 /** Raw text: reasoning keeps its `<think>` tags, as the model wrote it. */
 const TEXT: ReplyShape = {
   idPrefix: "cmpl",
   chunkObject: "text_completion",
   object: "text_completion",
-  choice: (d) => ({ index: 0, text: d.text, logprobs: null, finish_reason: null }),
+  choice: (d) => ({ index: 0, text: (d as Delta).text, logprobs: null, finish_reason: null }),
   closing: (finish) => ({ index: 0, text: "", logprobs: null, finish_reason: finish }),
   whole: (thinking, answer, finish) => ({
     index: 0,
@@ -147,6 +180,7 @@ async function reply(
   shape: ReplyShape,
   tokens: readonly number[],
   sampling: SamplingRequest,
+  tools?: { prefill: string },
 ): Promise<Response> {
   checkFits(tokens.length, ctx.contextLength, shape === CHAT ? "messages" : "prompt");
   const { abort, detach } = clientAbort(req, ctx.closing);
@@ -173,17 +207,23 @@ async function reply(
   const deltas = () => {
     const chat = shape === CHAT;
     const d = generateDeltas(ctx.model, tokens, sampling, abort.signal, { trim: chat });
-    return chat ? d : withThinkTags(d);
+    if (!chat) return withThinkTags(d);
+    return tools ? withToolCalls(d, new ToolCallParser(tools.prefill)) : d;
   };
 
   if (!sampling.stream) {
     try {
       let thinking = "";
       let answer = "";
+      const calls: ToolCall[] = [];
       const run = deltas();
       let r;
       while (!(r = await run.next()).done) {
-        if (r.value.kind === "thinking") thinking += r.value.text;
+        if (r.value.kind === "tool_call") {
+          const { id, name, index, arguments: args } = r.value;
+          if (id !== undefined) calls.push({ id, name: name!, arguments: "" });
+          else calls[index].arguments += args;
+        } else if (r.value.kind === "thinking") thinking += r.value.text;
         else answer += r.value.text;
       }
       return json({
@@ -191,7 +231,7 @@ async function reply(
         object: shape.object,
         created,
         model: ctx.modelName,
-        choices: [shape.whole(thinking, answer, r.value.finishReason)],
+        choices: [shape.whole(thinking, answer, r.value.finishReason, calls)],
         usage: usage(r.value),
       });
     } finally {
@@ -226,8 +266,9 @@ async function reply(
 /** `POST /v1/chat/completions`. */
 export async function chatCompletions(ctx: ServerContext, req: Request): Promise<Response> {
   const body = parseChatRequest(await readJson(req, ctx.maxBody));
-  const parts = renderConversation(ctx.model.templates, body.messages, body.thinking);
-  return await reply(ctx, req, CHAT, ctx.model.tokenizer.encodeParts(parts), body);
+  const prompt = renderChatRequest(ctx.model.templates, body);
+  const tokens = ctx.model.tokenizer.encodeParts(prompt.parts);
+  return await reply(ctx, req, CHAT, tokens, body, prompt.parseTools ? prompt : undefined);
 }
 
 /** `POST /v1/completions`: the prompt is plain text (no control tokens). */

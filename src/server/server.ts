@@ -8,6 +8,7 @@
 import type { Qwen3 } from "../api/qwen3.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import * as api from "./handlers.ts";
+import { applyTemplate } from "./apply_template.ts";
 import { checkApiKey, json } from "./http.ts";
 import { buildChatPage } from "./page.ts";
 import { SlotPool } from "./slots.ts";
@@ -102,6 +103,7 @@ const ROUTES: Record<string, Record<string, Route>> = {
   "/completions": { POST: api.completions },
   "/tokenize": { POST: api.tokenize },
   "/detokenize": { POST: api.detokenize },
+  "/apply-template": { POST: applyTemplate },
 };
 
 function positiveInteger(name: string, v: number, min: number): number {

@@ -6,6 +6,12 @@
 
 import type { SamplerOptions } from "../types.ts";
 import { ApiError, badField } from "./errors.ts";
+import {
+  parseMessageToolCalls,
+  parseTools,
+  type TemplateMessage,
+  type ToolRequest,
+} from "./tools.ts";
 
 /** Sampling, token cap and stop strings shared by chat and text completions. */
 export interface SamplingRequest {
@@ -21,13 +27,9 @@ export interface SamplingRequest {
   includeUsage: boolean;
 }
 
-/** One message of a chat request, its content as text. */
-export interface RequestMessage {
-  /** "developer" is read as "system". */
-  role: "system" | "user" | "assistant";
-  /** The text (content parts joined). */
-  content: string;
-}
+/** One message of a chat request, its content as text (content parts joined). A "developer"
+ * message is read as "system"; "tool" messages and assistant `tool_calls` come with tools. */
+export type RequestMessage = TemplateMessage;
 
 /** A checked `POST /v1/chat/completions` body. */
 export interface ChatRequest extends SamplingRequest {
@@ -35,6 +37,8 @@ export interface ChatRequest extends SamplingRequest {
   messages: RequestMessage[];
   /** Let the model reason in `<think>` (off by `enable_thinking: false` or effort "none"). */
   thinking: boolean;
+  /** `tools` and `tool_choice`. */
+  tools: ToolRequest;
 }
 
 /** A checked `POST /v1/completions` body. */
@@ -92,10 +96,6 @@ function bool(body: Body, name: string, param = name): boolean | undefined {
 
 /** Fields of OpenAI's API this server does not implement: refused, never silently ignored. */
 function refuseUnsupported(body: Body): void {
-  const tools = field(body, "tools");
-  if (tools !== undefined && !(Array.isArray(tools) && tools.length === 0)) {
-    throw badField("tools", "tool calls are not supported by this server");
-  }
   const format = field(body, "response_format") as { type?: unknown } | undefined;
   if (format !== undefined && format?.type !== "text") {
     throw badField("response_format", 'only {"type": "text"} is supported by this server');
@@ -193,32 +193,31 @@ export function parseChatRequest(value: unknown): ChatRequest {
     if (m === null || typeof m !== "object") throw badField(`messages[${i}]`, "must be an object");
     const { role, content } = m as Body;
     const r = role === "developer" ? "system" : role;
-    if (r !== "system" && r !== "user" && r !== "assistant") {
+    if (r !== "system" && r !== "user" && r !== "assistant" && r !== "tool") {
       throw badField(
         `messages[${i}].role`,
-        `must be "system", "developer", "user" or "assistant", got ${JSON.stringify(role)}`,
+        `must be "system", "developer", "user", "assistant" or "tool", got ${JSON.stringify(role)}`,
       );
     }
-    return { role: r, content: contentText(content, `messages[${i}].content`) };
+    const calls = r === "assistant" ? field(m as Body, "tool_calls") : undefined;
+    const toolCalls = calls === undefined
+      ? undefined
+      : parseMessageToolCalls(calls, `messages[${i}].tool_calls`);
+    // An assistant message that only calls tools has no content (null or absent).
+    const text = content == null && toolCalls !== undefined
+      ? ""
+      : contentText(content, `messages[${i}].content`);
+    const message: RequestMessage = { role: r, content: text };
+    if (toolCalls !== undefined && toolCalls.length > 0) message.toolCalls = toolCalls;
+    const reasoning = r === "assistant" ? field(m as Body, "reasoning_content") : undefined;
+    if (typeof reasoning === "string") message.reasoning = reasoning;
+    if (r === "tool" && typeof (m as Body).tool_call_id !== "string") {
+      throw badField(`messages[${i}].tool_call_id`, "a tool message must name its tool call");
+    }
+    return message;
   });
-  // The templates render a system prompt, then user turns each answered by the assistant.
-  const first = messages[0].role === "system" ? 1 : 0;
-  for (let i = first; i < messages.length; i++) {
-    const want = (i - first) % 2 === 0 ? "user" : "assistant";
-    if (messages[i].role !== want) {
-      throw badField(
-        `messages[${i}].role`,
-        `expected "${want}": after an optional system message, user and assistant messages ` +
-          `alternate, starting with user`,
-      );
-    }
-  }
-  if (messages[messages.length - 1].role !== "user") {
-    throw badField(
-      `messages[${messages.length - 1}].role`,
-      "the last message must be from the user",
-    );
-  }
+  if (messages.some((m) => m.role === "tool" || m.toolCalls)) checkToolOrder(messages);
+  else checkTurns(messages);
 
   let thinking = true;
   const kwargs = field(body, "chat_template_kwargs");
@@ -239,7 +238,60 @@ export function parseChatRequest(value: unknown): ChatRequest {
     }
     if (effort === "none") thinking = false;
   }
-  return { ...req, messages, thinking };
+  return { ...req, messages, thinking, tools: parseTools(body) };
+}
+
+/**
+ * A conversation with tool calls: an optional system message, then a user message; a tool
+ * message answers an assistant message with `tool_calls` (or follows another tool message);
+ * the last message is from the user or a tool.
+ */
+function checkToolOrder(messages: readonly RequestMessage[]): void {
+  const first = messages[0].role === "system" ? 1 : 0;
+  if (messages[first]?.role !== "user") {
+    throw badField(
+      `messages[${first}].role`,
+      'expected "user": after an optional system message, the conversation starts with user',
+    );
+  }
+  for (let i = first + 1; i < messages.length; i++) {
+    const m = messages[i];
+    const prev = messages[i - 1];
+    if (m.role === "tool" && !(prev.role === "tool" || prev.toolCalls)) {
+      throw badField(
+        `messages[${i}].role`,
+        'a "tool" message must follow an assistant message with tool_calls, or another tool message',
+      );
+    }
+    if (m.role === "system") {
+      throw badField(`messages[${i}].role`, "a system message may only come first");
+    }
+  }
+  const last = messages.length - 1;
+  if (messages[last].role !== "user" && messages[last].role !== "tool") {
+    throw badField(`messages[${last}].role`, "the last message must be from the user or a tool");
+  }
+}
+
+/** The templates render a system prompt, then user turns each answered by the assistant. */
+function checkTurns(messages: readonly RequestMessage[]): void {
+  const first = messages[0].role === "system" ? 1 : 0;
+  for (let i = first; i < messages.length; i++) {
+    const want = (i - first) % 2 === 0 ? "user" : "assistant";
+    if (messages[i].role !== want) {
+      throw badField(
+        `messages[${i}].role`,
+        `expected "${want}": after an optional system message, user and assistant messages ` +
+          `alternate, starting with user`,
+      );
+    }
+  }
+  if (messages[messages.length - 1].role !== "user") {
+    throw badField(
+      `messages[${messages.length - 1}].role`,
+      "the last message must be from the user",
+    );
+  }
 }
 
 /**
@@ -252,6 +304,10 @@ export function parseChatRequest(value: unknown): ChatRequest {
 export function parseCompletionRequest(value: unknown): CompletionRequest {
   const body = asObject(value);
   const req = sampling(body);
+  const tools = field(body, "tools");
+  if (tools !== undefined && !(Array.isArray(tools) && tools.length === 0)) {
+    throw badField("tools", "tools are for /v1/chat/completions, not text completions");
+  }
   let prompt = field(body, "prompt");
   if (Array.isArray(prompt) && prompt.length === 1) prompt = prompt[0];
   if (typeof prompt !== "string" || prompt === "") {
