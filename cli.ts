@@ -65,6 +65,7 @@ const OPTIONS = {
   queue: { type: "string" },
   "max-body": { type: "string" },
   "api-key": { type: "string" },
+  "no-prompt-cache": { type: "boolean" },
   "group-size": { type: "string" },
   format: { type: "string" },
   type: { type: "string" },
@@ -166,6 +167,7 @@ Options:
   --queue N                 requests waiting for a slot before 503 (default 16)
   --max-body BYTES          largest request body (default 1048576)
   --api-key KEY             require \`Authorization: Bearer KEY\` (all routes but /health)
+  --no-prompt-cache         prefill every prompt whole (default: reuse a slot's KV cache)
 ${MODEL_FLAGS}
   -h, --help                this help`,
   info: `Usage: qwen3 info MODEL [options]
@@ -260,6 +262,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "queue",
     "max-body",
     "api-key",
+    "no-prompt-cache",
     "engine",
     "context",
     "threads",
@@ -763,6 +766,7 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
       queue,
       maxBody,
       apiKey: v["api-key"],
+      promptCache: !v["no-prompt-cache"],
       onListen: (addr) =>
         void err(
           `serving ${model.path} on http://${addr.hostname}:${addr.port} ` +

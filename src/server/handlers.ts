@@ -8,6 +8,7 @@ import type { Qwen3 } from "../api/qwen3.ts";
 import { checkFits, type Delta, generateDeltas, type Outcome } from "./completion.ts";
 import { ApiError, badField } from "./errors.ts";
 import { json, readJson, sseResponse } from "./http.ts";
+import type { PromptCache } from "./prompt_cache.ts";
 import { renderConversation } from "./prompt.ts";
 import type { Slot, SlotPool } from "./slots.ts";
 import {
@@ -33,6 +34,8 @@ export interface ServerContext {
   started: number;
   /** Aborted when the server shuts down: generations and waits in line end. */
   closing: AbortSignal;
+  /** Each slot's session and the tokens it holds. */
+  cache: PromptCache;
 }
 
 function usage(o: Outcome) {
@@ -40,6 +43,7 @@ function usage(o: Outcome) {
     prompt_tokens: o.promptTokens,
     completion_tokens: o.completionTokens,
     total_tokens: o.promptTokens + o.completionTokens,
+    prompt_tokens_details: { cached_tokens: o.cachedTokens },
   };
 }
 
@@ -153,7 +157,7 @@ async function reply(
   // Waiting for a slot before answering, so a full queue is a 503, not a broken stream.
   let slot: Slot;
   try {
-    slot = await ctx.pool.acquire(abort.signal);
+    slot = await ctx.pool.acquire(abort.signal, (free) => ctx.cache.pick(free, tokens));
     if (abort.signal.aborted) {
       // Granted by a slot freed in the same shutdown (or as this client left).
       slot[Symbol.dispose]();
@@ -172,7 +176,10 @@ async function reply(
   const head = { id, object: shape.chunkObject, created, model: ctx.modelName };
   const deltas = () => {
     const chat = shape === CHAT;
-    const d = generateDeltas(ctx.model, tokens, sampling, abort.signal, { trim: chat });
+    const d = generateDeltas(ctx.model, tokens, sampling, abort.signal, {
+      trim: chat,
+      generate: (t, o) => ctx.cache.generate(slot.id, t, o),
+    });
     return chat ? d : withThinkTags(d);
   };
 

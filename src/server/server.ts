@@ -10,6 +10,7 @@ import { ApiError, errorResponse } from "./errors.ts";
 import * as api from "./handlers.ts";
 import { checkApiKey, json } from "./http.ts";
 import { buildChatPage } from "./page.ts";
+import { PromptCache } from "./prompt_cache.ts";
 import { SlotPool } from "./slots.ts";
 
 /** Options of {@linkcode startServer}; the defaults are `qwen3 serve`'s. */
@@ -50,6 +51,13 @@ export interface ServerOptions {
    * The model's id in replies (default: the model file's name).
    */
   modelName?: string;
+  /**
+   * Keep each slot's KV cache between requests and prefill only what a prompt does not
+   * share with it (replies are the same either way).
+   *
+   * @default {true}
+   */
+  promptCache?: boolean;
   /** Called once listening, with the address. */
   onListen?: (addr: Deno.NetAddr) => void;
 }
@@ -146,14 +154,16 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     contextLength = probe.contextLength;
   }
   const closing = new AbortController();
+  const pool = new SlotPool(parallel, queue);
   const ctx: api.ServerContext = {
     model,
     modelName: opts.modelName ?? model.path.split(/[\\/]/).pop()!,
     contextLength,
-    pool: new SlotPool(parallel, queue),
+    pool,
     maxBody,
     started: Math.floor(Date.now() / 1000),
     closing: closing.signal,
+    cache: new PromptCache(model, parallel, opts.promptCache ?? true),
   };
   const apiKey = opts.apiKey;
 
@@ -181,17 +191,20 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     onListen: opts.onListen ?? (() => {}),
   }, handle);
   // Open streams would keep server.shutdown() waiting: their generations end first.
-  const shutdown = () => {
+  const shutdown = async () => {
     closing.abort();
-    return server.shutdown();
+    await server.shutdown();
+    await finished;
   };
+  // The slots' sessions are freed once the last generation has ended.
+  const finished = server.finished.finally(() => ctx.cache[Symbol.dispose]());
   const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
     url: `http://${host}:${addr.port}`,
     addr,
     pool: ctx.pool,
-    finished: server.finished,
+    finished,
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };
