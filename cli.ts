@@ -65,6 +65,7 @@ const OPTIONS = {
   queue: { type: "string" },
   "max-body": { type: "string" },
   "api-key": { type: "string" },
+  metrics: { type: "boolean" },
   "no-prompt-cache": { type: "boolean" },
   "group-size": { type: "string" },
   format: { type: "string" },
@@ -167,6 +168,7 @@ Options:
   --queue N                 requests waiting for a slot before 503 (default 16)
   --max-body BYTES          largest request body (default 1048576)
   --api-key KEY             require \`Authorization: Bearer KEY\` (all routes but /health)
+  --metrics                 serve GET /metrics (Prometheus text format)
   --no-prompt-cache         prefill every prompt whole (default: reuse a slot's KV cache)
 ${MODEL_FLAGS}
   -h, --help                this help`,
@@ -262,6 +264,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "queue",
     "max-body",
     "api-key",
+    "metrics",
     "no-prompt-cache",
     "engine",
     "context",
@@ -766,6 +769,7 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
       queue,
       maxBody,
       apiKey: v["api-key"],
+      metrics: v.metrics ?? false,
       promptCache: !v["no-prompt-cache"],
       onListen: (addr) =>
         void err(

@@ -1,7 +1,7 @@
 /**
- * The server's prompt cache against the demo model in-process: a conversation sent turn by
- * turn gets the same greedy replies with the cache as without it, while its later turns
- * prefill only what is new.
+ * The server's prompt cache and `/metrics` against the demo model in-process: a
+ * conversation sent turn by turn gets the same greedy replies with the cache as without
+ * it, while its later turns prefill only what is new.
  */
 
 import assert from "node:assert/strict";
@@ -118,4 +118,43 @@ Deno.test("prompt cache: common prefix and slot choice", () => {
   using cache = new PromptCache(model, 3, true);
   // Nothing held yet: the least recently used slot, any of them.
   assert.ok([0, 1, 2].includes(cache.pick([0, 1, 2], [1, 2, 3])));
+});
+
+Deno.test("metrics: 404 when off; counters, speeds and slots when on", async () => {
+  await withServer({}, async (url) => {
+    const res = await fetch(`${url}/metrics`);
+    assert.equal(res.status, 404);
+    await res.body?.cancel();
+  });
+  await withServer({ metrics: true }, async (url, client) => {
+    const reply = await client.chat.completions.create({
+      model: "m",
+      messages: [{ role: "user", content: "Hi" }],
+      temperature: 0,
+      max_tokens: 5,
+    });
+    await (await fetch(`${url}/nowhere`)).body?.cancel();
+    const res = await fetch(`${url}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    const value = (name: string) => {
+      const line = text.split("\n").find((l) => l.startsWith(name + " "));
+      assert.ok(line, `${name} in ${text}`);
+      return Number(line.split(" ")[1]);
+    };
+    assert.match(
+      text,
+      /^qwen3_requests_total\{endpoint="\/v1\/chat\/completions",status="200"\} 1$/m,
+    );
+    assert.match(text, /^qwen3_requests_total\{endpoint="other",status="404"\} 1$/m);
+    assert.match(text, /^# TYPE qwen3_prompt_tokens_total counter$/m);
+    assert.equal(value("qwen3_prompt_tokens_total"), reply.usage!.prompt_tokens);
+    assert.equal(value("qwen3_generated_tokens_total"), reply.usage!.completion_tokens);
+    assert.ok(value("qwen3_prefill_tokens_per_second") > 0);
+    assert.ok(value("qwen3_decode_tokens_per_second") > 0);
+    assert.equal(value("qwen3_slots_busy"), 0);
+    assert.equal(value("qwen3_slots_total"), 1);
+    assert.equal(value("qwen3_queue_length"), 0);
+  });
 });

@@ -8,6 +8,7 @@ import type { Qwen3 } from "../api/qwen3.ts";
 import { checkFits, type Delta, generateDeltas, type Outcome } from "./completion.ts";
 import { ApiError, badField } from "./errors.ts";
 import { json, readJson, sseResponse } from "./http.ts";
+import type { Metrics } from "./metrics.ts";
 import type { PromptCache } from "./prompt_cache.ts";
 import { renderConversation } from "./prompt.ts";
 import type { Slot, SlotPool } from "./slots.ts";
@@ -36,6 +37,8 @@ export interface ServerContext {
   closing: AbortSignal;
   /** Each slot's session and the tokens it holds. */
   cache: PromptCache;
+  /** Counters for `/metrics`. */
+  metrics: Metrics;
 }
 
 function usage(o: Outcome) {
@@ -193,6 +196,7 @@ async function reply(
         if (r.value.kind === "thinking") thinking += r.value.text;
         else answer += r.value.text;
       }
+      ctx.metrics.generation(r.value);
       return json({
         id,
         object: shape.object,
@@ -218,6 +222,7 @@ async function reply(
       if (shape.opening) yield { ...head, choices: [shape.opening] };
       let r;
       while (!(r = await run.next()).done) yield { ...head, choices: [shape.choice(r.value)] };
+      ctx.metrics.generation(r.value);
       yield { ...head, choices: [shape.closing(r.value.finishReason)] };
       if (sampling.includeUsage) yield { ...head, choices: [], usage: usage(r.value) };
     } finally {

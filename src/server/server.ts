@@ -9,6 +9,7 @@ import type { Qwen3 } from "../api/qwen3.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import * as api from "./handlers.ts";
 import { checkApiKey, json } from "./http.ts";
+import { Metrics } from "./metrics.ts";
 import { buildChatPage } from "./page.ts";
 import { PromptCache } from "./prompt_cache.ts";
 import { SlotPool } from "./slots.ts";
@@ -58,6 +59,12 @@ export interface ServerOptions {
    * @default {true}
    */
   promptCache?: boolean;
+  /**
+   * Serve `GET /metrics` (Prometheus text format); otherwise it is a 404.
+   *
+   * @default {false}
+   */
+  metrics?: boolean;
   /** Called once listening, with the address. */
   onListen?: (addr: Deno.NetAddr) => void;
 }
@@ -112,6 +119,12 @@ const ROUTES: Record<string, Record<string, Route>> = {
   "/detokenize": { POST: api.detokenize },
 };
 
+function metricsText(ctx: api.ServerContext): Response {
+  return new Response(ctx.metrics.render(ctx.pool), {
+    headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+  });
+}
+
 function positiveInteger(name: string, v: number, min: number): number {
   if (!Number.isInteger(v) || v < min) {
     throw new RangeError(`Cannot start the server: ${name} must be an integer >= ${min}, got ${v}`);
@@ -164,13 +177,14 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     started: Math.floor(Date.now() / 1000),
     closing: closing.signal,
     cache: new PromptCache(model, parallel, opts.promptCache ?? true),
+    metrics: new Metrics(),
   };
   const apiKey = opts.apiKey;
+  const routes = opts.metrics ? { ...ROUTES, "/metrics": { GET: () => metricsText(ctx) } } : ROUTES;
 
-  const handle = async (req: Request): Promise<Response> => {
+  const answer = async (req: Request, pathname: string): Promise<Response> => {
     try {
-      const { pathname } = new URL(req.url);
-      const route = ROUTES[pathname];
+      const route = routes[pathname];
       if (apiKey !== undefined && !PUBLIC.has(pathname)) await checkApiKey(req, apiKey);
       if (!route) return api.notFound(req);
       const run = route[req.method];
@@ -183,6 +197,12 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     } catch (e) {
       return errorResponse(e);
     }
+  };
+  const handle = async (req: Request): Promise<Response> => {
+    const { pathname } = new URL(req.url);
+    const res = await answer(req, pathname);
+    ctx.metrics.request(Object.hasOwn(routes, pathname) ? pathname : "other", res.status);
+    return res;
   };
 
   const server = Deno.serve({
