@@ -66,6 +66,7 @@ const OPTIONS = {
   "max-body": { type: "string" },
   "api-key": { type: "string" },
   metrics: { type: "boolean" },
+  cors: { type: "string" },
   "no-prompt-cache": { type: "boolean" },
   "group-size": { type: "string" },
   format: { type: "string" },
@@ -169,6 +170,7 @@ Options:
   --max-body BYTES          largest request body (default 1048576)
   --api-key KEY             require \`Authorization: Bearer KEY\` (all routes but /health)
   --metrics                 serve GET /metrics (Prometheus text format)
+  --cors ORIGIN             allow browsers from ORIGIN (Access-Control-Allow-Origin)
   --no-prompt-cache         prefill every prompt whole (default: reuse a slot's KV cache)
 ${MODEL_FLAGS}
   -h, --help                this help`,
@@ -265,6 +267,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "max-body",
     "api-key",
     "metrics",
+    "cors",
     "no-prompt-cache",
     "engine",
     "context",
@@ -750,6 +753,9 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
   if (v["api-key"] !== undefined && v["api-key"].trim() === "") {
     throw new UsageError("--api-key must not be empty");
   }
+  if (v.cors !== undefined && v.cors.trim() === "") {
+    throw new UsageError("--cors must be an origin such as http://localhost:5173, or *");
+  }
   using model = await loadModel(path ?? await findDemoModel(), v);
   if (hostname === "0.0.0.0" || hostname === "::") {
     await err(
@@ -770,6 +776,7 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
       maxBody,
       apiKey: v["api-key"],
       metrics: v.metrics ?? false,
+      cors: v.cors,
       promptCache: !v["no-prompt-cache"],
       onListen: (addr) =>
         void err(

@@ -1,5 +1,5 @@
 /**
- * The server's prompt cache and `/metrics` against the demo model in-process: a
+ * The server's prompt cache, `/metrics` and CORS, against the demo model in-process: a
  * conversation sent turn by turn gets the same greedy replies with the cache as without
  * it, while its later turns prefill only what is new.
  */
@@ -156,5 +156,42 @@ Deno.test("metrics: 404 when off; counters, speeds and slots when on", async () 
     assert.equal(value("qwen3_slots_busy"), 0);
     assert.equal(value("qwen3_slots_total"), 1);
     assert.equal(value("qwen3_queue_length"), 0);
+  });
+});
+
+Deno.test("cors: no headers unless --cors; then the origin and a preflight answer", async () => {
+  await withServer({}, async (url) => {
+    const res = await fetch(`${url}/health`);
+    assert.equal(res.headers.get("access-control-allow-origin"), null);
+    await res.body?.cancel();
+    const pre = await fetch(`${url}/v1/chat/completions`, { method: "OPTIONS" });
+    assert.equal(pre.status, 405);
+    await pre.body?.cancel();
+  });
+  const origin = "http://localhost:5173";
+  await withServer({ cors: origin, apiKey: "k" }, async (url) => {
+    const pre = await fetch(`${url}/v1/chat/completions`, {
+      method: "OPTIONS",
+      headers: {
+        origin,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type",
+      },
+    });
+    assert.equal(pre.status, 204);
+    assert.equal(pre.headers.get("access-control-allow-origin"), origin);
+    assert.match(pre.headers.get("access-control-allow-methods") ?? "", /POST/);
+    assert.match(pre.headers.get("access-control-allow-headers") ?? "", /Authorization/);
+    assert.match(pre.headers.get("access-control-allow-headers") ?? "", /Content-Type/);
+    await pre.body?.cancel();
+    // Real requests carry the origin, errors included (here: no API key).
+    const denied = await fetch(`${url}/v1/models`, { headers: { origin } });
+    assert.equal(denied.status, 401);
+    assert.equal(denied.headers.get("access-control-allow-origin"), origin);
+    await denied.body?.cancel();
+    const ok = await fetch(`${url}/v1/models`, { headers: { origin, authorization: "Bearer k" } });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get("access-control-allow-origin"), origin);
+    await ok.body?.cancel();
   });
 });

@@ -65,6 +65,11 @@ export interface ServerOptions {
    * @default {false}
    */
   metrics?: boolean;
+  /**
+   * Answer browsers from this origin (`Access-Control-Allow-Origin`, and preflight
+   * `OPTIONS` requests); no CORS headers when absent.
+   */
+  cors?: string;
   /** Called once listening, with the address. */
   onListen?: (addr: Deno.NetAddr) => void;
 }
@@ -102,6 +107,10 @@ async function chatPage(): Promise<Response> {
   }
   return new Response(html, { headers: { "content-type": "text/html; charset=utf-8" } });
 }
+
+/** The methods and request headers a CORS preflight is told are allowed. */
+const CORS_METHODS = "GET, POST, OPTIONS";
+const CORS_HEADERS = "Authorization, Content-Type";
 
 /** Routes anyone may use without the API key: static content and the health check. */
 const PUBLIC = new Set(["/", "/health"]);
@@ -181,10 +190,22 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
   };
   const apiKey = opts.apiKey;
   const routes = opts.metrics ? { ...ROUTES, "/metrics": { GET: () => metricsText(ctx) } } : ROUTES;
+  const cors = opts.cors;
 
   const answer = async (req: Request, pathname: string): Promise<Response> => {
     try {
       const route = routes[pathname];
+      if (cors !== undefined && req.method === "OPTIONS") {
+        // A preflight carries no credentials: it is answered before the API key check.
+        return new Response(null, {
+          status: 204,
+          headers: {
+            "access-control-allow-methods": CORS_METHODS,
+            "access-control-allow-headers": CORS_HEADERS,
+            "access-control-max-age": "600",
+          },
+        });
+      }
       if (apiKey !== undefined && !PUBLIC.has(pathname)) await checkApiKey(req, apiKey);
       if (!route) return api.notFound(req);
       const run = route[req.method];
@@ -202,6 +223,10 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     const { pathname } = new URL(req.url);
     const res = await answer(req, pathname);
     ctx.metrics.request(Object.hasOwn(routes, pathname) ? pathname : "other", res.status);
+    if (cors !== undefined) {
+      res.headers.set("access-control-allow-origin", cors);
+      res.headers.append("vary", "Origin");
+    }
     return res;
   };
 
