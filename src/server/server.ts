@@ -144,11 +144,12 @@ function positiveInteger(name: string, v: number, min: number): number {
 /**
  * Serves `model` over HTTP with OpenAI's API: `POST /v1/chat/completions`,
  * `POST /v1/completions`, `GET /v1/models`, llama-server's `GET /health`,
- * `POST /tokenize`, `POST /detokenize`, and the chat page at `GET /`. The model stays the caller's: dispose it after
- * the server has stopped.
+ * `POST /tokenize`, `POST /detokenize`, the chat page at `GET /`, and `GET /metrics` with
+ * `metrics`. Each slot keeps its KV cache between requests (`promptCache`). The model stays
+ * the caller's: dispose it after the server has stopped.
  *
  * @param model The loaded model.
- * @param opts Address, slots, queue, body limit and API key.
+ * @param opts Address, slots, queue, body limit, API key, prompt cache, metrics and CORS.
  * @returns The running server.
  * @throws {RangeError} for a bad option; `Deno.errors.AddrInUse` when the port is taken.
  *
