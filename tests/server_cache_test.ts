@@ -120,6 +120,23 @@ Deno.test("prompt cache: common prefix and slot choice", () => {
   assert.ok([0, 1, 2].includes(cache.pick([0, 1, 2], [1, 2, 3])));
 });
 
+Deno.test("prompt cache: a slot is picked for a long shared prefix, not a short one", async () => {
+  using cache = new PromptCache(model, 2, true);
+  const a = model.tokenizer.encode("Once upon a time there was a cat by the sea");
+  const run = cache.generate(1, a, { temperature: 0, maxTokens: 3 });
+  await run.complete();
+  // Slot 1 holds the prompt and the sampled tokens fed after it (the last one is not fed).
+  assert.deepEqual(cache.held(1), [...a, ...run.tokens.slice(0, -1)]);
+  assert.equal(cache.pick([0, 1], [...a, 7]), 1);
+  // Sharing 3 tokens, under half of what slot 1 holds: not worth evicting; slot 0 is older.
+  assert.equal(cache.pick([0, 1], [...a.slice(0, 3), 7]), 0);
+  // Only slot 1 free: it is taken anyway, and reuses what it shares.
+  assert.equal(cache.pick([1], [...a.slice(0, 3), 7]), 1);
+  const again = cache.generate(1, [...a.slice(0, 3), 7], { temperature: 0, maxTokens: 1 });
+  await again.complete();
+  assert.equal(again.stats?.startPosition, 3);
+});
+
 Deno.test("metrics: 404 when off; counters, speeds and slots when on", async () => {
   await withServer({}, async (url) => {
     const res = await fetch(`${url}/metrics`);
