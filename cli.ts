@@ -65,6 +65,9 @@ const OPTIONS = {
   queue: { type: "string" },
   "max-body": { type: "string" },
   "api-key": { type: "string" },
+  metrics: { type: "boolean" },
+  cors: { type: "string" },
+  "no-prompt-cache": { type: "boolean" },
   "group-size": { type: "string" },
   format: { type: "string" },
   type: { type: "string" },
@@ -166,6 +169,9 @@ Options:
   --queue N                 requests waiting for a slot before 503 (default 16)
   --max-body BYTES          largest request body (default 1048576)
   --api-key KEY             require \`Authorization: Bearer KEY\` (all routes but /health)
+  --metrics                 serve GET /metrics (Prometheus text format)
+  --cors ORIGIN             allow browsers from ORIGIN (Access-Control-Allow-Origin)
+  --no-prompt-cache         prefill every prompt whole (default: reuse a slot's KV cache)
 ${MODEL_FLAGS}
   -h, --help                this help`,
   info: `Usage: qwen3 info MODEL [options]
@@ -260,6 +266,9 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "queue",
     "max-body",
     "api-key",
+    "metrics",
+    "cors",
+    "no-prompt-cache",
     "engine",
     "context",
     "threads",
@@ -744,6 +753,9 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
   if (v["api-key"] !== undefined && v["api-key"].trim() === "") {
     throw new UsageError("--api-key must not be empty");
   }
+  if (v.cors !== undefined && v.cors.trim() === "") {
+    throw new UsageError("--cors must be an origin such as http://localhost:5173, or *");
+  }
   using model = await loadModel(path ?? await findDemoModel(), v);
   if (hostname === "0.0.0.0" || hostname === "::") {
     await err(
@@ -763,6 +775,9 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
       queue,
       maxBody,
       apiKey: v["api-key"],
+      metrics: v.metrics ?? false,
+      cors: v.cors,
+      promptCache: !v["no-prompt-cache"],
       onListen: (addr) =>
         void err(
           `serving ${model.path} on http://${addr.hostname}:${addr.port} ` +

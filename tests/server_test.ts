@@ -112,6 +112,7 @@ Deno.test("chat: greedy reply equals model.generate on the rendered conversation
       prompt_tokens: tokens.length,
       completion_tokens: 24,
       total_tokens: tokens.length + 24,
+      prompt_tokens_details: { cached_tokens: 0 },
     });
 
     // Streamed: the same text, one id and created, role first, finish_reason last, usage.
@@ -133,6 +134,8 @@ Deno.test("chat: greedy reply equals model.generate on the rendered conversation
     const last = chunks.at(-1)!;
     assert.deepEqual(last.choices, []);
     assert.equal(last.usage?.completion_tokens, 24);
+    // The same prompt again: all of it but the last token comes from the slot's cache.
+    assert.equal(last.usage?.prompt_tokens_details?.cached_tokens, tokens.length - 1);
 
     // The SDK's stream helper accepts the chunks and assembles the same message.
     const helper = client.chat.completions.stream({ ...request, stream: true });

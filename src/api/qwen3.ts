@@ -120,6 +120,14 @@ export interface Qwen3GenerateOptions extends GenerateOptions {
    * @default {false}
    */
   special?: boolean;
+  /**
+   * Runs in this session (from this model's `engine.createSession()`) after the tokens it
+   * already holds, instead of in a fresh one, and leaves it open with the prompt and the
+   * fed tokens in its KV cache: a caller that rewinds it to a prompt's shared prefix
+   * prefills only the rest (the server's prompt cache). Absent: a fresh session, freed at
+   * the end.
+   */
+  session?: EngineSession;
 }
 
 /** Options of {@link Qwen3.chat}. */
@@ -403,10 +411,11 @@ export class Qwen3 implements Disposable {
     const engine = this.engine;
     const special = this.#special;
     const live = () => this.#live();
+    const given = opts.session;
     return new Generation(async function* (result: GenerationResult) {
-      using session = engine.createSession();
+      using fresh = given ? undefined : engine.createSession();
       yield* runGeneration({
-        session,
+        session: given ?? fresh!,
         tokenizer,
         sampler: new Sampler(opts, engine.config.vocabSize),
         prompt: tokens,

@@ -4,8 +4,8 @@
  * @module
  */
 
-import type { PieceKind } from "../api/generate.ts";
-import type { Qwen3 } from "../api/qwen3.ts";
+import type { Generation, PieceKind } from "../api/generate.ts";
+import type { Qwen3, Qwen3GenerateOptions } from "../api/qwen3.ts";
 import { ApiError } from "./errors.ts";
 import { StopFilter } from "./stop.ts";
 import type { SamplingRequest } from "./validate.ts";
@@ -27,6 +27,12 @@ export interface Outcome {
   promptTokens: number;
   /** Tokens generated. */
   completionTokens: number;
+  /** Prompt tokens taken from the slot's KV cache, not prefilled. */
+  cachedTokens: number;
+  /** Prompt tokens prefilled per second (the uncached ones; 0 when none). */
+  prefillTokensPerSecond: number;
+  /** Tokens generated per second. */
+  decodeTokensPerSecond: number;
 }
 
 /**
@@ -107,7 +113,8 @@ export function checkFits(tokens: number, contextLength: number, param: string):
  * @param tokens The prompt, rendered and encoded.
  * @param req Sampling, token cap and stop strings.
  * @param signal Ends the generation (the client went away).
- * @param opts `trim`: trim the whitespace around the reasoning ({@linkcode ReasoningTrim}).
+ * @param opts `trim`: trim the whitespace around the reasoning ({@linkcode ReasoningTrim});
+ * `generate`: starts the run (default `model.generate`; the server's prompt cache).
  * @returns The outcome, once the deltas are done.
  */
 export async function* generateDeltas(
@@ -115,11 +122,15 @@ export async function* generateDeltas(
   tokens: readonly number[],
   req: SamplingRequest,
   signal: AbortSignal,
-  opts: { trim?: boolean } = {},
+  opts: {
+    trim?: boolean;
+    generate?: (tokens: readonly number[], opts: Qwen3GenerateOptions) => Generation;
+  } = {},
 ): AsyncGenerator<Delta, Outcome, undefined> {
   const trim = opts.trim ? new ReasoningTrim() : undefined;
   const out = (d: Delta) => trim ? trim.push(d) : d;
-  const run = model.generate(tokens, { ...req.sampler, maxTokens: req.maxTokens, signal });
+  const start = opts.generate ?? ((t, o) => model.generate(t, o));
+  const run = start(tokens, { ...req.sampler, maxTokens: req.maxTokens, signal });
   const filters: Record<PieceKind, StopFilter> = {
     thinking: new StopFilter(req.stop),
     answer: new StopFilter(req.stop),
@@ -154,5 +165,8 @@ export async function* generateDeltas(
     finishReason: length ? "length" : "stop",
     promptTokens: tokens.length,
     completionTokens: stats.generatedTokens,
+    cachedTokens: stats.startPosition,
+    prefillTokensPerSecond: stats.prefillTokensPerSecond,
+    decodeTokensPerSecond: stats.decodeTokensPerSecond,
   };
 }

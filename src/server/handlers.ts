@@ -9,6 +9,8 @@ import { checkFits, type Delta, generateDeltas, type Outcome } from "./completio
 import { ApiError, badField } from "./errors.ts";
 import { json, readJson, sseResponse } from "./http.ts";
 import { renderChatRequest } from "./apply_template.ts";
+import type { Metrics } from "./metrics.ts";
+import type { PromptCache } from "./prompt_cache.ts";
 import type { Slot, SlotPool } from "./slots.ts";
 import {
   type ChatDelta,
@@ -40,6 +42,10 @@ export interface ServerContext {
   started: number;
   /** Aborted when the server shuts down: generations and waits in line end. */
   closing: AbortSignal;
+  /** Each slot's session and the tokens it holds. */
+  cache: PromptCache;
+  /** Counters for `/metrics`. */
+  metrics: Metrics;
 }
 
 function usage(o: Outcome) {
@@ -47,6 +53,7 @@ function usage(o: Outcome) {
     prompt_tokens: o.promptTokens,
     completion_tokens: o.completionTokens,
     total_tokens: o.promptTokens + o.completionTokens,
+    prompt_tokens_details: { cached_tokens: o.cachedTokens },
   };
 }
 
@@ -187,7 +194,7 @@ async function reply(
   // Waiting for a slot before answering, so a full queue is a 503, not a broken stream.
   let slot: Slot;
   try {
-    slot = await ctx.pool.acquire(abort.signal);
+    slot = await ctx.pool.acquire(abort.signal, (free) => ctx.cache.pick(free, tokens));
     if (abort.signal.aborted) {
       // Granted by a slot freed in the same shutdown (or as this client left).
       slot[Symbol.dispose]();
@@ -206,7 +213,10 @@ async function reply(
   const head = { id, object: shape.chunkObject, created, model: ctx.modelName };
   const deltas = () => {
     const chat = shape === CHAT;
-    const d = generateDeltas(ctx.model, tokens, sampling, abort.signal, { trim: chat });
+    const d = generateDeltas(ctx.model, tokens, sampling, abort.signal, {
+      trim: chat,
+      generate: (t, o) => ctx.cache.generate(slot.id, t, o),
+    });
     if (!chat) return withThinkTags(d);
     return tools ? withToolCalls(d, new ToolCallParser(tools.prefill)) : d;
   };
@@ -226,6 +236,7 @@ async function reply(
         } else if (r.value.kind === "thinking") thinking += r.value.text;
         else answer += r.value.text;
       }
+      ctx.metrics.generation(r.value);
       return json({
         id,
         object: shape.object,
@@ -251,6 +262,7 @@ async function reply(
       if (shape.opening) yield { ...head, choices: [shape.opening] };
       let r;
       while (!(r = await run.next()).done) yield { ...head, choices: [shape.choice(r.value)] };
+      ctx.metrics.generation(r.value);
       yield { ...head, choices: [shape.closing(r.value.finishReason)] };
       if (sampling.includeUsage) yield { ...head, choices: [], usage: usage(r.value) };
     } finally {

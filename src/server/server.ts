@@ -10,7 +10,9 @@ import { ApiError, errorResponse } from "./errors.ts";
 import * as api from "./handlers.ts";
 import { applyTemplate } from "./apply_template.ts";
 import { checkApiKey, json } from "./http.ts";
+import { Metrics } from "./metrics.ts";
 import { buildChatPage } from "./page.ts";
+import { PromptCache } from "./prompt_cache.ts";
 import { SlotPool } from "./slots.ts";
 
 /** Options of {@linkcode startServer}; the defaults are `qwen3 serve`'s. */
@@ -51,6 +53,24 @@ export interface ServerOptions {
    * The model's id in replies (default: the model file's name).
    */
   modelName?: string;
+  /**
+   * Keep each slot's KV cache between requests and prefill only what a prompt does not
+   * share with it (replies are the same either way).
+   *
+   * @default {true}
+   */
+  promptCache?: boolean;
+  /**
+   * Serve `GET /metrics` (Prometheus text format); otherwise it is a 404.
+   *
+   * @default {false}
+   */
+  metrics?: boolean;
+  /**
+   * Answer browsers from this origin (`Access-Control-Allow-Origin`, and preflight
+   * `OPTIONS` requests); no CORS headers when absent.
+   */
+  cors?: string;
   /** Called once listening, with the address. */
   onListen?: (addr: Deno.NetAddr) => void;
 }
@@ -89,6 +109,10 @@ async function chatPage(): Promise<Response> {
   return new Response(html, { headers: { "content-type": "text/html; charset=utf-8" } });
 }
 
+/** The methods and request headers a CORS preflight is told are allowed. */
+const CORS_METHODS = "GET, POST, OPTIONS";
+const CORS_HEADERS = "Authorization, Content-Type";
+
 /** Routes anyone may use without the API key: static content and the health check. */
 const PUBLIC = new Set(["/", "/health"]);
 
@@ -106,6 +130,12 @@ const ROUTES: Record<string, Record<string, Route>> = {
   "/apply-template": { POST: applyTemplate },
 };
 
+function metricsText(ctx: api.ServerContext): Response {
+  return new Response(ctx.metrics.render(ctx.pool), {
+    headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+  });
+}
+
 function positiveInteger(name: string, v: number, min: number): number {
   if (!Number.isInteger(v) || v < min) {
     throw new RangeError(`Cannot start the server: ${name} must be an integer >= ${min}, got ${v}`);
@@ -116,11 +146,12 @@ function positiveInteger(name: string, v: number, min: number): number {
 /**
  * Serves `model` over HTTP with OpenAI's API: `POST /v1/chat/completions`,
  * `POST /v1/completions`, `GET /v1/models`, llama-server's `GET /health`,
- * `POST /tokenize`, `POST /detokenize`, and the chat page at `GET /`. The model stays the caller's: dispose it after
- * the server has stopped.
+ * `POST /tokenize`, `POST /detokenize`, the chat page at `GET /`, and `GET /metrics` with
+ * `metrics`. Each slot keeps its KV cache between requests (`promptCache`). The model stays
+ * the caller's: dispose it after the server has stopped.
  *
  * @param model The loaded model.
- * @param opts Address, slots, queue, body limit and API key.
+ * @param opts Address, slots, queue, body limit, API key, prompt cache, metrics and CORS.
  * @returns The running server.
  * @throws {RangeError} for a bad option; `Deno.errors.AddrInUse` when the port is taken.
  *
@@ -148,21 +179,36 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     contextLength = probe.contextLength;
   }
   const closing = new AbortController();
+  const pool = new SlotPool(parallel, queue);
   const ctx: api.ServerContext = {
     model,
     modelName: opts.modelName ?? model.path.split(/[\\/]/).pop()!,
     contextLength,
-    pool: new SlotPool(parallel, queue),
+    pool,
     maxBody,
     started: Math.floor(Date.now() / 1000),
     closing: closing.signal,
+    cache: new PromptCache(model, parallel, opts.promptCache ?? true),
+    metrics: new Metrics(),
   };
   const apiKey = opts.apiKey;
+  const routes = opts.metrics ? { ...ROUTES, "/metrics": { GET: () => metricsText(ctx) } } : ROUTES;
+  const cors = opts.cors;
 
-  const handle = async (req: Request): Promise<Response> => {
+  const answer = async (req: Request, pathname: string): Promise<Response> => {
     try {
-      const { pathname } = new URL(req.url);
-      const route = ROUTES[pathname];
+      const route = routes[pathname];
+      if (cors !== undefined && req.method === "OPTIONS") {
+        // A preflight carries no credentials: it is answered before the API key check.
+        return new Response(null, {
+          status: 204,
+          headers: {
+            "access-control-allow-methods": CORS_METHODS,
+            "access-control-allow-headers": CORS_HEADERS,
+            "access-control-max-age": "600",
+          },
+        });
+      }
       if (apiKey !== undefined && !PUBLIC.has(pathname)) await checkApiKey(req, apiKey);
       if (!route) return api.notFound(req);
       const run = route[req.method];
@@ -176,6 +222,16 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
       return errorResponse(e);
     }
   };
+  const handle = async (req: Request): Promise<Response> => {
+    const { pathname } = new URL(req.url);
+    const res = await answer(req, pathname);
+    ctx.metrics.request(Object.hasOwn(routes, pathname) ? pathname : "other", res.status);
+    if (cors !== undefined) {
+      res.headers.set("access-control-allow-origin", cors);
+      res.headers.append("vary", "Origin");
+    }
+    return res;
+  };
 
   const server = Deno.serve({
     hostname: opts.hostname ?? "127.0.0.1",
@@ -183,17 +239,20 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     onListen: opts.onListen ?? (() => {}),
   }, handle);
   // Open streams would keep server.shutdown() waiting: their generations end first.
-  const shutdown = () => {
+  const shutdown = async () => {
     closing.abort();
-    return server.shutdown();
+    await server.shutdown();
+    await finished;
   };
+  // The slots' sessions are freed once the last generation has ended.
+  const finished = server.finished.finally(() => ctx.cache[Symbol.dispose]());
   const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
     url: `http://${host}:${addr.port}`,
     addr,
     pool: ctx.pool,
-    finished: server.finished,
+    finished,
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };

@@ -52,14 +52,19 @@ export class SlotPool {
    * Takes a slot, waiting in line when none is free.
    *
    * @param signal Leaves the line when aborted (a client that went away).
+   * @param pick Chooses among the free slots' ids (default: any); a request that waited
+   * takes the slot freed for it.
    * @returns The slot.
    * @throws {ApiError} 503 with `Retry-After` when the line is full; the signal's reason
    * when aborted while waiting.
    */
-  acquire(signal?: AbortSignal): Promise<Slot> {
+  acquire(signal?: AbortSignal, pick?: (free: readonly number[]) => number): Promise<Slot> {
     signal?.throwIfAborted();
-    const id = this.#free.pop();
-    if (id !== undefined) return Promise.resolve(this.#slot(id));
+    if (this.#free.length > 0) {
+      const id = pick ? pick(this.#free) : this.#free[this.#free.length - 1];
+      this.#free.splice(this.#free.indexOf(id), 1);
+      return Promise.resolve(this.#slot(id));
+    }
     if (this.#waiting.length >= this.queueLimit) {
       return Promise.reject(
         new ApiError(
