@@ -7,11 +7,12 @@
 
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { Generation, type GenerationResult, type Piece } from "../src/api/generate.ts";
+import type { Piece } from "../src/api/generate.ts";
 import { demoModelPath } from "../src/api/demo.ts";
 import { Qwen3 } from "../src/api/qwen3.ts";
 import { ReasoningTrim } from "../src/server/completion.ts";
 import { renderConversation } from "../src/server/prompt.ts";
+import { scriptedModel } from "./helpers/scripted_model.ts";
 import { type ServerOptions, startServer } from "../src/server/server.ts";
 import { StopFilter } from "../src/server/stop.ts";
 
@@ -38,42 +39,11 @@ async function withServer(
   }
 }
 
-/**
- * A model whose `generate` streams the given pieces, a token each (then ends with a stop
- * token, or at `maxTokens`).
- */
-async function scripted(
+/** A model whose `generate` streams the given pieces (tests/helpers/scripted_model.ts). */
+function scripted(
   pieces: Piece[] | ((signal: AbortSignal | undefined) => AsyncIterable<Piece>),
 ): Promise<Qwen3> {
-  const m = await Qwen3.load(await demoModelPath(), { contextLength: CONTEXT });
-  m.generate = (prompt, opts = {}) =>
-    new Generation(async function* (result: GenerationResult) {
-      const source = typeof pieces === "function" ? pieces(opts.signal) : pieces;
-      let stopReason: "stop_token" | "aborted" | "max_tokens" = "aborted";
-      try {
-        for await (const p of source) {
-          result.tokens.push(0);
-          yield p;
-          if (result.tokens.length >= (opts.maxTokens ?? Infinity)) {
-            stopReason = "max_tokens";
-            return;
-          }
-        }
-        stopReason = opts.signal?.aborted ? "aborted" : "stop_token";
-      } finally {
-        result.stats = {
-          promptTokens: typeof prompt === "string" ? 1 : prompt.length,
-          generatedTokens: result.tokens.length,
-          prefillMs: 0,
-          decodeMs: 0,
-          prefillTokensPerSecond: 0,
-          decodeTokensPerSecond: 0,
-          stopReason,
-          startPosition: 0,
-        };
-      }
-    });
-  return m;
+  return scriptedModel(pieces, CONTEXT);
 }
 
 const CONVERSATION = [

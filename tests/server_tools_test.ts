@@ -10,10 +10,10 @@ import assert from "node:assert/strict";
 import OpenAI from "openai";
 // deno-lint-ignore no-import-prefix
 import { Template } from "npm:@huggingface/jinja@0.5.11";
-import { Generation, type GenerationResult, type Piece } from "../src/api/generate.ts";
-import { demoModelPath } from "../src/api/demo.ts";
-import { Qwen3 } from "../src/api/qwen3.ts";
+import type { Piece } from "../src/api/generate.ts";
+import type { Qwen3 } from "../src/api/qwen3.ts";
 import { renderChatRequest } from "../src/server/apply_template.ts";
+import { type ScriptedModel, scriptedModel } from "./helpers/scripted_model.ts";
 import { startServer } from "../src/server/server.ts";
 import { type ChatDelta, ToolCallParser } from "../src/server/tools.ts";
 import { parseChatRequest } from "../src/server/validate.ts";
@@ -25,36 +25,8 @@ const QWEN3_TEMPLATE = await Deno.readTextFile(
 );
 
 /** A model whose `generate` streams `pieces`, a token each, and records each prompt. */
-async function scripted(pieces: Piece[]): Promise<Qwen3 & { prompts: number[][] }> {
-  const m = await Qwen3.load(await demoModelPath(), { contextLength: CONTEXT });
-  const prompts: number[][] = [];
-  m.generate = (prompt, opts = {}) =>
-    new Generation(async function* (result: GenerationResult) {
-      prompts.push(typeof prompt === "string" ? [] : [...prompt]);
-      let stopReason: "stop_token" | "max_tokens" = "stop_token";
-      try {
-        for (const p of pieces) {
-          result.tokens.push(0);
-          yield p;
-          if (result.tokens.length >= (opts.maxTokens ?? Infinity)) {
-            stopReason = "max_tokens";
-            return;
-          }
-        }
-      } finally {
-        result.stats = {
-          promptTokens: typeof prompt === "string" ? 1 : prompt.length,
-          generatedTokens: result.tokens.length,
-          prefillMs: 0,
-          decodeMs: 0,
-          prefillTokensPerSecond: 0,
-          decodeTokensPerSecond: 0,
-          stopReason,
-          startPosition: 0,
-        };
-      }
-    });
-  return Object.assign(m, { prompts });
+function scripted(pieces: Piece[]): Promise<ScriptedModel> {
+  return scriptedModel(pieces, CONTEXT);
 }
 
 async function withServer(
