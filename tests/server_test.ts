@@ -11,7 +11,8 @@ import type { Piece } from "../src/api/generate.ts";
 import { demoModelPath } from "../src/api/demo.ts";
 import { Qwen3 } from "../src/api/qwen3.ts";
 import { ReasoningTrim } from "../src/server/completion.ts";
-import { renderConversation } from "../src/server/prompt.ts";
+import { renderChatRequest, stockChatTemplate } from "../src/server/prompt.ts";
+import type { TemplateMessage } from "../src/server/tools.ts";
 import { scriptedModel } from "./helpers/scripted_model.ts";
 import { type ServerOptions, startServer } from "../src/server/server.ts";
 import { StopFilter } from "../src/server/stop.ts";
@@ -46,6 +47,12 @@ function scripted(
   return scriptedModel(pieces, CONTEXT);
 }
 
+/** The prompt parts the server renders (the demo model has no Jinja template: Qwen3's). */
+function renderConversation(messages: TemplateMessage[], thinking: boolean) {
+  const tools = { tools: [], choice: { kind: "auto" as const } };
+  return renderChatRequest(stockChatTemplate(), { messages, thinking, tools }).parts;
+}
+
 const CONVERSATION = [
   { role: "system" as const, content: "You are terse." },
   { role: "user" as const, content: "What is the sea?" },
@@ -55,7 +62,7 @@ const CONVERSATION = [
 
 Deno.test("chat: greedy reply equals model.generate on the rendered conversation", async () => {
   const tokens = model.tokenizer.encodeParts(
-    renderConversation(model.templates, CONVERSATION, false),
+    renderConversation(CONVERSATION, false),
   );
   const expected = model.generate(tokens, { temperature: 0, maxTokens: 24 });
   await expected.complete();
@@ -140,13 +147,13 @@ Deno.test("chat: greedy reply equals model.generate on the rendered conversation
 });
 
 Deno.test("chat: thinking on renders no empty <think> block; never leaks tags", async () => {
-  const on = renderConversation(model.templates, [CONVERSATION[1]], true);
-  const off = renderConversation(model.templates, [CONVERSATION[1]], false);
+  const on = renderConversation([CONVERSATION[1]], true);
+  const off = renderConversation([CONVERSATION[1]], false);
   const text = (parts: { text: string }[]) => parts.map((p) => p.text).join("");
   assert.ok(!text(on).includes("<think>"));
   assert.ok(text(off).includes("<think>\n\n</think>"));
   // Earlier assistant turns are rendered as Qwen3's template renders history: no block.
-  const history = text(renderConversation(model.templates, CONVERSATION, false));
+  const history = text(renderConversation(CONVERSATION, false));
   assert.ok(history.includes("assistant\nWater.<|im_end|>\n"), JSON.stringify(history));
   assert.equal(history.split("<think>").length, 2, "only the last turn gets the empty block");
 

@@ -211,8 +211,17 @@ export function parseChatRequest(value: unknown): ChatRequest {
     if (toolCalls !== undefined && toolCalls.length > 0) message.toolCalls = toolCalls;
     const reasoning = r === "assistant" ? field(m as Body, "reasoning_content") : undefined;
     if (typeof reasoning === "string") message.reasoning = reasoning;
-    if (r === "tool" && typeof (m as Body).tool_call_id !== "string") {
-      throw badField(`messages[${i}].tool_call_id`, "a tool message must name its tool call");
+    if (r === "tool") {
+      const id = (m as Body).tool_call_id;
+      if (typeof id !== "string") {
+        throw badField(`messages[${i}].tool_call_id`, "a tool message must name its tool call");
+      }
+      message.toolCallId = id;
+    }
+    const name = field(m as Body, "name");
+    if (name !== undefined) {
+      if (typeof name !== "string") throw badField(`messages[${i}].name`, "must be a string");
+      message.name = name;
     }
     return message;
   });
