@@ -517,9 +517,26 @@ Deno.test("cli: qwen3 serve --help, a bad flag, and a server stopped by SIGINT",
   }
   assert.match(log, /warning: listening on 0\.0\.0\.0 exposes the model.*set --api-key/);
   const port = /on http:\/\/[^:]+:(\d+)/.exec(log)![1];
-  const health = await fetch(`http://127.0.0.1:${port}/health`);
-  assert.deepEqual(await health.json(), { status: "ok" });
+  // It listens while the model loads: 503 {"status": "loading"} until then.
+  let health;
+  for (let i = 0; i < 400; i++) {
+    health = await fetch(`http://127.0.0.1:${port}/health`);
+    if (health.status === 200) break;
+    assert.equal(health.status, 503);
+    assert.deepEqual(await health.json(), { status: "loading" });
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.deepEqual(await health!.json(), { status: "ok" });
   server.kill("SIGINT");
   assert.equal((await server.status).code, 0);
   await reader.cancel();
+
+  // A model that fails to load ends the server with the error.
+  const notModel = new URL("../models/demo/README.md", import.meta.url).pathname;
+  const failed = await run(["serve", notModel, "--port", "0"]).output();
+  assert.equal(failed.code, 1);
+  assert.match(
+    dec.decode(failed.stderr),
+    /serving .* loading the model\n[\s\S]*error: .*README\.md/,
+  );
 });
