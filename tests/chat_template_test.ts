@@ -242,3 +242,17 @@ Deno.test("conversation templates: refused when decisions depend on their own te
   const echo = new ConversationTemplate("{{ messages[0].content }}", "echo.jinja");
   assert.equal(echo.render({ messages: [{ content: long }] })[0].text.length, long.length);
 });
+
+Deno.test("conversation templates: a 1024-message conversation stays within bounds", () => {
+  // `messages` is looked up in every turn of Qwen3's loops: measured once, not once a turn.
+  const t = new ConversationTemplate(QWEN3_HF_CHAT_TEMPLATE, "qwen3.jinja");
+  const messages = Array.from({ length: 1024 }, (_, i) => ({
+    role: i % 2 === 0 ? "user" : "assistant",
+    content: `${i} `.padEnd(200, "x"),
+  }));
+  messages.push({ role: "user", content: "last" });
+  const parts = t.render({ messages, add_generation_prompt: true, enable_thinking: true });
+  const text = parts.map((p) => p.text).join("");
+  assert.ok(text.endsWith("<|im_start|>user\nlast<|im_end|>\n<|im_start|>assistant\n"));
+  assert.equal(parts.filter((p) => !p.special && p.text.endsWith("x")).length, 1024);
+});

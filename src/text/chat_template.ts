@@ -175,6 +175,14 @@ class Budget {
   output = 0;
   /** The first limit hit: every later step fails with it too, whoever caught the first. */
   stopped: Qwen3Error | undefined;
+  /**
+   * Values that never change during the render: the context's lists and dicts (a template can
+   * only assign into namespaces, and no list or dict method mutates). Their sizes are measured
+   * once; `messages` looked up in every turn of a loop then costs a step per 64 items, not a
+   * walk of the whole conversation.
+   */
+  readonly frozen: WeakSet<object> = new WeakSet();
+  readonly #sizes = new WeakMap<object, { total: number; items: number }>();
 
   constructor(
     readonly file: string,
@@ -212,7 +220,16 @@ class Budget {
    * walked up to just past the value limit. Each item walked and each 256 characters cost a
    * step, so measuring is bounded like everything else.
    */
-  measure(v: Value, perItem: (depth: number) => number = () => 2): number {
+  measure(v: Value, perItem?: (depth: number) => number): number {
+    const cacheable = perItem === undefined && this.frozen.has(v);
+    if (cacheable) {
+      const known = this.#sizes.get(v);
+      if (known) {
+        this.step(1 + Math.ceil(known.items / 64));
+        return known.total;
+      }
+    }
+    perItem ??= () => 2;
     const limit = this.limits.valueChars;
     let total = 0;
     let items = 0;
@@ -241,6 +258,7 @@ class Budget {
       }
     }
     this.step(items + Math.ceil(total / CHARS_PER_STEP));
+    if (cacheable && total <= limit) this.#sizes.set(v, { total, items });
     return total;
   }
 }
@@ -766,9 +784,10 @@ export class ConversationTemplate {
     const budget = new Budget(this.file, limits);
     try {
       const env = new Environment();
-      for (const [key, value] of Object.entries({ ...globals(budget), ...tokens, ...context })) {
+      for (const [key, value] of Object.entries({ ...globals(budget), ...tokens })) {
         env.set(key, value);
       }
+      for (const [key, value] of Object.entries(context)) freeze(budget, env.set(key, value));
       return String(new BoundedInterpreter(env, budget, written).run(program as never).value);
     } catch (e) {
       if (budget.stopped) throw budget.stopped;
@@ -778,6 +797,19 @@ export class ConversationTemplate {
         `${this.file}: chat_template failed to render (${escapeForMessage(errorText(e))})`,
       );
     }
+  }
+}
+
+/** Marks a context value and every list and dict inside it as never changing. */
+function freeze(budget: Budget, value: unknown): void {
+  const stack = [value];
+  while (stack.length > 0) {
+    const v = stack.pop() as AnyValue;
+    if (v === null || typeof v !== "object" || budget.frozen.has(v)) continue;
+    if (v.type === "ArrayValue" && Array.isArray(v.value)) stack.push(...v.value);
+    else if (v.type === "ObjectValue" && v.value instanceof Map) stack.push(...v.value.values());
+    else continue;
+    budget.frozen.add(v);
   }
 }
 
