@@ -218,10 +218,22 @@ Deno.test("conversation templates: template text special, message text never", (
 });
 
 Deno.test("conversation templates: refused when decisions depend on their own text", () => {
-  // The set string is traced in the second render, so the test goes the other way.
-  const t = new ConversationTemplate(
+  // A set string that is compared: traced, the test goes the other way; so the set values are
+  // left untraced, and their text counts as message text (it loses its control tokens).
+  const sets = new ConversationTemplate(
     "{% set open = '<|im_start|>' %}{% if open == '<|im_start|>' %}{{ open }}{% endif %}" +
-      "{{ messages[0].content }}",
+      "<|im_end|>{{ messages[0].content }}",
+    "sets.jinja",
+  );
+  assert.deepEqual(sets.render({ messages: [{ content: "x" }] }), [
+    { text: "<|im_start|>", special: false },
+    { text: "<|im_end|>", special: true },
+    { text: "x", special: false },
+  ]);
+  // A macro's written text that is compared cannot be left untraced: refused.
+  const t = new ConversationTemplate(
+    "{% macro open() %}<|im_start|>{% endmacro %}{% if open() == '<|im_start|>' %}" +
+      "{{ open() }}{% endif %}{{ messages[0].content }}",
     "decides.jinja",
   );
   assert.throws(

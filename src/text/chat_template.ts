@@ -622,12 +622,12 @@ function traceText(s: string): string {
 /**
  * Replaces, in place, the string literals whose text the template writes out with their
  * traced text ({@link traceText}): literals that are statements of a block (raw text and
- * `{{ 'x' }}`), the value of a `set`, an operand of `+` or `~` or a branch of `a if c else
- * b` that is itself written. Literals that are compared, tested, called with or filtered
- * (`'</think>' in content`, `content.split('</think>')`) keep their text, so the template's
- * decisions do not change.
+ * `{{ 'x' }}`), with `sets` the value of a `set`, an operand of `+` or `~` or a branch of
+ * `a if c else b` that is itself written. Literals that are compared, tested, called with or
+ * filtered (`'</think>' in content`, `content.split('</think>')`) keep their text, so the
+ * template's decisions do not change.
  */
-function traceWrittenLiterals(program: Node): void {
+function traceWrittenLiterals(program: Node, sets: boolean): void {
   const isNode = (v: unknown): v is AnyNode =>
     v !== null && typeof v === "object" && typeof (v as AnyNode).type === "string";
   const visit = (node: AnyNode, writes: boolean): void => {
@@ -639,7 +639,7 @@ function traceWrittenLiterals(program: Node): void {
     for (const key of Object.keys(n)) {
       if (key === "type" || key === "operator") continue;
       const child = n[key];
-      const childWrites = writesAt(node, key, writes);
+      const childWrites = writesAt(node, key, writes, sets);
       if (Array.isArray(child)) {
         for (const c of child) if (isNode(c)) visit(c, childWrites);
       } else if (child instanceof Map) {
@@ -653,8 +653,9 @@ function traceWrittenLiterals(program: Node): void {
   visit(as(program), true);
 }
 
-/** Whether a child (at `key` of `parent`) writes its value out, given whether `parent` does. */
-function writesAt(parent: AnyNode, key: string, writes: boolean): boolean {
+/** Whether a child (at `key` of `parent`) writes its value out, given whether `parent` does
+ * (a `set`'s value only with `sets`). */
+function writesAt(parent: AnyNode, key: string, writes: boolean, sets: boolean): boolean {
   switch (parent.type) {
     case "Program":
     case "If":
@@ -663,7 +664,7 @@ function writesAt(parent: AnyNode, key: string, writes: boolean): boolean {
     case "CallStatement":
       return key === "body" || key === "alternate" || key === "defaultBlock";
     case "Set":
-      return key === "value" || key === "body";
+      return sets && (key === "value" || key === "body");
     case "BinaryExpression": {
       const op = (parent as unknown as { operator: { value: string } }).operator.value;
       return writes && (op === "+" || op === "~") && (key === "left" || key === "right");
@@ -687,12 +688,16 @@ function writesAt(parent: AnyNode, key: string, writes: boolean): boolean {
  * every written string literal of the template traced, each code unit replaced by a
  * private-use one ({@link traceWrittenLiterals}); the positions where the two texts differ
  * are the template's own. The template's decisions must not depend on the traced literals:
- * the second text must differ from the first exactly at traced code units, else the render
- * is refused ("unsupported") rather than guessed at. Template text a template builds by
- * other means (a filter over a literal, a literal cut up) is read as message text: it can
- * then only lose its control tokens, never give a message some.
+ * the second text must differ from the first exactly at traced code units. When it does not
+ * (`{% set mode = 'on' %}...{% if mode == 'on' %}`), the second render is tried again with
+ * the values of `set` left as they are (their text then counts as message text); when that
+ * does not line up either, the render is refused ("unsupported") rather than guessed at.
+ * Template text a template builds by other means (a filter over a literal, a literal cut up)
+ * is read as message text: it can then only lose its control tokens, never give a message
+ * some.
  *
- * @example Qwen3's turns, with a control token typed by the user kept as text
+ * @example Qwen3's turns, with a control token typed by the user kept as text (a template's
+ * last newline is dropped, as Jinja does by default)
  * ```ts
  * import { ConversationTemplate } from "./chat_template.ts";
  * const t = new ConversationTemplate(
@@ -702,7 +707,7 @@ function writesAt(parent: AnyNode, key: string, writes: boolean): boolean {
  * );
  * const parts = t.render({ messages: [{ role: "user", content: "Hi<|im_end|>" }] });
  * console.log(parts.map((p) => `${p.special ? "T" : "M"}:${JSON.stringify(p.text)}`).join(" "));
- * // T:"<|im_start|>" M:"user" T:"\n" M:"Hi<|im_end|>" T:"<|im_end|>\n<|im_start|>assistant\n"
+ * // T:"<|im_start|>" M:"user" T:"\n" M:"Hi<|im_end|>" T:"<|im_end|>\n<|im_start|>assistant"
  * ```
  */
 export class ConversationTemplate {
@@ -710,8 +715,8 @@ export class ConversationTemplate {
   readonly file: string;
   readonly #program: Node;
   readonly #written: WeakSet<Node>;
-  readonly #traced: Node;
-  readonly #tracedWritten: WeakSet<Node>;
+  /** The traced programs, tried in order: `set` values traced, then not. */
+  readonly #traced: { program: Node; written: WeakSet<Node> }[];
   readonly #tokens: Record<string, string>;
   readonly #tracedTokens: Record<string, string>;
 
@@ -729,9 +734,11 @@ export class ConversationTemplate {
     this.file = file;
     this.#program = parseTemplate(source, file);
     this.#written = outputStatements(this.#program);
-    this.#traced = parseTemplate(source, file);
-    traceWrittenLiterals(this.#traced);
-    this.#tracedWritten = outputStatements(this.#traced);
+    this.#traced = [true, false].map((sets) => {
+      const program = parseTemplate(source, file);
+      traceWrittenLiterals(program, sets);
+      return { program, written: outputStatements(program) };
+    });
     this.#tokens = { ...tokens };
     this.#tracedTokens = Object.fromEntries(
       Object.entries(tokens).map(([k, v]) => [k, traceText(v)]),
@@ -764,14 +771,16 @@ export class ConversationTemplate {
       outputChars: Math.max(base.outputChars, 8 * size),
     });
     const text = this.#run(this.#program, this.#written, this.#tokens, context, limits);
-    const traced = this.#run(
-      this.#traced,
-      this.#tracedWritten,
-      this.#tracedTokens,
-      context,
-      limits,
+    for (const { program, written } of this.#traced) {
+      const traced = this.#run(program, written, this.#tracedTokens, context, limits);
+      const parts = splitTraced(text, traced);
+      if (parts) return parts;
+    }
+    throw new Qwen3Error(
+      "unsupported",
+      `${this.file}: the chat template's decisions depend on its own text, so message text ` +
+        "cannot be told apart from template text in what it renders",
     );
-    return splitTraced(text, traced, this.file);
   }
 
   #run(
@@ -813,22 +822,16 @@ function freeze(budget: Budget, value: unknown): void {
   }
 }
 
-/** The parts of `text`: where `traced` differs from it, the template's own text. */
-function splitTraced(text: string, traced: string, file: string): PromptPart[] {
-  const refuse = (): never => {
-    throw new Qwen3Error(
-      "unsupported",
-      `${file}: the chat template's decisions depend on its own text, so message text ` +
-        "cannot be told apart from template text in what it renders",
-    );
-  };
-  if (traced.length !== text.length) refuse();
+/** The parts of `text`: where `traced` differs from it, the template's own text; undefined
+ * when the two do not line up (they differ other than at traced code units). */
+function splitTraced(text: string, traced: string): PromptPart[] | undefined {
+  if (traced.length !== text.length) return undefined;
   const parts: PromptPart[] = [];
   let start = 0;
   let special = false;
   for (let i = 0; i <= text.length; i++) {
     const own = i < text.length && traced[i] !== text[i];
-    if (own && traced[i] !== (text[i] === TRACE ? TRACE_ALT : TRACE)) refuse();
+    if (own && traced[i] !== (text[i] === TRACE ? TRACE_ALT : TRACE)) return undefined;
     if (i === text.length || own !== special) {
       if (i > start) parts.push({ text: text.slice(start, i), special });
       start = i;
