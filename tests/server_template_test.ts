@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import type { Piece } from "../src/api/generate.ts";
 import type { Qwen3 } from "../src/api/qwen3.ts";
+import { loadChatTemplate } from "../src/server/prompt.ts";
 import { type ServerOptions, startServer } from "../src/server/server.ts";
 import { type ScriptedModel, scriptedModel } from "./helpers/scripted_model.ts";
 
@@ -164,4 +165,43 @@ Deno.test("limits: --max-messages names the field; --timeout ends a reply as len
     assert.match((await second.json()).error.message, /no slot came free within .* 0\.3 s/);
     assert.equal((await first.then((r) => r.json())).choices[0].finish_reason, "length");
   });
+});
+
+Deno.test("templates: found in a GGUF, a Hugging Face folder beside the model, else Qwen3's", async () => {
+  const at = (path: string) => new URL(path, import.meta.url).pathname;
+  const cases: [string, RegExp][] = [
+    ["../models/demo/model-q8_0.gguf", /model-q8_0\.gguf \(tokenizer\.chat_template\)$/],
+    [
+      "./fixtures/hf_tiny_tied_f32_sharded/config.json",
+      /hf_tiny_tied_f32_sharded\/chat_template\.jinja$/,
+    ],
+    ["./fixtures/hf_tiny_tied_bf16/config.json", /hf_tiny_tied_bf16\/tokenizer_config\.json$/],
+    ["../models/demo/model.bin", /^the stock Qwen3 chat template$/],
+  ];
+  for (const [path, file] of cases) {
+    assert.match((await loadChatTemplate({ path: at(path) })).file, file);
+  }
+  const custom = await loadChatTemplate({ path: at("../models/demo/model.bin") }, {
+    file: at("./fixtures/chat_templates/custom.jinja"),
+  });
+  assert.match(custom.file, /custom\.jinja$/);
+  await assert.rejects(
+    loadChatTemplate({ path: at("../models/demo/model.bin") }, { file: at("./nope.jinja") }),
+    /nope\.jinja: cannot read the chat template/,
+  );
+  // A model's template that does not parse is replaced by Qwen3's, with a note.
+  const dir = await Deno.makeTempDir({ prefix: "qwen3_template_" });
+  try {
+    await Deno.writeTextFile(`${dir}/chat_template.jinja`, "{% for m in messages %}");
+    await Deno.writeTextFile(`${dir}/model.bin`, "not read");
+    const notes: string[] = [];
+    const t = await loadChatTemplate({ path: `${dir}/model.bin` }, { note: (l) => notes.push(l) });
+    assert.equal(t.file, "the stock Qwen3 chat template");
+    assert.match(
+      notes[0],
+      /chat_template\.jinja: chat_template does not parse .*; using the stock/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

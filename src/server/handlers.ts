@@ -68,7 +68,8 @@ function usage(o: Outcome) {
 
 /**
  * Aborted when the client goes away (or the stream is cancelled) or the server shuts down;
- * `deadline` fires `timeoutMs` after the call, and `signal` on either. Call `detach` once the
+ * `deadline` fires `timeoutMs` after `arrived` (a `performance.now()`), and `signal` on
+ * either. Call `detach` once the
  * reply is complete (it also stops the deadline's timer): without
  * `--unstable-no-legacy-abort`, Deno.serve also aborts `request.signal` after a delivered
  * response.
@@ -77,6 +78,7 @@ function clientAbort(
   req: Request,
   closing: AbortSignal,
   timeoutMs: number,
+  arrived: number,
 ): { abort: AbortController; deadline: AbortSignal; signal: AbortSignal; detach: () => void } {
   const abort = new AbortController();
   const deadline = new AbortController();
@@ -84,7 +86,10 @@ function clientAbort(
   if (req.signal.aborted || closing.aborted) abort.abort();
   req.signal.addEventListener("abort", onAbort, { once: true });
   closing.addEventListener("abort", onAbort, { once: true });
-  const timer = setTimeout(() => deadline.abort(), timeoutMs);
+  const timer = setTimeout(
+    () => deadline.abort(),
+    Math.max(0, arrived + timeoutMs - performance.now()),
+  );
   return {
     abort,
     deadline: deadline.signal,
@@ -197,17 +202,26 @@ async function* withThinkTags(deltas: AsyncGenerator<Delta, Outcome>) {
   }
 }
 
-/** Runs a request in a slot and answers it as one JSON body or as server-sent events. */
+/**
+ * Runs a request in a slot and answers it as one JSON body or as server-sent events; its
+ * deadline is `ctx.timeoutMs` after `arrived` (when the handler started, `performance.now()`).
+ */
 async function reply(
   ctx: ServerContext,
   req: Request,
+  arrived: number,
   shape: ReplyShape,
   tokens: readonly number[],
   sampling: SamplingRequest,
   tools?: { prefill: string },
 ): Promise<Response> {
   checkFits(tokens.length, ctx.contextLength, shape === CHAT ? "messages" : "prompt");
-  const { abort, deadline, signal, detach } = clientAbort(req, ctx.closing, ctx.timeoutMs);
+  const { abort, deadline, signal, detach } = clientAbort(
+    req,
+    ctx.closing,
+    ctx.timeoutMs,
+    arrived,
+  );
   // Waiting for a slot before answering, so a full queue is a 503, not a broken stream.
   let slot: Slot;
   try {
@@ -317,10 +331,19 @@ function logTimeout(ctx: ServerContext, id: string, o: Outcome): void {
 
 /** `POST /v1/chat/completions`. */
 export async function chatCompletions(ctx: ServerContext, req: Request): Promise<Response> {
+  const arrived = performance.now();
   const body = parseChatRequest(checkMessageCount(ctx, await readJson(req, ctx.maxBody)));
   const prompt = renderChatRequest(ctx.template, body);
   const tokens = ctx.model.tokenizer.encodeParts(prompt.parts);
-  return await reply(ctx, req, CHAT, tokens, body, prompt.parseTools ? prompt : undefined);
+  return await reply(
+    ctx,
+    req,
+    arrived,
+    CHAT,
+    tokens,
+    body,
+    prompt.parseTools ? prompt : undefined,
+  );
 }
 
 /**
@@ -346,8 +369,9 @@ export function checkMessageCount(ctx: ServerContext, body: unknown): unknown {
 
 /** `POST /v1/completions`: the prompt is plain text (no control tokens). */
 export async function completions(ctx: ServerContext, req: Request): Promise<Response> {
+  const arrived = performance.now();
   const body = parseCompletionRequest(await readJson(req, ctx.maxBody));
-  return await reply(ctx, req, TEXT, ctx.model.tokenizer.encode(body.prompt), body);
+  return await reply(ctx, req, arrived, TEXT, ctx.model.tokenizer.encode(body.prompt), body);
 }
 
 /** `GET /v1/models`: the one loaded model. */
