@@ -394,8 +394,10 @@ Deno.test({
       await Deno.makeTempDir({ prefix: "qwen3_web_page_" });
     await Deno.mkdir(outDir, { recursive: true });
     using model = await Qwen3.load(await demoModelPath(), { threads: 1 });
-    // Started with an API key: the page must send it, and say what to do without it.
-    await using server = startServer(model, { port: 0, apiKey: "sea-key-42" });
+    // Started with an API key: the page must send it, and say what to do without it. The
+    // model "loads" until the key is in: the page waits for it.
+    const loading = Promise.withResolvers<Qwen3>();
+    await using server = startServer(loading.promise, { port: 0, apiKey: "sea-key-42" });
     let browser: Browser | undefined;
     try {
       browser = await puppeteer.launch({
@@ -434,8 +436,11 @@ Deno.test({
       await page.keyboard.type("sea-key-42");
       await page.keyboard.press("Escape");
       await page.reload();
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await text(page, "#model-name"), "local model", "named while loading");
+      loading.resolve(model);
       await waitFor(
-        "the model name from /v1/models",
+        "the model name from /v1/models, once loaded",
         async () => (await text(page, "#model-name")) === "model.bin",
       );
       assert.equal(await prop(page, "#api-key", "value"), "sea-key-42");

@@ -478,6 +478,8 @@ async function loadModelName(): Promise<void> {
     const response = await fetch("v1/models", { headers: authHeaders() });
     if (!response.ok) {
       await response.body?.cancel().catch(() => {});
+      // 503 while the server loads its model: ask again shortly.
+      if (response.status === 503) setTimeout(() => void loadModelName(), 1000);
       return;
     }
     const body = await response.json() as { data?: { id?: string }[] };
