@@ -815,7 +815,10 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
             `(${parallel ?? 1} slot(s); POST /v1/chat/completions); loading the model\n`,
         ),
     });
-    server.ready.then(() => err("model loaded: ready\n"), () => {});
+    server.ready.then(
+      () => err(`model loaded (chat template: ${server!.chatTemplate}); ready\n`),
+      () => {},
+    );
     await server.finished;
   } finally {
     for (const s of signals) Deno.removeSignalListener(s, stop);

@@ -90,8 +90,10 @@ Deno.test("health: 503 loading while the model loads, then 200; a failed load en
     assert.equal((await chat.json()).error.code, "loading");
     // Unknown routes are still 404s.
     assert.equal(await fetch(`${url}/nope`).then((r) => (r.body?.cancel(), r.status)), 404);
+    assert.equal(server.chatTemplate, undefined);
     resolve(m);
     await server.ready;
+    assert.equal(server.chatTemplate, "the stock Qwen3 chat template");
     const ok = await fetch(`${url}/health`);
     assert.equal(ok.status, 200);
     assert.deepEqual(await ok.json(), { status: "ok" });

@@ -107,6 +107,9 @@ export interface Qwen3Server extends AsyncDisposable {
   readonly addr: Deno.NetAddr;
   /** The generation slots (how many are busy, how many wait). */
   readonly pool: SlotPool;
+  /** Where the chat template conversations are rendered with came from (a file, a GGUF's
+   * `tokenizer.chat_template`, or the stock Qwen3 one); undefined until `ready`. */
+  readonly chatTemplate: string | undefined;
   /** Resolves once the model is loaded and the server answers every route; rejects with
    * the load's error (the server then stops). */
   readonly ready: Promise<void>;
@@ -355,6 +358,9 @@ export function startServer(model: Qwen3 | Promise<Qwen3>, opts: ServerOptions =
     url: `http://${host}:${addr.port}`,
     addr,
     pool,
+    get chatTemplate() {
+      return ctx?.template.file;
+    },
     ready,
     finished,
     shutdown,
