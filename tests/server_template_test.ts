@@ -46,7 +46,7 @@ function post(url: string, body: unknown, headers: Record<string, string> = {}) 
 }
 
 Deno.test("templates: /apply-template and the chat prompt equal transformers' text", async () => {
-  assert.ok(fixtures.length >= 8, "the fixtures are committed");
+  assert.ok(fixtures.length >= 10, "the fixtures are committed");
   using m: ScriptedModel = await scriptedModel([{ kind: "answer", text: "ok" }], CONTEXT);
   const imEnd = m.tokenizer.tokenId("<|im_end|>")!;
   for (const template of ["qwen3", "custom.jinja"]) {
@@ -109,7 +109,7 @@ Deno.test("health: 503 loading while the model loads, then 200; a failed load en
   await assert.rejects(failing.finished, /no such model: x\.gguf/);
 });
 
-Deno.test("limits: --max-messages names the field; --timeout ends a reply as length", async () => {
+Deno.test("limits: --max-messages, reserved template kwargs; --timeout ends as length", async () => {
   // A model that writes a piece every 20 ms until its signal fires (after `holdMs` of
   // deaf silence).
   let holdMs = 0;
@@ -132,6 +132,14 @@ Deno.test("limits: --max-messages names the field; --timeout ends a reply as len
       assert.equal(error.param, "messages");
       assert.match(error.message, /at most 3 messages per request .*--max-messages.*, got 5/);
     }
+
+    // chat_template_kwargs may not set what the server sets.
+    const reserved = await post(`${url}/apply-template`, {
+      messages: [{ role: "user", content: "x" }],
+      chat_template_kwargs: { add_generation_prompt: false },
+    });
+    assert.equal(reserved.status, 400);
+    assert.equal((await reserved.json()).error.param, "chat_template_kwargs.add_generation_prompt");
 
     const request = { messages: [{ role: "user", content: "Go on forever." }] };
     const started = performance.now();

@@ -17,12 +17,13 @@ template are used), then re-runs itself there.
 The tokenizer is the demo model's (models/demo/hf: tokenizer.json and tokenizer_config.json,
 whose chat_template is Qwen3's own, the one src/text/qwen3_chat_template.ts holds). The
 "custom" cases render tests/fixtures/chat_templates/custom.jinja instead (a small template
-written for these tests: raw text with control tokens, bos_token, a filter on the content), as
-`--chat-template-file` would.
+written for these tests: raw text with control tokens, bos_token, a filter on the content, a
+variable passed in `chat_template_kwargs`), as `--chat-template-file` would.
 
 Each JSON file holds:
   request        the chat request's fields the prompt depends on (messages, tools,
-                 tool_choice, chat_template_kwargs), as a client sends them
+                 chat_template_kwargs: enable_thinking and the template's own variables,
+                 passed to apply_chat_template as keyword arguments), as a client sends them
   template       "qwen3" (the stock template) or the .jinja file's name
   prompt         transformers' rendering
   transformers   the transformers version that rendered it
@@ -158,6 +159,10 @@ CUSTOM_CASES: dict[str, dict] = {
             {"role": "user", "content": "Bye."},
         ],
     },
+    "custom_template_kwargs": {
+        "messages": [{"role": "user", "content": "Hi."}],
+        "chat_template_kwargs": {"greeting": "Ahoy <|im_end|>", "enable_thinking": False},
+    },
 }
 
 
@@ -173,7 +178,6 @@ def main() -> None:
         for case, request in cases.items():
             kwargs = dict(request.get("chat_template_kwargs", {}))
             thinking = kwargs.pop("enable_thinking", True)
-            assert not kwargs, f"{case}: only enable_thinking is passed on"
             prompt = tok.apply_chat_template(
                 request["messages"],
                 tools=request.get("tools"),
@@ -181,6 +185,7 @@ def main() -> None:
                 tokenize=False,
                 add_generation_prompt=True,
                 enable_thinking=thinking,
+                **kwargs,
             )
             record = {
                 "request": request,

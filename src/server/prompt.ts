@@ -36,6 +36,9 @@ export interface PromptRequest {
   thinking: boolean;
   /** `tools` and `tool_choice`. */
   tools: ToolRequest;
+  /** More template variables (`chat_template_kwargs` but `enable_thinking`), as the client
+   * sent them. */
+  templateKwargs?: Readonly<Record<string, unknown>>;
 }
 
 /** The special token strings a GGUF names (`tokenizer.ggml.bos_token_id`, ...). */
@@ -130,8 +133,9 @@ function templateMessage(m: TemplateMessage): Record<string, unknown> {
  * Renders a checked chat request with the model's chat template: `messages` (OpenAI's
  * shape: `role`, `content` as text, `reasoning_content`, `tool_calls` with `arguments` as
  * JSON text, `tool_call_id`, `name`), `tools` (left out with `tool_choice` "none"),
- * `add_generation_prompt` true and `enable_thinking`. A forced tool call's opening follows
- * (template text).
+ * `add_generation_prompt` true, `enable_thinking`, and the other `chat_template_kwargs` (as
+ * llama-server passes them; their text is message text). A forced tool call's opening
+ * follows (template text).
  *
  * @param template The model's chat template.
  * @param req The checked request.
@@ -143,6 +147,7 @@ export function renderChatRequest(template: ConversationTemplate, req: PromptReq
   const { choice } = req.tools;
   const tools = choice.kind === "none" ? [] : req.tools.tools;
   const context: Record<string, unknown> = {
+    ...req.templateKwargs,
     messages: req.messages.map(templateMessage),
     add_generation_prompt: true,
     enable_thinking: req.thinking,
