@@ -69,10 +69,9 @@ function usage(o: Outcome) {
 /**
  * Aborted when the client goes away (or the stream is cancelled) or the server shuts down;
  * `deadline` fires `timeoutMs` after `arrived` (a `performance.now()`), and `signal` on
- * either. Call `detach` once the
- * reply is complete (it also stops the deadline's timer): without
- * `--unstable-no-legacy-abort`, Deno.serve also aborts `request.signal` after a delivered
- * response.
+ * either. Call `detach` once the reply is complete (it also stops the deadline's timer):
+ * without `--unstable-no-legacy-abort`, Deno.serve also aborts `request.signal` after a
+ * delivered response.
  */
 function clientAbort(
   req: Request,
