@@ -64,6 +64,9 @@ const OPTIONS = {
   parallel: { type: "string" },
   queue: { type: "string" },
   "max-body": { type: "string" },
+  "max-messages": { type: "string" },
+  timeout: { type: "string" },
+  "chat-template-file": { type: "string" },
   "api-key": { type: "string" },
   metrics: { type: "boolean" },
   cors: { type: "string" },
@@ -158,8 +161,11 @@ Options:
 
 Serves MODEL (default: the demo model) over HTTP with OpenAI's API, as llama-server does:
 POST /v1/chat/completions and /v1/completions (JSON or streamed server-sent events), GET
-/v1/models, GET /health, POST /tokenize and /detokenize. Sampling is per request. Ctrl-C
-stops it.
+/v1/models, GET /health, POST /tokenize, /detokenize and /apply-template, and a chat page at
+/. Sampling is per request. Conversations are rendered with the model's own Jinja chat
+template (a GGUF's, or chat_template.jinja / tokenizer_config.json beside the model), else
+Qwen3's. The server listens at once; until the model is loaded, GET /health answers 503
+{"status": "loading"}. Ctrl-C stops it.
 
 Options:
   --host ADDR               address to listen on (default 127.0.0.1; 0.0.0.0 exposes it
@@ -168,6 +174,11 @@ Options:
   --parallel N              requests generating at once (default 1)
   --queue N                 requests waiting for a slot before 503 (default 16)
   --max-body BYTES          largest request body (default 1048576)
+  --max-messages N          most messages in one chat request (default 1024)
+  --timeout SECONDS         per-request deadline from arrival (default 600): a reply
+                            still generating then ends with finish_reason "length"; one
+                            still waiting for a slot gets 503
+  --chat-template-file FILE render chats with this Jinja template instead of the model's
   --api-key KEY             require \`Authorization: Bearer KEY\` (all routes but /health)
   --metrics                 serve GET /metrics (Prometheus text format)
   --cors ORIGIN             allow browsers from ORIGIN (Access-Control-Allow-Origin)
@@ -265,6 +276,9 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "parallel",
     "queue",
     "max-body",
+    "max-messages",
+    "timeout",
+    "chat-template-file",
     "api-key",
     "metrics",
     "cors",
@@ -341,13 +355,19 @@ function samplerOptions(v: Values) {
   return opts;
 }
 
-async function loadModel(path: string, v: Values): Promise<Qwen3> {
+/** The model flags (`--engine`, `--context`, `--threads`), checked. */
+function checkModelFlags(v: Values) {
   const engine = v.engine ?? "c";
   if (engine !== "c" && engine !== "ts") {
     throw new UsageError(`--engine must be c or ts, got "${engine}"`);
   }
   const context = number(v, "context", { min: 0, integer: true, max: 0xffffffff });
   const threads = number(v, "threads", { min: 0, integer: true, max: 1024 });
+  return { engine: engine as "c" | "ts", context, threads };
+}
+
+async function loadModel(path: string, v: Values): Promise<Qwen3> {
+  const { engine, context, threads } = checkModelFlags(v);
   await requireFile(path);
   return await Qwen3.load(path, {
     engine,
@@ -750,13 +770,20 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
   const parallel = number(v, "parallel", { min: 1, max: 1024, integer: true });
   const queue = number(v, "queue", { min: 0, max: 1_000_000, integer: true });
   const maxBody = number(v, "max-body", { min: 1, max: 2 ** 31, integer: true });
+  const maxMessages = number(v, "max-messages", { min: 1, max: 1_000_000, integer: true });
+  const timeout = number(v, "timeout", { min: 0.001, max: 1_000_000 });
   if (v["api-key"] !== undefined && v["api-key"].trim() === "") {
     throw new UsageError("--api-key must not be empty");
   }
   if (v.cors !== undefined && v.cors.trim() === "") {
     throw new UsageError("--cors must be an origin such as http://localhost:5173, or *");
   }
-  using model = await loadModel(path ?? await findDemoModel(), v);
+  const modelPath = path ?? await findDemoModel();
+  // The flags and the file are checked first; the load runs while the server listens.
+  checkModelFlags(v);
+  await requireFile(modelPath);
+  const loading = loadModel(modelPath, v);
+  loading.catch(() => {}); // reported by server.finished
   if (hostname === "0.0.0.0" || hostname === "::") {
     await err(
       `warning: listening on ${hostname} exposes the model to every network this machine is on` +
@@ -768,25 +795,34 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   for (const s of signals) Deno.addSignalListener(s, stop);
   try {
-    server = startServer(model, {
+    server = startServer(loading, {
       hostname,
       port,
       parallel,
       queue,
       maxBody,
+      maxMessages,
+      timeout,
+      chatTemplateFile: v["chat-template-file"],
       apiKey: v["api-key"],
       metrics: v.metrics ?? false,
       cors: v.cors,
       promptCache: !v["no-prompt-cache"],
+      log: (line) => void err(`${oneLine(line)}\n`),
       onListen: (addr) =>
         void err(
-          `serving ${model.path} on http://${addr.hostname}:${addr.port} ` +
-            `(${parallel ?? 1} slot(s); POST /v1/chat/completions)\n`,
+          `serving ${modelPath} on http://${addr.hostname}:${addr.port} ` +
+            `(${parallel ?? 1} slot(s); POST /v1/chat/completions); loading the model\n`,
         ),
     });
+    server.ready.then(
+      () => err(`model loaded (chat template: ${server!.chatTemplate}); ready\n`),
+      () => {},
+    );
     await server.finished;
   } finally {
     for (const s of signals) Deno.removeSignalListener(s, stop);
+    (await loading.catch(() => undefined))?.[Symbol.dispose]();
   }
   return 0;
 }

@@ -33,6 +33,8 @@ export interface Outcome {
   prefillTokensPerSecond: number;
   /** Tokens generated per second. */
   decodeTokensPerSecond: number;
+  /** The request's deadline (`--timeout`) stopped the generation ("length"). */
+  timedOut: boolean;
 }
 
 /**
@@ -114,6 +116,7 @@ export function checkFits(tokens: number, contextLength: number, param: string):
  * @param req Sampling, token cap and stop strings.
  * @param signal Ends the generation (the client went away).
  * @param opts `trim`: trim the whitespace around the reasoning ({@linkcode ReasoningTrim});
+ * `deadline`: the request's deadline, part of `signal` (a run it stops ends as "length");
  * `generate`: starts the run (default `model.generate`; the server's prompt cache).
  * @returns The outcome, once the deltas are done.
  */
@@ -124,6 +127,7 @@ export async function* generateDeltas(
   signal: AbortSignal,
   opts: {
     trim?: boolean;
+    deadline?: AbortSignal;
     generate?: (tokens: readonly number[], opts: Qwen3GenerateOptions) => Generation;
   } = {},
 ): AsyncGenerator<Delta, Outcome, undefined> {
@@ -159,10 +163,12 @@ export async function* generateDeltas(
     if (d) yield d;
   }
   const stats = run.stats!;
+  const timedOut = !stopped && stats.stopReason === "aborted" && opts.deadline?.aborted === true;
   const length = !stopped &&
-    (stats.stopReason === "max_tokens" || stats.stopReason === "context_full");
+    (stats.stopReason === "max_tokens" || stats.stopReason === "context_full" || timedOut);
   return {
     finishReason: length ? "length" : "stop",
+    timedOut,
     promptTokens: tokens.length,
     completionTokens: stats.generatedTokens,
     cachedTokens: stats.startPosition,

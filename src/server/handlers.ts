@@ -8,8 +8,9 @@ import type { Qwen3 } from "../api/qwen3.ts";
 import { checkFits, type Delta, generateDeltas, type Outcome } from "./completion.ts";
 import { ApiError, badField } from "./errors.ts";
 import { json, readJson, sseResponse } from "./http.ts";
-import { renderChatRequest } from "./apply_template.ts";
+import type { ConversationTemplate } from "../text/chat_template.ts";
 import type { Metrics } from "./metrics.ts";
+import { renderChatRequest } from "./prompt.ts";
 import type { PromptCache } from "./prompt_cache.ts";
 import type { Slot, SlotPool } from "./slots.ts";
 import {
@@ -30,6 +31,8 @@ import {
 export interface ServerContext {
   /** The loaded model, shared by all slots. */
   model: Qwen3;
+  /** The chat template conversations are rendered with. */
+  template: ConversationTemplate;
   /** The model's id in replies and `/v1/models`. */
   modelName: string;
   /** Positions of one slot's context: the longest prompt accepted. */
@@ -38,6 +41,12 @@ export interface ServerContext {
   pool: SlotPool;
   /** Most bytes of a request body. */
   maxBody: number;
+  /** Most messages in a chat request. */
+  maxMessages: number;
+  /** Milliseconds a request may take from its arrival (`--timeout`). */
+  timeoutMs: number;
+  /** The server's log. */
+  log: (line: string) => void;
   /** When the server started (Unix seconds), the model's `created`. */
   started: number;
   /** Aborted when the server shuts down: generations and waits in line end. */
@@ -58,22 +67,34 @@ function usage(o: Outcome) {
 }
 
 /**
- * Aborted when the client goes away (or the stream is cancelled) or the server shuts down.
- * Call `detach` once the reply is complete: without `--unstable-no-legacy-abort`,
- * Deno.serve also aborts `request.signal` after a delivered response.
+ * Aborted when the client goes away (or the stream is cancelled) or the server shuts down;
+ * `deadline` fires `timeoutMs` after `arrived` (a `performance.now()`), and `signal` on
+ * either. Call `detach` once the reply is complete (it also stops the deadline's timer):
+ * without `--unstable-no-legacy-abort`, Deno.serve also aborts `request.signal` after a
+ * delivered response.
  */
 function clientAbort(
   req: Request,
   closing: AbortSignal,
-): { abort: AbortController; detach: () => void } {
+  timeoutMs: number,
+  arrived: number,
+): { abort: AbortController; deadline: AbortSignal; signal: AbortSignal; detach: () => void } {
   const abort = new AbortController();
+  const deadline = new AbortController();
   const onAbort = () => abort.abort();
   if (req.signal.aborted || closing.aborted) abort.abort();
   req.signal.addEventListener("abort", onAbort, { once: true });
   closing.addEventListener("abort", onAbort, { once: true });
+  const timer = setTimeout(
+    () => deadline.abort(),
+    Math.max(0, arrived + timeoutMs - performance.now()),
+  );
   return {
     abort,
+    deadline: deadline.signal,
+    signal: AbortSignal.any([abort.signal, deadline.signal]),
     detach: () => {
+      clearTimeout(timer);
       req.signal.removeEventListener("abort", onAbort);
       closing.removeEventListener("abort", onAbort);
     },
@@ -180,30 +201,47 @@ async function* withThinkTags(deltas: AsyncGenerator<Delta, Outcome>) {
   }
 }
 
-/** Runs a request in a slot and answers it as one JSON body or as server-sent events. */
+/**
+ * Runs a request in a slot and answers it as one JSON body or as server-sent events; its
+ * deadline is `ctx.timeoutMs` after `arrived` (when the handler started, `performance.now()`).
+ */
 async function reply(
   ctx: ServerContext,
   req: Request,
+  arrived: number,
   shape: ReplyShape,
   tokens: readonly number[],
   sampling: SamplingRequest,
   tools?: { prefill: string },
 ): Promise<Response> {
   checkFits(tokens.length, ctx.contextLength, shape === CHAT ? "messages" : "prompt");
-  const { abort, detach } = clientAbort(req, ctx.closing);
+  const { abort, deadline, signal, detach } = clientAbort(
+    req,
+    ctx.closing,
+    ctx.timeoutMs,
+    arrived,
+  );
   // Waiting for a slot before answering, so a full queue is a 503, not a broken stream.
   let slot: Slot;
   try {
-    slot = await ctx.pool.acquire(abort.signal, (free) => ctx.cache.pick(free, tokens));
-    if (abort.signal.aborted) {
+    slot = await ctx.pool.acquire(signal, (free) => ctx.cache.pick(free, tokens));
+    if (signal.aborted) {
       // Granted by a slot freed in the same shutdown (or as this client left).
       slot[Symbol.dispose]();
-      abort.signal.throwIfAborted();
+      signal.throwIfAborted();
     }
   } catch (e) {
     detach();
     if (ctx.closing.aborted) {
       throw new ApiError(503, "shutting_down", "the server is shutting down");
+    }
+    if (deadline.aborted && !abort.signal.aborted) {
+      throw new ApiError(
+        503,
+        "timeout",
+        `no slot came free within the server's timeout of ${ctx.timeoutMs / 1000} s`,
+        { headers: { "retry-after": "1" } },
+      );
     }
     throw e;
   }
@@ -213,8 +251,9 @@ async function reply(
   const head = { id, object: shape.chunkObject, created, model: ctx.modelName };
   const deltas = () => {
     const chat = shape === CHAT;
-    const d = generateDeltas(ctx.model, tokens, sampling, abort.signal, {
+    const d = generateDeltas(ctx.model, tokens, sampling, signal, {
       trim: chat,
+      deadline,
       generate: (t, o) => ctx.cache.generate(slot.id, t, o),
     });
     if (!chat) return withThinkTags(d);
@@ -237,6 +276,7 @@ async function reply(
         else answer += r.value.text;
       }
       ctx.metrics.generation(r.value);
+      if (r.value.timedOut) logTimeout(ctx, id, r.value);
       return json({
         id,
         object: shape.object,
@@ -254,7 +294,11 @@ async function reply(
   // A stream dropped before its first pull never runs the finally below: free the slot
   // here then. Once running, the slot is held until the generation has really ended.
   let started = false;
-  abort.signal.addEventListener("abort", () => started || release(), { once: true });
+  abort.signal.addEventListener("abort", () => {
+    if (started) return;
+    detach();
+    release();
+  }, { once: true });
   async function* chunks() {
     started = true;
     const run = deltas();
@@ -263,6 +307,7 @@ async function reply(
       let r;
       while (!(r = await run.next()).done) yield { ...head, choices: [shape.choice(r.value)] };
       ctx.metrics.generation(r.value);
+      if (r.value.timedOut) logTimeout(ctx, id, r.value);
       yield { ...head, choices: [shape.closing(r.value.finishReason)] };
       if (sampling.includeUsage) yield { ...head, choices: [], usage: usage(r.value) };
     } finally {
@@ -275,18 +320,57 @@ async function reply(
   return sseResponse(chunks(), abort);
 }
 
+/** The log line of a reply stopped by the deadline. */
+function logTimeout(ctx: ServerContext, id: string, o: Outcome): void {
+  ctx.log(
+    `${id}: stopped at the --timeout deadline (${ctx.timeoutMs / 1000} s) after ` +
+      `${o.completionTokens} generated tokens; finish_reason "length"`,
+  );
+}
+
 /** `POST /v1/chat/completions`. */
 export async function chatCompletions(ctx: ServerContext, req: Request): Promise<Response> {
-  const body = parseChatRequest(await readJson(req, ctx.maxBody));
-  const prompt = renderChatRequest(ctx.model.templates, body);
+  const arrived = performance.now();
+  const body = parseChatRequest(checkMessageCount(ctx, await readJson(req, ctx.maxBody)));
+  const prompt = renderChatRequest(ctx.template, body);
   const tokens = ctx.model.tokenizer.encodeParts(prompt.parts);
-  return await reply(ctx, req, CHAT, tokens, body, prompt.parseTools ? prompt : undefined);
+  return await reply(
+    ctx,
+    req,
+    arrived,
+    CHAT,
+    tokens,
+    body,
+    prompt.parseTools ? prompt : undefined,
+  );
+}
+
+/**
+ * Refuses a chat request body with more than `--max-messages` messages, before any of them
+ * is read.
+ *
+ * @param ctx The server.
+ * @param body The parsed JSON body.
+ * @returns The body.
+ * @throws {ApiError} 400 naming `messages`.
+ */
+export function checkMessageCount(ctx: ServerContext, body: unknown): unknown {
+  const messages = (body as { messages?: unknown } | null)?.messages;
+  if (Array.isArray(messages) && messages.length > ctx.maxMessages) {
+    throw badField(
+      "messages",
+      `at most ${ctx.maxMessages} messages per request (the server's --max-messages), ` +
+        `got ${messages.length}`,
+    );
+  }
+  return body;
 }
 
 /** `POST /v1/completions`: the prompt is plain text (no control tokens). */
 export async function completions(ctx: ServerContext, req: Request): Promise<Response> {
+  const arrived = performance.now();
   const body = parseCompletionRequest(await readJson(req, ctx.maxBody));
-  return await reply(ctx, req, TEXT, ctx.model.tokenizer.encode(body.prompt), body);
+  return await reply(ctx, req, arrived, TEXT, ctx.model.tokenizer.encode(body.prompt), body);
 }
 
 /** `GET /v1/models`: the one loaded model. */

@@ -39,6 +39,8 @@ export interface ChatRequest extends SamplingRequest {
   thinking: boolean;
   /** `tools` and `tool_choice`. */
   tools: ToolRequest;
+  /** `chat_template_kwargs` but `enable_thinking`: more variables for the chat template. */
+  templateKwargs: Record<string, unknown>;
 }
 
 /** A checked `POST /v1/completions` body. */
@@ -211,8 +213,17 @@ export function parseChatRequest(value: unknown): ChatRequest {
     if (toolCalls !== undefined && toolCalls.length > 0) message.toolCalls = toolCalls;
     const reasoning = r === "assistant" ? field(m as Body, "reasoning_content") : undefined;
     if (typeof reasoning === "string") message.reasoning = reasoning;
-    if (r === "tool" && typeof (m as Body).tool_call_id !== "string") {
-      throw badField(`messages[${i}].tool_call_id`, "a tool message must name its tool call");
+    if (r === "tool") {
+      const id = (m as Body).tool_call_id;
+      if (typeof id !== "string") {
+        throw badField(`messages[${i}].tool_call_id`, "a tool message must name its tool call");
+      }
+      message.toolCallId = id;
+    }
+    const name = field(m as Body, "name");
+    if (name !== undefined) {
+      if (typeof name !== "string") throw badField(`messages[${i}].name`, "must be a string");
+      message.name = name;
     }
     return message;
   });
@@ -221,12 +232,23 @@ export function parseChatRequest(value: unknown): ChatRequest {
 
   let thinking = true;
   const kwargs = field(body, "chat_template_kwargs");
+  const templateKwargs: Record<string, unknown> = {};
   if (kwargs !== undefined) {
     if (typeof kwargs !== "object" || Array.isArray(kwargs)) {
       throw badField("chat_template_kwargs", "must be an object");
     }
     thinking = bool(kwargs as Body, "enable_thinking", "chat_template_kwargs.enable_thinking") ??
       thinking;
+    for (const [key, value] of Object.entries(kwargs as Body)) {
+      if (key === "enable_thinking") continue;
+      if (RESERVED_TEMPLATE_VARIABLES.has(key)) {
+        throw badField(
+          `chat_template_kwargs.${key}`,
+          "is set by the server from the request's own fields",
+        );
+      }
+      templateKwargs[key] = value;
+    }
   }
   const effort = field(body, "reasoning_effort");
   if (effort !== undefined) {
@@ -238,8 +260,22 @@ export function parseChatRequest(value: unknown): ChatRequest {
     }
     if (effort === "none") thinking = false;
   }
-  return { ...req, messages, thinking, tools: parseTools(body) };
+  return { ...req, messages, thinking, tools: parseTools(body), templateKwargs };
 }
+
+/** Chat template variables the server sets itself, which `chat_template_kwargs` may not. */
+const RESERVED_TEMPLATE_VARIABLES = new Set([
+  "messages",
+  "tools",
+  "add_generation_prompt",
+  "bos_token",
+  "eos_token",
+  "pad_token",
+  "unk_token",
+  "raise_exception",
+  "range",
+  "strftime_now",
+]);
 
 /**
  * A conversation with tool calls: an optional system message, then a user message; a tool
