@@ -103,11 +103,12 @@ function refuseUnsupported(body: Body): void {
   if (field(body, "logprobs") === true || (typeof field(body, "logprobs") === "number")) {
     throw badField("logprobs", "log probabilities are not supported by this server");
   }
-  for (const name of ["frequency_penalty", "repetition_penalty"]) {
-    const v = field(body, name);
-    if (v !== undefined && v !== 0 && !(name === "repetition_penalty" && v === 1)) {
-      throw badField(name, "is not supported by this server (use presence_penalty)");
-    }
+  const repetition = field(body, "repetition_penalty");
+  if (repetition !== undefined && repetition !== 1) {
+    throw badField(
+      "repetition_penalty",
+      "is not supported by this server (use presence_penalty or frequency_penalty)",
+    );
   }
 }
 
@@ -130,6 +131,8 @@ function sampling(body: Body): SamplingRequest {
   if (minP !== undefined) sampler.minP = minP;
   const presence = num(body, "presence_penalty", { min: -2, max: 2 });
   if (presence !== undefined) sampler.presencePenalty = presence;
+  const frequency = num(body, "frequency_penalty", { min: -2, max: 2 });
+  if (frequency !== undefined) sampler.frequencyPenalty = frequency;
   const seed = num(body, "seed", { min: 0, integer: true, max: Number.MAX_SAFE_INTEGER });
   if (seed !== undefined) sampler.seed = seed;
   const maxTokens = num(body, "max_completion_tokens", { min: 0, integer: true }) ??
