@@ -1,0 +1,270 @@
+/**
+ * The JSON recogniser behind `response_format` (src/text/json_constraint.ts): prefixes it
+ * accepts and refuses, the schema subset, a fuzz loop over random documents fed byte by byte
+ * (every valid one accepted; whatever it accepts as complete parses), and the token
+ * constraint over a real tokenizer.
+ */
+
+import assert from "node:assert/strict";
+import {
+  ANY_JSON,
+  ANY_OBJECT,
+  compileSchema,
+  JsonRecognizer,
+  JsonTokenConstraint,
+  MAX_WHITESPACE_RUN,
+  SchemaError,
+  type SchemaNode,
+} from "../src/text/json_constraint.ts";
+
+/** Feeds `text`; the index of the first refused byte, or -1 when all were taken. */
+function refusedAt(text: string, root: SchemaNode = ANY_JSON): { at: number; r: JsonRecognizer } {
+  const r = new JsonRecognizer(root);
+  const bytes = new TextEncoder().encode(text);
+  for (let i = 0; i < bytes.length; i++) if (!r.push(bytes[i])) return { at: i, r };
+  return { at: -1, r };
+}
+
+Deno.test("json: accepts prefixes of valid documents, refuses the first wrong byte", () => {
+  const ok: [string, boolean][] = [ // text, complete
+    ["", false],
+    ["  {", false],
+    ['{"a": [1, -2.5e+3, true, null, "x\\u00e9\\n"], "b": {}}', true],
+    ["[]", true],
+    ['"caf\u00e9 \u{1f600}"', true],
+    ["-0", true],
+    ["12", true],
+    ["1.", false],
+    ['{"a"', false],
+    ["[1,", false],
+    ["tr", false],
+    ["0.5E-7", true],
+  ];
+  for (const [text, complete] of ok) {
+    const { at, r } = refusedAt(text);
+    assert.equal(at, -1, `refused ${JSON.stringify(text)} at ${at}`);
+    assert.equal(r.complete, complete, `complete after ${JSON.stringify(text)}`);
+  }
+  const bad: [string, number][] = [ // text, index of the refused byte
+    ["{,", 1],
+    ["[1,]", 3],
+    ["01", 1],
+    ["{'a': 1}", 1],
+    ['{"a" 1}', 5],
+    ['{"a":1,}', 7],
+    ["tru3", 3],
+    ['"a\tb"', 2],
+    ['"\\x"', 2],
+    ['"\\u12g4"', 5],
+    ["1.e5", 2],
+    ["-", -1], // a prefix, only incomplete
+    ["{}}", 2],
+    ["[1] 2", 4],
+    ['{"a":1,"a":2}', 9], // a repeated key: refused at its closing quote
+  ];
+  for (const [text, at] of bad) {
+    assert.equal(refusedAt(text).at, at, JSON.stringify(text));
+  }
+  // Invalid UTF-8 inside a string: a lone continuation byte, an overlong form, a surrogate.
+  for (const bytes of [[0x22, 0x80], [0x22, 0xc0, 0x80], [0x22, 0xe0, 0x80], [0x22, 0xed, 0xa0]]) {
+    const r = new JsonRecognizer();
+    assert.equal(r.pushBytes(new Uint8Array(bytes)), false, bytes.join(" "));
+  }
+  // Whitespace runs are bounded.
+  assert.equal(refusedAt(" ".repeat(MAX_WHITESPACE_RUN) + "1").at, -1);
+  assert.equal(refusedAt(" ".repeat(MAX_WHITESPACE_RUN + 1)).at, MAX_WHITESPACE_RUN);
+  // json_object: only an object at the top.
+  assert.equal(refusedAt("[1]", ANY_OBJECT).at, 0);
+  const { at, r } = refusedAt('{"a": [1]} \n', ANY_OBJECT);
+  assert.equal(at, -1);
+  assert.ok(r.closed && r.complete);
+});
+
+Deno.test("json schema: types, properties, required, additionalProperties, enum, const", () => {
+  const schema = compileSchema({
+    type: "object",
+    title: "ignored",
+    properties: {
+      name: { type: "string", description: "ignored" },
+      age: { type: "integer" },
+      tags: { type: "array", items: { enum: ["a", "b", 12, 1] } },
+      kind: { const: "cat" },
+      extra: { type: ["number", "null"] },
+    },
+    required: ["name", "kind"],
+    additionalProperties: false,
+  });
+  const accepted = [
+    '{"name": "Tom", "kind": "cat"}',
+    '{"kind":"cat","name":"","age":-3,"tags":["a",12,1,"b"],"extra":null}',
+    '{"name": "x", "extra": 1.5e3, "kind": "cat"}',
+  ];
+  for (const text of accepted) {
+    const { at, r } = refusedAt(text, schema);
+    assert.equal(at, -1, `${text} refused at ${at}`);
+    assert.ok(r.closed, text);
+  }
+  const refused: [string, number][] = [
+    ['{"name": "Tom"}', 14], // "kind" is required
+    ['{"nam": 1', 5], // not a property name
+    ['{"age": 1.5', 9], // integer
+    ['{"kind": "dog"', 10], // const
+    ['{"tags": ["c"', 11], // enum
+    ['{"name": 1', 9], // a string
+    ['{"extra": true', 10],
+    ['{"name": "a", "name"', 15], // once: no other property starts with "n"
+    ["[", 0],
+  ];
+  for (const [text, at] of refused) {
+    assert.equal(refusedAt(text, schema).at, at, text);
+  }
+  // 1 and 12 are both in the enum: after "1" either may follow.
+  assert.equal(refusedAt('{"tags": [12, 1, 1]', schema).at, -1);
+  assert.equal(refusedAt('{"tags": [123', schema).at, 12);
+
+  // Unsupported keywords are refused, naming the keyword and where it is.
+  const unsupported: [unknown, string, string][] = [
+    [{ type: "string", pattern: "^a" }, "", "pattern"],
+    [{ properties: { a: { anyOf: [] } } }, "/properties/a", "anyOf"],
+    [{ type: "array", items: { $ref: "#" } }, "/items", "$ref"],
+    [{ additionalProperties: { type: "string" } }, "/additionalProperties", "not a schema"],
+    [{ type: "float" }, "/type", "float"],
+    [{ enum: [] }, "/enum", "non-empty"],
+    [{ type: "string", enum: [1] }, "", "enum"],
+    [{ required: ["a"], additionalProperties: false }, "/required", "no object"],
+  ];
+  for (const [s, path, word] of unsupported) {
+    assert.throws(() => compileSchema(s), (e) => {
+      assert.ok(e instanceof SchemaError, String(e));
+      assert.equal(e.path, path, JSON.stringify(s));
+      assert.match(e.message, new RegExp(word.replace("$", "\\$")));
+      return true;
+    });
+  }
+});
+
+/** A tiny seeded generator (xorshift32). */
+function rng(seed: number) {
+  let s = seed >>> 0 || 1;
+  const next = () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 4294967296;
+  };
+  return { next, int: (n: number) => Math.floor(next() * n) };
+}
+
+const CHARS = [
+  "a",
+  "Z",
+  " ",
+  '"',
+  "\\",
+  "/",
+  "\n",
+  "\t",
+  "\u00e9",
+  "\u4e2d",
+  "\u{1f600}",
+  "\u0001",
+];
+
+function randomValue(g: ReturnType<typeof rng>, depth: number): unknown {
+  const kind = g.int(depth > 3 ? 5 : 7);
+  switch (kind) {
+    case 0:
+      return null;
+    case 1:
+      return g.next() < 0.5;
+    case 2:
+      return [0, -1, 7, 123456789, 0.5, -2.25e-7, 1e21, 3.14159][g.int(8)];
+    case 3:
+    case 4:
+      return Array.from({ length: g.int(6) }, () => CHARS[g.int(CHARS.length)]).join("");
+    case 5:
+      return Array.from({ length: g.int(4) }, () => randomValue(g, depth + 1));
+    default: {
+      const o: Record<string, unknown> = {};
+      for (let i = g.int(4); i > 0; i--) o[randomValue(g, 9) as string] = randomValue(g, depth + 1);
+      return o;
+    }
+  }
+}
+
+/** A schema the value matches: its types, its keys required, no others. */
+function schemaOf(v: unknown, g: ReturnType<typeof rng>): unknown {
+  if (v === null) return { type: "null" };
+  if (Array.isArray(v)) return v.length > 0 ? { type: "array", items: {} } : { type: "array" };
+  if (typeof v === "object") {
+    const properties: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) properties[k] = schemaOf(x, g);
+    return { type: "object", properties, required: Object.keys(v), additionalProperties: false };
+  }
+  if (typeof v === "string" && g.next() < 0.3) return { enum: ["zz", v] };
+  if (typeof v === "number") {
+    // An integer is written with digits only (docs/sampling.md#json-output): not 1e+21.
+    return { type: /^-?\d+$/.test(JSON.stringify(v)) ? "integer" : "number" };
+  }
+  return { type: typeof v };
+}
+
+Deno.test("json fuzz: random documents byte by byte; whatever completes, parses", () => {
+  const g = rng(20261203);
+  let accepted = 0;
+  let mutatedComplete = 0;
+  for (let trial = 0; trial < 400; trial++) {
+    const value = randomValue(g, 0);
+    const text = JSON.stringify(value, null, trial % 3 === 0 ? 2 : undefined);
+    const schema = compileSchema(schemaOf(value, g));
+    for (const root of [ANY_JSON, schema]) {
+      const { at, r } = refusedAt(text, root);
+      assert.equal(at, -1, `${text} refused at byte ${at}`);
+      assert.ok(r.complete, `${text} not complete`);
+      accepted++;
+    }
+    // A random byte changed, dropped or added: if the recogniser takes it all as complete,
+    // it must parse (and match the schema's types at the top).
+    const bytes = [...new TextEncoder().encode(text)];
+    const at = g.int(bytes.length + 1);
+    const op = g.int(3);
+    const noise = [0x22, 0x2c, 0x7d, 0x5d, 0x3a, 0x31, 0x20, 0x5c, 0x80, 0x65][g.int(10)];
+    if (op === 0) bytes[at] = noise;
+    else if (op === 1) bytes.splice(at, 1);
+    else bytes.splice(at, 0, noise);
+    const r = new JsonRecognizer();
+    if (r.pushBytes(new Uint8Array(bytes.filter((b) => b !== undefined))) && r.complete) {
+      const mutated = new TextDecoder().decode(
+        new Uint8Array(bytes.filter((b) => b !== undefined)),
+      );
+      assert.doesNotThrow(() => JSON.parse(mutated), mutated);
+      mutatedComplete++;
+    }
+  }
+  assert.equal(accepted, 800);
+  assert.ok(mutatedComplete > 10 && mutatedComplete < 400, `${mutatedComplete} mutants complete`);
+});
+
+Deno.test("json tokens: control tokens and empty tokens never, stop only when complete", () => {
+  const texts = ["{", '"a', '":', " 1", "}", "<|im_end|>", "", "},", "1"];
+  const vocab = {
+    tokenBytes: (id: number) => new TextEncoder().encode(texts[id] ?? ""),
+    isAdded: (id: number) => id === 5,
+  };
+  const c = new JsonTokenConstraint(vocab, ANY_OBJECT);
+  const allowed = () => texts.map((_, id) => id).filter((id) => c.allows(id));
+  assert.deepEqual(allowed(), [0]);
+  c.accept(0);
+  assert.deepEqual(allowed(), [1, 2, 4]); // '":' opens a key named ":...
+  c.accept(1);
+  c.accept(2);
+  assert.deepEqual(allowed(), [0, 1, 2, 3, 8]); // an object, a string or a number
+  c.accept(3);
+  assert.ok(!c.complete);
+  assert.deepEqual(allowed(), [4, 8]); // "}," would follow the top-level value with a comma
+  c.accept(4);
+  assert.ok(c.complete && c.closed);
+  assert.throws(() => c.accept(8));
+});
