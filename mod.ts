@@ -51,7 +51,17 @@ export type {
   Piece,
   PieceKind,
   StopReason,
+  TokenConstraint,
+  TokenLogprob,
 } from "./src/api/generate.ts";
+export {
+  ANY_JSON,
+  ANY_OBJECT,
+  compileSchema,
+  JsonTokenConstraint,
+  SchemaError,
+} from "./src/text/json_constraint.ts";
+export type { ConstraintVocabulary, JsonTypeName, SchemaNode } from "./src/text/json_constraint.ts";
 export { Qwen3Error } from "./src/errors.ts";
 export type { Qwen3ErrorCode } from "./src/errors.ts";
 export type {

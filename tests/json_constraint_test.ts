@@ -28,7 +28,7 @@ function refusedAt(text: string, root: SchemaNode = ANY_JSON): { at: number; r: 
 Deno.test("json: accepts prefixes of valid documents, refuses the first wrong byte", () => {
   const ok: [string, boolean][] = [ // text, complete
     ["", false],
-    ["  {", false],
+    [" {", false],
     ['{"a": [1, -2.5e+3, true, null, "x\\u00e9\\n"], "b": {}}', true],
     ["[]", true],
     ['"caf\u00e9 \u{1f600}"', true],
@@ -60,6 +60,7 @@ Deno.test("json: accepts prefixes of valid documents, refuses the first wrong by
     ["-", -1], // a prefix, only incomplete
     ["{}}", 2],
     ["[1] 2", 4],
+    ["[1]\n \n", 5],
     ['{"a":1,"a":2}', 9], // a repeated key: refused at its closing quote
   ];
   for (const [text, at] of bad) {
@@ -70,12 +71,18 @@ Deno.test("json: accepts prefixes of valid documents, refuses the first wrong by
     const r = new JsonRecognizer();
     assert.equal(r.pushBytes(new Uint8Array(bytes)), false, bytes.join(" "));
   }
-  // Whitespace runs are bounded.
-  assert.equal(refusedAt(" ".repeat(MAX_WHITESPACE_RUN) + "1").at, -1);
-  assert.equal(refusedAt(" ".repeat(MAX_WHITESPACE_RUN + 1)).at, MAX_WHITESPACE_RUN);
+  // Whitespace between tokens: "", " ", or "\n" and up to MAX_WHITESPACE_RUN spaces or tabs.
+  const indent = " \t".repeat(MAX_WHITESPACE_RUN / 2);
+  assert.equal(refusedAt(`\n${indent}[\n${indent}1, 2 ,\n3]`).at, -1);
+  assert.equal(refusedAt(`\n${indent} `).at, MAX_WHITESPACE_RUN + 1);
+  assert.equal(refusedAt("[  1]").at, 2);
+  assert.equal(refusedAt("[ \n1]").at, 2);
+  assert.equal(refusedAt("[\n\n").at, 2);
+  assert.equal(refusedAt("[1,\r\n").at, 3);
+  assert.equal(refusedAt("\t1").at, 0);
   // json_object: only an object at the top.
   assert.equal(refusedAt("[1]", ANY_OBJECT).at, 0);
-  const { at, r } = refusedAt('{"a": [1]} \n', ANY_OBJECT);
+  const { at, r } = refusedAt('{"a": [1]}\n', ANY_OBJECT);
   assert.equal(at, -1);
   assert.ok(r.closed && r.complete);
 });

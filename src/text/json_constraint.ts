@@ -31,8 +31,16 @@ export class SchemaError extends Error {
   }
 }
 
-type TypeName = "object" | "array" | "string" | "number" | "integer" | "boolean" | "null";
-const TYPE_NAMES: readonly TypeName[] = [
+/** A JSON Schema type name. */
+export type JsonTypeName =
+  | "object"
+  | "array"
+  | "string"
+  | "number"
+  | "integer"
+  | "boolean"
+  | "null";
+const TYPE_NAMES: readonly JsonTypeName[] = [
   "object",
   "array",
   "string",
@@ -55,7 +63,7 @@ const KEYWORDS = new Set([
 /** A checked schema node, ready for the recogniser. */
 export interface SchemaNode {
   /** The types allowed; undefined: any. */
-  types?: ReadonlySet<TypeName>;
+  types?: ReadonlySet<JsonTypeName>;
   /** Named properties and their schemas (an object value). */
   properties: ReadonlyMap<string, SchemaNode>;
   /** Property names that must appear. */
@@ -73,7 +81,7 @@ export interface SchemaNode {
 export const ANY_JSON: SchemaNode = { properties: new Map(), required: [], additional: true };
 
 /** Any JSON object: `response_format` `{"type": "json_object"}`. */
-export const ANY_OBJECT: SchemaNode = { ...ANY_JSON, types: new Set<TypeName>(["object"]) };
+export const ANY_OBJECT: SchemaNode = { ...ANY_JSON, types: new Set<JsonTypeName>(["object"]) };
 
 const UTF8 = new TextEncoder();
 
@@ -84,11 +92,11 @@ function byteString(text: string): string {
   return s;
 }
 
-function typeOf(v: unknown): TypeName[] {
+function typeOf(v: unknown): JsonTypeName[] {
   if (v === null) return ["null"];
   if (Array.isArray(v)) return ["array"];
   if (typeof v === "number") return Number.isInteger(v) ? ["integer", "number"] : ["number"];
-  return [typeof v as TypeName];
+  return [typeof v as JsonTypeName];
 }
 
 /**
@@ -113,19 +121,19 @@ export function compileSchema(schema: unknown, path = ""): SchemaNode {
       );
     }
   }
-  let types: Set<TypeName> | undefined;
+  let types: Set<JsonTypeName> | undefined;
   if (s.type !== undefined) {
     const list = Array.isArray(s.type) ? s.type : [s.type];
     if (list.length === 0) throw new SchemaError(`${path}/type`, "must name at least one type");
     for (const t of list) {
-      if (!TYPE_NAMES.includes(t as TypeName)) {
+      if (!TYPE_NAMES.includes(t as JsonTypeName)) {
         throw new SchemaError(
           `${path}/type`,
           `${JSON.stringify(t)} is not one of ${TYPE_NAMES.join(", ")}`,
         );
       }
     }
-    types = new Set(list as TypeName[]);
+    types = new Set(list as JsonTypeName[]);
     // An integer is a number: "number" admits it, so "integer" adds nothing beside it.
   }
   const properties = new Map<string, SchemaNode>();
@@ -184,9 +192,14 @@ export function compileSchema(schema: unknown, path = ""): SchemaNode {
 // ---------------------------------------------------------------------------------------------
 // The recogniser
 
-/** Most whitespace bytes in a row outside strings (llama.cpp's JSON grammars bound it too):
- * without a bound a model could pad forever. */
-export const MAX_WHITESPACE_RUN = 32;
+/**
+ * Whitespace outside strings, between two tokens of JSON: nothing, one space, or a newline
+ * followed by at most this many spaces or tabs, as llama.cpp's JSON grammars have it
+ * (`space ::= | " " | "\n" [ \t]{0,20}`, grammars/json.gbnf and
+ * examples/json_schema_to_grammar.py). Without a bound a model could pad forever, as random
+ * weights do.
+ */
+export const MAX_WHITESPACE_RUN = 20;
 
 /** Where a frame of the stack stands. Frames are copied, never shared, when cloning; their
  * arrays are replaced, never changed in place, so a shallow copy is a full one. */
@@ -237,7 +250,9 @@ function keyText(raw: string): string {
  */
 export class JsonRecognizer {
   #stack: Frame[];
-  #ws = 0;
+  // The current whitespace run: -1 none yet, -2 one space (nothing more), n >= 0 a newline
+  // and n spaces or tabs.
+  #ws = -1;
 
   /**
    * Starts before the top-level value.
@@ -307,7 +322,7 @@ export class JsonRecognizer {
       if (f === undefined) return this.#space(b); // after the top-level value
       if (f.k !== "str") {
         if (isWs(b) && f.k !== "num" && !(f.k === "lit" && f.pos > 0)) return this.#space(b);
-        if (!isWs(b)) this.#ws = 0;
+        if (!isWs(b)) this.#endSpace();
       }
       switch (f.k) {
         case "value":
@@ -355,14 +370,21 @@ export class JsonRecognizer {
     }
   }
 
-  /** Whitespace between tokens, at most MAX_WHITESPACE_RUN in a row. */
+  /** Whitespace between tokens: " ", or "\n" and MAX_WHITESPACE_RUN spaces or tabs. */
   #space(b: number): boolean {
-    if (!isWs(b) || this.#ws >= MAX_WHITESPACE_RUN) return false;
-    this.#ws++;
+    const ws = this.#ws;
+    if (ws === -1 && b === 0x20) this.#ws = -2;
+    else if (ws === -1 && b === 0x0a) this.#ws = 0;
+    else if (ws >= 0 && ws < MAX_WHITESPACE_RUN && (b === 0x20 || b === 0x09)) this.#ws++;
+    else return false;
     return true;
   }
 
-  #allows(s: SchemaNode, t: TypeName): boolean {
+  #endSpace(): void {
+    this.#ws = -1;
+  }
+
+  #allows(s: SchemaNode, t: JsonTypeName): boolean {
     return s.types === undefined || s.types.has(t);
   }
 
@@ -391,7 +413,7 @@ export class JsonRecognizer {
       st.push({ k: "num", st: number(0, b, integer), integer });
       return true;
     }
-    const words: [number, string, TypeName][] = [
+    const words: [number, string, JsonTypeName][] = [
       [0x74, "true", "boolean"],
       [0x66, "false", "boolean"],
       [0x6e, "null", "null"],
@@ -452,7 +474,7 @@ export class JsonRecognizer {
   }
 
   #string(f: Extract<Frame, { k: "str" }>, b: number): boolean {
-    this.#ws = 0;
+    this.#endSpace();
     if (f.utf > 0) {
       if (b < f.lo || b > f.hi) return false;
       f.utf--;
@@ -545,10 +567,12 @@ export interface ConstraintVocabulary {
 
 /**
  * Decides token by token whether a generated answer can still become a JSON document
- * matching a schema ({@linkcode GenerationParams.constraint}). Tokens with no bytes and added
+ * matching a schema (`Qwen3GenerateOptions.constraint`). Tokens with no bytes and added
  * (control) tokens are never part of the document.
  */
 export class JsonTokenConstraint {
+  /** Whether the first token may open a `<think>` block before the document. */
+  readonly thinkFirst: boolean;
   #vocab: ConstraintVocabulary;
   #json: JsonRecognizer;
 
@@ -558,8 +582,10 @@ export class JsonTokenConstraint {
    * @param vocab The tokenizer.
    * @param root The top-level value's schema ({@linkcode compileSchema}, or
    * {@linkcode ANY_OBJECT} for `json_object`).
+   * @param opts `thinkFirst`: the model may reason in a `<think>` block first (thinking on).
    */
-  constructor(vocab: ConstraintVocabulary, root: SchemaNode) {
+  constructor(vocab: ConstraintVocabulary, root: SchemaNode, opts: { thinkFirst?: boolean } = {}) {
+    this.thinkFirst = opts.thinkFirst ?? false;
     this.#vocab = vocab;
     this.#json = new JsonRecognizer(root);
   }
