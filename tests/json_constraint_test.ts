@@ -1,8 +1,8 @@
 /**
  * The JSON recogniser behind `response_format` (src/text/json_constraint.ts): prefixes it
  * accepts and refuses, the schema subset, a fuzz loop over random documents fed byte by byte
- * (every valid one accepted; whatever it accepts as complete parses), and the token
- * constraint over a real tokenizer.
+ * (every valid one accepted; whatever it accepts as complete parses), the token constraint,
+ * and `Qwen3.generate` with it on both engines (the same tokens, logprobs within 2e-3).
  */
 
 import assert from "node:assert/strict";
@@ -274,4 +274,33 @@ Deno.test("json tokens: control tokens and empty tokens never, stop only when co
   c.accept(4);
   assert.ok(c.complete && c.closed);
   assert.throws(() => c.accept(8));
+});
+
+Deno.test("Qwen3.generate with a constraint: the same JSON and logprobs on both engines", async () => {
+  const { Qwen3 } = await import("../src/api/qwen3.ts");
+  const { demoModelPath } = await import("../src/api/demo.ts");
+  const { renderConversation } = await import("../src/server/prompt.ts");
+  const schema = compileSchema({
+    type: "object",
+    properties: { ok: { type: "boolean" }, n: { type: "array", items: { type: "null" } } },
+    required: ["ok", "n"],
+    additionalProperties: false,
+  });
+  const runs: { text: string; tokens: readonly number[]; logprobs: number[] }[] = [];
+  for (const engine of ["c", "ts"] as const) {
+    using m = await Qwen3.load(await demoModelPath(), { engine, contextLength: 128 });
+    const prompt = m.tokenizer.encodeParts(
+      renderConversation(m.templates, [{ role: "user", content: "A pet?" }], false),
+    );
+    const constraint = new JsonTokenConstraint(m.tokenizer, schema);
+    const run = m.generate(prompt, { temperature: 0, maxTokens: 40, logprobs: 0, constraint });
+    const logprobs: number[] = [];
+    for await (const piece of run) logprobs.push(...piece.logprobs!.map((e) => e.logprob));
+    assert.equal(logprobs.length, run.tokens.length);
+    assert.ok(new JsonRecognizer(schema).pushText(run.text), run.text);
+    if (run.stats!.stopReason === "constraint_closed") assert.ok(JSON.parse(run.text));
+    runs.push({ text: run.text, tokens: run.tokens, logprobs });
+  }
+  assert.deepEqual(runs[1].tokens, runs[0].tokens);
+  runs[0].logprobs.forEach((v, i) => assert.ok(Math.abs(v - runs[1].logprobs[i]) < 2e-3));
 });
