@@ -2,8 +2,8 @@
  * The cost of JSON-constrained decoding's worst step (src/text/json_constraint.ts,
  * docs/sampling.md#json-output): after 16 refused picks the generation loop checks every
  * token of the vocabulary at once. Here: that full check over the 151669 tokens of Qwen3's
- * tokenizer at four
- * states of a document, and the check of a single token (what each pick costs).
+ * tokenizer at four states of a document, and the check of a single token (what each pick
+ * costs).
  *
  *   deno bench -A bench/json_constraint_bench.ts
  * @module

@@ -91,6 +91,14 @@ Deno.test("inference --mode generate takes the qwen3-rs long flags, -s seeds sam
   assert.notEqual(other.stdout, a.stdout);
 });
 
+Deno.test("--frequency-penalty changes what sampling picks", async () => {
+  const args = ["generate", modelPath, "-i", "Hello", "-t", "0.8", "-s", "7", "-n", "16"];
+  const plain = await qwen3(args);
+  const penalised = await qwen3([...args, "--frequency-penalty", "3"]);
+  assert.equal(penalised.code, 0, penalised.stderr);
+  assert.notEqual(penalised.stdout, plain.stdout);
+});
+
 Deno.test("chat over stdin: turns until an empty line, stats after each answer", async () => {
   const args = ["chat", modelPath, "-t", "0", "-n", "5", "-y", "Be brief."];
   const c = await qwen3(args, "Hello\nWho are you?\n\nignored after the empty line\n");
