@@ -9,7 +9,8 @@
  *   {@linkcode Piece}s through a {@linkcode Generation}.
  * - {@linkcode demoModelPath}: the 4.2M-parameter demo model that ships with the package.
  * - {@linkcode Tokenizer}, {@linkcode Sampler}, {@linkcode TextStreamDecoder}: the parts the
- *   generation loop is made of.
+ *   generation loop is made of; {@linkcode JsonTokenConstraint} and {@linkcode compileSchema}:
+ *   JSON output through `generate`'s `constraint` option.
  * - {@linkcode CEngine}, {@linkcode TsEngine} and their sessions: the engines themselves,
  *   for logits, C-side sampling and decode steps; {@linkcode cpuFeatures},
  *   {@linkcode kernelName}, {@linkcode selectKernel}: the C engine's kernels.

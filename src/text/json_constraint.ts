@@ -568,7 +568,27 @@ export interface ConstraintVocabulary {
 /**
  * Decides token by token whether a generated answer can still become a JSON document
  * matching a schema (`Qwen3GenerateOptions.constraint`). Tokens with no bytes and added
- * (control) tokens are never part of the document.
+ * (control) tokens are never part of the document. Make one per generation: it keeps the
+ * document so far.
+ *
+ * @example JSON from the demo model, whose random weights never write it unasked
+ * ```ts
+ * import { compileSchema, demoModelPath, JsonTokenConstraint, Qwen3 } from "@q3/qwen3";
+ *
+ * using model = await Qwen3.load(await demoModelPath());
+ * const schema = compileSchema({
+ *   type: "object",
+ *   properties: { ok: { type: "boolean" } },
+ *   required: ["ok"],
+ *   additionalProperties: false,
+ * });
+ * const constraint = new JsonTokenConstraint(model.tokenizer, schema);
+ * const prompt = "<|im_start|>user\nAre you well?<|im_end|>\n<|im_start|>assistant\n" +
+ *   "<think>\n\n</think>\n\n";
+ * const run = model.generate(prompt, { special: true, temperature: 0, maxTokens: 64, constraint });
+ * const text = await run.complete();
+ * console.log(JSON.parse(text), run.stats?.stopReason); // { ok: true } constraint_closed
+ * ```
  */
 export class JsonTokenConstraint {
   /** Whether the first token may open a `<think>` block before the document. */
