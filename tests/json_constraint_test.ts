@@ -218,14 +218,48 @@ function schemaOf(v: unknown, g: ReturnType<typeof rng>): unknown {
   return { type: typeof v };
 }
 
+/** A plain validator of the supported subset, to check what the recogniser lets through. */
+// deno-lint-ignore no-explicit-any
+function matches(v: unknown, s: any): boolean {
+  if (s === true || s === undefined) return true;
+  const same = (x: unknown) => JSON.stringify(x) === JSON.stringify(v);
+  if (s.const !== undefined && !same(s.const)) return false;
+  if (s.enum !== undefined && !s.enum.some(same)) return false;
+  const is: Record<string, (x: unknown) => boolean> = {
+    null: (x) => x === null,
+    boolean: (x) => typeof x === "boolean",
+    integer: (x) => Number.isInteger(x),
+    number: (x) => typeof x === "number",
+    string: (x) => typeof x === "string",
+    array: Array.isArray,
+    object: (x) => x !== null && typeof x === "object" && !Array.isArray(x),
+  };
+  if (s.type !== undefined && ![s.type].flat().some((t: string) => is[t](v))) return false;
+  if (is.object(v)) {
+    const o = v as Record<string, unknown>;
+    if ((s.required ?? []).some((r: string) => !(r in o))) return false;
+    for (const [k, x] of Object.entries(o)) {
+      if (s.properties?.[k] !== undefined) {
+        if (!matches(x, s.properties[k])) return false;
+      } else if (s.additionalProperties === false) return false;
+    }
+  }
+  if (Array.isArray(v) && s.items !== undefined) return v.every((x) => matches(x, s.items));
+  return true;
+}
+
 Deno.test("json fuzz: random documents byte by byte; whatever completes, parses", () => {
   const g = rng(20261203);
   let accepted = 0;
   let mutatedComplete = 0;
+  let mutatedMatching = 0;
   for (let trial = 0; trial < 400; trial++) {
     const value = randomValue(g, 0);
     const text = JSON.stringify(value, null, trial % 3 === 0 ? 2 : undefined);
-    const schema = compileSchema(schemaOf(value, g));
+    const schemaJson = schemaOf(value, g);
+    const schemaText = JSON.stringify(schemaJson);
+    const schema = compileSchema(schemaJson);
+    assert.ok(matches(value, schemaJson), schemaText);
     for (const root of [ANY_JSON, schema]) {
       const { at, r } = refusedAt(text, root);
       assert.equal(at, -1, `${text} refused at byte ${at}`);
@@ -241,17 +275,22 @@ Deno.test("json fuzz: random documents byte by byte; whatever completes, parses"
     if (op === 0) bytes[at] = noise;
     else if (op === 1) bytes.splice(at, 1);
     else bytes.splice(at, 0, noise);
+    const mutant = new Uint8Array(bytes.filter((b) => b !== undefined));
     const r = new JsonRecognizer();
-    if (r.pushBytes(new Uint8Array(bytes.filter((b) => b !== undefined))) && r.complete) {
-      const mutated = new TextDecoder().decode(
-        new Uint8Array(bytes.filter((b) => b !== undefined)),
-      );
+    if (r.pushBytes(mutant) && r.complete) {
+      const mutated = new TextDecoder().decode(mutant);
       assert.doesNotThrow(() => JSON.parse(mutated), mutated);
       mutatedComplete++;
+      const held = new JsonRecognizer(schema);
+      if (held.pushBytes(mutant) && held.complete) {
+        assert.ok(matches(JSON.parse(mutated), schemaJson), `${mutated} vs ${schemaText}`);
+        mutatedMatching++;
+      }
     }
   }
   assert.equal(accepted, 800);
   assert.ok(mutatedComplete > 10 && mutatedComplete < 400, `${mutatedComplete} mutants complete`);
+  assert.ok(mutatedMatching > 5, `${mutatedMatching} mutants match their schema`);
 });
 
 Deno.test("json tokens: control tokens and empty tokens never, stop only when complete", () => {

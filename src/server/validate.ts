@@ -206,7 +206,7 @@ function responseFormat(body: Body): SchemaNode | undefined {
     return compileSchema(schema);
   } catch (e) {
     if (!(e instanceof SchemaError)) throw e;
-    throw badField(`response_format.json_schema.schema${e.path.replaceAll("/", ".")}`, e.message);
+    throw badField(`response_format.json_schema.schema${e.path.replaceAll("/", ".")}`, e.detail);
   }
 }
 

@@ -17,17 +17,20 @@
 export class SchemaError extends Error {
   /** Where in the schema, as a JSON pointer-like path ("" for the root, "/properties/a"). */
   readonly path: string;
+  /** What is wrong there (the message without the path). */
+  readonly detail: string;
 
   /**
    * Makes the error.
    *
    * @param path Where in the schema.
-   * @param message What is wrong there.
+   * @param detail What is wrong there.
    */
-  constructor(path: string, message: string) {
-    super(`${path === "" ? "the schema" : `schema at ${path}`}: ${message}`);
+  constructor(path: string, detail: string) {
+    super(`${path === "" ? "the schema" : `schema at ${path}`}: ${detail}`);
     this.name = "SchemaError";
     this.path = path;
+    this.detail = detail;
   }
 }
 
