@@ -343,3 +343,67 @@ Deno.test("Qwen3.generate with a constraint: the same JSON and logprobs on both 
   assert.deepEqual(runs[1].tokens, runs[0].tokens);
   runs[0].logprobs.forEach((v, i) => assert.ok(Math.abs(v - runs[1].logprobs[i]) < 2e-3));
 });
+
+Deno.test("generation loop: refused picks masked, then every refused token at once", async () => {
+  const { runGeneration, emptyResult } = await import("../src/api/generate.ts");
+  const { Sampler } = await import("../src/text/sampler.ts");
+  // 20 capitals the model prefers (never JSON outside a string), then what JSON needs; 25 is
+  // a control (stop) token.
+  const texts = [..."ABCDEFGHIJKLMNOPQRST", "{", "}", '"k"', ":", "1", "<|im_end|>"];
+  const vocab = {
+    tokenBytes: (id: number) => new TextEncoder().encode(texts[id]),
+    isAdded: (id: number) => id === 25,
+  };
+  const logits = new Float32Array(texts.map((_, id) => id < 20 ? 100 - id : 0));
+  logits.set([50, 40, 30, 20, 10, 60], 20);
+  let position = 0;
+  const session = {
+    contextLength: 64,
+    get position() {
+      return position;
+    },
+    forward: (tokens: ArrayLike<number>) => {
+      position += tokens.length;
+      return Promise.resolve(logits);
+    },
+    rewind: (p: number) => void (position = p),
+    [Symbol.dispose]: () => {},
+  };
+  const run = (temperature: number, seed = 1) => {
+    position = 0;
+    const result = emptyResult();
+    return {
+      result,
+      pieces: runGeneration({
+        session,
+        tokenizer: vocab,
+        sampler: new Sampler({ temperature, seed, topP: 1 }, texts.length),
+        prompt: [0],
+        stopTokens: new Set([25]),
+        maxTokens: 12,
+        logprobs: 1,
+        constraint: new JsonTokenConstraint(vocab, ANY_OBJECT),
+      }, result),
+    };
+  };
+  // Greedy: 21 refusals (the letters and the stop token, more likely than "{"), then "{";
+  // then "}" closes the object and generation.
+  const greedy = run(0);
+  const lps: number[] = [];
+  for await (const p of greedy.pieces) lps.push(...p.logprobs!.map((e) => e.token));
+  assert.equal(greedy.result.text, "{}");
+  assert.deepEqual(lps, [20, 21]);
+  assert.equal(greedy.result.stats?.stopReason, "constraint_closed");
+  // Sampling: whatever the seed, only tokens that keep a valid prefix.
+  const seen = new Set<string>();
+  for (let seed = 1; seed <= 20; seed++) {
+    const sampled = run(30, seed);
+    for await (const _ of sampled.pieces) { /* drain */ }
+    const { text, stats } = sampled.result;
+    assert.ok(new JsonRecognizer(ANY_OBJECT).pushText(text), text);
+    if (stats?.stopReason === "constraint_closed") assert.ok(JSON.parse(text));
+    else assert.equal(stats?.stopReason, "max_tokens", text);
+    seen.add(text);
+  }
+  assert.ok(seen.size > 2, `20 seeds, only ${[...seen].join(" ")}`);
+});

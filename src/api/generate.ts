@@ -111,7 +111,9 @@ export interface TokenSampler {
  * {@linkcode JsonTokenConstraint}): the loop tries the sampler's pick, masks it when refused
  * and picks again (after 16 refusals it masks every refused token at once), lets a stop token
  * end the answer only when `complete`, and ends generation as soon as `closed`. Inside a
- * `<think>` block nothing is restricted but the stop tokens, which wait for the answer.
+ * `<think>` block nothing is restricted but the stop tokens, which wait for the answer. A
+ * step where no token of the vocabulary is allowed (possible only with a vocabulary that
+ * lacks single-byte tokens) throws a Qwen3Error `invalid_argument`.
  */
 export interface TokenConstraint {
   /** Whether a token may come next in the answer. */
