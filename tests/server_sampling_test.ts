@@ -302,3 +302,113 @@ Deno.test("response_format: json_schema and json_object replies parse and match"
     }
   });
 });
+
+/**
+ * The optional llama.cpp peer (llama-cpp-python): `QWEN3_LLAMA_PYTHON`, else the venv that
+ * `deno task bench:compare` builds under .tools/ (as tests/export_test.ts finds it).
+ */
+async function llamaPython(): Promise<string | null> {
+  const { LLAMA_VENV } = await import("../bench/compare.ts");
+  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? `${LLAMA_VENV}/bin/python`;
+  try {
+    if (!(await Deno.stat(python)).isFile) return null;
+    const r = await new Deno.Command(python, {
+      args: ["-c", "import llama_cpp"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return r.success ? python : null;
+  } catch {
+    return null;
+  }
+}
+
+const LLAMA_PYTHON = await llamaPython();
+if (!LLAMA_PYTHON) {
+  console.log(
+    "skipping the llama.cpp logprobs check: set QWEN3_LLAMA_PYTHON to a python with " +
+      "llama-cpp-python, or run `deno task bench:compare` to build it under .tools/",
+  );
+}
+
+Deno.test({
+  name: "logprobs: llama-cpp-python's on the same F32 GGUF (QWEN3_LLAMA_PYTHON)",
+  ignore: LLAMA_PYTHON === null,
+  async fn() {
+    const { writeRandomModel, TOKENIZER_JSON_PATH } = await import("./helpers/random_model.ts");
+    const { writeCheckpointGguf } = await import("./helpers/gguf_model.ts");
+    const { readCheckpoint } = await import("../src/formats/model_file.ts");
+    const dir = await Deno.makeTempDir({ prefix: "qwen3_logprobs_llama_" });
+    try {
+      // A random model with a scaled-up classifier, so the distributions are peaked and the
+      // greedy tokens stable (tests/llama_cpp_test.ts's peaked model).
+      const path = await writeRandomModel(dir, {
+        dim: 64,
+        hiddenDim: 128,
+        nLayers: 2,
+        nHeads: 4,
+        nKvHeads: 2,
+        headDim: 32,
+        seqLen: 64,
+        sharedClassifier: false,
+        seed: 31,
+      });
+      const gguf = `${dir}/f32.gguf`;
+      await writeCheckpointGguf(await readCheckpoint(path), gguf, "f32", {
+        tokenizerJson: TOKENIZER_JSON_PATH,
+        scale: { "output.weight": 12 },
+      });
+      using m = await Qwen3.load(gguf, { contextLength: 64 });
+      const text = "The capital of France is Paris. The capital of Japan is";
+      const prompt = m.tokenizer.encode(text);
+      const server = startServer(m, { port: 0 });
+      let ours;
+      try {
+        const res = await fetch(`${server.url}/v1/completions`, {
+          method: "POST",
+          body: JSON.stringify({
+            prompt: text,
+            temperature: 0,
+            max_tokens: 4,
+            logprobs: 5,
+          }),
+        });
+        ours = (await res.json()).choices[0].logprobs;
+      } finally {
+        await server.shutdown();
+      }
+      // llama.cpp with an F32 KV cache, its logprobs from create_completion (the log-softmax
+      // of the raw logits, as ours).
+      const script = `
+import json, sys
+from llama_cpp import Llama
+m = Llama(sys.argv[1], verbose=False, n_ctx=64, n_threads=1, logits_all=True, type_k=0, type_v=0)
+r = m.create_completion(json.loads(sys.argv[2]), max_tokens=4, temperature=0, logprobs=5)
+lp = r["choices"][0]["logprobs"]
+print(json.dumps({"tokens": r["choices"][0]["text"],
+                  "token_logprobs": [float(v) for v in lp["token_logprobs"]],
+                  "top": [sorted((float(v) for v in t.values()), reverse=True)[:5]
+                          for t in lp["top_logprobs"]]}))
+`;
+      const r = await new Deno.Command(LLAMA_PYTHON!, {
+        args: ["-c", script, gguf, JSON.stringify(prompt)],
+      }).output();
+      assert.ok(r.success, new TextDecoder().decode(r.stderr));
+      const theirs = JSON.parse(new TextDecoder().decode(r.stdout));
+      assert.equal(ours.tokens.join(""), theirs.tokens);
+      let worst = 0;
+      ours.token_logprobs.forEach((v: number, i: number) => {
+        worst = Math.max(worst, Math.abs(v - theirs.token_logprobs[i]));
+        const top = Object.values(ours.top_logprobs[i] as Record<string, number>)
+          .sort((a, b) => b - a);
+        top.forEach((x, j) => worst = Math.max(worst, Math.abs(x - theirs.top[i][j])));
+      });
+      console.log(`llama-cpp-python vs our logprobs: worst difference ${worst.toExponential(2)}`);
+      // Both in fp32 up to the logits (llama.cpp summing in another order, with FMA); its
+      // log-softmax is numpy's in fp32, ours in double. Measured: 4.4e-6.
+      assert.ok(worst < 1e-4, `${worst}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
