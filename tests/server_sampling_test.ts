@@ -3,7 +3,8 @@
  * official `openai` client: `logprobs` / `top_logprobs` (chat) and `logprobs` (text) on both
  * engines, `frequency_penalty`, and `response_format` (json_object, json_schema): the demo
  * model's random weights never write JSON by themselves, so a reply that parses and matches
- * its schema shows the constraint at work.
+ * its schema shows the constraint at work. Where llama-cpp-python is installed
+ * (`QWEN3_LLAMA_PYTHON` or .tools/), logprobs are also checked against its own.
  */
 
 import assert from "node:assert/strict";

@@ -171,7 +171,8 @@ static void test_against_reference(void) {
             r.seen[want]++;
             compared++;
             if (got != want) {
-                CHECK(0, "V %u T %g top_p %g top_k %u min_p %g penalties %g %g step %d: %d, want %d",
+                CHECK(0,
+                      "V %u T %g top_p %g top_k %u min_p %g penalties %g %g step %d: %d, want %d",
                       V, (double)c.temperature, (double)c.top_p, c.top_k, (double)c.min_p,
                       (double)c.presence_penalty, (double)c.frequency_penalty, step, got, want);
                 break;
@@ -325,8 +326,8 @@ static void test_invalid_configs(void) {
         {.temperature = 1, .top_p = -0.5f}, {.temperature = 1, .min_p = 2}, {.temperature = 1, .presence_penalty = NAN},
         {.temperature = 1, .frequency_penalty = INFINITY},
     };
-    const char* needle[7] = {"temperature", "temperature", "temperature", "top_p", "min_p", "presence_penalty",
-                             "frequency_penalty"};
+    const char* needle[7] = {"temperature", "temperature",      "temperature",      "top_p",
+                             "min_p",       "presence_penalty", "frequency_penalty"};
     for (int i = 0; i < 7; i++) {
         CHECK(qwen3_sampler_configure(&s, &bad[i]) == QWEN3_ERR_INVALID_ARGUMENT, "bad config %d accepted", i);
         CHECK_ERROR_HAS(needle[i]);
