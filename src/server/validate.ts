@@ -108,7 +108,8 @@ function bool(body: Body, name: string, param = name): boolean | undefined {
 /** Fields of OpenAI's API this server does not implement: refused, never silently ignored. */
 function refuseUnsupported(body: Body): void {
   const repetition = field(body, "repetition_penalty");
-  if (repetition !== undefined && repetition !== 1) {
+  // 1 (llama.cpp's "off") and 0 (OpenAI-style "none") ask for nothing.
+  if (repetition !== undefined && repetition !== 1 && repetition !== 0) {
     throw badField(
       "repetition_penalty",
       "is not supported by this server (use presence_penalty or frequency_penalty)",
