@@ -290,6 +290,16 @@ Deno.test("response_format: json_schema and json_object replies parse and match"
         "response_format",
         /chat/,
       ],
+      [
+        "/v1/chat/completions",
+        {
+          response_format: { type: "json_object" },
+          tools: [{ type: "function", function: { name: "f", parameters: { type: "object" } } }],
+          tool_choice: "required",
+        },
+        "response_format",
+        /tool_choice "required"/,
+      ],
     ];
     for (const [path, body, param, message] of refused) {
       const res = await fetch(`${url}${path}`, {

@@ -290,7 +290,20 @@ export function parseChatRequest(value: unknown): ChatRequest {
     }
     if (effort === "none") thinking = false;
   }
-  return { ...req, messages, thinking, tools: parseTools(body), json: responseFormat(body) };
+  const tools = parseTools(body);
+  const json = responseFormat(body);
+  if (
+    json && tools.tools.length > 0 &&
+    (tools.choice.kind === "required" || tools.choice.kind === "function")
+  ) {
+    // A forced call's reply is the call (the server writes its opening); JSON output would
+    // have to hold it too.
+    throw badField(
+      "response_format",
+      `JSON output cannot be combined with tool_choice "${tools.choice.kind}", which forces a tool call`,
+    );
+  }
+  return { ...req, messages, thinking, tools, json };
 }
 
 /**
