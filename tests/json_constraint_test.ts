@@ -12,6 +12,7 @@ import {
   compileSchema,
   JsonRecognizer,
   JsonTokenConstraint,
+  MAX_NUMBER_DIGITS,
   MAX_WHITESPACE_RUN,
   SchemaError,
   type SchemaNode,
@@ -39,6 +40,7 @@ Deno.test("json: accepts prefixes of valid documents, refuses the first wrong by
     ["[1,", false],
     ["tr", false],
     ["0.5E-7", true],
+    [`-${"9".repeat(MAX_NUMBER_DIGITS)}.${"0".repeat(MAX_NUMBER_DIGITS)}e-308`, true],
   ];
   for (const [text, complete] of ok) {
     const { at, r } = refusedAt(text);
@@ -61,6 +63,9 @@ Deno.test("json: accepts prefixes of valid documents, refuses the first wrong by
     ["{}}", 2],
     ["[1] 2", 4],
     ["[1]\n \n", 5],
+    ["1".repeat(MAX_NUMBER_DIGITS + 1), MAX_NUMBER_DIGITS],
+    [`0.${"5".repeat(MAX_NUMBER_DIGITS + 1)}`, MAX_NUMBER_DIGITS + 2],
+    ["1e+1234", 6],
     ['{"a":1,"a":2}', 9], // a repeated key: refused at its closing quote
   ];
   for (const [text, at] of bad) {

@@ -197,10 +197,9 @@ export function compileSchema(schema: unknown, path = ""): SchemaNode {
 
 /**
  * Whitespace outside strings, between two tokens of JSON: nothing, one space, or a newline
- * followed by at most this many spaces or tabs, as llama.cpp's JSON grammars have it
- * (`space ::= | " " | "\n" [ \t]{0,20}`, grammars/json.gbnf and
- * examples/json_schema_to_grammar.py). Without a bound a model could pad forever, as random
- * weights do.
+ * followed by at most this many spaces or tabs, as llama.cpp's JSON grammar has it (the rule
+ * `ws ::= | " " | "\n" [ \t]{0,20}` of its grammars/json.gbnf). Without a bound a model could
+ * pad forever, as random weights do.
  */
 export const MAX_WHITESPACE_RUN = 20;
 
@@ -219,8 +218,8 @@ type Frame =
   // for a value)
   | { k: "str"; esc: number; utf: number; lo: number; hi: number; key?: string }
   // st as in number(): 0 start, 1 "-", 2 "0", 3 int digits, 4 ".", 5 fraction, 6 "e",
-  // 7 exponent sign, 8 exponent digits
-  | { k: "num"; st: number; integer: boolean }
+  // 7 exponent sign, 8 exponent digits; digits: how many the current part holds
+  | { k: "num"; st: number; integer: boolean; digits: number }
   // a choice among fixed byte strings (true / false / null / enum / const / a closed set of
   // keys): those still possible, and how many bytes of them were read
   | { k: "lit"; cands: readonly string[]; pos: number; isKey: boolean };
@@ -349,8 +348,10 @@ export class JsonRecognizer {
           return this.#string(f, b);
         case "num": {
           const next = number(f.st, b, f.integer);
-          if (next >= 0) {
+          const digits = isDigit(b) ? (next === f.st ? f.digits + 1 : 1) : 0;
+          if (next >= 0 && digits <= (next === 8 ? MAX_EXPONENT_DIGITS : MAX_NUMBER_DIGITS)) {
             f.st = next;
+            f.digits = digits;
             return true;
           }
           if (!NUMBER_END.has(f.st)) return false;
@@ -413,7 +414,7 @@ export class JsonRecognizer {
     }
     if ((b === 0x2d || isDigit(b)) && (this.#allows(s, "number") || this.#allows(s, "integer"))) {
       const integer = !this.#allows(s, "number");
-      st.push({ k: "num", st: number(0, b, integer), integer });
+      st.push({ k: "num", st: number(0, b, integer), integer, digits: isDigit(b) ? 1 : 0 });
       return true;
     }
     const words: [number, string, JsonTypeName][] = [
@@ -529,6 +530,15 @@ export class JsonRecognizer {
     }
   }
 }
+
+/**
+ * Most digits before the point, and after it: llama.cpp's JSON grammar bounds the integer
+ * part alike (`[1-9] [0-9]{0,15}`, grammars/json.gbnf), past the 17 significant digits a
+ * double holds; without a bound a model could write digits forever.
+ */
+export const MAX_NUMBER_DIGITS = 16;
+/** Most exponent digits (a double's exponent has at most 3). */
+export const MAX_EXPONENT_DIGITS = 3;
 
 /** The number grammar's next state after byte b, or -1 (see the "num" frame). */
 function number(state: number, b: number, integer: boolean): number {
