@@ -29,7 +29,7 @@ function refusedAt(text: string, root: SchemaNode = ANY_JSON): { at: number; r: 
 Deno.test("json: accepts prefixes of valid documents, refuses the first wrong byte", () => {
   const ok: [string, boolean][] = [ // text, complete
     ["", false],
-    [" {", false],
+    ["{", false],
     ['{"a": [1, -2.5e+3, true, null, "x\\u00e9\\n"], "b": {}}', true],
     ["[]", true],
     ['"caf\u00e9 \u{1f600}"', true],
@@ -78,8 +78,9 @@ Deno.test("json: accepts prefixes of valid documents, refuses the first wrong by
   }
   // Whitespace between tokens: "", " ", or "\n" and up to MAX_WHITESPACE_RUN spaces or tabs.
   const indent = " \t".repeat(MAX_WHITESPACE_RUN / 2);
-  assert.equal(refusedAt(`\n${indent}[\n${indent}1, 2 ,\n3]`).at, -1);
-  assert.equal(refusedAt(`\n${indent} `).at, MAX_WHITESPACE_RUN + 1);
+  assert.equal(refusedAt(`[\n${indent}[\n${indent}1, 2 ,\n3]]`).at, -1);
+  assert.equal(refusedAt(`[\n${indent} `).at, MAX_WHITESPACE_RUN + 2);
+  assert.equal(refusedAt(" {").at, 0); // nothing before the document
   assert.equal(refusedAt("[  1]").at, 2);
   assert.equal(refusedAt("[ \n1]").at, 2);
   assert.equal(refusedAt("[\n\n").at, 2);
@@ -134,6 +135,26 @@ Deno.test("json schema: types, properties, required, additionalProperties, enum,
   assert.equal(refusedAt('{"tags": [12, 1, 1]', schema).at, -1);
   assert.equal(refusedAt('{"tags": [123', schema).at, 12);
 
+  // Lengths: of arrays in elements, of strings in characters (an escape is one).
+  const bounded = compileSchema({
+    type: "object",
+    properties: {
+      a: { type: "array", minItems: 1, maxItems: 2 },
+      s: { type: "string", minLength: 2, maxLength: 3 },
+    },
+  });
+  for (const text of ['{"a": [1]}', '{"a": [1, [2, 3]]}', '{"s": "ab"}', '{"s": "\\u00e9\\né"}']) {
+    assert.equal(refusedAt(text, bounded).at, -1, text);
+  }
+  const tooMany: [string, number][] = [
+    ['{"a": []', 7],
+    ['{"a": [1, 2,', 11],
+    ['{"s": "a"', 8],
+    ['{"s": "abcd', 10],
+    ['{"s": "éééé', 13], // the lead byte of the fourth character
+  ];
+  for (const [text, at] of tooMany) assert.equal(refusedAt(text, bounded).at, at, text);
+
   // Unsupported keywords are refused, naming the keyword and where it is.
   const unsupported: [unknown, string, string][] = [
     [{ type: "string", pattern: "^a" }, "", "pattern"],
@@ -144,6 +165,8 @@ Deno.test("json schema: types, properties, required, additionalProperties, enum,
     [{ enum: [] }, "/enum", "non-empty"],
     [{ type: "string", enum: [1] }, "", "enum"],
     [{ required: ["a"], additionalProperties: false }, "/required", "no object"],
+    [{ maxItems: -1 }, "/maxItems", "integer >= 0"],
+    [{ minLength: 3, maxLength: 2 }, "/minLength", "more than maxLength 2"],
   ];
   for (const [s, path, word] of unsupported) {
     assert.throws(() => compileSchema(s), (e) => {
@@ -209,13 +232,20 @@ function randomValue(g: ReturnType<typeof rng>, depth: number): unknown {
 /** A schema the value matches: its types, its keys required, no others. */
 function schemaOf(v: unknown, g: ReturnType<typeof rng>): unknown {
   if (v === null) return { type: "null" };
-  if (Array.isArray(v)) return v.length > 0 ? { type: "array", items: {} } : { type: "array" };
+  if (Array.isArray(v)) {
+    const n = v.length;
+    return g.next() < 0.5 ? { type: "array", items: {} } : { minItems: n, maxItems: n + g.int(2) };
+  }
   if (typeof v === "object") {
     const properties: Record<string, unknown> = {};
     for (const [k, x] of Object.entries(v)) properties[k] = schemaOf(x, g);
     return { type: "object", properties, required: Object.keys(v), additionalProperties: false };
   }
   if (typeof v === "string" && g.next() < 0.3) return { enum: ["zz", v] };
+  if (typeof v === "string" && g.next() < 0.5) {
+    const n = [...v].length;
+    return { type: "string", minLength: Math.max(0, n - g.int(2)), maxLength: n };
+  }
   if (typeof v === "number") {
     // An integer is written with digits only (docs/sampling.md#json-output): not 1e+21.
     return { type: /^-?\d+$/.test(JSON.stringify(v)) ? "integer" : "number" };
@@ -249,7 +279,14 @@ function matches(v: unknown, s: any): boolean {
       } else if (s.additionalProperties === false) return false;
     }
   }
-  if (Array.isArray(v) && s.items !== undefined) return v.every((x) => matches(x, s.items));
+  if (Array.isArray(v)) {
+    if (v.length < (s.minItems ?? 0) || v.length > (s.maxItems ?? Infinity)) return false;
+    if (s.items !== undefined && !v.every((x) => matches(x, s.items))) return false;
+  }
+  if (typeof v === "string") {
+    const n = [...v].length; // code points
+    if (n < (s.minLength ?? 0) || n > (s.maxLength ?? Infinity)) return false;
+  }
   return true;
 }
 

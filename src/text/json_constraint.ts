@@ -7,7 +7,8 @@
  *
  * The schema subset: `type` (a name or a list of names among object, array, string, number,
  * integer, boolean, null), `properties`, `required`, `additionalProperties` (true or false),
- * `items`, `enum` and `const`, nested to any depth; the annotations `title`, `description`,
+ * `items`, `minItems`, `maxItems`, `minLength`, `maxLength`, `enum` and `const`, nested to any
+ * depth; the annotations `title`, `description`,
  * `$schema`, `$comment`, `examples` and `default` are ignored. Any other keyword is refused
  * ({@linkcode SchemaError} names it) rather than silently not enforced.
  * @module
@@ -61,6 +62,10 @@ const KEYWORDS = new Set([
   "items",
   "enum",
   "const",
+  "minItems",
+  "maxItems",
+  "minLength",
+  "maxLength",
 ]);
 
 /** A checked schema node, ready for the recogniser. */
@@ -78,10 +83,22 @@ export interface SchemaNode {
   /** `enum` / `const`: the allowed values, each as the UTF-8 bytes of its compact JSON text
    * (`JSON.stringify`), held as a string of byte values. */
   literals?: readonly string[];
+  /** `minItems` / `maxItems` of an array (0 and Infinity when not given). */
+  itemCount: { min: number; max: number };
+  /** `minLength` / `maxLength` of a string, in characters (code points; an escape is one). */
+  length: { min: number; max: number };
 }
 
+const UNBOUNDED = { min: 0, max: Infinity } as const;
+
 /** Any JSON value. */
-export const ANY_JSON: SchemaNode = { properties: new Map(), required: [], additional: true };
+export const ANY_JSON: SchemaNode = {
+  properties: new Map(),
+  required: [],
+  additional: true,
+  itemCount: UNBOUNDED,
+  length: UNBOUNDED,
+};
 
 /** Any JSON object: `response_format` `{"type": "json_object"}`. */
 export const ANY_OBJECT: SchemaNode = { ...ANY_JSON, types: new Set<JsonTypeName>(["object"]) };
@@ -189,7 +206,32 @@ export function compileSchema(schema: unknown, path = ""): SchemaNode {
     }
     literals = [...new Set(values.map((v) => byteString(JSON.stringify(v))))];
   }
-  return { types, properties, required, additional, items, literals };
+  const bounds = (min: string, max: string) => {
+    const count = (name: string) => {
+      const v = s[name];
+      if (v === undefined) return undefined;
+      if (!(Number.isInteger(v) && (v as number) >= 0)) {
+        throw new SchemaError(
+          `${path}/${name}`,
+          `must be an integer >= 0, got ${JSON.stringify(v)}`,
+        );
+      }
+      return v as number;
+    };
+    const b = { min: count(min) ?? 0, max: count(max) ?? Infinity };
+    if (b.min > b.max) throw new SchemaError(`${path}/${min}`, `is more than ${max} ${b.max}`);
+    return b;
+  };
+  return {
+    types,
+    properties,
+    required,
+    additional,
+    items,
+    literals,
+    itemCount: bounds("minItems", "maxItems"),
+    length: bounds("minLength", "maxLength"),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -211,12 +253,22 @@ type Frame =
   // 3: after "," (a key)
   | { k: "obj"; s: SchemaNode; st: 0 | 1 | 2 | 3; seen: readonly string[] }
   // st 0: after "[" (a value or "]"); 1: after a value ("," or "]"); 2: after "," (a value)
-  | { k: "arr"; s: SchemaNode; st: 0 | 1 | 2 }
+  | { k: "arr"; s: SchemaNode; st: 0 | 1 | 2; n: number } // n: elements begun
   // esc: 0 none, 1 after "\", 2..5 hex digits of \u read so far + 2; utf: continuation
   // bytes still due, the next one in lo..hi (RFC 3629's table: no overlong forms, no
   // surrogates, nothing past U+10FFFF); key: the raw bytes of an object key (undefined
   // for a value)
-  | { k: "str"; esc: number; utf: number; lo: number; hi: number; key?: string }
+  // n: characters so far, within length (the schema's minLength / maxLength)
+  | {
+    k: "str";
+    esc: number;
+    utf: number;
+    lo: number;
+    hi: number;
+    key?: string;
+    n: number;
+    length: { min: number; max: number };
+  }
   // st as in number(): 0 start, 1 "-", 2 "0", 3 int digits, 4 ".", 5 fraction, 6 "e",
   // 7 exponent sign, 8 exponent digits; digits: how many the current part holds
   | { k: "num"; st: number; integer: boolean; digits: number }
@@ -322,6 +374,8 @@ export class JsonRecognizer {
     for (;;) {
       const f = st[st.length - 1];
       if (f === undefined) return this.#space(b); // after the top-level value
+      // The document starts with its value, as llama.cpp's `root ::= object` does.
+      if (f.k === "value" && st.length === 1 && isWs(b)) return false;
       if (f.k !== "str") {
         if (isWs(b) && f.k !== "num" && !(f.k === "lit" && f.pos > 0)) return this.#space(b);
         if (!isWs(b)) this.#endSpace();
@@ -333,15 +387,18 @@ export class JsonRecognizer {
           return this.#object(f, b);
         case "arr":
           if (b === 0x5d && f.st !== 2) { // "]"
+            if (f.n < f.s.itemCount.min) return false;
             st.pop();
             return true;
           }
           if (f.st === 1) {
-            if (b !== 0x2c) return false; // ","
+            if (b !== 0x2c || f.n >= f.s.itemCount.max) return false; // ","
             f.st = 2;
             return true;
           }
+          if (f.n >= f.s.itemCount.max) return false;
           f.st = 1;
+          f.n++;
           st.push({ k: "value", s: f.s.items ?? ANY_JSON });
           continue;
         case "str":
@@ -405,11 +462,11 @@ export class JsonRecognizer {
       return true;
     }
     if (b === 0x5b && this.#allows(s, "array")) { // "["
-      st.push({ k: "arr", s, st: 0 });
+      st.push({ k: "arr", s, st: 0, n: 0 });
       return true;
     }
     if (b === 0x22 && this.#allows(s, "string")) { // '"'
-      st.push({ k: "str", esc: 0, utf: 0, lo: 0x80, hi: 0xbf });
+      st.push({ k: "str", esc: 0, utf: 0, lo: 0x80, hi: 0xbf, n: 0, length: s.length });
       return true;
     }
     if ((b === 0x2d || isDigit(b)) && (this.#allows(s, "number") || this.#allows(s, "integer"))) {
@@ -455,7 +512,7 @@ export class JsonRecognizer {
     if (!open || b !== 0x22) return false;
     f.st = 1;
     if (s.additional) {
-      st.push({ k: "str", esc: 0, utf: 0, lo: 0x80, hi: 0xbf, key: "" });
+      st.push({ k: "str", esc: 0, utf: 0, lo: 0x80, hi: 0xbf, key: "", n: 0, length: UNBOUNDED });
       return true;
     }
     const names = [...s.properties.keys()].filter((n) => !f.seen.includes(n));
@@ -492,13 +549,18 @@ export class JsonRecognizer {
       if (!isHex(b)) return false;
       f.esc = f.esc === 5 ? 0 : f.esc + 1;
     } else if (b === 0x22) {
+      if (f.n < f.length.min) return false;
       this.#stack.pop();
       if (f.key !== undefined) return this.#addKey(f.key);
       return true;
-    } else if (b === 0x5c) f.esc = 1;
-    else if (b < 0x20) return false;
-    else if (b >= 0x80) {
+    } else if (b < 0x20 || f.n >= f.length.max) return false; // a control byte, or one too many
+    else if (b === 0x5c) {
+      f.esc = 1;
+      f.n++;
+    } else if (b < 0x80) f.n++;
+    else {
       if (b < 0xc2 || b > 0xf4) return false;
+      f.n++;
       f.utf = b <= 0xdf ? 1 : b <= 0xef ? 2 : 3;
       f.lo = b === 0xe0 ? 0xa0 : b === 0xf0 ? 0x90 : 0x80;
       f.hi = b === 0xed ? 0x9f : b === 0xf4 ? 0x8f : 0xbf;
