@@ -58,6 +58,7 @@ const OPTIONS = {
   "top-k": { type: "string" },
   "min-p": { type: "string" },
   "presence-penalty": { type: "string" },
+  "frequency-penalty": { type: "string" },
   special: { type: "boolean" },
   host: { type: "string" },
   port: { type: "string" },
@@ -93,6 +94,7 @@ const SAMPLING_FLAGS = `  -t, --temperature T       0 = greedy (default 1.0)
   --top-k K                 keep the K most likely tokens; 0 disables (default 0)
   --min-p P                 drop tokens below P x the top probability (default 0)
   --presence-penalty X      penalise tokens already generated (default 0)
+  --frequency-penalty X     penalise tokens by how often generated (default 0)
   -s, --seed N              random seed; 0 = from the clock (default 0)
   -n, --max-tokens N        stop after N new tokens (default: until done or context full)`;
 
@@ -233,6 +235,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "top-k",
     "min-p",
     "presence-penalty",
+    "frequency-penalty",
     "seed",
     "max-tokens",
     "help",
@@ -248,6 +251,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "top-k",
     "min-p",
     "presence-penalty",
+    "frequency-penalty",
     "seed",
     "max-tokens",
     "help",
@@ -266,6 +270,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "top-k",
     "min-p",
     "presence-penalty",
+    "frequency-penalty",
     "seed",
     "max-tokens",
     "help",
@@ -348,6 +353,7 @@ function samplerOptions(v: Values) {
     topK: number(v, "top-k", { min: 0, integer: true }) ?? 0,
     minP: number(v, "min-p", { min: 0, max: 1 }) ?? 0,
     presencePenalty: number(v, "presence-penalty", {}) ?? 0,
+    frequencyPenalty: number(v, "frequency-penalty", {}) ?? 0,
     seed: seedOf(v) ?? 0,
   };
   const max = number(v, "max-tokens", { min: 0, integer: true });

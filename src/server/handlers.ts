@@ -4,7 +4,10 @@
  * @module
  */
 
+import type { TokenConstraint } from "../api/generate.ts";
 import type { Qwen3 } from "../api/qwen3.ts";
+import { JsonTokenConstraint } from "../text/json_constraint.ts";
+import { LogprobCollector } from "./logprobs.ts";
 import { checkFits, type Delta, generateDeltas, type Outcome } from "./completion.ts";
 import { ApiError, badField } from "./errors.ts";
 import { json, readJson, sseResponse } from "./http.ts";
@@ -213,6 +216,7 @@ async function reply(
   tokens: readonly number[],
   sampling: SamplingRequest,
   tools?: { prefill: string },
+  constraint?: TokenConstraint,
 ): Promise<Response> {
   checkFits(tokens.length, ctx.contextLength, shape === CHAT ? "messages" : "prompt");
   const { abort, deadline, signal, detach } = clientAbort(
@@ -249,12 +253,20 @@ async function reply(
   const id = `${shape.idPrefix}-${crypto.randomUUID().replaceAll("-", "")}`;
   const created = Math.floor(Date.now() / 1000);
   const head = { id, object: shape.chunkObject, created, model: ctx.modelName };
+  const logprobs = sampling.logprobs === undefined
+    ? undefined
+    : new LogprobCollector(ctx.model.tokenizer, shape === CHAT);
+  // A choice with the log-probabilities of the tokens since the last one.
+  const withLogprobs = (choice: Record<string, unknown>) =>
+    logprobs ? { ...choice, logprobs: logprobs.take() } : choice;
   const deltas = () => {
     const chat = shape === CHAT;
     const d = generateDeltas(ctx.model, tokens, sampling, signal, {
       trim: chat,
       deadline,
       generate: (t, o) => ctx.cache.generate(slot.id, t, o),
+      constraint,
+      onLogprobs: logprobs && ((kind, entries) => logprobs.push(kind, entries)),
     });
     if (!chat) return withThinkTags(d);
     return tools ? withToolCalls(d, new ToolCallParser(tools.prefill)) : d;
@@ -282,7 +294,7 @@ async function reply(
         object: shape.object,
         created,
         model: ctx.modelName,
-        choices: [shape.whole(thinking, answer, r.value.finishReason, calls)],
+        choices: [withLogprobs(shape.whole(thinking, answer, r.value.finishReason, calls))],
         usage: usage(r.value),
       });
     } finally {
@@ -305,10 +317,12 @@ async function reply(
     try {
       if (shape.opening) yield { ...head, choices: [shape.opening] };
       let r;
-      while (!(r = await run.next()).done) yield { ...head, choices: [shape.choice(r.value)] };
+      while (!(r = await run.next()).done) {
+        yield { ...head, choices: [withLogprobs(shape.choice(r.value))] };
+      }
       ctx.metrics.generation(r.value);
       if (r.value.timedOut) logTimeout(ctx, id, r.value);
-      yield { ...head, choices: [shape.closing(r.value.finishReason)] };
+      yield { ...head, choices: [withLogprobs(shape.closing(r.value.finishReason))] };
       if (sampling.includeUsage) yield { ...head, choices: [], usage: usage(r.value) };
     } finally {
       // A cancelled stream leaves the generation suspended: end it, freeing its context.
@@ -334,6 +348,9 @@ export async function chatCompletions(ctx: ServerContext, req: Request): Promise
   const body = parseChatRequest(checkMessageCount(ctx, await readJson(req, ctx.maxBody)));
   const prompt = renderChatRequest(ctx.template, body);
   const tokens = ctx.model.tokenizer.encodeParts(prompt.parts);
+  // response_format: the answer (after any reasoning) is held to the JSON schema.
+  const constraint = body.json &&
+    new JsonTokenConstraint(ctx.model.tokenizer, body.json, { thinkFirst: body.thinking });
   return await reply(
     ctx,
     req,
@@ -342,6 +359,7 @@ export async function chatCompletions(ctx: ServerContext, req: Request): Promise
     tokens,
     body,
     prompt.parseTools ? prompt : undefined,
+    constraint,
   );
 }
 
