@@ -31,6 +31,7 @@ import {
   exportHfModel,
   GGUF_WEIGHT_TYPES,
   type GgufWeightType,
+  LLAMA_CPP_ONLY_TYPES,
 } from "./src/export/export.ts";
 import type { GenerationStats, Piece, PieceKind } from "./src/api/generate.ts";
 import { demoModelPath } from "./src/api/demo.ts";
@@ -203,7 +204,13 @@ Options:
   --format bin|gguf         output format (default bin)
   --group-size N            bin: values per int8 scale (default ${DEFAULT_GROUP_SIZE}; halved until it
                             divides every row width)
-  --type ${GGUF_WEIGHT_TYPES.join("|")}  gguf: weight type (default q8_0; norms are always F32)
+  --type TYPE               gguf weight type (norms are always F32): q8_0 (default), f16,
+                            bf16, f32, or one of llama.cpp's quantised mixtures
+                            ${LLAMA_CPP_ONLY_TYPES.join(", ")}: tensor for tensor
+                            and byte for byte what llama-quantize writes from the same
+                            weights. Those files are for llama.cpp: this version's engines
+                            do not load their block types yet. Q4_K quantises at about
+                            1 M values/s in TypeScript (minutes for a 0.6B model)
   --force                   replace existing output files (regular files only)
   -h, --help                this help`,
 };

@@ -1,14 +1,31 @@
 /**
- * The GGUF export's block quantisers against llama.cpp itself, from the committed fixture
- * tests/fixtures/kquant_export/ (written by tools/make_kquant_fixture.py with
- * llama-cpp-python 0.3.36):
+ * The quantised GGUF export against llama.cpp itself.
+ *
+ * Always (from the committed fixture tests/fixtures/kquant_export/, written by
+ * tools/make_kquant_fixture.py with llama-cpp-python 0.3.36):
  * - the block quantisers (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) give llama_model_quantize's
  *   bytes for 64 rows of varied values and edge cases, every block;
- * - the dequantisers give gguf-py's `gguf.quants.dequantize` values, every value.
+ * - the dequantisers give gguf-py's `gguf.quants.dequantize` values, every value;
+ * - the mixture rules give the tensor type llama.cpp picks for every tensor of 18 files
+ *   (6 mixtures x untied / tied at width 256 / untied at width 288, where rows fall back),
+ *   and the same `general.file_type`;
+ * - `exportHfModel` with a mixture writes the tensor types of the rules, and values that
+ *   decode back to the source weights within the block's step.
+ *
+ * With the llama.cpp peer (`QWEN3_LLAMA_PYTHON`, else .tools/llama-cpp-python-0.3.36): the
+ * demo model's Hugging Face folder is exported as F32 and as each mixture; llama.cpp
+ * quantises the F32 file to the same mixture, and the two files must hold the same tensor
+ * types and the same bytes in every tensor; llama.cpp then loads our file and gives the same
+ * logits and greedy continuation as on its own.
  */
 
 import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 import { Qwen3Error } from "../src/errors.ts";
+import { exportHfModel, ggufTensorTypes } from "../src/export/export.ts";
+import { type GgufQuantMixture, MIXTURES, mixtureTensorType } from "../src/export/gguf_mixture.ts";
 import {
   dequantizeQ4_1,
   dequantizeQ5_0,
@@ -26,9 +43,15 @@ import {
   quantizeQ6_K,
 } from "../src/formats/kquants.ts";
 import { BLOCK } from "../src/formats/kquant_blocks.ts";
-import { GgmlType } from "../src/formats/gguf.ts";
+import { GGML_TYPE_NAMES, GgmlType, readGgufHeader } from "../src/formats/gguf.ts";
+import { SafetensorsModel } from "../src/formats/safetensors.ts";
+import { hfTensorName, readHfConfig } from "../src/export/hf_folder.ts";
+import { qwen3GgufTensors } from "../src/formats/gguf_qwen3.ts";
 
 const FIXTURE = new URL("./fixtures/kquant_export/", import.meta.url);
+const DEMO_HF = fileURLToPath(new URL("../models/demo/hf", import.meta.url));
+const tmp = await Deno.makeTempDir({ prefix: "qwen3_kquant_export_test_" });
+globalThis.addEventListener("unload", () => Deno.removeSync(tmp, { recursive: true }));
 
 type Quantizer = (values: Float32Array) => Uint8Array;
 type Dequantizer = (bytes: Uint8Array) => Float32Array;
@@ -46,6 +69,19 @@ interface Manifest {
   rows: number;
   cols: number;
   types: Record<string, { type: number; bytes: number }>;
+  mixtures: {
+    shape: string;
+    dim: number;
+    hidden: number;
+    layers: number;
+    heads: number;
+    kv_heads: number;
+    head_dim: number;
+    tied: boolean;
+    mixture: GgufQuantMixture;
+    file_type: number;
+    tensors: Record<string, number>;
+  }[];
 }
 
 const manifest: Manifest = JSON.parse(
@@ -110,4 +146,198 @@ Deno.test("block quantisers and dequantisers refuse partial blocks and short out
     () => quantizeQ4_K(new Float32Array(512), new Uint8Array(143)),
     /Q4_K: output of 143 bytes is smaller than the 288 needed/,
   );
+});
+
+Deno.test("mixture rules give llama.cpp's tensor types and file type", () => {
+  assert.equal(manifest.mixtures.length, 18);
+  for (const m of manifest.mixtures) {
+    const hd = m.head_dim;
+    const dims: Record<string, number[]> = {
+      "token_embd.weight": [m.dim, 32],
+      "output.weight": [m.dim, 32],
+      "output_norm.weight": [m.dim],
+      "attn_norm.weight": [m.dim],
+      "ffn_norm.weight": [m.dim],
+      "attn_q_norm.weight": [hd],
+      "attn_k_norm.weight": [hd],
+      "attn_q.weight": [m.dim, m.heads * hd],
+      "attn_k.weight": [m.dim, m.kv_heads * hd],
+      "attn_v.weight": [m.dim, m.kv_heads * hd],
+      "attn_output.weight": [m.heads * hd, m.dim],
+      "ffn_gate.weight": [m.dim, m.hidden],
+      "ffn_up.weight": [m.dim, m.hidden],
+      "ffn_down.weight": [m.hidden, m.dim],
+    };
+    assert.equal(MIXTURES[m.mixture].fileType, m.file_type, `${m.mixture} file type`);
+    const tied = !("output.weight" in m.tensors);
+    assert.equal(tied, m.tied);
+    for (const [name, want] of Object.entries(m.tensors)) {
+      const layer = name.startsWith("blk.") ? Number(name.split(".")[1]) : -1;
+      const t = { name, dims: dims[name.replace(/^blk\.\d+\./, "")], layer };
+      const got = mixtureTensorType(m.mixture, t, m.layers, tied);
+      assert.equal(
+        GGML_TYPE_NAMES[got],
+        GGML_TYPE_NAMES[want],
+        `${m.shape} ${m.mixture} ${name}: ours ${GGML_TYPE_NAMES[got]}, llama.cpp ` +
+          GGML_TYPE_NAMES[want],
+      );
+    }
+  }
+});
+
+Deno.test("GGUF export with a mixture: the rules' types, values within a step", async () => {
+  const out = join(tmp, "demo_q5_0.gguf");
+  const notes: string[] = [];
+  const r = await exportHfModel(DEMO_HF, out, {
+    format: "gguf",
+    type: "q5_0",
+    onNote: (m) => notes.push(m),
+  });
+  assert.equal(r.type, "q5_0");
+  assert.ok(notes.some((n) => /Q5_0: tensors 1 Q6_K, 17 F32, 28 Q5_0/.test(n)), notes.join("\n"));
+  assert.ok(notes.some((n) => /for llama\.cpp/.test(n)), notes.join("\n"));
+  const bytes = await Deno.readFile(out);
+  const g = readGgufHeader(bytes, bytes.length, out);
+  assert.equal(g.metadata.get("general.file_type"), MIXTURES.q5_0.fileType);
+  assert.equal(g.metadata.get("general.quantization_version"), 2);
+  const { config } = await readHfConfig(DEMO_HF);
+  const types = ggufTensorTypes(config, "q5_0");
+  using weights = await SafetensorsModel.open(DEMO_HF);
+  for (const { name, slot } of qwen3GgufTensors(config)) {
+    const t = g.tensors.get(name)!;
+    assert.equal(t.type, types.get(name), name);
+    if (slot.kind === "f32") continue;
+    const want = await weights.readTensor(hfTensorName(slot));
+    const got = CODECS[GGML_TYPE_NAMES[t.type]].dq(bytes.subarray(t.offset, t.offset + t.bytes));
+    // Errors in steps of the block (max|x| / 16 for Q5_0, max|x| / 32 for Q6_K): half a step,
+    // up to a whole one where a value of the sign opposite to the largest meets the clamp at
+    // +15 (Q5_0) or +31 (Q6_K), plus the rounding of the fp16 and 8-bit scales.
+    const per = t.type === GgmlType.Q5_0 ? 32 : 16;
+    const steps = t.type === GgmlType.Q5_0 ? 16 : 32;
+    let worst = 0;
+    for (let b = 0; b < want.length / per; b++) {
+      let max = 0;
+      for (let i = b * per; i < (b + 1) * per; i++) max = Math.max(max, Math.abs(want[i]));
+      for (let i = b * per; i < (b + 1) * per; i++) {
+        if (max > 0) worst = Math.max(worst, Math.abs(got[i] - want[i]) / (max / steps));
+        else assert.equal(got[i], 0);
+      }
+    }
+    assert.ok(worst <= 1.05, `${name}: an error of ${worst} steps`);
+    if (name === "blk.0.attn_q.weight" || name === "token_embd.weight") {
+      console.log(`${name} (${GGML_TYPE_NAMES[t.type]}): worst error ${worst.toFixed(3)} steps`);
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// llama.cpp itself
+
+/** The llama-cpp-python peer, or null (stat first: a missing binary never spawns). */
+async function findLlamaPython(): Promise<string | null> {
+  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? join(LLAMA_VENV, "bin/python");
+  try {
+    if (!(await Deno.stat(python)).isFile) return null;
+    const r = await new Deno.Command(python, {
+      args: ["-c", "import llama_cpp, gguf, numpy"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return r.success ? python : null;
+  } catch {
+    return null;
+  }
+}
+
+const LLAMA_PYTHON = await findLlamaPython();
+if (!LLAMA_PYTHON) {
+  console.log(
+    `skipping the llama.cpp quantisation checks: set QWEN3_LLAMA_PYTHON to a python with ` +
+      `llama-cpp-python ${LLAMA_CPP_PYTHON}, gguf and numpy, or run \`deno task bench:compare\` ` +
+      `to build ${LLAMA_VENV}`,
+  );
+}
+
+/** llama_model_quantize(f32 -> out, ftype), then logits and 8 greedy tokens of both files. */
+const PEER_SCRIPT = `
+import ctypes, json, sys, numpy as np, llama_cpp
+src, ours, theirs, ftype = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype = ftype
+p.nthread = 1
+if llama_cpp.llama_model_quantize(src.encode(), theirs.encode(), ctypes.byref(p)) != 0:
+    sys.exit("llama_model_quantize failed")
+out = {}
+for key, path in (("ours", ours), ("theirs", theirs)):
+    m = llama_cpp.Llama(path, vocab_only=False, n_ctx=64, n_threads=1, logits_all=True,
+                        verbose=False)
+    toks = m.tokenize(b"The king said unto them", add_bos=False)
+    m.eval(toks)
+    logits = np.array(m.scores[m.n_tokens - 1], dtype=np.float32)
+    greedy = []
+    for _ in range(8):
+        nxt = int(np.argmax(m.scores[m.n_tokens - 1]))
+        greedy.append(nxt)
+        m.eval([nxt])
+    out[key] = {"logits": logits.tolist(), "greedy": greedy, "prompt": toks}
+print(json.dumps(out))
+`;
+
+Deno.test({
+  name: "quantised GGUF export equals llama.cpp's quantisation and runs in it",
+  ignore: LLAMA_PYTHON === null,
+  async fn() {
+    const f32 = join(tmp, "demo_f32.gguf");
+    await exportHfModel(DEMO_HF, f32, { format: "gguf", type: "f32" });
+    for (const mixture of Object.keys(MIXTURES) as GgufQuantMixture[]) {
+      const ours = join(tmp, `demo_${mixture}.gguf`);
+      const theirs = join(tmp, `demo_${mixture}_llama.gguf`);
+      const t0 = performance.now();
+      await exportHfModel(DEMO_HF, ours, { format: "gguf", type: mixture, force: true });
+      const ms = performance.now() - t0;
+      const r = await new Deno.Command(LLAMA_PYTHON!, {
+        args: ["-c", PEER_SCRIPT, f32, ours, theirs, String(MIXTURES[mixture].fileType)],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.ok(r.success, new TextDecoder().decode(r.stderr));
+      const peer = JSON.parse(new TextDecoder().decode(r.stdout));
+
+      const a = await Deno.readFile(ours);
+      const b = await Deno.readFile(theirs);
+      const ga = readGgufHeader(a, a.length, ours);
+      const gb = readGgufHeader(b, b.length, theirs);
+      assert.equal(ga.metadata.get("general.file_type"), gb.metadata.get("general.file_type"));
+      assert.deepEqual([...ga.tensors.keys()].sort(), [...gb.tensors.keys()].sort());
+      let differing = 0;
+      for (const [name, tb] of gb.tensors) {
+        const ta = ga.tensors.get(name)!;
+        assert.equal(
+          GGML_TYPE_NAMES[ta.type],
+          GGML_TYPE_NAMES[tb.type],
+          `${mixture} ${name}: our type vs llama.cpp's`,
+        );
+        const da = a.subarray(ta.offset, ta.offset + ta.bytes);
+        const db = b.subarray(tb.offset, tb.offset + tb.bytes);
+        if (da.length !== db.length || da.some((v, i) => v !== db[i])) {
+          differing++;
+          console.log(`${mixture} ${name}: bytes differ from llama.cpp's`);
+        }
+      }
+      assert.equal(differing, 0, `${mixture}: ${differing} tensors differ from llama.cpp's`);
+
+      const la: number[] = peer.ours.logits;
+      const lb: number[] = peer.theirs.logits;
+      assert.ok(la.every(Number.isFinite), `${mixture}: llama.cpp logits on our file`);
+      const maxDiff = Math.max(...la.map((v, i) => Math.abs(v - lb[i])));
+      assert.equal(maxDiff, 0, `${mixture}: logits differ by ${maxDiff}`);
+      assert.deepEqual(peer.ours.greedy, peer.theirs.greedy);
+      console.log(
+        `${mixture}: ${gb.tensors.size} tensors, types and bytes equal llama.cpp's; ` +
+          `llama.cpp greedy on ours ${JSON.stringify(peer.ours.greedy)}; export ${
+            (ms / 1000).toFixed(1)
+          } s`,
+      );
+    }
+  },
 });

@@ -3,7 +3,9 @@
  * `tokenizer_config.json`) to a qwen3.c `model.bin` (Q8 groups, with its `.tokenizer` and
  * four `.template*` side files and the model's `tokenizer.json` copied as
  * `<model>.tokenizer.json`, so two models can share a folder) or to a GGUF file (Q8_0, F16,
- * BF16 or F32 weights; norms always F32).
+ * BF16 or F32 weights, or one of llama.cpp's quantised mixtures Q4_K_M, Q5_K_M, Q6_K, Q5_0,
+ * Q5_1, Q4_1 with the tensor types llama.cpp's own quantiser picks (gguf_mixture.ts); norms
+ * always F32).
  *
  * Everything that can be checked is checked before the first byte is written: the config
  * fields, every tensor's presence, shape and dtype (hf_folder.ts), the chat template's
@@ -19,6 +21,7 @@
  * ```sh
  * qwen3 export Qwen3-0.6B qwen3-0.6b.bin                        # model.bin, Q8 groups of 64
  * qwen3 export Qwen3-0.6B qwen3-0.6b.gguf --format gguf --type q8_0
+ * qwen3 export Qwen3-0.6B qwen3-0.6b-q4_k_m.gguf --format gguf --type q4_k_m
  * ```
  * @module
  */
@@ -27,6 +30,7 @@ import { join } from "node:path";
 import { renderChatTemplates } from "../text/chat_template.ts";
 import { Qwen3Error } from "../errors.ts";
 import {
+  GGML_TYPE_NAMES,
   GgmlType,
   type GgufTensorSource,
   type GgufTensorSpec,
@@ -69,16 +73,36 @@ import {
   readHfConfig,
 } from "./hf_folder.ts";
 import { OutputFiles, writeAll } from "./output_files.ts";
+import { type GgufQuantMixture, MIXTURES, mixtureTensorType } from "./gguf_mixture.ts";
+import { quantizeQ4_1, quantizeQ5_0, quantizeQ5_1 } from "../formats/block32_quants.ts";
+import { quantizeQ4_K, quantizeQ5_K, quantizeQ6_K } from "../formats/kquants.ts";
 import type { ModelConfig } from "../types.ts";
 
 /** Output formats of {@linkcode exportHfModel}. */
 export type ExportFormat = "bin" | "gguf";
 
-/** Weight types of a GGUF export. */
-export type GgufWeightType = "q8_0" | "f16" | "bf16" | "f32";
+/**
+ * Weight types of a GGUF export: one type for every matrix, or one of llama.cpp's quantised
+ * mixtures ({@linkcode GgufQuantMixture}).
+ */
+export type GgufWeightType = "q8_0" | "f16" | "bf16" | "f32" | GgufQuantMixture;
 
 /** The GGUF weight types, as `--type` spells them. */
-export const GGUF_WEIGHT_TYPES: readonly GgufWeightType[] = ["q8_0", "f16", "bf16", "f32"];
+export const GGUF_WEIGHT_TYPES: readonly GgufWeightType[] = [
+  "q8_0",
+  "f16",
+  "bf16",
+  "f32",
+  ...(Object.keys(MIXTURES) as GgufQuantMixture[]),
+];
+
+/**
+ * The GGUF weight types whose files the engines of this version cannot run yet (their block
+ * types are written for llama.cpp; loading them here is being added).
+ */
+export const LLAMA_CPP_ONLY_TYPES: readonly GgufWeightType[] = Object.keys(
+  MIXTURES,
+) as GgufQuantMixture[];
 
 /** Default quantisation group of a model.bin export (every real Qwen3 uses it). */
 export const DEFAULT_GROUP_SIZE = 64;
@@ -236,7 +260,7 @@ async function writeCheckpoint(
   }
 }
 
-const GGML_OF: Readonly<Record<GgufWeightType, number>> = {
+const GGML_OF: Readonly<Record<"q8_0" | "f16" | "bf16" | "f32", number>> = {
   q8_0: GgmlType.Q8_0,
   f16: GgmlType.F16,
   bf16: GgmlType.BF16,
@@ -248,26 +272,51 @@ const FILE_TYPE_OF: Readonly<Record<GgufWeightType, number>> = {
   f16: LLAMA_FILE_TYPE.MOSTLY_F16,
   bf16: LLAMA_FILE_TYPE.MOSTLY_BF16,
   f32: LLAMA_FILE_TYPE.ALL_F32,
+  ...Object.fromEntries(Object.entries(MIXTURES).map(([k, r]) => [k, r.fileType])) as Record<
+    GgufQuantMixture,
+    number
+  >,
 };
 
-/** Encodes fp32 rows as one GGUF weight type (a fresh buffer: the writer may keep it). */
-function encodeRows(values: Float32Array, type: GgufWeightType): Uint8Array {
-  switch (type) {
-    case "q8_0":
-      return quantizeQ8_0(values);
-    case "f32":
-      return bytesOf(values).slice();
-    case "f16":
-    case "bf16": {
-      const out = new Uint16Array(values.length);
-      const conv = type === "f16" ? float32ToF16 : float32ToBf16;
-      for (let i = 0; i < values.length; i++) out[i] = conv(values[i]);
-      return bytesOf(out);
-    }
-  }
+/** The block quantisers by ggml type. */
+const QUANTIZERS: Readonly<Record<number, (values: Float32Array) => Uint8Array>> = {
+  [GgmlType.Q8_0]: (v) => quantizeQ8_0(v),
+  [GgmlType.Q4_1]: (v) => quantizeQ4_1(v),
+  [GgmlType.Q5_0]: (v) => quantizeQ5_0(v),
+  [GgmlType.Q5_1]: (v) => quantizeQ5_1(v),
+  [GgmlType.Q4_K]: (v) => quantizeQ4_K(v),
+  [GgmlType.Q5_K]: (v) => quantizeQ5_K(v),
+  [GgmlType.Q6_K]: (v) => quantizeQ6_K(v),
+};
+
+/** Encodes fp32 rows as one ggml type (a fresh buffer: the writer may keep it). */
+function encodeRows(values: Float32Array, type: number): Uint8Array {
+  const quantize = QUANTIZERS[type];
+  if (quantize) return quantize(values);
+  if (type === GgmlType.F32) return bytesOf(values).slice();
+  const out = new Uint16Array(values.length);
+  const conv = type === GgmlType.F16 ? float32ToF16 : float32ToBf16;
+  for (let i = 0; i < values.length; i++) out[i] = conv(values[i]);
+  return bytesOf(out);
 }
 
-/** The GGUF tensors of the export, each streaming from the safetensors in `type`. */
+/** The ggml type of each GGUF tensor of the export, by name. */
+export function ggufTensorTypes(config: ModelConfig, type: GgufWeightType): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const { name, slot } of qwen3GgufTensors(config)) {
+    if (slot.kind === "f32") out.set(name, GgmlType.F32);
+    else if (type in MIXTURES) {
+      const t = { name, dims: ggufDims(slot), layer: slot.layer };
+      out.set(
+        name,
+        mixtureTensorType(type as GgufQuantMixture, t, config.nLayers, config.sharedClassifier),
+      );
+    } else out.set(name, GGML_OF[type as keyof typeof GGML_OF]);
+  }
+  return out;
+}
+
+/** The GGUF tensors of the export, each streaming from the safetensors in its type. */
 function ggufSources(
   weights: SafetensorsModel,
   config: ModelConfig,
@@ -275,13 +324,10 @@ function ggufSources(
   signal?: AbortSignal,
 ): GgufTensorSource[] {
   const block = new Float32Array(Math.max(BLOCK_VALUES, config.dim, config.hiddenDim));
+  const types = ggufTensorTypes(config, type);
   return qwen3GgufTensors(config).map(({ name, slot }) => {
     const hfName = hfTensorName(slot);
-    const spec: GgufTensorSpec = {
-      name,
-      dims: ggufDims(slot),
-      type: slot.kind === "f32" ? GgmlType.F32 : GGML_OF[type],
-    };
+    const spec: GgufTensorSpec = { name, dims: ggufDims(slot), type: types.get(name)! };
     const data = async function* () {
       if (slot.kind === "f32") {
         yield bytesOf(await weights.readTensor(hfName));
@@ -289,7 +335,7 @@ function ggufSources(
       }
       const blocks = rowBlocks(weights, hfName, slot.rows, slot.cols, block, signal);
       for await (const { values } of blocks) {
-        yield encodeRows(values, type);
+        yield encodeRows(values, spec.type);
       }
     };
     return { spec, data };
@@ -396,6 +442,26 @@ function checkQ8_0Widths(config: ModelConfig): void {
   }
 }
 
+/**
+ * Notes what a quantised mixture holds (tensors per ggml type, as llama-quantize reports
+ * them) and that the engines of this version cannot run it yet.
+ */
+function noteMixture(config: ModelConfig, type: GgufWeightType, note: (m: string) => void) {
+  const counts = new Map<string, number>();
+  for (const t of ggufTensorTypes(config, type).values()) {
+    const name = GGML_TYPE_NAMES[t];
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  const list = [...counts].map(([name, n]) => `${n} ${name}`).join(", ");
+  note(`${type.toUpperCase()}: tensors ${list}`);
+  if (LLAMA_CPP_ONLY_TYPES.includes(type)) {
+    note(
+      `${type.toUpperCase()} files are for llama.cpp: this version's engines cannot load ` +
+        "K-quant, Q5_0, Q5_1 or Q4_1 tensors yet",
+    );
+  }
+}
+
 /** Every file the export reads: no output may be one of them. */
 function exportInputs(hfDir: string, weights: SafetensorsModel): string[] {
   return [
@@ -482,6 +548,7 @@ async function planExport(
   const { templates, templateSource } = exportTemplates(hfDir, chat, note);
   if (format === "bin") fitBinFormat(hfDir, config, groupSize, note);
   else if (type === "q8_0") checkQ8_0Widths(config);
+  else if (type in MIXTURES) noteMixture(config, type, note);
   const paths = format === "bin" ? [outPath, ...BIN_SIDE_FILES.map((s) => outPath + s)] : [outPath];
   const tokenizerPath = join(hfDir, "tokenizer.json");
   return {
