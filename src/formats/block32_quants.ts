@@ -4,8 +4,8 @@
  * `quantize_row_q5_1_ref` in ggml/src/ggml-quants.c, the ones `llama_model_quantize` runs when
  * no importance matrix is given) and the matching dequantisation. Every step is evaluated in
  * fp32, in the C source's order (`Math.fround` after each operation), so the blocks equal
- * llama.cpp's byte for byte; docs/formats.md#ggml-block-layouts has the layouts and the
- * fixture test that checks it.
+ * llama.cpp's byte for byte (docs/formats.md#quantised-gguf-exports; the layouts are in
+ * docs/formats.md#ggml-block-layouts).
  * @module
  */
 

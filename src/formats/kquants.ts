@@ -11,8 +11,9 @@
  * `sqrt` on fp32 operands, rounded to fp32, is the correctly rounded fp32 result), fp16
  * conversion rounding to nearest even, and `nearest_int` rounding half to even as the C
  * magic-number trick does. llama.cpp's ggml-base (where these functions live) is built
- * without FMA contraction, so no fused multiply-add is emulated. docs/formats.md
- * #ggml-block-layouts has the layouts and what the fixture test measures.
+ * without FMA contraction, so no fused multiply-add is emulated. The layouts are in
+ * docs/formats.md#ggml-block-layouts, the algorithms and what the tests check in
+ * docs/formats.md#quantised-gguf-exports.
  * @module
  */
 
