@@ -210,7 +210,9 @@ Options:
                             and byte for byte what llama-quantize writes from the same
                             weights. Those files are for llama.cpp: this version's engines
                             do not load their block types yet. Q4_K quantises at about
-                            1 M values/s in TypeScript (minutes for a 0.6B model)
+                            1 M values/s per thread in TypeScript
+  --threads N               threads that quantise those mixtures (default: all CPUs; the
+                            bytes do not depend on it)
   --force                   replace existing output files (regular files only)
   -h, --help                this help`,
 };
@@ -283,7 +285,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
   ],
   tokenize: ["input", "special", "help"],
   info: ["engine", "help"],
-  export: ["group-size", "format", "type", "force", "help"],
+  export: ["group-size", "format", "type", "threads", "force", "help"],
 };
 
 function flagName(name: OptionName): string {
@@ -699,6 +701,7 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
     throw new UsageError("--type applies to --format gguf (model.bin is always int8 groups)");
   }
   const type = v.type as GgufWeightType | undefined;
+  const threads = number(v, "threads", { min: 1, integer: true, max: 1024 });
   const started = performance.now();
   // A signal aborts the export, which removes its partial files and puts back anything it
   // replaced; then the process exits as the signal would have ended it (128 + its number).
@@ -721,6 +724,7 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
       format,
       groupSize,
       type,
+      threads,
       force: v.force ?? false,
       signal: ctl.signal,
       onProgress: exportProgress("export"),

@@ -9,8 +9,9 @@
  * - the mixture rules give the tensor type llama.cpp picks for every tensor of 18 files
  *   (6 mixtures x untied / tied at width 256 / untied at width 288, where rows fall back),
  *   and the same `general.file_type`;
+ * - the quantisation pool gives the same bytes on 1 and 2 threads;
  * - `exportHfModel` with a mixture writes the tensor types of the rules, and values that
- *   decode back to the source weights within the block's step.
+ *   decode back to the source weights within the block's step; the CLI's notes and flags.
  *
  * With the llama.cpp peer (`QWEN3_LLAMA_PYTHON`, else .tools/llama-cpp-python-0.3.36): the
  * demo model's Hugging Face folder is exported as F32 and as each mixture; llama.cpp
@@ -43,6 +44,7 @@ import {
   quantizeQ6_K,
 } from "../src/formats/kquants.ts";
 import { BLOCK } from "../src/formats/kquant_blocks.ts";
+import { QuantPool } from "../src/export/quant_pool.ts";
 import { GGML_TYPE_NAMES, GgmlType, readGgufHeader } from "../src/formats/gguf.ts";
 import { SafetensorsModel } from "../src/formats/safetensors.ts";
 import { hfTensorName, readHfConfig } from "../src/export/hf_folder.ts";
@@ -148,6 +150,28 @@ Deno.test("block quantisers and dequantisers refuse partial blocks and short out
   );
 });
 
+Deno.test("the quantisation pool gives the same bytes on 1 and 2 threads", async () => {
+  const input = await fixtureFloats("input.f32");
+  // 4 x the fixture rows, each copy scaled: enough values for the pool to split the work.
+  const values = new Float32Array(input.length * 4);
+  for (let k = 0; k < 4; k++) {
+    for (let i = 0; i < input.length; i++) values[k * input.length + i] = input[i] * (1 + k / 3);
+  }
+  using pool = new QuantPool(2);
+  for (const [name, codec] of Object.entries(CODECS)) {
+    const type = GgmlType[name as keyof typeof GgmlType];
+    const one = codec.q(values);
+    const many = await pool.quantize(type, values);
+    assert.equal(many.length, one.length, name);
+    assert.ok(many.every((v, i) => v === one[i]), `${name}: bytes differ with 2 threads`);
+  }
+  await assert.rejects(
+    () => pool.quantize(GgmlType.Q4_K, new Float32Array(65536 + 32)),
+    /Q4_K needs a multiple of 256 values, got 65568/,
+  );
+  assert.throws(() => new QuantPool(0), /threads must be an integer in 1\.\.1024, got 0/);
+});
+
 Deno.test("mixture rules give llama.cpp's tensor types and file type", () => {
   assert.equal(manifest.mixtures.length, 18);
   for (const m of manifest.mixtures) {
@@ -228,6 +252,31 @@ Deno.test("GGUF export with a mixture: the rules' types, values within a step", 
       console.log(`${name} (${GGML_TYPE_NAMES[t.type]}): worst error ${worst.toFixed(3)} steps`);
     }
   }
+});
+
+Deno.test("qwen3 export --type q4_1 --threads 2: notes, file type, usage errors", async () => {
+  const cli = fileURLToPath(new URL("../cli.ts", import.meta.url));
+  const run = async (args: string[]) => {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", cli, "export", ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: r.code, stderr: new TextDecoder().decode(r.stderr) };
+  };
+  const out = join(tmp, "cli_q4_1.gguf");
+  const ok = await run([DEMO_HF, out, "--format", "gguf", "--type", "q4_1", "--threads", "2"]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stderr, /^note: Q4_1: tensors 1 Q6_K, 17 F32, 28 Q4_1$/m);
+  assert.match(ok.stderr, /^note: Q4_1 files are for llama\.cpp: this version's engines cannot/m);
+  assert.match(ok.stderr, /wrote .*cli_q4_1\.gguf \(GGUF q4_1, /);
+  const bytes = await Deno.readFile(out);
+  const g = readGgufHeader(bytes, bytes.length, out);
+  assert.equal(g.metadata.get("general.file_type"), 3);
+  assert.equal(g.tensors.get("blk.0.ffn_down.weight")!.type, GgmlType.Q4_1);
+  const bad = await run([DEMO_HF, out, "--format", "gguf", "--type", "q4_k_m", "--threads", "0"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--threads must be an integer in 1\.\.1024, got "0"/);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ import {
   type GgufTensorSource,
   type GgufTensorSpec,
   type GgufValue,
-  quantizeQ8_0,
   writeGgufTo,
 } from "../formats/gguf.ts";
 import {
@@ -74,8 +73,7 @@ import {
 } from "./hf_folder.ts";
 import { OutputFiles, writeAll } from "./output_files.ts";
 import { type GgufQuantMixture, MIXTURES, mixtureTensorType } from "./gguf_mixture.ts";
-import { quantizeQ4_1, quantizeQ5_0, quantizeQ5_1 } from "../formats/block32_quants.ts";
-import { quantizeQ4_K, quantizeQ5_K, quantizeQ6_K } from "../formats/kquants.ts";
+import { isQuantizedType, QuantPool } from "./quant_pool.ts";
 import type { ModelConfig } from "../types.ts";
 
 /** Output formats of {@linkcode exportHfModel}. */
@@ -124,6 +122,12 @@ export interface ExportOptions {
    * @default {"q8_0"}
    */
   type?: GgufWeightType;
+  /**
+   * Threads that quantise the blocks of a quantised mixture (`q4_k_m`, ...); the bytes do not
+   * depend on it.
+   * @default {navigator.hardwareConcurrency}
+   */
+  threads?: number;
   /** Called with (bytes written, total bytes) as the weights stream out. */
   onProgress?: (done: number, total: number) => void;
   /** Called with a line for each thing the user should know (group size halved, stock templates). */
@@ -278,21 +282,13 @@ const FILE_TYPE_OF: Readonly<Record<GgufWeightType, number>> = {
   >,
 };
 
-/** The block quantisers by ggml type. */
-const QUANTIZERS: Readonly<Record<number, (values: Float32Array) => Uint8Array>> = {
-  [GgmlType.Q8_0]: (v) => quantizeQ8_0(v),
-  [GgmlType.Q4_1]: (v) => quantizeQ4_1(v),
-  [GgmlType.Q5_0]: (v) => quantizeQ5_0(v),
-  [GgmlType.Q5_1]: (v) => quantizeQ5_1(v),
-  [GgmlType.Q4_K]: (v) => quantizeQ4_K(v),
-  [GgmlType.Q5_K]: (v) => quantizeQ5_K(v),
-  [GgmlType.Q6_K]: (v) => quantizeQ6_K(v),
-};
-
 /** Encodes fp32 rows as one ggml type (a fresh buffer: the writer may keep it). */
-function encodeRows(values: Float32Array, type: number): Uint8Array {
-  const quantize = QUANTIZERS[type];
-  if (quantize) return quantize(values);
+async function encodeRows(
+  values: Float32Array,
+  type: number,
+  pool: QuantPool,
+): Promise<Uint8Array> {
+  if (isQuantizedType(type)) return await pool.quantize(type, values);
   if (type === GgmlType.F32) return bytesOf(values).slice();
   const out = new Uint16Array(values.length);
   const conv = type === GgmlType.F16 ? float32ToF16 : float32ToBf16;
@@ -321,6 +317,7 @@ function ggufSources(
   weights: SafetensorsModel,
   config: ModelConfig,
   type: GgufWeightType,
+  pool: QuantPool,
   signal?: AbortSignal,
 ): GgufTensorSource[] {
   const block = new Float32Array(Math.max(BLOCK_VALUES, config.dim, config.hiddenDim));
@@ -335,7 +332,7 @@ function ggufSources(
       }
       const blocks = rowBlocks(weights, hfName, slot.rows, slot.cols, block, signal);
       for await (const { values } of blocks) {
-        yield encodeRows(values, spec.type);
+        yield await encodeRows(values, spec.type, pool);
       }
     };
     return { spec, data };
@@ -346,9 +343,17 @@ function ggufSources(
 // The checks before anything is written
 
 /** The options with their defaults, each checked. */
+/** The checked options. */
+interface ExportChoices {
+  format: ExportFormat;
+  type: GgufWeightType;
+  groupSize: number;
+  threads: number;
+}
+
 function checkExportOptions(
   opts: ExportOptions,
-): { format: ExportFormat; type: GgufWeightType; groupSize: number } {
+): ExportChoices {
   const format = opts.format ?? "bin";
   if (format !== "bin" && format !== "gguf") {
     throw new Qwen3Error("invalid_argument", `format must be "bin" or "gguf", got "${format}"`);
@@ -367,7 +372,14 @@ function checkExportOptions(
       `group size must be an integer in 1..${HEADER_LIMITS.group_size}, got ${groupSize}`,
     );
   }
-  return { format, type, groupSize };
+  const threads = opts.threads ?? navigator.hardwareConcurrency ?? 1;
+  if (!Number.isInteger(threads) || threads < 1 || threads > 1024) {
+    throw new Qwen3Error(
+      "invalid_argument",
+      `threads must be an integer in 1..1024, got ${threads}`,
+    );
+  }
+  return { format, type, groupSize, threads };
 }
 
 /** The folder's chat template rendered, or the stock templates (with a note) when it has none. */
@@ -519,6 +531,8 @@ interface ExportPlan {
   outPath: string;
   format: ExportFormat;
   type: GgufWeightType;
+  /** Quantisation threads of a mixture. */
+  threads: number;
   hf: HfQwen3Config;
   /** `hf.config`, with the group size a model.bin export uses. */
   config: ModelConfig;
@@ -536,12 +550,12 @@ interface ExportPlan {
 async function planExport(
   hfDir: string,
   outPath: string,
-  options: { format: ExportFormat; type: GgufWeightType; groupSize: number },
+  options: ExportChoices,
   note: (message: string) => void,
   weights: SafetensorsModel,
   hf: HfQwen3Config,
 ): Promise<ExportPlan> {
-  const { format, type, groupSize } = options;
+  const { format, type, groupSize, threads } = options;
   const config = hf.config;
   checkHfTensors(weights, config);
   const chat = await readHfChatTemplate(hfDir);
@@ -556,6 +570,7 @@ async function planExport(
     outPath,
     format,
     type,
+    threads,
     hf,
     config,
     weights,
@@ -610,7 +625,9 @@ async function writeGgufExport(
   report: (done: number, total: number) => void,
   signal?: AbortSignal,
 ): Promise<ExportResult> {
-  const sources = ggufSources(p.weights, p.config, p.type, signal);
+  // Only the mixtures' searches are slow enough to want threads.
+  using pool = new QuantPool(p.type in MIXTURES ? p.threads : 1);
+  const sources = ggufSources(p.weights, p.config, p.type, pool, signal);
   let bytes: number;
   {
     using file = await outputs.create(p.outPath);
