@@ -14,10 +14,11 @@
  *   decode back to the source weights within the block's step; the CLI's notes and flags.
  *
  * With the llama.cpp peer (`QWEN3_LLAMA_PYTHON`, else .tools/llama-cpp-python-0.3.36): the
- * demo model's Hugging Face folder is exported as F32 and as each mixture; llama.cpp
- * quantises the F32 file to the same mixture, and the two files must hold the same tensor
- * types and the same bytes in every tensor; llama.cpp then loads our file and gives the same
- * logits and greedy continuation as on its own.
+ * demo model's Hugging Face folder (and a width-32 untied one, where every row falls back to
+ * a 32-value block) is exported as F32 and as each mixture; llama.cpp quantises the F32 file
+ * to the same mixture, and the two files must hold the same tensor types and the same bytes in
+ * every tensor; llama.cpp then loads our file and gives the same logits and greedy
+ * continuation as on its own.
  */
 
 import assert from "node:assert/strict";
@@ -31,6 +32,7 @@ import {
   dequantizeQ4_1,
   dequantizeQ5_0,
   dequantizeQ5_1,
+  dequantizeQ8_0,
   quantizeQ4_1,
   quantizeQ5_0,
   quantizeQ5_1,
@@ -45,9 +47,10 @@ import {
 } from "../src/formats/kquants.ts";
 import { BLOCK } from "../src/formats/kquant_blocks.ts";
 import { QuantPool } from "../src/export/quant_pool.ts";
-import { GGML_TYPE_NAMES, GgmlType, readGgufHeader } from "../src/formats/gguf.ts";
+import { GGML_TYPE_NAMES, GgmlType, quantizeQ8_0, readGgufHeader } from "../src/formats/gguf.ts";
 import { SafetensorsModel } from "../src/formats/safetensors.ts";
 import { hfTensorName, readHfConfig } from "../src/export/hf_folder.ts";
+import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
 import { qwen3GgufTensors } from "../src/formats/gguf_qwen3.ts";
 
 const FIXTURE = new URL("./fixtures/kquant_export/", import.meta.url);
@@ -62,6 +65,7 @@ const CODECS: Record<string, { q: Quantizer; dq: Dequantizer; bytes: number; val
   Q4_1: { q: quantizeQ4_1, dq: dequantizeQ4_1, ...BLOCK.Q4_1 },
   Q5_0: { q: quantizeQ5_0, dq: dequantizeQ5_0, ...BLOCK.Q5_0 },
   Q5_1: { q: quantizeQ5_1, dq: dequantizeQ5_1, ...BLOCK.Q5_1 },
+  Q8_0: { q: (v) => quantizeQ8_0(v), dq: dequantizeQ8_0, values: 32, bytes: 34 },
   Q4_K: { q: quantizeQ4_K, dq: dequantizeQ4_K, ...BLOCK.Q4_K },
   Q5_K: { q: quantizeQ5_K, dq: dequantizeQ5_K, ...BLOCK.Q5_K },
   Q6_K: { q: quantizeQ6_K, dq: dequantizeQ6_K, ...BLOCK.Q6_K },
@@ -332,61 +336,93 @@ for key, path in (("ours", ours), ("theirs", theirs)):
 print(json.dumps(out))
 `;
 
+/** The gzip'd fixture folder `name` unpacked into the temp dir, with Qwen3's tokenizer.json. */
+async function materialize(name: string): Promise<string> {
+  const dest = join(tmp, name);
+  await Deno.mkdir(dest, { recursive: true });
+  const src = new URL(`../tests/fixtures/${name}/`, import.meta.url);
+  for await (const e of Deno.readDir(src)) {
+    const from = new URL(e.name, src);
+    if (e.name.endsWith(".gz")) {
+      const file = await Deno.open(from);
+      const out = await Deno.open(join(dest, e.name.slice(0, -3)), { write: true, create: true });
+      await file.readable.pipeThrough(new DecompressionStream("gzip")).pipeTo(out.writable);
+    } else {
+      await Deno.copyFile(from, join(dest, e.name));
+    }
+  }
+  await Deno.copyFile(QWEN3_TOKENIZER_JSON, join(dest, "tokenizer.json"));
+  return dest;
+}
+
+/**
+ * Exports `hfDir` as F32 and as each mixture, has llama.cpp quantise the F32 file to the same
+ * mixture, and requires the same tensor types and bytes, and llama.cpp's logits and greedy
+ * tokens on our file to equal those on its own.
+ */
+async function sameAsLlamaCpp(label: string, hfDir: string, mixtures: GgufQuantMixture[]) {
+  const f32 = join(tmp, `${label}_f32.gguf`);
+  await exportHfModel(hfDir, f32, { format: "gguf", type: "f32", force: true });
+  for (const mixture of mixtures) {
+    const ours = join(tmp, `${label}_${mixture}.gguf`);
+    const theirs = join(tmp, `${label}_${mixture}_llama.gguf`);
+    const t0 = performance.now();
+    await exportHfModel(hfDir, ours, { format: "gguf", type: mixture, force: true });
+    const ms = performance.now() - t0;
+    const r = await new Deno.Command(LLAMA_PYTHON!, {
+      args: ["-c", PEER_SCRIPT, f32, ours, theirs, String(MIXTURES[mixture].fileType)],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    const peer = JSON.parse(new TextDecoder().decode(r.stdout));
+
+    const a = await Deno.readFile(ours);
+    const b = await Deno.readFile(theirs);
+    const ga = readGgufHeader(a, a.length, ours);
+    const gb = readGgufHeader(b, b.length, theirs);
+    assert.equal(ga.metadata.get("general.file_type"), gb.metadata.get("general.file_type"));
+    assert.deepEqual([...ga.tensors.keys()].sort(), [...gb.tensors.keys()].sort());
+    const counts = new Map<string, number>();
+    let differing = 0;
+    for (const [name, tb] of gb.tensors) {
+      const ta = ga.tensors.get(name)!;
+      const type = GGML_TYPE_NAMES[tb.type];
+      assert.equal(GGML_TYPE_NAMES[ta.type], type, `${label} ${mixture} ${name}: type`);
+      counts.set(type, (counts.get(type) ?? 0) + 1);
+      const da = a.subarray(ta.offset, ta.offset + ta.bytes);
+      const db = b.subarray(tb.offset, tb.offset + tb.bytes);
+      if (da.length !== db.length || da.some((v, i) => v !== db[i])) {
+        differing++;
+        console.log(`${label} ${mixture} ${name}: bytes differ from llama.cpp's`);
+      }
+    }
+    assert.equal(differing, 0, `${label} ${mixture}: ${differing} tensors differ`);
+
+    const la: number[] = peer.ours.logits;
+    const lb: number[] = peer.theirs.logits;
+    assert.ok(la.every(Number.isFinite), `${label} ${mixture}: llama.cpp logits on our file`);
+    let maxDiff = 0;
+    for (let i = 0; i < la.length; i++) maxDiff = Math.max(maxDiff, Math.abs(la[i] - lb[i]));
+    assert.equal(maxDiff, 0, `${label} ${mixture}: logits differ by ${maxDiff}`);
+    assert.deepEqual(peer.ours.greedy, peer.theirs.greedy);
+    console.log(
+      `${label} ${mixture}: ${gb.tensors.size} tensors (${
+        [...counts].map(([t, n]) => `${n} ${t}`).join(", ")
+      }), types and bytes equal llama.cpp's; its greedy tokens on ours ` +
+        `${JSON.stringify(peer.ours.greedy)}; export ${(ms / 1000).toFixed(1)} s`,
+    );
+  }
+}
+
 Deno.test({
   name: "quantised GGUF export equals llama.cpp's quantisation and runs in it",
   ignore: LLAMA_PYTHON === null,
   async fn() {
-    const f32 = join(tmp, "demo_f32.gguf");
-    await exportHfModel(DEMO_HF, f32, { format: "gguf", type: "f32" });
-    for (const mixture of Object.keys(MIXTURES) as GgufQuantMixture[]) {
-      const ours = join(tmp, `demo_${mixture}.gguf`);
-      const theirs = join(tmp, `demo_${mixture}_llama.gguf`);
-      const t0 = performance.now();
-      await exportHfModel(DEMO_HF, ours, { format: "gguf", type: mixture, force: true });
-      const ms = performance.now() - t0;
-      const r = await new Deno.Command(LLAMA_PYTHON!, {
-        args: ["-c", PEER_SCRIPT, f32, ours, theirs, String(MIXTURES[mixture].fileType)],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      assert.ok(r.success, new TextDecoder().decode(r.stderr));
-      const peer = JSON.parse(new TextDecoder().decode(r.stdout));
-
-      const a = await Deno.readFile(ours);
-      const b = await Deno.readFile(theirs);
-      const ga = readGgufHeader(a, a.length, ours);
-      const gb = readGgufHeader(b, b.length, theirs);
-      assert.equal(ga.metadata.get("general.file_type"), gb.metadata.get("general.file_type"));
-      assert.deepEqual([...ga.tensors.keys()].sort(), [...gb.tensors.keys()].sort());
-      let differing = 0;
-      for (const [name, tb] of gb.tensors) {
-        const ta = ga.tensors.get(name)!;
-        assert.equal(
-          GGML_TYPE_NAMES[ta.type],
-          GGML_TYPE_NAMES[tb.type],
-          `${mixture} ${name}: our type vs llama.cpp's`,
-        );
-        const da = a.subarray(ta.offset, ta.offset + ta.bytes);
-        const db = b.subarray(tb.offset, tb.offset + tb.bytes);
-        if (da.length !== db.length || da.some((v, i) => v !== db[i])) {
-          differing++;
-          console.log(`${mixture} ${name}: bytes differ from llama.cpp's`);
-        }
-      }
-      assert.equal(differing, 0, `${mixture}: ${differing} tensors differ from llama.cpp's`);
-
-      const la: number[] = peer.ours.logits;
-      const lb: number[] = peer.theirs.logits;
-      assert.ok(la.every(Number.isFinite), `${mixture}: llama.cpp logits on our file`);
-      const maxDiff = Math.max(...la.map((v, i) => Math.abs(v - lb[i])));
-      assert.equal(maxDiff, 0, `${mixture}: logits differ by ${maxDiff}`);
-      assert.deepEqual(peer.ours.greedy, peer.theirs.greedy);
-      console.log(
-        `${mixture}: ${gb.tensors.size} tensors, types and bytes equal llama.cpp's; ` +
-          `llama.cpp greedy on ours ${JSON.stringify(peer.ours.greedy)}; export ${
-            (ms / 1000).toFixed(1)
-          } s`,
-      );
-    }
+    // The demo model: widths of 256 multiples, tied embeddings (token_embd takes Q6_K).
+    await sameAsLlamaCpp("demo", DEMO_HF, Object.keys(MIXTURES) as GgufQuantMixture[]);
+    // Width 32, untied: every fallback (Q5_0, Q5_1, Q8_0) instead of the 256-value blocks.
+    const tiny = await materialize("hf_tiny_untied_f16");
+    await sameAsLlamaCpp("tiny-untied", tiny, ["q4_k_m", "q5_k_m", "q6_k"]);
   },
 });

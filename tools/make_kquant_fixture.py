@@ -8,11 +8,12 @@ llama_cpp, gguf and numpy; `deno task bench:compare` builds it into .tools/):
 
     .tools/llama-cpp-python-0.3.36/bin/python tools/make_kquant_fixture.py
 
-What it writes (about 0.5 MB):
+What it writes (about 0.65 MB):
   input.f32                 ROWS x COLS float32 rows: Gaussian rows of many scales, bf16-rounded
                             rows, and edge cases (zeros, constants, all-positive, one zero
                             sub-block, outliers, values on a grid of ties, tiny and huge values)
-  <type>.bin                llama.cpp's blocks of those rows, for Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K:
+  <type>.bin                llama.cpp's blocks of those rows, for Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K
+                            Q6_K:
                             an F32 GGUF holding the rows as token_embd.weight is quantised by
                             llama_cpp.llama_model_quantize (pure: every matrix the ftype's base
                             type, no importance matrix) and the tensor's bytes read back with gguf
@@ -38,10 +39,11 @@ import llama_cpp
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "kquant_export"
 COLS = 256
+# The mixtures checked, by llama_ftype (llama.h).
 FTYPES = {"q4_1": 3, "q5_0": 8, "q5_1": 9, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
-# The base tensor type of each ftype (llama-quant.cpp's llama_ftype_get_default_type).
-BASE = {"q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1", "q4_k_m": "Q4_K", "q5_k_m": "Q5_K",
-        "q6_k": "Q6_K"}
+# The block types checked, by the ftype whose base type they are (llama-quant.cpp's
+# llama_ftype_get_default_type); Q8_0 is the fallback of Q6_K.
+BLOCK_FTYPES = {"Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "Q8_0": 7, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18}
 
 
 def bf16_round(x: np.ndarray) -> np.ndarray:
@@ -167,9 +169,9 @@ def main() -> None:
         # 1. Blocks of each type: the rows as the one matrix of a minimal Qwen3 file.
         src = tmpd / "rows_f32.gguf"
         write_model(src, {"token_embd.weight": rows}, COLS, 512, 1, 2, 1, 128)
-        for ftype_name, base in BASE.items():
+        for base, ftype in BLOCK_FTYPES.items():
             dst = tmpd / f"rows_{base}.gguf"
-            quantize(src, dst, FTYPES[ftype_name], pure=True)
+            quantize(src, dst, ftype, pure=True)
             t = next(t for t in gguf.GGUFReader(str(dst)).tensors if t.name == "token_embd.weight")
             if t.tensor_type.name != base:
                 sys.exit(f"{dst}: token_embd.weight is {t.tensor_type.name}, expected {base}")

@@ -189,6 +189,26 @@ export function wholeBlocks(type: string, bytes: Uint8Array, blockBytes: number)
   return bytes.length / blockBytes;
 }
 
+/**
+ * Dequantises Q8_0 blocks (34 bytes: fp16 d, 32 int8 q): x = q * d (llama.cpp's
+ * `dequantize_row_q8_0`). The quantiser is gguf.ts's `quantizeQ8_0`.
+ *
+ * @param bytes Whole 34-byte blocks.
+ * @param out Where to write the values (default: a new array).
+ * @returns 32 values per block (`out` when given).
+ * @throws {Qwen3Error} `invalid_argument` for a partial block or a short `out`.
+ */
+export function dequantizeQ8_0(bytes: Uint8Array, out?: Float32Array): Float32Array {
+  const blocks = wholeBlocks("Q8_0", bytes, 34);
+  const y = valueOutput("Q8_0", blocks * QK_32, out);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let b = 0; b < blocks; b++) {
+    const d = fromHalf(view.getUint16(b * 34, true));
+    for (let j = 0; j < QK_32; j++) y[b * QK_32 + j] = f(view.getInt8(b * 34 + 2 + j) * d);
+  }
+  return y;
+}
+
 /** Shared body of the Q4_1 / Q5_0 / Q5_1 dequantisers. */
 function dequantize32(
   type: "Q4_1" | "Q5_0" | "Q5_1",
