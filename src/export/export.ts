@@ -296,7 +296,13 @@ async function encodeRows(
   return bytesOf(out);
 }
 
-/** The ggml type of each GGUF tensor of the export, by name. */
+/**
+ * The ggml type of each tensor of a GGUF export.
+ *
+ * @param config The model's shape.
+ * @param type The export's weight type or mixture.
+ * @returns GGUF tensor name -> {@linkcode GgmlType} value, in file order.
+ */
 export function ggufTensorTypes(config: ModelConfig, type: GgufWeightType): Map<string, number> {
   const out = new Map<string, number>();
   for (const { name, slot } of qwen3GgufTensors(config)) {
@@ -342,7 +348,6 @@ function ggufSources(
 // ---------------------------------------------------------------------------------------------
 // The checks before anything is written
 
-/** The options with their defaults, each checked. */
 /** The checked options. */
 interface ExportChoices {
   format: ExportFormat;
@@ -351,6 +356,7 @@ interface ExportChoices {
   threads: number;
 }
 
+/** The options with their defaults, each checked. */
 function checkExportOptions(
   opts: ExportOptions,
 ): ExportChoices {
