@@ -2,7 +2,7 @@
  * The quantised GGUF export against llama.cpp itself.
  *
  * Always (from the committed fixture tests/fixtures/kquant_export/, written by
- * tools/make_kquant_fixture.py with llama-cpp-python 0.3.36):
+ * tools/make_kquant_export_fixture.py with llama-cpp-python 0.3.36):
  * - the block quantisers (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) give llama_model_quantize's
  *   bytes for 64 rows of varied values and edge cases, every block;
  * - the dequantisers give gguf-py's `gguf.quants.dequantize` values, every value;

@@ -6,7 +6,7 @@ src/formats/block32_quants.ts) and its tensor-type mixtures (src/export/gguf_mix
 checked by tests/kquant_export_test.ts. Run by hand with the llama-cpp-python peer (it has
 llama_cpp, gguf and numpy; `deno task bench:compare` builds it into .tools/):
 
-    .tools/llama-cpp-python-0.3.36/bin/python tools/make_kquant_fixture.py
+    .tools/llama-cpp-python-0.3.36/bin/python tools/make_kquant_export_fixture.py
 
 What it writes (about 0.65 MB):
   input.f32                 ROWS x COLS float32 rows: Gaussian rows of many scales, bf16-rounded
@@ -157,7 +157,7 @@ def main() -> None:
     rows = test_rows()
     (OUT / "input.f32").write_bytes(rows.tobytes())
     manifest: dict = {
-        "generator": "tools/make_kquant_fixture.py",
+        "generator": "tools/make_kquant_export_fixture.py",
         "llama_cpp_python": llama_cpp.__version__,
         "rows": int(rows.shape[0]),
         "cols": COLS,
@@ -206,7 +206,7 @@ def main() -> None:
                     "file_type": int(ft.parts[ft.data[0]][0]),
                     "tensors": {t.name: int(t.tensor_type) for t in r.tensors},
                 })
-    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     total = sum(f.stat().st_size for f in OUT.iterdir())
     print(f"wrote {OUT} ({total} bytes)")
 
