@@ -6,8 +6,9 @@
  * - the block quantisers (Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) give llama_model_quantize's
  *   bytes for 64 rows of varied values and edge cases, every block;
  * - the dequantisers give gguf-py's `gguf.quants.dequantize` values, every value;
- * - the mixture rules give the tensor type llama.cpp picks for every tensor of 18 files
- *   (6 mixtures x untied / tied at width 256 / untied at width 288, where rows fall back),
+ * - the mixture rules give the tensor type llama.cpp picks for every tensor of 24 files
+ *   (6 mixtures x untied / tied at width 256 / untied at widths 288 and 48, where rows fall
+ *   back, at 48 to F16),
  *   and the same `general.file_type`;
  * - the quantisation pool gives the same bytes on 1 and 2 threads;
  * - `exportHfModel` with a mixture writes the tensor types of the rules, and values that
@@ -177,7 +178,7 @@ Deno.test("the quantisation pool gives the same bytes on 1 and 2 threads", async
 });
 
 Deno.test("mixture rules give llama.cpp's tensor types and file type", () => {
-  assert.equal(manifest.mixtures.length, 18);
+  assert.equal(manifest.mixtures.length, 24);
   for (const m of manifest.mixtures) {
     const hd = m.head_dim;
     const dims: Record<string, number[]> = {

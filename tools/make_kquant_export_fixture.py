@@ -20,7 +20,8 @@ What it writes (about 0.65 MB):
   <type>.dequant.f32        gguf-py's gguf.quants.dequantize of those blocks
   manifest.json             shapes, versions, and for each mixture (q4_k_m, q5_k_m, q6_k, q5_0,
                             q5_1, q4_1) x model shape (8 layers untied and tied at width 256,
-                            untied at width 288 to hit the fallbacks) the type llama.cpp gives
+                            untied at widths 288 and 48 to hit the fallbacks, F16 included) the
+                            type llama.cpp gives
                             every tensor and the general.file_type it writes
 """
 
@@ -188,6 +189,9 @@ def main() -> None:
                               tied=True)),
             ("untied_288", dict(dim=288, hidden=544, layers=8, heads=3, kv_heads=1, head_dim=96,
                                 tied=False)),
+            # Widths that are not multiples of 32 either: llama.cpp falls back to F16.
+            ("untied_48", dict(dim=48, hidden=80, layers=8, heads=2, kv_heads=1, head_dim=24,
+                               tied=False)),
         ]
         for shape_name, s in shapes:
             src = tmpd / f"{shape_name}_f32.gguf"
