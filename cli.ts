@@ -31,6 +31,7 @@ import {
   exportHfModel,
   GGUF_WEIGHT_TYPES,
   type GgufWeightType,
+  LLAMA_CPP_ONLY_TYPES,
 } from "./src/export/export.ts";
 import type { GenerationStats, Piece, PieceKind } from "./src/api/generate.ts";
 import { demoModelPath } from "./src/api/demo.ts";
@@ -216,7 +217,15 @@ Options:
   --format bin|gguf         output format (default bin)
   --group-size N            bin: values per int8 scale (default ${DEFAULT_GROUP_SIZE}; halved until it
                             divides every row width)
-  --type ${GGUF_WEIGHT_TYPES.join("|")}  gguf: weight type (default q8_0; norms are always F32)
+  --type TYPE               gguf weight type (norms are always F32): q8_0 (default), f16,
+                            bf16, f32, or one of llama.cpp's quantised mixtures
+                            ${LLAMA_CPP_ONLY_TYPES.join(", ")}: tensor for tensor
+                            and byte for byte what llama-quantize writes from the same
+                            weights. Those files are for llama.cpp: this version's engines
+                            do not load their block types yet. Q4_K quantises at about
+                            1 M values/s per thread in TypeScript
+  --threads N               threads that quantise those mixtures (default: all CPUs; the
+                            bytes do not depend on it)
   --force                   replace existing output files (regular files only)
   -h, --help                this help`,
 };
@@ -295,7 +304,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
   ],
   tokenize: ["input", "special", "help"],
   info: ["engine", "help"],
-  export: ["group-size", "format", "type", "force", "help"],
+  export: ["group-size", "format", "type", "threads", "force", "help"],
 };
 
 function flagName(name: OptionName): string {
@@ -718,6 +727,7 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
     throw new UsageError("--type applies to --format gguf (model.bin is always int8 groups)");
   }
   const type = v.type as GgufWeightType | undefined;
+  const threads = number(v, "threads", { min: 1, integer: true, max: 1024 });
   const started = performance.now();
   // A signal aborts the export, which removes its partial files and puts back anything it
   // replaced; then the process exits as the signal would have ended it (128 + its number).
@@ -740,6 +750,7 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
       format,
       groupSize,
       type,
+      threads,
       force: v.force ?? false,
       signal: ctl.signal,
       onProgress: exportProgress("export"),
