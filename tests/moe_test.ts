@@ -11,10 +11,14 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 import { CEngine, kernelName, selectKernel } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
 import { exportHfModel } from "../src/export/export.ts";
 import { GgmlType, readGgufHeader } from "../src/formats/gguf.ts";
+import { LLAMA_FILE_TYPE, qwen3GgufMetadata } from "../src/formats/gguf_qwen3.ts";
+import { moeGgufMetadata } from "../src/export/moe_export.ts";
+import { type GgufTensorData, writeGguf } from "./helpers/gguf_model.ts";
 import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
 import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
@@ -277,4 +281,112 @@ Deno.test("qwen3moe GGUF: both engines refuse bad expert counts and shapes, nami
       );
     }
   }
+});
+
+/**
+ * The optional llama.cpp peer: `QWEN3_LLAMA_PYTHON`, else the venv that
+ * `deno task bench:compare` builds under .tools/ (as tests/export_test.ts finds it).
+ */
+async function findLlamaPython(): Promise<string | null> {
+  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? join(LLAMA_VENV, "bin/python");
+  try {
+    if (!(await Deno.stat(python)).isFile) return null;
+    const r = await new Deno.Command(python, {
+      args: ["-c", "import llama_cpp"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return r.success ? python : null;
+  } catch {
+    return null;
+  }
+}
+
+const LLAMA_PYTHON = await findLlamaPython();
+if (!LLAMA_PYTHON) {
+  console.log(
+    `skipping the llama.cpp qwen3moe check: set QWEN3_LLAMA_PYTHON to a python with ` +
+      `llama-cpp-python ${LLAMA_CPP_PYTHON}, or run \`deno task bench:compare\` to build ${LLAMA_VENV}`,
+  );
+}
+
+Deno.test({
+  name: "qwen3moe GGUF runs in llama.cpp like the TS engine (QWEN3_LLAMA_PYTHON)",
+  ignore: LLAMA_PYTHON === null,
+  async fn() {
+    // llama.cpp's qwen3moe has no dense blocks: block 1 gets block 0's router and experts
+    // in place of its dense feed-forward (not transformers' model any more: the check is
+    // llama.cpp against our engine on one file).
+    const src = await exportGguf("f32");
+    const bytes = await Deno.readFile(src);
+    const g = readGgufHeader(bytes, bytes.length, src);
+    const tensors: GgufTensorData[] = [];
+    const data = (name: string) => {
+      const t = g.tensors.get(name)!;
+      return {
+        spec: { name, dims: t.dims, type: t.type },
+        data: bytes.subarray(t.offset, t.offset + t.bytes),
+      };
+    };
+    for (const name of g.tensors.keys()) {
+      if (/^blk\.1\.ffn_(gate|up|down)\.weight$/.test(name)) continue;
+      tensors.push(data(name));
+    }
+    for (const t of ["ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"]) {
+      const from = data(`blk.0.${t}.weight`);
+      tensors.push({ ...from, spec: { ...from.spec, name: `blk.1.${t}.weight` } });
+    }
+    const config = await (async () => {
+      using e = await TsEngine.load(src);
+      return e.config;
+    })();
+    config.moe!.sparse = [true, true];
+    const json = JSON.parse(await Deno.readTextFile(QWEN3_TOKENIZER_JSON));
+    const metadata = moeGgufMetadata(
+      qwen3GgufMetadata(config, json, { fileType: LLAMA_FILE_TYPE.ALL_F32 }),
+      config.moe!,
+    );
+    const path = join(tmp, "all_sparse.gguf");
+    await writeGguf(path, metadata, tensors);
+
+    const script = `
+import json, sys, numpy as np
+from llama_cpp import Llama
+m = Llama(sys.argv[1], verbose=False, n_ctx=64, n_threads=1, logits_all=True)
+out = []
+for ids in json.loads(sys.argv[2]):
+    m.reset(); m._ctx.kv_cache_clear(); m.eval(ids)
+    out.append(np.array(m.scores[:len(ids)], dtype=np.float32))
+sys.stdout.buffer.write(np.concatenate(out).tobytes())
+`;
+    const ids = JSON.stringify(reference.prompts.map((p) => p.ids));
+    const r = await new Deno.Command(LLAMA_PYTHON!, { args: ["-c", script, path, ids] }).output();
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    const all = new Float32Array(r.stdout.slice().buffer);
+    using ts = await TsEngine.load(path);
+    assert.deepEqual(ts.config.moe?.sparse, [true, true]);
+    const ours = await engineLogits(ts);
+    let row = 0, worst = 0;
+    reference.prompts.forEach((p, i) => {
+      p.ids.forEach((_, t) => {
+        const theirs = all.subarray(151936 * row, 151936 * ++row);
+        const mine = ours[i][t];
+        assert.equal(argmax(theirs), argmax(mine), `prompt ${p.name}, position ${t}: argmax`);
+        let mean = 0;
+        for (const v of mine) mean += v;
+        mean /= mine.length;
+        let sq = 0;
+        for (const v of mine) sq += (v - mean) ** 2;
+        const std = Math.sqrt(sq / mine.length);
+        for (let j = 0; j < mine.length; j++) {
+          worst = Math.max(worst, Math.abs(theirs[j] - mine[j]) / std);
+        }
+      });
+    });
+    // llama.cpp keeps its KV cache in F16 (as in tests/export_test.ts): ~1e-3 std.
+    assert.ok(worst <= 0.01, `llama.cpp and the TS engine ${worst} std apart`);
+    console.log(
+      `llama.cpp on the all-sparse F32 GGUF: worst logit difference ${worst.toFixed(5)} std`,
+    );
+  },
 });
