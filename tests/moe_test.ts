@@ -141,6 +141,7 @@ for (const [type, tolerance] of [["q8_0", Q8_TOLERANCE], ["f32", F32_TOLERANCE]]
     const tsLogits = await engineLogits(ts);
     const tsWorst = compare(`ts ${type}`, tsLogits, tolerance);
     using c = await CEngine.load(path, { threads: 1 });
+    assert.deepEqual(c.config.moe, ts.config.moe);
     const cLogits = await engineLogits(c);
     const cWorst = compare(`c ${type}`, cLogits, tolerance);
     let apart = 0;
@@ -389,4 +390,25 @@ sys.stdout.buffer.write(np.concatenate(out).tobytes())
       `llama.cpp on the all-sparse F32 GGUF: worst logit difference ${worst.toFixed(5)} std`,
     );
   },
+});
+
+Deno.test("qwen3 info shows the experts on both engines", async () => {
+  const path = await exportGguf("q8_0");
+  for (const engine of ["c", "ts"]) {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../cli.ts", import.meta.url).pathname,
+        "info",
+        path,
+        "--engine",
+        engine,
+      ],
+    }).output();
+    const out = new TextDecoder().decode(r.stdout);
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    assert.match(out, /^experts +8, 2 per token, width 32$/m, `${engine}: ${out}`);
+    assert.match(out, /^sparse_blocks +0$/m, `${engine}: ${out}`);
+  }
 });
