@@ -270,7 +270,12 @@ Deno.test("qwen3moe GGUF: both engines refuse bad expert counts and shapes, nami
     v.setBigUint64(dims, 32n, true);
     v.setBigUint64(dims + 8, 64n, true);
   });
+  // the only router renamed (same length): no block is sparse
+  const none = await patched("no_router", (b, at) => {
+    b[at("blk.0.ffn_gate_inp") - 1] = "q".charCodeAt(0);
+  });
   const cases: [string, RegExp][] = [
+    [none, /GGUF arch qwen3moe has no block with a ffn_gate_inp tensor/],
     [used, /qwen3moe\.expert_used_count' = 9 is outside \[1, 8\]/],
     [shape, /blk\.0\.ffn_gate_exps\.weight' has shape \[32, 64, 8, 1\].*expected \[64, 32, 8\]/],
   ];

@@ -407,12 +407,6 @@ static int32_t load_hparams(Loader* L) {
     if (!rc) rc = key_uint(L, KEY_CONTEXT_LENGTH, 1, 0, 1, QWEN3_MAX_SEQ_LEN, &h->seq_len);
     if (!rc) rc = key_float(L, KEY_ROPE_THETA, QWEN3_ROPE_THETA, &L->m->rope_theta);
     if (!rc) rc = key_float(L, KEY_RMS_EPS, QWEN3_RMS_EPS, &L->m->rms_eps);
-    if (!rc && L->moe) {
-        Qwen3MoeShape* moe = &L->m->moe;
-        rc = key_uint_named(L, KEY_MOE_EXPERTS, 1, 0, 1, QWEN3_MAX_EXPERTS, &moe->n_experts);
-        if (!rc) rc = key_uint_named(L, KEY_MOE_USED, 1, 0, 1, moe->n_experts, &moe->n_used);
-        if (!rc) rc = key_uint_named(L, KEY_MOE_HIDDEN, 1, 0, 1, QWEN3_MAX_DIM, &moe->hidden_dim);
-    }
     if (rc) return rc;
     if (v_len != h->head_dim) {
         return qwen3_fail(QWEN3_ERR_UNSUPPORTED, "%s: GGUF value_length %u differs from key_length %u", L->path,
@@ -435,6 +429,24 @@ static int32_t load_hparams(Loader* L) {
     if ((uint64_t)h->n_heads * h->head_dim > QWEN3_MAX_DIM) {
         return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF head_count * key_length = %llu exceeds the limit of %u",
                           L->path, (unsigned long long)h->n_heads * h->head_dim, QWEN3_MAX_DIM);
+    }
+    if (L->moe) {
+        /* after the dense keys' checks, in the TS reader's order (gguf_model.ts readMoeKeys) */
+        Qwen3MoeShape* moe = &L->m->moe;
+        int32_t rc2 = key_uint_named(L, KEY_MOE_EXPERTS, 1, 0, 1, QWEN3_MAX_EXPERTS, &moe->n_experts);
+        if (!rc2) rc2 = key_uint_named(L, KEY_MOE_USED, 1, 0, 1, moe->n_experts, &moe->n_used);
+        if (!rc2) rc2 = key_uint_named(L, KEY_MOE_HIDDEN, 1, 0, 1, QWEN3_MAX_DIM, &moe->hidden_dim);
+        if (rc2) return rc2;
+        int any_sparse = 0;
+        for (uint32_t l = 0; l < h->n_layers && !any_sparse; l++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%u.%s.weight", l, SUFFIX_MOE_ROUTER);
+            any_sparse = qwen3_gguf_find_tensor(&L->g, name) != NULL;
+        }
+        if (!any_sparse) {
+            return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF arch " ARCH_MOE " has no block with a %s tensor", L->path,
+                              SUFFIX_MOE_ROUTER);
+        }
     }
     const Qwen3GgufTensor* embd = qwen3_gguf_find_tensor(&L->g, TENSOR_EMBED);
     if (!embd) return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF has no tensor '%s'", L->path, TENSOR_EMBED);
@@ -516,7 +528,6 @@ static int32_t load_weights(Loader* L) {
     const uint32_t dim = h->dim, hd = h->head_dim, q_dim = h->n_heads * hd, kv_dim = h->n_kv_heads * hd;
     w->layers = (Qwen3LayerWeights*)calloc(h->n_layers, sizeof *w->layers);
     if (!w->layers) return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory for %u layer tables", h->n_layers);
-    int any_sparse = 0;
     int32_t rc = load_matrix(L, TENSOR_EMBED, h->vocab_size, dim, &w->embed);
     if (!rc) rc = load_vector(L, TENSOR_FINAL_NORM, dim, &w->final_norm);
     if (!rc && !h->shared_classifier) {
@@ -547,7 +558,6 @@ static int32_t load_weights(Loader* L) {
         };
         snprintf(name, sizeof name, "blk.%u.%s.weight", l, SUFFIX_MOE_ROUTER);
         const int sparse = L->moe && qwen3_gguf_find_tensor(&L->g, name) != NULL;
-        any_sparse |= sparse;
         for (int i = 0; i < (sparse ? 4 : 7) && !rc; i++) {
             rc = load_matrix(L, NAME(mats[i].t), mats[i].rows, mats[i].cols, mats[i].dst);
         }
@@ -555,10 +565,6 @@ static int32_t load_weights(Loader* L) {
 #undef NAME
     }
     if (rc) return rc;
-    if (L->moe && !any_sparse) {
-        return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF arch " ARCH_MOE " has no block with a %s tensor", L->path,
-                          SUFFIX_MOE_ROUTER);
-    }
     if (L->any_q8) {
         /* every activation is quantised per 32 values when any matrix takes int8 input */
         const uint32_t widths[4] = {dim, h->hidden_dim, q_dim, L->moe ? m->moe.hidden_dim : dim};
