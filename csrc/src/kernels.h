@@ -164,9 +164,15 @@ void qwen3_block_row(float* out, const Qwen3BlockMatrix* w, uint32_t row);
  * (the same bits for a token whatever the batch). Requires x->group_size == 32. */
 typedef void (*Qwen3MatmulBlocksFn)(float* out, size_t out_stride, const Qwen3BlockMatrix* w,
                                     const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end);
-/* The reference (kernels_blocks.c), which every tier uses until it has its own. */
+/* The reference (kernels_blocks.c), for the tiers without their own. */
 void qwen3_matmul_blocks_ref(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
                              uint32_t row_begin, uint32_t row_end);
+#if defined(__x86_64__) || defined(_M_X64)
+/* AVX2 for Q4_K, Q5_K and Q6_K, the reference for the other types (kernels_blocks_avx2.c);
+ * every x86 tier uses it. */
+void qwen3_matmul_blocks_avx2(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
+                              uint32_t row_begin, uint32_t row_end);
+#endif
 
 /* Token t of a batch: x (b->n floats) quantised as qwen3_quantize_q8 does, into row t,
  * plus each group's sum of q values into b->sums. The same bits in every tier. */

@@ -88,6 +88,17 @@ static int case_init(Case* c, uint32_t type, uint32_t rows, uint32_t cols, uint3
         for (uint32_t i = 0; i < cols; i++) x[i] = rnd_sym() * (i % 97 == 0 ? 8.0f : 1.0f);
         if (t == 1) memset(x, 0, 32 * sizeof(float)); /* an all-zero group: scale 0 */
         qwen3_quantize_q8_token(x, &c->x, t);
+        if (t == 2) {
+            /* extreme int8 activations, -128 included (the quantiser can wrap to it), to
+             * show the SIMD products never saturate */
+            int8_t* q = c->x.q + (size_t)t * cols;
+            for (uint32_t i = 0; i < cols; i++) q[i] = (int8_t)(i % 3 == 0 ? -128 : i % 3 == 1 ? 127 : -127);
+            for (uint32_t g = 0; g < cols / 32; g++) {
+                int32_t sum = 0;
+                for (uint32_t i = 0; i < 32; i++) sum += q[32 * g + i];
+                c->x.sums[(size_t)t * (cols / 32) + g] = sum;
+            }
+        }
     }
     return 1;
 }
