@@ -168,10 +168,14 @@ typedef void (*Qwen3MatmulBlocksFn)(float* out, size_t out_stride, const Qwen3Bl
 void qwen3_matmul_blocks_ref(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
                              uint32_t row_begin, uint32_t row_end);
 #if defined(__x86_64__) || defined(_M_X64)
-/* AVX2 for Q4_K, Q5_K and Q6_K, the reference for the other types (kernels_blocks_avx2.c);
- * every x86 tier uses it. */
+/* Q4_K, Q5_K and Q6_K with each x86 tier's integer dot product, the reference for the other
+ * types (kernels_blocks_avx2.c). */
 void qwen3_matmul_blocks_avx2(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
                               uint32_t row_begin, uint32_t row_end);
+void qwen3_matmul_blocks_avxvnni(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
+                                 uint32_t row_begin, uint32_t row_end);
+void qwen3_matmul_blocks_avx512vnni(float* out, size_t out_stride, const Qwen3BlockMatrix* w,
+                                    const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end);
 #endif
 
 /* Token t of a batch: x (b->n floats) quantised as qwen3_quantize_q8 does, into row t,

@@ -1,0 +1,210 @@
+/*
+ * kernels_blocks_x86.h - one body of the K-quant block product (Qwen3MatmulBlocksFn, kernels.h)
+ * for every x86 tier; kernels_blocks_avx2.c includes it once per tier after defining
+ *
+ *   BLK_TARGET        the function attribute that enables the tier's ISA
+ *   BLK_DOT32(w, x)   __m256i: per int32 lane the exact sum of four products of unsigned
+ *                     bytes w and signed bytes x (maddubs + madd, or vpdpbusd)
+ *   BLK_NAME          the name of the Qwen3MatmulBlocksFn it defines
+ *   BLK_P(name)       a per-tier name for its helpers
+ *
+ * Same bits as the reference (docs/numerics.md#ggml-block-weights): the integer sums of a
+ * 256-value block's eight chunks (and Q6_K's sixteen halves) are exact in any order, so they are
+ * formed with BLK_DOT32 and a horizontal-add tree; the eight chunk epilogues run lane by lane
+ * (the reference's single roundings), and their products are added to the row's sum one at a
+ * time, in chunk order. Four rows are interleaved for instruction-level parallelism; each keeps
+ * its own order.
+ *
+ * Unsigned weights: Q4_K / Q5_K values are 0..31 already; Q6_K's are taken as 6-bit unsigned
+ * (0..63) and 32 times each half's activation sum is subtracted. A maddubs pair sum is at most
+ * 2 * 63 * 128 = 16128, so it never saturates.
+ */
+
+#define BLK_ROWS 4
+
+typedef struct {
+    __m256 scale;    /* per chunk: d * sc (Q4_K, Q5_K) or d (Q6_K) */
+    __m256 offset;   /* per chunk: -(dmin * m) (Q4_K, Q5_K) */
+    __m256i sc_lo;   /* Q6_K: the scale of each chunk's first 16 values */
+    __m256i sc_hi;   /* Q6_K: of its last 16 */
+} BLK_P(Params);
+
+/* Lane j of *lo: the sum of v[j]'s lanes 0..3 (a chunk's first 16 values); of *hi: 4..7. */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(halves4)(const __m256i v[4], __m128i* lo,
+                                                                          __m128i* hi) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    *lo = _mm256_castsi256_si128(h);
+    *hi = _mm256_extracti128_si256(h, 1);
+}
+
+/* fp16 -> fp32, exactly as qwen3_f16_to_f32, inlined (two per block). */
+static inline __attribute__((always_inline)) float BLK_P(f16)(const uint8_t* p) {
+    const uint32_t h = qwen3_read_u16le(p), sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
+    uint32_t bits;
+    if (exp == 0) {
+        const float v = (float)mant * 5.9604644775390625e-8f; /* zero or subnormal, exact */
+        return sign ? -v : v;
+    }
+    bits = exp == 0x1F ? sign | 0x7F800000u | (mant << 13) : sign | ((exp + 112u) << 23) | (mant << 13);
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(dot32)(__m256i w, const int8_t* x) {
+    return BLK_DOT32(w, _mm256_loadu_si256((const __m256i*)x));
+}
+
+/* A block's scales: Q4_K / Q5_K unpack their 6-bit scales and mins four bytes at a time
+ * (chunk j < 4: low 6 bits of bytes j and j + 4; j >= 4: nibbles of byte j + 4 under the top
+ * two bits of bytes j - 4 and j, as kernels_blocks.c reads them one by one). */
+BLK_TARGET static inline __attribute__((always_inline)) BLK_P(Params) BLK_P(params)(uint32_t type, const uint8_t* blk) {
+    BLK_P(Params) p;
+    if (type == QWEN3_BLOCK_Q6_K) {
+        const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(blk + 192)));
+        p.sc_lo = _mm256_srai_epi32(_mm256_slli_epi32(s16, 16), 16); /* scales 0, 2, ..., 14 */
+        p.sc_hi = _mm256_srai_epi32(s16, 16);                        /* scales 1, 3, ..., 15 */
+        p.scale = _mm256_set1_ps(BLK_P(f16)(blk + 208));
+        p.offset = _mm256_setzero_ps();
+        return p;
+    }
+    const float d = BLK_P(f16)(blk), dmin = BLK_P(f16)(blk + 2);
+    const uint32_t a = qwen3_read_u32le(blk + 4), b = qwen3_read_u32le(blk + 8), c = qwen3_read_u32le(blk + 12);
+    const uint32_t sc_lo = a & 0x3F3F3F3Fu, m_lo = b & 0x3F3F3F3Fu;
+    const uint32_t sc_hi = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
+    const uint32_t m_hi = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
+    const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)sc_hi, (int)sc_lo)));
+    const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)m_hi, (int)m_lo)));
+    p.scale = _mm256_mul_ps(_mm256_set1_ps(d), sc);
+    /* -(dmin * m): the product, then its sign flipped, as the reference does */
+    p.offset = _mm256_xor_ps(_mm256_mul_ps(_mm256_set1_ps(dmin), m), _mm256_set1_ps(-0.0f));
+    p.sc_lo = p.sc_hi = _mm256_setzero_si256();
+    return p;
+}
+
+/* Q4_K (five = 0) or Q5_K (five = 1): the eight chunk sums of a block against 256 values. */
+BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(isums_k45)(const uint8_t* blk,
+                                                                               const int8_t* xq, int five) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const uint8_t* qs = blk + (five ? 48 : 16);
+    const __m256i hb = five ? _mm256_loadu_si256((const __m256i*)(blk + 16)) : _mm256_setzero_si256();
+    __m256i v[8];
+    for (int k = 0; k < 4; k++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i*)(qs + 32 * k));
+        __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (five) {
+            /* bits 2k and 2k + 1 of each qh byte (16-bit shifts: after the shift, bit 0 of
+             * each byte is that byte's own bit) */
+            const __m256i b0 = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), one);
+            const __m256i b1 = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k + 1), one);
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
+        }
+        v[2 * k] = BLK_P(dot32)(lo, xq + 64 * k);
+        v[2 * k + 1] = BLK_P(dot32)(hi, xq + 64 * k + 32);
+    }
+    __m128i lo0, hi0, lo1, hi1;
+    BLK_P(halves4)(v, &lo0, &hi0);
+    BLK_P(halves4)(v + 4, &lo1, &hi1);
+    return _mm256_set_m128i(_mm_add_epi32(lo1, hi1), _mm_add_epi32(lo0, hi0));
+}
+
+/* Q6_K: the eight chunk sums m16[2c] * lo + m16[2c+1] * hi of a block against 256 values. */
+/* 32 times the activation sum of each chunk's first (*lo) and last (*hi) 16 values: what
+ * Q6_K's +32 adds, the same for every row. */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(x_halves)(const int8_t* xq, __m256i* lo,
+                                                                           __m256i* hi) {
+    const __m256i one = _mm256_set1_epi8(1);
+    __m256i xv[8];
+    for (int j = 0; j < 8; j++) xv[j] = BLK_P(dot32)(one, xq + 32 * j);
+    __m128i lo0, hi0, lo1, hi1;
+    BLK_P(halves4)(xv, &lo0, &hi0);
+    BLK_P(halves4)(xv + 4, &lo1, &hi1);
+    *lo = _mm256_slli_epi32(_mm256_set_m128i(lo1, lo0), 5);
+    *hi = _mm256_slli_epi32(_mm256_set_m128i(hi1, hi0), 5);
+}
+
+BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(isums_q6k)(const uint8_t* blk,
+                                                                               const int8_t* xq,
+                                                                               const BLK_P(Params) * p,
+                                                                               __m256i x32_lo, __m256i x32_hi) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    __m256i v[8];
+    for (int h = 0; h < 2; h++) {
+        const uint8_t* ql = blk + 64 * h;
+        const __m256i l0 = _mm256_loadu_si256((const __m256i*)ql);
+        const __m256i l1 = _mm256_loadu_si256((const __m256i*)(ql + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * h));
+        const __m256i q[4] = {
+            _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
+            _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m30)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30)),
+        };
+        for (int j = 0; j < 4; j++) v[4 * h + j] = BLK_P(dot32)(q[j], xq + 128 * h + 32 * j);
+    }
+    __m128i lo0, hi0, lo1, hi1;
+    BLK_P(halves4)(v, &lo0, &hi0);
+    BLK_P(halves4)(v + 4, &lo1, &hi1);
+    /* undo the +32 of each value */
+    const __m256i lo = _mm256_sub_epi32(_mm256_set_m128i(lo1, lo0), x32_lo);
+    const __m256i hi = _mm256_sub_epi32(_mm256_set_m128i(hi1, hi0), x32_hi);
+    return _mm256_add_epi32(_mm256_mullo_epi32(p->sc_lo, lo), _mm256_mullo_epi32(p->sc_hi, hi));
+}
+
+/* Rows [r, r + nr) (nr <= BLK_ROWS, a constant where inlined) for every token. */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* out, size_t out_stride,
+                                                                       const Qwen3BlockMatrix* w,
+                                                                       const Qwen3Q8Batch* x, uint32_t r,
+                                                                       uint32_t row_begin, const uint32_t nr) {
+    const uint32_t type = w->type, bb = qwen3_block_bytes(type), nb = w->cols / 256, ng = x->n / 32;
+    const int q6 = type == QWEN3_BLOCK_Q6_K, five = type == QWEN3_BLOCK_Q5_K;
+    for (uint32_t t = 0; t < x->n_tokens; t++) {
+        for (uint32_t i = 0; i < nr; i++) out[(size_t)t * out_stride + (r + i - row_begin)] = 0.0f;
+    }
+    for (uint32_t b = 0; b < nb; b++) {
+        const uint8_t* blk[BLK_ROWS];
+        BLK_P(Params) par[BLK_ROWS];
+        for (uint32_t i = 0; i < nr; i++) {
+            blk[i] = w->data + (size_t)(r + i) * w->row_bytes + (size_t)b * bb;
+            par[i] = BLK_P(params)(type, blk[i]);
+        }
+        for (uint32_t t = 0; t < x->n_tokens; t++) {
+            const int8_t* xq = x->q + (size_t)t * x->n + (size_t)b * 256;
+            const size_t g = (size_t)t * ng + (size_t)b * 8;
+            const __m256 xs = _mm256_loadu_ps(x->s + g);
+            const __m256 xsum = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i*)(x->sums + g)));
+            __m256i x32_lo = _mm256_setzero_si256(), x32_hi = _mm256_setzero_si256();
+            if (q6) BLK_P(x_halves)(xq, &x32_lo, &x32_hi);
+            float prod[BLK_ROWS][8];
+            for (uint32_t i = 0; i < nr; i++) {
+                const __m256i isum =
+                    q6 ? BLK_P(isums_q6k)(blk[i], xq, &par[i], x32_lo, x32_hi) : BLK_P(isums_k45)(blk[i], xq, five);
+                __m256 tv = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), par[i].scale);
+                if (!q6) tv = _mm256_add_ps(tv, _mm256_mul_ps(xsum, par[i].offset));
+                _mm256_storeu_ps(prod[i], _mm256_mul_ps(tv, xs));
+            }
+            for (uint32_t i = 0; i < nr; i++) {
+                float* dst = out + (size_t)t * out_stride + (r + i - row_begin);
+                float acc = *dst;
+                for (int c = 0; c < 8; c++) acc = acc + prod[i][c];
+                *dst = acc;
+            }
+        }
+    }
+}
+
+BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
+                         uint32_t row_begin, uint32_t row_end) {
+    const uint32_t type = w->type;
+    if (type != QWEN3_BLOCK_Q4_K && type != QWEN3_BLOCK_Q5_K && type != QWEN3_BLOCK_Q6_K) {
+        qwen3_matmul_blocks_ref(out, out_stride, w, x, row_begin, row_end);
+        return;
+    }
+    uint32_t r = row_begin;
+    for (; row_end - r >= BLK_ROWS; r += BLK_ROWS) BLK_P(rows)(out, out_stride, w, x, r, row_begin, BLK_ROWS);
+    for (; r < row_end; r++) BLK_P(rows)(out, out_stride, w, x, r, row_begin, 1);
+}
+
+#undef BLK_ROWS
