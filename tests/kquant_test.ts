@@ -7,14 +7,16 @@
  *   Q4_1 / Q5_0 / Q5_1, and a feed-forward width that is not a multiple of 256 (llama.cpp's
  *   fallback types on ffn_down): the C and TS engines give the same greedy tokens and logits
  *   within 1e-4 relative, and the C engine's prefill equals its token-by-token decoding bit
- *   for bit.
+ *   for bit, as do its logits with every kernel tier this CPU supports and with 1 or 2
+ *   threads.
  *
  * The test models hold random block bytes (random packed values and scales, fp16 scales
  * chosen to give weights of about 1/sqrt(width)), which exercise every field of the formats.
  */
 
 import assert from "node:assert/strict";
-import { CEngine } from "../ffi/c_engine.ts";
+import { CEngine, kernelName, selectKernel } from "../ffi/c_engine.ts";
+import { Qwen3Error } from "../src/errors.ts";
 import { GgmlType, toHalf } from "../src/formats/gguf.ts";
 import {
   dequantizeBlocks,
@@ -212,6 +214,14 @@ async function lockstep(a: Engine, b: Engine) {
   return { tokens, worst };
 }
 
+/** Prefill logits plus a few greedy steps: everything a kernel touches. */
+async function trace(engine: Engine): Promise<Float32Array[]> {
+  using s = engine.createSession();
+  const out = [(await s.forward(PROMPT)).slice()];
+  for (let i = 0; i < 4; i++) out.push((await s.forward([argmax(out[i])])).slice());
+  return out;
+}
+
 for (const [i, c] of CASES.entries()) {
   Deno.test(`GGUF ${c.name}: C and TS engines agree; prefill equals decoding`, async () => {
     const path = await writeRandomModel(`${dir}/m${i}`, {
@@ -259,6 +269,31 @@ for (const [i, c] of CASES.entries()) {
     let b: Float32Array = new Float32Array(0);
     for (const t of PROMPT) b = await steps.forward([t]);
     assert.deepEqual(a, b, "prefill logits differ from token-by-token decoding");
-    console.log(`  ${c.name}: C vs TS worst relative logit difference ${worst.toExponential(2)}`);
+    // every tier and thread count: the same bits as scalar on one thread
+    const initial = await kernelName();
+    const ran: string[] = [];
+    try {
+      await selectKernel("scalar");
+      ce.setThreads(1);
+      const reference = await trace(ce);
+      ce.setThreads(2);
+      assert.deepEqual(await trace(ce), reference, "2 threads differ from 1");
+      for (const tier of ["avx2", "avxvnni", "avx512vnni", "amx", "neon", "neondot", "sve"]) {
+        try {
+          await selectKernel(tier);
+        } catch (e) {
+          if (e instanceof Qwen3Error && e.code === "unsupported") continue;
+          throw e;
+        }
+        ran.push(tier);
+        assert.deepEqual(await trace(ce), reference, `${tier}: logits differ from scalar`);
+      }
+    } finally {
+      await selectKernel(initial);
+    }
+    console.log(
+      `  ${c.name}: C vs TS worst relative logit difference ${worst.toExponential(2)}; ` +
+        `tiers equal to scalar: ${ran.join(", ")}`,
+    );
   });
 }
