@@ -1,8 +1,10 @@
 /*
  * kernels_blocks_avx2.c - the block-weight product (kernels.h, Qwen3MatmulBlocksFn) for Q4_K,
- * Q5_K and Q6_K on the x86 tiers: one body (kernels_blocks_x86.h) built three times, with the
- * integer dot product of each tier (AVX2 maddubs + madd, AVX-VNNI and AVX-512 VNNI vpdpbusd on
- * 256-bit registers). The 32-value block types take the reference (qwen3_matmul_blocks_ref).
+ * Q5_K and Q6_K on the x86 tiers: one body (kernels_blocks_x86.h) built once per tier with its
+ * integer dot product: here AVX2 (maddubs + madd) and AVX-VNNI (vpdpbusd); AVX-512 VNNI in
+ * kernels_blocks_avx512.c (its own file, so older compilers can build it with file-wide
+ * flags, tools/clang.ts). The 32-value block types take the reference
+ * (qwen3_matmul_blocks_ref).
  */
 #include <immintrin.h>
 #include <stddef.h>
@@ -32,17 +34,6 @@
 #define BLK_DOT32(w, x) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (w), (x))
 #define BLK_NAME qwen3_matmul_blocks_avxvnni
 #define BLK_P(name) BLK_CAT(avxvnni_, name)
-#include "kernels_blocks_x86.h"
-#undef BLK_TARGET
-#undef BLK_DOT32
-#undef BLK_NAME
-#undef BLK_P
-
-/* avx512vnni: vpdpbusd (EVEX) on 256-bit registers */
-#define BLK_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,evex512")))
-#define BLK_DOT32(w, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (w), (x))
-#define BLK_NAME qwen3_matmul_blocks_avx512vnni
-#define BLK_P(name) BLK_CAT(avx512vnni_, name)
 #include "kernels_blocks_x86.h"
 #undef BLK_TARGET
 #undef BLK_DOT32
