@@ -82,16 +82,34 @@ BLK_TARGET static inline __attribute__((always_inline)) BLK_P(Params) BLK_P(para
     return p;
 }
 
-/* Q4_K (five = 0) or Q5_K (five = 1): the eight chunk sums of a block against 256 values. */
-BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(isums_k45)(const uint8_t* blk,
-                                                                               const int8_t* xq, int five) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+/* A block's 256 values as unsigned bytes, chunk c (32 values) in q[c]: Q4_K / Q5_K values
+ * (0..31) as they are, Q6_K's as 6-bit unsigned (q + 32). */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(decode)(uint32_t type, const uint8_t* blk,
+                                                                         __m256i q[8]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (type == QWEN3_BLOCK_Q6_K) {
+        const __m256i m30 = _mm256_set1_epi8(0x30);
+        for (int h = 0; h < 2; h++) {
+            const __m256i l0 = _mm256_loadu_si256((const __m256i*)(blk + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i*)(blk + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * h));
+            /* low nibbles of ql[0..32), ql[32..64), then their high nibbles, under bits
+             * (0,1), (2,3), (4,5), (6,7) of qh moved to bits 4 and 5 */
+            q[4 * h] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+            q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+            q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m30));
+            q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                           _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+        }
+        return;
+    }
+    const int five = type == QWEN3_BLOCK_Q5_K;
+    const __m256i one = _mm256_set1_epi8(1);
     const uint8_t* qs = blk + (five ? 48 : 16);
     const __m256i hb = five ? _mm256_loadu_si256((const __m256i*)(blk + 16)) : _mm256_setzero_si256();
-    __m256i v[8];
     for (int k = 0; k < 4; k++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i*)(qs + 32 * k));
-        __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * k));
+        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
         if (five) {
             /* bits 2k and 2k + 1 of each qh byte (16-bit shifts: after the shift, bit 0 of
              * each byte is that byte's own bit) */
@@ -100,16 +118,11 @@ BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(isums_k45)
             lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
             hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
         }
-        v[2 * k] = BLK_P(dot32)(lo, xq + 64 * k);
-        v[2 * k + 1] = BLK_P(dot32)(hi, xq + 64 * k + 32);
+        q[2 * k] = lo;
+        q[2 * k + 1] = hi;
     }
-    __m128i lo0, hi0, lo1, hi1;
-    BLK_P(halves4)(v, &lo0, &hi0);
-    BLK_P(halves4)(v + 4, &lo1, &hi1);
-    return _mm256_set_m128i(_mm_add_epi32(lo1, hi1), _mm_add_epi32(lo0, hi0));
 }
 
-/* Q6_K: the eight chunk sums m16[2c] * lo + m16[2c+1] * hi of a block against 256 values. */
 /* 32 times the activation sum of each chunk's first (*lo) and last (*hi) 16 values: what
  * Q6_K's +32 adds, the same for every row. */
 BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(x_halves)(const int8_t* xq, __m256i* lo,
@@ -124,30 +137,17 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(x_halves)(con
     *hi = _mm256_slli_epi32(_mm256_set_m128i(hi1, hi0), 5);
 }
 
-BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(isums_q6k)(const uint8_t* blk,
-                                                                               const int8_t* xq,
-                                                                               const BLK_P(Params) * p,
-                                                                               __m256i x32_lo, __m256i x32_hi) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+/* The eight chunk sums of a decoded block against 256 activations: lo + hi, or for Q6_K
+ * m16[2c] * (lo - 32 * xlo) + m16[2c+1] * (hi - 32 * xhi). */
+BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(isums)(const __m256i q[8], const int8_t* xq,
+                                                                           int q6, const BLK_P(Params) * p,
+                                                                           __m256i x32_lo, __m256i x32_hi) {
     __m256i v[8];
-    for (int h = 0; h < 2; h++) {
-        const uint8_t* ql = blk + 64 * h;
-        const __m256i l0 = _mm256_loadu_si256((const __m256i*)ql);
-        const __m256i l1 = _mm256_loadu_si256((const __m256i*)(ql + 32));
-        const __m256i qh = _mm256_loadu_si256((const __m256i*)(blk + 128 + 32 * h));
-        const __m256i q[4] = {
-            _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
-            _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m30)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30)),
-        };
-        for (int j = 0; j < 4; j++) v[4 * h + j] = BLK_P(dot32)(q[j], xq + 128 * h + 32 * j);
-    }
+    for (int c = 0; c < 8; c++) v[c] = BLK_P(dot32)(q[c], xq + 32 * c);
     __m128i lo0, hi0, lo1, hi1;
     BLK_P(halves4)(v, &lo0, &hi0);
     BLK_P(halves4)(v + 4, &lo1, &hi1);
-    /* undo the +32 of each value */
+    if (!q6) return _mm256_set_m128i(_mm_add_epi32(lo1, hi1), _mm_add_epi32(lo0, hi0));
     const __m256i lo = _mm256_sub_epi32(_mm256_set_m128i(lo1, lo0), x32_lo);
     const __m256i hi = _mm256_sub_epi32(_mm256_set_m128i(hi1, hi0), x32_hi);
     return _mm256_add_epi32(_mm256_mullo_epi32(p->sc_lo, lo), _mm256_mullo_epi32(p->sc_hi, hi));
@@ -159,16 +159,18 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
                                                                        const Qwen3Q8Batch* x, uint32_t r,
                                                                        uint32_t row_begin, const uint32_t nr) {
     const uint32_t type = w->type, bb = qwen3_block_bytes(type), nb = w->cols / 256, ng = x->n / 32;
-    const int q6 = type == QWEN3_BLOCK_Q6_K, five = type == QWEN3_BLOCK_Q5_K;
+    const int q6 = type == QWEN3_BLOCK_Q6_K;
     for (uint32_t t = 0; t < x->n_tokens; t++) {
         for (uint32_t i = 0; i < nr; i++) out[(size_t)t * out_stride + (r + i - row_begin)] = 0.0f;
     }
     for (uint32_t b = 0; b < nb; b++) {
-        const uint8_t* blk[BLK_ROWS];
+        /* each row's block decoded once for every token of the batch */
+        __m256i q[BLK_ROWS][8];
         BLK_P(Params) par[BLK_ROWS];
         for (uint32_t i = 0; i < nr; i++) {
-            blk[i] = w->data + (size_t)(r + i) * w->row_bytes + (size_t)b * bb;
-            par[i] = BLK_P(params)(type, blk[i]);
+            const uint8_t* blk = w->data + (size_t)(r + i) * w->row_bytes + (size_t)b * bb;
+            par[i] = BLK_P(params)(type, blk);
+            BLK_P(decode)(type, blk, q[i]);
         }
         for (uint32_t t = 0; t < x->n_tokens; t++) {
             const int8_t* xq = x->q + (size_t)t * x->n + (size_t)b * 256;
@@ -179,8 +181,7 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
             if (q6) BLK_P(x_halves)(xq, &x32_lo, &x32_hi);
             float prod[BLK_ROWS][8];
             for (uint32_t i = 0; i < nr; i++) {
-                const __m256i isum =
-                    q6 ? BLK_P(isums_q6k)(blk[i], xq, &par[i], x32_lo, x32_hi) : BLK_P(isums_k45)(blk[i], xq, five);
+                const __m256i isum = BLK_P(isums)(q[i], xq, q6, &par[i], x32_lo, x32_hi);
                 __m256 tv = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), par[i].scale);
                 if (!q6) tv = _mm256_add_ps(tv, _mm256_mul_ps(xsum, par[i].offset));
                 _mm256_storeu_ps(prod[i], _mm256_mul_ps(tv, xs));
