@@ -12,15 +12,16 @@
  * 256-value block's eight chunks (and Q6_K's sixteen halves) are exact in any order, so they are
  * formed with BLK_DOT32 and a horizontal-add tree; the eight chunk epilogues run lane by lane
  * (the reference's single roundings), and their products are added to the row's sum one at a
- * time, in chunk order. Four rows are interleaved for instruction-level parallelism; each keeps
- * its own order.
+ * time, in chunk order. Eight rows go together: their eight product vectors are transposed
+ * so that the row is the lane, and the chunks are added with eight vector adds, in order (each
+ * lane the scalar sequence of its row).
  *
  * Unsigned weights: Q4_K / Q5_K values are 0..31 already; Q6_K's are taken as 6-bit unsigned
  * (0..63) and 32 times each half's activation sum is subtracted. A maddubs pair sum is at most
  * 2 * 63 * 128 = 16128, so it never saturates.
  */
 
-#define BLK_ROWS 4
+#define BLK_ROWS 8
 
 typedef struct {
     __m256 scale;    /* per chunk: d * sc (Q4_K, Q5_K) or d (Q6_K) */
@@ -153,6 +154,26 @@ BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(isums)(con
     return _mm256_add_epi32(_mm256_mullo_epi32(p->sc_lo, lo), _mm256_mullo_epi32(p->sc_hi, hi));
 }
 
+/* v[i][c] -> v[c][i] for an 8 x 8 block of floats (moves only: the values keep their bits). */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(transpose8)(__m256 v[8]) {
+    const __m256 a0 = _mm256_unpacklo_ps(v[0], v[1]), a1 = _mm256_unpackhi_ps(v[0], v[1]);
+    const __m256 a2 = _mm256_unpacklo_ps(v[2], v[3]), a3 = _mm256_unpackhi_ps(v[2], v[3]);
+    const __m256 a4 = _mm256_unpacklo_ps(v[4], v[5]), a5 = _mm256_unpackhi_ps(v[4], v[5]);
+    const __m256 a6 = _mm256_unpacklo_ps(v[6], v[7]), a7 = _mm256_unpackhi_ps(v[6], v[7]);
+    const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+    const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+    const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
+    const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
+    v[0] = _mm256_permute2f128_ps(b0, b4, 0x20);
+    v[1] = _mm256_permute2f128_ps(b1, b5, 0x20);
+    v[2] = _mm256_permute2f128_ps(b2, b6, 0x20);
+    v[3] = _mm256_permute2f128_ps(b3, b7, 0x20);
+    v[4] = _mm256_permute2f128_ps(b0, b4, 0x31);
+    v[5] = _mm256_permute2f128_ps(b1, b5, 0x31);
+    v[6] = _mm256_permute2f128_ps(b2, b6, 0x31);
+    v[7] = _mm256_permute2f128_ps(b3, b7, 0x31);
+}
+
 /* Rows [r, r + nr) (nr <= BLK_ROWS, a constant where inlined) for every token. */
 BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* out, size_t out_stride,
                                                                        const Qwen3BlockMatrix* w,
@@ -179,18 +200,27 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
             const __m256 xsum = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i*)(x->sums + g)));
             __m256i x32_lo = _mm256_setzero_si256(), x32_hi = _mm256_setzero_si256();
             if (q6) BLK_P(x_halves)(xq, &x32_lo, &x32_hi);
-            float prod[BLK_ROWS][8];
+            __m256 prod[BLK_ROWS];
             for (uint32_t i = 0; i < nr; i++) {
                 const __m256i isum = BLK_P(isums)(q[i], xq, q6, &par[i], x32_lo, x32_hi);
                 __m256 tv = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), par[i].scale);
                 if (!q6) tv = _mm256_add_ps(tv, _mm256_mul_ps(xsum, par[i].offset));
-                _mm256_storeu_ps(prod[i], _mm256_mul_ps(tv, xs));
+                prod[i] = _mm256_mul_ps(tv, xs);
             }
-            for (uint32_t i = 0; i < nr; i++) {
-                float* dst = out + (size_t)t * out_stride + (r + i - row_begin);
-                float acc = *dst;
-                for (int c = 0; c < 8; c++) acc = acc + prod[i][c];
-                *dst = acc;
+            float* dst = out + (size_t)t * out_stride + (r - row_begin);
+            if (nr == BLK_ROWS) {
+                BLK_P(transpose8)(prod);
+                __m256 acc = _mm256_loadu_ps(dst);
+                for (int c = 0; c < 8; c++) acc = _mm256_add_ps(acc, prod[c]);
+                _mm256_storeu_ps(dst, acc);
+            } else {
+                for (uint32_t i = 0; i < nr; i++) {
+                    float p[8];
+                    _mm256_storeu_ps(p, prod[i]);
+                    float acc = dst[i];
+                    for (int c = 0; c < 8; c++) acc = acc + p[c];
+                    dst[i] = acc;
+                }
             }
         }
     }
