@@ -178,13 +178,22 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(transpose8)(_
 BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* out, size_t out_stride,
                                                                        const Qwen3BlockMatrix* w,
                                                                        const Qwen3Q8Batch* x, uint32_t r,
-                                                                       uint32_t row_begin, const uint32_t nr) {
+                                                                       uint32_t row_begin, uint32_t row_end,
+                                                                       const uint32_t nr) {
     const uint32_t type = w->type, bb = qwen3_block_bytes(type), nb = w->cols / 256, ng = x->n / 32;
     const int q6 = type == QWEN3_BLOCK_Q6_K;
     for (uint32_t t = 0; t < x->n_tokens; t++) {
         for (uint32_t i = 0; i < nr; i++) out[(size_t)t * out_stride + (r + i - row_begin)] = 0.0f;
     }
+    /* the rows two groups ahead (contiguous in memory), a slice per block, when this call
+     * reads them: a group's blocks are visited across eight rows, which the hardware
+     * prefetcher follows late */
+    const uint8_t* ahead = r + 3 * BLK_ROWS <= row_end ? w->data + (size_t)(r + 2 * BLK_ROWS) * w->row_bytes : NULL;
+    const size_t slice = ((size_t)BLK_ROWS * w->row_bytes + nb - 1) / nb;
     for (uint32_t b = 0; b < nb; b++) {
+        if (ahead) {
+            for (size_t o = 0; o < slice; o += 64) _mm_prefetch((const char*)(ahead + (size_t)b * slice + o), _MM_HINT_T0);
+        }
         /* each row's block decoded once for every token of the batch */
         __m256i q[BLK_ROWS][8];
         BLK_P(Params) par[BLK_ROWS];
@@ -234,8 +243,8 @@ BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* 
         return;
     }
     uint32_t r = row_begin;
-    for (; row_end - r >= BLK_ROWS; r += BLK_ROWS) BLK_P(rows)(out, out_stride, w, x, r, row_begin, BLK_ROWS);
-    for (; r < row_end; r++) BLK_P(rows)(out, out_stride, w, x, r, row_begin, 1);
+    for (; row_end - r >= BLK_ROWS; r += BLK_ROWS) BLK_P(rows)(out, out_stride, w, x, r, row_begin, row_end, BLK_ROWS);
+    for (; r < row_end; r++) BLK_P(rows)(out, out_stride, w, x, r, row_begin, row_end, 1);
 }
 
 #undef BLK_ROWS
