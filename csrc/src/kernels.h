@@ -98,7 +98,7 @@ typedef void (*Qwen3AttnValuesFn)(float* out, uint32_t o_stride, const float* at
                                   uint32_t head_dim);
 
 /*
- * Weights kept in a ggml block layout, as the GGUF file stores them (docs/formats.md#ggml-block-types;
+ * Weights kept in a ggml block layout, as the GGUF file stores them (docs/formats.md#ggml-block-layouts;
  * the type numbers are ggml's). Every block unpacks (qwen3_block_unpack) to integer values q,
  * one integer multiplier per 16 values (Q6_K's int8 scales, else 1) and one fp32 scale and
  * offset per 32 values: value i = scale[i/32] * (m16[i/16] * q[i]) (+ offset[i/32] for the

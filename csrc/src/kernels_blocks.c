@@ -1,5 +1,5 @@
 /*
- * kernels_blocks.c - weights in ggml's block layouts (kernels.h, docs/formats.md#ggml-block-types):
+ * kernels_blocks.c - weights in ggml's block layouts (kernels.h, docs/formats.md#ggml-block-layouts):
  * the unpacker every tier shares, the dequantised row (embedding lookups) and the reference
  * batched product (docs/numerics.md#ggml-block-weights).
  *

@@ -1,6 +1,7 @@
 /**
- * The block formats of ggml's quantised tensor types (docs/formats.md#ggml-block-types), in
- * one place: the type numbers, each block's geometry and field offsets, and the one unpacker
+ * Reading the block formats of ggml's quantised tensor types (docs/formats.md#ggml-block-layouts):
+ * each runnable type's geometry and field offsets (those of the K-quants and Q4_1 / Q5_0 / Q5_1
+ * from kquant_blocks.ts, where the exporter's quantisers take them too), and the one unpacker
  * that both the weight readers and the TypeScript engine use. The formats are llama.cpp's
  * (ggml-common.h `block_q4_0` ... `block_q6_K`, dequantised as ggml-quants.c's
  * `dequantize_row_*` does); this code is written from that description, not copied.
@@ -14,25 +15,14 @@
  * @module
  */
 
-import { fromHalf } from "./gguf.ts";
-
-/** Values per block of the 32-value ("legacy") types. */
-export const QK = 32;
-/** Values per super-block of the K-quants. */
-export const QK_K = 256;
-/** Bytes of a K-quant's packed 6-bit scales and mins (Q4_K, Q5_K). */
-export const K_SCALE_SIZE = 12;
+import { fromHalf, GgmlType } from "./gguf.ts";
+import { BLOCK, KQuantType, QK_32 } from "./kquant_blocks.ts";
 
 /** The ggml type numbers of the block types the engines run natively. */
 export const GgmlBlockType = {
-  Q4_0: 2,
-  Q4_1: 3,
-  Q5_0: 6,
-  Q5_1: 7,
-  Q8_0: 8,
-  Q4_K: 12,
-  Q5_K: 13,
-  Q6_K: 14,
+  Q4_0: GgmlType.Q4_0,
+  Q8_0: GgmlType.Q8_0,
+  ...KQuantType,
 } as const;
 
 /** One block type's geometry and the byte offset of each field inside a block. */
@@ -49,78 +39,45 @@ export interface GgmlBlockLayout {
   fields: Readonly<Record<string, number>>;
 }
 
+/** A layout from kquant_blocks.ts's offsets (the one place they are written). */
+function layoutOf(name: keyof typeof BLOCK, hasOffset: boolean): GgmlBlockLayout {
+  const { values, bytes, ...fields } = BLOCK[name];
+  return { name, values, bytes, hasOffset, fields };
+}
+
 /**
- * The layouts, by ggml type number:
+ * The layouts, by ggml type number (docs/formats.md#ggml-block-layouts; Q4_0 and Q8_0 here,
+ * the others from `BLOCK` in kquant_blocks.ts):
  * - Q4_0: d f16, qs[16] (value i low nibble of qs[i], value i + 16 high nibble) - 8.
- * - Q4_1: d f16, m f16, qs[16] as Q4_0 unbiased; value = d * q + m.
- * - Q5_0: d f16, qh u32 (bit i = fifth bit of value i), qs[16] as Q4_0; q = 5 bits - 16.
- * - Q5_1: d f16, m f16, qh u32, qs[16]; value = d * q + m.
  * - Q8_0: d f16, qs[32] int8.
- * - Q4_K: d f16, dmin f16, scales[12] (eight 6-bit scales and mins), qs[128]: per 64 values,
- *   32 low nibbles then 32 high nibbles of the same 32 bytes; value = d*sc*q - dmin*m.
- * - Q5_K: d, dmin, scales[12], qh[32] (bit 2j / 2j+1 of qh[l] = fifth bit of value l of the
- *   (2j)th / (2j+1)th 32-value chunk), qs[128] as Q4_K.
- * - Q6_K: ql[128], qh[64], scales[16] int8, d f16: per 128 values, chunks of 32 take the low
- *   nibbles of ql[0..32), ql[32..64), then their high nibbles, and bits (0,1), (2,3), (4,5),
- *   (6,7) of qh[0..32); q = 6 bits - 32, one int8 scale per 16 values.
+ * - Q4_1, Q5_1: value = d * q + m; Q5_0: q = 5 bits - 16 (qh bit i = fifth bit of value i).
+ * - Q4_K / Q5_K: per 64 values, 32 low nibbles then 32 high nibbles of the same 32 bytes,
+ *   Q5_K's fifth bits in bits 2j / 2j+1 of qh[l]; value = d*sc*q - dmin*m.
+ * - Q6_K: per 128 values, chunks of 32 take the low nibbles of ql[0..32), ql[32..64), then
+ *   their high nibbles, and bits (0,1), (2,3), (4,5), (6,7) of qh[0..32); q = 6 bits - 32,
+ *   one int8 scale per 16 values.
  */
 export const GGML_BLOCK_LAYOUTS: Readonly<Record<number, GgmlBlockLayout>> = {
   [GgmlBlockType.Q4_0]: {
     name: "Q4_0",
-    values: QK,
+    values: QK_32,
     bytes: 18,
     hasOffset: false,
     fields: { d: 0, qs: 2 },
   },
-  [GgmlBlockType.Q4_1]: {
-    name: "Q4_1",
-    values: QK,
-    bytes: 20,
-    hasOffset: true,
-    fields: { d: 0, m: 2, qs: 4 },
-  },
-  [GgmlBlockType.Q5_0]: {
-    name: "Q5_0",
-    values: QK,
-    bytes: 22,
-    hasOffset: false,
-    fields: { d: 0, qh: 2, qs: 6 },
-  },
-  [GgmlBlockType.Q5_1]: {
-    name: "Q5_1",
-    values: QK,
-    bytes: 24,
-    hasOffset: true,
-    fields: { d: 0, m: 2, qh: 4, qs: 8 },
-  },
   [GgmlBlockType.Q8_0]: {
     name: "Q8_0",
-    values: QK,
+    values: QK_32,
     bytes: 34,
     hasOffset: false,
     fields: { d: 0, qs: 2 },
   },
-  [GgmlBlockType.Q4_K]: {
-    name: "Q4_K",
-    values: QK_K,
-    bytes: 144,
-    hasOffset: true,
-    fields: { d: 0, dmin: 2, scales: 4, qs: 16 },
-  },
-  [GgmlBlockType.Q5_K]: {
-    name: "Q5_K",
-    values: QK_K,
-    bytes: 176,
-    hasOffset: true,
-    fields: { d: 0, dmin: 2, scales: 4, qh: 16, qs: 48 },
-  },
-  [GgmlBlockType.Q6_K]: {
-    name: "Q6_K",
-    values: QK_K,
-    bytes: 210,
-    hasOffset: false,
-    fields: { ql: 0, qh: 128, scales: 192, d: 208 },
-  },
+  [GgmlBlockType.Q4_1]: layoutOf("Q4_1", true),
+  [GgmlBlockType.Q5_0]: layoutOf("Q5_0", false),
+  [GgmlBlockType.Q5_1]: layoutOf("Q5_1", true),
+  [GgmlBlockType.Q4_K]: layoutOf("Q4_K", true),
+  [GgmlBlockType.Q5_K]: layoutOf("Q5_K", true),
+  [GgmlBlockType.Q6_K]: layoutOf("Q6_K", false),
 };
 
 /** A block unpacked: value i = scale[i >> 5] * (m16[i >> 4] * q[i]) + offset[i >> 5]. */
@@ -142,10 +99,10 @@ export interface UnpackedBlock {
  */
 export function newUnpackedBlock(): UnpackedBlock {
   return {
-    q: new Int8Array(QK_K),
-    m16: new Int32Array(QK_K / 16),
-    scale: new Float32Array(QK_K / 32),
-    offset: new Float32Array(QK_K / 32),
+    q: new Int8Array(256),
+    m16: new Int32Array(256 / 16),
+    scale: new Float32Array(256 / 32),
+    offset: new Float32Array(256 / 32),
   };
 }
 
