@@ -10,6 +10,9 @@
  *   for bit, as do its logits with every kernel tier this CPU supports and with 1 or 2
  *   threads.
  *
+ * - the demo model (models/demo/hf) exported by this project as Q4_K_M (src/export/) runs
+ *   alike in both engines.
+ *
  * The test models hold random block bytes (random packed values and scales, fp16 scales
  * chosen to give weights of about 1/sqrt(width)), which exercise every field of the formats.
  */
@@ -24,6 +27,7 @@ import {
   GgmlBlockType as B,
 } from "../src/formats/ggml_types.ts";
 import { readCheckpoint } from "../src/formats/model_file.ts";
+import { exportHfModel } from "../src/export/export.ts";
 import { argmax } from "../src/text/sampler.ts";
 import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
@@ -297,3 +301,17 @@ for (const [i, c] of CASES.entries()) {
     );
   });
 }
+
+Deno.test("the demo model exported as Q4_K_M: C and TS engines agree", async () => {
+  const out = `${dir}/demo_q4_k_m.gguf`;
+  const hf = decodeURIComponent(new URL("../models/demo/hf", import.meta.url).pathname);
+  await exportHfModel(hf, out, { format: "gguf", type: "q4_k_m", threads: 2 });
+  using ce = await CEngine.load(out);
+  using te = await TsEngine.load(out);
+  const { tokens, worst } = await lockstep(ce, te);
+  assert.ok(worst <= 1e-4, `worst relative logit difference ${worst}`);
+  assert.ok(new Set(tokens).size > 2, `greedy output barely varies: ${tokens}`);
+  console.log(
+    `  demo Q4_K_M export: C vs TS worst relative logit difference ${worst.toExponential(2)}`,
+  );
+});
