@@ -156,6 +156,11 @@ const char* qwen3_block_name(uint32_t type);
 int qwen3_block_has_offset(uint32_t type);
 /* Unpacks the block at `blk` (qwen3_block_bytes(type) bytes) of a block type. */
 void qwen3_block_unpack(uint32_t type, const uint8_t* blk, Qwen3UnpackedBlock* out);
+/* acc plus an unpacked block's n_chunks chunk products against activations (xq, xs, xsum
+ * at the block's first value / chunk), in chunk order: the reference's steps, for SIMD tiers'
+ * tails. off: the type has an offset. */
+float qwen3_block_dot_ref(const Qwen3UnpackedBlock* u, uint32_t n_chunks, int off, const int8_t* xq,
+                          const float* xs, const int32_t* xsum, float acc);
 /* Row `row` of w dequantised to fp32, as ggml does. */
 void qwen3_block_row(float* out, const Qwen3BlockMatrix* w, uint32_t row);
 
@@ -168,8 +173,8 @@ typedef void (*Qwen3MatmulBlocksFn)(float* out, size_t out_stride, const Qwen3Bl
 void qwen3_matmul_blocks_ref(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
                              uint32_t row_begin, uint32_t row_end);
 #if defined(__x86_64__) || defined(_M_X64)
-/* Q4_K, Q5_K and Q6_K with each x86 tier's integer dot product, the reference for the other
- * types (kernels_blocks_avx2.c). */
+/* Every block type but Q8_0 with each x86 tier's integer dot product, the reference for Q8_0
+ * (kernels_blocks_avx2.c, kernels_blocks_avx512.c). */
 void qwen3_matmul_blocks_avx2(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
                               uint32_t row_begin, uint32_t row_end);
 void qwen3_matmul_blocks_avxvnni(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,

@@ -180,7 +180,7 @@ void qwen3_block_row(float* out, const Qwen3BlockMatrix* w, uint32_t row) {
 }
 
 /* One block's contribution to one token's sum (kernels.h's loop body for its chunks). */
-static float block_dot(const Qwen3UnpackedBlock* u, uint32_t n_chunks, int off, const int8_t* xq,
+float qwen3_block_dot_ref(const Qwen3UnpackedBlock* u, uint32_t n_chunks, int off, const int8_t* xq,
                        const float* xs, const int32_t* xsum, float acc) {
     for (uint32_t c = 0; c < n_chunks; c++) {
         const int8_t* q = u->q + 32 * c;
@@ -213,7 +213,7 @@ void qwen3_matmul_blocks_ref(float* out, size_t out_stride, const Qwen3BlockMatr
             for (uint32_t t = 0; t < x->n_tokens; t++) {
                 const size_t xo = (size_t)t * x->n + (size_t)b * bv, go = (size_t)t * ng + (size_t)b * chunks;
                 float* dst = o + (size_t)t * out_stride;
-                *dst = block_dot(&u, chunks, off, x->q + xo, x->s + go, x->sums + go, *dst);
+                *dst = qwen3_block_dot_ref(&u, chunks, off, x->q + xo, x->s + go, x->sums + go, *dst);
             }
         }
     }

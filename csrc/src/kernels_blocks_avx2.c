@@ -1,10 +1,10 @@
 /*
- * kernels_blocks_avx2.c - the block-weight product (kernels.h, Qwen3MatmulBlocksFn) for Q4_K,
- * Q5_K and Q6_K on the x86 tiers: one body (kernels_blocks_x86.h) built once per tier with its
+ * kernels_blocks_avx2.c - the block-weight product (kernels.h, Qwen3MatmulBlocksFn) for every
+ * block type but Q8_0 on the x86 tiers: one body (kernels_blocks_x86.h) built once per tier with its
  * integer dot product: here AVX2 (maddubs + madd) and AVX-VNNI (vpdpbusd); AVX-512 VNNI in
  * kernels_blocks_avx512.c (its own file, so older compilers can build it with file-wide
- * flags, tools/clang.ts). The 32-value block types take the reference
- * (qwen3_matmul_blocks_ref).
+ * flags, tools/clang.ts). Q8_0 (which the loader converts to the Q8 layout) takes the
+ * reference (qwen3_matmul_blocks_ref).
  */
 #include <immintrin.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /*
- * kernels_blocks_avx512.c - the K-quant block product of the avx512vnni tier: the body of
+ * kernels_blocks_avx512.c - the block-weight product of the avx512vnni tier: the body of
  * kernels_blocks_x86.h with vpdpbusd (EVEX) on 256-bit registers (see kernels_blocks_avx2.c).
  */
 #include <immintrin.h>

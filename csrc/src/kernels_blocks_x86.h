@@ -1,6 +1,7 @@
 /*
- * kernels_blocks_x86.h - one body of the K-quant block product (Qwen3MatmulBlocksFn, kernels.h)
- * for every x86 tier; kernels_blocks_avx2.c includes it once per tier after defining
+ * kernels_blocks_x86.h - one body of the block-weight product (Qwen3MatmulBlocksFn, kernels.h)
+ * for every x86 tier, in units of 256 values (a K-quant block or eight 32-value blocks; 32-value
+ * blocks past the last whole unit take the reference's steps); kernels_blocks_avx2.c includes it once per tier after defining
  *
  *   BLK_TARGET        the function attribute that enables the tier's ISA
  *   BLK_DOT32(w, x)   __m256i: per int32 lane the exact sum of four products of unsigned
@@ -16,8 +17,9 @@
  * so that the row is the lane, and the chunks are added with eight vector adds, in order (each
  * lane the scalar sequence of its row).
  *
- * Unsigned weights: Q4_K / Q5_K values are 0..31 already; Q6_K's are taken as 6-bit unsigned
- * (0..63) and 32 times each half's activation sum is subtracted. A maddubs pair sum is at most
+ * Unsigned weights: Q4_K / Q5_K / Q4_1 / Q5_1 values are 0..31 already; Q6_K's are taken as
+ * 6-bit unsigned (0..63) and 32 times each half's activation sum is subtracted, Q4_0 / Q5_0's
+ * kept biased (0..31) and 8 / 16 times the chunk's activation sum subtracted. A maddubs pair sum is at most
  * 2 * 63 * 128 = 16128, so it never saturates.
  */
 
@@ -69,6 +71,20 @@ BLK_TARGET static inline __attribute__((always_inline)) BLK_P(Params) BLK_P(para
         p.offset = _mm256_setzero_ps();
         return p;
     }
+    if (qwen3_block_values(type) == 32) {
+        /* eight consecutive 32-value blocks: d of each, and m for Q4_1 / Q5_1 */
+        const uint32_t bb = qwen3_block_bytes(type);
+        const int has_m = type == QWEN3_BLOCK_Q4_1 || type == QWEN3_BLOCK_Q5_1;
+        float d[8], m[8];
+        for (int k = 0; k < 8; k++) {
+            d[k] = BLK_P(f16)(blk + k * bb);
+            m[k] = has_m ? BLK_P(f16)(blk + k * bb + 2) : 0.0f;
+        }
+        p.scale = _mm256_loadu_ps(d);
+        p.offset = _mm256_loadu_ps(m);
+        p.sc_lo = p.sc_hi = _mm256_setzero_si256();
+        return p;
+    }
     const float d = BLK_P(f16)(blk), dmin = BLK_P(f16)(blk + 2);
     const uint32_t a = qwen3_read_u32le(blk + 4), b = qwen3_read_u32le(blk + 8), c = qwen3_read_u32le(blk + 12);
     const uint32_t sc_lo = a & 0x3F3F3F3Fu, m_lo = b & 0x3F3F3F3Fu;
@@ -88,6 +104,30 @@ BLK_TARGET static inline __attribute__((always_inline)) BLK_P(Params) BLK_P(para
 BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(decode)(uint32_t type, const uint8_t* blk,
                                                                          __m256i q[8]) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (qwen3_block_values(type) == 32) {
+        /* eight consecutive blocks, one chunk each: nibbles (value i low, i + 16 high) under
+         * Q5_0 / Q5_1's fifth bits (qh bit i -> byte i: each byte takes qh's byte i / 8 and
+         * tests bit i % 8); Q4_0 / Q5_0 stay biased by 8 / 16 (undone in isums) */
+        const uint32_t bb = qwen3_block_bytes(type);
+        const int five = type == QWEN3_BLOCK_Q5_0 || type == QWEN3_BLOCK_Q5_1;
+        const uint32_t qs_at = type == QWEN3_BLOCK_Q4_0 ? 2 : type == QWEN3_BLOCK_Q4_1 ? 4 : type == QWEN3_BLOCK_Q5_0 ? 6 : 8;
+        const uint32_t qh_at = type == QWEN3_BLOCK_Q5_0 ? 2 : 4;
+        const __m128i m4x = _mm_set1_epi8(0x0F);
+        const __m256i spread = _mm256_set_epi64x(0x0303030303030303ll, 0x0202020202020202ll, 0x0101010101010101ll, 0);
+        const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+        for (int k = 0; k < 8; k++) {
+            const uint8_t* b = blk + (size_t)k * bb;
+            const __m128i v = _mm_loadu_si128((const __m128i*)(b + qs_at));
+            __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4x), _mm_and_si128(v, m4x));
+            if (five) {
+                const __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qwen3_read_u32le(b + qh_at)), spread);
+                const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
+                w = _mm256_or_si256(w, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+            }
+            q[k] = w;
+        }
+        return;
+    }
     if (type == QWEN3_BLOCK_Q6_K) {
         const __m256i m30 = _mm256_set1_epi8(0x30);
         for (int h = 0; h < 2; h++) {
@@ -138,17 +178,22 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(x_halves)(con
     *hi = _mm256_slli_epi32(_mm256_set_m128i(hi1, hi0), 5);
 }
 
-/* The eight chunk sums of a decoded block against 256 activations: lo + hi, or for Q6_K
- * m16[2c] * (lo - 32 * xlo) + m16[2c+1] * (hi - 32 * xhi). */
+/* The eight chunk sums of a decoded unit against 256 activations: lo + hi, minus bias * xsum
+ * for Q4_0 / Q5_0 (bias 8 / 16), or for Q6_K m16[2c] * (lo - 32 * xlo) + m16[2c+1] * (hi - 32 * xhi). */
 BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(isums)(const __m256i q[8], const int8_t* xq,
                                                                            int q6, const BLK_P(Params) * p,
-                                                                           __m256i x32_lo, __m256i x32_hi) {
+                                                                           __m256i x32_lo, __m256i x32_hi,
+                                                                           int bias_shift, __m256i xsum_i) {
     __m256i v[8];
     for (int c = 0; c < 8; c++) v[c] = BLK_P(dot32)(q[c], xq + 32 * c);
     __m128i lo0, hi0, lo1, hi1;
     BLK_P(halves4)(v, &lo0, &hi0);
     BLK_P(halves4)(v + 4, &lo1, &hi1);
-    if (!q6) return _mm256_set_m128i(_mm_add_epi32(lo1, hi1), _mm_add_epi32(lo0, hi0));
+    if (!q6) {
+        const __m256i sum = _mm256_set_m128i(_mm_add_epi32(lo1, hi1), _mm_add_epi32(lo0, hi0));
+        if (bias_shift == 0) return sum;
+        return _mm256_sub_epi32(sum, _mm256_sll_epi32(xsum_i, _mm_cvtsi32_si128(bias_shift)));
+    }
     const __m256i lo = _mm256_sub_epi32(_mm256_set_m128i(lo1, lo0), x32_lo);
     const __m256i hi = _mm256_sub_epi32(_mm256_set_m128i(hi1, hi0), x32_hi);
     return _mm256_add_epi32(_mm256_mullo_epi32(p->sc_lo, lo), _mm256_mullo_epi32(p->sc_hi, hi));
@@ -180,16 +225,21 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
                                                                        const Qwen3Q8Batch* x, uint32_t r,
                                                                        uint32_t row_begin, uint32_t row_end,
                                                                        const uint32_t nr) {
-    const uint32_t type = w->type, bb = qwen3_block_bytes(type), nb = w->cols / 256, ng = x->n / 32;
-    const int q6 = type == QWEN3_BLOCK_Q6_K;
+    /* units of 256 values: one K-quant block, or eight 32-value blocks; the 32-value blocks
+     * past the last whole unit are the tail, done with the reference's steps */
+    const uint32_t type = w->type, nb = w->cols / 256, ng = x->n / 32;
+    const size_t bb = (size_t)(256 / qwen3_block_values(type)) * qwen3_block_bytes(type);
+    const int q6 = type == QWEN3_BLOCK_Q6_K, off = qwen3_block_has_offset(type);
+    const int bias_shift = type == QWEN3_BLOCK_Q4_0 ? 3 : type == QWEN3_BLOCK_Q5_0 ? 4 : 0;
     for (uint32_t t = 0; t < x->n_tokens; t++) {
         for (uint32_t i = 0; i < nr; i++) out[(size_t)t * out_stride + (r + i - row_begin)] = 0.0f;
     }
     /* the rows two groups ahead (contiguous in memory), a slice per block, when this call
      * reads them: a group's blocks are visited across eight rows, which the hardware
      * prefetcher follows late */
-    const uint8_t* ahead = r + 3 * BLK_ROWS <= row_end ? w->data + (size_t)(r + 2 * BLK_ROWS) * w->row_bytes : NULL;
-    const size_t slice = ((size_t)BLK_ROWS * w->row_bytes + nb - 1) / nb;
+    const uint8_t* ahead =
+        nb > 0 && r + 3 * BLK_ROWS <= row_end ? w->data + (size_t)(r + 2 * BLK_ROWS) * w->row_bytes : NULL;
+    const size_t slice = nb > 0 ? ((size_t)BLK_ROWS * w->row_bytes + nb - 1) / nb : 0;
     for (uint32_t b = 0; b < nb; b++) {
         if (ahead) {
             for (size_t o = 0; o < slice; o += 64) _mm_prefetch((const char*)(ahead + (size_t)b * slice + o), _MM_HINT_T0);
@@ -206,14 +256,15 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
             const int8_t* xq = x->q + (size_t)t * x->n + (size_t)b * 256;
             const size_t g = (size_t)t * ng + (size_t)b * 8;
             const __m256 xs = _mm256_loadu_ps(x->s + g);
-            const __m256 xsum = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i*)(x->sums + g)));
+            const __m256i xsum_i = _mm256_loadu_si256((const __m256i*)(x->sums + g));
+            const __m256 xsum = _mm256_cvtepi32_ps(xsum_i);
             __m256i x32_lo = _mm256_setzero_si256(), x32_hi = _mm256_setzero_si256();
             if (q6) BLK_P(x_halves)(xq, &x32_lo, &x32_hi);
             __m256 prod[BLK_ROWS];
             for (uint32_t i = 0; i < nr; i++) {
-                const __m256i isum = BLK_P(isums)(q[i], xq, q6, &par[i], x32_lo, x32_hi);
+                const __m256i isum = BLK_P(isums)(q[i], xq, q6, &par[i], x32_lo, x32_hi, bias_shift, xsum_i);
                 __m256 tv = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), par[i].scale);
-                if (!q6) tv = _mm256_add_ps(tv, _mm256_mul_ps(xsum, par[i].offset));
+                if (off) tv = _mm256_add_ps(tv, _mm256_mul_ps(xsum, par[i].offset));
                 prod[i] = _mm256_mul_ps(tv, xs);
             }
             float* dst = out + (size_t)t * out_stride + (r - row_begin);
@@ -233,12 +284,30 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
             }
         }
     }
+    /* the 32-value blocks past the last whole unit, each row and token in chunk order */
+    const uint32_t vb = qwen3_block_values(type);
+    if (vb == 32 && w->cols % 256 != 0) {
+        const uint32_t b0 = nb * 8, b1 = w->cols / 32, obb = qwen3_block_bytes(type);
+        Qwen3UnpackedBlock u;
+        for (uint32_t i = 0; i < nr; i++) {
+            const uint8_t* row = w->data + (size_t)(r + i) * w->row_bytes;
+            for (uint32_t b = b0; b < b1; b++) {
+                qwen3_block_unpack(type, row + (size_t)b * obb, &u);
+                for (uint32_t t = 0; t < x->n_tokens; t++) {
+                    float* dst = out + (size_t)t * out_stride + (r + i - row_begin);
+                    const size_t g = (size_t)t * ng + b;
+                    *dst = qwen3_block_dot_ref(&u, 1, off, x->q + (size_t)t * x->n + (size_t)b * 32, x->s + g,
+                                               x->sums + g, *dst);
+                }
+            }
+        }
+    }
 }
 
 BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
                          uint32_t row_begin, uint32_t row_end) {
     const uint32_t type = w->type;
-    if (type != QWEN3_BLOCK_Q4_K && type != QWEN3_BLOCK_Q5_K && type != QWEN3_BLOCK_Q6_K) {
+    if (type == QWEN3_BLOCK_Q8_0 || qwen3_block_values(type) == 0) { /* Q8_0 runs converted */
         qwen3_matmul_blocks_ref(out, out_stride, w, x, row_begin, row_end);
         return;
     }
