@@ -29,9 +29,9 @@ import {
   DEFAULT_GROUP_SIZE,
   type ExportFormat,
   exportHfModel,
+  GGUF_MIXTURE_TYPES,
   GGUF_WEIGHT_TYPES,
   type GgufWeightType,
-  LLAMA_CPP_ONLY_TYPES,
 } from "./src/export/export.ts";
 import type { GenerationStats, Piece, PieceKind } from "./src/api/generate.ts";
 import { demoModelPath } from "./src/api/demo.ts";
@@ -219,10 +219,9 @@ Options:
                             divides every row width)
   --type TYPE               gguf weight type (norms are always F32): q8_0 (default), f16,
                             bf16, f32, or one of llama.cpp's quantised mixtures
-                            ${LLAMA_CPP_ONLY_TYPES.join(", ")}: tensor for tensor
+                            ${GGUF_MIXTURE_TYPES.join(", ")}: tensor for tensor
                             and byte for byte what llama-quantize writes from the same
-                            weights. Those files are for llama.cpp: this version's engines
-                            do not load their block types yet. Q4_K quantises at about
+                            weights (both engines run them). Q4_K quantises at about
                             1 M values/s per thread in TypeScript
   --threads N               threads that quantise those mixtures (default: all CPUs; the
                             bytes do not depend on it)

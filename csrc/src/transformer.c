@@ -246,8 +246,8 @@ static int32_t commit_positions(Qwen3Context* c, uint32_t upto) {
  * ================================================================================== */
 
 /* Up to three matrices that share one input batch, split into row blocks. Token t's
- * output of part p goes to parts[p].out + t * parts[p].stride. A Q8 matrix reads the
- * quantised input x, a float matrix (F32/F16/BF16) the fp32 input xf, token t at
+ * output of part p goes to parts[p].out + t * parts[p].stride. A Q8 or block matrix reads
+ * the quantised input x, a float matrix (F32/F16/BF16) the fp32 input xf, token t at
  * xf + t * xf_stride (kernels_float.h). */
 typedef struct {
     struct {
@@ -276,7 +276,9 @@ static void matmul_task(void* arg, uint32_t task, uint32_t n_tasks) {
             uint32_t r0 = (uint32_t)(begin - base);
             uint32_t r1 = (uint32_t)((end < part_end ? end : part_end) - base);
             float* out = job->parts[p].out + r0;
-            if (w->type != QWEN3_WEIGHT_Q8) {
+            if (w->type == QWEN3_WEIGHT_BLOCKS) {
+                job->kernels->matmul_blocks(out, job->parts[p].stride, &w->blocks, job->x, r0, r1);
+            } else if (w->type != QWEN3_WEIGHT_Q8) {
                 qwen3_matmul_float(out, job->parts[p].stride, w, job->xf, job->xf_stride, job->x->n_tokens, r0, r1);
             } else if (job->x->n_tokens == 1) {
                 const Qwen3Q8Vector v = qwen3_q8_batch_row(job->x, 0);

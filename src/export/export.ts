@@ -95,10 +95,10 @@ export const GGUF_WEIGHT_TYPES: readonly GgufWeightType[] = [
 ];
 
 /**
- * The GGUF weight types whose files the engines of this version cannot run yet (their block
- * types are written for llama.cpp; loading them here is being added).
+ * The GGUF weight types that are llama.cpp's quantised mixtures (K-quants, Q5_0, Q5_1, Q4_1;
+ * both engines run them, docs/formats.md#gguf-tensor-types).
  */
-export const LLAMA_CPP_ONLY_TYPES: readonly GgufWeightType[] = Object.keys(
+export const GGUF_MIXTURE_TYPES: readonly GgufWeightType[] = Object.keys(
   MIXTURES,
 ) as GgufQuantMixture[];
 
@@ -460,10 +460,7 @@ function checkQ8_0Widths(config: ModelConfig): void {
   }
 }
 
-/**
- * Notes what a quantised mixture holds (tensors per ggml type, as llama-quantize reports
- * them) and that the engines of this version cannot run it yet.
- */
+/** Notes what a quantised mixture holds (tensors per ggml type, as llama-quantize reports them). */
 function noteMixture(config: ModelConfig, type: GgufWeightType, note: (m: string) => void) {
   const counts = new Map<string, number>();
   for (const t of ggufTensorTypes(config, type).values()) {
@@ -472,12 +469,6 @@ function noteMixture(config: ModelConfig, type: GgufWeightType, note: (m: string
   }
   const list = [...counts].map(([name, n]) => `${n} ${name}`).join(", ");
   note(`${type.toUpperCase()}: tensors ${list}`);
-  if (LLAMA_CPP_ONLY_TYPES.includes(type)) {
-    note(
-      `${type.toUpperCase()} files are for llama.cpp: this version's engines cannot load ` +
-        "K-quant, Q5_0, Q5_1 or Q4_1 tensors yet",
-    );
-  }
 }
 
 /** Every file the export reads: no output may be one of them. */

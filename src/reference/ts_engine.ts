@@ -1,7 +1,8 @@
 /**
  * The TypeScript reference engine: Qwen3 (docs/numerics.md#forward-pass) with the C engine's numerics in
  * plain TypeScript over typed-array views of the model file: W8A8 (docs/numerics.md#w8a8-quantisation) for Q8
- * weights (model.bin, GGUF Q8_0 / Q4_0), and for unquantised GGUF weights (F32, F16, BF16)
+ * weights (model.bin, GGUF Q8_0 / Q4_0), ggml blocks with int8 activations per 32 values
+ * (docs/numerics.md#ggml-block-weights) for GGUF K-quants and Q4_1 / Q5_0 / Q5_1, and for unquantised GGUF weights (F32, F16, BF16)
  * fp32 products summed in the 16 lanes and fixed tree of csrc/src/kernels_float.h, with no
  * activation quantisation. Every float operation is rounded to fp32 (Math.fround or a
  * Float32Array store) in the order the C engine performs it, so the two agree to the last
@@ -15,7 +16,9 @@
 
 import { Qwen3Error } from "../errors.ts";
 import {
+  type BlockTensor,
   type FloatTensor,
+  isBlockTensor,
   isFloatTensor,
   type LayerWeights,
   type LoadedModel,
@@ -25,6 +28,12 @@ import {
   WIDEN_TABLES,
 } from "../formats/weights.ts";
 import { readModel } from "../formats/model_file.ts";
+import {
+  dequantizeBlocks,
+  GGML_BLOCK_LAYOUTS,
+  newUnpackedBlock,
+  unpackBlock,
+} from "../formats/ggml_types.ts";
 import { quantizeQ8Into } from "./quant.ts";
 import type { Engine, EngineSession, ModelConfig } from "../types.ts";
 
@@ -51,6 +60,47 @@ function matvecQ8(out: Float32Array, w: Q8Tensor, xq: Int8Array, xs: Float32Arra
       let isum = 0;
       for (let k = 0; k < gs; k++) isum += q[wb + k] * xq[xb + k];
       acc = fround(acc + fround(fround(fround(isum) * s[scaleBase + g]) * xs[g]));
+    }
+    out[r] = acc;
+  }
+}
+
+/** Scratch for one unpacked block. */
+const unpacked = newUnpackedBlock();
+/** Sum of each 32-value group of the quantised activation. */
+let groupSums = new Int32Array(0);
+
+/**
+ * out[r] = row r of a ggml block matrix dot the vector (xq, xs) quantised per 32 values, as
+ * csrc/src/kernels.h specifies for block weights: per 32-value chunk c an exact
+ * `isum = m16[2c] * sum(first 16 q*x) + m16[2c+1] * sum(last 16)`, then
+ * `t = (float)isum * scale[c]`, `t = t + (float)xsum * offset[c]` for types with an offset,
+ * `acc = acc + t * xs[c]`, each step rounded to fp32.
+ */
+function matvecBlocks(out: Float32Array, w: BlockTensor, xq: Int8Array, xs: Float32Array): void {
+  const layout = GGML_BLOCK_LAYOUTS[w.ggmlType];
+  const bv = layout.values, chunks = bv / 32, nb = w.cols / bv, off = layout.hasOffset;
+  const nGroups = w.cols / 32;
+  if (groupSums.length < nGroups) groupSums = new Int32Array(nGroups);
+  for (let g = 0; g < nGroups; g++) {
+    let sum = 0;
+    for (let i = 32 * g; i < 32 * g + 32; i++) sum += xq[i];
+    groupSums[g] = sum;
+  }
+  const { q, m16, scale, offset } = unpacked;
+  for (let r = 0; r < w.rows; r++) {
+    let acc = 0;
+    for (let b = 0; b < nb; b++) {
+      unpackBlock(w.ggmlType, w.blocks, r * w.rowBytes + b * layout.bytes, unpacked);
+      for (let c = 0; c < chunks; c++) {
+        const x0 = b * bv + 32 * c, q0 = 32 * c, g = b * chunks + c;
+        let lo = 0, hi = 0;
+        for (let i = 0; i < 16; i++) lo += q[q0 + i] * xq[x0 + i];
+        for (let i = 16; i < 32; i++) hi += q[q0 + i] * xq[x0 + i];
+        let t = fround((m16[2 * c] * lo + m16[2 * c + 1] * hi) * scale[c]);
+        if (off) t = fround(t + fround(groupSums[g] * offset[c]));
+        acc = fround(acc + fround(t * xs[g]));
+      }
     }
     out[r] = acc;
   }
@@ -88,6 +138,10 @@ function matvecFloat(out: Float32Array, w: FloatTensor, x: Float32Array): void {
 /** Row `row` of w as fp32 into out: Q8 values times their group's scale, floats widened. */
 function matrixRow(out: Float32Array, w: WeightTensor, row: number): void {
   const n = w.cols;
+  if (isBlockTensor(w)) {
+    dequantizeBlocks(w.ggmlType, w.blocks, row * w.rowBytes, n, out);
+    return;
+  }
   if (isFloatTensor(w)) {
     const table = w.kind === "f16"
       ? WIDEN_TABLES.f16
@@ -352,6 +406,7 @@ export class TsSession implements EngineSession {
   /** out = w times the current input (quantised for Q8 weights, fp32 for float ones). */
   #matvec(out: Float32Array, w: WeightTensor): void {
     if (isFloatTensor(w)) matvecFloat(out, w, this.#s.xf);
+    else if (isBlockTensor(w)) matvecBlocks(out, w, this.#s.xq, this.#s.xs);
     else matvecQ8(out, w, this.#s.xq, this.#s.xs);
   }
 
