@@ -9,6 +9,7 @@ import type { Qwen3 } from "../api/qwen3.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import * as api from "./handlers.ts";
 import { applyTemplate } from "./apply_template.ts";
+import { embeddings } from "./embeddings.ts";
 import { checkApiKey, json } from "./http.ts";
 import { Metrics } from "./metrics.ts";
 import { buildChatPage } from "./page.ts";
@@ -125,6 +126,7 @@ const ROUTES: Record<string, Record<string, Route>> = {
   "/chat/completions": { POST: api.chatCompletions },
   "/v1/completions": { POST: api.completions },
   "/completions": { POST: api.completions },
+  "/v1/embeddings": { POST: embeddings },
   "/tokenize": { POST: api.tokenize },
   "/detokenize": { POST: api.detokenize },
   "/apply-template": { POST: applyTemplate },
