@@ -6,7 +6,9 @@
  * model.bin (int8, W8A8 path) and as an F32 GGUF (unquantised); both engines must produce the
  * same token ids, cosine >= 0.999 (int8) and >= 0.99999 (F32) to each reference vector, the
  * same bits as each other, and stay far from the other texts' vectors. Also: Matryoshka
- * truncation, batches, and the errors. Needs the C library built (`deno task build`).
+ * truncation, batches, and the errors. Where llama-cpp-python is installed, llama.cpp (last
+ * pooling) must embed the F32 and Q8_0 GGUF exports as transformers does too. Needs the C
+ * library built (`deno task build`).
  */
 
 import assert from "node:assert/strict";
@@ -15,6 +17,7 @@ import { exportHfModel } from "../src/export/export.ts";
 import { Qwen3 } from "../src/api/qwen3.ts";
 import type { Qwen3Error } from "../src/errors.ts";
 import type { EngineKind } from "../src/types.ts";
+import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
 
 /** Smallest cosine to transformers' embedding, per input: int8 path and unquantised. */
@@ -62,6 +65,18 @@ const bin = (await exportHfModel(hf, join(tmp, "model.bin"), { onNote: (n) => no
 const gguf = (await exportHfModel(hf, join(tmp, "model.gguf"), { format: "gguf", type: "f32" }))
   .path;
 
+/** Each (file, engine) loaded once: the 11 MB tokenizer.json parse dominates a load. */
+const models = new Map<string, Promise<Qwen3>>();
+function loaded(path: string, engine: EngineKind = "c"): Promise<Qwen3> {
+  const key = `${engine}:${path}`;
+  let m = models.get(key);
+  if (!m) models.set(key, m = Qwen3.load(path, { engine }));
+  return m;
+}
+globalThis.addEventListener("unload", () => {
+  for (const m of models.values()) m.then((x) => x[Symbol.dispose]());
+});
+
 function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];
@@ -82,18 +97,42 @@ const ENGINES: EngineKind[] = ["c", "ts"];
 
 Deno.test("a bare Qwen3Model folder exports, with the embedding as classifier", async () => {
   assert.ok(notes.some((n) => n.includes("Qwen3Model body without lm_head")), notes.join("\n"));
-  using model = await Qwen3.load(bin, { engine: "ts" });
+  const model = await loaded(bin, "ts");
   assert.equal(model.config.sharedClassifier, true);
   assert.equal(model.config.dim, ref.inputs[0].embedding.length);
   // the fixture can tell inputs apart: a wrong pooling could not pass by luck
   assert.ok(ref.largest_cross_cosine < 0.95, `cross cosine ${ref.largest_cross_cosine}`);
 });
 
+Deno.test("bare folders export the same whatever config.json says of the head", async () => {
+  // The 8B's body is untied, and a config may name Qwen3ForCausalLM over bare tensor names:
+  // with no lm_head the embedding is the classifier, and the embeddings do not change.
+  const base = await loaded(bin);
+  const want = await base.embed(ref.inputs.map((i) => i.text));
+  for (const arch of ["Qwen3ForCausalLM"]) {
+    const dir = join(tmp, `bare_${arch}`);
+    await Deno.mkdir(dir);
+    for await (const e of Deno.readDir(hf)) {
+      if (e.name !== "config.json") await Deno.link(join(hf, e.name), join(dir, e.name));
+    }
+    const config = JSON.parse(await Deno.readTextFile(join(hf, "config.json")));
+    config.architectures = [arch];
+    config.tie_word_embeddings = false;
+    await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(config));
+    const out = (await exportHfModel(dir, join(dir, "model.bin"))).path;
+    using model = await Qwen3.load(out);
+    assert.equal(model.config.sharedClassifier, true, arch);
+    assert.deepEqual(await model.embed(ref.inputs.map((i) => i.text)), want, arch);
+    model[Symbol.dispose]();
+    await assert.rejects(model.embed("sea"), (e: Qwen3Error) => e.code === "disposed");
+  }
+});
+
 for (const { file, path, min } of FILES) {
   const results = new Map<EngineKind, Float32Array[]>();
   for (const engine of ENGINES) {
     Deno.test(`[${engine}] ${file}: embeddings match transformers (cosine >= ${min})`, async () => {
-      using model = await Qwen3.load(path(), { engine });
+      const model = await loaded(path(), engine);
       const got: Float32Array[] = [];
       for (const input of ref.inputs) {
         assert.deepEqual(
@@ -140,7 +179,7 @@ for (const { file, path, min } of FILES) {
 
 for (const engine of ENGINES) {
   Deno.test(`[${engine}] dimensions truncates and renormalises (Matryoshka)`, async () => {
-    using model = await Qwen3.load(gguf, { engine });
+    const model = await loaded(gguf, engine);
     const input = ref.inputs[3];
     for (const n of [1, 16, 48, model.config.dim]) {
       const e = await model.embed(input.text, { dimensions: n });
@@ -155,7 +194,7 @@ for (const engine of ENGINES) {
   });
 
   Deno.test(`[${engine}] embed errors name the problem and run nothing`, async () => {
-    using model = await Qwen3.load(bin, { engine, contextLength: 8 });
+    const model = await loaded(bin, engine);
     for (const dimensions of [0, -1, 1.5, model.config.dim + 1]) {
       await assert.rejects(
         model.embed("sea", { dimensions }),
@@ -164,11 +203,16 @@ for (const engine of ENGINES) {
           e.message.includes(`${model.config.dim}`),
       );
     }
+    using probe = model.engine.createSession();
+    const n = probe.contextLength; // 512, the fixture's
+    const long = "sea ".repeat(n);
+    const count = model.embeddingTokens(long).length;
+    assert.ok(count > n);
     await assert.rejects(
-      model.embed(["sea", "one two three four five six seven eight nine ten"]),
+      model.embed(["sea", long]),
       (e: Qwen3Error) =>
-        e.code === "context_full" && e.message.includes("input 1 has") &&
-        e.message.includes("context length 8"),
+        e.code === "context_full" && e.message.includes(`input 1 has ${count} tokens`) &&
+        e.message.includes(`context length ${n}`),
     );
     assert.deepEqual(await model.embed([]), []);
     const ac = new AbortController();
@@ -179,7 +223,50 @@ for (const engine of ENGINES) {
     await session.embed([1, 2, 3]);
     const logits = await session.forward([4]);
     assert.equal(logits.length, model.config.vocabSize);
-    model[Symbol.dispose]();
-    await assert.rejects(model.embed("sea"), (e: Qwen3Error) => e.code === "disposed");
   });
 }
+
+const LLAMA_PYTHON = await findLlamaPython();
+if (!LLAMA_PYTHON) console.log(llamaSkipLine("the llama.cpp embedding check"));
+
+Deno.test({
+  name: "llama.cpp (last pooling) embeds the GGUF exports as transformers (QWEN3_LLAMA_PYTHON)",
+  ignore: LLAMA_PYTHON === null,
+  async fn() {
+    const q8 = (await exportHfModel(hf, join(tmp, "model_q8_0.gguf"), { format: "gguf" })).path;
+    // llama.cpp's own tokenizer is bypassed: the ids are transformers' (checked above).
+    const script = `
+import json, sys, numpy as np
+from llama_cpp import Llama, LLAMA_POOLING_TYPE_LAST
+m = Llama(sys.argv[1], embedding=True, pooling_type=LLAMA_POOLING_TYPE_LAST, n_ctx=128,
+          n_threads=1, verbose=False)
+ids = {}
+m.tokenize = lambda b, *a, **k: ids[b]
+out = []
+for i, seq in enumerate(json.loads(sys.argv[2])):
+    ids[str(i).encode()] = seq
+    out.append(np.array(m.embed(str(i), normalize=True), dtype=np.float32))
+sys.stdout.buffer.write(np.concatenate(out).tobytes())
+`;
+    const ids = JSON.stringify(ref.inputs.map((i) => i.ids));
+    const ours = await loaded(q8);
+    for (const [path, min] of [[gguf, F32_MIN_COSINE], [q8, Q8_MIN_COSINE]] as const) {
+      const r = await new Deno.Command(LLAMA_PYTHON!, { args: ["-c", script, path, ids] }).output();
+      assert.ok(r.success, new TextDecoder().decode(r.stderr));
+      const all = new Float32Array(r.stdout.slice().buffer);
+      const dim = ref.inputs[0].embedding.length;
+      let worst = 1;
+      for (const [i, input] of ref.inputs.entries()) {
+        const e = all.subarray(i * dim, (i + 1) * dim);
+        const cos = dot(e, input.embedding);
+        assert.ok(cos >= min, `llama.cpp ${path} ${input.name}: cosine ${cos} < ${min}`);
+        worst = Math.min(worst, cos);
+        if (path === q8) {
+          const mine = await ours.embed(input.text, { instruction: input.instruction });
+          assert.ok(dot(mine, e) >= Q8_MIN_COSINE, `${input.name}: ours vs llama.cpp Q8_0`);
+        }
+      }
+      console.log(`  llama.cpp ${path.split("/").pop()}: smallest cosine to transformers ${worst}`);
+    }
+  },
+});
