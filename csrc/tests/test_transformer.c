@@ -618,8 +618,9 @@ static void test_prefill_bit_identical(void) {
 static void check_embed(Qwen3Model* m, const char* name, const char* tier, uint32_t threads, float* first,
                         int* have_first) {
     const uint32_t dim = m->header.dim, vocab = m->header.vocab_size;
-    static const uint32_t lengths[] = {1, 2, 9, 64, 65, EMBED_TOKENS};
-    const size_t n_lengths = sizeof lengths / sizeof lengths[0];
+    /* under emulation: one token, and one past the forward block's edge */
+    static const uint32_t lengths[] = {1, 65, 2, 9, 64, EMBED_TOKENS};
+    const size_t n_lengths = emulated ? 2 : sizeof lengths / sizeof lengths[0];
     Qwen3Context* e = qwen3_context_new(m, EMBED_TOKENS + 8);
     Qwen3Context* p = qwen3_context_new(m, EMBED_TOKENS + 8);
     CHECK(e && p, "%s: context: %s", name, qwen3_get_last_error());
@@ -723,7 +724,11 @@ static void test_embed(void) {
                 continue;
             }
             CHECK(qwen3_kernel_select(tiers[t]) == QWEN3_OK, "select %s", tiers[t]);
-            for (uint32_t threads = 1; threads <= 3; threads += emulated ? 2 : 1) {
+            /* under emulation the scalar tier runs on the first model only, as above */
+            if (emulated && i > 0 && strcmp(tiers[t], "scalar") == 0) continue;
+            for (uint32_t threads = 1; threads <= 3; threads++) {
+                /* under emulation one thread count per model: 1, then 3 (a split) */
+                if (emulated && threads != (i == 0 ? 1u : 3u)) continue;
                 CHECK(qwen3_model_resize_pool(m, threads) == QWEN3_OK, "threads %u", threads);
                 check_embed(m, names[i], tiers[t], threads, first, &have_first);
             }
