@@ -163,6 +163,14 @@ export interface SamplerOptions {
    */
   presencePenalty?: number;
   /**
+   * Times a token was already generated, multiplied by this and subtracted from its logit
+   * (OpenAI's `frequency_penalty`): repeats grow ever less likely. Applied after the
+   * presence penalty; ignored at temperature 0, as the presence penalty is.
+   *
+   * @default {0}
+   */
+  frequencyPenalty?: number;
+  /**
    * Seed of the random generator (an integer in 0..2^64-1); 0 takes one from the clock.
    *
    * @default {0}

@@ -26,6 +26,7 @@ import {
   type GenerationResult,
   type GenerationStats,
   runGeneration,
+  type TokenConstraint,
 } from "./generate.ts";
 import { type GgufFile, ggufShownString } from "../formats/gguf.ts";
 import { readGgufMetadata } from "../formats/model_file.ts";
@@ -134,6 +135,17 @@ export interface Qwen3GenerateOptions extends GenerateOptions {
    * the end.
    */
   session?: EngineSession;
+  /**
+   * Log-probabilities: each piece lists the tokens it came from with their log-probability
+   * under the model's raw softmax and this many most likely alternatives (an integer in
+   * 0..20). Absent: none.
+   */
+  logprobs?: number;
+  /**
+   * Restricts the answer's tokens (constrained decoding, such as
+   * {@linkcode JsonTokenConstraint} for JSON output); generation ends once it is `closed`.
+   */
+  constraint?: TokenConstraint;
 }
 
 /** Options of {@link Qwen3.chat}. */
@@ -429,6 +441,8 @@ export class Qwen3 implements Disposable {
         think: special.think,
         maxTokens: opts.maxTokens,
         signal: opts.signal,
+        logprobs: opts.logprobs,
+        constraint: opts.constraint,
         live,
       }, result);
     });
