@@ -183,12 +183,13 @@ Options:
   serve: `Usage: qwen3 serve [MODEL] [options]
 
 Serves MODEL (default: the demo model) over HTTP with OpenAI's API, as llama-server does:
-POST /v1/chat/completions and /v1/completions (JSON or streamed server-sent events), GET
-/v1/models, GET /health, POST /tokenize, /detokenize and /apply-template, and a chat page at
-/. Sampling is per request. Conversations are rendered with the model's own Jinja chat
-template (a GGUF's, or chat_template.jinja / tokenizer_config.json beside the model), else
-Qwen3's. The server listens at once; until the model is loaded, GET /health answers 503
-{"status": "loading"}. Ctrl-C stops it.
+POST /v1/chat/completions and /v1/completions (JSON or streamed server-sent events), POST
+/v1/embeddings (with a Qwen3-Embedding model), GET /v1/models, GET /health, POST /tokenize,
+/detokenize and /apply-template, and a chat page at /. Sampling is per request.
+Conversations are rendered with the model's own Jinja chat template (a GGUF's, or
+chat_template.jinja / tokenizer_config.json beside the model), else Qwen3's. The server
+listens at once; until the model is loaded, GET /health answers 503 {"status": "loading"}.
+Ctrl-C stops it.
 
 Options:
   --host ADDR               address to listen on (default 127.0.0.1; 0.0.0.0 exposes it

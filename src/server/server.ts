@@ -179,7 +179,7 @@ function positiveInteger(name: string, v: number, min: number): number {
 
 /**
  * Serves `model` over HTTP with OpenAI's API: `POST /v1/chat/completions`,
- * `POST /v1/completions`, `GET /v1/models`, llama-server's `GET /health`,
+ * `POST /v1/completions`, `POST /v1/embeddings`, `GET /v1/models`, llama-server's `GET /health`,
  * `POST /tokenize`, `POST /detokenize`, `POST /apply-template`, the chat page at `GET /`,
  * and `GET /metrics` with `metrics`. Conversations are rendered with the model's own chat
  * template (prompt.ts). Each slot keeps its KV cache between requests (`promptCache`).
