@@ -16,8 +16,11 @@ const CONTEXT = 64;
 const model = await Qwen3.load(await demoModelPath(), { contextLength: CONTEXT });
 globalThis.addEventListener("unload", () => model[Symbol.dispose]());
 
-async function withServer(fn: (url: string, client: OpenAI) => Promise<void>): Promise<void> {
-  const server = startServer(model, { port: 0 });
+async function withServer(
+  fn: (url: string, client: OpenAI) => Promise<void>,
+  timeout?: number,
+): Promise<void> {
+  const server = startServer(model, { port: 0, timeout });
   const client = new OpenAI({ apiKey: "none", baseURL: `${server.url}/v1`, maxRetries: 0 });
   try {
     await fn(server.url, client);
@@ -144,4 +147,18 @@ Deno.test("embeddings: instruction (extension) gives the query format's vector",
       model.embeddingTokens("Where do fish live?", instruction).length,
     );
   });
+});
+
+Deno.test("embeddings: the server's timeout ends a long request with a 503", async () => {
+  await withServer(async (url) => {
+    const res = await fetch(`${url}/v1/embeddings`, {
+      method: "POST",
+      body: JSON.stringify({ input: Array.from({ length: 200 }, (_, i) => `text ${i}`) }),
+    });
+    const e = (await res.json()).error;
+    assert.equal(res.status, 503);
+    assert.equal(e.code, "timeout");
+    assert.match(e.message, /timeout of 0\.001 s/);
+    assert.equal(res.headers.get("retry-after"), "1");
+  }, 0.001);
 });

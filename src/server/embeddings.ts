@@ -140,37 +140,46 @@ export function base64Embedding(v: Float32Array): string {
 
 /**
  * `POST /v1/embeddings`: checks the body, waits for a generation slot (embeddings share the
- * `parallel` limit and queue with completions), embeds the inputs one after another in a
- * session of their own (the slot's cached prompt is left alone), and answers
+ * `parallel` limit, queue and `timeout` with completions), embeds the inputs one after
+ * another in a session of their own (the slot's cached prompt is left alone), and answers
  * `{"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model",
  * "usage": {"prompt_tokens", "total_tokens"}}`.
  *
  * @param ctx The server.
  * @param req The request.
  * @returns The JSON reply.
- * @throws {ApiError} 400 naming the field; 503 when the line is full or the server shuts
- * down.
+ * @throws {ApiError} 400 naming the field; 503 when the line is full, the server shuts
+ * down, or the server's `timeout` passes (checked between inputs).
  */
 export async function embeddings(ctx: ServerContext, req: Request): Promise<Response> {
+  const deadline = AbortSignal.timeout(ctx.timeoutMs);
   const r = parseEmbeddingRequest(ctx, await readJson(req, ctx.maxBody));
-  const signal = AbortSignal.any([req.signal, ctx.closing]);
+  const signal = AbortSignal.any([req.signal, ctx.closing, deadline]);
+  const failure = (e: unknown, what: string) => {
+    if (ctx.closing.aborted) {
+      return new ApiError(503, "shutting_down", "the server is shutting down");
+    }
+    if (deadline.aborted && !req.signal.aborted) {
+      return new ApiError(
+        503,
+        "timeout",
+        `${what} within the server's timeout of ${ctx.timeoutMs / 1000} s`,
+        { headers: { "retry-after": "1" } },
+      );
+    }
+    return e;
+  };
   let slot: Slot;
   try {
     slot = await ctx.pool.acquire(signal);
   } catch (e) {
-    if (ctx.closing.aborted) {
-      throw new ApiError(503, "shutting_down", "the server is shutting down");
-    }
-    throw e;
+    throw failure(e, "no slot came free");
   }
   let vectors: Float32Array[];
   try {
     vectors = await embedTokenInputs(ctx.model.engine, r.inputs, r.dimensions, signal);
   } catch (e) {
-    if (ctx.closing.aborted) {
-      throw new ApiError(503, "shutting_down", "the server is shutting down");
-    }
-    throw e;
+    throw failure(e, `the ${r.inputs.length} inputs were not embedded`);
   } finally {
     slot[Symbol.dispose]();
   }
