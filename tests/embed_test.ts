@@ -220,6 +220,7 @@ for (const engine of ENGINES) {
     await assert.rejects(model.embed(["a", "b"], { signal: ac.signal }), /stop/);
     // the session still works for text after an embed
     using session = model.engine.createSession();
+    await assert.rejects(session.embed([]), (e: Qwen3Error) => e.code === "invalid_argument");
     await session.embed([1, 2, 3]);
     const logits = await session.forward([4]);
     assert.equal(logits.length, model.config.vocabSize);

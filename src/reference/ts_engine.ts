@@ -299,7 +299,12 @@ export class TsSession implements EngineSession {
       throw new Qwen3Error("disposed", "this session was disposed; create a new one");
     }
     const n = tokens.length;
-    if (n === 0) throw new Qwen3Error("invalid_argument", "forward: no tokens");
+    if (n === 0) {
+      throw new Qwen3Error(
+        "invalid_argument",
+        `${want === "hidden" ? "embed" : "forward"}: no tokens`,
+      );
+    }
     if (this.#position + n > this.contextLength) {
       throw new Qwen3Error(
         "context_full",
