@@ -346,7 +346,11 @@ export class CEngine implements Engine {
       throw new Qwen3Error("out_of_memory", lastError(h.lib) || "qwen3_context_new failed");
     }
     h.liveContexts++;
-    return new CSession({ model: h, ptr, busy: undefined }, this.config.vocabSize);
+    return new CSession(
+      { model: h, ptr, busy: undefined },
+      this.config.vocabSize,
+      this.config.dim,
+    );
   }
 
   /** True once disposed. */
@@ -390,6 +394,7 @@ export class CSession implements EngineSession {
   readonly contextLength: number;
   #handle: ContextHandle;
   #vocab: number;
+  #dim: number;
   #disposed = false;
 
   /**
@@ -397,11 +402,13 @@ export class CSession implements EngineSession {
    *
    * @param handle The native context and its model.
    * @param vocabSize The model's vocabulary size.
+   * @param dim The model's hidden state width.
    * @ignore
    */
-  constructor(handle: ContextHandle, vocabSize: number) {
+  constructor(handle: ContextHandle, vocabSize: number, dim: number) {
     this.#handle = handle;
     this.#vocab = vocabSize;
+    this.#dim = dim;
     this.contextLength = handle.model.lib.symbols.qwen3_context_length(handle.ptr);
     contextRegistry.register(this, handle, handle);
   }
@@ -491,6 +498,27 @@ export class CSession implements EngineSession {
     );
     if (status < 0) throw this.#asyncFailure(status, "qwen3_context_prefill");
     return this.#logits();
+  }
+
+  /**
+   * Runs `tokens` as {@linkcode CSession.forward} does (a nonblocking call on a worker
+   * thread) but returns the last token's final hidden state (`rmsnorm(x) * final_norm`)
+   * instead of logits; the classifier is not run (`qwen3_context_embed`). Afterwards the
+   * session has no logits until the next forward pass.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns A new array of `dim` floats, not normalised.
+   * @throws {Qwen3Error} As {@linkcode CSession.forward}.
+   */
+  async embed(tokens: ArrayLike<number>): Promise<Float32Array> {
+    const buf = this.#validate(tokens);
+    const { lib, ptr } = this.#live();
+    const out = new Float32Array(this.#dim);
+    const status = await this.#run(
+      lib.symbols.qwen3_context_embed_nonblocking(ptr, buf, buf.length, out, out.length),
+    );
+    if (status < 0) throw this.#asyncFailure(status, "qwen3_context_embed");
+    return out;
   }
 
   /**

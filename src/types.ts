@@ -77,6 +77,18 @@ export interface EngineSession extends Disposable {
    */
   forward(tokens: ArrayLike<number>): Promise<Float32Array>;
   /**
+   * Runs the model over `tokens` as {@linkcode EngineSession.forward} does (same positions,
+   * KV cache and errors) but returns the last token's final hidden state,
+   * `rmsnorm(x) * final_norm` (the classifier's input), and never runs the classifier:
+   * last-token pooling for embedding models ({@linkcode Qwen3.embed} normalises it).
+   * Afterwards the session has no logits until the next forward pass.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns A new array of `dim` floats, not normalised.
+   * @throws {Qwen3Error} As {@linkcode EngineSession.forward}.
+   */
+  embed(tokens: ArrayLike<number>): Promise<Float32Array>;
+  /**
    * Forgets the tokens from `position` on: the next {@linkcode EngineSession.forward}
    * runs at `position`.
    *

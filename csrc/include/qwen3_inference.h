@@ -280,6 +280,22 @@ QWEN3_API int32_t qwen3_context_rewind(Qwen3Context* ctx, uint32_t position);
  */
 QWEN3_API int32_t qwen3_context_prefill(Qwen3Context* ctx, const int32_t* tokens, uint32_t n);
 
+/*
+ * Embeddings (Qwen3-Embedding: last-token pooling). Runs n >= 1 tokens at positions
+ * position .. position+n-1 as qwen3_context_prefill does (same blocks, same checks and
+ * errors, the KV cache filled the same way), but instead of logits writes the last token's
+ * final hidden state - rmsnorm(x) * final_norm, the vector the classifier would read - to
+ * out, and never runs the classifier. out_len must equal the model's dim. The vector is
+ * not L2-normalised (normalise it, after any truncation, for an embedding). Afterwards
+ * the context has no logits (qwen3_context_logits returns NULL until the next prefill).
+ * For independent texts, qwen3_context_rewind(ctx, 0) before each; a shared prefix (an
+ * instruction) can stay in the cache. Bit-identical across kernel tiers and thread
+ * counts, as the logits are. QWEN3_ERR_INVALID_ARGUMENT also for n == 0, a NULL out or a
+ * wrong out_len (both lengths named).
+ */
+QWEN3_API int32_t qwen3_context_embed(Qwen3Context* ctx, const int32_t* tokens, uint32_t n,
+                                      float* out, uint32_t out_len);
+
 /* The logits (vocab_size floats) of the last token run; NULL before the first run.
  * Valid until the next prefill / decode / rewind on this context. */
 QWEN3_API const float* qwen3_context_logits(const Qwen3Context* ctx);

@@ -708,7 +708,9 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
     matmul1(m, kernels, c->logits, 0, &w->classifier, &c->xq, xb, 0);
 }
 
-int32_t qwen3_forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n) {
+/* The forward pass over n tokens; hidden NULL: the last token's logits, else its final
+ * hidden state into hidden (dim floats) and no classifier (qwen3_forward_embed). */
+static int32_t forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n, float* hidden) {
     const Qwen3Header* h = &c->model->header;
     if (n == 0) return QWEN3_OK;
     if (n > c->ctx_len - c->pos) {
@@ -741,11 +743,27 @@ int32_t qwen3_forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n)
         const uint32_t count = (n - i + left - 1) / left; /* <= block: n - i <= left * block */
         /* one block per lock hold: two contexts on one model take turns fairly */
         qwen3_mutex_lock(c->model->lock);
-        forward_block(c, tokens + i, count, i + count == n, kernels);
+        forward_block(c, tokens + i, count, !hidden && i + count == n, kernels);
         qwen3_mutex_unlock(c->model->lock);
         c->pos += count;
         i += count;
+        if (hidden && i == n) {
+            /* the classifier's input, final_norm applied; forward_block left the last
+             * token's residual stream complete */
+            const Qwen3Model* m = c->model;
+            qwen3_rmsnorm(hidden, c->x + (size_t)(count - 1) * h->dim, m->weights.final_norm, h->dim,
+                          m->rms_eps);
+        }
     }
-    c->has_logits = 1;
+    c->has_logits = hidden == NULL;
     return QWEN3_OK;
+}
+
+int32_t qwen3_forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n) {
+    return forward_tokens(c, tokens, n, NULL);
+}
+
+int32_t qwen3_forward_embed(Qwen3Context* c, const int32_t* tokens, uint32_t n, float* hidden) {
+    if (n == 0) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "embed: no tokens (a hidden state needs one)");
+    return forward_tokens(c, tokens, n, hidden);
 }

@@ -68,6 +68,13 @@ void qwen3_context_deinit(Qwen3Context* ctx);
  */
 int32_t qwen3_forward_tokens(Qwen3Context* ctx, const int32_t* tokens, uint32_t n);
 
+/*
+ * As qwen3_forward_tokens, but instead of the logits writes the last token's final hidden
+ * state (rmsnorm(x) * final_norm: the classifier's input) to hidden (dim floats), and the
+ * classifier is not run; the context has no logits afterwards. n must be >= 1.
+ */
+int32_t qwen3_forward_embed(Qwen3Context* ctx, const int32_t* tokens, uint32_t n, float* hidden);
+
 /* ---- the fp32 building blocks, exposed for tests ---- */
 
 /* out = x / sqrt(mean(x^2) + eps) * w; out may equal x. */

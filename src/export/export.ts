@@ -68,6 +68,8 @@ import {
   type HfChatTemplate,
   type HfQwen3Config,
   hfTensorName,
+  type HfTensorPrefix,
+  hfTensorPrefix,
   readHfChatTemplate,
   readHfConfig,
 } from "./hf_folder.ts";
@@ -226,6 +228,7 @@ async function writeCheckpoint(
   file: Deno.FsFile,
   weights: SafetensorsModel,
   config: ModelConfig,
+  prefix: HfTensorPrefix,
   progress: (bytes: number) => void,
   signal?: AbortSignal,
 ): Promise<void> {
@@ -244,7 +247,7 @@ async function writeCheckpoint(
   progress(header.length);
   for (const slot of checkpointTensorOrder(config)) {
     signal?.throwIfAborted();
-    const name = hfTensorName(slot);
+    const name = hfTensorName(slot, prefix);
     if (slot.kind === "f32") {
       const v = await weights.readTensor(name);
       await writeAll(file, bytesOf(v));
@@ -322,6 +325,7 @@ export function ggufTensorTypes(config: ModelConfig, type: GgufWeightType): Map<
 function ggufSources(
   weights: SafetensorsModel,
   config: ModelConfig,
+  prefix: HfTensorPrefix,
   type: GgufWeightType,
   pool: QuantPool,
   signal?: AbortSignal,
@@ -329,7 +333,7 @@ function ggufSources(
   const block = new Float32Array(Math.max(BLOCK_VALUES, config.dim, config.hiddenDim));
   const types = ggufTensorTypes(config, type);
   return qwen3GgufTensors(config).map(({ name, slot }) => {
-    const hfName = hfTensorName(slot);
+    const hfName = hfTensorName(slot, prefix);
     const spec: GgufTensorSpec = { name, dims: ggufDims(slot), type: types.get(name)! };
     const data = async function* () {
       if (slot.kind === "f32") {
@@ -534,6 +538,8 @@ interface ExportPlan {
   /** `hf.config`, with the group size a model.bin export uses. */
   config: ModelConfig;
   weights: SafetensorsModel;
+  /** How the folder names its tensors (`""`: a bare Qwen3Model, no lm_head). */
+  prefix: HfTensorPrefix;
   /** The chat template of the folder, if any (a GGUF stores its source). */
   chat: HfChatTemplate | undefined;
   templates: ChatTemplates;
@@ -553,8 +559,18 @@ async function planExport(
   hf: HfQwen3Config,
 ): Promise<ExportPlan> {
   const { format, type, groupSize, threads } = options;
+  const prefix = hfTensorPrefix(weights);
+  if (prefix === "") {
+    // A bare Qwen3Model (Qwen3-Embedding) has no lm_head; the files need a classifier, so
+    // the embedding table serves as one. Its logits mean nothing: such a model is for embed.
+    hf.config.sharedClassifier = true;
+    note(
+      `${hfDir}: a Qwen3Model body without lm_head (an embedding model): the embedding ` +
+        "table serves as the classifier; use the model for embeddings, not text",
+    );
+  }
   const config = hf.config;
-  checkHfTensors(weights, config);
+  checkHfTensors(weights, config, prefix);
   const chat = await readHfChatTemplate(hfDir);
   const { templates, templateSource } = exportTemplates(hfDir, chat, note);
   if (format === "bin") fitBinFormat(hfDir, config, groupSize, note);
@@ -571,6 +587,7 @@ async function planExport(
     hf,
     config,
     weights,
+    prefix,
     chat,
     templates,
     templateSource,
@@ -624,7 +641,7 @@ async function writeGgufExport(
 ): Promise<ExportResult> {
   // Only the mixtures' searches are slow enough to want threads.
   using pool = new QuantPool(p.type in MIXTURES ? p.threads : 1);
-  const sources = ggufSources(p.weights, p.config, p.type, pool, signal);
+  const sources = ggufSources(p.weights, p.config, p.prefix, p.type, pool, signal);
   let bytes: number;
   {
     using file = await outputs.create(p.outPath);
@@ -654,7 +671,14 @@ async function writeBinExport(
   let done = 0;
   {
     using file = await outputs.create(p.outPath);
-    await writeCheckpoint(file, p.weights, p.config, (n) => report(done += n, total), signal);
+    await writeCheckpoint(
+      file,
+      p.weights,
+      p.config,
+      p.prefix,
+      (n) => report(done += n, total),
+      signal,
+    );
   }
   if (done !== total) {
     throw new Qwen3Error("io", `${p.outPath}: wrote ${done} bytes, expected ${total}`);

@@ -55,17 +55,22 @@ async function readJson(path: string, what: string, hint: string): Promise<unkno
   }
 }
 
+/** The `architectures` the exporter reads: the causal LM, and the bare body (Qwen3Model,
+ * tensors without the `model.` prefix and no lm_head: how Qwen3-Embedding is saved). */
+const HF_ARCHITECTURES: readonly unknown[] = ["Qwen3ForCausalLM", "Qwen3Model"];
+
 /** Config fields as read: `json` is config.json's object. */
 type Json = Record<string, unknown>;
 
 /** Refuses a config whose `architectures` or `model_type` is not dense Qwen3. */
 function checkArchitecture(json: Json, path: string): void {
   const arch = json.architectures;
-  if (!Array.isArray(arch) || !arch.includes("Qwen3ForCausalLM")) {
+  if (!Array.isArray(arch) || !arch.some((a) => HF_ARCHITECTURES.includes(a))) {
     throw new Qwen3Error(
       "unsupported",
       `${path}: architectures is ${JSON.stringify(arch ?? null)}; only Qwen3ForCausalLM ` +
-        "(dense Qwen3) can be exported",
+        "(dense Qwen3) or Qwen3Model (its body without lm_head, as Qwen3-Embedding is saved) " +
+        "can be exported",
     );
   }
   if (json.model_type !== undefined && json.model_type !== "qwen3") {
@@ -236,17 +241,22 @@ export async function readHfConfig(dir: string): Promise<HfQwen3Config> {
  * The Hugging Face name of a checkpoint tensor.
  *
  * @param slot The tensor's slot name and layer.
+ * @param prefix `model.` for Qwen3ForCausalLM's tensors, `""` for a bare Qwen3Model's
+ * (see {@linkcode hfTensorPrefix}).
  * @returns e.g. `model.layers.0.self_attn.q_proj.weight` for (wq, 0).
  */
-export function hfTensorName(slot: Pick<TensorSlot, "name" | "layer">): string {
-  const p = `model.layers.${slot.layer}.`;
+export function hfTensorName(
+  slot: Pick<TensorSlot, "name" | "layer">,
+  prefix: HfTensorPrefix = "model.",
+): string {
+  const p = `${prefix}layers.${slot.layer}.`;
   switch (slot.name) {
     case "embed":
-      return "model.embed_tokens.weight";
+      return `${prefix}embed_tokens.weight`;
     case "classifier":
       return "lm_head.weight";
     case "final_norm":
-      return "model.norm.weight";
+      return `${prefix}norm.weight`;
     case "attn_norm":
       return p + "input_layernorm.weight";
     case "ffn_norm":
@@ -277,7 +287,25 @@ function slotShape(slot: TensorSlot): number[] {
 }
 
 /** Tensors a Qwen3 folder may hold that the model does not use (old RoPE caches). */
-const IGNORED_TENSOR = /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
+const IGNORED_TENSOR = /^(model\.)?layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
+
+/** How a folder names its tensors: `model.embed_tokens.weight` (Qwen3ForCausalLM) or
+ * `embed_tokens.weight` (a bare Qwen3Model, as Qwen3-Embedding checkpoints are saved). */
+export type HfTensorPrefix = "model." | "";
+
+/**
+ * The tensor prefix of a folder, from its embedding table's name: `""` when it has
+ * `embed_tokens.weight` and no `model.embed_tokens.weight` (a bare Qwen3Model: no lm_head,
+ * so it exports with the embedding as the classifier), else `model.`.
+ *
+ * @param weights The folder's safetensors (headers only are needed).
+ * @returns The prefix to pass to {@linkcode hfTensorName}.
+ */
+export function hfTensorPrefix(weights: Pick<SafetensorsModel, "tensors">): HfTensorPrefix {
+  const bare = weights.tensors.has("embed_tokens.weight") &&
+    !weights.tensors.has("model.embed_tokens.weight");
+  return bare ? "" : "model.";
+}
 
 /**
  * Checks that `weights` holds exactly the tensors of `config` with the right shapes and a
@@ -285,15 +313,20 @@ const IGNORED_TENSOR = /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
  *
  * @param weights The folder's safetensors (headers only are needed).
  * @param config The configuration from {@linkcode readHfConfig}.
+ * @param prefix The folder's tensor prefix ({@linkcode hfTensorPrefix}).
  * @throws {Qwen3Error} `format` naming the tensor: missing, or of the wrong shape (both
  * shapes named).
  * @throws {Qwen3Error} `unsupported` for a dtype the exporter cannot convert, or a tensor a
  * dense Qwen3 does not have.
  */
-export function checkHfTensors(weights: SafetensorsModel, config: ModelConfig): void {
+export function checkHfTensors(
+  weights: SafetensorsModel,
+  config: ModelConfig,
+  prefix: HfTensorPrefix = "model.",
+): void {
   const used = new Set<string>();
   for (const slot of checkpointTensorOrder(config)) {
-    const name = hfTensorName(slot);
+    const name = hfTensorName(slot, prefix);
     used.add(name);
     const t = weights.tensors.get(name);
     if (!t) {

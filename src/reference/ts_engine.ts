@@ -326,11 +326,39 @@ export class TsSession implements EngineSession {
    * @throws {Qwen3Error} As {@linkcode TsSession.forward}.
    */
   forwardSync(tokens: ArrayLike<number>): Float32Array {
+    this.#run(tokens, "logits");
+    return this.#s.logits;
+  }
+
+  /**
+   * Runs `tokens` as {@linkcode TsSession.forward} does, but returns the last token's final
+   * hidden state (`rmsnorm(x) * final_norm`, the classifier's input) instead of logits; the
+   * classifier is not run (on this thread: the promise is settled when it returns).
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns A new array of `dim` floats, not normalised.
+   * @throws {Qwen3Error} As {@linkcode TsSession.forward}.
+   */
+  embed(tokens: ArrayLike<number>): Promise<Float32Array> {
+    try {
+      this.#run(tokens, "hidden");
+      return Promise.resolve(this.#s.xb.slice(0, this.#engine.config.dim));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  #run(tokens: ArrayLike<number>, want: "logits" | "hidden"): void {
     if (this.#disposed) {
       throw new Qwen3Error("disposed", "this session was disposed; create a new one");
     }
     const n = tokens.length;
-    if (n === 0) throw new Qwen3Error("invalid_argument", "forward: no tokens");
+    if (n === 0) {
+      throw new Qwen3Error(
+        "invalid_argument",
+        `${want === "hidden" ? "embed" : "forward"}: no tokens`,
+      );
+    }
     if (this.#position + n > this.contextLength) {
       throw new Qwen3Error(
         "context_full",
@@ -349,10 +377,9 @@ export class TsSession implements EngineSession {
     }
     this.#kv.reserve(this.#position + n);
     for (let i = 0; i < n; i++) {
-      this.#step(tokens[i], this.#position, i === n - 1);
+      this.#step(tokens[i], this.#position, i === n - 1 ? want : undefined);
       this.#position++;
     }
-    return this.#s.logits;
   }
 
   /**
@@ -378,8 +405,9 @@ export class TsSession implements EngineSession {
     this.#kv.values.forEach((v) => v.length = 0);
   }
 
-  /** One token at `pos`; the classifier runs only when its logits are wanted. */
-  #step(token: number, pos: number, wantLogits: boolean): void {
+  /** One token at `pos`; the final norm runs when its hidden state or logits are wanted,
+   * the classifier only for logits. */
+  #step(token: number, pos: number, want: "logits" | "hidden" | undefined): void {
     const c = this.#engine.config;
     const w = this.#weights;
     const s = this.#s;
@@ -390,8 +418,9 @@ export class TsSession implements EngineSession {
 
     for (let l = 0; l < c.nLayers; l++) this.#layer(w.layers[l], l, pos, eps);
 
-    if (!wantLogits) return;
+    if (!want) return;
     rmsnorm(s.xb, 0, s.x, 0, w.finalNorm, c.dim, eps);
+    if (want === "hidden") return;
     this.#quantize(s.xb, c.dim);
     this.#matvec(s.logits, w.classifier);
   }

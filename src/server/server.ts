@@ -9,6 +9,7 @@ import type { Qwen3 } from "../api/qwen3.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import * as api from "./handlers.ts";
 import { applyTemplate } from "./apply_template.ts";
+import { embeddings } from "./embeddings.ts";
 import { checkApiKey, json } from "./http.ts";
 import { Metrics } from "./metrics.ts";
 import { buildChatPage } from "./page.ts";
@@ -157,6 +158,7 @@ const ROUTES: Record<string, Record<string, Route>> = {
   "/chat/completions": { POST: api.chatCompletions },
   "/v1/completions": { POST: api.completions },
   "/completions": { POST: api.completions },
+  "/v1/embeddings": { POST: embeddings },
   "/tokenize": { POST: api.tokenize },
   "/detokenize": { POST: api.detokenize },
   "/apply-template": { POST: applyTemplate },
@@ -177,7 +179,7 @@ function positiveInteger(name: string, v: number, min: number): number {
 
 /**
  * Serves `model` over HTTP with OpenAI's API: `POST /v1/chat/completions`,
- * `POST /v1/completions`, `GET /v1/models`, llama-server's `GET /health`,
+ * `POST /v1/completions`, `POST /v1/embeddings`, `GET /v1/models`, llama-server's `GET /health`,
  * `POST /tokenize`, `POST /detokenize`, `POST /apply-template`, the chat page at `GET /`,
  * and `GET /metrics` with `metrics`. Conversations are rendered with the model's own chat
  * template (prompt.ts). Each slot keeps its KV cache between requests (`promptCache`).
