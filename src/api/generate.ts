@@ -8,6 +8,7 @@
 import { Qwen3Error } from "../errors.ts";
 import { TextStreamDecoder } from "../text/tokenizer.ts";
 import type { EngineSession, SamplerOptions } from "../types.ts";
+import { feedWithDrafts, type PendingDrafts, PromptLookup } from "./speculate.ts";
 
 /** Whether a piece of text is the model's reasoning (inside `<think>`) or its answer. */
 export type PieceKind = "thinking" | "answer";
@@ -46,6 +47,12 @@ export interface GenerationStats {
   stopReason: StopReason;
   /** Session position (tokens in the KV cache) when generation began. */
   startPosition: number;
+  /** Tokens proposed by speculative decoding (prompt lookup) and verified; 0 when off. */
+  draftedTokens: number;
+  /** Drafted tokens that were accepted, each one forward pass saved. */
+  acceptedTokens: number;
+  /** acceptedTokens / draftedTokens (0 when nothing was drafted). */
+  acceptanceRate: number;
 }
 
 /**
@@ -65,6 +72,17 @@ export interface GenerateOptions extends SamplerOptions {
    * `stats.stopReason` is "aborted".
    */
   signal?: AbortSignal;
+  /**
+   * Speculative decoding by prompt lookup: tokens that followed an earlier occurrence of
+   * the text's last few tokens are verified in one batched forward pass, and those the
+   * sampler picks are kept. The output is the same as without it, token for token for a
+   * given seed (docs/sampling.md#speculative-decoding); only the speed changes. On by
+   * default on the C engine, where a batch of tokens costs little more than one; off on
+   * the TypeScript engine, which runs a batch token by token.
+   *
+   * @default {true on the C engine, false on the TypeScript engine}
+   */
+  speculate?: boolean;
 }
 
 /** What the loop needs from a tokenizer. */
@@ -103,6 +121,8 @@ export interface GenerationParams {
   maxTokens?: number;
   /** Cancels between tokens. */
   signal?: AbortSignal;
+  /** Draft tokens by prompt lookup and verify them in batches (default off here). */
+  speculate?: boolean;
   /**
    * Called before and after every forward pass; throws (a Qwen3Error "disposed") when the
    * run must end because what it runs on was disposed. The error ends the run and reaches
@@ -175,6 +195,10 @@ export async function* runGeneration(
   let decodeMs = 0;
   const startPosition = session.position;
   let mark = 0;
+  let lookup: PromptLookup | undefined;
+  let pending: PendingDrafts | undefined;
+  let drafted = 0;
+  let accepted = 0;
 
   const piece = (text: string): Piece | undefined => {
     if (text === "") return undefined;
@@ -209,6 +233,8 @@ export async function* runGeneration(
     prefillMs = performance.now() - mark;
     result.promptFed = true;
     p.live?.();
+    const vocab = logits.length;
+    if (p.speculate) lookup = new PromptLookup(prompt);
 
     mark = performance.now();
     if (maxTokens === 0) {
@@ -228,6 +254,7 @@ export async function* runGeneration(
       }
       result.tokens.push(token);
       result.unfed = [token];
+      lookup?.push(token);
 
       let out: Piece | undefined;
       if (p.think && (token === p.think.open || token === p.think.close)) {
@@ -247,6 +274,22 @@ export async function* runGeneration(
         stopReason = "max_tokens";
         break;
       }
+      if (
+        pending && pending.next < pending.drafts.length && token === pending.drafts[pending.next]
+      ) {
+        // A drafted token the sampler picked: the verify pass already ran it.
+        pending.next++;
+        accepted++;
+        logits = pending.rows.subarray(pending.next * vocab, (pending.next + 1) * vocab);
+        result.unfed = [];
+        continue;
+      }
+      if (pending) {
+        // The drafts from here on were not picked: forget them.
+        lookup?.feedback(pending.drafts.length, pending.next);
+        session.rewind(pending.base + pending.next);
+        pending = undefined;
+      }
       if (session.position >= session.contextLength) {
         stopReason = "context_full";
         break;
@@ -255,8 +298,18 @@ export async function* runGeneration(
         stopReason = "aborted";
         break;
       }
+      // Drafts fit after the token in the context, and stop short of the last token
+      // maxTokens allows (that one is sampled from the last row) and of any stop token.
+      const room = Math.min(
+        session.contextLength - session.position - 1,
+        maxTokens - result.tokens.length - 1,
+      );
+      const drafts = lookup && room > 0 ? lookup.draft(room) : [];
+      const stopAt = drafts.findIndex((t) => p.stopTokens.has(t));
+      if (stopAt >= 0) drafts.length = stopAt;
       p.live?.();
-      logits = await session.forward([token]);
+      ({ logits, pending } = await feedWithDrafts(session, token, drafts, vocab));
+      drafted += drafts.length;
       result.unfed = [];
       p.live?.();
     }
@@ -265,6 +318,13 @@ export async function* runGeneration(
     if (tail) yield tail;
   } finally {
     // Reached on every exit: normal end, a thrown error, or the caller's early break.
+    if (pending) {
+      // Drafts run but not taken leave the cache holding exactly the fed tokens.
+      const fed = startPosition + prompt.length + result.tokens.length - result.unfed.length;
+      try {
+        if (session.position > fed) session.rewind(fed);
+      } catch { /* a disposed session holds nothing to fix */ }
+    }
     result.stats = {
       promptTokens: result.promptFed ? prompt.length : 0,
       generatedTokens: result.tokens.length,
@@ -274,6 +334,9 @@ export async function* runGeneration(
       decodeTokensPerSecond: perSecond(result.tokens.length, decodeMs),
       stopReason,
       startPosition,
+      draftedTokens: drafted,
+      acceptedTokens: accepted,
+      acceptanceRate: drafted > 0 ? accepted / drafted : 0,
     };
   }
   return result;

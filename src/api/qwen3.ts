@@ -423,6 +423,7 @@ export class Qwen3 implements Disposable {
         think: special.think,
         maxTokens: opts.maxTokens,
         signal: opts.signal,
+        speculate: opts.speculate ?? engine.kind === "c",
         live,
       }, result);
     });
@@ -615,6 +616,7 @@ export class Chat implements Disposable {
         think: special.think,
         maxTokens: opts.maxTokens,
         signal: opts.signal,
+        speculate: opts.speculate ?? model.engine.kind === "c",
         live: () => this.#live(),
       }, result);
     } finally {

@@ -272,6 +272,46 @@ export class TsSession implements EngineSession {
    * @throws {Qwen3Error} As {@linkcode TsSession.forward}.
    */
   forwardSync(tokens: ArrayLike<number>): Float32Array {
+    this.#check(tokens);
+    const n = tokens.length;
+    this.#kv.reserve(this.#position + n);
+    for (let i = 0; i < n; i++) {
+      this.#step(tokens[i], this.#position, i === n - 1);
+      this.#position++;
+    }
+    return this.#s.logits;
+  }
+
+  /**
+   * Runs `tokens` at positions `position ..` and returns the logits of every one of them
+   * (row `i` is what {@linkcode TsSession.forward} of `tokens[0..i]` one at a time
+   * returns). This engine runs tokens one by one anyway, so it saves no time here; it
+   * keeps the {@linkcode EngineSession} contract the generation loop's speculative
+   * decoding uses.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns `tokens.length * vocabSize` floats (row `i` at `i * vocabSize`).
+   * @throws {Qwen3Error} As {@linkcode TsSession.forward}.
+   */
+  verify(tokens: ArrayLike<number>): Promise<Float32Array> {
+    try {
+      this.#check(tokens);
+      const n = tokens.length;
+      const vocab = this.#engine.config.vocabSize;
+      const rows = new Float32Array(n * vocab);
+      this.#kv.reserve(this.#position + n);
+      for (let i = 0; i < n; i++) {
+        this.#step(tokens[i], this.#position, true);
+        this.#position++;
+        rows.set(this.#s.logits, i * vocab);
+      }
+      return Promise.resolve(rows);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  #check(tokens: ArrayLike<number>): void {
     if (this.#disposed) {
       throw new Qwen3Error("disposed", "this session was disposed; create a new one");
     }
@@ -293,12 +333,6 @@ export class TsSession implements EngineSession {
         );
       }
     }
-    this.#kv.reserve(this.#position + n);
-    for (let i = 0; i < n; i++) {
-      this.#step(tokens[i], this.#position, i === n - 1);
-      this.#position++;
-    }
-    return this.#s.logits;
   }
 
   /**
