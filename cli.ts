@@ -68,6 +68,7 @@ const OPTIONS = {
   metrics: { type: "boolean" },
   cors: { type: "string" },
   "no-prompt-cache": { type: "boolean" },
+  "no-speculate": { type: "boolean" },
   "group-size": { type: "string" },
   format: { type: "string" },
   type: { type: "string" },
@@ -91,7 +92,9 @@ const SAMPLING_FLAGS = `  -t, --temperature T       0 = greedy (default 1.0)
   --min-p P                 drop tokens below P x the top probability (default 0)
   --presence-penalty X      penalise tokens already generated (default 0)
   -s, --seed N              random seed; 0 = from the clock (default 0)
-  -n, --max-tokens N        stop after N new tokens (default: until done or context full)`;
+  -n, --max-tokens N        stop after N new tokens (default: until done or context full)
+  --no-speculate            no speculative decoding (default: on with the C engine; the
+                            output is the same either way, only the speed differs)`;
 
 const HELP: Record<string, string> = {
   main: `qwen3: run Qwen3 language models on the CPU
@@ -172,6 +175,7 @@ Options:
   --metrics                 serve GET /metrics (Prometheus text format)
   --cors ORIGIN             allow browsers from ORIGIN (Access-Control-Allow-Origin)
   --no-prompt-cache         prefill every prompt whole (default: reuse a slot's KV cache)
+  --no-speculate            no speculative decoding (default: on with the C engine)
 ${MODEL_FLAGS}
   -h, --help                this help`,
   info: `Usage: qwen3 info MODEL [options]
@@ -224,6 +228,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "presence-penalty",
     "seed",
     "max-tokens",
+    "no-speculate",
     "help",
   ],
   generate: [
@@ -239,6 +244,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "presence-penalty",
     "seed",
     "max-tokens",
+    "no-speculate",
     "help",
   ],
   inference: [
@@ -257,6 +263,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "presence-penalty",
     "seed",
     "max-tokens",
+    "no-speculate",
     "help",
   ],
   serve: [
@@ -269,6 +276,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "metrics",
     "cors",
     "no-prompt-cache",
+    "no-speculate",
     "engine",
     "context",
     "threads",
@@ -328,7 +336,7 @@ function flag01(v: Values, name: OptionName): boolean {
 }
 
 function samplerOptions(v: Values) {
-  const opts: SamplerOptions & { maxTokens?: number } = {
+  const opts: SamplerOptions & { maxTokens?: number; speculate?: boolean } = {
     temperature: number(v, "temperature", { min: 0 }) ?? 1,
     topP: number(v, "topp", { min: 0 }) ?? 0.9,
     topK: number(v, "top-k", { min: 0, integer: true }) ?? 0,
@@ -338,6 +346,7 @@ function samplerOptions(v: Values) {
   };
   const max = number(v, "max-tokens", { min: 0, integer: true });
   if (max !== undefined) opts.maxTokens = max;
+  if (v["no-speculate"]) opts.speculate = false;
   return opts;
 }
 
@@ -408,7 +417,12 @@ class PieceWriter {
 
 function statsLine(s: GenerationStats): string {
   const line = `prefill ${s.promptTokens} tok ${s.prefillTokensPerSecond.toFixed(1)} tok/s | ` +
-    `decode ${s.generatedTokens} tok ${s.decodeTokensPerSecond.toFixed(1)} tok/s`;
+    `decode ${s.generatedTokens} tok ${s.decodeTokensPerSecond.toFixed(1)} tok/s` +
+    (s.draftedTokens > 0
+      ? ` | drafts ${s.acceptedTokens}/${s.draftedTokens} accepted (${
+        (100 * s.acceptanceRate).toFixed(0)
+      }%)`
+      : "");
   const why = s.stopReason === "context_full"
     ? " (context full: raise -c/--context or start a new chat)"
     : s.stopReason === "max_tokens"
@@ -778,6 +792,7 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
       metrics: v.metrics ?? false,
       cors: v.cors,
       promptCache: !v["no-prompt-cache"],
+      speculate: v["no-speculate"] ? false : undefined,
       onListen: (addr) =>
         void err(
           `serving ${model.path} on http://${addr.hostname}:${addr.port} ` +

@@ -46,6 +46,9 @@ export interface ServerContext {
   cache: PromptCache;
   /** Counters for `/metrics`. */
   metrics: Metrics;
+  /** Speculative decoding for every request (`Qwen3GenerateOptions.speculate`; absent:
+   * the engine's default). */
+  speculate?: boolean;
 }
 
 function usage(o: Outcome) {
@@ -215,7 +218,7 @@ async function reply(
     const chat = shape === CHAT;
     const d = generateDeltas(ctx.model, tokens, sampling, abort.signal, {
       trim: chat,
-      generate: (t, o) => ctx.cache.generate(slot.id, t, o),
+      generate: (t, o) => ctx.cache.generate(slot.id, t, { ...o, speculate: ctx.speculate }),
     });
     if (!chat) return withThinkTags(d);
     return tools ? withToolCalls(d, new ToolCallParser(tools.prefill)) : d;

@@ -61,6 +61,13 @@ export interface ServerOptions {
    */
   promptCache?: boolean;
   /**
+   * Speculative decoding by prompt lookup for every request (replies are the same either
+   * way, docs/sampling.md#speculative-decoding); false turns it off.
+   *
+   * @default {true on the C engine, false on the TypeScript engine}
+   */
+  speculate?: boolean;
+  /**
    * Serve `GET /metrics` (Prometheus text format); otherwise it is a 404.
    *
    * @default {false}
@@ -190,6 +197,7 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
     closing: closing.signal,
     cache: new PromptCache(model, parallel, opts.promptCache ?? true),
     metrics: new Metrics(),
+    speculate: opts.speculate,
   };
   const apiKey = opts.apiKey;
   const routes = opts.metrics ? { ...ROUTES, "/metrics": { GET: () => metricsText(ctx) } } : ROUTES;
