@@ -8,7 +8,12 @@
 import { Qwen3Error } from "../errors.ts";
 import { TextStreamDecoder } from "../text/tokenizer.ts";
 import type { EngineSession, SamplerOptions } from "../types.ts";
-import { feedWithDrafts, type PendingDrafts, PromptLookup } from "./speculate.ts";
+import {
+  type DraftOptions,
+  feedWithDrafts,
+  type PendingDrafts,
+  PromptLookup,
+} from "./speculate.ts";
 
 /** Whether a piece of text is the model's reasoning (inside `<think>`) or its answer. */
 export type PieceKind = "thinking" | "answer";
@@ -121,8 +126,9 @@ export interface GenerationParams {
   maxTokens?: number;
   /** Cancels between tokens. */
   signal?: AbortSignal;
-  /** Draft tokens by prompt lookup and verify them in batches (default off here). */
-  speculate?: boolean;
+  /** Draft tokens by prompt lookup and verify them in batches (default off here), with
+   * the default {@linkcode DraftOptions} or these. */
+  speculate?: boolean | DraftOptions;
   /**
    * Called before and after every forward pass; throws (a Qwen3Error "disposed") when the
    * run must end because what it runs on was disposed. The error ends the run and reaches
@@ -234,7 +240,7 @@ export async function* runGeneration(
     result.promptFed = true;
     p.live?.();
     const vocab = logits.length;
-    if (p.speculate) lookup = new PromptLookup(prompt);
+    if (p.speculate) lookup = new PromptLookup(prompt, p.speculate === true ? {} : p.speculate);
 
     mark = performance.now();
     if (maxTokens === 0) {

@@ -20,7 +20,7 @@ export interface DraftOptions {
   /**
    * Shortest suffix looked up: a match of fewer tokens proposes nothing.
    *
-   * @default {2}
+   * @default {3}
    */
   minNgram?: number;
   /**
@@ -29,21 +29,41 @@ export interface DraftOptions {
    * @default {8}
    */
   maxDraft?: number;
+  /**
+   * Drafts are verified only while the moving average of accepted drafts is at least
+   * this (0: always).
+   *
+   * @default {0.5}
+   */
+  minAcceptance?: number;
 }
 
-/** Defaults of {@linkcode DraftOptions}, the one place they are written (bench/speculate_bench.ts measured them). */
+/**
+ * Defaults of {@linkcode DraftOptions}, the one place they are written. Measured with
+ * bench/speculate_bench.ts: 3-token matches drafted as much on echo-heavy text as 2-token
+ * ones, with fewer misses on free text; and a verify pass of two tokens cost about 1.5
+ * decode steps on the 0.6B shape (a busy 2-core machine), so below one accepted draft
+ * in two (the moving average of `minAcceptance`) a pass loses time.
+ */
 export const DRAFT_DEFAULTS: Readonly<Required<DraftOptions>> = {
   maxNgram: 3,
-  minNgram: 2,
+  minNgram: 3,
   maxDraft: 8,
+  minAcceptance: 0.5,
 };
+
+/** Weight of the latest test in that moving average (about the last 4 to 8 tests count). */
+const ACCEPTANCE_WEIGHT = 0.25;
 
 /**
  * Proposes continuations of a token sequence by finding the latest earlier occurrence of
  * its last `n` tokens (n from `maxNgram` down to `minNgram`) and returning the tokens
  * that followed it. The draft length adapts: it doubles (up to `maxDraft`) after a draft
  * accepted whole and drops to what was accepted plus one after a rejection, so a run of
- * misses costs short verify passes.
+ * misses costs short verify passes. Drafting pauses while the moving average of accepted
+ * drafts is under `minAcceptance` (free text, sampling at a high
+ * temperature): then each proposal's first token is only compared with the token sampled
+ * next, at no cost, and drafting resumes once those comparisons bring the average back.
  *
  * @example
  * ```ts
@@ -58,7 +78,10 @@ export class PromptLookup {
   #maxNgram: number;
   #minNgram: number;
   #maxDraft: number;
+  #minAcceptance: number;
   #length: number;
+  #acceptance = 0.75; // moving average of accepted tested drafts; starts hopeful
+  #shadow = -1; // a paused proposal's first token, checked against the next token
 
   /**
    * @param tokens The text so far (the prompt); later tokens are added with `push`.
@@ -69,18 +92,30 @@ export class PromptLookup {
     this.#maxNgram = opts.maxNgram ?? DRAFT_DEFAULTS.maxNgram;
     this.#minNgram = opts.minNgram ?? DRAFT_DEFAULTS.minNgram;
     this.#maxDraft = opts.maxDraft ?? DRAFT_DEFAULTS.maxDraft;
+    this.#minAcceptance = opts.minAcceptance ?? DRAFT_DEFAULTS.minAcceptance;
     this.#length = this.#maxDraft;
   }
 
   /** Appends a token of the answer. */
   push(token: number): void {
+    if (this.#shadow >= 0) this.#test(token === this.#shadow);
+    this.#shadow = -1;
     this.#tokens.push(token);
+  }
+
+  /** True while drafts are verified (the moving average of acceptance is high enough). */
+  get active(): boolean {
+    return this.#acceptance >= this.#minAcceptance;
+  }
+
+  #test(accepted: boolean): void {
+    this.#acceptance += ACCEPTANCE_WEIGHT * ((accepted ? 1 : 0) - this.#acceptance);
   }
 
   /**
    * Tokens that followed the latest earlier occurrence of the text's last n tokens
    * (longest n first), at most `limit` and the current adaptive length; empty when
-   * nothing matches.
+   * nothing matches or while drafting is paused (see {@linkcode PromptLookup.active}).
    *
    * @param limit Most tokens wanted (room left in the context or under `maxTokens`).
    */
@@ -94,7 +129,10 @@ export class PromptLookup {
       for (let s = len - n - 1; s >= 0; s--) {
         let k = 0;
         while (k < n && t[s + k] === t[len - n + k]) k++;
-        if (k === n) return t.slice(s + n, Math.min(s + n + want, len));
+        if (k !== n) continue;
+        if (this.active) return t.slice(s + n, Math.min(s + n + want, len));
+        this.#shadow = t[s + n];
+        return [];
       }
     }
     return [];
@@ -107,6 +145,8 @@ export class PromptLookup {
    * @param accepted Tokens of it the sampler agreed with.
    */
   feedback(drafted: number, accepted: number): void {
+    for (let i = 0; i < accepted; i++) this.#test(true);
+    if (accepted < drafted) this.#test(false);
     if (accepted === drafted) {
       this.#length = Math.min(this.#maxDraft, Math.max(1, this.#length) * 2);
     } else this.#length = Math.max(1, accepted + 1);
