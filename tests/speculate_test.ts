@@ -139,6 +139,36 @@ for (const engine of ["c", "ts"] as EngineKind[]) {
   });
 }
 
+Deno.test("[c] drafts come from earlier chat turns too (the session's history)", async () => {
+  using model = await Qwen3.load(DEMO, { contextLength: 512 });
+  const special = model.specialTokens;
+  const said = model.tokenizer.encode(PASSAGE);
+  const draftsFrom = async (history: number[] | undefined) => {
+    using session = model.engine.createSession(512);
+    if (history) await session.forward(history);
+    // a sampler that repeats the passage from its 4th token on, whatever the logits
+    let i = 3;
+    const result = emptyResult();
+    for await (
+      const _ of runGeneration({
+        session,
+        tokenizer: model.tokenizer,
+        sampler: { sample: () => said[i++] },
+        prompt: said.slice(0, 3),
+        stopTokens: new Set([special.imEnd, special.endOfText]),
+        maxTokens: 20,
+        speculate: true,
+        history,
+      }, result)
+    ) { /* drain */ }
+    assert.deepEqual(result.tokens, said.slice(3, 23));
+    return result.stats!;
+  };
+  assert.equal((await draftsFrom(undefined)).draftedTokens, 0);
+  const withHistory = await draftsFrom(said);
+  assert.ok(withHistory.acceptedTokens >= 10, `accepted ${withHistory.acceptedTokens}`);
+});
+
 Deno.test("[c] seeded sampling with every filter: the same tokens with and without speculation", async () => {
   using model = await Qwen3.load(DEMO, { contextLength: 512 });
   const settings: GenerateOptions[] = [

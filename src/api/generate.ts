@@ -129,6 +129,9 @@ export interface GenerationParams {
   /** Draft tokens by prompt lookup and verify them in batches (default off here), with
    * the default {@linkcode DraftOptions} or these. */
   speculate?: boolean | DraftOptions;
+  /** Tokens the session held before the prompt (earlier chat turns): prompt lookup
+   * searches them for drafts too. */
+  history?: readonly number[];
   /**
    * Called before and after every forward pass; throws (a Qwen3Error "disposed") when the
    * run must end because what it runs on was disposed. The error ends the run and reaches
@@ -240,7 +243,10 @@ export async function* runGeneration(
     result.promptFed = true;
     p.live?.();
     const vocab = logits.length;
-    if (p.speculate) lookup = new PromptLookup(prompt, p.speculate === true ? {} : p.speculate);
+    if (p.speculate) {
+      const text = p.history ? [...p.history, ...prompt] : prompt;
+      lookup = new PromptLookup(text, p.speculate === true ? {} : p.speculate);
+    }
 
     mark = performance.now();
     if (maxTokens === 0) {

@@ -503,6 +503,7 @@ export class Chat implements Disposable {
   #history: ChatMessage[] = [];
   /** Tokens owed to the KV cache before the next turn: the end of the last reply. */
   #carry: number[] = [];
+  #fed: number[] = []; // every token in the session's KV cache, in order (prompt lookup reads it)
   #turns = 0;
   #busy = false;
   #stats: GenerationStats | undefined;
@@ -596,15 +597,17 @@ export class Chat implements Disposable {
     const carry = this.#carry;
     // Encoded against the free positions, so a turn that cannot fit (a 10 MB paste) ends as
     // context_full after work bounded by the context, not by the text.
-    const prompt = (free: number) => [
-      ...carry,
-      ...encodeTurn(model.tokenizer, model.templates, {
-        user: text,
-        system: first ? this.system : undefined,
-        thinking: this.thinking,
-        first,
-      }, { limit: Math.max(0, free - carry.length) }),
-    ];
+    let fed: readonly number[] = [];
+    const prompt = (free: number) =>
+      fed = [
+        ...carry,
+        ...encodeTurn(model.tokenizer, model.templates, {
+          user: text,
+          system: first ? this.system : undefined,
+          thinking: this.thinking,
+          first,
+        }, { limit: Math.max(0, free - carry.length) }),
+      ];
     this.#busy = true;
     try {
       yield* runGeneration({
@@ -617,6 +620,7 @@ export class Chat implements Disposable {
         maxTokens: opts.maxTokens,
         signal: opts.signal,
         speculate: opts.speculate ?? model.engine.kind === "c",
+        history: this.#fed,
         live: () => this.#live(),
       }, result);
     } finally {
@@ -626,6 +630,10 @@ export class Chat implements Disposable {
         // The reply is closed in the cache as the template would have it, however it ended:
         // its last unfed token (if any), then <|im_end|> and a newline, fed with the next turn.
         this.#carry = [...result.unfed, special.imEnd, ...special.newline];
+        this.#fed.push(
+          ...fed,
+          ...result.tokens.slice(0, result.tokens.length - result.unfed.length),
+        );
         this.#turns++;
         this.#history.push({ role: "user", content: text });
         const reply: ChatMessage = { role: "assistant", content: result.text };
