@@ -128,6 +128,12 @@ export interface Qwen3GenerateOptions extends GenerateOptions {
    * the end.
    */
   session?: EngineSession;
+  /**
+   * With `session`: the tokens it already holds, in order, for speculative decoding to
+   * search for drafts besides the prompt (the server's prompt cache passes the prefix it
+   * reused). Only read for drafts: it changes the speed, never the text.
+   */
+  history?: readonly number[];
 }
 
 /** Options of {@link Qwen3.chat}. */
@@ -424,6 +430,7 @@ export class Qwen3 implements Disposable {
         maxTokens: opts.maxTokens,
         signal: opts.signal,
         speculate: opts.speculate ?? engine.kind === "c",
+        history: opts.history,
         live,
       }, result);
     });
