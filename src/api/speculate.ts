@@ -69,8 +69,8 @@ const ACCEPTANCE_WEIGHT = 0.25;
  * ```ts
  * import { PromptLookup } from "./speculate.ts";
  *
- * const lookup = new PromptLookup([5, 6, 7, 8, 9, 5, 6]);
- * console.log(lookup.draft(4)); // [7, 8, 9, 5]: what followed the earlier "5 6"
+ * const lookup = new PromptLookup([5, 6, 7, 8, 9, 5, 6, 7]);
+ * console.log(lookup.draft(4)); // [8, 9, 5, 6]: what followed the earlier "5 6 7"
  * ```
  */
 export class PromptLookup {
