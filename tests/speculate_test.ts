@@ -106,7 +106,7 @@ for (const engine of ["c", "ts"] as EngineKind[]) {
   Deno.test(`[${engine}] maxTokens, a full context, an early break, a second chat turn`, async () => {
     using model = await Qwen3.load(DEMO, { engine, contextLength: 512 });
     const prompt = PROMPTS[2];
-    for (const cap of [1, 2, 3, 7]) {
+    for (const cap of engine === "c" ? [1, 2, 3, 7] : [2, 7]) {
       const off = await run(model, prompt, { temperature: 0, maxTokens: cap, speculate: false });
       const on = await run(model, prompt, { temperature: 0, maxTokens: cap, speculate: true });
       assert.deepEqual(on.tokens, off.tokens, `maxTokens ${cap}`);
@@ -114,7 +114,7 @@ for (const engine of ["c", "ts"] as EngineKind[]) {
     }
     // a context that fills up while drafts are pending: sessions just longer than the prompt
     const promptLength = model.tokenizer.encode(prompt).length;
-    for (const room of [1, 2, 5, 11]) {
+    for (const room of engine === "c" ? [1, 2, 5, 11] : [2, 5]) {
       const length = promptLength + room;
       using a = model.engine.createSession(length);
       using b = model.engine.createSession(length);
@@ -226,7 +226,7 @@ Deno.test("[c] sampling: the text's distribution does not change with speculatio
   const vocab = model.config.vocabSize;
   const special = model.specialTokens;
   const prompt = model.tokenizer.encode("The sea");
-  const N = 200;
+  const N = 150;
   const TOKENS = 10;
   const eager = { minNgram: 1, minAcceptance: 0 };
   const sample = async (speculate: boolean, seed0: number, alwaysTakeDrafts = false) => {
