@@ -53,6 +53,36 @@ Deno.test("prompt lookup: the latest earlier match of the longest suffix, capped
   assert.deepEqual(grow.draft(99), [4, 5, 6, 7]);
 });
 
+Deno.test("prompt lookup: its index finds what a scan of the text finds", () => {
+  /** The latest earlier match of the longest suffix, by scanning (the definition). */
+  const scan = (t: number[], max: number, min: number, want: number) => {
+    for (let n = Math.min(max, t.length - 1); n >= min; n--) {
+      for (let s = t.length - n - 1; s >= 0; s--) {
+        let k = 0;
+        while (k < n && t[s + k] === t[t.length - n + k]) k++;
+        if (k === n) return t.slice(s + n, Math.min(s + n + want, t.length));
+      }
+    }
+    return [];
+  };
+  let seed = 7;
+  const next = (m: number) => (seed = (seed * 1103515245 + 12345) % 2147483648) % m;
+  for (const [maxNgram, minNgram] of [[3, 3], [3, 1], [4, 2]]) {
+    for (let trial = 0; trial < 20; trial++) {
+      const alphabet = 2 + next(5);
+      const text = Array.from({ length: next(12) }, () => next(alphabet));
+      // never paused, a fixed length: only the lookup differs
+      const l = new PromptLookup(text, { maxNgram, minNgram, maxDraft: 5, minAcceptance: 0 });
+      for (let i = 0; i < 60; i++) {
+        assert.deepEqual(l.draft(5), scan(text, maxNgram, minNgram, 5), `${text}`);
+        const t = next(alphabet);
+        text.push(t);
+        l.push(t);
+      }
+    }
+  }
+});
+
 Deno.test("prompt lookup: drafting pauses while drafts miss, and resumes on shadow hits", () => {
   const l = new PromptLookup([1, 2, 3, 4, 5, 1, 2, 3]);
   assert.ok(l.active);

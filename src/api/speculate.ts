@@ -82,6 +82,9 @@ export class PromptLookup {
   #length: number;
   #acceptance = 0.75; // moving average of accepted tested drafts; starts hopeful
   #shadow = -1; // a paused proposal's first token, checked against the next token
+  // per length n (index n - minNgram): n tokens as a key -> the latest start of them that
+  // a token follows, so a lookup costs O(n), not a scan of the text
+  #starts: Map<string, number>[] = [];
 
   /**
    * @param tokens The text so far (the prompt); later tokens are added with `push`.
@@ -94,6 +97,17 @@ export class PromptLookup {
     this.#maxDraft = opts.maxDraft ?? DRAFT_DEFAULTS.maxDraft;
     this.#minAcceptance = opts.minAcceptance ?? DRAFT_DEFAULTS.minAcceptance;
     this.#length = this.#maxDraft;
+    for (let n = this.#minNgram; n <= this.#maxNgram; n++) this.#starts.push(new Map());
+    for (let end = 1; end <= this.#tokens.length; end++) this.#index(end);
+  }
+
+  /** Records the n-grams that the token at `end - 1` follows. */
+  #index(end: number): void {
+    const t = this.#tokens;
+    for (let n = this.#minNgram; n <= this.#maxNgram; n++) {
+      const s = end - 1 - n;
+      if (s >= 0) this.#starts[n - this.#minNgram].set(t.slice(s, s + n).join(","), s);
+    }
   }
 
   /** Appends a token of the answer. */
@@ -101,6 +115,7 @@ export class PromptLookup {
     if (this.#shadow >= 0) this.#test(token === this.#shadow);
     this.#shadow = -1;
     this.#tokens.push(token);
+    this.#index(this.#tokens.length);
   }
 
   /** True while drafts are verified (the moving average of acceptance is high enough). */
@@ -125,15 +140,12 @@ export class PromptLookup {
     const want = Math.min(limit, this.#length);
     if (want <= 0) return [];
     for (let n = Math.min(this.#maxNgram, len - 1); n >= this.#minNgram; n--) {
-      // latest start s < len - n with t[s .. s+n) equal to the last n tokens
-      for (let s = len - n - 1; s >= 0; s--) {
-        let k = 0;
-        while (k < n && t[s + k] === t[len - n + k]) k++;
-        if (k !== n) continue;
-        if (this.active) return t.slice(s + n, Math.min(s + n + want, len));
-        this.#shadow = t[s + n];
-        return [];
-      }
+      // the latest start s < len - n with t[s .. s+n) equal to the last n tokens
+      const s = this.#starts[n - this.#minNgram].get(t.slice(len - n).join(","));
+      if (s === undefined) continue;
+      if (this.active) return t.slice(s + n, Math.min(s + n + want, len));
+      this.#shadow = t[s + n];
+      return [];
     }
     return [];
   }
