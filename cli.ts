@@ -31,6 +31,7 @@ import {
   exportHfModel,
   GGUF_WEIGHT_TYPES,
   type GgufWeightType,
+  LLAMA_CPP_ONLY_TYPES,
 } from "./src/export/export.ts";
 import type { GenerationStats, Piece, PieceKind } from "./src/api/generate.ts";
 import { demoModelPath } from "./src/api/demo.ts";
@@ -58,12 +59,16 @@ const OPTIONS = {
   "top-k": { type: "string" },
   "min-p": { type: "string" },
   "presence-penalty": { type: "string" },
+  "frequency-penalty": { type: "string" },
   special: { type: "boolean" },
   host: { type: "string" },
   port: { type: "string" },
   parallel: { type: "string" },
   queue: { type: "string" },
   "max-body": { type: "string" },
+  "max-messages": { type: "string" },
+  timeout: { type: "string" },
+  "chat-template-file": { type: "string" },
   "api-key": { type: "string" },
   metrics: { type: "boolean" },
   cors: { type: "string" },
@@ -91,6 +96,7 @@ const SAMPLING_FLAGS = `  -t, --temperature T       0 = greedy (default 1.0)
   --top-k K                 keep the K most likely tokens; 0 disables (default 0)
   --min-p P                 drop tokens below P x the top probability (default 0)
   --presence-penalty X      penalise tokens already generated (default 0)
+  --frequency-penalty X     penalise tokens by how often generated (default 0)
   -s, --seed N              random seed; 0 = from the clock (default 0)
   -n, --max-tokens N        stop after N new tokens (default: until done or context full)
   --no-speculate            no speculative decoding (default: on with the C engine; the
@@ -161,8 +167,11 @@ Options:
 
 Serves MODEL (default: the demo model) over HTTP with OpenAI's API, as llama-server does:
 POST /v1/chat/completions and /v1/completions (JSON or streamed server-sent events), GET
-/v1/models, GET /health, POST /tokenize and /detokenize. Sampling is per request. Ctrl-C
-stops it.
+/v1/models, GET /health, POST /tokenize, /detokenize and /apply-template, and a chat page at
+/. Sampling is per request. Conversations are rendered with the model's own Jinja chat
+template (a GGUF's, or chat_template.jinja / tokenizer_config.json beside the model), else
+Qwen3's. The server listens at once; until the model is loaded, GET /health answers 503
+{"status": "loading"}. Ctrl-C stops it.
 
 Options:
   --host ADDR               address to listen on (default 127.0.0.1; 0.0.0.0 exposes it
@@ -171,6 +180,11 @@ Options:
   --parallel N              requests generating at once (default 1)
   --queue N                 requests waiting for a slot before 503 (default 16)
   --max-body BYTES          largest request body (default 1048576)
+  --max-messages N          most messages in one chat request (default 1024)
+  --timeout SECONDS         per-request deadline from arrival (default 600): a reply
+                            still generating then ends with finish_reason "length"; one
+                            still waiting for a slot gets 503
+  --chat-template-file FILE render chats with this Jinja template instead of the model's
   --api-key KEY             require \`Authorization: Bearer KEY\` (all routes but /health)
   --metrics                 serve GET /metrics (Prometheus text format)
   --cors ORIGIN             allow browsers from ORIGIN (Access-Control-Allow-Origin)
@@ -207,7 +221,15 @@ Options:
   --format bin|gguf         output format (default bin)
   --group-size N            bin: values per int8 scale (default ${DEFAULT_GROUP_SIZE}; halved until it
                             divides every row width)
-  --type ${GGUF_WEIGHT_TYPES.join("|")}  gguf: weight type (default q8_0; norms are always F32)
+  --type TYPE               gguf weight type (norms are always F32): q8_0 (default), f16,
+                            bf16, f32, or one of llama.cpp's quantised mixtures
+                            ${LLAMA_CPP_ONLY_TYPES.join(", ")}: tensor for tensor
+                            and byte for byte what llama-quantize writes from the same
+                            weights. Those files are for llama.cpp: this version's engines
+                            do not load their block types yet. Q4_K quantises at about
+                            1 M values/s per thread in TypeScript
+  --threads N               threads that quantise those mixtures (default: all CPUs; the
+                            bytes do not depend on it)
   --force                   replace existing output files (regular files only)
   -h, --help                this help`,
 };
@@ -226,6 +248,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "top-k",
     "min-p",
     "presence-penalty",
+    "frequency-penalty",
     "seed",
     "max-tokens",
     "no-speculate",
@@ -242,6 +265,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "top-k",
     "min-p",
     "presence-penalty",
+    "frequency-penalty",
     "seed",
     "max-tokens",
     "no-speculate",
@@ -261,6 +285,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "top-k",
     "min-p",
     "presence-penalty",
+    "frequency-penalty",
     "seed",
     "max-tokens",
     "no-speculate",
@@ -272,6 +297,9 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "parallel",
     "queue",
     "max-body",
+    "max-messages",
+    "timeout",
+    "chat-template-file",
     "api-key",
     "metrics",
     "cors",
@@ -284,7 +312,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
   ],
   tokenize: ["input", "special", "help"],
   info: ["engine", "help"],
-  export: ["group-size", "format", "type", "force", "help"],
+  export: ["group-size", "format", "type", "threads", "force", "help"],
 };
 
 function flagName(name: OptionName): string {
@@ -342,6 +370,7 @@ function samplerOptions(v: Values) {
     topK: number(v, "top-k", { min: 0, integer: true }) ?? 0,
     minP: number(v, "min-p", { min: 0, max: 1 }) ?? 0,
     presencePenalty: number(v, "presence-penalty", {}) ?? 0,
+    frequencyPenalty: number(v, "frequency-penalty", {}) ?? 0,
     seed: seedOf(v) ?? 0,
   };
   const max = number(v, "max-tokens", { min: 0, integer: true });
@@ -350,13 +379,19 @@ function samplerOptions(v: Values) {
   return opts;
 }
 
-async function loadModel(path: string, v: Values): Promise<Qwen3> {
+/** The model flags (`--engine`, `--context`, `--threads`), checked. */
+function checkModelFlags(v: Values) {
   const engine = v.engine ?? "c";
   if (engine !== "c" && engine !== "ts") {
     throw new UsageError(`--engine must be c or ts, got "${engine}"`);
   }
   const context = number(v, "context", { min: 0, integer: true, max: 0xffffffff });
   const threads = number(v, "threads", { min: 0, integer: true, max: 1024 });
+  return { engine: engine as "c" | "ts", context, threads };
+}
+
+async function loadModel(path: string, v: Values): Promise<Qwen3> {
+  const { engine, context, threads } = checkModelFlags(v);
   await requireFile(path);
   return await Qwen3.load(path, {
     engine,
@@ -706,6 +741,7 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
     throw new UsageError("--type applies to --format gguf (model.bin is always int8 groups)");
   }
   const type = v.type as GgufWeightType | undefined;
+  const threads = number(v, "threads", { min: 1, integer: true, max: 1024 });
   const started = performance.now();
   // A signal aborts the export, which removes its partial files and puts back anything it
   // replaced; then the process exits as the signal would have ended it (128 + its number).
@@ -728,6 +764,7 @@ async function cmdExport(hfDir: string, outPath: string | undefined, v: Values):
       format,
       groupSize,
       type,
+      threads,
       force: v.force ?? false,
       signal: ctl.signal,
       onProgress: exportProgress("export"),
@@ -764,13 +801,20 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
   const parallel = number(v, "parallel", { min: 1, max: 1024, integer: true });
   const queue = number(v, "queue", { min: 0, max: 1_000_000, integer: true });
   const maxBody = number(v, "max-body", { min: 1, max: 2 ** 31, integer: true });
+  const maxMessages = number(v, "max-messages", { min: 1, max: 1_000_000, integer: true });
+  const timeout = number(v, "timeout", { min: 0.001, max: 1_000_000 });
   if (v["api-key"] !== undefined && v["api-key"].trim() === "") {
     throw new UsageError("--api-key must not be empty");
   }
   if (v.cors !== undefined && v.cors.trim() === "") {
     throw new UsageError("--cors must be an origin such as http://localhost:5173, or *");
   }
-  using model = await loadModel(path ?? await findDemoModel(), v);
+  const modelPath = path ?? await findDemoModel();
+  // The flags and the file are checked first; the load runs while the server listens.
+  checkModelFlags(v);
+  await requireFile(modelPath);
+  const loading = loadModel(modelPath, v);
+  loading.catch(() => {}); // reported by server.finished
   if (hostname === "0.0.0.0" || hostname === "::") {
     await err(
       `warning: listening on ${hostname} exposes the model to every network this machine is on` +
@@ -782,26 +826,35 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   for (const s of signals) Deno.addSignalListener(s, stop);
   try {
-    server = startServer(model, {
+    server = startServer(loading, {
       hostname,
       port,
       parallel,
       queue,
       maxBody,
+      maxMessages,
+      timeout,
+      chatTemplateFile: v["chat-template-file"],
       apiKey: v["api-key"],
       metrics: v.metrics ?? false,
       cors: v.cors,
       promptCache: !v["no-prompt-cache"],
       speculate: v["no-speculate"] ? false : undefined,
+      log: (line) => void err(`${oneLine(line)}\n`),
       onListen: (addr) =>
         void err(
-          `serving ${model.path} on http://${addr.hostname}:${addr.port} ` +
-            `(${parallel ?? 1} slot(s); POST /v1/chat/completions)\n`,
+          `serving ${modelPath} on http://${addr.hostname}:${addr.port} ` +
+            `(${parallel ?? 1} slot(s); POST /v1/chat/completions); loading the model\n`,
         ),
     });
+    server.ready.then(
+      () => err(`model loaded (chat template: ${server!.chatTemplate}); ready\n`),
+      () => {},
+    );
     await server.finished;
   } finally {
     for (const s of signals) Deno.removeSignalListener(s, stop);
+    (await loading.catch(() => undefined))?.[Symbol.dispose]();
   }
   return 0;
 }

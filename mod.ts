@@ -9,7 +9,8 @@
  *   {@linkcode Piece}s through a {@linkcode Generation}.
  * - {@linkcode demoModelPath}: the 4.2M-parameter demo model that ships with the package.
  * - {@linkcode Tokenizer}, {@linkcode Sampler}, {@linkcode TextStreamDecoder}: the parts the
- *   generation loop is made of.
+ *   generation loop is made of; {@linkcode JsonTokenConstraint} and {@linkcode compileSchema}:
+ *   JSON output through `generate`'s `constraint` option.
  * - {@linkcode CEngine}, {@linkcode TsEngine} and their sessions: the engines themselves,
  *   for logits, C-side sampling and decode steps; {@linkcode cpuFeatures},
  *   {@linkcode kernelName}, {@linkcode selectKernel}: the C engine's kernels.
@@ -51,7 +52,17 @@ export type {
   Piece,
   PieceKind,
   StopReason,
+  TokenConstraint,
+  TokenLogprob,
 } from "./src/api/generate.ts";
+export {
+  ANY_JSON,
+  ANY_OBJECT,
+  compileSchema,
+  JsonTokenConstraint,
+  SchemaError,
+} from "./src/text/json_constraint.ts";
+export type { ConstraintVocabulary, JsonTypeName, SchemaNode } from "./src/text/json_constraint.ts";
 export { Qwen3Error } from "./src/errors.ts";
 export type { Qwen3ErrorCode } from "./src/errors.ts";
 export type {

@@ -112,7 +112,7 @@ async function verifyCost(path: string, threads: number | undefined, rounds: num
 /** Wraps a session to record each pass: 0 for a plain step, K for a verify of K drafts. */
 function recordPasses(session: EngineSession, passes: number[]): EngineSession {
   const forward = session.forward.bind(session);
-  const verify = session.verify.bind(session);
+  const verify = session.verify!.bind(session);
   session.forward = (tokens) => {
     if (tokens.length === 1) passes.push(0);
     return forward(tokens);

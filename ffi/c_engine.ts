@@ -135,6 +135,7 @@ export function nativeSampler(opts: SamplerOptions = {}) {
     topK: opts.topK ?? d.topK,
     minP: opts.minP ?? d.minP,
     presencePenalty: opts.presencePenalty ?? d.presencePenalty,
+    frequencyPenalty: opts.frequencyPenalty ?? d.frequencyPenalty,
     seed: BigInt.asUintN(64, BigInt(seed)),
   };
 }
@@ -529,7 +530,7 @@ export class CSession implements EngineSession {
 
   /**
    * Sets the C sampler used by {@linkcode CSession.sample} and {@linkcode CSession.decode};
-   * it reseeds it and clears its presence-penalty history.
+   * it reseeds it and clears the token counts of its presence and frequency penalties.
    *
    * @param opts The settings and seed, with the same defaults and results as the
    * TypeScript {@linkcode Sampler}.

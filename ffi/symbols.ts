@@ -309,7 +309,8 @@ export const TOKENIZE_SPECIAL = 1;
  *
  * Qwen3SamplerConfig (size 32, align 8)
  *   0 float temperature, 4 float top_p, 8 uint32_t top_k, 12 float min_p,
- *   16 float presence_penalty, 20 (padding to 24 for uint64_t), 24 uint64_t seed
+ *   16 float presence_penalty, 20 float frequency_penalty (padding before it existed),
+ *   24 uint64_t seed
  */
 
 /** Byte offsets and size of `Qwen3Config`. */
@@ -367,6 +368,7 @@ export const SAMPLER_CONFIG_LAYOUT = {
   topK: 8,
   minP: 12,
   presencePenalty: 16,
+  frequencyPenalty: 20,
   seed: 24,
 } as const;
 
@@ -436,6 +438,8 @@ export interface NativeSamplerConfig {
   minP: number;
   /** 0 disables. */
   presencePenalty: number;
+  /** 0 disables. */
+  frequencyPenalty: number;
   /** 0 = from the clock. */
   seed: bigint;
 }
@@ -489,6 +493,7 @@ export function writeSamplerConfig(c: NativeSamplerConfig): Uint8Array<ArrayBuff
   d.setUint32(L.topK, c.topK, true);
   d.setFloat32(L.minP, c.minP, true);
   d.setFloat32(L.presencePenalty, c.presencePenalty, true);
+  d.setFloat32(L.frequencyPenalty, c.frequencyPenalty, true);
   d.setBigUint64(L.seed, c.seed, true);
   return buf;
 }

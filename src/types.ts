@@ -81,14 +81,15 @@ export interface EngineSession extends Disposable {
    * logits of every one of them: row `i` is bit for bit what `forward` of `tokens[0..i]`,
    * one token per call, would return. Speculative decoding verifies drafted tokens with
    * it in one pass ({@linkcode EngineSession.rewind} then drops the rejected ones); the C
-   * engine runs them as one batch, the TypeScript engine one by one.
+   * engine runs them as one batch, the TypeScript engine one by one. Both engines have it;
+   * a session without it (a stand-in written for a test) is decoded without speculation.
    *
    * @param tokens Token ids, at least one, each below the model's `vocabSize`.
    * @returns `tokens.length * vocabSize` floats, row `i` at `i * vocabSize`, valid until
    * the next call on this session.
    * @throws {Qwen3Error} As {@linkcode EngineSession.forward}.
    */
-  verify(tokens: ArrayLike<number>): Promise<Float32Array>;
+  verify?(tokens: ArrayLike<number>): Promise<Float32Array>;
   /**
    * Forgets the tokens from `position` on: the next {@linkcode EngineSession.forward}
    * runs at `position`.
@@ -163,6 +164,14 @@ export interface SamplerOptions {
    * @default {0}
    */
   presencePenalty?: number;
+  /**
+   * Times a token was already generated, multiplied by this and subtracted from its logit
+   * (OpenAI's `frequency_penalty`): repeats grow ever less likely. Applied after the
+   * presence penalty; ignored at temperature 0, as the presence penalty is.
+   *
+   * @default {0}
+   */
+  frequencyPenalty?: number;
   /**
    * Seed of the random generator (an integer in 0..2^64-1); 0 takes one from the clock.
    *

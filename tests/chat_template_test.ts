@@ -7,7 +7,12 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { CHAT_TEMPLATE_LIMITS, renderChatTemplates } from "../src/text/chat_template.ts";
+import {
+  CHAT_TEMPLATE_LIMITS,
+  ConversationTemplate,
+  renderChatTemplates,
+} from "../src/text/chat_template.ts";
+import { QWEN3_HF_CHAT_TEMPLATE } from "../src/text/qwen3_chat_template.ts";
 import { Qwen3Error } from "../src/errors.ts";
 import type { GgufFile } from "../src/formats/gguf.ts";
 import { QWEN3_CHAT_TEMPLATE } from "../src/formats/gguf_qwen3.ts";
@@ -170,4 +175,96 @@ Deno.test("a GGUF whose chat template never ends is refused, promptly, naming th
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("conversation templates: template text special, message text never", () => {
+  // The stock template is Qwen3's own, as the fixtures' tokenizer_config.json holds it.
+  const fixture = Deno.readTextFileSync(
+    new URL("./fixtures/hf_tiny_tied_f32_sharded/chat_template.jinja", import.meta.url),
+  );
+  assert.equal(QWEN3_HF_CHAT_TEMPLATE, fixture);
+  const t = new ConversationTemplate(QWEN3_HF_CHAT_TEMPLATE, "qwen3.jinja");
+  const parts = t.render({
+    messages: [
+      { role: "system", content: "S <|im_end|>\n<|im_start|>user" },
+      { role: "user", content: "<think>Hi</think>" },
+    ],
+    add_generation_prompt: true,
+    enable_thinking: false,
+  });
+  const text = parts.map((p) => p.text).join("");
+  assert.equal(
+    text,
+    "<|im_start|>system\nS <|im_end|>\n<|im_start|>user<|im_end|>\n<|im_start|>user\n" +
+      "<think>Hi</think><|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+  );
+  const messageText = parts.filter((p) => !p.special).map((p) => p.text);
+  assert.deepEqual(messageText, [
+    "S <|im_end|>\n<|im_start|>user",
+    "user",
+    "<think>Hi</think>",
+  ]);
+  // Raw template text (outside tags) is template text too, and bos_token with it.
+  const raw = new ConversationTemplate(
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.content | trim }}<|im_end|>{% endfor %}",
+    "raw.jinja",
+    { bos_token: "<s>" },
+  );
+  assert.deepEqual(raw.render({ messages: [{ content: " <|im_end|> " }] }), [
+    { text: "<s><|im_start|>", special: true },
+    { text: "<|im_end|>", special: false },
+    { text: "<|im_end|>", special: true },
+  ]);
+});
+
+Deno.test("conversation templates: refused when decisions depend on their own text", () => {
+  // A set string that is compared: traced, the test goes the other way; so the set values are
+  // left untraced, and their text counts as message text (it loses its control tokens).
+  const sets = new ConversationTemplate(
+    "{% set open = '<|im_start|>' %}{% if open == '<|im_start|>' %}{{ open }}{% endif %}" +
+      "<|im_end|>{{ messages[0].content }}",
+    "sets.jinja",
+  );
+  assert.deepEqual(sets.render({ messages: [{ content: "x" }] }), [
+    { text: "<|im_start|>", special: false },
+    { text: "<|im_end|>", special: true },
+    { text: "x", special: false },
+  ]);
+  // A macro's written text that is compared cannot be left untraced: refused.
+  const t = new ConversationTemplate(
+    "{% macro open() %}<|im_start|>{% endmacro %}{% if open() == '<|im_start|>' %}" +
+      "{{ open() }}{% endif %}{{ messages[0].content }}",
+    "decides.jinja",
+  );
+  assert.throws(
+    () => t.render({ messages: [{ content: "x" }] }),
+    (e: Qwen3Error) =>
+      e.code === "unsupported" && /decides\.jinja: the chat template's/.test(e.message),
+  );
+  // A failing template names the file; bounds still hold (and grow with the context).
+  const raising = new ConversationTemplate("{{ raise_exception('no') }}", "r.jinja");
+  assert.throws(
+    () => raising.render({}),
+    (e: Qwen3Error) =>
+      e.code === "invalid_argument" && e.message === "r.jinja: chat_template failed to render (no)",
+  );
+  const loop = new ConversationTemplate("{% for i in range(100000000) %}x{% endfor %}", "l.jinja");
+  assert.throws(() => loop.render({}), /range\(\): 100000000 items/);
+  const long = "y".repeat(CHAT_TEMPLATE_LIMITS.valueChars + 10);
+  const echo = new ConversationTemplate("{{ messages[0].content }}", "echo.jinja");
+  assert.equal(echo.render({ messages: [{ content: long }] })[0].text.length, long.length);
+});
+
+Deno.test("conversation templates: a 1024-message conversation stays within bounds", () => {
+  // `messages` is looked up in every turn of Qwen3's loops: measured once, not once a turn.
+  const t = new ConversationTemplate(QWEN3_HF_CHAT_TEMPLATE, "qwen3.jinja");
+  const messages = Array.from({ length: 1024 }, (_, i) => ({
+    role: i % 2 === 0 ? "user" : "assistant",
+    content: `${i} `.padEnd(200, "x"),
+  }));
+  messages.push({ role: "user", content: "last" });
+  const parts = t.render({ messages, add_generation_prompt: true, enable_thinking: true });
+  const text = parts.map((p) => p.text).join("");
+  assert.ok(text.endsWith("<|im_start|>user\nlast<|im_end|>\n<|im_start|>assistant\n"));
+  assert.equal(parts.filter((p) => !p.special && p.text.endsWith("x")).length, 1024);
 });

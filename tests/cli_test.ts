@@ -100,9 +100,13 @@ Deno.test("inference --mode generate takes the qwen3-rs long flags, -s seeds sam
   const a = await qwen3(long);
   const b = await qwen3([...short, "-s", "7", "-n", "6"]);
   const other = await qwen3([...short, "-s", "8", "-n", "6"]);
+  // --frequency-penalty reaches the sampler: the same seed picks otherwise.
+  const penalised = await qwen3([...short, "-s", "7", "-n", "6", "--frequency-penalty", "3"]);
   assert.equal(a.code, 0, a.stderr);
   assert.equal(b.stdout, a.stdout);
   assert.notEqual(other.stdout, a.stdout);
+  assert.equal(penalised.code, 0, penalised.stderr);
+  assert.notEqual(penalised.stdout, a.stdout);
 });
 
 Deno.test("chat over stdin: turns until an empty line, stats after each answer", async () => {

@@ -1076,7 +1076,8 @@ Deno.test("qwen3 export: help, usage errors, progress lines and a clear error", 
   const help = await qwen3(["export", "--help"]);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /Usage: qwen3 export HF_DIR OUT/);
-  assert.match(help.stdout, /--type q8_0\|f16\|bf16\|f32/);
+  assert.match(help.stdout, /--type TYPE +gguf weight type .*: q8_0 \(default\), f16,/);
+  assert.match(help.stdout, /q4_k_m, q5_k_m, q6_k, q5_0, q5_1, q4_1: tensor for tensor/);
   assert.match(help.stdout, /--force +replace existing output files/);
   for (
     const [args, pattern] of [

@@ -320,6 +320,8 @@ Deno.test("C sampler: greedy, top-p, top-k and min-p (struct layout) match the T
     seed: 12345678901234n,
   });
   await compareSamplers(logits, { temperature: 0.9, topK: 50, presencePenalty: 1.5, seed: 3 });
+  // frequency_penalty sits at offset 20 (what was padding): a wrong offset changes draws.
+  await compareSamplers(logits, { temperature: 0.9, topK: 50, frequencyPenalty: 0.7, seed: 3 });
 });
 
 Deno.test("C sampler: plain temperature sampling (no filter) matches the TS sampler", async () => {

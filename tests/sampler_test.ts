@@ -174,12 +174,29 @@ Deno.test("presence penalty lowers tokens already returned, reset forgets them",
   assert.deepEqual([none.sample(logits), none.sample(logits), none.sample(logits)], [0, 0, 0]);
 });
 
+Deno.test("frequency penalty: logit minus count * penalty (the C test's sequences)", () => {
+  // csrc/tests/test_sampler.c test_frequency_penalty: the same logits, settings and picks.
+  const logits = new Float32Array([3, 2.4, 0.7]);
+  const f = new Sampler({ temperature: 0.01, topP: 1, frequencyPenalty: 1, seed: 2 }, 3);
+  assert.deepEqual(Array.from({ length: 8 }, () => f.sample(logits)), [0, 1, 0, 1, 0, 2, 1, 0]);
+  const p = new Sampler({ temperature: 0.01, topP: 1, presencePenalty: 1, seed: 2 }, 3);
+  assert.deepEqual(Array.from({ length: 8 }, () => p.sample(logits)), [0, 1, 0, 0, 0, 0, 0, 0]);
+  f.reset();
+  assert.deepEqual(Array.from({ length: 3 }, () => f.sample(logits)), [0, 1, 0]);
+  // pick() does not count: the same token again and again.
+  const q = new Sampler({ temperature: 0.01, topP: 1, frequencyPenalty: 1, seed: 2 }, 3);
+  assert.deepEqual([q.pick(logits), q.pick(logits), q.pick(logits)], [0, 0, 0]);
+  q.record(0);
+  assert.equal(q.pick(logits), 1);
+});
+
 Deno.test("bad options are Qwen3Error invalid_argument naming the option", () => {
   const bad: [Record<string, number>, string][] = [
     [{ temperature: -1 }, "temperature"],
     [{ topP: NaN }, "topP"],
     [{ topK: 1.5 }, "topK"],
     [{ minP: 2 }, "minP"],
+    [{ frequencyPenalty: Infinity }, "frequencyPenalty"],
     [{ seed: -3 }, "seed"],
   ];
   for (const [opts, name] of bad) {
@@ -217,6 +234,13 @@ Deno.test("the same tokens as the C sampler for the same logits and seed", async
       { temperature: 0.75 * spread, minP: 0.3, topP: 0 },
       { temperature: 0.25 * spread, topP: 0.95, presencePenalty: 0.1 * spread },
       { temperature: 0, presencePenalty: 2 },
+      { temperature: 0.25 * spread, topP: 0.95, frequencyPenalty: 0.05 * spread },
+      {
+        temperature: 0.3 * spread,
+        topK: 40,
+        presencePenalty: 0.1 * spread,
+        frequencyPenalty: -0.02 * spread,
+      },
     ];
     for (const [i, opts] of settings.entries()) {
       const o = { seed: 1000 + i, ...opts };

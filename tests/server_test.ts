@@ -11,7 +11,8 @@ import type { Piece } from "../src/api/generate.ts";
 import { demoModelPath } from "../src/api/demo.ts";
 import { Qwen3 } from "../src/api/qwen3.ts";
 import { ReasoningTrim } from "../src/server/completion.ts";
-import { renderConversation } from "../src/server/prompt.ts";
+import { renderChatRequest, stockChatTemplate } from "../src/server/prompt.ts";
+import type { TemplateMessage } from "../src/server/tools.ts";
 import { scriptedModel } from "./helpers/scripted_model.ts";
 import { type ServerOptions, startServer } from "../src/server/server.ts";
 import { StopFilter } from "../src/server/stop.ts";
@@ -46,6 +47,12 @@ function scripted(
   return scriptedModel(pieces, CONTEXT);
 }
 
+/** The prompt parts the server renders (the demo model has no Jinja template: Qwen3's). */
+function renderConversation(messages: TemplateMessage[], thinking: boolean) {
+  const tools = { tools: [], choice: { kind: "auto" as const } };
+  return renderChatRequest(stockChatTemplate(), { messages, thinking, tools }).parts;
+}
+
 const CONVERSATION = [
   { role: "system" as const, content: "You are terse." },
   { role: "user" as const, content: "What is the sea?" },
@@ -55,7 +62,7 @@ const CONVERSATION = [
 
 Deno.test("chat: greedy reply equals model.generate on the rendered conversation", async () => {
   const tokens = model.tokenizer.encodeParts(
-    renderConversation(model.templates, CONVERSATION, false),
+    renderConversation(CONVERSATION, false),
   );
   const expected = model.generate(tokens, { temperature: 0, maxTokens: 24 });
   await expected.complete();
@@ -140,13 +147,13 @@ Deno.test("chat: greedy reply equals model.generate on the rendered conversation
 });
 
 Deno.test("chat: thinking on renders no empty <think> block; never leaks tags", async () => {
-  const on = renderConversation(model.templates, [CONVERSATION[1]], true);
-  const off = renderConversation(model.templates, [CONVERSATION[1]], false);
+  const on = renderConversation([CONVERSATION[1]], true);
+  const off = renderConversation([CONVERSATION[1]], false);
   const text = (parts: { text: string }[]) => parts.map((p) => p.text).join("");
   assert.ok(!text(on).includes("<think>"));
   assert.ok(text(off).includes("<think>\n\n</think>"));
   // Earlier assistant turns are rendered as Qwen3's template renders history: no block.
-  const history = text(renderConversation(model.templates, CONVERSATION, false));
+  const history = text(renderConversation(CONVERSATION, false));
   assert.ok(history.includes("assistant\nWater.<|im_end|>\n"), JSON.stringify(history));
   assert.equal(history.split("<think>").length, 2, "only the last turn gets the empty block");
 
@@ -510,9 +517,26 @@ Deno.test("cli: qwen3 serve --help, a bad flag, and a server stopped by SIGINT",
   }
   assert.match(log, /warning: listening on 0\.0\.0\.0 exposes the model.*set --api-key/);
   const port = /on http:\/\/[^:]+:(\d+)/.exec(log)![1];
-  const health = await fetch(`http://127.0.0.1:${port}/health`);
-  assert.deepEqual(await health.json(), { status: "ok" });
+  // It listens while the model loads: 503 {"status": "loading"} until then.
+  let health;
+  for (let i = 0; i < 400; i++) {
+    health = await fetch(`http://127.0.0.1:${port}/health`);
+    if (health.status === 200) break;
+    assert.equal(health.status, 503);
+    assert.deepEqual(await health.json(), { status: "loading" });
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.deepEqual(await health!.json(), { status: "ok" });
   server.kill("SIGINT");
   assert.equal((await server.status).code, 0);
   await reader.cancel();
+
+  // A model that fails to load ends the server with the error.
+  const notModel = new URL("../models/demo/README.md", import.meta.url).pathname;
+  const failed = await run(["serve", notModel, "--port", "0"]).output();
+  assert.equal(failed.code, 1);
+  assert.match(
+    dec.decode(failed.stderr),
+    /serving .* loading the model\n[\s\S]*error: .*README\.md/,
+  );
 });

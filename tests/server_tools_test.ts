@@ -12,12 +12,11 @@ import OpenAI from "openai";
 import { Template } from "npm:@huggingface/jinja@0.5.11";
 import type { Piece } from "../src/api/generate.ts";
 import type { Qwen3 } from "../src/api/qwen3.ts";
-import { renderChatRequest } from "../src/server/apply_template.ts";
+import { renderChatRequest, stockChatTemplate } from "../src/server/prompt.ts";
 import { type ScriptedModel, scriptedModel } from "./helpers/scripted_model.ts";
 import { startServer } from "../src/server/server.ts";
 import { type ChatDelta, ToolCallParser } from "../src/server/tools.ts";
 import { parseChatRequest } from "../src/server/validate.ts";
-import { STOCK_TEMPLATES } from "../src/text/template.ts";
 
 const CONTEXT = 512;
 const QWEN3_TEMPLATE = await Deno.readTextFile(
@@ -88,7 +87,7 @@ function reference(
 
 function promptOf(body: Record<string, unknown>): string {
   const req = parseChatRequest(body);
-  return renderChatRequest(STOCK_TEMPLATES, req).parts.map((p) => p.text).join("");
+  return renderChatRequest(stockChatTemplate(), req).parts.map((p) => p.text).join("");
 }
 
 const ROUND_TRIP: OpenAI.ChatCompletionMessageParam[] = [

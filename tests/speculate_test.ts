@@ -13,6 +13,7 @@ import { Qwen3, type Qwen3GenerateOptions as GenerateOptions } from "../src/api/
 import { PromptLookup } from "../src/api/speculate.ts";
 import { emptyResult, runGeneration } from "../src/api/generate.ts";
 import { Sampler } from "../src/text/sampler.ts";
+import { ANY_JSON, JsonTokenConstraint } from "../src/text/json_constraint.ts";
 import type { EngineKind } from "../src/types.ts";
 
 const DEMO = fileURLToPath(new URL("../models/demo/model.bin", import.meta.url));
@@ -199,6 +200,30 @@ Deno.test("[c] drafts come from earlier chat turns too (the session's history)",
   assert.ok(withHistory.acceptedTokens >= 10, `accepted ${withHistory.acceptedTokens}`);
 });
 
+Deno.test("[c] with logprobs and a JSON constraint: the same pieces with and without", async () => {
+  using model = await Qwen3.load(DEMO, { contextLength: 512 });
+  const prompt = 'Repeat: {"a": [1, 2, 3], "b": [1, 2, 3], "c": [1, 2, 3], "d": [1, 2,';
+  let accepted = 0;
+  for (const temperature of [0, 0.8]) {
+    const pieces = async (speculate: boolean) => {
+      const g = model.generate(prompt, {
+        temperature,
+        seed: 5,
+        maxTokens: 40,
+        logprobs: 2,
+        constraint: new JsonTokenConstraint(model.tokenizer, ANY_JSON),
+        speculate,
+      });
+      const out = [];
+      for await (const p of g) out.push(p);
+      accepted += g.stats!.acceptedTokens;
+      return { out, tokens: [...g.tokens], stop: g.stats!.stopReason };
+    };
+    assert.deepEqual(await pieces(true), await pieces(false), `T ${temperature}`);
+  }
+  assert.ok(accepted > 0, "no draft was taken: the test proves little");
+});
+
 Deno.test("[c] seeded sampling with every filter: the same tokens with and without speculation", async () => {
   using model = await Qwen3.load(DEMO, { contextLength: 512 });
   const settings: GenerateOptions[] = [
@@ -264,7 +289,7 @@ Deno.test("[c] sampling: the text's distribution does not change with speculatio
     if (alwaysTakeDrafts) {
       // A wrong rule to prove the bound has power: every draft made certain, as if each
       // were accepted unconditionally.
-      const verify = session.verify.bind(session);
+      const verify = session.verify!.bind(session);
       session.verify = async (tokens: ArrayLike<number>) => {
         const rows = await verify(tokens);
         for (let i = 1; i < tokens.length; i++) rows[(i - 1) * vocab + tokens[i]] = 1e30;

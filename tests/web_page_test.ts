@@ -4,7 +4,8 @@
  * so the page can be watched mid-answer and stopped). It checks what a person would: text grows
  * token by token, thinking folds when the answer starts, Stop keeps the partial answer and hangs
  * up on the server, the next turn carries the conversation, errors show inline, settings persist.
- * A last test runs the page against the real `qwen3 serve` (startServer) with the demo model.
+ * A last test runs the page against the real `qwen3 serve` (startServer) with the demo model,
+ * started with `--api-key`: the page says how to fix a 401, and sends the key once entered.
  * Screenshots (light desktop, dark phone, real server) go to `$QWEN3_TEST_OUT` or a temp folder.
  *
  * Chromium: `$QWEN3_CHROMIUM`, else Debian's `/usr/bin/chromium`; when missing and running as root
@@ -393,7 +394,10 @@ Deno.test({
       await Deno.makeTempDir({ prefix: "qwen3_web_page_" });
     await Deno.mkdir(outDir, { recursive: true });
     using model = await Qwen3.load(await demoModelPath(), { threads: 1 });
-    await using server = startServer(model, { port: 0 });
+    // Started with an API key: the page must send it, and say what to do without it. The
+    // model "loads" until the key is in: the page waits for it.
+    const loading = Promise.withResolvers<Qwen3>();
+    await using server = startServer(loading.promise, { port: 0, apiKey: "sea-key-42" });
     let browser: Browser | undefined;
     try {
       browser = await puppeteer.launch({
@@ -406,10 +410,40 @@ Deno.test({
       page.on("pageerror", (error) => pageErrors.push(String(error)));
       await page.setViewport({ width: 1100, height: 820 });
       await page.goto(`${server.url}/`);
+      // No key yet: a 401, shown as a clear message, and the key field opened.
+      await sendMessage(page, "Tell me about the sea.");
+      await page.waitForSelector(".message.error .error-text");
+      includes(
+        await text(page, ".message.error .error-text"),
+        "This server needs an API key (it was started with --api-key)",
+      );
+      assert.ok(!await prop(page, "#settings", "hidden"), "the settings did not open");
+      assert.equal(await page.evaluate("document.activeElement.id"), "api-key");
+      const keyShot = `${outDir}/web_page_api_key.png`;
+      await page.screenshot({ path: keyShot });
+      console.log(`screenshot: ${keyShot}`);
+      await page.keyboard.type("wrong");
+      await page.keyboard.press("Escape");
+      await sendMessage(page, "Tell me about the sea.");
       await waitFor(
-        "the model name from /v1/models",
+        "the refused key's message",
+        async () =>
+          (await page.$$eval(".message.error .error-text", (els) => els.map((e) => e.textContent)))
+            .some((t) => t?.includes("The server refused the API key")),
+      );
+      // The right key, kept in localStorage across a reload, unlocks the chat.
+      await page.click("#api-key", { count: 3 });
+      await page.keyboard.type("sea-key-42");
+      await page.keyboard.press("Escape");
+      await page.reload();
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await text(page, "#model-name"), "local model", "named while loading");
+      loading.resolve(model);
+      await waitFor(
+        "the model name from /v1/models, once loaded",
         async () => (await text(page, "#model-name")) === "model.bin",
       );
+      assert.equal(await prop(page, "#api-key", "value"), "sea-key-42");
       await sendMessage(page, "Tell me about the sea.");
       await page.waitForSelector(".message.assistant:last-child:not(.streaming) .meta", {
         timeout: 60_000,

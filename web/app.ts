@@ -23,6 +23,8 @@ interface Settings {
   maxTokens: number;
   /** `chat_template_kwargs.enable_thinking`. */
   thinking: boolean;
+  /** Sent as `Authorization: Bearer` when not blank (a server started with `--api-key`). */
+  apiKey: string;
 }
 
 const SETTINGS_KEY = "qwen3-chat.settings";
@@ -32,6 +34,7 @@ const DEFAULT_SETTINGS: Settings = {
   temperature: 0.6,
   maxTokens: 2048,
   thinking: true,
+  apiKey: "",
 };
 
 function loadSettings(): Settings {
@@ -74,6 +77,7 @@ const temperatureInput = $<HTMLInputElement>("temperature");
 const temperatureValue = $<HTMLOutputElement>("temperature-value");
 const maxTokensInput = $<HTMLInputElement>("max-tokens");
 const thinkingInput = $<HTMLInputElement>("thinking");
+const apiKeyInput = $<HTMLInputElement>("api-key");
 const modelName = $("model-name");
 
 function element<K extends keyof HTMLElementTagNameMap>(
@@ -113,6 +117,7 @@ function showSettings(): void {
   temperatureValue.value = settings.temperature.toFixed(2);
   maxTokensInput.value = String(settings.maxTokens);
   thinkingInput.checked = settings.thinking;
+  apiKeyInput.value = settings.apiKey;
 }
 
 function readSettings(): void {
@@ -123,6 +128,7 @@ function readSettings(): void {
     temperature: Number.isFinite(temperature) ? temperature : DEFAULT_SETTINGS.temperature,
     maxTokens: Number.isFinite(maxTokens) && maxTokens > 0 ? maxTokens : DEFAULT_SETTINGS.maxTokens,
     thinking: thinkingInput.checked,
+    apiKey: apiKeyInput.value.trim(),
   };
   temperatureValue.value = settings.temperature.toFixed(2);
   saveSettings(settings);
@@ -136,6 +142,8 @@ function setSettingsOpen(open: boolean): void {
 
 settingsPanel.addEventListener("input", readSettings);
 settingsPanel.addEventListener("change", readSettings);
+// A key entered (or fixed) may unlock /v1/models too.
+apiKeyInput.addEventListener("change", () => void loadModelName());
 settingsToggle.addEventListener("click", () => setSettingsOpen(Boolean(settingsPanel.hidden)));
 document.addEventListener("click", (event) => {
   const target = event.target as Node;
@@ -321,7 +329,24 @@ class AnswerView {
 // ---------------------------------------------------------------------------------------------
 // Talking to the server
 
+/** The request headers every call sends: the API key, when one is set. */
+function authHeaders(): Record<string, string> {
+  return settings.apiKey ? { authorization: `Bearer ${settings.apiKey}` } : {};
+}
+
+/** What a 401 means here, and where to fix it. */
+function unauthorizedMessage(): string {
+  return settings.apiKey
+    ? "The server refused the API key. Check it under Settings → API key."
+    : "This server needs an API key (it was started with --api-key). Enter it under " +
+      "Settings → API key.";
+}
+
 async function readError(response: Response): Promise<string> {
+  if (response.status === 401) {
+    await response.body?.cancel().catch(() => {});
+    return unauthorizedMessage();
+  }
   const text = await response.text().catch(() => "");
   try {
     const message = errorMessage(JSON.parse(text));
@@ -352,11 +377,16 @@ async function send(text: string): Promise<void> {
   let usage: ChatUsage | undefined;
   let finishReason: string | null = null;
   let failure: string | undefined;
+  let needsKey = false;
 
   try {
     const response = await fetch("v1/chat/completions", {
       method: "POST",
-      headers: { "content-type": "application/json", accept: "text/event-stream" },
+      headers: {
+        "content-type": "application/json",
+        accept: "text/event-stream",
+        ...authHeaders(),
+      },
       body: JSON.stringify({
         ...(model ? { model } : {}),
         messages,
@@ -368,7 +398,10 @@ async function send(text: string): Promise<void> {
       }),
       signal: controller.signal,
     });
-    if (!response.ok) throw new Error(await readError(response));
+    if (!response.ok) {
+      needsKey = response.status === 401;
+      throw new Error(await readError(response));
+    }
     if (!response.body) throw new Error("The server sent an empty response");
     for await (const data of readEvents(response.body)) {
       const chunk = parseChunk(data);
@@ -421,6 +454,13 @@ async function send(text: string): Promise<void> {
     view.finish(stats);
   }
 
+  if (needsKey) {
+    // Straight to the field that fixes it.
+    setSettingsOpen(true);
+    apiKeyInput.focus();
+    apiKeyInput.select();
+  }
+
   if (turn !== conversation) return;
   if (view.answer.trim()) {
     history.push({ role: "assistant", content: view.answer.trim() });
@@ -435,8 +475,13 @@ async function send(text: string): Promise<void> {
 
 async function loadModelName(): Promise<void> {
   try {
-    const response = await fetch("v1/models");
-    if (!response.ok) return;
+    const response = await fetch("v1/models", { headers: authHeaders() });
+    if (!response.ok) {
+      await response.body?.cancel().catch(() => {});
+      // 503 while the server loads its model: ask again shortly.
+      if (response.status === 503) setTimeout(() => void loadModelName(), 1000);
+      return;
+    }
     const body = await response.json() as { data?: { id?: string }[] };
     model = body.data?.[0]?.id;
     if (model) modelName.textContent = model;

@@ -240,6 +240,9 @@ typedef struct {
     uint32_t top_k;         /* keep the k most likely; 0 disables */
     float min_p;            /* drop tokens with prob < min_p * max prob; 0 disables */
     float presence_penalty; /* subtracted from the logit of every token already generated */
+    float frequency_penalty; /* times the token's count so far, subtracted from its logit
+                              * (in what was padding before it existed: a zeroed struct
+                              * from an older caller leaves it off) */
     uint64_t seed;          /* xorshift64* state seed; 0 = from the clock */
 } Qwen3SamplerConfig;
 
@@ -291,7 +294,7 @@ QWEN3_API int32_t qwen3_context_verify(Qwen3Context* ctx, const int32_t* tokens,
  * Valid until the next prefill / decode / rewind on this context. */
 QWEN3_API const float* qwen3_context_logits(const Qwen3Context* ctx);
 
-/* Sets the sampler (and reseeds its RNG; clears the presence-penalty history). */
+/* Sets the sampler (and reseeds its RNG; clears the token counts of the penalties). */
 QWEN3_API int32_t qwen3_context_set_sampler(Qwen3Context* ctx, const Qwen3SamplerConfig* config);
 
 /* Samples the next token from the current logits (>= 0), and records it for the

@@ -73,6 +73,7 @@ QWEN3_FFI_OFFSET(Qwen3SamplerConfig, top_p, 4);
 QWEN3_FFI_OFFSET(Qwen3SamplerConfig, top_k, 8);
 QWEN3_FFI_OFFSET(Qwen3SamplerConfig, min_p, 12);
 QWEN3_FFI_OFFSET(Qwen3SamplerConfig, presence_penalty, 16);
+QWEN3_FFI_OFFSET(Qwen3SamplerConfig, frequency_penalty, 20);
 QWEN3_FFI_OFFSET(Qwen3SamplerConfig, seed, 24);
 
 #undef QWEN3_FFI_OFFSET

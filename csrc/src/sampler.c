@@ -11,8 +11,10 @@
  * min_p on when min_p > 0:
  *   1. temperature == 0: return argmax(logits) (largest raw logit, lowest id on ties, NaN
  *      never wins). Nothing else applies and no coin is drawn.
- *   2. z[i] = logits[i]; if presence_penalty != 0 and token i was returned before (since the
- *      sampler was configured): z[i] = z[i] - presence_penalty. Then z[i] = z[i] / T.
+ *   2. z[i] = logits[i]; with count[i] = times token i was returned (since the sampler was
+ *      configured): if presence_penalty != 0 and count[i] > 0, z[i] = z[i] - presence_penalty;
+ *      then if frequency_penalty != 0 and count[i] > 0,
+ *      z[i] = z[i] - (float)count[i] * frequency_penalty (OpenAI's penalties). Then z[i] / T.
  *   3. softmax over all V: m = max z; e[i] = expf(z[i] - m); sum += e[i] in index order (one
  *      fp32 accumulator); p[i] = e[i] / sum; pmax = max p[i].
  *   4. coin = one draw, always (whatever the filters do).
@@ -32,7 +34,7 @@
  *      happens). Otherwise keep all, total = their sum in that order.
  *   9. r = coin * total; cdf = 0; for each kept candidate in order: cdf += p; return it
  *      when r < cdf. If none was returned (rounding), return the last kept one.
- *   The returned token is recorded for the presence penalty (in greedy mode too).
+ *   The returned token is counted for the penalties (in greedy mode too).
  *   (Only NaN logits leave no candidate; then argmax(logits) is returned.)
  */
 #include "sampler.h"
@@ -71,12 +73,12 @@ int32_t qwen3_sampler_init(Qwen3Sampler* s, uint32_t vocab_size) {
     s->vocab_size = vocab_size;
     s->probs = (float*)malloc((size_t)vocab_size * sizeof(float));
     s->candidates = (uint32_t*)malloc((size_t)vocab_size * sizeof(uint32_t));
-    s->generated = (uint8_t*)calloc(vocab_size, 1);
-    if (!s->probs || !s->candidates || !s->generated) {
+    s->counts = (uint32_t*)calloc(vocab_size, sizeof(uint32_t));
+    if (!s->probs || !s->candidates || !s->counts) {
         qwen3_sampler_deinit(s);
         return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY,
                           "out of memory allocating %zu bytes of sampler buffers",
-                          (size_t)vocab_size * 9);
+                          (size_t)vocab_size * 12);
     }
     s->rng = 1;
     return QWEN3_OK;
@@ -85,7 +87,7 @@ int32_t qwen3_sampler_init(Qwen3Sampler* s, uint32_t vocab_size) {
 void qwen3_sampler_deinit(Qwen3Sampler* s) {
     free(s->probs);
     free(s->candidates);
-    free(s->generated);
+    free(s->counts);
     memset(s, 0, sizeof *s);
 }
 
@@ -110,9 +112,14 @@ int32_t qwen3_sampler_configure(Qwen3Sampler* s, const Qwen3SamplerConfig* confi
                           "sampler presence_penalty %g must be finite",
                           (double)c->presence_penalty);
     }
+    if (!isfinite(c->frequency_penalty)) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "sampler frequency_penalty %g must be finite",
+                          (double)c->frequency_penalty);
+    }
     s->config = *c;
     s->rng = c->seed != 0 ? c->seed : qwen3_time_seed();
-    memset(s->generated, 0, s->vocab_size);
+    memset(s->counts, 0, (size_t)s->vocab_size * sizeof(uint32_t));
     return QWEN3_OK;
 }
 
@@ -136,18 +143,22 @@ static void sift_down(uint32_t* heap, uint32_t n, uint32_t i, const float* p) {
 }
 
 static int32_t record(Qwen3Sampler* s, int32_t token) {
-    s->generated[token] = 1;
+    if (s->counts[token] < UINT32_MAX) s->counts[token]++;
     return token;
 }
 
-/* Steps 2 and 3: writes softmax((logits - presence penalty) / T) to s->probs; returns its max. */
+/* Steps 2 and 3: writes softmax((logits - penalties) / T) to s->probs; returns its max. */
 static float penalised_softmax(Qwen3Sampler* s, const float* logits) {
     const Qwen3SamplerConfig* c = &s->config;
     const uint32_t V = s->vocab_size;
     float* p = s->probs;
     for (uint32_t i = 0; i < V; i++) {
         float z = logits[i];
-        if (c->presence_penalty != 0.0f && s->generated[i]) z = z - c->presence_penalty;
+        const uint32_t n = s->counts[i];
+        if (n > 0) {
+            if (c->presence_penalty != 0.0f) z = z - c->presence_penalty;
+            if (c->frequency_penalty != 0.0f) z = z - (float)n * c->frequency_penalty;
+        }
         p[i] = z / c->temperature;
     }
     float m = p[qwen3_argmax(p, V)];

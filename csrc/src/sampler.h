@@ -1,6 +1,6 @@
 /*
- * sampler.h - picking the next token from logits: greedy argmax, or presence penalty,
- * temperature, top-k, min-p and top-p with qwen3.c's xorshift64* RNG
+ * sampler.h - picking the next token from logits: greedy argmax, or presence and frequency
+ * penalties, temperature, top-k, min-p and top-p with qwen3.c's xorshift64* RNG
  * (docs/sampling.md#algorithm).
  * The exact order of operations is written at the top of sampler.c; the TypeScript
  * sampler (src/text/sampler.ts) reproduces it token for token.
@@ -18,7 +18,7 @@ typedef struct {
     uint32_t vocab_size;
     float* probs;              /* (vocab_size) working copy of the logits, then probabilities */
     uint32_t* candidates;      /* (vocab_size) token ids that survive the filters */
-    uint8_t* generated;        /* (vocab_size) 1 for every token sampled since configure */
+    uint32_t* counts;          /* (vocab_size) times each token was sampled since configure */
 } Qwen3Sampler;
 
 /* Allocates the buffers; starts greedy. QWEN3_OK or QWEN3_ERR_OUT_OF_MEMORY (error set). */
@@ -27,11 +27,11 @@ int32_t qwen3_sampler_init(Qwen3Sampler* s, uint32_t vocab_size);
 /* Frees the buffers; a zeroed sampler is ignored. */
 void qwen3_sampler_deinit(Qwen3Sampler* s);
 
-/* Validates and applies settings, reseeds the RNG and clears the presence history.
+/* Validates and applies settings, reseeds the RNG and clears the token counts of the penalties.
  * QWEN3_OK or QWEN3_ERR_INVALID_ARGUMENT naming the field. */
 int32_t qwen3_sampler_configure(Qwen3Sampler* s, const Qwen3SamplerConfig* config);
 
-/* Picks a token from vocab_size logits and records it for the presence penalty. */
+/* Picks a token from vocab_size logits and counts it for the penalties. */
 int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits);
 
 /* Index of the largest value, the lowest index on ties; NaN never wins (0 if all NaN). */

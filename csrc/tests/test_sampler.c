@@ -50,7 +50,7 @@ typedef struct {
     Qwen3SamplerConfig c;
     uint64_t rng;
     uint32_t V;
-    uint8_t* seen;
+    uint32_t* seen; /* times each token was returned */
 } RefSampler;
 
 static const float* g_p; /* qsort has no context argument */
@@ -81,6 +81,9 @@ static int32_t ref_pick(RefSampler* r, const float* logits) {
     for (uint32_t i = 0; i < V; i++) {
         float z = logits[i];
         if (r->c.presence_penalty != 0.0f && r->seen[i]) z = z - r->c.presence_penalty;
+        if (r->c.frequency_penalty != 0.0f && r->seen[i]) {
+            z = z - (float)r->seen[i] * r->c.frequency_penalty;
+        }
         p[i] = z / r->c.temperature;
         if (p[i] > m) m = p[i];
     }
@@ -150,11 +153,12 @@ static void test_against_reference(void) {
         c.top_k = (uint32_t[]){0, 1, 5, 20, 5000}[tu_next(&rng) % 5];
         c.min_p = (float[]){0.0f, 0.05f, 0.5f}[tu_next(&rng) % 3];
         c.presence_penalty = (float[]){0.0f, 1.5f}[tu_next(&rng) % 2];
+        c.frequency_penalty = (float[]){0.0f, 0.7f, -0.3f}[tu_next(&rng) % 3];
         c.seed = tu_next(&rng) | 1;
         Qwen3Sampler s;
         CHECK(qwen3_sampler_init(&s, V) == QWEN3_OK, "init %u", V);
         CHECK(qwen3_sampler_configure(&s, &c) == QWEN3_OK, "configure: %s", qwen3_get_last_error());
-        RefSampler r = {c, c.seed, V, (uint8_t*)calloc(V, 1)};
+        RefSampler r = {c, c.seed, V, (uint32_t*)calloc(V, sizeof(uint32_t))};
         float* logits = (float*)malloc(V * sizeof(float));
         float spread = (float)(1 + tu_next(&rng) % 8);
         for (int step = 0; step < (V > 10000 ? 3 : 12); step++) {
@@ -164,12 +168,13 @@ static void test_against_reference(void) {
             }
             int32_t got = qwen3_sampler_sample(&s, logits);
             int32_t want = ref_pick(&r, logits);
-            r.seen[want] = 1;
+            r.seen[want]++;
             compared++;
             if (got != want) {
-                CHECK(0, "V %u T %g top_p %g top_k %u min_p %g penalty %g step %d: %d, want %d", V,
-                      (double)c.temperature, (double)c.top_p, c.top_k, (double)c.min_p,
-                      (double)c.presence_penalty, step, got, want);
+                CHECK(0,
+                      "V %u T %g top_p %g top_k %u min_p %g penalties %g %g step %d: %d, want %d",
+                      V, (double)c.temperature, (double)c.top_p, c.top_k, (double)c.min_p,
+                      (double)c.presence_penalty, (double)c.frequency_penalty, step, got, want);
                 break;
             }
         }
@@ -236,7 +241,7 @@ static void test_greedy_and_penalty(void) {
         int32_t t = qwen3_sampler_sample(&s, logits);
         CHECK(t == 1, "greedy ignores the penalty: %d", t);
     }
-    CHECK(s.generated[1] == 1, "greedy token not recorded");
+    CHECK(s.counts[1] == 3, "greedy token counted %u times, not 3", s.counts[1]);
 
     /* a huge penalty makes every token appear once before any repeats */
     const float flat[4] = {3, 2, 1, 0};
@@ -279,15 +284,51 @@ static void test_greedy_and_penalty(void) {
     qwen3_sampler_deinit(&s);
 }
 
+/* OpenAI's frequency penalty: the logit falls by count * penalty. With logits 3, 2.4, 0.7,
+ * penalty 1 and a near-greedy temperature the picks are 0 1 0 1 0 2 1 0, where a presence
+ * penalty of 1 gives 0 1 0 0 0 ...: the same sequences as tests/sampler_test.ts's. */
+static void test_frequency_penalty(void) {
+    Qwen3Sampler s;
+    CHECK(qwen3_sampler_init(&s, 3) == QWEN3_OK, "init");
+    const float logits[3] = {3, 2.4f, 0.7f};
+    Qwen3SamplerConfig c = {.temperature = 0.01f, .top_p = 1, .frequency_penalty = 1, .seed = 2};
+    CHECK(qwen3_sampler_configure(&s, &c) == QWEN3_OK, "configure");
+    const int32_t want[8] = {0, 1, 0, 1, 0, 2, 1, 0};
+    for (int i = 0; i < 8; i++) {
+        int32_t t = qwen3_sampler_sample(&s, logits);
+        CHECK(t == want[i], "frequency penalty step %d: %d, want %d", i, t, want[i]);
+    }
+    CHECK(s.counts[0] == 4 && s.counts[1] == 3 && s.counts[2] == 1, "counts %u %u %u", s.counts[0],
+          s.counts[1], s.counts[2]);
+    c.frequency_penalty = 0;
+    c.presence_penalty = 1;
+    CHECK(qwen3_sampler_configure(&s, &c) == QWEN3_OK, "configure");
+    const int32_t presence[8] = {0, 1, 0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 8; i++) {
+        int32_t t = qwen3_sampler_sample(&s, logits);
+        CHECK(t == presence[i], "presence penalty step %d: %d, want %d", i, t, presence[i]);
+    }
+    /* a negative frequency penalty makes the first token ever more likely */
+    c = (Qwen3SamplerConfig){.temperature = 1, .frequency_penalty = -2, .seed = 5};
+    qwen3_sampler_configure(&s, &c);
+    const float flat[3] = {0, 0, 0};
+    int32_t first = qwen3_sampler_sample(&s, flat), same = 0;
+    for (int i = 0; i < 20; i++) same += qwen3_sampler_sample(&s, flat) == first;
+    CHECK(same >= 15, "negative frequency penalty: first token repeated %d of 20 times", same);
+    qwen3_sampler_deinit(&s);
+}
+
 static void test_invalid_configs(void) {
     Qwen3Sampler s;
     qwen3_sampler_init(&s, 10);
-    Qwen3SamplerConfig bad[6] = {
+    Qwen3SamplerConfig bad[7] = {
         {.temperature = -1},         {.temperature = NAN},       {.temperature = INFINITY},
         {.temperature = 1, .top_p = -0.5f}, {.temperature = 1, .min_p = 2}, {.temperature = 1, .presence_penalty = NAN},
+        {.temperature = 1, .frequency_penalty = INFINITY},
     };
-    const char* needle[6] = {"temperature", "temperature", "temperature", "top_p", "min_p", "presence_penalty"};
-    for (int i = 0; i < 6; i++) {
+    const char* needle[7] = {"temperature", "temperature",      "temperature",      "top_p",
+                             "min_p",       "presence_penalty", "frequency_penalty"};
+    for (int i = 0; i < 7; i++) {
         CHECK(qwen3_sampler_configure(&s, &bad[i]) == QWEN3_ERR_INVALID_ARGUMENT, "bad config %d accepted", i);
         CHECK_ERROR_HAS(needle[i]);
     }
@@ -300,6 +341,7 @@ int main(void) {
     test_against_reference();
     test_distributions();
     test_greedy_and_penalty();
+    test_frequency_penalty();
     test_invalid_configs();
     return tu_finish("test_sampler");
 }

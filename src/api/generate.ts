@@ -6,6 +6,7 @@
  */
 
 import { Qwen3Error } from "../errors.ts";
+import { argmax } from "../text/sampler.ts";
 import { TextStreamDecoder } from "../text/tokenizer.ts";
 import type { EngineSession, SamplerOptions } from "../types.ts";
 import {
@@ -18,20 +19,42 @@ import {
 /** Whether a piece of text is the model's reasoning (inside `<think>`) or its answer. */
 export type PieceKind = "thinking" | "answer";
 
+/** One generated token's log-probability and the most likely tokens at its step. */
+export interface TokenLogprob {
+  /** The token id. */
+  token: number;
+  /** Its natural log-probability: the log of the softmax of the model's raw logits
+   * (before penalties, temperature, filters and any constraint), in double precision. */
+  logprob: number;
+  /** The most likely tokens at that step, most likely first (the lower id on ties). */
+  top: { token: number; logprob: number }[];
+}
+
 /** A streamed piece of generated text. */
 export interface Piece {
   /** The text (whole UTF-8 characters only; never empty). */
   text: string;
   /** "thinking" between `<think>` and `</think>`, otherwise "answer". */
   kind: PieceKind;
+  /**
+   * With the `logprobs` option: the tokens sampled since the previous piece, whose bytes make
+   * this text (a token holding part of a character comes with the piece that completes it).
+   * The `<think>` and `</think>` tokens are not listed.
+   */
+  logprobs?: TokenLogprob[];
 }
 
 /**
  * Why generation ended: a stop token (`<|im_end|>`, `<|endoftext|>`), the `maxTokens`
- * cap, the AbortSignal (or the caller leaving the loop early), or no room left in the
- * context.
+ * cap, the AbortSignal (or the caller leaving the loop early), no room left in the
+ * context, or the `constraint`'s value closed ("constraint_closed").
  */
-export type StopReason = "stop_token" | "max_tokens" | "aborted" | "context_full";
+export type StopReason =
+  | "stop_token"
+  | "max_tokens"
+  | "aborted"
+  | "context_full"
+  | "constraint_closed";
 
 /** Counters and timings of one generation. */
 export interface GenerationStats {
@@ -98,9 +121,38 @@ export interface TokenBytes {
 
 /** What the loop needs from a sampler. */
 export interface TokenSampler {
-  /** Picks the next token id from the logits. */
+  /** Picks the next token id from the logits (and counts it for penalties). */
   sample(logits: Float32Array): number;
+  /** Picks without counting ({@linkcode Sampler.pick}); needed with a constraint. */
+  pick?(logits: Float32Array): number;
+  /** Counts a kept token ({@linkcode Sampler.record}); needed with a constraint. */
+  record?(token: number): void;
 }
+
+/**
+ * Restricts which tokens the answer may hold (constrained decoding, e.g.
+ * {@linkcode JsonTokenConstraint}): the loop tries the sampler's pick, masks it when refused
+ * and picks again (after 16 refusals it masks every refused token at once), lets a stop token
+ * end the answer only when `complete`, and ends generation as soon as `closed`. Inside a
+ * `<think>` block nothing is restricted but the stop tokens, which wait for the answer. A
+ * step where no token of the vocabulary is allowed (possible only with a vocabulary that
+ * lacks single-byte tokens) throws a Qwen3Error `invalid_argument`.
+ */
+export interface TokenConstraint {
+  /** Whether a token may come next in the answer. */
+  allows(token: number): boolean;
+  /** Takes a token `allows` accepted. */
+  accept(token: number): void;
+  /** True where the answer may end. */
+  readonly complete: boolean;
+  /** True when nothing more may follow: generation ends (stopReason "constraint_closed"). */
+  readonly closed: boolean;
+  /** Whether the first token may open a `<think>` block (thinking on). */
+  readonly thinkFirst?: boolean;
+}
+
+/** Refused picks before the loop masks every refused token of the vocabulary at once. */
+const CONSTRAINT_TRIES = 16;
 
 /** Everything one run of the loop works with. */
 export interface GenerationParams {
@@ -132,6 +184,10 @@ export interface GenerationParams {
   /** Tokens the session held before the prompt (earlier chat turns): prompt lookup
    * searches them for drafts too. */
   history?: readonly number[];
+  /** Report each sampled token's log-probability with this many alternatives (0..20). */
+  logprobs?: number;
+  /** Restricts the answer's tokens. */
+  constraint?: TokenConstraint;
   /**
    * Called before and after every forward pass; throws (a Qwen3Error "disposed") when the
    * run must end because what it runs on was disposed. The error ends the run and reaches
@@ -177,6 +233,94 @@ function checkMaxTokens(n: number | undefined): number {
   return n;
 }
 
+function checkLogprobs(n: number | undefined): number | undefined {
+  if (n !== undefined && !(Number.isInteger(n) && n >= 0 && n <= 20)) {
+    throw new Qwen3Error("invalid_argument", `logprobs must be an integer in 0..20, got ${n}`);
+  }
+  return n;
+}
+
+/**
+ * A token's log-probability under the softmax of `logits`, and the `top` most likely tokens
+ * (most likely first, the lower id on ties), in double precision. NaN logits count as
+ * impossible.
+ *
+ * @param logits The raw logits of the step.
+ * @param token The token sampled.
+ * @param top How many alternatives (0..20).
+ * @returns The record.
+ */
+export function tokenLogprob(logits: Float32Array, token: number, top: number): TokenLogprob {
+  const n = logits.length;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const v = logits[i];
+    if (v === v) sum += Math.exp(v - max);
+  }
+  const lse = max + Math.log(sum);
+  const lp = (v: number) => (v === v ? v - lse : -Infinity);
+  // The best `top` ids, kept sorted by insertion (top <= 20).
+  const best: number[] = [];
+  for (let i = 0; i < n && top > 0; i++) {
+    const v = logits[i];
+    if (!(v === v)) continue;
+    if (best.length === top && !(v > logits[best[top - 1]])) continue;
+    let at = best.length === top ? top - 1 : best.length;
+    while (at > 0 && v > logits[best[at - 1]]) {
+      if (at < top) best[at] = best[at - 1];
+      at--;
+    }
+    best[at] = i;
+  }
+  return {
+    token,
+    logprob: lp(logits[token]),
+    top: best.map((id) => ({ token: id, logprob: lp(logits[id]) })),
+  };
+}
+
+/**
+ * The sampler's pick among the tokens `allowed` lets through: refused picks are masked
+ * (their logits set to -Infinity in a copy) and the sampler picks again; after
+ * CONSTRAINT_TRIES refusals every refused token is masked at once. The kept token is
+ * counted for the penalties; refused ones are not.
+ */
+function pickAllowed(
+  logits: Float32Array,
+  sampler: TokenSampler,
+  allowed: (token: number) => boolean,
+): number {
+  if (!sampler.pick || !sampler.record) {
+    throw new Qwen3Error("invalid_argument", "a constraint needs a sampler with pick and record");
+  }
+  let masked: Float32Array | undefined;
+  for (let tries = 0; tries < CONSTRAINT_TRIES; tries++) {
+    const t = sampler.pick(masked ?? logits);
+    if (allowed(t)) {
+      sampler.record(t);
+      return t;
+    }
+    masked ??= logits.slice();
+    masked[t] = -Infinity;
+  }
+  masked ??= logits.slice();
+  let any = false;
+  for (let t = 0; t < masked.length; t++) {
+    if (masked[t] === -Infinity) continue;
+    if (allowed(t)) any = true;
+    else masked[t] = -Infinity;
+  }
+  if (!any) {
+    throw new Qwen3Error("invalid_argument", "no token of the vocabulary can continue the output");
+  }
+  let t = sampler.pick(masked);
+  if (!allowed(t)) t = argmax(masked); // a rounding fallback of the sampler landed on a masked id
+  sampler.record(t);
+  return t;
+}
+
 function perSecond(count: number, ms: number): number {
   return ms > 0 ? count / (ms / 1000) : 0;
 }
@@ -205,15 +349,30 @@ export async function* runGeneration(
   const startPosition = session.position;
   let mark = 0;
   let lookup: PromptLookup | undefined;
-  let pending: PendingDrafts | undefined;
+  let verified: PendingDrafts | undefined; // a verify pass whose drafts are being checked
   let drafted = 0;
   let accepted = 0;
 
+  const logprobs = checkLogprobs(p.logprobs);
+  const pending: TokenLogprob[] = [];
   const piece = (text: string): Piece | undefined => {
     if (text === "") return undefined;
     if (kind === "thinking") result.thinking += text;
     else result.text += text;
-    return { text, kind };
+    return logprobs === undefined ? { text, kind } : { text, kind, logprobs: pending.splice(0) };
+  };
+  const constraint = p.constraint;
+  const isThinkTag = (t: number) =>
+    p.think !== undefined && (t === p.think.open || t === p.think.close);
+  // What a constraint lets through: in the answer, its tokens (a stop token once complete,
+  // `<think>` first when thinking is on); in a think block, anything but a stop token.
+  const allowed = (t: number): boolean => {
+    if (p.stopTokens.has(t)) return kind === "answer" && constraint!.complete;
+    if (kind === "thinking") return true;
+    if (p.think !== undefined && t === p.think.open) {
+      return constraint!.thinkFirst === true && result.tokens.length === 0;
+    }
+    return constraint!.allows(t);
   };
 
   try {
@@ -243,7 +402,7 @@ export async function* runGeneration(
     result.promptFed = true;
     p.live?.();
     const vocab = logits.length;
-    if (p.speculate) {
+    if (p.speculate && session.verify) {
       const text = p.history ? [...p.history, ...prompt] : prompt;
       lookup = new PromptLookup(text, p.speculate === true ? {} : p.speculate);
     }
@@ -258,7 +417,7 @@ export async function* runGeneration(
         stopReason = "aborted";
         break;
       }
-      const token = p.sampler.sample(logits);
+      const token = constraint ? pickAllowed(logits, p.sampler, allowed) : p.sampler.sample(logits);
       if (p.stopTokens.has(token)) {
         result.stopToken = token;
         stopReason = "stop_token";
@@ -267,6 +426,10 @@ export async function* runGeneration(
       result.tokens.push(token);
       result.unfed = [token];
       lookup?.push(token);
+      if (logprobs !== undefined && !isThinkTag(token)) {
+        pending.push(tokenLogprob(logits, token, logprobs));
+      }
+      if (constraint && kind === "answer" && !isThinkTag(token)) constraint.accept(token);
 
       let out: Piece | undefined;
       if (p.think && (token === p.think.open || token === p.think.close)) {
@@ -282,25 +445,30 @@ export async function* runGeneration(
         mark = performance.now();
       }
 
+      if (constraint?.closed && kind === "answer") {
+        stopReason = "constraint_closed";
+        break;
+      }
       if (result.tokens.length >= maxTokens) {
         stopReason = "max_tokens";
         break;
       }
       if (
-        pending && pending.next < pending.drafts.length && token === pending.drafts[pending.next]
+        verified && verified.next < verified.drafts.length &&
+        token === verified.drafts[verified.next]
       ) {
         // A drafted token the sampler picked: the verify pass already ran it.
-        pending.next++;
+        verified.next++;
         accepted++;
-        logits = pending.rows.subarray(pending.next * vocab, (pending.next + 1) * vocab);
+        logits = verified.rows.subarray(verified.next * vocab, (verified.next + 1) * vocab);
         result.unfed = [];
         continue;
       }
-      if (pending) {
+      if (verified) {
         // The drafts from here on were not picked: forget them.
-        lookup?.feedback(pending.drafts.length, pending.next);
-        session.rewind(pending.base + pending.next);
-        pending = undefined;
+        lookup?.feedback(verified.drafts.length, verified.next);
+        session.rewind(verified.base + verified.next);
+        verified = undefined;
       }
       if (session.position >= session.contextLength) {
         stopReason = "context_full";
@@ -320,7 +488,7 @@ export async function* runGeneration(
       const stopAt = drafts.findIndex((t) => p.stopTokens.has(t));
       if (stopAt >= 0) drafts.length = stopAt;
       p.live?.();
-      ({ logits, pending } = await feedWithDrafts(session, token, drafts, vocab));
+      ({ logits, pending: verified } = await feedWithDrafts(session, token, drafts, vocab));
       drafted += drafts.length;
       result.unfed = [];
       p.live?.();
@@ -330,7 +498,7 @@ export async function* runGeneration(
     if (tail) yield tail;
   } finally {
     // Reached on every exit: normal end, a thrown error, or the caller's early break.
-    if (pending) {
+    if (verified) {
       // Drafts run but not taken leave the cache holding exactly the fed tokens.
       const fed = startPosition + prompt.length + result.tokens.length - result.unfed.length;
       try {

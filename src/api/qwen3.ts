@@ -20,6 +20,7 @@ import {
   type GenerationResult,
   type GenerationStats,
   runGeneration,
+  type TokenConstraint,
 } from "./generate.ts";
 import { type GgufFile, ggufShownString } from "../formats/gguf.ts";
 import { readGgufMetadata } from "../formats/model_file.ts";
@@ -128,6 +129,17 @@ export interface Qwen3GenerateOptions extends GenerateOptions {
    * the end.
    */
   session?: EngineSession;
+  /**
+   * Log-probabilities: each piece lists the tokens it came from with their log-probability
+   * under the model's raw softmax and this many most likely alternatives (an integer in
+   * 0..20). Absent: none.
+   */
+  logprobs?: number;
+  /**
+   * Restricts the answer's tokens (constrained decoding, such as
+   * {@linkcode JsonTokenConstraint} for JSON output); generation ends once it is `closed`.
+   */
+  constraint?: TokenConstraint;
   /**
    * With `session`: the tokens it already holds, in order, for speculative decoding to
    * search for drafts besides the prompt (the server's prompt cache passes the prefix it
@@ -431,6 +443,8 @@ export class Qwen3 implements Disposable {
         signal: opts.signal,
         speculate: opts.speculate ?? engine.kind === "c",
         history: opts.history,
+        logprobs: opts.logprobs,
+        constraint: opts.constraint,
         live,
       }, result);
     });

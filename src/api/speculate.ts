@@ -201,7 +201,7 @@ export async function feedWithDrafts(
   vocab: number,
 ): Promise<{ logits: Float32Array; pending?: PendingDrafts }> {
   if (drafts.length === 0) return { logits: await session.forward([token]) };
-  const rows = await session.verify([token, ...drafts]);
+  const rows = await session.verify!([token, ...drafts]);
   const base = session.position - drafts.length;
   return { logits: rows.subarray(0, vocab), pending: { drafts, rows, base, next: 0 } };
 }

@@ -3,7 +3,9 @@
  * `tokenizer_config.json`) to a qwen3.c `model.bin` (Q8 groups, with its `.tokenizer` and
  * four `.template*` side files and the model's `tokenizer.json` copied as
  * `<model>.tokenizer.json`, so two models can share a folder) or to a GGUF file (Q8_0, F16,
- * BF16 or F32 weights; norms always F32).
+ * BF16 or F32 weights, or one of llama.cpp's quantised mixtures Q4_K_M, Q5_K_M, Q6_K, Q5_0,
+ * Q5_1, Q4_1 with the tensor types llama.cpp's own quantiser picks (gguf_mixture.ts); norms
+ * always F32).
  *
  * Everything that can be checked is checked before the first byte is written: the config
  * fields, every tensor's presence, shape and dtype (hf_folder.ts), the chat template's
@@ -19,6 +21,7 @@
  * ```sh
  * qwen3 export Qwen3-0.6B qwen3-0.6b.bin                        # model.bin, Q8 groups of 64
  * qwen3 export Qwen3-0.6B qwen3-0.6b.gguf --format gguf --type q8_0
+ * qwen3 export Qwen3-0.6B qwen3-0.6b-q4_k_m.gguf --format gguf --type q4_k_m
  * ```
  * @module
  */
@@ -27,11 +30,11 @@ import { join } from "node:path";
 import { renderChatTemplates } from "../text/chat_template.ts";
 import { Qwen3Error } from "../errors.ts";
 import {
+  GGML_TYPE_NAMES,
   GgmlType,
   type GgufTensorSource,
   type GgufTensorSpec,
   type GgufValue,
-  quantizeQ8_0,
   writeGgufTo,
 } from "../formats/gguf.ts";
 import {
@@ -69,16 +72,35 @@ import {
   readHfConfig,
 } from "./hf_folder.ts";
 import { OutputFiles, writeAll } from "./output_files.ts";
+import { type GgufQuantMixture, MIXTURES, mixtureTensorType } from "./gguf_mixture.ts";
+import { isQuantizedType, QuantPool } from "./quant_pool.ts";
 import type { ModelConfig } from "../types.ts";
 
 /** Output formats of {@linkcode exportHfModel}. */
 export type ExportFormat = "bin" | "gguf";
 
-/** Weight types of a GGUF export. */
-export type GgufWeightType = "q8_0" | "f16" | "bf16" | "f32";
+/**
+ * Weight types of a GGUF export: one type for every matrix, or one of llama.cpp's quantised
+ * mixtures ({@linkcode GgufQuantMixture}).
+ */
+export type GgufWeightType = "q8_0" | "f16" | "bf16" | "f32" | GgufQuantMixture;
 
 /** The GGUF weight types, as `--type` spells them. */
-export const GGUF_WEIGHT_TYPES: readonly GgufWeightType[] = ["q8_0", "f16", "bf16", "f32"];
+export const GGUF_WEIGHT_TYPES: readonly GgufWeightType[] = [
+  "q8_0",
+  "f16",
+  "bf16",
+  "f32",
+  ...(Object.keys(MIXTURES) as GgufQuantMixture[]),
+];
+
+/**
+ * The GGUF weight types whose files the engines of this version cannot run yet (their block
+ * types are written for llama.cpp; loading them here is being added).
+ */
+export const LLAMA_CPP_ONLY_TYPES: readonly GgufWeightType[] = Object.keys(
+  MIXTURES,
+) as GgufQuantMixture[];
 
 /** Default quantisation group of a model.bin export (every real Qwen3 uses it). */
 export const DEFAULT_GROUP_SIZE = 64;
@@ -100,6 +122,12 @@ export interface ExportOptions {
    * @default {"q8_0"}
    */
   type?: GgufWeightType;
+  /**
+   * Threads that quantise the blocks of a quantised mixture (`q4_k_m`, ...); the bytes do not
+   * depend on it.
+   * @default {navigator.hardwareConcurrency}
+   */
+  threads?: number;
   /** Called with (bytes written, total bytes) as the weights stream out. */
   onProgress?: (done: number, total: number) => void;
   /** Called with a line for each thing the user should know (group size halved, stock templates). */
@@ -236,7 +264,7 @@ async function writeCheckpoint(
   }
 }
 
-const GGML_OF: Readonly<Record<GgufWeightType, number>> = {
+const GGML_OF: Readonly<Record<"q8_0" | "f16" | "bf16" | "f32", number>> = {
   q8_0: GgmlType.Q8_0,
   f16: GgmlType.F16,
   bf16: GgmlType.BF16,
@@ -248,40 +276,61 @@ const FILE_TYPE_OF: Readonly<Record<GgufWeightType, number>> = {
   f16: LLAMA_FILE_TYPE.MOSTLY_F16,
   bf16: LLAMA_FILE_TYPE.MOSTLY_BF16,
   f32: LLAMA_FILE_TYPE.ALL_F32,
+  ...Object.fromEntries(Object.entries(MIXTURES).map(([k, r]) => [k, r.fileType])) as Record<
+    GgufQuantMixture,
+    number
+  >,
 };
 
-/** Encodes fp32 rows as one GGUF weight type (a fresh buffer: the writer may keep it). */
-function encodeRows(values: Float32Array, type: GgufWeightType): Uint8Array {
-  switch (type) {
-    case "q8_0":
-      return quantizeQ8_0(values);
-    case "f32":
-      return bytesOf(values).slice();
-    case "f16":
-    case "bf16": {
-      const out = new Uint16Array(values.length);
-      const conv = type === "f16" ? float32ToF16 : float32ToBf16;
-      for (let i = 0; i < values.length; i++) out[i] = conv(values[i]);
-      return bytesOf(out);
-    }
-  }
+/** Encodes fp32 rows as one ggml type (a fresh buffer: the writer may keep it). */
+async function encodeRows(
+  values: Float32Array,
+  type: number,
+  pool: QuantPool,
+): Promise<Uint8Array> {
+  if (isQuantizedType(type)) return await pool.quantize(type, values);
+  if (type === GgmlType.F32) return bytesOf(values).slice();
+  const out = new Uint16Array(values.length);
+  const conv = type === GgmlType.F16 ? float32ToF16 : float32ToBf16;
+  for (let i = 0; i < values.length; i++) out[i] = conv(values[i]);
+  return bytesOf(out);
 }
 
-/** The GGUF tensors of the export, each streaming from the safetensors in `type`. */
+/**
+ * The ggml type of each tensor of a GGUF export.
+ *
+ * @param config The model's shape.
+ * @param type The export's weight type or mixture.
+ * @returns GGUF tensor name -> {@linkcode GgmlType} value, in file order.
+ */
+export function ggufTensorTypes(config: ModelConfig, type: GgufWeightType): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const { name, slot } of qwen3GgufTensors(config)) {
+    if (slot.kind === "f32") out.set(name, GgmlType.F32);
+    else if (type in MIXTURES) {
+      const t = { name, dims: ggufDims(slot), layer: slot.layer };
+      out.set(
+        name,
+        mixtureTensorType(type as GgufQuantMixture, t, config.nLayers, config.sharedClassifier),
+      );
+    } else out.set(name, GGML_OF[type as keyof typeof GGML_OF]);
+  }
+  return out;
+}
+
+/** The GGUF tensors of the export, each streaming from the safetensors in its type. */
 function ggufSources(
   weights: SafetensorsModel,
   config: ModelConfig,
   type: GgufWeightType,
+  pool: QuantPool,
   signal?: AbortSignal,
 ): GgufTensorSource[] {
   const block = new Float32Array(Math.max(BLOCK_VALUES, config.dim, config.hiddenDim));
+  const types = ggufTensorTypes(config, type);
   return qwen3GgufTensors(config).map(({ name, slot }) => {
     const hfName = hfTensorName(slot);
-    const spec: GgufTensorSpec = {
-      name,
-      dims: ggufDims(slot),
-      type: slot.kind === "f32" ? GgmlType.F32 : GGML_OF[type],
-    };
+    const spec: GgufTensorSpec = { name, dims: ggufDims(slot), type: types.get(name)! };
     const data = async function* () {
       if (slot.kind === "f32") {
         yield bytesOf(await weights.readTensor(hfName));
@@ -289,7 +338,7 @@ function ggufSources(
       }
       const blocks = rowBlocks(weights, hfName, slot.rows, slot.cols, block, signal);
       for await (const { values } of blocks) {
-        yield encodeRows(values, type);
+        yield await encodeRows(values, spec.type, pool);
       }
     };
     return { spec, data };
@@ -299,10 +348,18 @@ function ggufSources(
 // ---------------------------------------------------------------------------------------------
 // The checks before anything is written
 
+/** The checked options. */
+interface ExportChoices {
+  format: ExportFormat;
+  type: GgufWeightType;
+  groupSize: number;
+  threads: number;
+}
+
 /** The options with their defaults, each checked. */
 function checkExportOptions(
   opts: ExportOptions,
-): { format: ExportFormat; type: GgufWeightType; groupSize: number } {
+): ExportChoices {
   const format = opts.format ?? "bin";
   if (format !== "bin" && format !== "gguf") {
     throw new Qwen3Error("invalid_argument", `format must be "bin" or "gguf", got "${format}"`);
@@ -321,7 +378,14 @@ function checkExportOptions(
       `group size must be an integer in 1..${HEADER_LIMITS.group_size}, got ${groupSize}`,
     );
   }
-  return { format, type, groupSize };
+  const threads = opts.threads ?? navigator.hardwareConcurrency ?? 1;
+  if (!Number.isInteger(threads) || threads < 1 || threads > 1024) {
+    throw new Qwen3Error(
+      "invalid_argument",
+      `threads must be an integer in 1..1024, got ${threads}`,
+    );
+  }
+  return { format, type, groupSize, threads };
 }
 
 /** The folder's chat template rendered, or the stock templates (with a note) when it has none. */
@@ -396,6 +460,26 @@ function checkQ8_0Widths(config: ModelConfig): void {
   }
 }
 
+/**
+ * Notes what a quantised mixture holds (tensors per ggml type, as llama-quantize reports
+ * them) and that the engines of this version cannot run it yet.
+ */
+function noteMixture(config: ModelConfig, type: GgufWeightType, note: (m: string) => void) {
+  const counts = new Map<string, number>();
+  for (const t of ggufTensorTypes(config, type).values()) {
+    const name = GGML_TYPE_NAMES[t];
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  const list = [...counts].map(([name, n]) => `${n} ${name}`).join(", ");
+  note(`${type.toUpperCase()}: tensors ${list}`);
+  if (LLAMA_CPP_ONLY_TYPES.includes(type)) {
+    note(
+      `${type.toUpperCase()} files are for llama.cpp: this version's engines cannot load ` +
+        "K-quant, Q5_0, Q5_1 or Q4_1 tensors yet",
+    );
+  }
+}
+
 /** Every file the export reads: no output may be one of them. */
 function exportInputs(hfDir: string, weights: SafetensorsModel): string[] {
   return [
@@ -453,6 +537,8 @@ interface ExportPlan {
   outPath: string;
   format: ExportFormat;
   type: GgufWeightType;
+  /** Quantisation threads of a mixture. */
+  threads: number;
   hf: HfQwen3Config;
   /** `hf.config`, with the group size a model.bin export uses. */
   config: ModelConfig;
@@ -470,18 +556,19 @@ interface ExportPlan {
 async function planExport(
   hfDir: string,
   outPath: string,
-  options: { format: ExportFormat; type: GgufWeightType; groupSize: number },
+  options: ExportChoices,
   note: (message: string) => void,
   weights: SafetensorsModel,
   hf: HfQwen3Config,
 ): Promise<ExportPlan> {
-  const { format, type, groupSize } = options;
+  const { format, type, groupSize, threads } = options;
   const config = hf.config;
   checkHfTensors(weights, config);
   const chat = await readHfChatTemplate(hfDir);
   const { templates, templateSource } = exportTemplates(hfDir, chat, note);
   if (format === "bin") fitBinFormat(hfDir, config, groupSize, note);
   else if (type === "q8_0") checkQ8_0Widths(config);
+  else if (type in MIXTURES) noteMixture(config, type, note);
   const paths = format === "bin" ? [outPath, ...BIN_SIDE_FILES.map((s) => outPath + s)] : [outPath];
   const tokenizerPath = join(hfDir, "tokenizer.json");
   return {
@@ -489,6 +576,7 @@ async function planExport(
     outPath,
     format,
     type,
+    threads,
     hf,
     config,
     weights,
@@ -543,7 +631,9 @@ async function writeGgufExport(
   report: (done: number, total: number) => void,
   signal?: AbortSignal,
 ): Promise<ExportResult> {
-  const sources = ggufSources(p.weights, p.config, p.type, signal);
+  // Only the mixtures' searches are slow enough to want threads.
+  using pool = new QuantPool(p.type in MIXTURES ? p.threads : 1);
+  const sources = ggufSources(p.weights, p.config, p.type, pool, signal);
   let bytes: number;
   {
     using file = await outputs.create(p.outPath);

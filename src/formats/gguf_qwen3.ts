@@ -343,11 +343,34 @@ export const LLAMA_FILE_TYPE = {
   ALL_F32: 0,
   /** Matrices F16. */
   MOSTLY_F16: 1,
+  /** Matrices Q4_1 (output / tied embedding Q6_K). */
+  MOSTLY_Q4_1: 3,
   /** Matrices Q8_0. */
   MOSTLY_Q8_0: 7,
+  /** Matrices Q5_0 (output / tied embedding Q6_K). */
+  MOSTLY_Q5_0: 8,
+  /** Matrices Q5_1 (output / tied embedding Q6_K). */
+  MOSTLY_Q5_1: 9,
+  /** llama.cpp's Q4_K_M mixture: Q4_K, with Q6_K where it matters. */
+  MOSTLY_Q4_K_M: 15,
+  /** llama.cpp's Q5_K_M mixture: Q5_K, with Q6_K where it matters. */
+  MOSTLY_Q5_K_M: 17,
+  /** Matrices Q6_K. */
+  MOSTLY_Q6_K: 18,
   /** Matrices BF16. */
   MOSTLY_BF16: 32,
 } as const;
+
+/** The file types whose matrices are block-quantised (stamped with the block format version). */
+const QUANTIZED_FILE_TYPES: ReadonlySet<number> = new Set([
+  LLAMA_FILE_TYPE.MOSTLY_Q4_1,
+  LLAMA_FILE_TYPE.MOSTLY_Q8_0,
+  LLAMA_FILE_TYPE.MOSTLY_Q5_0,
+  LLAMA_FILE_TYPE.MOSTLY_Q5_1,
+  LLAMA_FILE_TYPE.MOSTLY_Q4_K_M,
+  LLAMA_FILE_TYPE.MOSTLY_Q5_K_M,
+  LLAMA_FILE_TYPE.MOSTLY_Q6_K,
+]);
 
 /** The model shape fields the GGUF metadata and tensor table need. */
 export type GgufModelShape = Pick<
@@ -416,7 +439,7 @@ export function qwen3GgufMetadata(
   if (opts.fileType !== undefined) {
     out.push([GGUF_KEYS.fileType, { type: "u32", value: opts.fileType }]);
   }
-  if (opts.fileType === LLAMA_FILE_TYPE.MOSTLY_Q8_0) {
+  if (opts.fileType !== undefined && QUANTIZED_FILE_TYPES.has(opts.fileType)) {
     // llama.cpp's writer stamps quantised files with the block format version.
     out.push([GGUF_KEYS.quantizationVersion, { type: "u32", value: 2 }]);
   }

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Generation, PieceKind } from "../api/generate.ts";
+import type { Generation, PieceKind, TokenConstraint, TokenLogprob } from "../api/generate.ts";
 import type { Qwen3, Qwen3GenerateOptions } from "../api/qwen3.ts";
 import { ApiError } from "./errors.ts";
 import { StopFilter } from "./stop.ts";
@@ -20,8 +20,9 @@ export interface Delta {
 
 /** How a generation ended, in OpenAI's terms, and its token counts. */
 export interface Outcome {
-  /** "stop": a stop token or string; "length": max tokens or a full context; "tool_calls":
-   * the model called a tool and stopped. */
+  /** "stop": a stop token or string, or the JSON of `response_format` closed; "length": max
+   * tokens or a full context (also when they cut a JSON answer short); "tool_calls": the
+   * model called a tool and stopped. */
   finishReason: "stop" | "length" | "tool_calls";
   /** Tokens of the prompt. */
   promptTokens: number;
@@ -33,6 +34,8 @@ export interface Outcome {
   prefillTokensPerSecond: number;
   /** Tokens generated per second. */
   decodeTokensPerSecond: number;
+  /** The request's deadline (`--timeout`) stopped the generation ("length"). */
+  timedOut: boolean;
 }
 
 /**
@@ -114,7 +117,10 @@ export function checkFits(tokens: number, contextLength: number, param: string):
  * @param req Sampling, token cap and stop strings.
  * @param signal Ends the generation (the client went away).
  * @param opts `trim`: trim the whitespace around the reasoning ({@linkcode ReasoningTrim});
- * `generate`: starts the run (default `model.generate`; the server's prompt cache).
+ * `deadline`: the request's deadline, part of `signal` (a run it stops ends as "length");
+ * `generate`: starts the run (default `model.generate`; the server's prompt cache);
+ * `constraint`: restricts the answer's tokens (`response_format`); `onLogprobs`: receives
+ * each token's log-probability record (with `req.logprobs`) as its text arrives.
  * @returns The outcome, once the deltas are done.
  */
 export async function* generateDeltas(
@@ -124,13 +130,22 @@ export async function* generateDeltas(
   signal: AbortSignal,
   opts: {
     trim?: boolean;
+    deadline?: AbortSignal;
     generate?: (tokens: readonly number[], opts: Qwen3GenerateOptions) => Generation;
+    constraint?: TokenConstraint;
+    onLogprobs?: (kind: PieceKind, entries: TokenLogprob[]) => void;
   } = {},
 ): AsyncGenerator<Delta, Outcome, undefined> {
   const trim = opts.trim ? new ReasoningTrim() : undefined;
   const out = (d: Delta) => trim ? trim.push(d) : d;
   const start = opts.generate ?? ((t, o) => model.generate(t, o));
-  const run = start(tokens, { ...req.sampler, maxTokens: req.maxTokens, signal });
+  const run = start(tokens, {
+    ...req.sampler,
+    maxTokens: req.maxTokens,
+    signal,
+    logprobs: req.logprobs,
+    constraint: opts.constraint,
+  });
   const filters: Record<PieceKind, StopFilter> = {
     thinking: new StopFilter(req.stop),
     answer: new StopFilter(req.stop),
@@ -138,6 +153,7 @@ export async function* generateDeltas(
   let last: PieceKind | undefined;
   let stopped = false;
   for await (const piece of run) {
+    if (piece.logprobs && opts.onLogprobs) opts.onLogprobs(piece.kind, piece.logprobs);
     if (last !== undefined && last !== piece.kind) {
       // A stop string cannot span the </think> tag: what the old kind held back is text.
       const rest = filters[last].flush();
@@ -159,10 +175,12 @@ export async function* generateDeltas(
     if (d) yield d;
   }
   const stats = run.stats!;
+  const timedOut = !stopped && stats.stopReason === "aborted" && opts.deadline?.aborted === true;
   const length = !stopped &&
-    (stats.stopReason === "max_tokens" || stats.stopReason === "context_full");
+    (stats.stopReason === "max_tokens" || stats.stopReason === "context_full" || timedOut);
   return {
     finishReason: length ? "length" : "stop",
+    timedOut,
     promptTokens: tokens.length,
     completionTokens: stats.generatedTokens,
     cachedTokens: stats.startPosition,

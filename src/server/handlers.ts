@@ -4,12 +4,16 @@
  * @module
  */
 
+import type { TokenConstraint } from "../api/generate.ts";
 import type { Qwen3 } from "../api/qwen3.ts";
+import { JsonTokenConstraint } from "../text/json_constraint.ts";
+import { LogprobCollector } from "./logprobs.ts";
 import { checkFits, type Delta, generateDeltas, type Outcome } from "./completion.ts";
 import { ApiError, badField } from "./errors.ts";
 import { json, readJson, sseResponse } from "./http.ts";
-import { renderChatRequest } from "./apply_template.ts";
+import type { ConversationTemplate } from "../text/chat_template.ts";
 import type { Metrics } from "./metrics.ts";
+import { renderChatRequest } from "./prompt.ts";
 import type { PromptCache } from "./prompt_cache.ts";
 import type { Slot, SlotPool } from "./slots.ts";
 import {
@@ -30,6 +34,8 @@ import {
 export interface ServerContext {
   /** The loaded model, shared by all slots. */
   model: Qwen3;
+  /** The chat template conversations are rendered with. */
+  template: ConversationTemplate;
   /** The model's id in replies and `/v1/models`. */
   modelName: string;
   /** Positions of one slot's context: the longest prompt accepted. */
@@ -38,6 +44,12 @@ export interface ServerContext {
   pool: SlotPool;
   /** Most bytes of a request body. */
   maxBody: number;
+  /** Most messages in a chat request. */
+  maxMessages: number;
+  /** Milliseconds a request may take from its arrival (`--timeout`). */
+  timeoutMs: number;
+  /** The server's log. */
+  log: (line: string) => void;
   /** When the server started (Unix seconds), the model's `created`. */
   started: number;
   /** Aborted when the server shuts down: generations and waits in line end. */
@@ -61,22 +73,34 @@ function usage(o: Outcome) {
 }
 
 /**
- * Aborted when the client goes away (or the stream is cancelled) or the server shuts down.
- * Call `detach` once the reply is complete: without `--unstable-no-legacy-abort`,
- * Deno.serve also aborts `request.signal` after a delivered response.
+ * Aborted when the client goes away (or the stream is cancelled) or the server shuts down;
+ * `deadline` fires `timeoutMs` after `arrived` (a `performance.now()`), and `signal` on
+ * either. Call `detach` once the reply is complete (it also stops the deadline's timer):
+ * without `--unstable-no-legacy-abort`, Deno.serve also aborts `request.signal` after a
+ * delivered response.
  */
 function clientAbort(
   req: Request,
   closing: AbortSignal,
-): { abort: AbortController; detach: () => void } {
+  timeoutMs: number,
+  arrived: number,
+): { abort: AbortController; deadline: AbortSignal; signal: AbortSignal; detach: () => void } {
   const abort = new AbortController();
+  const deadline = new AbortController();
   const onAbort = () => abort.abort();
   if (req.signal.aborted || closing.aborted) abort.abort();
   req.signal.addEventListener("abort", onAbort, { once: true });
   closing.addEventListener("abort", onAbort, { once: true });
+  const timer = setTimeout(
+    () => deadline.abort(),
+    Math.max(0, arrived + timeoutMs - performance.now()),
+  );
   return {
     abort,
+    deadline: deadline.signal,
+    signal: AbortSignal.any([abort.signal, deadline.signal]),
     detach: () => {
+      clearTimeout(timer);
       req.signal.removeEventListener("abort", onAbort);
       closing.removeEventListener("abort", onAbort);
     },
@@ -183,30 +207,48 @@ async function* withThinkTags(deltas: AsyncGenerator<Delta, Outcome>) {
   }
 }
 
-/** Runs a request in a slot and answers it as one JSON body or as server-sent events. */
+/**
+ * Runs a request in a slot and answers it as one JSON body or as server-sent events; its
+ * deadline is `ctx.timeoutMs` after `arrived` (when the handler started, `performance.now()`).
+ */
 async function reply(
   ctx: ServerContext,
   req: Request,
+  arrived: number,
   shape: ReplyShape,
   tokens: readonly number[],
   sampling: SamplingRequest,
   tools?: { prefill: string },
+  constraint?: TokenConstraint,
 ): Promise<Response> {
   checkFits(tokens.length, ctx.contextLength, shape === CHAT ? "messages" : "prompt");
-  const { abort, detach } = clientAbort(req, ctx.closing);
+  const { abort, deadline, signal, detach } = clientAbort(
+    req,
+    ctx.closing,
+    ctx.timeoutMs,
+    arrived,
+  );
   // Waiting for a slot before answering, so a full queue is a 503, not a broken stream.
   let slot: Slot;
   try {
-    slot = await ctx.pool.acquire(abort.signal, (free) => ctx.cache.pick(free, tokens));
-    if (abort.signal.aborted) {
+    slot = await ctx.pool.acquire(signal, (free) => ctx.cache.pick(free, tokens));
+    if (signal.aborted) {
       // Granted by a slot freed in the same shutdown (or as this client left).
       slot[Symbol.dispose]();
-      abort.signal.throwIfAborted();
+      signal.throwIfAborted();
     }
   } catch (e) {
     detach();
     if (ctx.closing.aborted) {
       throw new ApiError(503, "shutting_down", "the server is shutting down");
+    }
+    if (deadline.aborted && !abort.signal.aborted) {
+      throw new ApiError(
+        503,
+        "timeout",
+        `no slot came free within the server's timeout of ${ctx.timeoutMs / 1000} s`,
+        { headers: { "retry-after": "1" } },
+      );
     }
     throw e;
   }
@@ -214,11 +256,20 @@ async function reply(
   const id = `${shape.idPrefix}-${crypto.randomUUID().replaceAll("-", "")}`;
   const created = Math.floor(Date.now() / 1000);
   const head = { id, object: shape.chunkObject, created, model: ctx.modelName };
+  const logprobs = sampling.logprobs === undefined
+    ? undefined
+    : new LogprobCollector(ctx.model.tokenizer, shape === CHAT);
+  // A choice with the log-probabilities of the tokens since the last one.
+  const withLogprobs = (choice: Record<string, unknown>) =>
+    logprobs ? { ...choice, logprobs: logprobs.take() } : choice;
   const deltas = () => {
     const chat = shape === CHAT;
-    const d = generateDeltas(ctx.model, tokens, sampling, abort.signal, {
+    const d = generateDeltas(ctx.model, tokens, sampling, signal, {
       trim: chat,
+      deadline,
       generate: (t, o) => ctx.cache.generate(slot.id, t, { ...o, speculate: ctx.speculate }),
+      constraint,
+      onLogprobs: logprobs && ((kind, entries) => logprobs.push(kind, entries)),
     });
     if (!chat) return withThinkTags(d);
     return tools ? withToolCalls(d, new ToolCallParser(tools.prefill)) : d;
@@ -240,12 +291,13 @@ async function reply(
         else answer += r.value.text;
       }
       ctx.metrics.generation(r.value);
+      if (r.value.timedOut) logTimeout(ctx, id, r.value);
       return json({
         id,
         object: shape.object,
         created,
         model: ctx.modelName,
-        choices: [shape.whole(thinking, answer, r.value.finishReason, calls)],
+        choices: [withLogprobs(shape.whole(thinking, answer, r.value.finishReason, calls))],
         usage: usage(r.value),
       });
     } finally {
@@ -257,16 +309,23 @@ async function reply(
   // A stream dropped before its first pull never runs the finally below: free the slot
   // here then. Once running, the slot is held until the generation has really ended.
   let started = false;
-  abort.signal.addEventListener("abort", () => started || release(), { once: true });
+  abort.signal.addEventListener("abort", () => {
+    if (started) return;
+    detach();
+    release();
+  }, { once: true });
   async function* chunks() {
     started = true;
     const run = deltas();
     try {
       if (shape.opening) yield { ...head, choices: [shape.opening] };
       let r;
-      while (!(r = await run.next()).done) yield { ...head, choices: [shape.choice(r.value)] };
+      while (!(r = await run.next()).done) {
+        yield { ...head, choices: [withLogprobs(shape.choice(r.value))] };
+      }
       ctx.metrics.generation(r.value);
-      yield { ...head, choices: [shape.closing(r.value.finishReason)] };
+      if (r.value.timedOut) logTimeout(ctx, id, r.value);
+      yield { ...head, choices: [withLogprobs(shape.closing(r.value.finishReason))] };
       if (sampling.includeUsage) yield { ...head, choices: [], usage: usage(r.value) };
     } finally {
       // A cancelled stream leaves the generation suspended: end it, freeing its context.
@@ -278,18 +337,61 @@ async function reply(
   return sseResponse(chunks(), abort);
 }
 
+/** The log line of a reply stopped by the deadline. */
+function logTimeout(ctx: ServerContext, id: string, o: Outcome): void {
+  ctx.log(
+    `${id}: stopped at the --timeout deadline (${ctx.timeoutMs / 1000} s) after ` +
+      `${o.completionTokens} generated tokens; finish_reason "length"`,
+  );
+}
+
 /** `POST /v1/chat/completions`. */
 export async function chatCompletions(ctx: ServerContext, req: Request): Promise<Response> {
-  const body = parseChatRequest(await readJson(req, ctx.maxBody));
-  const prompt = renderChatRequest(ctx.model.templates, body);
+  const arrived = performance.now();
+  const body = parseChatRequest(checkMessageCount(ctx, await readJson(req, ctx.maxBody)));
+  const prompt = renderChatRequest(ctx.template, body);
   const tokens = ctx.model.tokenizer.encodeParts(prompt.parts);
-  return await reply(ctx, req, CHAT, tokens, body, prompt.parseTools ? prompt : undefined);
+  // response_format: the answer (after any reasoning) is held to the JSON schema.
+  const constraint = body.json &&
+    new JsonTokenConstraint(ctx.model.tokenizer, body.json, { thinkFirst: body.thinking });
+  return await reply(
+    ctx,
+    req,
+    arrived,
+    CHAT,
+    tokens,
+    body,
+    prompt.parseTools ? prompt : undefined,
+    constraint,
+  );
+}
+
+/**
+ * Refuses a chat request body with more than `--max-messages` messages, before any of them
+ * is read.
+ *
+ * @param ctx The server.
+ * @param body The parsed JSON body.
+ * @returns The body.
+ * @throws {ApiError} 400 naming `messages`.
+ */
+export function checkMessageCount(ctx: ServerContext, body: unknown): unknown {
+  const messages = (body as { messages?: unknown } | null)?.messages;
+  if (Array.isArray(messages) && messages.length > ctx.maxMessages) {
+    throw badField(
+      "messages",
+      `at most ${ctx.maxMessages} messages per request (the server's --max-messages), ` +
+        `got ${messages.length}`,
+    );
+  }
+  return body;
 }
 
 /** `POST /v1/completions`: the prompt is plain text (no control tokens). */
 export async function completions(ctx: ServerContext, req: Request): Promise<Response> {
+  const arrived = performance.now();
   const body = parseCompletionRequest(await readJson(req, ctx.maxBody));
-  return await reply(ctx, req, TEXT, ctx.model.tokenizer.encode(body.prompt), body);
+  return await reply(ctx, req, arrived, TEXT, ctx.model.tokenizer.encode(body.prompt), body);
 }
 
 /** `GET /v1/models`: the one loaded model. */

@@ -12,6 +12,7 @@ import { applyTemplate } from "./apply_template.ts";
 import { checkApiKey, json } from "./http.ts";
 import { Metrics } from "./metrics.ts";
 import { buildChatPage } from "./page.ts";
+import { loadChatTemplate } from "./prompt.ts";
 import { PromptCache } from "./prompt_cache.ts";
 import { SlotPool } from "./slots.ts";
 
@@ -78,6 +79,29 @@ export interface ServerOptions {
    * `OPTIONS` requests); no CORS headers when absent.
    */
   cors?: string;
+  /**
+   * Most messages in one chat request (more: 400 naming `messages`).
+   *
+   * @default {1024}
+   */
+  maxMessages?: number;
+  /**
+   * Seconds a request may take from its arrival: one still waiting for a slot then is
+   * refused with 503 (`Retry-After`); one still generating stops there and ends as if it had
+   * reached `max_tokens` (`finish_reason` "length", streamed or not), with a line in the log.
+   *
+   * @default {600}
+   */
+  timeout?: number;
+  /**
+   * A Jinja chat template file to render conversations with, instead of the model's own
+   * (a GGUF's `tokenizer.chat_template`, a Hugging Face folder's beside the model file,
+   * else the stock Qwen3 one).
+   */
+  chatTemplateFile?: string;
+  /** Where the server's log lines go (a request stopped by `timeout`, a template replaced).
+   * Default: stderr. */
+  log?: (line: string) => void;
   /** Called once listening, with the address. */
   onListen?: (addr: Deno.NetAddr) => void;
 }
@@ -90,7 +114,13 @@ export interface Qwen3Server extends AsyncDisposable {
   readonly addr: Deno.NetAddr;
   /** The generation slots (how many are busy, how many wait). */
   readonly pool: SlotPool;
-  /** Resolves when the server has stopped. */
+  /** Where the chat template conversations are rendered with came from (a file, a GGUF's
+   * `tokenizer.chat_template`, or the stock Qwen3 one); undefined until `ready`. */
+  readonly chatTemplate: string | undefined;
+  /** Resolves once the model is loaded and the server answers every route; rejects with
+   * the load's error (the server then stops). */
+  readonly ready: Promise<void>;
+  /** Resolves when the server has stopped; rejects with the error of a failed load. */
   readonly finished: Promise<void>;
   /**
    * Stops listening: generations in progress end (streams get their last chunks),
@@ -123,8 +153,10 @@ const CORS_HEADERS = "Authorization, Content-Type";
 /** Routes anyone may use without the API key: static content and the health check. */
 const PUBLIC = new Set(["/", "/health"]);
 
+/** Seconds a client is told to wait (`Retry-After`) while the model loads. */
+const LOADING_RETRY_SECONDS = 5;
+
 const ROUTES: Record<string, Record<string, Route>> = {
-  "/": { GET: chatPage },
   "/health": { GET: () => json({ status: "ok" }) },
   "/v1/models": { GET: api.models },
   "/models": { GET: api.models },
@@ -153,12 +185,19 @@ function positiveInteger(name: string, v: number, min: number): number {
 /**
  * Serves `model` over HTTP with OpenAI's API: `POST /v1/chat/completions`,
  * `POST /v1/completions`, `GET /v1/models`, llama-server's `GET /health`,
- * `POST /tokenize`, `POST /detokenize`, the chat page at `GET /`, and `GET /metrics` with
- * `metrics`. Each slot keeps its KV cache between requests (`promptCache`). The model stays
- * the caller's: dispose it after the server has stopped.
+ * `POST /tokenize`, `POST /detokenize`, `POST /apply-template`, the chat page at `GET /`,
+ * and `GET /metrics` with `metrics`. Conversations are rendered with the model's own chat
+ * template (prompt.ts). Each slot keeps its KV cache between requests (`promptCache`).
  *
- * @param model The loaded model.
- * @param opts Address, slots, queue, body limit, API key, prompt cache, metrics and CORS.
+ * `model` may be a promise (a load in progress): the server listens at once and, until the
+ * model is there, answers `GET /health` with 503 `{"status": "loading"}` and every other
+ * route but the page with 503 and `Retry-After`; a failed load stops the server and
+ * `finished` rejects with its error. The model stays the caller's: dispose it after the
+ * server has stopped.
+ *
+ * @param model The loaded model, or its load.
+ * @param opts Address, slots, queue, body and message limits, deadline, API key, chat
+ * template, prompt cache, metrics and CORS.
  * @returns The running server.
  * @throws {RangeError} for a bad option; `Deno.errors.AddrInUse` when the port is taken.
  *
@@ -176,32 +215,64 @@ function positiveInteger(name: string, v: number, min: number): number {
  * console.log((await res.json()).choices[0].message.content);
  * ```
  */
-export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server {
+export function startServer(model: Qwen3 | Promise<Qwen3>, opts: ServerOptions = {}): Qwen3Server {
   const parallel = positiveInteger("parallel", opts.parallel ?? 1, 1);
   const queue = positiveInteger("queue", opts.queue ?? 16, 0);
   const maxBody = positiveInteger("maxBody", opts.maxBody ?? 1 << 20, 1);
-  let contextLength: number;
-  {
-    using probe = model.engine.createSession();
-    contextLength = probe.contextLength;
+  const maxMessages = positiveInteger("maxMessages", opts.maxMessages ?? 1024, 1);
+  const timeout = opts.timeout ?? 600;
+  if (!(Number.isFinite(timeout) && timeout > 0)) {
+    throw new RangeError(
+      `Cannot start the server: timeout must be a number of seconds > 0, got ${timeout}`,
+    );
   }
+  const log = opts.log ?? ((line: string) => console.error(line));
   const closing = new AbortController();
   const pool = new SlotPool(parallel, queue);
-  const ctx: api.ServerContext = {
-    model,
-    modelName: opts.modelName ?? model.path.split(/[\\/]/).pop()!,
-    contextLength,
-    pool,
-    maxBody,
-    started: Math.floor(Date.now() / 1000),
-    closing: closing.signal,
-    cache: new PromptCache(model, parallel, opts.promptCache ?? true),
-    metrics: new Metrics(),
-    speculate: opts.speculate,
-  };
+  const metrics = new Metrics();
+  // Filled in once the model (and its chat template) is there.
+  let ctx: api.ServerContext | undefined;
+  const loading = model instanceof Promise;
+  const ready = (async () => {
+    const m = await model;
+    const template = await loadChatTemplate(m, { file: opts.chatTemplateFile, note: log });
+    let contextLength: number;
+    {
+      using probe = m.engine.createSession();
+      contextLength = probe.contextLength;
+    }
+    ctx = {
+      model: m,
+      template,
+      modelName: opts.modelName ?? m.path.split(/[\\/]/).pop()!,
+      contextLength,
+      pool,
+      maxBody,
+      maxMessages,
+      timeoutMs: timeout * 1000,
+      log,
+      started: Math.floor(Date.now() / 1000),
+      closing: closing.signal,
+      cache: new PromptCache(m, parallel, opts.promptCache ?? true),
+      metrics,
+      speculate: opts.speculate,
+    };
+  })();
   const apiKey = opts.apiKey;
-  const routes = opts.metrics ? { ...ROUTES, "/metrics": { GET: () => metricsText(ctx) } } : ROUTES;
+  const routes = opts.metrics ? { ...ROUTES, "/metrics": { GET: metricsText } } : ROUTES;
   const cors = opts.cors;
+
+  /** The context; for a server started on a model's load, a 503 while it loads. */
+  const context = async (): Promise<api.ServerContext> => {
+    if (ctx) return ctx;
+    if (!loading) {
+      await ready;
+      return ctx!;
+    }
+    throw new ApiError(503, "loading", "the model is loading: retry in a few seconds", {
+      headers: { "retry-after": String(LOADING_RETRY_SECONDS) },
+    });
+  };
 
   const answer = async (req: Request, pathname: string): Promise<Response> => {
     try {
@@ -218,6 +289,15 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
         });
       }
       if (apiKey !== undefined && !PUBLIC.has(pathname)) await checkApiKey(req, apiKey);
+      // The page needs no model: it is served while the model loads.
+      if (pathname === "/") {
+        if (req.method !== "GET") {
+          throw new ApiError(405, "method_not_allowed", "/ takes GET", {
+            headers: { allow: "GET" },
+          });
+        }
+        return await chatPage();
+      }
       if (!route) return api.notFound(req);
       const run = route[req.method];
       if (!run) {
@@ -225,7 +305,17 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
           headers: { allow: Object.keys(route).join(", ") },
         });
       }
-      return await run(ctx, req);
+      if (!ctx && loading && pathname === "/health") {
+        // llama-server's answer while its model loads.
+        return new Response(JSON.stringify({ status: "loading" }), {
+          status: 503,
+          headers: {
+            "content-type": "application/json",
+            "retry-after": String(LOADING_RETRY_SECONDS),
+          },
+        });
+      }
+      return await run(await context(), req);
     } catch (e) {
       return errorResponse(e);
     }
@@ -233,7 +323,10 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
   const handle = async (req: Request): Promise<Response> => {
     const { pathname } = new URL(req.url);
     const res = await answer(req, pathname);
-    ctx.metrics.request(Object.hasOwn(routes, pathname) ? pathname : "other", res.status);
+    metrics.request(
+      Object.hasOwn(routes, pathname) || pathname === "/" ? pathname : "other",
+      res.status,
+    );
     if (cors !== undefined) {
       res.headers.set("access-control-allow-origin", cors);
       res.headers.append("vary", "Origin");
@@ -250,16 +343,33 @@ export function startServer(model: Qwen3, opts: ServerOptions = {}): Qwen3Server
   const shutdown = async () => {
     closing.abort();
     await server.shutdown();
-    await finished;
+    await finished.catch(() => {});
   };
+  // A failed load ends the server, and `finished` with the load's error.
+  let failure: { error: unknown } | undefined;
+  ready.catch((error) => {
+    failure = { error };
+    closing.abort();
+    void server.shutdown();
+  });
   // The slots' sessions are freed once the last generation has ended.
-  const finished = server.finished.finally(() => ctx.cache[Symbol.dispose]());
+  const finished = server.finished.then(() => {
+    ctx?.cache[Symbol.dispose]();
+    if (failure) throw failure.error;
+  });
+  // Handled here too, so a caller that only awaits `ready` or calls shutdown() is not
+  // reported an unhandled rejection.
+  finished.catch(() => {});
   const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
     url: `http://${host}:${addr.port}`,
     addr,
-    pool: ctx.pool,
+    pool,
+    get chatTemplate() {
+      return ctx?.template.file;
+    },
+    ready,
     finished,
     shutdown,
     [Symbol.asyncDispose]: shutdown,

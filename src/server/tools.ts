@@ -1,13 +1,11 @@
 /**
- * Tool calling on `/v1/chat/completions`: the `tools` and `tool_choice` fields checked, a
- * conversation with tools rendered as Qwen3's own chat template renders it (the `# Tools`
- * system block, `<tool_call>` in assistant turns, `<tool_response>` in user turns), and the
+ * Tool calling on `/v1/chat/completions`: the `tools` and `tool_choice` fields checked
+ * (the model's own chat template renders them: prompt.ts), a forced call's opening, and the
  * model's `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` output turned into
  * OpenAI's `tool_calls`, never into `content`.
  * @module
  */
 
-import type { PromptPart } from "../text/tokenizer.ts";
 import type { Delta, Outcome } from "./completion.ts";
 import { badField } from "./errors.ts";
 
@@ -162,10 +160,9 @@ export function pythonJson(v: unknown): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rendering: Qwen3's chat template (tokenizer_config.json's chat_template), statement by
-// statement. Template text is `special: true` (control tokens), message and tool text never.
+// The conversation as the chat template reads it (prompt.ts renders it).
 
-/** One message as the renderer reads it (validate.ts checks and builds these). */
+/** One message as the chat template reads it (validate.ts checks and builds these). */
 export interface TemplateMessage {
   /** Who wrote it. */
   role: "system" | "user" | "assistant" | "tool";
@@ -175,120 +172,14 @@ export interface TemplateMessage {
   toolCalls?: readonly ToolCall[];
   /** An assistant message's reasoning (`reasoning_content`), when the client sent it. */
   reasoning?: string;
+  /** A tool message's `tool_call_id`. */
+  toolCallId?: string;
+  /** The message's `name`, when the client sent one. */
+  name?: string;
 }
-
-const TOOLS_HEAD = "# Tools\n\nYou may call one or more functions to assist with the user " +
-  "query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>";
-const TOOLS_TAIL = "\n</tools>\n\nFor each function call, return a json object with function " +
-  "name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n" +
-  '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n';
 
 const TOOL_CALL_OPEN = "<tool_call>";
 const TOOL_CALL_CLOSE = "</tool_call>";
-
-const stripNewlines = {
-  start: (s: string) => s.replace(/^\n+/, ""),
-  end: (s: string) => s.replace(/\n+$/, ""),
-};
-
-/**
- * A conversation rendered as Qwen3's chat template renders it with `add_generation_prompt`,
- * for requests that carry tools, tool calls or tool results.
- *
- * @param messages The conversation (validated: it ends with a user or tool message).
- * @param tools The tools to declare in the system turn (none: no `# Tools` block).
- * @param thinking `enable_thinking`: false appends the empty `<think>` block.
- * @param prefill Text after the generation prompt, as if the model had written it (a forced
- * tool call's opening); the reply then skips reasoning.
- * @returns The prompt as parts for `Tokenizer.encodeParts`.
- */
-export function renderWithTools(
-  messages: readonly TemplateMessage[],
-  tools: readonly ToolSpec[],
-  thinking: boolean,
-  prefill = "",
-): PromptPart[] {
-  const parts: PromptPart[] = [];
-  const t = (text: string) => parts.push({ text, special: true });
-  const p = (text: string) => text !== "" && parts.push({ text, special: false });
-
-  if (tools.length > 0) {
-    t("<|im_start|>system\n");
-    if (messages[0]?.role === "system") {
-      p(messages[0].content);
-      t("\n\n");
-    }
-    t(TOOLS_HEAD);
-    for (const tool of tools) {
-      t("\n");
-      p(pythonJson(tool));
-    }
-    t(TOOLS_TAIL);
-  } else if (messages[0]?.role === "system") {
-    t("<|im_start|>system\n");
-    p(messages[0].content);
-    t("<|im_end|>\n");
-  }
-
-  // The last user message that is a query, not tool results the client wrapped itself.
-  let lastQuery = messages.length - 1;
-  for (let i = messages.length - 1; i >= 0; i--) {
-    const m = messages[i];
-    if (
-      m.role === "user" &&
-      !(m.content.startsWith("<tool_response>") && m.content.endsWith("</tool_response>"))
-    ) {
-      lastQuery = i;
-      break;
-    }
-  }
-
-  messages.forEach((m, i) => {
-    const last = i === messages.length - 1;
-    if (m.role === "user" || (m.role === "system" && i > 0)) {
-      t(`<|im_start|>${m.role}\n`);
-      p(m.content);
-      t("<|im_end|>\n");
-    } else if (m.role === "assistant") {
-      let content = m.content;
-      let reasoning = "";
-      if (m.reasoning !== undefined) reasoning = m.reasoning;
-      else if (content.includes("</think>")) {
-        const halves = content.split("</think>");
-        content = stripNewlines.start(halves.at(-1)!);
-        reasoning = stripNewlines.start(stripNewlines.end(halves[0]).split("<think>").at(-1)!);
-      }
-      if (i > lastQuery && (last || reasoning !== "")) {
-        t("<|im_start|>assistant\n<think>\n");
-        p(stripNewlines.end(stripNewlines.start(reasoning)));
-        t("\n</think>\n\n");
-        p(stripNewlines.start(content));
-      } else {
-        t("<|im_start|>assistant\n");
-        p(content);
-      }
-      (m.toolCalls ?? []).forEach((call, j) => {
-        if (j > 0 || content !== "") t("\n");
-        t('<tool_call>\n{"name": "');
-        p(call.name);
-        t('", "arguments": ');
-        p(call.arguments);
-        t("}\n</tool_call>");
-      });
-      t("<|im_end|>\n");
-    } else if (m.role === "tool") {
-      if (i === 0 || messages[i - 1].role !== "tool") t("<|im_start|>user");
-      t("\n<tool_response>\n");
-      p(m.content);
-      t("\n</tool_response>");
-      if (last || messages[i + 1].role !== "tool") t("<|im_end|>\n");
-    }
-  });
-  t("<|im_start|>assistant\n");
-  if (!thinking) t("<think>\n\n</think>\n\n");
-  if (prefill !== "") t(prefill);
-  return parts;
-}
 
 /**
  * What the server writes after the generation prompt for a `tool_choice` that forces a call:

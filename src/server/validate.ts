@@ -5,6 +5,12 @@
  */
 
 import type { SamplerOptions } from "../types.ts";
+import {
+  ANY_OBJECT,
+  compileSchema,
+  SchemaError,
+  type SchemaNode,
+} from "../text/json_constraint.ts";
 import { ApiError, badField } from "./errors.ts";
 import {
   parseMessageToolCalls,
@@ -25,6 +31,9 @@ export interface SamplingRequest {
   stream: boolean;
   /** `stream_options.include_usage`: a last chunk with `usage`. */
   includeUsage: boolean;
+  /** Log-probabilities wanted, with this many alternatives per token (chat: `logprobs:
+   * true` and `top_logprobs`; text: `logprobs` as a number); undefined: none. */
+  logprobs?: number;
 }
 
 /** One message of a chat request, its content as text (content parts joined). A "developer"
@@ -39,6 +48,10 @@ export interface ChatRequest extends SamplingRequest {
   thinking: boolean;
   /** `tools` and `tool_choice`. */
   tools: ToolRequest;
+  /** `chat_template_kwargs` but `enable_thinking`: more variables for the chat template. */
+  templateKwargs: Record<string, unknown>;
+  /** `response_format` json_object / json_schema: the schema the answer must match. */
+  json?: SchemaNode;
 }
 
 /** A checked `POST /v1/completions` body. */
@@ -96,22 +109,17 @@ function bool(body: Body, name: string, param = name): boolean | undefined {
 
 /** Fields of OpenAI's API this server does not implement: refused, never silently ignored. */
 function refuseUnsupported(body: Body): void {
-  const format = field(body, "response_format") as { type?: unknown } | undefined;
-  if (format !== undefined && format?.type !== "text") {
-    throw badField("response_format", 'only {"type": "text"} is supported by this server');
-  }
-  if (field(body, "logprobs") === true || (typeof field(body, "logprobs") === "number")) {
-    throw badField("logprobs", "log probabilities are not supported by this server");
-  }
-  for (const name of ["frequency_penalty", "repetition_penalty"]) {
-    const v = field(body, name);
-    if (v !== undefined && v !== 0 && !(name === "repetition_penalty" && v === 1)) {
-      throw badField(name, "is not supported by this server (use presence_penalty)");
-    }
+  const repetition = field(body, "repetition_penalty");
+  // 1 (llama.cpp's "off") and 0 (OpenAI-style "none") ask for nothing.
+  if (repetition !== undefined && repetition !== 1 && repetition !== 0) {
+    throw badField(
+      "repetition_penalty",
+      "is not supported by this server (use presence_penalty or frequency_penalty)",
+    );
   }
 }
 
-function sampling(body: Body): SamplingRequest {
+function sampling(body: Body, chat: boolean): SamplingRequest {
   refuseUnsupported(body);
   const model = field(body, "model");
   if (model !== undefined && typeof model !== "string") {
@@ -130,6 +138,8 @@ function sampling(body: Body): SamplingRequest {
   if (minP !== undefined) sampler.minP = minP;
   const presence = num(body, "presence_penalty", { min: -2, max: 2 });
   if (presence !== undefined) sampler.presencePenalty = presence;
+  const frequency = num(body, "frequency_penalty", { min: -2, max: 2 });
+  if (frequency !== undefined) sampler.frequencyPenalty = frequency;
   const seed = num(body, "seed", { min: 0, integer: true, max: Number.MAX_SAFE_INTEGER });
   if (seed !== undefined) sampler.seed = seed;
   const maxTokens = num(body, "max_completion_tokens", { min: 0, integer: true }) ??
@@ -156,7 +166,51 @@ function sampling(body: Body): SamplingRequest {
     }
     includeUsage = bool(so as Body, "include_usage", "stream_options.include_usage") ?? false;
   }
-  return { sampler, maxTokens, stop, stream, includeUsage };
+  return { sampler, maxTokens, stop, stream, includeUsage, logprobs: logprobs(body, chat) };
+}
+
+/** Chat: `logprobs` (boolean) and `top_logprobs` (0..20); text: `logprobs` (0..20). */
+function logprobs(body: Body, chat: boolean): number | undefined {
+  if (!chat) return num(body, "logprobs", { integer: true, min: 0, max: 20 });
+  const on = bool(body, "logprobs") ?? false;
+  const top = num(body, "top_logprobs", { integer: true, min: 0, max: 20 });
+  if (top !== undefined && !on) throw badField("top_logprobs", "needs logprobs: true");
+  return on ? top ?? 0 : undefined;
+}
+
+/**
+ * `response_format`: "text", "json_object", or "json_schema" with `json_schema.schema` in
+ * the supported subset (src/text/json_constraint.ts); undefined for plain text.
+ */
+function responseFormat(body: Body): SchemaNode | undefined {
+  const format = field(body, "response_format");
+  if (format === undefined) return undefined;
+  if (format === null || typeof format !== "object" || Array.isArray(format)) {
+    throw badField("response_format", "must be an object");
+  }
+  const { type } = format as Body;
+  if (type === "text") return undefined;
+  if (type === "json_object") return ANY_OBJECT;
+  if (type !== "json_schema") {
+    throw badField(
+      "response_format.type",
+      `must be "text", "json_object" or "json_schema", got ${JSON.stringify(type)}`,
+    );
+  }
+  const spec = field(format as Body, "json_schema");
+  if (spec === undefined || spec === null || typeof spec !== "object" || Array.isArray(spec)) {
+    throw badField("response_format.json_schema", "must be an object holding a schema");
+  }
+  const schema = (spec as Body).schema;
+  if (schema === undefined) {
+    throw badField("response_format.json_schema.schema", "is required");
+  }
+  try {
+    return compileSchema(schema);
+  } catch (e) {
+    if (!(e instanceof SchemaError)) throw e;
+    throw badField(`response_format.json_schema.schema${e.path.replaceAll("/", ".")}`, e.detail);
+  }
 }
 
 /** A message's content: a string, or OpenAI's array of `{type: "text", text}` parts. */
@@ -184,7 +238,7 @@ function contentText(v: unknown, param: string): string {
  */
 export function parseChatRequest(value: unknown): ChatRequest {
   const body = asObject(value);
-  const req = sampling(body);
+  const req = sampling(body, true);
   const raw = field(body, "messages");
   if (!Array.isArray(raw) || raw.length === 0) {
     throw badField("messages", "must be a non-empty array of messages");
@@ -211,8 +265,17 @@ export function parseChatRequest(value: unknown): ChatRequest {
     if (toolCalls !== undefined && toolCalls.length > 0) message.toolCalls = toolCalls;
     const reasoning = r === "assistant" ? field(m as Body, "reasoning_content") : undefined;
     if (typeof reasoning === "string") message.reasoning = reasoning;
-    if (r === "tool" && typeof (m as Body).tool_call_id !== "string") {
-      throw badField(`messages[${i}].tool_call_id`, "a tool message must name its tool call");
+    if (r === "tool") {
+      const id = (m as Body).tool_call_id;
+      if (typeof id !== "string") {
+        throw badField(`messages[${i}].tool_call_id`, "a tool message must name its tool call");
+      }
+      message.toolCallId = id;
+    }
+    const name = field(m as Body, "name");
+    if (name !== undefined) {
+      if (typeof name !== "string") throw badField(`messages[${i}].name`, "must be a string");
+      message.name = name;
     }
     return message;
   });
@@ -221,12 +284,23 @@ export function parseChatRequest(value: unknown): ChatRequest {
 
   let thinking = true;
   const kwargs = field(body, "chat_template_kwargs");
+  const templateKwargs: Record<string, unknown> = {};
   if (kwargs !== undefined) {
     if (typeof kwargs !== "object" || Array.isArray(kwargs)) {
       throw badField("chat_template_kwargs", "must be an object");
     }
     thinking = bool(kwargs as Body, "enable_thinking", "chat_template_kwargs.enable_thinking") ??
       thinking;
+    for (const [key, value] of Object.entries(kwargs as Body)) {
+      if (key === "enable_thinking") continue;
+      if (RESERVED_TEMPLATE_VARIABLES.has(key)) {
+        throw badField(
+          `chat_template_kwargs.${key}`,
+          "is set by the server from the request's own fields",
+        );
+      }
+      templateKwargs[key] = value;
+    }
   }
   const effort = field(body, "reasoning_effort");
   if (effort !== undefined) {
@@ -238,8 +312,35 @@ export function parseChatRequest(value: unknown): ChatRequest {
     }
     if (effort === "none") thinking = false;
   }
-  return { ...req, messages, thinking, tools: parseTools(body) };
+  const tools = parseTools(body);
+  const json = responseFormat(body);
+  if (
+    json && tools.tools.length > 0 &&
+    (tools.choice.kind === "required" || tools.choice.kind === "function")
+  ) {
+    // A forced call's reply is the call (the server writes its opening); JSON output would
+    // have to hold it too.
+    throw badField(
+      "response_format",
+      `JSON output cannot be combined with tool_choice "${tools.choice.kind}", which forces a tool call`,
+    );
+  }
+  return { ...req, messages, thinking, tools, json, templateKwargs };
 }
+
+/** Chat template variables the server sets itself, which `chat_template_kwargs` may not. */
+const RESERVED_TEMPLATE_VARIABLES = new Set([
+  "messages",
+  "tools",
+  "add_generation_prompt",
+  "bos_token",
+  "eos_token",
+  "pad_token",
+  "unk_token",
+  "raise_exception",
+  "range",
+  "strftime_now",
+]);
 
 /**
  * A conversation with tool calls: an optional system message, then a user message; a tool
@@ -303,7 +404,11 @@ function checkTurns(messages: readonly RequestMessage[]): void {
  */
 export function parseCompletionRequest(value: unknown): CompletionRequest {
   const body = asObject(value);
-  const req = sampling(body);
+  const req = sampling(body, false);
+  const format = field(body, "response_format") as Body | undefined;
+  if (format !== undefined && format?.type !== "text") {
+    throw badField("response_format", "JSON output is for /v1/chat/completions");
+  }
   const tools = field(body, "tools");
   if (tools !== undefined && !(Array.isArray(tools) && tools.length === 0)) {
     throw badField("tools", "tools are for /v1/chat/completions, not text completions");

@@ -31,6 +31,7 @@
 import { Environment, Interpreter, Template } from "npm:@huggingface/jinja@0.5.11";
 import { escapeForMessage, Qwen3Error } from "../errors.ts";
 import { type ChatTemplates, validateTemplates } from "./template.ts";
+import type { PromptPart } from "./tokenizer.ts";
 
 /**
  * Bounds on rendering one chat template (its four renders together). Real templates stay
@@ -174,8 +175,19 @@ class Budget {
   output = 0;
   /** The first limit hit: every later step fails with it too, whoever caught the first. */
   stopped: Qwen3Error | undefined;
+  /**
+   * Values that never change during the render: the context's lists and dicts (a template can
+   * only assign into namespaces, and no list or dict method mutates). Their sizes are measured
+   * once; `messages` looked up in every turn of a loop then costs a step per 64 items, not a
+   * walk of the whole conversation.
+   */
+  readonly frozen: WeakSet<object> = new WeakSet();
+  readonly #sizes = new WeakMap<object, { total: number; items: number }>();
 
-  constructor(readonly file: string) {}
+  constructor(
+    readonly file: string,
+    readonly limits: typeof CHAT_TEMPLATE_LIMITS = CHAT_TEMPLATE_LIMITS,
+  ) {}
 
   stop(reason: string): never {
     this.stopped ??= new ChatTemplateLimitError(
@@ -187,17 +199,17 @@ class Budget {
   step(n = 1): void {
     if (this.stopped) throw this.stopped;
     this.steps += n;
-    if (this.steps > CHAT_TEMPLATE_LIMITS.steps) {
-      this.stop(`after ${CHAT_TEMPLATE_LIMITS.steps} steps (the limit)`);
+    if (this.steps > this.limits.steps) {
+      this.stop(`after ${this.limits.steps} steps (the limit)`);
     }
   }
 
   /** Fails when an operation about to run would produce more than a value may hold. */
   fits(what: string, chars: number): void {
-    if (chars > CHAT_TEMPLATE_LIMITS.valueChars) {
+    if (chars > this.limits.valueChars) {
       this.stop(
         `before ${what}: it would make ${chars} characters, more than ` +
-          `${CHAT_TEMPLATE_LIMITS.valueChars} (the limit)`,
+          `${this.limits.valueChars} (the limit)`,
       );
     }
   }
@@ -208,8 +220,17 @@ class Budget {
    * walked up to just past the value limit. Each item walked and each 256 characters cost a
    * step, so measuring is bounded like everything else.
    */
-  measure(v: Value, perItem: (depth: number) => number = () => 2): number {
-    const limit = CHAT_TEMPLATE_LIMITS.valueChars;
+  measure(v: Value, perItem?: (depth: number) => number): number {
+    const cacheable = perItem === undefined && this.frozen.has(v);
+    if (cacheable) {
+      const known = this.#sizes.get(v);
+      if (known) {
+        this.step(1 + Math.ceil(known.items / 64));
+        return known.total;
+      }
+    }
+    perItem ??= () => 2;
+    const limit = this.limits.valueChars;
     let total = 0;
     let items = 0;
     const stack: [AnyValue, number][] = [[as(v), 0]];
@@ -237,6 +258,7 @@ class Budget {
       }
     }
     this.step(items + Math.ceil(total / CHARS_PER_STEP));
+    if (cacheable && total <= limit) this.#sizes.set(v, { total, items });
     return total;
   }
 }
@@ -268,15 +290,15 @@ class BoundedInterpreter extends Interpreter {
       if (frame) this.#frames.pop();
     }
     const size = budget.measure(v);
-    if (size > CHAT_TEMPLATE_LIMITS.valueChars) {
+    if (size > budget.limits.valueChars) {
       budget.stop(
-        `at a value of more than ${CHAT_TEMPLATE_LIMITS.valueChars} characters (the limit)`,
+        `at a value of more than ${budget.limits.valueChars} characters (the limit)`,
       );
     }
     if (this.#written.has(statement) && v.type !== "NullValue" && v.type !== "UndefinedValue") {
       budget.output += size;
-      if (budget.output > CHAT_TEMPLATE_LIMITS.outputChars) {
-        budget.stop(`after writing ${CHAT_TEMPLATE_LIMITS.outputChars} characters (the limit)`);
+      if (budget.output > budget.limits.outputChars) {
+        budget.stop(`after writing ${budget.limits.outputChars} characters (the limit)`);
       }
     }
     if (frame && statement.type === "MemberExpression") this.#noteReplace(frame, v);
@@ -418,9 +440,9 @@ function globals(budget: Budget): Record<string, unknown> {
       }
       if (step === 0) throw new Error("range() step must not be zero");
       const items = Math.max(0, Math.ceil((stop - start) / step));
-      if (items > CHAT_TEMPLATE_LIMITS.rangeItems) {
+      if (items > budget.limits.rangeItems) {
         budget.stop(
-          `at range(): ${items} items, more than ${CHAT_TEMPLATE_LIMITS.rangeItems} (the limit)`,
+          `at range(): ${items} items, more than ${budget.limits.rangeItems} (the limit)`,
         );
       }
       return Array.from({ length: items }, (_, i) => start + i * step);
@@ -489,6 +511,24 @@ function strftime(d: Date, format: string): string {
   });
 }
 
+/** Parses a template's source within {@link CHAT_TEMPLATE_LIMITS}.sourceChars. */
+function parseTemplate(source: string, file: string): Node {
+  if (source.length > CHAT_TEMPLATE_LIMITS.sourceChars) {
+    throw new ChatTemplateLimitError(
+      `${file}: chat_template has ${source.length} characters, more than ` +
+        `${CHAT_TEMPLATE_LIMITS.sourceChars} (the limit)`,
+    );
+  }
+  try {
+    return new Template(source).parsed;
+  } catch (e) {
+    throw new Qwen3Error(
+      "format",
+      `${file}: chat_template does not parse (${escapeForMessage(errorText(e))})`,
+    );
+  }
+}
+
 /**
  * Renders a Jinja chat template into qwen3.c's four printf templates: a user message (and a
  * system message first) with `add_generation_prompt` and `enable_thinking` true/false.
@@ -519,21 +559,7 @@ export function renderChatTemplates(
   file: string,
   tokens: Record<string, string> = {},
 ): ChatTemplates {
-  if (source.length > CHAT_TEMPLATE_LIMITS.sourceChars) {
-    throw new ChatTemplateLimitError(
-      `${file}: chat_template has ${source.length} characters, more than ` +
-        `${CHAT_TEMPLATE_LIMITS.sourceChars} (the limit)`,
-    );
-  }
-  let program: Node;
-  try {
-    program = new Template(source).parsed;
-  } catch (e) {
-    throw new Qwen3Error(
-      "format",
-      `${file}: chat_template does not parse (${escapeForMessage(errorText(e))})`,
-    );
-  }
+  const program = parseTemplate(source, file);
   const written = outputStatements(program);
   const budget = new Budget(file);
   const render = (system: boolean, thinking: boolean): string => {
@@ -579,4 +605,238 @@ export function renderChatTemplates(
   };
   validateTemplates(out, file);
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole conversations (the server): the template's own text traced apart from message text.
+
+/** What the template's own text becomes in the traced render: every code unit one of these. */
+const TRACE = "\uE000";
+const TRACE_ALT = "\uE001";
+
+/** `s` with each UTF-16 code unit replaced by a trace unit different from it. */
+function traceText(s: string): string {
+  return s.replace(/[\s\S]/g, (c) => c === TRACE ? TRACE_ALT : TRACE);
+}
+
+/**
+ * Replaces, in place, the string literals whose text the template writes out with their
+ * traced text ({@link traceText}): literals that are statements of a block (raw text and
+ * `{{ 'x' }}`), with `sets` the value of a `set`, an operand of `+` or `~` or a branch of
+ * `a if c else b` that is itself written. Literals that are compared, tested, called with or
+ * filtered (`'</think>' in content`, `content.split('</think>')`) keep their text, so the
+ * template's decisions do not change.
+ */
+function traceWrittenLiterals(program: Node, sets: boolean): void {
+  const isNode = (v: unknown): v is AnyNode =>
+    v !== null && typeof v === "object" && typeof (v as AnyNode).type === "string";
+  const visit = (node: AnyNode, writes: boolean): void => {
+    if (node.type === "StringLiteral") {
+      if (writes && typeof node.value === "string") node.value = traceText(node.value);
+      return;
+    }
+    const n = node as unknown as Record<string, unknown>;
+    for (const key of Object.keys(n)) {
+      if (key === "type" || key === "operator") continue;
+      const child = n[key];
+      const childWrites = writesAt(node, key, writes, sets);
+      if (Array.isArray(child)) {
+        for (const c of child) if (isNode(c)) visit(c, childWrites);
+      } else if (child instanceof Map) {
+        for (const [k, v] of child) {
+          if (isNode(k)) visit(k, false);
+          if (isNode(v)) visit(v, false);
+        }
+      } else if (isNode(child)) visit(child, childWrites);
+    }
+  };
+  visit(as(program), true);
+}
+
+/** Whether a child (at `key` of `parent`) writes its value out, given whether `parent` does
+ * (a `set`'s value only with `sets`). */
+function writesAt(parent: AnyNode, key: string, writes: boolean, sets: boolean): boolean {
+  switch (parent.type) {
+    case "Program":
+    case "If":
+    case "For":
+    case "Macro":
+    case "CallStatement":
+      return key === "body" || key === "alternate" || key === "defaultBlock";
+    case "Set":
+      return sets && (key === "value" || key === "body");
+    case "BinaryExpression": {
+      const op = (parent as unknown as { operator: { value: string } }).operator.value;
+      return writes && (op === "+" || op === "~") && (key === "left" || key === "right");
+    }
+    case "Ternary":
+      return writes && (key === "trueExpr" || key === "falseExpr");
+    default:
+      return false;
+  }
+}
+
+/**
+ * A model's Jinja chat template, parsed once, rendering whole conversations as Hugging
+ * Face's `apply_chat_template(..., tokenize=False)` does (the server's prompts), within
+ * bounds that grow with the conversation ({@link CHAT_TEMPLATE_LIMITS} at the least).
+ *
+ * The rendered text comes back as prompt parts: the template's own text `special: true`
+ * (its `<|im_start|>` become control tokens) and everything that came from the context
+ * (messages, tools, any argument) `special: false` (never control tokens, whatever it
+ * spells). Which is which is found by rendering twice: once as is (the text), once with
+ * every written string literal of the template traced, each code unit replaced by a
+ * private-use one ({@link traceWrittenLiterals}); the positions where the two texts differ
+ * are the template's own. The template's decisions must not depend on the traced literals:
+ * the second text must differ from the first exactly at traced code units. When it does not
+ * (`{% set mode = 'on' %}...{% if mode == 'on' %}`), the second render is tried again with
+ * the values of `set` left as they are (their text then counts as message text); when that
+ * does not line up either, the render is refused ("unsupported") rather than guessed at.
+ * Template text a template builds by other means (a filter over a literal, a literal cut up)
+ * is read as message text: it can then only lose its control tokens, never give a message
+ * some.
+ *
+ * @example Qwen3's turns, with a control token typed by the user kept as text (a template's
+ * last newline is dropped, as Jinja does by default)
+ * ```ts
+ * import { ConversationTemplate } from "./chat_template.ts";
+ * const t = new ConversationTemplate(
+ *   "{% for m in messages %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}" +
+ *     "{% endfor %}<|im_start|>assistant\n",
+ *   "chat_template.jinja",
+ * );
+ * const parts = t.render({ messages: [{ role: "user", content: "Hi<|im_end|>" }] });
+ * console.log(parts.map((p) => `${p.special ? "T" : "M"}:${JSON.stringify(p.text)}`).join(" "));
+ * // T:"<|im_start|>" M:"user" T:"\n" M:"Hi<|im_end|>" T:"<|im_end|>\n<|im_start|>assistant"
+ * ```
+ */
+export class ConversationTemplate {
+  /** Where the template came from, for messages. */
+  readonly file: string;
+  readonly #program: Node;
+  readonly #written: WeakSet<Node>;
+  /** The traced programs, tried in order: `set` values traced, then not. */
+  readonly #traced: { program: Node; written: WeakSet<Node> }[];
+  readonly #tokens: Record<string, string>;
+  readonly #tracedTokens: Record<string, string>;
+
+  /**
+   * Parses a template.
+   *
+   * @param source The Jinja source.
+   * @param file Where it came from, for messages.
+   * @param tokens Special token strings the template may use (bos_token, eos_token, ...):
+   * template text, not message text.
+   * @throws {Qwen3Error} "format", naming `file`, when the source does not parse or is over
+   * {@link CHAT_TEMPLATE_LIMITS}.sourceChars.
+   */
+  constructor(source: string, file: string, tokens: Record<string, string> = {}) {
+    this.file = file;
+    this.#program = parseTemplate(source, file);
+    this.#written = outputStatements(this.#program);
+    this.#traced = [true, false].map((sets) => {
+      const program = parseTemplate(source, file);
+      traceWrittenLiterals(program, sets);
+      return { program, written: outputStatements(program) };
+    });
+    this.#tokens = { ...tokens };
+    this.#tracedTokens = Object.fromEntries(
+      Object.entries(tokens).map(([k, v]) => [k, traceText(v)]),
+    );
+  }
+
+  /**
+   * Renders a conversation.
+   *
+   * @param context The template's variables: `messages`, `tools`, `add_generation_prompt`,
+   * `enable_thinking`, ... (plain JSON values). The token strings given to the constructor
+   * and the globals of {@link renderChatTemplates} (`raise_exception`, `range`,
+   * `strftime_now`) are added.
+   * @returns The text as parts, in order: template text `special: true`, context text
+   * `special: false`.
+   * @throws {ChatTemplateLimitError} when a bound is reached (the bounds are
+   * {@link CHAT_TEMPLATE_LIMITS}, the value and output bounds at least 4 and 8 times the
+   * context's JSON size, the steps 1,000,000 plus one per 16 characters of it).
+   * @throws {Qwen3Error} "invalid_argument", naming the file, when the template fails on
+   * this context (its `raise_exception`, a missing field); "unsupported" when its own text
+   * cannot be told apart from the context's (see the class).
+   */
+  render(context: Record<string, unknown>): PromptPart[] {
+    const size = JSON.stringify(context)?.length ?? 0;
+    const base = CHAT_TEMPLATE_LIMITS;
+    const limits = Object.freeze({
+      ...base,
+      steps: base.steps + Math.ceil(size / 16),
+      valueChars: Math.max(base.valueChars, 4 * size),
+      outputChars: Math.max(base.outputChars, 8 * size),
+    });
+    const text = this.#run(this.#program, this.#written, this.#tokens, context, limits);
+    for (const { program, written } of this.#traced) {
+      const traced = this.#run(program, written, this.#tracedTokens, context, limits);
+      const parts = splitTraced(text, traced);
+      if (parts) return parts;
+    }
+    throw new Qwen3Error(
+      "unsupported",
+      `${this.file}: the chat template's decisions depend on its own text, so message text ` +
+        "cannot be told apart from template text in what it renders",
+    );
+  }
+
+  #run(
+    program: Node,
+    written: WeakSet<Node>,
+    tokens: Record<string, string>,
+    context: Record<string, unknown>,
+    limits: typeof CHAT_TEMPLATE_LIMITS,
+  ): string {
+    const budget = new Budget(this.file, limits);
+    try {
+      const env = new Environment();
+      for (const [key, value] of Object.entries({ ...globals(budget), ...tokens })) {
+        env.set(key, value);
+      }
+      for (const [key, value] of Object.entries(context)) freeze(budget, env.set(key, value));
+      return String(new BoundedInterpreter(env, budget, written).run(program as never).value);
+    } catch (e) {
+      if (budget.stopped) throw budget.stopped;
+      if (e instanceof Qwen3Error) throw e;
+      throw new Qwen3Error(
+        "invalid_argument",
+        `${this.file}: chat_template failed to render (${escapeForMessage(errorText(e))})`,
+      );
+    }
+  }
+}
+
+/** Marks a context value and every list and dict inside it as never changing. */
+function freeze(budget: Budget, value: unknown): void {
+  const stack = [value];
+  while (stack.length > 0) {
+    const v = stack.pop() as AnyValue;
+    if (v === null || typeof v !== "object" || budget.frozen.has(v)) continue;
+    if (v.type === "ArrayValue" && Array.isArray(v.value)) stack.push(...v.value);
+    else if (v.type === "ObjectValue" && v.value instanceof Map) stack.push(...v.value.values());
+    else continue;
+    budget.frozen.add(v);
+  }
+}
+
+/** The parts of `text`: where `traced` differs from it, the template's own text; undefined
+ * when the two do not line up (they differ other than at traced code units). */
+function splitTraced(text: string, traced: string): PromptPart[] | undefined {
+  if (traced.length !== text.length) return undefined;
+  const parts: PromptPart[] = [];
+  let start = 0;
+  let special = false;
+  for (let i = 0; i <= text.length; i++) {
+    const own = i < text.length && traced[i] !== text[i];
+    if (own && traced[i] !== (text[i] === TRACE ? TRACE_ALT : TRACE)) return undefined;
+    if (i === text.length || own !== special) {
+      if (i > start) parts.push({ text: text.slice(start, i), special });
+      start = i;
+      special = own;
+    }
+  }
+  return parts;
 }

@@ -6,7 +6,8 @@
  *
  *   1. temperature 0: argmax of the raw logits (lowest id on ties, NaN never wins); no
  *      penalty, no filter, no RNG draw.
- *   2. z = logit, minus presence_penalty for a token returned before; then z / T.
+ *   2. z = logit, minus presence_penalty for a token returned before, then minus
+ *      fround(count * frequency_penalty) (count: times it was returned); then z / T.
  *   3. softmax: m = max z; e = exp(z - m); sum in id order; p = e / sum; pmax = max p.
  *   4. coin = (xorshift64* u32 >> 8) / 2^24, one draw, always.
  *   5. no filter on: the first id (index order) whose running sum of p exceeds the coin.
@@ -18,7 +19,7 @@
  *   8. and with top-p stopping once their running sum exceeds top_p (that one kept).
  *   9. r = coin * (sum of kept p); return the first kept id whose running sum exceeds r
  *      (the last kept one if rounding leaves none).
- *   Every returned token, greedy ones included, is recorded for the presence penalty.
+ *   Every returned token, greedy ones included, is counted for the penalties.
  *   Only NaN logits leave no candidate: then argmax(logits).
  * @module
  */
@@ -37,6 +38,7 @@ export const SAMPLER_DEFAULTS: Readonly<Required<Omit<SamplerOptions, "seed">>> 
   topK: 0,
   minP: 0,
   presencePenalty: 0,
+  frequencyPenalty: 0,
 };
 
 /**
@@ -122,7 +124,7 @@ export function argmax(values: ArrayLike<number>): number {
 
 /**
  * Picks the next token from a logits vector: greedy at temperature 0, otherwise temperature,
- * presence penalty, top-k, min-p and top-p with a seeded xorshift64* (the exact order is in
+ * presence and frequency penalties, top-k, min-p and top-p with a seeded xorshift64* (the exact order is in
  * docs/sampling.md#algorithm). It picks the same tokens as the C engine's sampler
  * ({@linkcode CSession.setSampler}) for the same logits, settings and seed.
  * {@linkcode Qwen3.generate} and {@linkcode Chat.send} make one per run from their options.
@@ -158,11 +160,13 @@ export class Sampler {
   readonly minP: number;
   /** Subtracted from the logit of every token returned so far. */
   readonly presencePenalty: number;
+  /** Times a token was returned so far, subtracted from its logit. */
+  readonly frequencyPenalty: number;
   /** Vocabulary size: the logits' length. */
   readonly vocabSize: number;
   #seedOption: number | bigint | undefined;
   #rng: XorShift64Star;
-  #seen: Uint8Array; // (vocab) 1 when returned before
+  #counts: Uint32Array; // (vocab) times returned
   #seenList: number[] = [];
   #probs: Float32Array; // (vocab) scratch
   #candidates: Int32Array; // (vocab) ids that pass the probability floor
@@ -184,6 +188,7 @@ export class Sampler {
       topK: opts.topK ?? d.topK,
       minP: opts.minP ?? d.minP,
       presencePenalty: opts.presencePenalty ?? d.presencePenalty,
+      frequencyPenalty: opts.frequencyPenalty ?? d.frequencyPenalty,
     };
     check(
       Number.isInteger(vocabSize) && vocabSize > 0,
@@ -206,24 +211,31 @@ export class Sampler {
       o.presencePenalty,
       "a finite number",
     );
+    check(
+      Number.isFinite(o.frequencyPenalty),
+      "frequencyPenalty",
+      o.frequencyPenalty,
+      "a finite number",
+    );
     // The C sampler holds these as floats: round them the same way.
     this.temperature = fround(o.temperature);
     this.topP = fround(o.topP);
     this.topK = o.topK;
     this.minP = fround(o.minP);
     this.presencePenalty = fround(o.presencePenalty);
+    this.frequencyPenalty = fround(o.frequencyPenalty);
     this.vocabSize = vocabSize;
     this.#seedOption = opts.seed;
     this.#rng = new XorShift64Star(toSeed(opts.seed));
-    this.#seen = new Uint8Array(vocabSize);
+    this.#counts = new Uint32Array(vocabSize);
     this.#probs = new Float32Array(vocabSize);
     this.#candidates = new Int32Array(vocabSize);
     this.#ordered = new Int32Array(vocabSize);
   }
 
   /**
-   * Reseeds the random generator and forgets the tokens returned so far (the presence
-   * penalty starts afresh).
+   * Reseeds the random generator and forgets the tokens returned so far (the penalties
+   * start afresh).
    *
    * @param seed The new seed; absent reuses the constructor's, and 0 takes one from the
    * clock.
@@ -231,40 +243,67 @@ export class Sampler {
    */
   reset(seed?: number | bigint): void {
     this.#rng = new XorShift64Star(toSeed(seed ?? this.#seedOption));
-    for (const t of this.#seenList) this.#seen[t] = 0;
+    for (const t of this.#seenList) this.#counts[t] = 0;
     this.#seenList = [];
   }
 
   /**
-   * Samples a token and records it for the presence penalty.
+   * Samples a token and counts it for the penalties.
    *
    * @param logits The model's scores for every token (`vocabSize` values).
    * @returns The token id.
    * @throws {Qwen3Error} `invalid_argument` when `logits` is not `vocabSize` long.
    */
   sample(logits: Float32Array): number {
+    const token = this.pick(logits);
+    this.record(token);
+    return token;
+  }
+
+  /**
+   * Picks a token as {@linkcode Sampler.sample} does (drawing from the random generator)
+   * without counting it for the penalties: a caller that may refuse the token (constrained
+   * decoding) masks it and picks again, then {@linkcode Sampler.record}s the one it keeps.
+   *
+   * @param logits The model's scores for every token (`vocabSize` values).
+   * @returns The token id.
+   * @throws {Qwen3Error} `invalid_argument` when `logits` is not `vocabSize` long.
+   */
+  pick(logits: Float32Array): number {
     if (logits.length !== this.vocabSize) {
       throw new Qwen3Error(
         "invalid_argument",
         `sample: ${logits.length} logits, expected the vocabulary size ${this.vocabSize}`,
       );
     }
-    const token = this.temperature === 0 ? argmax(logits) : this.#sampleSoft(logits);
-    if (!this.#seen[token]) {
-      this.#seen[token] = 1;
-      this.#seenList.push(token);
-    }
-    return token;
+    return this.temperature === 0 ? argmax(logits) : this.#sampleSoft(logits);
+  }
+
+  /**
+   * Counts a token as returned, for the presence and frequency penalties.
+   *
+   * @param token A token id below `vocabSize`.
+   */
+  record(token: number): void {
+    const c = this.#counts[token];
+    if (c === 0) this.#seenList.push(token);
+    if (c < 0xffffffff) this.#counts[token] = c + 1; // saturates, as the C sampler does
   }
 
   #sampleSoft(logits: Float32Array): number {
     const n = this.vocabSize;
     const p = this.#probs;
     // Step 2: penalty, then temperature.
-    const penalise = this.presencePenalty !== 0;
+    const presence = this.presencePenalty;
+    const frequency = this.frequencyPenalty;
+    const counts = this.#counts;
     for (let i = 0; i < n; i++) {
       let z = logits[i];
-      if (penalise && this.#seen[i]) z = fround(z - this.presencePenalty);
+      const c = counts[i];
+      if (c > 0) {
+        if (presence !== 0) z = fround(z - presence);
+        if (frequency !== 0) z = fround(z - fround(fround(c) * frequency));
+      }
       p[i] = fround(z / this.temperature);
     }
     // Step 3: softmax; the max is taken NaN-blind, as argmax does.
