@@ -75,6 +75,7 @@ const OPTIONS = {
   metrics: { type: "boolean" },
   cors: { type: "string" },
   "no-prompt-cache": { type: "boolean" },
+  "no-speculate": { type: "boolean" },
   "group-size": { type: "string" },
   format: { type: "string" },
   type: { type: "string" },
@@ -101,7 +102,9 @@ const SAMPLING_FLAGS = `  -t, --temperature T       0 = greedy (default 1.0)
   --presence-penalty X      penalise tokens already generated (default 0)
   --frequency-penalty X     penalise tokens by how often generated (default 0)
   -s, --seed N              random seed; 0 = from the clock (default 0)
-  -n, --max-tokens N        stop after N new tokens (default: until done or context full)`;
+  -n, --max-tokens N        stop after N new tokens (default: until done or context full)
+  --no-speculate            no speculative decoding (default: on with the C engine; the
+                            output is the same either way, only the speed differs)`;
 
 const HELP: Record<string, string> = {
   main: `qwen3: run Qwen3 language models on the CPU
@@ -207,6 +210,7 @@ Options:
   --metrics                 serve GET /metrics (Prometheus text format)
   --cors ORIGIN             allow browsers from ORIGIN (Access-Control-Allow-Origin)
   --no-prompt-cache         prefill every prompt whole (default: reuse a slot's KV cache)
+  --no-speculate            no speculative decoding (default: on with the C engine)
 ${MODEL_FLAGS}
   -h, --help                this help`,
   info: `Usage: qwen3 info MODEL [options]
@@ -267,6 +271,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "frequency-penalty",
     "seed",
     "max-tokens",
+    "no-speculate",
     "help",
   ],
   generate: [
@@ -283,6 +288,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "frequency-penalty",
     "seed",
     "max-tokens",
+    "no-speculate",
     "help",
   ],
   inference: [
@@ -302,6 +308,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "frequency-penalty",
     "seed",
     "max-tokens",
+    "no-speculate",
     "help",
   ],
   serve: [
@@ -317,6 +324,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "metrics",
     "cors",
     "no-prompt-cache",
+    "no-speculate",
     "engine",
     "context",
     "threads",
@@ -377,7 +385,7 @@ function flag01(v: Values, name: OptionName): boolean {
 }
 
 function samplerOptions(v: Values) {
-  const opts: SamplerOptions & { maxTokens?: number } = {
+  const opts: SamplerOptions & { maxTokens?: number; speculate?: boolean } = {
     temperature: number(v, "temperature", { min: 0 }) ?? 1,
     topP: number(v, "topp", { min: 0 }) ?? 0.9,
     topK: number(v, "top-k", { min: 0, integer: true }) ?? 0,
@@ -388,6 +396,7 @@ function samplerOptions(v: Values) {
   };
   const max = number(v, "max-tokens", { min: 0, integer: true });
   if (max !== undefined) opts.maxTokens = max;
+  if (v["no-speculate"]) opts.speculate = false;
   return opts;
 }
 
@@ -464,7 +473,12 @@ class PieceWriter {
 
 function statsLine(s: GenerationStats): string {
   const line = `prefill ${s.promptTokens} tok ${s.prefillTokensPerSecond.toFixed(1)} tok/s | ` +
-    `decode ${s.generatedTokens} tok ${s.decodeTokensPerSecond.toFixed(1)} tok/s`;
+    `decode ${s.generatedTokens} tok ${s.decodeTokensPerSecond.toFixed(1)} tok/s` +
+    (s.draftedTokens > 0
+      ? ` | drafts ${s.acceptedTokens}/${s.draftedTokens} accepted (${
+        (100 * s.acceptanceRate).toFixed(0)
+      }%)`
+      : "");
   const why = s.stopReason === "context_full"
     ? " (context full: raise -c/--context or start a new chat)"
     : s.stopReason === "max_tokens"
@@ -877,6 +891,7 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
       metrics: v.metrics ?? false,
       cors: v.cors,
       promptCache: !v["no-prompt-cache"],
+      speculate: v["no-speculate"] ? false : undefined,
       log: (line) => void err(`${oneLine(line)}\n`),
       onListen: (addr) =>
         void err(

@@ -396,6 +396,7 @@ export class CSession implements EngineSession {
   #vocab: number;
   #dim: number;
   #disposed = false;
+  #rows = new Float32Array(0); // (tokens, vocab) logits of the last verify
 
   /**
    * Wraps a native context. Internal: sessions come from {@linkcode CEngine.createSession}.
@@ -519,6 +520,30 @@ export class CSession implements EngineSession {
     );
     if (status < 0) throw this.#asyncFailure(status, "qwen3_context_embed");
     return out;
+  }
+
+  /**
+   * Runs `tokens` at positions `position ..` (nonblocking, as {@linkcode CSession.forward})
+   * and returns the logits of every one of them, in one batched pass: row `i` is bit for
+   * bit what `forward` of `tokens[0..i]` one token at a time would return. Speculative
+   * decoding verifies drafted tokens with it, then rewinds past the rejected ones.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns `tokens.length * vocabSize` floats (row `i` at `i * vocabSize`), valid until
+   * the next `verify` on this session.
+   * @throws {Qwen3Error} As {@linkcode CSession.forward}.
+   */
+  async verify(tokens: ArrayLike<number>): Promise<Float32Array> {
+    const buf = this.#validate(tokens);
+    const { lib, ptr } = this.#live();
+    const size = buf.length * this.#vocab;
+    if (this.#rows.length < size) this.#rows = new Float32Array(size);
+    const rows = this.#rows;
+    const status = await this.#run(
+      lib.symbols.qwen3_context_verify_nonblocking(ptr, buf, buf.length, rows),
+    );
+    if (status < 0) throw this.#asyncFailure(status, "qwen3_context_verify");
+    return rows.subarray(0, size);
   }
 
   /**

@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { Qwen3 } from "../src/api/qwen3.ts";
 import { writeRandomModel } from "./helpers/random_model.ts";
 
@@ -64,6 +65,19 @@ Deno.test("generate -t 0: deterministic, and equal on the C and TS engines", asy
   assert.equal(ts.stdout, c1.stdout);
   assert.match(c1.stderr, STATS);
   assert.match(c1.stderr, /decode 12 tok/);
+});
+
+Deno.test("generate: speculation reports its drafts, --no-speculate the same text without", async () => {
+  const demo = fileURLToPath(new URL("../models/demo/model.bin", import.meta.url));
+  const prompt = "one two three four five one two three four five one two";
+  const args = ["generate", demo, "-i", prompt, "-t", "0", "-n", "30"];
+  const on = await qwen3(args);
+  const off = await qwen3([...args, "--no-speculate"]);
+  assert.equal(on.code, 0, on.stderr);
+  assert.equal(off.code, 0, off.stderr);
+  assert.equal(on.stdout, off.stdout);
+  assert.match(on.stderr, / \| drafts \d+\/\d+ accepted \(\d+%\)/);
+  assert.doesNotMatch(off.stderr, /drafts/);
 });
 
 Deno.test("inference --mode generate takes the qwen3-rs long flags, -s seeds sampling", async () => {

@@ -296,6 +296,17 @@ QWEN3_API int32_t qwen3_context_prefill(Qwen3Context* ctx, const int32_t* tokens
 QWEN3_API int32_t qwen3_context_embed(Qwen3Context* ctx, const int32_t* tokens, uint32_t n,
                                       float* out, uint32_t out_len);
 
+/*
+ * As qwen3_context_prefill, and writes the logits of EVERY token: row i (vocab_size
+ * floats at logits_out + i * vocab_size; the caller provides n * vocab_size floats) is,
+ * bit for bit, what qwen3_context_logits gives after running tokens[0..i] one
+ * qwen3_context_decode at a time. It verifies drafted tokens in one batched pass
+ * (speculative decoding): qwen3_context_rewind then drops the rejected ones. Same errors
+ * as qwen3_context_prefill (nothing done, logits_out untouched); afterwards
+ * qwen3_context_logits gives the last row. n = 0 does nothing.
+ */
+QWEN3_API int32_t qwen3_context_verify(Qwen3Context* ctx, const int32_t* tokens, uint32_t n, float* logits_out);
+
 /* The logits (vocab_size floats) of the last token run; NULL before the first run.
  * Valid until the next prefill / decode / rewind on this context. */
 QWEN3_API const float* qwen3_context_logits(const Qwen3Context* ctx);

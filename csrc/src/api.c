@@ -268,6 +268,15 @@ QWEN3_API int32_t qwen3_context_embed(Qwen3Context* ctx, const int32_t* tokens, 
     return qwen3_forward_embed(ctx, tokens, n, out);
 }
 
+QWEN3_API int32_t qwen3_context_verify(Qwen3Context* ctx, const int32_t* tokens, uint32_t n, float* logits_out) {
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", __func__);
+    if (n > 0 && (!tokens || !logits_out)) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: %s is NULL but n is %u", __func__,
+                          !tokens ? "tokens" : "logits_out", n);
+    }
+    return qwen3_forward_tokens_logits(ctx, tokens, n, logits_out);
+}
+
 QWEN3_API const float* qwen3_context_logits(const Qwen3Context* ctx) {
     if (!ctx) {
         qwen3_error_set("%s: ctx is NULL", __func__);

@@ -75,6 +75,14 @@ int32_t qwen3_forward_tokens(Qwen3Context* ctx, const int32_t* tokens, uint32_t 
  */
 int32_t qwen3_forward_embed(Qwen3Context* ctx, const int32_t* tokens, uint32_t n, float* hidden);
 
+/*
+ * As qwen3_forward_tokens, and writes every token's logits: row i (vocab_size floats at
+ * logits + i * vocab_size) is bit for bit what running tokens[0..i] one call per token
+ * leaves, so a batch of drafted tokens is verified in one pass. Same checks and errors;
+ * the context's own logits are the last row's afterwards.
+ */
+int32_t qwen3_forward_tokens_logits(Qwen3Context* ctx, const int32_t* tokens, uint32_t n, float* logits);
+
 /* ---- the fp32 building blocks, exposed for tests ---- */
 
 /* out = x / sqrt(mean(x^2) + eps) * w; out may equal x. */

@@ -523,6 +523,31 @@ static void check_prefill_bits(Qwen3Model* m, const char* name, const char* tier
               "%s/%s: prefill split %u+%u+%u differs from token by token", name, tier, splits[k][0], splits[k][1],
               splits[k][2]);
     }
+    /* a verify pass (every token's logits) from any position: each row is the logits a
+     * decode step of that token left, across forward blocks too; then the cache matches */
+    static const uint32_t verifies[][2] = {{0, 1}, {0, 9}, {37, 8}, {60, 70}, {150, 50}};
+    const size_t n_verifies = emulated ? 2 : sizeof verifies / sizeof verifies[0];
+    float* rows = (float*)malloc((size_t)EQ_TOKENS * vocab * sizeof(float));
+    CHECK(rows != NULL, "verify rows");
+    for (size_t k = 0; k < n_verifies && rows; k++) {
+        const uint32_t at = verifies[k][0], n = verifies[k][1];
+        batch.pos = 0;
+        CHECK(at == 0 || qwen3_forward_tokens(&batch, tokens, at) == QWEN3_OK, "verify prefix");
+        CHECK(qwen3_forward_tokens_logits(&batch, tokens + at, n, rows) == QWEN3_OK, "verify %u at %u: %s", n, at,
+              qwen3_get_last_error());
+        CHECK(batch.pos == at + n && batch.has_logits, "verify position %u", batch.pos);
+        for (uint32_t i = 0; i < n; i++) {
+            if (memcmp(rows + (size_t)i * vocab, want + (size_t)(at + i) * vocab, vocab * sizeof(float)) != 0) {
+                CHECK(0, "%s/%s/%u threads: verify of %u tokens at %u: row %u differs from token by token", name,
+                      tier, threads, n, at, i);
+                break;
+            }
+        }
+        CHECK(memcmp(batch.logits, want + (size_t)(at + n - 1) * vocab, vocab * sizeof(float)) == 0 &&
+                  kv_equal(&batch, &step, at + n, where, sizeof where),
+              "%s/%s: verify of %u at %u: context logits or cache differ", name, tier, n, at);
+    }
+    free(rows);
     /* the cache really holds what the test compares: rewinding the step context into the
      * middle and decoding a different token must change later logits */
     step.pos = 100;

@@ -146,6 +146,12 @@ export interface Qwen3GenerateOptions extends GenerateOptions {
    * {@linkcode JsonTokenConstraint} for JSON output); generation ends once it is `closed`.
    */
   constraint?: TokenConstraint;
+  /**
+   * With `session`: the tokens it already holds, in order, for speculative decoding to
+   * search for drafts besides the prompt (the server's prompt cache passes the prefix it
+   * reused). Only read for drafts: it changes the speed, never the text.
+   */
+  history?: readonly number[];
 }
 
 /** Options of {@link Qwen3.chat}. */
@@ -441,6 +447,8 @@ export class Qwen3 implements Disposable {
         think: special.think,
         maxTokens: opts.maxTokens,
         signal: opts.signal,
+        speculate: opts.speculate ?? engine.kind === "c",
+        history: opts.history,
         logprobs: opts.logprobs,
         constraint: opts.constraint,
         live,
@@ -599,6 +607,7 @@ export class Chat implements Disposable {
   #history: ChatMessage[] = [];
   /** Tokens owed to the KV cache before the next turn: the end of the last reply. */
   #carry: number[] = [];
+  #fed: number[] = []; // every token in the session's KV cache, in order (prompt lookup reads it)
   #turns = 0;
   #busy = false;
   #stats: GenerationStats | undefined;
@@ -692,15 +701,17 @@ export class Chat implements Disposable {
     const carry = this.#carry;
     // Encoded against the free positions, so a turn that cannot fit (a 10 MB paste) ends as
     // context_full after work bounded by the context, not by the text.
-    const prompt = (free: number) => [
-      ...carry,
-      ...encodeTurn(model.tokenizer, model.templates, {
-        user: text,
-        system: first ? this.system : undefined,
-        thinking: this.thinking,
-        first,
-      }, { limit: Math.max(0, free - carry.length) }),
-    ];
+    let fed: readonly number[] = [];
+    const prompt = (free: number) =>
+      fed = [
+        ...carry,
+        ...encodeTurn(model.tokenizer, model.templates, {
+          user: text,
+          system: first ? this.system : undefined,
+          thinking: this.thinking,
+          first,
+        }, { limit: Math.max(0, free - carry.length) }),
+      ];
     this.#busy = true;
     try {
       yield* runGeneration({
@@ -712,6 +723,8 @@ export class Chat implements Disposable {
         think: special.think,
         maxTokens: opts.maxTokens,
         signal: opts.signal,
+        speculate: opts.speculate ?? model.engine.kind === "c",
+        history: this.#fed,
         live: () => this.#live(),
       }, result);
     } finally {
@@ -721,6 +734,10 @@ export class Chat implements Disposable {
         // The reply is closed in the cache as the template would have it, however it ended:
         // its last unfed token (if any), then <|im_end|> and a newline, fed with the next turn.
         this.#carry = [...result.unfed, special.imEnd, ...special.newline];
+        this.#fed.push(
+          ...fed,
+          ...result.tokens.slice(0, result.tokens.length - result.unfed.length),
+        );
         this.#turns++;
         this.#history.push({ role: "user", content: text });
         const reply: ChatMessage = { role: "assistant", content: result.text };

@@ -348,7 +348,46 @@ export class TsSession implements EngineSession {
     }
   }
 
+  /**
+   * Runs `tokens` at positions `position ..` and returns the logits of every one of them
+   * (row `i` is what {@linkcode TsSession.forward} of `tokens[0..i]` one at a time
+   * returns). This engine runs tokens one by one anyway, so it saves no time here; it
+   * keeps the {@linkcode EngineSession} contract the generation loop's speculative
+   * decoding uses.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns `tokens.length * vocabSize` floats (row `i` at `i * vocabSize`).
+   * @throws {Qwen3Error} As {@linkcode TsSession.forward}.
+   */
+  verify(tokens: ArrayLike<number>): Promise<Float32Array> {
+    try {
+      this.#check(tokens, "verify");
+      const n = tokens.length;
+      const vocab = this.#engine.config.vocabSize;
+      const rows = new Float32Array(n * vocab);
+      this.#kv.reserve(this.#position + n);
+      for (let i = 0; i < n; i++) {
+        this.#step(tokens[i], this.#position, "logits");
+        this.#position++;
+        rows.set(this.#s.logits, i * vocab);
+      }
+      return Promise.resolve(rows);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
   #run(tokens: ArrayLike<number>, want: "logits" | "hidden"): void {
+    this.#check(tokens, want === "hidden" ? "embed" : "forward");
+    const n = tokens.length;
+    this.#kv.reserve(this.#position + n);
+    for (let i = 0; i < n; i++) {
+      this.#step(tokens[i], this.#position, i === n - 1 ? want : undefined);
+      this.#position++;
+    }
+  }
+
+  #check(tokens: ArrayLike<number>, what: string): void {
     if (this.#disposed) {
       throw new Qwen3Error("disposed", "this session was disposed; create a new one");
     }
@@ -356,7 +395,7 @@ export class TsSession implements EngineSession {
     if (n === 0) {
       throw new Qwen3Error(
         "invalid_argument",
-        `${want === "hidden" ? "embed" : "forward"}: no tokens`,
+        `${what}: no tokens`,
       );
     }
     if (this.#position + n > this.contextLength) {
@@ -374,11 +413,6 @@ export class TsSession implements EngineSession {
           `token id ${t} at index ${i} is outside the vocabulary (0..${vocab - 1})`,
         );
       }
-    }
-    this.#kv.reserve(this.#position + n);
-    for (let i = 0; i < n; i++) {
-      this.#step(tokens[i], this.#position, i === n - 1 ? want : undefined);
-      this.#position++;
     }
   }
 

@@ -63,6 +63,13 @@ export interface ServerOptions {
    */
   promptCache?: boolean;
   /**
+   * Speculative decoding by prompt lookup for every request (replies are the same either
+   * way, docs/sampling.md#speculative-decoding); false turns it off.
+   *
+   * @default {true on the C engine, false on the TypeScript engine}
+   */
+  speculate?: boolean;
+  /**
    * Serve `GET /metrics` (Prometheus text format); otherwise it is a 404.
    *
    * @default {false}
@@ -250,6 +257,7 @@ export function startServer(model: Qwen3 | Promise<Qwen3>, opts: ServerOptions =
       closing: closing.signal,
       cache: new PromptCache(m, parallel, opts.promptCache ?? true),
       metrics,
+      speculate: opts.speculate,
     };
   })();
   const apiKey = opts.apiKey;
