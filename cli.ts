@@ -1,5 +1,5 @@
 /**
- * The `qwen3` command line: chat with a model, continue a prompt, tokenize text, describe
+ * The `qwen3` command line: chat with a model, continue a prompt, tokenize or embed text, describe
  * a model file, export a Hugging Face model. Run it as `deno run -A jsr:@q3/qwen3/cli
  * <command>` (or `deno run -A cli.ts <command>` in a checkout); `qwen3 chat` with no model
  * chats with the demo model ({@linkcode demoModelPath}).
@@ -10,6 +10,7 @@
  * deno run -A cli.ts generate model.bin -i "The future of AI is" -t 0 -n 64
  * deno run -A cli.ts inference model.bin --mode generate --input "Hello" --temperature 0.7
  * deno run -A cli.ts tokenize tokenizer.json -i "Hello world"
+ * deno run -A cli.ts embed qwen3-embedding.bin -i "The sea" -i "The sun" --dimensions 256
  * deno run -A cli.ts info model.bin
  * deno run -A cli.ts export Qwen3-0.6B qwen3-0.6b.bin
  * ```
@@ -21,6 +22,7 @@
  * @module
  */
 
+import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { cpuFeatures, kernelName } from "./ffi/c_engine.ts";
 import { libraryPath } from "./ffi/library.ts";
@@ -29,9 +31,9 @@ import {
   DEFAULT_GROUP_SIZE,
   type ExportFormat,
   exportHfModel,
+  GGUF_MIXTURE_TYPES,
   GGUF_WEIGHT_TYPES,
   type GgufWeightType,
-  LLAMA_CPP_ONLY_TYPES,
 } from "./src/export/export.ts";
 import type { GenerationStats, Piece, PieceKind } from "./src/api/generate.ts";
 import { demoModelPath } from "./src/api/demo.ts";
@@ -73,10 +75,13 @@ const OPTIONS = {
   metrics: { type: "boolean" },
   cors: { type: "string" },
   "no-prompt-cache": { type: "boolean" },
+  "no-speculate": { type: "boolean" },
   "group-size": { type: "string" },
   format: { type: "string" },
   type: { type: "string" },
   force: { type: "boolean" },
+  dimensions: { type: "string" },
+  instruction: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -97,7 +102,9 @@ const SAMPLING_FLAGS = `  -t, --temperature T       0 = greedy (default 1.0)
   --presence-penalty X      penalise tokens already generated (default 0)
   --frequency-penalty X     penalise tokens by how often generated (default 0)
   -s, --seed N              random seed; 0 = from the clock (default 0)
-  -n, --max-tokens N        stop after N new tokens (default: until done or context full)`;
+  -n, --max-tokens N        stop after N new tokens (default: until done or context full)
+  --no-speculate            no speculative decoding (default: on with the C engine; the
+                            output is the same either way, only the speed differs)`;
 
 const HELP: Record<string, string> = {
   main: `qwen3: run Qwen3 language models on the CPU
@@ -110,6 +117,8 @@ Commands:
   inference MODEL           qwen3-rs / qwen3.c style: --mode chat|generate
   tokenize MODEL|tokenizer.json -i TEXT
                             print the token ids of TEXT
+  embed MODEL -i TEXT [-i TEXT ...]
+                            embeddings (Qwen3-Embedding) of texts, as JSON
   info MODEL                model configuration, format, kernels and CPU features
   export HF_DIR OUT         convert a Hugging Face Qwen3 folder to model.bin or GGUF
   serve [MODEL]             OpenAI-compatible HTTP server (chat and text completions)
@@ -151,6 +160,20 @@ Options:
 ${MODEL_FLAGS}
 ${SAMPLING_FLAGS}
   -h, --help                this help`,
+  embed: `Usage: qwen3 embed MODEL -i TEXT [-i TEXT ...] [options]
+
+Prints the embeddings of the texts as JSON: {"model", "dimensions", "instruction",
+"data": [{"index", "text", "tokens", "embedding": [...]}, ...]}, one entry per line. Each
+text (with --instruction: "Instruct: {instruction}\nQuery:{text}", the Qwen3-Embedding
+query format) is followed by <|endoftext|>; the embedding is the last token's final hidden
+state, L2-normalised. MODEL should be a Qwen3-Embedding model (qwen3 export reads them).
+
+Options:
+  -i, --input TEXT          a text to embed (required; repeat for more)
+  --dimensions N            keep the first N values, then renormalise (default: all)
+  --instruction TEXT        task description for queries (documents go without)
+${MODEL_FLAGS}
+  -h, --help                this help`,
   tokenize: `Usage: qwen3 tokenize MODEL|tokenizer.json -i TEXT [--special]
 
 Prints the token ids of TEXT, separated by spaces. MODEL uses the tokenizer beside the
@@ -163,12 +186,13 @@ Options:
   serve: `Usage: qwen3 serve [MODEL] [options]
 
 Serves MODEL (default: the demo model) over HTTP with OpenAI's API, as llama-server does:
-POST /v1/chat/completions and /v1/completions (JSON or streamed server-sent events), GET
-/v1/models, GET /health, POST /tokenize, /detokenize and /apply-template, and a chat page at
-/. Sampling is per request. Conversations are rendered with the model's own Jinja chat
-template (a GGUF's, or chat_template.jinja / tokenizer_config.json beside the model), else
-Qwen3's. The server listens at once; until the model is loaded, GET /health answers 503
-{"status": "loading"}. Ctrl-C stops it.
+POST /v1/chat/completions and /v1/completions (JSON or streamed server-sent events), POST
+/v1/embeddings (with a Qwen3-Embedding model), GET /v1/models, GET /health, POST /tokenize,
+/detokenize and /apply-template, and a chat page at /. Sampling is per request.
+Conversations are rendered with the model's own Jinja chat template (a GGUF's, or
+chat_template.jinja / tokenizer_config.json beside the model), else Qwen3's. The server
+listens at once; until the model is loaded, GET /health answers 503 {"status": "loading"}.
+Ctrl-C stops it.
 
 Options:
   --host ADDR               address to listen on (default 127.0.0.1; 0.0.0.0 exposes it
@@ -186,6 +210,7 @@ Options:
   --metrics                 serve GET /metrics (Prometheus text format)
   --cors ORIGIN             allow browsers from ORIGIN (Access-Control-Allow-Origin)
   --no-prompt-cache         prefill every prompt whole (default: reuse a slot's KV cache)
+  --no-speculate            no speculative decoding (default: on with the C engine)
 ${MODEL_FLAGS}
   -h, --help                this help`,
   info: `Usage: qwen3 info MODEL [options]
@@ -219,10 +244,9 @@ Options:
                             divides every row width)
   --type TYPE               gguf weight type (norms are always F32): q8_0 (default), f16,
                             bf16, f32, or one of llama.cpp's quantised mixtures
-                            ${LLAMA_CPP_ONLY_TYPES.join(", ")}: tensor for tensor
+                            ${GGUF_MIXTURE_TYPES.join(", ")}: tensor for tensor
                             and byte for byte what llama-quantize writes from the same
-                            weights. Those files are for llama.cpp: this version's engines
-                            do not load their block types yet. Q4_K quantises at about
+                            weights (both engines run them). Q4_K quantises at about
                             1 M values/s per thread in TypeScript
   --threads N               threads that quantise those mixtures (default: all CPUs; the
                             bytes do not depend on it)
@@ -247,6 +271,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "frequency-penalty",
     "seed",
     "max-tokens",
+    "no-speculate",
     "help",
   ],
   generate: [
@@ -263,6 +288,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "frequency-penalty",
     "seed",
     "max-tokens",
+    "no-speculate",
     "help",
   ],
   inference: [
@@ -282,6 +308,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "frequency-penalty",
     "seed",
     "max-tokens",
+    "no-speculate",
     "help",
   ],
   serve: [
@@ -297,12 +324,14 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "metrics",
     "cors",
     "no-prompt-cache",
+    "no-speculate",
     "engine",
     "context",
     "threads",
     "help",
   ],
   tokenize: ["input", "special", "help"],
+  embed: ["input", "dimensions", "instruction", "engine", "context", "threads", "help"],
   info: ["engine", "help"],
   export: ["group-size", "format", "type", "threads", "force", "help"],
 };
@@ -356,7 +385,7 @@ function flag01(v: Values, name: OptionName): boolean {
 }
 
 function samplerOptions(v: Values) {
-  const opts: SamplerOptions & { maxTokens?: number } = {
+  const opts: SamplerOptions & { maxTokens?: number; speculate?: boolean } = {
     temperature: number(v, "temperature", { min: 0 }) ?? 1,
     topP: number(v, "topp", { min: 0 }) ?? 0.9,
     topK: number(v, "top-k", { min: 0, integer: true }) ?? 0,
@@ -367,6 +396,7 @@ function samplerOptions(v: Values) {
   };
   const max = number(v, "max-tokens", { min: 0, integer: true });
   if (max !== undefined) opts.maxTokens = max;
+  if (v["no-speculate"]) opts.speculate = false;
   return opts;
 }
 
@@ -443,7 +473,12 @@ class PieceWriter {
 
 function statsLine(s: GenerationStats): string {
   const line = `prefill ${s.promptTokens} tok ${s.prefillTokensPerSecond.toFixed(1)} tok/s | ` +
-    `decode ${s.generatedTokens} tok ${s.decodeTokensPerSecond.toFixed(1)} tok/s`;
+    `decode ${s.generatedTokens} tok ${s.decodeTokensPerSecond.toFixed(1)} tok/s` +
+    (s.draftedTokens > 0
+      ? ` | drafts ${s.acceptedTokens}/${s.draftedTokens} accepted (${
+        (100 * s.acceptanceRate).toFixed(0)
+      }%)`
+      : "");
   const why = s.stopReason === "context_full"
     ? " (context full: raise -c/--context or start a new chat)"
     : s.stopReason === "max_tokens"
@@ -610,6 +645,37 @@ async function cmdTokenize(path: string, v: Values): Promise<void> {
     )
     : await Tokenizer.load(path);
   await out(tokenizer.encode(text, { special: v.special ?? false }).join(" ") + "\n");
+}
+
+async function cmdEmbed(path: string, v: Values): Promise<void> {
+  // parse() made input a list for this command
+  const texts = (v.input as unknown as string[] | undefined) ?? [];
+  if (texts.length === 0) throw new UsageError("embed needs at least one text: -i/--input TEXT");
+  const dimensions = number(v, "dimensions", { min: 1, integer: true });
+  using model = await loadModel(path, v);
+  if (dimensions !== undefined && dimensions > model.config.dim) {
+    throw new UsageError(
+      `--dimensions must be at most the model's dim ${model.config.dim}, got "${v.dimensions}"`,
+    );
+  }
+  const instruction = v.instruction || undefined;
+  const vectors = await interruptible((signal) =>
+    model.embed(texts, { dimensions, instruction, signal })
+  );
+  const entries = vectors.map((e, index) =>
+    JSON.stringify({
+      index,
+      text: texts[index],
+      tokens: model.embeddingTokens(texts[index], instruction).length,
+      embedding: Array.from(e),
+    })
+  );
+  const head = JSON.stringify({
+    model: basename(path),
+    dimensions: dimensions ?? model.config.dim,
+    instruction: instruction ?? null,
+  }).slice(0, -1);
+  await out(`${head},"data":[\n${entries.join(",\n")}\n]}\n`);
 }
 
 function formatBytes(n: number): string {
@@ -834,6 +900,7 @@ async function cmdServe(path: string | undefined, v: Values): Promise<number> {
       metrics: v.metrics ?? false,
       cors: v.cors,
       promptCache: !v["no-prompt-cache"],
+      speculate: v["no-speculate"] ? false : undefined,
       log: (line) => void err(`${oneLine(line)}\n`),
       onListen: (addr) =>
         void err(
@@ -905,7 +972,12 @@ function glueNegativeValues(args: string[]): string[] {
 
 function parse(command: string, args: string[]) {
   const accepted = ACCEPTS[command];
-  const options = Object.fromEntries(accepted.map((k) => [k, OPTIONS[k]]));
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; short?: string; multiple?: boolean }
+  > = Object.fromEntries(accepted.map((k) => [k, OPTIONS[k]]));
+  // embed takes -i once per text; elsewhere the last -i wins
+  if (command === "embed") options.input = { ...OPTIONS.input, multiple: true };
   const { values, positionals } = parseArgs({
     args: glueNegativeValues(args),
     options: options as typeof OPTIONS,
@@ -985,6 +1057,10 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     if (command === "export") return await cmdExport(path, positionals[1], v);
+    if (command === "embed") {
+      await cmdEmbed(path, v);
+      return 0;
+    }
     if (command === "info") {
       using model = await loadModel(path, v);
       await cmdInfo(model);

@@ -6,7 +6,8 @@
  * - {@linkcode Qwen3}: load a model (qwen3.c `model.bin`, qwen3-rs checkpoint or GGUF)
  *   with its tokenizer and chat templates; {@linkcode Qwen3.generate} continues a prompt,
  *   {@linkcode Qwen3.chat} starts a {@linkcode Chat} with its own KV cache. Both stream
- *   {@linkcode Piece}s through a {@linkcode Generation}.
+ *   {@linkcode Piece}s through a {@linkcode Generation}. {@linkcode Qwen3.embed} turns text
+ *   into unit vectors with a Qwen3-Embedding model ({@linkcode EmbedOptions}).
  * - {@linkcode demoModelPath}: the 4.2M-parameter demo model that ships with the package.
  * - {@linkcode Tokenizer}, {@linkcode Sampler}, {@linkcode TextStreamDecoder}: the parts the
  *   generation loop is made of; {@linkcode JsonTokenConstraint} and {@linkcode compileSchema}:
@@ -38,6 +39,7 @@
 
 export { Chat, Qwen3 } from "./src/api/qwen3.ts";
 export { demoModelPath } from "./src/api/demo.ts";
+export type { EmbedOptions } from "./src/api/embed.ts";
 export type {
   ChatMessage,
   ChatOptions,

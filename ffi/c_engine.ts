@@ -361,7 +361,11 @@ export class CEngine implements Engine {
       throw new Qwen3Error("out_of_memory", lastError(h.lib) || "qwen3_context_new failed");
     }
     h.liveContexts++;
-    return new CSession({ model: h, ptr, busy: undefined }, this.config.vocabSize);
+    return new CSession(
+      { model: h, ptr, busy: undefined },
+      this.config.vocabSize,
+      this.config.dim,
+    );
   }
 
   /** True once disposed. */
@@ -405,18 +409,22 @@ export class CSession implements EngineSession {
   readonly contextLength: number;
   #handle: ContextHandle;
   #vocab: number;
+  #dim: number;
   #disposed = false;
+  #rows = new Float32Array(0); // (tokens, vocab) logits of the last verify
 
   /**
    * Wraps a native context. Internal: sessions come from {@linkcode CEngine.createSession}.
    *
    * @param handle The native context and its model.
    * @param vocabSize The model's vocabulary size.
+   * @param dim The model's hidden state width.
    * @ignore
    */
-  constructor(handle: ContextHandle, vocabSize: number) {
+  constructor(handle: ContextHandle, vocabSize: number, dim: number) {
     this.#handle = handle;
     this.#vocab = vocabSize;
+    this.#dim = dim;
     this.contextLength = handle.model.lib.symbols.qwen3_context_length(handle.ptr);
     contextRegistry.register(this, handle, handle);
   }
@@ -506,6 +514,51 @@ export class CSession implements EngineSession {
     );
     if (status < 0) throw this.#asyncFailure(status, "qwen3_context_prefill");
     return this.#logits();
+  }
+
+  /**
+   * Runs `tokens` as {@linkcode CSession.forward} does (a nonblocking call on a worker
+   * thread) but returns the last token's final hidden state (`rmsnorm(x) * final_norm`)
+   * instead of logits; the classifier is not run (`qwen3_context_embed`). Afterwards the
+   * session has no logits until the next forward pass.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns A new array of `dim` floats, not normalised.
+   * @throws {Qwen3Error} As {@linkcode CSession.forward}.
+   */
+  async embed(tokens: ArrayLike<number>): Promise<Float32Array> {
+    const buf = this.#validate(tokens);
+    const { lib, ptr } = this.#live();
+    const out = new Float32Array(this.#dim);
+    const status = await this.#run(
+      lib.symbols.qwen3_context_embed_nonblocking(ptr, buf, buf.length, out, out.length),
+    );
+    if (status < 0) throw this.#asyncFailure(status, "qwen3_context_embed");
+    return out;
+  }
+
+  /**
+   * Runs `tokens` at positions `position ..` (nonblocking, as {@linkcode CSession.forward})
+   * and returns the logits of every one of them, in one batched pass: row `i` is bit for
+   * bit what `forward` of `tokens[0..i]` one token at a time would return. Speculative
+   * decoding verifies drafted tokens with it, then rewinds past the rejected ones.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns `tokens.length * vocabSize` floats (row `i` at `i * vocabSize`), valid until
+   * the next `verify` on this session.
+   * @throws {Qwen3Error} As {@linkcode CSession.forward}.
+   */
+  async verify(tokens: ArrayLike<number>): Promise<Float32Array> {
+    const buf = this.#validate(tokens);
+    const { lib, ptr } = this.#live();
+    const size = buf.length * this.#vocab;
+    if (this.#rows.length < size) this.#rows = new Float32Array(size);
+    const rows = this.#rows;
+    const status = await this.#run(
+      lib.symbols.qwen3_context_verify_nonblocking(ptr, buf, buf.length, rows),
+    );
+    if (status < 0) throw this.#asyncFailure(status, "qwen3_context_verify");
+    return rows.subarray(0, size);
   }
 
   /**

@@ -164,6 +164,29 @@ export const SYMBOLS = {
     ],
     result: "i32", // int32_t
   },
+  // int32_t qwen3_context_embed(Qwen3Context* ctx, const int32_t* tokens, uint32_t n,
+  //                             float* out, uint32_t out_len)
+  qwen3_context_embed: {
+    parameters: [
+      "pointer", // Qwen3Context* ctx
+      "buffer", // const int32_t* tokens
+      "u32", // uint32_t n
+      "buffer", // float* out
+      "u32", // uint32_t out_len
+    ],
+    result: "i32", // int32_t
+  },
+  // int32_t qwen3_context_verify(Qwen3Context* ctx, const int32_t* tokens, uint32_t n,
+  //                              float* logits_out)
+  qwen3_context_verify: {
+    parameters: [
+      "pointer", // Qwen3Context* ctx
+      "buffer", // const int32_t* tokens
+      "u32", // uint32_t n
+      "buffer", // float* logits_out (n * vocab_size floats)
+    ],
+    result: "i32", // int32_t
+  },
   // const float* qwen3_context_logits(const Qwen3Context* ctx)
   qwen3_context_logits: {
     parameters: [
@@ -251,6 +274,16 @@ export const NONBLOCKING_SYMBOLS = {
   qwen3_context_prefill_nonblocking: {
     ...SYMBOLS.qwen3_context_prefill,
     name: "qwen3_context_prefill",
+    nonblocking: true,
+  },
+  qwen3_context_embed_nonblocking: {
+    ...SYMBOLS.qwen3_context_embed,
+    name: "qwen3_context_embed",
+    nonblocking: true,
+  },
+  qwen3_context_verify_nonblocking: {
+    ...SYMBOLS.qwen3_context_verify,
+    name: "qwen3_context_verify",
     nonblocking: true,
   },
   qwen3_context_decode_nonblocking: {

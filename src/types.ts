@@ -95,6 +95,32 @@ export interface EngineSession extends Disposable {
    */
   forward(tokens: ArrayLike<number>): Promise<Float32Array>;
   /**
+   * Runs the model over `tokens` as {@linkcode EngineSession.forward} does (same positions,
+   * KV cache and errors) but returns the last token's final hidden state,
+   * `rmsnorm(x) * final_norm` (the classifier's input), and never runs the classifier:
+   * last-token pooling for embedding models ({@linkcode Qwen3.embed} normalises it).
+   * Afterwards the session has no logits until the next forward pass.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns A new array of `dim` floats, not normalised.
+   * @throws {Qwen3Error} As {@linkcode EngineSession.forward}.
+   */
+  embed(tokens: ArrayLike<number>): Promise<Float32Array>;
+  /**
+   * Runs the model over `tokens` as {@linkcode EngineSession.forward} does and returns the
+   * logits of every one of them: row `i` is bit for bit what `forward` of `tokens[0..i]`,
+   * one token per call, would return. Speculative decoding verifies drafted tokens with
+   * it in one pass ({@linkcode EngineSession.rewind} then drops the rejected ones); the C
+   * engine runs them as one batch, the TypeScript engine one by one. Both engines have it;
+   * a session without it (a stand-in written for a test) is decoded without speculation.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns `tokens.length * vocabSize` floats, row `i` at `i * vocabSize`, valid until
+   * the next call on this session.
+   * @throws {Qwen3Error} As {@linkcode EngineSession.forward}.
+   */
+  verify?(tokens: ArrayLike<number>): Promise<Float32Array>;
+  /**
    * Forgets the tokens from `position` on: the next {@linkcode EngineSession.forward}
    * runs at `position`.
    *

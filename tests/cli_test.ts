@@ -1,10 +1,12 @@
 /**
  * The command line end to end, as a user runs it (`deno run -A cli.ts ...`), on a tiny
  * random-weight model: deterministic greedy output equal for both engines, chat over stdin,
- * tokenize, info, --help, and one clear `error:` line for bad paths, flags and values.
+ * tokenize, embed, info, --help, and one clear `error:` line for bad paths, flags and values.
  */
 
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { Qwen3 } from "../src/api/qwen3.ts";
 import { writeRandomModel } from "./helpers/random_model.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "qwen3_cli_test_" });
@@ -63,6 +65,19 @@ Deno.test("generate -t 0: deterministic, and equal on the C and TS engines", asy
   assert.equal(ts.stdout, c1.stdout);
   assert.match(c1.stderr, STATS);
   assert.match(c1.stderr, /decode 12 tok/);
+});
+
+Deno.test("generate: speculation reports its drafts, --no-speculate the same text without", async () => {
+  const demo = fileURLToPath(new URL("../models/demo/model.bin", import.meta.url));
+  const prompt = "one two three four five one two three four five one two";
+  const args = ["generate", demo, "-i", prompt, "-t", "0", "-n", "30"];
+  const on = await qwen3(args);
+  const off = await qwen3([...args, "--no-speculate"]);
+  assert.equal(on.code, 0, on.stderr);
+  assert.equal(off.code, 0, off.stderr);
+  assert.equal(on.stdout, off.stdout);
+  assert.match(on.stderr, / \| drafts \d+\/\d+ accepted \(\d+%\)/);
+  assert.doesNotMatch(off.stderr, /drafts/);
 });
 
 Deno.test("inference --mode generate takes the qwen3-rs long flags, -s seeds sampling", async () => {
@@ -158,8 +173,39 @@ Deno.test("info shows config, format, size, kernel, CPU features, tokenizer exac
   ) assert.match(r.stdout, re);
 });
 
+Deno.test("embed prints JSON: one unit vector per -i, as Qwen3.embed gives, on both engines", async () => {
+  const args = ["embed", modelPath, "-i", "The sea", "-i", "The sun is hot", "--dimensions", "8"];
+  const c = await qwen3([...args, "--instruction", "Find the weather"]);
+  assert.equal(c.code, 0, c.stderr);
+  const ts = await qwen3([...args, "--instruction", "Find the weather", "--engine", "ts"]);
+  assert.equal(ts.stdout, c.stdout);
+  const r = JSON.parse(c.stdout);
+  assert.equal(r.dimensions, 8);
+  assert.equal(r.instruction, "Find the weather");
+  assert.equal(r.data.length, 2);
+  using model = await Qwen3.load(modelPath);
+  const want = await model.embed(["The sea", "The sun is hot"], {
+    dimensions: 8,
+    instruction: "Find the weather",
+  });
+  for (const [i, d] of r.data.entries()) {
+    assert.equal(d.index, i);
+    assert.deepEqual(Float32Array.from(d.embedding), want[i]);
+    assert.equal(d.tokens, model.embeddingTokens(d.text, "Find the weather").length);
+  }
+  // without the instruction the vectors differ
+  const plain = JSON.parse((await qwen3(args)).stdout);
+  assert.notDeepEqual(plain.data[0].embedding, r.data[0].embedding);
+  assertOneErrorLine(await qwen3(["embed", modelPath]), "-i");
+  assertOneErrorLine(
+    await qwen3(["embed", modelPath, "-i", "x", "--dimensions", "100000"]),
+    "dimensions",
+    "100000",
+  );
+});
+
 Deno.test("--help on every command", async () => {
-  for (const cmd of ["chat", "generate", "inference", "tokenize", "info"]) {
+  for (const cmd of ["chat", "generate", "inference", "tokenize", "embed", "info"]) {
     const r = await qwen3([cmd, "--help"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`^Usage: qwen3 ${cmd}`));

@@ -304,14 +304,14 @@ const ROWS: Row[] = [
   { what: "a missing model file", make: () => Promise.resolve(`${dir}/none.bin`), expect: "io" },
   { what: "a good GGUF", make: () => gguf(() => {}), expect: "ok" },
   {
-    what: "a GGUF with an unused tensor of a type the engines cannot run (Q4_K)",
+    what: "a GGUF with an unused tensor of a type the engines cannot run (Q3_K)",
     make: () =>
       gguf((_, t) => {
-        // laid out as 256 F32 values (1 KiB); listed as one Q4_K block of 144 bytes
+        // laid out as 256 F32 values (1 KiB); listed as one Q3_K block of 110 bytes
         t.push({
-          spec: { name: "extra.q4_k", dims: [256], type: GgmlType.F32 },
+          spec: { name: "extra.q3_k", dims: [256], type: GgmlType.F32 },
           data: new Uint8Array(1024),
-          tableType: 12,
+          tableType: 11,
         });
       }),
     expect: "ok",
@@ -424,7 +424,7 @@ const SITES: {
       }),
     message: (p, q) =>
       `${p}: GGUF tensor '${q}' has ggml type 99, unknown to this engine (it runs F32, F16, ` +
-      "BF16, Q8_0, Q4_0)",
+      "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
     code: "unsupported",
   },
   {

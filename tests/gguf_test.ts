@@ -255,16 +255,16 @@ const BAD: { what: string; mutate: Mutation; c: RegExp; ts: RegExp }[] = [
     ts: /'blk.0.attn_v.weight' has ggml type 99/,
   },
   {
-    what: "a type the engines cannot run (Q4_K)",
+    what: "a type the engines cannot run (Q3_K)",
     mutate: (_, t) => {
-      // 64 x 128 F16 (16 KiB) listed as Q4_K [256, 32]: 32 blocks of 144 bytes fit in it
+      // 64 x 128 F16 (16 KiB) listed as Q3_K [256, 32]: 32 blocks of 110 bytes fit in it
       const x = tensor(t, "blk.0.ffn_down.weight");
       x.spec = { ...x.spec, dims: [256, 32], type: GgmlType.F16 };
       x.data = new Uint8Array(256 * 32 * 2);
-      x.tableType = 12;
+      x.tableType = 11;
     },
-    c: /'blk.0.ffn_down.weight' has ggml type 12 \(Q4_K\), which this engine cannot run/,
-    ts: /'blk.0.ffn_down.weight' has ggml type 12 \(Q4_K\), which this engine cannot run/,
+    c: /'blk.0.ffn_down.weight' has ggml type 11 \(Q3_K\), which this engine cannot run/,
+    ts: /'blk.0.ffn_down.weight' has ggml type 11 \(Q3_K\), which this engine cannot run/,
   },
 ];
 

@@ -413,6 +413,7 @@ Deno.test("generation loop: refused picks masked, then every refused token at on
       return Promise.resolve(logits);
     },
     rewind: (p: number) => void (position = p),
+    embed: () => Promise.reject(new Error("a generation never embeds")),
     [Symbol.dispose]: () => {},
   };
   const run = (temperature: number, seed = 1) => {

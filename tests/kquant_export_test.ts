@@ -224,7 +224,7 @@ Deno.test("GGUF export with a mixture: the rules' types, values within a step", 
   });
   assert.equal(r.type, "q5_0");
   assert.ok(notes.some((n) => /Q5_0: tensors 1 Q6_K, 17 F32, 28 Q5_0/.test(n)), notes.join("\n"));
-  assert.ok(notes.some((n) => /for llama\.cpp/.test(n)), notes.join("\n"));
+  assert.ok(!notes.some((n) => /cannot load/.test(n)), notes.join("\n"));
   const bytes = await Deno.readFile(out);
   const g = readGgufHeader(bytes, bytes.length, out);
   assert.equal(g.metadata.get("general.file_type"), MIXTURES.q5_0.fileType);
@@ -273,7 +273,7 @@ Deno.test("qwen3 export --type q4_1 --threads 2: notes, file type, usage errors"
   const ok = await run([DEMO_HF, out, "--format", "gguf", "--type", "q4_1", "--threads", "2"]);
   assert.equal(ok.code, 0, ok.stderr);
   assert.match(ok.stderr, /^note: Q4_1: tensors 1 Q6_K, 17 F32, 28 Q4_1$/m);
-  assert.match(ok.stderr, /^note: Q4_1 files are for llama\.cpp: this version's engines cannot/m);
+  assert.doesNotMatch(ok.stderr, /cannot load/);
   assert.match(ok.stderr, /wrote .*cli_q4_1\.gguf \(GGUF q4_1, /);
   const bytes = await Deno.readFile(out);
   const g = readGgufHeader(bytes, bytes.length, out);

@@ -128,7 +128,8 @@ typedef struct Qwen3Model Qwen3Model;
  * Or a llama.cpp GGUF (v2/v3, general.architecture "qwen3"), by its magic: hyper-parameters
  * and the exact tokenizer from its metadata; F32/F16/BF16 weights mapped and run without
  * quantising activations, Q8_0/Q4_0 converted at load (losslessly) to int8 with group
- * size 32. The C side cannot run the file's Jinja tokenizer.chat_template: it uses
+ * size 32, Q4_K/Q5_K/Q6_K/Q4_1/Q5_0/Q5_1 mapped and run in their blocks with activations
+ * quantised per 32 values (docs/formats.md#gguf-tensor-types). The C side cannot run the file's Jinja tokenizer.chat_template: it uses
  * `.template*` side files when present, else the stock Qwen3 templates, which equal what
  * Qwen3's own (ChatML with <think>) template renders; a GGUF with another turn format needs
  * side files here (the TypeScript API renders the file's template itself).
@@ -284,6 +285,33 @@ QWEN3_API int32_t qwen3_context_rewind(Qwen3Context* ctx, uint32_t position);
  * ends the process with SIGBUS on POSIX systems).
  */
 QWEN3_API int32_t qwen3_context_prefill(Qwen3Context* ctx, const int32_t* tokens, uint32_t n);
+
+/*
+ * Embeddings (Qwen3-Embedding: last-token pooling). Runs n >= 1 tokens at positions
+ * position .. position+n-1 as qwen3_context_prefill does (same blocks, same checks and
+ * errors, the KV cache filled the same way), but instead of logits writes the last token's
+ * final hidden state - rmsnorm(x) * final_norm, the vector the classifier would read - to
+ * out, and never runs the classifier. out_len must equal the model's dim. The vector is
+ * not L2-normalised (normalise it, after any truncation, for an embedding). Afterwards
+ * the context has no logits (qwen3_context_logits returns NULL until the next prefill).
+ * For independent texts, qwen3_context_rewind(ctx, 0) before each; a shared prefix (an
+ * instruction) can stay in the cache. Bit-identical across kernel tiers and thread
+ * counts, as the logits are. QWEN3_ERR_INVALID_ARGUMENT also for n == 0, a NULL out or a
+ * wrong out_len (both lengths named).
+ */
+QWEN3_API int32_t qwen3_context_embed(Qwen3Context* ctx, const int32_t* tokens, uint32_t n,
+                                      float* out, uint32_t out_len);
+
+/*
+ * As qwen3_context_prefill, and writes the logits of EVERY token: row i (vocab_size
+ * floats at logits_out + i * vocab_size; the caller provides n * vocab_size floats) is,
+ * bit for bit, what qwen3_context_logits gives after running tokens[0..i] one
+ * qwen3_context_decode at a time. It verifies drafted tokens in one batched pass
+ * (speculative decoding): qwen3_context_rewind then drops the rejected ones. Same errors
+ * as qwen3_context_prefill (nothing done, logits_out untouched); afterwards
+ * qwen3_context_logits gives the last row. n = 0 does nothing.
+ */
+QWEN3_API int32_t qwen3_context_verify(Qwen3Context* ctx, const int32_t* tokens, uint32_t n, float* logits_out);
 
 /* The logits (vocab_size floats) of the last token run; NULL before the first run.
  * Valid until the next prefill / decode / rewind on this context. */

@@ -263,6 +263,31 @@ QWEN3_API int32_t qwen3_context_prefill(Qwen3Context* ctx, const int32_t* tokens
     return qwen3_forward_tokens(ctx, tokens, n);
 }
 
+QWEN3_API int32_t qwen3_context_embed(Qwen3Context* ctx, const int32_t* tokens, uint32_t n,
+                                      float* out, uint32_t out_len) {
+    if (!ctx || !tokens || !out) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: %s is NULL", __func__,
+                          !ctx ? "ctx" : !tokens ? "tokens" : "out");
+    }
+    const uint32_t dim = ctx->model->header.dim;
+    if (out_len != dim) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "%s: out_len is %u but the model's hidden state has dim = %u floats",
+                          __func__, out_len, dim);
+    }
+    if (n == 0) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: no tokens (n is 0)", __func__);
+    return qwen3_forward_embed(ctx, tokens, n, out);
+}
+
+QWEN3_API int32_t qwen3_context_verify(Qwen3Context* ctx, const int32_t* tokens, uint32_t n, float* logits_out) {
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", __func__);
+    if (n > 0 && (!tokens || !logits_out)) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: %s is NULL but n is %u", __func__,
+                          !tokens ? "tokens" : "logits_out", n);
+    }
+    return qwen3_forward_tokens_logits(ctx, tokens, n, logits_out);
+}
+
 QWEN3_API const float* qwen3_context_logits(const Qwen3Context* ctx) {
     if (!ctx) {
         qwen3_error_set("%s: ctx is NULL", __func__);

@@ -48,10 +48,16 @@ enum {
     QWEN3_GGML_F32 = 0,
     QWEN3_GGML_F16 = 1,
     QWEN3_GGML_Q4_0 = 2,
+    QWEN3_GGML_Q4_1 = 3,
+    QWEN3_GGML_Q5_0 = 6,
+    QWEN3_GGML_Q5_1 = 7,
     QWEN3_GGML_Q8_0 = 8,
+    QWEN3_GGML_Q4_K = 12,
+    QWEN3_GGML_Q5_K = 13,
+    QWEN3_GGML_Q6_K = 14,
     QWEN3_GGML_BF16 = 30
 };
-#define QWEN3_GGML_RUNNABLE_TYPES "F32, F16, BF16, Q8_0, Q4_0"
+#define QWEN3_GGML_RUNNABLE_TYPES "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K"
 
 /* One metadata entry; the key and value stay in the file map. */
 typedef struct {

@@ -97,6 +97,100 @@ typedef void (*Qwen3AttnValuesFn)(float* out, uint32_t o_stride, const float* at
                                   const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
                                   uint32_t head_dim);
 
+/*
+ * Weights kept in a ggml block layout, as the GGUF file stores them (docs/formats.md#ggml-block-layouts;
+ * the type numbers are ggml's). Every block unpacks (qwen3_block_unpack) to integer values q,
+ * one integer multiplier per 16 values (Q6_K's int8 scales, else 1) and one fp32 scale and
+ * offset per 32 values: value i = scale[i/32] * (m16[i/16] * q[i]) (+ offset[i/32] for the
+ * types with one), which is ggml's dequantisation bit for bit.
+ *
+ * Product with activations quantised per 32 values (q, scale xs, group sum xsum; the same
+ * Qwen3Q8Batch as the Q8 path, group_size 32), per output row, in every tier
+ * (docs/numerics.md#ggml-block-weights):
+ *   acc = 0.0f
+ *   for each 32-value chunk c of the row, in order:
+ *     isum = m16[2c] * (sum of its first 16 q*xq) + m16[2c+1] * (sum of the last 16)  (exact)
+ *     t = (float)isum * scale[c]
+ *     with an offset: t = t + (float)xsum[c] * offset[c]    (product, then sum, rounded)
+ *     acc = acc + t * xs[c]
+ *   out = acc
+ * For Q8_0 and Q4_0 (m16 = 1, no offset) this is exactly the Q8 path's group-32 numerics.
+ */
+typedef enum {
+    QWEN3_BLOCK_Q4_0 = 2,
+    QWEN3_BLOCK_Q4_1 = 3,
+    QWEN3_BLOCK_Q5_0 = 6,
+    QWEN3_BLOCK_Q5_1 = 7,
+    QWEN3_BLOCK_Q8_0 = 8,
+    QWEN3_BLOCK_Q4_K = 12,
+    QWEN3_BLOCK_Q5_K = 13,
+    QWEN3_BLOCK_Q6_K = 14
+} Qwen3BlockType;
+
+#define QWEN3_BLOCK_MAX_VALUES 256u
+
+/* A (rows, cols) matrix of `type` blocks, row r at data + r * row_bytes. */
+typedef struct {
+    const uint8_t* data;
+    size_t row_bytes;
+    uint32_t type; /* Qwen3BlockType */
+    uint32_t rows;
+    uint32_t cols; /* a multiple of the block's values */
+} Qwen3BlockMatrix;
+
+/* One block unpacked (see above); blocks of 32 values fill the first entries only. */
+typedef struct {
+    int8_t q[QWEN3_BLOCK_MAX_VALUES];
+    int32_t m16[QWEN3_BLOCK_MAX_VALUES / 16];
+    float scale[QWEN3_BLOCK_MAX_VALUES / 32];
+    float offset[QWEN3_BLOCK_MAX_VALUES / 32];
+} Qwen3UnpackedBlock;
+
+/* Values per block (32 or 256) of a block type; 0 for any other number. */
+uint32_t qwen3_block_values(uint32_t type);
+/* Bytes per block; 0 for any other number. */
+uint32_t qwen3_block_bytes(uint32_t type);
+/* ggml's name ("Q4_K"), or "?". */
+const char* qwen3_block_name(uint32_t type);
+/* 1 when values carry an offset (Q4_1, Q5_1, Q4_K, Q5_K). */
+int qwen3_block_has_offset(uint32_t type);
+/* Unpacks the block at `blk` (qwen3_block_bytes(type) bytes) of a block type. */
+void qwen3_block_unpack(uint32_t type, const uint8_t* blk, Qwen3UnpackedBlock* out);
+/* acc plus an unpacked block's n_chunks chunk products against activations (xq, xs, xsum
+ * at the block's first value / chunk), in chunk order: the reference's steps, for SIMD tiers'
+ * tails. off: the type has an offset. */
+float qwen3_block_dot_ref(const Qwen3UnpackedBlock* u, uint32_t n_chunks, int off, const int8_t* xq,
+                          const float* xs, const int32_t* xsum, float acc);
+/* Row `row` of w dequantised to fp32, as ggml does. */
+void qwen3_block_row(float* out, const Qwen3BlockMatrix* w, uint32_t row);
+
+/* For every token t < x->n_tokens and row r in [row_begin, row_end):
+ * out[t * out_stride + (r - row_begin)] = row r of w dot token t, with the numerics above
+ * (the same bits for a token whatever the batch). Requires x->group_size == 32. */
+typedef void (*Qwen3MatmulBlocksFn)(float* out, size_t out_stride, const Qwen3BlockMatrix* w,
+                                    const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end);
+/* The reference (kernels_blocks.c), for the tiers without their own. */
+void qwen3_matmul_blocks_ref(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
+                             uint32_t row_begin, uint32_t row_end);
+#if defined(__x86_64__) || defined(_M_X64)
+/* Every block type but Q8_0 with each x86 tier's integer dot product, the reference for Q8_0
+ * (kernels_blocks_avx2.c, kernels_blocks_avx512.c). */
+void qwen3_matmul_blocks_avx2(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
+                              uint32_t row_begin, uint32_t row_end);
+void qwen3_matmul_blocks_avxvnni(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
+                                 uint32_t row_begin, uint32_t row_end);
+void qwen3_matmul_blocks_avx512vnni(float* out, size_t out_stride, const Qwen3BlockMatrix* w,
+                                    const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end);
+#endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+/* Q4_K, Q5_K and Q6_K with AdvSIMD (neon and sve tiers) or sdot (neondot), the reference for the
+ * other types (kernels_blocks_neon.c). */
+void qwen3_matmul_blocks_neon(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
+                              uint32_t row_begin, uint32_t row_end);
+void qwen3_matmul_blocks_neondot(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
+                                 uint32_t row_begin, uint32_t row_end);
+#endif
+
 /* Token t of a batch: x (b->n floats) quantised as qwen3_quantize_q8 does, into row t,
  * plus each group's sum of q values into b->sums. The same bits in every tier. */
 typedef void (*Qwen3QuantizeRowFn)(const float* x, Qwen3Q8Batch* b, uint32_t t);
@@ -123,6 +217,7 @@ typedef struct {
     const char* name;          /* "scalar", "avx2", "avx512vnni", "neon", "sve" */
     Qwen3MatvecQ8Fn matvec_q8;
     Qwen3MatmulQ8Fn matmul_q8;
+    Qwen3MatmulBlocksFn matmul_blocks;
     Qwen3QuantizeRowFn quantize_row;
     Qwen3AttnScoresFn attn_scores;
     Qwen3AttnValuesFn attn_values;

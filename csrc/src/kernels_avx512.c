@@ -671,6 +671,7 @@ const Qwen3KernelTable qwen3_kernels_avx512vnni = {
     .name = "avx512vnni",
     .matvec_q8 = matvec_q8_avx512vnni,
     .matmul_q8 = matmul_q8_avx512vnni,
+    .matmul_blocks = qwen3_matmul_blocks_avx512vnni, /* K-quants: kernels_blocks_avx2.c */
     .quantize_row = quantize_row_avx512,
     .attn_scores = attn_scores_avx512,
     .attn_values = attn_values_avx512,

@@ -16,6 +16,7 @@ const char* qwen3_weight_type_name(uint32_t type) {
         case QWEN3_WEIGHT_F32: return "f32";
         case QWEN3_WEIGHT_F16: return "f16";
         case QWEN3_WEIGHT_BF16: return "bf16";
+        case QWEN3_WEIGHT_BLOCKS: return "blocks";
         default: return "?";
     }
 }
@@ -36,6 +37,16 @@ Qwen3Matrix qwen3_matrix_q8(Qwen3Q8Matrix q8) {
     m.rows = q8.rows;
     m.cols = q8.cols;
     m.q8 = q8;
+    return m;
+}
+
+Qwen3Matrix qwen3_matrix_blocks(Qwen3BlockMatrix blocks) {
+    Qwen3Matrix m;
+    memset(&m, 0, sizeof m);
+    m.type = QWEN3_WEIGHT_BLOCKS;
+    m.rows = blocks.rows;
+    m.cols = blocks.cols;
+    m.blocks = blocks;
     return m;
 }
 
@@ -93,6 +104,7 @@ void qwen3_matrix_row(float* out, const Qwen3Matrix* w, uint32_t row) {
             for (uint32_t i = 0; i < n; i++) out[i] = qwen3_bf16_to_f32(p[i]);
             break;
         }
+        case QWEN3_WEIGHT_BLOCKS: qwen3_block_row(out, &w->blocks, row); break;
         default:
             for (uint32_t i = 0; i < n; i++) out[i] = 0.0f;
     }
@@ -199,7 +211,7 @@ const Qwen3FloatKernels* qwen3_float_kernels_active(void) {
 
 void qwen3_matvec_float(float* out, const Qwen3Matrix* w, const float* x, uint32_t row_begin,
                         uint32_t row_end) {
-    if (w->type == QWEN3_WEIGHT_Q8 || w->type >= QWEN3_WEIGHT_TYPE_COUNT) return;
+    if (qwen3_weight_type_bytes(w->type) == 0) return; /* Q8 and blocks take int8 input */
     qwen3_float_kernels_active()->matvec[w->type](out, w, x, row_begin, row_end);
 }
 
@@ -209,7 +221,7 @@ void qwen3_matvec_float(float* out, const Qwen3Matrix* w, const float* x, uint32
 
 void qwen3_matmul_float(float* out, size_t out_stride, const Qwen3Matrix* w, const float* x,
                         size_t x_stride, uint32_t n_tokens, uint32_t row_begin, uint32_t row_end) {
-    if (w->type == QWEN3_WEIGHT_Q8 || w->type >= QWEN3_WEIGHT_TYPE_COUNT) return;
+    if (qwen3_weight_type_bytes(w->type) == 0) return; /* Q8 and blocks take int8 input */
     const Qwen3MatvecFloatFn fn = qwen3_float_kernels_active()->matvec[w->type];
     for (uint32_t r0 = row_begin; r0 < row_end; r0 += MATMUL_ROW_BLOCK) {
         const uint32_t r1 = row_end - r0 < MATMUL_ROW_BLOCK ? row_end : r0 + MATMUL_ROW_BLOCK;

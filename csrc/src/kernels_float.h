@@ -32,7 +32,8 @@ typedef enum {
     QWEN3_WEIGHT_F32 = 1,  /* IEEE binary32 */
     QWEN3_WEIGHT_F16 = 2,  /* IEEE binary16 */
     QWEN3_WEIGHT_BF16 = 3, /* bfloat16: the top half of a binary32 */
-    QWEN3_WEIGHT_TYPE_COUNT = 4
+    QWEN3_WEIGHT_BLOCKS = 4, /* Qwen3BlockMatrix: ggml blocks in the file's layout (int8 input) */
+    QWEN3_WEIGHT_TYPE_COUNT = 5
 } Qwen3WeightType;
 
 /* A weight matrix of any storage type: rows x cols, row-major (HF [out, in]). */
@@ -42,21 +43,26 @@ typedef struct {
     uint32_t cols;
     Qwen3Q8Matrix q8; /* type QWEN3_WEIGHT_Q8: the int8 values and scales */
     const void* data; /* float types: (rows, cols) values of that type */
+    Qwen3BlockMatrix blocks; /* type QWEN3_WEIGHT_BLOCKS: the blocks and their type */
 } Qwen3Matrix;
 
-/* "q8", "f32", "f16", "bf16" ("?" for anything else). */
+/* "q8", "f32", "f16", "bf16", "blocks" ("?" for anything else). */
 const char* qwen3_weight_type_name(uint32_t type);
 
-/* Bytes per value of a float type (4 or 2); 0 for Q8 or an unknown type. */
+/* Bytes per value of a float type (4 or 2); 0 for Q8, blocks or an unknown type. */
 uint32_t qwen3_weight_type_bytes(uint32_t type);
 
 /* A Q8 matrix wrapped as a Qwen3Matrix. */
 Qwen3Matrix qwen3_matrix_q8(Qwen3Q8Matrix q8);
 
+/* A block matrix wrapped as a Qwen3Matrix. */
+Qwen3Matrix qwen3_matrix_blocks(Qwen3BlockMatrix blocks);
+
 /* A float matrix of `type` over `data` ((rows, cols) values). */
 Qwen3Matrix qwen3_matrix_float(uint32_t type, const void* data, uint32_t rows, uint32_t cols);
 
-/* Row `row` of w as fp32 (Q8: q * scale of its group; floats: widened exactly). */
+/* Row `row` of w as fp32 (Q8: q * scale of its group; floats: widened exactly; blocks:
+ * dequantised as ggml does). */
 void qwen3_matrix_row(float* out, const Qwen3Matrix* w, uint32_t row);
 
 /* out[r - row_begin] = row r of w (a float type) dot x, r in [row_begin, row_end), with
@@ -66,7 +72,7 @@ typedef void (*Qwen3MatvecFloatFn)(float* out, const Qwen3Matrix* w, const float
 
 typedef struct {
     const char* name;                 /* "scalar", "avx2", "avx512", "neon" */
-    Qwen3MatvecFloatFn matvec[QWEN3_WEIGHT_TYPE_COUNT]; /* by Qwen3WeightType; [Q8] NULL */
+    Qwen3MatvecFloatFn matvec[QWEN3_WEIGHT_TYPE_COUNT]; /* by Qwen3WeightType; [Q8], [BLOCKS] NULL */
 } Qwen3FloatKernels;
 
 /* The float tier that goes with the int8 tier in use (qwen3_kernels_active): forcing

@@ -134,6 +134,7 @@ const Qwen3KernelTable qwen3_kernels_scalar = {
     .name = "scalar",
     .matvec_q8 = matvec_q8_scalar,
     .matmul_q8 = matmul_q8_scalar,
+    .matmul_blocks = qwen3_matmul_blocks_ref,
     .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = qwen3_attn_scores_ref,
     .attn_values = qwen3_attn_values_ref,

@@ -79,6 +79,7 @@ const Qwen3KernelTable qwen3_kernels_sve = {
     .name = "sve",
     .matvec_q8 = matvec_q8_sve,
     .matmul_q8 = matmul_q8_sve,
+    .matmul_blocks = qwen3_matmul_blocks_neon, /* K-quants: AdvSIMD, kernels_blocks_neon.c */
     .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = qwen3_attn_scores_ref,
     .attn_values = qwen3_attn_values_ref,

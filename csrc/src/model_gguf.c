@@ -5,7 +5,9 @@
  * in the table below.
  *
  * Weights: F32, F16 and BF16 matrices are used in place from the file map and run by the
- * unquantised kernels (kernels_float.h). Q8_0 (per 32 values: fp16 scale, 32 int8) and
+ * unquantised kernels (kernels_float.h). Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K matrices are
+ * used in place too, in their ggml blocks (kernels.h, Qwen3BlockMatrix), with int8
+ * activations in groups of 32. Q8_0 (per 32 values: fp16 scale, 32 int8) and
  * Q4_0 (fp16 scale, 16 bytes of 4-bit values biased by 8) are converted at load, without
  * loss, to the qwen3.c Q8 layout with group size 32 and fp32 scales, so every int8 kernel
  * tier and the batched prefill run them unchanged; the price is a copy of those weights
@@ -300,8 +302,8 @@ static void release_pages(const uint8_t* p, uint64_t n) {
 #endif
 }
 
-/* The engine's weight type for a tensor's ggml type (Q8 for Q8_0 / Q4_0), or
- * NOT_RUNNABLE. */
+/* The engine's weight type for a tensor's ggml type (Q8 for Q8_0 / Q4_0, BLOCKS for the
+ * block types of kernels.h), or NOT_RUNNABLE. */
 #define NOT_RUNNABLE UINT32_MAX
 static uint32_t weight_type_of(const Qwen3GgufTensor* t) {
     switch (t ? t->type : QWEN3_GGML_F32) {
@@ -310,6 +312,12 @@ static uint32_t weight_type_of(const Qwen3GgufTensor* t) {
         case QWEN3_GGML_BF16: return QWEN3_WEIGHT_BF16;
         case QWEN3_GGML_Q8_0:
         case QWEN3_GGML_Q4_0: return QWEN3_WEIGHT_Q8;
+        case QWEN3_GGML_Q4_1:
+        case QWEN3_GGML_Q5_0:
+        case QWEN3_GGML_Q5_1:
+        case QWEN3_GGML_Q4_K:
+        case QWEN3_GGML_Q5_K:
+        case QWEN3_GGML_Q6_K: return QWEN3_WEIGHT_BLOCKS;
         default: return NOT_RUNNABLE;
     }
 }
@@ -317,8 +325,9 @@ static uint32_t weight_type_of(const Qwen3GgufTensor* t) {
 static int32_t convert_matrix(Loader* L, const char* name, const Qwen3GgufTensor* t, const uint8_t* src,
                               uint64_t bytes, uint32_t wtype, uint32_t rows, uint32_t cols, Qwen3Matrix* out);
 
-/* A (rows, cols) matrix: float types in place (copied only when misaligned for their
- * element), Q8_0 and Q4_0 converted to the Q8 layout with group 32. */
+/* A (rows, cols) matrix: float types and the block types of kernels.h in place (float
+ * types copied only when misaligned for their element), Q8_0 and Q4_0 converted to the Q8
+ * layout with group 32. */
 static int32_t load_matrix(Loader* L, const char* name, uint32_t rows, uint32_t cols, Qwen3Matrix* out) {
     const Qwen3GgufTensor* t = qwen3_gguf_find_tensor(&L->g, name);
     /* the type first: its error says more than a shape's */
@@ -333,6 +342,18 @@ static int32_t load_matrix(Loader* L, const char* name, uint32_t rows, uint32_t 
 static int32_t convert_matrix(Loader* L, const char* name, const Qwen3GgufTensor* t, const uint8_t* src,
                               uint64_t bytes, uint32_t wtype, uint32_t rows, uint32_t cols, Qwen3Matrix* out) {
     const uint64_t n = (uint64_t)rows * cols;
+    if (wtype == QWEN3_WEIGHT_BLOCKS) {
+        /* the parser checked that cols is a whole number of blocks and the bytes fit */
+        const Qwen3BlockMatrix bm = {.data = src,
+                                     .row_bytes = (size_t)(cols / qwen3_block_values(t->type)) *
+                                                  qwen3_block_bytes(t->type),
+                                     .type = t->type,
+                                     .rows = rows,
+                                     .cols = cols};
+        *out = qwen3_matrix_blocks(bm);
+        L->any_q8 = 1;
+        return QWEN3_OK;
+    }
     if (wtype != QWEN3_WEIGHT_Q8) {
         const uint32_t es = qwen3_weight_type_bytes(wtype);
         const void* data = src;
@@ -571,7 +592,7 @@ static int32_t load_weights(Loader* L) {
         for (int i = 0; i < 4; i++) {
             if (widths[i] % 32 != 0) {
                 return qwen3_fail(QWEN3_ERR_UNSUPPORTED,
-                                  "%s: GGUF has Q8_0/Q4_0 weights but a width of %u, not a multiple of 32",
+                                  "%s: GGUF has quantised weights but a width of %u, not a multiple of 32",
                                   L->path, widths[i]);
             }
         }

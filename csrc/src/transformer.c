@@ -10,7 +10,8 @@
  *              x += Wo att
  *              h = rmsnorm(x) * ffn_norm
  *              x += W2 (silu(W1 h) * W3 h)         (one quantised h for W1 and W3)
- *   logits = Wcls (rmsnorm(x) * final_norm)         (only for the last token of a prefill)
+ *   logits = Wcls (rmsnorm(x) * final_norm)         (the last token of a prefill; every
+ *                                                    token's in qwen3_forward_tokens_logits)
  *
  * The fp32 operations below fix their summation order (index order, one fp32
  * accumulator) so the TypeScript engine can reproduce them:
@@ -249,8 +250,8 @@ static int32_t commit_positions(Qwen3Context* c, uint32_t upto) {
  * ================================================================================== */
 
 /* Up to three matrices that share one input batch, split into row blocks. Token t's
- * output of part p goes to parts[p].out + t * parts[p].stride. A Q8 matrix reads the
- * quantised input x, a float matrix (F32/F16/BF16) the fp32 input xf, token t at
+ * output of part p goes to parts[p].out + t * parts[p].stride. A Q8 or block matrix reads
+ * the quantised input x, a float matrix (F32/F16/BF16) the fp32 input xf, token t at
  * xf + t * xf_stride (kernels_float.h). */
 typedef struct {
     struct {
@@ -279,7 +280,9 @@ static void matmul_task(void* arg, uint32_t task, uint32_t n_tasks) {
             uint32_t r0 = (uint32_t)(begin - base);
             uint32_t r1 = (uint32_t)((end < part_end ? end : part_end) - base);
             float* out = job->parts[p].out + r0;
-            if (w->type != QWEN3_WEIGHT_Q8) {
+            if (w->type == QWEN3_WEIGHT_BLOCKS) {
+                job->kernels->matmul_blocks(out, job->parts[p].stride, &w->blocks, job->x, r0, r1);
+            } else if (w->type != QWEN3_WEIGHT_Q8) {
                 qwen3_matmul_float(out, job->parts[p].stride, w, job->xf, job->xf_stride, job->x->n_tokens, r0, r1);
             } else if (job->x->n_tokens == 1) {
                 const Qwen3Q8Vector v = qwen3_q8_batch_row(job->x, 0);
@@ -725,9 +728,10 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
     matmul1(m, kernels, c->logits, 0, &w->classifier, &c->xq, xb, 0);
 }
 
-int32_t qwen3_forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n) {
+/* The checks of a forward pass over n tokens, before anything changes: they fit, every
+ * id is in the vocabulary, the model file is unchanged, the cache pages are committed. */
+static int32_t forward_checks(Qwen3Context* c, const int32_t* tokens, uint32_t n) {
     const Qwen3Header* h = &c->model->header;
-    if (n == 0) return QWEN3_OK;
     if (n > c->ctx_len - c->pos) {
         return qwen3_fail(QWEN3_ERR_CONTEXT_FULL,
                           "context full: %u tokens at position %u do not fit in a context of %u "
@@ -745,7 +749,15 @@ int32_t qwen3_forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n)
      * not a SIGBUS that kills the host process (platform.h) */
     int32_t rc = qwen3_file_map_check(&c->model->map, c->model->path);
     if (rc != QWEN3_OK) return rc;
-    rc = commit_positions(c, c->pos + n);
+    return commit_positions(c, c->pos + n);
+}
+
+/* The forward pass over n tokens; hidden NULL: the last token's logits, else its final
+ * hidden state into hidden (dim floats) and no classifier (qwen3_forward_embed). */
+static int32_t forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n, float* hidden) {
+    if (n == 0) return QWEN3_OK;
+    const Qwen3Header* h = &c->model->header;
+    int32_t rc = forward_checks(c, tokens, n);
     if (rc != QWEN3_OK) return rc;
     const Qwen3KernelTable* kernels = qwen3_kernels_active();
     c->has_logits = 0;
@@ -758,11 +770,74 @@ int32_t qwen3_forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n)
         const uint32_t count = (n - i + left - 1) / left; /* <= block: n - i <= left * block */
         /* one block per lock hold: two contexts on one model take turns fairly */
         qwen3_mutex_lock(c->model->lock);
-        forward_block(c, tokens + i, count, i + count == n, kernels);
+        forward_block(c, tokens + i, count, !hidden && i + count == n, kernels);
+        qwen3_mutex_unlock(c->model->lock);
+        c->pos += count;
+        i += count;
+        if (hidden && i == n) {
+            /* the classifier's input, final_norm applied; forward_block left the last
+             * token's residual stream complete */
+            const Qwen3Model* m = c->model;
+            qwen3_rmsnorm(hidden, c->x + (size_t)(count - 1) * h->dim, m->weights.final_norm, h->dim,
+                          m->rms_eps);
+        }
+    }
+    c->has_logits = hidden == NULL;
+    return QWEN3_OK;
+}
+
+int32_t qwen3_forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n) {
+    return forward_tokens(c, tokens, n, NULL);
+}
+
+int32_t qwen3_forward_embed(Qwen3Context* c, const int32_t* tokens, uint32_t n, float* hidden) {
+    if (n == 0) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "embed: no tokens (a hidden state needs one)");
+    return forward_tokens(c, tokens, n, hidden);
+}
+
+/* Every token's logits of a block that forward_block ran without logits (it added the
+ * last token's residual already): the same rmsnorm, quantisation and classifier as its
+ * last-token path, with the classifier as one matrix-matrix product over the block. The
+ * GEMM gives each row the bits of the single-row product (the kernel tier contract), so
+ * row t is what a decode step of token t leaves. */
+static void block_logits(Qwen3Context* c, uint32_t n, const Qwen3KernelTable* kernels, float* out) {
+    Qwen3Model* m = c->model;
+    const Qwen3Header* h = &m->header;
+    const uint32_t dim = h->dim;
+    for (uint32_t t = 0; t < n; t++) {
+        float* x = c->x + (size_t)t * dim;
+        if (t + 1 < n) add_into(x, c->xb2 + (size_t)t * dim, dim);
+        float* xb = c->xb + (size_t)t * dim;
+        qwen3_rmsnorm(xb, x, m->weights.final_norm, dim, m->rms_eps);
+    }
+    c->xq.n = dim;
+    c->xq.n_tokens = n;
+    for (uint32_t t = 0; t < n; t++) quantize_input(c, kernels, c->xb + (size_t)t * dim, &c->xq, t);
+    matmul1(m, kernels, out, h->vocab_size, &m->weights.classifier, &c->xq, c->xb, dim);
+}
+
+int32_t qwen3_forward_tokens_logits(Qwen3Context* c, const int32_t* tokens, uint32_t n, float* logits) {
+    if (n == 0) return QWEN3_OK;
+    int32_t rc = forward_checks(c, tokens, n);
+    if (rc != QWEN3_OK) return rc;
+    const Qwen3KernelTable* kernels = qwen3_kernels_active();
+    const uint32_t vocab = c->model->header.vocab_size;
+    c->has_logits = 0;
+    /* blocks split as in qwen3_forward_tokens (any split gives the same bits) */
+    const uint32_t n_blocks = (n + c->block - 1) / c->block;
+    uint32_t i = 0;
+    for (uint32_t b = 0; b < n_blocks; b++) {
+        const uint32_t left = n_blocks - b;
+        const uint32_t count = (n - i + left - 1) / left;
+        qwen3_mutex_lock(c->model->lock);
+        forward_block(c, tokens + i, count, 0, kernels);
+        block_logits(c, count, kernels, logits + (size_t)i * vocab);
         qwen3_mutex_unlock(c->model->lock);
         c->pos += count;
         i += count;
     }
+    /* the context's own logits stay those of the last token, as after a prefill */
+    memcpy(c->logits, logits + (size_t)(n - 1) * vocab, (size_t)vocab * sizeof(float));
     c->has_logits = 1;
     return QWEN3_OK;
 }

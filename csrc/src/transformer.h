@@ -76,6 +76,21 @@ void qwen3_matmul_pair(Qwen3Model* m, const Qwen3KernelTable* k, float* out0, co
                        const Qwen3Matrix* w1, size_t stride, const Qwen3Q8Batch* x, const float* xf,
                        size_t xf_stride);
 
+/*
+ * As qwen3_forward_tokens, but instead of the logits writes the last token's final hidden
+ * state (rmsnorm(x) * final_norm: the classifier's input) to hidden (dim floats), and the
+ * classifier is not run; the context has no logits afterwards. n must be >= 1.
+ */
+int32_t qwen3_forward_embed(Qwen3Context* ctx, const int32_t* tokens, uint32_t n, float* hidden);
+
+/*
+ * As qwen3_forward_tokens, and writes every token's logits: row i (vocab_size floats at
+ * logits + i * vocab_size) is bit for bit what running tokens[0..i] one call per token
+ * leaves, so a batch of drafted tokens is verified in one pass. Same checks and errors;
+ * the context's own logits are the last row's afterwards.
+ */
+int32_t qwen3_forward_tokens_logits(Qwen3Context* ctx, const int32_t* tokens, uint32_t n, float* logits);
+
 /* ---- the fp32 building blocks, exposed for tests ---- */
 
 /* out = x / sqrt(mean(x^2) + eps) * w; out may equal x. */

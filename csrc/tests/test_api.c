@@ -256,6 +256,22 @@ static void test_null_arguments(Qwen3Model* m) {
     Qwen3Context* ctx = qwen3_context_new(m, 4);
     CHECK(qwen3_context_prefill(ctx, NULL, 1) == QWEN3_ERR_INVALID_ARGUMENT, "NULL tokens");
     CHECK(qwen3_context_prefill(ctx, NULL, 0) == QWEN3_OK, "zero tokens");
+    float* rows = (float*)malloc((size_t)5 * 151936 * sizeof(float));
+    CHECK(qwen3_context_verify(NULL, ids, 1, rows) == QWEN3_ERR_INVALID_ARGUMENT, "verify NULL");
+    CHECK(qwen3_context_verify(ctx, NULL, 1, rows) == QWEN3_ERR_INVALID_ARGUMENT, "verify NULL tokens");
+    CHECK_ERROR_HAS("tokens is NULL");
+    CHECK(qwen3_context_verify(ctx, ids, 1, NULL) == QWEN3_ERR_INVALID_ARGUMENT, "verify into NULL");
+    CHECK_ERROR_HAS("logits_out is NULL");
+    CHECK(qwen3_context_verify(ctx, NULL, 0, NULL) == QWEN3_OK, "verify zero tokens");
+    int32_t five[5] = {1, 2, 3, 4, 5};
+    CHECK(qwen3_context_verify(ctx, five, 5, rows) == QWEN3_ERR_CONTEXT_FULL, "verify past the context");
+    CHECK(qwen3_context_position(ctx) == 0, "a refused verify moved the position");
+    int32_t bad[2] = {1, -3};
+    CHECK(qwen3_context_verify(ctx, bad, 2, rows) == QWEN3_ERR_INVALID_ARGUMENT, "verify a bad id");
+    CHECK(qwen3_context_verify(ctx, five, 4, rows) == QWEN3_OK && qwen3_context_position(ctx) == 4 &&
+              memcmp(qwen3_context_logits(ctx), rows + (size_t)3 * 151936, 151936 * sizeof(float)) == 0,
+          "verify leaves the last row as the context's logits");
+    free(rows);
     CHECK(qwen3_context_set_sampler(ctx, NULL) == QWEN3_ERR_INVALID_ARGUMENT, "NULL sampler");
     qwen3_context_free(ctx);
     Qwen3Config cfg = {.prompt = "hi", .mode = "generate"};

@@ -25,7 +25,7 @@
  * A tiny GGUF writer
  * ================================================================================== */
 
-enum { T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q8_0 = 8, T_Q4_K = 12, T_BF16 = 30 };
+enum { T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q8_0 = 8, T_Q3_K = 11, T_BF16 = 30 };
 enum { V_U32 = 4, V_I32 = 5, V_F32 = 6, V_STRING = 8, V_ARRAY = 9 };
 
 typedef struct {
@@ -350,8 +350,8 @@ static void encode_matrix(Tn* t, const Model* m, const float* w, uint32_t rows, 
                 for (int i = 0; i < 16; i++) blk[2 + i] = (uint8_t)((q[i] + 8) | (q[i + 16] + 8) << 4);
             }
         }
-    } else { /* a type the engine cannot run, sized by its block: Q4_K = 144 bytes per 256 */
-        t->bytes = n / 256 * 144;
+    } else { /* a type the engine cannot run, sized by its block: Q3_K = 110 bytes per 256 */
+        t->bytes = n / 256 * 110;
         t->data = (uint8_t*)calloc(t->bytes ? t->bytes : 1, 1);
     }
 }
@@ -846,13 +846,13 @@ static void m_shape(Gguf* g) {
     t->dims[1] = d;
 }
 static void m_unknown_type(Gguf* g) { find_t(g, "blk.0.attn_v.weight")->type = 99; }
-static void m_q4k(Gguf* g) {
-    Tn* t = find_t(g, "blk.0.ffn_down.weight"); /* (dim 64, hidden 96): 6144 values = 24 Q4_K blocks */
+static void m_q3k(Gguf* g) {
+    Tn* t = find_t(g, "blk.0.ffn_down.weight"); /* (dim 64, hidden 96): 6144 values = 24 Q3_K blocks */
     free(t->data);
     t->dims[0] = 256;
     t->dims[1] = 24;
-    t->type = T_Q4_K;
-    t->bytes = 24 * 144;
+    t->type = T_Q3_K;
+    t->bytes = 24 * 110;
     t->data = (uint8_t*)calloc(t->bytes, 1);
 }
 static void m_dup(Gguf* g) { snprintf(find_t(g, "blk.1.attn_q.weight")->name, 64, "blk.0.attn_q.weight"); }
@@ -906,7 +906,7 @@ static void test_bad_files(void) {
         {"missing tensor", m_missing, "no tensor 'blk.1.ffn_up.weight'"},
         {"wrong shape", m_shape, "'blk.0.attn_q.weight' has shape [128, 64, 1, 1]"},
         {"unknown type", m_unknown_type, "'blk.0.attn_v.weight' has ggml type 99, unknown"},
-        {"unsupported type", m_q4k, "'blk.0.ffn_down.weight' has ggml type 12 (Q4_K), which this engine cannot run"},
+        {"unsupported type", m_q3k, "'blk.0.ffn_down.weight' has ggml type 11 (Q3_K), which this engine cannot run"},
         {"duplicate tensor", m_dup, "tensor 'blk.0.attn_q.weight' appears twice"},
         {"duplicate key", m_dup_key, "metadata key 'general.architecture' appears twice"},
         {"missing key", m_no_dim, "lacks 'qwen3.embedding_length'"},

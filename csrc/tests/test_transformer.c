@@ -555,6 +555,31 @@ static void check_prefill_bits(Qwen3Model* m, const char* name, const char* tier
               "%s/%s: prefill split %u+%u+%u differs from token by token", name, tier, splits[k][0], splits[k][1],
               splits[k][2]);
     }
+    /* a verify pass (every token's logits) from any position: each row is the logits a
+     * decode step of that token left, across forward blocks too; then the cache matches */
+    static const uint32_t verifies[][2] = {{0, 1}, {0, 9}, {37, 8}, {60, 70}, {150, 50}};
+    const size_t n_verifies = emulated ? 2 : sizeof verifies / sizeof verifies[0];
+    float* rows = (float*)malloc((size_t)EQ_TOKENS * vocab * sizeof(float));
+    CHECK(rows != NULL, "verify rows");
+    for (size_t k = 0; k < n_verifies && rows; k++) {
+        const uint32_t at = verifies[k][0], n = verifies[k][1];
+        batch.pos = 0;
+        CHECK(at == 0 || qwen3_forward_tokens(&batch, tokens, at) == QWEN3_OK, "verify prefix");
+        CHECK(qwen3_forward_tokens_logits(&batch, tokens + at, n, rows) == QWEN3_OK, "verify %u at %u: %s", n, at,
+              qwen3_get_last_error());
+        CHECK(batch.pos == at + n && batch.has_logits, "verify position %u", batch.pos);
+        for (uint32_t i = 0; i < n; i++) {
+            if (memcmp(rows + (size_t)i * vocab, want + (size_t)(at + i) * vocab, vocab * sizeof(float)) != 0) {
+                CHECK(0, "%s/%s/%u threads: verify of %u tokens at %u: row %u differs from token by token", name,
+                      tier, threads, n, at, i);
+                break;
+            }
+        }
+        CHECK(memcmp(batch.logits, want + (size_t)(at + n - 1) * vocab, vocab * sizeof(float)) == 0 &&
+                  kv_equal(&batch, &step, at + n, where, sizeof where),
+              "%s/%s: verify of %u at %u: context logits or cache differ", name, tier, n, at);
+    }
+    free(rows);
     /* the cache really holds what the test compares: rewinding the step context into the
      * middle and decoding a different token must change later logits */
     step.pos = 100;
@@ -639,6 +664,140 @@ static void test_prefill_bit_identical(void) {
 }
 
 /* ------------------------------------------------------------------------------------
+ * Embeddings: the last token's final hidden state without the classifier
+ * ---------------------------------------------------------------------------------- */
+
+#define EMBED_TOKENS 150
+
+/* The hidden state qwen3_context_embed writes for tokens[0..n) is, bit for bit, the input
+ * the logits path hands the classifier (xb of the last token after a prefill); the same on
+ * every tier and thread count; leaves the KV cache as a prefill does and no logits. */
+static void check_embed(Qwen3Model* m, const char* name, const char* tier, uint32_t threads, float* first,
+                        int* have_first) {
+    const uint32_t dim = m->header.dim, vocab = m->header.vocab_size;
+    /* under emulation: one token, and one past the forward block's edge */
+    static const uint32_t lengths[] = {1, 65, 2, 9, 64, EMBED_TOKENS};
+    const size_t n_lengths = emulated ? 2 : sizeof lengths / sizeof lengths[0];
+    Qwen3Context* e = qwen3_context_new(m, EMBED_TOKENS + 8);
+    Qwen3Context* p = qwen3_context_new(m, EMBED_TOKENS + 8);
+    CHECK(e && p, "%s: context: %s", name, qwen3_get_last_error());
+    if (!e || !p) return;
+    int32_t tokens[EMBED_TOKENS];
+    uint64_t rng = 91;
+    for (uint32_t i = 0; i < EMBED_TOKENS; i++) tokens[i] = (int32_t)(tu_next(&rng) % vocab);
+    float* out = (float*)malloc(dim * sizeof(float));
+    char where[128];
+    for (size_t k = 0; k < n_lengths; k++) {
+        const uint32_t n = lengths[k];
+        CHECK(qwen3_context_rewind(e, 0) == QWEN3_OK && qwen3_context_rewind(p, 0) == QWEN3_OK, "rewind");
+        CHECK(qwen3_context_embed(e, tokens, n, out, dim) == QWEN3_OK, "%s/%s: embed %u: %s", name, tier, n,
+              qwen3_get_last_error());
+        CHECK(qwen3_context_position(e) == n && qwen3_context_logits(e) == NULL,
+              "%s: after embed: position %u, logits %s", name, qwen3_context_position(e),
+              qwen3_context_logits(e) ? "set" : "none");
+        CHECK(qwen3_context_prefill(p, tokens, n) == QWEN3_OK, "prefill %u", n);
+        /* the size of the last block, as qwen3_forward_tokens splits n tokens */
+        const uint32_t n_blocks = (n + p->block - 1) / p->block;
+        uint32_t left = n, count = 0;
+        for (uint32_t b = 0; b < n_blocks; b++) {
+            count = (left + (n_blocks - b) - 1) / (n_blocks - b);
+            left -= count;
+        }
+        CHECK(memcmp(out, p->xb + (size_t)(count - 1) * dim, dim * sizeof(float)) == 0,
+              "%s/%s/%u threads: embed of %u tokens differs from the classifier's input", name, tier, threads, n);
+        CHECK(kv_equal(e, p, n, where, sizeof where), "%s/%s: embed of %u tokens: %s differs from prefill", name,
+              tier, n, where);
+        if (!*have_first) {
+            memcpy(first + (size_t)k * dim, out, dim * sizeof(float));
+        } else {
+            CHECK(memcmp(first + (size_t)k * dim, out, dim * sizeof(float)) == 0,
+                  "%s: embed of %u tokens on %s with %u threads differs from the first tier/thread run", name, n,
+                  tier, threads);
+        }
+    }
+    *have_first = 1;
+    /* after an embed the context goes on as after a prefill */
+    CHECK(qwen3_context_rewind(e, 0) == QWEN3_OK && qwen3_context_rewind(p, 0) == QWEN3_OK, "rewind");
+    CHECK(qwen3_context_embed(e, tokens, 70, out, dim) == QWEN3_OK && qwen3_context_prefill(e, tokens + 70, 5) == QWEN3_OK,
+          "embed then prefill: %s", qwen3_get_last_error());
+    CHECK(qwen3_context_prefill(p, tokens, 75) == QWEN3_OK, "prefill 75");
+    CHECK(memcmp(qwen3_context_logits(e), qwen3_context_logits(p), vocab * sizeof(float)) == 0,
+          "%s/%s: logits after embed + prefill differ from one prefill", name, tier);
+
+    /* errors change nothing and name the problem */
+    CHECK(qwen3_context_rewind(e, 0) == QWEN3_OK, "rewind");
+    CHECK(qwen3_context_embed(e, tokens, 0, out, dim) == QWEN3_ERR_INVALID_ARGUMENT, "0 tokens");
+    CHECK_ERROR_HAS("no tokens");
+    CHECK(qwen3_context_embed(e, tokens, 3, out, dim - 1) == QWEN3_ERR_INVALID_ARGUMENT, "short out");
+    snprintf(where, sizeof where, "out_len is %u but the model's hidden state has dim = %u", dim - 1, dim);
+    CHECK_ERROR_HAS(where);
+    CHECK(qwen3_context_embed(e, tokens, 3, NULL, dim) == QWEN3_ERR_INVALID_ARGUMENT, "NULL out");
+    CHECK_ERROR_HAS("out is NULL");
+    CHECK(qwen3_context_embed(NULL, tokens, 3, out, dim) == QWEN3_ERR_INVALID_ARGUMENT, "NULL ctx");
+    int32_t bad[2] = {1, (int32_t)vocab};
+    CHECK(qwen3_context_embed(e, bad, 2, out, dim) == QWEN3_ERR_INVALID_ARGUMENT, "bad id");
+    CHECK(qwen3_context_embed(e, tokens, EMBED_TOKENS + 9, out, dim) == QWEN3_ERR_CONTEXT_FULL, "too many");
+    CHECK(qwen3_context_position(e) == 0, "a refused embed moved the position to %u", qwen3_context_position(e));
+    free(out);
+    qwen3_context_free(e);
+    qwen3_context_free(p);
+}
+
+static void test_embed(void) {
+    char dir[1024];
+    if (!tu_make_temp_dir(dir, sizeof dir)) {
+        CHECK(0, "cannot create a temp folder");
+        return;
+    }
+    TuSpec specs[2];
+    const char* names[2] = {"embed_tied_gs32", "embed_untied_odd_gs16"};
+    specs[0] = tu_small_spec();
+    specs[0].vocab_size = 512;
+    specs[1] = specs[0];
+    specs[1].dim = 96;
+    specs[1].hidden_dim = 160;
+    specs[1].n_heads = 3;
+    specs[1].n_kv_heads = 1;
+    specs[1].head_dim = 16;
+    specs[1].group_size = 16;
+    specs[1].vocab_size = 300;
+    specs[1].shared_classifier = 0;
+    specs[1].seed = 8;
+    const char* const* tiers = qwen3_kernels_all_names();
+    const char* active = qwen3_kernel_name();
+    for (int i = 0; i < 2; i++) {
+        char path[1100], tok[1200];
+        snprintf(path, sizeof path, "%s/%s.bin", dir, names[i]);
+        snprintf(tok, sizeof tok, "%s.tokenizer", path);
+        CHECK(tu_write_checkpoint(path, &specs[i]) && tu_write_byte_tokenizer(tok), "%s: write", names[i]);
+        Qwen3Model* m = qwen3_model_new(path, 0);
+        CHECK(m != NULL, "%s: %s", names[i], qwen3_get_last_error());
+        if (!m) continue;
+        float* first = (float*)malloc(6 * (size_t)specs[i].dim * sizeof(float));
+        int have_first = 0;
+        for (uint32_t t = 0; tiers[t]; t++) {
+            if (qwen3_kernels_find(tiers[t]) == NULL) {
+                fprintf(stderr, "%s: tier %s SKIPPED (not supported by this CPU)\n", names[i], tiers[t]);
+                continue;
+            }
+            CHECK(qwen3_kernel_select(tiers[t]) == QWEN3_OK, "select %s", tiers[t]);
+            /* under emulation the scalar tier runs on the first model only, as above */
+            if (emulated && i > 0 && strcmp(tiers[t], "scalar") == 0) continue;
+            for (uint32_t threads = 1; threads <= 3; threads++) {
+                /* under emulation one thread count per model: 1, then 3 (a split) */
+                if (emulated && threads != (i == 0 ? 1u : 3u)) continue;
+                CHECK(qwen3_model_resize_pool(m, threads) == QWEN3_OK, "threads %u", threads);
+                check_embed(m, names[i], tiers[t], threads, first, &have_first);
+            }
+        }
+        free(first);
+        qwen3_model_free(m);
+    }
+    CHECK(qwen3_kernel_select(active) == QWEN3_OK, "restore %s", active);
+    tu_remove_dir(dir);
+}
+
+/* ------------------------------------------------------------------------------------
  * KV cache memory: reserved, not committed, until positions are used
  * ---------------------------------------------------------------------------------- */
 
@@ -702,6 +861,7 @@ int main(void) {
                  {"attention", test_attention},
                  {"forward", test_forward},
                  {"prefill_bit_identical", test_prefill_bit_identical},
+                 {"embed", test_embed},
                  {"lazy_kv_cache", test_lazy_kv_cache}};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         const double t0 = qwen3_time_seconds();

@@ -9,6 +9,12 @@ import { Qwen3Error } from "../errors.ts";
 import { argmax } from "../text/sampler.ts";
 import { TextStreamDecoder } from "../text/tokenizer.ts";
 import type { EngineSession, SamplerOptions } from "../types.ts";
+import {
+  type DraftOptions,
+  feedWithDrafts,
+  type PendingDrafts,
+  PromptLookup,
+} from "./speculate.ts";
 
 /** Whether a piece of text is the model's reasoning (inside `<think>`) or its answer. */
 export type PieceKind = "thinking" | "answer";
@@ -69,6 +75,12 @@ export interface GenerationStats {
   stopReason: StopReason;
   /** Session position (tokens in the KV cache) when generation began. */
   startPosition: number;
+  /** Tokens proposed by speculative decoding (prompt lookup) and verified; 0 when off. */
+  draftedTokens: number;
+  /** Drafted tokens that were accepted, each one forward pass saved. */
+  acceptedTokens: number;
+  /** acceptedTokens / draftedTokens (0 when nothing was drafted). */
+  acceptanceRate: number;
 }
 
 /**
@@ -88,6 +100,17 @@ export interface GenerateOptions extends SamplerOptions {
    * `stats.stopReason` is "aborted".
    */
   signal?: AbortSignal;
+  /**
+   * Speculative decoding by prompt lookup: tokens that followed an earlier occurrence of
+   * the text's last few tokens are verified in one batched forward pass, and those the
+   * sampler picks are kept. The output is the same as without it, token for token for a
+   * given seed (docs/sampling.md#speculative-decoding); only the speed changes. On by
+   * default on the C engine, where a batch of tokens costs little more than one; off on
+   * the TypeScript engine, which runs a batch token by token.
+   *
+   * @default {true on the C engine, false on the TypeScript engine}
+   */
+  speculate?: boolean;
 }
 
 /** What the loop needs from a tokenizer. */
@@ -155,6 +178,12 @@ export interface GenerationParams {
   maxTokens?: number;
   /** Cancels between tokens. */
   signal?: AbortSignal;
+  /** Draft tokens by prompt lookup and verify them in batches (default off here), with
+   * the default {@linkcode DraftOptions} or these. */
+  speculate?: boolean | DraftOptions;
+  /** Tokens the session held before the prompt (earlier chat turns): prompt lookup
+   * searches them for drafts too. */
+  history?: readonly number[];
   /** Report each sampled token's log-probability with this many alternatives (0..20). */
   logprobs?: number;
   /** Restricts the answer's tokens. */
@@ -319,6 +348,10 @@ export async function* runGeneration(
   let decodeMs = 0;
   const startPosition = session.position;
   let mark = 0;
+  let lookup: PromptLookup | undefined;
+  let verified: PendingDrafts | undefined; // a verify pass whose drafts are being checked
+  let drafted = 0;
+  let accepted = 0;
 
   const logprobs = checkLogprobs(p.logprobs);
   const pending: TokenLogprob[] = [];
@@ -368,6 +401,11 @@ export async function* runGeneration(
     prefillMs = performance.now() - mark;
     result.promptFed = true;
     p.live?.();
+    const vocab = logits.length;
+    if (p.speculate && session.verify) {
+      const text = p.history ? [...p.history, ...prompt] : prompt;
+      lookup = new PromptLookup(text, p.speculate === true ? {} : p.speculate);
+    }
 
     mark = performance.now();
     if (maxTokens === 0) {
@@ -387,6 +425,7 @@ export async function* runGeneration(
       }
       result.tokens.push(token);
       result.unfed = [token];
+      lookup?.push(token);
       if (logprobs !== undefined && !isThinkTag(token)) {
         pending.push(tokenLogprob(logits, token, logprobs));
       }
@@ -414,6 +453,23 @@ export async function* runGeneration(
         stopReason = "max_tokens";
         break;
       }
+      if (
+        verified && verified.next < verified.drafts.length &&
+        token === verified.drafts[verified.next]
+      ) {
+        // A drafted token the sampler picked: the verify pass already ran it.
+        verified.next++;
+        accepted++;
+        logits = verified.rows.subarray(verified.next * vocab, (verified.next + 1) * vocab);
+        result.unfed = [];
+        continue;
+      }
+      if (verified) {
+        // The drafts from here on were not picked: forget them.
+        lookup?.feedback(verified.drafts.length, verified.next);
+        session.rewind(verified.base + verified.next);
+        verified = undefined;
+      }
       if (session.position >= session.contextLength) {
         stopReason = "context_full";
         break;
@@ -422,8 +478,18 @@ export async function* runGeneration(
         stopReason = "aborted";
         break;
       }
+      // Drafts fit after the token in the context, and stop short of the last token
+      // maxTokens allows (that one is sampled from the last row) and of any stop token.
+      const room = Math.min(
+        session.contextLength - session.position - 1,
+        maxTokens - result.tokens.length - 1,
+      );
+      const drafts = lookup && room > 0 ? lookup.draft(room) : [];
+      const stopAt = drafts.findIndex((t) => p.stopTokens.has(t));
+      if (stopAt >= 0) drafts.length = stopAt;
       p.live?.();
-      logits = await session.forward([token]);
+      ({ logits, pending: verified } = await feedWithDrafts(session, token, drafts, vocab));
+      drafted += drafts.length;
       result.unfed = [];
       p.live?.();
     }
@@ -432,6 +498,13 @@ export async function* runGeneration(
     if (tail) yield tail;
   } finally {
     // Reached on every exit: normal end, a thrown error, or the caller's early break.
+    if (verified) {
+      // Drafts run but not taken leave the cache holding exactly the fed tokens.
+      const fed = startPosition + prompt.length + result.tokens.length - result.unfed.length;
+      try {
+        if (session.position > fed) session.rewind(fed);
+      } catch { /* a disposed session holds nothing to fix */ }
+    }
     result.stats = {
       promptTokens: result.promptFed ? prompt.length : 0,
       generatedTokens: result.tokens.length,
@@ -441,6 +514,9 @@ export async function* runGeneration(
       decodeTokensPerSecond: perSecond(result.tokens.length, decodeMs),
       stopReason,
       startPosition,
+      draftedTokens: drafted,
+      acceptedTokens: accepted,
+      acceptanceRate: drafted > 0 ? accepted / drafted : 0,
     };
   }
   return result;

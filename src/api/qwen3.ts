@@ -13,6 +13,12 @@
  */
 
 import { CEngine } from "../../ffi/c_engine.ts";
+import {
+  embeddingDimensions,
+  embeddingTokens,
+  type EmbedOptions,
+  embedTokenInputs,
+} from "./embed.ts";
 import { Qwen3Error } from "../errors.ts";
 import {
   type GenerateOptions,
@@ -140,6 +146,12 @@ export interface Qwen3GenerateOptions extends GenerateOptions {
    * {@linkcode JsonTokenConstraint} for JSON output); generation ends once it is `closed`.
    */
   constraint?: TokenConstraint;
+  /**
+   * With `session`: the tokens it already holds, in order, for speculative decoding to
+   * search for drafts besides the prompt (the server's prompt cache passes the prefix it
+   * reused). Only read for drafts: it changes the speed, never the text.
+   */
+  history?: readonly number[];
 }
 
 /** Options of {@link Qwen3.chat}. */
@@ -435,6 +447,8 @@ export class Qwen3 implements Disposable {
         think: special.think,
         maxTokens: opts.maxTokens,
         signal: opts.signal,
+        speculate: opts.speculate ?? engine.kind === "c",
+        history: opts.history,
         logprobs: opts.logprobs,
         constraint: opts.constraint,
         live,
@@ -466,6 +480,83 @@ export class Qwen3 implements Disposable {
   chat(opts: ChatOptions = {}): Chat {
     this.#live();
     return new Chat(this, opts);
+  }
+
+  /**
+   * Embeds text for retrieval with a Qwen3-Embedding model (0.6B, 4B, 8B, exported with
+   * `qwen3 export`): each text (a query with `opts.instruction` becomes
+   * `Instruct: {instruction}\nQuery:{text}`) is tokenized as plain text, followed by
+   * `<|endoftext|>`, and run through the model in prefill blocks without computing logits;
+   * the embedding is the last token's final hidden state (last-token pooling), truncated to
+   * `opts.dimensions` and L2-normalised. Texts run one after another in one session of the
+   * model's engine (both engines give the same bits). docs/embeddings.md says where the
+   * format comes from. A model that is not an embedding model gives vectors too, but they
+   * mean little.
+   *
+   * @param texts One text, or several.
+   * @param opts `dimensions` (Matryoshka truncation), `instruction` (for queries), `signal`.
+   * @returns One Float32Array of unit length for a string; one per text, in order, for an
+   * array.
+   * @throws {Qwen3Error} `disposed` when the model was disposed; `invalid_argument` for a
+   * bad `dimensions`; `context_full` naming a text longer than the context (nothing is
+   * truncated); the engine's errors.
+   *
+   * @example Which document answers a query
+   * ```ts
+   * import { demoModelPath, Qwen3 } from "@q3/qwen3";
+   *
+   * // The demo model is a chat model: pass a Qwen3-Embedding model for meaningful vectors.
+   * using model = await Qwen3.load(await demoModelPath());
+   * const instruction = "Given a question, retrieve passages that answer it";
+   * const query = await model.embed("Where do fish live?", { instruction });
+   * const docs = await model.embed(["Fish live in the sea.", "The sun is hot."]);
+   * const scores = docs.map((d) => d.reduce((s, v, i) => s + v * query[i], 0));
+   * console.log(query.length, scores.length); // 256 2
+   * ```
+   */
+  embed(texts: string, opts?: EmbedOptions): Promise<Float32Array>;
+  /**
+   * Embeds several texts as {@linkcode Qwen3.embed} embeds one, in one session, one after
+   * another.
+   *
+   * @param texts The texts (queries when `opts.instruction` is given).
+   * @param opts `dimensions`, `instruction` (for all of them) and `signal`.
+   * @returns One unit-length Float32Array per text, in order.
+   * @throws {Qwen3Error} As for one text; `context_full` names the index of the text that
+   * does not fit, before any runs.
+   */
+  embed(texts: readonly string[], opts?: EmbedOptions): Promise<Float32Array[]>;
+  async embed(
+    texts: string | readonly string[],
+    opts: EmbedOptions = {},
+  ): Promise<Float32Array | Float32Array[]> {
+    this.#live();
+    const dims = embeddingDimensions(opts.dimensions, this.config.dim);
+    const list = typeof texts === "string" ? [texts] : texts;
+    const inputs = list.map((t) => this.embeddingTokens(t, opts.instruction));
+    const out = await embedTokenInputs(this.engine, inputs, dims, opts.signal);
+    return typeof texts === "string" ? out[0] : out;
+  }
+
+  /**
+   * The token ids {@linkcode Qwen3.embed} runs for a text: `Instruct: {instruction}\nQuery:{text}`
+   * (or the text alone) as plain text, then `<|endoftext|>`.
+   *
+   * @param text The query or document.
+   * @param instruction The task description, for queries.
+   * @returns The ids, ending with `<|endoftext|>`.
+   *
+   * @example Count a query's tokens
+   * ```ts
+   * import { demoModelPath, Qwen3 } from "@q3/qwen3";
+   *
+   * using model = await Qwen3.load(await demoModelPath());
+   * const ids = model.embeddingTokens("Where do fish live?", "Find answers");
+   * console.log(ids.at(-1) === model.specialTokens.endOfText); // true
+   * ```
+   */
+  embeddingTokens(text: string, instruction?: string): number[] {
+    return embeddingTokens(this.tokenizer, this.#special.endOfText, text, instruction);
   }
 
   /** True once disposed. */
@@ -516,6 +607,7 @@ export class Chat implements Disposable {
   #history: ChatMessage[] = [];
   /** Tokens owed to the KV cache before the next turn: the end of the last reply. */
   #carry: number[] = [];
+  #fed: number[] = []; // every token in the session's KV cache, in order (prompt lookup reads it)
   #turns = 0;
   #busy = false;
   #stats: GenerationStats | undefined;
@@ -609,15 +701,17 @@ export class Chat implements Disposable {
     const carry = this.#carry;
     // Encoded against the free positions, so a turn that cannot fit (a 10 MB paste) ends as
     // context_full after work bounded by the context, not by the text.
-    const prompt = (free: number) => [
-      ...carry,
-      ...encodeTurn(model.tokenizer, model.templates, {
-        user: text,
-        system: first ? this.system : undefined,
-        thinking: this.thinking,
-        first,
-      }, { limit: Math.max(0, free - carry.length) }),
-    ];
+    let fed: readonly number[] = [];
+    const prompt = (free: number) =>
+      fed = [
+        ...carry,
+        ...encodeTurn(model.tokenizer, model.templates, {
+          user: text,
+          system: first ? this.system : undefined,
+          thinking: this.thinking,
+          first,
+        }, { limit: Math.max(0, free - carry.length) }),
+      ];
     this.#busy = true;
     try {
       yield* runGeneration({
@@ -629,6 +723,8 @@ export class Chat implements Disposable {
         think: special.think,
         maxTokens: opts.maxTokens,
         signal: opts.signal,
+        speculate: opts.speculate ?? model.engine.kind === "c",
+        history: this.#fed,
         live: () => this.#live(),
       }, result);
     } finally {
@@ -638,6 +734,10 @@ export class Chat implements Disposable {
         // The reply is closed in the cache as the template would have it, however it ended:
         // its last unfed token (if any), then <|im_end|> and a newline, fed with the next turn.
         this.#carry = [...result.unfed, special.imEnd, ...special.newline];
+        this.#fed.push(
+          ...fed,
+          ...result.tokens.slice(0, result.tokens.length - result.unfed.length),
+        );
         this.#turns++;
         this.#history.push({ role: "user", content: text });
         const reply: ChatMessage = { role: "assistant", content: result.text };

@@ -69,6 +69,8 @@ import {
   type HfChatTemplate,
   type HfQwen3Config,
   hfTensorName,
+  type HfTensorPrefix,
+  hfTensorPrefix,
   readHfChatTemplate,
   readHfConfig,
 } from "./hf_folder.ts";
@@ -97,10 +99,10 @@ export const GGUF_WEIGHT_TYPES: readonly GgufWeightType[] = [
 ];
 
 /**
- * The GGUF weight types whose files the engines of this version cannot run yet (their block
- * types are written for llama.cpp; loading them here is being added).
+ * The GGUF weight types that are llama.cpp's quantised mixtures (K-quants, Q5_0, Q5_1, Q4_1;
+ * both engines run them, docs/formats.md#gguf-tensor-types).
  */
-export const LLAMA_CPP_ONLY_TYPES: readonly GgufWeightType[] = Object.keys(
+export const GGUF_MIXTURE_TYPES: readonly GgufWeightType[] = Object.keys(
   MIXTURES,
 ) as GgufQuantMixture[];
 
@@ -228,6 +230,7 @@ async function writeCheckpoint(
   file: Deno.FsFile,
   weights: SafetensorsModel,
   config: ModelConfig,
+  prefix: HfTensorPrefix,
   progress: (bytes: number) => void,
   signal?: AbortSignal,
 ): Promise<void> {
@@ -246,7 +249,7 @@ async function writeCheckpoint(
   progress(header.length);
   for (const slot of checkpointTensorOrder(config)) {
     signal?.throwIfAborted();
-    const name = hfTensorName(slot);
+    const name = hfTensorName(slot, prefix);
     if (slot.kind === "f32") {
       const v = await weights.readTensor(name);
       await writeAll(file, bytesOf(v));
@@ -332,6 +335,7 @@ export function ggufTensorTypes(config: ModelConfig, type: GgufWeightType): Map<
 function ggufSources(
   weights: SafetensorsModel,
   config: ModelConfig,
+  prefix: HfTensorPrefix,
   type: GgufWeightType,
   pool: QuantPool,
   signal?: AbortSignal,
@@ -359,7 +363,7 @@ function ggufSources(
   return out;
 
   function denseSource(name: string, slot: TensorSlot): GgufTensorSource {
-    const hfName = hfTensorName(slot);
+    const hfName = hfTensorName(slot, prefix);
     const spec: GgufTensorSpec = { name, dims: ggufDims(slot), type: types.get(name)! };
     const data = async function* () {
       if (slot.kind === "f32") {
@@ -526,10 +530,7 @@ function checkQ8_0Widths(config: ModelConfig): void {
   }
 }
 
-/**
- * Notes what a quantised mixture holds (tensors per ggml type, as llama-quantize reports
- * them) and that the engines of this version cannot run it yet.
- */
+/** Notes what a quantised mixture holds (tensors per ggml type, as llama-quantize reports them). */
 function noteMixture(config: ModelConfig, type: GgufWeightType, note: (m: string) => void) {
   const counts = new Map<string, number>();
   for (const t of ggufTensorTypes(config, type).values()) {
@@ -538,12 +539,6 @@ function noteMixture(config: ModelConfig, type: GgufWeightType, note: (m: string
   }
   const list = [...counts].map(([name, n]) => `${n} ${name}`).join(", ");
   note(`${type.toUpperCase()}: tensors ${list}`);
-  if (LLAMA_CPP_ONLY_TYPES.includes(type)) {
-    note(
-      `${type.toUpperCase()} files are for llama.cpp: this version's engines cannot load ` +
-        "K-quant, Q5_0, Q5_1 or Q4_1 tensors yet",
-    );
-  }
 }
 
 /** Every file the export reads: no output may be one of them. */
@@ -609,6 +604,8 @@ interface ExportPlan {
   /** `hf.config`, with the group size a model.bin export uses. */
   config: ModelConfig;
   weights: SafetensorsModel;
+  /** How the folder names its tensors (`""`: a bare Qwen3Model, no lm_head). */
+  prefix: HfTensorPrefix;
   /** The chat template of the folder, if any (a GGUF stores its source). */
   chat: HfChatTemplate | undefined;
   templates: ChatTemplates;
@@ -628,9 +625,19 @@ async function planExport(
   hf: HfQwen3Config,
 ): Promise<ExportPlan> {
   const { format, type, groupSize, threads } = options;
+  const prefix = hfTensorPrefix(weights);
+  if (prefix === "") {
+    // A bare Qwen3Model (Qwen3-Embedding) has no lm_head; the files need a classifier, so
+    // the embedding table serves as one. Its logits mean nothing: such a model is for embed.
+    hf.config.sharedClassifier = true;
+    note(
+      `${hfDir}: a Qwen3Model body without lm_head (an embedding model): the embedding ` +
+        "table serves as the classifier; use the model for embeddings, not text",
+    );
+  }
   const config = hf.config;
   if (config.moe) checkMoeExport(hfDir, config, format, type);
-  checkHfTensors(weights, config);
+  checkHfTensors(weights, config, prefix);
   const chat = await readHfChatTemplate(hfDir);
   const { templates, templateSource } = exportTemplates(hfDir, chat, note);
   if (format === "bin") fitBinFormat(hfDir, config, groupSize, note);
@@ -647,6 +654,7 @@ async function planExport(
     hf,
     config,
     weights,
+    prefix,
     chat,
     templates,
     templateSource,
@@ -706,7 +714,7 @@ async function writeGgufExport(
 ): Promise<ExportResult> {
   // Only the mixtures' searches are slow enough to want threads.
   using pool = new QuantPool(p.type in MIXTURES ? p.threads : 1);
-  const sources = ggufSources(p.weights, p.config, p.type, pool, signal);
+  const sources = ggufSources(p.weights, p.config, p.prefix, p.type, pool, signal);
   let bytes: number;
   {
     using file = await outputs.create(p.outPath);
@@ -736,7 +744,14 @@ async function writeBinExport(
   let done = 0;
   {
     using file = await outputs.create(p.outPath);
-    await writeCheckpoint(file, p.weights, p.config, (n) => report(done += n, total), signal);
+    await writeCheckpoint(
+      file,
+      p.weights,
+      p.config,
+      p.prefix,
+      (n) => report(done += n, total),
+      signal,
+    );
   }
   if (done !== total) {
     throw new Qwen3Error("io", `${p.outPath}: wrote ${done} bytes, expected ${total}`);

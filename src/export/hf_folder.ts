@@ -56,6 +56,10 @@ async function readJson(path: string, what: string, hint: string): Promise<unkno
   }
 }
 
+/** The `architectures` the exporter reads: the causal LM, and the bare body (Qwen3Model,
+ * tensors without the `model.` prefix and no lm_head: how Qwen3-Embedding is saved). */
+const HF_ARCHITECTURES: readonly unknown[] = ["Qwen3ForCausalLM", "Qwen3Model"];
+
 /** Config fields as read: `json` is config.json's object. */
 type Json = Record<string, unknown>;
 
@@ -66,11 +70,12 @@ type Json = Record<string, unknown>;
 function checkArchitecture(json: Json, path: string): boolean {
   const arch = json.architectures;
   const moe = Array.isArray(arch) && arch.includes(HF_MOE_ARCHITECTURE);
-  if (!Array.isArray(arch) || (!arch.includes("Qwen3ForCausalLM") && !moe)) {
+  if (!Array.isArray(arch) || (!arch.some((a) => HF_ARCHITECTURES.includes(a)) && !moe)) {
     throw new Qwen3Error(
       "unsupported",
       `${path}: architectures is ${JSON.stringify(arch ?? null)}; only Qwen3ForCausalLM ` +
-        `(dense Qwen3) and ${HF_MOE_ARCHITECTURE} can be exported`,
+        "(dense Qwen3), Qwen3Model (its body without lm_head, as Qwen3-Embedding is saved) " +
+        `or ${HF_MOE_ARCHITECTURE} can be exported`,
     );
   }
   const want = moe ? HF_MOE_MODEL_TYPE : "qwen3";
@@ -245,17 +250,22 @@ export async function readHfConfig(dir: string): Promise<HfQwen3Config> {
  * The Hugging Face name of a checkpoint tensor.
  *
  * @param slot The tensor's slot name and layer.
+ * @param prefix `model.` for Qwen3ForCausalLM's tensors, `""` for a bare Qwen3Model's
+ * (see {@linkcode hfTensorPrefix}).
  * @returns e.g. `model.layers.0.self_attn.q_proj.weight` for (wq, 0).
  */
-export function hfTensorName(slot: Pick<TensorSlot, "name" | "layer">): string {
-  const p = `model.layers.${slot.layer}.`;
+export function hfTensorName(
+  slot: Pick<TensorSlot, "name" | "layer">,
+  prefix: HfTensorPrefix = "model.",
+): string {
+  const p = `${prefix}layers.${slot.layer}.`;
   switch (slot.name) {
     case "embed":
-      return "model.embed_tokens.weight";
+      return `${prefix}embed_tokens.weight`;
     case "classifier":
       return "lm_head.weight";
     case "final_norm":
-      return "model.norm.weight";
+      return `${prefix}norm.weight`;
     case "attn_norm":
       return p + "input_layernorm.weight";
     case "ffn_norm":
@@ -286,7 +296,25 @@ function slotShape(slot: TensorSlot): number[] {
 }
 
 /** Tensors a Qwen3 folder may hold that the model does not use (old RoPE caches). */
-const IGNORED_TENSOR = /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
+const IGNORED_TENSOR = /^(model\.)?layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
+
+/** How a folder names its tensors: `model.embed_tokens.weight` (Qwen3ForCausalLM) or
+ * `embed_tokens.weight` (a bare Qwen3Model, as Qwen3-Embedding checkpoints are saved). */
+export type HfTensorPrefix = "model." | "";
+
+/**
+ * The tensor prefix of a folder, from its embedding table's name: `""` when it has
+ * `embed_tokens.weight` and no `model.embed_tokens.weight` (a bare Qwen3Model: no lm_head,
+ * so it exports with the embedding as the classifier), else `model.`.
+ *
+ * @param weights The folder's safetensors (headers only are needed).
+ * @returns The prefix to pass to {@linkcode hfTensorName}.
+ */
+export function hfTensorPrefix(weights: Pick<SafetensorsModel, "tensors">): HfTensorPrefix {
+  const bare = weights.tensors.has("embed_tokens.weight") &&
+    !weights.tensors.has("model.embed_tokens.weight");
+  return bare ? "" : "model.";
+}
 
 /**
  * Checks that `weights` holds exactly the tensors of `config` with the right shapes and a
@@ -294,18 +322,23 @@ const IGNORED_TENSOR = /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
  *
  * @param weights The folder's safetensors (headers only are needed).
  * @param config The configuration from {@linkcode readHfConfig}.
+ * @param prefix The folder's tensor prefix ({@linkcode hfTensorPrefix}).
  * @throws {Qwen3Error} `format` naming the tensor: missing, or of the wrong shape (both
  * shapes named).
  * @throws {Qwen3Error} `unsupported` for a dtype the exporter cannot convert, or a tensor a
  * dense Qwen3 does not have.
  */
-export function checkHfTensors(weights: SafetensorsModel, config: ModelConfig): void {
+export function checkHfTensors(
+  weights: SafetensorsModel,
+  config: ModelConfig,
+  prefix: HfTensorPrefix = "model.",
+): void {
   const used = new Set<string>();
   const wanted: { name: string; want: number[]; slot?: TensorSlot }[] = [];
   for (const slot of checkpointTensorOrder(config)) {
     const dense = slot.name === "w1" || slot.name === "w2" || slot.name === "w3";
     if (dense && config.moe?.sparse[slot.layer]) continue;
-    wanted.push({ name: hfTensorName(slot), want: slotShape(slot), slot });
+    wanted.push({ name: hfTensorName(slot, prefix), want: slotShape(slot), slot });
   }
   for (let l = 0; l < config.nLayers; l++) {
     if (!config.moe?.sparse[l]) continue;

@@ -111,7 +111,7 @@ export const GGML_TYPE_NAMES: Readonly<Record<number, string>> = Object.fromEntr
 );
 
 /** The types the engines run, as the C engine's messages list them. */
-export const RUNNABLE_GGML_TYPES = "F32, F16, BF16, Q8_0, Q4_0";
+export const RUNNABLE_GGML_TYPES = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K";
 
 /** A typed metadata value for the writer. */
 export type GgufValue =

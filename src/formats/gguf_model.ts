@@ -15,6 +15,7 @@ import {
   type GgufTensorInfo,
   RUNNABLE_GGML_TYPES,
 } from "./gguf.ts";
+import { GGML_BLOCK_LAYOUTS, GgmlBlockType } from "./ggml_types.ts";
 import {
   GGUF_KEYS,
   ggufBlockTensorName,
@@ -226,7 +227,7 @@ export function ggufConfig(g: GgufFile, path: string): ModelConfig {
     headDim: v.headDim,
     vocabSize: ggufVocabSize(g, path),
     seqLen: v.seqLen,
-    groupSize: 0, // set by ggufWeights: 32 when any matrix is Q8_0 / Q4_0
+    groupSize: 0, // set by ggufWeights: 32 when any matrix is quantised
     sharedClassifier: !g.tensors.has(QWEN3_GGUF_TENSORS.classifier),
     ropeTheta: v.ropeTheta,
     rmsEps: v.rmsEps,
@@ -341,7 +342,8 @@ const FLOAT_KINDS: Readonly<Record<number, FloatTensor["kind"]>> = {
   [GgmlType.BF16]: "bf16",
 };
 
-/** A (rows, cols) matrix: F32 / F16 / BF16 as views, Q8_0 / Q4_0 converted to Q8 (group 32). */
+/** A (rows, cols) matrix: F32 / F16 / BF16 as views, Q8_0 / Q4_0 converted to Q8 (group 32),
+ * the other block types of ggml_types.ts as views of their blocks. */
 function ggufMatrix(
   bytes: Uint8Array,
   g: GgufFile,
@@ -351,7 +353,7 @@ function ggufMatrix(
   cols: number,
 ): WeightTensor {
   const t = ggufTensor(g, path, name);
-  if (!FLOAT_KINDS[t.type] && t.type !== GgmlType.Q8_0 && t.type !== GgmlType.Q4_0) {
+  if (!runnable(t)) {
     throw cannotRun(path, t, name);
   }
   checkShape(path, t, name, cols, rows);
@@ -361,7 +363,19 @@ function ggufMatrix(
 /** The (rows, cols) matrix whose data `t` locates (type and size already checked). */
 function matrixAt(bytes: Uint8Array, t: GgufTensorInfo, rows: number, cols: number): WeightTensor {
   const kind = FLOAT_KINDS[t.type];
+  const native = NATIVE_BLOCK_TYPES.has(t.type);
   const n = rows * cols;
+  if (native) {
+    const layout = GGML_BLOCK_LAYOUTS[t.type];
+    const blocks = bytes.subarray(t.offset, t.offset + t.bytes);
+    return {
+      ggmlType: t.type,
+      blocks,
+      rowBytes: (cols / layout.values) * layout.bytes,
+      rows,
+      cols,
+    };
+  }
   if (kind) {
     const data = kind === "f32"
       ? viewAt(bytes, t.offset, n, Float32Array)
@@ -385,9 +399,7 @@ function ggufExperts(
   cols: number,
 ): WeightTensor[] {
   const t = ggufTensor(g, path, name);
-  if (!FLOAT_KINDS[t.type] && t.type !== GgmlType.Q8_0 && t.type !== GgmlType.Q4_0) {
-    throw cannotRun(path, t, name);
-  }
+  if (!runnable(t)) throw cannotRun(path, t, name);
   checkShape(path, t, name, cols, rows, nExperts);
   const per = t.bytes / nExperts;
   const out: WeightTensor[] = [];
@@ -428,6 +440,22 @@ function ggufMoeLayer(
   };
 }
 
+/** The block types run in their file layout (Q8_0 and Q4_0 are converted to Q8 instead). */
+const NATIVE_BLOCK_TYPES: ReadonlySet<number> = new Set([
+  GgmlBlockType.Q4_1,
+  GgmlBlockType.Q5_0,
+  GgmlBlockType.Q5_1,
+  GgmlBlockType.Q4_K,
+  GgmlBlockType.Q5_K,
+  GgmlBlockType.Q6_K,
+]);
+
+/** Whether the engines run a matrix of `t`'s type (in place, or converted to Q8). */
+function runnable(t: GgufTensorInfo): boolean {
+  return FLOAT_KINDS[t.type] !== undefined || NATIVE_BLOCK_TYPES.has(t.type) ||
+    t.type === GgmlType.Q8_0 || t.type === GgmlType.Q4_0;
+}
+
 /** Block `l`'s tensors, norms first, in the C loader's order. */
 function ggufLayer(
   bytes: Uint8Array,
@@ -458,8 +486,8 @@ function ggufLayer(
 
 /**
  * Every tensor of a `qwen3` GGUF (names and shapes as docs/formats.md#gguf-tensor-names lists
- * them), with the C loader's rules: matrices F32 / F16 / BF16 in place or Q8_0 / Q4_0
- * converted without loss to Q8 with group 32; norms F32 (F16 / BF16 widened);
+ * them), with the C loader's rules: matrices F32 / F16 / BF16 and Q4_1 / Q5_0 / Q5_1 /
+ * Q4_K / Q5_K / Q6_K in place, Q8_0 / Q4_0 converted without loss to Q8 with group 32; norms F32 (F16 / BF16 widened);
  * `output.weight` absent = tied.
  *
  * @param bytes The whole file.
@@ -470,8 +498,8 @@ function ggufLayer(
  * every width to be a multiple of 32), else left 0.
  * @returns Every tensor, as views into `bytes` or converted copies.
  * @throws {Qwen3Error} `format` naming the tensor: missing, or of the wrong shape.
- * @throws {Qwen3Error} `unsupported` for a tensor type the engines cannot run, or Q8_0 /
- * Q4_0 weights with a width that is not a multiple of 32.
+ * @throws {Qwen3Error} `unsupported` for a tensor type the engines cannot run, or quantised
+ * weights with a width that is not a multiple of 32.
  */
 export function ggufWeights(
   bytes: Uint8Array,
@@ -501,7 +529,7 @@ export function ggufWeights(
       if (width % 32 !== 0) {
         throw new Qwen3Error(
           "unsupported",
-          `${path}: GGUF has Q8_0/Q4_0 weights but a width of ${width}, not a multiple of 32`,
+          `${path}: GGUF has quantised weights but a width of ${width}, not a multiple of 32`,
         );
       }
     }

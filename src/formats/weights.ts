@@ -1,6 +1,7 @@
 /**
  * The weights as the engines see them, whatever file they came from: Q8 matrices (int8
- * groups with fp32 scales: model.bin, GGUF Q8_0 / Q4_0 after conversion), unquantised
+ * groups with fp32 scales: model.bin, GGUF Q8_0 / Q4_0 after conversion), ggml block
+ * matrices (GGUF Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, as stored), unquantised
  * matrices (GGUF F32 / F16 / BF16, kept in their storage type) and fp32 norm vectors; and
  * the tables that widen fp16 / bf16 codes to fp32. The readers (checkpoint.ts,
  * gguf_model.ts) build these; the TypeScript engine (src/reference/) runs them.
@@ -39,8 +40,25 @@ export interface FloatTensor {
   cols: number;
 }
 
-/** A weight matrix as an engine runs it: Q8 (W8A8 path) or unquantised. */
-export type WeightTensor = Q8Tensor | FloatTensor;
+/**
+ * A matrix kept in a ggml block layout (GGUF Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K;
+ * src/formats/ggml_types.ts), run with activations quantised per 32 values.
+ */
+export interface BlockTensor {
+  /** ggml type number (a key of `GGML_BLOCK_LAYOUTS`). */
+  ggmlType: number;
+  /** The tensor's bytes: rows of blocks, `rowBytes` each. */
+  blocks: Uint8Array;
+  /** Bytes per row. */
+  rowBytes: number;
+  /** Output features. */
+  rows: number;
+  /** Input features (a whole number of blocks). */
+  cols: number;
+}
+
+/** A weight matrix as an engine runs it: Q8 (W8A8 path), ggml blocks or unquantised. */
+export type WeightTensor = Q8Tensor | FloatTensor | BlockTensor;
 
 /**
  * Tells an unquantised matrix from a Q8 one.
@@ -50,6 +68,16 @@ export type WeightTensor = Q8Tensor | FloatTensor;
  */
 export function isFloatTensor(t: WeightTensor): t is FloatTensor {
   return "kind" in t;
+}
+
+/**
+ * Tells a ggml block matrix from the other kinds.
+ *
+ * @param t The matrix.
+ * @returns True when `t` is a {@linkcode BlockTensor}.
+ */
+export function isBlockTensor(t: WeightTensor): t is BlockTensor {
+  return "ggmlType" in t;
 }
 
 /** One transformer block's weights, any storage type. */

@@ -1,7 +1,8 @@
 /**
  * The TypeScript reference engine: Qwen3 (docs/numerics.md#forward-pass) with the C engine's numerics in
  * plain TypeScript over typed-array views of the model file: W8A8 (docs/numerics.md#w8a8-quantisation) for Q8
- * weights (model.bin, GGUF Q8_0 / Q4_0), and for unquantised GGUF weights (F32, F16, BF16)
+ * weights (model.bin, GGUF Q8_0 / Q4_0), ggml blocks with int8 activations per 32 values
+ * (docs/numerics.md#ggml-block-weights) for GGUF K-quants and Q4_1 / Q5_0 / Q5_1, and for unquantised GGUF weights (F32, F16, BF16)
  * fp32 products summed in the 16 lanes and fixed tree of csrc/src/kernels_float.h, with no
  * activation quantisation. Every float operation is rounded to fp32 (Math.fround or a
  * Float32Array store) in the order the C engine performs it, so the two agree to the last
@@ -15,7 +16,9 @@
 
 import { Qwen3Error } from "../errors.ts";
 import {
+  type BlockTensor,
   type FloatTensor,
+  isBlockTensor,
   isFloatTensor,
   type LayerWeights,
   type LoadedModel,
@@ -26,6 +29,12 @@ import {
   WIDEN_TABLES,
 } from "../formats/weights.ts";
 import { readModel } from "../formats/model_file.ts";
+import {
+  dequantizeBlocks,
+  GGML_BLOCK_LAYOUTS,
+  newUnpackedBlock,
+  unpackBlock,
+} from "../formats/ggml_types.ts";
 import { quantizeQ8Into } from "./quant.ts";
 import { routeToken } from "./moe.ts";
 import type { Engine, EngineSession, ModelConfig } from "../types.ts";
@@ -53,6 +62,47 @@ function matvecQ8(out: Float32Array, w: Q8Tensor, xq: Int8Array, xs: Float32Arra
       let isum = 0;
       for (let k = 0; k < gs; k++) isum += q[wb + k] * xq[xb + k];
       acc = fround(acc + fround(fround(fround(isum) * s[scaleBase + g]) * xs[g]));
+    }
+    out[r] = acc;
+  }
+}
+
+/** Scratch for one unpacked block. */
+const unpacked = newUnpackedBlock();
+/** Sum of each 32-value group of the quantised activation. */
+let groupSums = new Int32Array(0);
+
+/**
+ * out[r] = row r of a ggml block matrix dot the vector (xq, xs) quantised per 32 values, as
+ * csrc/src/kernels.h specifies for block weights: per 32-value chunk c an exact
+ * `isum = m16[2c] * sum(first 16 q*x) + m16[2c+1] * sum(last 16)`, then
+ * `t = (float)isum * scale[c]`, `t = t + (float)xsum * offset[c]` for types with an offset,
+ * `acc = acc + t * xs[c]`, each step rounded to fp32.
+ */
+function matvecBlocks(out: Float32Array, w: BlockTensor, xq: Int8Array, xs: Float32Array): void {
+  const layout = GGML_BLOCK_LAYOUTS[w.ggmlType];
+  const bv = layout.values, chunks = bv / 32, nb = w.cols / bv, off = layout.hasOffset;
+  const nGroups = w.cols / 32;
+  if (groupSums.length < nGroups) groupSums = new Int32Array(nGroups);
+  for (let g = 0; g < nGroups; g++) {
+    let sum = 0;
+    for (let i = 32 * g; i < 32 * g + 32; i++) sum += xq[i];
+    groupSums[g] = sum;
+  }
+  const { q, m16, scale, offset } = unpacked;
+  for (let r = 0; r < w.rows; r++) {
+    let acc = 0;
+    for (let b = 0; b < nb; b++) {
+      unpackBlock(w.ggmlType, w.blocks, r * w.rowBytes + b * layout.bytes, unpacked);
+      for (let c = 0; c < chunks; c++) {
+        const x0 = b * bv + 32 * c, q0 = 32 * c, g = b * chunks + c;
+        let lo = 0, hi = 0;
+        for (let i = 0; i < 16; i++) lo += q[q0 + i] * xq[x0 + i];
+        for (let i = 16; i < 32; i++) hi += q[q0 + i] * xq[x0 + i];
+        let t = fround((m16[2 * c] * lo + m16[2 * c + 1] * hi) * scale[c]);
+        if (off) t = fround(t + fround(groupSums[g] * offset[c]));
+        acc = fround(acc + fround(t * xs[g]));
+      }
     }
     out[r] = acc;
   }
@@ -90,6 +140,10 @@ function matvecFloat(out: Float32Array, w: FloatTensor, x: Float32Array): void {
 /** Row `row` of w as fp32 into out: Q8 values times their group's scale, floats widened. */
 function matrixRow(out: Float32Array, w: WeightTensor, row: number): void {
   const n = w.cols;
+  if (isBlockTensor(w)) {
+    dequantizeBlocks(w.ggmlType, w.blocks, row * w.rowBytes, n, out);
+    return;
+  }
   if (isFloatTensor(w)) {
     const table = w.kind === "f16"
       ? WIDEN_TABLES.f16
@@ -283,11 +337,78 @@ export class TsSession implements EngineSession {
    * @throws {Qwen3Error} As {@linkcode TsSession.forward}.
    */
   forwardSync(tokens: ArrayLike<number>): Float32Array {
+    this.#run(tokens, "logits");
+    return this.#s.logits;
+  }
+
+  /**
+   * Runs `tokens` as {@linkcode TsSession.forward} does, but returns the last token's final
+   * hidden state (`rmsnorm(x) * final_norm`, the classifier's input) instead of logits; the
+   * classifier is not run (on this thread: the promise is settled when it returns).
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns A new array of `dim` floats, not normalised.
+   * @throws {Qwen3Error} As {@linkcode TsSession.forward}.
+   */
+  embed(tokens: ArrayLike<number>): Promise<Float32Array> {
+    try {
+      this.#run(tokens, "hidden");
+      return Promise.resolve(this.#s.xb.slice(0, this.#engine.config.dim));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * Runs `tokens` at positions `position ..` and returns the logits of every one of them
+   * (row `i` is what {@linkcode TsSession.forward} of `tokens[0..i]` one at a time
+   * returns). This engine runs tokens one by one anyway, so it saves no time here; it
+   * keeps the {@linkcode EngineSession} contract the generation loop's speculative
+   * decoding uses.
+   *
+   * @param tokens Token ids, at least one, each below the model's `vocabSize`.
+   * @returns `tokens.length * vocabSize` floats (row `i` at `i * vocabSize`).
+   * @throws {Qwen3Error} As {@linkcode TsSession.forward}.
+   */
+  verify(tokens: ArrayLike<number>): Promise<Float32Array> {
+    try {
+      this.#check(tokens, "verify");
+      const n = tokens.length;
+      const vocab = this.#engine.config.vocabSize;
+      const rows = new Float32Array(n * vocab);
+      this.#kv.reserve(this.#position + n);
+      for (let i = 0; i < n; i++) {
+        this.#step(tokens[i], this.#position, "logits");
+        this.#position++;
+        rows.set(this.#s.logits, i * vocab);
+      }
+      return Promise.resolve(rows);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  #run(tokens: ArrayLike<number>, want: "logits" | "hidden"): void {
+    this.#check(tokens, want === "hidden" ? "embed" : "forward");
+    const n = tokens.length;
+    this.#kv.reserve(this.#position + n);
+    for (let i = 0; i < n; i++) {
+      this.#step(tokens[i], this.#position, i === n - 1 ? want : undefined);
+      this.#position++;
+    }
+  }
+
+  #check(tokens: ArrayLike<number>, what: string): void {
     if (this.#disposed) {
       throw new Qwen3Error("disposed", "this session was disposed; create a new one");
     }
     const n = tokens.length;
-    if (n === 0) throw new Qwen3Error("invalid_argument", "forward: no tokens");
+    if (n === 0) {
+      throw new Qwen3Error(
+        "invalid_argument",
+        `${what}: no tokens`,
+      );
+    }
     if (this.#position + n > this.contextLength) {
       throw new Qwen3Error(
         "context_full",
@@ -304,12 +425,6 @@ export class TsSession implements EngineSession {
         );
       }
     }
-    this.#kv.reserve(this.#position + n);
-    for (let i = 0; i < n; i++) {
-      this.#step(tokens[i], this.#position, i === n - 1);
-      this.#position++;
-    }
-    return this.#s.logits;
   }
 
   /**
@@ -335,8 +450,9 @@ export class TsSession implements EngineSession {
     this.#kv.values.forEach((v) => v.length = 0);
   }
 
-  /** One token at `pos`; the classifier runs only when its logits are wanted. */
-  #step(token: number, pos: number, wantLogits: boolean): void {
+  /** One token at `pos`; the final norm runs when its hidden state or logits are wanted,
+   * the classifier only for logits. */
+  #step(token: number, pos: number, want: "logits" | "hidden" | undefined): void {
     const c = this.#engine.config;
     const w = this.#weights;
     const s = this.#s;
@@ -347,8 +463,9 @@ export class TsSession implements EngineSession {
 
     for (let l = 0; l < c.nLayers; l++) this.#layer(w.layers[l], l, pos, eps);
 
-    if (!wantLogits) return;
+    if (!want) return;
     rmsnorm(s.xb, 0, s.x, 0, w.finalNorm, c.dim, eps);
+    if (want === "hidden") return;
     this.#quantize(s.xb, c.dim);
     this.#matvec(s.logits, w.classifier);
   }
@@ -363,6 +480,7 @@ export class TsSession implements EngineSession {
   /** out = w times the current input (quantised for Q8 weights, fp32 for float ones). */
   #matvec(out: Float32Array, w: WeightTensor): void {
     if (isFloatTensor(w)) matvecFloat(out, w, this.#s.xf);
+    else if (isBlockTensor(w)) matvecBlocks(out, w, this.#s.xq, this.#s.xs);
     else matvecQ8(out, w, this.#s.xq, this.#s.xs);
   }
 

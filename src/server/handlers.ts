@@ -58,6 +58,9 @@ export interface ServerContext {
   cache: PromptCache;
   /** Counters for `/metrics`. */
   metrics: Metrics;
+  /** Speculative decoding for every request (`Qwen3GenerateOptions.speculate`; absent:
+   * the engine's default). */
+  speculate?: boolean;
 }
 
 function usage(o: Outcome) {
@@ -264,7 +267,7 @@ async function reply(
     const d = generateDeltas(ctx.model, tokens, sampling, signal, {
       trim: chat,
       deadline,
-      generate: (t, o) => ctx.cache.generate(slot.id, t, o),
+      generate: (t, o) => ctx.cache.generate(slot.id, t, { ...o, speculate: ctx.speculate }),
       constraint,
       onLogprobs: logprobs && ((kind, entries) => logprobs.push(kind, entries)),
     });

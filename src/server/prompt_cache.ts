@@ -121,7 +121,11 @@ export class PromptCache {
     s.session ??= this.#model.engine.createSession();
     s.session.rewind(reuse);
     s.prompt = tokens;
-    s.run = this.#model.generate(tokens.slice(reuse), { ...opts, session: s.session });
+    s.run = this.#model.generate(tokens.slice(reuse), {
+      ...opts,
+      session: s.session,
+      history: tokens.slice(0, reuse), // searched for speculative decoding's drafts
+    });
     return s.run;
   }
 

@@ -9,6 +9,7 @@ import type { Qwen3 } from "../api/qwen3.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import * as api from "./handlers.ts";
 import { applyTemplate } from "./apply_template.ts";
+import { embeddings } from "./embeddings.ts";
 import { checkApiKey, json } from "./http.ts";
 import { Metrics } from "./metrics.ts";
 import { buildChatPage } from "./page.ts";
@@ -61,6 +62,13 @@ export interface ServerOptions {
    * @default {true}
    */
   promptCache?: boolean;
+  /**
+   * Speculative decoding by prompt lookup for every request (replies are the same either
+   * way, docs/sampling.md#speculative-decoding); false turns it off.
+   *
+   * @default {true on the C engine, false on the TypeScript engine}
+   */
+  speculate?: boolean;
   /**
    * Serve `GET /metrics` (Prometheus text format); otherwise it is a 404.
    *
@@ -157,6 +165,7 @@ const ROUTES: Record<string, Record<string, Route>> = {
   "/chat/completions": { POST: api.chatCompletions },
   "/v1/completions": { POST: api.completions },
   "/completions": { POST: api.completions },
+  "/v1/embeddings": { POST: embeddings },
   "/tokenize": { POST: api.tokenize },
   "/detokenize": { POST: api.detokenize },
   "/apply-template": { POST: applyTemplate },
@@ -177,7 +186,7 @@ function positiveInteger(name: string, v: number, min: number): number {
 
 /**
  * Serves `model` over HTTP with OpenAI's API: `POST /v1/chat/completions`,
- * `POST /v1/completions`, `GET /v1/models`, llama-server's `GET /health`,
+ * `POST /v1/completions`, `POST /v1/embeddings`, `GET /v1/models`, llama-server's `GET /health`,
  * `POST /tokenize`, `POST /detokenize`, `POST /apply-template`, the chat page at `GET /`,
  * and `GET /metrics` with `metrics`. Conversations are rendered with the model's own chat
  * template (prompt.ts). Each slot keeps its KV cache between requests (`promptCache`).
@@ -248,6 +257,7 @@ export function startServer(model: Qwen3 | Promise<Qwen3>, opts: ServerOptions =
       closing: closing.signal,
       cache: new PromptCache(m, parallel, opts.promptCache ?? true),
       metrics,
+      speculate: opts.speculate,
     };
   })();
   const apiKey = opts.apiKey;

@@ -52,6 +52,9 @@ export async function scriptedModel(
           decodeTokensPerSecond: 0,
           stopReason,
           startPosition: 0,
+          draftedTokens: 0,
+          acceptedTokens: 0,
+          acceptanceRate: 0,
         };
       }
     });

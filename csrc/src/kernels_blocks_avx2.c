@@ -1,0 +1,41 @@
+/*
+ * kernels_blocks_avx2.c - the block-weight product (kernels.h, Qwen3MatmulBlocksFn) for every
+ * block type but Q8_0 on the x86 tiers: one body (kernels_blocks_x86.h) built once per tier with its
+ * integer dot product: here AVX2 (maddubs + madd) and AVX-VNNI (vpdpbusd); AVX-512 VNNI in
+ * kernels_blocks_avx512.c (its own file, so older compilers can build it with file-wide
+ * flags, tools/clang.ts). Q8_0 (which the loader converts to the Q8 layout) takes the
+ * reference (qwen3_matmul_blocks_ref).
+ */
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "bytes.h"
+#include "kernels.h"
+#include "kernels_float.h"
+
+#define BLK_CAT2(a, b) a##b
+#define BLK_CAT(a, b) BLK_CAT2(a, b)
+
+/* avx2: maddubs pairs (never saturating here), then madd by ones into int32 */
+#define BLK_TARGET __attribute__((target("avx2,fma")))
+#define BLK_DOT32(w, x) _mm256_madd_epi16(_mm256_maddubs_epi16((w), (x)), _mm256_set1_epi16(1))
+#define BLK_NAME qwen3_matmul_blocks_avx2
+#define BLK_P(name) BLK_CAT(avx2_, name)
+#include "kernels_blocks_x86.h"
+#undef BLK_TARGET
+#undef BLK_DOT32
+#undef BLK_NAME
+#undef BLK_P
+
+/* avxvnni: vpdpbusd (VEX), exact int32 sums of four products */
+#define BLK_TARGET __attribute__((target("avx2,fma,avxvnni")))
+#define BLK_DOT32(w, x) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (w), (x))
+#define BLK_NAME qwen3_matmul_blocks_avxvnni
+#define BLK_P(name) BLK_CAT(avxvnni_, name)
+#include "kernels_blocks_x86.h"
+#undef BLK_TARGET
+#undef BLK_DOT32
+#undef BLK_NAME
+#undef BLK_P

@@ -1,0 +1,35 @@
+/**
+ * The optional llama.cpp peer for tests: a Python with llama-cpp-python.
+ * @module
+ */
+
+import { join } from "node:path";
+import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../../bench/compare.ts";
+
+/**
+ * `QWEN3_LLAMA_PYTHON`, else the venv that `deno task bench:compare` builds under .tools/, when
+ * it imports llama_cpp. Checked with stat first, so a machine without it never spawns a missing
+ * binary (Deno reports that as an uncaught error).
+ *
+ * @returns The python's path, or null when there is none.
+ */
+export async function findLlamaPython(): Promise<string | null> {
+  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? join(LLAMA_VENV, "bin/python");
+  try {
+    if (!(await Deno.stat(python)).isFile) return null;
+    const r = await new Deno.Command(python, {
+      args: ["-c", "import llama_cpp"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return r.success ? python : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The one line a test prints when it skips for want of the peer. */
+export function llamaSkipLine(what: string): string {
+  return `skipping ${what}: set QWEN3_LLAMA_PYTHON to a python with llama-cpp-python ` +
+    `${LLAMA_CPP_PYTHON}, or run \`deno task bench:compare\` to build ${LLAMA_VENV}`;
+}
