@@ -717,6 +717,15 @@ async function cmdInfo(model: Qwen3): Promise<void> {
     ["shared_classifier", c.sharedClassifier],
     ["rope_theta", c.ropeTheta],
     ["rms_eps", c.rmsEps],
+    ...(c.moe
+      ? [
+        [
+          "experts",
+          `${c.moe.nExperts}, ${c.moe.nExpertsUsed} per token, width ${c.moe.expertHiddenDim}`,
+        ],
+        ["sparse_blocks", c.moe.sparse.map((s, l) => s ? l : -1).filter((l) => l >= 0).join(" ")],
+      ] as [string, string][]
+      : []),
     [
       "tokenizer",
       `${model.tokenizer.size} tokens, ${

@@ -73,6 +73,7 @@ export type {
   EngineSession,
   ModelConfig,
   ModelFormat,
+  MoeConfig,
   SamplerOptions,
 } from "./src/types.ts";
 export { TextStreamDecoder, Tokenizer } from "./src/text/tokenizer.ts";

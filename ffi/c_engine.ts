@@ -197,6 +197,21 @@ export class CEngine implements Engine {
       ropeTheta: c.ropeTheta,
       rmsEps: info.rmsEps,
     };
+    const moe = new Uint32Array(3);
+    const sparse = new Uint8Array(c.nLayers);
+    check(
+      lib,
+      lib.symbols.qwen3_model_get_moe(handle.ptr, new Uint8Array(moe.buffer), sparse),
+      "qwen3_model_get_moe",
+    );
+    if (moe[0] > 0) {
+      this.config.moe = {
+        nExperts: moe[0],
+        nExpertsUsed: moe[1],
+        expertHiddenDim: moe[2],
+        sparse: Array.from(sparse, (v) => v === 1),
+      };
+    }
   }
 
   /**

@@ -64,6 +64,15 @@ export const SYMBOLS = {
     ],
     result: "i32", // int32_t
   },
+  // int32_t qwen3_model_get_moe(const Qwen3Model* model, uint32_t out[3], uint8_t* sparse)
+  qwen3_model_get_moe: {
+    parameters: [
+      "pointer", // const Qwen3Model* model
+      "buffer", // uint32_t out[3]
+      "buffer", // uint8_t* sparse (n_layers)
+    ],
+    result: "i32", // int32_t
+  },
   // const char* qwen3_model_get_template(const Qwen3Model* model, uint32_t kind)
   qwen3_model_get_template: {
     parameters: [

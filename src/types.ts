@@ -36,6 +36,24 @@ export interface ModelConfig {
   ropeTheta: number;
   /** RMSNorm epsilon (1e-6 for Qwen3). */
   rmsEps: number;
+  /** The mixture of experts of a Qwen3-MoE model (GGUF arch `qwen3moe`); absent when dense. */
+  moe?: MoeConfig;
+}
+
+/**
+ * The mixture-of-experts shape of a Qwen3-MoE model (docs/numerics.md#mixture-of-experts):
+ * a sparse block replaces the SwiGLU feed-forward with `nExperts` SwiGLU experts of width
+ * `expertHiddenDim`, of which a router picks `nExpertsUsed` per token.
+ */
+export interface MoeConfig {
+  /** Experts per sparse block. */
+  nExperts: number;
+  /** Experts each token uses (top-k). */
+  nExpertsUsed: number;
+  /** Feed-forward width of one expert. */
+  expertHiddenDim: number;
+  /** Per block: true when its feed-forward is the mixture, false when dense (`hiddenDim`). */
+  sparse: boolean[];
 }
 
 /** Which engine runs the transformer. */

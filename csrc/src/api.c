@@ -115,6 +115,17 @@ QWEN3_API int32_t qwen3_model_get_info(const Qwen3Model* model, Qwen3ModelInfo* 
     return QWEN3_OK;
 }
 
+QWEN3_API int32_t qwen3_model_get_moe(const Qwen3Model* model, uint32_t out[3], uint8_t* sparse) {
+    if (!model || !out) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: %s is NULL", __func__, !model ? "model" : "out");
+    }
+    out[0] = model->moe.n_experts;
+    out[1] = model->moe.n_used;
+    out[2] = model->moe.hidden_dim;
+    for (uint32_t l = 0; sparse && l < model->header.n_layers; l++) sparse[l] = model->weights.layers[l].moe != NULL;
+    return QWEN3_OK;
+}
+
 QWEN3_API const char* qwen3_model_get_template(const Qwen3Model* model, uint32_t kind) {
     if (!model) {
         qwen3_error_set("%s: model is NULL", __func__);

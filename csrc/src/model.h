@@ -12,6 +12,7 @@
 #include "chat_template.h"
 #include "kernels.h"
 #include "kernels_float.h"
+#include "moe.h"
 #include "platform.h"
 #include "qwen3_inference.h"
 #include "threadpool.h"
@@ -62,6 +63,7 @@ typedef struct {
     Qwen3Matrix w1;         /* gate (hidden_dim, dim) */
     Qwen3Matrix w2;         /* down (dim, hidden_dim) */
     Qwen3Matrix w3;         /* up (hidden_dim, dim) */
+    const Qwen3MoeLayer* moe; /* a sparse block's experts (w1..w3 unused); NULL when dense */
 } Qwen3LayerWeights;
 
 typedef struct {
@@ -88,6 +90,7 @@ struct Qwen3Model {
     Qwen3ThreadPool* pool;
     Qwen3Mutex* lock; /* held for a whole forward pass, and while the pool is replaced */
     Qwen3GgufModel* gguf;     /* GGUF files only: converted weights and copies */
+    Qwen3MoeShape moe;        /* arch qwen3moe only; n_experts 0 when dense */
 };
 
 /* ---- The readers of a mapped file, one per format (model.c picks one by the magic) ---- */

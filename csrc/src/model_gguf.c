@@ -96,6 +96,19 @@ typedef enum {
     LAYER_TENSOR_COUNT
 } LayerTensor;
 
+/* Qwen3-MoE (arch "qwen3moe", llama.cpp's names from gguf-py/gguf/constants.py): every
+ * "qwen3.*" key above is read as "qwen3moe.*", plus the expert keys; a block with a
+ * ffn_gate_inp tensor is sparse and has the three 3-D expert tensors instead of
+ * ffn_gate / ffn_down / ffn_up (docs/formats.md#qwen3-moe-gguf). */
+#define ARCH_MOE "qwen3moe"
+#define KEY_MOE_EXPERTS "qwen3moe.expert_count"
+#define KEY_MOE_USED "qwen3moe.expert_used_count"
+#define KEY_MOE_HIDDEN "qwen3moe.expert_feed_forward_length"
+#define SUFFIX_MOE_ROUTER "ffn_gate_inp"     /* [dim, n_experts] F32 */
+#define SUFFIX_MOE_GATE "ffn_gate_exps"      /* [dim, expert_hidden, n_experts] */
+#define SUFFIX_MOE_UP "ffn_up_exps"          /* [dim, expert_hidden, n_experts] */
+#define SUFFIX_MOE_DOWN "ffn_down_exps"      /* [expert_hidden, dim, n_experts] */
+
 static const char* const layer_suffixes[LAYER_TENSOR_COUNT] = {
     [LAYER_ATTN_NORM] = "attn_norm", [LAYER_FFN_NORM] = "ffn_norm", [LAYER_Q_NORM] = "attn_q_norm",
     [LAYER_K_NORM] = "attn_k_norm",  [LAYER_Q] = "attn_q",          [LAYER_K] = "attn_k",
@@ -125,7 +138,16 @@ typedef struct {
     Qwen3Gguf g;
     const char* path;
     int any_q8; /* some matrix runs on the int8 path */
+    int moe;    /* arch qwen3moe: keys under "qwen3moe." */
 } Loader;
+
+/* A key's name in this file: "qwen3.x" becomes "qwen3moe.x" in a Qwen3-MoE file. */
+static const char* key_name(const Loader* L, Key id, char* buf, size_t cap) {
+    const char* key = key_names[id];
+    if (!L->moe || strncmp(key, "qwen3.", 6) != 0) return key;
+    snprintf(buf, cap, "%s.%s", ARCH_MOE, key + 6);
+    return buf;
+}
 
 static void* owned_alloc(Loader* L, uint64_t bytes, const char* what) {
     Qwen3GgufModel* gm = L->m->gguf;
@@ -147,9 +169,8 @@ static void* owned_alloc(Loader* L, uint64_t bytes, const char* what) {
 }
 
 /* An integer key in [min, max]; `def` when absent and not required. */
-static int32_t key_uint(Loader* L, Key id, int required, uint32_t def, uint32_t min, uint32_t max,
-                        uint32_t* out) {
-    const char* key = key_names[id];
+static int32_t key_uint_named(Loader* L, const char* key, int required, uint32_t def, uint32_t min,
+                              uint32_t max, uint32_t* out) {
     const Qwen3GgufKv* kv = qwen3_gguf_find_kv(&L->g, key);
     if (!kv) {
         if (required) return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF metadata lacks '%s'", L->path, key);
@@ -170,9 +191,16 @@ static int32_t key_uint(Loader* L, Key id, int required, uint32_t def, uint32_t 
     return QWEN3_OK;
 }
 
+static int32_t key_uint(Loader* L, Key id, int required, uint32_t def, uint32_t min, uint32_t max,
+                        uint32_t* out) {
+    char buf[96];
+    return key_uint_named(L, key_name(L, id, buf, sizeof buf), required, def, min, max, out);
+}
+
 /* A positive finite float key; `def` when absent. */
 static int32_t key_float(Loader* L, Key id, float def, float* out) {
-    const char* key = key_names[id];
+    char buf[96];
+    const char* key = key_name(L, id, buf, sizeof buf);
     const Qwen3GgufKv* kv = qwen3_gguf_find_kv(&L->g, key);
     if (!kv) {
         *out = def;
@@ -274,29 +302,45 @@ static void release_pages(const uint8_t* p, uint64_t n) {
 #endif
 }
 
-/* A (rows, cols) matrix: float types and the block types of kernels.h in place (float
- * types copied only when misaligned for their element), Q8_0 and Q4_0 converted to the Q8
- * layout with group 32. */
-static int32_t load_matrix(Loader* L, const char* name, uint32_t rows, uint32_t cols, Qwen3Matrix* out) {
-    const Qwen3GgufTensor* t = qwen3_gguf_find_tensor(&L->g, name);
-    uint32_t wtype = QWEN3_WEIGHT_Q8;
-    switch (t ? t->type : QWEN3_GGML_F32) { /* the type first: its error says more than a shape's */
-        case QWEN3_GGML_F32: wtype = QWEN3_WEIGHT_F32; break;
-        case QWEN3_GGML_F16: wtype = QWEN3_WEIGHT_F16; break;
-        case QWEN3_GGML_BF16: wtype = QWEN3_WEIGHT_BF16; break;
+/* The engine's weight type for a tensor's ggml type (Q8 for Q8_0 / Q4_0, BLOCKS for the
+ * block types of kernels.h), or NOT_RUNNABLE. */
+#define NOT_RUNNABLE UINT32_MAX
+static uint32_t weight_type_of(const Qwen3GgufTensor* t) {
+    switch (t ? t->type : QWEN3_GGML_F32) {
+        case QWEN3_GGML_F32: return QWEN3_WEIGHT_F32;
+        case QWEN3_GGML_F16: return QWEN3_WEIGHT_F16;
+        case QWEN3_GGML_BF16: return QWEN3_WEIGHT_BF16;
         case QWEN3_GGML_Q8_0:
-        case QWEN3_GGML_Q4_0: break;
+        case QWEN3_GGML_Q4_0: return QWEN3_WEIGHT_Q8;
         case QWEN3_GGML_Q4_1:
         case QWEN3_GGML_Q5_0:
         case QWEN3_GGML_Q5_1:
         case QWEN3_GGML_Q4_K:
         case QWEN3_GGML_Q5_K:
-        case QWEN3_GGML_Q6_K: wtype = QWEN3_WEIGHT_BLOCKS; break;
-        default: return cannot_run(L, t, name);
+        case QWEN3_GGML_Q6_K: return QWEN3_WEIGHT_BLOCKS;
+        default: return NOT_RUNNABLE;
     }
+}
+
+static int32_t convert_matrix(Loader* L, const char* name, const Qwen3GgufTensor* t, const uint8_t* src,
+                              uint64_t bytes, uint32_t wtype, uint32_t rows, uint32_t cols, Qwen3Matrix* out);
+
+/* A (rows, cols) matrix: float types and the block types of kernels.h in place (float
+ * types copied only when misaligned for their element), Q8_0 and Q4_0 converted to the Q8
+ * layout with group 32. */
+static int32_t load_matrix(Loader* L, const char* name, uint32_t rows, uint32_t cols, Qwen3Matrix* out) {
+    const Qwen3GgufTensor* t = qwen3_gguf_find_tensor(&L->g, name);
+    /* the type first: its error says more than a shape's */
+    const uint32_t wtype = weight_type_of(t);
+    if (wtype == NOT_RUNNABLE) return cannot_run(L, t, name);
     int32_t rc = find_shaped(L, name, 2, cols, rows, &t);
     if (rc) return rc;
-    const uint8_t* src = L->g.data + t->offset;
+    return convert_matrix(L, name, t, L->g.data + t->offset, t->bytes, wtype, rows, cols, out);
+}
+
+/* The (rows, cols) matrix whose `bytes` bytes of type t->type start at src. */
+static int32_t convert_matrix(Loader* L, const char* name, const Qwen3GgufTensor* t, const uint8_t* src,
+                              uint64_t bytes, uint32_t wtype, uint32_t rows, uint32_t cols, Qwen3Matrix* out) {
     const uint64_t n = (uint64_t)rows * cols;
     if (wtype == QWEN3_WEIGHT_BLOCKS) {
         /* the parser checked that cols is a whole number of blocks and the bytes fit */
@@ -314,9 +358,9 @@ static int32_t load_matrix(Loader* L, const char* name, uint32_t rows, uint32_t 
         const uint32_t es = qwen3_weight_type_bytes(wtype);
         const void* data = src;
         if (((uintptr_t)src & (es - 1)) != 0) {
-            void* copy = owned_alloc(L, t->bytes, name);
+            void* copy = owned_alloc(L, bytes, name);
             if (!copy) return QWEN3_ERR_OUT_OF_MEMORY;
-            memcpy(copy, src, (size_t)t->bytes);
+            memcpy(copy, src, (size_t)bytes);
             data = copy;
         }
         *out = qwen3_matrix_float(wtype, data, rows, cols);
@@ -345,7 +389,7 @@ static int32_t load_matrix(Loader* L, const char* name, uint32_t rows, uint32_t 
             }
         }
     }
-    release_pages(src, t->bytes);
+    release_pages(src, bytes);
     const Qwen3Q8Matrix q8 = {.q = q, .s = s, .rows = rows, .cols = cols, .group_size = 32};
     *out = qwen3_matrix_q8(q8);
     L->any_q8 = 1;
@@ -357,9 +401,11 @@ static int32_t load_hparams(Loader* L) {
     uint32_t arch_len;
     int32_t rc = key_string(L, KEY_ARCHITECTURE, &arch, &arch_len);
     if (rc) return rc;
-    if (!qwen3_gguf_bytes_equal(arch, arch_len, "qwen3")) {
+    L->moe = qwen3_gguf_bytes_equal(arch, arch_len, ARCH_MOE);
+    if (!L->moe && !qwen3_gguf_bytes_equal(arch, arch_len, "qwen3")) {
         return qwen3_fail(QWEN3_ERR_UNSUPPORTED,
-                          "%s: GGUF general.architecture is '%s'; this engine runs only 'qwen3' (dense Qwen3)",
+                          "%s: GGUF general.architecture is '%s'; this engine runs only 'qwen3' (dense Qwen3) "
+                          "and '" ARCH_MOE "' (Qwen3-MoE)",
                           L->path, qwen3_gguf_quote(arch, arch_len).s);
     }
     Qwen3Header* h = &L->m->header;
@@ -405,6 +451,24 @@ static int32_t load_hparams(Loader* L) {
         return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF head_count * key_length = %llu exceeds the limit of %u",
                           L->path, (unsigned long long)h->n_heads * h->head_dim, QWEN3_MAX_DIM);
     }
+    if (L->moe) {
+        /* after the dense keys' checks, in the TS reader's order (gguf_model.ts readMoeKeys) */
+        Qwen3MoeShape* moe = &L->m->moe;
+        int32_t rc2 = key_uint_named(L, KEY_MOE_EXPERTS, 1, 0, 1, QWEN3_MAX_EXPERTS, &moe->n_experts);
+        if (!rc2) rc2 = key_uint_named(L, KEY_MOE_USED, 1, 0, 1, moe->n_experts, &moe->n_used);
+        if (!rc2) rc2 = key_uint_named(L, KEY_MOE_HIDDEN, 1, 0, 1, QWEN3_MAX_DIM, &moe->hidden_dim);
+        if (rc2) return rc2;
+        int any_sparse = 0;
+        for (uint32_t l = 0; l < h->n_layers && !any_sparse; l++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%u.%s.weight", l, SUFFIX_MOE_ROUTER);
+            any_sparse = qwen3_gguf_find_tensor(&L->g, name) != NULL;
+        }
+        if (!any_sparse) {
+            return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF arch " ARCH_MOE " has no block with a %s tensor", L->path,
+                              SUFFIX_MOE_ROUTER);
+        }
+    }
     const Qwen3GgufTensor* embd = qwen3_gguf_find_tensor(&L->g, TENSOR_EMBED);
     if (!embd) return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF has no tensor '%s'", L->path, TENSOR_EMBED);
     if (embd->dims[1] < 1 || embd->dims[1] > QWEN3_MAX_VOCAB) {
@@ -415,6 +479,67 @@ static int32_t load_hparams(Loader* L) {
     h->shared_classifier = qwen3_gguf_find_tensor(&L->g, TENSOR_CLASSIFIER) == NULL;
     h->file_size = L->m->map.size;
     return QWEN3_OK;
+}
+
+/* One 3-D expert tensor [cols, rows, n_experts] as n_experts (rows, cols) matrices, each
+ * the e-th slice of the data. */
+static int32_t load_experts(Loader* L, uint32_t l, const char* suffix, uint32_t rows, uint32_t cols,
+                            Qwen3Matrix** out) {
+    const uint32_t ne = L->m->moe.n_experts;
+    char name[96];
+    snprintf(name, sizeof name, "blk.%u.%s.weight", l, suffix);
+    const Qwen3GgufTensor* t = qwen3_gguf_find_tensor(&L->g, name);
+    if (!t) return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF has no tensor '%s'", L->path, name);
+    const uint32_t wtype = weight_type_of(t);
+    if (wtype == NOT_RUNNABLE) return cannot_run(L, t, name);
+    if (t->dims[0] != cols || t->dims[1] != rows || t->dims[2] != ne || t->dims[3] != 1) {
+        return qwen3_fail(QWEN3_ERR_FORMAT,
+                          "%s: GGUF tensor '%s' has shape [%llu, %llu, %llu, %llu] (innermost first), "
+                          "expected [%u, %u, %u]",
+                          L->path, name, (unsigned long long)t->dims[0], (unsigned long long)t->dims[1],
+                          (unsigned long long)t->dims[2], (unsigned long long)t->dims[3], cols, rows, ne);
+    }
+    Qwen3Matrix* mats = (Qwen3Matrix*)owned_alloc(L, (uint64_t)ne * sizeof *mats, name);
+    if (!mats) return QWEN3_ERR_OUT_OF_MEMORY;
+    const uint64_t per = t->bytes / ne; /* whole blocks: cols is a multiple of the block */
+    for (uint32_t e = 0; e < ne; e++) {
+        const uint8_t* src = L->g.data + t->offset + e * per;
+        int32_t rc = convert_matrix(L, name, t, src, per, wtype, rows, cols, &mats[e]);
+        if (rc) return rc;
+    }
+    *out = mats;
+    return QWEN3_OK;
+}
+
+/* Sparse block l: the F32 router and the three expert tensors. */
+static int32_t load_moe_layer(Loader* L, uint32_t l, Qwen3LayerWeights* lw) {
+    const Qwen3MoeShape* s = &L->m->moe;
+    const uint32_t dim = L->m->header.dim;
+    char name[96];
+    snprintf(name, sizeof name, "blk.%u.%s.weight", l, SUFFIX_MOE_ROUTER);
+    Qwen3MoeLayer* moe = (Qwen3MoeLayer*)owned_alloc(L, sizeof *moe, name);
+    if (!moe) return QWEN3_ERR_OUT_OF_MEMORY;
+    const Qwen3GgufTensor* t;
+    int32_t rc = find_shaped(L, name, 2, dim, s->n_experts, &t);
+    if (rc) return rc;
+    if (t->type != QWEN3_GGML_F32) {
+        return qwen3_fail(QWEN3_ERR_UNSUPPORTED, "%s: GGUF tensor '%s' has ggml type %u (%s); the router must be F32",
+                          L->path, name, t->type, qwen3_ggml_type_name(t->type));
+    }
+    const uint8_t* src = L->g.data + t->offset;
+    if (((uintptr_t)src & 3u) == 0) {
+        moe->router = (const float*)(const void*)src;
+    } else {
+        float* copy = (float*)owned_alloc(L, t->bytes, name);
+        if (!copy) return QWEN3_ERR_OUT_OF_MEMORY;
+        memcpy(copy, src, (size_t)t->bytes);
+        moe->router = copy;
+    }
+    rc = load_experts(L, l, SUFFIX_MOE_GATE, s->hidden_dim, dim, &moe->gate);
+    if (!rc) rc = load_experts(L, l, SUFFIX_MOE_UP, s->hidden_dim, dim, &moe->up);
+    if (!rc) rc = load_experts(L, l, SUFFIX_MOE_DOWN, dim, s->hidden_dim, &moe->down);
+    lw->moe = moe;
+    return rc;
 }
 
 static int32_t load_weights(Loader* L) {
@@ -452,16 +577,19 @@ static int32_t load_weights(Loader* L) {
             {LAYER_DOWN, dim, h->hidden_dim, &lw->w2},
             {LAYER_UP, h->hidden_dim, dim, &lw->w3},
         };
-        for (int i = 0; i < 7 && !rc; i++) {
+        snprintf(name, sizeof name, "blk.%u.%s.weight", l, SUFFIX_MOE_ROUTER);
+        const int sparse = L->moe && qwen3_gguf_find_tensor(&L->g, name) != NULL;
+        for (int i = 0; i < (sparse ? 4 : 7) && !rc; i++) {
             rc = load_matrix(L, NAME(mats[i].t), mats[i].rows, mats[i].cols, mats[i].dst);
         }
+        if (!rc && sparse) rc = load_moe_layer(L, l, lw);
 #undef NAME
     }
     if (rc) return rc;
     if (L->any_q8) {
         /* every activation is quantised per 32 values when any matrix takes int8 input */
-        const uint32_t widths[3] = {dim, h->hidden_dim, q_dim};
-        for (int i = 0; i < 3; i++) {
+        const uint32_t widths[4] = {dim, h->hidden_dim, q_dim, L->moe ? m->moe.hidden_dim : dim};
+        for (int i = 0; i < 4; i++) {
             if (widths[i] % 32 != 0) {
                 return qwen3_fail(QWEN3_ERR_UNSUPPORTED,
                                   "%s: GGUF has quantised weights but a width of %u, not a multiple of 32",

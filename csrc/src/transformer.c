@@ -180,6 +180,7 @@ int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len)
     if (rc == QWEN3_OK) rc = batch_init(&c->xq, (uint32_t)wide, B, h->group_size, "matmul input");
     if (rc == QWEN3_OK) rc = batch_init(&c->hq, h->hidden_dim, B, h->group_size, "feed-forward input");
     if (rc == QWEN3_OK) rc = qwen3_sampler_init(&c->sampler, h->vocab_size);
+    if (rc == QWEN3_OK) rc = qwen3_moe_scratch_new(model, B, &c->moe);
     if (rc != QWEN3_OK) {
         qwen3_context_deinit(c);
         return rc;
@@ -192,6 +193,8 @@ int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len)
 }
 
 void qwen3_context_deinit(Qwen3Context* c) {
+    qwen3_moe_scratch_free(c->moe);
+    c->moe = NULL;
     qwen3_region_deinit(&c->lazy);
     qwen3_aligned_free(c->x);
     qwen3_aligned_free(c->xb);
@@ -313,6 +316,18 @@ static void run_matmul(Qwen3Model* m, MatmulJob* job) {
     } else {
         qwen3_pool_run(m->pool, matmul_task, job, n_tasks);
     }
+}
+
+void qwen3_matmul_pair(Qwen3Model* m, const Qwen3KernelTable* k, float* out0, const Qwen3Matrix* w0, float* out1,
+                       const Qwen3Matrix* w1, size_t stride, const Qwen3Q8Batch* x, const float* xf,
+                       size_t xf_stride) {
+    MatmulJob job = {.parts = {{out0, stride, w0}, {out1, stride, w1}},
+                     .n_parts = w1 ? 2 : 1,
+                     .x = x,
+                     .xf = xf,
+                     .xf_stride = xf_stride,
+                     .kernels = k};
+    run_matmul(m, &job);
 }
 
 static void matmul1(Qwen3Model* m, const Qwen3KernelTable* k, float* out, size_t stride,
@@ -675,6 +690,10 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
 
         c->xq.n = dim;
         per_token(m, ffn_input_task, &job);
+        if (lw->moe) {
+            qwen3_moe_forward(c, kernels, lw->moe, n); /* moe.c: xb2 = the experts' weighted sum */
+            continue;
+        }
         /* units of lcm(group, 16) rows: whole quantisation groups and SIMD row blocks */
         const uint32_t gs = h->group_size;
         uint32_t unit = gs;

@@ -48,6 +48,7 @@ struct Qwen3Context {
     Qwen3Q8Batch hq;       /* (block, hidden_dim) quantised input of the down projection */
     float* logits;         /* (vocab_size) */
     Qwen3Sampler sampler;
+    Qwen3MoeScratch* moe;  /* the sparse blocks' scratch (moe.c); NULL for a dense model */
 };
 
 /* Allocates a context of ctx_len positions (1 .. model max_seq_len, checked by the
@@ -67,6 +68,13 @@ void qwen3_context_deinit(Qwen3Context* ctx);
  * cache are bit-identical to running them one call per token.
  */
 int32_t qwen3_forward_tokens(Qwen3Context* ctx, const int32_t* tokens, uint32_t n);
+
+/* out0 = w0 x (and out1 = w1 x when w1 is not NULL) for the x->n_tokens tokens of x, token
+ * t's row at out + t * stride: Q8 matrices read x, float ones xf (token t at
+ * xf + t * xf_stride); on the model's pool, rows split as for every matmul. */
+void qwen3_matmul_pair(Qwen3Model* m, const Qwen3KernelTable* k, float* out0, const Qwen3Matrix* w0, float* out1,
+                       const Qwen3Matrix* w1, size_t stride, const Qwen3Q8Batch* x, const float* xf,
+                       size_t xf_stride);
 
 /*
  * As qwen3_forward_tokens, but instead of the logits writes the last token's final hidden

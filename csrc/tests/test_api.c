@@ -225,6 +225,15 @@ static void test_null_arguments(Qwen3Model* m) {
     CHECK(qwen3_model_get_config(NULL) == NULL, "config of NULL");
     CHECK(qwen3_model_get_info(NULL, &info) == QWEN3_ERR_INVALID_ARGUMENT, "info of NULL");
     CHECK(qwen3_model_get_info(m, NULL) == QWEN3_ERR_INVALID_ARGUMENT, "info into NULL");
+    uint32_t moe[3] = {9, 9, 9};
+    uint8_t sparse[64];
+    memset(sparse, 7, sizeof sparse);
+    CHECK(qwen3_model_get_moe(m, moe, sparse) == QWEN3_OK && moe[0] == 0 && moe[1] == 0 && moe[2] == 0 &&
+              sparse[0] == 0,
+          "a dense model has no experts: %u %u %u, block 0 sparse %u", moe[0], moe[1], moe[2], sparse[0]);
+    CHECK(qwen3_model_get_moe(m, moe, NULL) == QWEN3_OK, "moe without the per-block flags");
+    CHECK(qwen3_model_get_moe(NULL, moe, NULL) == QWEN3_ERR_INVALID_ARGUMENT, "moe of NULL");
+    CHECK(qwen3_model_get_moe(m, NULL, NULL) == QWEN3_ERR_INVALID_ARGUMENT, "moe into NULL");
     CHECK(qwen3_model_get_template(NULL, 0) == NULL, "template of NULL");
     CHECK(qwen3_model_set_threads(NULL, 1) == QWEN3_ERR_INVALID_ARGUMENT, "threads of NULL");
     CHECK(qwen3_model_get_threads(NULL) == 0, "threads of NULL");

@@ -639,6 +639,111 @@ static void test_quantised_equals_bin(uint32_t wtype, int tied) {
     model_deinit(&m);
 }
 
+/* The model as arch qwen3moe with two experts per block, one used per token: expert 0 is
+ * the dense feed-forward, expert 1 all zero bytes (its output 0), the router all zeros.
+ * Both experts are then equally probable, the tie goes to expert 0 with weight 0.5 / 0.5 =
+ * 1, and 0 + 1 * y = y: the logits must be the dense model's bit for bit, token by token
+ * and from one prefill of the whole prompt (grouped by expert). The routing among
+ * several experts is checked against transformers in tests/moe_test.ts. */
+static void moe_from_dense(Gguf* g, const Shape* s) {
+    for (int i = 0; i < g->n_kv; i++) {
+        Kv* kv = &g->kv[i];
+        if (strncmp(kv->key, "qwen3.", 6) == 0) {
+            char key[64];
+            snprintf(key, sizeof key, "qwen3moe.%s", kv->key + 6);
+            snprintf(kv->key, sizeof kv->key, "%s", key);
+        }
+        if (strcmp(kv->key, "general.architecture") == 0) snprintf(kv->s, sizeof kv->s, "qwen3moe");
+    }
+    kv_u32(g, "qwen3moe.expert_count", 2);
+    kv_u32(g, "qwen3moe.expert_used_count", 1);
+    kv_u32(g, "qwen3moe.expert_feed_forward_length", s->hidden);
+    const int n_t = g->n_t;
+    for (int i = 0; i < n_t; i++) {
+        Tn* t = &g->t[i];
+        const char* ffn = strstr(t->name, ".ffn_");
+        if (!ffn || strstr(t->name, "ffn_norm")) continue;
+        uint32_t l = 0;
+        sscanf(t->name, "blk.%u.", &l);
+        char suffix[32];
+        snprintf(suffix, sizeof suffix, "%s", ffn + 5); /* "gate.weight" ... */
+        *strchr(suffix, '.') = '\0';
+        snprintf(t->name, sizeof t->name, "blk.%u.ffn_%s_exps.weight", l, suffix);
+        uint8_t* both = (uint8_t*)calloc(2 * t->bytes, 1);
+        memcpy(both, t->data, t->bytes);
+        free(t->data);
+        t->data = both;
+        t->bytes *= 2;
+        t->n_dims = 3;
+        t->dims[2] = 2;
+        if (strcmp(suffix, "gate") == 0) {
+            Tn* r = &g->t[g->n_t++];
+            snprintf(r->name, sizeof r->name, "blk.%u.ffn_gate_inp.weight", l);
+            r->n_dims = 2;
+            r->dims[0] = s->dim;
+            r->dims[1] = 2;
+            r->type = T_F32;
+            r->bytes = (uint64_t)s->dim * 2 * 4;
+            r->data = (uint8_t*)calloc(r->bytes, 1);
+        }
+    }
+}
+
+/* The last prompt token's logits after one prefill of the whole prompt (vocab floats). */
+static float* prefill_logits(const char* path, uint32_t vocab) {
+    Qwen3Model* model = qwen3_model_load(path, 0);
+    if (!model) return NULL;
+    Qwen3Context* ctx = qwen3_context_new(model, 0);
+    float* out = (float*)malloc(vocab * sizeof(float));
+    if (ctx && qwen3_context_prefill(ctx, prompt, N_PROMPT) == QWEN3_OK) {
+        memcpy(out, qwen3_context_logits(ctx), vocab * sizeof(float));
+    } else {
+        free(out);
+        out = NULL;
+    }
+    qwen3_context_free(ctx);
+    qwen3_model_free(model);
+    return out;
+}
+
+static void test_moe_one_expert(uint32_t wtype) {
+    Shape s = small_shape();
+    Model m;
+    model_init(&m, s, wtype == T_F32 ? MAT_FLOAT : MAT_Q8, 23 + (uint64_t)wtype);
+    char dense[600], moe[600];
+    snprintf(dense, sizeof dense, "%s/dense.gguf", dir);
+    snprintf(moe, sizeof moe, "%s/moe.gguf", dir);
+    Gguf g;
+    gguf_init(&g, &m, wtype, tokens, token_types);
+    CHECK(write_gguf_file(dense, &g), "writing the dense file");
+    moe_from_dense(&g, &s);
+    CHECK(write_gguf_file(moe, &g), "writing the moe file");
+    float* a = run_logits(dense, s.vocab);
+    float* b = run_logits(moe, s.vocab);
+    float* c = prefill_logits(moe, s.vocab);
+    CHECK(a && b && c, "both load and run");
+    if (a && b && c) {
+        CHECK(memcmp(a, b, (size_t)N_PROMPT * s.vocab * sizeof(float)) == 0,
+              "type %u: qwen3moe with the dense block as expert 0 differs from the dense model", wtype);
+        CHECK(memcmp(a + (size_t)(N_PROMPT - 1) * s.vocab, c, s.vocab * sizeof(float)) == 0,
+              "type %u: qwen3moe prefill differs from the dense model", wtype);
+    }
+    Qwen3Model* model = qwen3_model_load(moe, 0);
+    if (model) {
+        uint32_t shape[3];
+        uint8_t sparse[2];
+        CHECK(qwen3_model_get_moe(model, shape, sparse) == QWEN3_OK && shape[0] == 2 && shape[1] == 1 &&
+                  shape[2] == s.hidden && sparse[0] == 1 && sparse[1] == 1,
+              "moe shape %u %u %u, sparse %u %u", shape[0], shape[1], shape[2], sparse[0], sparse[1]);
+        qwen3_model_free(model);
+    }
+    free(a);
+    free(b);
+    free(c);
+    gguf_deinit(&g);
+    model_deinit(&m);
+}
+
 static void test_float_types(int tied) {
     Shape s = small_shape();
     s.tied = (uint32_t)tied;
@@ -955,6 +1060,8 @@ int main(void) {
     test_quantised_equals_bin(T_Q4_0, 1);
     test_float_types(1);
     test_float_types(0);
+    test_moe_one_expert(T_Q8_0);
+    test_moe_one_expert(T_F32);
     test_tokenizer();
     test_bad_files();
     for (int i = 0; i < N_TOKENS; i++) free(tokens[i]);

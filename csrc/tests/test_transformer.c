@@ -97,6 +97,38 @@ static void test_softmax(void) {
     CHECK(one[0] == 1.0f, "softmax of one value: %g", one[0]);
 }
 
+/* The router of a Qwen3-MoE block (moe.h): top-k by probability, ties to the lower index,
+ * weights renormalised over the k in routing order. The whole sparse forward is checked
+ * against transformers and across tiers / threads / prefill in tests/moe_test.ts. */
+static void test_moe_route(void) {
+    /* dim 2, four experts: logits (3, 1, 3, 2) from h = (1, 0) */
+    const float router[8] = {3, 9, 1, 9, 3, -9, 2, 0};
+    const float h[2] = {1, 0};
+    float probs[4], weights[4];
+    uint32_t chosen[4];
+    qwen3_moe_route(router, h, 2, 4, 2, probs, chosen, weights);
+    CHECK(chosen[0] == 0 && chosen[1] == 2, "equal logits 3, 3: chose %u, %u, want 0, 2", chosen[0], chosen[1]);
+    CHECK(weights[0] == 0.5f && weights[1] == 0.5f, "equal weights: %g %g", weights[0], weights[1]);
+    double sum = 0;
+    for (int e = 0; e < 4; e++) sum += probs[e];
+    CHECK(close_to(sum, 1.0, 1e-6), "softmax over the experts sums to %g", sum);
+
+    qwen3_moe_route(router, h, 2, 4, 3, probs, chosen, weights);
+    CHECK(chosen[2] == 3, "third: chose %u, want 3 (logit 2)", chosen[2]);
+    const float total = probs[0] + probs[2] + probs[3];
+    CHECK(weights[2] == probs[3] / total, "third weight %g, want %g", weights[2], probs[3] / total);
+
+    qwen3_moe_route(router, h, 2, 4, 1, probs, chosen, weights);
+    CHECK(chosen[0] == 0 && weights[0] == 1.0f, "top-1: %u with weight %g", chosen[0], weights[0]);
+
+    /* all four logits equal: routing order is index order */
+    const float flat[8] = {0};
+    qwen3_moe_route(flat, h, 2, 4, 4, probs, chosen, weights);
+    CHECK(chosen[0] == 0 && chosen[1] == 1 && chosen[2] == 2 && chosen[3] == 3, "all tied: %u %u %u %u",
+          chosen[0], chosen[1], chosen[2], chosen[3]);
+    CHECK(weights[0] == 0.25f && weights[3] == 0.25f, "all tied: weights %g %g", weights[0], weights[3]);
+}
+
 static void test_attention(void) {
     /* 3 positions, head_dim 2, keys/values interleaved with another head (stride 4) */
     const float q[2] = {1, 0};
@@ -825,6 +857,7 @@ int main(void) {
     } parts[] = {{"rmsnorm", test_rmsnorm},
                  {"rope", test_rope},
                  {"softmax", test_softmax},
+                 {"moe_route", test_moe_route},
                  {"attention", test_attention},
                  {"forward", test_forward},
                  {"prefill_bit_identical", test_prefill_bit_identical},

@@ -52,6 +52,7 @@ import {
   HEADER_LIMITS,
   QWEN3_RMS_EPS,
   QWEN3_ROPE_THETA,
+  type TensorSlot,
 } from "../formats/checkpoint.ts";
 import { quantizeQ8Into } from "../reference/quant.ts";
 import {
@@ -76,6 +77,7 @@ import {
 import { OutputFiles, writeAll } from "./output_files.ts";
 import { type GgufQuantMixture, MIXTURES, mixtureTensorType } from "./gguf_mixture.ts";
 import { isQuantizedType, QuantPool } from "./quant_pool.ts";
+import { moeGgufMetadata, moeGgufTensors, moeTensorValues } from "./moe_export.ts";
 import type { ModelConfig } from "../types.ts";
 
 /** Output formats of {@linkcode exportHfModel}. */
@@ -309,6 +311,14 @@ async function encodeRows(
 export function ggufTensorTypes(config: ModelConfig, type: GgufWeightType): Map<string, number> {
   const out = new Map<string, number>();
   for (const { name, slot } of qwen3GgufTensors(config)) {
+    if (isMoeSlot(config, slot)) {
+      // A sparse block: the router F32, the experts in the export's (plain) type.
+      for (const t of moeGgufTensors(config, slot.layer)) {
+        out.set(t.name, t.t === "router" ? GgmlType.F32 : GGML_OF[type as keyof typeof GGML_OF]);
+      }
+      continue;
+    }
+    if (isSparseDense(config, slot)) continue;
     if (slot.kind === "f32") out.set(name, GgmlType.F32);
     else if (type in MIXTURES) {
       const t = { name, dims: ggufDims(slot), layer: slot.layer };
@@ -332,7 +342,27 @@ function ggufSources(
 ): GgufTensorSource[] {
   const block = new Float32Array(Math.max(BLOCK_VALUES, config.dim, config.hiddenDim));
   const types = ggufTensorTypes(config, type);
-  return qwen3GgufTensors(config).map(({ name, slot }) => {
+  const out: GgufTensorSource[] = [];
+  for (const { name, slot } of qwen3GgufTensors(config)) {
+    if (isMoeSlot(config, slot)) {
+      for (const t of moeGgufTensors(config, slot.layer)) {
+        const spec: GgufTensorSpec = { name: t.name, dims: t.dims, type: types.get(t.name)! };
+        const data = async function* () {
+          for await (const values of moeTensorValues(weights, config, t)) {
+            signal?.throwIfAborted();
+            yield await encodeRows(values, spec.type, pool);
+          }
+        };
+        out.push({ spec, data });
+      }
+      continue;
+    }
+    if (isSparseDense(config, slot)) continue;
+    out.push(denseSource(name, slot));
+  }
+  return out;
+
+  function denseSource(name: string, slot: TensorSlot): GgufTensorSource {
     const hfName = hfTensorName(slot, prefix);
     const spec: GgufTensorSpec = { name, dims: ggufDims(slot), type: types.get(name)! };
     const data = async function* () {
@@ -346,7 +376,43 @@ function ggufSources(
       }
     };
     return { spec, data };
-  });
+  }
+}
+
+/** Whether `slot` is the place of a sparse block's experts (its dense gate, w1). */
+function isMoeSlot(config: ModelConfig, slot: TensorSlot): boolean {
+  return slot.name === "w1" && config.moe?.sparse[slot.layer] === true;
+}
+
+/** Whether `slot` is a dense feed-forward matrix of a sparse block (which has none). */
+function isSparseDense(config: ModelConfig, slot: TensorSlot): boolean {
+  const ffn = slot.name === "w1" || slot.name === "w2" || slot.name === "w3";
+  return ffn && config.moe?.sparse[slot.layer] === true;
+}
+
+/** Refuses what a Qwen3-MoE export cannot be: model.bin, or a K-quant mixture. */
+function checkMoeExport(hfDir: string, config: ModelConfig, format: ExportFormat, type: string) {
+  if (format === "bin") {
+    throw new Qwen3Error(
+      "unsupported",
+      `${hfDir}: a Qwen3-MoE model exports only to GGUF (model.bin has no expert layout); ` +
+        "use --format gguf",
+    );
+  }
+  if (type in MIXTURES) {
+    throw new Qwen3Error(
+      "unsupported",
+      `${hfDir}: the ${type} mixture is not implemented for Qwen3-MoE; use --type q8_0, f16, ` +
+        "bf16 or f32",
+    );
+  }
+  if (type === "q8_0" && config.moe!.expertHiddenDim % 32 !== 0) {
+    throw new Qwen3Error(
+      "unsupported",
+      `Q8_0 needs row widths that are multiples of 32; moe_intermediate_size is ` +
+        `${config.moe!.expertHiddenDim} (use --type f16, bf16 or f32)`,
+    );
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -570,6 +636,7 @@ async function planExport(
     );
   }
   const config = hf.config;
+  if (config.moe) checkMoeExport(hfDir, config, format, type);
   checkHfTensors(weights, config, prefix);
   const chat = await readHfChatTemplate(hfDir);
   const { templates, templateSource } = exportTemplates(hfDir, chat, note);
@@ -608,13 +675,19 @@ function tokenizerOutputs(p: ExportPlan): Promise<Map<string, Uint8Array> | [str
     (tok, json) =>
       p.format === "bin"
         ? qwen3cSideFiles(tok, p.templates, { bosId: p.hf.bosId, eosId: p.hf.eosId })
-        : qwen3GgufMetadata(p.config, json, {
-          name: p.hfDir.replace(/\/+$/, "").split("/").pop() || "qwen3",
-          fileType: FILE_TYPE_OF[p.type],
-          chatTemplate: p.chat?.source ?? QWEN3_CHAT_TEMPLATE,
-          eosId: p.hf.eosId,
-        }),
+        : ggufMetadata(p, json),
   );
+}
+
+/** The GGUF metadata of the export: dense Qwen3's, or Qwen3-MoE's built from it. */
+function ggufMetadata(p: ExportPlan, json: TokenizerJson): [string, GgufValue][] {
+  const dense = qwen3GgufMetadata(p.config, json, {
+    name: p.hfDir.replace(/\/+$/, "").split("/").pop() || "qwen3",
+    fileType: FILE_TYPE_OF[p.type],
+    chatTemplate: p.chat?.source ?? QWEN3_CHAT_TEMPLATE,
+    eosId: p.hf.eosId,
+  });
+  return p.config.moe ? moeGgufMetadata(dense, p.config.moe) : dense;
 }
 
 /** `onProgress` called at most every 100 ms, and always for the last byte. */

@@ -17,6 +17,7 @@ import {
 } from "../formats/checkpoint.ts";
 import { CONVERTIBLE_DTYPES, type SafetensorsModel } from "../formats/safetensors.ts";
 import type { ModelConfig } from "../types.ts";
+import { HF_MOE_ARCHITECTURE, HF_MOE_MODEL_TYPE, hfMoeTensors, readHfMoe } from "./moe_export.ts";
 
 /** A Hugging Face Qwen3 config.json, checked and reduced to what the exporter needs. */
 export interface HfQwen3Config {
@@ -62,23 +63,29 @@ const HF_ARCHITECTURES: readonly unknown[] = ["Qwen3ForCausalLM", "Qwen3Model"];
 /** Config fields as read: `json` is config.json's object. */
 type Json = Record<string, unknown>;
 
-/** Refuses a config whose `architectures` or `model_type` is not dense Qwen3. */
-function checkArchitecture(json: Json, path: string): void {
+/**
+ * Refuses a config whose `architectures` or `model_type` is not Qwen3 (dense) or Qwen3-MoE;
+ * returns true for Qwen3-MoE.
+ */
+function checkArchitecture(json: Json, path: string): boolean {
   const arch = json.architectures;
-  if (!Array.isArray(arch) || !arch.some((a) => HF_ARCHITECTURES.includes(a))) {
+  const moe = Array.isArray(arch) && arch.includes(HF_MOE_ARCHITECTURE);
+  if (!Array.isArray(arch) || (!arch.some((a) => HF_ARCHITECTURES.includes(a)) && !moe)) {
     throw new Qwen3Error(
       "unsupported",
       `${path}: architectures is ${JSON.stringify(arch ?? null)}; only Qwen3ForCausalLM ` +
-        "(dense Qwen3) or Qwen3Model (its body without lm_head, as Qwen3-Embedding is saved) " +
-        "can be exported",
+        "(dense Qwen3), Qwen3Model (its body without lm_head, as Qwen3-Embedding is saved) " +
+        `or ${HF_MOE_ARCHITECTURE} can be exported`,
     );
   }
-  if (json.model_type !== undefined && json.model_type !== "qwen3") {
+  const want = moe ? HF_MOE_MODEL_TYPE : "qwen3";
+  if (json.model_type !== undefined && json.model_type !== want) {
     throw new Qwen3Error(
       "unsupported",
-      `${path}: model_type is ${JSON.stringify(json.model_type)}, expected "qwen3"`,
+      `${path}: model_type is ${JSON.stringify(json.model_type)}, expected "${want}"`,
     );
   }
+  return moe;
 }
 
 /** A required positive integer field, at most `limit`. */
@@ -210,8 +217,9 @@ export async function readHfConfig(dir: string): Promise<HfQwen3Config> {
   const path = join(dir, "config.json");
   const json = await readJson(path, "config.json", "is this a Hugging Face model folder?");
   if (!isRecord(json)) throw configError(path, "is not a JSON object");
-  checkArchitecture(json, path);
+  const isMoe = checkArchitecture(json, path);
   const shape = readShape(json, path);
+  const moe = isMoe ? readHfMoe(json, path, shape.nLayers, HEADER_LIMITS.hidden_dim) : undefined;
   const { ropeTheta, rmsEps } = readRopeAndNorm(json, path);
   refuseUnsupportedFeatures(json, path);
   const tie = json.tie_word_embeddings;
@@ -230,6 +238,7 @@ export async function readHfConfig(dir: string): Promise<HfQwen3Config> {
       sharedClassifier: tie === true,
       ropeTheta,
       rmsEps,
+      ...(moe ? { moe } : {}),
     },
     bosId,
     eosId,
@@ -325,17 +334,25 @@ export function checkHfTensors(
   prefix: HfTensorPrefix = "model.",
 ): void {
   const used = new Set<string>();
+  const wanted: { name: string; want: number[]; slot?: TensorSlot }[] = [];
   for (const slot of checkpointTensorOrder(config)) {
-    const name = hfTensorName(slot, prefix);
+    const dense = slot.name === "w1" || slot.name === "w2" || slot.name === "w3";
+    if (dense && config.moe?.sparse[slot.layer]) continue;
+    wanted.push({ name: hfTensorName(slot, prefix), want: slotShape(slot), slot });
+  }
+  for (let l = 0; l < config.nLayers; l++) {
+    if (!config.moe?.sparse[l]) continue;
+    for (const t of hfMoeTensors(config, l)) wanted.push({ name: t.name, want: t.shape });
+  }
+  for (const { name, want, slot } of wanted) {
     used.add(name);
     const t = weights.tensors.get(name);
     if (!t) {
-      const hint = slot.name === "classifier"
+      const hint = slot?.name === "classifier"
         ? " (config.json says tie_word_embeddings is false, so the model needs its own lm_head)"
         : "";
       throw new Qwen3Error("format", `${weights.dir}: tensor ${name} is missing${hint}`);
     }
-    const want = slotShape(slot);
     if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
       throw new Qwen3Error(
         "format",

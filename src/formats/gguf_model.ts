@@ -36,11 +36,21 @@ import {
   isFloatTensor,
   type LayerWeights,
   type ModelWeights,
+  type MoeLayerWeights,
   type Q8Tensor,
   type WeightTensor,
   WIDEN_TABLES,
 } from "./weights.ts";
-import type { ModelConfig } from "../types.ts";
+import type { ModelConfig, MoeConfig } from "../types.ts";
+import {
+  archKey,
+  MAX_EXPERTS,
+  MOE_GGUF_KEYS,
+  moeGgufDims,
+  moeGgufTensorName,
+  type MoeTensor,
+  QWEN3MOE_ARCHITECTURE,
+} from "./gguf_moe.ts";
 
 /** A "format" error about the file at `path`. */
 function ggufError(path: string, message: string): Qwen3Error {
@@ -95,29 +105,49 @@ function ggufString(g: GgufFile, path: string, key: string): string {
   return v;
 }
 
-/** Refuses a file whose `general.architecture` is not `qwen3`. */
-function checkArchitecture(g: GgufFile, path: string): void {
+/** Refuses a file whose `general.architecture` is not `qwen3` or `qwen3moe`; returns it. */
+function checkArchitecture(g: GgufFile, path: string): string {
   const arch = ggufString(g, path, GGUF_KEYS.architecture);
-  if (arch !== QWEN3_ARCHITECTURE) {
+  if (arch !== QWEN3_ARCHITECTURE && arch !== QWEN3MOE_ARCHITECTURE) {
     throw new Qwen3Error(
       "unsupported",
       `${path}: GGUF general.architecture is '${
         ggufShownString(g, GGUF_KEYS.architecture)
-      }'; this engine runs only '${QWEN3_ARCHITECTURE}' (dense Qwen3)`,
+      }'; this engine runs only '${QWEN3_ARCHITECTURE}' (dense Qwen3) and ` +
+        `'${QWEN3MOE_ARCHITECTURE}' (Qwen3-MoE)`,
     );
   }
+  return arch;
 }
 
-/** Reads every `qwen3.*` key of the table in its order, each checked alone. */
-function readQwen3Keys(g: GgufFile, path: string): Qwen3GgufValues {
+/** Reads every `qwen3.*` key of the table (under `arch`'s prefix) in its order. */
+function readQwen3Keys(g: GgufFile, path: string, arch: string): Qwen3GgufValues {
   const v: Partial<Qwen3GgufValues> = {};
   for (const k of QWEN3_GGUF_KEYS) {
     const def = k.default?.(v);
+    const key = archKey(arch, k.key);
     v[k.field] = k.type === "u32"
-      ? ggufUint(g, path, k.key, 1, k.max!, def)
-      : ggufFloat(g, path, k.key, def);
+      ? ggufUint(g, path, key, 1, k.max!, def)
+      : ggufFloat(g, path, key, def);
   }
   return v as Qwen3GgufValues;
+}
+
+/**
+ * The expert keys of a `qwen3moe` file, and which blocks are sparse: those with a
+ * `ffn_gate_inp` tensor (at least one must be).
+ */
+function readMoeKeys(g: GgufFile, path: string, nLayers: number): MoeConfig {
+  const K = MOE_GGUF_KEYS;
+  const nExperts = ggufUint(g, path, K.nExperts, 1, MAX_EXPERTS);
+  const nExpertsUsed = ggufUint(g, path, K.nExpertsUsed, 1, nExperts);
+  const expertHiddenDim = ggufUint(g, path, K.expertHiddenDim, 1, HEADER_LIMITS.hidden_dim);
+  const sparse: boolean[] = [];
+  for (let l = 0; l < nLayers; l++) sparse.push(g.tensors.has(moeGgufTensorName(l, "router")));
+  if (!sparse.includes(true)) {
+    throw ggufError(path, `arch ${QWEN3MOE_ARCHITECTURE} has no block with a ffn_gate_inp tensor`);
+  }
+  return { nExperts, nExpertsUsed, expertHiddenDim, sparse };
 }
 
 /** Checks the rules between keys: whole-head value and rotary widths, GQA ratio, widths. */
@@ -183,9 +213,10 @@ function ggufVocabSize(g: GgufFile, path: string): number {
  * that differ from the key width.
  */
 export function ggufConfig(g: GgufFile, path: string): ModelConfig {
-  checkArchitecture(g, path);
-  const v = readQwen3Keys(g, path);
+  const arch = checkArchitecture(g, path);
+  const v = readQwen3Keys(g, path, arch);
   checkKeyRelations(v, path);
+  const moe = arch === QWEN3MOE_ARCHITECTURE ? readMoeKeys(g, path, v.nLayers) : undefined;
   return {
     format: "gguf",
     dim: v.dim,
@@ -200,6 +231,7 @@ export function ggufConfig(g: GgufFile, path: string): ModelConfig {
     sharedClassifier: !g.tensors.has(QWEN3_GGUF_TENSORS.classifier),
     ropeTheta: v.ropeTheta,
     rmsEps: v.rmsEps,
+    ...(moe ? { moe } : {}),
   };
 }
 
@@ -217,20 +249,22 @@ function viewAt<T extends Float32Array | Uint16Array>(
   return new Ctor(copy.buffer, 0, n);
 }
 
-/** Refuses a tensor whose dims are not [d0, d1] (innermost first; 1 for the rest). */
+/** Refuses a tensor whose dims are not [d0, d1, d2] (innermost first; 1 for the rest). */
 function checkShape(
   path: string,
   t: GgufTensorInfo,
   name: string,
   d0: number,
   d1: number,
+  d2 = 1,
 ): void {
-  const want = [d0, d1, 1, 1];
+  const want = [d0, d1, d2, 1];
   const got = [0, 1, 2, 3].map((i) => t.dims[i] ?? 1);
   if (got.some((v, i) => v !== want[i])) {
+    const shown = d2 === 1 ? `[${d0}, ${d1}]` : `[${d0}, ${d1}, ${d2}]`;
     throw ggufError(
       path,
-      `tensor '${name}' has shape [${got.join(", ")}] (innermost first), expected [${d0}, ${d1}]`,
+      `tensor '${name}' has shape [${got.join(", ")}] (innermost first), expected ${shown}`,
     );
   }
 }
@@ -319,12 +353,17 @@ function ggufMatrix(
   cols: number,
 ): WeightTensor {
   const t = ggufTensor(g, path, name);
-  const kind = FLOAT_KINDS[t.type];
-  const native = NATIVE_BLOCK_TYPES.has(t.type);
-  if (!kind && !native && t.type !== GgmlType.Q8_0 && t.type !== GgmlType.Q4_0) {
+  if (!runnable(t)) {
     throw cannotRun(path, t, name);
   }
   checkShape(path, t, name, cols, rows);
+  return matrixAt(bytes, t, rows, cols);
+}
+
+/** The (rows, cols) matrix whose data `t` locates (type and size already checked). */
+function matrixAt(bytes: Uint8Array, t: GgufTensorInfo, rows: number, cols: number): WeightTensor {
+  const kind = FLOAT_KINDS[t.type];
+  const native = NATIVE_BLOCK_TYPES.has(t.type);
   const n = rows * cols;
   if (native) {
     const layout = GGML_BLOCK_LAYOUTS[t.type];
@@ -346,6 +385,61 @@ function ggufMatrix(
   return t.type === GgmlType.Q8_0 ? q8_0ToQ8(bytes, t, rows, cols) : q4_0ToQ8(bytes, t, rows, cols);
 }
 
+/**
+ * Expert e's (rows, cols) matrix of each e of a 3-D tensor `[cols, rows, n_experts]`: the
+ * e-th slice of its data (a view, or a Q8 conversion of that slice alone).
+ */
+function ggufExperts(
+  bytes: Uint8Array,
+  g: GgufFile,
+  path: string,
+  name: string,
+  nExperts: number,
+  rows: number,
+  cols: number,
+): WeightTensor[] {
+  const t = ggufTensor(g, path, name);
+  if (!runnable(t)) throw cannotRun(path, t, name);
+  checkShape(path, t, name, cols, rows, nExperts);
+  const per = t.bytes / nExperts;
+  const out: WeightTensor[] = [];
+  for (let e = 0; e < nExperts; e++) {
+    out.push(matrixAt(bytes, { ...t, offset: t.offset + e * per, bytes: per }, rows, cols));
+  }
+  return out;
+}
+
+/** Sparse block `l`'s router and experts. */
+function ggufMoeLayer(
+  bytes: Uint8Array,
+  g: GgufFile,
+  path: string,
+  dim: number,
+  moe: MoeConfig,
+  l: number,
+): MoeLayerWeights {
+  const name = (t: MoeTensor) => moeGgufTensorName(l, t);
+  const routerInfo = ggufTensor(g, path, name("router"));
+  if (routerInfo.type !== GgmlType.F32) {
+    throw new Qwen3Error(
+      "unsupported",
+      `${path}: GGUF tensor '${name("router")}' has ggml type ${routerInfo.type} (${
+        GGML_TYPE_NAMES[routerInfo.type] ?? "unknown"
+      }); the router must be F32`,
+    );
+  }
+  const [d0, d1] = moeGgufDims(dim, moe, "router");
+  checkShape(path, routerInfo, name("router"), d0, d1);
+  const router = viewAt(bytes, routerInfo.offset, d0 * d1, Float32Array);
+  const n = moe.nExperts, h = moe.expertHiddenDim;
+  return {
+    router,
+    gate: ggufExperts(bytes, g, path, name("gate"), n, h, dim),
+    up: ggufExperts(bytes, g, path, name("up"), n, h, dim),
+    down: ggufExperts(bytes, g, path, name("down"), n, dim, h),
+  };
+}
+
 /** The block types run in their file layout (Q8_0 and Q4_0 are converted to Q8 instead). */
 const NATIVE_BLOCK_TYPES: ReadonlySet<number> = new Set([
   GgmlBlockType.Q4_1,
@@ -355,6 +449,12 @@ const NATIVE_BLOCK_TYPES: ReadonlySet<number> = new Set([
   GgmlBlockType.Q5_K,
   GgmlBlockType.Q6_K,
 ]);
+
+/** Whether the engines run a matrix of `t`'s type (in place, or converted to Q8). */
+function runnable(t: GgufTensorInfo): boolean {
+  return FLOAT_KINDS[t.type] !== undefined || NATIVE_BLOCK_TYPES.has(t.type) ||
+    t.type === GgmlType.Q8_0 || t.type === GgmlType.Q4_0;
+}
 
 /** Block `l`'s tensors, norms first, in the C loader's order. */
 function ggufLayer(
@@ -374,10 +474,13 @@ function ggufLayer(
   for (const [norm, n] of norms) {
     layer[LAYER_NORM_FIELDS[norm]] = ggufVector(bytes, g, path, ggufBlockTensorName(l, norm), n);
   }
+  const sparse = c.moe?.sparse[l] === true;
   for (const m of LAYER_MATRICES) {
+    if (sparse && (m === "w1" || m === "w2" || m === "w3")) continue;
     const [rows, cols] = layerMatrixShape(c, m);
     layer[m] = ggufMatrix(bytes, g, path, ggufBlockTensorName(l, m), rows, cols);
   }
+  if (sparse) layer.moe = ggufMoeLayer(bytes, g, path, c.dim, c.moe!, l);
   return layer;
 }
 
@@ -414,9 +517,15 @@ export function ggufWeights(
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.nLayers; l++) layers.push(ggufLayer(bytes, g, path, c, l));
   const all: WeightTensor[] = [embed, classifier];
-  for (const lw of layers) all.push(lw.wq, lw.wk, lw.wv, lw.wo, lw.w1, lw.w2, lw.w3);
+  for (const lw of layers) {
+    all.push(lw.wq, lw.wk, lw.wv, lw.wo);
+    if (lw.moe) all.push(...lw.moe.gate, ...lw.moe.up, ...lw.moe.down);
+    else all.push(lw.w1!, lw.w2!, lw.w3!);
+  }
   if (all.some((t) => !isFloatTensor(t))) {
-    for (const width of [c.dim, c.hiddenDim, c.nHeads * c.headDim]) {
+    const widths = [c.dim, c.hiddenDim, c.nHeads * c.headDim];
+    if (c.moe) widths.push(c.moe.expertHiddenDim);
+    for (const width of widths) {
       if (width % 32 !== 0) {
         throw new Qwen3Error(
           "unsupported",

@@ -98,12 +98,26 @@ export interface LayerWeights {
   wv: WeightTensor;
   /** (dim, n_heads * head_dim) attention output projection. */
   wo: WeightTensor;
-  /** (hidden_dim, dim) gate projection. */
-  w1: WeightTensor;
+  /** (hidden_dim, dim) gate projection (a dense block's; absent in a sparse one). */
+  w1?: WeightTensor;
   /** (dim, hidden_dim) down projection. */
-  w2: WeightTensor;
+  w2?: WeightTensor;
   /** (hidden_dim, dim) up projection. */
-  w3: WeightTensor;
+  w3?: WeightTensor;
+  /** A sparse block's experts (Qwen3-MoE); absent in a dense block. */
+  moe?: MoeLayerWeights;
+}
+
+/** The mixture of experts of one sparse block (docs/numerics.md#mixture-of-experts). */
+export interface MoeLayerWeights {
+  /** (n_experts, dim) router, fp32. */
+  router: Float32Array;
+  /** Per expert: (expert_hidden_dim, dim) gate projection. */
+  gate: WeightTensor[];
+  /** Per expert: (expert_hidden_dim, dim) up projection. */
+  up: WeightTensor[];
+  /** Per expert: (dim, expert_hidden_dim) down projection. */
+  down: WeightTensor[];
 }
 
 /** Every tensor of a model, any storage type (a checkpoint's `CheckpointTensors` is one). */

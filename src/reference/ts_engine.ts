@@ -23,6 +23,7 @@ import {
   type LayerWeights,
   type LoadedModel,
   type ModelWeights,
+  type MoeLayerWeights,
   type Q8Tensor,
   type WeightTensor,
   WIDEN_TABLES,
@@ -35,6 +36,7 @@ import {
   unpackBlock,
 } from "../formats/ggml_types.ts";
 import { quantizeQ8Into } from "./quant.ts";
+import { routeToken } from "./moe.ts";
 import type { Engine, EngineSession, ModelConfig } from "../types.ts";
 
 const fround = Math.fround;
@@ -210,6 +212,10 @@ interface Scratch {
   xs: Float32Array; // (same / group_size) its scales; empty when nothing is quantised
   xf: Float32Array; // the fp32 activation last handed to #quantize: float matrices read it
   logits: Float32Array; // (vocab_size)
+  probs: Float32Array; // (n_experts) router probabilities (MoE only)
+  chosen: Int32Array; // (n_experts_used) chosen experts
+  weights: Float32Array; // (n_experts_used) their weights
+  moeOut: Float32Array; // (dim) weighted sum of the chosen experts' outputs
 }
 
 /** A KV cache that grows a chunk of KV_CHUNK_POSITIONS positions at a time. */
@@ -277,20 +283,25 @@ export class TsSession implements EngineSession {
     this.#weights = loadedModel(engine).weights;
     this.contextLength = contextLength;
     const qDim = c.nHeads * c.headDim;
-    const maxIn = Math.max(c.dim, c.hiddenDim, qDim);
+    const ffnDim = Math.max(c.hiddenDim, c.moe?.expertHiddenDim ?? 0);
+    const maxIn = Math.max(c.dim, ffnDim, qDim);
     this.#kv = new KvCache(c.nLayers, c.nKvHeads * c.headDim);
     this.#s = {
       x: new Float32Array(c.dim),
       xb: new Float32Array(Math.max(c.dim, qDim)),
       xb2: new Float32Array(c.dim),
       q: new Float32Array(qDim),
-      hb: new Float32Array(c.hiddenDim),
-      hb2: new Float32Array(c.hiddenDim),
+      hb: new Float32Array(ffnDim),
+      hb2: new Float32Array(ffnDim),
       att: new Float32Array(contextLength),
       xq: new Int8Array(c.groupSize ? maxIn : 0),
       xs: new Float32Array(c.groupSize ? maxIn / c.groupSize : 0),
       xf: new Float32Array(0),
       logits: new Float32Array(c.vocabSize),
+      probs: new Float32Array(c.moe?.nExperts ?? 0),
+      chosen: new Int32Array(c.moe?.nExpertsUsed ?? 0),
+      weights: new Float32Array(c.moe?.nExpertsUsed ?? 0),
+      moeOut: new Float32Array(c.moe ? c.dim : 0),
     };
   }
 
@@ -539,20 +550,48 @@ export class TsSession implements EngineSession {
     this.#matvec(s.xb2, lw.wo);
     for (let i = 0; i < c.dim; i++) s.x[i] = fround(s.x[i] + s.xb2[i]);
 
-    // SwiGLU feed-forward: x += W2 (silu(W1 h) * W3 h).
+    // SwiGLU feed-forward: x += W2 (silu(W1 h) * W3 h), or the mixture of experts.
     rmsnorm(s.xb, 0, s.x, 0, lw.ffnNorm, c.dim, eps);
-    this.#quantize(s.xb, c.dim);
-    this.#matvec(s.hb, lw.w1);
-    this.#matvec(s.hb2, lw.w3);
-    for (let i = 0; i < c.hiddenDim; i++) {
+    if (lw.moe) {
+      this.#moe(lw.moe);
+      for (let i = 0; i < c.dim; i++) s.x[i] = fround(s.x[i] + s.moeOut[i]);
+      return;
+    }
+    this.#swiglu(lw.w1!, lw.w3!, lw.w2!, c.hiddenDim);
+    for (let i = 0; i < c.dim; i++) s.x[i] = fround(s.x[i] + s.xb2[i]);
+  }
+
+  /** xb2 = down (silu(gate xb) * up xb) for the normed input in xb (hidden width `n`). */
+  #swiglu(gate: WeightTensor, up: WeightTensor, down: WeightTensor, n: number): void {
+    const s = this.#s;
+    this.#quantize(s.xb, this.#engine.config.dim);
+    this.#matvec(s.hb, gate);
+    this.#matvec(s.hb2, up);
+    for (let i = 0; i < n; i++) {
       const g = s.hb[i];
       // silu(g) = g * (1.0f / (1.0f + expf(-g))), then times up.
       const silu = fround(g * fround(1 / fround(1 + fround(Math.exp(-g)))));
       s.hb[i] = fround(silu * s.hb2[i]);
     }
-    this.#quantize(s.hb, c.hiddenDim);
-    this.#matvec(s.xb2, lw.w2);
-    for (let i = 0; i < c.dim; i++) s.x[i] = fround(s.x[i] + s.xb2[i]);
+    this.#quantize(s.hb, n);
+    this.#matvec(s.xb2, down);
+  }
+
+  /**
+   * moeOut = sum over the chosen experts j, in routing order, of weight_j * expert_j(xb),
+   * each term rounded and added to the running sum (docs/numerics.md#mixture-of-experts).
+   */
+  #moe(m: MoeLayerWeights): void {
+    const c = this.#engine.config;
+    const s = this.#s;
+    routeToken(m.router, s.xb, c.dim, s.probs, s.chosen, s.weights);
+    s.moeOut.fill(0);
+    for (let j = 0; j < s.chosen.length; j++) {
+      const e = s.chosen[j];
+      this.#swiglu(m.gate[e], m.up[e], m.down[e], c.moe!.expertHiddenDim);
+      const wj = s.weights[j];
+      for (let i = 0; i < c.dim; i++) s.moeOut[i] = fround(s.moeOut[i] + fround(wj * s.xb2[i]));
+    }
   }
 }
 

@@ -1,0 +1,431 @@
+/**
+ * Qwen3-MoE (GGUF arch `qwen3moe`) against Hugging Face transformers: the tiny random
+ * Qwen3MoeForCausalLM of tools/hf_moe_reference.py (8 experts, top-2, norm_topk_prob, block
+ * 1 dense) is exported to GGUF and the TypeScript engine, reading it, must pick transformers'
+ * argmax at every prompt position and stay within the dense path's bounds of its logits,
+ * and so must the C engine, which must also give the same bits on every kernel tier, at 1
+ * and 2 threads, and for a prompt fed at once (grouped by expert) or token by token. Also:
+ * the file's keys and tensor shapes are llama.cpp's, and what the exporter refuses.
+ * Needs the C library built (`deno task build`).
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
+import { CEngine, kernelName, selectKernel } from "../ffi/c_engine.ts";
+import { Qwen3Error } from "../src/errors.ts";
+import { exportHfModel } from "../src/export/export.ts";
+import { GgmlType, readGgufHeader } from "../src/formats/gguf.ts";
+import { LLAMA_FILE_TYPE, qwen3GgufMetadata } from "../src/formats/gguf_qwen3.ts";
+import { moeGgufMetadata } from "../src/export/moe_export.ts";
+import { type GgufTensorData, writeGguf } from "./helpers/gguf_model.ts";
+import { TsEngine } from "../src/reference/ts_engine.ts";
+import type { Engine } from "../src/types.ts";
+import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
+
+/** The dense fixtures' Q8 bound (tests/export_test.ts), in deviations of the logits. */
+const Q8_TOLERANCE = 0.1;
+/** F32 weights: fp32 throughout, only the summation order differs from transformers. */
+const F32_TOLERANCE = 1e-3;
+
+const NAME = "hf_tiny_moe_bf16";
+const fixtures = new URL("./fixtures/", import.meta.url);
+const tmp = await Deno.makeTempDir({ prefix: "qwen3_moe_test_" });
+globalThis.addEventListener("unload", () => Deno.removeSync(tmp, { recursive: true }));
+
+interface Position {
+  top_ids: number[];
+  top_logits: number[];
+  probe_logits: number[];
+  std: number;
+  margin: number;
+}
+
+interface Reference {
+  probe_ids: number[];
+  prompts: { name: string; ids: number[]; positions: Position[] }[];
+}
+
+/** The fixture folder with its weights unzipped and tokenizer.json added, in `dest`. */
+async function materialize(dest: string): Promise<string> {
+  await Deno.mkdir(dest, { recursive: true });
+  const src = new URL(`${NAME}/`, fixtures);
+  for await (const e of Deno.readDir(src)) {
+    const from = new URL(e.name, src);
+    if (e.name.endsWith(".gz")) {
+      const file = await Deno.open(from);
+      const out = await Deno.open(join(dest, e.name.slice(0, -3)), { write: true, create: true });
+      await file.readable.pipeThrough(new DecompressionStream("gzip")).pipeTo(out.writable);
+    } else {
+      await Deno.copyFile(from, join(dest, e.name));
+    }
+  }
+  await Deno.copyFile(QWEN3_TOKENIZER_JSON, join(dest, "tokenizer.json"));
+  return dest;
+}
+
+const hf = materialize(join(tmp, NAME));
+const reference: Reference = JSON.parse(
+  await Deno.readTextFile(new URL(`${NAME}/reference.json`, fixtures)),
+);
+
+const exports = new Map<string, Promise<string>>();
+function exportGguf(type: "q8_0" | "f32"): Promise<string> {
+  let p = exports.get(type);
+  if (!p) {
+    p = (async () => {
+      const out = join(tmp, `moe_${type}.gguf`);
+      await exportHfModel(await hf, out, { format: "gguf", type });
+      return out;
+    })();
+    exports.set(type, p);
+  }
+  return p;
+}
+
+/** Every position's logits, the prompt fed one token at a time. */
+async function engineLogits(engine: Engine): Promise<Float32Array[][]> {
+  const out: Float32Array[][] = [];
+  for (const p of reference.prompts) {
+    using session = engine.createSession(64);
+    const rows: Float32Array[] = [];
+    for (const id of p.ids) rows.push((await session.forward([id])).slice());
+    out.push(rows);
+  }
+  return out;
+}
+
+function argmax(a: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
+  return best;
+}
+
+/** Checks logits against transformers'; returns the largest error in deviations. */
+function compare(label: string, logits: Float32Array[][], tolerance: number): number {
+  let worst = 0;
+  reference.prompts.forEach((p, i) => {
+    p.positions.forEach((pos, t) => {
+      const ours = logits[i][t];
+      const where = `${label}, prompt ${p.name}, position ${t}`;
+      assert.equal(argmax(ours), pos.top_ids[0], `${where}: argmax (gap ${pos.margin})`);
+      const check = (id: number, want: number) => {
+        const err = Math.abs(ours[id] - want) / pos.std;
+        worst = Math.max(worst, err);
+        assert.ok(err <= tolerance, `${where}, token ${id}: ${ours[id]} vs ${want} (${err} std)`);
+      };
+      pos.top_ids.forEach((id, k) => check(id, pos.top_logits[k]));
+      reference.probe_ids.forEach((id, k) => check(id, pos.probe_logits[k]));
+    });
+  });
+  return worst;
+}
+
+/**
+ * Largest |C - TS| logit allowed: the engines share every rounding step, but TypeScript's
+ * Math.exp and the C engine's exp (kernels.h) may differ by an ulp, and through the router
+ * softmax and SiLU that moves a logit by a few 1e-6 (3.8e-6 seen).
+ */
+const C_TS_TOLERANCE = 1e-4;
+
+for (const [type, tolerance] of [["q8_0", Q8_TOLERANCE], ["f32", F32_TOLERANCE]] as const) {
+  Deno.test(`qwen3moe ${type} GGUF: both engines match transformers`, async () => {
+    const path = await exportGguf(type);
+    using ts = await TsEngine.load(path);
+    assert.deepEqual(ts.config.moe, {
+      nExperts: 8,
+      nExpertsUsed: 2,
+      expertHiddenDim: 32,
+      sparse: [true, false],
+    });
+    const tsLogits = await engineLogits(ts);
+    const tsWorst = compare(`ts ${type}`, tsLogits, tolerance);
+    using c = await CEngine.load(path, { threads: 1 });
+    assert.deepEqual(c.config.moe, ts.config.moe);
+    const cLogits = await engineLogits(c);
+    const cWorst = compare(`c ${type}`, cLogits, tolerance);
+    let apart = 0;
+    cLogits.forEach((rows, i) =>
+      rows.forEach((row, t) => {
+        assert.equal(argmax(row), argmax(tsLogits[i][t]));
+        for (let j = 0; j < row.length; j++) {
+          apart = Math.max(apart, Math.abs(row[j] - tsLogits[i][t][j]));
+        }
+      })
+    );
+    assert.ok(apart <= C_TS_TOLERANCE, `C and TS logits ${apart} apart`);
+    console.log(
+      `qwen3moe ${type}: worst logit error ${tsWorst.toExponential(2)} (ts), ${
+        cWorst.toExponential(2)
+      } ` +
+        `(c) std; C - TS at most ${apart}`,
+    );
+  });
+}
+
+Deno.test("qwen3moe C engine: the same bits on every tier, thread count, prefill or decode", async () => {
+  const path = await exportGguf("q8_0");
+  const ids = reference.prompts[0].ids;
+  const initial = await kernelName();
+  let want: Float32Array | undefined;
+  const ran: string[] = [];
+  try {
+    // every tier this CPU and build have (as tests/engines_test.ts lists them)
+    for (
+      const tier of ["scalar", "avx2", "avxvnni", "avx512vnni", "amx", "neon", "neondot", "sve"]
+    ) {
+      try {
+        await selectKernel(tier);
+      } catch (e) {
+        if (e instanceof Qwen3Error && e.code === "unsupported") continue;
+        throw e;
+      }
+      ran.push(tier);
+      for (const threads of [1, 2]) {
+        using c = await CEngine.load(path, { threads });
+        using whole = c.createSession(64);
+        const prefill = (await whole.forward(ids)).slice();
+        using steps = c.createSession(64);
+        let decode = new Float32Array(0);
+        for (const id of ids) decode = (await steps.forward([id])).slice();
+        const where = `${tier}, ${threads} threads`;
+        assert.deepEqual(prefill, decode, `${where}: prefill differs from decode`);
+        want ??= prefill;
+        assert.deepEqual(prefill, want, `${where}: differs from the first run`);
+      }
+    }
+  } finally {
+    await selectKernel(initial);
+  }
+  assert.ok(ran.includes("scalar") && ran.includes(initial));
+  console.log(`qwen3moe: the same bits on tiers ${ran.join(", ")}`);
+});
+
+Deno.test("qwen3moe GGUF: llama.cpp's keys, tensor names and shapes", async () => {
+  const path = await exportGguf("q8_0");
+  const bytes = await Deno.readFile(path);
+  const g = readGgufHeader(bytes, bytes.length, path);
+  assert.equal(g.metadata.get("general.architecture"), "qwen3moe");
+  assert.equal(g.metadata.get("qwen3moe.expert_count"), 8);
+  assert.equal(g.metadata.get("qwen3moe.expert_used_count"), 2);
+  assert.equal(g.metadata.get("qwen3moe.expert_feed_forward_length"), 32);
+  assert.equal(g.metadata.get("qwen3moe.feed_forward_length"), 96);
+  assert.equal(g.metadata.get("qwen3moe.embedding_length"), 64);
+  assert.ok(![...g.metadata.keys()].some((k) => k.startsWith("qwen3.")));
+  const t = (name: string) => g.tensors.get(name);
+  for (const l of [0]) {
+    assert.deepEqual(t(`blk.${l}.ffn_gate_inp.weight`)?.dims, [64, 8]);
+    assert.equal(t(`blk.${l}.ffn_gate_inp.weight`)?.type, GgmlType.F32);
+    assert.deepEqual(t(`blk.${l}.ffn_gate_exps.weight`)?.dims, [64, 32, 8]);
+    assert.deepEqual(t(`blk.${l}.ffn_up_exps.weight`)?.dims, [64, 32, 8]);
+    assert.deepEqual(t(`blk.${l}.ffn_down_exps.weight`)?.dims, [32, 64, 8]);
+    assert.equal(t(`blk.${l}.ffn_down_exps.weight`)?.type, GgmlType.Q8_0);
+    assert.equal(t(`blk.${l}.ffn_gate.weight`), undefined);
+  }
+  assert.deepEqual(t("blk.1.ffn_gate.weight")?.dims, [64, 96]);
+  assert.equal(t("blk.1.ffn_gate_inp.weight"), undefined);
+});
+
+/** The fixture with config.json edited by `edit`, in a folder of its own. */
+async function editedConfig(label: string, edit: (c: Record<string, unknown>) => void) {
+  const dir = await materialize(join(tmp, label));
+  const path = join(dir, "config.json");
+  const c = JSON.parse(await Deno.readTextFile(path));
+  edit(c);
+  await Deno.writeTextFile(path, JSON.stringify(c));
+  return dir;
+}
+
+Deno.test("qwen3moe export: refuses what it cannot write, naming why", async () => {
+  const src = await hf;
+  const out = join(tmp, "refused.gguf");
+  const refuses = async (dir: string, opts: object, kind: string, pattern: RegExp) => {
+    await assert.rejects(
+      exportHfModel(dir, out, opts),
+      (e: Error) => e instanceof Qwen3Error && e.code === kind && pattern.test(e.message),
+    );
+    await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
+  };
+  await refuses(src, { format: "bin" }, "unsupported", /only to GGUF/);
+  await refuses(src, { format: "gguf", type: "q4_k_m" }, "unsupported", /mixture/);
+  const used = await editedConfig("bad_used", (c) => c.num_experts_per_tok = 9);
+  await refuses(used, { format: "gguf" }, "format", /num_experts_per_tok = 9/);
+  const norm = await editedConfig("no_norm", (c) => c.norm_topk_prob = false);
+  await refuses(norm, { format: "gguf" }, "unsupported", /norm_topk_prob/);
+});
+
+/** The exported Q8_0 file with `patch` applied to a copy of its bytes, written beside it. */
+async function patched(label: string, patch: (b: Uint8Array, at: (s: string) => number) => void) {
+  const bytes = await Deno.readFile(await exportGguf("q8_0"));
+  const at = (s: string) => {
+    const needle = new TextEncoder().encode(s);
+    for (let i = 0; i + needle.length <= bytes.length; i++) {
+      if (needle.every((v, j) => bytes[i + j] === v)) return i + needle.length;
+    }
+    throw new Error(`${s} not found`);
+  };
+  patch(bytes, at);
+  const path = join(tmp, `${label}.gguf`);
+  await Deno.writeFile(path, bytes);
+  return path;
+}
+
+Deno.test("qwen3moe GGUF: both engines refuse bad expert counts and shapes, naming them", async () => {
+  // expert_used_count (u32 type tag, then the value) = 9 > expert_count 8
+  const used = await patched("used9", (b, at) => {
+    new DataView(b.buffer).setUint32(at("qwen3moe.expert_used_count") + 4, 9, true);
+  });
+  // ffn_gate_exps dims [64, 32, 8] -> [32, 64, 8]: the same bytes, the wrong shape
+  const shape = await patched("shape", (b, at) => {
+    const dims = at("blk.0.ffn_gate_exps.weight") + 4;
+    const v = new DataView(b.buffer);
+    v.setBigUint64(dims, 32n, true);
+    v.setBigUint64(dims + 8, 64n, true);
+  });
+  // the only router renamed (same length): no block is sparse
+  const none = await patched("no_router", (b, at) => {
+    b[at("blk.0.ffn_gate_inp") - 1] = "q".charCodeAt(0);
+  });
+  const cases: [string, RegExp][] = [
+    [none, /GGUF arch qwen3moe has no block with a ffn_gate_inp tensor/],
+    [used, /qwen3moe\.expert_used_count' = 9 is outside \[1, 8\]/],
+    [shape, /blk\.0\.ffn_gate_exps\.weight' has shape \[32, 64, 8, 1\].*expected \[64, 32, 8\]/],
+  ];
+  for (const [path, pattern] of cases) {
+    for (const load of [() => TsEngine.load(path), () => CEngine.load(path)]) {
+      await assert.rejects(
+        load(),
+        (e: Error) => e instanceof Qwen3Error && e.code === "format" && pattern.test(e.message),
+      );
+    }
+  }
+});
+
+/**
+ * The optional llama.cpp peer: `QWEN3_LLAMA_PYTHON`, else the venv that
+ * `deno task bench:compare` builds under .tools/ (as tests/export_test.ts finds it).
+ */
+async function findLlamaPython(): Promise<string | null> {
+  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? join(LLAMA_VENV, "bin/python");
+  try {
+    if (!(await Deno.stat(python)).isFile) return null;
+    const r = await new Deno.Command(python, {
+      args: ["-c", "import llama_cpp"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return r.success ? python : null;
+  } catch {
+    return null;
+  }
+}
+
+const LLAMA_PYTHON = await findLlamaPython();
+if (!LLAMA_PYTHON) {
+  console.log(
+    `skipping the llama.cpp qwen3moe check: set QWEN3_LLAMA_PYTHON to a python with ` +
+      `llama-cpp-python ${LLAMA_CPP_PYTHON}, or run \`deno task bench:compare\` to build ${LLAMA_VENV}`,
+  );
+}
+
+Deno.test({
+  name: "qwen3moe GGUF runs in llama.cpp like the TS engine (QWEN3_LLAMA_PYTHON)",
+  ignore: LLAMA_PYTHON === null,
+  async fn() {
+    // llama.cpp's qwen3moe has no dense blocks: block 1 gets block 0's router and experts
+    // in place of its dense feed-forward (not transformers' model any more: the check is
+    // llama.cpp against our engine on one file).
+    const src = await exportGguf("f32");
+    const bytes = await Deno.readFile(src);
+    const g = readGgufHeader(bytes, bytes.length, src);
+    const tensors: GgufTensorData[] = [];
+    const data = (name: string) => {
+      const t = g.tensors.get(name)!;
+      return {
+        spec: { name, dims: t.dims, type: t.type },
+        data: bytes.subarray(t.offset, t.offset + t.bytes),
+      };
+    };
+    for (const name of g.tensors.keys()) {
+      if (/^blk\.1\.ffn_(gate|up|down)\.weight$/.test(name)) continue;
+      tensors.push(data(name));
+    }
+    for (const t of ["ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"]) {
+      const from = data(`blk.0.${t}.weight`);
+      tensors.push({ ...from, spec: { ...from.spec, name: `blk.1.${t}.weight` } });
+    }
+    const config = await (async () => {
+      using e = await TsEngine.load(src);
+      return e.config;
+    })();
+    config.moe!.sparse = [true, true];
+    const json = JSON.parse(await Deno.readTextFile(QWEN3_TOKENIZER_JSON));
+    const metadata = moeGgufMetadata(
+      qwen3GgufMetadata(config, json, { fileType: LLAMA_FILE_TYPE.ALL_F32 }),
+      config.moe!,
+    );
+    const path = join(tmp, "all_sparse.gguf");
+    await writeGguf(path, metadata, tensors);
+
+    const script = `
+import json, sys, numpy as np
+from llama_cpp import Llama
+m = Llama(sys.argv[1], verbose=False, n_ctx=64, n_threads=1, logits_all=True)
+out = []
+for ids in json.loads(sys.argv[2]):
+    m.reset(); m._ctx.kv_cache_clear(); m.eval(ids)
+    out.append(np.array(m.scores[:len(ids)], dtype=np.float32))
+sys.stdout.buffer.write(np.concatenate(out).tobytes())
+`;
+    const ids = JSON.stringify(reference.prompts.map((p) => p.ids));
+    const r = await new Deno.Command(LLAMA_PYTHON!, { args: ["-c", script, path, ids] }).output();
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    const all = new Float32Array(r.stdout.slice().buffer);
+    using ts = await TsEngine.load(path);
+    assert.deepEqual(ts.config.moe?.sparse, [true, true]);
+    const ours = await engineLogits(ts);
+    let row = 0, worst = 0;
+    reference.prompts.forEach((p, i) => {
+      p.ids.forEach((_, t) => {
+        const theirs = all.subarray(151936 * row, 151936 * ++row);
+        const mine = ours[i][t];
+        assert.equal(argmax(theirs), argmax(mine), `prompt ${p.name}, position ${t}: argmax`);
+        let mean = 0;
+        for (const v of mine) mean += v;
+        mean /= mine.length;
+        let sq = 0;
+        for (const v of mine) sq += (v - mean) ** 2;
+        const std = Math.sqrt(sq / mine.length);
+        for (let j = 0; j < mine.length; j++) {
+          worst = Math.max(worst, Math.abs(theirs[j] - mine[j]) / std);
+        }
+      });
+    });
+    // llama.cpp keeps its KV cache in F16 (as in tests/export_test.ts): ~1e-3 std.
+    assert.ok(worst <= 0.01, `llama.cpp and the TS engine ${worst} std apart`);
+    console.log(
+      `llama.cpp on the all-sparse F32 GGUF: worst logit difference ${worst.toFixed(5)} std`,
+    );
+  },
+});
+
+Deno.test("qwen3 info shows the experts on both engines", async () => {
+  const path = await exportGguf("q8_0");
+  for (const engine of ["c", "ts"]) {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../cli.ts", import.meta.url).pathname,
+        "info",
+        path,
+        "--engine",
+        engine,
+      ],
+    }).output();
+    const out = new TextDecoder().decode(r.stdout);
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    assert.match(out, /^experts +8, 2 per token, width 32$/m, `${engine}: ${out}`);
+    assert.match(out, /^sparse_blocks +0$/m, `${engine}: ${out}`);
+  }
+});
