@@ -187,9 +187,13 @@ async function buildPeer(compiler: LlamaCompiler): Promise<string> {
     "--no-cache-dir",
     `llama-cpp-python==${LLAMA_CPP_PYTHON}`,
   ], { env });
-  const record = `${
-    compiler === "default" ? "default cc/c++" : env.CC
-  }, CMAKE_ARGS=${env.CMAKE_ARGS}`;
+  // The installed libraries may have no .comment section (the zig build's have none):
+  // record the compiler's own version line.
+  const cc = env.CC ?? "cc";
+  const version = (await run(cc, ["--version"], { quiet: true }).catch(() => "")).split("\n")[0];
+  const record = `${compiler === "zig" ? "zig cc: " : ""}${
+    version || cc
+  }, CC=${cc}, CMAKE_ARGS=${env.CMAKE_ARGS}`;
   await Deno.writeTextFile(join(dir, "qwen3-build.txt"), record + "\n");
   return python;
 }
@@ -210,7 +214,11 @@ async function smokeTest(python: string): Promise<Peer> {
   const dir = dirname(dirname(python));
   const record = await Deno.readTextFile(join(dir, "qwen3-build.txt")).catch(() => "");
   const compiler = await libraryCompiler(python);
-  const build = record.trim() ? `${compiler}; ${record.trim()}` : compiler;
+  const build = !record.trim()
+    ? compiler
+    : compiler === "compiler unknown"
+    ? record.trim()
+    : `${compiler}; ${record.trim()}`;
   return { python, build, systemInfo };
 }
 
