@@ -466,7 +466,9 @@ async function main() {
   const pps = pp.split(",").filter(Boolean).map((n) => `pp${Number(n)}`);
   await ensureModel();
   const modelBytes = (await Deno.stat(MODEL_BIN)).size;
+  let peerFailure = "";
   const peer = values["no-llama"] ? null : await ensureLlama(first).catch((e) => {
+    peerFailure = e.message;
     log(`llama.cpp peer unavailable: ${e.message}`);
     return null;
   });
@@ -549,7 +551,7 @@ async function main() {
       `system info: \`${peer.systemInfo}\`.`
     : values["no-llama"]
     ? "llama.cpp peer: not measured (--no-llama)."
-    : "llama.cpp peer: unavailable (no build of it passed the smoke test; see the log).";
+    : `llama.cpp peer: unavailable, no build of it passed the smoke test (${peerFailure}).`;
   const md = [
     "# Benchmark results",
     "",
