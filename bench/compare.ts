@@ -1,17 +1,24 @@
 /**
  * The side-by-side benchmark: in one run, on one Qwen3-0.6B-shaped model with random
  * weights (the same weights as `model.bin` for our engines and as a Q8_0 GGUF for
- * llama.cpp), it measures prefill (pp128, pp512) and decode (tg128) tok/s at 1 and 2 threads
- * for our C engine and for llama.cpp built for this CPU (PyPI's llama-cpp-python, compiled
- * with native flags), decode only for our TypeScript engine, plus the machine's memory read
- * bandwidth, peak RSS and load time. Each measurement runs in a fresh process; each is
- * repeated `--runs` times and the median is reported. Writes bench/RESULTS.md,
+ * llama.cpp), it measures prefill (pp128, pp512, pp2048, pp4096) and decode (tg128) tok/s at
+ * 1 and 2 threads for our C engine and for llama.cpp built for this CPU (PyPI's
+ * llama-cpp-python, compiled with native flags), decode only for our TypeScript engine, plus
+ * the machine's memory read bandwidth, peak RSS and load time. Each measurement runs in a
+ * fresh process; each is repeated `--runs` times and the median is reported. A measurement
+ * that fails (a crash, a non-zero exit) is reported in its row with its exit code or signal,
+ * and the rest of the table is still measured and written. Writes bench/RESULTS.md,
  * bench/results.json and bench/results.svg, and the table into README.md.
  *
- *   deno task bench:compare [--runs 3] [--threads 1,2] [--no-llama] [--quick]
+ *   deno task bench:compare [--runs 3] [--threads 1,2] [--pp 128,512,2048,4096]
+ *       [--no-llama] [--llama-compiler default|clang|zig] [--quick]
  *
  * First use generates the model (~630 MB, under bench/models/) and builds llama-cpp-python
- * into .tools/ (several minutes on 2 cores).
+ * into .tools/ (several minutes on 2 cores). The peer is smoke-tested before it is measured;
+ * a build that crashes (gcc 12 miscompiles llama.cpp's AMX path) is followed by builds with
+ * Debian's clang and with Zig's clang (`zig cc`), each in its own folder, until one runs
+ * (`--llama-compiler` starts the list elsewhere). `QWEN3_LLAMA_PYTHON` names a python with
+ * llama_cpp to use instead.
  * @module
  */
 
@@ -45,6 +52,21 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** A command that did not succeed: `status` is "exit N" or "exit N (SIGNAME)". */
+export class RunError extends Error {
+  /** How it ended, as a table cell shows it. */
+  status: string;
+  constructor(message: string, status: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** How a finished command ended: "exit 1", or "exit 139 (SIGSEGV)" when a signal killed it. */
+export function exitStatus(code: number, signal: string | null): string {
+  return signal ? `exit ${code} (${signal})` : `exit ${code}`;
+}
+
 async function run(
   cmd: string,
   args: string[],
@@ -60,7 +82,8 @@ async function run(
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) {
     const err = opts.quiet ? new TextDecoder().decode(out.stderr) : "";
-    throw new Error(`${cmd} ${args.join(" ")} failed (exit ${out.code})\n${err}${text}`.trim());
+    const status = exitStatus(out.code, out.signal);
+    throw new RunError(`${cmd} ${args.join(" ")} failed (${status})\n${err}${text}`.trim(), status);
   }
   return text;
 }
@@ -80,25 +103,158 @@ async function ensureModel() {
   }
 }
 
-async function ensureLlama(): Promise<string> {
-  const python = join(LLAMA_VENV, "bin/python");
+/** The llama.cpp peer: its python, how it was built, and what llama.cpp says it uses. */
+export interface Peer {
+  python: string;
+  /** Compiler and flags of the build (from its record, or the library's .comment section). */
+  build: string;
+  /** llama.cpp's system info string (llama_print_system_info): the CPU paths it uses. */
+  systemInfo: string;
+}
+
+/** The compilers tried for the peer, in order; each builds into its own folder. */
+export const LLAMA_COMPILERS = ["default", "clang", "zig"] as const;
+export type LlamaCompiler = typeof LLAMA_COMPILERS[number];
+
+function peerDir(compiler: LlamaCompiler): string {
+  return compiler === "default" ? LLAMA_VENV : `${LLAMA_VENV}-${compiler}`;
+}
+
+async function which(cmd: string): Promise<string | null> {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (dir && await exists(join(dir, cmd))) return join(dir, cmd);
+  }
+  return null;
+}
+
+/** The compiler named in a built library's .comment section ("GCC: (...) 12.2.0", "clang version ..."). */
+async function libraryCompiler(python: string): Promise<string> {
+  try {
+    const dir = (await run(python, [
+      "-c",
+      "import llama_cpp, os; print(os.path.join(os.path.dirname(llama_cpp.__file__), 'lib'))",
+    ], { quiet: true })).trim();
+    for (const name of ["libggml-cpu.so", "libllama.so"]) {
+      const path = join(dir, name);
+      if (!await exists(path)) continue;
+      const text = new TextDecoder("latin1").decode(await Deno.readFile(path));
+      const found = text.match(/GCC: \([^)\0]*\) [0-9.]+|(?:Debian )?clang version [0-9.]+[^\0]*/g);
+      if (found) return [...new Set(found)].join(", ");
+    }
+  } catch { /* unknown below */ }
+  return "compiler unknown";
+}
+
+/** Builds llama-cpp-python with `compiler` into its folder (nothing when it imports already). */
+async function buildPeer(compiler: LlamaCompiler): Promise<string> {
+  const dir = peerDir(compiler), python = join(dir, "bin/python");
   if (await exists(python)) {
     try {
       await run(python, ["-c", "import llama_cpp"], { quiet: true });
       return python;
     } catch { /* reinstall below */ }
   }
-  log(`building llama-cpp-python ${LLAMA_CPP_PYTHON} for this CPU into ${LLAMA_VENV} (minutes)`);
-  await run("python3", ["-m", "venv", LLAMA_VENV]);
+  const cmake = ["-DGGML_NATIVE=ON"];
+  const env: Record<string, string> = {};
+  if (compiler === "clang") {
+    const cc = await which("clang"), cxx = await which("clang++");
+    if (!cc || !cxx) throw new Error("clang and clang++ are not on PATH");
+    Object.assign(env, { CC: cc, CXX: cxx });
+  } else if (compiler === "zig") {
+    // CMake wants one executable per compiler: wrappers for `zig cc` and `zig c++`. Zig's
+    // clang has no OpenMP runtime, so ggml uses its own thread pool.
+    const zig = await ensureZig();
+    await Deno.mkdir(join(dir, "zig-cc"), { recursive: true });
+    for (const [name, sub] of [["cc", "cc"], ["c++", "c++"]]) {
+      const path = join(dir, "zig-cc", name);
+      await Deno.writeTextFile(path, `#!/bin/sh\nexec "${zig}" ${sub} "$@"\n`);
+      await Deno.chmod(path, 0o755);
+    }
+    Object.assign(env, { CC: join(dir, "zig-cc/cc"), CXX: join(dir, "zig-cc/c++") });
+    cmake.push("-DGGML_OPENMP=OFF");
+  }
+  env.CMAKE_ARGS = cmake.join(" ");
+  log(
+    `building llama-cpp-python ${LLAMA_CPP_PYTHON} with ${compiler} compilers (${env.CMAKE_ARGS}) into ${dir} (minutes)`,
+  );
+  await run("python3", ["-m", "venv", dir]);
   await run(python, [
     "-m",
     "pip",
     "install",
     "--quiet",
     "--disable-pip-version-check",
+    "--no-cache-dir",
     `llama-cpp-python==${LLAMA_CPP_PYTHON}`,
-  ], { env: { CMAKE_ARGS: "-DGGML_NATIVE=ON" } });
+  ], { env });
+  // The installed libraries may have no .comment section (the zig build's have none):
+  // record the compiler's own version line.
+  const cc = env.CC ?? "cc";
+  const version = (await run(cc, ["--version"], { quiet: true }).catch(() => "")).split("\n")[0];
+  const record = `${compiler === "zig" ? "zig cc: " : ""}${
+    version || cc
+  }, CC=${cc}, CMAKE_ARGS=${env.CMAKE_ARGS}`;
+  await Deno.writeTextFile(join(dir, "qwen3-build.txt"), record + "\n");
   return python;
+}
+
+/** A peer that loads the model and runs a short prefill and decode without crashing. */
+async function smokeTest(python: string): Promise<Peer> {
+  await run(
+    python,
+    ["bench/llama_run.py", MODEL_GGUF, "--threads", "1", "--pp", "16", "--tg", "2"],
+    {
+      quiet: true,
+    },
+  );
+  const systemInfo = (await run(python, [
+    "-c",
+    "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())",
+  ], { quiet: true })).trim();
+  const dir = dirname(dirname(python));
+  const record = await Deno.readTextFile(join(dir, "qwen3-build.txt")).catch(() => "");
+  const compiler = await libraryCompiler(python);
+  const build = !record.trim()
+    ? compiler
+    : compiler === "compiler unknown"
+    ? record.trim()
+    : `${compiler}; ${record.trim()}`;
+  return { python, build, systemInfo };
+}
+
+/**
+ * The first peer that passes the smoke test: $QWEN3_LLAMA_PYTHON, else the builds of
+ * LLAMA_COMPILERS from `first` on. Throws with every failure when none runs.
+ */
+export async function ensureLlama(first: LlamaCompiler): Promise<Peer> {
+  const failures: string[] = [];
+  const given = Deno.env.get("QWEN3_LLAMA_PYTHON");
+  if (given) {
+    try {
+      return await smokeTest(given);
+    } catch (e) {
+      const why = e instanceof RunError ? e.status : (e as Error).message;
+      failures.push(`QWEN3_LLAMA_PYTHON=${given}: ${why}`);
+      log(`llama.cpp peer ${given} failed its smoke test (${why})`);
+    }
+  }
+  for (const compiler of LLAMA_COMPILERS.slice(LLAMA_COMPILERS.indexOf(first))) {
+    try {
+      const python = await buildPeer(compiler);
+      try {
+        return await smokeTest(python);
+      } catch (e) {
+        const why = e instanceof RunError ? e.status : (e as Error).message;
+        failures.push(`${compiler} build: smoke test ${why}`);
+        log(`llama.cpp peer built with ${compiler} compilers failed its smoke test (${why})`);
+      }
+    } catch (e) {
+      const why = (e as Error).message.split("\n")[0];
+      failures.push(`${compiler} build: ${why}`);
+      log(`building the llama.cpp peer with ${compiler} compilers failed: ${why}`);
+    }
+  }
+  throw new Error(failures.join("; "));
 }
 
 /** Read bandwidth in GB/s per thread count, from the C probe (csrc/tests/bench_bandwidth.c). */
@@ -125,32 +281,41 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-interface Row {
+/** One row of the table: an engine at a thread count, medians of its successful runs. */
+export interface Row {
   engine: string;
   threads: number;
   kernel: string;
-  pp128: number;
-  pp512: number;
+  /** Prefill tok/s by prompt length ("pp128" ...). */
+  pp: Record<string, number>;
   tg128: number;
   loadSeconds: number;
   peakRssMiB: number;
   addedRssMiB: number;
   runs: number;
+  /** How the failed runs ended ("exit 139 (SIGSEGV)"), when any did. */
+  failed?: string[];
 }
 
-function summarise(runs: EngineRun[]): Row {
-  const pick = (f: (r: EngineRun) => number) => median(runs.map(f));
+function summarise(
+  engine: string,
+  threads: number,
+  runs: EngineRun[],
+  failed: string[],
+): Row {
+  const pick = (f: (r: EngineRun) => number) => runs.length ? median(runs.map(f)) : 0;
+  const lengths = [...new Set(runs.flatMap((r) => Object.keys(r.prefill)))];
   return {
-    engine: runs[0].engine,
-    threads: runs[0].threads,
-    kernel: runs[0].kernel,
-    pp128: pick((r) => r.prefill.pp128 ?? 0),
-    pp512: pick((r) => r.prefill.pp512 ?? 0),
+    engine,
+    threads,
+    kernel: runs[0]?.kernel ?? "-",
+    pp: Object.fromEntries(lengths.map((k) => [k, pick((r) => r.prefill[k] ?? 0)])),
     tg128: pick((r) => r.decode),
     loadSeconds: pick((r) => r.loadSeconds),
     peakRssMiB: pick((r) => r.peakRss) / 2 ** 20,
     addedRssMiB: pick((r) => r.peakRss - r.baseRss) / 2 ** 20,
     runs: runs.length,
+    ...(failed.length ? { failed } : {}),
   };
 }
 
@@ -160,33 +325,58 @@ function ratio(a: number, b: number): string {
   return a && b ? `${(a / b).toFixed(2)}x` : "-";
 }
 
-function renderTable(rows: Row[], bw: Record<number, number>, modelBytes: number): string {
+/** The table cell of a row's failures: "failed: exit 139 (SIGSEGV)", or "2 of 3 runs failed: ...". */
+export function failureNote(row: { runs: number; failed?: string[] }): string {
+  if (!row.failed?.length) return "";
+  const kinds = [...new Set(row.failed)].join(", ");
+  return row.runs === 0
+    ? `failed: ${kinds}`
+    : `${row.failed.length} of ${row.failed.length + row.runs} runs failed: ${kinds}`;
+}
+
+/** The markdown tables of a run: one row per engine and thread count, then C / peer ratios. */
+export function renderTable(
+  rows: Row[],
+  bw: Record<number, number>,
+  modelBytes: number,
+  pps: string[],
+): string {
   const lines = [
-    "| engine | threads | pp128 tok/s | pp512 tok/s | tg128 tok/s | tg128 GB/s (% of read bw) | load s | peak RSS MiB |",
-    "|---|---|---|---|---|---|---|---|",
+    `| engine | threads | kernel | ${
+      pps.map((p) => `${p} tok/s`).join(" | ")
+    } | tg128 tok/s | tg128 GB/s (% of read bw) | load s | peak RSS MiB | notes |`,
+    `|---|---|---|${pps.map(() => "---|").join("")}---|---|---|---|---|`,
   ];
   for (const r of rows) {
     const gbs = (r.tg128 * modelBytes) / 1e9;
     const pct = bw[r.threads] ? ` (${((100 * gbs) / bw[r.threads]).toFixed(0)}%)` : "";
     lines.push(
-      `| ${r.engine} | ${r.threads} | ${fmt(r.pp128)} | ${fmt(r.pp512)} | ${fmt(r.tg128)} | ${
-        r.tg128 ? gbs.toFixed(1) + pct : "-"
-      } | ${fmt(r.loadSeconds, 2)} | ${fmt(r.peakRssMiB, 0)} |`,
+      `| ${r.engine} | ${r.threads} | ${r.kernel} | ${
+        pps.map((p) => fmt(r.pp[p] ?? 0)).join(" | ")
+      } | ${fmt(r.tg128)} | ${r.tg128 ? gbs.toFixed(1) + pct : "-"} | ${fmt(r.loadSeconds, 2)} | ${
+        fmt(r.peakRssMiB, 0)
+      } | ${failureNote(r)} |`,
     );
   }
   const byKey = (e: string, t: number) => rows.find((r) => r.engine === e && r.threads === t);
+  const long = pps.filter((p) => p !== "pp128");
   const ratios = [
     "",
-    "| threads | C / llama.cpp pp128 | C / llama.cpp pp512 | C / llama.cpp tg128 | C / TypeScript tg |",
-    "|---|---|---|---|---|",
+    `| threads | ${pps.map((p) => `C / llama.cpp ${p}`).join(" | ")} | C / llama.cpp tg128 | ${
+      long.map((p) => `C ${p} / pp128`).join(" | ")
+    }${long.length ? " | " : ""}C / TypeScript tg |`,
+    `|---|${pps.map(() => "---|").join("")}---|${long.map(() => "---|").join("")}---|`,
   ];
   for (const t of [...new Set(rows.map((r) => r.threads))]) {
     const c = byKey("c", t), l = byKey("llama.cpp", t), ts = byKey("ts", t) ?? byKey("ts", 1);
     if (!c) continue;
+    const flat = long.map((p) =>
+      c.pp[p] && c.pp.pp128 ? `${((100 * c.pp[p]) / c.pp.pp128).toFixed(0)}%` : "-"
+    );
     ratios.push(
-      `| ${t} | ${ratio(c.pp128, l?.pp128 ?? 0)} | ${ratio(c.pp512, l?.pp512 ?? 0)} | ${
+      `| ${t} | ${pps.map((p) => ratio(c.pp[p] ?? 0, l?.pp[p] ?? 0)).join(" | ")} | ${
         ratio(c.tg128, l?.tg128 ?? 0)
-      } | ${ratio(c.tg128, ts?.tg128 ?? 0)} |`,
+      } | ${flat.join(" | ")}${flat.length ? " | " : ""}${ratio(c.tg128, ts?.tg128 ?? 0)} |`,
     );
   }
   const bwLine = Object.entries(bw).map(([t, g]) => `${g.toFixed(1)} GB/s at ${t} thread(s)`)
@@ -200,13 +390,14 @@ function renderTable(rows: Row[], bw: Record<number, number>, modelBytes: number
   ].join("\n");
 }
 
-function renderSvg(rows: Row[]): string {
-  const metrics: (keyof Row)[] = ["pp128", "pp512", "tg128"];
+function renderSvg(rows: Row[], pps: string[]): string {
+  const metrics = [...pps, "tg128"];
+  const value = (r: Row, m: string) => m === "tg128" ? r.tg128 : r.pp[m] ?? 0;
   const colors: Record<string, string> = { c: "#2b6cb0", "llama.cpp": "#dd6b20", ts: "#718096" };
   const groups = metrics.flatMap((m) =>
     [...new Set(rows.map((r) => r.threads))].map((t) => ({ m, t }))
   );
-  const max = Math.max(...rows.flatMap((r) => metrics.map((m) => r[m] as number)), 1);
+  const max = Math.max(...rows.flatMap((r) => metrics.map((m) => value(r, m))), 1);
   const W = 760, H = 300, left = 50, bottom = 40, top = 30;
   const gw = (W - left - 10) / groups.length;
   const engines = [...new Set(rows.map((r) => r.engine))];
@@ -218,7 +409,7 @@ function renderSvg(rows: Row[]): string {
   groups.forEach((g, gi) => {
     engines.forEach((e, ei) => {
       const r = rows.find((x) => x.engine === e && x.threads === g.t);
-      const v = r ? (r[g.m] as number) : 0;
+      const v = r ? value(r, g.m) : 0;
       const h = ((H - bottom - top) * v) / max;
       const x = left + gi * gw + 5 + ei * bw;
       parts.push(
@@ -232,7 +423,7 @@ function renderSvg(rows: Row[]): string {
     parts.push(
       `<text x="${(left + gi * gw + gw / 2).toFixed(1)}" y="${
         H - bottom + 15
-      }" text-anchor="middle">${String(g.m)} ${g.t}t</text>`,
+      }" text-anchor="middle">${g.m} ${g.t}t</text>`,
     );
   });
   engines.forEach((e, i) =>
@@ -254,40 +445,62 @@ async function main() {
     options: {
       runs: { type: "string", default: "3" },
       threads: { type: "string", default: "1,2" },
+      pp: { type: "string", default: "128,512,2048,4096" },
       "no-llama": { type: "boolean", default: false },
+      "llama-compiler": { type: "string", default: "default" },
       quick: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
+  const usage = "usage: deno task bench:compare [--runs 3] [--threads 1,2] " +
+    "[--pp 128,512,2048,4096] [--no-llama] [--llama-compiler default|clang|zig] [--quick]";
   if (values.help) {
-    console.log(
-      "usage: deno task bench:compare [--runs 3] [--threads 1,2] [--no-llama] [--quick]",
-    );
+    console.log(usage);
     return;
   }
+  const first = values["llama-compiler"] as LlamaCompiler;
+  if (!LLAMA_COMPILERS.includes(first)) throw new Error(usage);
   const runs = values.quick ? 1 : Number(values.runs);
   const threads = values.threads.split(",").map(Number);
-  const pp = values.quick ? "128" : "128,512";
+  const pp = values.quick ? "128" : values.pp;
+  const pps = pp.split(",").filter(Boolean).map((n) => `pp${Number(n)}`);
   await ensureModel();
   const modelBytes = (await Deno.stat(MODEL_BIN)).size;
-  const python = values["no-llama"] ? null : await ensureLlama().catch((e) => {
+  let peerFailure = "";
+  const peer = values["no-llama"] ? null : await ensureLlama(first).catch((e) => {
+    peerFailure = e.message;
     log(`llama.cpp peer unavailable: ${e.message}`);
     return null;
   });
+  if (peer) log(`llama.cpp peer: ${peer.python} (${peer.build})`);
   log("measuring memory read bandwidth");
   const bw = await bandwidth(threads);
 
   const rows: Row[] = [];
-  for (const t of threads) {
-    const measure = async (label: string, cmd: string, args: string[]) => {
-      const samples: EngineRun[] = [];
-      for (let i = 0; i < runs; i++) {
-        log(`${label}, ${t} thread(s), run ${i + 1}/${runs}`);
+  // Every run of a row is attempted; a run that fails is counted in its row (exit code or
+  // signal) and the benchmark goes on.
+  const measure = async (
+    engine: string,
+    t: number,
+    label: string,
+    cmd: string,
+    args: string[],
+    n = runs,
+  ) => {
+    const samples: EngineRun[] = [], failed: string[] = [];
+    for (let i = 0; i < n; i++) {
+      log(`${label}, run ${i + 1}/${n}`);
+      try {
         samples.push(JSON.parse(await run(cmd, args)));
+      } catch (e) {
+        failed.push(e instanceof RunError ? e.status : (e as Error).message.split("\n")[0]);
+        log(`${label}, run ${i + 1}/${n} failed: ${failed.at(-1)}`);
       }
-      rows.push(summarise(samples));
-    };
-    await measure("C engine", Deno.execPath(), [
+    }
+    rows.push(summarise(engine, t, samples, failed));
+  };
+  for (const t of threads) {
+    await measure("c", t, `C engine, ${t} thread(s)`, Deno.execPath(), [
       "run",
       "-A",
       "bench/engine_run.ts",
@@ -301,8 +514,8 @@ async function main() {
       "--tg",
       "128",
     ]);
-    if (python) {
-      await measure("llama.cpp", python, [
+    if (peer) {
+      await measure("llama.cpp", t, `llama.cpp, ${t} thread(s)`, peer.python, [
         "bench/llama_run.py",
         MODEL_GGUF,
         "--threads",
@@ -315,33 +528,30 @@ async function main() {
     }
   }
   // The TypeScript engine is single-threaded: a few decode steps suffice for a rate.
-  {
-    const samples: EngineRun[] = [];
-    for (let i = 0; i < Math.min(runs, 2); i++) {
-      log(`TypeScript engine, decode, run ${i + 1}`);
-      samples.push(JSON.parse(
-        await run(Deno.execPath(), [
-          "run",
-          "-A",
-          "bench/engine_run.ts",
-          MODEL_BIN,
-          "--engine",
-          "ts",
-          "--pp",
-          "",
-          "--tg",
-          "4",
-        ]),
-      ));
-    }
-    rows.push(summarise(samples));
-  }
+  await measure("ts", 1, "TypeScript engine, decode", Deno.execPath(), [
+    "run",
+    "-A",
+    "bench/engine_run.ts",
+    MODEL_BIN,
+    "--engine",
+    "ts",
+    "--pp",
+    "",
+    "--tg",
+    "4",
+  ], Math.min(runs, 2));
 
   const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() => "")).match(
     /model name\s*:\s*(.*)/,
   )?.[1] ?? Deno.build.arch;
-  const table = renderTable(rows, bw, modelBytes);
+  const table = renderTable(rows, bw, modelBytes, pps);
   const stamp = new Date().toISOString().slice(0, 10);
+  const peerLine = peer
+    ? `llama.cpp peer: llama-cpp-python ${LLAMA_CPP_PYTHON} built with ${peer.build}; its ` +
+      `system info: \`${peer.systemInfo}\`.`
+    : values["no-llama"]
+    ? "llama.cpp peer: not measured (--no-llama)."
+    : `llama.cpp peer: unavailable, no build of it passed the smoke test (${peerFailure}).`;
   const md = [
     "# Benchmark results",
     "",
@@ -351,7 +561,10 @@ async function main() {
     `(group 64) for our engines and the same weights as GGUF Q8_0 for llama.cpp ` +
     `(llama-cpp-python ${LLAMA_CPP_PYTHON}, built with GGML_NATIVE). pp = prompt tokens ` +
     `processed per second, tg = tokens generated per second after a 1-token prompt. Peak RSS is the ` +
-    `whole process (Deno or Python runtime included).`,
+    `whole process (Deno or Python runtime included). The kernel column is the C engine's tier ` +
+    `(\`qwen3_kernel_name\`).`,
+    "",
+    peerLine,
     "",
     table,
     "",
@@ -359,17 +572,28 @@ async function main() {
     "",
   ].join("\n");
   await Deno.writeTextFile(join(ROOT, "bench/RESULTS.md"), md);
-  await Deno.writeTextFile(join(ROOT, "bench/results.svg"), renderSvg(rows));
+  await Deno.writeTextFile(join(ROOT, "bench/results.svg"), renderSvg(rows, pps));
   await Deno.writeTextFile(
     join(ROOT, "bench/results.json"),
-    JSON.stringify({ date: stamp, cpu, bandwidth: bw, modelBytes, rows }, null, 2) + "\n",
+    JSON.stringify(
+      {
+        date: stamp,
+        cpu,
+        bandwidth: bw,
+        modelBytes,
+        peer: peer ? { build: peer.build, systemInfo: peer.systemInfo } : null,
+        rows,
+      },
+      null,
+      2,
+    ) + "\n",
   );
   const readmePath = join(ROOT, "README.md");
   const readme = await Deno.readTextFile(readmePath).catch(() => "");
   const begin = "<!-- bench:begin -->", end = "<!-- bench:end -->";
   if (readme.includes(begin) && readme.includes(end)) {
-    const next = readme.slice(0, readme.indexOf(begin) + begin.length) + "\n" + table + "\n" +
-      readme.slice(readme.indexOf(end));
+    const next = readme.slice(0, readme.indexOf(begin) + begin.length) + "\n" + peerLine + "\n\n" +
+      table + "\n" + readme.slice(readme.indexOf(end));
     await Deno.writeTextFile(readmePath, next);
   }
   // Keep the generated files as `deno fmt` leaves them, so a rerun is a clean diff.

@@ -86,8 +86,11 @@ typedef void (*Qwen3MatmulQ8Fn)(float* out, size_t out_stride, const Qwen3Q8Matr
  *   Lanes of the last block past n_pos may be computed from whatever the cache holds
  *   and written up to the block's end (s_stride leaves room: round n_pos up to B).
  * attn_values: out[j * o_stride + i] = sum over p < n_pos[j], ascending, of
- *   att[j * a_stride + p] * v[p * v_stride + i], for i < head_dim, starting from 0.0f.
- *   Each query has its own length (causal prefill); n_pos must be non-decreasing in j.
+ *   att[j * a_stride + p] * v[p * v_stride + i], for i < head_dim, starting from 0.0f,
+ *   or, when `accumulate` is nonzero, from the value out[j * o_stride + i] already holds
+ *   (so a sum over positions split into consecutive ranges, each call continuing the last,
+ *   has the bits of one call over all of them). Each query has its own length (causal
+ *   prefill, 0 allowed); n_pos must be non-decreasing in j.
  */
 #define QWEN3_KV_BLOCK 16u
 typedef void (*Qwen3AttnScoresFn)(float* scores, uint32_t s_stride, const float* q, uint32_t q_stride,
@@ -95,7 +98,7 @@ typedef void (*Qwen3AttnScoresFn)(float* scores, uint32_t s_stride, const float*
                                   uint32_t head_dim, float scale);
 typedef void (*Qwen3AttnValuesFn)(float* out, uint32_t o_stride, const float* att, uint32_t a_stride,
                                   const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
-                                  uint32_t head_dim);
+                                  uint32_t head_dim, int accumulate);
 
 /*
  * Weights kept in a ggml block layout, as the GGUF file stores them (docs/formats.md#ggml-block-layouts;
@@ -235,7 +238,7 @@ void qwen3_attn_scores_ref(float* scores, uint32_t s_stride, const float* q, uin
                            float scale);
 void qwen3_attn_values_ref(float* out, uint32_t o_stride, const float* att, uint32_t a_stride,
                            const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
-                           uint32_t head_dim);
+                           uint32_t head_dim, int accumulate);
 
 /* The tier in use (selected on first call: best supported, or $QWEN3_KERNEL). */
 const Qwen3KernelTable* qwen3_kernels_active(void);

@@ -35,11 +35,13 @@ static inline __attribute__((always_inline)) void qwen3_attn_scores_loops(
 
 static inline __attribute__((always_inline)) void qwen3_attn_values_loops(
     float* out, uint32_t o_stride, const float* att, uint32_t a_stride, const uint32_t* n_pos, uint32_t n_q,
-    const float* v, uint32_t v_stride, uint32_t head_dim) {
+    const float* v, uint32_t v_stride, uint32_t head_dim, int accumulate) {
     for (uint32_t j = 0; j < n_q; j++) {
         float* oj = out + (size_t)j * o_stride;
         const float* aj = att + (size_t)j * a_stride;
-        for (uint32_t i = 0; i < head_dim; i++) oj[i] = 0.0f;
+        if (!accumulate) {
+            for (uint32_t i = 0; i < head_dim; i++) oj[i] = 0.0f;
+        }
         for (uint32_t p = 0; p < n_pos[j]; p++) {
             const float a = aj[p];
             const float* vp = v + (size_t)p * v_stride;

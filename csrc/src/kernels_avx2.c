@@ -335,8 +335,8 @@ TARGET_AVX2 static void attn_scores_avx2(float* scores, uint32_t s_stride, const
 
 TARGET_AVX2 static void attn_values_avx2(float* out, uint32_t o_stride, const float* att, uint32_t a_stride,
                                          const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
-                                         uint32_t head_dim) {
-    qwen3_attn_values_loops(out, o_stride, att, a_stride, n_pos, n_q, v, v_stride, head_dim);
+                                         uint32_t head_dim, int accumulate) {
+    qwen3_attn_values_loops(out, o_stride, att, a_stride, n_pos, n_q, v, v_stride, head_dim, accumulate);
 }
 
 /* ------------------------------------------------------------------------------------

@@ -613,10 +613,12 @@ TARGET static void attn_scores_avx512(float* scores, uint32_t s_stride, const fl
 /* nq queries x nv vectors of 16 output dims (masks for the last, partial one). Query j
  * stops at its own n_pos; n_pos is non-decreasing, so the last query runs longest. */
 INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, const uint32_t* np, const float* v,
-                        uint32_t vs, const __mmask16* m, const int nq, const int nv) {
+                        uint32_t vs, const __mmask16* m, const int accum, const int nq, const int nv) {
     __m512 acc[4][4];
     UNROLL for (int j = 0; j < nq; j++) {
-        UNROLL for (int c = 0; c < nv; c++) acc[j][c] = _mm512_setzero_ps();
+        UNROLL for (int c = 0; c < nv; c++) {
+            acc[j][c] = accum ? _mm512_maskz_loadu_ps(m[c], o + (size_t)j * os + 16 * c) : _mm512_setzero_ps();
+        }
     }
     const uint32_t n_all = np[0], n_max = np[nq - 1];
     uint32_t p = 0;
@@ -644,7 +646,7 @@ INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, cons
 
 TARGET static void attn_values_avx512(float* out, uint32_t o_stride, const float* att, uint32_t a_stride,
                                       const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
-                                      uint32_t head_dim) {
+                                      uint32_t head_dim, int accum) {
     for (uint32_t i0 = 0; i0 < head_dim; i0 += 64) {
         __mmask16 m[4];
         for (uint32_t c = 0; c < 4; c++) {
@@ -656,12 +658,12 @@ TARGET static void attn_values_avx512(float* out, uint32_t o_stride, const float
         uint32_t j = 0;
         for (; j + 4 <= n_q; j += 4) {
             values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride,
-                        m, 4, 4);
+                        m, accum, 4, 4);
         }
         switch (n_q - j) {
-        case 3: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, 3, 4); break;
-        case 2: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, 2, 4); break;
-        case 1: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, 1, 4); break;
+        case 3: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, accum, 3, 4); break;
+        case 2: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, accum, 2, 4); break;
+        case 1: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, accum, 1, 4); break;
         default: break;
         }
     }

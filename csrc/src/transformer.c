@@ -91,6 +91,18 @@ void qwen3_attention_head(float* out, const float* q, const float* k, const floa
  * Context memory
  * ================================================================================== */
 
+/* Tiled attention (docs/numerics.md#tiled-attention). Positions are taken in chunks of
+ * ATT_CHUNK_BYTES of one kv head's keys (then values), so each chunk is read from memory
+ * once per task and reused from L1/L2 by every query of the task, of every query head that
+ * shares the kv head, instead of being streamed again for every few queries. The softmax
+ * still runs over whole rows between the two passes, and the value sums continue from
+ * chunk to chunk (attn_values' accumulate), so every output has the operations of the
+ * untiled loops in the same order: the bits do not depend on the chunking. */
+#define ATT_CHUNK_BYTES (32u * 1024u)
+/* The largest scores tile (query heads x tokens x positions, fp32) a task keeps: the
+ * tile is halved (down to 16 tokens) until it fits, so it stays in L2 between passes. */
+#define ATT_TILE_BYTES (1024u * 1024u)
+
 /* Positions committed at a time on Windows: few commit calls, little waste. A multiple
  * of QWEN3_KV_BLOCK, so a key block is never split. */
 #define COMMIT_CHUNK 256u
@@ -142,6 +154,9 @@ int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len)
     c->block = B;
     c->ctx_blocks = (ctx_len + QWEN3_KV_BLOCK - 1) / QWEN3_KV_BLOCK;
     c->att_stride = c->ctx_blocks * QWEN3_KV_BLOCK;
+    c->att_chunk = ATT_CHUNK_BYTES / (h->head_dim * (uint32_t)sizeof(float)) / QWEN3_KV_BLOCK * QWEN3_KV_BLOCK;
+    if (c->att_chunk == 0) c->att_chunk = QWEN3_KV_BLOCK;
+    c->att_tile_bytes = ATT_TILE_BYTES;
 
     /* Header limits keep every factor below 2^24, so these products fit in 64 bits. */
     uint64_t key_floats = (uint64_t)h->n_layers * c->att_stride * kv_dim;
@@ -452,29 +467,49 @@ static void qk_task(void* arg, uint32_t task, uint32_t n_tasks) {
     }
 }
 
-/* One head, one tile of tokens: causal attention of each token over positions
- * 0 .. its own, into xb. */
+/* One kv head, one tile of tokens: causal attention of each token, for every query head
+ * reading that kv head, over positions 0 .. its own, into xb. */
 static void attention_task(void* arg, uint32_t task, uint32_t n_tasks) {
     (void)n_tasks;
     const BlockJob* job = (const BlockJob*)arg;
     Qwen3Context* c = job->c;
     const Qwen3Header* h = &c->model->header;
     const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd, q_dim = h->n_heads * hd;
-    const uint32_t head = task / job->n_tiles, t0 = (task % job->n_tiles) * job->tile;
+    const uint32_t group = h->n_heads / h->n_kv_heads;
+    const uint32_t kv_head = task / job->n_tiles, t0 = (task % job->n_tiles) * job->tile;
     const uint32_t nt = job->n - t0 < job->tile ? job->n - t0 : job->tile;
-    const uint32_t kv_head = head / (h->n_heads / h->n_kv_heads);
     const uint32_t wide = q_dim > h->dim ? q_dim : h->dim;
-    float* att = c->att + ((size_t)head * c->block + t0) * c->att_stride;
-    const float* keys = c->key_cache + (size_t)job->layer * c->ctx_blocks * QWEN3_KV_BLOCK * kv_dim +
+    const size_t block_stride = (size_t)QWEN3_KV_BLOCK * kv_dim;
+    const float* keys = c->key_cache + (size_t)job->layer * c->ctx_blocks * block_stride +
                         (size_t)kv_head * hd * QWEN3_KV_BLOCK;
     const float* values = c->value_cache + (size_t)job->layer * c->ctx_len * kv_dim + (size_t)kv_head * hd;
-    uint32_t n_pos[QWEN3_FORWARD_BLOCK];
+    const float scale = 1.0f / sqrtf((float)hd);
+    uint32_t n_pos[QWEN3_FORWARD_BLOCK], lens[QWEN3_FORWARD_BLOCK];
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = job->pos0 + t0 + j + 1;
-    job->kernels->attn_scores(att, c->att_stride, c->q + (size_t)t0 * q_dim + (size_t)head * hd, q_dim, nt, keys,
-                              (size_t)QWEN3_KV_BLOCK * kv_dim, n_pos[nt - 1], hd, 1.0f / sqrtf((float)hd));
-    job->kernels->softmax(att, c->att_stride, nt, n_pos);
-    job->kernels->attn_values(c->xb + (size_t)t0 * wide + (size_t)head * hd, wide, att, c->att_stride, n_pos, nt,
-                              values, kv_dim, hd);
+    const uint32_t n_all = n_pos[nt - 1];
+    const uint32_t chunk = c->att_chunk;
+    /* query head kv_head * group + g: its scores tile, its queries, its output */
+    float* const att = c->att + ((size_t)kv_head * group * c->block + t0) * c->att_stride;
+    const size_t att_head = (size_t)c->block * c->att_stride;
+    for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
+        const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
+        for (uint32_t g = 0; g < group; g++) {
+            const float* q = c->q + (size_t)t0 * q_dim + (size_t)(kv_head * group + g) * hd;
+            const float* kc = keys + (size_t)(p0 / QWEN3_KV_BLOCK) * block_stride;
+            job->kernels->attn_scores(att + g * att_head + p0, c->att_stride, q, q_dim, nt, kc, block_stride, n_c, hd,
+                                      scale);
+        }
+    }
+    for (uint32_t g = 0; g < group; g++) job->kernels->softmax(att + g * att_head, c->att_stride, nt, n_pos);
+    for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
+        const uint32_t p1 = n_all - p0 < chunk ? n_all : p0 + chunk;
+        for (uint32_t j = 0; j < nt; j++) lens[j] = n_pos[j] <= p0 ? 0 : (n_pos[j] < p1 ? n_pos[j] : p1) - p0;
+        for (uint32_t g = 0; g < group; g++) {
+            float* out = c->xb + (size_t)t0 * wide + (size_t)(kv_head * group + g) * hd;
+            job->kernels->attn_values(out, wide, att + g * att_head + p0, c->att_stride, lens, nt,
+                                      values + (size_t)p0 * kv_dim, kv_dim, hd, p0 > 0);
+        }
+    }
 }
 
 /* A task's tokens: the attention output quantised as the input of Wo. */
@@ -642,11 +677,13 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
     c->xq.n_tokens = n;
     c->hq.n_tokens = n;
 
-    /* Attention tiles: enough tasks to share among threads, few enough that each one
-     * reuses its keys for several tokens. */
+    /* Attention tiles (one kv head each): enough tasks to share among threads, few enough
+     * that each one reuses its keys for several tokens, and scores that stay in cache. */
     const uint32_t threads = qwen3_pool_threads(m->pool);
+    const uint64_t row_bytes = (uint64_t)(h->n_heads / h->n_kv_heads) * (pos0 + n) * sizeof(float);
     uint32_t tile = n;
-    while (tile > 8 && h->n_heads * ((n + tile - 1) / tile) < 4 * threads) tile = (tile + 1) / 2;
+    while (tile > 8 && h->n_kv_heads * ((n + tile - 1) / tile) < 4 * threads) tile = (tile + 1) / 2;
+    while (tile > 16 && tile * row_bytes > c->att_tile_bytes) tile = (tile + 1) / 2;
     BlockJob job = {.c = c, .kernels = kernels, .pos0 = pos0, .n = n, .tile = tile,
                     .n_tiles = (n + tile - 1) / tile};
 
@@ -678,7 +715,7 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
         }
 
         const uint64_t att_work = (uint64_t)(pos0 + n) * n * q_dim * 2;
-        const uint32_t att_tasks = h->n_heads * job.n_tiles;
+        const uint32_t att_tasks = h->n_kv_heads * job.n_tiles;
         if (threads > 1 && att_tasks > 1 && att_work >= PARALLEL_MIN_WORK) {
             qwen3_pool_run(m->pool, attention_task, &job, att_tasks);
         } else {

@@ -29,6 +29,10 @@ struct Qwen3Context {
     uint32_t block;        /* tokens per forward block: min(QWEN3_FORWARD_BLOCK, ctx_len) */
     uint32_t ctx_blocks;   /* ctx_len / QWEN3_KV_BLOCK, rounded up */
     uint32_t att_stride;   /* floats per score row: ctx_blocks * QWEN3_KV_BLOCK */
+    uint32_t att_chunk;    /* positions per key/value chunk of the tiled attention, a
+                            * multiple of QWEN3_KV_BLOCK (set by qwen3_context_init; tests
+                            * lower it and att_tile_bytes: the bits must not change) */
+    uint32_t att_tile_bytes; /* largest scores tile of one attention task (see transformer.c) */
     Qwen3Region lazy;      /* key_cache, value_cache and att, committed as positions fill */
     float* key_cache;      /* (n_layers, ctx_blocks, n_kv_heads * head_dim, QWEN3_KV_BLOCK):
                             * blocks of positions, transposed so positions are lanes */

@@ -610,10 +610,30 @@ static void test_attention_tier(const Qwen3KernelTable* t) {
                 np[j] = len;
             }
             for (size_t i = 0; i < (size_t)n_q * q_stride; i++) o_want[i] = o_got[i] = -7.0f;
-            qwen3_attn_values_ref(o_want, q_stride, s_want, s_stride, np, n_q, v, v_stride, hd);
-            t->attn_values(o_got, q_stride, s_want, s_stride, np, n_q, v, v_stride, hd);
+            qwen3_attn_values_ref(o_want, q_stride, s_want, s_stride, np, n_q, v, v_stride, hd, 0);
+            t->attn_values(o_got, q_stride, s_want, s_stride, np, n_q, v, v_stride, hd, 0);
             if (!bad && memcmp(o_want, o_got, (size_t)n_q * q_stride * sizeof(float)) != 0) {
                 CHECK(0, "%s attn_values: head_dim %u, %u queries, lengths %u..%u differ (or wrote between rows)", t->name,
+                      hd, n_q, np[0], np[n_q - 1]);
+            }
+            /* the same sums over consecutive position ranges, each call continuing the last
+             * (accumulate), as transformer.c's tiled attention makes them: the same bits,
+             * including queries whose range is empty (length 0) */
+            for (size_t i = 0; i < (size_t)n_q * q_stride; i++) o_got[i] = -7.0f;
+            uint32_t p0 = 0, ranges = 0;
+            while (p0 < np[n_q - 1] || ranges == 0) {
+                const uint32_t p1 = p0 + 1 + rnd_below(trial % 2 ? 40 : 200);
+                uint32_t lens[40];
+                for (uint32_t j = 0; j < n_q; j++) {
+                    lens[j] = np[j] <= p0 ? 0 : (np[j] < p1 ? np[j] : p1) - p0;
+                }
+                t->attn_values(o_got, q_stride, s_want + p0, s_stride, lens, n_q, v + (size_t)p0 * v_stride, v_stride,
+                               hd, ranges > 0);
+                p0 = p1;
+                ranges++;
+            }
+            if (!bad && memcmp(o_want, o_got, (size_t)n_q * q_stride * sizeof(float)) != 0) {
+                CHECK(0, "%s attn_values in %u ranges: head_dim %u, %u queries, lengths %u..%u differ", t->name, ranges,
                       hd, n_q, np[0], np[n_q - 1]);
             }
             runs++;

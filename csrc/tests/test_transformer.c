@@ -530,6 +530,12 @@ static void check_prefill_bits(Qwen3Model* m, const char* name, const char* tier
     CHECK(ok, "%s/%s: token-by-token run: %s", name, tier, qwen3_get_last_error());
     char where[128];
     uint32_t bad = 0;
+    /* the prefills below tile their attention finely (chunks of 32 positions, tiles of 16
+     * tokens), the token-by-token run coarsely (one chunk): the bits must not change */
+    const uint32_t chunk = batch.att_chunk, tile_bytes = batch.att_tile_bytes;
+    batch.att_chunk = 2 * QWEN3_KV_BLOCK;
+    batch.att_tile_bytes = 1;
+    CHECK(step.att_chunk >= EQ_TOKENS, "%s: the token-by-token run takes one chunk (%u)", name, step.att_chunk);
     for (uint32_t n = 1; n <= EQ_TOKENS && ok; n = next_length(n, stride)) {
         batch.pos = 0;
         CHECK(qwen3_forward_tokens(&batch, tokens, n) == QWEN3_OK, "prefill %u: %s", n, qwen3_get_last_error());
@@ -539,6 +545,8 @@ static void check_prefill_bits(Qwen3Model* m, const char* name, const char* tier
             if (bad++ == 0) CHECK(0, "%s/%s/%u threads: prefill of %u tokens: %s differs", name, tier, threads, n, where);
         }
     }
+    batch.att_chunk = chunk;
+    batch.att_tile_bytes = tile_bytes;
     /* prefills split anywhere, after a rewind, also end on the same bits */
     static const uint32_t splits[][3] = {{1, 63, 136}, {65, 0, 135}, {64, 64, 72}, {199, 1, 0}, {7, 100, 93}};
     const size_t n_splits = emulated ? 2 : sizeof splits / sizeof splits[0];

@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { exitStatus, failureNote, renderTable, type Row } from "../bench/compare.ts";
+
+function row(
+  engine: string,
+  pp: Record<string, number>,
+  tg128: number,
+  runs: number,
+  failed?: string[],
+): Row {
+  return {
+    engine,
+    threads: 1,
+    kernel: runs ? (engine === "c" ? "avx512vnni" : "llama.cpp 0.3.36") : "-",
+    pp,
+    tg128,
+    loadSeconds: runs ? 0.1 : 0,
+    peakRssMiB: runs ? 700 : 0,
+    addedRssMiB: 0,
+    runs,
+    ...(failed ? { failed } : {}),
+  };
+}
+
+Deno.test({
+  name: "bench:compare names how a crashed process ended",
+  ignore: Deno.build.os === "windows", // a POSIX shell and signals
+  async fn() {
+    assert.equal(exitStatus(1, null), "exit 1");
+    const out = await new Deno.Command("sh", { args: ["-c", "kill -SEGV $$"] }).output();
+    assert.equal(exitStatus(out.code, out.signal), "exit 139 (SIGSEGV)");
+  },
+});
+
+Deno.test("bench:compare writes the table when the peer fails", () => {
+  const pps = ["pp128", "pp2048"];
+  const rows = [
+    row("c", { pp128: 200, pp2048: 100 }, 20, 3),
+    row("llama.cpp", {}, 0, 0, ["exit 139 (SIGSEGV)", "exit 139 (SIGSEGV)"]),
+    row("llama.cpp", { pp128: 80, pp2048: 60 }, 18, 2, ["exit 1"]),
+  ];
+  rows[2].threads = 2;
+  rows.push({ ...rows[0], threads: 2, pp: { pp128: 300, pp2048: 240 } });
+  assert.equal(failureNote(rows[0]), "");
+  assert.equal(failureNote(rows[1]), "failed: exit 139 (SIGSEGV)");
+  assert.equal(failureNote(rows[2]), "1 of 3 runs failed: exit 1");
+  const table = renderTable(rows, { 1: 10 }, 1e9, pps);
+  const lines = table.split("\n");
+  assert.ok(lines[0].includes("| pp128 tok/s | pp2048 tok/s | tg128 tok/s |"), lines[0]);
+  assert.ok(
+    lines.includes("| llama.cpp | 1 | - | - | - | - | - | - | - | failed: exit 139 (SIGSEGV) |"),
+    table,
+  );
+  // the ratios: none against the failed peer at 1 thread, pp2048 as a share of pp128
+  assert.ok(lines.includes("| 1 | - | - | - | 50% | - |"), table);
+  assert.ok(lines.includes("| 2 | 3.75x | 4.00x | 1.11x | 80% | - |"), table);
+});
