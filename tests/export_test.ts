@@ -11,7 +11,6 @@
 
 import assert from "node:assert/strict";
 import { basename, join } from "node:path";
-import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 import { CEngine } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
 import { renderChatTemplates } from "../src/text/chat_template.ts";
@@ -33,6 +32,7 @@ import { Tokenizer } from "../src/text/tokenizer.ts";
 import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
 import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
+import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 
 /**
  * Largest |ours - transformers| over each position's stored logits (top 16 and 64 probe
@@ -346,33 +346,8 @@ Deno.test("GGUF export (q8_0, f16, bf16, f32): metadata, tensor table and values
   }
 });
 
-/**
- * The optional llama.cpp peer: `QWEN3_LLAMA_PYTHON`, else the venv that
- * `deno task bench:compare` builds under .tools/. Checked with stat first, so a machine
- * without it never spawns a missing binary (Deno reports that as an uncaught error).
- */
-async function findLlamaPython(): Promise<string | null> {
-  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? join(LLAMA_VENV, "bin/python");
-  try {
-    if (!(await Deno.stat(python)).isFile) return null;
-    const r = await new Deno.Command(python, {
-      args: ["-c", "import llama_cpp"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return r.success ? python : null;
-  } catch {
-    return null;
-  }
-}
-
 const LLAMA_PYTHON = await findLlamaPython();
-if (!LLAMA_PYTHON) {
-  console.log(
-    `skipping the llama.cpp GGUF check: set QWEN3_LLAMA_PYTHON to a python with ` +
-      `llama-cpp-python ${LLAMA_CPP_PYTHON}, or run \`deno task bench:compare\` to build ${LLAMA_VENV}`,
-  );
-}
+if (!LLAMA_PYTHON) console.log(llamaSkipLine("the llama.cpp GGUF check"));
 
 Deno.test({
   name: "GGUF f32 export runs in llama.cpp with transformers' logits (QWEN3_LLAMA_PYTHON)",

@@ -25,7 +25,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 import { Qwen3Error } from "../src/errors.ts";
 import { exportHfModel, ggufTensorTypes } from "../src/export/export.ts";
 import { type GgufQuantMixture, MIXTURES, mixtureTensorType } from "../src/export/gguf_mixture.ts";
@@ -287,30 +286,9 @@ Deno.test("qwen3 export --type q4_1 --threads 2: notes, file type, usage errors"
 // ---------------------------------------------------------------------------------------------
 // llama.cpp itself
 
-/** The llama-cpp-python peer, or null (stat first: a missing binary never spawns). */
-async function findLlamaPython(): Promise<string | null> {
-  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? join(LLAMA_VENV, "bin/python");
-  try {
-    if (!(await Deno.stat(python)).isFile) return null;
-    const r = await new Deno.Command(python, {
-      args: ["-c", "import llama_cpp, gguf, numpy"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return r.success ? python : null;
-  } catch {
-    return null;
-  }
-}
-
-const LLAMA_PYTHON = await findLlamaPython();
-if (!LLAMA_PYTHON) {
-  console.log(
-    `skipping the llama.cpp quantisation checks: set QWEN3_LLAMA_PYTHON to a python with ` +
-      `llama-cpp-python ${LLAMA_CPP_PYTHON}, gguf and numpy, or run \`deno task bench:compare\` ` +
-      `to build ${LLAMA_VENV}`,
-  );
-}
+const LLAMA_MODULES = ["gguf", "numpy"];
+const LLAMA_PYTHON = await findLlamaPython(LLAMA_MODULES);
+if (!LLAMA_PYTHON) console.log(llamaSkipLine("the llama.cpp quantisation checks", LLAMA_MODULES));
 
 /** llama_model_quantize(f32 -> out, ftype), then logits and 8 greedy tokens of both files. */
 const PEER_SCRIPT = `
@@ -336,6 +314,7 @@ for key, path in (("ours", ours), ("theirs", theirs)):
     out[key] = {"logits": logits.tolist(), "greedy": greedy, "prompt": toks}
 print(json.dumps(out))
 `;
+import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 
 /** The gzip'd fixture folder `name` unpacked into the temp dir, with Qwen3's tokenizer.json. */
 async function materialize(name: string): Promise<string> {

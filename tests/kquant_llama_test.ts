@@ -16,11 +16,9 @@
  */
 
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { CEngine } from "../ffi/c_engine.ts";
 import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
-import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 
 /** Largest |p_ours - p_llama.cpp| over the vocabulary and steps (measured worst: 0.070). */
 const PROB_BOUND = 0.1;
@@ -30,28 +28,9 @@ const PROMPT = [40, 71, 300, 12, 250, 99, 5];
 const STEPS = 10;
 const ROOT = new URL("..", import.meta.url).pathname;
 
-async function findLlamaPython(): Promise<string | null> {
-  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? join(LLAMA_VENV, "bin/python");
-  try {
-    if (!(await Deno.stat(python)).isFile) return null;
-    const r = await new Deno.Command(python, {
-      args: ["-c", "import llama_cpp, gguf"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return r.success ? python : null;
-  } catch {
-    return null;
-  }
-}
-
-const LLAMA_PYTHON = await findLlamaPython();
-if (!LLAMA_PYTHON) {
-  console.log(
-    `skipping the llama.cpp K-quant checks: set QWEN3_LLAMA_PYTHON to a python with ` +
-      `llama-cpp-python ${LLAMA_CPP_PYTHON} and gguf, or run \`deno task bench:compare\` to build ${LLAMA_VENV}`,
-  );
-}
+const LLAMA_MODULES = ["gguf"];
+const LLAMA_PYTHON = await findLlamaPython(LLAMA_MODULES);
+if (!LLAMA_PYTHON) console.log(llamaSkipLine("the llama.cpp K-quant checks", LLAMA_MODULES));
 
 /** Writes the F32 model, quantises it, decodes greedily in llama.cpp: tokens and logits. */
 const SCRIPT = `
@@ -80,6 +59,7 @@ for _ in range(steps):
     logits.append(np.array(m.scores[len(ids) - 1], dtype=np.float32).tolist())
 print(json.dumps({"path": str(q), "ids": ids, "logits": logits}))
 `;
+import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 
 function softmax(x: ArrayLike<number>): Float64Array {
   let max = -Infinity;

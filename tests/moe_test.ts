@@ -11,7 +11,6 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { LLAMA_CPP_PYTHON, LLAMA_VENV } from "../bench/compare.ts";
 import { CEngine, kernelName, selectKernel } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
 import { exportHfModel } from "../src/export/export.ts";
@@ -22,6 +21,7 @@ import { type GgufTensorData, writeGguf } from "./helpers/gguf_model.ts";
 import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
 import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
+import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 
 /** The dense fixtures' Q8 bound (tests/export_test.ts), in deviations of the logits. */
 const Q8_TOLERANCE = 0.1;
@@ -301,32 +301,8 @@ Deno.test("qwen3moe GGUF: both engines refuse bad expert counts and shapes, nami
   }
 });
 
-/**
- * The optional llama.cpp peer: `QWEN3_LLAMA_PYTHON`, else the venv that
- * `deno task bench:compare` builds under .tools/ (as tests/export_test.ts finds it).
- */
-async function findLlamaPython(): Promise<string | null> {
-  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? join(LLAMA_VENV, "bin/python");
-  try {
-    if (!(await Deno.stat(python)).isFile) return null;
-    const r = await new Deno.Command(python, {
-      args: ["-c", "import llama_cpp"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return r.success ? python : null;
-  } catch {
-    return null;
-  }
-}
-
 const LLAMA_PYTHON = await findLlamaPython();
-if (!LLAMA_PYTHON) {
-  console.log(
-    `skipping the llama.cpp qwen3moe check: set QWEN3_LLAMA_PYTHON to a python with ` +
-      `llama-cpp-python ${LLAMA_CPP_PYTHON}, or run \`deno task bench:compare\` to build ${LLAMA_VENV}`,
-  );
-}
+if (!LLAMA_PYTHON) console.log(llamaSkipLine("the llama.cpp qwen3moe check"));
 
 Deno.test({
   name: "qwen3moe GGUF runs in llama.cpp like the TS engine (QWEN3_LLAMA_PYTHON)",

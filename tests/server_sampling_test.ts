@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { demoModelPath } from "../src/api/demo.ts";
+import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 import { Qwen3 } from "../src/api/qwen3.ts";
 import { renderChatRequest, stockChatTemplate } from "../src/server/prompt.ts";
 import { startServer } from "../src/server/server.ts";
@@ -320,33 +321,8 @@ Deno.test("response_format: json_schema and json_object replies parse and match"
   });
 });
 
-/**
- * The optional llama.cpp peer (llama-cpp-python): `QWEN3_LLAMA_PYTHON`, else the venv that
- * `deno task bench:compare` builds under .tools/ (as tests/export_test.ts finds it).
- */
-async function llamaPython(): Promise<string | null> {
-  const { LLAMA_VENV } = await import("../bench/compare.ts");
-  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? `${LLAMA_VENV}/bin/python`;
-  try {
-    if (!(await Deno.stat(python)).isFile) return null;
-    const r = await new Deno.Command(python, {
-      args: ["-c", "import llama_cpp"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return r.success ? python : null;
-  } catch {
-    return null;
-  }
-}
-
-const LLAMA_PYTHON = await llamaPython();
-if (!LLAMA_PYTHON) {
-  console.log(
-    "skipping the llama.cpp logprobs check: set QWEN3_LLAMA_PYTHON to a python with " +
-      "llama-cpp-python, or run `deno task bench:compare` to build it under .tools/",
-  );
-}
+const LLAMA_PYTHON = await findLlamaPython();
+if (!LLAMA_PYTHON) console.log(llamaSkipLine("the llama.cpp logprobs check"));
 
 Deno.test({
   name: "logprobs: llama-cpp-python's on the same F32 GGUF (QWEN3_LLAMA_PYTHON)",
