@@ -18,7 +18,7 @@ import { Qwen3 } from "../src/api/qwen3.ts";
 import type { Qwen3Error } from "../src/errors.ts";
 import type { EngineKind } from "../src/types.ts";
 import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
-import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
+import { materializeHfFixture } from "./helpers/hf_fixture.ts";
 
 /** Smallest cosine to transformers' embedding, per input: int8 path and unquantised. */
 const Q8_MIN_COSINE = 0.999;
@@ -43,19 +43,7 @@ globalThis.addEventListener("unload", () => Deno.removeSync(tmp, { recursive: tr
 /** The fixture folder with its weights unzipped and the real tokenizer.json. */
 async function materialize(): Promise<string> {
   const dest = join(tmp, "hf");
-  await Deno.mkdir(dest);
-  for await (const e of Deno.readDir(fixture)) {
-    const from = new URL(e.name, fixture);
-    if (e.name.endsWith(".gz")) {
-      const file = await Deno.open(from);
-      const out = await Deno.open(join(dest, e.name.slice(0, -3)), { write: true, create: true });
-      await file.readable.pipeThrough(new DecompressionStream("gzip")).pipeTo(out.writable);
-    } else {
-      await Deno.copyFile(from, join(dest, e.name));
-    }
-  }
-  await Deno.copyFile(QWEN3_TOKENIZER_JSON, join(dest, "tokenizer.json"));
-  return dest;
+  return await materializeHfFixture(fixture, dest);
 }
 
 const hf = await materialize();

@@ -33,6 +33,7 @@ import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
 import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
 import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
+import { materializeHfFixture } from "./helpers/hf_fixture.ts";
 
 /**
  * Largest |ours - transformers| over each position's stored logits (top 16 and 64 probe
@@ -75,18 +76,7 @@ const FIXTURES = ["hf_tiny_tied_bf16", "hf_tiny_tied_f32_sharded", "hf_tiny_unti
 async function materialize(name: string, dest = join(tmp, name)): Promise<string> {
   await Deno.mkdir(dest, { recursive: true });
   const src = new URL(`${name}/`, fixtures);
-  for await (const e of Deno.readDir(src)) {
-    const from = new URL(e.name, src);
-    if (e.name.endsWith(".gz")) {
-      const file = await Deno.open(from);
-      const out = await Deno.open(join(dest, e.name.slice(0, -3)), { write: true, create: true });
-      await file.readable.pipeThrough(new DecompressionStream("gzip")).pipeTo(out.writable);
-    } else {
-      await Deno.copyFile(from, join(dest, e.name));
-    }
-  }
-  await Deno.copyFile(QWEN3_TOKENIZER_JSON, join(dest, "tokenizer.json"));
-  return dest;
+  return await materializeHfFixture(src, dest);
 }
 
 const materialized = new Map<string, Promise<string>>();

@@ -50,8 +50,9 @@ import { QuantPool } from "../src/export/quant_pool.ts";
 import { GGML_TYPE_NAMES, GgmlType, quantizeQ8_0, readGgufHeader } from "../src/formats/gguf.ts";
 import { SafetensorsModel } from "../src/formats/safetensors.ts";
 import { hfTensorName, readHfConfig } from "../src/export/hf_folder.ts";
-import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
 import { qwen3GgufTensors } from "../src/formats/gguf_qwen3.ts";
+import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
+import { materializeHfFixture } from "./helpers/hf_fixture.ts";
 
 const FIXTURE = new URL("./fixtures/kquant_export/", import.meta.url);
 const DEMO_HF = fileURLToPath(new URL("../models/demo/hf", import.meta.url));
@@ -314,25 +315,13 @@ for key, path in (("ours", ours), ("theirs", theirs)):
     out[key] = {"logits": logits.tolist(), "greedy": greedy, "prompt": toks}
 print(json.dumps(out))
 `;
-import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 
 /** The gzip'd fixture folder `name` unpacked into the temp dir, with Qwen3's tokenizer.json. */
 async function materialize(name: string): Promise<string> {
   const dest = join(tmp, name);
   await Deno.mkdir(dest, { recursive: true });
   const src = new URL(`../tests/fixtures/${name}/`, import.meta.url);
-  for await (const e of Deno.readDir(src)) {
-    const from = new URL(e.name, src);
-    if (e.name.endsWith(".gz")) {
-      const file = await Deno.open(from);
-      const out = await Deno.open(join(dest, e.name.slice(0, -3)), { write: true, create: true });
-      await file.readable.pipeThrough(new DecompressionStream("gzip")).pipeTo(out.writable);
-    } else {
-      await Deno.copyFile(from, join(dest, e.name));
-    }
-  }
-  await Deno.copyFile(QWEN3_TOKENIZER_JSON, join(dest, "tokenizer.json"));
-  return dest;
+  return await materializeHfFixture(src, dest);
 }
 
 /**

@@ -19,6 +19,7 @@ import assert from "node:assert/strict";
 import { CEngine } from "../ffi/c_engine.ts";
 import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
+import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 
 /** Largest |p_ours - p_llama.cpp| over the vocabulary and steps (measured worst: 0.070). */
 const PROB_BOUND = 0.1;
@@ -59,7 +60,6 @@ for _ in range(steps):
     logits.append(np.array(m.scores[len(ids) - 1], dtype=np.float32).tolist())
 print(json.dumps({"path": str(q), "ids": ids, "logits": logits}))
 `;
-import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 
 function softmax(x: ArrayLike<number>): Float64Array {
   let max = -Infinity;

@@ -22,6 +22,7 @@ import { TsEngine } from "../src/reference/ts_engine.ts";
 import type { Engine } from "../src/types.ts";
 import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
 import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
+import { materializeHfFixture } from "./helpers/hf_fixture.ts";
 
 /** The dense fixtures' Q8 bound (tests/export_test.ts), in deviations of the logits. */
 const Q8_TOLERANCE = 0.1;
@@ -50,18 +51,7 @@ interface Reference {
 async function materialize(dest: string): Promise<string> {
   await Deno.mkdir(dest, { recursive: true });
   const src = new URL(`${NAME}/`, fixtures);
-  for await (const e of Deno.readDir(src)) {
-    const from = new URL(e.name, src);
-    if (e.name.endsWith(".gz")) {
-      const file = await Deno.open(from);
-      const out = await Deno.open(join(dest, e.name.slice(0, -3)), { write: true, create: true });
-      await file.readable.pipeThrough(new DecompressionStream("gzip")).pipeTo(out.writable);
-    } else {
-      await Deno.copyFile(from, join(dest, e.name));
-    }
-  }
-  await Deno.copyFile(QWEN3_TOKENIZER_JSON, join(dest, "tokenizer.json"));
-  return dest;
+  return await materializeHfFixture(src, dest);
 }
 
 const hf = materialize(join(tmp, NAME));
