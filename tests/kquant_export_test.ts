@@ -28,24 +28,10 @@ import { fileURLToPath } from "node:url";
 import { Qwen3Error } from "../src/errors.ts";
 import { exportHfModel, ggufTensorTypes } from "../src/export/export.ts";
 import { type GgufQuantMixture, MIXTURES, mixtureTensorType } from "../src/export/gguf_mixture.ts";
-import {
-  dequantizeQ4_1,
-  dequantizeQ5_0,
-  dequantizeQ5_1,
-  dequantizeQ8_0,
-  quantizeQ4_1,
-  quantizeQ5_0,
-  quantizeQ5_1,
-} from "../src/formats/block32_quants.ts";
-import {
-  dequantizeQ4_K,
-  dequantizeQ5_K,
-  dequantizeQ6_K,
-  quantizeQ4_K,
-  quantizeQ5_K,
-  quantizeQ6_K,
-} from "../src/formats/kquants.ts";
+import { quantizeQ4_1, quantizeQ5_0, quantizeQ5_1 } from "../src/formats/block32_quants.ts";
+import { quantizeQ4_K, quantizeQ5_K, quantizeQ6_K } from "../src/formats/kquants.ts";
 import { BLOCK } from "../src/formats/kquant_blocks.ts";
+import { dequantizeGgml } from "../src/formats/ggml_types.ts";
 import { QuantPool } from "../src/export/quant_pool.ts";
 import { GGML_TYPE_NAMES, GgmlType, quantizeQ8_0, readGgufHeader } from "../src/formats/gguf.ts";
 import { SafetensorsModel } from "../src/formats/safetensors.ts";
@@ -63,13 +49,13 @@ type Quantizer = (values: Float32Array) => Uint8Array;
 type Dequantizer = (bytes: Uint8Array) => Float32Array;
 
 const CODECS: Record<string, { q: Quantizer; dq: Dequantizer; bytes: number; values: number }> = {
-  Q4_1: { q: quantizeQ4_1, dq: dequantizeQ4_1, ...BLOCK.Q4_1 },
-  Q5_0: { q: quantizeQ5_0, dq: dequantizeQ5_0, ...BLOCK.Q5_0 },
-  Q5_1: { q: quantizeQ5_1, dq: dequantizeQ5_1, ...BLOCK.Q5_1 },
-  Q8_0: { q: (v) => quantizeQ8_0(v), dq: dequantizeQ8_0, values: 32, bytes: 34 },
-  Q4_K: { q: quantizeQ4_K, dq: dequantizeQ4_K, ...BLOCK.Q4_K },
-  Q5_K: { q: quantizeQ5_K, dq: dequantizeQ5_K, ...BLOCK.Q5_K },
-  Q6_K: { q: quantizeQ6_K, dq: dequantizeQ6_K, ...BLOCK.Q6_K },
+  Q4_1: { q: quantizeQ4_1, dq: (b) => dequantizeGgml("Q4_1", b), ...BLOCK.Q4_1 },
+  Q5_0: { q: quantizeQ5_0, dq: (b) => dequantizeGgml("Q5_0", b), ...BLOCK.Q5_0 },
+  Q5_1: { q: quantizeQ5_1, dq: (b) => dequantizeGgml("Q5_1", b), ...BLOCK.Q5_1 },
+  Q8_0: { q: (v) => quantizeQ8_0(v), dq: (b) => dequantizeGgml("Q8_0", b), values: 32, bytes: 34 },
+  Q4_K: { q: quantizeQ4_K, dq: (b) => dequantizeGgml("Q4_K", b), ...BLOCK.Q4_K },
+  Q5_K: { q: quantizeQ5_K, dq: (b) => dequantizeGgml("Q5_K", b), ...BLOCK.Q5_K },
+  Q6_K: { q: quantizeQ6_K, dq: (b) => dequantizeGgml("Q6_K", b), ...BLOCK.Q6_K },
 };
 
 interface Manifest {

@@ -2,7 +2,8 @@
  * The 32-value ggml block types Q4_1, Q5_0 and Q5_1: quantisation as llama.cpp's reference
  * functions define it (`quantize_row_q4_1_ref`, `quantize_row_q5_0_ref`,
  * `quantize_row_q5_1_ref` in ggml/src/ggml-quants.c, the ones `llama_model_quantize` runs when
- * no importance matrix is given) and the matching dequantisation. Every step is evaluated in
+ * no importance matrix is given); the engines' dequantiser, for these and every block type, is
+ * ggml_types.ts. Every step is evaluated in
  * fp32, in the C source's order (`Math.fround` after each operation), so the blocks equal
  * llama.cpp's byte for byte (docs/formats.md#quantised-gguf-exports; the layouts are in
  * docs/formats.md#ggml-block-layouts).
@@ -10,7 +11,7 @@
  */
 
 import { Qwen3Error } from "../errors.ts";
-import { fromHalf, toHalf } from "./gguf.ts";
+import { toHalf } from "./gguf.ts";
 import { BLOCK, QK_32 } from "./kquant_blocks.ts";
 
 const f = Math.fround;
@@ -187,95 +188,4 @@ export function wholeBlocks(type: string, bytes: Uint8Array, blockBytes: number)
     );
   }
   return bytes.length / blockBytes;
-}
-
-/**
- * Dequantises Q8_0 blocks (34 bytes: fp16 d, 32 int8 q): x = q * d (llama.cpp's
- * `dequantize_row_q8_0`). The quantiser is gguf.ts's `quantizeQ8_0`.
- *
- * @param bytes Whole 34-byte blocks.
- * @param out Where to write the values (default: a new array).
- * @returns 32 values per block (`out` when given).
- * @throws {Qwen3Error} `invalid_argument` for a partial block or a short `out`.
- */
-export function dequantizeQ8_0(bytes: Uint8Array, out?: Float32Array): Float32Array {
-  const blocks = wholeBlocks("Q8_0", bytes, 34);
-  const y = valueOutput("Q8_0", blocks * QK_32, out);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let b = 0; b < blocks; b++) {
-    const d = fromHalf(view.getUint16(b * 34, true));
-    for (let j = 0; j < QK_32; j++) y[b * QK_32 + j] = f(view.getInt8(b * 34 + 2 + j) * d);
-  }
-  return y;
-}
-
-/** Shared body of the Q4_1 / Q5_0 / Q5_1 dequantisers. */
-function dequantize32(
-  type: "Q4_1" | "Q5_0" | "Q5_1",
-  bytes: Uint8Array,
-  out?: Float32Array,
-): Float32Array {
-  const B = BLOCK[type];
-  const blocks = wholeBlocks(type, bytes, B.bytes);
-  const y = valueOutput(type, blocks * QK_32, out);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let b = 0; b < blocks; b++) {
-    const o = b * B.bytes;
-    const d = fromHalf(view.getUint16(o + B.d, true));
-    const m = "m" in B ? fromHalf(view.getUint16(o + B.m, true)) : 0;
-    const qh = "qh" in B ? view.getUint32(o + B.qh, true) : 0;
-    for (let j = 0; j < QK_32 / 2; j++) {
-      const byte = bytes[o + B.qs + j];
-      let q0 = byte & 0x0f;
-      let q1 = byte >>> 4;
-      if (type !== "Q4_1") {
-        q0 |= ((qh >>> j) & 1) << 4;
-        q1 |= ((qh >>> (j + 16)) & 1) << 4;
-      }
-      if (type === "Q5_0") {
-        y[b * QK_32 + j] = f((q0 - 16) * d);
-        y[b * QK_32 + j + 16] = f((q1 - 16) * d);
-      } else {
-        y[b * QK_32 + j] = f(f(q0 * d) + m);
-        y[b * QK_32 + j + 16] = f(f(q1 * d) + m);
-      }
-    }
-  }
-  return y;
-}
-
-/**
- * Dequantises Q4_1 blocks: x = d * q + m (llama.cpp's `dequantize_row_q4_1`).
- *
- * @param bytes Whole 20-byte blocks.
- * @param out Where to write the values (default: a new array).
- * @returns 32 values per block (`out` when given).
- * @throws {Qwen3Error} `invalid_argument` for a partial block or a short `out`.
- */
-export function dequantizeQ4_1(bytes: Uint8Array, out?: Float32Array): Float32Array {
-  return dequantize32("Q4_1", bytes, out);
-}
-
-/**
- * Dequantises Q5_0 blocks: x = (q - 16) * d (llama.cpp's `dequantize_row_q5_0`).
- *
- * @param bytes Whole 22-byte blocks.
- * @param out Where to write the values (default: a new array).
- * @returns 32 values per block (`out` when given).
- * @throws {Qwen3Error} `invalid_argument` for a partial block or a short `out`.
- */
-export function dequantizeQ5_0(bytes: Uint8Array, out?: Float32Array): Float32Array {
-  return dequantize32("Q5_0", bytes, out);
-}
-
-/**
- * Dequantises Q5_1 blocks: x = d * q + m (llama.cpp's `dequantize_row_q5_1`).
- *
- * @param bytes Whole 24-byte blocks.
- * @param out Where to write the values (default: a new array).
- * @returns 32 values per block (`out` when given).
- * @throws {Qwen3Error} `invalid_argument` for a partial block or a short `out`.
- */
-export function dequantizeQ5_1(bytes: Uint8Array, out?: Float32Array): Float32Array {
-  return dequantize32("Q5_1", bytes, out);
 }

@@ -17,6 +17,7 @@
 
 import { fromHalf, GgmlType } from "./gguf.ts";
 import { BLOCK, KQuantType, QK_32 } from "./kquant_blocks.ts";
+import { valueOutput, wholeBlocks } from "./block32_quants.ts";
 
 /** The ggml type numbers of the block types the engines run natively. */
 export const GgmlBlockType = {
@@ -236,4 +237,25 @@ export function dequantizeBlocks(
     }
   }
   return out;
+}
+
+/**
+ * Dequantises `bytes`, whole blocks of the ggml block type `name`, checked: a partial block or
+ * a short `out` is an error naming the type ({@linkcode dequantizeBlocks} without the checks).
+ *
+ * @param name The type's name, a key of {@linkcode GgmlBlockType}.
+ * @param bytes Whole blocks.
+ * @param out Where to write the values (default: a new array).
+ * @returns The values (`out` when given).
+ * @throws {Qwen3Error} `invalid_argument` for a partial block or a short `out`.
+ */
+export function dequantizeGgml(
+  name: keyof typeof GgmlBlockType,
+  bytes: Uint8Array,
+  out?: Float32Array,
+): Float32Array {
+  const type = GgmlBlockType[name];
+  const layout = GGML_BLOCK_LAYOUTS[type];
+  const n = wholeBlocks(name, bytes, layout.bytes) * layout.values;
+  return dequantizeBlocks(type, bytes, 0, n, valueOutput(name, n, out));
 }

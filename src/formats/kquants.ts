@@ -3,7 +3,7 @@
  * functions define it (`quantize_row_q4_K_ref`, `quantize_row_q5_K_ref`,
  * `quantize_row_q6_K_ref` with their helpers `make_qkx2_quants` and `make_qx_quants` and
  * `nearest_int`, in ggml/src/ggml-quants.c: what `llama_model_quantize` runs when no
- * importance matrix is given) and the matching dequantisation. This is an implementation
+ * importance matrix is given); dequantisation is ggml_types.ts's. This is an implementation
  * written from that description, not a copy.
  *
  * To give llama.cpp's bytes exactly, every arithmetic step is evaluated in fp32 in the C
@@ -19,7 +19,7 @@
 
 import { fromHalf, toHalf } from "./gguf.ts";
 import { BLOCK, K_SCALE_SIZE, QK_K } from "./kquant_blocks.ts";
-import { blockOutput, checkWholeBlocks, valueOutput, wholeBlocks } from "./block32_quants.ts";
+import { blockOutput, checkWholeBlocks } from "./block32_quants.ts";
 
 const f = Math.fround;
 /** ggml-quants.c's `GROUP_MAX_EPS` (1e-15f): a group under it quantises to zeros. */
@@ -450,95 +450,4 @@ export function quantizeQ6_K(values: Float32Array, out?: Uint8Array): Uint8Array
     }
   }
   return dst;
-}
-
-/** Shared body of the Q4_K / Q5_K dequantisers: x = (d * scale) * q - (dmin * min). */
-function dequantizeScaleMin(type: "Q4_K" | "Q5_K", bytes: Uint8Array, out?: Float32Array) {
-  const B = BLOCK[type];
-  const blocks = wholeBlocks(type, bytes, B.bytes);
-  const y = valueOutput(type, blocks * QK_K, out);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const sm = new Uint8Array(2);
-  for (let b = 0; b < blocks; b++) {
-    const o = b * B.bytes;
-    const d = fromHalf(view.getUint16(o + B.d, true));
-    const dmin = fromHalf(view.getUint16(o + B.dmin, true));
-    for (let j = 0; j < QK_K / 32; j++) {
-      scaleMinK4(j, bytes, o + B.scales, sm);
-      const dj = f(d * sm[0]);
-      const mj = f(dmin * sm[1]);
-      // Sub-block j: nibble (j & 1) of the 32 bytes at qs + 32 * (j >> 1).
-      const qs = o + B.qs + 32 * (j >> 1);
-      const shift = 4 * (j & 1);
-      for (let l = 0; l < 32; l++) {
-        let q = (bytes[qs + l] >>> shift) & 0xf;
-        if (type === "Q5_K" && (bytes[o + BLOCK.Q5_K.qh + l] >>> j) & 1) q += 16;
-        y[b * QK_K + 32 * j + l] = f(f(dj * q) - mj);
-      }
-    }
-  }
-  return y;
-}
-
-/**
- * Dequantises Q4_K super-blocks (llama.cpp's `dequantize_row_q4_K`).
- *
- * @param bytes Whole 144-byte blocks.
- * @param out Where to write the values (default: a new array).
- * @returns 256 values per block (`out` when given).
- * @throws {Qwen3Error} `invalid_argument` for a partial block or a short `out`.
- */
-export function dequantizeQ4_K(bytes: Uint8Array, out?: Float32Array): Float32Array {
-  return dequantizeScaleMin("Q4_K", bytes, out);
-}
-
-/**
- * Dequantises Q5_K super-blocks (llama.cpp's `dequantize_row_q5_K`).
- *
- * @param bytes Whole 176-byte blocks.
- * @param out Where to write the values (default: a new array).
- * @returns 256 values per block (`out` when given).
- * @throws {Qwen3Error} `invalid_argument` for a partial block or a short `out`.
- */
-export function dequantizeQ5_K(bytes: Uint8Array, out?: Float32Array): Float32Array {
-  return dequantizeScaleMin("Q5_K", bytes, out);
-}
-
-/**
- * Dequantises Q6_K super-blocks: x = (d * scale) * (q - 32) (llama.cpp's
- * `dequantize_row_q6_K`).
- *
- * @param bytes Whole 210-byte blocks.
- * @param out Where to write the values (default: a new array).
- * @returns 256 values per block (`out` when given).
- * @throws {Qwen3Error} `invalid_argument` for a partial block or a short `out`.
- */
-export function dequantizeQ6_K(bytes: Uint8Array, out?: Float32Array): Float32Array {
-  const B = BLOCK.Q6_K;
-  const blocks = wholeBlocks("Q6_K", bytes, B.bytes);
-  const y = valueOutput("Q6_K", blocks * QK_K, out);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let b = 0; b < blocks; b++) {
-    const o = b * B.bytes;
-    const d = fromHalf(view.getUint16(o + B.d, true));
-    for (let n = 0; n < QK_K; n += 128) {
-      const ql = o + B.ql + n / 2;
-      const qh = o + B.qh + n / 4;
-      const sc = o + B.scales + n / 16;
-      for (let l = 0; l < 32; l++) {
-        const is = l >> 4;
-        const h = bytes[qh + l];
-        const q1 = ((bytes[ql + l] & 0xf) | ((h & 3) << 4)) - 32;
-        const q2 = ((bytes[ql + l + 32] & 0xf) | (((h >>> 2) & 3) << 4)) - 32;
-        const q3 = ((bytes[ql + l] >>> 4) | (((h >>> 4) & 3) << 4)) - 32;
-        const q4 = ((bytes[ql + l + 32] >>> 4) | (((h >>> 6) & 3) << 4)) - 32;
-        const y0 = b * QK_K + n;
-        y[y0 + l] = f(f(d * view.getInt8(sc + is)) * q1);
-        y[y0 + l + 32] = f(f(d * view.getInt8(sc + is + 2)) * q2);
-        y[y0 + l + 64] = f(f(d * view.getInt8(sc + is + 4)) * q3);
-        y[y0 + l + 96] = f(f(d * view.getInt8(sc + is + 6)) * q4);
-      }
-    }
-  }
-  return y;
 }
