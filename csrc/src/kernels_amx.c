@@ -64,6 +64,8 @@ typedef struct {
     uint8_t rows[16];
 } AmxTileConfig;
 
+_Static_assert(sizeof(AmxTileConfig) == 64, "the LDTILECFG operand is 64 bytes");
+
 static void amx_config_init(AmxTileConfig* c) {
     memset(c, 0, sizeof *c);
     c->palette = 1;
