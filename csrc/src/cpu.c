@@ -237,7 +237,9 @@ static const char* amx_request(void) {
         const int err = errno;
         snprintf(amx_permit_text, sizeof amx_permit_text,
                  "Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM: errno %d%s)", err,
-                 err == EINVAL ? ", a kernel before 5.16 or one without AMX support" : "");
+                 err == EINVAL       ? ", a kernel before 5.16"
+                 : err == EOPNOTSUPP ? ", the tile state is not supported by this kernel and CPU"
+                                     : "");
         return amx_permit_text;
     }
     unsigned long granted = 0;
