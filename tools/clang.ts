@@ -176,8 +176,8 @@ function isaFlags(file: string): string[] {
     "-Wno-ignored-attributes",
   ];
   if (file.endsWith("_avx512.c")) return avx512;
-  // kernels_amx.c: its real-tile functions target AMX on top of AVX-512 (its emulated
-  // variant, compiled with the same flags, only needs them on this machine's CPU).
+  // kernels_amx.c: the real-tile kernel targets AMX on top of AVX-512 (the emulated
+  // variant the tests run everywhere is kernels_amx_emu.c, baseline code).
   if (file.endsWith("_amx.c")) return [...avx512, "-mamx-tile", "-mamx-int8"];
   return [];
 }

@@ -17,10 +17,11 @@
  * every other kernel are the avx512vnni tier's. Rows past the end of a row range are never
  * loaded: a partial 16-row half is copied into a zero-padded scratch first.
  *
- * Verifiability (docs/numerics.md#amx): the body is compiled twice, on the real tile
- * instructions and on a plain-C emulation of them with the semantics of Intel's SDM
- * (TDPBSSD: C[m][n] += sum over k < K/4, i < 4 of sext(A[m][4k+i]) * sext(B[k][4n+i]), int32
- * wrap-around; TILELOADD/TILESTORED with the configured rows and bytes per row). The C tests
+ * Verifiability (docs/numerics.md#amx): the body is compiled twice, here on the real tile
+ * instructions and in kernels_amx_emu.c on a plain-C emulation of them with the semantics of
+ * Intel's SDM (TDPBSSD: C[m][n] += sum over k < K/4, i < 4 of sext(A[m][4k+i]) *
+ * sext(B[k][4n+i]), int32 wrap-around; TILELOADD/TILESTORED with the configured rows and bytes
+ * per row). The C tests
  * run the emulated variant bit for bit against the scalar reference on any x86_64 host; the
  * real one runs where the CPU and OS grant AMX, after a self-check at tier selection
  * (qwen3_amx_unavailable) against avx512vnni on a fixed problem.
@@ -35,186 +36,13 @@
 
 #include "cpu.h"
 #include "kernels.h"
+#include "kernels_amx.h"
 
 #define AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,evex512,amx-tile,amx-int8")))
 
-#define AMX_XP_BYTES 32768u /* packed activations per pass */
-#define AMX_CHUNK_MAX 1024u  /* columns per pass, at most */
-
-/* Tokens per pass: 64 (the forward block) unless one group of 64 tokens would overflow
- * the scratch. */
-static inline uint32_t amx_tokens_per_pass(uint32_t gs) { return gs <= 512 ? 64 : 32; }
-/* Columns per pass: whole groups, tokens_per_pass x columns <= AMX_XP_BYTES. */
-static inline uint32_t amx_chunk_cols(uint32_t gs) { return (AMX_XP_BYTES / amx_tokens_per_pass(gs)) / gs * gs; }
-
-/* The shapes the tile body takes; everything else goes to avx512vnni. */
-static int amx_shape_ok(const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x) {
-    const uint32_t gs = w->group_size;
-    return x->n_tokens >= 2 && gs >= 64 && gs % 64 == 0 && gs <= AMX_CHUNK_MAX && w->cols % gs == 0 &&
-           x->n == w->cols && x->group_size == gs;
-}
-
-/* The 64-byte LDTILECFG operand (palette 1): tiles 0-7 all 16 rows x 64 bytes, which serves
- * A (16 rows x K = 64 bytes), B (K / 4 = 16 rows x 16 tokens x 4 bytes) and C (16 x 16 int32). */
-typedef struct {
-    uint8_t palette;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} AmxTileConfig;
-
-_Static_assert(sizeof(AmxTileConfig) == 64, "the LDTILECFG operand is 64 bytes");
-
-static void amx_config_init(AmxTileConfig* c) {
-    memset(c, 0, sizeof *c);
-    c->palette = 1;
-    for (int t = 0; t < 8; t++) {
-        c->colsb[t] = 64;
-        c->rows[t] = 16;
-    }
-}
-
-/* ====================================================================================
- * Tile emulation: eight 16 x 64-byte tiles in memory, with the SDM's checks. An operation
- * the hardware would refuse (#UD: no configuration, a shape mismatch, a tile used twice in
- * one tdpbssd) counts a fault instead, which the tests require to stay 0.
- * ================================================================================== */
-
-typedef struct {
-    _Alignas(64) uint8_t data[8][16][64];
-    uint16_t colsb[8];
-    uint8_t rows[8];
-    int configured;
-    uint32_t faults;
-} AmxEmu;
-
-static void amx_emu_config(AmxEmu* e, const AmxTileConfig* c) {
-    memset(e->data, 0, sizeof e->data); /* LDTILECFG zeroes every tile */
-    e->configured = 0;
-    if (c->palette != 1 || c->start_row != 0) {
-        e->faults++;
-        return;
-    }
-    for (int t = 0; t < 8; t++) {
-        if (c->rows[t] > 16 || c->colsb[t] > 64) {
-            e->faults++;
-            return;
-        }
-        e->rows[t] = c->rows[t];
-        e->colsb[t] = c->colsb[t];
-    }
-    e->configured = 1;
-}
-
-static int amx_emu_valid(AmxEmu* e, int t) {
-    if (!e->configured || t < 0 || t > 7 || e->rows[t] == 0) {
-        e->faults++;
-        return 0;
-    }
-    return 1;
-}
-
-static void amx_emu_zero(AmxEmu* e, int t) {
-    if (amx_emu_valid(e, t)) memset(e->data[t], 0, sizeof e->data[t]);
-}
-
-/* Rows past the configured ones and bytes past colsb in a row are zeroed. */
-static void amx_emu_load(AmxEmu* e, int t, const void* p, size_t stride) {
-    if (!amx_emu_valid(e, t)) return;
-    memset(e->data[t], 0, sizeof e->data[t]);
-    for (uint32_t r = 0; r < e->rows[t]; r++) memcpy(e->data[t][r], (const uint8_t*)p + r * stride, e->colsb[t]);
-}
-
-static void amx_emu_store(AmxEmu* e, int t, void* p, size_t stride) {
-    if (!amx_emu_valid(e, t)) return;
-    for (uint32_t r = 0; r < e->rows[t]; r++) memcpy((uint8_t*)p + r * stride, e->data[t][r], e->colsb[t]);
-}
-
-/* TDPBSSD tc, ta, tb (Intel SDM, "TDPBSSD/TDPBSUD/TDPBUSD/TDPBUUD"): K = colsb(A) / 4 must
- * equal rows(B), colsb(C) = colsb(B), rows(C) = rows(A), and the three tiles differ. */
-static void amx_emu_dpbssd(AmxEmu* e, int tc, int ta, int tb) {
-    if (!amx_emu_valid(e, tc) || !amx_emu_valid(e, ta) || !amx_emu_valid(e, tb)) return;
-    if (tc == ta || tc == tb || ta == tb || e->colsb[ta] % 4 != 0 || e->colsb[ta] / 4 != e->rows[tb] ||
-        e->colsb[tc] != e->colsb[tb] || e->rows[tc] != e->rows[ta] || e->colsb[tc] % 4 != 0) {
-        e->faults++;
-        return;
-    }
-    const uint32_t m_n = e->rows[tc], k_n = e->colsb[ta] / 4u, n_n = e->colsb[tc] / 4u;
-    for (uint32_t m = 0; m < m_n; m++) {
-        for (uint32_t k = 0; k < k_n; k++) {
-            const int8_t* a = (const int8_t*)&e->data[ta][m][4 * k];
-            for (uint32_t n = 0; n < n_n; n++) {
-                const int8_t* b = (const int8_t*)&e->data[tb][k][4 * n];
-                uint32_t c;
-                memcpy(&c, &e->data[tc][m][4 * n], 4);
-                for (int i = 0; i < 4; i++) c += (uint32_t)((int32_t)a[i] * (int32_t)b[i]); /* wraps */
-                memcpy(&e->data[tc][m][4 * n], &c, 4);
-            }
-        }
-    }
-}
-
-/* ====================================================================================
- * Shared by both variants (plain C)
- * ================================================================================== */
-
-/* Tokens ts0 .. ts0+ntb-1, columns [c0, c0 + nc) of x as B tiles: tile (tt, s), for 16
- * tokens and the 64 columns c0 + 64s.., at xp + (tt * nc / 64 + s) * 1024 with byte
- * k * 64 + 4n + i = token 16tt + n's column c0 + 64s + 4k + i. Their scales go to
- * xs[(tt * ngc + gl) * 16 + n]. Tokens past ntb in the last tile are zero. */
-static void amx_pack_x(int8_t* xp, float* xs, const Qwen3Q8Batch* x, uint32_t ts0, uint32_t ntb, uint32_t ntiles,
-                       uint32_t c0, uint32_t nc) {
-    const uint32_t steps = nc / 64, gs = x->group_size, ng = x->n / gs, ngc = nc / gs, g0 = c0 / gs;
-    for (uint32_t tt = 0; tt < ntiles; tt++) {
-        for (uint32_t n = 0; n < 16; n++) {
-            const uint32_t tok = 16 * tt + n;
-            int8_t* dst = xp + (size_t)tt * steps * 1024 + 4 * n;
-            float* sdst = xs + (size_t)tt * ngc * 16 + n;
-            if (tok >= ntb) {
-                for (uint32_t s = 0; s < steps; s++) {
-                    for (uint32_t k = 0; k < 16; k++) memset(dst + (size_t)s * 1024 + k * 64, 0, 4);
-                }
-                for (uint32_t gl = 0; gl < ngc; gl++) sdst[gl * 16] = 0.0f;
-                continue;
-            }
-            const int8_t* src = x->q + (size_t)(ts0 + tok) * x->n + c0;
-            for (uint32_t s = 0; s < steps; s++) {
-                for (uint32_t k = 0; k < 16; k++) memcpy(dst + (size_t)s * 1024 + k * 64, src + (size_t)s * 64 + 4 * k, 4);
-            }
-            const float* ssrc = x->s + (size_t)(ts0 + tok) * ng + g0;
-            for (uint32_t gl = 0; gl < ngc; gl++) sdst[gl * 16] = ssrc[gl];
-        }
-    }
-}
-
-/* ====================================================================================
- * The two variants of the body
- * ================================================================================== */
-
+/* The real instructions; kernels_amx_emu.c compiles the same body on emulated tiles. */
 #define AMX_CAT2(a, b) a##b
 #define AMX_CAT(a, b) AMX_CAT2(a, b)
-
-/* Emulated tiles, no ISA beyond the baseline: runs on any x86_64. */
-#define AMX_ATTR
-#define AMX_P(name) AMX_CAT(emu_, name)
-#define T_CONFIG(e, cfg) amx_emu_config(e, cfg)
-#define T_ZERO(e, t) amx_emu_zero(e, t)
-#define T_LOAD(e, t, p, s) amx_emu_load(e, t, p, s)
-#define T_STORE(e, t, p, s) amx_emu_store(e, t, p, s)
-#define T_DPBSSD(e, c, a, b) amx_emu_dpbssd(e, c, a, b)
-#define T_RELEASE(e) ((void)0)
-#include "kernels_amx_body.h"
-#undef AMX_ATTR
-#undef AMX_P
-#undef T_CONFIG
-#undef T_ZERO
-#undef T_LOAD
-#undef T_STORE
-#undef T_DPBSSD
-#undef T_RELEASE
-
-/* The real instructions. */
 #define AMX_ATTR AMX_TARGET
 #define AMX_P(name) AMX_CAT(real_, name)
 #define T_CONFIG(e, cfg) _tile_loadconfig(cfg)
@@ -224,27 +52,6 @@ static void amx_pack_x(int8_t* xp, float* xs, const Qwen3Q8Batch* x, uint32_t ts
 #define T_DPBSSD(e, c, a, b) _tile_dpbssd(c, a, b)
 #define T_RELEASE(e) _tile_release()
 #include "kernels_amx_body.h"
-#undef AMX_ATTR
-#undef AMX_P
-#undef T_CONFIG
-#undef T_ZERO
-#undef T_LOAD
-#undef T_STORE
-#undef T_DPBSSD
-#undef T_RELEASE
-
-int qwen3_matmul_q8_amx_emulated(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
-                                 uint32_t row_begin, uint32_t row_end) {
-    if (!amx_shape_ok(w, x)) return 0;
-    if (row_begin >= row_end) return 1;
-    AmxEmu* e = malloc(sizeof *e);
-    if (e == NULL) return -1;
-    memset(e, 0, sizeof *e);
-    emu_matmul(e, out, out_stride, w, x, row_begin, row_end);
-    const int rc = e->faults == 0 ? 1 : -1;
-    free(e);
-    return rc;
-}
 
 static void matmul_q8_amx(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
                           uint32_t row_begin, uint32_t row_end) {

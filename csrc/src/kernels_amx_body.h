@@ -1,7 +1,7 @@
 /*
  * kernels_amx_body.h - the amx tier's batched int8 product (Qwen3MatmulQ8Fn, kernels.h),
- * written once on six tile operations; kernels_amx.c includes it twice (real tiles, and
- * tiles emulated in plain C for the tests), after defining
+ * written once on six tile operations; kernels_amx.c (real tiles) and kernels_amx_emu.c
+ * (tiles emulated in plain C, for the tests) include it after kernels_amx.h, defining
  *
  *   AMX_ATTR               the function attribute of the variant (the AMX + AVX-512
  *                          target for the real tiles, nothing for the emulation)
@@ -19,7 +19,7 @@
  * keeps every product and sum rounded as written), so the tests run this same text on the
  * emulated tiles. The layout and the numerics are in kernels_amx.c.
  *
- * Requires amx_shape_ok (kernels_amx.c) and row_begin < row_end.
+ * Requires amx_shape_ok (kernels_amx.h) and row_begin < row_end.
  */
 
 AMX_ATTR static void AMX_P(matmul)(AmxEmu* e, float* out, size_t ld, const Qwen3Q8Matrix* w,
