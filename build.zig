@@ -7,7 +7,7 @@
 //!   zig build example         the C example csrc/examples/generate.c -> zig-out/bin/
 //!
 //! Sources are discovered, not listed: every csrc/src/*.c is compiled. Files whose name
-//! ends in an ISA suffix only build for that architecture (`_avx2`, `_avx512` on x86_64;
+//! ends in an ISA suffix only build for that architecture (`_avx2`, `_avx512`, `_amx` on x86_64;
 //! `_neon`, `_sve` on aarch64); their SIMD code uses per-function target attributes, so
 //! the rest of the library stays at the baseline CPU and the kernel tier is chosen at
 //! run time.
@@ -144,7 +144,7 @@ fn addEngine(
     const arch = target.result.cpu.arch;
     var files = std.ArrayList([]const u8).init(b.allocator);
     for (sources) |file| {
-        const x86_only = hasAny(file, &.{ "_avx2.c", "_avx512.c" });
+        const x86_only = hasAny(file, &.{ "_avx2.c", "_avx512.c", "_amx.c" });
         const arm_only = hasAny(file, &.{ "_neon.c", "_sve.c" });
         if (x86_only and arch != .x86_64) continue;
         if (arm_only and arch != .aarch64) continue;

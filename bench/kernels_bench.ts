@@ -13,7 +13,7 @@ import { CEngine, kernelName, selectKernel } from "../ffi/c_engine.ts";
 import { benchModel, benchTokens } from "./bench_models.ts";
 
 /** Every tier name the library may have, best first (kernels.c). */
-const TIERS = ["avx512vnni", "avxvnni", "avx2", "sve", "neondot", "neon", "scalar"];
+const TIERS = ["amx", "avx512vnni", "avxvnni", "avx2", "sve", "neondot", "neon", "scalar"];
 
 const best = await kernelName();
 const supported: string[] = [];

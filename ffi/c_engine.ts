@@ -676,7 +676,7 @@ export async function cpuFeatures(): Promise<string[]> {
  * The kernel tier the C engine uses now: the best this CPU supports, unless
  * {@linkcode selectKernel} or `QWEN3_KERNEL` chose another.
  *
- * @returns The tier's name: "scalar", "avx2", "avx512vnni", "neon", ...
+ * @returns The tier's name: "scalar", "avx2", "avx512vnni", "amx", "neon", ...
  * @throws {Qwen3Error} `library` when the native library cannot be loaded.
  *
  * @example Print it

@@ -176,6 +176,9 @@ function isaFlags(file: string): string[] {
     "-Wno-ignored-attributes",
   ];
   if (file.endsWith("_avx512.c")) return avx512;
+  // kernels_amx.c: the real-tile kernel targets AMX on top of AVX-512 (the emulated
+  // variant the tests run everywhere is kernels_amx_emu.c, baseline code).
+  if (file.endsWith("_amx.c")) return [...avx512, "-mamx-tile", "-mamx-int8"];
   return [];
 }
 
@@ -185,7 +188,7 @@ export async function librarySources(): Promise<string[]> {
   const out: string[] = [];
   for await (const e of Deno.readDir(`${ROOT}csrc/src`)) {
     if (!e.isFile || !e.name.endsWith(".c")) continue;
-    const x86Only = /_(avx2|avx512)\.c$/.test(e.name);
+    const x86Only = /_(avx2|avx512|amx)\.c$/.test(e.name);
     const armOnly = /_(neon|sve)\.c$/.test(e.name);
     if (x86Only && arch !== "x86_64") continue;
     if (armOnly && arch !== "aarch64") continue;

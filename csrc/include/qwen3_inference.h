@@ -347,7 +347,7 @@ QWEN3_API int qwen3_inference_generate_ex(Qwen3Model* model, const Qwen3Config* 
  * avx512bw avx512vl avx512vnni" or "neon dotprod sve". Never NULL. */
 QWEN3_API const char* qwen3_cpu_features(void);
 
-/* Name of the kernel tier in use: "scalar", "avx2", "avx512vnni", "neon", "sve", ...
+/* Name of the kernel tier in use: "scalar", "avx2", "avx512vnni", "amx", "neon", "sve", ...
  * The best supported tier is chosen at first use; the environment variable QWEN3_KERNEL
  * (a tier name) forces a lower one. */
 QWEN3_API const char* qwen3_kernel_name(void);

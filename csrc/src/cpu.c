@@ -10,6 +10,7 @@
  */
 #include "cpu.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -215,6 +216,58 @@ uint32_t qwen3_cpu_flags(void) {
     }
     return f & ~FLAGS_KNOWN;
 }
+
+/* AMX tile data (XTILEDATA, XSAVE component 18) is off for a Linux process until it asks:
+ * arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), Linux 5.16 and later (the kernel's
+ * Documentation/arch/x86/xstate.rst gives the numbers). The permission covers every thread
+ * of the process, so one request suffices; a tile instruction without it is a SIGILL. */
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__linux__)
+#define Q3_SYS_ARCH_PRCTL 158 /* x86_64 syscall number */
+#define Q3_ARCH_GET_XCOMP_PERM 0x1022
+#define Q3_ARCH_REQ_XCOMP_PERM 0x1023
+#define Q3_XFEATURE_XTILEDATA 18
+
+/* 0 = not asked, 1 = a thread is asking, 2 = answered. */
+static _Atomic int amx_permit_state;
+static const char* amx_permit_reason;
+static char amx_permit_text[160];
+
+static const char* amx_request(void) {
+    if (syscall(Q3_SYS_ARCH_PRCTL, Q3_ARCH_REQ_XCOMP_PERM, Q3_XFEATURE_XTILEDATA) != 0) {
+        const int err = errno;
+        snprintf(amx_permit_text, sizeof amx_permit_text,
+                 "Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM: errno %d%s)", err,
+                 err == EINVAL       ? ", a kernel before 5.16"
+                 : err == EOPNOTSUPP ? ", the tile state is not supported by this kernel and CPU"
+                                     : "");
+        return amx_permit_text;
+    }
+    unsigned long granted = 0;
+    if (syscall(Q3_SYS_ARCH_PRCTL, Q3_ARCH_GET_XCOMP_PERM, &granted) != 0 ||
+        !((granted >> Q3_XFEATURE_XTILEDATA) & 1)) {
+        return "Linux accepted the AMX tile state request but does not list it as granted";
+    }
+    return NULL;
+}
+
+const char* qwen3_cpu_amx_permit(void) {
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&amx_permit_state, &expected, 1)) {
+        amx_permit_reason = amx_request();
+        atomic_store_explicit(&amx_permit_state, 2, memory_order_release);
+    } else {
+        while (atomic_load_explicit(&amx_permit_state, memory_order_acquire) != 2) {
+        }
+    }
+    return amx_permit_reason;
+}
+#elif defined(__x86_64__) || defined(_M_X64)
+const char* qwen3_cpu_amx_permit(void) {
+    return "the amx tier is enabled on Linux only (it asks Linux for the tile state; this system is untested)";
+}
+#else
+const char* qwen3_cpu_amx_permit(void) { return "AMX is an x86_64 feature"; }
+#endif
 
 uint32_t qwen3_cpu_count(void) {
 #if defined(_WIN32)

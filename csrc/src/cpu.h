@@ -29,6 +29,11 @@ uint32_t qwen3_cpu_flags(void);
 /* The name qwen3_cpu_features() uses for one QWEN3_CPU_* bit ("avx512vnni"), or "?". */
 const char* qwen3_cpu_flag_name(uint32_t flag);
 
+/* Asks the OS, once per process, for the AMX tile data state (Linux: arch_prctl
+ * ARCH_REQ_XCOMP_PERM for XTILEDATA). NULL when granted, else why not; on other systems
+ * always a reason (the amx tier is Linux-only). Call only when QWEN3_CPU_AMX_INT8 is set. */
+const char* qwen3_cpu_amx_permit(void);
+
 /* Number of online CPUs (>= 1). */
 uint32_t qwen3_cpu_count(void);
 

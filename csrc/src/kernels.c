@@ -23,28 +23,39 @@
 typedef struct {
     const Qwen3KernelTable* table;
     uint32_t needs; /* QWEN3_CPU_* bits that must all be present */
+    /* With all of them: NULL when the tier may run, else why not (OS permission, a
+     * self-check); NULL for tiers that need nothing beyond the CPU bits. */
+    const char* (*unavailable)(void);
 } Tier;
 
 /* Best first. */
 static const Tier tiers[] = {
 #if defined(__x86_64__) || defined(_M_X64)
+    {&qwen3_kernels_amx,
+     QWEN3_CPU_AVX512F | QWEN3_CPU_AVX512BW | QWEN3_CPU_AVX512VL | QWEN3_CPU_AVX512VNNI | QWEN3_CPU_AMX_INT8,
+     qwen3_amx_unavailable},
     {&qwen3_kernels_avx512vnni,
-     QWEN3_CPU_AVX512F | QWEN3_CPU_AVX512BW | QWEN3_CPU_AVX512VL | QWEN3_CPU_AVX512VNNI},
-    {&qwen3_kernels_avxvnni, QWEN3_CPU_AVX2 | QWEN3_CPU_AVXVNNI},
-    {&qwen3_kernels_avx2, QWEN3_CPU_AVX2},
+     QWEN3_CPU_AVX512F | QWEN3_CPU_AVX512BW | QWEN3_CPU_AVX512VL | QWEN3_CPU_AVX512VNNI, NULL},
+    {&qwen3_kernels_avxvnni, QWEN3_CPU_AVX2 | QWEN3_CPU_AVXVNNI, NULL},
+    {&qwen3_kernels_avx2, QWEN3_CPU_AVX2, NULL},
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
-    {&qwen3_kernels_sve, QWEN3_CPU_SVE},
-    {&qwen3_kernels_neondot, QWEN3_CPU_NEON | QWEN3_CPU_DOTPROD},
-    {&qwen3_kernels_neon, QWEN3_CPU_NEON},
+    {&qwen3_kernels_sve, QWEN3_CPU_SVE, NULL},
+    {&qwen3_kernels_neondot, QWEN3_CPU_NEON | QWEN3_CPU_DOTPROD, NULL},
+    {&qwen3_kernels_neon, QWEN3_CPU_NEON, NULL},
 #endif
-    {&qwen3_kernels_scalar, 0},
+    {&qwen3_kernels_scalar, 0, NULL},
 };
 #define N_TIERS (sizeof tiers / sizeof tiers[0])
 
 static const char* tier_names[N_TIERS + 1];
 
-static int supported(const Tier* t) { return (qwen3_cpu_flags() & t->needs) == t->needs; }
+static int has_features(const Tier* t) { return (qwen3_cpu_flags() & t->needs) == t->needs; }
+
+/* The CPU has the tier's features and nothing else stands in the way. */
+static int supported(const Tier* t) {
+    return has_features(t) && (t->unavailable == NULL || t->unavailable() == NULL);
+}
 
 static const Tier* tier_by_name(const char* name) {
     for (size_t i = 0; i < N_TIERS; i++) {
@@ -120,7 +131,15 @@ static void choose(void) {
     const Tier* pick = best;
     const char* env = getenv("QWEN3_KERNEL");
     if (env == NULL || env[0] == '\0') {
-        snprintf(choose_note, sizeof choose_note, "%s: the best tier this CPU supports", best->table->name);
+        int len = snprintf(choose_note, sizeof choose_note, "%s: the best tier this CPU supports", best->table->name);
+        /* A better tier whose features the CPU has but which may not run: say why. */
+        for (const Tier* t = tiers; t != best && len >= 0 && (size_t)len < sizeof choose_note; t++) {
+            if (!has_features(t) || t->unavailable == NULL) continue;
+            const int n = snprintf(choose_note + len, sizeof choose_note - (size_t)len, "; %s unavailable: %s",
+                                   t->table->name, t->unavailable());
+            if (n < 0) break;
+            len += n;
+        }
     } else {
         const Tier* want = tier_by_name(env);
         if (want == NULL) {
@@ -128,11 +147,14 @@ static void choose(void) {
             list_names(names, sizeof names);
             snprintf(choose_note, sizeof choose_note, "QWEN3_KERNEL=%.64s ignored: no such kernel tier in this build (%s); using %s",
                      env, names, best->table->name);
-        } else if (!supported(want)) {
+        } else if (!has_features(want)) {
             char lacks[128];
             missing_features(want, lacks, sizeof lacks);
             snprintf(choose_note, sizeof choose_note, "QWEN3_KERNEL=%s ignored: this CPU lacks %s; using %s", env, lacks,
                      best->table->name);
+        } else if (!supported(want)) {
+            snprintf(choose_note, sizeof choose_note, "QWEN3_KERNEL=%s ignored: %s; using %s", env,
+                     want->unavailable(), best->table->name);
         } else {
             pick = want;
             snprintf(choose_note, sizeof choose_note, "%s: forced by QWEN3_KERNEL", want->table->name);
@@ -185,11 +207,14 @@ QWEN3_API int32_t qwen3_kernel_select(const char* name) {
         return qwen3_fail(QWEN3_ERR_UNSUPPORTED, "kernel tier '%.64s' is not built into this library (available: %s)",
                           name, names);
     }
-    if (!supported(t)) {
+    if (!has_features(t)) {
         char lacks[128];
         missing_features(t, lacks, sizeof lacks);
         return qwen3_fail(QWEN3_ERR_UNSUPPORTED, "kernel tier '%s' needs CPU feature(s) this CPU lacks: %s (found: %s)",
                           name, lacks, qwen3_cpu_features());
+    }
+    if (!supported(t)) {
+        return qwen3_fail(QWEN3_ERR_UNSUPPORTED, "kernel tier '%s' is unavailable: %s", name, t->unavailable());
     }
     /* Choose first so a later first use cannot overwrite this selection. */
     ensure_chosen();

@@ -217,7 +217,7 @@ void qwen3_softmax_rows_ref(float* x, size_t stride, uint32_t rows, const uint32
 void qwen3_silu_mul_ref(float* g, const float* u, uint32_t n);
 
 typedef struct {
-    const char* name;          /* "scalar", "avx2", "avx512vnni", "neon", "sve" */
+    const char* name;          /* "scalar", "avx2", "avx512vnni", "amx", "neon", "sve" */
     Qwen3MatvecQ8Fn matvec_q8;
     Qwen3MatmulQ8Fn matmul_q8;
     Qwen3MatmulBlocksFn matmul_blocks;
@@ -261,6 +261,17 @@ extern const Qwen3KernelTable qwen3_kernels_scalar;
 extern const Qwen3KernelTable qwen3_kernels_avx2;
 extern const Qwen3KernelTable qwen3_kernels_avxvnni;   /* AVX2 + AVX-VNNI (256-bit vpdpbusd) */
 extern const Qwen3KernelTable qwen3_kernels_avx512vnni;
+/* amx (kernels_amx.c): avx512vnni with the batched product (matmul_q8) on AMX-INT8 tiles. */
+extern const Qwen3KernelTable qwen3_kernels_amx;
+/* NULL when the amx tier may run in this process, else why not (the CPU lacks AMX, the OS
+ * refused the tile state, or the self-check against avx512vnni failed). Decided once; the
+ * first call asks the OS for the tile state and runs the self-check. */
+const char* qwen3_amx_unavailable(void);
+/* The amx tier's batched product on software-emulated tiles (any x86_64 CPU), for the
+ * tests: 1 when it ran, 0 when the shape is one the tier hands to avx512vnni (nothing
+ * written), -1 when the emulated tiles met an operation the hardware would fault on. */
+int qwen3_matmul_q8_amx_emulated(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
+                                 uint32_t row_begin, uint32_t row_end);
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
 extern const Qwen3KernelTable qwen3_kernels_neon;    /* AdvSIMD only (smull/sadalp) */

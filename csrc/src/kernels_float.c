@@ -196,8 +196,8 @@ const Qwen3FloatKernels* qwen3_float_kernels_active(void) {
     const Qwen3KernelTable* k = qwen3_kernels_active();
     const Qwen3FloatKernels* f = NULL;
 #if defined(__x86_64__) || defined(_M_X64)
-    if (k == &qwen3_kernels_avx512vnni) f = qwen3_float_kernels_find("avx512");
-    if (!f && (k == &qwen3_kernels_avx512vnni || k == &qwen3_kernels_avxvnni ||
+    if (k == &qwen3_kernels_amx || k == &qwen3_kernels_avx512vnni) f = qwen3_float_kernels_find("avx512");
+    if (!f && (k == &qwen3_kernels_amx || k == &qwen3_kernels_avx512vnni || k == &qwen3_kernels_avxvnni ||
                k == &qwen3_kernels_avx2)) {
         f = qwen3_float_kernels_find("avx2");
     }

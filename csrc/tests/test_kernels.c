@@ -279,6 +279,9 @@ static void test_all_tiers(void) {
     for (uint32_t i = 0; names[i]; i++) {
         const Qwen3KernelTable* t = qwen3_kernels_find(names[i]);
         if (t == NULL) {
+#if defined(__x86_64__) || defined(_M_X64)
+            if (strcmp(names[i], "amx") == 0) continue; /* test_amx prints its one SKIPPED line */
+#endif
             printf("  %-11s SKIPPED: not supported by this CPU\n", names[i]);
             continue;
         }
@@ -298,11 +301,11 @@ static void test_all_tiers(void) {
 /* ---- batched product against per-token scalar matvec ---- */
 
 /* Rows [rb, re) of c's matrix times n_tok activation vectors (quantised from random
- * floats, with some all-zero and some extreme tokens) through t->matmul_q8, each output
- * memcmp-equal to scalar matvec of that token; the gaps between the tokens' outputs
- * (out_stride > re - rb) stay untouched. */
-static int compare_matmul(const Qwen3KernelTable* t, const Case* c, uint32_t n_tok, uint32_t rb, uint32_t re,
-                          const char* what) {
+ * floats, with some all-zero and some extreme tokens) through fn (the matmul_q8 of tier
+ * `name`), each output memcmp-equal to scalar matvec of that token; the gaps between the
+ * tokens' outputs (out_stride > re - rb) stay untouched. */
+static int compare_matmul(const char* name, Qwen3MatmulQ8Fn fn, const Case* c, uint32_t n_tok, uint32_t rb,
+                          uint32_t re, const char* what) {
     const uint32_t cols = c->m.cols, gs = c->m.group_size, ng = cols / gs, n = re - rb;
     const size_t stride = n + 3;
     float* xf = malloc((size_t)cols * sizeof(float));
@@ -339,14 +342,14 @@ static int compare_matmul(const Qwen3KernelTable* t, const Case* c, uint32_t n_t
         const Qwen3Q8Vector v = qwen3_q8_batch_row(&b, k);
         qwen3_kernels_scalar.matvec_q8(want + (size_t)k * stride, &c->m, &v, rb, re);
     }
-    if (ok) t->matmul_q8(got, stride, &c->m, &b, rb, re);
+    if (ok) fn(got, stride, &c->m, &b, rb, re);
     compared++;
     if (ok && memcmp(want, got, ((size_t)n_tok * stride + GUARD) * sizeof(float)) != 0) {
         for (size_t i = 0; i < (size_t)n_tok * stride + GUARD; i++) {
             if (memcmp(&want[i], &got[i], sizeof(float)) != 0) {
                 const uint32_t k = (uint32_t)(i / stride), r = (uint32_t)(i % stride);
                 CHECK(0, "%s matmul: %s (%ux%u, group %u, %u tokens) rows %u..%u: token %u slot %u = %.9g, want %.9g%s",
-                      t->name, what, c->m.rows, cols, gs, n_tok, rb, re, k, r, got[i], want[i],
+                      name, what, c->m.rows, cols, gs, n_tok, rb, re, k, r, got[i], want[i],
                       r >= n ? " (outside the output)" : "");
                 break;
             }
@@ -383,9 +386,9 @@ static void test_matmul_tier(const Qwen3KernelTable* t) {
                 return;
             }
             const uint32_t n_tok = tokens[rnd_below(sizeof tokens / sizeof tokens[0])];
-            int ok = compare_matmul(t, &c, n_tok, 0, rows, "random");
+            int ok = compare_matmul(t->name, t->matmul_q8, &c, n_tok, 0, rows, "random");
             const uint32_t rb = rnd_below(rows), re = rb + 1 + rnd_below(rows - rb);
-            if (ok) ok = compare_matmul(t, &c, 1 + rnd_below(20), rb, re, "random sub-range");
+            if (ok) ok = compare_matmul(t->name, t->matmul_q8, &c, 1 + rnd_below(20), rb, re, "random sub-range");
             case_deinit(&c);
             if (!ok) return;
         }
@@ -397,13 +400,124 @@ static void test_matmul_tier(const Qwen3KernelTable* t) {
             CHECK(0, "case_init failed");
             return;
         }
-        compare_matmul(t, &c, 9, 0, 45, "extreme fill");
-        compare_matmul(t, &c, 13, 7, 40, "extreme fill");
+        compare_matmul(t->name, t->matmul_q8, &c, 9, 0, 45, "extreme fill");
+        compare_matmul(t->name, t->matmul_q8, &c, 13, 7, 40, "extreme fill");
         case_deinit(&c);
     }
     printf("  %-11s matmul ok: %u comparisons memcmp-equal to scalar matvec%s\n", t->name,
            compared - compared_before, (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
 }
+
+/* ---- the amx tier's tiling, on emulated tiles everywhere and on real ones where granted ---- */
+
+#if defined(__x86_64__) || defined(_M_X64)
+static uint32_t amx_emu_ran, amx_emu_passed_on, amx_emu_faults, amx_emu_misrouted;
+
+/* qwen3_matmul_q8_amx_emulated as a Qwen3MatmulQ8Fn: shapes it passes on (to avx512vnni in
+ * the tier) take the scalar product here, so the comparison still checks every output. */
+static void amx_emulated_matmul(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x, uint32_t rb,
+                                uint32_t re) {
+    const uint32_t gs = w->group_size;
+    const int tiles = x->n_tokens >= 2 && gs % 64 == 0 && gs <= 1024;
+    const int rc = qwen3_matmul_q8_amx_emulated(out, ld, w, x, rb, re);
+    if (rc == -1) amx_emu_faults++;
+    if ((rc == 1) != tiles) amx_emu_misrouted++;
+    if (rc == 1) amx_emu_ran++;
+    if (rc == 0) {
+        amx_emu_passed_on++;
+        qwen3_kernels_scalar.matmul_q8(out, ld, w, x, rb, re);
+    }
+}
+
+/* Every path of kernels_amx_body.h: group sizes 64 to 1024 (one to sixteen 64-byte steps
+ * per group, passes of 512, 384 or one group of columns), partial 16-row halves, token
+ * counts around the 16-token tiles, the 32-token pairs and the 64-token passes, row
+ * ranges split as the thread pool splits them (multiples of 32) and oddly, extreme values. */
+static void test_amx_with(const char* name, Qwen3MatmulQ8Fn fn) {
+    const uint32_t fails_before = (uint32_t)tu_failures, compared_before = compared;
+    static const struct {
+        uint32_t gs, cols;
+    } shapes[] = {{64, 64},   {64, 128},   {64, 576},    {64, 1088},  {128, 1152}, {192, 1344}, {256, 1536},
+                  {512, 1024}, {576, 1152}, {1024, 2048}, {32, 1056}, {16, 96},    {2048, 4096}};
+    static const uint32_t tokens[] = {2, 3, 15, 16, 17, 31, 32, 33, 47, 64, 65, 97, 130};
+    static const uint32_t row_counts[] = {1, 5, 16, 17, 31, 32, 33, 48, 63, 100};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        for (size_t ri = 0; ri < sizeof row_counts / sizeof row_counts[0]; ri++) {
+            const uint32_t rows = row_counts[ri];
+            if (shapes[si].cols > 1100 && rows != 17 && rows != 33 && rows != 100) continue;
+            Case c;
+            if (!case_init(&c, rows, shapes[si].cols, shapes[si].gs, FILL_RANDOM)) {
+                CHECK(0, "case_init failed");
+                return;
+            }
+            const uint32_t n_tok = tokens[rnd_below(sizeof tokens / sizeof tokens[0])];
+            int ok = compare_matmul(name, fn, &c, n_tok, 0, rows, "random");
+            const uint32_t rb = rnd_below(rows), re = rb + 1 + rnd_below(rows - rb);
+            if (ok) ok = compare_matmul(name, fn, &c, tokens[rnd_below(9)], rb, re, "random sub-range");
+            /* thread splits: 32-row tasks, then three odd pieces */
+            for (uint32_t r0 = 0; ok && rows > 32 && r0 < rows; r0 += 32) {
+                ok = compare_matmul(name, fn, &c, 19, r0, r0 + 32 < rows ? r0 + 32 : rows, "32-row task");
+            }
+            if (ok && rows >= 3) {
+                const uint32_t a = 1 + rnd_below(rows - 2), b = a + 1 + rnd_below(rows - a - 1);
+                ok = compare_matmul(name, fn, &c, 34, 0, a, "odd split") && compare_matmul(name, fn, &c, 34, a, b, "odd split") &&
+                     compare_matmul(name, fn, &c, 34, b, rows, "odd split");
+            }
+            case_deinit(&c);
+            if (!ok) return;
+        }
+    }
+    /* every token count from 1 to 70 on one small matrix, rows from 3 */
+    Case c;
+    if (!case_init(&c, 40, 192, 64, FILL_RANDOM)) {
+        CHECK(0, "case_init failed");
+        return;
+    }
+    for (uint32_t n_tok = 1; n_tok <= 70; n_tok++) {
+        if (!compare_matmul(name, fn, &c, n_tok, 3, 40, "token sweep")) break;
+    }
+    case_deinit(&c);
+    static const Fill fills[] = {FILL_EXTREME, FILL_SPARSE, FILL_HUGE, FILL_TINY};
+    for (size_t fi = 0; fi < 4; fi++) {
+        if (!case_init(&c, 45, 1152, 64, fills[fi])) {
+            CHECK(0, "case_init failed");
+            return;
+        }
+        compare_matmul(name, fn, &c, 33, 0, 45, "extreme fill");
+        compare_matmul(name, fn, &c, 65, 7, 40, "extreme fill");
+        case_deinit(&c);
+    }
+    printf("  %-11s matmul ok: %u comparisons memcmp-equal to scalar matvec%s\n", name, compared - compared_before,
+           (uint32_t)tu_failures != fails_before ? " (with FAILURES above)" : "");
+}
+
+static void test_amx(void) {
+    test_amx_with("amx (emulated tiles)", amx_emulated_matmul);
+    CHECK(amx_emu_faults == 0, "the emulated tiles met %u operation(s) the hardware would fault on", amx_emu_faults);
+    CHECK(amx_emu_misrouted == 0, "%u call(s) took the wrong path (tiles for group sizes 64k <= 1024 and >= 2 tokens)",
+          amx_emu_misrouted);
+    CHECK(amx_emu_ran > 100 && amx_emu_passed_on > 10, "tile runs %u, passed on %u", amx_emu_ran, amx_emu_passed_on);
+    printf("  amx emulated: %u calls on tiles, %u passed on to avx512vnni's shapes\n", amx_emu_ran, amx_emu_passed_on);
+#if defined(__linux__)
+    /* The permission request (cpu.c) is harmless without AMX: Linux answers with an error. With
+     * AMX-INT8 in CPUID and XCR0, a kernel that enabled XTILEDATA in XCR0 must grant it. */
+    const char* permit = qwen3_cpu_amx_permit();
+    printf("  amx permission from Linux: %s\n", permit ? permit : "granted");
+    if (qwen3_cpu_flags() & QWEN3_CPU_AMX_INT8) {
+        CHECK(permit == NULL, "AMX in CPUID and XCR0 but: %s", permit);
+    } else {
+        CHECK(permit != NULL && strstr(permit, "arch_prctl") != NULL, "no AMX, yet permission: %s",
+              permit ? permit : "granted");
+    }
+#endif
+    const Qwen3KernelTable* amx = qwen3_kernels_find("amx");
+    if (amx == NULL) {
+        printf("  amx (real tiles) SKIPPED: %s\n", qwen3_amx_unavailable());
+    } else {
+        test_amx_with("amx (real tiles)", amx->matmul_q8);
+    }
+}
+#endif
 
 /* ---- activation quantisation against the scalar reference ---- */
 
@@ -736,8 +850,9 @@ static void test_select(void) {
                   qwen3_kernel_name());
         } else {
             CHECK(rc == QWEN3_ERR_UNSUPPORTED, "select(%s) on a CPU without it = %d", names[i], rc);
-            CHECK(strstr(qwen3_get_last_error(), names[i]) && strstr(qwen3_get_last_error(), "lacks"),
-                  "message names the tier and the missing feature: '%s'", qwen3_get_last_error());
+            CHECK(strstr(qwen3_get_last_error(), names[i]) &&
+                      (strstr(qwen3_get_last_error(), "lacks") || strstr(qwen3_get_last_error(), "unavailable")),
+                  "message names the tier and the missing feature or the reason: '%s'", qwen3_get_last_error());
             printf("  select(%s) refused as expected: %s\n", names[i], qwen3_get_last_error());
         }
     }
@@ -800,6 +915,9 @@ int main(int argc, char** argv) {
     test_quantize();
     test_exp_ref();
     test_all_tiers();
+#if defined(__x86_64__) || defined(_M_X64)
+    test_amx();
+#endif
     test_select();
 #if !defined(_WIN32)
     /* Only when the caller did not force a tier itself (the qemu runner does). */
