@@ -2,7 +2,9 @@
  *   - the unpacker dequantises llama.cpp's own blocks value for value
  *     (tests/fixtures/kquants/, made by tools/make_kquant_fixture.py);
  *   - every tier's matmul_blocks returns the scalar reference's bits, for one token and
- *     for a batch (each token of a batch equal to that token alone);
+ *     for a batch (each token of a batch equal to that token alone), over all rows and
+ *     over sub-ranges that start and end off the SIMD tiers' row groups, in every type
+ *     (rows whose width is not a multiple of 256 end in a short unit of 32-value blocks);
  *   - the reference follows kernels.h's formula: close to the dequantised rows times the
  *     dequantised activations, and for Q8_0 / Q4_0 equal to the Q8 path's bits.
  */
@@ -117,7 +119,8 @@ static void test_products(void) {
     /* rows, cols, tokens; widths that are not multiples of 256 (32-value types only) end in
      * blocks past the SIMD kernels' 256-value units */
     static const uint32_t shapes[][3] = {{1, 256, 1}, {7, 512, 3}, {33, 768, 5}, {70, 256, 13}, {3, 1280, 2},
-                                         {9, 96, 3},  {17, 320, 2}, {8, 544, 4}};
+                                         {9, 96, 3},  {17, 320, 2}, {8, 544, 4},  {6, 32, 7},   {13, 224, 1},
+                                         {4, 480, 64}};
     const char* const* names = qwen3_kernels_all_names();
     uint32_t compared = 0;
     for (size_t ti = 0; ti < N_TYPES; ti++) {
@@ -178,6 +181,23 @@ static void test_products(void) {
                       "tier %s, %s %ux%u x %u tokens: differs from the scalar reference", names[k],
                       qwen3_block_name(type), rows, cols, n_tok);
                 compared++;
+                /* row ranges that start and end off a multiple of the SIMD tiers' row groups,
+                 * into an output with a wider stride (as a thread's slice of a batch) */
+                const uint32_t ranges[][2] = {{1, rows}, {rows / 2, rows - rows / 4}, {rows - 1, rows}};
+                for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
+                    const uint32_t r0 = ranges[ri][0], r1 = ranges[ri][1];
+                    if (r0 >= r1) continue;
+                    for (size_t i = 0; i < (size_t)rows * n_tok; i++) got[i] = 12345.0f;
+                    tier->matmul_blocks(got, rows, &c.m, &c.x, r0, r1);
+                    int same = 1;
+                    for (uint32_t t = 0; t < n_tok; t++) {
+                        same &= memcmp(got + (size_t)t * rows, ref + (size_t)t * rows + r0, (r1 - r0) * sizeof(float)) == 0;
+                        for (uint32_t i = r1 - r0; i < rows; i++) same &= got[(size_t)t * rows + i] == 12345.0f;
+                    }
+                    CHECK(same, "tier %s, %s %ux%u x %u tokens, rows [%u, %u): differs from the reference or writes "
+                          "past its slice", names[k], qwen3_block_name(type), rows, cols, n_tok, r0, r1);
+                    compared++;
+                }
             }
             free(ref);
             free(got);
