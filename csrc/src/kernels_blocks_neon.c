@@ -43,6 +43,27 @@ INLINE float f16_at(const uint8_t* p) {
     return f;
 }
 
+/* Four fp16 codes (one per uint32 lane) -> fp32: f16_at's bit operations lane by lane, so
+ * the same bits, NaN payloads included (-v of a zero or subnormal v is v with the sign set). */
+INLINE float32x4_t f16x4(uint32x4_t h) {
+    const uint32x4_t sign = vshlq_n_u32(vandq_u32(h, vdupq_n_u32(0x8000u)), 16);
+    const uint32x4_t exp = vandq_u32(vshrq_n_u32(h, 10), vdupq_n_u32(0x1Fu));
+    const uint32x4_t mant = vandq_u32(h, vdupq_n_u32(0x3FFu)), mant13 = vshlq_n_u32(mant, 13);
+    const uint32x4_t normal = vorrq_u32(sign, vorrq_u32(vshlq_n_u32(vaddq_u32(exp, vdupq_n_u32(112u)), 23), mant13));
+    const uint32x4_t special = vorrq_u32(sign, vorrq_u32(vdupq_n_u32(0x7F800000u), mant13));
+    const float32x4_t sub = vmulq_f32(vcvtq_f32_u32(mant), vdupq_n_f32(5.9604644775390625e-8f));
+    const uint32x4_t sub_bits = vorrq_u32(sign, vreinterpretq_u32_f32(sub));
+    const uint32x4_t bits = vbslq_u32(vceqq_u32(exp, vdupq_n_u32(0x1Fu)), special, normal);
+    return vreinterpretq_f32_u32(vbslq_u32(vceqzq_u32(exp), sub_bits, bits));
+}
+
+/* Eight fp16 codes -> fp32 in v[0] (codes 0..3) and v[1] (4..7). */
+INLINE void f16x8(const uint16_t h[8], float32x4_t v[2]) {
+    const uint16x8_t c = vld1q_u16(h);
+    v[0] = f16x4(vmovl_u16(vget_low_u16(c)));
+    v[1] = f16x4(vmovl_high_u16(c));
+}
+
 /* A unit's per-chunk factors: chunks 0..3 in [0], 4..7 in [1]; Q6_K's sixteen int8 scales
  * as int32, four per vector in value order. */
 typedef struct {
@@ -75,38 +96,35 @@ INLINE void params(uint32_t type, const uint8_t* blk, uint32_t nc, Params* p) {
         p->offset[0] = p->offset[1] = vdupq_n_f32(0.0f);
         return;
     }
-    float scale[8], offset[8];
     if (qwen3_block_values(type) == 32) {
-        /* d of each block, and m for Q4_1 / Q5_1 (added as it is: offset = m) */
+        /* d of each block, and m for Q4_1 / Q5_1 (added as it is: offset = m); code 0 (0.0f)
+         * for the blocks past a short unit */
         const uint32_t bb = qwen3_block_bytes(type);
         const int has_m = type == QWEN3_BLOCK_Q4_1 || type == QWEN3_BLOCK_Q5_1;
+        uint16_t d[8], m[8];
         for (uint32_t k = 0; k < 8; k++) {
-            scale[k] = k < nc ? f16_at(blk + (size_t)k * bb) : 0.0f;
-            offset[k] = k < nc && has_m ? f16_at(blk + (size_t)k * bb + 2) : 0.0f;
+            d[k] = k < nc ? qwen3_read_u16le(blk + (size_t)k * bb) : 0;
+            m[k] = k < nc && has_m ? qwen3_read_u16le(blk + (size_t)k * bb + 2) : 0;
         }
-    } else {
-        /* Q4_K / Q5_K: 6-bit scale and min of chunk j < 4 in the low bits of bytes j and
-         * j + 4; j >= 4 in the nibbles of byte j + 4 under the top two bits of bytes j - 4
-         * and j (as kernels_blocks.c reads them); scale = d * sc, offset = -(dmin * m) */
-        const float d = f16_at(blk), dmin = f16_at(blk + 2);
-        const uint8_t* s = blk + 4;
-        for (int j = 0; j < 8; j++) {
-            int sc, m;
-            if (j < 4) {
-                sc = s[j] & 63;
-                m = s[j + 4] & 63;
-            } else {
-                sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-                m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-            }
-            scale[j] = d * (float)sc;
-            offset[j] = -(dmin * (float)m);
-        }
+        f16x8(d, p->scale);
+        f16x8(m, p->offset);
+        return;
     }
-    p->scale[0] = vld1q_f32(scale);
-    p->scale[1] = vld1q_f32(scale + 4);
-    p->offset[0] = vld1q_f32(offset);
-    p->offset[1] = vld1q_f32(offset + 4);
+    /* Q4_K / Q5_K: the 6-bit scale and min of chunk j < 4 are the low 6 bits of bytes j and
+     * j + 4; of j >= 4, the nibbles of byte j + 4 under the top two bits of bytes j - 4 and
+     * j (as kernels_blocks.c reads them), four at a time here; scale = d * sc, offset =
+     * -(dmin * m), the product then its sign flipped, as the reference does */
+    const float32x4_t d = vdupq_n_f32(f16_at(blk)), dmin = vdupq_n_f32(f16_at(blk + 2));
+    const uint32_t a = qwen3_read_u32le(blk + 4), b = qwen3_read_u32le(blk + 8), c = qwen3_read_u32le(blk + 12);
+    const uint32_t sc_lo = a & 0x3F3F3F3Fu, m_lo = b & 0x3F3F3F3Fu;
+    const uint32_t sc_hi = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
+    const uint32_t m_hi = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
+    const uint16x8_t sc = vmovl_u8(vcreate_u8((uint64_t)sc_hi << 32 | sc_lo));
+    const uint16x8_t m = vmovl_u8(vcreate_u8((uint64_t)m_hi << 32 | m_lo));
+    p->scale[0] = vmulq_f32(d, vcvtq_f32_u32(vmovl_u16(vget_low_u16(sc))));
+    p->scale[1] = vmulq_f32(d, vcvtq_f32_u32(vmovl_high_u16(sc)));
+    p->offset[0] = vnegq_f32(vmulq_f32(dmin, vcvtq_f32_u32(vmovl_u16(vget_low_u16(m)))));
+    p->offset[1] = vnegq_f32(vmulq_f32(dmin, vcvtq_f32_u32(vmovl_high_u16(m))));
 }
 
 /* A unit's 256 values as signed bytes, 16 per vector in value order (chunk c in q[2c] and
