@@ -14,7 +14,9 @@
  * `qemu-aarch64-static -cpu max` with the repository root as working directory (tests
  * find their fixtures by relative path). `test_kernels` also runs with `QWEN3_KERNEL`
  * forced to every tier, and on CPU models that lack SVE or sdot or have other SVE
- * vector lengths, so every tier and the dispatcher's fallbacks are exercised.
+ * vector lengths, so every tier and the dispatcher's fallbacks are exercised;
+ * `test_kernels_blocks` (which compares every tier the CPU supports by itself) also runs
+ * on those CPU models, so no tier's block kernels use an instruction its CPUs lack.
  *
  * qemu comes from Debian's `qemu-user-static` package: installed with apt-get when it is
  * missing and this runs as root, otherwise the script says how to install it.
@@ -51,7 +53,8 @@ export interface QemuRun {
 
 /**
  * The runs for a list of test binaries: each under `-cpu max`; `test_kernels` also with
- * every tier forced and on the CPU models of {@link KERNEL_CPUS}.
+ * every tier forced, and it and `test_kernels_blocks` on the CPU models of
+ * {@link KERNEL_CPUS}.
  *
  * @example
  * ```ts
@@ -64,9 +67,12 @@ export function planRuns(binaries: string[]): QemuRun[] {
   const runs: QemuRun[] = [];
   for (const binary of binaries) {
     runs.push({ binary, cpu: "max", env: {} });
-    if (!/(^|\/)test_kernels$/.test(binary)) continue;
-    for (const tier of AARCH64_TIERS) {
-      runs.push({ binary, cpu: "max", env: { QWEN3_KERNEL: tier } });
+    const kernels = /(^|\/)test_kernels$/.test(binary);
+    if (!kernels && !/(^|\/)test_kernels_blocks$/.test(binary)) continue;
+    if (kernels) {
+      for (const tier of AARCH64_TIERS) {
+        runs.push({ binary, cpu: "max", env: { QWEN3_KERNEL: tier } });
+      }
     }
     for (const { cpu } of KERNEL_CPUS) runs.push({ binary, cpu, env: {} });
   }

@@ -186,8 +186,7 @@ void qwen3_matmul_blocks_avx512vnni(float* out, size_t out_stride, const Qwen3Bl
                                     const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end);
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
-/* Q4_K, Q5_K and Q6_K with AdvSIMD (neon and sve tiers) or sdot (neondot), the reference for the
- * other types (kernels_blocks_neon.c). */
+/* Every block type with AdvSIMD (neon and sve tiers) or sdot (neondot), kernels_blocks_neon.c. */
 void qwen3_matmul_blocks_neon(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
                               uint32_t row_begin, uint32_t row_end);
 void qwen3_matmul_blocks_neondot(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,

@@ -2,7 +2,10 @@
  *   - the unpacker dequantises llama.cpp's own blocks value for value
  *     (tests/fixtures/kquants/, made by tools/make_kquant_fixture.py);
  *   - every tier's matmul_blocks returns the scalar reference's bits, for one token and
- *     for a batch (each token of a batch equal to that token alone);
+ *     for a batch (each token of a batch equal to that token alone), over all rows and
+ *     over sub-ranges that start and end off the SIMD tiers' row groups, in every type
+ *     (rows whose width is not a multiple of 256 end in a short unit of 32-value blocks),
+ *     and with fp16 scales that are zero, subnormal, infinite or NaN;
  *   - the reference follows kernels.h's formula: close to the dequantised rows times the
  *     dequantised activations, and for Q8_0 / Q4_0 equal to the Q8 path's bits.
  */
@@ -117,7 +120,8 @@ static void test_products(void) {
     /* rows, cols, tokens; widths that are not multiples of 256 (32-value types only) end in
      * blocks past the SIMD kernels' 256-value units */
     static const uint32_t shapes[][3] = {{1, 256, 1}, {7, 512, 3}, {33, 768, 5}, {70, 256, 13}, {3, 1280, 2},
-                                         {9, 96, 3},  {17, 320, 2}, {8, 544, 4}};
+                                         {9, 96, 3},  {17, 320, 2}, {8, 544, 4},  {6, 32, 7},   {13, 224, 1},
+                                         {4, 480, 64}};
     const char* const* names = qwen3_kernels_all_names();
     uint32_t compared = 0;
     for (size_t ti = 0; ti < N_TYPES; ti++) {
@@ -178,6 +182,23 @@ static void test_products(void) {
                       "tier %s, %s %ux%u x %u tokens: differs from the scalar reference", names[k],
                       qwen3_block_name(type), rows, cols, n_tok);
                 compared++;
+                /* row ranges that start and end off a multiple of the SIMD tiers' row groups,
+                 * into an output with a wider stride (as a thread's slice of a batch) */
+                const uint32_t ranges[][2] = {{1, rows}, {rows / 2, rows - rows / 4}, {rows - 1, rows}};
+                for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
+                    const uint32_t r0 = ranges[ri][0], r1 = ranges[ri][1];
+                    if (r0 >= r1) continue;
+                    for (size_t i = 0; i < (size_t)rows * n_tok; i++) got[i] = 12345.0f;
+                    tier->matmul_blocks(got, rows, &c.m, &c.x, r0, r1);
+                    int same = 1;
+                    for (uint32_t t = 0; t < n_tok; t++) {
+                        same &= memcmp(got + (size_t)t * rows, ref + (size_t)t * rows + r0, (r1 - r0) * sizeof(float)) == 0;
+                        for (uint32_t i = r1 - r0; i < rows; i++) same &= got[(size_t)t * rows + i] == 12345.0f;
+                    }
+                    CHECK(same, "tier %s, %s %ux%u x %u tokens, rows [%u, %u): differs from the reference or writes "
+                          "past its slice", names[k], qwen3_block_name(type), rows, cols, n_tok, r0, r1);
+                    compared++;
+                }
             }
             free(ref);
             free(got);
@@ -186,6 +207,60 @@ static void test_products(void) {
         }
     }
     printf("  block products: %u tier comparisons memcmp-equal to the reference\n", compared);
+}
+
+/* Offsets of a block's fp16 scale d and of its second fp16 field (m, dmin) or -1. */
+static void f16_fields(uint32_t type, int* d_at, int* m_at) {
+    *d_at = type == QWEN3_BLOCK_Q6_K ? 208 : 0;
+    *m_at = qwen3_block_has_offset(type) ? 2 : -1;
+}
+
+/* Every tier against the reference with fp16 scale codes off the random tests' range: zeros,
+ * subnormals, the extreme normals; infinities; NaNs. Each matrix has one kind of NaN at most
+ * (the default NaN that inf * 0 makes, or one quieted payload), so the result's bits do not
+ * depend on which NaN operand an instruction propagates. */
+static void test_special_scales(void) {
+    static const uint16_t finite[] = {0x0000, 0x8000, 0x0001, 0x83FF, 0x0200, 0x0400, 0x7BFF, 0xFBFF, 0x3C00};
+    static const uint16_t infinite[] = {0x7C00, 0xFC00, 0x3C00, 0x0000, 0x0001};
+    static const uint16_t nan[] = {0x7E01, 0x7C01, 0x3555, 0x8000}; /* quiet and signalling, one payload */
+    const struct {
+        const uint16_t* codes;
+        uint32_t n;
+        int m_too; /* the second field also takes the codes */
+        const char* what;
+    } kinds[] = {{finite, 9, 1, "zero, subnormal and extreme"}, {infinite, 5, 0, "infinite"}, {nan, 4, 0, "NaN"}};
+    const char* const* names = qwen3_kernels_all_names();
+    uint32_t compared = 0;
+    for (size_t ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++) {
+        for (size_t ti = 0; ti < N_TYPES; ti++) {
+            const uint32_t type = TYPES[ti], rows = 9, cols = 512, n_tok = 3, bb = qwen3_block_bytes(type);
+            Case c;
+            float ref[9 * 3], got[9 * 3];
+            if (!case_init(&c, type, rows, cols, n_tok)) {
+                CHECK(0, "out of memory");
+                case_deinit(&c);
+                return;
+            }
+            int d_at, m_at;
+            f16_fields(type, &d_at, &m_at);
+            const uint32_t n_blocks = rows * (cols / qwen3_block_values(type));
+            for (uint32_t b = 0; b < n_blocks; b++) {
+                put16(c.data + (size_t)b * bb + d_at, kinds[ki].codes[b % kinds[ki].n]);
+                if (m_at >= 0 && kinds[ki].m_too) put16(c.data + (size_t)b * bb + m_at, kinds[ki].codes[(b + 4) % kinds[ki].n]);
+            }
+            qwen3_matmul_blocks_ref(ref, rows, &c.m, &c.x, 0, rows);
+            for (uint32_t k = 0; names[k]; k++) {
+                const Qwen3KernelTable* tier = qwen3_kernels_find(names[k]);
+                if (!tier) continue;
+                tier->matmul_blocks(got, rows, &c.m, &c.x, 0, rows);
+                CHECK(memcmp(got, ref, sizeof ref) == 0, "tier %s, %s with %s scales: differs from the reference",
+                      names[k], qwen3_block_name(type), kinds[ki].what);
+                compared++;
+            }
+            case_deinit(&c);
+        }
+    }
+    printf("  special fp16 scales: %u tier comparisons memcmp-equal to the reference\n", compared);
 }
 
 /* Q8_0 and Q4_0 in blocks give the Q8 path's bits (the same group-32 numerics). */
@@ -276,5 +351,6 @@ int main(void) {
     test_llama_cpp_blocks();
     test_q8_path_agrees();
     test_products();
+    test_special_scales();
     return tu_finish("test_kernels_blocks");
 }
