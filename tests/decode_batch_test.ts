@@ -14,7 +14,7 @@ import { writeRandomModel } from "./helpers/random_model.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "qwen3_decode_batch_test_" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-const modelPath = await writeRandomModel(`${dir}/model`, {
+const SHAPE = {
   dim: 64,
   hiddenDim: 128,
   nLayers: 2,
@@ -24,7 +24,8 @@ const modelPath = await writeRandomModel(`${dir}/model`, {
   seqLen: 96,
   groupSize: 16,
   seed: 21,
-});
+};
+const modelPath = await writeRandomModel(`${dir}/model`, SHAPE);
 
 /** Five sessions prefilled to different positions (1, 4, 7, 10, 13 tokens). */
 async function sessions(engine: CEngine): Promise<CSession[]> {
@@ -84,18 +85,32 @@ Deno.test("decode batch: concurrent greedy generations batch and match sequentia
   );
 });
 
-Deno.test("decode batch: a failing step does not fail the others", async () => {
-  using engine = await CEngine.load(modelPath, { threads: 1 });
+Deno.test("decode batch: a refused step leaves the others; a failed batch fails each step", async () => {
+  const path = await writeRandomModel(`${dir}/touched`, SHAPE); // its file is modified below
+  using engine = await CEngine.load(path, { threads: 1 });
   using a = engine.createSession(4);
   using b = engine.createSession();
   await a.forward([1, 2, 3]);
   await b.forward([1, 2, 3]);
   // a fills up after one more token: its second step is refused before it is queued,
-  // and b's steps still run (batched with a's first one)
-  const [la] = await Promise.all([a.forward([4]), b.forward([4])]);
-  assert.equal(la.length, engine.config.vocabSize);
+  // and b's steps still run (the first ones batched with a's)
+  const before = engine.decodeBatchStats;
+  await Promise.all([a.forward([4]), b.forward([4])]);
+  assert.equal(engine.decodeBatchStats.steps - before.steps, 2);
   await assert.rejects(a.forward([5]), /context full/);
   await b.forward([5]);
   assert.equal(a.position, 4);
   assert.equal(b.position, 5);
+  // a model file modified since it was loaded: the batch fails in C before anything
+  // changes, and each step, run again alone, rejects with its own io error
+  using c = engine.createSession();
+  const stat = await Deno.stat(path);
+  await Deno.utime(path, new Date(), new Date(stat.mtime!.getTime() + 5000));
+  const results = await Promise.allSettled([b.forward([6]), c.forward([6])]);
+  for (const r of results) {
+    assert.equal(r.status, "rejected");
+    assert.match(String((r as PromiseRejectedResult).reason), /truncated or modified/);
+  }
+  assert.equal(b.position, 5);
+  assert.equal(c.position, 0);
 });
