@@ -5,15 +5,18 @@
  * given, bit for bit. Callers change nothing: `CSession.forward` of one token queues its
  * step here.
  *
- * A batch starts one macrotask after the first step is queued, so every session whose
- * step is issued in the same turn of the event loop joins it; steps queued while a batch
- * runs wait for it, and the next batch starts one macrotask after it ends, so the
- * sessions it just answered can queue their next step and join the waiting ones (instead
- * of two groups taking turns forever).
+ * A batch starts at the `setImmediate` after the first step is queued (microseconds, not
+ * a timer's millisecond), so every session whose step is issued in the same turn of the
+ * event loop joins it; steps queued while a batch runs wait for it. When a session of the
+ * last batch has not queued its next step yet, the batch waits for it once, one timer
+ * turn: the sessions that batch answered can then join the ones already waiting (instead
+ * of two groups taking turns forever, each alone), while a lone session, or sessions that
+ * keep stepping together, never wait.
  *
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import type { Qwen3Library } from "./symbols.ts";
 
 /** Counts of one model's batched decode steps, since it was loaded. */
@@ -24,6 +27,11 @@ export interface DecodeBatchStats {
   steps: number;
   /** The largest batch so far. */
   largest: number;
+}
+
+/** A context's address, as a set key and for the C array of pointers. */
+function key(ctx: Deno.PointerObject): bigint {
+  return BigInt(Deno.UnsafePointer.value(ctx));
 }
 
 interface QueuedStep {
@@ -39,6 +47,8 @@ export class DecodeBatcher {
   #queue: QueuedStep[] = [];
   #running = false;
   #scheduled = false;
+  #waited = false; // the current wait for the last batch's sessions was spent
+  #last = new Set<bigint>(); // the contexts of the last batch
   #stats: DecodeBatchStats = { batches: 0, steps: 0, largest: 0 };
 
   /** @param lib The library the model was loaded with. */
@@ -67,15 +77,28 @@ export class DecodeBatcher {
   #schedule(): void {
     if (this.#running || this.#scheduled || this.#queue.length === 0) return;
     this.#scheduled = true;
-    setTimeout(() => {
-      this.#scheduled = false;
-      this.#flush();
-    }, 0);
+    setImmediate(() => this.#tick());
+  }
+
+  #tick(): void {
+    this.#scheduled = false;
+    if (this.#running || this.#queue.length === 0) return;
+    if (!this.#waited) {
+      const queued = new Set(this.#queue.map((s) => key(s.ctx)));
+      if ([...this.#last].some((c) => !queued.has(c))) {
+        this.#waited = true;
+        this.#scheduled = true;
+        setTimeout(() => this.#tick(), 0);
+        return;
+      }
+    }
+    this.#flush();
   }
 
   async #flush(): Promise<void> {
-    if (this.#running || this.#queue.length === 0) return;
     const steps = this.#queue.splice(0);
+    this.#waited = false;
+    this.#last = new Set(steps.map((s) => key(s.ctx)));
     this.#running = true;
     try {
       let status = await this.#run(steps);
@@ -103,7 +126,7 @@ export class DecodeBatcher {
     const ptrs = new BigUint64Array(n);
     const tokens = new Int32Array(n);
     for (let i = 0; i < n; i++) {
-      ptrs[i] = BigInt(Deno.UnsafePointer.value(steps[i].ctx));
+      ptrs[i] = key(steps[i].ctx);
       tokens[i] = steps[i].token;
     }
     const status = await this.#lib.symbols.qwen3_context_decode_batch_nonblocking(
