@@ -33,6 +33,8 @@ export interface BatchBenchRow {
 
 /** What `--json` prints. */
 export interface BatchBenchResult {
+  /** "c", or "llama.cpp" for bench/llama_batch_run.py's rows. */
+  engine: string;
   threads: number;
   kernel: string;
   steps: number;
@@ -96,6 +98,7 @@ export async function batchBench(
     }
     const base = median(rates.get(opts.ns[0])!);
     return {
+      engine: "c",
       threads: engine.threads,
       kernel: await kernelName(),
       steps: opts.steps,
@@ -111,16 +114,18 @@ export async function batchBench(
   }
 }
 
-/** The rows as a markdown table (one per thread count). */
+/** The results as one markdown table, by thread count. */
 export function renderBatchTable(results: BatchBenchResult[]): string {
   const lines = [
-    "| threads | kernel | N | aggregate tok/s | per sequence tok/s | vs N = 1 | mean batch |",
-    "| ------- | ------ | - | --------------- | ------------------ | -------- | ---------- |",
+    "| engine | threads | kernel | N | aggregate tok/s | per sequence tok/s | vs N = 1 | mean batch |",
+    "| ------ | ------- | ------ | - | --------------- | ------------------ | -------- | ---------- |",
   ];
-  for (const r of results) {
+  for (const r of [...results].sort((a, b) => a.threads - b.threads)) {
     for (const row of r.rows) {
       lines.push(
-        `| ${r.threads} | ${r.kernel} | ${row.n} | ${row.tokPerSecond.toFixed(1)} | ` +
+        `| ${r.engine} | ${r.threads} | ${r.kernel} | ${row.n} | ${
+          row.tokPerSecond.toFixed(1)
+        } | ` +
           `${(row.tokPerSecond / row.n).toFixed(1)} | ${row.speedup.toFixed(2)}x | ` +
           `${row.meanBatch.toFixed(1)} |`,
       );

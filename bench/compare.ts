@@ -579,6 +579,7 @@ async function main() {
     runs,
     results: join(ROOT, "bench/RESULTS.md"),
     log,
+    peer: peer ? { python: peer.python, gguf: MODEL_GGUF } : undefined,
   });
   await Deno.writeTextFile(join(ROOT, "bench/results.svg"), renderSvg(rows, pps));
   await Deno.writeTextFile(
