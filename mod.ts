@@ -93,3 +93,4 @@ export {
   selectKernel,
 } from "./ffi/c_engine.ts";
 export type { NativeModelInfo } from "./ffi/symbols.ts";
+export type { DecodeBatchStats } from "./ffi/decode_batcher.ts";

@@ -29,6 +29,7 @@ import type { EngineRun } from "./engine_run.ts";
 import { readCheckpoint } from "../src/formats/model_file.ts";
 import { checkpointToGguf } from "../src/formats/gguf_convert.ts";
 import { ensureZig } from "../tools/zig.ts";
+import { compareBatch } from "./compare_batch.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MODEL_DIR = join(ROOT, "bench/models/qwen3-0.6b-random");
@@ -572,6 +573,14 @@ async function main() {
     "",
   ].join("\n");
   await Deno.writeTextFile(join(ROOT, "bench/RESULTS.md"), md);
+  await compareBatch({
+    model: MODEL_BIN,
+    threads,
+    runs,
+    results: join(ROOT, "bench/RESULTS.md"),
+    log,
+    peer: peer ? { python: peer.python, gguf: MODEL_GGUF } : undefined,
+  });
   await Deno.writeTextFile(join(ROOT, "bench/results.svg"), renderSvg(rows, pps));
   await Deno.writeTextFile(
     join(ROOT, "bench/results.json"),

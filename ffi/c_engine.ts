@@ -16,6 +16,7 @@ import type {
   SamplerOptions,
 } from "../src/types.ts";
 import { check, lastError, loadLibrary } from "./library.ts";
+import { DecodeBatcher, type DecodeBatchStats } from "./decode_batcher.ts";
 import {
   cString,
   MODEL_INFO_LAYOUT,
@@ -60,6 +61,8 @@ interface ModelHandle {
   released: boolean;
   /** The model file, for messages about it. */
   path: string;
+  /** Coalesces its sessions' one-token forward passes into batched steps. */
+  batcher: DecodeBatcher;
 }
 
 interface ContextHandle {
@@ -238,7 +241,14 @@ export class CEngine implements Engine {
       const message = lastError(lib) || `${path}: cannot load the model file`;
       throw new Qwen3Error(loadFailureCode(message), message);
     }
-    const handle: ModelHandle = { lib, ptr, liveContexts: 0, released: false, path };
+    const handle: ModelHandle = {
+      lib,
+      ptr,
+      liveContexts: 0,
+      released: false,
+      path,
+      batcher: new DecodeBatcher(lib),
+    };
     let engine: CEngine;
     try {
       engine = new CEngine(handle, path);
@@ -258,6 +268,28 @@ export class CEngine implements Engine {
       throw new Qwen3Error("disposed", "this CEngine was disposed; load the model again");
     }
     return h;
+  }
+
+  /**
+   * How the one-token forward passes of this model's sessions were batched: passes of
+   * `qwen3_context_decode_batch`, the steps they ran (their mean size is `steps /
+   * batches`) and the largest. One-token {@linkcode CSession.forward} calls issued in the
+   * same turn of the event loop, or while a batch runs, share one pass that reads each
+   * weight once (README.md's "Concurrent sessions"). Counts only passes that succeeded.
+   *
+   * @example Two sessions stepping together
+   * ```ts
+   * import { CEngine, demoModelPath } from "@q3/qwen3";
+   *
+   * using engine = await CEngine.load(await demoModelPath(), { contextLength: 64, threads: 1 });
+   * using a = engine.createSession();
+   * using b = engine.createSession();
+   * await Promise.all([a.forward([1]), b.forward([2])]);
+   * console.log(engine.decodeBatchStats); // { batches: 1, steps: 2, largest: 2 }
+   * ```
+   */
+  get decodeBatchStats(): DecodeBatchStats {
+    return this.#live().batcher.stats;
   }
 
   /** Threads used by a forward pass. */
@@ -496,6 +528,9 @@ export class CSession implements EngineSession {
 
   /**
    * Runs `tokens` at positions `position ..` (a nonblocking prefill on a worker thread).
+   * One token is a decode step: steps of several sessions of this engine issued in the
+   * same turn of the event loop, or while a batch runs, go together as one batched pass
+   * ({@linkcode CEngine.decodeBatchStats}) with the same logits, bit for bit.
    *
    * @param tokens Token ids, at least one, each below the model's `vocabSize`.
    * @returns The logits of the last one: a view of the C buffer (no copy), valid until the
@@ -509,8 +544,11 @@ export class CSession implements EngineSession {
   async forward(tokens: ArrayLike<number>): Promise<Float32Array> {
     const buf = this.#validate(tokens);
     const { lib, ptr } = this.#live();
+    // One token: a decode step, batched with the other sessions' steps of this turn.
     const status = await this.#run(
-      lib.symbols.qwen3_context_prefill_nonblocking(ptr, buf, buf.length),
+      buf.length === 1
+        ? this.#handle.model.batcher.step(ptr, buf[0])
+        : lib.symbols.qwen3_context_prefill_nonblocking(ptr, buf, buf.length),
     );
     if (status < 0) throw this.#asyncFailure(status, "qwen3_context_prefill");
     return this.#logits();

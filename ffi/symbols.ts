@@ -217,6 +217,16 @@ export const SYMBOLS = {
     ],
     result: "i32", // int32_t
   },
+  // int32_t qwen3_context_decode_batch(Qwen3Context* const* contexts, const int32_t* tokens,
+  //                                    uint32_t n)
+  qwen3_context_decode_batch: {
+    parameters: [
+      "buffer", // Qwen3Context* const* contexts (n pointers)
+      "buffer", // const int32_t* tokens (n ids)
+      "u32", // uint32_t n
+    ],
+    result: "i32", // int32_t
+  },
   // int qwen3_inference_chat_ex(Qwen3Model* model, const Qwen3Config* config,
   //                             const Qwen3SamplerConfig* sampler, uint32_t max_tokens)
   qwen3_inference_chat_ex: {
@@ -289,6 +299,11 @@ export const NONBLOCKING_SYMBOLS = {
   qwen3_context_decode_nonblocking: {
     ...SYMBOLS.qwen3_context_decode,
     name: "qwen3_context_decode",
+    nonblocking: true,
+  },
+  qwen3_context_decode_batch_nonblocking: {
+    ...SYMBOLS.qwen3_context_decode_batch,
+    name: "qwen3_context_decode_batch",
     nonblocking: true,
   },
 } as const satisfies Deno.ForeignLibraryInterface;

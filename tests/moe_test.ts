@@ -176,10 +176,32 @@ Deno.test("qwen3moe C engine: the same bits on every tier, thread count, prefill
         using whole = c.createSession(64);
         const prefill = (await whole.forward(ids)).slice();
         using steps = c.createSession(64);
-        let decode = new Float32Array(0);
-        for (const id of ids) decode = (await steps.forward([id])).slice();
+        const rows: Float32Array[] = []; // rows[j]: the logits after ids[0..j], step by step
+        for (const id of ids) rows.push((await steps.forward([id])).slice());
+        const decode = rows[rows.length - 1];
         const where = `${tier}, ${threads} threads`;
         assert.deepEqual(prefill, decode, `${where}: prefill differs from decode`);
+        // batched decode steps (qwen3_context_decode_batch): sessions at positions 1, 2, 3
+        // stepping together route their rows to different experts in one pass
+        const batched = [1, 2, 3].map((k) => ({ k, s: c.createSession(64) }));
+        try {
+          for (const { k, s } of batched) await s.forward(ids.slice(0, k));
+          const before = c.decodeBatchStats.batches;
+          for (let r = 0; 3 + r < ids.length; r++) {
+            const got = await Promise.all(batched.map(({ k, s }) => s.forward([ids[k + r]])));
+            got.forEach((g, i) => {
+              const j = batched[i].k + r;
+              assert.deepEqual(g, rows[j], `${where}: batched step of token ${j} differs`);
+            });
+          }
+          assert.equal(
+            c.decodeBatchStats.batches - before,
+            ids.length - 3,
+            `${where}: not batched`,
+          );
+        } finally {
+          for (const { s } of batched) s[Symbol.dispose]();
+        }
         want ??= prefill;
         assert.deepEqual(prefill, want, `${where}: differs from the first run`);
       }

@@ -328,6 +328,25 @@ QWEN3_API int32_t qwen3_context_sample(Qwen3Context* ctx);
  * negative status. Equivalent to prefill(&token, 1) followed by sample(). */
 QWEN3_API int32_t qwen3_context_decode(Qwen3Context* ctx, int32_t token);
 
+/*
+ * One decode step for each of n contexts at once (concurrent chats, server slots):
+ * contexts[i] runs tokens[i] at its own position, keeps its logits (qwen3_context_logits)
+ * and advances one position - bit for bit what n separate qwen3_context_prefill(
+ * contexts[i], &tokens[i], 1) calls leave, on every kernel tier and thread count. Nothing
+ * is sampled: call qwen3_context_sample per context. The contexts must be distinct and of
+ * one model; each weight matrix is read once for up to 64 of them (more are split into
+ * equal passes), so n chats cost little more than one while the step is bound by memory
+ * bandwidth. Checks every context and token first and changes nothing on error:
+ * QWEN3_ERR_INVALID_ARGUMENT for a NULL array or context, a context given twice, contexts
+ * of different models or an id outside the vocabulary (the index named);
+ * QWEN3_ERR_CONTEXT_FULL when a context has no position left; QWEN3_ERR_IO as
+ * qwen3_context_prefill; QWEN3_ERR_OUT_OF_MEMORY when the model's batch scratch (made on
+ * first use: per row about a prefill block row, plus vocab_size floats of logits) cannot
+ * be allocated. n = 0 does nothing. Other calls on the same model wait for each pass, as
+ * for a prefill; a context must not be used by another thread during the call.
+ */
+QWEN3_API int32_t qwen3_context_decode_batch(Qwen3Context* const* contexts, const int32_t* tokens, uint32_t n);
+
 /* ------------------------------------------------------------------------------------
  * The qwen3.c-compatible loops with the extended settings
  * ---------------------------------------------------------------------------------- */

@@ -317,6 +317,10 @@ QWEN3_API int32_t qwen3_context_sample(Qwen3Context* ctx) {
     return qwen3_sampler_sample(&ctx->sampler, ctx->logits);
 }
 
+QWEN3_API int32_t qwen3_context_decode_batch(Qwen3Context* const* contexts, const int32_t* tokens, uint32_t n) {
+    return qwen3_forward_batch(contexts, tokens, n);
+}
+
 QWEN3_API int32_t qwen3_context_decode(Qwen3Context* ctx, int32_t token) {
     if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", __func__);
     int32_t rc = qwen3_forward_tokens(ctx, &token, 1);

@@ -11,6 +11,7 @@
 #include "error.h"
 #include "gguf.h"
 #include "platform.h"
+#include "transformer.h"
 
 /* ====================================================================================
  * Tokenizer
@@ -164,6 +165,7 @@ Qwen3Model* qwen3_model_new(const char* path, uint32_t ctx_length) {
 QWEN3_API void qwen3_model_free(Qwen3Model* m) {
     if (!m) return;
     if (m->pool) qwen3_pool_free(m->pool);
+    qwen3_batch_scratch_free(m->batch);
     qwen3_mutex_free(m->lock);
     for (uint32_t k = 0; k < QWEN3_TEMPLATE_COUNT; k++) free(m->templates[k]);
     if (m->tokenizer) qwen3_tokenizer_free(m->tokenizer);

@@ -76,6 +76,9 @@ typedef struct {
 /* What a GGUF model owns beyond the file map: converted weights and copies (model_gguf.c). */
 typedef struct Qwen3GgufModel Qwen3GgufModel;
 
+/* The scratch of batched decode steps (qwen3_forward_batch, transformer.c). */
+typedef struct Qwen3BatchScratch Qwen3BatchScratch;
+
 struct Qwen3Model {
     char* path;
     Qwen3FileMap map;
@@ -91,6 +94,10 @@ struct Qwen3Model {
     Qwen3Mutex* lock; /* held for a whole forward pass, and while the pool is replaced */
     Qwen3GgufModel* gguf;     /* GGUF files only: converted weights and copies */
     Qwen3MoeShape moe;        /* arch qwen3moe only; n_experts 0 when dense */
+    Qwen3BatchScratch* batch; /* made by the first batched decode step, grown, never
+                               * shrunk; used under lock (transformer.c) */
+    uint32_t batch_rows;      /* contexts per batched pass, at most; 0 = QWEN3_FORWARD_BLOCK
+                               * (tests lower it to exercise the split) */
 };
 
 /* ---- The readers of a mapped file, one per format (model.c picks one by the magic) ---- */

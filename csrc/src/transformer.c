@@ -367,6 +367,9 @@ typedef struct {
     uint32_t tile;      /* tokens per attention task */
     uint32_t n_tiles;
     int residual;       /* add xb2 into x first (the previous layer's down projection) */
+    Qwen3Context* const* seqs; /* a batched decode step: row t is a token of seqs[t] at its
+                                * position (c is the batch scratch); NULL: rows are c's
+                                * tokens at pos0 .. pos0 + n - 1 */
 } BlockJob;
 
 static void add_into(float* x, const float* y, uint32_t n) {
@@ -460,56 +463,89 @@ static void qk_task(void* arg, uint32_t task, uint32_t n_tasks) {
         float* k = c->k + (size_t)t * kv_dim;
         rmsnorm_rows(k, k, hd, h->n_kv_heads, job->lw->k_norm, hd, eps);
         for (uint32_t i = 0; i < h->n_kv_heads; i++) qwen3_rope_rotate(k + (size_t)i * hd, cos_t, sin_t, hd);
-        const uint32_t p = job->pos0 + t;
-        float* kb = c->key_cache + ((size_t)job->layer * c->ctx_blocks + p / QWEN3_KV_BLOCK) * QWEN3_KV_BLOCK * kv_dim +
+        Qwen3Context* const dst = job->seqs ? job->seqs[t] : c; /* whose cache */
+        const uint32_t p = job->seqs ? dst->pos : job->pos0 + t;
+        float* kb = dst->key_cache +
+                    ((size_t)job->layer * dst->ctx_blocks + p / QWEN3_KV_BLOCK) * QWEN3_KV_BLOCK * kv_dim +
                     p % QWEN3_KV_BLOCK;
         for (uint32_t i = 0; i < kv_dim; i++) kb[(size_t)i * QWEN3_KV_BLOCK] = k[i];
+        if (job->seqs) {
+            /* the value row, which Wv wrote to the scratch's cache row t */
+            memcpy(dst->value_cache + ((size_t)job->layer * dst->ctx_len + p) * kv_dim,
+                   c->value_cache + ((size_t)job->layer * c->ctx_len + t) * kv_dim, (size_t)kv_dim * sizeof(float));
+        }
     }
 }
 
-/* One kv head, one tile of tokens: causal attention of each token, for every query head
- * reading that kv head, over positions 0 .. its own, into xb. */
+/* One kv head, nt tokens at positions pos0 .. pos0 + nt - 1 of the context `cache`:
+ * causal attention of each token, for every query head reading that kv head, over
+ * positions 0 .. its own. Token j's queries are at q + j * q_dim, its output at
+ * out + j * wide; query head kv_head * group + g keeps its scores at att + g * att_head,
+ * rows att_stride floats apart. */
+static void attend(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
+                   uint32_t pos0, uint32_t nt, const float* q, float* out, float* att, size_t att_head) {
+    const Qwen3Header* h = &cache->model->header;
+    const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd, q_dim = h->n_heads * hd;
+    const uint32_t group = h->n_heads / h->n_kv_heads;
+    const uint32_t wide = q_dim > h->dim ? q_dim : h->dim;
+    const uint32_t att_stride = cache->att_stride;
+    const size_t block_stride = (size_t)QWEN3_KV_BLOCK * kv_dim;
+    const float* keys = cache->key_cache + (size_t)layer * cache->ctx_blocks * block_stride +
+                        (size_t)kv_head * hd * QWEN3_KV_BLOCK;
+    const float* values = cache->value_cache + (size_t)layer * cache->ctx_len * kv_dim + (size_t)kv_head * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    uint32_t n_pos[QWEN3_FORWARD_BLOCK], lens[QWEN3_FORWARD_BLOCK];
+    for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
+    const uint32_t n_all = n_pos[nt - 1];
+    const uint32_t chunk = cache->att_chunk;
+    for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
+        const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
+        for (uint32_t g = 0; g < group; g++) {
+            const float* qg = q + (size_t)(kv_head * group + g) * hd;
+            const float* kc = keys + (size_t)(p0 / QWEN3_KV_BLOCK) * block_stride;
+            kernels->attn_scores(att + g * att_head + p0, att_stride, qg, q_dim, nt, kc, block_stride, n_c, hd, scale);
+        }
+    }
+    for (uint32_t g = 0; g < group; g++) kernels->softmax(att + g * att_head, att_stride, nt, n_pos);
+    for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
+        const uint32_t p1 = n_all - p0 < chunk ? n_all : p0 + chunk;
+        for (uint32_t j = 0; j < nt; j++) lens[j] = n_pos[j] <= p0 ? 0 : (n_pos[j] < p1 ? n_pos[j] : p1) - p0;
+        for (uint32_t g = 0; g < group; g++) {
+            kernels->attn_values(out + (size_t)(kv_head * group + g) * hd, wide, att + g * att_head + p0, att_stride,
+                                 lens, nt, values + (size_t)p0 * kv_dim, kv_dim, hd, p0 > 0);
+        }
+    }
+}
+
+/* One kv head, one tile of tokens of the block (attend). */
 static void attention_task(void* arg, uint32_t task, uint32_t n_tasks) {
     (void)n_tasks;
     const BlockJob* job = (const BlockJob*)arg;
     Qwen3Context* c = job->c;
     const Qwen3Header* h = &c->model->header;
-    const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd, q_dim = h->n_heads * hd;
+    const uint32_t q_dim = h->n_heads * h->head_dim, wide = q_dim > h->dim ? q_dim : h->dim;
     const uint32_t group = h->n_heads / h->n_kv_heads;
     const uint32_t kv_head = task / job->n_tiles, t0 = (task % job->n_tiles) * job->tile;
     const uint32_t nt = job->n - t0 < job->tile ? job->n - t0 : job->tile;
-    const uint32_t wide = q_dim > h->dim ? q_dim : h->dim;
-    const size_t block_stride = (size_t)QWEN3_KV_BLOCK * kv_dim;
-    const float* keys = c->key_cache + (size_t)job->layer * c->ctx_blocks * block_stride +
-                        (size_t)kv_head * hd * QWEN3_KV_BLOCK;
-    const float* values = c->value_cache + (size_t)job->layer * c->ctx_len * kv_dim + (size_t)kv_head * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
-    uint32_t n_pos[QWEN3_FORWARD_BLOCK], lens[QWEN3_FORWARD_BLOCK];
-    for (uint32_t j = 0; j < nt; j++) n_pos[j] = job->pos0 + t0 + j + 1;
-    const uint32_t n_all = n_pos[nt - 1];
-    const uint32_t chunk = c->att_chunk;
-    /* query head kv_head * group + g: its scores tile, its queries, its output */
     float* const att = c->att + ((size_t)kv_head * group * c->block + t0) * c->att_stride;
-    const size_t att_head = (size_t)c->block * c->att_stride;
-    for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
-        const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
-        for (uint32_t g = 0; g < group; g++) {
-            const float* q = c->q + (size_t)t0 * q_dim + (size_t)(kv_head * group + g) * hd;
-            const float* kc = keys + (size_t)(p0 / QWEN3_KV_BLOCK) * block_stride;
-            job->kernels->attn_scores(att + g * att_head + p0, c->att_stride, q, q_dim, nt, kc, block_stride, n_c, hd,
-                                      scale);
-        }
-    }
-    for (uint32_t g = 0; g < group; g++) job->kernels->softmax(att + g * att_head, c->att_stride, nt, n_pos);
-    for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
-        const uint32_t p1 = n_all - p0 < chunk ? n_all : p0 + chunk;
-        for (uint32_t j = 0; j < nt; j++) lens[j] = n_pos[j] <= p0 ? 0 : (n_pos[j] < p1 ? n_pos[j] : p1) - p0;
-        for (uint32_t g = 0; g < group; g++) {
-            float* out = c->xb + (size_t)t0 * wide + (size_t)(kv_head * group + g) * hd;
-            job->kernels->attn_values(out, wide, att + g * att_head + p0, c->att_stride, lens, nt,
-                                      values + (size_t)p0 * kv_dim, kv_dim, hd, p0 > 0);
-        }
-    }
+    attend(job->kernels, c, job->layer, kv_head, job->pos0 + t0, nt, c->q + (size_t)t0 * q_dim,
+           c->xb + (size_t)t0 * wide, att, (size_t)c->block * c->att_stride);
+}
+
+/* A batched decode step: one kv head of row t's context, over that context's own cache
+ * and scores buffer (tasks t * n_kv_heads + kv_head). */
+static void batch_attention_task(void* arg, uint32_t task, uint32_t n_tasks) {
+    (void)n_tasks;
+    const BlockJob* job = (const BlockJob*)arg;
+    Qwen3Context* c = job->c;
+    const Qwen3Header* h = &c->model->header;
+    const uint32_t q_dim = h->n_heads * h->head_dim, wide = q_dim > h->dim ? q_dim : h->dim;
+    const uint32_t group = h->n_heads / h->n_kv_heads;
+    const uint32_t t = task / h->n_kv_heads, kv_head = task % h->n_kv_heads;
+    Qwen3Context* const seq = job->seqs[t];
+    float* const att = seq->att + (size_t)kv_head * group * seq->block * seq->att_stride;
+    attend(job->kernels, seq, job->layer, kv_head, seq->pos, 1, c->q + (size_t)t * q_dim, c->xb + (size_t)t * wide,
+           att, (size_t)seq->block * seq->att_stride);
 }
 
 /* A task's tokens: the attention output quantised as the input of Wo. */
@@ -876,5 +912,222 @@ int32_t qwen3_forward_tokens_logits(Qwen3Context* c, const int32_t* tokens, uint
     /* the context's own logits stay those of the last token, as after a prefill */
     memcpy(c->logits, logits + (size_t)(n - 1) * vocab, (size_t)vocab * sizeof(float));
     c->has_logits = 1;
+    return QWEN3_OK;
+}
+
+/* ====================================================================================
+ * Batched decode: one token for each of several contexts (docs/numerics.md#batched-decode)
+ *
+ * The rows of a pass are tokens of different contexts at their own positions. Everything
+ * that is per row (embedding, norms, QK-norm, RoPE, SiLU, quantisation, residuals) and the
+ * matrix products run on the model's batch scratch exactly as a prefill block's rows do;
+ * what reads a context's history (the keys and values at its position, attention over its
+ * cache) goes to row t's own context. A prefill block is bit-identical to one decode per
+ * token, and the GEMM gives each row the single-row bits, so each context gets the logits
+ * of its own decode step.
+ *
+ * Scratch: one per model (model->batch), not per context or per call. The model lock
+ * already serialises every forward pass on a model, so one scratch is never wanted twice
+ * at once; a context's own block buffers would not do (they hold min(64, its length)
+ * rows, fewer than a batch may have, and its scores rows are as long as its own cache),
+ * and a per-call allocation would cost the step a malloc of n * vocab_size logits. The
+ * scratch is a context of batch_rows positions: its block buffers hold the rows, its
+ * value cache takes each layer's new value rows before they are copied to their contexts,
+ * and qwen3_moe_forward reads and writes it as it does any block. It is made at the first
+ * batched step, so a model that never batches pays nothing, and only ever grows.
+ * ================================================================================== */
+
+struct Qwen3BatchScratch {
+    Qwen3Context rows; /* block = rows per pass; pos stays 0 (its keys are never written) */
+    float* logits;     /* (rows.block, vocab_size) the classifier's output, copied to each context */
+};
+
+void qwen3_batch_scratch_free(Qwen3BatchScratch* s) {
+    if (!s) return;
+    qwen3_context_deinit(&s->rows);
+    qwen3_aligned_free(s->logits);
+    free(s);
+}
+
+/* A scratch of at least `rows` rows on m->batch (the model lock held): kept when large
+ * enough, else replaced; on failure the old one stays and the error names the size. */
+static int32_t batch_scratch_reserve(Qwen3Model* m, uint32_t rows) {
+    if (m->batch && m->batch->rows.block >= rows) return QWEN3_OK;
+    Qwen3BatchScratch* s = (Qwen3BatchScratch*)calloc(1, sizeof *s);
+    if (!s) return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory allocating a batch scratch of %u rows", rows);
+    int32_t rc = qwen3_context_init(&s->rows, m, rows);
+    if (rc == QWEN3_OK) rc = commit_positions(&s->rows, rows);
+    if (rc == QWEN3_OK) {
+        rc = alloc_floats(&s->logits, (uint64_t)rows * m->header.vocab_size, "batch logits");
+    }
+    if (rc != QWEN3_OK) {
+        qwen3_batch_scratch_free(s);
+        return rc;
+    }
+    qwen3_batch_scratch_free(m->batch);
+    m->batch = s;
+    return QWEN3_OK;
+}
+
+/* One batched pass over n >= 2 rows (n <= the scratch's rows): row t is tokens[t] of
+ * seqs[t] at seqs[t]->pos. Leaves each context's logits; positions do not move here. */
+static void forward_rows(Qwen3BatchScratch* bs, Qwen3Context* const* seqs, const int32_t* tokens, uint32_t n,
+                         const Qwen3KernelTable* kernels) {
+    Qwen3Context* c = &bs->rows;
+    Qwen3Model* m = c->model;
+    const Qwen3Header* h = &m->header;
+    const Qwen3Weights* w = &m->weights;
+    const uint32_t dim = h->dim, hd = h->head_dim, half = hd / 2, vocab = h->vocab_size;
+    const uint32_t q_dim = h->n_heads * hd, kv_dim = h->n_kv_heads * hd;
+
+    uint64_t att_work = 0; /* multiply-adds of all rows' attention */
+    for (uint32_t t = 0; t < n; t++) {
+        qwen3_matrix_row(c->x + (size_t)t * dim, &w->embed, (uint32_t)tokens[t]);
+        const float fpos = (float)seqs[t]->pos; /* forward_block's angles */
+        for (uint32_t i = 0; i < half; i++) {
+            float angle = fpos * c->rope_freq[i];
+            c->rope_cos[(size_t)t * half + i] = cosf(angle);
+            c->rope_sin[(size_t)t * half + i] = sinf(angle);
+        }
+        att_work += (uint64_t)(seqs[t]->pos + 1) * q_dim * 2;
+    }
+    c->xq.n_tokens = n;
+    c->hq.n_tokens = n;
+    BlockJob job = {.c = c, .kernels = kernels, .pos0 = 0, .n = n, .tile = 1, .n_tiles = n, .seqs = seqs};
+    const uint32_t threads = qwen3_pool_threads(m->pool);
+    const uint32_t att_tasks = n * h->n_kv_heads;
+
+    for (uint32_t l = 0; l < h->n_layers; l++) {
+        const Qwen3LayerWeights* lw = &w->layers[l];
+        job.lw = lw;
+        job.layer = l;
+        job.residual = l > 0;
+        c->xq.n = dim;
+        per_token(m, norm_input_task, &job);
+
+        /* values to the scratch's cache rows 0 .. n-1; qk_task copies them out */
+        float* v = c->value_cache + (size_t)l * c->ctx_len * kv_dim;
+        MatmulJob qkv = {.parts = {{c->q, q_dim, &lw->wq}, {c->k, kv_dim, &lw->wk}, {v, kv_dim, &lw->wv}},
+                         .n_parts = 3,
+                         .x = &c->xq,
+                         .xf = c->xb,
+                         .xf_stride = dim,
+                         .kernels = kernels};
+        run_matmul(m, &qkv);
+        per_token(m, qk_task, &job);
+
+        if (threads > 1 && att_work >= PARALLEL_MIN_WORK) {
+            qwen3_pool_run(m->pool, batch_attention_task, &job, att_tasks);
+        } else {
+            for (uint32_t i = 0; i < att_tasks; i++) batch_attention_task(&job, i, att_tasks);
+        }
+        c->xq.n = q_dim;
+        per_token(m, quantize_att_task, &job);
+        matmul1(m, kernels, c->xb2, dim, &lw->wo, &c->xq, c->xb, q_dim > dim ? q_dim : dim);
+
+        c->xq.n = dim;
+        per_token(m, ffn_input_task, &job);
+        if (lw->moe) {
+            qwen3_moe_forward(c, kernels, lw->moe, n); /* the scratch's rows, as a block's */
+            continue;
+        }
+        MatmulJob gate_up = {.parts = {{c->hb, h->hidden_dim, &lw->w1}, {c->hb2, h->hidden_dim, &lw->w3}},
+                             .n_parts = 2,
+                             .x = &c->xq,
+                             .xf = c->xb,
+                             .xf_stride = dim,
+                             .kernels = kernels};
+        run_matmul(m, &gate_up);
+        per_token(m, silu_task, &job);
+        matmul1(m, kernels, c->xb2, dim, &lw->w2, &c->hq, c->hb, h->hidden_dim);
+    }
+
+    /* every row's logits, as block_logits: one classifier product over the rows */
+    for (uint32_t t = 0; t < n; t++) {
+        float* x = c->x + (size_t)t * dim;
+        add_into(x, c->xb2 + (size_t)t * dim, dim);
+        qwen3_rmsnorm(c->xb + (size_t)t * dim, x, w->final_norm, dim, m->rms_eps);
+    }
+    c->xq.n = dim;
+    for (uint32_t t = 0; t < n; t++) quantize_input(c, kernels, c->xb + (size_t)t * dim, &c->xq, t);
+    matmul1(m, kernels, bs->logits, vocab, &w->classifier, &c->xq, c->xb, dim);
+    for (uint32_t t = 0; t < n; t++) {
+        memcpy(seqs[t]->logits, bs->logits + (size_t)t * vocab, (size_t)vocab * sizeof(float));
+    }
+}
+
+int32_t qwen3_forward_batch(Qwen3Context* const* ctxs, const int32_t* tokens, uint32_t n) {
+    if (n == 0) return QWEN3_OK;
+    if (!ctxs || !tokens) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "decode batch: %s is NULL but n is %u",
+                          !ctxs ? "contexts" : "tokens", n);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (!ctxs[i]) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "decode batch: contexts[%u] is NULL", i);
+    }
+    Qwen3Model* m = ctxs[0]->model;
+    for (uint32_t i = 0; i < n; i++) {
+        Qwen3Context* c = ctxs[i];
+        if (c->model != m) {
+            return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                              "decode batch: contexts[%u] belongs to another model than contexts[0] (one "
+                              "batch reads one model's weights)",
+                              i);
+        }
+        /* quadratic, but n is a handful of chats and this is nothing beside the pass */
+        for (uint32_t j = 0; j < i; j++) {
+            if (ctxs[j] == c) {
+                return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                                  "decode batch: contexts[%u] is contexts[%u] again (a context takes one "
+                                  "token per batch)",
+                                  i, j);
+            }
+        }
+        if (c->pos >= c->ctx_len) {
+            return qwen3_fail(QWEN3_ERR_CONTEXT_FULL,
+                              "context full: contexts[%u] holds %u of %u positions, no room for its token", i,
+                              c->pos, c->ctx_len);
+        }
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= m->header.vocab_size) {
+            return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                              "decode batch: token id %d of contexts[%u] is outside the vocabulary [0, %u)",
+                              tokens[i], i, m->header.vocab_size);
+        }
+    }
+    int32_t rc = qwen3_file_map_check(&m->map, m->path);
+    for (uint32_t i = 0; i < n && rc == QWEN3_OK; i++) rc = commit_positions(ctxs[i], ctxs[i]->pos + 1);
+    if (rc != QWEN3_OK) return rc;
+    /* passes of equal size, as forward_tokens splits a prefill */
+    const uint32_t max_rows = m->batch_rows ? m->batch_rows : QWEN3_FORWARD_BLOCK;
+    const uint32_t n_passes = (n + max_rows - 1) / max_rows;
+    const uint32_t widest = (n + n_passes - 1) / n_passes;
+    if (widest > 1) {
+        qwen3_mutex_lock(m->lock);
+        rc = batch_scratch_reserve(m, widest);
+        qwen3_mutex_unlock(m->lock);
+        if (rc != QWEN3_OK) return rc;
+    }
+
+    const Qwen3KernelTable* kernels = qwen3_kernels_active();
+    for (uint32_t i = 0; i < n; i++) ctxs[i]->has_logits = 0;
+    uint32_t i = 0;
+    for (uint32_t b = 0; b < n_passes; b++) {
+        const uint32_t left = n_passes - b;
+        const uint32_t count = (n - i + left - 1) / left;
+        /* one pass per lock hold, as forward_tokens; the scratch only grows, so the one
+         * reserved above (or a larger one) is there */
+        qwen3_mutex_lock(m->lock);
+        if (count == 1) {
+            forward_block(ctxs[i], tokens + i, 1, 1, kernels); /* the fused decode step */
+        } else {
+            forward_rows(m->batch, ctxs + i, tokens + i, count, kernels);
+        }
+        qwen3_mutex_unlock(m->lock);
+        for (uint32_t j = i; j < i + count; j++) {
+            ctxs[j]->pos += 1;
+            ctxs[j]->has_logits = 1;
+        }
+        i += count;
+    }
     return QWEN3_OK;
 }

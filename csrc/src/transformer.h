@@ -95,6 +95,23 @@ int32_t qwen3_forward_embed(Qwen3Context* ctx, const int32_t* tokens, uint32_t n
  */
 int32_t qwen3_forward_tokens_logits(Qwen3Context* ctx, const int32_t* tokens, uint32_t n, float* logits);
 
+/*
+ * One decode step for each of n distinct contexts of one model, batched
+ * (docs/numerics.md#batched-decode): contexts[i] runs tokens[i] at its own position and
+ * gets its logits, as qwen3_forward_tokens(contexts[i], &tokens[i], 1) would leave them, bit
+ * for bit. The linear layers and the classifier read each weight once per pass of up to
+ * model->batch_rows contexts (more are split in equal passes); attention runs per
+ * (context, kv head) over each context's own cache. Checks everything first and changes
+ * nothing on error: QWEN3_ERR_INVALID_ARGUMENT for NULL arrays or contexts, a context
+ * given twice, contexts of different models or an id outside the vocabulary;
+ * QWEN3_ERR_CONTEXT_FULL for a full context; QWEN3_ERR_IO as qwen3_forward_tokens;
+ * QWEN3_ERR_OUT_OF_MEMORY when the model's batch scratch cannot grow. n = 0 does nothing.
+ */
+int32_t qwen3_forward_batch(Qwen3Context* const* contexts, const int32_t* tokens, uint32_t n);
+
+/* Frees a model's batch scratch; NULL is ignored (qwen3_model_free). */
+void qwen3_batch_scratch_free(Qwen3BatchScratch* s);
+
 /* ---- the fp32 building blocks, exposed for tests ---- */
 
 /* out = x / sqrt(mean(x^2) + eps) * w; out may equal x. */

@@ -6,6 +6,7 @@
 
 import type { Outcome } from "./completion.ts";
 import type { SlotPool } from "./slots.ts";
+import type { DecodeBatchStats } from "../../ffi/decode_batcher.ts";
 
 /** The server's counters; requests are counted by route and status. */
 export class Metrics {
@@ -44,9 +45,11 @@ export class Metrics {
    * The exposition text.
    *
    * @param pool The slots (busy and waiting now).
+   * @param batch The C engine's batched decode counts (absent on the TypeScript engine,
+   * which does not batch).
    * @returns Prometheus text format.
    */
-  render(pool: SlotPool): string {
+  render(pool: SlotPool, batch?: DecodeBatchStats): string {
     const lines: string[] = [];
     const metric = (name: string, type: string, help: string, samples: [string, number][]) => {
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -87,6 +90,30 @@ export class Metrics {
     metric("qwen3_slots_busy", "gauge", "Slots generating now.", [["", pool.busy]]);
     metric("qwen3_slots_total", "gauge", "Slots (--parallel).", [["", pool.parallel]]);
     metric("qwen3_queue_length", "gauge", "Requests waiting for a slot.", [["", pool.queued]]);
+    if (batch) {
+      metric(
+        "qwen3_decode_batches_total",
+        "counter",
+        "Batched decode passes: one-token steps of the slots that ran together, each weight read once.",
+        [["", batch.batches]],
+      );
+      metric(
+        "qwen3_decode_batch_steps_total",
+        "counter",
+        "One-token decode steps those passes ran (the sum of the batch sizes).",
+        [["", batch.steps]],
+      );
+      metric(
+        "qwen3_decode_batch_size_mean",
+        "gauge",
+        "Mean decode batch size so far: steps per pass (1 when the slots never decoded together).",
+        [["", round(batch.batches ? batch.steps / batch.batches : 0)]],
+      );
+      metric("qwen3_decode_batch_size_max", "gauge", "The largest decode batch so far.", [[
+        "",
+        batch.largest,
+      ]]);
+    }
     return lines.join("\n") + "\n";
   }
 }

@@ -6,6 +6,7 @@
  */
 
 import type { Qwen3 } from "../api/qwen3.ts";
+import { CEngine } from "../../ffi/c_engine.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import * as api from "./handlers.ts";
 import { applyTemplate } from "./apply_template.ts";
@@ -172,7 +173,9 @@ const ROUTES: Record<string, Record<string, Route>> = {
 };
 
 function metricsText(ctx: api.ServerContext): Response {
-  return new Response(ctx.metrics.render(ctx.pool), {
+  const engine = ctx.model.engine;
+  const batch = engine instanceof CEngine ? engine.decodeBatchStats : undefined;
+  return new Response(ctx.metrics.render(ctx.pool, batch), {
     headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
   });
 }
