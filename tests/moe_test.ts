@@ -1,7 +1,7 @@
 /**
  * Qwen3-MoE (GGUF arch `qwen3moe`) against Hugging Face transformers: the tiny random
  * Qwen3MoeForCausalLM of tools/hf_moe_reference.py (8 experts, top-2, norm_topk_prob, block
- * 1 dense) is exported to GGUF and the TypeScript engine, reading it, must pick transformers'
+ * 1 dense; and the same weights with norm_topk_prob false) is exported to GGUF and the TypeScript engine, reading it, must pick transformers'
  * argmax at every prompt position and stay within the dense path's bounds of its logits,
  * and so must the C engine, which must also give the same bits on every kernel tier, at 1
  * and 2 threads, and for a prompt fed at once (grouped by expert) or token by token. Also:
@@ -59,24 +59,42 @@ const reference: Reference = JSON.parse(
   await Deno.readTextFile(new URL(`${NAME}/reference.json`, fixtures)),
 );
 
+/**
+ * The second fixture (tools/hf_moe_reference.py --no-norm): the same weights with
+ * norm_topk_prob false, so only its config.json and transformers' logits are committed.
+ */
+const NO_NORM = "hf_tiny_moe_nonorm";
+const hfNoNorm = (async () => {
+  const dir = await materialize(join(tmp, NO_NORM));
+  await Deno.copyFile(new URL(`${NO_NORM}/config.json`, fixtures), join(dir, "config.json"));
+  return dir;
+})();
+const noNormReference: Reference = JSON.parse(
+  await Deno.readTextFile(new URL(`${NO_NORM}/reference.json`, fixtures)),
+);
+
+type Variant = "norm" | "no_norm";
 const exports = new Map<string, Promise<string>>();
-function exportGguf(type: "q8_0" | "f32"): Promise<string> {
-  let p = exports.get(type);
+function exportGguf(type: "q8_0" | "f32", variant: Variant = "norm"): Promise<string> {
+  let p = exports.get(`${variant}_${type}`);
   if (!p) {
     p = (async () => {
-      const out = join(tmp, `moe_${type}.gguf`);
-      await exportHfModel(await hf, out, { format: "gguf", type });
+      const out = join(tmp, `moe_${variant}_${type}.gguf`);
+      await exportHfModel(await (variant === "norm" ? hf : hfNoNorm), out, {
+        format: "gguf",
+        type,
+      });
       return out;
     })();
-    exports.set(type, p);
+    exports.set(`${variant}_${type}`, p);
   }
   return p;
 }
 
 /** Every position's logits, the prompt fed one token at a time. */
-async function engineLogits(engine: Engine): Promise<Float32Array[][]> {
+async function engineLogits(engine: Engine, ref: Reference = reference): Promise<Float32Array[][]> {
   const out: Float32Array[][] = [];
-  for (const p of reference.prompts) {
+  for (const p of ref.prompts) {
     using session = engine.createSession(64);
     const rows: Float32Array[] = [];
     for (const id of p.ids) rows.push((await session.forward([id])).slice());
@@ -92,9 +110,14 @@ function argmax(a: Float32Array): number {
 }
 
 /** Checks logits against transformers'; returns the largest error in deviations. */
-function compare(label: string, logits: Float32Array[][], tolerance: number): number {
+function compare(
+  label: string,
+  logits: Float32Array[][],
+  tolerance: number,
+  ref: Reference = reference,
+): number {
   let worst = 0;
-  reference.prompts.forEach((p, i) => {
+  ref.prompts.forEach((p, i) => {
     p.positions.forEach((pos, t) => {
       const ours = logits[i][t];
       const where = `${label}, prompt ${p.name}, position ${t}`;
@@ -105,7 +128,7 @@ function compare(label: string, logits: Float32Array[][], tolerance: number): nu
         assert.ok(err <= tolerance, `${where}, token ${id}: ${ours[id]} vs ${want} (${err} std)`);
       };
       pos.top_ids.forEach((id, k) => check(id, pos.top_logits[k]));
-      reference.probe_ids.forEach((id, k) => check(id, pos.probe_logits[k]));
+      ref.probe_ids.forEach((id, k) => check(id, pos.probe_logits[k]));
     });
   });
   return worst;
@@ -118,22 +141,33 @@ function compare(label: string, logits: Float32Array[][], tolerance: number): nu
  */
 const C_TS_TOLERANCE = 1e-4;
 
-for (const [type, tolerance] of [["q8_0", Q8_TOLERANCE], ["f32", F32_TOLERANCE]] as const) {
-  Deno.test(`qwen3moe ${type} GGUF: both engines match transformers`, async () => {
-    const path = await exportGguf(type);
+// norm_topk_prob false: F32 only, where the bound is tight enough to tell the two weightings
+// apart (the Q8 path is the same code as the first fixture's).
+for (
+  const [type, tolerance, variant] of [
+    ["q8_0", Q8_TOLERANCE, "norm"],
+    ["f32", F32_TOLERANCE, "norm"],
+    ["f32", F32_TOLERANCE, "no_norm"],
+  ] as const
+) {
+  const what = variant === "norm" ? "" : " (norm_topk_prob false)";
+  Deno.test(`qwen3moe ${type} GGUF${what}: both engines match transformers`, async () => {
+    const path = await exportGguf(type, variant);
+    const ref = variant === "norm" ? reference : noNormReference;
     using ts = await TsEngine.load(path);
     assert.deepEqual(ts.config.moe, {
       nExperts: 8,
       nExpertsUsed: 2,
       expertHiddenDim: 32,
+      normTopkProb: variant === "norm",
       sparse: [true, false],
     });
-    const tsLogits = await engineLogits(ts);
-    const tsWorst = compare(`ts ${type}`, tsLogits, tolerance);
+    const tsLogits = await engineLogits(ts, ref);
+    const tsWorst = compare(`ts ${type}${what}`, tsLogits, tolerance, ref);
     using c = await CEngine.load(path, { threads: 1 });
     assert.deepEqual(c.config.moe, ts.config.moe);
-    const cLogits = await engineLogits(c);
-    const cWorst = compare(`c ${type}`, cLogits, tolerance);
+    const cLogits = await engineLogits(c, ref);
+    const cWorst = compare(`c ${type}${what}`, cLogits, tolerance, ref);
     let apart = 0;
     cLogits.forEach((rows, i) =>
       rows.forEach((row, t) => {
@@ -145,7 +179,7 @@ for (const [type, tolerance] of [["q8_0", Q8_TOLERANCE], ["f32", F32_TOLERANCE]]
     );
     assert.ok(apart <= C_TS_TOLERANCE, `C and TS logits ${apart} apart`);
     console.log(
-      `qwen3moe ${type}: worst logit error ${tsWorst.toExponential(2)} (ts), ${
+      `qwen3moe ${type}${what}: worst logit error ${tsWorst.toExponential(2)} (ts), ${
         cWorst.toExponential(2)
       } ` +
         `(c) std; C - TS at most ${apart}`,
@@ -200,6 +234,12 @@ Deno.test("qwen3moe GGUF: llama.cpp's keys, tensor names and shapes", async () =
   assert.equal(g.metadata.get("qwen3moe.expert_used_count"), 2);
   assert.equal(g.metadata.get("qwen3moe.expert_feed_forward_length"), 32);
   assert.equal(g.metadata.get("qwen3moe.feed_forward_length"), 96);
+  // llama.cpp's converter writes no expert_weights_norm for Qwen3-MoE; ours only when false
+  assert.equal(g.metadata.has("qwen3moe.expert_weights_norm"), false);
+  const noNorm = await exportGguf("f32", "no_norm");
+  const nb = await Deno.readFile(noNorm);
+  const ng = readGgufHeader(nb, nb.length, noNorm);
+  assert.equal(ng.metadata.get("qwen3moe.expert_weights_norm"), false);
   assert.equal(g.metadata.get("qwen3moe.embedding_length"), 64);
   assert.ok(![...g.metadata.keys()].some((k) => k.startsWith("qwen3.")));
   const t = (name: string) => g.tensors.get(name);
@@ -240,8 +280,8 @@ Deno.test("qwen3moe export: refuses what it cannot write, naming why", async () 
   await refuses(src, { format: "gguf", type: "q4_k_m" }, "unsupported", /mixture/);
   const used = await editedConfig("bad_used", (c) => c.num_experts_per_tok = 9);
   await refuses(used, { format: "gguf" }, "format", /num_experts_per_tok = 9/);
-  const norm = await editedConfig("no_norm", (c) => c.norm_topk_prob = false);
-  await refuses(norm, { format: "gguf" }, "unsupported", /norm_topk_prob/);
+  const norm = await editedConfig("bad_norm", (c) => c.norm_topk_prob = "yes");
+  await refuses(norm, { format: "gguf" }, "format", /norm_topk_prob = "yes" is not true or false/);
 });
 
 /** The exported Q8_0 file with `patch` applied to a copy of its bytes, written beside it. */
@@ -276,8 +316,18 @@ Deno.test("qwen3moe GGUF: both engines refuse bad expert counts and shapes, nami
   const none = await patched("no_router", (b, at) => {
     b[at("blk.0.ffn_gate_inp") - 1] = "q".charCodeAt(0);
   });
+  // expert_weights_norm's type tag bool (7) -> uint8 (0): the same byte, not a bool
+  const normBytes = await Deno.readFile(await exportGguf("f32", "no_norm"));
+  const normType =
+    normBytes.findIndex((_, i) =>
+      new TextDecoder().decode(normBytes.subarray(i, i + 28)) === "qwen3moe.expert_weights_norm"
+    ) + 28;
+  normBytes[normType] = 0;
+  const normPath = join(tmp, "norm_u8.gguf");
+  await Deno.writeFile(normPath, normBytes);
   const cases: [string, RegExp][] = [
     [none, /GGUF arch qwen3moe has no block with a ffn_gate_inp tensor/],
+    [normPath, /'qwen3moe\.expert_weights_norm' is (a u8, expected a bool|not a bool)/],
     [used, /qwen3moe\.expert_used_count' = 9 is outside \[1, 8\]/],
     [shape, /blk\.0\.ffn_gate_exps\.weight' has shape \[32, 64, 8, 1\].*expected \[64, 32, 8\]/],
   ];

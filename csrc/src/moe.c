@@ -2,7 +2,8 @@
  * moe.c - the sparse feed-forward of Qwen3-MoE (docs/numerics.md#mixture-of-experts).
  *
  * Per token: router logits (fp32, index order), softmax over the experts, the k most
- * probable experts (ties to the lower index), their weights renormalised over the k.
+ * probable experts (ties to the lower index), their weights renormalised over the k
+ * (unless the model says not to: HF norm_topk_prob false).
  * Per expert, for all the block's tokens routed to it at once: gate and up products on
  * the tokens' inputs, SiLU(gate) * up, the down product, with the engine's kernels (so
  * tiers, thread counts and prefill / decode give the same bits as for a dense block).
@@ -33,7 +34,7 @@ struct Qwen3MoeScratch {
     Qwen3Q8Batch hq;  /* (block, hidden) quantised down input */
 };
 
-void qwen3_moe_route(const float* router, const float* h, uint32_t dim, uint32_t n_experts, uint32_t k,
+void qwen3_moe_route(const float* router, const float* h, uint32_t dim, uint32_t n_experts, uint32_t k, int norm,
                      float* probs, uint32_t* chosen, float* weights) {
     for (uint32_t e = 0; e < n_experts; e++) {
         const float* r = router + (size_t)e * dim;
@@ -53,7 +54,7 @@ void qwen3_moe_route(const float* router, const float* h, uint32_t dim, uint32_t
         chosen[j] = best;
         total += probs[best];
     }
-    for (uint32_t j = 0; j < k; j++) weights[j] = probs[chosen[j]] / total;
+    for (uint32_t j = 0; j < k; j++) weights[j] = norm ? probs[chosen[j]] / total : probs[chosen[j]];
 }
 
 static void* alloc_bytes(uint64_t bytes, int* failed) {
@@ -115,8 +116,8 @@ void qwen3_moe_forward(Qwen3Context* c, const Qwen3KernelTable* k, const Qwen3Mo
     const uint32_t dim = m->header.dim, hidden = m->moe.hidden_dim, ne = m->moe.n_experts, used = m->moe.n_used;
     const uint32_t gs = m->header.group_size;
     for (uint32_t t = 0; t < n; t++) {
-        qwen3_moe_route(layer->router, c->xb + (size_t)t * dim, dim, ne, used, s->probs, s->chosen + (size_t)t * used,
-                        s->weights + (size_t)t * used);
+        qwen3_moe_route(layer->router, c->xb + (size_t)t * dim, dim, ne, used, (int)m->moe.norm_weights, s->probs,
+                        s->chosen + (size_t)t * used, s->weights + (size_t)t * used);
     }
     for (uint32_t e = 0; e < ne; e++) {
         /* the slots routed to e, in token order; their inputs gathered */
