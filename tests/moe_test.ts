@@ -23,6 +23,8 @@ import type { Engine } from "../src/types.ts";
 import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
 import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 import { materializeHfFixture } from "./helpers/hf_fixture.ts";
+import { type GgufQuantMixture, MIXTURES } from "../src/export/gguf_mixture.ts";
+import { GGML_TYPE_NAMES } from "../src/formats/gguf.ts";
 
 /** The dense fixtures' Q8 bound (tests/export_test.ts), in deviations of the logits. */
 const Q8_TOLERANCE = 0.1;
@@ -75,7 +77,10 @@ const noNormReference: Reference = JSON.parse(
 
 type Variant = "norm" | "no_norm";
 const exports = new Map<string, Promise<string>>();
-function exportGguf(type: "q8_0" | "f32", variant: Variant = "norm"): Promise<string> {
+function exportGguf(
+  type: "q8_0" | "f32" | GgufQuantMixture,
+  variant: Variant = "norm",
+): Promise<string> {
   let p = exports.get(`${variant}_${type}`);
   if (!p) {
     p = (async () => {
@@ -277,7 +282,6 @@ Deno.test("qwen3moe export: refuses what it cannot write, naming why", async () 
     await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
   };
   await refuses(src, { format: "bin" }, "unsupported", /only to GGUF/);
-  await refuses(src, { format: "gguf", type: "q4_k_m" }, "unsupported", /mixture/);
   const used = await editedConfig("bad_used", (c) => c.num_experts_per_tok = 9);
   await refuses(used, { format: "gguf" }, "format", /num_experts_per_tok = 9/);
   const norm = await editedConfig("bad_norm", (c) => c.norm_topk_prob = "yes");
@@ -422,6 +426,93 @@ sys.stdout.buffer.write(np.concatenate(out).tobytes())
     console.log(
       `llama.cpp on the all-sparse F32 GGUF: worst logit difference ${worst.toFixed(5)} std`,
     );
+  },
+});
+
+Deno.test("qwen3moe q4_k_m export: llama.cpp's mixture types; both engines run it alike", async () => {
+  const path = await exportGguf("q4_k_m");
+  const bytes = await Deno.readFile(path);
+  const g = readGgufHeader(bytes, bytes.length, path);
+  const types = Object.fromEntries(
+    [...g.tensors.values()].filter((t) => t.dims.length > 1).map((
+      t,
+    ) => [t.name, GGML_TYPE_NAMES[t.type]]),
+  );
+  // As llama-cpp-python 0.3.36's llama_model_quantize picks them for this file: 8 experts
+  // raise attn_k / attn_v to Q8_0 and attn_output to Q5_K; width 64 takes the 32-value
+  // fallbacks (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0); the router stays F32.
+  const block = (l: number, ffn: Record<string, string>) => ({
+    [`blk.${l}.attn_q.weight`]: "Q5_0",
+    [`blk.${l}.attn_k.weight`]: "Q8_0",
+    [`blk.${l}.attn_v.weight`]: "Q8_0",
+    [`blk.${l}.attn_output.weight`]: "Q5_1",
+    ...ffn,
+  });
+  assert.deepEqual(types, {
+    "token_embd.weight": "Q8_0",
+    ...block(0, {
+      "blk.0.ffn_gate_inp.weight": "F32",
+      "blk.0.ffn_gate_exps.weight": "Q5_0",
+      "blk.0.ffn_up_exps.weight": "Q5_0",
+      "blk.0.ffn_down_exps.weight": "Q5_0",
+    }),
+    ...block(1, {
+      "blk.1.ffn_gate.weight": "Q5_0",
+      "blk.1.ffn_up.weight": "Q5_0",
+      "blk.1.ffn_down.weight": "Q8_0",
+    }),
+  });
+  using ts = await TsEngine.load(path);
+  using c = await CEngine.load(path, { threads: 2 });
+  const a = await engineLogits(ts), b = await engineLogits(c);
+  let apart = 0;
+  a.forEach((rows, i) =>
+    rows.forEach((row, t) => {
+      assert.equal(argmax(row), argmax(b[i][t]));
+      for (let j = 0; j < row.length; j++) apart = Math.max(apart, Math.abs(row[j] - b[i][t][j]));
+    })
+  );
+  assert.ok(apart <= C_TS_TOLERANCE, `C and TS logits ${apart} apart`);
+});
+
+Deno.test({
+  name: "qwen3moe mixtures equal llama.cpp's quantisation of the F32 file (QWEN3_LLAMA_PYTHON)",
+  ignore: LLAMA_PYTHON === null,
+  async fn() {
+    // llama.cpp's qwen3moe cannot run this file (block 1 is dense), but its quantiser only
+    // reads the keys and tensors: the types and bytes are compared, not the logits.
+    const f32 = await exportGguf("f32");
+    for (const mixture of ["q4_k_m", "q5_k_m", "q6_k"] as const) {
+      const ours = await exportGguf(mixture);
+      const theirs = join(tmp, `moe_${mixture}_llama.gguf`);
+      const script = "import ctypes, sys, llama_cpp\n" +
+        "p = llama_cpp.llama_model_quantize_default_params(); p.nthread = 1; p.ftype = int(sys.argv[3])\n" +
+        "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))";
+      const r = await new Deno.Command(LLAMA_PYTHON!, {
+        args: ["-c", script, f32, theirs, String(MIXTURES[mixture].fileType)],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.ok(r.success, new TextDecoder().decode(r.stderr));
+      const a = await Deno.readFile(ours), b = await Deno.readFile(theirs);
+      const ga = readGgufHeader(a, a.length, ours), gb = readGgufHeader(b, b.length, theirs);
+      assert.equal(ga.metadata.get("general.file_type"), gb.metadata.get("general.file_type"));
+      assert.deepEqual([...ga.tensors.keys()].sort(), [...gb.tensors.keys()].sort());
+      for (const [name, tb] of gb.tensors) {
+        const ta = ga.tensors.get(name)!;
+        assert.equal(
+          GGML_TYPE_NAMES[ta.type],
+          GGML_TYPE_NAMES[tb.type],
+          `${mixture} ${name}: type`,
+        );
+        const same = ta.bytes === tb.bytes &&
+          a.subarray(ta.offset, ta.offset + ta.bytes).every((v, i) => v === b[tb.offset + i]);
+        assert.ok(same, `${mixture} ${name}: bytes differ from llama.cpp's`);
+      }
+      console.log(
+        `qwen3moe ${mixture}: ${gb.tensors.size} tensors, types and bytes equal llama.cpp's`,
+      );
+    }
   },
 });
 
