@@ -482,7 +482,7 @@ Deno.test({
     // llama.cpp's qwen3moe cannot run this file (block 1 is dense), but its quantiser only
     // reads the keys and tensors: the types and bytes are compared, not the logits.
     const f32 = await exportGguf("f32");
-    for (const mixture of ["q4_k_m", "q5_k_m", "q6_k"] as const) {
+    for (const mixture of Object.keys(MIXTURES) as GgufQuantMixture[]) {
       const ours = await exportGguf(mixture);
       const theirs = join(tmp, `moe_${mixture}_llama.gguf`);
       const script = "import ctypes, sys, llama_cpp\n" +
