@@ -13,13 +13,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { CEngine, kernelName, selectKernel } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
-import { exportHfModel } from "../src/export/export.ts";
+import { exportHfModel, ggufTensorTypes } from "../src/export/export.ts";
 import { GgmlType, readGgufHeader } from "../src/formats/gguf.ts";
 import { LLAMA_FILE_TYPE, qwen3GgufMetadata } from "../src/formats/gguf_qwen3.ts";
 import { moeGgufMetadata } from "../src/export/moe_export.ts";
 import { type GgufTensorData, writeGguf } from "./helpers/gguf_model.ts";
 import { TsEngine } from "../src/reference/ts_engine.ts";
-import type { Engine } from "../src/types.ts";
+import type { Engine, ModelConfig } from "../src/types.ts";
 import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
 import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 import { materializeHfFixture } from "./helpers/hf_fixture.ts";
@@ -473,6 +473,51 @@ Deno.test("qwen3moe q4_k_m export: llama.cpp's mixture types; both engines run i
     })
   );
   assert.ok(apart <= C_TS_TOLERANCE, `C and TS logits ${apart} apart`);
+});
+
+Deno.test("qwen3moe q4_k_m types for Qwen3-30B-A3B shapes are llama.cpp's", () => {
+  // What llama-cpp-python 0.3.36's llama_model_quantize chose (Q4_K_M) for the benchmark's
+  // 6-block Qwen3-30B-A3B-shaped F16 file (bench/make_moe_gguf.py): 128 experts, so no
+  // 8-expert rule; the "more bits" blocks of 6 are 2 and 5 (attn_v and ffn_down_exps Q6_K).
+  const config: ModelConfig = {
+    format: "gguf",
+    dim: 2048,
+    hiddenDim: 6144,
+    nLayers: 6,
+    nHeads: 32,
+    nKvHeads: 4,
+    headDim: 128,
+    vocabSize: 151936,
+    seqLen: 40960,
+    groupSize: 32,
+    sharedClassifier: false,
+    ropeTheta: 1e6,
+    rmsEps: 1e-6,
+    moe: {
+      nExperts: 128,
+      nExpertsUsed: 8,
+      expertHiddenDim: 768,
+      normTopkProb: true,
+      sparse: [true, true, true, true, true, true],
+    },
+  };
+  const got = Object.fromEntries(
+    [...ggufTensorTypes(config, "q4_k_m")].map(([name, t]) => [name, GGML_TYPE_NAMES[t]]),
+  );
+  const want: Record<string, string> = { "token_embd.weight": "Q4_K", "output.weight": "Q6_K" };
+  want["output_norm.weight"] = "F32";
+  for (let l = 0; l < 6; l++) {
+    const more = l === 2 || l === 5 ? "Q6_K" : "Q4_K";
+    for (const n of ["attn_norm", "attn_q_norm", "attn_k_norm", "ffn_norm", "ffn_gate_inp"]) {
+      want[`blk.${l}.${n}.weight`] = "F32";
+    }
+    for (const n of ["attn_q", "attn_k", "attn_output", "ffn_gate_exps", "ffn_up_exps"]) {
+      want[`blk.${l}.${n}.weight`] = "Q4_K";
+    }
+    want[`blk.${l}.attn_v.weight`] = more;
+    want[`blk.${l}.ffn_down_exps.weight`] = more;
+  }
+  assert.deepEqual(got, want);
 });
 
 Deno.test({
