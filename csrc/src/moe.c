@@ -147,8 +147,7 @@ static void route_task(void* arg, uint32_t task, uint32_t n_tasks) {
     const uint32_t t1 = (task + 1) * ROUTE_TASK_TOKENS < job->n ? (task + 1) * ROUTE_TASK_TOKENS : job->n;
     for (uint32_t t = task * ROUTE_TASK_TOKENS; t < t1; t++) {
         qwen3_moe_route(job->layer->router, job->c->xb + (size_t)t * dim, dim, ne, used, (int)m->moe.norm_weights,
-                        s->probs + (size_t)t * ne,
-                        s->chosen + (size_t)t * used, s->weights + (size_t)t * used);
+                        s->probs + (size_t)t * ne, s->chosen + (size_t)t * used, s->weights + (size_t)t * used);
     }
 }
 
