@@ -721,7 +721,8 @@ async function cmdInfo(model: Qwen3): Promise<void> {
       ? [
         [
           "experts",
-          `${c.moe.nExperts}, ${c.moe.nExpertsUsed} per token, width ${c.moe.expertHiddenDim}`,
+          `${c.moe.nExperts}, ${c.moe.nExpertsUsed} per token, width ${c.moe.expertHiddenDim}` +
+          (c.moe.normTopkProb ? "" : ", weights not renormalised"),
         ],
         ["sparse_blocks", c.moe.sparse.map((s, l) => s ? l : -1).filter((l) => l >= 0).join(" ")],
       ] as [string, string][]

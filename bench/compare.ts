@@ -11,14 +11,15 @@
  * bench/results.json and bench/results.svg, and the table into README.md.
  *
  *   deno task bench:compare [--runs 3] [--threads 1,2] [--pp 128,512,2048,4096]
- *       [--no-llama] [--llama-compiler default|clang|zig] [--quick]
+ *       [--no-llama] [--llama-compiler default|clang|zig] [--quick] [--no-moe]
  *
  * First use generates the model (~630 MB, under bench/models/) and builds llama-cpp-python
  * into .tools/ (several minutes on 2 cores). The peer is smoke-tested before it is measured;
  * a build that crashes (gcc 12 miscompiles llama.cpp's AMX path) is followed by builds with
  * Debian's clang and with Zig's clang (`zig cc`), each in its own folder, until one runs
  * (`--llama-compiler` starts the list elsewhere). `QWEN3_LLAMA_PYTHON` names a python with
- * llama_cpp to use instead.
+ * llama_cpp to use instead. Then the mixture-of-experts comparison (bench/compare_moe.ts; its
+ * model, ~2.6 GB, takes ~15 minutes to make on first use) adds its section, unless `--no-moe`.
  * @module
  */
 
@@ -30,6 +31,7 @@ import { readCheckpoint } from "../src/formats/model_file.ts";
 import { checkpointToGguf } from "../src/formats/gguf_convert.ts";
 import { ensureZig } from "../tools/zig.ts";
 import { compareBatch } from "./compare_batch.ts";
+import { compareMoe } from "./compare_moe.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MODEL_DIR = join(ROOT, "bench/models/qwen3-0.6b-random");
@@ -450,11 +452,12 @@ async function main() {
       "no-llama": { type: "boolean", default: false },
       "llama-compiler": { type: "string", default: "default" },
       quick: { type: "boolean", default: false },
+      "no-moe": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   const usage = "usage: deno task bench:compare [--runs 3] [--threads 1,2] " +
-    "[--pp 128,512,2048,4096] [--no-llama] [--llama-compiler default|clang|zig] [--quick]";
+    "[--pp 128,512,2048,4096] [--no-llama] [--llama-compiler default|clang|zig] [--quick] [--no-moe]";
   if (values.help) {
     console.log(usage);
     return;
@@ -542,6 +545,15 @@ async function main() {
     "4",
   ], Math.min(runs, 2));
 
+  const moe = values["no-moe"] ? null : await compareMoe({
+    python: peer?.python ?? null,
+    tokenizerJson: join(MODEL_DIR, "tokenizer.json"),
+    runs,
+    threads,
+    bandwidth: bw,
+    log,
+  });
+
   const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() => "")).match(
     /model name\s*:\s*(.*)/,
   )?.[1] ?? Deno.build.arch;
@@ -571,6 +583,7 @@ async function main() {
     "",
     "![chart](results.svg)",
     "",
+    ...(moe ? [moe.markdown] : []),
   ].join("\n");
   await Deno.writeTextFile(join(ROOT, "bench/RESULTS.md"), md);
   await compareBatch({
@@ -592,6 +605,9 @@ async function main() {
         modelBytes,
         peer: peer ? { build: peer.build, systemInfo: peer.systemInfo } : null,
         rows,
+        ...(moe
+          ? { moe: { rows: moe.rows, fileBytes: moe.fileBytes, activeBytes: moe.activeBytes } }
+          : {}),
       },
       null,
       2,

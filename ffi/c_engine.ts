@@ -208,10 +208,17 @@ export class CEngine implements Engine {
       "qwen3_model_get_moe",
     );
     if (moe[0] > 0) {
+      const norm = new Uint32Array(1);
+      check(
+        lib,
+        lib.symbols.qwen3_model_get_moe_norm(handle.ptr, new Uint8Array(norm.buffer)),
+        "qwen3_model_get_moe_norm",
+      );
       this.config.moe = {
         nExperts: moe[0],
         nExpertsUsed: moe[1],
         expertHiddenDim: moe[2],
+        normTopkProb: norm[0] === 1,
         sparse: Array.from(sparse, (v) => v === 1),
       };
     }

@@ -73,6 +73,14 @@ export const SYMBOLS = {
     ],
     result: "i32", // int32_t
   },
+  // int32_t qwen3_model_get_moe_norm(const Qwen3Model* model, uint32_t* norm_weights)
+  qwen3_model_get_moe_norm: {
+    parameters: [
+      "pointer", // const Qwen3Model* model
+      "buffer", // uint32_t* norm_weights
+    ],
+    result: "i32", // int32_t
+  },
   // const char* qwen3_model_get_template(const Qwen3Model* model, uint32_t kind)
   qwen3_model_get_template: {
     parameters: [

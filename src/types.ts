@@ -52,6 +52,12 @@ export interface MoeConfig {
   nExpertsUsed: number;
   /** Feed-forward width of one expert. */
   expertHiddenDim: number;
+  /**
+   * True when the chosen experts' weights are renormalised to sum 1 (Hugging Face
+   * `norm_topk_prob`, GGUF `qwen3moe.expert_weights_norm`; Qwen3-MoE's released models all
+   * say true); false when each weight is its softmax probability over all the experts.
+   */
+  normTopkProb: boolean;
   /** Per block: true when its feed-forward is the mixture, false when dense (`hiddenDim`). */
   sparse: boolean[];
 }

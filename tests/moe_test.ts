@@ -1,7 +1,7 @@
 /**
  * Qwen3-MoE (GGUF arch `qwen3moe`) against Hugging Face transformers: the tiny random
  * Qwen3MoeForCausalLM of tools/hf_moe_reference.py (8 experts, top-2, norm_topk_prob, block
- * 1 dense) is exported to GGUF and the TypeScript engine, reading it, must pick transformers'
+ * 1 dense; and the same weights with norm_topk_prob false) is exported to GGUF and the TypeScript engine, reading it, must pick transformers'
  * argmax at every prompt position and stay within the dense path's bounds of its logits,
  * and so must the C engine, which must also give the same bits on every kernel tier, at 1
  * and 2 threads, and for a prompt fed at once (grouped by expert) or token by token. Also:
@@ -13,16 +13,18 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { CEngine, kernelName, selectKernel } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
-import { exportHfModel } from "../src/export/export.ts";
+import { exportHfModel, ggufTensorTypes } from "../src/export/export.ts";
 import { GgmlType, readGgufHeader } from "../src/formats/gguf.ts";
 import { LLAMA_FILE_TYPE, qwen3GgufMetadata } from "../src/formats/gguf_qwen3.ts";
 import { moeGgufMetadata } from "../src/export/moe_export.ts";
 import { type GgufTensorData, writeGguf } from "./helpers/gguf_model.ts";
 import { TsEngine } from "../src/reference/ts_engine.ts";
-import type { Engine } from "../src/types.ts";
+import type { Engine, ModelConfig } from "../src/types.ts";
 import { QWEN3_TOKENIZER_JSON } from "./helpers/tokenizer_path.ts";
 import { findLlamaPython, llamaSkipLine } from "./helpers/llama_python.ts";
 import { materializeHfFixture } from "./helpers/hf_fixture.ts";
+import { type GgufQuantMixture, MIXTURES } from "../src/export/gguf_mixture.ts";
+import { GGML_TYPE_NAMES } from "../src/formats/gguf.ts";
 
 /** The dense fixtures' Q8 bound (tests/export_test.ts), in deviations of the logits. */
 const Q8_TOLERANCE = 0.1;
@@ -59,24 +61,45 @@ const reference: Reference = JSON.parse(
   await Deno.readTextFile(new URL(`${NAME}/reference.json`, fixtures)),
 );
 
+/**
+ * The second fixture (tools/hf_moe_reference.py --no-norm): the same weights with
+ * norm_topk_prob false, so only its config.json and transformers' logits are committed.
+ */
+const NO_NORM = "hf_tiny_moe_nonorm";
+const hfNoNorm = (async () => {
+  const dir = await materialize(join(tmp, NO_NORM));
+  await Deno.copyFile(new URL(`${NO_NORM}/config.json`, fixtures), join(dir, "config.json"));
+  return dir;
+})();
+const noNormReference: Reference = JSON.parse(
+  await Deno.readTextFile(new URL(`${NO_NORM}/reference.json`, fixtures)),
+);
+
+type Variant = "norm" | "no_norm";
 const exports = new Map<string, Promise<string>>();
-function exportGguf(type: "q8_0" | "f32"): Promise<string> {
-  let p = exports.get(type);
+function exportGguf(
+  type: "q8_0" | "f32" | GgufQuantMixture,
+  variant: Variant = "norm",
+): Promise<string> {
+  let p = exports.get(`${variant}_${type}`);
   if (!p) {
     p = (async () => {
-      const out = join(tmp, `moe_${type}.gguf`);
-      await exportHfModel(await hf, out, { format: "gguf", type });
+      const out = join(tmp, `moe_${variant}_${type}.gguf`);
+      await exportHfModel(await (variant === "norm" ? hf : hfNoNorm), out, {
+        format: "gguf",
+        type,
+      });
       return out;
     })();
-    exports.set(type, p);
+    exports.set(`${variant}_${type}`, p);
   }
   return p;
 }
 
 /** Every position's logits, the prompt fed one token at a time. */
-async function engineLogits(engine: Engine): Promise<Float32Array[][]> {
+async function engineLogits(engine: Engine, ref: Reference = reference): Promise<Float32Array[][]> {
   const out: Float32Array[][] = [];
-  for (const p of reference.prompts) {
+  for (const p of ref.prompts) {
     using session = engine.createSession(64);
     const rows: Float32Array[] = [];
     for (const id of p.ids) rows.push((await session.forward([id])).slice());
@@ -92,9 +115,14 @@ function argmax(a: Float32Array): number {
 }
 
 /** Checks logits against transformers'; returns the largest error in deviations. */
-function compare(label: string, logits: Float32Array[][], tolerance: number): number {
+function compare(
+  label: string,
+  logits: Float32Array[][],
+  tolerance: number,
+  ref: Reference = reference,
+): number {
   let worst = 0;
-  reference.prompts.forEach((p, i) => {
+  ref.prompts.forEach((p, i) => {
     p.positions.forEach((pos, t) => {
       const ours = logits[i][t];
       const where = `${label}, prompt ${p.name}, position ${t}`;
@@ -105,7 +133,7 @@ function compare(label: string, logits: Float32Array[][], tolerance: number): nu
         assert.ok(err <= tolerance, `${where}, token ${id}: ${ours[id]} vs ${want} (${err} std)`);
       };
       pos.top_ids.forEach((id, k) => check(id, pos.top_logits[k]));
-      reference.probe_ids.forEach((id, k) => check(id, pos.probe_logits[k]));
+      ref.probe_ids.forEach((id, k) => check(id, pos.probe_logits[k]));
     });
   });
   return worst;
@@ -118,22 +146,33 @@ function compare(label: string, logits: Float32Array[][], tolerance: number): nu
  */
 const C_TS_TOLERANCE = 1e-4;
 
-for (const [type, tolerance] of [["q8_0", Q8_TOLERANCE], ["f32", F32_TOLERANCE]] as const) {
-  Deno.test(`qwen3moe ${type} GGUF: both engines match transformers`, async () => {
-    const path = await exportGguf(type);
+// norm_topk_prob false: F32 only, where the bound is tight enough to tell the two weightings
+// apart (the Q8 path is the same code as the first fixture's).
+for (
+  const [type, tolerance, variant] of [
+    ["q8_0", Q8_TOLERANCE, "norm"],
+    ["f32", F32_TOLERANCE, "norm"],
+    ["f32", F32_TOLERANCE, "no_norm"],
+  ] as const
+) {
+  const what = variant === "norm" ? "" : " (norm_topk_prob false)";
+  Deno.test(`qwen3moe ${type} GGUF${what}: both engines match transformers`, async () => {
+    const path = await exportGguf(type, variant);
+    const ref = variant === "norm" ? reference : noNormReference;
     using ts = await TsEngine.load(path);
     assert.deepEqual(ts.config.moe, {
       nExperts: 8,
       nExpertsUsed: 2,
       expertHiddenDim: 32,
+      normTopkProb: variant === "norm",
       sparse: [true, false],
     });
-    const tsLogits = await engineLogits(ts);
-    const tsWorst = compare(`ts ${type}`, tsLogits, tolerance);
+    const tsLogits = await engineLogits(ts, ref);
+    const tsWorst = compare(`ts ${type}${what}`, tsLogits, tolerance, ref);
     using c = await CEngine.load(path, { threads: 1 });
     assert.deepEqual(c.config.moe, ts.config.moe);
-    const cLogits = await engineLogits(c);
-    const cWorst = compare(`c ${type}`, cLogits, tolerance);
+    const cLogits = await engineLogits(c, ref);
+    const cWorst = compare(`c ${type}${what}`, cLogits, tolerance, ref);
     let apart = 0;
     cLogits.forEach((rows, i) =>
       rows.forEach((row, t) => {
@@ -145,7 +184,7 @@ for (const [type, tolerance] of [["q8_0", Q8_TOLERANCE], ["f32", F32_TOLERANCE]]
     );
     assert.ok(apart <= C_TS_TOLERANCE, `C and TS logits ${apart} apart`);
     console.log(
-      `qwen3moe ${type}: worst logit error ${tsWorst.toExponential(2)} (ts), ${
+      `qwen3moe ${type}${what}: worst logit error ${tsWorst.toExponential(2)} (ts), ${
         cWorst.toExponential(2)
       } ` +
         `(c) std; C - TS at most ${apart}`,
@@ -222,6 +261,12 @@ Deno.test("qwen3moe GGUF: llama.cpp's keys, tensor names and shapes", async () =
   assert.equal(g.metadata.get("qwen3moe.expert_used_count"), 2);
   assert.equal(g.metadata.get("qwen3moe.expert_feed_forward_length"), 32);
   assert.equal(g.metadata.get("qwen3moe.feed_forward_length"), 96);
+  // llama.cpp's converter writes no expert_weights_norm for Qwen3-MoE; ours only when false
+  assert.equal(g.metadata.has("qwen3moe.expert_weights_norm"), false);
+  const noNorm = await exportGguf("f32", "no_norm");
+  const nb = await Deno.readFile(noNorm);
+  const ng = readGgufHeader(nb, nb.length, noNorm);
+  assert.equal(ng.metadata.get("qwen3moe.expert_weights_norm"), false);
   assert.equal(g.metadata.get("qwen3moe.embedding_length"), 64);
   assert.ok(![...g.metadata.keys()].some((k) => k.startsWith("qwen3.")));
   const t = (name: string) => g.tensors.get(name);
@@ -259,11 +304,10 @@ Deno.test("qwen3moe export: refuses what it cannot write, naming why", async () 
     await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
   };
   await refuses(src, { format: "bin" }, "unsupported", /only to GGUF/);
-  await refuses(src, { format: "gguf", type: "q4_k_m" }, "unsupported", /mixture/);
   const used = await editedConfig("bad_used", (c) => c.num_experts_per_tok = 9);
   await refuses(used, { format: "gguf" }, "format", /num_experts_per_tok = 9/);
-  const norm = await editedConfig("no_norm", (c) => c.norm_topk_prob = false);
-  await refuses(norm, { format: "gguf" }, "unsupported", /norm_topk_prob/);
+  const norm = await editedConfig("bad_norm", (c) => c.norm_topk_prob = "yes");
+  await refuses(norm, { format: "gguf" }, "format", /norm_topk_prob = "yes" is not true or false/);
 });
 
 /** The exported Q8_0 file with `patch` applied to a copy of its bytes, written beside it. */
@@ -298,8 +342,18 @@ Deno.test("qwen3moe GGUF: both engines refuse bad expert counts and shapes, nami
   const none = await patched("no_router", (b, at) => {
     b[at("blk.0.ffn_gate_inp") - 1] = "q".charCodeAt(0);
   });
+  // expert_weights_norm's type tag bool (7) -> uint8 (0): the same byte, not a bool
+  const normBytes = await Deno.readFile(await exportGguf("f32", "no_norm"));
+  const normType =
+    normBytes.findIndex((_, i) =>
+      new TextDecoder().decode(normBytes.subarray(i, i + 28)) === "qwen3moe.expert_weights_norm"
+    ) + 28;
+  normBytes[normType] = 0;
+  const normPath = join(tmp, "norm_u8.gguf");
+  await Deno.writeFile(normPath, normBytes);
   const cases: [string, RegExp][] = [
     [none, /GGUF arch qwen3moe has no block with a ffn_gate_inp tensor/],
+    [normPath, /'qwen3moe\.expert_weights_norm' is (a u8, expected a bool|not a bool)/],
     [used, /qwen3moe\.expert_used_count' = 9 is outside \[1, 8\]/],
     [shape, /blk\.0\.ffn_gate_exps\.weight' has shape \[32, 64, 8, 1\].*expected \[64, 32, 8\]/],
   ];
@@ -394,6 +448,138 @@ sys.stdout.buffer.write(np.concatenate(out).tobytes())
     console.log(
       `llama.cpp on the all-sparse F32 GGUF: worst logit difference ${worst.toFixed(5)} std`,
     );
+  },
+});
+
+Deno.test("qwen3moe q4_k_m export: llama.cpp's mixture types; both engines run it alike", async () => {
+  const path = await exportGguf("q4_k_m");
+  const bytes = await Deno.readFile(path);
+  const g = readGgufHeader(bytes, bytes.length, path);
+  const types = Object.fromEntries(
+    [...g.tensors.values()].filter((t) => t.dims.length > 1).map((
+      t,
+    ) => [t.name, GGML_TYPE_NAMES[t.type]]),
+  );
+  // As llama-cpp-python 0.3.36's llama_model_quantize picks them for this file: 8 experts
+  // raise attn_k / attn_v to Q8_0 and attn_output to Q5_K; width 64 takes the 32-value
+  // fallbacks (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0); the router stays F32.
+  const block = (l: number, ffn: Record<string, string>) => ({
+    [`blk.${l}.attn_q.weight`]: "Q5_0",
+    [`blk.${l}.attn_k.weight`]: "Q8_0",
+    [`blk.${l}.attn_v.weight`]: "Q8_0",
+    [`blk.${l}.attn_output.weight`]: "Q5_1",
+    ...ffn,
+  });
+  assert.deepEqual(types, {
+    "token_embd.weight": "Q8_0",
+    ...block(0, {
+      "blk.0.ffn_gate_inp.weight": "F32",
+      "blk.0.ffn_gate_exps.weight": "Q5_0",
+      "blk.0.ffn_up_exps.weight": "Q5_0",
+      "blk.0.ffn_down_exps.weight": "Q5_0",
+    }),
+    ...block(1, {
+      "blk.1.ffn_gate.weight": "Q5_0",
+      "blk.1.ffn_up.weight": "Q5_0",
+      "blk.1.ffn_down.weight": "Q8_0",
+    }),
+  });
+  using ts = await TsEngine.load(path);
+  using c = await CEngine.load(path, { threads: 2 });
+  const a = await engineLogits(ts), b = await engineLogits(c);
+  let apart = 0;
+  a.forEach((rows, i) =>
+    rows.forEach((row, t) => {
+      assert.equal(argmax(row), argmax(b[i][t]));
+      for (let j = 0; j < row.length; j++) apart = Math.max(apart, Math.abs(row[j] - b[i][t][j]));
+    })
+  );
+  assert.ok(apart <= C_TS_TOLERANCE, `C and TS logits ${apart} apart`);
+});
+
+Deno.test("qwen3moe q4_k_m types for Qwen3-30B-A3B shapes are llama.cpp's", () => {
+  // What llama-cpp-python 0.3.36's llama_model_quantize chose (Q4_K_M) for the benchmark's
+  // 6-block Qwen3-30B-A3B-shaped F16 file (bench/make_moe_gguf.py): 128 experts, so no
+  // 8-expert rule; the "more bits" blocks of 6 are 2 and 5 (attn_v and ffn_down_exps Q6_K).
+  const config: ModelConfig = {
+    format: "gguf",
+    dim: 2048,
+    hiddenDim: 6144,
+    nLayers: 6,
+    nHeads: 32,
+    nKvHeads: 4,
+    headDim: 128,
+    vocabSize: 151936,
+    seqLen: 40960,
+    groupSize: 32,
+    sharedClassifier: false,
+    ropeTheta: 1e6,
+    rmsEps: 1e-6,
+    moe: {
+      nExperts: 128,
+      nExpertsUsed: 8,
+      expertHiddenDim: 768,
+      normTopkProb: true,
+      sparse: [true, true, true, true, true, true],
+    },
+  };
+  const got = Object.fromEntries(
+    [...ggufTensorTypes(config, "q4_k_m")].map(([name, t]) => [name, GGML_TYPE_NAMES[t]]),
+  );
+  const want: Record<string, string> = { "token_embd.weight": "Q4_K", "output.weight": "Q6_K" };
+  want["output_norm.weight"] = "F32";
+  for (let l = 0; l < 6; l++) {
+    const more = l === 2 || l === 5 ? "Q6_K" : "Q4_K";
+    for (const n of ["attn_norm", "attn_q_norm", "attn_k_norm", "ffn_norm", "ffn_gate_inp"]) {
+      want[`blk.${l}.${n}.weight`] = "F32";
+    }
+    for (const n of ["attn_q", "attn_k", "attn_output", "ffn_gate_exps", "ffn_up_exps"]) {
+      want[`blk.${l}.${n}.weight`] = "Q4_K";
+    }
+    want[`blk.${l}.attn_v.weight`] = more;
+    want[`blk.${l}.ffn_down_exps.weight`] = more;
+  }
+  assert.deepEqual(got, want);
+});
+
+Deno.test({
+  name: "qwen3moe mixtures equal llama.cpp's quantisation of the F32 file (QWEN3_LLAMA_PYTHON)",
+  ignore: LLAMA_PYTHON === null,
+  async fn() {
+    // llama.cpp's qwen3moe cannot run this file (block 1 is dense), but its quantiser only
+    // reads the keys and tensors: the types and bytes are compared, not the logits.
+    const f32 = await exportGguf("f32");
+    for (const mixture of Object.keys(MIXTURES) as GgufQuantMixture[]) {
+      const ours = await exportGguf(mixture);
+      const theirs = join(tmp, `moe_${mixture}_llama.gguf`);
+      const script = "import ctypes, sys, llama_cpp\n" +
+        "p = llama_cpp.llama_model_quantize_default_params(); p.nthread = 1; p.ftype = int(sys.argv[3])\n" +
+        "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))";
+      const r = await new Deno.Command(LLAMA_PYTHON!, {
+        args: ["-c", script, f32, theirs, String(MIXTURES[mixture].fileType)],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.ok(r.success, new TextDecoder().decode(r.stderr));
+      const a = await Deno.readFile(ours), b = await Deno.readFile(theirs);
+      const ga = readGgufHeader(a, a.length, ours), gb = readGgufHeader(b, b.length, theirs);
+      assert.equal(ga.metadata.get("general.file_type"), gb.metadata.get("general.file_type"));
+      assert.deepEqual([...ga.tensors.keys()].sort(), [...gb.tensors.keys()].sort());
+      for (const [name, tb] of gb.tensors) {
+        const ta = ga.tensors.get(name)!;
+        assert.equal(
+          GGML_TYPE_NAMES[ta.type],
+          GGML_TYPE_NAMES[tb.type],
+          `${mixture} ${name}: type`,
+        );
+        const same = ta.bytes === tb.bytes &&
+          a.subarray(ta.offset, ta.offset + ta.bytes).every((v, i) => v === b[tb.offset + i]);
+        assert.ok(same, `${mixture} ${name}: bytes differ from llama.cpp's`);
+      }
+      console.log(
+        `qwen3moe ${mixture}: ${gb.tensors.size} tensors, types and bytes equal llama.cpp's`,
+      );
+    }
   },
 });
 

@@ -9,6 +9,14 @@ transformers' fp32 logits for the same prompts (each position's top 16 and 64 pr
 Run it by hand (not in CI), with the venv that script creates:
 
     .tools/hf-venv/bin/python tools/hf_moe_reference.py   # writes tests/fixtures/hf_tiny_moe_bf16/
+    .tools/hf-venv/bin/python tools/hf_moe_reference.py --no-norm   # hf_tiny_moe_nonorm/
+
+`--no-norm` records the same model (the seed the first run chose, read from its
+reference.json) with norm_topk_prob false: each chosen expert weighs its softmax probability
+over all experts, not renormalised over the k. Routing does not depend on that flag, so the
+seed's router gaps still hold; the W8A8 argmax and error checks are run again. Only its
+config.json and reference.json are written (the weights are hf_tiny_moe_bf16's), so the
+fixture stays ~100 KB.
 
 The model: hidden 64, 2 layers, 8 experts of width 32, top-2, norm_topk_prob true; layer 0
 is sparse and layer 1 a dense SwiGLU of width 96 (mlp_only_layers [1]), so the export and
@@ -43,6 +51,7 @@ import hf_reference as base  # noqa: E402
 MIN_ROUTER_GAP = 0.0005
 MAX_SIM_ERROR = 0.08
 DIR = "hf_tiny_moe_bf16"
+NO_NORM_DIR = "hf_tiny_moe_nonorm"
 CONFIG = {
     **base.COMMON_CONFIG,
     "hidden_size": 64,
@@ -162,8 +171,57 @@ def check(model, prompts, probe_ids) -> tuple[bool, float, float, float]:
     return ok, smallest, worst, rgap
 
 
+def main_no_norm() -> None:
+    """The second fixture: hf_tiny_moe_bf16's weights, norm_topk_prob false."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(1)
+    first = json.loads((base.FIXTURES / DIR / "reference.json").read_text())
+    seed = first["seed"]
+    CONFIG["norm_topk_prob"] = False
+    tok = AutoTokenizer.from_pretrained(str(base.TOKENIZER_DIR))
+    prompts = base.tokenize_prompts(tok)
+    probe_ids = first["probe_ids"]
+    model = build_model(seed)
+    ok, smallest, q8_err, rgap = check(model, prompts, probe_ids)
+    print(f"seed {seed}, norm_topk_prob false: {ok} gap {smallest:.4f} router gap {rgap:.4f} "
+          f"sim error {q8_err:.4f}", file=sys.stderr)
+    if not ok:
+        raise SystemExit("the first fixture's seed fails the W8A8 checks with norm_topk_prob false")
+    meta = {
+        "generator": "tools/hf_moe_reference.py --no-norm",
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "model": "moe, norm_topk_prob false; weights: " + DIR,
+        "seed": seed,
+        "group_size": GROUP,
+        "min_gap": base.MIN_GAP,
+        "min_router_gap": round(rgap, 4),
+        "simulated_w8a8_max_error_std": round(q8_err, 4),
+        "note": "fp32 forward (eager attention) of weights rounded to BF16; logits of every "
+                "prompt position: top_k ids/values and probe_ids values",
+    }
+    ref = base.reference(model, prompts, probe_ids, meta)
+    out = base.FIXTURES / NO_NORM_DIR
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    # the first fixture's config.json (as save_pretrained wrote it) with the one flag changed
+    config = json.loads((base.FIXTURES / DIR / "config.json").read_text())
+    config["norm_topk_prob"] = False
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out / "reference.json").write_text(json.dumps(ref, ensure_ascii=False, indent=1) + "\n")
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"{out.relative_to(base.ROOT)}: {size / 1e6:.2f} MB", file=sys.stderr)
+
+
 def main() -> None:
     base.ensure_venv()
+    if "--no-norm" in sys.argv[1:]:
+        main_no_norm()
+        return
     import torch
     import transformers
     from transformers import AutoTokenizer

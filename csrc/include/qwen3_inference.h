@@ -202,6 +202,12 @@ QWEN3_API int32_t qwen3_model_get_info(const Qwen3Model* model, Qwen3ModelInfo* 
  * blocks (sparse may be NULL). Returns QWEN3_OK or QWEN3_ERR_INVALID_ARGUMENT. */
 QWEN3_API int32_t qwen3_model_get_moe(const Qwen3Model* model, uint32_t out[3], uint8_t* sparse);
 
+/* How a Qwen3-MoE model weighs its chosen experts: *norm_weights = 1 when the k weights are
+ * renormalised to sum 1 (Hugging Face norm_topk_prob true, the default), 0 when each is its
+ * softmax probability over all the experts (and 1 for a dense model). Returns QWEN3_OK or
+ * QWEN3_ERR_INVALID_ARGUMENT. */
+QWEN3_API int32_t qwen3_model_get_moe_norm(const Qwen3Model* model, uint32_t* norm_weights);
+
 /*
  * Chat templates, as loaded from the `.template*` files (or the stock Qwen3 ones):
  * a printf-style text with one `%s` (user) or two (system, then user).

@@ -126,6 +126,14 @@ QWEN3_API int32_t qwen3_model_get_moe(const Qwen3Model* model, uint32_t out[3], 
     return QWEN3_OK;
 }
 
+QWEN3_API int32_t qwen3_model_get_moe_norm(const Qwen3Model* model, uint32_t* norm_weights) {
+    if (!model || !norm_weights) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: %s is NULL", __func__, !model ? "model" : "norm_weights");
+    }
+    *norm_weights = model->moe.n_experts == 0 || model->moe.norm_weights;
+    return QWEN3_OK;
+}
+
 QWEN3_API const char* qwen3_model_get_template(const Qwen3Model* model, uint32_t kind) {
     if (!model) {
         qwen3_error_set("%s: model is NULL", __func__);

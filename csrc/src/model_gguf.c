@@ -104,6 +104,9 @@ typedef enum {
 #define KEY_MOE_EXPERTS "qwen3moe.expert_count"
 #define KEY_MOE_USED "qwen3moe.expert_used_count"
 #define KEY_MOE_HIDDEN "qwen3moe.expert_feed_forward_length"
+/* bool, optional: false when the k weights are not renormalised (HF norm_topk_prob
+ * false); absent means true, as llama.cpp's qwen3moe always renormalises. */
+#define KEY_MOE_NORM "qwen3moe.expert_weights_norm"
 #define SUFFIX_MOE_ROUTER "ffn_gate_inp"     /* [dim, n_experts] F32 */
 #define SUFFIX_MOE_GATE "ffn_gate_exps"      /* [dim, expert_hidden, n_experts] */
 #define SUFFIX_MOE_UP "ffn_up_exps"          /* [dim, expert_hidden, n_experts] */
@@ -458,6 +461,14 @@ static int32_t load_hparams(Loader* L) {
         if (!rc2) rc2 = key_uint_named(L, KEY_MOE_USED, 1, 0, 1, moe->n_experts, &moe->n_used);
         if (!rc2) rc2 = key_uint_named(L, KEY_MOE_HIDDEN, 1, 0, 1, QWEN3_MAX_DIM, &moe->hidden_dim);
         if (rc2) return rc2;
+        const Qwen3GgufKv* norm = qwen3_gguf_find_kv(&L->g, KEY_MOE_NORM);
+        moe->norm_weights = 1;
+        if (norm && norm->type != QWEN3_GGUF_BOOL) {
+            return qwen3_fail(QWEN3_ERR_FORMAT, "%s: GGUF metadata '%s' is a%s %s, expected a bool", L->path,
+                              KEY_MOE_NORM, norm->type == QWEN3_GGUF_ARRAY || norm->type == QWEN3_GGUF_INT8 ? "n" : "",
+                              qwen3_gguf_value_type_name(norm->type));
+        }
+        if (norm) moe->norm_weights = L->g.data[norm->offset] != 0;
         int any_sparse = 0;
         for (uint32_t l = 0; l < h->n_layers && !any_sparse; l++) {
             char name[96];

@@ -2,7 +2,8 @@
  * moe.c - the sparse feed-forward of Qwen3-MoE (docs/numerics.md#mixture-of-experts).
  *
  * Per token: router logits (fp32, index order), softmax over the experts, the k most
- * probable experts (ties to the lower index), their weights renormalised over the k.
+ * probable experts (ties to the lower index), their weights renormalised over the k
+ * (unless the model says not to: HF norm_topk_prob false).
  * Per expert, for all the block's tokens routed to it at once: gate and up products on
  * the tokens' inputs, SiLU(gate) * up, the down product, with the engine's kernels (so
  * tiers, thread counts and prefill / decode give the same bits as for a dense block).
@@ -20,7 +21,7 @@
 
 struct Qwen3MoeScratch {
     uint32_t block;   /* tokens per block, at most */
-    float* probs;     /* (n_experts) */
+    float* probs;     /* (block, n_experts) each token's router probabilities */
     uint32_t* chosen; /* (block, k) expert of each token's slot j */
     float* weights;   /* (block, k) */
     uint32_t* slots;  /* (block * k) token * k + j of the slots routed to the current expert */
@@ -33,14 +34,32 @@ struct Qwen3MoeScratch {
     Qwen3Q8Batch hq;  /* (block, hidden) quantised down input */
 };
 
-void qwen3_moe_route(const float* router, const float* h, uint32_t dim, uint32_t n_experts, uint32_t k,
-                     float* probs, uint32_t* chosen, float* weights) {
-    for (uint32_t e = 0; e < n_experts; e++) {
+/* Router logits: out[e] = router row e . h, each summed in index order. Eight rows advance
+ * together, so their adds' latency overlaps instead of each sum waiting on its previous
+ * add (one row at a time, the router was latency bound: ~4 cycles per multiply-add); each
+ * row's sum is still the same sequence of roundings, so the bits are the one-row loop's. */
+static void router_logits(const float* router, const float* h, uint32_t dim, uint32_t n_experts, float* out) {
+    uint32_t e = 0;
+    for (; e + 8 <= n_experts; e += 8) {
+        const float* r = router + (size_t)e * dim;
+        float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (uint32_t i = 0; i < dim; i++) {
+            const float x = h[i];
+            for (uint32_t j = 0; j < 8; j++) a[j] = a[j] + r[(size_t)j * dim + i] * x;
+        }
+        for (uint32_t j = 0; j < 8; j++) out[e + j] = a[j];
+    }
+    for (; e < n_experts; e++) {
         const float* r = router + (size_t)e * dim;
         float acc = 0.0f;
         for (uint32_t i = 0; i < dim; i++) acc += r[i] * h[i];
-        probs[e] = acc;
+        out[e] = acc;
     }
+}
+
+void qwen3_moe_route(const float* router, const float* h, uint32_t dim, uint32_t n_experts, uint32_t k, int norm,
+                     float* probs, uint32_t* chosen, float* weights) {
+    router_logits(router, h, dim, n_experts, probs);
     qwen3_softmax_ref(probs, n_experts);
     float total = 0.0f;
     for (uint32_t j = 0; j < k; j++) {
@@ -53,7 +72,7 @@ void qwen3_moe_route(const float* router, const float* h, uint32_t dim, uint32_t
         chosen[j] = best;
         total += probs[best];
     }
-    for (uint32_t j = 0; j < k; j++) weights[j] = probs[chosen[j]] / total;
+    for (uint32_t j = 0; j < k; j++) weights[j] = norm ? probs[chosen[j]] / total : probs[chosen[j]];
 }
 
 static void* alloc_bytes(uint64_t bytes, int* failed) {
@@ -82,7 +101,7 @@ int32_t qwen3_moe_scratch_new(const Qwen3Model* m, uint32_t block, Qwen3MoeScrat
     const uint32_t gs = m->header.group_size;
     int failed = 0;
     s->block = block;
-    s->probs = (float*)alloc_bytes(m->moe.n_experts * sizeof(float), &failed);
+    s->probs = (float*)alloc_bytes(B * m->moe.n_experts * sizeof(float), &failed);
     s->chosen = (uint32_t*)alloc_bytes(B * k * sizeof(uint32_t), &failed);
     s->weights = (float*)alloc_bytes(B * k * sizeof(float), &failed);
     s->slots = (uint32_t*)alloc_bytes(B * k * sizeof(uint32_t), &failed);
@@ -109,14 +128,40 @@ void qwen3_moe_scratch_free(Qwen3MoeScratch* s) {
     free(s);
 }
 
+/* Routing of a block's tokens, a few tokens per task (each token's route is computed
+ * alone, so the split changes no bits). */
+typedef struct {
+    const Qwen3Context* c;
+    const Qwen3MoeLayer* layer;
+    uint32_t n;
+} RouteJob;
+
+#define ROUTE_TASK_TOKENS 4u
+
+static void route_task(void* arg, uint32_t task, uint32_t n_tasks) {
+    (void)n_tasks;
+    const RouteJob* job = (const RouteJob*)arg;
+    const Qwen3Model* m = job->c->model;
+    Qwen3MoeScratch* s = job->c->moe;
+    const uint32_t dim = m->header.dim, ne = m->moe.n_experts, used = m->moe.n_used;
+    const uint32_t t1 = (task + 1) * ROUTE_TASK_TOKENS < job->n ? (task + 1) * ROUTE_TASK_TOKENS : job->n;
+    for (uint32_t t = task * ROUTE_TASK_TOKENS; t < t1; t++) {
+        qwen3_moe_route(job->layer->router, job->c->xb + (size_t)t * dim, dim, ne, used, (int)m->moe.norm_weights,
+                        s->probs + (size_t)t * ne, s->chosen + (size_t)t * used, s->weights + (size_t)t * used);
+    }
+}
+
 void qwen3_moe_forward(Qwen3Context* c, const Qwen3KernelTable* k, const Qwen3MoeLayer* layer, uint32_t n) {
     Qwen3Model* m = c->model;
     Qwen3MoeScratch* s = c->moe;
     const uint32_t dim = m->header.dim, hidden = m->moe.hidden_dim, ne = m->moe.n_experts, used = m->moe.n_used;
     const uint32_t gs = m->header.group_size;
-    for (uint32_t t = 0; t < n; t++) {
-        qwen3_moe_route(layer->router, c->xb + (size_t)t * dim, dim, ne, used, s->probs, s->chosen + (size_t)t * used,
-                        s->weights + (size_t)t * used);
+    RouteJob route = {.c = c, .layer = layer, .n = n};
+    const uint32_t route_tasks = (n + ROUTE_TASK_TOKENS - 1) / ROUTE_TASK_TOKENS;
+    if (route_tasks > 1 && qwen3_pool_threads(m->pool) > 1) {
+        qwen3_pool_run(m->pool, route_task, &route, route_tasks);
+    } else {
+        for (uint32_t i = 0; i < route_tasks; i++) route_task(&route, i, route_tasks);
     }
     for (uint32_t e = 0; e < ne; e++) {
         /* the slots routed to e, in token order; their inputs gathered */

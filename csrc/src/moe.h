@@ -19,6 +19,7 @@ typedef struct {
     uint32_t n_experts;
     uint32_t n_used;     /* experts per token (top-k), 1..n_experts */
     uint32_t hidden_dim; /* one expert's feed-forward width */
+    uint32_t norm_weights; /* 1: the k weights renormalised to sum 1 (HF norm_topk_prob) */
 } Qwen3MoeShape;
 
 /* One sparse block's weights: views of the file's 3-D tensors, expert e's matrix being
@@ -32,9 +33,9 @@ typedef struct {
 
 /* Routes one token: logits[e] = router row e . h (fp32, summed in index order), softmax
  * over the experts into probs, then the k most probable experts, most probable first,
- * the lower index first on ties, into chosen, and their weights probs[chosen[j]] / (the
- * k probabilities summed in that order) into weights. */
-void qwen3_moe_route(const float* router, const float* h, uint32_t dim, uint32_t n_experts, uint32_t k,
+ * the lower index first on ties, into chosen, and their weights into weights: with norm,
+ * probs[chosen[j]] / (the k probabilities summed in that order); without, probs[chosen[j]]. */
+void qwen3_moe_route(const float* router, const float* h, uint32_t dim, uint32_t n_experts, uint32_t k, int norm,
                      float* probs, uint32_t* chosen, float* weights);
 
 /* Per-context scratch of the sparse blocks (NULL for a dense model). */

@@ -310,11 +310,25 @@ async function encodeRows(
  */
 export function ggufTensorTypes(config: ModelConfig, type: GgufWeightType): Map<string, number> {
   const out = new Map<string, number>();
+  const nExperts = config.moe?.nExperts ?? 0;
   for (const { name, slot } of qwen3GgufTensors(config)) {
     if (isMoeSlot(config, slot)) {
-      // A sparse block: the router F32, the experts in the export's (plain) type.
+      // A sparse block: the router F32, the experts in the export's type or mixture rule.
       for (const t of moeGgufTensors(config, slot.layer)) {
-        out.set(t.name, t.t === "router" ? GgmlType.F32 : GGML_OF[type as keyof typeof GGML_OF]);
+        if (t.t === "router") out.set(t.name, GgmlType.F32);
+        else if (type in MIXTURES) {
+          const m = { name: t.name, dims: t.dims, layer: slot.layer };
+          out.set(
+            t.name,
+            mixtureTensorType(
+              type as GgufQuantMixture,
+              m,
+              config.nLayers,
+              config.sharedClassifier,
+              nExperts,
+            ),
+          );
+        } else out.set(t.name, GGML_OF[type as keyof typeof GGML_OF]);
       }
       continue;
     }
@@ -324,7 +338,13 @@ export function ggufTensorTypes(config: ModelConfig, type: GgufWeightType): Map<
       const t = { name, dims: ggufDims(slot), layer: slot.layer };
       out.set(
         name,
-        mixtureTensorType(type as GgufQuantMixture, t, config.nLayers, config.sharedClassifier),
+        mixtureTensorType(
+          type as GgufQuantMixture,
+          t,
+          config.nLayers,
+          config.sharedClassifier,
+          nExperts,
+        ),
       );
     } else out.set(name, GGML_OF[type as keyof typeof GGML_OF]);
   }
@@ -390,20 +410,13 @@ function isSparseDense(config: ModelConfig, slot: TensorSlot): boolean {
   return ffn && config.moe?.sparse[slot.layer] === true;
 }
 
-/** Refuses what a Qwen3-MoE export cannot be: model.bin, or a K-quant mixture. */
+/** Refuses what a Qwen3-MoE export cannot be: model.bin, or Q8_0 of an odd expert width. */
 function checkMoeExport(hfDir: string, config: ModelConfig, format: ExportFormat, type: string) {
   if (format === "bin") {
     throw new Qwen3Error(
       "unsupported",
       `${hfDir}: a Qwen3-MoE model exports only to GGUF (model.bin has no expert layout); ` +
         "use --format gguf",
-    );
-  }
-  if (type in MIXTURES) {
-    throw new Qwen3Error(
-      "unsupported",
-      `${hfDir}: the ${type} mixture is not implemented for Qwen3-MoE; use --type q8_0, f16, ` +
-        "bf16 or f32",
     );
   }
   if (type === "q8_0" && config.moe!.expertHiddenDim % 32 !== 0) {

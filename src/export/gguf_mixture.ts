@@ -15,6 +15,13 @@
  * - Everything else: the mixture's base type.
  * - Then the fallback for a row width the chosen block does not divide: Q4_K -> Q5_0,
  *   Q5_K -> Q5_1, Q6_K -> Q8_0, and F16 when even the 32-value block does not divide it.
+ *
+ * A Qwen3-MoE file (arch qwen3moe) adds, before the fallback:
+ * - The 3-D expert tensors take the rules of their 2-D names: `ffn_down_exps` is an
+ *   `ffn_down` (Q6_K in the "more bits" layers, the layer read from its `blk.N.` name),
+ *   `ffn_gate_exps` / `ffn_up_exps` the base type; the router `ffn_gate_inp` stays F32.
+ * - With exactly 8 experts (llama.cpp's rule for Mixtral-shaped models): `attn_v` and
+ *   `attn_k` Q8_0 in every mixture, and `attn_output` Q5_K in Q4_K_M.
  * @module
  */
 
@@ -93,6 +100,7 @@ export interface MixtureTensor {
  * @param t The tensor.
  * @param nLayers The model's layer count.
  * @param tiedEmbeddings Whether the file has no `output.weight` (token_embd serves both).
+ * @param nExperts Experts per sparse block (0 for a dense model).
  * @returns A {@linkcode GgmlType} value.
  */
 export function mixtureTensorType(
@@ -100,8 +108,12 @@ export function mixtureTensorType(
   t: MixtureTensor,
   nLayers: number,
   tiedEmbeddings: boolean,
+  nExperts = 0,
 ): number {
-  if (t.dims.length < 2 || !t.name.endsWith("weight") || t.name.includes("_norm.weight")) {
+  if (
+    t.dims.length < 2 || !t.name.endsWith("weight") || t.name.includes("_norm.weight") ||
+    t.name.includes("ffn_gate_inp.weight")
+  ) {
     return GgmlType.F32;
   }
   const rule = MIXTURES[mixture];
@@ -117,6 +129,11 @@ export function mixtureTensorType(
     useMoreBits(t.layer, nLayers)
   ) {
     type = rule.moreBits;
+  }
+  if (nExperts === 8 && (t.name.includes("attn_v.weight") || t.name.includes("attn_k.weight"))) {
+    type = GgmlType.Q8_0;
+  } else if (nExperts === 8 && mixture === "q4_k_m" && t.name.includes("attn_output.weight")) {
+    type = GgmlType.Q5_K;
   }
   return fitRowWidth(type, cols);
 }

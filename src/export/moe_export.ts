@@ -53,8 +53,9 @@ function positive(json: Record<string, unknown>, path: string, field: string, ma
  * @param nLayers num_hidden_layers.
  * @param maxWidth The largest feed-forward width accepted.
  * @returns The mixture's shape.
- * @throws {Qwen3Error} `format` for a missing or out-of-range field; `unsupported` for
- * `norm_topk_prob` false (the GGUF has no key for it: llama.cpp always renormalises).
+ * `norm_topk_prob` (absent: false, transformers' default) says whether the chosen experts'
+ * weights are renormalised.
+ * @throws {Qwen3Error} `format` for a missing or out-of-range field.
  */
 export function readHfMoe(
   json: Record<string, unknown>,
@@ -73,17 +74,15 @@ export function readHfMoe(
   if (!Array.isArray(only) || only.some((l) => !Number.isInteger(l) || l < 0 || l >= nLayers)) {
     throw configError(path, `mlp_only_layers = ${JSON.stringify(only)} is not a list of blocks`);
   }
-  if (json.norm_topk_prob !== true) {
-    throw new Qwen3Error(
-      "unsupported",
-      `${path}: norm_topk_prob is ${JSON.stringify(json.norm_topk_prob ?? null)}; the engines ` +
-        "(and llama.cpp's qwen3moe) renormalise the top-k weights, so only true is exported",
-    );
+  // transformers' Qwen3MoeConfig defaults norm_topk_prob to false; the released models say true
+  const norm = json.norm_topk_prob ?? false;
+  if (typeof norm !== "boolean") {
+    throw configError(path, `norm_topk_prob = ${JSON.stringify(norm)} is not true or false`);
   }
   const sparse: boolean[] = [];
   for (let l = 0; l < nLayers; l++) sparse.push(!only.includes(l) && (l + 1) % step === 0);
   if (!sparse.includes(true)) throw configError(path, "no block is sparse (mlp_only_layers)");
-  return { nExperts, nExpertsUsed, expertHiddenDim, sparse };
+  return { nExperts, nExpertsUsed, expertHiddenDim, normTopkProb: norm, sparse };
 }
 
 /** The safetensors projection of each GGUF expert tensor. */
@@ -215,6 +214,11 @@ export function moeGgufMetadata(
     [MOE_GGUF_KEYS.nExperts, { type: "u32", value: moe.nExperts }],
     [MOE_GGUF_KEYS.nExpertsUsed, { type: "u32", value: moe.nExpertsUsed }],
     [MOE_GGUF_KEYS.expertHiddenDim, { type: "u32", value: moe.expertHiddenDim }],
+    // written only when false, so a renormalising model's file has llama.cpp's keys exactly
+    ...(moe.normTopkProb ? [] : [[MOE_GGUF_KEYS.normTopkProb, { type: "bool", value: false }] as [
+      string,
+      GgufValue,
+    ]]),
   );
   return out;
 }

@@ -142,12 +142,16 @@ function readMoeKeys(g: GgufFile, path: string, nLayers: number): MoeConfig {
   const nExperts = ggufUint(g, path, K.nExperts, 1, MAX_EXPERTS);
   const nExpertsUsed = ggufUint(g, path, K.nExpertsUsed, 1, nExperts);
   const expertHiddenDim = ggufUint(g, path, K.expertHiddenDim, 1, HEADER_LIMITS.hidden_dim);
+  const norm = g.metadata.get(K.normTopkProb);
+  if (norm !== undefined && typeof norm !== "boolean") {
+    throw ggufError(path, `metadata '${K.normTopkProb}' is not a bool`);
+  }
   const sparse: boolean[] = [];
   for (let l = 0; l < nLayers; l++) sparse.push(g.tensors.has(moeGgufTensorName(l, "router")));
   if (!sparse.includes(true)) {
     throw ggufError(path, `arch ${QWEN3MOE_ARCHITECTURE} has no block with a ffn_gate_inp tensor`);
   }
-  return { nExperts, nExpertsUsed, expertHiddenDim, sparse };
+  return { nExperts, nExpertsUsed, expertHiddenDim, normTopkProb: norm ?? true, sparse };
 }
 
 /** Checks the rules between keys: whole-head value and rotary widths, GQA ratio, widths. */

@@ -35,6 +35,12 @@ export const MOE_GGUF_KEYS = {
   nExpertsUsed: "qwen3moe.expert_used_count",
   /** One expert's feed-forward width. */
   expertHiddenDim: "qwen3moe.expert_feed_forward_length",
+  /**
+   * Bool, optional: false when the chosen experts' weights are not renormalised (Hugging
+   * Face `norm_topk_prob` false). Absent means true. llama.cpp's qwen3moe graph
+   * renormalises whatever this says, so a file with false runs differently there.
+   */
+  normTopkProb: "qwen3moe.expert_weights_norm",
 } as const;
 
 /** The four tensors of a sparse block (in the order the writer writes them). */

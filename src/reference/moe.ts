@@ -2,7 +2,7 @@
  * The router of a Qwen3-MoE sparse block in the TypeScript engine, with the C engine's
  * numerics (csrc/src/moe.c; docs/numerics.md#mixture-of-experts): fp32 logits summed in
  * input order, softmax over the experts, top-k with ties to the lower index, weights
- * renormalised over the chosen k. The experts themselves run through the engine's own
+ * renormalised over the chosen k (or not, when the model's `norm_topk_prob` is false). The experts themselves run through the engine's own
  * matvec (ts_engine.ts).
  * @module
  */
@@ -17,7 +17,9 @@ const fround = Math.fround;
  * @param dim Its width.
  * @param probs Scratch of n_experts values: the softmax probabilities on return.
  * @param chosen Out: the k chosen experts, most probable first (ties: lower index first).
- * @param weights Out: their weights, `probs[chosen[j]] / (sum of the k probs in that order)`.
+ * @param weights Out: their weights, `probs[chosen[j]] / (sum of the k probs in that order)`,
+ * or `probs[chosen[j]]` when `normalize` is false.
+ * @param normalize Renormalise the k weights to sum 1 (Hugging Face `norm_topk_prob`).
  */
 export function routeToken(
   router: Float32Array,
@@ -26,6 +28,7 @@ export function routeToken(
   probs: Float32Array,
   chosen: Int32Array,
   weights: Float32Array,
+  normalize = true,
 ): void {
   const n = probs.length, k = chosen.length;
   for (let e = 0; e < n; e++) {
@@ -55,5 +58,7 @@ export function routeToken(
     chosen[j] = best;
     total = fround(total + probs[best]);
   }
-  for (let j = 0; j < k; j++) weights[j] = fround(probs[chosen[j]] / total);
+  for (let j = 0; j < k; j++) {
+    weights[j] = normalize ? fround(probs[chosen[j]] / total) : probs[chosen[j]];
+  }
 }

@@ -584,7 +584,7 @@ export class TsSession implements EngineSession {
   #moe(m: MoeLayerWeights): void {
     const c = this.#engine.config;
     const s = this.#s;
-    routeToken(m.router, s.xb, c.dim, s.probs, s.chosen, s.weights);
+    routeToken(m.router, s.xb, c.dim, s.probs, s.chosen, s.weights, c.moe!.normTopkProb);
     s.moeOut.fill(0);
     for (let j = 0; j < s.chosen.length; j++) {
       const e = s.chosen[j];
