@@ -111,9 +111,13 @@ static void test_header_rejections(void) {
     CHECK(parse(h, tu_file_size(&s), &out) == QWEN3_ERR_FORMAT, "wrong magic accepted");
     CHECK_ERROR_HAS("magic is 0x46554747");
     tu_header(&s, h);
-    tu_put_u32(h + 4, 2);
-    CHECK(parse(h, tu_file_size(&s), &out) == QWEN3_ERR_FORMAT, "version 2 accepted");
-    CHECK_ERROR_HAS("version = 2");
+    tu_put_u32(h + 4, 3);
+    CHECK(parse(h, tu_file_size(&s), &out) == QWEN3_ERR_FORMAT, "version 3 accepted");
+    CHECK_ERROR_HAS("version = 3, expected 1 (dense) or 2 (Qwen3-MoE)");
+    tu_header(&s, h);
+    tu_put_u32(h + 4, 2); /* a dense header read as a Qwen3-MoE one: no experts */
+    CHECK(parse(h, tu_file_size(&s), &out) == QWEN3_ERR_FORMAT, "dense header as version 2 accepted");
+    CHECK_ERROR_HAS("n_experts = 0 is not in 1..1024");
 
     tu_header(&s, h);
     CHECK(parse(h, tu_file_size(&s) + 1, &out) == QWEN3_ERR_FORMAT, "one byte too many accepted");
