@@ -14,6 +14,8 @@ import { join } from "node:path";
 import { CEngine } from "../ffi/c_engine.ts";
 import { Qwen3Error } from "../src/errors.ts";
 import { exportHfModel } from "../src/export/export.ts";
+import { checkpointToGguf } from "../src/formats/gguf_convert.ts";
+import { readCheckpoint } from "../src/formats/model_file.ts";
 import {
   CHECKPOINT_MOE_VERSION,
   checkpointFileOrder,
@@ -248,4 +250,17 @@ Deno.test("moe model.bin: a truncated or corrupted file is refused by both engin
     }
     assert.equal(messages[0], messages[1], "the engines' messages differ");
   }
+});
+
+Deno.test("moe model.bin: the dense checkpoint-to-GGUF converter refuses it", async () => {
+  const ckpt = await readCheckpoint(await bin);
+  assert.equal(ckpt.tensors.layers[0].moe?.gate.length, 8);
+  assert.equal(ckpt.tensors.layers[1].moe, undefined);
+  const out = join(tmp, "converted.gguf");
+  await assert.rejects(
+    checkpointToGguf(ckpt, out, { tokenizerJson: join(await hf, "tokenizer.json") }),
+    (e: Error) =>
+      e instanceof Qwen3Error && e.code === "unsupported" && /Qwen3-MoE/.test(e.message),
+  );
+  await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
 });
