@@ -75,10 +75,13 @@ const gguf = (async () => {
   return out;
 })();
 
-/** Every position's logits, the prompt fed one token at a time. */
-async function engineLogits(engine: Engine): Promise<Float32Array[][]> {
+/** Every position's logits of the first `n` prompts, fed one token at a time. */
+async function engineLogits(
+  engine: Engine,
+  n = reference.prompts.length,
+): Promise<Float32Array[][]> {
   const out: Float32Array[][] = [];
-  for (const p of reference.prompts) {
+  for (const p of reference.prompts.slice(0, n)) {
     using session = engine.createSession(64);
     const rows: Float32Array[] = [];
     for (const id of p.ids) rows.push((await session.forward([id])).slice());
@@ -121,7 +124,9 @@ Deno.test("moe model.bin: both engines agree, match transformers and the Q8_0 GG
   assert.deepEqual(c.config.moe, moe);
   assert.equal(c.config.format, "qwen3.c");
   assert.equal(c.config.groupSize, 32);
-  const tsLogits = await engineLogits(ts);
+  // the TypeScript engine on the first prompt only (its 151936-row classifier is the slow
+  // part); the C engine, equal to it there, on every prompt
+  const tsLogits = await engineLogits(ts, 1);
   const cLogits = await engineLogits(c);
   using g = await CEngine.load(await gguf, { threads: 1 });
   const gLogits = await engineLogits(g);
@@ -129,11 +134,11 @@ Deno.test("moe model.bin: both engines agree, match transformers and the Q8_0 GG
   reference.prompts.forEach((p, i) =>
     p.positions.forEach((pos, t) => {
       const where = `prompt ${p.name}, position ${t}`;
-      const [cs, tss, gs] = [cLogits[i][t], tsLogits[i][t], gLogits[i][t]];
+      const [cs, tss, gs] = [cLogits[i][t], tsLogits[i]?.[t], gLogits[i][t]];
       assert.equal(argmax(cs), pos.top_ids[0], `${where}: C argmax`);
-      assert.equal(argmax(tss), pos.top_ids[0], `${where}: TS argmax`);
+      if (tss) assert.equal(argmax(tss), pos.top_ids[0], `${where}: TS argmax`);
       for (let j = 0; j < cs.length; j++) {
-        apart = Math.max(apart, Math.abs(cs[j] - tss[j]));
+        if (tss) apart = Math.max(apart, Math.abs(cs[j] - tss[j]));
         fromGguf = Math.max(fromGguf, Math.abs(cs[j] - gs[j]) / pos.std);
       }
       pos.top_ids.forEach((id, k) => {
