@@ -79,7 +79,12 @@ export type {
 export { TextStreamDecoder, Tokenizer } from "./src/text/tokenizer.ts";
 export type { EncodeOptions, PromptPart, SpecialIds } from "./src/text/tokenizer.ts";
 export type { ChatTemplates } from "./src/text/template.ts";
-export type { Checkpoint, CheckpointTensors, LayerTensors } from "./src/formats/checkpoint.ts";
+export type {
+  Checkpoint,
+  CheckpointMoeLayer,
+  CheckpointTensors,
+  LayerTensors,
+} from "./src/formats/checkpoint.ts";
 export type { Q8Tensor } from "./src/formats/weights.ts";
 export { Sampler } from "./src/text/sampler.ts";
 export { TsEngine, TsSession } from "./src/reference/ts_engine.ts";

@@ -36,7 +36,10 @@ export interface ModelConfig {
   ropeTheta: number;
   /** RMSNorm epsilon (1e-6 for Qwen3). */
   rmsEps: number;
-  /** The mixture of experts of a Qwen3-MoE model (GGUF arch `qwen3moe`); absent when dense. */
+  /**
+   * The mixture of experts of a Qwen3-MoE model (GGUF arch `qwen3moe`, or a version 2
+   * `model.bin`); absent when dense.
+   */
   moe?: MoeConfig;
 }
 

@@ -294,7 +294,6 @@ async function editedConfig(label: string, edit: (c: Record<string, unknown>) =>
 }
 
 Deno.test("qwen3moe export: refuses what it cannot write, naming why", async () => {
-  const src = await hf;
   const out = join(tmp, "refused.gguf");
   const refuses = async (dir: string, opts: object, kind: string, pattern: RegExp) => {
     await assert.rejects(
@@ -303,7 +302,9 @@ Deno.test("qwen3moe export: refuses what it cannot write, naming why", async () 
     );
     await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
   };
-  await refuses(src, { format: "bin" }, "unsupported", /only to GGUF/);
+  // model.bin's header marks the sparse blocks in a bitmap of 1024 bits
+  const deep = await editedConfig("deep", (c) => c.num_hidden_layers = 1025);
+  await refuses(deep, { format: "bin" }, "unsupported", /num_hidden_layers 1025 .* 1024 blocks/);
   const used = await editedConfig("bad_used", (c) => c.num_experts_per_tok = 9);
   await refuses(used, { format: "gguf" }, "format", /num_experts_per_tok = 9/);
   const norm = await editedConfig("bad_norm", (c) => c.norm_topk_prob = "yes");

@@ -93,6 +93,12 @@ async function modelSeeds(): Promise<Map<string, Uint8Array>> {
       3,
     ),
   );
+  // Qwen3-MoE (version 2): block 0 sparse (4 experts, top 2, width 4), block 1 dense
+  const moe = { nExperts: 4, nExpertsUsed: 2, expertHiddenDim: 4, normTopkProb: true };
+  seeds.set(
+    "qwen3c_moe.bin",
+    await checkpointBytes(tiny({ moe: { ...moe, sparse: [true, false] } }), "qwen3.c", 4),
+  );
   seeds.set("truncated.bin", tied.slice(0, 300));
   seeds.set("header_only.bin", tied.slice(0, 256));
   // Non-finite and denormal values where the loader cannot check them (it never reads the

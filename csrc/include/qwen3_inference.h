@@ -196,7 +196,8 @@ typedef struct {
 /* Fills *out. Returns QWEN3_OK or QWEN3_ERR_INVALID_ARGUMENT. */
 QWEN3_API int32_t qwen3_model_get_info(const Qwen3Model* model, Qwen3ModelInfo* out);
 
-/* The mixture of experts of a Qwen3-MoE model (GGUF arch qwen3moe): out[0] experts per
+/* The mixture of experts of a Qwen3-MoE model (GGUF arch qwen3moe, or a model.bin of
+ * version 2): out[0] experts per
  * sparse block, out[1] experts used per token, out[2] one expert's feed-forward width (all
  * 0 for a dense model); sparse[l] = 1 when block l is sparse, for each of the n_layers
  * blocks (sparse may be NULL). Returns QWEN3_OK or QWEN3_ERR_INVALID_ARGUMENT. */

@@ -170,6 +170,8 @@ QWEN3_API void qwen3_model_free(Qwen3Model* m) {
     for (uint32_t k = 0; k < QWEN3_TEMPLATE_COUNT; k++) free(m->templates[k]);
     if (m->tokenizer) qwen3_tokenizer_free(m->tokenizer);
     free(m->weights.layers);
+    free(m->checkpoint_moe);
+    free(m->checkpoint_experts);
     qwen3_gguf_model_free(m->gguf);
     qwen3_file_map_deinit(&m->map);
     free(m->path);

@@ -22,6 +22,13 @@
 #define QWEN3_HEADER_BYTES 256u
 #define QWEN3_MAGIC 0x616A6331u
 #define QWEN3_VERSION 1
+/* A Qwen3-MoE checkpoint (docs/formats.md#qwen3-moe-checkpoint): version 1's fields, the
+ * mixture's at bytes 48..63, bytes 64..127 reserved (zero), a bitmap of the sparse blocks
+ * at 128..255, and an experts section after the version 1 body. */
+#define QWEN3_VERSION_MOE 2
+#define QWEN3_MOE_HEADER_RESERVED 64u
+#define QWEN3_MOE_HEADER_SPARSE 128u
+#define QWEN3_MOE_MAX_LAYERS ((QWEN3_HEADER_BYTES - QWEN3_MOE_HEADER_SPARSE) * 8u)
 
 /* Upper limits on header fields: far above any Qwen3, low enough that no size derived
  * from them can overflow 64 bits or ask for absurd scratch memory. */
@@ -49,6 +56,10 @@ typedef struct {
     uint32_t shared_classifier;
     uint32_t group_size;
     uint64_t file_size; /* the exact size this header implies */
+    uint32_t version;   /* checkpoints: 1 (dense) or QWEN3_VERSION_MOE */
+    Qwen3MoeShape moe;  /* version 2: the mixture's shape; n_experts 0 otherwise */
+    uint8_t sparse[(QWEN3_HEADER_BYTES - QWEN3_MOE_HEADER_SPARSE)]; /* version 2: bit l % 8 of
+                                                                    * byte l / 8 = block l sparse */
 } Qwen3Header;
 
 typedef struct {
@@ -93,6 +104,9 @@ struct Qwen3Model {
     Qwen3ThreadPool* pool;
     Qwen3Mutex* lock; /* held for a whole forward pass, and while the pool is replaced */
     Qwen3GgufModel* gguf;     /* GGUF files only: converted weights and copies */
+    Qwen3MoeLayer* checkpoint_moe;      /* a Qwen3-MoE checkpoint's sparse blocks, in block
+                                         * order (weights: views into map); NULL otherwise */
+    Qwen3Matrix* checkpoint_experts;    /* their expert matrices, 3 * n_experts per block */
     Qwen3MoeShape moe;        /* arch qwen3moe only; n_experts 0 when dense */
     Qwen3BatchScratch* batch; /* made by the first batched decode step, grown, never
                                * shrunk; used under lock (transformer.c) */

@@ -111,9 +111,13 @@ static void test_header_rejections(void) {
     CHECK(parse(h, tu_file_size(&s), &out) == QWEN3_ERR_FORMAT, "wrong magic accepted");
     CHECK_ERROR_HAS("magic is 0x46554747");
     tu_header(&s, h);
-    tu_put_u32(h + 4, 2);
-    CHECK(parse(h, tu_file_size(&s), &out) == QWEN3_ERR_FORMAT, "version 2 accepted");
-    CHECK_ERROR_HAS("version = 2");
+    tu_put_u32(h + 4, 3);
+    CHECK(parse(h, tu_file_size(&s), &out) == QWEN3_ERR_FORMAT, "version 3 accepted");
+    CHECK_ERROR_HAS("version = 3, expected 1 (dense) or 2 (Qwen3-MoE)");
+    tu_header(&s, h);
+    tu_put_u32(h + 4, 2); /* a dense header read as a Qwen3-MoE one: no experts */
+    CHECK(parse(h, tu_file_size(&s), &out) == QWEN3_ERR_FORMAT, "dense header as version 2 accepted");
+    CHECK_ERROR_HAS("n_experts = 0 is not in 1..1024");
 
     tu_header(&s, h);
     CHECK(parse(h, tu_file_size(&s) + 1, &out) == QWEN3_ERR_FORMAT, "one byte too many accepted");
@@ -160,6 +164,69 @@ static void test_header_fuzz(void) {
         }
     }
     CHECK(accepted < 20000, "every mutation accepted");
+}
+
+/* A Qwen3-MoE (version 2) header for the small spec: 8 experts, top 2, width 32, block 0
+ * sparse and block 1 dense (docs/formats.md#qwen3-moe-checkpoint), and the size it implies,
+ * worked out here apart from the loader's formula. */
+static uint64_t moe_header(const TuSpec* s, uint8_t h[256]) {
+    tu_header(s, h);
+    tu_put_u32(h + 4, 2);
+    tu_put_u32(h + 48, 8);
+    tu_put_u32(h + 52, 2);
+    tu_put_u32(h + 56, 32);
+    tu_put_u32(h + 60, 1);
+    h[128] = 0x01;
+    const uint64_t gs = s->group_size, dim = s->dim;
+    const uint64_t dense_ffn = 2 * tu_q8_bytes(s->hidden_dim, dim, gs) + tu_q8_bytes(dim, s->hidden_dim, gs);
+    const uint64_t experts = 4 * 8 * dim + 8 * (2 * tu_q8_bytes(32, dim, gs) + tu_q8_bytes(dim, 32, gs));
+    return tu_file_size(s) - dense_ffn + experts; /* block 0 has experts instead of w1..w3 */
+}
+
+static void test_header_moe(void) {
+    TuSpec s = tu_small_spec();
+    uint8_t h[256];
+    Qwen3Header out;
+    const uint64_t size = moe_header(&s, h);
+    int32_t rc = parse(h, size, &out);
+    CHECK(rc == QWEN3_OK, "version 2: rc %d (%s)", rc, qwen3_get_last_error());
+    CHECK(out.version == 2 && out.moe.n_experts == 8 && out.moe.n_used == 2 && out.moe.hidden_dim == 32 &&
+              out.moe.norm_weights == 1 && out.sparse[0] == 1 && out.file_size == size,
+          "version 2 fields: %u %u %u %u %u %u", out.version, out.moe.n_experts, out.moe.n_used,
+          out.moe.hidden_dim, out.moe.norm_weights, out.sparse[0]);
+    static const struct {
+        uint32_t at, value; /* a u32 written at `at` (value > 255 never goes to the bitmap) */
+        int64_t size_delta;
+        const char* needle;
+    } cases[] = {
+        {0, 0, -1, "the header implies"},
+        {0, 0, +1, "longer than its header says"},
+        {48, 0, 0, "header field n_experts = 0 is not in 1..1024"},
+        {48, 1025, 0, "header field n_experts = 1025 is not in 1..1024"},
+        {52, 9, 0, "header field n_experts_used = 9 is not in 1..8"},
+        {56, 0x80000000u, 0, "header field expert_hidden_dim = -2147483648 is not in 1..262144"},
+        {56, 48, 0, "group_size 32 does not divide expert_hidden_dim = 48"},
+        {60, 2, 0, "header field norm_topk_prob = 2 must be 0 or 1"},
+        {100, 1, 0, "header byte 100 is 1, must be 0 (reserved)"},
+        {128, 0, 0, "no block is marked sparse"},
+        {128, 0x05, 0, "sparse-block bit 2 is set but the model has 2 blocks"},
+        {252, 0x80000000u, 0, "sparse-block bit 1023 is set"},
+        {128, 0x03, 0, "the file is truncated"}, /* block 1's experts are not there */
+        {16, 1025, 0, "header field n_layers = 1025 exceeds the limit of 1024"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        moe_header(&s, h);
+        if (cases[i].at) tu_put_u32(h + cases[i].at, cases[i].value);
+        rc = parse(h, (uint64_t)((int64_t)size + cases[i].size_delta), &out);
+        CHECK(rc == QWEN3_ERR_FORMAT, "case %zu accepted (rc %d)", i, rc);
+        CHECK_ERROR_HAS(cases[i].needle);
+        CHECK_ERROR_HAS("qwen3.c layout, version 2 (Qwen3-MoE)");
+        CHECK(out.moe.n_experts == 0, "case %zu: header left filled after a rejection", i);
+    }
+    /* a version 1 header of the same shape stays dense */
+    tu_header(&s, h);
+    CHECK(parse(h, tu_file_size(&s), &out) == QWEN3_OK && out.moe.n_experts == 0 && out.version == 1,
+          "version 1 read as MoE");
 }
 
 static void test_templates_validation(void) {
@@ -444,6 +511,7 @@ int main(void) {
     test_header_valid();
     test_header_rejections();
     test_header_fuzz();
+    test_header_moe();
     test_templates_validation();
     char dir[1024];
     if (!tu_make_temp_dir(dir, sizeof dir)) {

@@ -46,10 +46,12 @@ import {
   type TokenizerJson,
 } from "../formats/gguf_qwen3.ts";
 import {
-  checkpointTensorOrder,
+  checkpointFileOrder,
+  type CheckpointSlot,
   encodeHeader,
   expectedFileSize,
   HEADER_LIMITS,
+  MAX_MOE_CHECKPOINT_LAYERS,
   QWEN3_RMS_EPS,
   QWEN3_ROPE_THETA,
   type TensorSlot,
@@ -77,7 +79,7 @@ import {
 import { OutputFiles, writeAll } from "./output_files.ts";
 import { type GgufQuantMixture, MIXTURES, mixtureTensorType } from "./gguf_mixture.ts";
 import { isQuantizedType, QuantPool } from "./quant_pool.ts";
-import { moeGgufMetadata, moeGgufTensors, moeTensorValues } from "./moe_export.ts";
+import { hfMoeTensorName, moeGgufMetadata, moeGgufTensors, moeTensorValues } from "./moe_export.ts";
 import type { ModelConfig } from "../types.ts";
 
 /** Output formats of {@linkcode exportHfModel}. */
@@ -209,14 +211,15 @@ async function* rowBlocks(
  * @param requested The group size asked for.
  * @param c The model's widths.
  * @returns The largest power-of-two halving of `requested` that divides every row width of
- * `c` (1 at worst).
+ * `c`, an expert's width included (1 at worst).
  */
 export function fitGroupSize(
   requested: number,
-  c: Pick<ModelConfig, "dim" | "hiddenDim" | "nHeads" | "headDim">,
+  c: Pick<ModelConfig, "dim" | "hiddenDim" | "nHeads" | "headDim" | "moe">,
 ): number {
   let gs = requested;
   const widths = [c.dim, c.hiddenDim, c.nHeads * c.headDim];
+  if (c.moe) widths.push(c.moe.expertHiddenDim);
   while (gs > 1 && widths.some((w) => w % gs !== 0)) gs = Math.floor(gs / 2);
   return gs;
 }
@@ -225,7 +228,17 @@ function bytesOf(a: Float32Array | Int8Array | Uint16Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
-/** Writes the model.bin body in checkpoint order, Q8-quantising each matrix block by block. */
+/** The safetensors name of a checkpoint slot. */
+function hfSlotName(slot: CheckpointSlot, prefix: HfTensorPrefix): string {
+  if (slot.kind === "router") return hfMoeTensorName(slot.layer, "router");
+  if (slot.kind === "expert") return hfMoeTensorName(slot.layer, slot.name, slot.expert);
+  return hfTensorName(slot, prefix);
+}
+
+/**
+ * Writes the model.bin body in file order (a Qwen3-MoE model's experts section included),
+ * Q8-quantising each matrix block by block.
+ */
 async function writeCheckpoint(
   file: Deno.FsFile,
   weights: SafetensorsModel,
@@ -240,17 +253,19 @@ async function writeCheckpoint(
   // The scales follow a whole matrix, so they are the one per-tensor buffer (4 bytes per
   // group: 9.7 MB for a 0.6B embedding), sized for the largest.
   let largest = 0;
-  for (const slot of checkpointTensorOrder(config)) {
-    if (slot.kind === "q8") largest = Math.max(largest, slot.rows * slot.cols);
+  for (const slot of checkpointFileOrder(config)) {
+    if (slot.kind === "q8" || slot.kind === "expert") {
+      largest = Math.max(largest, slot.rows * slot.cols);
+    }
   }
   const allScales = new Float32Array(largest / gs);
   const header = encodeHeader(config, "qwen3.c");
   await writeAll(file, header);
   progress(header.length);
-  for (const slot of checkpointTensorOrder(config)) {
+  for (const slot of checkpointFileOrder(config)) {
     signal?.throwIfAborted();
-    const name = hfTensorName(slot, prefix);
-    if (slot.kind === "f32") {
+    const name = hfSlotName(slot, prefix);
+    if (slot.kind === "f32" || slot.kind === "router") {
       const v = await weights.readTensor(name);
       await writeAll(file, bytesOf(v));
       progress(v.byteLength);
@@ -410,14 +425,20 @@ function isSparseDense(config: ModelConfig, slot: TensorSlot): boolean {
   return ffn && config.moe?.sparse[slot.layer] === true;
 }
 
-/** Refuses what a Qwen3-MoE export cannot be: model.bin, or Q8_0 of an odd expert width. */
+/**
+ * Refuses what a Qwen3-MoE export cannot be: a model.bin of more blocks than its header's
+ * bitmap holds, or Q8_0 of an odd expert width.
+ */
 function checkMoeExport(hfDir: string, config: ModelConfig, format: ExportFormat, type: string) {
   if (format === "bin") {
-    throw new Qwen3Error(
-      "unsupported",
-      `${hfDir}: a Qwen3-MoE model exports only to GGUF (model.bin has no expert layout); ` +
-        "use --format gguf",
-    );
+    if (config.nLayers > MAX_MOE_CHECKPOINT_LAYERS) {
+      throw new Qwen3Error(
+        "unsupported",
+        `${join(hfDir, "config.json")}: num_hidden_layers ${config.nLayers} is more than the ` +
+          `${MAX_MOE_CHECKPOINT_LAYERS} blocks a Qwen3-MoE model.bin holds; use --format gguf`,
+      );
+    }
+    return;
   }
   if (type === "q8_0" && config.moe!.expertHiddenDim % 32 !== 0) {
     throw new Qwen3Error(

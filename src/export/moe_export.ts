@@ -2,7 +2,9 @@
  * The Qwen3-MoE half of `qwen3 export` (Qwen3MoeForCausalLM to a GGUF of arch `qwen3moe`,
  * docs/formats.md#qwen3-moe-gguf): the config fields, the per-expert safetensors names as
  * `save_pretrained` and the Hub checkpoints spell them, and the GGUF tensors and keys
- * (llama.cpp's names, from gguf-py/gguf/constants.py and tensor_mapping.py).
+ * (llama.cpp's names, from gguf-py/gguf/constants.py and tensor_mapping.py). A model.bin
+ * export (docs/formats.md#qwen3-moe-checkpoint) walks checkpoint.ts's `checkpointFileOrder`
+ * and reads the experts by {@linkcode hfMoeTensorName}.
  * @module
  */
 

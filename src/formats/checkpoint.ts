@@ -10,14 +10,37 @@
 
 import { Qwen3Error } from "../errors.ts";
 import type { Q8Tensor } from "./weights.ts";
-import type { ModelConfig } from "../types.ts";
+import type { ModelConfig, MoeConfig } from "../types.ts";
 
 /** `model.bin` magic: bytes `31 63 6A 61` on disk, read as a little-endian u32. */
 export const CHECKPOINT_MAGIC = 0x616a6331;
-/** The only checkpoint version there is. */
-export const CHECKPOINT_VERSION = 1;
 /** Bytes before the first tensor. */
 export const HEADER_BYTES = 256;
+/** The version of a dense checkpoint (qwen3.c's, the only one qwen3.c and qwen3-rs know). */
+export const CHECKPOINT_VERSION = 1;
+/**
+ * The version of a Qwen3-MoE checkpoint (docs/formats.md#qwen3-moe-checkpoint): version 1's
+ * fields, the mixture's fields after them and the experts after the dense body. A reader that
+ * knows only version 1 refuses it by its version instead of misreading it.
+ */
+export const CHECKPOINT_MOE_VERSION = 2;
+/**
+ * Byte offsets of a version 2 header's mixture fields (i32 each), its reserved bytes (zero)
+ * and its bitmap of sparse blocks (bit `l % 8` of byte `sparseBitmap + l / 8` set when block
+ * `l` is sparse).
+ */
+export const MOE_HEADER = {
+  nExperts: 48,
+  nExpertsUsed: 52,
+  expertHiddenDim: 56,
+  normTopkProb: 60,
+  reserved: 64,
+  sparseBitmap: 128,
+} as const;
+/** Largest n_experts of a version 2 header (the GGUF readers' limit; Qwen3-MoE has 128). */
+export const MAX_CHECKPOINT_EXPERTS = 1024;
+/** Most blocks a version 2 checkpoint can have: one bit each in the header's last 128 bytes. */
+export const MAX_MOE_CHECKPOINT_LAYERS = (HEADER_BYTES - MOE_HEADER.sparseBitmap) * 8;
 /** qwen3-rs `architecture_id` of Qwen3ForCausalLM (2 is LlamaForCausalLM). */
 export const QWEN3RS_ARCH_QWEN3 = 1;
 /** RoPE base of every Qwen3 (not stored in the file). */
@@ -85,6 +108,23 @@ export interface LayerTensors {
   w2: Q8Tensor;
   /** (hidden_dim, dim) up projection. */
   w3: Q8Tensor;
+  /**
+   * A sparse block's experts (a Qwen3-MoE checkpoint); absent in a dense block. A sparse
+   * block has no dense feed-forward: its `w1`, `w2`, `w3` are then empty (0 x 0).
+   */
+  moe?: CheckpointMoeLayer;
+}
+
+/** One sparse block of a Qwen3-MoE checkpoint, as views into its bytes. */
+export interface CheckpointMoeLayer {
+  /** (n_experts, dim) router, fp32. */
+  router: Float32Array;
+  /** Per expert: (expert_hidden_dim, dim) gate projection. */
+  gate: Q8Tensor[];
+  /** Per expert: (expert_hidden_dim, dim) up projection. */
+  up: Q8Tensor[];
+  /** Per expert: (dim, expert_hidden_dim) down projection. */
+  down: Q8Tensor[];
 }
 
 /** Every tensor of a checkpoint, as views into its bytes. */
@@ -137,18 +177,41 @@ export type TensorSlot =
   | { kind: "q8"; name: LayerMatrix; layer: number; rows: number; cols: number }
   | { kind: "q8"; name: "embed" | "classifier"; layer: -1; rows: number; cols: number };
 
+/** The expert projections of a sparse block, in file order. */
+export const EXPERT_MATRICES = ["gate", "up", "down"] as const;
+
+/**
+ * One entry of a Qwen3-MoE checkpoint's experts section: a sparse block's fp32 router, or one
+ * expert's Q8 projection.
+ */
+export type MoeSlot =
+  | { kind: "router"; layer: number; rows: number; cols: number }
+  | {
+    kind: "expert";
+    name: (typeof EXPERT_MATRICES)[number];
+    layer: number;
+    expert: number;
+    rows: number;
+    cols: number;
+  };
+
+/** Any entry of a checkpoint's body ({@linkcode checkpointFileOrder}). */
+export type CheckpointSlot = TensorSlot | MoeSlot;
+
 /** The configuration fields that fix the body's tensors and their shapes. */
-export type CheckpointShape = Pick<
-  ModelConfig,
-  | "dim"
-  | "hiddenDim"
-  | "nLayers"
-  | "nHeads"
-  | "nKvHeads"
-  | "headDim"
-  | "vocabSize"
-  | "sharedClassifier"
->;
+export type CheckpointShape =
+  & Pick<
+    ModelConfig,
+    | "dim"
+    | "hiddenDim"
+    | "nLayers"
+    | "nHeads"
+    | "nKvHeads"
+    | "headDim"
+    | "vocabSize"
+    | "sharedClassifier"
+  >
+  & { moe?: MoeConfig };
 
 /**
  * The shape of a per-layer matrix.
@@ -205,15 +268,47 @@ export function* checkpointTensorOrder(c: CheckpointShape): Generator<TensorSlot
 }
 
 /**
+ * The body of a checkpoint file in order (docs/formats.md#checkpoint-body): the slots of
+ * {@linkcode checkpointTensorOrder} for a dense model; for a Qwen3-MoE model
+ * (docs/formats.md#qwen3-moe-checkpoint) the same without the sparse blocks' `w1`, `w2`, `w3`,
+ * followed by the experts section: per sparse block, in block order, its fp32 router, then
+ * per expert its gate, up and down projections (Q8).
+ *
+ * @param c The model's shape.
+ * @returns A generator of every slot, in file order.
+ */
+export function* checkpointFileOrder(c: CheckpointShape): Generator<CheckpointSlot> {
+  const moe = c.moe;
+  for (const slot of checkpointTensorOrder(c)) {
+    const ffn = slot.name === "w1" || slot.name === "w2" || slot.name === "w3";
+    if (!(moe && ffn && moe.sparse[slot.layer])) yield slot;
+  }
+  if (!moe) return;
+  for (let l = 0; l < c.nLayers; l++) {
+    if (!moe.sparse[l]) continue;
+    yield { kind: "router", layer: l, rows: moe.nExperts, cols: c.dim };
+    for (let e = 0; e < moe.nExperts; e++) {
+      for (const name of EXPERT_MATRICES) {
+        const [rows, cols] = name === "down"
+          ? [c.dim, moe.expertHiddenDim]
+          : [moe.expertHiddenDim, c.dim];
+        yield { kind: "expert", name, layer: l, expert: e, rows, cols };
+      }
+    }
+  }
+}
+
+/**
  * Bytes a tensor slot occupies: 4 per fp32 value; 1 per int8 value plus 4 per group scale.
  *
  * @param slot The slot.
  * @param groupSize Values per Q8 scale.
  * @returns Its size in bytes.
  */
-export function slotBytes(slot: TensorSlot, groupSize: number): number {
+export function slotBytes(slot: CheckpointSlot, groupSize: number): number {
   if (slot.kind === "f32") return 4 * slot.length;
   const n = slot.rows * slot.cols;
+  if (slot.kind === "router") return 4 * n;
   return n + 4 * (n / groupSize);
 }
 
@@ -225,23 +320,38 @@ export function slotBytes(slot: TensorSlot, groupSize: number): number {
  */
 export function expectedFileSize(c: CheckpointShape & Pick<ModelConfig, "groupSize">): number {
   let size = HEADER_BYTES;
-  for (const slot of checkpointTensorOrder(c)) size += slotBytes(slot, c.groupSize);
-  return size;
+  // the experts section in closed form: a hostile header can ask for 1024 blocks of 1024
+  // experts, 3 million slots to walk (0.3 s) before the size check refuses it
+  for (const slot of checkpointTensorOrder(c)) {
+    const ffn = slot.name === "w1" || slot.name === "w2" || slot.name === "w3";
+    if (!(ffn && c.moe?.sparse[slot.layer])) size += slotBytes(slot, c.groupSize);
+  }
+  const m = c.moe;
+  if (!m) return size;
+  const expert = (r: number, cols: number) =>
+    slotBytes({ kind: "expert", name: "gate", layer: 0, expert: 0, rows: r, cols }, c.groupSize);
+  const block = 4 * m.nExperts * c.dim +
+    m.nExperts * (2 * expert(m.expertHiddenDim, c.dim) + expert(c.dim, m.expertHiddenDim));
+  return size + block * m.sparse.filter((s) => s).length;
 }
 
 /**
  * The 256-byte header of a checkpoint in either layout (qwen3-rs puts `architecture_id` = 1
- * at offset 8 and shifts the ten fields by 4).
+ * at offset 8 and shifts the ten fields by 4). A Qwen3-MoE model (`c.moe`) gets a version 2
+ * header (qwen3.c layout only) with the mixture's fields and its bitmap of sparse blocks.
  *
  * @param c The model's configuration (`format` is not read: `layout` decides).
  * @param layout Which header layout to write.
  * @returns The header bytes, zero-padded to {@linkcode HEADER_BYTES}.
+ * @throws {Qwen3Error} `unsupported` for a Qwen3-MoE model in the qwen3-rs layout or with
+ * more than {@linkcode MAX_MOE_CHECKPOINT_LAYERS} blocks.
  */
 export function encodeHeader(c: ModelConfig, layout: "qwen3.c" | "qwen3-rs"): Uint8Array {
   const header = new Uint8Array(HEADER_BYTES);
   const view = new DataView(header.buffer);
   view.setUint32(0, CHECKPOINT_MAGIC, true);
-  view.setInt32(4, CHECKPOINT_VERSION, true);
+  view.setInt32(4, c.moe ? CHECKPOINT_MOE_VERSION : CHECKPOINT_VERSION, true);
+  if (c.moe) encodeMoeFields(view, c.moe, c.nLayers, layout);
   let off = 8;
   if (layout === "qwen3-rs") {
     view.setUint32(off, QWEN3RS_ARCH_QWEN3, true);
@@ -264,6 +374,31 @@ export function encodeHeader(c: ModelConfig, layout: "qwen3.c" | "qwen3-rs"): Ui
     off += 4;
   }
   return header;
+}
+
+/** Writes a version 2 header's mixture fields and sparse-block bitmap. */
+function encodeMoeFields(view: DataView, moe: MoeConfig, nLayers: number, layout: string): void {
+  if (layout !== "qwen3.c") {
+    throw new Qwen3Error(
+      "unsupported",
+      "a Qwen3-MoE checkpoint has only the qwen3.c header layout",
+    );
+  }
+  if (nLayers > MAX_MOE_CHECKPOINT_LAYERS) {
+    throw new Qwen3Error(
+      "unsupported",
+      `a Qwen3-MoE checkpoint holds at most ${MAX_MOE_CHECKPOINT_LAYERS} blocks; the model has ${nLayers}`,
+    );
+  }
+  view.setInt32(MOE_HEADER.nExperts, moe.nExperts, true);
+  view.setInt32(MOE_HEADER.nExpertsUsed, moe.nExpertsUsed, true);
+  view.setInt32(MOE_HEADER.expertHiddenDim, moe.expertHiddenDim, true);
+  view.setInt32(MOE_HEADER.normTopkProb, moe.normTopkProb ? 1 : 0, true);
+  for (let l = 0; l < nLayers; l++) {
+    if (!moe.sparse[l]) continue;
+    const at = MOE_HEADER.sparseBitmap + (l >> 3);
+    view.setUint8(at, view.getUint8(at) | (1 << (l & 7)));
+  }
 }
 
 function formatError(path: string, message: string): Qwen3Error {
@@ -462,8 +597,13 @@ export function parseHeader(header: Uint8Array, fileSize: number, path: string):
     );
   }
   const version = view.getInt32(4, true);
+  if (version === CHECKPOINT_MOE_VERSION) return parseMoeLayout(view, fileSize, path);
   if (version !== CHECKPOINT_VERSION) {
-    throw formatError(path, `header field version = ${version}, expected ${CHECKPOINT_VERSION}`);
+    throw formatError(
+      path,
+      `header field version = ${version}, expected ${CHECKPOINT_VERSION} (dense) or ` +
+        `${CHECKPOINT_MOE_VERSION} (Qwen3-MoE)`,
+    );
   }
   const at8 = view.getUint32(8, true);
   const first = at8 === 1 || at8 === 2 ? "qwen3-rs" : "qwen3.c";
@@ -477,6 +617,77 @@ export function parseHeader(header: Uint8Array, fileSize: number, path: string):
       throw firstError;
     }
   }
+}
+
+/**
+ * A version 2 (Qwen3-MoE) header: the qwen3.c layout's ten fields and their rules, then the
+ * mixture's fields, the reserved bytes and the sparse-block bitmap, then the file size, in
+ * the C loader's order and words (csrc/src/model_checkpoint.c parse_moe_fields).
+ */
+function parseMoeLayout(view: DataView, fileSize: number, path: string): ModelConfig {
+  const layout = "qwen3.c layout, version 2 (Qwen3-MoE)";
+  const raw = readHeaderFields(view, 8, path, layout);
+  checkFieldRelations(raw, path, layout);
+  const moe = readMoeFields(view, raw, path, layout);
+  const config = { ...configFromFields(raw, "qwen3.c"), moe };
+  checkFileSize(config, fileSize, path, layout);
+  return config;
+}
+
+/** The mixture's fields of a version 2 header, each checked. */
+function readMoeFields(
+  view: DataView,
+  raw: Record<HeaderField, number>,
+  path: string,
+  layout: string,
+): MoeConfig {
+  const field = (name: string, at: number, max: number) => {
+    const v = view.getInt32(at, true);
+    if (v <= 0 || v > max) {
+      throw formatError(path, `header field ${name} = ${v} is not in 1..${max} (${layout})`);
+    }
+    return v;
+  };
+  const nExperts = field("n_experts", MOE_HEADER.nExperts, MAX_CHECKPOINT_EXPERTS);
+  const nExpertsUsed = field("n_experts_used", MOE_HEADER.nExpertsUsed, nExperts);
+  const expertHiddenDim = field("expert_hidden_dim", MOE_HEADER.expertHiddenDim, HEADER_LIMITS.dim);
+  const norm = view.getInt32(MOE_HEADER.normTopkProb, true);
+  if (norm !== 0 && norm !== 1) {
+    throw formatError(path, `header field norm_topk_prob = ${norm} must be 0 or 1 (${layout})`);
+  }
+  if (expertHiddenDim % raw.group_size !== 0) {
+    throw formatError(
+      path,
+      `group_size ${raw.group_size} does not divide expert_hidden_dim = ${expertHiddenDim} (${layout})`,
+    );
+  }
+  for (let at = MOE_HEADER.reserved; at < MOE_HEADER.sparseBitmap; at++) {
+    if (view.getUint8(at) !== 0) {
+      throw formatError(
+        path,
+        `header byte ${at} is ${view.getUint8(at)}, must be 0 (reserved) (${layout})`,
+      );
+    }
+  }
+  if (raw.n_layers > MAX_MOE_CHECKPOINT_LAYERS) {
+    throw formatError(
+      path,
+      `header field n_layers = ${raw.n_layers} exceeds the limit of ${MAX_MOE_CHECKPOINT_LAYERS} (${layout})`,
+    );
+  }
+  const sparse: boolean[] = [];
+  for (let l = 0; l < MAX_MOE_CHECKPOINT_LAYERS; l++) {
+    const bit = (view.getUint8(MOE_HEADER.sparseBitmap + (l >> 3)) >> (l & 7)) & 1;
+    if (l < raw.n_layers) sparse.push(bit === 1);
+    else if (bit) {
+      throw formatError(
+        path,
+        `sparse-block bit ${l} is set but the model has ${raw.n_layers} blocks (${layout})`,
+      );
+    }
+  }
+  if (!sparse.includes(true)) throw formatError(path, `no block is marked sparse (${layout})`);
+  return { nExperts, nExpertsUsed, expertHiddenDim, normTopkProb: norm === 1, sparse };
 }
 
 function hex32(v: number): string {
@@ -535,8 +746,24 @@ export function checkpointTensors(bytes: Uint8Array, config: ModelConfig): Check
   const gs = config.groupSize;
   const out = emptyTensors(config);
   let off = HEADER_BYTES;
-  for (const slot of checkpointTensorOrder(config)) {
-    if (slot.kind === "f32") {
+  for (const slot of checkpointFileOrder(config)) {
+    if (slot.kind === "router") {
+      out.layers[slot.layer].moe = {
+        router: floatsAt(bytes, off, slot.rows * slot.cols),
+        gate: [],
+        up: [],
+        down: [],
+      };
+    } else if (slot.kind === "expert") {
+      const n = slot.rows * slot.cols;
+      out.layers[slot.layer].moe![slot.name].push({
+        q: new Int8Array(bytes.buffer, bytes.byteOffset + off, n),
+        s: floatsAt(bytes, off + n, n / gs),
+        rows: slot.rows,
+        cols: slot.cols,
+        groupSize: gs,
+      });
+    } else if (slot.kind === "f32") {
       const values = floatsAt(bytes, off, slot.length);
       if (slot.name === "final_norm") out.finalNorm = values;
       else out.layers[slot.layer][LAYER_NORM_FIELDS[slot.name]] = values;

@@ -91,7 +91,9 @@ async function readTokenizerJson(path: string): Promise<TokenizerJson> {
  * @param ckpt The checkpoint, read by `readCheckpoint`.
  * @param outPath The GGUF file to write (replaced when it exists).
  * @param opts The tokenizer.json to take the vocabulary from, the name, progress.
- * @throws {Qwen3Error} `unsupported` when a width is not a multiple of 32 (Q8_0 blocks).
+ * @throws {Qwen3Error} `unsupported` when a width is not a multiple of 32 (Q8_0 blocks), or
+ * for a Qwen3-MoE checkpoint (version 2; `qwen3 export --format gguf` writes its GGUF from the
+ * Hugging Face folder).
  * @throws {Qwen3Error} `io` or `format` when the tokenizer.json cannot be read, is over its
  * size limit, is not JSON or not a BPE tokenizer, or lacks `<|im_end|>` / `<|endoftext|>`.
  */
@@ -101,6 +103,13 @@ export async function checkpointToGguf(
   opts: GgufConvertOptions,
 ): Promise<void> {
   const c = ckpt.config;
+  if (c.moe) {
+    throw new Qwen3Error(
+      "unsupported",
+      `${ckpt.path}: a Qwen3-MoE checkpoint does not convert to GGUF here; export the Hugging ` +
+        "Face folder with --format gguf",
+    );
+  }
   if (c.dim % 32 !== 0 || c.hiddenDim % 32 !== 0 || (c.nHeads * c.headDim) % 32 !== 0) {
     throw new Qwen3Error(
       "unsupported",

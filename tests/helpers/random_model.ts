@@ -8,13 +8,13 @@
 
 import { Qwen3Error } from "../../src/errors.ts";
 import {
-  checkpointTensorOrder,
+  checkpointFileOrder,
+  type CheckpointSlot,
   encodeHeader,
   expectedFileSize,
   HEADER_BYTES,
   QWEN3_RMS_EPS,
   QWEN3_ROPE_THETA,
-  type TensorSlot,
 } from "../../src/formats/checkpoint.ts";
 import { quantizeQ8Into } from "../../src/reference/quant.ts";
 import type { ModelConfig } from "../../src/types.ts";
@@ -100,7 +100,7 @@ class NormalRng {
 }
 
 /** A per-tensor seed, so a tensor's values do not depend on how the others were chunked. */
-function slotSeed(seed: number, slot: TensorSlot, index: number): number {
+function slotSeed(seed: number, slot: CheckpointSlot, index: number): number {
   return (Math.imul(seed + 1, 0x9e3779b1) ^ Math.imul(index + 1, 0x85ebca6b) ^
     Math.imul(slot.layer + 2, 0xc2b2ae35)) >>> 0;
 }
@@ -113,9 +113,14 @@ function slotSeed(seed: number, slot: TensorSlot, index: number): number {
  * forever: std 0.5 gave 2 distinct tokens in 64 greedy steps, 0.05 gives 17 to 38 (logits
  * then spread by ~0.4 at dim 64, ~1.6 at dim 1024), a meaningful C-vs-TS comparison.
  */
-function fillSlot(slot: TensorSlot, rng: NormalRng, out: Float32Array): void {
+function fillSlot(slot: CheckpointSlot, rng: NormalRng, out: Float32Array): void {
   if (slot.kind === "f32") {
     for (let i = 0; i < out.length; i++) out[i] = 1 + 0.1 * rng.normal();
+    return;
+  }
+  if (slot.kind === "router" || slot.kind === "expert") {
+    // a Qwen3-MoE file's router and experts: projections like the dense ones
+    for (let i = 0; i < out.length; i++) out[i] = rng.normal() / Math.sqrt(slot.cols);
     return;
   }
   const std = slot.name === "embed" || slot.name === "classifier" ? 0.05 : 1 / Math.sqrt(slot.cols);
@@ -132,7 +137,8 @@ const BLOCK_VALUES = 1 << 22;
 
 /**
  * Writes a checkpoint of `config`'s shape with deterministic random weights (from `seed`) to
- * `path`, in either header layout. Returns the file size.
+ * `path`, in either header layout (a Qwen3-MoE `config.moe`: version 2, qwen3.c layout).
+ * Returns the file size.
  */
 export async function writeRandomCheckpoint(
   path: string,
@@ -148,11 +154,17 @@ export async function writeRandomCheckpoint(
     await writeAll(file, encodeHeader(config, layout));
     let written = HEADER_BYTES;
     let index = 0;
-    for (const slot of checkpointTensorOrder(config)) {
+    for (const slot of checkpointFileOrder(config)) {
       const rng = new NormalRng(slotSeed(seed, slot, index++));
-      const name = slot.layer >= 0 ? `${slot.name}[${slot.layer}]` : slot.name;
-      if (slot.kind === "f32") {
-        const values = new Float32Array(slot.length);
+      const name = slot.kind === "router"
+        ? `router[${slot.layer}]`
+        : slot.kind === "expert"
+        ? `${slot.name}[${slot.layer}][${slot.expert}]`
+        : slot.layer >= 0
+        ? `${slot.name}[${slot.layer}]`
+        : slot.name;
+      if (slot.kind === "f32" || slot.kind === "router") {
+        const values = new Float32Array(slot.kind === "f32" ? slot.length : slot.rows * slot.cols);
         fillSlot(slot, rng, values);
         await writeAll(file, new Uint8Array(values.buffer));
         written += values.byteLength;
