@@ -396,6 +396,70 @@ TARGET_AVX2 static void matvec_q8_avx2(float* out, const Qwen3Q8Matrix* w, const
     for (; r < row_end; r += ROWS) block8_avx2(out + (r - row_begin), w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
 }
 
+#define SM2_TOK 16 /* most tokens on the small-batch path (both tiers) */
+
+/* Batched product for a few tokens, avx2: the avxvnni kernel below (sm_block8_vnni) with
+ * its vpdpbusd replaced by matvec's exact vpmaddubsw(|w|, sign(x, w)) + vpmaddwd on the
+ * transposed weights (4 bytes of each row per lane, so the pair sums stay within a row).
+ * |w| is taken once per step for all tokens; batches holding -128 do not come here. */
+TARGET_AVX2 static inline __attribute__((always_inline)) void sm_block8_avx2(float* out, size_t ld,
+                                                                             const Qwen3Q8Matrix* w,
+                                                                             const Qwen3Q8Batch* x, uint32_t r0,
+                                                                             uint32_t nrows, const int prefetch) {
+    BLOCK_SETUP;
+    const uint32_t nt = x->n_tokens;
+    const __m256i scale_idx = _mm256_loadu_si256((const __m256i*)idx);
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    __m256 accs[SM2_TOK];
+    __m256i isum[SM2_TOK];
+    for (uint32_t t = 0; t < nt; t++) accs[t] = _mm256_setzero_ps();
+    for (size_t k = 0; k < n; k += 32) {
+        const uint32_t g = (uint32_t)(k / gs);
+        __m256i r[ROWS];
+        UNROLL for (int i = 0; i < ROWS; i++) {
+            if (prefetch) PREFETCH_STEP(next, k, i);
+            r[i] = _mm256_loadu_si256((const __m256i*)(base + off[i] + k));
+        }
+        TRANSPOSE8(r);
+        const int starts = k % gs == 0;
+        for (uint32_t t = 0; t < nt; t++) {
+            const int8_t* xq = x->q + (size_t)t * n + k;
+            __m256i s0 = starts ? _mm256_setzero_si256() : isum[t];
+            __m256i s1 = _mm256_setzero_si256();
+            UNROLL for (int j = 0; j < ROWS; j += 2) {
+                int32_t x0, x1;
+                memcpy(&x0, xq + 4 * j, 4);
+                memcpy(&x1, xq + 4 * j + 4, 4);
+                const __m256i p0 = _mm256_maddubs_epi16(_mm256_abs_epi8(r[j]),
+                                                        _mm256_sign_epi8(_mm256_set1_epi32(x0), r[j]));
+                const __m256i p1 = _mm256_maddubs_epi16(_mm256_abs_epi8(r[j + 1]),
+                                                        _mm256_sign_epi8(_mm256_set1_epi32(x1), r[j + 1]));
+                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, ones16));
+                s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, ones16));
+            }
+            isum[t] = _mm256_add_epi32(s0, s1);
+        }
+        if ((k + 32) % gs == 0) {
+            const __m256 ws = _mm256_i32gather_ps(sbase + g, scale_idx, 4);
+            for (uint32_t t = 0; t < nt; t++) {
+                const __m256 f = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[t]), ws),
+                                               _mm256_set1_ps(x->s[(size_t)t * ng + g]));
+                accs[t] = _mm256_add_ps(accs[t], f);
+            }
+        }
+    }
+    for (uint32_t t = 0; t < nt; t++) {
+        float* o = out + (size_t)t * ld;
+        if (nrows == ROWS) {
+            _mm256_storeu_ps(o, accs[t]);
+        } else {
+            float tmp[ROWS];
+            _mm256_storeu_ps(tmp, accs[t]);
+            for (uint32_t i = 0; i < nrows; i++) o[i] = tmp[i];
+        }
+    }
+}
+
 TARGET_AVX2 static void matmul_q8_avx2(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
                                        uint32_t row_begin, uint32_t row_end) {
     /* One token gains nothing from repacking; other group sizes do not split into the
@@ -403,6 +467,14 @@ TARGET_AVX2 static void matmul_q8_avx2(float* out, size_t ld, const Qwen3Q8Matri
     if (x->n_tokens < 2 || w->group_size % 4 != 0 || w->group_size > MM2_CHUNK ||
         has_int8_min(x->q, x->n * x->n_tokens)) {
         qwen3_matmul_q8_by_matvec(matvec_q8_avx2, out, ld, w, x, row_begin, row_end);
+        return;
+    }
+    if (x->n_tokens <= SM2_TOK && w->group_size % 32 == 0) {
+        uint32_t r = row_begin;
+        for (; row_end - r >= 2 * ROWS; r += ROWS) sm_block8_avx2(out + (r - row_begin), ld, w, x, r, ROWS, 1);
+        for (; r < row_end; r += ROWS) {
+            sm_block8_avx2(out + (r - row_begin), ld, w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
+        }
         return;
     }
     MM2_DRIVER(mm2_pack_avx2, mm2_tile_avx2, 4)
@@ -467,8 +539,84 @@ TARGET_VNNI static void matvec_q8_avxvnni(float* out, const Qwen3Q8Matrix* w, co
     for (; r < row_end; r += ROWS) block8_vnni(out + (r - row_begin), w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
 }
 
+/* Batched product for a few tokens (batched decode), avxvnni: kernels_avx512.c's
+ * matmul_q8_small at 8 rows and 32 bytes a step. The weights stream as in matvec (same
+ * prefetch), each 32-byte step of the 8 rows is transposed in registers (TRANSPOSE8:
+ * vector j = columns 4j .. 4j+3 of each row, rows in lanes) and every token adds 8
+ * vpdpbusd with its 4 activation bytes broadcast: no repack, no per-token horizontal sum.
+ * Integer group sums start at -128 * sum(x) (the batch's sums) and are exact; the float
+ * part is matvec's per token, rows in lanes, in the scalar order (bit-identical). Group
+ * sizes that are multiples of 32. */
+
+TARGET_VNNI static inline __attribute__((always_inline)) void sm_block8_vnni(float* out, size_t ld,
+                                                                             const Qwen3Q8Matrix* w,
+                                                                             const Qwen3Q8Batch* x, uint32_t r0,
+                                                                             uint32_t nrows, const int prefetch) {
+    BLOCK_SETUP;
+    const uint32_t nt = x->n_tokens;
+    const __m256i scale_idx = _mm256_loadu_si256((const __m256i*)idx);
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    __m256 accs[SM2_TOK];
+    __m256i isum[SM2_TOK];
+    for (uint32_t t = 0; t < nt; t++) accs[t] = _mm256_setzero_ps();
+    for (size_t k = 0; k < n; k += 32) {
+        const uint32_t g = (uint32_t)(k / gs);
+        __m256i r[ROWS];
+        UNROLL for (int i = 0; i < ROWS; i++) {
+            if (prefetch) PREFETCH_STEP(next, k, i);
+            r[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(base + off[i] + k)), bias);
+        }
+        TRANSPOSE8(r);
+        const int starts = k % gs == 0;
+        for (uint32_t t = 0; t < nt; t++) {
+            const int8_t* xq = x->q + (size_t)t * n + k;
+            __m256i s0 = starts ? _mm256_set1_epi32(-128 * x->sums[(size_t)t * ng + g]) : isum[t];
+            __m256i s1 = _mm256_setzero_si256();
+            UNROLL for (int j = 0; j < ROWS; j += 2) {
+                int32_t x0, x1;
+                memcpy(&x0, xq + 4 * j, 4);
+                memcpy(&x1, xq + 4 * j + 4, 4);
+                s0 = _mm256_dpbusd_avx_epi32(s0, r[j], _mm256_set1_epi32(x0));
+                s1 = _mm256_dpbusd_avx_epi32(s1, r[j + 1], _mm256_set1_epi32(x1));
+            }
+            isum[t] = _mm256_add_epi32(s0, s1);
+        }
+        if ((k + 32) % gs == 0) {
+            const __m256 ws = _mm256_i32gather_ps(sbase + g, scale_idx, 4);
+            for (uint32_t t = 0; t < nt; t++) {
+                const __m256 f = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[t]), ws),
+                                               _mm256_set1_ps(x->s[(size_t)t * ng + g]));
+                accs[t] = _mm256_add_ps(accs[t], f);
+            }
+        }
+    }
+    for (uint32_t t = 0; t < nt; t++) {
+        float* o = out + (size_t)t * ld;
+        if (nrows == ROWS) {
+            _mm256_storeu_ps(o, accs[t]);
+        } else {
+            float tmp[ROWS];
+            _mm256_storeu_ps(tmp, accs[t]);
+            for (uint32_t i = 0; i < nrows; i++) o[i] = tmp[i];
+        }
+    }
+}
+
+TARGET_VNNI static void matmul_q8_small_avxvnni(float* out, size_t ld, const Qwen3Q8Matrix* w,
+                                                const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end) {
+    uint32_t r = row_begin;
+    for (; row_end - r >= 2 * ROWS; r += ROWS) sm_block8_vnni(out + (r - row_begin), ld, w, x, r, ROWS, 1);
+    for (; r < row_end; r += ROWS) {
+        sm_block8_vnni(out + (r - row_begin), ld, w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
+    }
+}
+
 TARGET_VNNI static void matmul_q8_avxvnni(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
                                           uint32_t row_begin, uint32_t row_end) {
+    if (x->n_tokens >= 2 && x->n_tokens <= SM2_TOK && w->group_size % 32 == 0) {
+        matmul_q8_small_avxvnni(out, ld, w, x, row_begin, row_end);
+        return;
+    }
     if (x->n_tokens < 2 || w->group_size % 4 != 0 || w->group_size > MM2_CHUNK) {
         qwen3_matmul_q8_by_matvec(matvec_q8_avxvnni, out, ld, w, x, row_begin, row_end);
         return;

@@ -336,9 +336,135 @@ INLINE void mm_tile(float* out, size_t ld, const uint8_t* pk, const float* ps, c
     }
 }
 
+/* ====================================================================================
+ * Batched product for a few tokens (batched decode of 2 .. SM_TOK sequences): the weights
+ * stream once, in matvec's order and with its prefetch, and nothing is repacked in memory.
+ *
+ * Per 16-row block and 64-byte column step, the 16 rows' bytes (flipped by 0x80) are
+ * loaded as in matvec and transposed in registers (transpose16), so vector j holds the
+ * 4 bytes of columns 4j .. 4j+3 of each row, rows in lanes. Every token then adds
+ * 16 vpdpbusd of those vectors with its own 4 activation bytes broadcast: no horizontal
+ * reduction per token, and one transpose per 1 KB of weights whatever the token count
+ * (matvec per token would pay a 16-way reduction per group per token instead). The
+ * integer group sum starts at -128 * sum(x) of the group (from the batch's sums) and is
+ * exact; the float part is matvec's, per token, rows in lanes, in the scalar order, so
+ * each (token, row) output has the bits of matvec_q8 for that token (kernels.h).
+ * Group sizes 32 (two groups per step) and multiples of 64 (a group spans whole steps);
+ * others take the repacking kernel below.
+ * ================================================================================== */
+
+#define SM_TOK 16 /* most tokens per call on this path */
+
+/* s + the products of steps j0 .. j1-1 of the transposed block r with the token's bytes
+ * at xq (4 per step), in two chains (int32 adds are exact in any order) so consecutive
+ * vpdpbusd do not wait on each other. */
+INLINE __m512i sm_dot(__m512i s, const __m512i r[16], const int8_t* xq, const int j0, const int j1) {
+    __m512i s1 = _mm512_setzero_si512();
+    UNROLL for (int j = j0; j < j1; j++) {
+        int32_t xv;
+        memcpy(&xv, xq + 4 * j, 4);
+        if ((j - j0) % 2 == 0) {
+            s = _mm512_dpbusd_epi32(s, r[j], _mm512_set1_epi32(xv));
+        } else {
+            s1 = _mm512_dpbusd_epi32(s1, r[j], _mm512_set1_epi32(xv));
+        }
+    }
+    return _mm512_add_epi32(s, s1);
+}
+
+/* acc + ((float)isum * ws) * xs, rows in lanes: matvec's accumulate() with the weight
+ * scales already gathered. */
+INLINE __m512 sm_fma_free(__m512 acc, __m512i isum, __m512 ws, float xs) {
+    return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), ws), _mm512_set1_ps(xs)));
+}
+
+/* Rows r0 .. r0+nrows-1 (nrows <= 16; lanes past nrows repeat the last row, results
+ * dropped) for all nt <= SM_TOK tokens of x into out[t * ld + i]. */
+INLINE void sm_block16(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x, uint32_t r0,
+                       uint32_t nrows, const int prefetch) {
+    const size_t n = w->cols;
+    const uint32_t gs = w->group_size, nt = x->n_tokens;
+    const uint32_t ng = (uint32_t)(n / gs);
+    const int8_t* base = w->q + (size_t)r0 * n;
+    const float* sbase = w->s + (size_t)r0 * ng;
+    size_t off[ROWS];
+    UNROLL for (uint32_t i = 0; i < ROWS; i++) off[i] = (size_t)(i < nrows ? i : nrows - 1) * n;
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i scale_idx = _mm512_mullo_epi32(_mm512_min_epu32(lane, _mm512_set1_epi32((int)nrows - 1)),
+                                                 _mm512_set1_epi32((int)ng));
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    const int8_t* next = base + (size_t)ROWS * n;
+    __m512 acc[SM_TOK];
+    __m512i isum[SM_TOK]; /* a group's integer sums, for groups of more than 64 bytes */
+    for (uint32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (size_t k = 0; k < n; k += 64) {
+        const int full = n - k >= 64; /* else 32 bytes: the last group of size 32 */
+        __m512i r[16];
+        if (full) {
+            UNROLL for (int i = 0; i < ROWS; i++) {
+                if (prefetch) PREFETCH_STEP(next, k, i);
+                r[i] = _mm512_xor_si512(_mm512_loadu_si512(base + off[i] + k), bias);
+            }
+        } else {
+            const __mmask64 m = ((__mmask64)1 << 32) - 1;
+            UNROLL for (int i = 0; i < ROWS; i++) {
+                if (prefetch) PREFETCH(next + off[i] + k);
+                r[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, base + off[i] + k), bias);
+            }
+        }
+        transpose16(r);
+        if (gs == 32) {
+            const uint32_t g = (uint32_t)(k / 32);
+            const __m512 ws0 = _mm512_i32gather_ps(scale_idx, sbase + g, 4);
+            for (uint32_t t = 0; t < nt; t++) {
+                const int8_t* xq = x->q + (size_t)t * n + k;
+                const size_t xg = (size_t)t * ng + g;
+                const __m512i s = sm_dot(_mm512_set1_epi32(-128 * x->sums[xg]), r, xq, 0, 8);
+                acc[t] = sm_fma_free(acc[t], s, ws0, x->s[xg]);
+            }
+            if (full) {
+                const __m512 ws1 = _mm512_i32gather_ps(scale_idx, sbase + g + 1, 4);
+                for (uint32_t t = 0; t < nt; t++) {
+                    const int8_t* xq = x->q + (size_t)t * n + k;
+                    const size_t xg = (size_t)t * ng + g + 1;
+                    const __m512i s = sm_dot(_mm512_set1_epi32(-128 * x->sums[xg]), r, xq, 8, 16);
+                    acc[t] = sm_fma_free(acc[t], s, ws1, x->s[xg]);
+                }
+            }
+        } else {
+            const uint32_t g = (uint32_t)(k / gs);
+            const int starts = k % gs == 0, ends = (k + 64) % gs == 0;
+            for (uint32_t t = 0; t < nt; t++) {
+                const int8_t* xq = x->q + (size_t)t * n + k;
+                const __m512i s0 = starts ? _mm512_set1_epi32(-128 * x->sums[(size_t)t * ng + g]) : isum[t];
+                isum[t] = sm_dot(s0, r, xq, 0, 16);
+            }
+            if (ends) {
+                const __m512 ws = _mm512_i32gather_ps(scale_idx, sbase + g, 4);
+                for (uint32_t t = 0; t < nt; t++) acc[t] = sm_fma_free(acc[t], isum[t], ws, x->s[(size_t)t * ng + g]);
+            }
+        }
+    }
+    const __mmask16 m = nrows >= ROWS ? (__mmask16)0xffff : (__mmask16)((1u << nrows) - 1);
+    for (uint32_t t = 0; t < nt; t++) _mm512_mask_storeu_ps(out + (size_t)t * ld, m, acc[t]);
+}
+
+TARGET static void matmul_q8_small_avx512vnni(float* out, size_t ld, const Qwen3Q8Matrix* w,
+                                              const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end) {
+    uint32_t r = row_begin;
+    for (; row_end - r >= 2 * ROWS; r += ROWS) sm_block16(out + (r - row_begin), ld, w, x, r, ROWS, 1);
+    for (; r < row_end; r += ROWS) {
+        sm_block16(out + (r - row_begin), ld, w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
+    }
+}
+
 TARGET static void matmul_q8_avx512vnni(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
                                         uint32_t row_begin, uint32_t row_end) {
     const uint32_t gs = w->group_size;
+    if (x->n_tokens >= 2 && x->n_tokens <= SM_TOK && (gs == 32 || gs % 64 == 0)) {
+        matmul_q8_small_avx512vnni(out, ld, w, x, row_begin, row_end);
+        return;
+    }
     /* One token gains nothing from repacking; odd group sizes do not split into 4-byte
      * steps. Both take the per-token kernel (same bits). */
     if (x->n_tokens < 2 || gs % 4 != 0 || gs > MM_CHUNK) {

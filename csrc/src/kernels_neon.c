@@ -258,9 +258,105 @@ TARGET_DOT static inline __attribute__((always_inline)) void mmn_tile(float* out
     }
 }
 
+/* Batched product for a few tokens (batched decode), neondot: the weights stream 8 rows
+ * at a time as in matvec (same prefetch) and nothing is repacked in memory. Each 16-byte
+ * step of 4 rows is transposed in registers as mmn_pack does (vector m = columns 4m ..
+ * 4m+3 of the 4 rows, rows in lanes), and every token adds sdot by element with its own
+ * 16 activation bytes: no per-token horizontal sum. Integer group sums are exact (signed
+ * x signed, no bias); the float part is matvec's per token, rows in lanes, in the scalar
+ * order (bit-identical, kernels.h). Group sizes that are multiples of 16. */
+#define SMN_TOK 16
+
+/* The 4 rows' 16 bytes at p[0..3] as 4 vectors: out[m] lane i = dword m of row i. */
+TARGET_DOT static inline __attribute__((always_inline)) void smn_transpose4(int32x4_t out[4], const int8_t* p0,
+                                                                            const int8_t* p1, const int8_t* p2,
+                                                                            const int8_t* p3) {
+    const int32x4x2_t t0 = vtrnq_s32(vreinterpretq_s32_s8(vld1q_s8(p0)), vreinterpretq_s32_s8(vld1q_s8(p1)));
+    const int32x4x2_t t1 = vtrnq_s32(vreinterpretq_s32_s8(vld1q_s8(p2)), vreinterpretq_s32_s8(vld1q_s8(p3)));
+    out[0] = vcombine_s32(vget_low_s32(t0.val[0]), vget_low_s32(t1.val[0]));
+    out[1] = vcombine_s32(vget_low_s32(t0.val[1]), vget_low_s32(t1.val[1]));
+    out[2] = vcombine_s32(vget_high_s32(t0.val[0]), vget_high_s32(t1.val[0]));
+    out[3] = vcombine_s32(vget_high_s32(t0.val[1]), vget_high_s32(t1.val[1]));
+}
+
+TARGET_DOT static inline __attribute__((always_inline)) void smn_block8(float* out, size_t ld, const Qwen3Q8Matrix* w,
+                                                                        const Qwen3Q8Batch* x, uint32_t r0,
+                                                                        uint32_t nrows, const int prefetch) {
+    const size_t n = w->cols;
+    const uint32_t gs = w->group_size, ng = (uint32_t)(n / gs), nt = x->n_tokens;
+    const int8_t* base = w->q + (size_t)r0 * n;
+    const int8_t* next = base + (size_t)ROWS * n;
+    const float* sbase = w->s + (size_t)r0 * ng;
+    const int8_t* rows[ROWS];
+    int idx[ROWS];
+    UNROLL for (uint32_t i = 0; i < ROWS; i++) {
+        const uint32_t row = i < nrows ? i : nrows - 1;
+        rows[i] = base + (size_t)row * n;
+        idx[i] = (int)(row * ng);
+    }
+    float32x4_t acc[SMN_TOK][2];
+    int32x4_t isum[SMN_TOK][2];
+    for (uint32_t t = 0; t < nt; t++) acc[t][0] = acc[t][1] = vdupq_n_f32(0.0f);
+    for (size_t k = 0; k < n; k += 16) {
+        const uint32_t g = (uint32_t)(k / gs);
+        if (prefetch) {
+            UNROLL for (int i = 0; i < ROWS; i++) PREFETCH_STEP(next, k, i);
+        }
+        int32x4_t d0[4], d1[4];
+        smn_transpose4(d0, rows[0] + k, rows[1] + k, rows[2] + k, rows[3] + k);
+        smn_transpose4(d1, rows[4] + k, rows[5] + k, rows[6] + k, rows[7] + k);
+        const int starts = k % gs == 0;
+        for (uint32_t t = 0; t < nt; t++) {
+            const int8x16_t xv = vld1q_s8(x->q + (size_t)t * n + k);
+            int32x4_t a0 = starts ? vdupq_n_s32(0) : isum[t][0];
+            int32x4_t a1 = starts ? vdupq_n_s32(0) : isum[t][1];
+            a0 = vdotq_laneq_s32(a0, vreinterpretq_s8_s32(d0[0]), xv, 0);
+            a1 = vdotq_laneq_s32(a1, vreinterpretq_s8_s32(d1[0]), xv, 0);
+            a0 = vdotq_laneq_s32(a0, vreinterpretq_s8_s32(d0[1]), xv, 1);
+            a1 = vdotq_laneq_s32(a1, vreinterpretq_s8_s32(d1[1]), xv, 1);
+            a0 = vdotq_laneq_s32(a0, vreinterpretq_s8_s32(d0[2]), xv, 2);
+            a1 = vdotq_laneq_s32(a1, vreinterpretq_s8_s32(d1[2]), xv, 2);
+            a0 = vdotq_laneq_s32(a0, vreinterpretq_s8_s32(d0[3]), xv, 3);
+            a1 = vdotq_laneq_s32(a1, vreinterpretq_s8_s32(d1[3]), xv, 3);
+            isum[t][0] = a0;
+            isum[t][1] = a1;
+        }
+        if ((k + 16) % gs == 0) {
+            const float* ws = sbase + g;
+            const float s0[4] = {ws[idx[0]], ws[idx[1]], ws[idx[2]], ws[idx[3]]};
+            const float s1[4] = {ws[idx[4]], ws[idx[5]], ws[idx[6]], ws[idx[7]]};
+            const float32x4_t ws0 = vld1q_f32(s0), ws1 = vld1q_f32(s1);
+            for (uint32_t t = 0; t < nt; t++) {
+                const float32x4_t xs = vdupq_n_f32(x->s[(size_t)t * ng + g]);
+                acc[t][0] = vaddq_f32(acc[t][0], vmulq_f32(vmulq_f32(vcvtq_f32_s32(isum[t][0]), ws0), xs));
+                acc[t][1] = vaddq_f32(acc[t][1], vmulq_f32(vmulq_f32(vcvtq_f32_s32(isum[t][1]), ws1), xs));
+            }
+        }
+    }
+    for (uint32_t t = 0; t < nt; t++) {
+        float tmp[ROWS];
+        vst1q_f32(tmp, acc[t][0]);
+        vst1q_f32(tmp + 4, acc[t][1]);
+        for (uint32_t i = 0; i < nrows; i++) out[(size_t)t * ld + i] = tmp[i];
+    }
+}
+
+TARGET_DOT static void matmul_q8_small_neondot(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
+                                               uint32_t row_begin, uint32_t row_end) {
+    uint32_t r = row_begin;
+    for (; row_end - r >= 2 * ROWS; r += ROWS) smn_block8(out + (r - row_begin), ld, w, x, r, ROWS, 1);
+    for (; r < row_end; r += ROWS) {
+        smn_block8(out + (r - row_begin), ld, w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
+    }
+}
+
 TARGET_DOT static void matmul_q8_neondot(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,
                                          uint32_t row_begin, uint32_t row_end) {
     const uint32_t gs = w->group_size;
+    if (x->n_tokens >= 2 && x->n_tokens <= SMN_TOK && gs % 16 == 0) {
+        matmul_q8_small_neondot(out, ld, w, x, row_begin, row_end);
+        return;
+    }
     /* One token gains nothing from repacking; groups must split into 16-byte pieces. */
     if (x->n_tokens < 2 || gs % 16 != 0 || gs > MMN_CHUNK) {
         qwen3_matmul_q8_by_matvec(matvec_q8_neondot, out, ld, w, x, row_begin, row_end);

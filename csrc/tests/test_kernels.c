@@ -393,6 +393,27 @@ static void test_matmul_tier(const Qwen3KernelTable* t) {
             if (!ok) return;
         }
     }
+    /* Every token count of a batched decode (the small-batch kernels take 2 .. 16 tokens
+     * and hand the rest on), on the group sizes they serve (32 with an odd group count,
+     * 64, 128) and one they pass on (16), each over all rows and a random sub-range. */
+    static const struct {
+        uint32_t gs, cols, rows;
+    } small[] = {{32, 1056, 37}, {64, 1024, 35}, {128, 512, 16}, {16, 96, 20}};
+    for (size_t si = 0; si < sizeof small / sizeof small[0]; si++) {
+        Case c;
+        if (!case_init(&c, small[si].rows, small[si].cols, small[si].gs, FILL_RANDOM)) {
+            CHECK(0, "case_init failed");
+            return;
+        }
+        int ok = 1;
+        for (uint32_t n_tok = 1; ok && n_tok <= 20; n_tok++) {
+            ok = compare_matmul(t->name, t->matmul_q8, &c, n_tok, 0, c.m.rows, "every token count");
+            const uint32_t rb = rnd_below(c.m.rows), re = rb + 1 + rnd_below(c.m.rows - rb);
+            if (ok) ok = compare_matmul(t->name, t->matmul_q8, &c, n_tok, rb, re, "every token count, sub-range");
+        }
+        case_deinit(&c);
+        if (!ok) return;
+    }
     static const Fill fills[] = {FILL_EXTREME, FILL_SPARSE, FILL_HUGE, FILL_TINY};
     for (size_t fi = 0; fi < 4; fi++) {
         Case c;
