@@ -261,6 +261,9 @@ extern const Qwen3KernelTable qwen3_kernels_avx2;
 extern const Qwen3KernelTable qwen3_kernels_avxvnni;   /* AVX2 + AVX-VNNI (256-bit vpdpbusd) */
 extern const Qwen3KernelTable qwen3_kernels_avx512vnni;
 /* amx (kernels_amx.c): avx512vnni with the batched product (matmul_q8) on AMX-INT8 tiles. */
+/* Batches of fewer tokens go to avx512vnni, whose small-batch product streams each weight once
+ * at the matvec's rate (batched decode); tiles pay for their packing on prefill-sized blocks. */
+#define AMX_MIN_TOKENS 17u
 extern const Qwen3KernelTable qwen3_kernels_amx;
 /* NULL when the amx tier may run in this process, else why not (the CPU lacks AMX, the OS
  * refused the tile state, or the self-check against avx512vnni failed). Decided once; the

@@ -25,7 +25,7 @@ static inline uint32_t amx_chunk_cols(uint32_t gs) { return (AMX_XP_BYTES / amx_
 /* The shapes the tile body takes; everything else goes to avx512vnni. */
 static inline int amx_shape_ok(const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x) {
     const uint32_t gs = w->group_size;
-    return x->n_tokens >= 2 && gs >= 64 && gs % 64 == 0 && gs <= AMX_CHUNK_MAX && w->cols % gs == 0 &&
+    return x->n_tokens >= AMX_MIN_TOKENS && gs >= 64 && gs % 64 == 0 && gs <= AMX_CHUNK_MAX && w->cols % gs == 0 &&
            x->n == w->cols && x->group_size == gs;
 }
 

@@ -439,7 +439,7 @@ static uint32_t amx_emu_ran, amx_emu_passed_on, amx_emu_faults, amx_emu_misroute
 static void amx_emulated_matmul(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x, uint32_t rb,
                                 uint32_t re) {
     const uint32_t gs = w->group_size;
-    const int tiles = x->n_tokens >= 2 && gs % 64 == 0 && gs <= 1024;
+    const int tiles = x->n_tokens >= AMX_MIN_TOKENS && gs % 64 == 0 && gs <= 1024;
     const int rc = qwen3_matmul_q8_amx_emulated(out, ld, w, x, rb, re);
     if (rc == -1) amx_emu_faults++;
     if ((rc == 1) != tiles) amx_emu_misrouted++;
