@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "kernels_kv.h"
 #include "threadpool.h"
 
 /* ====================================================================================
@@ -585,43 +586,30 @@ static void qk_task(void* arg, uint32_t task, uint32_t n_tasks) {
 /* A q8 cache's keys of one kv head, the whole key blocks of positions [p0, p0 + n) (p0 a
  * multiple of QWEN3_KV_BLOCK), dequantised into out in the f32 cache's layout for one
  * head: block b at out + b * head_dim * QWEN3_KV_BLOCK, transposed (head_dim, lanes).
- * Each value is (float)q * scale, one fp32 product: the same bits on every tier. */
-static void dequantize_keys(float* out, const Qwen3Context* c, uint32_t layer, uint32_t kv_head, uint32_t p0,
-                            uint32_t n) {
+ * Each value is (float)q * scale, one fp32 product: the same bits on every tier
+ * (kernels_kv.h). */
+static void dequantize_keys(const Qwen3KvKernels* kv, float* out, const Qwen3Context* c, uint32_t layer,
+                            uint32_t kv_head, uint32_t p0, uint32_t n) {
     const Qwen3Header* h = &c->model->header;
     const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd, gs = c->kv_group, groups = kv_dim / gs;
     const uint32_t B = QWEN3_KV_BLOCK;
     for (uint32_t b0 = p0; b0 < p0 + n; b0 += B) {
         const size_t block = (size_t)layer * c->ctx_blocks + b0 / B;
-        const int8_t* kq = c->key_q8 + (block * kv_dim + (size_t)kv_head * hd) * B;
-        const float* ks = c->key_scale + (block * groups + (size_t)kv_head * (hd / gs)) * B;
-        float* o = out + (size_t)(b0 - p0) * hd;
-        for (uint32_t g = 0; g < hd / gs; g++) {
-            const float* sg = ks + (size_t)g * B;
-            for (uint32_t i = g * gs; i < (g + 1) * gs; i++) {
-                for (uint32_t lane = 0; lane < B; lane++) {
-                    o[(size_t)i * B + lane] = (float)kq[(size_t)i * B + lane] * sg[lane];
-                }
-            }
-        }
+        kv->dequant_lanes(out + (size_t)(b0 - p0) * hd, c->key_q8 + (block * kv_dim + (size_t)kv_head * hd) * B,
+                          c->key_scale + (block * groups + (size_t)kv_head * (hd / gs)) * B, hd, gs);
     }
 }
 
 /* A q8 cache's values of one kv head at positions [p0, p0 + n), dequantised into out,
  * rows of head_dim floats. */
-static void dequantize_values(float* out, const Qwen3Context* c, uint32_t layer, uint32_t kv_head, uint32_t p0,
-                              uint32_t n) {
+static void dequantize_values(const Qwen3KvKernels* kv, float* out, const Qwen3Context* c, uint32_t layer,
+                              uint32_t kv_head, uint32_t p0, uint32_t n) {
     const Qwen3Header* h = &c->model->header;
     const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd, gs = c->kv_group, groups = kv_dim / gs;
     for (uint32_t r = 0; r < n; r++) {
         const size_t row = (size_t)layer * c->ctx_len + p0 + r;
-        const int8_t* vq = c->value_q8 + row * kv_dim + (size_t)kv_head * hd;
-        const float* vs = c->value_scale + row * groups + (size_t)kv_head * (hd / gs);
-        float* o = out + (size_t)r * hd;
-        for (uint32_t g = 0; g < hd / gs; g++) {
-            const float sg = vs[g];
-            for (uint32_t i = g * gs; i < (g + 1) * gs; i++) o[i] = (float)vq[i] * sg;
-        }
+        kv->dequant_groups(out + (size_t)r * hd, c->value_q8 + row * kv_dim + (size_t)kv_head * hd,
+                           c->value_scale + row * groups + (size_t)kv_head * (hd / gs), hd, gs);
     }
 }
 
@@ -639,13 +627,14 @@ static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache
     _Alignas(64) float buf[QWEN3_KV_Q8_MAX_HEAD_DIM * QWEN3_KV_BLOCK];
     const uint32_t fits = QWEN3_KV_Q8_MAX_HEAD_DIM * QWEN3_KV_BLOCK / hd / QWEN3_KV_BLOCK * QWEN3_KV_BLOCK;
     const uint32_t chunk = cache->att_chunk < fits ? cache->att_chunk : fits;
+    const Qwen3KvKernels* kv = qwen3_kv_kernels_for(kernels);
     const float scale = 1.0f / sqrtf((float)hd);
     uint32_t n_pos[QWEN3_FORWARD_BLOCK], lens[QWEN3_FORWARD_BLOCK];
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
     const uint32_t n_all = n_pos[nt - 1];
     for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
         const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
-        dequantize_keys(buf, cache, layer, kv_head, p0, n_c);
+        dequantize_keys(kv, buf, cache, layer, kv_head, p0, n_c);
         for (uint32_t g = 0; g < group; g++) {
             const float* qg = q + (size_t)(kv_head * group + g) * hd;
             kernels->attn_scores(att + g * att_head + p0, att_stride, qg, q_dim, nt, buf,
@@ -655,7 +644,7 @@ static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache
     for (uint32_t g = 0; g < group; g++) kernels->softmax(att + g * att_head, att_stride, nt, n_pos);
     for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
         const uint32_t p1 = n_all - p0 < chunk ? n_all : p0 + chunk;
-        dequantize_values(buf, cache, layer, kv_head, p0, p1 - p0);
+        dequantize_values(kv, buf, cache, layer, kv_head, p0, p1 - p0);
         for (uint32_t j = 0; j < nt; j++) lens[j] = n_pos[j] <= p0 ? 0 : (n_pos[j] < p1 ? n_pos[j] : p1) - p0;
         for (uint32_t g = 0; g < group; g++) {
             kernels->attn_values(out + (size_t)(kv_head * group + g) * hd, wide, att + g * att_head + p0, att_stride,
