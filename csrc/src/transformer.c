@@ -143,12 +143,15 @@ static void batch_deinit(Qwen3Q8Batch* b) {
     qwen3_aligned_free(b->sums);
 }
 
-/* The cache region's per-layer arrays, in order (each n_layers * positions * bytes long,
- * 64-byte aligned), then the scores: fp32 keys and values, or for a q8 cache int8 keys,
- * their scales, int8 values and theirs (docs/numerics.md#int8-kv-cache). */
+/* The cache region's arrays, in order (each slabs * positions * bytes long, 64-byte
+ * aligned), then the scores: fp32 keys and values (a slab per layer), or for a q8 cache
+ * int8 keys, their scales, int8 values and theirs, each with a slab per layer and kv head,
+ * so attention streams one head's keys and values from consecutive memory
+ * (docs/numerics.md#int8-kv-cache). */
 typedef struct {
-    uint64_t offset;    /* of layer 0 in the region */
-    uint64_t positions; /* per layer */
+    uint64_t offset;    /* of slab 0 in the region */
+    uint64_t slabs;     /* n_layers, or n_layers * n_kv_heads */
+    uint64_t positions; /* per slab */
     uint64_t bytes;     /* per position */
 } CacheArray;
 
@@ -159,22 +162,22 @@ typedef struct {
 static uint32_t cache_arrays(const Qwen3Context* c, CacheArray arrays[4], uint64_t* att_offset, uint64_t* total) {
     const Qwen3Header* h = &c->model->header;
     const uint64_t kv_dim = (uint64_t)h->n_kv_heads * h->head_dim;
-    const uint64_t L = h->n_layers;
+    const uint64_t L = h->n_layers, hd = h->head_dim;
     uint32_t n = 0;
     if (c->kv_type == QWEN3_KV_Q8) {
-        const uint64_t groups = kv_dim / c->kv_group;
-        arrays[n++] = (CacheArray){0, c->att_stride, kv_dim};
-        arrays[n++] = (CacheArray){0, c->att_stride, groups * sizeof(float)};
-        arrays[n++] = (CacheArray){0, c->ctx_len, kv_dim};
-        arrays[n++] = (CacheArray){0, c->ctx_len, groups * sizeof(float)};
+        const uint64_t head_groups = hd / c->kv_group;
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->att_stride, hd};
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->att_stride, head_groups * sizeof(float)};
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, hd};
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, head_groups * sizeof(float)};
     } else {
-        arrays[n++] = (CacheArray){0, c->att_stride, kv_dim * sizeof(float)};
-        arrays[n++] = (CacheArray){0, c->ctx_len, kv_dim * sizeof(float)};
+        arrays[n++] = (CacheArray){0, L, c->att_stride, kv_dim * sizeof(float)};
+        arrays[n++] = (CacheArray){0, L, c->ctx_len, kv_dim * sizeof(float)};
     }
     uint64_t off = 0;
     for (uint32_t i = 0; i < n; i++) {
         arrays[i].offset = off;
-        off += CACHE_ALIGN(L * arrays[i].positions * arrays[i].bytes);
+        off += CACHE_ALIGN(arrays[i].slabs * arrays[i].positions * arrays[i].bytes);
     }
     *att_offset = off;
     *total = off + (uint64_t)h->n_heads * c->block * c->att_stride * sizeof(float);
@@ -306,8 +309,8 @@ static int32_t commit_positions(Qwen3Context* c, uint32_t upto) {
         /* committed and target are multiples of the key block (or the rounded length) */
         const uint64_t to = target < arrays[a].positions ? target : arrays[a].positions;
         if (to <= from) continue;
-        for (uint32_t l = 0; l < h->n_layers; l++) {
-            const uint64_t off = arrays[a].offset + ((uint64_t)l * arrays[a].positions + from) * arrays[a].bytes;
+        for (uint64_t l = 0; l < arrays[a].slabs; l++) {
+            const uint64_t off = arrays[a].offset + (l * arrays[a].positions + from) * arrays[a].bytes;
             int32_t rc = qwen3_region_commit(&c->lazy, (size_t)off, (size_t)((to - from) * arrays[a].bytes));
             if (rc != QWEN3_OK) return rc;
         }
@@ -522,16 +525,20 @@ static void store_keys(Qwen3Context* dst, uint32_t layer, uint32_t p, const floa
         for (uint32_t i = a * hd; i < b * hd; i++) kb[(size_t)i * QWEN3_KV_BLOCK] = k[i];
         return;
     }
-    const uint32_t gs = dst->kv_group, groups = kv_dim / gs;
-    int8_t* kq = dst->key_q8 + block * QWEN3_KV_BLOCK * kv_dim + lane;
-    float* ks = dst->key_scale + block * QWEN3_KV_BLOCK * groups + lane;
+    /* q8 keys: a slab per (layer, kv head) of blocks (head_dim, QWEN3_KV_BLOCK) */
+    const uint32_t gs = dst->kv_group, hg = hd / gs;
     int8_t q[QWEN3_KV_Q8_MAX_HEAD_DIM];
-    for (uint32_t g = a * hd / gs; g < b * hd / gs; g++) {
-        float scale;
-        Qwen3Q8Vector out = {q, &scale, gs, gs};
-        qwen3_quantize_q8(k + (size_t)g * gs, &out);
-        for (uint32_t i = 0; i < gs; i++) kq[((size_t)g * gs + i) * QWEN3_KV_BLOCK] = q[i];
-        ks[(size_t)g * QWEN3_KV_BLOCK] = scale;
+    for (uint32_t kh = a; kh < b; kh++) {
+        const size_t at = ((size_t)layer * h->n_kv_heads + kh) * dst->ctx_blocks + p / QWEN3_KV_BLOCK;
+        int8_t* kq = dst->key_q8 + at * hd * QWEN3_KV_BLOCK + lane;
+        float* ks = dst->key_scale + at * hg * QWEN3_KV_BLOCK + lane;
+        for (uint32_t g = 0; g < hg; g++) {
+            float scale;
+            Qwen3Q8Vector out = {q, &scale, gs, gs};
+            qwen3_quantize_q8(k + (size_t)kh * hd + (size_t)g * gs, &out);
+            for (uint32_t i = 0; i < gs; i++) kq[((size_t)g * gs + i) * QWEN3_KV_BLOCK] = q[i];
+            ks[(size_t)g * QWEN3_KV_BLOCK] = scale;
+        }
     }
 }
 
@@ -545,10 +552,13 @@ static void store_values(Qwen3Context* dst, uint32_t layer, uint32_t p, const fl
                (size_t)(b - a) * hd * sizeof(float));
         return;
     }
-    const uint32_t gs = dst->kv_group, groups = kv_dim / gs;
-    Qwen3Q8Vector out = {dst->value_q8 + row * kv_dim + (size_t)a * hd,
-                         dst->value_scale + row * groups + (size_t)a * hd / gs, (b - a) * hd, gs};
-    qwen3_quantize_q8(v + (size_t)a * hd, &out);
+    /* q8 values: a slab per (layer, kv head), positions consecutive in it */
+    const uint32_t gs = dst->kv_group;
+    for (uint32_t i = a; i < b; i++) {
+        const size_t at = ((size_t)layer * h->n_kv_heads + i) * dst->ctx_len + p;
+        Qwen3Q8Vector out = {dst->value_q8 + at * hd, dst->value_scale + at * (hd / gs), hd, gs};
+        qwen3_quantize_q8(v + (size_t)i * hd, &out);
+    }
 }
 
 /* A task's tokens: QK-norm and RoPE on their query and key heads; keys into the cache. */
@@ -591,26 +601,21 @@ static void qk_task(void* arg, uint32_t task, uint32_t n_tasks) {
 static void dequantize_keys(const Qwen3KvKernels* kv, float* out, const Qwen3Context* c, uint32_t layer,
                             uint32_t kv_head, uint32_t p0, uint32_t n) {
     const Qwen3Header* h = &c->model->header;
-    const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd, gs = c->kv_group, groups = kv_dim / gs;
-    const uint32_t B = QWEN3_KV_BLOCK;
-    for (uint32_t b0 = p0; b0 < p0 + n; b0 += B) {
-        const size_t block = (size_t)layer * c->ctx_blocks + b0 / B;
-        kv->dequant_lanes(out + (size_t)(b0 - p0) * hd, c->key_q8 + (block * kv_dim + (size_t)kv_head * hd) * B,
-                          c->key_scale + (block * groups + (size_t)kv_head * (hd / gs)) * B, hd, gs);
-    }
+    const uint32_t hd = h->head_dim, gs = c->kv_group, B = QWEN3_KV_BLOCK;
+    /* the head's blocks are consecutive, rows and group scales alike: one call */
+    const size_t at = ((size_t)layer * h->n_kv_heads + kv_head) * c->ctx_blocks + p0 / B;
+    const uint32_t blocks = (n + B - 1) / B;
+    kv->dequant_lanes(out, c->key_q8 + at * hd * B, c->key_scale + at * (hd / gs) * B, blocks * hd, gs);
 }
 
 /* A q8 cache's values of one kv head at positions [p0, p0 + n), dequantised into out,
- * rows of head_dim floats. */
+ * rows of head_dim floats (consecutive in the cache too: one call). */
 static void dequantize_values(const Qwen3KvKernels* kv, float* out, const Qwen3Context* c, uint32_t layer,
                               uint32_t kv_head, uint32_t p0, uint32_t n) {
     const Qwen3Header* h = &c->model->header;
-    const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd, gs = c->kv_group, groups = kv_dim / gs;
-    for (uint32_t r = 0; r < n; r++) {
-        const size_t row = (size_t)layer * c->ctx_len + p0 + r;
-        kv->dequant_groups(out + (size_t)r * hd, c->value_q8 + row * kv_dim + (size_t)kv_head * hd,
-                           c->value_scale + row * groups + (size_t)kv_head * (hd / gs), hd, gs);
-    }
+    const uint32_t hd = h->head_dim, gs = c->kv_group;
+    const size_t at = ((size_t)layer * h->n_kv_heads + kv_head) * c->ctx_len + p0; /* n rows in a row */
+    kv->dequant_groups(out, c->value_q8 + at * hd, c->value_scale + at * (hd / gs), n * hd, gs);
 }
 
 /* attend over a q8 cache: each chunk of keys (then values) dequantised once into a

@@ -471,29 +471,34 @@ static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, ch
         return 0;
     }
     if (a->kv_type == QWEN3_KV_Q8) {
-        /* int8 values and scales; keys in blocks as the f32 cache's (transformer.h) */
-        const uint32_t groups = kv_dim / a->kv_group;
+        /* int8 values, keys and their scales, a slab per layer and kv head (transformer.h) */
         for (uint32_t l = 0; l < h->n_layers; l++) {
             for (uint32_t p = 0; p < n; p++) {
-                const size_t vrow = (size_t)l * a->ctx_len + p;
-                if (memcmp(a->value_q8 + vrow * kv_dim, b->value_q8 + vrow * kv_dim, kv_dim) != 0 ||
-                    memcmp(a->value_scale + vrow * groups, b->value_scale + vrow * groups, groups * sizeof(float)) != 0) {
-                    snprintf(where, cap, "q8 value cache layer %u position %u", l, p);
-                    return 0;
-                }
-                const size_t block = (size_t)l * a->ctx_blocks + p / QWEN3_KV_BLOCK, lane = p % QWEN3_KV_BLOCK;
-                for (uint32_t i = 0; i < kv_dim; i++) {
-                    const size_t at = (block * kv_dim + i) * QWEN3_KV_BLOCK + lane;
-                    if (a->key_q8[at] != b->key_q8[at]) {
-                        snprintf(where, cap, "q8 key cache layer %u position %u dim %u", l, p, i);
+                const uint32_t hd = h->head_dim, hg = hd / a->kv_group;
+                for (uint32_t kh = 0; kh < h->n_kv_heads; kh++) {
+                    const size_t at = ((size_t)l * h->n_kv_heads + kh) * a->ctx_len + p;
+                    if (memcmp(a->value_q8 + at * hd, b->value_q8 + at * hd, hd) != 0 ||
+                        memcmp(a->value_scale + at * hg, b->value_scale + at * hg, hg * sizeof(float)) != 0) {
+                        snprintf(where, cap, "q8 value cache layer %u kv head %u position %u", l, kh, p);
                         return 0;
                     }
                 }
-                for (uint32_t g = 0; g < groups; g++) {
-                    const size_t at = (block * groups + g) * QWEN3_KV_BLOCK + lane;
-                    if (memcmp(a->key_scale + at, b->key_scale + at, sizeof(float)) != 0) {
-                        snprintf(where, cap, "q8 key scale layer %u position %u group %u", l, p, g);
-                        return 0;
+                const size_t lane = p % QWEN3_KV_BLOCK;
+                for (uint32_t kh = 0; kh < h->n_kv_heads; kh++) {
+                    const size_t block = ((size_t)l * h->n_kv_heads + kh) * a->ctx_blocks + p / QWEN3_KV_BLOCK;
+                    for (uint32_t i = 0; i < hd; i++) {
+                        const size_t at = (block * hd + i) * QWEN3_KV_BLOCK + lane;
+                        if (a->key_q8[at] != b->key_q8[at]) {
+                            snprintf(where, cap, "q8 key cache layer %u position %u head %u dim %u", l, p, kh, i);
+                            return 0;
+                        }
+                    }
+                    for (uint32_t g = 0; g < hg; g++) {
+                        const size_t at = (block * hg + g) * QWEN3_KV_BLOCK + lane;
+                        if (memcmp(a->key_scale + at, b->key_scale + at, sizeof(float)) != 0) {
+                            snprintf(where, cap, "q8 key scale layer %u position %u head %u group %u", l, p, kh, g);
+                            return 0;
+                        }
                     }
                 }
             }
