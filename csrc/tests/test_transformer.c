@@ -701,17 +701,21 @@ static void test_prefill_bit_identical(void) {
         if (!m) continue;
         /* the q8 cache (docs/numerics.md#int8-kv-cache): prefill equals decode on every
          * tier, and every tier and thread count decodes the same bits; sparser lengths
-         * (stride 31) keep it to a fraction of the f32 sweep's time */
+         * (stride 63) and no run on the one-layer model (its point is the down projection's
+         * chunks, nothing the cache touches) keep it to a fraction of the f32 sweep's time */
         float* first = (float*)malloc((size_t)EQ_TOKENS * specs[i].vocab_size * sizeof(float));
         int have_first = 0;
         CHECK(first != NULL, "first run's logits");
-        for (uint32_t t = 0; tiers[t] && first; t++) {
+        for (uint32_t t = 0; tiers[t] && first && i != 2; t++) {
             if (qwen3_kernels_find(tiers[t]) == NULL) continue;
             if (emulated && i > 0) break; /* the first model only under emulation */
             CHECK(qwen3_kernel_select(tiers[t]) == QWEN3_OK, "select %s", tiers[t]);
-            for (uint32_t threads = 1; threads <= (i == 3 ? 3u : 1u); threads += 2) {
+            /* 3 threads too on the wide model's last tier (the thread split is the f32
+             * cache's, checked below on every tier) */
+            const uint32_t max_threads = i == 3 && tiers[t + 1] == NULL ? 3u : 1u;
+            for (uint32_t threads = 1; threads <= max_threads; threads += 2) {
                 CHECK(qwen3_model_resize_pool(m, threads) == QWEN3_OK, "threads %u", threads);
-                check_prefill_bits(m, names[i], tiers[t], threads, 31, QWEN3_KV_Q8, first, &have_first);
+                check_prefill_bits(m, names[i], tiers[t], threads, 63, QWEN3_KV_Q8, first, &have_first);
             }
         }
         free(first);
