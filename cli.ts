@@ -51,6 +51,7 @@ const OPTIONS = {
   topp: { type: "string", short: "p" },
   seed: { type: "string", short: "s" },
   context: { type: "string", short: "c" },
+  "kv-type": { type: "string" },
   mode: { type: "string", short: "m" },
   input: { type: "string", short: "i" },
   system: { type: "string", short: "y" },
@@ -93,6 +94,7 @@ type Values = {
 const MODEL_FLAGS =
   `  --engine c|ts             engine: c (native, default) or ts (TypeScript reference)
   -c, --context N           context length in tokens (0 = the model's, default)
+  --kv-type f32|q8          KV cache: f32 (default) or q8, int8 (3.6x smaller, close logits)
   --threads N               threads for the C engine (default: all CPUs)`;
 
 const SAMPLING_FLAGS = `  -t, --temperature T       0 = greedy (default 1.0)
@@ -262,6 +264,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "reasoning",
     "engine",
     "context",
+    "kv-type",
     "threads",
     "temperature",
     "topp",
@@ -279,6 +282,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "special",
     "engine",
     "context",
+    "kv-type",
     "threads",
     "temperature",
     "topp",
@@ -299,6 +303,7 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "special",
     "engine",
     "context",
+    "kv-type",
     "threads",
     "temperature",
     "topp",
@@ -327,11 +332,12 @@ const ACCEPTS: Record<string, readonly OptionName[]> = {
     "no-speculate",
     "engine",
     "context",
+    "kv-type",
     "threads",
     "help",
   ],
   tokenize: ["input", "special", "help"],
-  embed: ["input", "dimensions", "instruction", "engine", "context", "threads", "help"],
+  embed: ["input", "dimensions", "instruction", "engine", "context", "kv-type", "threads", "help"],
   info: ["engine", "help"],
   export: ["group-size", "format", "type", "threads", "force", "help"],
 };
@@ -400,7 +406,7 @@ function samplerOptions(v: Values) {
   return opts;
 }
 
-/** The model flags (`--engine`, `--context`, `--threads`), checked. */
+/** The model flags (`--engine`, `--context`, `--kv-type`, `--threads`), checked. */
 function checkModelFlags(v: Values) {
   const engine = v.engine ?? "c";
   if (engine !== "c" && engine !== "ts") {
@@ -408,16 +414,21 @@ function checkModelFlags(v: Values) {
   }
   const context = number(v, "context", { min: 0, integer: true, max: 0xffffffff });
   const threads = number(v, "threads", { min: 0, integer: true, max: 1024 });
-  return { engine: engine as "c" | "ts", context, threads };
+  const kvType = v["kv-type"] ?? "f32";
+  if (kvType !== "f32" && kvType !== "q8") {
+    throw new UsageError(`--kv-type must be f32 or q8, got "${kvType}"`);
+  }
+  return { engine: engine as "c" | "ts", context, threads, kvType: kvType as "f32" | "q8" };
 }
 
 async function loadModel(path: string, v: Values): Promise<Qwen3> {
-  const { engine, context, threads } = checkModelFlags(v);
+  const { engine, context, threads, kvType } = checkModelFlags(v);
   await requireFile(path);
   return await Qwen3.load(path, {
     engine,
     contextLength: context || undefined,
     threads,
+    kvType,
   });
 }
 
@@ -689,6 +700,18 @@ function formatBytes(n: number): string {
   return `${i === 0 ? x : x.toFixed(1)} ${units[i]} (${n} bytes)`;
 }
 
+/** KV cache bytes per position and at seq_len, f32 against q8 (docs/numerics.md#int8-kv-cache:
+ * int8 values plus one fp32 scale per group of 32, or of head_dim when 32 does not divide it). */
+function kvCacheSizes(c: Qwen3["config"]): string {
+  const kvDim = c.nKvHeads * c.headDim;
+  const group = c.headDim % 32 === 0 ? 32 : c.headDim;
+  const f32 = 2 * c.nLayers * kvDim * 4;
+  const q8 = 2 * c.nLayers * (kvDim + (kvDim / group) * 4);
+  const mib = (n: number) => (n * c.seqLen / 1048576).toFixed(1);
+  return `f32 ${f32} bytes per position (${mib(f32)} MiB at seq_len), q8 ${q8} (${mib(q8)} MiB, ` +
+    `${(f32 / q8).toFixed(2)}x smaller; --kv-type q8)`;
+}
+
 async function cmdInfo(model: Qwen3): Promise<void> {
   const c = model.config;
   const size = (await Deno.stat(model.path)).size;
@@ -737,6 +760,7 @@ async function cmdInfo(model: Qwen3): Promise<void> {
           : "merge ranks from .tokenizer scores (equal to Hugging Face on every case tested)"
       }`,
     ],
+    ["kv_cache", kvCacheSizes(c)],
     ["kernel", kernel],
     ["cpu_features", cpu],
   ];

@@ -71,6 +71,7 @@ export type {
   Engine,
   EngineKind,
   EngineSession,
+  KvCacheType,
   ModelConfig,
   ModelFormat,
   MoeConfig,

@@ -8,12 +8,14 @@
 import { Qwen3Error, type Qwen3ErrorCode } from "../src/errors.ts";
 import { SAMPLER_DEFAULTS } from "../src/text/sampler.ts";
 import { statRegularFile } from "../src/formats/side_file.ts";
-import type {
-  Engine,
-  EngineSession,
-  ModelConfig,
-  ModelFormat,
-  SamplerOptions,
+import {
+  checkKvType,
+  type Engine,
+  type EngineSession,
+  type KvCacheType,
+  type ModelConfig,
+  type ModelFormat,
+  type SamplerOptions,
 } from "../src/types.ts";
 import { check, lastError, loadLibrary } from "./library.ts";
 import { DecodeBatcher, type DecodeBatchStats } from "./decode_batcher.ts";
@@ -47,6 +49,13 @@ export interface CEngineOptions {
    * @default {0}
    */
   threads?: number;
+  /**
+   * KV cache of the sessions: "f32", or "q8" (int8 per group of 32 values with an fp32
+   * scale, about 3.6x smaller; docs/numerics.md#int8-kv-cache).
+   *
+   * @default {"f32"}
+   */
+  kvType?: KvCacheType;
 }
 
 /*
@@ -171,11 +180,14 @@ export class CEngine implements Engine {
   readonly contextLength: number;
   /** The file the model came from. */
   readonly path: string;
+  /** How its sessions store keys and values (the load's `kvType`). */
+  readonly kvType: KvCacheType;
   #handle: ModelHandle;
 
-  private constructor(handle: ModelHandle, path: string) {
+  private constructor(handle: ModelHandle, path: string, kvType: KvCacheType) {
     this.#handle = handle;
     this.path = path;
+    this.kvType = kvType;
     const lib = handle.lib;
     const cfgPtr = lib.symbols.qwen3_model_get_config(handle.ptr);
     if (cfgPtr === null) throw new Qwen3Error("library", "qwen3_model_get_config returned NULL");
@@ -240,6 +252,7 @@ export class CEngine implements Engine {
   static async load(path: string, opts: CEngineOptions = {}): Promise<CEngine> {
     const lib = await loadLibrary();
     const ctxLength = valid(opts.contextLength ?? 0, "contextLength");
+    const kvType = checkKvType(opts.kvType);
     // qwen3_model_load opens the path itself: a FIFO there would block it (and the thread
     // it runs on) until a writer came, so only a regular file is handed to it.
     await statRegularFile(path, "model file");
@@ -258,7 +271,7 @@ export class CEngine implements Engine {
     };
     let engine: CEngine;
     try {
-      engine = new CEngine(handle, path);
+      engine = new CEngine(handle, path, kvType);
       if (opts.threads !== undefined) engine.setThreads(opts.threads);
     } catch (e) {
       handle.released = true;
@@ -395,9 +408,11 @@ export class CEngine implements Engine {
     const h = this.#live();
     // 0 = the load's length; larger values are clamped to it (as the TypeScript engine does).
     const n = Math.min(valid(contextLength ?? 0, "contextLength"), this.contextLength);
-    const ptr = h.lib.symbols.qwen3_context_new(h.ptr, n);
+    // Qwen3ContextOptions: u32 kv_type, u32 reserved[3]
+    const options = new Uint32Array([this.kvType === "q8" ? 1 : 0, 0, 0, 0]);
+    const ptr = h.lib.symbols.qwen3_context_new_ex(h.ptr, n, options);
     if (ptr === null) {
-      throw new Qwen3Error("out_of_memory", lastError(h.lib) || "qwen3_context_new failed");
+      throw new Qwen3Error("out_of_memory", lastError(h.lib) || "qwen3_context_new_ex failed");
     }
     h.liveContexts++;
     return new CSession(

@@ -134,6 +134,16 @@ export const SYMBOLS = {
     ],
     result: "pointer", // Qwen3Context*
   },
+  // Qwen3Context* qwen3_context_new_ex(Qwen3Model* model, uint32_t ctx_length,
+  //                                    const Qwen3ContextOptions* options)
+  qwen3_context_new_ex: {
+    parameters: [
+      "pointer", // Qwen3Model* model
+      "u32", // uint32_t ctx_length
+      "buffer", // const Qwen3ContextOptions* options (u32 kv_type, u32 reserved[3])
+    ],
+    result: "pointer", // Qwen3Context*
+  },
   // void qwen3_context_free(Qwen3Context* ctx)
   qwen3_context_free: {
     parameters: [

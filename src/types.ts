@@ -5,6 +5,8 @@
  * @module
  */
 
+import { Qwen3Error } from "./errors.ts";
+
 /** Which file layout a model came from. */
 export type ModelFormat = "qwen3.c" | "qwen3-rs" | "gguf";
 
@@ -147,6 +149,8 @@ export interface EngineSession extends Disposable {
 export interface Engine extends Disposable {
   /** "c" or "ts". */
   readonly kind: EngineKind;
+  /** How its sessions store keys and values (docs/numerics.md#int8-kv-cache). */
+  readonly kvType: KvCacheType;
   /** The model's hyper-parameters. */
   readonly config: ModelConfig;
   /** Threads used for a forward pass (always 1 for the TypeScript engine). */
@@ -163,6 +167,22 @@ export interface Engine extends Disposable {
    * cannot allocate the context.
    */
   createSession(contextLength?: number): EngineSession;
+}
+
+/**
+ * A KV cache's storage (docs/numerics.md#int8-kv-cache): "f32", the default, or "q8", int8
+ * per group of 32 values with an fp32 scale (about 3.6x smaller; close to, not the same
+ * as, the f32 cache's logits).
+ */
+export type KvCacheType = "f32" | "q8";
+
+/** Checks a `kvType` option: undefined gives "f32". */
+export function checkKvType(v: unknown): KvCacheType {
+  if (v === undefined) return "f32";
+  if (v !== "f32" && v !== "q8") {
+    throw new Qwen3Error("invalid_argument", `kvType must be "f32" or "q8", got ${String(v)}`);
+  }
+  return v;
 }
 
 /**

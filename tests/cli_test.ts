@@ -67,6 +67,25 @@ Deno.test("generate -t 0: deterministic, and equal on the C and TS engines", asy
   assert.match(c1.stderr, /decode 12 tok/);
 });
 
+Deno.test("generate --kv-type q8 runs (engines_test.ts compares it with TS); a bad type is refused", async () => {
+  const args = [
+    "generate",
+    modelPath,
+    "-i",
+    "The meaning of life is",
+    "-t",
+    "0",
+    "-n",
+    "12",
+    "--kv-type",
+  ];
+  const c = await qwen3([...args, "q8"]);
+  assert.equal(c.code, 0, c.stderr);
+  assert.ok(c.stdout.startsWith("The meaning of life is"));
+  assert.match(c.stderr, /decode 12 tok/);
+  assertOneErrorLine(await qwen3([...args, "q4"]), "--kv-type must be f32 or q8", "q4");
+});
+
 Deno.test("generate: speculation reports its drafts, --no-speculate the same text without", async () => {
   const demo = fileURLToPath(new URL("../models/demo/model.bin", import.meta.url));
   const prompt = "one two three four five one two three four five one two";

@@ -72,12 +72,12 @@ function relativeError(a: Float32Array, b: Float32Array): number {
   return diff / scale;
 }
 
-async function greedyLockstep(c: EngineSession, t: EngineSession, tokens: number[]) {
+async function greedyLockstep(c: EngineSession, t: EngineSession, tokens: number[], steps = STEPS) {
   let lc = await c.forward(tokens);
   let lt = await t.forward(tokens);
   const out: number[] = [];
   let worst = 0;
-  for (let step = 0; step < STEPS; step++) {
+  for (let step = 0; step < steps; step++) {
     worst = Math.max(worst, relativeError(lc, lt));
     const next = argmax(lc);
     assert.equal(argmax(lt), next, `step ${step}: the engines chose different tokens`);
@@ -107,6 +107,46 @@ for (const { name, opts } of CASES) {
     assert.ok(new Set(out).size > 8, `greedy output barely varies: ${out}`);
   });
 }
+
+// The int8 KV cache (docs/numerics.md#int8-kv-cache): both engines round keys and values
+// the same way, so they agree as closely as with the f32 cache; and q8 is not f32. One
+// shape and 24 steps: the numerics are per row, and the default tests must stay short.
+const Q8_STEPS = 24;
+for (const { name, opts } of [CASES[0]]) {
+  Deno.test(`C vs TS engine, q8 KV cache, ${name}: same greedy tokens, logits within ${REL_TOL}`, async () => {
+    const path = await writeRandomModel(`${dir}/q8_${opts.seed}`, { ...SHAPE, ...opts });
+    const tokens = await prompt(path);
+    using c = await CEngine.load(path, { kvType: "q8" });
+    using t = await TsEngine.load(path, { kvType: "q8" });
+    using f = await CEngine.load(path);
+    assert.equal(c.kvType, "q8");
+    assert.equal(t.kvType, "q8");
+    using cs = c.createSession();
+    using ts = t.createSession();
+    const { tokens: out, worst } = await greedyLockstep(cs, ts, tokens, Q8_STEPS);
+    assert.ok(worst <= REL_TOL, `worst relative logit error ${worst}`);
+    assert.ok(new Set(out).size > 4, `greedy output barely varies: ${out}`);
+    using fs = f.createSession();
+    using qs = c.createSession();
+    const lq = await qs.forward(tokens);
+    const lf = await fs.forward(tokens);
+    const off = relativeError(lq, lf);
+    assert.ok(off > 0 && off < 0.05, `q8 against f32 cache: relative logit difference ${off}`);
+  });
+}
+
+Deno.test("kvType other than f32 or q8 is refused by both engines", async () => {
+  const path = await writeRandomModel(`${dir}/kv_bad`, { ...SHAPE, ...CASES[0].opts });
+  const bad = { kvType: "q4" } as unknown as { kvType: "q8" };
+  await assert.rejects(
+    CEngine.load(path, bad),
+    (e) => e instanceof Qwen3Error && e.code === "invalid_argument",
+  );
+  await assert.rejects(
+    TsEngine.load(path, bad),
+    (e) => e instanceof Qwen3Error && e.code === "invalid_argument",
+  );
+});
 
 /** Prefill logits plus a few decode steps: everything a kernel touches. */
 async function trace(engine: Engine, tokens: number[]): Promise<Float32Array[]> {

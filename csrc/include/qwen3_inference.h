@@ -272,6 +272,32 @@ typedef struct Qwen3Context Qwen3Context;
  * The sampler starts greedy. Returns NULL on error.
  */
 QWEN3_API Qwen3Context* qwen3_context_new(Qwen3Model* model, uint32_t ctx_length);
+
+/* How a context stores its keys and values (docs/numerics.md#int8-kv-cache). */
+typedef enum {
+    QWEN3_KV_F32 = 0, /* fp32, the default: the bits every other contract is stated for */
+    QWEN3_KV_Q8 = 1   /* int8 per group of 32 values (head_dim when 32 does not divide it)
+                       * with an fp32 scale: about 3.6x less memory and bandwidth than fp32 */
+} Qwen3KvType;
+
+/* Options of qwen3_context_new_ex; a zeroed struct is qwen3_context_new's defaults. */
+typedef struct {
+    uint32_t kv_type;     /* a Qwen3KvType */
+    uint32_t reserved[3]; /* zero */
+} Qwen3ContextOptions;
+
+/*
+ * As qwen3_context_new, with options (NULL = the defaults). Returns NULL with the error
+ * set for an unknown kv_type or nonzero reserved fields, or a q8 cache on a model whose
+ * head_dim exceeds 512 (the largest the int8 attention's scratch takes).
+ */
+QWEN3_API Qwen3Context* qwen3_context_new_ex(Qwen3Model* model, uint32_t ctx_length,
+                                            const Qwen3ContextOptions* options);
+
+/* The context's Qwen3KvType, and the bytes its KV cache takes at full length (reserved;
+ * committed only as positions fill). 0 for a NULL context (error set). */
+QWEN3_API uint32_t qwen3_context_kv_type(const Qwen3Context* ctx);
+QWEN3_API uint64_t qwen3_context_kv_bytes(const Qwen3Context* ctx);
 QWEN3_API void qwen3_context_free(Qwen3Context* ctx);
 
 QWEN3_API uint32_t qwen3_context_length(const Qwen3Context* ctx);

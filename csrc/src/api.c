@@ -209,6 +209,23 @@ QWEN3_API const char* qwen3_token_bytes(const Qwen3Model* model, int32_t token,
  * ================================================================================== */
 
 QWEN3_API Qwen3Context* qwen3_context_new(Qwen3Model* model, uint32_t ctx_length) {
+    return qwen3_context_new_ex(model, ctx_length, NULL);
+}
+
+QWEN3_API Qwen3Context* qwen3_context_new_ex(Qwen3Model* model, uint32_t ctx_length,
+                                            const Qwen3ContextOptions* options) {
+    const Qwen3ContextOptions defaults = {0};
+    const Qwen3ContextOptions* o = options ? options : &defaults;
+    if (o->kv_type != QWEN3_KV_F32 && o->kv_type != QWEN3_KV_Q8) {
+        qwen3_error_set("%s: kv_type %u is neither QWEN3_KV_F32 (0) nor QWEN3_KV_Q8 (1)", __func__, o->kv_type);
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (o->reserved[i] != 0) {
+            qwen3_error_set("%s: options.reserved[%d] is %u, must be 0", __func__, i, o->reserved[i]);
+            return NULL;
+        }
+    }
     if (!model) {
         qwen3_error_set("%s: model is NULL", __func__);
         return NULL;
@@ -220,7 +237,7 @@ QWEN3_API Qwen3Context* qwen3_context_new(Qwen3Model* model, uint32_t ctx_length
         qwen3_error_set("out of memory allocating a context (%zu bytes)", sizeof *ctx);
         return NULL;
     }
-    if (qwen3_context_init(ctx, model, len) != QWEN3_OK) {
+    if (qwen3_context_init_kv(ctx, model, len, o->kv_type) != QWEN3_OK) {
         free(ctx);
         return NULL;
     }
@@ -231,6 +248,22 @@ QWEN3_API void qwen3_context_free(Qwen3Context* ctx) {
     if (!ctx) return;
     qwen3_context_deinit(ctx);
     free(ctx);
+}
+
+QWEN3_API uint32_t qwen3_context_kv_type(const Qwen3Context* ctx) {
+    if (!ctx) {
+        qwen3_error_set("%s: ctx is NULL", __func__);
+        return 0;
+    }
+    return ctx->kv_type;
+}
+
+QWEN3_API uint64_t qwen3_context_kv_bytes(const Qwen3Context* ctx) {
+    if (!ctx) {
+        qwen3_error_set("%s: ctx is NULL", __func__);
+        return 0;
+    }
+    return ctx->kv_bytes;
 }
 
 QWEN3_API uint32_t qwen3_context_length(const Qwen3Context* ctx) {

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "kernels_kv.h"
 #include "threadpool.h"
 
 /* ====================================================================================
@@ -142,11 +143,66 @@ static void batch_deinit(Qwen3Q8Batch* b) {
     qwen3_aligned_free(b->sums);
 }
 
+/* The cache region's arrays, in order (each slabs * positions * bytes long, 64-byte
+ * aligned), then the scores: fp32 keys and values (a slab per layer), or for a q8 cache
+ * int8 keys, their scales, int8 values and theirs, each with a slab per layer and kv head,
+ * so attention streams one head's keys and values from consecutive memory
+ * (docs/numerics.md#int8-kv-cache). */
+typedef struct {
+    uint64_t offset;    /* of slab 0 in the region */
+    uint64_t slabs;     /* n_layers, or n_layers * n_kv_heads */
+    uint64_t positions; /* per slab */
+    uint64_t bytes;     /* per position */
+} CacheArray;
+
+#define CACHE_ALIGN(n) (((n) + 63u) / 64u * 64u)
+
+/* Fills arrays (returns how many) and *att_offset, the scores' offset; *total is the
+ * region's size. */
+static uint32_t cache_arrays(const Qwen3Context* c, CacheArray arrays[4], uint64_t* att_offset, uint64_t* total) {
+    const Qwen3Header* h = &c->model->header;
+    const uint64_t kv_dim = (uint64_t)h->n_kv_heads * h->head_dim;
+    const uint64_t L = h->n_layers, hd = h->head_dim;
+    uint32_t n = 0;
+    if (c->kv_type == QWEN3_KV_Q8) {
+        const uint64_t head_groups = hd / c->kv_group;
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->att_stride, hd};
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->att_stride, head_groups * sizeof(float)};
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, hd};
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, head_groups * sizeof(float)};
+    } else {
+        arrays[n++] = (CacheArray){0, L, c->att_stride, kv_dim * sizeof(float)};
+        arrays[n++] = (CacheArray){0, L, c->ctx_len, kv_dim * sizeof(float)};
+    }
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        arrays[i].offset = off;
+        off += CACHE_ALIGN(arrays[i].slabs * arrays[i].positions * arrays[i].bytes);
+    }
+    *att_offset = off;
+    *total = off + (uint64_t)h->n_heads * c->block * c->att_stride * sizeof(float);
+    return n;
+}
+
 int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len) {
+    return qwen3_context_init_kv(c, model, ctx_len, QWEN3_KV_F32);
+}
+
+int32_t qwen3_context_init_kv(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len, uint32_t kv_type) {
     memset(c, 0, sizeof *c);
+    const Qwen3Header* h = &model->header;
+    if (kv_type != QWEN3_KV_F32 && kv_type != QWEN3_KV_Q8) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "unknown KV cache type %u (0 = f32, 1 = q8)", kv_type);
+    }
+    if (kv_type == QWEN3_KV_Q8 && h->head_dim > QWEN3_KV_Q8_MAX_HEAD_DIM) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
+                          "a q8 KV cache takes head_dim up to %u, this model's is %u: use the f32 cache",
+                          QWEN3_KV_Q8_MAX_HEAD_DIM, h->head_dim);
+    }
     c->model = model;
     c->ctx_len = ctx_len;
-    const Qwen3Header* h = &model->header;
+    c->kv_type = kv_type;
+    c->kv_group = h->head_dim % 32 == 0 ? 32 : h->head_dim;
     const uint64_t kv_dim = (uint64_t)h->n_kv_heads * h->head_dim;
     const uint64_t q_dim = (uint64_t)h->n_heads * h->head_dim;
     const uint64_t wide = q_dim > h->dim ? q_dim : h->dim;
@@ -159,26 +215,35 @@ int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len)
     c->att_tile_bytes = ATT_TILE_BYTES;
 
     /* Header limits keep every factor below 2^24, so these products fit in 64 bits. */
-    uint64_t key_floats = (uint64_t)h->n_layers * c->att_stride * kv_dim;
-    uint64_t value_floats = (uint64_t)h->n_layers * ctx_len * kv_dim;
+    CacheArray arrays[4];
+    uint64_t att_offset, lazy_bytes;
+    cache_arrays(c, arrays, &att_offset, &lazy_bytes);
     uint64_t att_floats = (uint64_t)h->n_heads * B * c->att_stride;
-    uint64_t lazy_bytes = (key_floats + value_floats + att_floats) * sizeof(float);
-    if (key_floats > UINT64_MAX / 64 || att_floats > UINT64_MAX / 64 ||
-        lazy_bytes > (uint64_t)SIZE_MAX) {
+    if (att_offset > UINT64_MAX / 64 || att_floats > UINT64_MAX / 64 || lazy_bytes > (uint64_t)SIZE_MAX) {
         return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY,
                           "a KV cache of %u positions (%llu floats per layer per position) does "
                           "not fit in this address space",
                           ctx_len, (unsigned long long)(2 * kv_dim));
     }
+    c->kv_bytes = att_offset;
     int32_t rc = qwen3_region_init(&c->lazy, (size_t)lazy_bytes);
     if (rc != QWEN3_OK) {
         qwen3_error_set("out of memory reserving %llu bytes for a KV cache of %u positions",
                         (unsigned long long)lazy_bytes, ctx_len);
         return rc;
     }
-    c->key_cache = (float*)(void*)c->lazy.base;
-    c->value_cache = c->key_cache + key_floats;
-    c->att = c->value_cache + value_floats;
+    char* const base = (char*)c->lazy.base;
+    if (kv_type == QWEN3_KV_Q8) {
+        c->key_q8 = (int8_t*)(void*)(base + arrays[0].offset);
+        c->key_scale = (float*)(void*)(base + arrays[1].offset);
+        c->value_q8 = (int8_t*)(void*)(base + arrays[2].offset);
+        c->value_scale = (float*)(void*)(base + arrays[3].offset);
+        rc = alloc_floats(&c->v_new, (uint64_t)B * kv_dim, "new values");
+    } else {
+        c->key_cache = (float*)(void*)(base + arrays[0].offset);
+        c->value_cache = (float*)(void*)(base + arrays[1].offset);
+    }
+    c->att = (float*)(void*)(base + att_offset);
 
     const uint32_t half = h->head_dim / 2;
     if (rc == QWEN3_OK) rc = alloc_floats(&c->x, (uint64_t)B * h->dim, "residual stream");
@@ -216,6 +281,7 @@ void qwen3_context_deinit(Qwen3Context* c) {
     qwen3_aligned_free(c->xb2);
     qwen3_aligned_free(c->q);
     qwen3_aligned_free(c->k);
+    qwen3_aligned_free(c->v_new);
     qwen3_aligned_free(c->hb);
     qwen3_aligned_free(c->hb2);
     qwen3_aligned_free(c->rope_freq);
@@ -235,24 +301,23 @@ static int32_t commit_positions(Qwen3Context* c, uint32_t upto) {
     const Qwen3Header* h = &c->model->header;
     uint64_t target = ((uint64_t)upto + COMMIT_CHUNK - 1) / COMMIT_CHUNK * COMMIT_CHUNK;
     if (target > c->att_stride) target = c->att_stride;
-    const size_t row = (size_t)h->n_kv_heads * h->head_dim * sizeof(float);
-    const size_t from = c->committed;
-    const size_t key_bytes = (size_t)h->n_layers * c->att_stride * row;
-    const size_t value_bytes = (size_t)h->n_layers * c->ctx_len * row;
-    const size_t value_to = target < c->ctx_len ? (size_t)target : c->ctx_len;
-    for (uint32_t l = 0; l < h->n_layers; l++) {
+    const uint64_t from = c->committed;
+    CacheArray arrays[4];
+    uint64_t att_offset, total;
+    const uint32_t n_arrays = cache_arrays(c, arrays, &att_offset, &total);
+    for (uint32_t a = 0; a < n_arrays; a++) {
         /* committed and target are multiples of the key block (or the rounded length) */
-        size_t koff = ((size_t)l * c->att_stride + from) * row;
-        int32_t rc = qwen3_region_commit(&c->lazy, koff, ((size_t)target - from) * row);
-        if (rc == QWEN3_OK && value_to > from) {
-            size_t voff = key_bytes + ((size_t)l * c->ctx_len + from) * row;
-            rc = qwen3_region_commit(&c->lazy, voff, (value_to - from) * row);
+        const uint64_t to = target < arrays[a].positions ? target : arrays[a].positions;
+        if (to <= from) continue;
+        for (uint64_t l = 0; l < arrays[a].slabs; l++) {
+            const uint64_t off = arrays[a].offset + (l * arrays[a].positions + from) * arrays[a].bytes;
+            int32_t rc = qwen3_region_commit(&c->lazy, (size_t)off, (size_t)((to - from) * arrays[a].bytes));
+            if (rc != QWEN3_OK) return rc;
         }
-        if (rc != QWEN3_OK) return rc;
     }
     const size_t att_rows = (size_t)h->n_heads * c->block;
     for (size_t r = 0; r < att_rows; r++) {
-        size_t off = key_bytes + value_bytes + (r * c->att_stride + from) * sizeof(float);
+        size_t off = (size_t)att_offset + (r * c->att_stride + from) * sizeof(float);
         int32_t rc = qwen3_region_commit(&c->lazy, off, ((size_t)target - from) * sizeof(float));
         if (rc != QWEN3_OK) return rc;
     }
@@ -444,6 +509,58 @@ static void norm_input_task(void* arg, uint32_t task, uint32_t n_tasks) {
     for (uint32_t t = t0; t < t0 + nt; t++) quantize_input(c, job->kernels, c->xb + (size_t)t * dim, &c->xq, t);
 }
 
+/* ====================================================================================
+ * KV cache writes (docs/numerics.md#int8-kv-cache)
+ * ================================================================================== */
+
+/* Kv heads [a, b) of one position's new key row k (kv_dim floats) into dst's cache at
+ * position p of `layer`: copied (f32) or quantised per kv_group values (q8), as
+ * qwen3_quantize_q8 quantises activations. */
+static void store_keys(Qwen3Context* dst, uint32_t layer, uint32_t p, const float* k, uint32_t a, uint32_t b) {
+    const Qwen3Header* h = &dst->model->header;
+    const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd;
+    const size_t block = (size_t)layer * dst->ctx_blocks + p / QWEN3_KV_BLOCK, lane = p % QWEN3_KV_BLOCK;
+    if (dst->kv_type != QWEN3_KV_Q8) {
+        float* kb = dst->key_cache + block * QWEN3_KV_BLOCK * kv_dim + lane;
+        for (uint32_t i = a * hd; i < b * hd; i++) kb[(size_t)i * QWEN3_KV_BLOCK] = k[i];
+        return;
+    }
+    /* q8 keys: a slab per (layer, kv head) of blocks (head_dim, QWEN3_KV_BLOCK) */
+    const uint32_t gs = dst->kv_group, hg = hd / gs;
+    int8_t q[QWEN3_KV_Q8_MAX_HEAD_DIM];
+    for (uint32_t kh = a; kh < b; kh++) {
+        const size_t at = ((size_t)layer * h->n_kv_heads + kh) * dst->ctx_blocks + p / QWEN3_KV_BLOCK;
+        int8_t* kq = dst->key_q8 + at * hd * QWEN3_KV_BLOCK + lane;
+        float* ks = dst->key_scale + at * hg * QWEN3_KV_BLOCK + lane;
+        for (uint32_t g = 0; g < hg; g++) {
+            float scale;
+            Qwen3Q8Vector out = {q, &scale, gs, gs};
+            qwen3_quantize_q8(k + (size_t)kh * hd + (size_t)g * gs, &out);
+            for (uint32_t i = 0; i < gs; i++) kq[((size_t)g * gs + i) * QWEN3_KV_BLOCK] = q[i];
+            ks[(size_t)g * QWEN3_KV_BLOCK] = scale;
+        }
+    }
+}
+
+/* Kv heads [a, b) of one position's new value row v into dst's cache at position p. */
+static void store_values(Qwen3Context* dst, uint32_t layer, uint32_t p, const float* v, uint32_t a, uint32_t b) {
+    const Qwen3Header* h = &dst->model->header;
+    const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd;
+    const size_t row = (size_t)layer * dst->ctx_len + p;
+    if (dst->kv_type != QWEN3_KV_Q8) {
+        memcpy(dst->value_cache + row * kv_dim + (size_t)a * hd, v + (size_t)a * hd,
+               (size_t)(b - a) * hd * sizeof(float));
+        return;
+    }
+    /* q8 values: a slab per (layer, kv head), positions consecutive in it */
+    const uint32_t gs = dst->kv_group;
+    for (uint32_t i = a; i < b; i++) {
+        const size_t at = ((size_t)layer * h->n_kv_heads + i) * dst->ctx_len + p;
+        Qwen3Q8Vector out = {dst->value_q8 + at * hd, dst->value_scale + at * (hd / gs), hd, gs};
+        qwen3_quantize_q8(v + (size_t)i * hd, &out);
+    }
+}
+
 /* A task's tokens: QK-norm and RoPE on their query and key heads; keys into the cache. */
 static void qk_task(void* arg, uint32_t task, uint32_t n_tasks) {
     (void)n_tasks;
@@ -465,14 +582,78 @@ static void qk_task(void* arg, uint32_t task, uint32_t n_tasks) {
         for (uint32_t i = 0; i < h->n_kv_heads; i++) qwen3_rope_rotate(k + (size_t)i * hd, cos_t, sin_t, hd);
         Qwen3Context* const dst = job->seqs ? job->seqs[t] : c; /* whose cache */
         const uint32_t p = job->seqs ? dst->pos : job->pos0 + t;
-        float* kb = dst->key_cache +
-                    ((size_t)job->layer * dst->ctx_blocks + p / QWEN3_KV_BLOCK) * QWEN3_KV_BLOCK * kv_dim +
-                    p % QWEN3_KV_BLOCK;
-        for (uint32_t i = 0; i < kv_dim; i++) kb[(size_t)i * QWEN3_KV_BLOCK] = k[i];
+        store_keys(dst, job->layer, p, k, 0, h->n_kv_heads);
         if (job->seqs) {
-            /* the value row, which Wv wrote to the scratch's cache row t */
-            memcpy(dst->value_cache + ((size_t)job->layer * dst->ctx_len + p) * kv_dim,
-                   c->value_cache + ((size_t)job->layer * c->ctx_len + t) * kv_dim, (size_t)kv_dim * sizeof(float));
+            /* the value row, which Wv wrote to the scratch's (f32) cache row t */
+            store_values(dst, job->layer, p, c->value_cache + ((size_t)job->layer * c->ctx_len + t) * kv_dim, 0,
+                         h->n_kv_heads);
+        } else if (c->kv_type == QWEN3_KV_Q8) {
+            store_values(c, job->layer, p, c->v_new + (size_t)t * kv_dim, 0, h->n_kv_heads); /* Wv wrote v_new */
+        }
+    }
+}
+
+/* A q8 cache's keys of one kv head, the whole key blocks of positions [p0, p0 + n) (p0 a
+ * multiple of QWEN3_KV_BLOCK), dequantised into out in the f32 cache's layout for one
+ * head: block b at out + b * head_dim * QWEN3_KV_BLOCK, transposed (head_dim, lanes).
+ * Each value is (float)q * scale, one fp32 product: the same bits on every tier
+ * (kernels_kv.h). */
+static void dequantize_keys(const Qwen3KvKernels* kv, float* out, const Qwen3Context* c, uint32_t layer,
+                            uint32_t kv_head, uint32_t p0, uint32_t n) {
+    const Qwen3Header* h = &c->model->header;
+    const uint32_t hd = h->head_dim, gs = c->kv_group, B = QWEN3_KV_BLOCK;
+    /* the head's blocks are consecutive, rows and group scales alike: one call */
+    const size_t at = ((size_t)layer * h->n_kv_heads + kv_head) * c->ctx_blocks + p0 / B;
+    const uint32_t blocks = (n + B - 1) / B;
+    kv->dequant_lanes(out, c->key_q8 + at * hd * B, c->key_scale + at * (hd / gs) * B, blocks * hd, gs);
+}
+
+/* A q8 cache's values of one kv head at positions [p0, p0 + n), dequantised into out,
+ * rows of head_dim floats (consecutive in the cache too: one call). */
+static void dequantize_values(const Qwen3KvKernels* kv, float* out, const Qwen3Context* c, uint32_t layer,
+                              uint32_t kv_head, uint32_t p0, uint32_t n) {
+    const Qwen3Header* h = &c->model->header;
+    const uint32_t hd = h->head_dim, gs = c->kv_group;
+    const size_t at = ((size_t)layer * h->n_kv_heads + kv_head) * c->ctx_len + p0; /* n rows in a row */
+    kv->dequant_groups(out, c->value_q8 + at * hd, c->value_scale + at * (hd / gs), n * hd, gs);
+}
+
+/* attend over a q8 cache: each chunk of keys (then values) dequantised once into a
+ * stack buffer and read by every query of the task from there, through the same
+ * attn_scores / attn_values calls as the f32 cache; the chunking does not change the
+ * bits (docs/numerics.md#tiled-attention), so every tier and thread count agree. */
+static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
+                      uint32_t pos0, uint32_t nt, const float* q, float* out, float* att, size_t att_head) {
+    const Qwen3Header* h = &cache->model->header;
+    const uint32_t hd = h->head_dim, q_dim = h->n_heads * hd;
+    const uint32_t group = h->n_heads / h->n_kv_heads;
+    const uint32_t wide = q_dim > h->dim ? q_dim : h->dim;
+    const uint32_t att_stride = cache->att_stride;
+    _Alignas(64) float buf[QWEN3_KV_Q8_MAX_HEAD_DIM * QWEN3_KV_BLOCK];
+    const uint32_t fits = QWEN3_KV_Q8_MAX_HEAD_DIM * QWEN3_KV_BLOCK / hd / QWEN3_KV_BLOCK * QWEN3_KV_BLOCK;
+    const uint32_t chunk = cache->att_chunk < fits ? cache->att_chunk : fits;
+    const Qwen3KvKernels* kv = qwen3_kv_kernels_for(kernels);
+    const float scale = 1.0f / sqrtf((float)hd);
+    uint32_t n_pos[QWEN3_FORWARD_BLOCK], lens[QWEN3_FORWARD_BLOCK];
+    for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
+    const uint32_t n_all = n_pos[nt - 1];
+    for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
+        const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
+        dequantize_keys(kv, buf, cache, layer, kv_head, p0, n_c);
+        for (uint32_t g = 0; g < group; g++) {
+            const float* qg = q + (size_t)(kv_head * group + g) * hd;
+            kernels->attn_scores(att + g * att_head + p0, att_stride, qg, q_dim, nt, buf,
+                                 (size_t)QWEN3_KV_BLOCK * hd, n_c, hd, scale);
+        }
+    }
+    for (uint32_t g = 0; g < group; g++) kernels->softmax(att + g * att_head, att_stride, nt, n_pos);
+    for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
+        const uint32_t p1 = n_all - p0 < chunk ? n_all : p0 + chunk;
+        dequantize_values(kv, buf, cache, layer, kv_head, p0, p1 - p0);
+        for (uint32_t j = 0; j < nt; j++) lens[j] = n_pos[j] <= p0 ? 0 : (n_pos[j] < p1 ? n_pos[j] : p1) - p0;
+        for (uint32_t g = 0; g < group; g++) {
+            kernels->attn_values(out + (size_t)(kv_head * group + g) * hd, wide, att + g * att_head + p0, att_stride,
+                                 lens, nt, buf, hd, hd, p0 > 0);
         }
     }
 }
@@ -484,6 +665,10 @@ static void qk_task(void* arg, uint32_t task, uint32_t n_tasks) {
  * rows att_stride floats apart. */
 static void attend(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
                    uint32_t pos0, uint32_t nt, const float* q, float* out, float* att, size_t att_head) {
+    if (cache->kv_type == QWEN3_KV_Q8) {
+        attend_q8(kernels, cache, layer, kv_head, pos0, nt, q, out, att, att_head);
+        return;
+    }
     const Qwen3Header* h = &cache->model->header;
     const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd, q_dim = h->n_heads * hd;
     const uint32_t group = h->n_heads / h->n_kv_heads;
@@ -644,15 +829,17 @@ static void qkv_fused_task(void* arg, uint32_t task, uint32_t n_tasks) {
         job->kernels->matvec_q8(k, &job->lw->wk.q8, &x, a * hd, b * hd);
         rmsnorm_rows(k, k, hd, b - a, job->lw->k_norm, hd, eps);
         for (uint32_t i = 0; i < b - a; i++) qwen3_rope_rotate(k + (size_t)i * hd, c->rope_cos, c->rope_sin, hd);
-        const uint32_t p = job->pos;
-        float* kb = c->key_cache + ((size_t)job->layer * c->ctx_blocks + p / QWEN3_KV_BLOCK) * QWEN3_KV_BLOCK * kv_dim +
-                    p % QWEN3_KV_BLOCK;
-        for (uint32_t i = a * hd; i < b * hd; i++) kb[(size_t)i * QWEN3_KV_BLOCK] = c->k[i];
+        store_keys(c, job->layer, job->pos, c->k, a, b);
     }
     if (u1 > nq + nkv) {
         const uint32_t a = u0 > nq + nkv ? u0 - nq - nkv : 0, b = u1 - nq - nkv;
-        float* v = c->value_cache + ((size_t)job->layer * c->ctx_len + job->pos) * kv_dim;
-        job->kernels->matvec_q8(v + (size_t)a * hd, &job->lw->wv.q8, &x, a * hd, b * hd);
+        if (c->kv_type == QWEN3_KV_Q8) {
+            job->kernels->matvec_q8(c->v_new + (size_t)a * hd, &job->lw->wv.q8, &x, a * hd, b * hd);
+            store_values(c, job->layer, job->pos, c->v_new, a, b);
+        } else {
+            float* v = c->value_cache + ((size_t)job->layer * c->ctx_len + job->pos) * kv_dim;
+            job->kernels->matvec_q8(v + (size_t)a * hd, &job->lw->wv.q8, &x, a * hd, b * hd);
+        }
     }
 }
 
@@ -739,7 +926,8 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
             run_fused(m, qkv_fused_task, &fused, h->n_heads + 2 * h->n_kv_heads, 1,
                       (uint64_t)(q_dim + 2 * kv_dim) * dim);
         } else {
-            float* v = c->value_cache + ((size_t)l * c->ctx_len + pos0) * kv_dim;
+            /* a q8 cache takes the values through v_new (qk_task quantises them) */
+            float* v = c->kv_type == QWEN3_KV_Q8 ? c->v_new : c->value_cache + ((size_t)l * c->ctx_len + pos0) * kv_dim;
             MatmulJob qkv = {.parts = {{c->q, q_dim, &lw->wq}, {c->k, kv_dim, &lw->wk}, {v, kv_dim, &lw->wv}},
                              .n_parts = 3,
                              .x = &c->xq,

@@ -212,6 +212,25 @@ static void test_contexts(Qwen3Model* m) {
     sc.temperature = -1;
     CHECK(qwen3_context_set_sampler(a, &sc) == QWEN3_ERR_INVALID_ARGUMENT, "negative temperature");
 
+    /* context options: the int8 KV cache, and what is refused */
+    const Qwen3ContextOptions q8_opt = {.kv_type = QWEN3_KV_Q8};
+    Qwen3Context* q8 = qwen3_context_new_ex(m, 50, &q8_opt);
+    CHECK(q8 != NULL, "q8 context: %s", qwen3_get_last_error());
+    CHECK(qwen3_context_kv_type(q8) == QWEN3_KV_Q8 && qwen3_context_kv_type(b) == QWEN3_KV_F32, "kv types");
+    CHECK(qwen3_context_kv_bytes(q8) * 3 < qwen3_context_kv_bytes(b), "q8 cache %llu bytes, f32 %llu",
+          (unsigned long long)qwen3_context_kv_bytes(q8), (unsigned long long)qwen3_context_kv_bytes(b));
+    CHECK(qwen3_context_prefill(q8, prompt, 3) == QWEN3_OK && qwen3_context_decode(q8, 5) >= 0, "q8 decode: %s",
+          qwen3_get_last_error());
+    Qwen3Context* plain = qwen3_context_new_ex(m, 50, NULL);
+    CHECK(plain != NULL && qwen3_context_kv_type(plain) == QWEN3_KV_F32, "NULL options");
+    const Qwen3ContextOptions bad_type = {.kv_type = 9}, bad_reserved = {.reserved = {0, 1, 0}};
+    CHECK(qwen3_context_new_ex(m, 50, &bad_type) == NULL, "kv type 9 accepted");
+    CHECK_ERROR_HAS("kv_type 9");
+    CHECK(qwen3_context_new_ex(m, 50, &bad_reserved) == NULL, "reserved field accepted");
+    CHECK_ERROR_HAS("reserved[1]");
+    qwen3_context_free(q8);
+    qwen3_context_free(plain);
+
     qwen3_context_free(a);
     qwen3_context_free(b);
     qwen3_context_free(big);

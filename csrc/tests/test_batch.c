@@ -1,6 +1,6 @@
 /* test_batch.c - batched decode steps (qwen3_context_decode_batch): one token for each of
  * n contexts of one model, bit for bit what n separate decode steps leave - logits, KV
- * cache and positions - on every kernel tier, thread count and split into passes; and
+ * cache (f32 or q8) and positions - on every kernel tier, thread count and split into passes; and
  * the errors, which change nothing. (The MoE path is checked in tests/moe_test.ts.) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +21,45 @@ static int emulated;
 static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, char* where, size_t cap) {
     const Qwen3Header* h = &a->model->header;
     const uint32_t kv_dim = h->n_kv_heads * h->head_dim;
+    if (a->kv_type == QWEN3_KV_Q8 || b->kv_type == QWEN3_KV_Q8) {
+        /* the int8 cache (transformer.h): a slab per layer and kv head of values, keys
+         * (in blocks of positions) and their scales */
+        if (a->kv_type != b->kv_type) {
+            snprintf(where, cap, "kv type");
+            return 0;
+        }
+        for (uint32_t l = 0; l < h->n_layers; l++) {
+            for (uint32_t p = 0; p < n; p++) {
+                const size_t lane = p % QWEN3_KV_BLOCK;
+                const uint32_t hd = h->head_dim, hg = hd / a->kv_group;
+                int same = 1;
+                for (uint32_t kh = 0; kh < h->n_kv_heads && same; kh++) {
+                    /* a's and b's lengths may differ: each indexes its own slabs */
+                    const size_t at = ((size_t)l * h->n_kv_heads + kh) * a->ctx_len + p;
+                    const size_t bt = ((size_t)l * h->n_kv_heads + kh) * b->ctx_len + p;
+                    same = memcmp(a->value_q8 + at * hd, b->value_q8 + bt * hd, hd) == 0 &&
+                           memcmp(a->value_scale + at * hg, b->value_scale + bt * hg, hg * sizeof(float)) == 0;
+                }
+                for (uint32_t kh = 0; kh < h->n_kv_heads && same; kh++) {
+                    const size_t ab = ((size_t)l * h->n_kv_heads + kh) * a->ctx_blocks + p / QWEN3_KV_BLOCK;
+                    const size_t bb = ((size_t)l * h->n_kv_heads + kh) * b->ctx_blocks + p / QWEN3_KV_BLOCK;
+                    for (uint32_t i = 0; i < hd && same; i++) {
+                        same = a->key_q8[(ab * hd + i) * QWEN3_KV_BLOCK + lane] ==
+                               b->key_q8[(bb * hd + i) * QWEN3_KV_BLOCK + lane];
+                    }
+                    for (uint32_t g = 0; g < hg && same; g++) {
+                        same = memcmp(a->key_scale + (ab * hg + g) * QWEN3_KV_BLOCK + lane,
+                                      b->key_scale + (bb * hg + g) * QWEN3_KV_BLOCK + lane, sizeof(float)) == 0;
+                    }
+                }
+                if (!same) {
+                    snprintf(where, cap, "q8 cache layer %u position %u", l, p);
+                    return 0;
+                }
+            }
+        }
+        return 1;
+    }
     for (uint32_t l = 0; l < h->n_layers; l++) {
         for (uint32_t p = 0; p < n; p++) {
             if (memcmp(a->value_cache + ((size_t)l * a->ctx_len + p) * kv_dim,
@@ -56,8 +95,10 @@ static void check_batch_bits(Qwen3Model* m, const char* name, const char* tier, 
     int ok = 1;
     m->batch_rows = rows;
     for (uint32_t i = 0; i < N_CTX; i++) {
-        ok &= qwen3_context_init(&batch[i], m, ctx_length(i)) == QWEN3_OK;
-        ok &= qwen3_context_init(&step[i], m, ctx_length(i)) == QWEN3_OK;
+        /* every fourth pair keeps an int8 cache: batches mix the two kinds */
+        const uint32_t kv = i % 4 == 3 ? QWEN3_KV_Q8 : QWEN3_KV_F32;
+        ok &= qwen3_context_init_kv(&batch[i], m, ctx_length(i), kv) == QWEN3_OK;
+        ok &= qwen3_context_init_kv(&step[i], m, ctx_length(i), kv) == QWEN3_OK;
         /* some batch contexts tile their attention finely: the bits must not change */
         if (i % 3 == 1) batch[i].att_chunk = QWEN3_KV_BLOCK;
         const uint32_t n_pre = (i * 13) % 34; /* 0 for context 0: an empty one too */

@@ -106,24 +106,24 @@ static void test_moe_route(void) {
     const float h[2] = {1, 0};
     float probs[4], weights[4];
     uint32_t chosen[4];
-    qwen3_moe_route(router, h, 2, 4, 2, probs, chosen, weights);
+    qwen3_moe_route(router, h, 2, 4, 2, 1, probs, chosen, weights);
     CHECK(chosen[0] == 0 && chosen[1] == 2, "equal logits 3, 3: chose %u, %u, want 0, 2", chosen[0], chosen[1]);
     CHECK(weights[0] == 0.5f && weights[1] == 0.5f, "equal weights: %g %g", weights[0], weights[1]);
     double sum = 0;
     for (int e = 0; e < 4; e++) sum += probs[e];
     CHECK(close_to(sum, 1.0, 1e-6), "softmax over the experts sums to %g", sum);
 
-    qwen3_moe_route(router, h, 2, 4, 3, probs, chosen, weights);
+    qwen3_moe_route(router, h, 2, 4, 3, 1, probs, chosen, weights);
     CHECK(chosen[2] == 3, "third: chose %u, want 3 (logit 2)", chosen[2]);
     const float total = probs[0] + probs[2] + probs[3];
     CHECK(weights[2] == probs[3] / total, "third weight %g, want %g", weights[2], probs[3] / total);
 
-    qwen3_moe_route(router, h, 2, 4, 1, probs, chosen, weights);
+    qwen3_moe_route(router, h, 2, 4, 1, 1, probs, chosen, weights);
     CHECK(chosen[0] == 0 && weights[0] == 1.0f, "top-1: %u with weight %g", chosen[0], weights[0]);
 
     /* all four logits equal: routing order is index order */
     const float flat[8] = {0};
-    qwen3_moe_route(flat, h, 2, 4, 4, probs, chosen, weights);
+    qwen3_moe_route(flat, h, 2, 4, 4, 1, probs, chosen, weights);
     CHECK(chosen[0] == 0 && chosen[1] == 1 && chosen[2] == 2 && chosen[3] == 3, "all tied: %u %u %u %u",
           chosen[0], chosen[1], chosen[2], chosen[3]);
     CHECK(weights[0] == 0.25f && weights[3] == 0.25f, "all tied: weights %g %g", weights[0], weights[3]);
@@ -466,6 +466,45 @@ static void test_forward(void) {
 static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, char* where, size_t cap) {
     const Qwen3Header* h = &a->model->header;
     const uint32_t kv_dim = h->n_kv_heads * h->head_dim;
+    if (a->kv_type != b->kv_type) {
+        snprintf(where, cap, "kv type %u vs %u", a->kv_type, b->kv_type);
+        return 0;
+    }
+    if (a->kv_type == QWEN3_KV_Q8) {
+        /* int8 values, keys and their scales, a slab per layer and kv head (transformer.h) */
+        for (uint32_t l = 0; l < h->n_layers; l++) {
+            for (uint32_t p = 0; p < n; p++) {
+                const uint32_t hd = h->head_dim, hg = hd / a->kv_group;
+                for (uint32_t kh = 0; kh < h->n_kv_heads; kh++) {
+                    const size_t at = ((size_t)l * h->n_kv_heads + kh) * a->ctx_len + p;
+                    if (memcmp(a->value_q8 + at * hd, b->value_q8 + at * hd, hd) != 0 ||
+                        memcmp(a->value_scale + at * hg, b->value_scale + at * hg, hg * sizeof(float)) != 0) {
+                        snprintf(where, cap, "q8 value cache layer %u kv head %u position %u", l, kh, p);
+                        return 0;
+                    }
+                }
+                const size_t lane = p % QWEN3_KV_BLOCK;
+                for (uint32_t kh = 0; kh < h->n_kv_heads; kh++) {
+                    const size_t block = ((size_t)l * h->n_kv_heads + kh) * a->ctx_blocks + p / QWEN3_KV_BLOCK;
+                    for (uint32_t i = 0; i < hd; i++) {
+                        const size_t at = (block * hd + i) * QWEN3_KV_BLOCK + lane;
+                        if (a->key_q8[at] != b->key_q8[at]) {
+                            snprintf(where, cap, "q8 key cache layer %u position %u head %u dim %u", l, p, kh, i);
+                            return 0;
+                        }
+                    }
+                    for (uint32_t g = 0; g < hg; g++) {
+                        const size_t at = (block * hg + g) * QWEN3_KV_BLOCK + lane;
+                        if (memcmp(a->key_scale + at, b->key_scale + at, sizeof(float)) != 0) {
+                            snprintf(where, cap, "q8 key scale layer %u position %u head %u group %u", l, p, kh, g);
+                            return 0;
+                        }
+                    }
+                }
+            }
+        }
+        return 1;
+    }
     for (uint32_t l = 0; l < h->n_layers; l++) {
         for (uint32_t p = 0; p < n; p++) {
             const size_t vrow = ((size_t)l * a->ctx_len + p) * kv_dim;
@@ -513,11 +552,11 @@ static uint32_t next_length(uint32_t n, uint32_t stride) {
  * then a prefill in one call of every length 1..EQ_TOKENS (every `stride`-th length past
  * two blocks when stride > 1), and split prefills. */
 static void check_prefill_bits(Qwen3Model* m, const char* name, const char* tier, uint32_t threads,
-                               uint32_t stride) {
+                               uint32_t stride, uint32_t kv_type, float* first, int* have_first) {
     const uint32_t vocab = m->header.vocab_size;
     Qwen3Context step, batch;
-    CHECK(qwen3_context_init(&step, m, EQ_TOKENS + 8) == QWEN3_OK, "context: %s", qwen3_get_last_error());
-    CHECK(qwen3_context_init(&batch, m, EQ_TOKENS + 8) == QWEN3_OK, "context: %s", qwen3_get_last_error());
+    CHECK(qwen3_context_init_kv(&step, m, EQ_TOKENS + 8, kv_type) == QWEN3_OK, "context: %s", qwen3_get_last_error());
+    CHECK(qwen3_context_init_kv(&batch, m, EQ_TOKENS + 8, kv_type) == QWEN3_OK, "context: %s", qwen3_get_last_error());
     int32_t tokens[EQ_TOKENS];
     uint64_t rng = 77;
     for (uint32_t i = 0; i < EQ_TOKENS; i++) tokens[i] = (int32_t)(tu_next(&rng) % vocab);
@@ -528,6 +567,18 @@ static void check_prefill_bits(Qwen3Model* m, const char* name, const char* tier
         memcpy(want + (size_t)i * vocab, step.logits, vocab * sizeof(float));
     }
     CHECK(ok, "%s/%s: token-by-token run: %s", name, tier, qwen3_get_last_error());
+    /* every tier and thread count decodes the same bits (checked here for the q8 cache,
+     * whose attention is not in test_kernels' per-kernel checks) */
+    if (first && ok) {
+        if (!*have_first) {
+            memcpy(first, want, (size_t)EQ_TOKENS * vocab * sizeof(float));
+            *have_first = 1;
+        } else {
+            CHECK(memcmp(first, want, (size_t)EQ_TOKENS * vocab * sizeof(float)) == 0,
+                  "%s/%s/%u threads/kv %u: decode logits differ from the first tier/thread run", name, tier, threads,
+                  kv_type);
+        }
+    }
     char where[128];
     uint32_t bad = 0;
     /* the prefills below tile their attention finely (chunks of 32 positions, tiles of 16
@@ -648,6 +699,26 @@ static void test_prefill_bit_identical(void) {
         Qwen3Model* m = qwen3_model_new(path, 0);
         CHECK(m != NULL, "%s: %s", names[i], qwen3_get_last_error());
         if (!m) continue;
+        /* the q8 cache (docs/numerics.md#int8-kv-cache): prefill equals decode on every
+         * tier, and every tier and thread count decodes the same bits; sparser lengths
+         * (stride 63) and no run on the one-layer model (its point is the down projection's
+         * chunks, nothing the cache touches) keep it to a fraction of the f32 sweep's time */
+        float* first = (float*)malloc((size_t)EQ_TOKENS * specs[i].vocab_size * sizeof(float));
+        int have_first = 0;
+        CHECK(first != NULL, "first run's logits");
+        for (uint32_t t = 0; tiers[t] && first && i != 2; t++) {
+            if (qwen3_kernels_find(tiers[t]) == NULL) continue;
+            if (emulated && i > 0) break; /* the first model only under emulation */
+            CHECK(qwen3_kernel_select(tiers[t]) == QWEN3_OK, "select %s", tiers[t]);
+            /* 3 threads too on the wide model's last tier (the thread split is the f32
+             * cache's, checked below on every tier) */
+            const uint32_t max_threads = i == 3 && tiers[t + 1] == NULL ? 3u : 1u;
+            for (uint32_t threads = 1; threads <= max_threads; threads += 2) {
+                CHECK(qwen3_model_resize_pool(m, threads) == QWEN3_OK, "threads %u", threads);
+                check_prefill_bits(m, names[i], tiers[t], threads, 63, QWEN3_KV_Q8, first, &have_first);
+            }
+        }
+        free(first);
         for (uint32_t t = 0; tiers[t]; t++) {
             if (qwen3_kernels_find(tiers[t]) == NULL) {
                 fprintf(stderr, "%s: tier %s SKIPPED (not supported by this CPU)\n", names[i], tiers[t]);
@@ -662,7 +733,8 @@ static void test_prefill_bit_identical(void) {
                  * runs split into tasks) on the wide one, sparsely */
                 if (i == 3 ? threads == 1 || (emulated && threads == 3) : threads > (i == 0 ? 2u : 1u)) continue;
                 CHECK(qwen3_model_resize_pool(m, threads) == QWEN3_OK, "threads %u", threads);
-                check_prefill_bits(m, names[i], tiers[t], threads, i == 3 ? 31 : i == 0 && threads == 1 ? 1 : 9);
+                check_prefill_bits(m, names[i], tiers[t], threads, i == 3 ? 31 : i == 0 && threads == 1 ? 1 : 9,
+                                   QWEN3_KV_F32, NULL, NULL);
             }
         }
         qwen3_model_free(m);
@@ -854,6 +926,57 @@ static void test_lazy_kv_cache(void) {
     tu_remove_dir(dir);
 }
 
+/* The q8 cache against the f32 one on one model: it is smaller by the documented ratio,
+ * its logits are close to the f32 cache's but not the same bits (so it really is int8),
+ * and an unknown cache type is an error. */
+static void test_q8_kv_cache(void) {
+    char dir[1024], path[1100], tok[1200];
+    if (!tu_make_temp_dir(dir, sizeof dir)) return;
+    TuSpec s = tu_small_spec();
+    s.vocab_size = 512;
+    snprintf(path, sizeof path, "%s/q8kv.bin", dir);
+    snprintf(tok, sizeof tok, "%s.tokenizer", path);
+    CHECK(tu_write_checkpoint(path, &s) && tu_write_byte_tokenizer(tok), "write");
+    Qwen3Model* m = qwen3_model_new(path, 0);
+    CHECK(m != NULL, "load: %s", qwen3_get_last_error());
+    if (!m) return;
+    Qwen3Context f32, q8, bad;
+    CHECK(qwen3_context_init_kv(&f32, m, 200, QWEN3_KV_F32) == QWEN3_OK, "f32: %s", qwen3_get_last_error());
+    CHECK(qwen3_context_init_kv(&q8, m, 200, QWEN3_KV_Q8) == QWEN3_OK, "q8: %s", qwen3_get_last_error());
+    CHECK(qwen3_context_init_kv(&bad, m, 200, 7) == QWEN3_ERR_INVALID_ARGUMENT, "kv type 7 accepted");
+    /* head_dim 32: 32 int8 + one fp32 scale per 32 values, 36 bytes for fp32's 128 */
+    CHECK(q8.kv_group == 32, "group %u", q8.kv_group);
+    CHECK(f32.kv_bytes >= q8.kv_bytes * 128 / 36 - 4096 && f32.kv_bytes <= q8.kv_bytes * 128 / 36 + 4096,
+          "kv bytes %llu (f32) vs %llu (q8)", (unsigned long long)f32.kv_bytes, (unsigned long long)q8.kv_bytes);
+    double worst = 0.0, range = 0.0;
+    int same_bits = 1, argmax_agree = 0;
+    uint64_t rng = 5;
+    for (uint32_t i = 0; i < 150; i++) {
+        int32_t t = (int32_t)(tu_next(&rng) % s.vocab_size);
+        CHECK(qwen3_forward_tokens(&f32, &t, 1) == QWEN3_OK && qwen3_forward_tokens(&q8, &t, 1) == QWEN3_OK,
+              "decode %u: %s", i, qwen3_get_last_error());
+        uint32_t a = 0, b = 0;
+        for (uint32_t v = 0; v < s.vocab_size; v++) {
+            const double d = fabs((double)f32.logits[v] - (double)q8.logits[v]);
+            if (d > worst) worst = d;
+            if (fabs(f32.logits[v]) > range) range = fabs(f32.logits[v]);
+            if (f32.logits[v] > f32.logits[a]) a = v;
+            if (q8.logits[v] > q8.logits[b]) b = v;
+        }
+        argmax_agree += a == b;
+        if (memcmp(f32.logits, q8.logits, s.vocab_size * sizeof(float)) != 0) same_bits = 0;
+    }
+    fprintf(stderr, "q8 kv cache: worst logit difference %.3g of a largest logit %.3g; argmax agrees %d/150\n",
+            worst, range, argmax_agree);
+    CHECK(!same_bits, "the q8 cache gave the f32 cache's bits at every step");
+    CHECK(worst < 0.05 * range, "q8 cache logits off by %g (largest logit %g)", worst, range);
+    CHECK(argmax_agree >= 140, "argmax agrees at only %d of 150 steps", argmax_agree);
+    qwen3_context_deinit(&f32);
+    qwen3_context_deinit(&q8);
+    qwen3_model_free(m);
+    tu_remove_dir(dir);
+}
+
 int main(void) {
     const char* emu = getenv("QWEN3_TEST_EMULATED");
     emulated = emu != NULL && emu[0] != '\0' && strcmp(emu, "0") != 0;
@@ -870,7 +993,8 @@ int main(void) {
                  {"forward", test_forward},
                  {"prefill_bit_identical", test_prefill_bit_identical},
                  {"embed", test_embed},
-                 {"lazy_kv_cache", test_lazy_kv_cache}};
+                 {"lazy_kv_cache", test_lazy_kv_cache},
+                 {"q8_kv_cache", test_q8_kv_cache}};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         const double t0 = qwen3_time_seconds();
         parts[i].run();

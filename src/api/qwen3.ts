@@ -40,7 +40,7 @@ import {
 } from "../text/template.ts";
 import { Tokenizer } from "../text/tokenizer.ts";
 import { loadedModel, TsEngine } from "../reference/ts_engine.ts";
-import type { Engine, EngineKind, EngineSession, ModelConfig } from "../types.ts";
+import type { Engine, EngineKind, EngineSession, KvCacheType, ModelConfig } from "../types.ts";
 
 /** A GGUF's header: already in memory for the TS engine, read (header only) for the C one. */
 async function ggufHeaderOf(path: string, engine: Engine): Promise<GgufFile | undefined> {
@@ -115,6 +115,15 @@ export interface Qwen3LoadOptions {
    * @default {0}
    */
   threads?: number;
+  /**
+   * How sessions store keys and values: "f32", or "q8", int8 per group of 32 values with an
+   * fp32 scale (about 3.6x less KV memory and memory traffic, logits close to but not the
+   * same as f32's; docs/numerics.md#int8-kv-cache). Both engines give the same q8 numerics;
+   * only the C engine saves the memory.
+   *
+   * @default {"f32"}
+   */
+  kvType?: KvCacheType;
 }
 
 /** Options of {@link Qwen3.generate}: sampling, a token cap, cancellation, and `special`. */
@@ -350,8 +359,12 @@ export class Qwen3 implements Disposable {
     }
     // The engine first: its errors name what is wrong with the model file itself.
     const engine = kind === "c"
-      ? await CEngine.load(path, { contextLength: opts.contextLength, threads: opts.threads })
-      : await TsEngine.load(path, { contextLength: opts.contextLength });
+      ? await CEngine.load(path, {
+        contextLength: opts.contextLength,
+        threads: opts.threads,
+        kvType: opts.kvType,
+      })
+      : await TsEngine.load(path, { contextLength: opts.contextLength, kvType: opts.kvType });
     try {
       // The C loader's order (csrc/src/model.c, model_checkpoint.c), so a model with several faults gets the
       // same error from both engines: tokenizer, its size, then the templates.

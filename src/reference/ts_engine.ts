@@ -37,7 +37,13 @@ import {
 } from "../formats/ggml_types.ts";
 import { quantizeQ8Into } from "./quant.ts";
 import { routeToken } from "./moe.ts";
-import type { Engine, EngineSession, ModelConfig } from "../types.ts";
+import {
+  checkKvType,
+  type Engine,
+  type EngineSession,
+  type KvCacheType,
+  type ModelConfig,
+} from "../types.ts";
 
 const fround = Math.fround;
 
@@ -216,6 +222,14 @@ interface Scratch {
   chosen: Int32Array; // (n_experts_used) chosen experts
   weights: Float32Array; // (n_experts_used) their weights
   moeOut: Float32Array; // (dim) weighted sum of the chosen experts' outputs
+  kvq: Int8Array; // (kv_dim) a q8 cache's new row, quantised (empty for f32)
+  kvs: Float32Array; // (kv_dim / group) its scales
+}
+
+/** row[i] = (float)q[i] * scale[i / group]: the row as a q8 KV cache gives it back. */
+function roundThroughQ8(row: Float32Array, group: number, q: Int8Array, s: Float32Array): void {
+  quantizeQ8Into(row, group, q, s);
+  for (let i = 0; i < row.length; i++) row[i] = Math.fround(q[i] * s[(i / group) | 0]);
 }
 
 /** A KV cache that grows a chunk of KV_CHUNK_POSITIONS positions at a time. */
@@ -298,6 +312,8 @@ export class TsSession implements EngineSession {
       xs: new Float32Array(c.groupSize ? maxIn / c.groupSize : 0),
       xf: new Float32Array(0),
       logits: new Float32Array(c.vocabSize),
+      kvq: new Int8Array(engine.kvType === "q8" ? c.nKvHeads * c.headDim : 0),
+      kvs: new Float32Array(engine.kvType === "q8" ? c.nKvHeads * c.headDim : 0),
       probs: new Float32Array(c.moe?.nExperts ?? 0),
       chosen: new Int32Array(c.moe?.nExpertsUsed ?? 0),
       weights: new Float32Array(c.moe?.nExpertsUsed ?? 0),
@@ -518,6 +534,11 @@ export class TsSession implements EngineSession {
       for (let h = 0; h < c.nHeads; h++) rotate(s.q, h * hd + i, half, cos, sin);
       for (let h = 0; h < c.nKvHeads; h++) rotate(kRow, h * hd + i, half, cos, sin);
     }
+    if (this.#engine.kvType === "q8") {
+      // the int8 cache (docs/numerics.md#int8-kv-cache): what attention reads is (float)q * scale
+      roundThroughQ8(kRow, hd % 32 === 0 ? 32 : hd, s.kvq, s.kvs);
+      roundThroughQ8(vRow, hd % 32 === 0 ? 32 : hd, s.kvq, s.kvs);
+    }
 
     // GQA attention over positions 0..pos.
     const group = c.nHeads / c.nKvHeads;
@@ -647,12 +668,19 @@ export class TsEngine implements Engine {
   readonly config: ModelConfig;
   /** Default and maximum session length: the load's contextLength, at most seqLen. */
   readonly contextLength: number;
+  /**
+   * The sessions' KV cache numerics. "q8" rounds each new key and value row through the
+   * int8 cache's quantisation (docs/numerics.md#int8-kv-cache) and keeps the dequantised
+   * values in fp32 arrays: the C engine's q8 logits, without its memory saving.
+   */
+  readonly kvType: KvCacheType;
   #disposed = false;
 
-  private constructor(model: LoadedModel, contextLength: number) {
+  private constructor(model: LoadedModel, contextLength: number, kvType: KvCacheType) {
     LOADED.set(this, model);
     this.config = model.config;
     this.contextLength = contextLength;
+    this.kvType = kvType;
   }
 
   /**
@@ -662,18 +690,23 @@ export class TsEngine implements Engine {
    *
    * @param path The model file.
    * @param opts `contextLength`: positions of sessions; 0 or absent gives the file's, and
-   * larger values are clamped to it, as the C engine does.
+   * larger values are clamped to it, as the C engine does. `kvType`: "f32" (default) or
+   * "q8", the int8 KV cache's numerics (see {@linkcode TsEngine.kvType}).
    * @returns The engine; dispose it when done.
    * @throws {Qwen3Error} `io` when the file is missing, not a regular file or unreadable;
    * `format` naming the field or tensor when it is malformed; `unsupported` for a valid
    * file this engine cannot run (a GGUF tensor type, an architecture); `invalid_argument`
-   * for a bad `contextLength`.
+   * for a bad `contextLength` or `kvType`.
    */
-  static async load(path: string, opts: { contextLength?: number } = {}): Promise<TsEngine> {
+  static async load(
+    path: string,
+    opts: { contextLength?: number; kvType?: KvCacheType } = {},
+  ): Promise<TsEngine> {
     const requested = checkLength(opts.contextLength, "contextLength");
+    const kvType = checkKvType(opts.kvType);
     const model = await readModel(path);
     const seqLen = model.config.seqLen;
-    return new TsEngine(model, requested === 0 ? seqLen : Math.min(requested, seqLen));
+    return new TsEngine(model, requested === 0 ? seqLen : Math.min(requested, seqLen), kvType);
   }
 
   /** True once disposed. */
