@@ -4,6 +4,8 @@
  * without, measured end to end in the same process, the two arms alternating round by round
  * (so a change of load hits both alike), medians over the rounds, greedy:
  *
+ * One round before the measured ones warms up, and the arms' order flips each round.
+ *
  * - on the demo model (models/demo, a small trained Qwen3 whose text does repeat), every
  *   workload of bench/speculate_bench.ts (echo-heavy: a passage to repeat, a list, a code
  *   edit; and free text), with its text printed in the section;
@@ -119,9 +121,11 @@ export async function measureOurs(
 ): Promise<SpeculateRow[]> {
   using qwen = await Qwen3.load(path, { contextLength: 1024, threads: opts.threads });
   const samples = workloads.map(() => [] as SpeculateSample[]);
-  for (let r = 0; r < opts.rounds; r++) {
+  // Round -1 warms up and is not recorded; the arms' order flips each round, so neither
+  // always runs on the caches the other left.
+  for (let r = -1; r < opts.rounds; r++) {
     for (const [i, w] of workloads.entries()) {
-      for (const arm of ["off", "on"] as const) {
+      for (const arm of r % 2 ? ["on", "off"] as const : ["off", "on"] as const) {
         const run = qwen.generate(w.prompt, {
           temperature: 0,
           maxTokens: opts.maxTokens,
@@ -129,13 +133,15 @@ export async function measureOurs(
         });
         await run.complete();
         const st = run.stats!;
-        samples[i].push({
-          arm,
-          tokPerSecond: st.decodeTokensPerSecond,
-          tokens: st.generatedTokens,
-          drafted: st.draftedTokens,
-          accepted: st.acceptedTokens,
-        });
+        if (r >= 0) {
+          samples[i].push({
+            arm,
+            tokPerSecond: st.decodeTokensPerSecond,
+            tokens: st.generatedTokens,
+            drafted: st.draftedTokens,
+            accepted: st.acceptedTokens,
+          });
+        }
       }
     }
   }
@@ -210,8 +216,8 @@ export function renderSpeculateSection(opts: {
     HEADING,
     "",
     "Decode tok/s with prompt-lookup speculation (docs/sampling.md#speculative-decoding) and " +
-    "without, **measured** end to end in one process, the two arms alternating, medians of " +
-    `${opts.rounds} rounds, greedy, at most ${opts.maxTokens} tokens, ${opts.threads} ` +
+    "without, **measured** end to end in one process, the two arms alternating (their order " +
+    `flipping each round, after a warm-up round), medians of ${opts.rounds} rounds, greedy, at most ${opts.maxTokens} tokens, ${opts.threads} ` +
     "thread(s) (`deno run -A bench/compare_speculate.ts`). The demo model (models/demo, " +
     "trained) shows what echo-heavy text gains; the Qwen3-0.6B shape (random weights, so " +
     "its text never echoes) shows what looking drafts up costs on free text. Accepted = " +

@@ -2,8 +2,8 @@
 `LlamaPromptLookupDecoding`, passed as `Llama(draft_model=...)`) against its plain decoding on
 one GGUF file, greedy, and prints one JSON line for bench/compare_speculate.ts. The workloads
 come as JSON on stdin: [{"name": ..., "prompt": ...}, ...]. Each round runs every workload
-without and then with speculation (two Llama instances of the same file), so a change of load
-hits both arms alike.
+without and with speculation (two Llama instances of the same file; the order flips each round,
+after a warm-up round), so a change of load hits both arms alike.
 
     python bench/llama_speculate_run.py MODEL.gguf --threads N --max-tokens 64 --rounds 3 \
         < workloads.json
@@ -76,10 +76,14 @@ def main():
         tokens = plain.tokenize(w["prompt"].encode("utf-8"), add_bos=False, special=False)
         tps = {"on": [], "off": []}
         generated = drafted = accepted = 0
-        for _ in range(args.rounds):
-            for arm, llm in (("off", plain), ("on", spec)):
+        # Round -1 warms up and is not recorded; the arms' order flips each round.
+        for r in range(-1, args.rounds):
+            arms = (("off", plain), ("on", spec))
+            for arm, llm in arms[::-1] if r % 2 else arms:
                 lookup.calls = lookup.drafted = 0
                 n, secs = run(llm, list(tokens), args.max_tokens)
+                if r < 0:
+                    continue
                 tps[arm].append((n - 1) / secs if secs > 0 else 0.0)
                 if arm == "on":
                     generated += n
