@@ -201,7 +201,7 @@ export async function measurePeer(
  * The section's markdown: the workloads' text, then one table row per measurement.
  *
  * @param opts The rows, how they were measured, the peer's note (why it is absent, or how
- * its acceptance is counted) and the workloads whose text is printed.
+ * its acceptance is counted), the workloads whose text is printed and the host's load.
  * @returns Markdown starting with the section's heading.
  */
 export function renderSpeculateSection(opts: {
@@ -211,6 +211,7 @@ export function renderSpeculateSection(opts: {
   threads: number;
   peerNote: string;
   workloads: readonly { name: string; prompt: string }[];
+  load?: string;
 }): string {
   const lines = [
     HEADING,
@@ -219,9 +220,12 @@ export function renderSpeculateSection(opts: {
     "without, **measured** end to end in one process, the two arms alternating (their order " +
     `flipping each round, after a warm-up round), medians of ${opts.rounds} rounds, greedy, at most ${opts.maxTokens} tokens, ${opts.threads} ` +
     "thread(s) (`deno run -A bench/compare_speculate.ts`). The demo model (models/demo, " +
-    "trained) shows what echo-heavy text gains; the Qwen3-0.6B shape (random weights, so " +
-    "its text never echoes) shows what looking drafts up costs on free text. Accepted = " +
-    "drafted tokens taken; on / off = the ratio of the medians.",
+    "trained) shows what echo-heavy text gains; the Qwen3-0.6B shape (random weights: its " +
+    "text never follows the prompt, though greedy decoding can fall into a loop that drafts " +
+    "then catch) shows what looking drafts up costs on free text. Accepted = drafted tokens " +
+    "taken; on / off = the ratio of the medians. The demo model decodes a token in about a " +
+    "quarter of a millisecond, so its rates move with the host's load" +
+    (opts.load ? ` (1-minute load average ${opts.load} while it ran).` : "."),
     "",
     opts.peerNote,
     "",
@@ -284,6 +288,9 @@ export async function compareSpeculate(opts: {
   model06?: string;
 }): Promise<SpeculateRow[]> {
   const m = { rounds: opts.rounds, maxTokens: opts.maxTokens, threads: opts.threads };
+  const loadavg = () =>
+    Deno.readTextFile("/proc/loadavg").then((t) => t.split(" ")[0], () => undefined);
+  const loadBefore = await loadavg();
   opts.log(`speculative decoding: demo model, ${WORKLOADS.length} workloads`);
   const rows = await measureOurs(DEMO, "demo", WORKLOADS, m);
   let peerNote: string;
@@ -318,7 +325,9 @@ export async function compareSpeculate(opts: {
     peerNote += " The 0.6B shape: not measured (no bench/models/q06/model.bin or " +
       "bench/models/qwen3-0.6b-random/model.bin).";
   }
-  const section = renderSpeculateSection({ ...m, rows, peerNote, workloads: WORKLOADS });
+  const loadAfter = await loadavg();
+  const load = loadBefore && loadAfter ? `${loadBefore} to ${loadAfter}` : undefined;
+  const section = renderSpeculateSection({ ...m, rows, peerNote, workloads: WORKLOADS, load });
   const md = await Deno.readTextFile(opts.results).catch(() => "# Benchmark results\n");
   await Deno.writeTextFile(opts.results, replaceSection(md, section));
   return rows;

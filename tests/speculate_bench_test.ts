@@ -69,7 +69,9 @@ Deno.test("speculate bench: the section shows rows, ratios, text; a rerun replac
     threads: 1,
     peerNote: "llama.cpp: not measured (test).",
     workloads: [{ name: "list", prompt: "one, two,\nthree" }],
+    load: "2.5 to 3.1",
   });
+  assert.match(section, /\(1-minute load average 2\.5 to 3\.1 while it ran\)\./);
   assert.match(section, /^## Speculative decoding/);
   assert.match(section, /medians of 3 rounds, greedy, at most 64 tokens, 1 thread/);
   assert.match(
