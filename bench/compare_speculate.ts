@@ -23,7 +23,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Qwen3 } from "../src/api/qwen3.ts";
 import { WORKLOADS } from "./speculate_bench.ts";
@@ -291,8 +291,19 @@ export async function compareSpeculate(opts: {
   const loadavg = () =>
     Deno.readTextFile("/proc/loadavg").then((t) => t.split(" ")[0], () => undefined);
   const loadBefore = await loadavg();
+  // A failed measurement is named in the section, and the rest still runs (as in compare.ts).
+  const failed: string[] = [];
+  const ours = async (path: string, model: string, ws: typeof WORKLOADS) => {
+    try {
+      return await measureOurs(path, model, ws, m);
+    } catch (e) {
+      failed.push(`ours on the ${model} model: ${e instanceof Error ? e.message : e}`);
+      opts.log(`speculative decoding on the ${model} model failed: ${failed.at(-1)}`);
+      return [];
+    }
+  };
   opts.log(`speculative decoding: demo model, ${WORKLOADS.length} workloads`);
-  const rows = await measureOurs(DEMO, "demo", WORKLOADS, m);
+  const rows = await ours(DEMO, "demo", WORKLOADS);
   let peerNote: string;
   if (opts.python) {
     opts.log("speculative decoding: llama.cpp prompt lookup, demo model");
@@ -311,7 +322,8 @@ export async function compareSpeculate(opts: {
       "into .tools/, or set QWEN3_LLAMA_PYTHON).";
   }
   let q06: string | undefined;
-  for (const p of opts.model06 ? [opts.model06] : Q06) {
+  const tried = opts.model06 ? [opts.model06] : Q06;
+  for (const p of tried) {
     if (await Deno.stat(p).then(() => true, () => false)) {
       q06 = p;
       break;
@@ -320,11 +332,13 @@ export async function compareSpeculate(opts: {
   const free = WORKLOADS.filter((w) => !w.echo);
   if (q06) {
     opts.log(`speculative decoding: 0.6B shape (${q06}), free text`);
-    rows.push(...await measureOurs(q06, "0.6B", free, m));
+    rows.push(...await ours(q06, "0.6B", free));
   } else {
-    peerNote += " The 0.6B shape: not measured (no bench/models/q06/model.bin or " +
-      "bench/models/qwen3-0.6b-random/model.bin).";
+    peerNote += ` The 0.6B shape: not measured (no ${
+      tried.map((p) => relative(ROOT, p)).join(" or ")
+    }).`;
   }
+  if (failed.length) peerNote += ` Not measured: ${failed.join("; ")}.`;
   const loadAfter = await loadavg();
   const load = loadBefore && loadAfter ? `${loadBefore} to ${loadAfter}` : undefined;
   const section = renderSpeculateSection({ ...m, rows, peerNote, workloads: WORKLOADS, load });
