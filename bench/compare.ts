@@ -19,7 +19,9 @@
  * Debian's clang and with Zig's clang (`zig cc`), each in its own folder, until one runs
  * (`--llama-compiler` starts the list elsewhere). `QWEN3_LLAMA_PYTHON` names a python with
  * llama_cpp to use instead. Then the mixture-of-experts comparison (bench/compare_moe.ts; its
- * model, ~2.6 GB, takes ~15 minutes to make on first use) adds its section, unless `--no-moe`.
+ * model, ~2.6 GB, takes ~15 minutes to make on first use) adds its section, unless `--no-moe`;
+ * then batched decode (bench/compare_batch.ts) and speculative decoding
+ * (bench/compare_speculate.ts) add theirs.
  * @module
  */
 
@@ -32,6 +34,7 @@ import { checkpointToGguf } from "../src/formats/gguf_convert.ts";
 import { ensureZig } from "../tools/zig.ts";
 import { compareBatch } from "./compare_batch.ts";
 import { compareMoe } from "./compare_moe.ts";
+import { compareSpeculate } from "./compare_speculate.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MODEL_DIR = join(ROOT, "bench/models/qwen3-0.6b-random");
@@ -593,6 +596,15 @@ async function main() {
     results: join(ROOT, "bench/RESULTS.md"),
     log,
     peer: peer ? { python: peer.python, gguf: MODEL_GGUF } : undefined,
+  });
+  // Speculative decoding on the demo model and the 0.6B shape (bench/compare_speculate.ts).
+  const spec = { rounds: runs, maxTokens: 64, threads: threads[threads.length - 1] };
+  await compareSpeculate({
+    ...spec,
+    results: join(ROOT, "bench/RESULTS.md"),
+    log,
+    python: peer?.python,
+    model06: MODEL_BIN,
   });
   await Deno.writeTextFile(join(ROOT, "bench/results.svg"), renderSvg(rows, pps));
   await Deno.writeTextFile(

@@ -1,0 +1,375 @@
+/**
+ * The speculative-decoding section of bench/RESULTS.md, for `deno task bench:compare`:
+ * decode tok/s with prompt-lookup speculation (docs/sampling.md#speculative-decoding) and
+ * without, measured end to end in the same process, the two arms alternating round by round
+ * (so a change of load hits both alike), medians over the rounds, greedy:
+ *
+ * One round before the measured ones warms up, and the arms' order flips each round.
+ *
+ * - on the demo model (models/demo, a small trained Qwen3 whose text does repeat), every
+ *   workload of bench/speculate_bench.ts (echo-heavy: a passage to repeat, a list, a code
+ *   edit; and free text), with its text printed in the section;
+ * - on the Qwen3-0.6B shape (bench/models/q06/model.bin, or the random bench model), free
+ *   text only: random weights never echo, so this is the cost of looking drafts up;
+ * - with the llama.cpp peer, its own prompt lookup (llama-cpp-python's
+ *   `LlamaPromptLookupDecoding`, bench/llama_speculate_run.py) on the demo model's GGUF
+ *   (models/demo/model-q8_0.gguf, the same weights) and the same workloads.
+ *
+ * Standalone (replaces the section in bench/RESULTS.md):
+ *
+ *   deno task build && deno run -A bench/compare_speculate.ts [--rounds 3] [--max-tokens 64]
+ *       [--threads 1] [--no-llama]
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Qwen3 } from "../src/api/qwen3.ts";
+import { WORKLOADS } from "./speculate_bench.ts";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const DEMO = join(ROOT, "models/demo/model.bin");
+const DEMO_GGUF = join(ROOT, "models/demo/model-q8_0.gguf");
+/** The 0.6B-shaped models tried for the cost side, first present wins. */
+const Q06 = [
+  join(ROOT, "bench/models/q06/model.bin"),
+  join(ROOT, "bench/models/qwen3-0.6b-random/model.bin"),
+];
+const HEADING = "## Speculative decoding (prompt lookup)";
+
+/** One workload's measurement by one engine on one model. */
+export interface SpeculateRow {
+  /** "demo" or "0.6B". */
+  model: string;
+  /** "c" or "llama.cpp". */
+  engine: string;
+  /** The workload's name (its text is in {@link WORKLOADS}). */
+  workload: string;
+  /** Tokens generated with speculation, all rounds. */
+  tokens: number;
+  /** Tokens drafted, all rounds. */
+  drafted: number;
+  /** Drafted tokens accepted, all rounds. */
+  accepted: number;
+  /** Median decode tok/s with speculation. */
+  on: number;
+  /** Median decode tok/s without. */
+  off: number;
+}
+
+/** The median of `xs` (the mean of the middle two for an even count); NaN for none. */
+export function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** One round of one arm. */
+export interface SpeculateSample {
+  /** "on" (speculation) or "off". */
+  arm: "on" | "off";
+  /** Decode tok/s of the run. */
+  tokPerSecond: number;
+  /** Tokens generated. */
+  tokens: number;
+  /** Tokens drafted (0 off). */
+  drafted: number;
+  /** Drafts accepted (0 off). */
+  accepted: number;
+}
+
+/**
+ * The rounds of one workload merged: median tok/s per arm, and the speculating arm's totals.
+ *
+ * @param base The row's model, engine and workload.
+ * @param samples Both arms' rounds.
+ * @returns The row.
+ */
+export function mergeSpeculateSamples(
+  base: Pick<SpeculateRow, "model" | "engine" | "workload">,
+  samples: SpeculateSample[],
+): SpeculateRow {
+  const on = samples.filter((s) => s.arm === "on");
+  const sum = (f: (s: SpeculateSample) => number) => on.reduce((a, s) => a + f(s), 0);
+  return {
+    ...base,
+    tokens: sum((s) => s.tokens),
+    drafted: sum((s) => s.drafted),
+    accepted: sum((s) => s.accepted),
+    on: median(on.map((s) => s.tokPerSecond)),
+    off: median(samples.filter((s) => s.arm === "off").map((s) => s.tokPerSecond)),
+  };
+}
+
+/**
+ * Our C engine on one model: each round runs every workload without and then with
+ * speculation (greedy, so both arms produce the same tokens).
+ *
+ * @param path The model.bin.
+ * @param model The label of the model in the table.
+ * @param workloads The workloads (name and prompt).
+ * @param opts Rounds, the token cap and the thread count.
+ * @returns One row per workload.
+ */
+export async function measureOurs(
+  path: string,
+  model: string,
+  workloads: readonly { name: string; prompt: string }[],
+  opts: { rounds: number; maxTokens: number; threads?: number },
+): Promise<SpeculateRow[]> {
+  using qwen = await Qwen3.load(path, { contextLength: 1024, threads: opts.threads });
+  const samples = workloads.map(() => [] as SpeculateSample[]);
+  // Round -1 warms up and is not recorded; the arms' order flips each round, so neither
+  // always runs on the caches the other left.
+  for (let r = -1; r < opts.rounds; r++) {
+    for (const [i, w] of workloads.entries()) {
+      for (const arm of r % 2 ? ["on", "off"] as const : ["off", "on"] as const) {
+        const run = qwen.generate(w.prompt, {
+          temperature: 0,
+          maxTokens: opts.maxTokens,
+          speculate: arm === "on",
+        });
+        await run.complete();
+        const st = run.stats!;
+        if (r >= 0) {
+          samples[i].push({
+            arm,
+            tokPerSecond: st.decodeTokensPerSecond,
+            tokens: st.generatedTokens,
+            drafted: st.draftedTokens,
+            accepted: st.acceptedTokens,
+          });
+        }
+      }
+    }
+  }
+  return workloads.map((w, i) =>
+    mergeSpeculateSamples({ model, engine: "c", workload: w.name }, samples[i])
+  );
+}
+
+/**
+ * The llama.cpp peer's prompt lookup on a GGUF file (bench/llama_speculate_run.py).
+ *
+ * @returns One row per workload; throws with the exit code when the script fails.
+ */
+export async function measurePeer(
+  python: string,
+  gguf: string,
+  model: string,
+  workloads: readonly { name: string; prompt: string }[],
+  opts: { rounds: number; maxTokens: number; threads?: number },
+): Promise<SpeculateRow[]> {
+  const child = new Deno.Command(python, {
+    args: [
+      new URL("./llama_speculate_run.py", import.meta.url).pathname,
+      gguf,
+      ...["--threads", String(opts.threads ?? 1), "--rounds", String(opts.rounds)],
+      ...["--max-tokens", String(opts.maxTokens)],
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(
+    new TextEncoder().encode(
+      JSON.stringify(workloads.map(({ name, prompt }) => ({ name, prompt }))),
+    ),
+  );
+  await writer.close();
+  const out = await child.output();
+  if (!out.success) throw new Error(`llama_speculate_run.py failed (exit ${out.code})`);
+  const parsed = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    rows: (Omit<SpeculateRow, "model" | "engine" | "workload"> & { name: string })[];
+  };
+  return parsed.rows.map((r) => ({
+    model,
+    engine: "llama.cpp",
+    workload: r.name,
+    tokens: r.tokens,
+    drafted: r.drafted,
+    accepted: r.accepted,
+    on: r.on,
+    off: r.off,
+  }));
+}
+
+/**
+ * The section's markdown: the workloads' text, then one table row per measurement.
+ *
+ * @param opts The rows, how they were measured, the peer's note (why it is absent, or how
+ * its acceptance is counted), the workloads whose text is printed and the host's load.
+ * @returns Markdown starting with the section's heading.
+ */
+export function renderSpeculateSection(opts: {
+  rows: SpeculateRow[];
+  rounds: number;
+  maxTokens: number;
+  threads: number;
+  peerNote: string;
+  workloads: readonly { name: string; prompt: string }[];
+  load?: string;
+}): string {
+  const lines = [
+    HEADING,
+    "",
+    "Decode tok/s with prompt-lookup speculation (docs/sampling.md#speculative-decoding) and " +
+    "without, **measured** end to end in one process, the two arms alternating (their order " +
+    `flipping each round, after a warm-up round), medians of ${opts.rounds} rounds, greedy, at most ${opts.maxTokens} tokens, ${opts.threads} ` +
+    "thread(s) (`deno run -A bench/compare_speculate.ts`). The demo model (models/demo, " +
+    "trained) shows what echo-heavy text gains; the Qwen3-0.6B shape (random weights: its " +
+    "text never follows the prompt, though greedy decoding can fall into a loop that drafts " +
+    "then catch) shows what looking drafts up costs on free text. Accepted = drafted tokens " +
+    "taken; on / off = the ratio of the medians. The demo model decodes a token in about a " +
+    "quarter of a millisecond, so its rates move with the host's load" +
+    (opts.load ? ` (1-minute load average ${opts.load} while it ran).` : "."),
+    "",
+    opts.peerNote,
+    "",
+    "| model | engine | workload | tokens | drafted | accepted | tok/s on | tok/s off | on / off |",
+    "| ----- | ------ | -------- | -----: | ------: | -------: | -------: | --------: | -------: |",
+  ];
+  for (const r of opts.rows) {
+    const rate = r.drafted ? ` (${((100 * r.accepted) / r.drafted).toFixed(0)}%)` : "";
+    lines.push(
+      `| ${r.model} | ${r.engine} | ${r.workload} | ${r.tokens} | ${r.drafted} | ` +
+        `${r.accepted}${rate} | ${r.on.toFixed(1)} | ${r.off.toFixed(1)} | ` +
+        `${(r.on / r.off).toFixed(2)}x |`,
+    );
+  }
+  lines.push("", "The workloads' text (prompts, fed as plain text, no chat template):", "");
+  for (const w of opts.workloads) {
+    lines.push(
+      `- ${w.name}:`,
+      "",
+      "  ```text",
+      ...w.prompt.split("\n").map((l) => `  ${l}`.trimEnd()),
+      "  ```",
+      "",
+    );
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Puts `section` into the markdown `md`: in place of an earlier section with the same
+ * heading (up to the next `## ` heading), else at the end.
+ *
+ * @returns The new markdown.
+ */
+export function replaceSection(md: string, section: string): string {
+  const at = md.indexOf(HEADING);
+  if (at < 0) return md.trimEnd() + "\n\n" + section.trimEnd() + "\n";
+  const next = md.indexOf("\n## ", at + HEADING.length);
+  const rest = next < 0 ? "" : md.slice(next + 1);
+  return md.slice(0, at) + section.trimEnd() + "\n" + (rest ? "\n" + rest : "");
+}
+
+/**
+ * Measures speculative decoding (ours on the demo model and the 0.6B shape, and the
+ * llama.cpp peer's on the demo model given its python) and writes the section into
+ * `results` (bench/RESULTS.md).
+ *
+ * @param opts The results file, rounds, token cap, thread count, a logger, the peer's
+ * python (optional) and the 0.6B-shaped model.bin (default: the first of bench/models/q06/
+ * and bench/models/qwen3-0.6b-random/ present).
+ * @returns The rows (also in the section).
+ */
+export async function compareSpeculate(opts: {
+  results: string;
+  rounds: number;
+  maxTokens: number;
+  threads: number;
+  log: (msg: string) => void;
+  python?: string;
+  model06?: string;
+}): Promise<SpeculateRow[]> {
+  const m = { rounds: opts.rounds, maxTokens: opts.maxTokens, threads: opts.threads };
+  const loadavg = () =>
+    Deno.readTextFile("/proc/loadavg").then((t) => t.split(" ")[0], () => undefined);
+  const loadBefore = await loadavg();
+  // A failed measurement is named in the section, and the rest still runs (as in compare.ts).
+  const failed: string[] = [];
+  const ours = async (path: string, model: string, ws: typeof WORKLOADS) => {
+    try {
+      return await measureOurs(path, model, ws, m);
+    } catch (e) {
+      failed.push(`ours on the ${model} model: ${e instanceof Error ? e.message : e}`);
+      opts.log(`speculative decoding on the ${model} model failed: ${failed.at(-1)}`);
+      return [];
+    }
+  };
+  opts.log(`speculative decoding: demo model, ${WORKLOADS.length} workloads`);
+  const rows = await ours(DEMO, "demo", WORKLOADS);
+  let peerNote: string;
+  if (opts.python) {
+    opts.log("speculative decoding: llama.cpp prompt lookup, demo model");
+    try {
+      rows.push(...await measurePeer(opts.python, DEMO_GGUF, "demo", WORKLOADS, m));
+      peerNote = "llama.cpp: its own prompt lookup (`LlamaPromptLookupDecoding`, 2-token " +
+        "n-grams, 8 drafts, through `Llama(draft_model=...)`; bench/llama_speculate_run.py) on " +
+        "the same weights as GGUF Q8_0. Its decode tok/s counts the tokens after the first " +
+        "over the time from the first to the last; it reports no acceptance, so accepted = " +
+        "tokens - 1 - verify passes, per run (a lower bound where the token cap cut a pass).";
+    } catch (e) {
+      peerNote = `llama.cpp: not measured (${e instanceof Error ? e.message : e}).`;
+    }
+  } else {
+    peerNote = "llama.cpp: not measured (no llama-cpp-python peer; bench:compare builds it " +
+      "into .tools/, or set QWEN3_LLAMA_PYTHON).";
+  }
+  let q06: string | undefined;
+  const tried = opts.model06 ? [opts.model06] : Q06;
+  for (const p of tried) {
+    if (await Deno.stat(p).then(() => true, () => false)) {
+      q06 = p;
+      break;
+    }
+  }
+  const free = WORKLOADS.filter((w) => !w.echo);
+  if (q06) {
+    opts.log(`speculative decoding: 0.6B shape (${q06}), free text`);
+    rows.push(...await ours(q06, "0.6B", free));
+  } else {
+    peerNote += ` The 0.6B shape: not measured (no ${
+      tried.map((p) => relative(ROOT, p)).join(" or ")
+    }).`;
+  }
+  if (failed.length) peerNote += ` Not measured: ${failed.join("; ")}.`;
+  const loadAfter = await loadavg();
+  const load = loadBefore && loadAfter ? `${loadBefore} to ${loadAfter}` : undefined;
+  const section = renderSpeculateSection({ ...m, rows, peerNote, workloads: WORKLOADS, load });
+  const md = await Deno.readTextFile(opts.results).catch(() => "# Benchmark results\n");
+  await Deno.writeTextFile(opts.results, replaceSection(md, section));
+  return rows;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: "string", default: "3" },
+      "max-tokens": { type: "string", default: "64" },
+      threads: { type: "string", default: "1" },
+      "no-llama": { type: "boolean", default: false },
+    },
+  });
+  const venv = Deno.env.get("QWEN3_LLAMA_PYTHON") ??
+    join(ROOT, ".tools/llama-cpp-python-0.3.36/bin/python");
+  const python = values["no-llama"]
+    ? undefined
+    : await Deno.stat(venv).then(() => venv, () => undefined);
+  const rows = await compareSpeculate({
+    results: join(ROOT, "bench/RESULTS.md"),
+    rounds: Number(values.rounds),
+    maxTokens: Number(values["max-tokens"]),
+    threads: Number(values.threads),
+    log: (msg) => console.error(`[bench] ${msg}`),
+    python,
+  });
+  console.log(JSON.stringify(rows));
+}
+
+if (import.meta.main) await main();
