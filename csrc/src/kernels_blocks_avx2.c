@@ -21,21 +21,41 @@
 /* avx2: maddubs pairs (never saturating here), then madd by ones into int32 */
 #define BLK_TARGET __attribute__((target("avx2,fma")))
 #define BLK_DOT32(w, x) _mm256_madd_epi16(_mm256_maddubs_epi16((w), (x)), _mm256_set1_epi16(1))
+#define BLK_DPBUSD(a, w, x) _mm256_add_epi32((a), BLK_DOT32(w, x))
+#define BLK_DPWSSD(a, p, m) _mm256_add_epi32((a), _mm256_madd_epi16((p), (m)))
+#define BLK_MM_ROWS 16
+#define BLK_MM_TOK 4
+#define BLK_MM_MIN_TOKENS 2
 #define BLK_NAME qwen3_matmul_blocks_avx2
 #define BLK_P(name) BLK_CAT(avx2_, name)
 #include "kernels_blocks_x86.h"
 #undef BLK_TARGET
 #undef BLK_DOT32
 #undef BLK_NAME
+#undef BLK_DPBUSD
+#undef BLK_DPWSSD
+#undef BLK_MM_TOK
+#undef BLK_MM_MIN_TOKENS
+#undef BLK_MM_ROWS
 #undef BLK_P
 
 /* avxvnni: vpdpbusd (VEX), exact int32 sums of four products */
 #define BLK_TARGET __attribute__((target("avx2,fma,avxvnni")))
 #define BLK_DOT32(w, x) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (w), (x))
+#define BLK_DPBUSD(a, w, x) _mm256_dpbusd_avx_epi32((a), (w), (x))
+#define BLK_DPWSSD(a, p, m) _mm256_dpwssd_avx_epi32((a), (p), (m))
+#define BLK_MM_ROWS 16
+#define BLK_MM_TOK 4
+#define BLK_MM_MIN_TOKENS 2
 #define BLK_NAME qwen3_matmul_blocks_avxvnni
 #define BLK_P(name) BLK_CAT(avxvnni_, name)
 #include "kernels_blocks_x86.h"
 #undef BLK_TARGET
 #undef BLK_DOT32
 #undef BLK_NAME
+#undef BLK_DPBUSD
+#undef BLK_DPWSSD
+#undef BLK_MM_TOK
+#undef BLK_MM_MIN_TOKENS
+#undef BLK_MM_ROWS
 #undef BLK_P
