@@ -18,6 +18,7 @@
 #define BLK_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,evex512")))
 #define BLK_DOT32(w, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (w), (x))
 #define BLK_ZMM 1
+#define BLK_DOT32_U8(w, x) BLK_DOT32(w, x)
 #define BLK_DPBUSD(a, w, x) _mm512_dpbusd_epi32((a), (w), (x))
 #define BLK_DPWSSD(a, p, m) _mm512_dpwssd_epi32((a), (p), (m))
 #define BLK_MM_ROWS 32
@@ -30,6 +31,7 @@
 #undef BLK_DOT32
 #undef BLK_NAME
 #undef BLK_DPBUSD
+#undef BLK_DOT32_U8
 #undef BLK_DPWSSD
 #undef BLK_MM_TOK
 #undef BLK_MM_MIN_TOKENS

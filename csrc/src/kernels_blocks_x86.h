@@ -6,6 +6,8 @@
  *   BLK_TARGET        the function attribute that enables the tier's ISA
  *   BLK_DOT32(w, x)   __m256i: per int32 lane the exact sum of four products of unsigned
  *                     bytes w and signed bytes x (maddubs + madd, or vpdpbusd)
+ *   BLK_DOT32_U8(w,x) BLK_DOT32 for unsigned bytes up to 255 (Q8_0's flipped values)
+ *   BLK_U8_SPLIT      defined where BLK_DPBUSD's pairs would saturate on such bytes (AVX2)
  *   BLK_DPBUSD(a,w,x) a plus BLK_DOT32(w, x), in the GEMM's vector width (below)
  *   BLK_DPWSSD(a,p,m) a plus the pairwise int16 products p * m summed into int32 lanes
  *   BLK_MM_ROWS       rows per GEMM tile (16; 32 with BLK_ZMM: 512-bit vectors)
@@ -59,6 +61,24 @@ static inline __attribute__((always_inline)) float BLK_P(f16)(const uint8_t* p) 
     return f;
 }
 
+/* Eight fp16 codes -> fp32, lane by lane exactly as BLK_P(f16): zero and subnormals as
+ * mant * 2^-24 (exact), infinities and NaNs with the payload moved up, the rest rebiased. */
+BLK_TARGET static inline __attribute__((always_inline)) __m256 BLK_P(f16x8)(__m128i h16) {
+    const __m256i h = _mm256_cvtepu16_epi32(h16);
+    const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(h, _mm256_set1_epi32(0x8000)), 16);
+    const __m256i exp = _mm256_and_si256(_mm256_srli_epi32(h, 10), _mm256_set1_epi32(0x1F));
+    const __m256i mant = _mm256_and_si256(h, _mm256_set1_epi32(0x3FF));
+    const __m256i m13 = _mm256_slli_epi32(mant, 13);
+    const __m256i normal = _mm256_or_si256(_mm256_slli_epi32(_mm256_add_epi32(exp, _mm256_set1_epi32(112)), 23), m13);
+    const __m256i special = _mm256_or_si256(_mm256_set1_epi32(0x7F800000), m13);
+    const __m256i is_special = _mm256_cmpeq_epi32(exp, _mm256_set1_epi32(0x1F));
+    const __m256i is_small = _mm256_cmpeq_epi32(exp, _mm256_setzero_si256());
+    const __m256 small = _mm256_mul_ps(_mm256_cvtepi32_ps(mant), _mm256_set1_ps(5.9604644775390625e-8f));
+    __m256i bits = _mm256_blendv_epi8(normal, special, is_special);
+    bits = _mm256_blendv_epi8(bits, _mm256_castps_si256(small), is_small);
+    return _mm256_castsi256_ps(_mm256_or_si256(bits, sign));
+}
+
 BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(dot32)(__m256i w, const int8_t* x) {
     return BLK_DOT32(w, _mm256_loadu_si256((const __m256i*)x));
 }
@@ -80,13 +100,18 @@ BLK_TARGET static inline __attribute__((always_inline)) BLK_P(Params) BLK_P(para
         /* eight consecutive 32-value blocks: d of each, and m for Q4_1 / Q5_1 */
         const uint32_t bb = qwen3_block_bytes(type);
         const int has_m = type == QWEN3_BLOCK_Q4_1 || type == QWEN3_BLOCK_Q5_1;
-        float d[8], m[8];
-        for (int k = 0; k < 8; k++) {
-            d[k] = BLK_P(f16)(blk + k * bb);
-            m[k] = has_m ? BLK_P(f16)(blk + k * bb + 2) : 0.0f;
-        }
-        p.scale = _mm256_loadu_ps(d);
-        p.offset = _mm256_loadu_ps(m);
+        const uint8_t* b = blk;
+        p.scale = BLK_P(f16x8)(_mm_setr_epi16((short)qwen3_read_u16le(b), (short)qwen3_read_u16le(b + bb),
+                                              (short)qwen3_read_u16le(b + 2 * bb), (short)qwen3_read_u16le(b + 3 * bb),
+                                              (short)qwen3_read_u16le(b + 4 * bb), (short)qwen3_read_u16le(b + 5 * bb),
+                                              (short)qwen3_read_u16le(b + 6 * bb), (short)qwen3_read_u16le(b + 7 * bb)));
+        b += 2;
+        p.offset = has_m ? BLK_P(f16x8)(_mm_setr_epi16(
+                               (short)qwen3_read_u16le(b), (short)qwen3_read_u16le(b + bb), (short)qwen3_read_u16le(b + 2 * bb),
+                               (short)qwen3_read_u16le(b + 3 * bb), (short)qwen3_read_u16le(b + 4 * bb),
+                               (short)qwen3_read_u16le(b + 5 * bb), (short)qwen3_read_u16le(b + 6 * bb),
+                               (short)qwen3_read_u16le(b + 7 * bb)))
+                         : _mm256_setzero_ps();
         p.sc_lo = p.sc_hi = _mm256_setzero_si256();
         return p;
     }
@@ -112,8 +137,17 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(decode)(uint3
     if (qwen3_block_values(type) == 32) {
         /* eight consecutive blocks, one chunk each: nibbles (value i low, i + 16 high) under
          * Q5_0 / Q5_1's fifth bits (qh bit i -> byte i: each byte takes qh's byte i / 8 and
-         * tests bit i % 8); Q4_0 / Q5_0 stay biased by 8 / 16 (undone in isums) */
+         * tests bit i % 8); Q4_0 / Q5_0 stay biased by 8 / 16 (undone in isums), Q8_0's
+         * int8 values by 128 */
         const uint32_t bb = qwen3_block_bytes(type);
+        if (type == QWEN3_BLOCK_Q8_0) {
+            /* int8 values flipped to unsigned (w + 128, exact), undone in isums */
+            const __m256i flip = _mm256_set1_epi8((char)0x80);
+            for (int k = 0; k < 8; k++) {
+                q[k] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(blk + (size_t)k * bb + 2)), flip);
+            }
+            return;
+        }
         const int five = type == QWEN3_BLOCK_Q5_0 || type == QWEN3_BLOCK_Q5_1;
         const uint32_t qs_at = type == QWEN3_BLOCK_Q4_0 ? 2 : type == QWEN3_BLOCK_Q4_1 ? 4 : type == QWEN3_BLOCK_Q5_0 ? 6 : 8;
         const uint32_t qh_at = type == QWEN3_BLOCK_Q5_0 ? 2 : 4;
@@ -184,13 +218,18 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(x_halves)(con
 }
 
 /* The eight chunk sums of a decoded unit against 256 activations: lo + hi, minus bias * xsum
- * for Q4_0 / Q5_0 (bias 8 / 16), or for Q6_K m16[2c] * (lo - 32 * xlo) + m16[2c+1] * (hi - 32 * xhi). */
+ * for Q4_0 / Q5_0 / Q8_0 (bias 8 / 16 / 128; Q8_0's bytes reach 255, so their products go
+ * through BLK_DOT32_U8), or for Q6_K m16[2c] * (lo - 32 * xlo) + m16[2c+1] * (hi - 32 * xhi). */
 BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(isums)(const __m256i q[8], const int8_t* xq,
                                                                            int q6, const BLK_P(Params) * p,
                                                                            __m256i x32_lo, __m256i x32_hi,
                                                                            int bias_shift, __m256i xsum_i) {
     __m256i v[8];
-    for (int c = 0; c < 8; c++) v[c] = BLK_P(dot32)(q[c], xq + 32 * c);
+    if (bias_shift == 7) {
+        for (int c = 0; c < 8; c++) v[c] = BLK_DOT32_U8(q[c], _mm256_loadu_si256((const __m256i*)(xq + 32 * c)));
+    } else {
+        for (int c = 0; c < 8; c++) v[c] = BLK_P(dot32)(q[c], xq + 32 * c);
+    }
     __m128i lo0, hi0, lo1, hi1;
     BLK_P(halves4)(v, &lo0, &hi0);
     BLK_P(halves4)(v + 4, &lo1, &hi1);
@@ -235,7 +274,7 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
     const uint32_t type = w->type, nb = w->cols / 256, ng = x->n / 32;
     const size_t bb = (size_t)(256 / qwen3_block_values(type)) * qwen3_block_bytes(type);
     const int q6 = type == QWEN3_BLOCK_Q6_K, off = qwen3_block_has_offset(type);
-    const int bias_shift = type == QWEN3_BLOCK_Q4_0 ? 3 : type == QWEN3_BLOCK_Q5_0 ? 4 : 0;
+    const int bias_shift = type == QWEN3_BLOCK_Q4_0 ? 3 : type == QWEN3_BLOCK_Q5_0 ? 4 : type == QWEN3_BLOCK_Q8_0 ? 7 : 0;
     for (uint32_t t = 0; t < x->n_tokens; t++) {
         for (uint32_t i = 0; i < nr; i++) out[(size_t)t * out_stride + (r + i - row_begin)] = 0.0f;
     }
@@ -458,7 +497,7 @@ BLK_TARGET static inline __attribute__((always_inline)) int32_t BLK_P(sum16)(con
 
 /* One register tile: tokens t0 .. t0 + nt - 1 by the pack's rows, over the pack's ngc
  * chunks (chunk g0 + gl of the row). kind: 1 offset (Q4_K, Q5_K, Q4_1, Q5_1), 2 biased (Q4_0 /
- * Q5_0 by 1 << bias_shift), 3 Q6_K. Accumulators start at 0 for the first pack, else from
+ * Q5_0 / Q8_0 by 1 << bias_shift: 8, 16, 128), 3 Q6_K. Accumulators start at 0 for the first pack, else from
  * out (a stored float reloads exactly, so each row's order is unbroken across packs). */
 BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(mm_tile)(
     float* out, size_t ld, const BLK_P(Pack) * pk, const Qwen3Q8Batch* x, uint32_t t0, const int nt, uint32_t g0,
@@ -517,6 +556,27 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(mm_tile)(
             QWEN3_UNROLL_FULL(8) for (int j = 0; j < 8; j++) {
                 BLK_VI wv[BLK_NV];
                 QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) wv[v] = BLK_LOADI(pg + (size_t)j * BLK_MM_ROWS * 4 + v * BLK_VL * 4);
+#ifdef BLK_U8_SPLIT
+                if (bias_shift == 7) {
+                    /* Q8_0's bytes reach 255, past what one vpmaddubsw pair sum holds: u is
+                     * split into its low 7 bits and its top bit, 128 * (b7 * x) via vpmaddwd */
+                    BLK_VI wl[BLK_NV], wh[BLK_NV];
+                    QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) {
+                        wl[v] = _mm256_and_si256(wv[v], _mm256_set1_epi8(0x7F));
+                        wh[v] = _mm256_and_si256(_mm256_srli_epi16(wv[v], 7), _mm256_set1_epi8(1));
+                    }
+                    QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                        int32_t xv;
+                        memcpy(&xv, xq[t] + gl * 32 + 4 * j, 4);
+                        const BLK_VI b = BLK_SET1I(xv);
+                        QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) {
+                            a[t][v] = BLK_DPBUSD(a[t][v], wl[v], b);
+                            a[t][v] = BLK_DPWSSD(a[t][v], BLK_MADDUBS(wh[v], b), _mm256_set1_epi16(128));
+                        }
+                    }
+                    continue;
+                }
+#endif
                 QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
                     int32_t xv;
                     memcpy(&xv, xq[t] + gl * 32 + 4 * j, 4);
@@ -626,6 +686,7 @@ BLK_TARGET static void BLK_P(mm)(float* out, size_t ld, const Qwen3BlockMatrix* 
                 case QWEN3_BLOCK_Q6_K: BLK_P(mm_tiles)(o, ld, &pk, x, g0, ngc, first, nrows, 3, 0, &pf); break;
                 case QWEN3_BLOCK_Q4_0: BLK_P(mm_tiles)(o, ld, &pk, x, g0, ngc, first, nrows, 2, 3, &pf); break;
                 case QWEN3_BLOCK_Q5_0: BLK_P(mm_tiles)(o, ld, &pk, x, g0, ngc, first, nrows, 2, 4, &pf); break;
+                case QWEN3_BLOCK_Q8_0: BLK_P(mm_tiles)(o, ld, &pk, x, g0, ngc, first, nrows, 2, 7, &pf); break;
                 default: BLK_P(mm_tiles)(o, ld, &pk, x, g0, ngc, first, nrows, 1, 0, &pf); break;
             }
         }
@@ -635,7 +696,7 @@ BLK_TARGET static void BLK_P(mm)(float* out, size_t ld, const Qwen3BlockMatrix* 
 BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
                          uint32_t row_begin, uint32_t row_end) {
     const uint32_t type = w->type;
-    if (type == QWEN3_BLOCK_Q8_0 || qwen3_block_values(type) == 0) { /* Q8_0 runs converted */
+    if (qwen3_block_values(type) == 0) { /* not a block type: the reference reports nothing either */
         qwen3_matmul_blocks_ref(out, out_stride, w, x, row_begin, row_end);
         return;
     }
