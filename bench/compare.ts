@@ -29,6 +29,7 @@ import type { EngineRun } from "./engine_run.ts";
 import { readCheckpoint } from "../src/formats/model_file.ts";
 import { checkpointToGguf } from "../src/formats/gguf_convert.ts";
 import { ensureZig } from "../tools/zig.ts";
+import { compareKquant } from "./compare_kquant.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MODEL_DIR = join(ROOT, "bench/models/qwen3-0.6b-random");
@@ -541,6 +542,16 @@ async function main() {
     "4",
   ], Math.min(runs, 2));
 
+  // The Q4_K_M rows (bench/compare_kquant.ts).
+  const kquant = await compareKquant({
+    sourceGguf: MODEL_GGUF,
+    python: peer?.python ?? null,
+    threads,
+    runs,
+    bandwidth: bw,
+    log,
+  });
+
   const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() => "")).match(
     /model name\s*:\s*(.*)/,
   )?.[1] ?? Deno.build.arch;
@@ -568,6 +579,8 @@ async function main() {
     "",
     table,
     "",
+    kquant.markdown,
+    "",
     "![chart](results.svg)",
     "",
   ].join("\n");
@@ -583,6 +596,7 @@ async function main() {
         modelBytes,
         peer: peer ? { build: peer.build, systemInfo: peer.systemInfo } : null,
         rows,
+        kquant: { fileBytes: kquant.fileBytes, tokenBytes: kquant.tokenBytes, rows: kquant.rows },
       },
       null,
       2,
@@ -593,7 +607,7 @@ async function main() {
   const begin = "<!-- bench:begin -->", end = "<!-- bench:end -->";
   if (readme.includes(begin) && readme.includes(end)) {
     const next = readme.slice(0, readme.indexOf(begin) + begin.length) + "\n" + peerLine + "\n\n" +
-      table + "\n" + readme.slice(readme.indexOf(end));
+      table + "\n\n" + kquant.markdown + "\n" + readme.slice(readme.indexOf(end));
     await Deno.writeTextFile(readmePath, next);
   }
   // Keep the generated files as `deno fmt` leaves them, so a rerun is a clean diff.
