@@ -83,6 +83,25 @@ BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(dot32)(__m
     return BLK_DOT32(w, _mm256_loadu_si256((const __m256i*)x));
 }
 
+/* qwen3_block_values / qwen3_block_bytes for the block types (BLK_NAME checks the type
+ * once), without a call per block. */
+static inline __attribute__((always_inline)) uint32_t BLK_P(values)(uint32_t type) {
+    return type == QWEN3_BLOCK_Q4_K || type == QWEN3_BLOCK_Q5_K || type == QWEN3_BLOCK_Q6_K ? 256 : 32;
+}
+
+static inline __attribute__((always_inline)) uint32_t BLK_P(bytes)(uint32_t type) {
+    switch (type) {
+        case QWEN3_BLOCK_Q4_0: return 18;
+        case QWEN3_BLOCK_Q4_1: return 20;
+        case QWEN3_BLOCK_Q5_0: return 22;
+        case QWEN3_BLOCK_Q5_1: return 24;
+        case QWEN3_BLOCK_Q8_0: return 34;
+        case QWEN3_BLOCK_Q4_K: return 144;
+        case QWEN3_BLOCK_Q5_K: return 176;
+        default: return 210; /* Q6_K */
+    }
+}
+
 /* A block's scales: Q4_K / Q5_K unpack their 6-bit scales and mins four bytes at a time
  * (chunk j < 4: low 6 bits of bytes j and j + 4; j >= 4: nibbles of byte j + 4 under the top
  * two bits of bytes j - 4 and j, as kernels_blocks.c reads them one by one). */
@@ -96,9 +115,9 @@ BLK_TARGET static inline __attribute__((always_inline)) BLK_P(Params) BLK_P(para
         p.offset = _mm256_setzero_ps();
         return p;
     }
-    if (qwen3_block_values(type) == 32) {
+    if (BLK_P(values)(type) == 32) {
         /* eight consecutive 32-value blocks: d of each, and m for Q4_1 / Q5_1 */
-        const uint32_t bb = qwen3_block_bytes(type);
+        const uint32_t bb = BLK_P(bytes)(type);
         const int has_m = type == QWEN3_BLOCK_Q4_1 || type == QWEN3_BLOCK_Q5_1;
         const uint8_t* b = blk;
         p.scale = BLK_P(f16x8)(_mm_setr_epi16((short)qwen3_read_u16le(b), (short)qwen3_read_u16le(b + bb),
@@ -134,12 +153,12 @@ BLK_TARGET static inline __attribute__((always_inline)) BLK_P(Params) BLK_P(para
 BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(decode)(uint32_t type, const uint8_t* blk,
                                                                          __m256i q[8]) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    if (qwen3_block_values(type) == 32) {
+    if (BLK_P(values)(type) == 32) {
         /* eight consecutive blocks, one chunk each: nibbles (value i low, i + 16 high) under
          * Q5_0 / Q5_1's fifth bits (qh bit i -> byte i: each byte takes qh's byte i / 8 and
          * tests bit i % 8); Q4_0 / Q5_0 stay biased by 8 / 16 (undone in isums), Q8_0's
          * int8 values by 128 */
-        const uint32_t bb = qwen3_block_bytes(type);
+        const uint32_t bb = BLK_P(bytes)(type);
         if (type == QWEN3_BLOCK_Q8_0) {
             /* int8 values flipped to unsigned (w + 128, exact), undone in isums */
             const __m256i flip = _mm256_set1_epi8((char)0x80);
