@@ -43,6 +43,7 @@
 #undef BLK_DPBUSD
 #undef BLK_DOT32_U8
 #undef BLK_U8_SPLIT
+#undef BLK_Q6_MULLO
 #undef BLK_DPWSSD
 #undef BLK_MM_TOK
 #undef BLK_MM_MIN_TOKENS
@@ -52,6 +53,7 @@
 /* avxvnni: vpdpbusd (VEX), exact int32 sums of four products */
 #define BLK_TARGET __attribute__((target("avx2,fma,avxvnni")))
 #define BLK_DOT32(w, x) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (w), (x))
+#define BLK_Q6_MULLO 1
 #define BLK_DOT32_U8(w, x) BLK_DOT32(w, x)
 #define BLK_DPBUSD(a, w, x) _mm256_dpbusd_avx_epi32((a), (w), (x))
 #define BLK_DPWSSD(a, p, m) _mm256_dpwssd_avx_epi32((a), (p), (m))
@@ -67,6 +69,7 @@
 #undef BLK_DPBUSD
 #undef BLK_DOT32_U8
 #undef BLK_U8_SPLIT
+#undef BLK_Q6_MULLO
 #undef BLK_DPWSSD
 #undef BLK_MM_TOK
 #undef BLK_MM_MIN_TOKENS

@@ -18,6 +18,7 @@
 #define BLK_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,evex512")))
 #define BLK_DOT32(w, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (w), (x))
 #define BLK_ZMM 1
+#define BLK_Q6_MULLO 1
 #define BLK_DOT32_U8(w, x) BLK_DOT32(w, x)
 #define BLK_DPBUSD(a, w, x) _mm512_dpbusd_epi32((a), (w), (x))
 #define BLK_DPWSSD(a, p, m) _mm512_dpwssd_epi32((a), (p), (m))
@@ -37,4 +38,5 @@
 #undef BLK_MM_MIN_TOKENS
 #undef BLK_MM_ROWS
 #undef BLK_ZMM
+#undef BLK_Q6_MULLO
 #undef BLK_P

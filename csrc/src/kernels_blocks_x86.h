@@ -10,6 +10,7 @@
  *   BLK_U8_SPLIT      defined where BLK_DPBUSD's pairs would saturate on such bytes (AVX2)
  *   BLK_DPBUSD(a,w,x) a plus BLK_DOT32(w, x), in the GEMM's vector width (below)
  *   BLK_DPWSSD(a,p,m) a plus the pairwise int16 products p * m summed into int32 lanes
+ *   BLK_Q6_MULLO      defined where Q6_K's halves take BLK_DPBUSD and vpmulld (below)
  *   BLK_MM_ROWS       rows per GEMM tile (16; 32 with BLK_ZMM: 512-bit vectors)
  *   BLK_MM_TOK        tokens per GEMM register tile (at most 8)
  *   BLK_MM_MIN_TOKENS the fewest tokens that take the GEMM
@@ -382,11 +383,13 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
  * The integer sum of a chunk, per type (u: the unsigned value the pack holds):
  *   Q4_K, Q5_K, Q4_1, Q5_1: u is the value; sum of u * x.
  *   Q4_0, Q5_0: u = q + 8 (16); the accumulator starts at -(8 (16) * xsum).
- *   Q6_K: u = q + 32, one int8 multiplier m per 16 values: vpmaddubsw pairs (u <= 63, so a
- *         pair sum is at most 2 * 63 * 128 = 16128: never saturates) are multiplied by m
- *         and widened with vpmaddwd / vpdpwssd, and the accumulator starts at
- *         -32 * (m_lo * xlo + m_hi * xhi), xlo / xhi the sums of the chunk's two halves of
- *         activations (one vpmaddwd of the pairs (m_lo, m_hi) and (xlo, xhi): |x half| <= 2048).
+ *   Q6_K: u = q + 32, one int8 multiplier m per 16 values, xlo / xhi the sums of the
+ *         chunk's two halves of activations (|x half| <= 2048). With BLK_Q6_MULLO (the VNNI
+ *         tiers) each half is summed with BLK_DPBUSD from -32 * xlo (xhi) and multiplied by
+ *         its m with vpmulld (|m * half| <= 128 * 16 * 63 * 128); else (AVX2) vpmaddubsw pairs
+ *         (u <= 63, so a pair sum is at most 2 * 63 * 128 = 16128: never saturates) are
+ *         multiplied by m and widened with vpmaddwd, and the accumulator starts at
+ *         -32 * (m_lo * xlo + m_hi * xhi) (one vpmaddwd of the pairs (m_lo, m_hi), (xlo, xhi)).
  * Every one of these sums is the reference's isum exactly (int32, no overflow).
  * ---------------------------------------------------------------------------------- */
 
@@ -405,6 +408,8 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
 #define BLK_SET1F(v) _mm512_set1_ps(v)
 #define BLK_ZEROI() _mm512_setzero_si512()
 #define BLK_SUBI(a, b) _mm512_sub_epi32((a), (b))
+#define BLK_ADDI(a, b) _mm512_add_epi32((a), (b))
+#define BLK_MULLO(a, b) _mm512_mullo_epi32((a), (b))
 #define BLK_SLLI(a, n) _mm512_slli_epi32((a), (n))
 #define BLK_MADD(a, b) _mm512_madd_epi16((a), (b))
 #define BLK_MADDUBS(a, b) _mm512_maddubs_epi16((a), (b))
@@ -422,6 +427,8 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
 #define BLK_SET1F(v) _mm256_set1_ps(v)
 #define BLK_ZEROI() _mm256_setzero_si256()
 #define BLK_SUBI(a, b) _mm256_sub_epi32((a), (b))
+#define BLK_ADDI(a, b) _mm256_add_epi32((a), (b))
+#define BLK_MULLO(a, b) _mm256_mullo_epi32((a), (b))
 #define BLK_SLLI(a, n) _mm256_slli_epi32((a), (n))
 #define BLK_MADD(a, b) _mm256_madd_epi16((a), (b))
 #define BLK_MADDUBS(a, b) _mm256_maddubs_epi16((a), (b))
@@ -438,6 +445,8 @@ typedef struct {
     _Alignas(64) int32_t m_lo[BLK_MM_UNITS * 8 * BLK_MM_ROWS];  /* Q6_K: (m_lo, m_lo) int16 pairs */
     _Alignas(64) int32_t m_hi[BLK_MM_UNITS * 8 * BLK_MM_ROWS];  /* (m_hi, m_hi) */
     _Alignas(64) int32_t m_lh[BLK_MM_UNITS * 8 * BLK_MM_ROWS];  /* (m_lo, m_hi) */
+    _Alignas(64) int32_t s_lo[BLK_MM_UNITS * 8 * BLK_MM_ROWS];  /* m_lo as int32 */
+    _Alignas(64) int32_t s_hi[BLK_MM_UNITS * 8 * BLK_MM_ROWS];  /* m_hi as int32 */
 } BLK_P(Pack);
 
 BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(ti)(__m256 v) { return _mm256_castps_si256(v); }
@@ -501,6 +510,8 @@ BLK_TARGET static void BLK_P(mm_pack)(BLK_P(Pack) * pk, const Qwen3BlockMatrix* 
                     _mm256_store_si256((__m256i*)(pk->m_lo + at), _mm256_or_si256(l, _mm256_slli_epi32(l, 16)));
                     _mm256_store_si256((__m256i*)(pk->m_hi + at), _mm256_or_si256(hh, _mm256_slli_epi32(hh, 16)));
                     _mm256_store_si256((__m256i*)(pk->m_lh + at), _mm256_or_si256(l, _mm256_slli_epi32(hh, 16)));
+                    _mm256_store_si256((__m256i*)(pk->s_lo + at), BLK_P(ti)(lo[c]));
+                    _mm256_store_si256((__m256i*)(pk->s_hi + at), BLK_P(ti)(hi[c]));
                 }
             }
         }
@@ -545,6 +556,42 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(mm_tile)(
         BLK_VI a[8][BLK_NV];
         const uint8_t* pg = pk->q + (size_t)gl * 8 * BLK_MM_ROWS * 4;
         if (kind == 3) {
+#ifdef BLK_Q6_MULLO
+            /* vpdpbusd on each half's 6-bit unsigned values, the accumulator starting at -32
+             * times the half's activation sum, then times the half's m16 with vpmulld */
+            BLK_VI sl[BLK_NV], sh[BLK_NV], part[8][BLK_NV];
+            QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) {
+                sl[v] = BLK_LOADI(pk->s_lo + gl * BLK_MM_ROWS + v * BLK_VL);
+                sh[v] = BLK_LOADI(pk->s_hi + gl * BLK_MM_ROWS + v * BLK_VL);
+            }
+            int32_t xlo[8];
+            QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) xlo[t] = BLK_P(sum16)(xq[t] + gl * 32);
+            for (int half = 0; half < 2; half++) {
+                QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                    const int32_t xh = half ? xsum[t][gl] - xlo[t] : xlo[t];
+                    const BLK_VI init = BLK_SET1I(-32 * xh);
+                    QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) a[t][v] = init;
+                }
+                QWEN3_UNROLL_FULL(4) for (int j = 4 * half; j < 4 * half + 4; j++) {
+                    BLK_VI wv[BLK_NV];
+                    QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) wv[v] = BLK_LOADI(pg + (size_t)j * BLK_MM_ROWS * 4 + v * BLK_VL * 4);
+                    QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                        int32_t xv;
+                        memcpy(&xv, xq[t] + gl * 32 + 4 * j, 4);
+                        const BLK_VI b = BLK_SET1I(xv);
+                        QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) a[t][v] = BLK_DPBUSD(a[t][v], wv[v], b);
+                    }
+                }
+                QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                    QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) {
+                        part[t][v] = half ? BLK_ADDI(part[t][v], BLK_MULLO(sh[v], a[t][v])) : BLK_MULLO(sl[v], a[t][v]);
+                    }
+                }
+            }
+            QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) a[t][v] = part[t][v];
+            }
+#else
             BLK_VI lh[BLK_NV];
             QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) lh[v] = BLK_LOADI(pk->m_lh + gl * BLK_MM_ROWS + v * BLK_VL);
             QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
@@ -567,6 +614,7 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(mm_tile)(
                     }
                 }
             }
+#endif
         } else {
             QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
                 const BLK_VI init = kind == 2 ? BLK_SET1I(-(int32_t)((uint32_t)xsum[t][gl] << bias_shift)) : BLK_ZEROI();
@@ -741,6 +789,8 @@ BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* 
 #undef BLK_SET1F
 #undef BLK_ZEROI
 #undef BLK_SUBI
+#undef BLK_ADDI
+#undef BLK_MULLO
 #undef BLK_SLLI
 #undef BLK_MADD
 #undef BLK_MADDUBS
