@@ -35,6 +35,7 @@ import { ensureZig } from "../tools/zig.ts";
 import { compareBatch } from "./compare_batch.ts";
 import { compareMoe } from "./compare_moe.ts";
 import { compareSpeculate } from "./compare_speculate.ts";
+import { compareKquant } from "./compare_kquant.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MODEL_DIR = join(ROOT, "bench/models/qwen3-0.6b-random");
@@ -548,6 +549,16 @@ async function main() {
     "4",
   ], Math.min(runs, 2));
 
+  // The Q4_K_M rows (bench/compare_kquant.ts).
+  const kquant = await compareKquant({
+    sourceGguf: MODEL_GGUF,
+    python: peer?.python ?? null,
+    threads,
+    runs,
+    bandwidth: bw,
+    log,
+  });
+
   const moe = values["no-moe"] ? null : await compareMoe({
     python: peer?.python ?? null,
     tokenizerJson: join(MODEL_DIR, "tokenizer.json"),
@@ -584,6 +595,8 @@ async function main() {
     "",
     table,
     "",
+    kquant.markdown,
+    "",
     "![chart](results.svg)",
     "",
     ...(moe ? [moe.markdown] : []),
@@ -617,6 +630,7 @@ async function main() {
         modelBytes,
         peer: peer ? { build: peer.build, systemInfo: peer.systemInfo } : null,
         rows,
+        kquant: { fileBytes: kquant.fileBytes, tokenBytes: kquant.tokenBytes, rows: kquant.rows },
         ...(moe
           ? { moe: { rows: moe.rows, fileBytes: moe.fileBytes, activeBytes: moe.activeBytes } }
           : {}),
@@ -630,7 +644,7 @@ async function main() {
   const begin = "<!-- bench:begin -->", end = "<!-- bench:end -->";
   if (readme.includes(begin) && readme.includes(end)) {
     const next = readme.slice(0, readme.indexOf(begin) + begin.length) + "\n" + peerLine + "\n\n" +
-      table + "\n" + readme.slice(readme.indexOf(end));
+      table + "\n\n" + kquant.markdown + "\n" + readme.slice(readme.indexOf(end));
     await Deno.writeTextFile(readmePath, next);
   }
   // Keep the generated files as `deno fmt` leaves them, so a rerun is a clean diff.

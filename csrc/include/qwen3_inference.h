@@ -127,9 +127,9 @@ typedef struct Qwen3Model Qwen3Model;
  * the load, naming it and why.
  * Or a llama.cpp GGUF (v2/v3, general.architecture "qwen3"), by its magic: hyper-parameters
  * and the exact tokenizer from its metadata; F32/F16/BF16 weights mapped and run without
- * quantising activations, Q8_0/Q4_0 converted at load (losslessly) to int8 with group
- * size 32, Q4_K/Q5_K/Q6_K/Q4_1/Q5_0/Q5_1 mapped and run in their blocks with activations
- * quantised per 32 values (docs/formats.md#gguf-tensor-types). The C side cannot run the file's Jinja tokenizer.chat_template: it uses
+ * quantising activations, Q8_0 converted at load (losslessly) to int8 with group size 32,
+ * Q4_K/Q5_K/Q6_K/Q4_0/Q4_1/Q5_0/Q5_1 mapped and run in
+ * their blocks with activations quantised per 32 values (docs/formats.md#gguf-tensor-types). The C side cannot run the file's Jinja tokenizer.chat_template: it uses
  * `.template*` side files when present, else the stock Qwen3 templates, which equal what
  * Qwen3's own (ChatML with <think>) template renders; a GGUF with another turn format needs
  * side files here (the TypeScript API renders the file's template itself).

@@ -176,8 +176,8 @@ typedef void (*Qwen3MatmulBlocksFn)(float* out, size_t out_stride, const Qwen3Bl
 void qwen3_matmul_blocks_ref(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
                              uint32_t row_begin, uint32_t row_end);
 #if defined(__x86_64__) || defined(_M_X64)
-/* Every block type but Q8_0 with each x86 tier's integer dot product, the reference for Q8_0
- * (kernels_blocks_avx2.c, kernels_blocks_avx512.c). */
+/* Every block type with each x86 tier's integer dot product (kernels_blocks_avx2.c,
+ * kernels_blocks_avx512.c). */
 void qwen3_matmul_blocks_avx2(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
                               uint32_t row_begin, uint32_t row_end);
 void qwen3_matmul_blocks_avxvnni(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,

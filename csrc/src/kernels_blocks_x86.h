@@ -6,6 +6,14 @@
  *   BLK_TARGET        the function attribute that enables the tier's ISA
  *   BLK_DOT32(w, x)   __m256i: per int32 lane the exact sum of four products of unsigned
  *                     bytes w and signed bytes x (maddubs + madd, or vpdpbusd)
+ *   BLK_DOT32_U8(w,x) BLK_DOT32 for unsigned bytes up to 255 (Q8_0's flipped values)
+ *   BLK_U8_SPLIT      defined where BLK_DPBUSD's pairs would saturate on such bytes (AVX2)
+ *   BLK_DPBUSD(a,w,x) a plus BLK_DOT32(w, x), in the GEMM's vector width (below)
+ *   BLK_DPWSSD(a,p,m) a plus the pairwise int16 products p * m summed into int32 lanes
+ *   BLK_Q6_MULLO      defined where Q6_K's halves take BLK_DPBUSD and vpmulld (below)
+ *   BLK_MM_ROWS       rows per GEMM tile (16; 32 with BLK_ZMM: 512-bit vectors)
+ *   BLK_MM_TOK        tokens per GEMM register tile (at most 8)
+ *   BLK_MM_MIN_TOKENS the fewest tokens that take the GEMM
  *   BLK_NAME          the name of the Qwen3MatmulBlocksFn it defines
  *   BLK_P(name)       a per-tier name for its helpers
  *
@@ -54,8 +62,45 @@ static inline __attribute__((always_inline)) float BLK_P(f16)(const uint8_t* p) 
     return f;
 }
 
+/* Eight fp16 codes -> fp32, lane by lane exactly as BLK_P(f16): zero and subnormals as
+ * mant * 2^-24 (exact), infinities and NaNs with the payload moved up, the rest rebiased. */
+BLK_TARGET static inline __attribute__((always_inline)) __m256 BLK_P(f16x8)(__m128i h16) {
+    const __m256i h = _mm256_cvtepu16_epi32(h16);
+    const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(h, _mm256_set1_epi32(0x8000)), 16);
+    const __m256i exp = _mm256_and_si256(_mm256_srli_epi32(h, 10), _mm256_set1_epi32(0x1F));
+    const __m256i mant = _mm256_and_si256(h, _mm256_set1_epi32(0x3FF));
+    const __m256i m13 = _mm256_slli_epi32(mant, 13);
+    const __m256i normal = _mm256_or_si256(_mm256_slli_epi32(_mm256_add_epi32(exp, _mm256_set1_epi32(112)), 23), m13);
+    const __m256i special = _mm256_or_si256(_mm256_set1_epi32(0x7F800000), m13);
+    const __m256i is_special = _mm256_cmpeq_epi32(exp, _mm256_set1_epi32(0x1F));
+    const __m256i is_small = _mm256_cmpeq_epi32(exp, _mm256_setzero_si256());
+    const __m256 small = _mm256_mul_ps(_mm256_cvtepi32_ps(mant), _mm256_set1_ps(5.9604644775390625e-8f));
+    __m256i bits = _mm256_blendv_epi8(normal, special, is_special);
+    bits = _mm256_blendv_epi8(bits, _mm256_castps_si256(small), is_small);
+    return _mm256_castsi256_ps(_mm256_or_si256(bits, sign));
+}
+
 BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(dot32)(__m256i w, const int8_t* x) {
     return BLK_DOT32(w, _mm256_loadu_si256((const __m256i*)x));
+}
+
+/* qwen3_block_values / qwen3_block_bytes for the block types (BLK_NAME checks the type
+ * once), without a call per block. */
+static inline __attribute__((always_inline)) uint32_t BLK_P(values)(uint32_t type) {
+    return type == QWEN3_BLOCK_Q4_K || type == QWEN3_BLOCK_Q5_K || type == QWEN3_BLOCK_Q6_K ? 256 : 32;
+}
+
+static inline __attribute__((always_inline)) uint32_t BLK_P(bytes)(uint32_t type) {
+    switch (type) {
+        case QWEN3_BLOCK_Q4_0: return 18;
+        case QWEN3_BLOCK_Q4_1: return 20;
+        case QWEN3_BLOCK_Q5_0: return 22;
+        case QWEN3_BLOCK_Q5_1: return 24;
+        case QWEN3_BLOCK_Q8_0: return 34;
+        case QWEN3_BLOCK_Q4_K: return 144;
+        case QWEN3_BLOCK_Q5_K: return 176;
+        default: return 210; /* Q6_K */
+    }
 }
 
 /* A block's scales: Q4_K / Q5_K unpack their 6-bit scales and mins four bytes at a time
@@ -71,17 +116,22 @@ BLK_TARGET static inline __attribute__((always_inline)) BLK_P(Params) BLK_P(para
         p.offset = _mm256_setzero_ps();
         return p;
     }
-    if (qwen3_block_values(type) == 32) {
+    if (BLK_P(values)(type) == 32) {
         /* eight consecutive 32-value blocks: d of each, and m for Q4_1 / Q5_1 */
-        const uint32_t bb = qwen3_block_bytes(type);
+        const uint32_t bb = BLK_P(bytes)(type);
         const int has_m = type == QWEN3_BLOCK_Q4_1 || type == QWEN3_BLOCK_Q5_1;
-        float d[8], m[8];
-        for (int k = 0; k < 8; k++) {
-            d[k] = BLK_P(f16)(blk + k * bb);
-            m[k] = has_m ? BLK_P(f16)(blk + k * bb + 2) : 0.0f;
-        }
-        p.scale = _mm256_loadu_ps(d);
-        p.offset = _mm256_loadu_ps(m);
+        const uint8_t* b = blk;
+        p.scale = BLK_P(f16x8)(_mm_setr_epi16((short)qwen3_read_u16le(b), (short)qwen3_read_u16le(b + bb),
+                                              (short)qwen3_read_u16le(b + 2 * bb), (short)qwen3_read_u16le(b + 3 * bb),
+                                              (short)qwen3_read_u16le(b + 4 * bb), (short)qwen3_read_u16le(b + 5 * bb),
+                                              (short)qwen3_read_u16le(b + 6 * bb), (short)qwen3_read_u16le(b + 7 * bb)));
+        b += 2;
+        p.offset = has_m ? BLK_P(f16x8)(_mm_setr_epi16(
+                               (short)qwen3_read_u16le(b), (short)qwen3_read_u16le(b + bb), (short)qwen3_read_u16le(b + 2 * bb),
+                               (short)qwen3_read_u16le(b + 3 * bb), (short)qwen3_read_u16le(b + 4 * bb),
+                               (short)qwen3_read_u16le(b + 5 * bb), (short)qwen3_read_u16le(b + 6 * bb),
+                               (short)qwen3_read_u16le(b + 7 * bb)))
+                         : _mm256_setzero_ps();
         p.sc_lo = p.sc_hi = _mm256_setzero_si256();
         return p;
     }
@@ -104,11 +154,20 @@ BLK_TARGET static inline __attribute__((always_inline)) BLK_P(Params) BLK_P(para
 BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(decode)(uint32_t type, const uint8_t* blk,
                                                                          __m256i q[8]) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    if (qwen3_block_values(type) == 32) {
+    if (BLK_P(values)(type) == 32) {
         /* eight consecutive blocks, one chunk each: nibbles (value i low, i + 16 high) under
          * Q5_0 / Q5_1's fifth bits (qh bit i -> byte i: each byte takes qh's byte i / 8 and
-         * tests bit i % 8); Q4_0 / Q5_0 stay biased by 8 / 16 (undone in isums) */
-        const uint32_t bb = qwen3_block_bytes(type);
+         * tests bit i % 8); Q4_0 / Q5_0 stay biased by 8 / 16 (undone in isums), Q8_0's
+         * int8 values by 128 */
+        const uint32_t bb = BLK_P(bytes)(type);
+        if (type == QWEN3_BLOCK_Q8_0) {
+            /* int8 values flipped to unsigned (w + 128, exact), undone in isums */
+            const __m256i flip = _mm256_set1_epi8((char)0x80);
+            for (int k = 0; k < 8; k++) {
+                q[k] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(blk + (size_t)k * bb + 2)), flip);
+            }
+            return;
+        }
         const int five = type == QWEN3_BLOCK_Q5_0 || type == QWEN3_BLOCK_Q5_1;
         const uint32_t qs_at = type == QWEN3_BLOCK_Q4_0 ? 2 : type == QWEN3_BLOCK_Q4_1 ? 4 : type == QWEN3_BLOCK_Q5_0 ? 6 : 8;
         const uint32_t qh_at = type == QWEN3_BLOCK_Q5_0 ? 2 : 4;
@@ -179,13 +238,18 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(x_halves)(con
 }
 
 /* The eight chunk sums of a decoded unit against 256 activations: lo + hi, minus bias * xsum
- * for Q4_0 / Q5_0 (bias 8 / 16), or for Q6_K m16[2c] * (lo - 32 * xlo) + m16[2c+1] * (hi - 32 * xhi). */
+ * for Q4_0 / Q5_0 / Q8_0 (bias 8 / 16 / 128; Q8_0's bytes reach 255, so their products go
+ * through BLK_DOT32_U8), or for Q6_K m16[2c] * (lo - 32 * xlo) + m16[2c+1] * (hi - 32 * xhi). */
 BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(isums)(const __m256i q[8], const int8_t* xq,
                                                                            int q6, const BLK_P(Params) * p,
                                                                            __m256i x32_lo, __m256i x32_hi,
                                                                            int bias_shift, __m256i xsum_i) {
     __m256i v[8];
-    for (int c = 0; c < 8; c++) v[c] = BLK_P(dot32)(q[c], xq + 32 * c);
+    if (bias_shift == 7) {
+        for (int c = 0; c < 8; c++) v[c] = BLK_DOT32_U8(q[c], _mm256_loadu_si256((const __m256i*)(xq + 32 * c)));
+    } else {
+        for (int c = 0; c < 8; c++) v[c] = BLK_P(dot32)(q[c], xq + 32 * c);
+    }
     __m128i lo0, hi0, lo1, hi1;
     BLK_P(halves4)(v, &lo0, &hi0);
     BLK_P(halves4)(v + 4, &lo1, &hi1);
@@ -230,7 +294,7 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
     const uint32_t type = w->type, nb = w->cols / 256, ng = x->n / 32;
     const size_t bb = (size_t)(256 / qwen3_block_values(type)) * qwen3_block_bytes(type);
     const int q6 = type == QWEN3_BLOCK_Q6_K, off = qwen3_block_has_offset(type);
-    const int bias_shift = type == QWEN3_BLOCK_Q4_0 ? 3 : type == QWEN3_BLOCK_Q5_0 ? 4 : 0;
+    const int bias_shift = type == QWEN3_BLOCK_Q4_0 ? 3 : type == QWEN3_BLOCK_Q5_0 ? 4 : type == QWEN3_BLOCK_Q8_0 ? 7 : 0;
     for (uint32_t t = 0; t < x->n_tokens; t++) {
         for (uint32_t i = 0; i < nr; i++) out[(size_t)t * out_stride + (r + i - row_begin)] = 0.0f;
     }
@@ -304,11 +368,407 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
     }
 }
 
+/* ------------------------------------------------------------------------------------
+ * The batched product as a GEMM (prefill): each weight block is unpacked ONCE per call, for
+ * a tile of BLK_MM_ROWS rows by up to BLK_MM_UNITS 256-value units, into an L1-sized pack
+ * in the layout of the Q8 GEMMs (kernels_avx2.c): per step of 4 columns, one 32-byte
+ * vector holds those 4 unsigned bytes of each of 8 rows. Each token's 4 activation bytes
+ * are broadcast, so one BLK_DPBUSD adds 4 products to each of 8 (16) rows' sums and a
+ * chunk's exact int32 sum builds up with rows in lanes and no horizontal reduction; register
+ * tiles of BLK_MM_TOK tokens by BLK_MM_ROWS rows reuse every weight vector loaded. After each
+ * 32-value chunk the float epilogue runs per token with rows in lanes, in the reference's
+ * order and roundings, into float accumulators held in registers (kernels.h): the same bits
+ * as qwen3_matmul_blocks_ref.
+ *
+ * The integer sum of a chunk, per type (u: the unsigned value the pack holds):
+ *   Q4_K, Q5_K, Q4_1, Q5_1: u is the value; sum of u * x.
+ *   Q4_0, Q5_0: u = q + 8 (16); the accumulator starts at -(8 (16) * xsum).
+ *   Q6_K: u = q + 32, one int8 multiplier m per 16 values, xlo / xhi the sums of the
+ *         chunk's two halves of activations (|x half| <= 2048). With BLK_Q6_MULLO (the VNNI
+ *         tiers) each half is summed with BLK_DPBUSD from -32 * xlo (xhi) and multiplied by
+ *         its m with vpmulld (|m * half| <= 128 * 16 * 63 * 128); else (AVX2) vpmaddubsw pairs
+ *         (u <= 63, so a pair sum is at most 2 * 63 * 128 = 16128: never saturates) are
+ *         multiplied by m and widened with vpmaddwd, and the accumulator starts at
+ *         -32 * (m_lo * xlo + m_hi * xhi) (one vpmaddwd of the pairs (m_lo, m_hi), (xlo, xhi)).
+ * Every one of these sums is the reference's isum exactly (int32, no overflow).
+ * ---------------------------------------------------------------------------------- */
+
+/* BLK_MM_ROWS (16 or 32, set per tier) rows per tile; the tile's vectors are BLK_VL rows
+ * wide: 256-bit (8 rows) by default, 512-bit (16 rows) where the tier defines BLK_ZMM. */
+#define BLK_MM_UNITS 4
+#define BLK_MM_G (BLK_MM_ROWS / 8) /* 8-row groups per tile */
+#ifdef BLK_ZMM
+#define BLK_VL 16
+#define BLK_VI __m512i
+#define BLK_VF __m512
+#define BLK_LOADI(p) _mm512_load_si512((const void*)(p))
+#define BLK_LOADF(p) _mm512_load_ps(p)
+#define BLK_STOREF(p, v) _mm512_store_ps((p), (v))
+#define BLK_SET1I(v) _mm512_set1_epi32(v)
+#define BLK_SET1F(v) _mm512_set1_ps(v)
+#define BLK_ZEROI() _mm512_setzero_si512()
+#define BLK_SUBI(a, b) _mm512_sub_epi32((a), (b))
+#define BLK_ADDI(a, b) _mm512_add_epi32((a), (b))
+#define BLK_MULLO(a, b) _mm512_mullo_epi32((a), (b))
+#define BLK_SLLI(a, n) _mm512_slli_epi32((a), (n))
+#define BLK_MADD(a, b) _mm512_madd_epi16((a), (b))
+#define BLK_MADDUBS(a, b) _mm512_maddubs_epi16((a), (b))
+#define BLK_CVT(a) _mm512_cvtepi32_ps(a)
+#define BLK_MULF(a, b) _mm512_mul_ps((a), (b))
+#define BLK_ADDF(a, b) _mm512_add_ps((a), (b))
+#else
+#define BLK_VL 8
+#define BLK_VI __m256i
+#define BLK_VF __m256
+#define BLK_LOADI(p) _mm256_load_si256((const __m256i*)(p))
+#define BLK_LOADF(p) _mm256_load_ps(p)
+#define BLK_STOREF(p, v) _mm256_store_ps((p), (v))
+#define BLK_SET1I(v) _mm256_set1_epi32(v)
+#define BLK_SET1F(v) _mm256_set1_ps(v)
+#define BLK_ZEROI() _mm256_setzero_si256()
+#define BLK_SUBI(a, b) _mm256_sub_epi32((a), (b))
+#define BLK_ADDI(a, b) _mm256_add_epi32((a), (b))
+#define BLK_MULLO(a, b) _mm256_mullo_epi32((a), (b))
+#define BLK_SLLI(a, n) _mm256_slli_epi32((a), (n))
+#define BLK_MADD(a, b) _mm256_madd_epi16((a), (b))
+#define BLK_MADDUBS(a, b) _mm256_maddubs_epi16((a), (b))
+#define BLK_CVT(a) _mm256_cvtepi32_ps(a)
+#define BLK_MULF(a, b) _mm256_mul_ps((a), (b))
+#define BLK_ADDF(a, b) _mm256_add_ps((a), (b))
+#endif
+#define BLK_NV (BLK_MM_ROWS / BLK_VL) /* vectors per step */
+
+typedef struct {
+    _Alignas(64) uint8_t q[BLK_MM_UNITS * 64 * BLK_MM_ROWS * 4]; /* step j, group h: (j * G + h) * 32 */
+    _Alignas(64) float scale[BLK_MM_UNITS * 8 * BLK_MM_ROWS];    /* chunk c: c * ROWS + row */
+    _Alignas(64) float offset[BLK_MM_UNITS * 8 * BLK_MM_ROWS];
+    _Alignas(64) int32_t m_lo[BLK_MM_UNITS * 8 * BLK_MM_ROWS];  /* Q6_K: (m_lo, m_lo) int16 pairs */
+    _Alignas(64) int32_t m_hi[BLK_MM_UNITS * 8 * BLK_MM_ROWS];  /* (m_hi, m_hi) */
+    _Alignas(64) int32_t m_lh[BLK_MM_UNITS * 8 * BLK_MM_ROWS];  /* (m_lo, m_hi) */
+    _Alignas(64) int32_t s_lo[BLK_MM_UNITS * 8 * BLK_MM_ROWS];  /* m_lo as int32 */
+    _Alignas(64) int32_t s_hi[BLK_MM_UNITS * 8 * BLK_MM_ROWS];  /* m_hi as int32 */
+} BLK_P(Pack);
+
+BLK_TARGET static inline __attribute__((always_inline)) __m256i BLK_P(ti)(__m256 v) { return _mm256_castps_si256(v); }
+
+/* Packs rows r0 .. r0 + BLK_MM_ROWS - 1 (rows past nrows repeat the last one: in bounds,
+ * results dropped) of units [u0, u0 + nu). */
+BLK_TARGET static void BLK_P(mm_pack)(BLK_P(Pack) * pk, const Qwen3BlockMatrix* w, uint32_t r0, uint32_t nrows,
+                                      uint32_t u0, uint32_t nu) {
+    const uint32_t type = w->type;
+    const size_t ub = (size_t)(256 / qwen3_block_values(type)) * qwen3_block_bytes(type);
+    const int q6 = type == QWEN3_BLOCK_Q6_K;
+    for (uint32_t h = 0; h < BLK_MM_G; h++) {
+        const uint8_t* rows[8];
+        for (uint32_t i = 0; i < 8; i++) {
+            const uint32_t row = 8 * h + i < nrows ? 8 * h + i : nrows - 1;
+            rows[i] = w->data + (size_t)(r0 + row) * w->row_bytes;
+        }
+        for (uint32_t u = 0; u < nu; u++) {
+            __m256i q[8][8];
+            BLK_P(Params) par[8];
+            for (uint32_t i = 0; i < 8; i++) {
+                const uint8_t* blk = rows[i] + (size_t)(u0 + u) * ub;
+                par[i] = BLK_P(params)(type, blk);
+                BLK_P(decode)(type, blk, q[i]);
+            }
+            for (int c = 0; c < 8; c++) {
+                __m256 r[8];
+                for (int i = 0; i < 8; i++) r[i] = _mm256_castsi256_ps(q[i][c]);
+                BLK_P(transpose8)(r);
+                uint8_t* dst = pk->q + ((size_t)(u * 64 + 8 * c) * BLK_MM_G + h) * 32;
+                for (int k = 0; k < 8; k++) {
+                    _mm256_store_si256((__m256i*)(dst + (size_t)k * BLK_MM_G * 32), BLK_P(ti)(r[k]));
+                }
+            }
+            /* per chunk, rows in lanes: transposes of the per-row vectors (lane = chunk) */
+            __m256 s[8], o[8];
+            for (int i = 0; i < 8; i++) {
+                s[i] = par[i].scale;
+                o[i] = par[i].offset;
+            }
+            BLK_P(transpose8)(s);
+            BLK_P(transpose8)(o);
+            for (int c = 0; c < 8; c++) {
+                const size_t at = (size_t)(u * 8 + c) * BLK_MM_ROWS + 8 * h;
+                _mm256_store_ps(pk->scale + at, s[c]);
+                _mm256_store_ps(pk->offset + at, o[c]);
+            }
+            if (q6) {
+                __m256 lo[8], hi[8];
+                for (int i = 0; i < 8; i++) {
+                    lo[i] = _mm256_castsi256_ps(par[i].sc_lo);
+                    hi[i] = _mm256_castsi256_ps(par[i].sc_hi);
+                }
+                BLK_P(transpose8)(lo);
+                BLK_P(transpose8)(hi);
+                const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+                for (int c = 0; c < 8; c++) {
+                    const size_t at = (size_t)(u * 8 + c) * BLK_MM_ROWS + 8 * h;
+                    const __m256i l = _mm256_and_si256(BLK_P(ti)(lo[c]), low16);
+                    const __m256i hh = _mm256_and_si256(BLK_P(ti)(hi[c]), low16);
+                    _mm256_store_si256((__m256i*)(pk->m_lo + at), _mm256_or_si256(l, _mm256_slli_epi32(l, 16)));
+                    _mm256_store_si256((__m256i*)(pk->m_hi + at), _mm256_or_si256(hh, _mm256_slli_epi32(hh, 16)));
+                    _mm256_store_si256((__m256i*)(pk->m_lh + at), _mm256_or_si256(l, _mm256_slli_epi32(hh, 16)));
+                    _mm256_store_si256((__m256i*)(pk->s_lo + at), BLK_P(ti)(lo[c]));
+                    _mm256_store_si256((__m256i*)(pk->s_hi + at), BLK_P(ti)(hi[c]));
+                }
+            }
+        }
+    }
+}
+
+/* Sum of 16 int8 values (the first half of a chunk). */
+BLK_TARGET static inline __attribute__((always_inline)) int32_t BLK_P(sum16)(const int8_t* x) {
+    const __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i*)x), _mm_set1_epi8((char)0x80));
+    const __m128i s = _mm_sad_epu8(v, _mm_setzero_si128()); /* two sums of x + 128 */
+    return _mm_cvtsi128_si32(s) + _mm_extract_epi16(s, 4) - 16 * 128;
+}
+
+/* One register tile: tokens t0 .. t0 + nt - 1 by the pack's rows, over the pack's ngc
+ * chunks (chunk g0 + gl of the row). kind: 1 offset (Q4_K, Q5_K, Q4_1, Q5_1), 2 biased (Q4_0 /
+ * Q5_0 / Q8_0 by 1 << bias_shift: 8, 16, 128), 3 Q6_K. Accumulators start at 0 for the first pack, else from
+ * out (a stored float reloads exactly, so each row's order is unbroken across packs). */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(mm_tile)(
+    float* out, size_t ld, const BLK_P(Pack) * pk, const Qwen3Q8Batch* x, uint32_t t0, const int nt, uint32_t g0,
+    uint32_t ngc, int first, uint32_t nrows, const int kind, const int bias_shift) {
+    const uint32_t ng = x->n / 32;
+    /* float accumulators in registers: loaded through a small L1 tile (rows past nrows are
+     * never read from out), stored back the same way */
+    _Alignas(64) float facc[8][BLK_MM_ROWS];
+    BLK_VF acc[8][BLK_NV];
+    QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+        for (uint32_t i = 0; i < BLK_MM_ROWS; i++) facc[t][i] = 0.0f;
+        if (!first) {
+            for (uint32_t i = 0; i < nrows; i++) facc[t][i] = out[(size_t)(t0 + t) * ld + i];
+        }
+        QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) acc[t][v] = BLK_LOADF(facc[t] + v * BLK_VL);
+    }
+    const int8_t* xq[8];
+    const float* xs[8];
+    const int32_t* xsum[8];
+    QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+        xq[t] = x->q + (size_t)(t0 + t) * x->n + (size_t)g0 * 32;
+        xs[t] = x->s + (size_t)(t0 + t) * ng + g0;
+        xsum[t] = x->sums + (size_t)(t0 + t) * ng + g0;
+    }
+    for (uint32_t gl = 0; gl < ngc; gl++) {
+        BLK_VI a[8][BLK_NV];
+        const uint8_t* pg = pk->q + (size_t)gl * 8 * BLK_MM_ROWS * 4;
+        if (kind == 3) {
+#ifdef BLK_Q6_MULLO
+            /* vpdpbusd on each half's 6-bit unsigned values, the accumulator starting at -32
+             * times the half's activation sum, then times the half's m16 with vpmulld */
+            BLK_VI sl[BLK_NV], sh[BLK_NV], part[8][BLK_NV];
+            QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) {
+                sl[v] = BLK_LOADI(pk->s_lo + gl * BLK_MM_ROWS + v * BLK_VL);
+                sh[v] = BLK_LOADI(pk->s_hi + gl * BLK_MM_ROWS + v * BLK_VL);
+            }
+            int32_t xlo[8];
+            QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) xlo[t] = BLK_P(sum16)(xq[t] + gl * 32);
+            for (int half = 0; half < 2; half++) {
+                QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                    const int32_t xh = half ? xsum[t][gl] - xlo[t] : xlo[t];
+                    const BLK_VI init = BLK_SET1I(-32 * xh);
+                    QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) a[t][v] = init;
+                }
+                QWEN3_UNROLL_FULL(4) for (int j = 4 * half; j < 4 * half + 4; j++) {
+                    BLK_VI wv[BLK_NV];
+                    QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) wv[v] = BLK_LOADI(pg + (size_t)j * BLK_MM_ROWS * 4 + v * BLK_VL * 4);
+                    QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                        int32_t xv;
+                        memcpy(&xv, xq[t] + gl * 32 + 4 * j, 4);
+                        const BLK_VI b = BLK_SET1I(xv);
+                        QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) a[t][v] = BLK_DPBUSD(a[t][v], wv[v], b);
+                    }
+                }
+                QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                    QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) {
+                        part[t][v] = half ? BLK_ADDI(part[t][v], BLK_MULLO(sh[v], a[t][v])) : BLK_MULLO(sl[v], a[t][v]);
+                    }
+                }
+            }
+            QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) a[t][v] = part[t][v];
+            }
+#else
+            BLK_VI lh[BLK_NV];
+            QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) lh[v] = BLK_LOADI(pk->m_lh + gl * BLK_MM_ROWS + v * BLK_VL);
+            QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                const int32_t lo = BLK_P(sum16)(xq[t] + gl * 32), hi = xsum[t][gl] - lo;
+                const BLK_VI xp = BLK_SET1I((int)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16)));
+                QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) a[t][v] = BLK_SUBI(BLK_ZEROI(), BLK_SLLI(BLK_MADD(lh[v], xp), 5));
+            }
+            for (int half = 0; half < 2; half++) {
+                const int32_t* m = half ? pk->m_hi : pk->m_lo;
+                BLK_VI mv[BLK_NV];
+                QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) mv[v] = BLK_LOADI(m + gl * BLK_MM_ROWS + v * BLK_VL);
+                for (int j = 4 * half; j < 4 * half + 4; j++) {
+                    BLK_VI wv[BLK_NV];
+                    QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) wv[v] = BLK_LOADI(pg + (size_t)j * BLK_MM_ROWS * 4 + v * BLK_VL * 4);
+                    QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                        int32_t xv;
+                        memcpy(&xv, xq[t] + gl * 32 + 4 * j, 4);
+                        const BLK_VI b = BLK_SET1I(xv);
+                        QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) a[t][v] = BLK_DPWSSD(a[t][v], BLK_MADDUBS(wv[v], b), mv[v]);
+                    }
+                }
+            }
+#endif
+        } else {
+            QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                const BLK_VI init = kind == 2 ? BLK_SET1I(-(int32_t)((uint32_t)xsum[t][gl] << bias_shift)) : BLK_ZEROI();
+                QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) a[t][v] = init;
+            }
+            QWEN3_UNROLL_FULL(8) for (int j = 0; j < 8; j++) {
+                BLK_VI wv[BLK_NV];
+                QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) wv[v] = BLK_LOADI(pg + (size_t)j * BLK_MM_ROWS * 4 + v * BLK_VL * 4);
+#ifdef BLK_U8_SPLIT
+                if (bias_shift == 7) {
+                    /* Q8_0's bytes reach 255, past what one vpmaddubsw pair sum holds: u is
+                     * split into its low 7 bits and its top bit, 128 * (b7 * x) via vpmaddwd */
+                    BLK_VI wl[BLK_NV], wh[BLK_NV];
+                    QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) {
+                        wl[v] = _mm256_and_si256(wv[v], _mm256_set1_epi8(0x7F));
+                        wh[v] = _mm256_and_si256(_mm256_srli_epi16(wv[v], 7), _mm256_set1_epi8(1));
+                    }
+                    QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                        int32_t xv;
+                        memcpy(&xv, xq[t] + gl * 32 + 4 * j, 4);
+                        const BLK_VI b = BLK_SET1I(xv);
+                        QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) {
+                            a[t][v] = BLK_DPBUSD(a[t][v], wl[v], b);
+                            a[t][v] = BLK_DPWSSD(a[t][v], BLK_MADDUBS(wh[v], b), _mm256_set1_epi16(128));
+                        }
+                    }
+                    continue;
+                }
+#endif
+                QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+                    int32_t xv;
+                    memcpy(&xv, xq[t] + gl * 32 + 4 * j, 4);
+                    const BLK_VI b = BLK_SET1I(xv);
+                    QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) a[t][v] = BLK_DPBUSD(a[t][v], wv[v], b);
+                }
+            }
+        }
+        /* the epilogue, rows in lanes: t = (float)isum * scale (+ (float)xsum * offset),
+         * acc = acc + t * xs */
+        BLK_VF sv[BLK_NV], ov[BLK_NV];
+        QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) {
+            sv[v] = BLK_LOADF(pk->scale + gl * BLK_MM_ROWS + v * BLK_VL);
+            ov[v] = BLK_LOADF(pk->offset + gl * BLK_MM_ROWS + v * BLK_VL);
+        }
+        QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+            const BLK_VF xsv = BLK_SET1F(xs[t][gl]);
+            const BLK_VF xsf = BLK_SET1F((float)xsum[t][gl]);
+            QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) {
+                BLK_VF f = BLK_MULF(BLK_CVT(a[t][v]), sv[v]);
+                if (kind == 1) f = BLK_ADDF(f, BLK_MULF(xsf, ov[v]));
+                acc[t][v] = BLK_ADDF(acc[t][v], BLK_MULF(f, xsv));
+            }
+        }
+    }
+    QWEN3_UNROLL_FULL(8) for (int t = 0; t < nt; t++) {
+        QWEN3_UNROLL_FULL(2) for (int v = 0; v < BLK_NV; v++) BLK_STOREF(facc[t] + v * BLK_VL, acc[t][v]);
+        for (uint32_t i = 0; i < nrows; i++) out[(size_t)(t0 + t) * ld + i] = facc[t][i];
+    }
+}
+
+/* The weight lines of the pack made next, fetched into L2 a slice per token tile while
+ * the current pack is multiplied: packing then reads from cache instead of waiting on DRAM
+ * for 16 or 32 rows at once (a pattern the hardware prefetchers follow late).
+ * Lines go row by row, each row's in address order. */
+typedef struct {
+    const uint8_t* base; /* the next pack's first byte of its first row */
+    size_t stride;       /* bytes from one row to the next */
+    uint32_t lines, next, end, per_tile;
+    uint32_t row, line; /* next = row * lines + line */
+} BLK_P(Prefetch);
+
+static inline __attribute__((always_inline)) void BLK_P(prefetch)(BLK_P(Prefetch) * pf) {
+    for (uint32_t i = 0; i < pf->per_tile && pf->next < pf->end; i++, pf->next++) {
+        _mm_prefetch((const char*)(pf->base + (size_t)pf->row * pf->stride + (size_t)pf->line * 64), _MM_HINT_T1);
+        if (++pf->line == pf->lines) {
+            pf->line = 0;
+            pf->row++;
+        }
+    }
+}
+
+/* Every token of the batch against one pack, in tiles of BLK_MM_TOK (the tail by size). */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(mm_tiles)(
+    float* out, size_t ld, const BLK_P(Pack) * pk, const Qwen3Q8Batch* x, uint32_t g0, uint32_t ngc, int first,
+    uint32_t nrows, const int kind, const int bias_shift, BLK_P(Prefetch) * pf) {
+    uint32_t t0 = 0;
+    for (; t0 + BLK_MM_TOK <= x->n_tokens; t0 += BLK_MM_TOK) {
+        BLK_P(prefetch)(pf);
+        BLK_P(mm_tile)(out, ld, pk, x, t0, BLK_MM_TOK, g0, ngc, first, nrows, kind, bias_shift);
+    }
+    BLK_P(prefetch)(pf);
+    switch (x->n_tokens - t0) {
+        case 7: BLK_P(mm_tile)(out, ld, pk, x, t0, 7, g0, ngc, first, nrows, kind, bias_shift); break;
+        case 6: BLK_P(mm_tile)(out, ld, pk, x, t0, 6, g0, ngc, first, nrows, kind, bias_shift); break;
+        case 5: BLK_P(mm_tile)(out, ld, pk, x, t0, 5, g0, ngc, first, nrows, kind, bias_shift); break;
+        case 4: BLK_P(mm_tile)(out, ld, pk, x, t0, 4, g0, ngc, first, nrows, kind, bias_shift); break;
+        case 3: BLK_P(mm_tile)(out, ld, pk, x, t0, 3, g0, ngc, first, nrows, kind, bias_shift); break;
+        case 2: BLK_P(mm_tile)(out, ld, pk, x, t0, 2, g0, ngc, first, nrows, kind, bias_shift); break;
+        case 1: BLK_P(mm_tile)(out, ld, pk, x, t0, 1, g0, ngc, first, nrows, kind, bias_shift); break;
+        default: break;
+    }
+}
+
+/* Rows [row_begin, row_end) for a whole batch; cols a multiple of 256. */
+BLK_TARGET static void BLK_P(mm)(float* out, size_t ld, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
+                                 uint32_t row_begin, uint32_t row_end) {
+    BLK_P(Pack) pk;
+    const uint32_t type = w->type, units = w->cols / 256;
+    const size_t ub = (size_t)(256 / qwen3_block_values(type)) * qwen3_block_bytes(type);
+    const uint32_t tiles = (x->n_tokens + BLK_MM_TOK - 1) / BLK_MM_TOK + 1;
+    for (uint32_t r0 = row_begin; r0 < row_end; r0 += BLK_MM_ROWS) {
+        const uint32_t nrows = row_end - r0 < BLK_MM_ROWS ? row_end - r0 : BLK_MM_ROWS;
+        float* o = out + (r0 - row_begin);
+        for (uint32_t u0 = 0; u0 < units; u0 += BLK_MM_UNITS) {
+            const uint32_t nu = units - u0 < BLK_MM_UNITS ? units - u0 : BLK_MM_UNITS;
+            BLK_P(mm_pack)(&pk, w, r0, nrows, u0, nu);
+            /* the pack after this one: the next units, or the next rows' first ones */
+            BLK_P(Prefetch) pf = {0};
+            uint32_t pf_rows = 0, pf_units = 0;
+            if (u0 + nu < units) {
+                pf.base = w->data + (size_t)r0 * w->row_bytes + (size_t)(u0 + nu) * ub;
+                pf_rows = nrows;
+                pf_units = units - (u0 + nu) < BLK_MM_UNITS ? units - (u0 + nu) : BLK_MM_UNITS;
+            } else if (r0 + BLK_MM_ROWS < row_end) {
+                pf.base = w->data + (size_t)(r0 + BLK_MM_ROWS) * w->row_bytes;
+                pf_rows = row_end - (r0 + BLK_MM_ROWS) < BLK_MM_ROWS ? row_end - (r0 + BLK_MM_ROWS) : BLK_MM_ROWS;
+                pf_units = units < BLK_MM_UNITS ? units : BLK_MM_UNITS;
+            }
+            pf.stride = w->row_bytes;
+            pf.lines = (uint32_t)((pf_units * ub + 63) / 64);
+            pf.end = pf_rows * pf.lines;
+            pf.per_tile = (pf.end + tiles - 1) / tiles;
+            const uint32_t g0 = u0 * 8, ngc = nu * 8;
+            const int first = u0 == 0;
+            switch (type) {
+                case QWEN3_BLOCK_Q6_K: BLK_P(mm_tiles)(o, ld, &pk, x, g0, ngc, first, nrows, 3, 0, &pf); break;
+                case QWEN3_BLOCK_Q4_0: BLK_P(mm_tiles)(o, ld, &pk, x, g0, ngc, first, nrows, 2, 3, &pf); break;
+                case QWEN3_BLOCK_Q5_0: BLK_P(mm_tiles)(o, ld, &pk, x, g0, ngc, first, nrows, 2, 4, &pf); break;
+                case QWEN3_BLOCK_Q8_0: BLK_P(mm_tiles)(o, ld, &pk, x, g0, ngc, first, nrows, 2, 7, &pf); break;
+                default: BLK_P(mm_tiles)(o, ld, &pk, x, g0, ngc, first, nrows, 1, 0, &pf); break;
+            }
+        }
+    }
+}
+
 BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* w, const Qwen3Q8Batch* x,
                          uint32_t row_begin, uint32_t row_end) {
     const uint32_t type = w->type;
-    if (type == QWEN3_BLOCK_Q8_0 || qwen3_block_values(type) == 0) { /* Q8_0 runs converted */
+    if (qwen3_block_values(type) == 0) { /* not a block type: the reference reports nothing either */
         qwen3_matmul_blocks_ref(out, out_stride, w, x, row_begin, row_end);
+        return;
+    }
+    if (x->n_tokens >= BLK_MM_MIN_TOKENS && w->cols % 256 == 0) {
+        BLK_P(mm)(out, out_stride, w, x, row_begin, row_end);
         return;
     }
     uint32_t r = row_begin;
@@ -317,3 +777,24 @@ BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* 
 }
 
 #undef BLK_ROWS
+#undef BLK_MM_UNITS
+#undef BLK_MM_G
+#undef BLK_VL
+#undef BLK_VI
+#undef BLK_VF
+#undef BLK_LOADI
+#undef BLK_LOADF
+#undef BLK_STOREF
+#undef BLK_SET1I
+#undef BLK_SET1F
+#undef BLK_ZEROI
+#undef BLK_SUBI
+#undef BLK_ADDI
+#undef BLK_MULLO
+#undef BLK_SLLI
+#undef BLK_MADD
+#undef BLK_MADDUBS
+#undef BLK_CVT
+#undef BLK_MULF
+#undef BLK_ADDF
+#undef BLK_NV

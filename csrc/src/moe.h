@@ -23,7 +23,7 @@ typedef struct {
 } Qwen3MoeShape;
 
 /* One sparse block's weights: views of the file's 3-D tensors, expert e's matrix being
- * the e-th slice (Q8_0 / Q4_0 converted to Q8 per expert). */
+ * the e-th slice (Q8_0 converted to Q8 per expert). */
 typedef struct {
     const float* router; /* (n_experts, dim) fp32 */
     Qwen3Matrix* gate;   /* (n_experts) each (hidden_dim, dim) */

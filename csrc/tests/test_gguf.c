@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels_float.h"
+#include "model.h"
 #include "qwen3_inference.h"
 #include "test_util.h"
 
@@ -631,6 +633,14 @@ static void test_quantised_equals_bin(uint32_t wtype, int tied) {
         qwen3_model_get_info(model, &info);
         CHECK(info.format == QWEN3_FORMAT_GGUF && info.group_size == 32 && info.shared_classifier == (uint32_t)tied,
               "info: format %u group %u shared %u", info.format, info.group_size, info.shared_classifier);
+        /* Q4_0 runs in place (a view of the file's blocks, no copy); Q8_0 is converted */
+        const Qwen3Matrix* wq = &model->weights.layers[0].wq;
+        const uint32_t want = wtype == T_Q4_0 ? QWEN3_WEIGHT_BLOCKS : QWEN3_WEIGHT_Q8;
+        CHECK(wq->type == want, "%s attn_q: weight type %u, want %u", wtype == T_Q8_0 ? "Q8_0" : "Q4_0", wq->type, want);
+        if (wq->type == QWEN3_WEIGHT_BLOCKS) {
+            const uint8_t* base = (const uint8_t*)model->map.data;
+            CHECK(wq->blocks.data >= base && wq->blocks.data < base + model->map.size, "Q4_0 attn_q is not in the file map");
+        }
         qwen3_model_free(model);
     }
     free(a);

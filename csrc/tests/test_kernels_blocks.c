@@ -119,9 +119,10 @@ static void case_deinit(Case* c) {
 static void test_products(void) {
     /* rows, cols, tokens; widths that are not multiples of 256 (32-value types only) end in
      * blocks past the SIMD kernels' 256-value units */
-    static const uint32_t shapes[][3] = {{1, 256, 1}, {7, 512, 3}, {33, 768, 5}, {70, 256, 13}, {3, 1280, 2},
-                                         {9, 96, 3},  {17, 320, 2}, {8, 544, 4},  {6, 32, 7},   {13, 224, 1},
-                                         {4, 480, 64}};
+    static const uint32_t shapes[][3] = {{1, 256, 1},   {7, 512, 3},   {33, 768, 5},   {70, 256, 13},
+                                         {3, 1280, 2},  {9, 96, 3},    {17, 320, 2},   {8, 544, 4},
+                                         {6, 32, 7},    {13, 224, 1},  {4, 480, 64},   {40, 1280, 8},
+                                         {19, 512, 7},  {50, 2304, 23}};
     const char* const* names = qwen3_kernels_all_names();
     uint32_t compared = 0;
     for (size_t ti = 0; ti < N_TYPES; ti++) {
