@@ -878,25 +878,121 @@ static void run_fused(Qwen3Model* m, Qwen3TaskFn fn, FusedJob* job, uint32_t uni
     }
 }
 
+/* Row t of a pass: token's embedding into x, and the RoPE angles of position pos. */
+static void embed_row(Qwen3Context* c, uint32_t t, int32_t token, uint32_t pos) {
+    const Qwen3Header* h = &c->model->header;
+    const uint32_t dim = h->dim, half = h->head_dim / 2;
+    qwen3_matrix_row(c->x + (size_t)t * dim, &c->model->weights.embed, (uint32_t)token);
+    /* the expression of qwen3_rope_angles, with its powf hoisted to the context */
+    const float fpos = (float)pos;
+    for (uint32_t i = 0; i < half; i++) {
+        float angle = fpos * c->rope_freq[i];
+        c->rope_cos[(size_t)t * half + i] = cosf(angle);
+        c->rope_sin[(size_t)t * half + i] = sinf(angle);
+    }
+}
+
+/* Every layer over the rows of job (embedded by embed_row): a prefill block's tokens of c
+ * (job->seqs NULL), or a batched decode step's rows on the batch scratch c (job->seqs set).
+ * The stages and their order are the same; a batch differs only in where Wv's rows go
+ * (the scratch's cache rows 0 .. n-1, which qk_task copies to each row's context) and in
+ * its attention tasks, one per (row, kv head) over each row's own cache. A single token
+ * of one context takes the fused decode stages. Leaves the last layer's down output in
+ * xb2, not yet added to x. */
+static void run_layers(Qwen3Context* c, BlockJob* job) {
+    Qwen3Model* m = c->model;
+    const Qwen3Header* h = &m->header;
+    const Qwen3Weights* w = &m->weights;
+    const Qwen3KernelTable* kernels = job->kernels;
+    const uint32_t dim = h->dim, hd = h->head_dim, n = job->n, pos0 = job->pos0;
+    const uint32_t q_dim = h->n_heads * hd, kv_dim = h->n_kv_heads * hd;
+    const uint32_t threads = qwen3_pool_threads(m->pool);
+    Qwen3TaskFn att_fn = attention_task;
+    uint32_t att_tasks = h->n_kv_heads * job->n_tiles;
+    uint64_t att_work = (uint64_t)(pos0 + n) * n * q_dim * 2; /* multiply-adds, about */
+    if (job->seqs) {
+        att_fn = batch_attention_task;
+        att_tasks = n * h->n_kv_heads;
+        att_work = 0;
+        for (uint32_t t = 0; t < n; t++) att_work += (uint64_t)(job->seqs[t]->pos + 1) * q_dim * 2;
+    }
+    const int q8 = h->group_size != 0;
+    const int fuse = n == 1 && !job->seqs && q8;
+
+    for (uint32_t l = 0; l < h->n_layers; l++) {
+        const Qwen3LayerWeights* lw = &w->layers[l];
+        job->lw = lw;
+        job->layer = l;
+        job->residual = l > 0;
+        c->xq.n = dim;
+        per_token(m, norm_input_task, job);
+
+        FusedJob fused = {.c = c, .lw = lw, .kernels = kernels, .layer = l, .pos = pos0};
+        if (fuse && lw->wq.type == QWEN3_WEIGHT_Q8 && lw->wk.type == QWEN3_WEIGHT_Q8 &&
+            lw->wv.type == QWEN3_WEIGHT_Q8) {
+            /* units of one head (head_dim rows: whole SIMD row blocks in practice) */
+            run_fused(m, qkv_fused_task, &fused, h->n_heads + 2 * h->n_kv_heads, 1,
+                      (uint64_t)(q_dim + 2 * kv_dim) * dim);
+        } else {
+            /* a batch's values to the scratch's cache rows, a q8 cache's through v_new (qk_task
+             * copies or quantises them to their place) */
+            float* v = job->seqs                    ? c->value_cache + (size_t)l * c->ctx_len * kv_dim
+                       : c->kv_type == QWEN3_KV_Q8 ? c->v_new
+                                                   : c->value_cache + ((size_t)l * c->ctx_len + pos0) * kv_dim;
+            MatmulJob qkv = {.parts = {{c->q, q_dim, &lw->wq}, {c->k, kv_dim, &lw->wk}, {v, kv_dim, &lw->wv}},
+                             .n_parts = 3,
+                             .x = &c->xq,
+                             .xf = c->xb,
+                             .xf_stride = dim,
+                             .kernels = kernels};
+            run_matmul(m, &qkv);
+            per_token(m, qk_task, job);
+        }
+
+        if (threads > 1 && att_tasks > 1 && att_work >= PARALLEL_MIN_WORK) {
+            qwen3_pool_run(m->pool, att_fn, job, att_tasks);
+        } else {
+            for (uint32_t i = 0; i < att_tasks; i++) att_fn(job, i, att_tasks);
+        }
+        c->xq.n = q_dim;
+        per_token(m, quantize_att_task, job);
+        matmul1(m, kernels, c->xb2, dim, &lw->wo, &c->xq, c->xb, q_dim > dim ? q_dim : dim);
+
+        c->xq.n = dim;
+        per_token(m, ffn_input_task, job);
+        if (lw->moe) {
+            qwen3_moe_forward(c, kernels, lw->moe, n); /* moe.c: xb2 = the experts' weighted sum */
+            continue;
+        }
+        /* units of lcm(group, 16) rows: whole quantisation groups and SIMD row blocks */
+        const uint32_t gs = h->group_size;
+        uint32_t unit = gs;
+        while (q8 && unit % 16 != 0) unit += gs;
+        if (fuse && lw->w1.type == QWEN3_WEIGHT_Q8 && lw->w3.type == QWEN3_WEIGHT_Q8 && h->hidden_dim % unit == 0) {
+            run_fused(m, gate_up_fused_task, &fused, h->hidden_dim / unit, unit, (uint64_t)2 * h->hidden_dim * dim);
+        } else {
+            MatmulJob gate_up = {.parts = {{c->hb, h->hidden_dim, &lw->w1}, {c->hb2, h->hidden_dim, &lw->w3}},
+                                 .n_parts = 2,
+                                 .x = &c->xq,
+                                 .xf = c->xb,
+                                 .xf_stride = dim,
+                                 .kernels = kernels};
+            run_matmul(m, &gate_up);
+            per_token(m, silu_task, job);
+        }
+        matmul1(m, kernels, c->xb2, dim, &lw->w2, &c->hq, c->hb, h->hidden_dim);
+    }
+}
+
 static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, int want_logits,
                           const Qwen3KernelTable* kernels) {
     Qwen3Model* m = c->model;
     const Qwen3Header* h = &m->header;
     const Qwen3Weights* w = &m->weights;
-    const uint32_t dim = h->dim, hd = h->head_dim, half = hd / 2;
-    const uint32_t q_dim = h->n_heads * hd, kv_dim = h->n_kv_heads * hd;
+    const uint32_t dim = h->dim;
     const uint32_t pos0 = c->pos;
 
-    for (uint32_t t = 0; t < n; t++) {
-        qwen3_matrix_row(c->x + (size_t)t * dim, &w->embed, (uint32_t)tokens[t]);
-        /* the expression of qwen3_rope_angles, with its powf hoisted to the context */
-        const float fpos = (float)(pos0 + t);
-        for (uint32_t i = 0; i < half; i++) {
-            float angle = fpos * c->rope_freq[i];
-            c->rope_cos[(size_t)t * half + i] = cosf(angle);
-            c->rope_sin[(size_t)t * half + i] = sinf(angle);
-        }
-    }
+    for (uint32_t t = 0; t < n; t++) embed_row(c, t, tokens[t], pos0 + t);
     c->xq.n_tokens = n;
     c->hq.n_tokens = n;
 
@@ -909,71 +1005,7 @@ static void forward_block(Qwen3Context* c, const int32_t* tokens, uint32_t n, in
     while (tile > 16 && tile * row_bytes > c->att_tile_bytes) tile = (tile + 1) / 2;
     BlockJob job = {.c = c, .kernels = kernels, .pos0 = pos0, .n = n, .tile = tile,
                     .n_tiles = (n + tile - 1) / tile};
-
-    for (uint32_t l = 0; l < h->n_layers; l++) {
-        const Qwen3LayerWeights* lw = &w->layers[l];
-        job.lw = lw;
-        job.layer = l;
-        job.residual = l > 0;
-        c->xq.n = dim;
-        per_token(m, norm_input_task, &job);
-
-        FusedJob fused = {.c = c, .lw = lw, .kernels = kernels, .layer = l, .pos = pos0};
-        const int q8 = h->group_size != 0;
-        if (n == 1 && q8 && lw->wq.type == QWEN3_WEIGHT_Q8 && lw->wk.type == QWEN3_WEIGHT_Q8 &&
-            lw->wv.type == QWEN3_WEIGHT_Q8) {
-            /* units of one head (head_dim rows: whole SIMD row blocks in practice) */
-            run_fused(m, qkv_fused_task, &fused, h->n_heads + 2 * h->n_kv_heads, 1,
-                      (uint64_t)(q_dim + 2 * kv_dim) * dim);
-        } else {
-            /* a q8 cache takes the values through v_new (qk_task quantises them) */
-            float* v = c->kv_type == QWEN3_KV_Q8 ? c->v_new : c->value_cache + ((size_t)l * c->ctx_len + pos0) * kv_dim;
-            MatmulJob qkv = {.parts = {{c->q, q_dim, &lw->wq}, {c->k, kv_dim, &lw->wk}, {v, kv_dim, &lw->wv}},
-                             .n_parts = 3,
-                             .x = &c->xq,
-                             .xf = c->xb,
-                             .xf_stride = dim,
-                             .kernels = kernels};
-            run_matmul(m, &qkv);
-            per_token(m, qk_task, &job);
-        }
-
-        const uint64_t att_work = (uint64_t)(pos0 + n) * n * q_dim * 2;
-        const uint32_t att_tasks = h->n_kv_heads * job.n_tiles;
-        if (threads > 1 && att_tasks > 1 && att_work >= PARALLEL_MIN_WORK) {
-            qwen3_pool_run(m->pool, attention_task, &job, att_tasks);
-        } else {
-            for (uint32_t i = 0; i < att_tasks; i++) attention_task(&job, i, att_tasks);
-        }
-        c->xq.n = q_dim;
-        per_token(m, quantize_att_task, &job);
-        matmul1(m, kernels, c->xb2, dim, &lw->wo, &c->xq, c->xb, q_dim > dim ? q_dim : dim);
-
-        c->xq.n = dim;
-        per_token(m, ffn_input_task, &job);
-        if (lw->moe) {
-            qwen3_moe_forward(c, kernels, lw->moe, n); /* moe.c: xb2 = the experts' weighted sum */
-            continue;
-        }
-        /* units of lcm(group, 16) rows: whole quantisation groups and SIMD row blocks */
-        const uint32_t gs = h->group_size;
-        uint32_t unit = gs;
-        while (q8 && unit % 16 != 0) unit += gs;
-        if (n == 1 && q8 && lw->w1.type == QWEN3_WEIGHT_Q8 && lw->w3.type == QWEN3_WEIGHT_Q8 &&
-            h->hidden_dim % unit == 0) {
-            run_fused(m, gate_up_fused_task, &fused, h->hidden_dim / unit, unit, (uint64_t)2 * h->hidden_dim * dim);
-        } else {
-            MatmulJob gate_up = {.parts = {{c->hb, h->hidden_dim, &lw->w1}, {c->hb2, h->hidden_dim, &lw->w3}},
-                                 .n_parts = 2,
-                                 .x = &c->xq,
-                                 .xf = c->xb,
-                                 .xf_stride = dim,
-                                 .kernels = kernels};
-            run_matmul(m, &gate_up);
-            per_token(m, silu_task, &job);
-        }
-        matmul1(m, kernels, c->xb2, dim, &lw->w2, &c->hq, c->hb, h->hidden_dim);
-    }
+    run_layers(c, &job);
 
     /* The last token: its residual, and its logits if wanted; the others' residual
      * streams are not needed any more. */
@@ -1165,70 +1197,13 @@ static void forward_rows(Qwen3BatchScratch* bs, Qwen3Context* const* seqs, const
     Qwen3Model* m = c->model;
     const Qwen3Header* h = &m->header;
     const Qwen3Weights* w = &m->weights;
-    const uint32_t dim = h->dim, hd = h->head_dim, half = hd / 2, vocab = h->vocab_size;
-    const uint32_t q_dim = h->n_heads * hd, kv_dim = h->n_kv_heads * hd;
+    const uint32_t dim = h->dim, vocab = h->vocab_size;
 
-    uint64_t att_work = 0; /* multiply-adds of all rows' attention */
-    for (uint32_t t = 0; t < n; t++) {
-        qwen3_matrix_row(c->x + (size_t)t * dim, &w->embed, (uint32_t)tokens[t]);
-        const float fpos = (float)seqs[t]->pos; /* forward_block's angles */
-        for (uint32_t i = 0; i < half; i++) {
-            float angle = fpos * c->rope_freq[i];
-            c->rope_cos[(size_t)t * half + i] = cosf(angle);
-            c->rope_sin[(size_t)t * half + i] = sinf(angle);
-        }
-        att_work += (uint64_t)(seqs[t]->pos + 1) * q_dim * 2;
-    }
+    for (uint32_t t = 0; t < n; t++) embed_row(c, t, tokens[t], seqs[t]->pos);
     c->xq.n_tokens = n;
     c->hq.n_tokens = n;
     BlockJob job = {.c = c, .kernels = kernels, .pos0 = 0, .n = n, .tile = 1, .n_tiles = n, .seqs = seqs};
-    const uint32_t threads = qwen3_pool_threads(m->pool);
-    const uint32_t att_tasks = n * h->n_kv_heads;
-
-    for (uint32_t l = 0; l < h->n_layers; l++) {
-        const Qwen3LayerWeights* lw = &w->layers[l];
-        job.lw = lw;
-        job.layer = l;
-        job.residual = l > 0;
-        c->xq.n = dim;
-        per_token(m, norm_input_task, &job);
-
-        /* values to the scratch's cache rows 0 .. n-1; qk_task copies them out */
-        float* v = c->value_cache + (size_t)l * c->ctx_len * kv_dim;
-        MatmulJob qkv = {.parts = {{c->q, q_dim, &lw->wq}, {c->k, kv_dim, &lw->wk}, {v, kv_dim, &lw->wv}},
-                         .n_parts = 3,
-                         .x = &c->xq,
-                         .xf = c->xb,
-                         .xf_stride = dim,
-                         .kernels = kernels};
-        run_matmul(m, &qkv);
-        per_token(m, qk_task, &job);
-
-        if (threads > 1 && att_work >= PARALLEL_MIN_WORK) {
-            qwen3_pool_run(m->pool, batch_attention_task, &job, att_tasks);
-        } else {
-            for (uint32_t i = 0; i < att_tasks; i++) batch_attention_task(&job, i, att_tasks);
-        }
-        c->xq.n = q_dim;
-        per_token(m, quantize_att_task, &job);
-        matmul1(m, kernels, c->xb2, dim, &lw->wo, &c->xq, c->xb, q_dim > dim ? q_dim : dim);
-
-        c->xq.n = dim;
-        per_token(m, ffn_input_task, &job);
-        if (lw->moe) {
-            qwen3_moe_forward(c, kernels, lw->moe, n); /* the scratch's rows, as a block's */
-            continue;
-        }
-        MatmulJob gate_up = {.parts = {{c->hb, h->hidden_dim, &lw->w1}, {c->hb2, h->hidden_dim, &lw->w3}},
-                             .n_parts = 2,
-                             .x = &c->xq,
-                             .xf = c->xb,
-                             .xf_stride = dim,
-                             .kernels = kernels};
-        run_matmul(m, &gate_up);
-        per_token(m, silu_task, &job);
-        matmul1(m, kernels, c->xb2, dim, &lw->w2, &c->hq, c->hb, h->hidden_dim);
-    }
+    run_layers(c, &job);
 
     /* every row's logits, as block_logits: one classifier product over the rows */
     for (uint32_t t = 0; t < n; t++) {
