@@ -18,17 +18,10 @@ import json
 import statistics
 import time
 
+# the prompts of bench/llama_run.py (the generator of bench/bench_models.ts's benchTokens)
+from llama_run import prompt_tokens
+
 PROMPT = 32
-
-
-def prompt_tokens(n, seed):
-    # The generator of bench/bench_models.ts's benchTokens.
-    s = seed & 0xFFFFFFFF
-    out = []
-    for _ in range(n):
-        s = (s * 1664525 + 1013904223) & 0xFFFFFFFF
-        out.append(s % 151000)
-    return out
 
 
 def main():
