@@ -206,10 +206,18 @@ int32_t qwen3_context_init_kv(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_l
     const uint64_t kv_dim = (uint64_t)h->n_kv_heads * h->head_dim;
     const uint64_t q_dim = (uint64_t)h->n_heads * h->head_dim;
     const uint64_t wide = q_dim > h->dim ? q_dim : h->dim;
-    const uint32_t B = ctx_len < QWEN3_FORWARD_BLOCK ? ctx_len : QWEN3_FORWARD_BLOCK;
-    c->block = B;
     c->ctx_blocks = (ctx_len + QWEN3_KV_BLOCK - 1) / QWEN3_KV_BLOCK;
     c->att_stride = c->ctx_blocks * QWEN3_KV_BLOCK;
+    uint32_t block = QWEN3_FORWARD_BLOCK;
+    if (model->moe.n_experts > 0) {
+        block = QWEN3_MOE_FORWARD_BLOCK;
+        while (block > QWEN3_FORWARD_BLOCK &&
+               (uint64_t)h->n_heads * block * c->att_stride * sizeof(float) > QWEN3_MOE_ATT_BUDGET) {
+            block /= 2;
+        }
+    }
+    const uint32_t B = ctx_len < block ? ctx_len : block;
+    c->block = B;
     c->att_chunk = ATT_CHUNK_BYTES / (h->head_dim * (uint32_t)sizeof(float)) / QWEN3_KV_BLOCK * QWEN3_KV_BLOCK;
     if (c->att_chunk == 0) c->att_chunk = QWEN3_KV_BLOCK;
     c->att_tile_bytes = ATT_TILE_BYTES;
@@ -634,7 +642,7 @@ static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache
     const uint32_t chunk = cache->att_chunk < fits ? cache->att_chunk : fits;
     const Qwen3KvKernels* kv = qwen3_kv_kernels_for(kernels);
     const float scale = 1.0f / sqrtf((float)hd);
-    uint32_t n_pos[QWEN3_FORWARD_BLOCK], lens[QWEN3_FORWARD_BLOCK];
+    uint32_t n_pos[QWEN3_MAX_FORWARD_BLOCK], lens[QWEN3_MAX_FORWARD_BLOCK];
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
     const uint32_t n_all = n_pos[nt - 1];
     for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
@@ -679,7 +687,7 @@ static void attend(const Qwen3KernelTable* kernels, const Qwen3Context* cache, u
                         (size_t)kv_head * hd * QWEN3_KV_BLOCK;
     const float* values = cache->value_cache + (size_t)layer * cache->ctx_len * kv_dim + (size_t)kv_head * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    uint32_t n_pos[QWEN3_FORWARD_BLOCK], lens[QWEN3_FORWARD_BLOCK];
+    uint32_t n_pos[QWEN3_MAX_FORWARD_BLOCK], lens[QWEN3_MAX_FORWARD_BLOCK];
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
     const uint32_t n_all = n_pos[nt - 1];
     const uint32_t chunk = cache->att_chunk;
