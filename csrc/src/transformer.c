@@ -208,14 +208,7 @@ int32_t qwen3_context_init_kv(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_l
     const uint64_t wide = q_dim > h->dim ? q_dim : h->dim;
     c->ctx_blocks = (ctx_len + QWEN3_KV_BLOCK - 1) / QWEN3_KV_BLOCK;
     c->att_stride = c->ctx_blocks * QWEN3_KV_BLOCK;
-    uint32_t block = QWEN3_FORWARD_BLOCK;
-    if (model->moe.n_experts > 0) {
-        block = QWEN3_MOE_FORWARD_BLOCK;
-        while (block > QWEN3_FORWARD_BLOCK &&
-               (uint64_t)h->n_heads * block * c->att_stride * sizeof(float) > QWEN3_MOE_ATT_BUDGET) {
-            block /= 2;
-        }
-    }
+    const uint32_t block = model->moe.n_experts > 0 ? QWEN3_MOE_FORWARD_BLOCK : QWEN3_FORWARD_BLOCK;
     const uint32_t B = ctx_len < block ? ctx_len : block;
     c->block = B;
     c->att_chunk = ATT_CHUNK_BYTES / (h->head_dim * (uint32_t)sizeof(float)) / QWEN3_KV_BLOCK * QWEN3_KV_BLOCK;
@@ -1055,6 +1048,18 @@ static int32_t forward_checks(Qwen3Context* c, const int32_t* tokens, uint32_t n
 
 /* The forward pass over n tokens; hidden NULL: the last token's logits, else its final
  * hidden state into hidden (dim floats) and no classifier (qwen3_forward_embed). */
+/* Tokens per block of a call whose last position is end - 1: the context's block, a
+ * Qwen3-MoE context's halved (down to QWEN3_FORWARD_BLOCK) while the attention scores a
+ * block touches, n_heads x block x end fp32, would pass QWEN3_MOE_ATT_BUDGET (the scores'
+ * pages are committed only as positions fill, so a long context pays only once it is used). */
+static uint32_t call_block(const Qwen3Context* c, uint64_t end) {
+    uint32_t b = c->block;
+    while (b > QWEN3_FORWARD_BLOCK && (uint64_t)c->model->header.n_heads * b * end * sizeof(float) > QWEN3_MOE_ATT_BUDGET) {
+        b /= 2;
+    }
+    return b;
+}
+
 static int32_t forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n, float* hidden) {
     if (n == 0) return QWEN3_OK;
     const Qwen3Header* h = &c->model->header;
@@ -1064,7 +1069,8 @@ static int32_t forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n
     c->has_logits = 0;
     /* Blocks of equal size rather than full ones and a remainder: a lone last token would
      * stream every weight for itself (a 65-token prompt: 33 + 32, not 64 + 1). */
-    const uint32_t n_blocks = (n + c->block - 1) / c->block;
+    const uint32_t block = call_block(c, (uint64_t)c->pos + n);
+    const uint32_t n_blocks = (n + block - 1) / block;
     uint32_t i = 0;
     for (uint32_t b = 0; b < n_blocks; b++) {
         const uint32_t left = n_blocks - b;
@@ -1125,7 +1131,8 @@ int32_t qwen3_forward_tokens_logits(Qwen3Context* c, const int32_t* tokens, uint
     const uint32_t vocab = c->model->header.vocab_size;
     c->has_logits = 0;
     /* blocks split as in qwen3_forward_tokens (any split gives the same bits) */
-    const uint32_t n_blocks = (n + c->block - 1) / c->block;
+    const uint32_t block = call_block(c, (uint64_t)c->pos + n);
+    const uint32_t n_blocks = (n + block - 1) / block;
     uint32_t i = 0;
     for (uint32_t b = 0; b < n_blocks; b++) {
         const uint32_t left = n_blocks - b;

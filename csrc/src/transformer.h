@@ -21,9 +21,10 @@
 #define QWEN3_FORWARD_BLOCK 64u
 
 /* A Qwen3-MoE model's block: each expert sees about k / n_experts of the block's tokens
- * (8 of 128: 4 of 64), too few to pay for unpacking its weights, so its blocks are larger,
- * halved (down to QWEN3_FORWARD_BLOCK) while the attention scores of a block, n_heads x
- * block x context floats, would pass QWEN3_MOE_ATT_BUDGET bytes (docs/numerics.md#mixture-of-experts). */
+ * (8 of 128: 4 of 64), too few to pay for unpacking its weights, so its blocks are larger;
+ * a call's blocks are halved (down to QWEN3_FORWARD_BLOCK) while the attention scores they
+ * touch, n_heads x block x last position floats, would pass QWEN3_MOE_ATT_BUDGET bytes
+ * (transformer.c call_block; docs/numerics.md#mixture-of-experts). */
 #define QWEN3_MOE_FORWARD_BLOCK 256u
 #define QWEN3_MOE_ATT_BUDGET (256ull << 20)
 
