@@ -346,7 +346,8 @@ export function renderMoeSection(rows: MoeRow[], bytes: MoeBytes, o: MoeSectionO
 }
 
 /**
- * Puts the section at the end of bench/RESULTS.md, in place of an earlier one.
+ * Puts the section in bench/RESULTS.md in place of an earlier one (the sections after it stay),
+ * or at the end.
  *
  * @param markdown The section, from {@linkcode compareMoe}.
  */
@@ -355,7 +356,10 @@ export async function writeMoeSection(markdown: string): Promise<void> {
   const old = await Deno.readTextFile(path).catch(() => "# Benchmark results\n");
   const at = old.indexOf(MOE_SECTION_TITLE);
   const head = (at >= 0 ? old.slice(0, at) : old).trimEnd();
-  await Deno.writeTextFile(path, `${head}\n\n${markdown.trimEnd()}\n`);
+  // the sections after it (batched decode, speculation, ...) stay
+  const next = at >= 0 ? old.indexOf("\n## ", at + MOE_SECTION_TITLE.length) : -1;
+  const tail = next >= 0 ? `\n\n${old.slice(next + 1).trimEnd()}` : "";
+  await Deno.writeTextFile(path, `${head}\n\n${markdown.trimEnd()}${tail}\n`);
 }
 
 if (import.meta.main) {

@@ -252,6 +252,41 @@ Deno.test("qwen3moe C engine: the same bits on every tier, thread count, prefill
   console.log(`qwen3moe: the same bits on tiers ${ran.join(", ")}`);
 });
 
+Deno.test("qwen3moe C engine: a long prompt in MoE-sized blocks equals decode", async () => {
+  // A Qwen3-MoE context prefills in blocks of up to 256 tokens (QWEN3_MOE_FORWARD_BLOCK, not
+  // the dense 64): 200 tokens in one call are one block here, token by token 200 steps.
+  const path = await exportGguf("q8_0");
+  const base = reference.prompts[0].ids;
+  const ids = Array.from({ length: 200 }, (_, i) => base[(i * 7 + (i >> 3)) % base.length]);
+  for (const threads of [1, 2]) {
+    using c = await CEngine.load(path, { threads });
+    using whole = c.createSession(256);
+    const prefill = (await whole.forward(ids)).slice();
+    using split = c.createSession(256);
+    await split.forward(ids.slice(0, 1));
+    await split.forward(ids.slice(1, 70));
+    const parts = (await split.forward(ids.slice(70))).slice();
+    using steps = c.createSession(256);
+    let decode = new Float32Array();
+    for (const id of ids) decode = (await steps.forward([id])).slice();
+    // bit patterns compared (a failing deepEqual of 10^5 floats takes minutes to print)
+    assert.equal(firstDiff(prefill, decode), -1, `${threads} threads: prefill differs from decode`);
+    assert.equal(
+      firstDiff(parts, decode),
+      -1,
+      `${threads} threads: 1 + 69 + 130 differs from decode`,
+    );
+  }
+});
+
+/** The first index where a and b differ in bits or length (-1 when equal). */
+function firstDiff(a: Float32Array, b: Float32Array): number {
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return i;
+  return x.length === y.length ? -1 : Math.min(x.length, y.length);
+}
+
 Deno.test("qwen3moe GGUF: llama.cpp's keys, tensor names and shapes", async () => {
   const path = await exportGguf("q8_0");
   const bytes = await Deno.readFile(path);

@@ -6,6 +6,7 @@
 #ifndef QWEN3_MOE_H
 #define QWEN3_MOE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels.h"
@@ -38,6 +39,15 @@ typedef struct {
 void qwen3_moe_route(const float* router, const float* h, uint32_t dim, uint32_t n_experts, uint32_t k, int norm,
                      float* probs, uint32_t* chosen, float* weights);
 
+/* qwen3_moe_route for each of n tokens (token t's input at x + t * x_stride, its results
+ * at probs + t * n_experts, chosen + t * k, weights + t * k), the same bits: the logits of
+ * 16 tokens at a time with the tokens in vector lanes, each lane summing in index order
+ * (fewer than 4 tokens go one by one). xt: scratch of 16 * dim floats. simd: 1 takes the
+ * AVX2 build of the loops (x86 only; the caller checks the CPU has AVX2), 0 the generic one. */
+void qwen3_moe_route_lanes(const float* router, const float* x, size_t x_stride, uint32_t n, uint32_t dim,
+                           uint32_t n_experts, uint32_t k, int norm, int simd, float* xt, float* probs,
+                           uint32_t* chosen, float* weights);
+
 /* Per-context scratch of the sparse blocks (NULL for a dense model). */
 typedef struct Qwen3MoeScratch Qwen3MoeScratch;
 
@@ -52,7 +62,8 @@ void qwen3_moe_scratch_free(Qwen3MoeScratch* s);
 /* The sparse feed-forward of the context's n tokens: reads the normed inputs c->xb (row
  * t at t * dim), writes each token's weighted sum of its experts' outputs to c->xb2 (row
  * t at t * dim). The block's tokens are grouped by expert, so each expert's weights run
- * once for all its tokens (a decode step reads only the chosen experts). */
+ * once for all its tokens (a decode step reads only the chosen experts), and every chosen
+ * expert's products share one thread-pool run (tasks: expert x row range). */
 void qwen3_moe_forward(struct Qwen3Context* c, const Qwen3KernelTable* k, const Qwen3MoeLayer* layer,
                        uint32_t n);
 

@@ -206,10 +206,11 @@ int32_t qwen3_context_init_kv(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_l
     const uint64_t kv_dim = (uint64_t)h->n_kv_heads * h->head_dim;
     const uint64_t q_dim = (uint64_t)h->n_heads * h->head_dim;
     const uint64_t wide = q_dim > h->dim ? q_dim : h->dim;
-    const uint32_t B = ctx_len < QWEN3_FORWARD_BLOCK ? ctx_len : QWEN3_FORWARD_BLOCK;
-    c->block = B;
     c->ctx_blocks = (ctx_len + QWEN3_KV_BLOCK - 1) / QWEN3_KV_BLOCK;
     c->att_stride = c->ctx_blocks * QWEN3_KV_BLOCK;
+    const uint32_t block = model->moe.n_experts > 0 ? QWEN3_MOE_FORWARD_BLOCK : QWEN3_FORWARD_BLOCK;
+    const uint32_t B = ctx_len < block ? ctx_len : block;
+    c->block = B;
     c->att_chunk = ATT_CHUNK_BYTES / (h->head_dim * (uint32_t)sizeof(float)) / QWEN3_KV_BLOCK * QWEN3_KV_BLOCK;
     if (c->att_chunk == 0) c->att_chunk = QWEN3_KV_BLOCK;
     c->att_tile_bytes = ATT_TILE_BYTES;
@@ -634,7 +635,7 @@ static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache
     const uint32_t chunk = cache->att_chunk < fits ? cache->att_chunk : fits;
     const Qwen3KvKernels* kv = qwen3_kv_kernels_for(kernels);
     const float scale = 1.0f / sqrtf((float)hd);
-    uint32_t n_pos[QWEN3_FORWARD_BLOCK], lens[QWEN3_FORWARD_BLOCK];
+    uint32_t n_pos[QWEN3_MAX_FORWARD_BLOCK], lens[QWEN3_MAX_FORWARD_BLOCK];
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
     const uint32_t n_all = n_pos[nt - 1];
     for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
@@ -679,7 +680,7 @@ static void attend(const Qwen3KernelTable* kernels, const Qwen3Context* cache, u
                         (size_t)kv_head * hd * QWEN3_KV_BLOCK;
     const float* values = cache->value_cache + (size_t)layer * cache->ctx_len * kv_dim + (size_t)kv_head * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    uint32_t n_pos[QWEN3_FORWARD_BLOCK], lens[QWEN3_FORWARD_BLOCK];
+    uint32_t n_pos[QWEN3_MAX_FORWARD_BLOCK], lens[QWEN3_MAX_FORWARD_BLOCK];
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
     const uint32_t n_all = n_pos[nt - 1];
     const uint32_t chunk = cache->att_chunk;
@@ -1047,6 +1048,18 @@ static int32_t forward_checks(Qwen3Context* c, const int32_t* tokens, uint32_t n
 
 /* The forward pass over n tokens; hidden NULL: the last token's logits, else its final
  * hidden state into hidden (dim floats) and no classifier (qwen3_forward_embed). */
+/* Tokens per block of a call whose last position is end - 1: the context's block, a
+ * Qwen3-MoE context's halved (down to QWEN3_FORWARD_BLOCK) while the attention scores a
+ * block touches, n_heads x block x end fp32, would pass QWEN3_MOE_ATT_BUDGET (the scores'
+ * pages are committed only as positions fill, so a long context pays only once it is used). */
+static uint32_t call_block(const Qwen3Context* c, uint64_t end) {
+    uint32_t b = c->block;
+    while (b > QWEN3_FORWARD_BLOCK && (uint64_t)c->model->header.n_heads * b * end * sizeof(float) > QWEN3_MOE_ATT_BUDGET) {
+        b /= 2;
+    }
+    return b;
+}
+
 static int32_t forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n, float* hidden) {
     if (n == 0) return QWEN3_OK;
     const Qwen3Header* h = &c->model->header;
@@ -1056,7 +1069,8 @@ static int32_t forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n
     c->has_logits = 0;
     /* Blocks of equal size rather than full ones and a remainder: a lone last token would
      * stream every weight for itself (a 65-token prompt: 33 + 32, not 64 + 1). */
-    const uint32_t n_blocks = (n + c->block - 1) / c->block;
+    const uint32_t block = call_block(c, (uint64_t)c->pos + n);
+    const uint32_t n_blocks = (n + block - 1) / block;
     uint32_t i = 0;
     for (uint32_t b = 0; b < n_blocks; b++) {
         const uint32_t left = n_blocks - b;
@@ -1117,7 +1131,8 @@ int32_t qwen3_forward_tokens_logits(Qwen3Context* c, const int32_t* tokens, uint
     const uint32_t vocab = c->model->header.vocab_size;
     c->has_logits = 0;
     /* blocks split as in qwen3_forward_tokens (any split gives the same bits) */
-    const uint32_t n_blocks = (n + c->block - 1) / c->block;
+    const uint32_t block = call_block(c, (uint64_t)c->pos + n);
+    const uint32_t n_blocks = (n + block - 1) / block;
     uint32_t i = 0;
     for (uint32_t b = 0; b < n_blocks; b++) {
         const uint32_t left = n_blocks - b;

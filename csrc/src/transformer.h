@@ -20,13 +20,25 @@
  * each weight matrix read once per block (matrix-matrix products). */
 #define QWEN3_FORWARD_BLOCK 64u
 
+/* A Qwen3-MoE model's block: each expert sees about k / n_experts of the block's tokens
+ * (8 of 128: 4 of 64), too few to pay for unpacking its weights, so its blocks are larger;
+ * a call's blocks are halved (down to QWEN3_FORWARD_BLOCK) while the attention scores they
+ * touch, n_heads x block x last position floats, would pass QWEN3_MOE_ATT_BUDGET bytes
+ * (transformer.c call_block; docs/numerics.md#mixture-of-experts). */
+#define QWEN3_MOE_FORWARD_BLOCK 256u
+#define QWEN3_MOE_ATT_BUDGET (256ull << 20)
+
+/* The largest block of any model (stack arrays per block). */
+#define QWEN3_MAX_FORWARD_BLOCK (QWEN3_MOE_FORWARD_BLOCK > QWEN3_FORWARD_BLOCK ? QWEN3_MOE_FORWARD_BLOCK : QWEN3_FORWARD_BLOCK)
+
 struct Qwen3Context {
     Qwen3Model* model;
     uint32_t ctx_len;      /* positions this context holds */
     uint32_t pos;          /* tokens in the KV cache = position of the next token */
     uint32_t committed;    /* positions whose cache pages are committed (Windows) */
     int has_logits;        /* logits belong to the token at pos - 1 */
-    uint32_t block;        /* tokens per forward block: min(QWEN3_FORWARD_BLOCK, ctx_len) */
+    uint32_t block;        /* tokens per forward block: min(QWEN3_FORWARD_BLOCK, ctx_len), or
+                            * the MoE block (QWEN3_MOE_FORWARD_BLOCK) */
     uint32_t ctx_blocks;   /* ctx_len / QWEN3_KV_BLOCK, rounded up */
     uint32_t att_stride;   /* floats per score row: ctx_blocks * QWEN3_KV_BLOCK */
     uint32_t att_chunk;    /* positions per key/value chunk of the tiled attention, a

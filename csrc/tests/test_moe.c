@@ -3,7 +3,8 @@
  * time in index order, softmax, top-k with ties to the lower index, and the weights with
  * and without renormalisation, bit for bit, for expert counts that are and are not a
  * multiple of the router's eight-row step. The experts themselves are checked end to end
- * against transformers in tests/moe_test.ts. */
+ * against transformers in tests/moe_test.ts. A prefill block's routing (many tokens at once, in
+ * vector lanes) is checked against the same formula per token. */
 #include <string.h>
 
 #include "kernels.h"
@@ -82,7 +83,53 @@ static void test_route(void) {
     }
 }
 
+/* qwen3_moe_route_lanes (a prefill block's routing, tokens in vector lanes) against the
+ * formula per token, bit for bit: token counts below, at and past the 16 lanes (partial
+ * groups), expert counts that are and are not a multiple of its four-row step, the
+ * generic loops and (x86 with AVX2) the AVX2 ones. */
+static void test_route_lanes(void) {
+    enum { MAX_E = 40, MAX_DIM = 70, MAX_N = 37, MAX_K = 8 };
+    const uint32_t experts[] = {1, 3, 8, 13, 40};
+    const uint32_t dims[] = {1, 33, 70};
+    const uint32_t counts[] = {1, 3, 4, 5, 16, 17, 37};
+    static float router[MAX_E * MAX_DIM], x[MAX_N * (MAX_DIM + 3)], xt[16 * MAX_DIM];
+    static float p0[MAX_N * MAX_E], p1[MAX_E], w0[MAX_N * MAX_K], w1[MAX_K];
+    static uint32_t c0[MAX_N * MAX_K], c1[MAX_K];
+    int simd_max = 0;
+#if defined(__x86_64__) || defined(_M_X64)
+    simd_max = qwen3_kernels_find("avx2") != NULL; /* the AVX2 loops need the CPU to have it */
+#endif
+    uint32_t checked = 0;
+    for (int simd = 0; simd <= simd_max; simd++) {
+        for (size_t a = 0; a < sizeof experts / sizeof experts[0]; a++) {
+            for (size_t b = 0; b < sizeof dims / sizeof dims[0]; b++) {
+                for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+                    const uint32_t ne = experts[a], dim = dims[b], n = counts[c], stride = dim + 3;
+                    const uint32_t k = ne < 3 ? ne : 3;
+                    const int norm = (int)(c % 2);
+                    for (uint32_t i = 0; i < ne * dim; i++) router[i] = rnd();
+                    for (uint32_t i = 0; i < n * stride; i++) x[i] = rnd();
+                    qwen3_moe_route_lanes(router, x, stride, n, dim, ne, k, norm, simd, xt, p0, c0, w0);
+                    for (uint32_t t = 0; t < n; t++) {
+                        route_naive(router, x + (size_t)t * stride, dim, ne, k, norm, p1, c1, w1);
+                        CHECK(memcmp(p0 + (size_t)t * ne, p1, ne * sizeof(float)) == 0,
+                              "simd %d, %u experts, dim %u, %u tokens: token %u's probabilities differ", simd, ne, dim,
+                              n, t);
+                        CHECK(memcmp(c0 + (size_t)t * k, c1, k * sizeof(uint32_t)) == 0 &&
+                                  memcmp(w0 + (size_t)t * k, w1, k * sizeof(float)) == 0,
+                              "simd %d, %u experts, dim %u, %u tokens: token %u's choice or weights differ", simd, ne,
+                              dim, n, t);
+                        checked++;
+                    }
+                }
+            }
+        }
+    }
+    CHECK(checked > 0, "no token checked");
+}
+
 int main(void) {
     test_route();
+    test_route_lanes();
     return tu_finish("test_moe");
 }
