@@ -1046,8 +1046,6 @@ static int32_t forward_checks(Qwen3Context* c, const int32_t* tokens, uint32_t n
     return commit_positions(c, c->pos + n);
 }
 
-/* The forward pass over n tokens; hidden NULL: the last token's logits, else its final
- * hidden state into hidden (dim floats) and no classifier (qwen3_forward_embed). */
 /* Tokens per block of a call whose last position is end - 1: the context's block, a
  * Qwen3-MoE context's halved (down to QWEN3_FORWARD_BLOCK) while the attention scores a
  * block touches, n_heads x block x end fp32, would pass QWEN3_MOE_ATT_BUDGET (the scores'
@@ -1060,6 +1058,8 @@ static uint32_t call_block(const Qwen3Context* c, uint64_t end) {
     return b;
 }
 
+/* The forward pass over n tokens; hidden NULL: the last token's logits, else its final
+ * hidden state into hidden (dim floats) and no classifier (qwen3_forward_embed). */
 static int32_t forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n, float* hidden) {
     if (n == 0) return QWEN3_OK;
     const Qwen3Header* h = &c->model->header;
