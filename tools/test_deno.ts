@@ -34,6 +34,7 @@ export const SECOND_SHARD: readonly string[] = [
   "tests/cli_test.ts",
   "tests/chat_test.ts",
   "tests/sampler_test.ts",
+  "tests/engines_test.ts",
 ];
 
 /** The two `deno test` command lines (arguments after `deno`). */
