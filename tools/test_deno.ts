@@ -11,8 +11,9 @@
  * tokenizers, GGUF writing), so one `deno test` process leaves the second core of a 2-core
  * CI machine mostly idle. The first shard is `deno test -A --doc` with the files of
  * {@link SECOND_SHARD} ignored: every test file and documentation example it ran before,
- * minus those; the second is `deno test -A` of exactly those files. Together they run
- * the same tests as `deno test -A --doc`, each file once.
+ * minus those; the second is `deno test -A --doc` of exactly those files (their tests and
+ * any documentation examples in them). Together they run the same tests as
+ * `deno test -A --doc`, each file once.
  *
  * Separate processes rather than `deno test --parallel` (one process, one worker per
  * file): the C library's kernel tier is process-wide state, and engines_test.ts,
@@ -41,7 +42,7 @@ export const SECOND_SHARD: readonly string[] = [
 export function shardArgs(): [string[], string[]] {
   return [
     ["test", "-A", "--doc", `--ignore=${SECOND_SHARD.join(",")}`],
-    ["test", "-A", ...SECOND_SHARD],
+    ["test", "-A", "--doc", ...SECOND_SHARD],
   ];
 }
 
