@@ -1,5 +1,6 @@
 /**
- * `deno task test`: every test family in order, each step timed, one summary at the end.
+ * `deno task test`: every test family in order, each step timed (wall clock, and on Linux
+ * the CPU time of its processes), one summary at the end.
  *
  * ```sh
  * deno task test                      # everything (what .ci/run runs)
