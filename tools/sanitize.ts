@@ -94,6 +94,108 @@ function valgrindSummary(out: string): string {
     .join("; ");
 }
 
+/** Long-running tests first (ASan makes test_transformer and test_api the slowest). */
+function longFirst(test: string): number {
+  const order = ["test_transformer", "test_api", "test_tokenizer", "test_hostile"];
+  const i = order.indexOf(test);
+  return i < 0 ? order.length : i;
+}
+
+/**
+ * Steps 2 to 4 of the module comment: the end-to-end generate under the sanitizers, then
+ * leak_cycle under valgrind and natively. Run beside the C tests.
+ */
+async function endToEndChecks(
+  clang: string,
+  objects: string[],
+  values: { "skip-valgrind"?: boolean },
+  cycles: number,
+): Promise<Step[]> {
+  const out: Step[] = [];
+  const asanFlags = [...SANITIZE_FLAGS];
+  const dir = await Deno.makeTempDir({ prefix: "qwen3_sanitize_" });
+  try {
+    const model = await writeRandomModel(dir, {
+      nLayers: 2,
+      seqLen: 128,
+      seed: 11,
+      sharedClassifier: false,
+    });
+    out.push(
+      await timed("end-to-end generate (csrc/examples/generate.c, ASan+UBSan)", async () => {
+        const exe = `${ROOT}${OUT}/bin/qwen3-generate`;
+        await linkProgram(clang, ["csrc/examples/generate.c"], objects, exe, asanFlags);
+        const r = await run(exe, [model, "The future of AI is", "24"], { env: SANITIZER_ENV });
+        if (
+          r.code !== 0 || !r.out.includes("The future of AI is") ||
+          !r.out.includes("decode: 24 tokens")
+        ) {
+          throw new Error(`exit ${r.code}:\n${r.out.slice(-4000)}`);
+        }
+        const broken = `${dir}/broken.bin`;
+        await Deno.writeFile(broken, (await Deno.readFile(model)).slice(0, 5000));
+        const bad = await run(exe, [broken], { env: SANITIZER_ENV });
+        if (
+          bad.code !== 1 || !bad.out.includes("truncated") ||
+          /Sanitizer|runtime error/.test(bad.out)
+        ) {
+          throw new Error(`a truncated model: exit ${bad.code}:\n${bad.out.slice(-4000)}`);
+        }
+        return "24 tokens generated; a truncated file gives exit 1 and the loader's message";
+      }),
+    );
+
+    // Plain (unsanitized) objects for valgrind and the resident-set count: ASan's shadow
+    // memory and quarantine would hide or fake both.
+    let plain: string[] = [];
+    // DWARF 4: valgrind 3.19 (Debian 12) cannot read clang's default DWARF 5.
+    const plainFlags = ["-O1", "-gdwarf-4"];
+    const leakExe = `${ROOT}${OUT}/bin/leak_cycle`;
+    out.push(
+      await timed("build leak_cycle (plain -O1 -gdwarf-4)", async () => {
+        plain = await compileLibrary(clang, `${OUT}/obj-plain`, plainFlags);
+        await linkProgram(clang, ["csrc/fuzz/leak_cycle.c"], plain, leakExe, plainFlags);
+        return "";
+      }),
+    );
+    if (!values["skip-valgrind"]) {
+      out.push(
+        await timed("valgrind --leak-check=full: 3 load/use/free cycles", async () => {
+          if (!(await ensureValgrind())) {
+            throw new Error("valgrind is missing: apt-get install valgrind");
+          }
+          const r = await run("valgrind", [
+            "--leak-check=full",
+            "--show-leak-kinds=definite,indirect,possible",
+            "--errors-for-leak-kinds=definite,indirect,possible",
+            "--error-exitcode=1",
+            leakExe,
+            model,
+            "3",
+          ]);
+          const summary = valgrindSummary(r.out);
+          if (r.code !== 0) throw new Error(`${r.out.slice(-6000)}\n${summary}`);
+          return summary;
+        }),
+      );
+    }
+    out.push(
+      await timed(
+        `resident set over ${cycles} load/use/free cycles (tokenizer.json model)`,
+        async () => {
+          const r = await run(leakExe, [model, String(cycles), "1024"]);
+          if (r.code !== 0) throw new Error(r.out);
+          return r.out.trim().split("\n").at(-1)?.replace("leak_cycle: ", "") ?? "";
+        },
+      ),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+
+  return out;
+}
+
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
@@ -131,7 +233,17 @@ if (import.meta.main) {
   if (!steps[0].ok) Deno.exit(1);
 
   // Two tests at a time on two CPUs: most are single-threaded, and ASan makes them slow.
-  const tests = await cTests(only);
+  // The longest start first, so the last minutes do not leave a CPU idle.
+  const tests = (await cTests(only)).sort((a, b) => longFirst(a) - longFirst(b));
+  // Beside them, one process at a time: the end-to-end, valgrind and resident-set checks,
+  // single-threaded, so they fill the CPU the C tests leave idle (valgrind's run alone
+  // used to keep one CPU busy and the other empty).
+  const others: Promise<Step[]> = only
+    ? Promise.resolve([])
+    : endToEndChecks(clang, objects, values, cycles).catch((e) => {
+      console.error(`end-to-end checks FAILED:\n${(e as Error).message}`);
+      return [{ name: "end-to-end checks", ok: false, seconds: 0, note: "FAILED" }];
+    });
   steps.push(
     ...await inParallel(tests, parallelism(), (test) =>
       timed(test, async () => {
@@ -154,6 +266,7 @@ if (import.meta.main) {
         return last.replace(`${test}: `, "");
       })),
   );
+  steps.push(...await others);
   if (only) {
     const failed = steps.filter((s) => !s.ok);
     for (const s of steps) {
@@ -162,86 +275,6 @@ if (import.meta.main) {
       );
     }
     Deno.exit(failed.length ? 1 : 0);
-  }
-
-  const dir = await Deno.makeTempDir({ prefix: "qwen3_sanitize_" });
-  try {
-    const model = await writeRandomModel(dir, {
-      nLayers: 2,
-      seqLen: 128,
-      seed: 11,
-      sharedClassifier: false,
-    });
-    steps.push(
-      await timed("end-to-end generate (csrc/examples/generate.c, ASan+UBSan)", async () => {
-        const exe = `${ROOT}${OUT}/bin/qwen3-generate`;
-        await linkProgram(clang, ["csrc/examples/generate.c"], objects, exe, asanFlags);
-        const r = await run(exe, [model, "The future of AI is", "24"], { env: SANITIZER_ENV });
-        if (
-          r.code !== 0 || !r.out.includes("The future of AI is") ||
-          !r.out.includes("decode: 24 tokens")
-        ) {
-          throw new Error(`exit ${r.code}:\n${r.out.slice(-4000)}`);
-        }
-        const broken = `${dir}/broken.bin`;
-        await Deno.writeFile(broken, (await Deno.readFile(model)).slice(0, 5000));
-        const bad = await run(exe, [broken], { env: SANITIZER_ENV });
-        if (
-          bad.code !== 1 || !bad.out.includes("truncated") ||
-          /Sanitizer|runtime error/.test(bad.out)
-        ) {
-          throw new Error(`a truncated model: exit ${bad.code}:\n${bad.out.slice(-4000)}`);
-        }
-        return "24 tokens generated; a truncated file gives exit 1 and the loader's message";
-      }),
-    );
-
-    // Plain (unsanitized) objects for valgrind and the resident-set count: ASan's shadow
-    // memory and quarantine would hide or fake both.
-    let plain: string[] = [];
-    // DWARF 4: valgrind 3.19 (Debian 12) cannot read clang's default DWARF 5.
-    const plainFlags = ["-O1", "-gdwarf-4"];
-    const leakExe = `${ROOT}${OUT}/bin/leak_cycle`;
-    steps.push(
-      await timed("build leak_cycle (plain -O1 -gdwarf-4)", async () => {
-        plain = await compileLibrary(clang, `${OUT}/obj-plain`, plainFlags);
-        await linkProgram(clang, ["csrc/fuzz/leak_cycle.c"], plain, leakExe, plainFlags);
-        return "";
-      }),
-    );
-    if (!values["skip-valgrind"]) {
-      steps.push(
-        await timed("valgrind --leak-check=full: 3 load/use/free cycles", async () => {
-          if (!(await ensureValgrind())) {
-            throw new Error("valgrind is missing: apt-get install valgrind");
-          }
-          const r = await run("valgrind", [
-            "--leak-check=full",
-            "--show-leak-kinds=definite,indirect,possible",
-            "--errors-for-leak-kinds=definite,indirect,possible",
-            "--error-exitcode=1",
-            leakExe,
-            model,
-            "3",
-          ]);
-          const summary = valgrindSummary(r.out);
-          if (r.code !== 0) throw new Error(`${r.out.slice(-6000)}\n${summary}`);
-          return summary;
-        }),
-      );
-    }
-    steps.push(
-      await timed(
-        `resident set over ${cycles} load/use/free cycles (tokenizer.json model)`,
-        async () => {
-          const r = await run(leakExe, [model, String(cycles), "1024"]);
-          if (r.code !== 0) throw new Error(r.out);
-          return r.out.trim().split("\n").at(-1)?.replace("leak_cycle: ", "") ?? "";
-        },
-      ),
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
   }
 
   for (const s of steps) {

@@ -1,5 +1,6 @@
 /**
- * `deno task test`: every test family in order, each step timed, one summary at the end.
+ * `deno task test`: every test family in order, each step timed (wall clock, and on Linux
+ * the CPU time of its processes), one summary at the end.
  *
  * ```sh
  * deno task test                      # everything (what .ci/run runs)
@@ -49,6 +50,24 @@ export const TEST_STEPS: readonly TestStep[] = [
   { name: "package", args: ["task", "test:package"], prerequisite: false },
 ];
 
+/**
+ * CPU seconds (user + system) of this process's finished, waited-for children and their
+ * descendants, from /proc/self/stat (Linux); null elsewhere. A step's CPU time is the
+ * difference across it: on a shared machine it says what the step costs when its wall
+ * time is inflated by other jobs.
+ */
+export function childrenCpuSeconds(): number | null {
+  try {
+    const stat = Deno.readTextFileSync("/proc/self/stat");
+    // the fields after the command name (which may hold spaces), from field 3 on
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // cutime and cstime are fields 16 and 17, in clock ticks (100 per second on Linux)
+    return (Number(fields[13]) + Number(fields[14])) / 100;
+  } catch {
+    return null;
+  }
+}
+
 /** Formats seconds as `1m 05s` (or `42.0 s` under a minute). */
 export function formatSeconds(s: number): string {
   if (s < 60) return `${s.toFixed(1)} s`;
@@ -68,11 +87,13 @@ async function main(names: string[]): Promise<number> {
   }
   const steps = names.length ? TEST_STEPS.filter((s) => names.includes(s.name)) : TEST_STEPS;
   const root = decodeURIComponent(new URL("..", import.meta.url).pathname);
-  const results: { name: string; ok: boolean; seconds: number }[] = [];
+  const results: { name: string; ok: boolean; seconds: number; cpu: number | null }[] = [];
   const start = performance.now();
+  const cpuStart = childrenCpuSeconds();
   for (const step of steps) {
     console.error(`\n=== test step ${step.name}: deno ${step.args.join(" ")}`);
     const t0 = performance.now();
+    const c0 = childrenCpuSeconds();
     let ok = false;
     try {
       const status = await new Deno.Command(Deno.execPath(), {
@@ -87,22 +108,34 @@ async function main(names: string[]): Promise<number> {
       console.error(`error: cannot run deno ${step.args.join(" ")}: ${(e as Error).message}`);
     }
     const seconds = (performance.now() - t0) / 1000;
-    results.push({ name: step.name, ok, seconds });
+    const c1 = childrenCpuSeconds();
+    results.push({
+      name: step.name,
+      ok,
+      seconds,
+      cpu: c0 === null || c1 === null ? null : c1 - c0,
+    });
     console.error(
       `=== test step ${step.name}: ${ok ? "ok" : "FAILED"} in ${formatSeconds(seconds)}`,
     );
     if (!ok && step.prerequisite) break;
   }
   const total = (performance.now() - start) / 1000;
-  console.log("\ntest step   result  time");
+  const cpu = (s: number | null) => s === null ? "" : `  (CPU ${formatSeconds(s)})`;
+  console.log("\ntest step   result  time (CPU: user + system of the step's processes)");
   for (const r of results) {
     console.log(
-      `${r.name.padEnd(11)} ${(r.ok ? "ok" : "FAILED").padEnd(7)} ${formatSeconds(r.seconds)}`,
+      `${r.name.padEnd(11)} ${(r.ok ? "ok" : "FAILED").padEnd(7)} ${
+        formatSeconds(r.seconds).padEnd(7)
+      }${cpu(r.cpu)}`,
     );
   }
   const skipped = steps.length - results.length;
+  const cpuEnd = childrenCpuSeconds();
   console.log(
-    `total                ${formatSeconds(total)} on ${navigator.hardwareConcurrency} CPUs`,
+    `total               ${formatSeconds(total).padEnd(7)}${
+      cpu(cpuStart === null || cpuEnd === null ? null : cpuEnd - cpuStart)
+    } on ${navigator.hardwareConcurrency} CPUs`,
   );
   const passed = results.filter((r) => r.ok).length;
   const failed = results.length - passed;

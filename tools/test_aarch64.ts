@@ -12,11 +12,18 @@
  * `zig build tests-install -Dtarget=aarch64-linux-musl` (static musl binaries need no
  * aarch64 sysroot or loader) into their own prefix, then runs each under
  * `qemu-aarch64-static -cpu max` with the repository root as working directory (tests
- * find their fixtures by relative path). `test_kernels` also runs with `QWEN3_KERNEL`
- * forced to every tier, and on CPU models that lack SVE or sdot or have other SVE
- * vector lengths, so every tier and the dispatcher's fallbacks are exercised;
- * `test_kernels_blocks` (which compares every tier the CPU supports by itself) also runs
- * on those CPU models, so no tier's block kernels use an instruction its CPUs lack.
+ * find their fixtures by relative path). `test_kernels` also runs on CPU models that lack
+ * SVE or sdot or have other SVE vector lengths, so every tier and the dispatcher's
+ * fallbacks are exercised; `test_kernels_blocks` (which compares every tier the CPU
+ * supports by itself) also runs on those CPU models, so no tier's block kernels use an
+ * instruction its CPUs lack.
+ *
+ * `test_kernels` checks the `QWEN3_KERNEL` override by re-running itself with
+ * `--env-only` and the variable set to each tier and to an unknown name; under qemu-user
+ * it cannot spawn itself, so this script makes those runs instead, with the same
+ * `--env-only` argument: the dispatcher's choice is the one thing a forced tier changes
+ * (every tier's kernels are compared with scalar by the plain run whatever tier is
+ * active), so the rest of the test is not repeated per forced tier.
  *
  * qemu comes from Debian's `qemu-user-static` package: installed with apt-get when it is
  * missing and this runs as root, otherwise the script says how to install it.
@@ -49,32 +56,37 @@ export interface QemuRun {
   cpu: string;
   /** Extra environment variables. */
   env: Record<string, string>;
+  /** Arguments after the binary (`--env-only` for the forced-tier runs). */
+  args: string[];
 }
+
+/** `QWEN3_KERNEL` values of the forced runs: every tier, and a name no build has. */
+export const FORCED_KERNELS: readonly string[] = [...AARCH64_TIERS, "no-such-tier"];
 
 /**
  * The runs for a list of test binaries: each under `-cpu max`; `test_kernels` also with
- * every tier forced, and it and `test_kernels_blocks` on the CPU models of
- * {@link KERNEL_CPUS}.
+ * `--env-only` and every value of {@link FORCED_KERNELS} (the runs it makes of itself
+ * natively), and it and `test_kernels_blocks` on the CPU models of {@link KERNEL_CPUS}.
  *
  * @example
  * ```ts
  * import { planRuns } from "./test_aarch64.ts";
  * const runs = planRuns(["zig-out/x/tests/test_kernels"]);
- * console.log(runs.length); // 1 + 4 tiers + 4 CPU models
+ * console.log(runs.length); // 1 + 5 forced (--env-only) + 4 CPU models
  * ```
  */
 export function planRuns(binaries: string[]): QemuRun[] {
   const runs: QemuRun[] = [];
   for (const binary of binaries) {
-    runs.push({ binary, cpu: "max", env: {} });
+    runs.push({ binary, cpu: "max", env: {}, args: [] });
     const kernels = /(^|\/)test_kernels$/.test(binary);
     if (!kernels && !/(^|\/)test_kernels_blocks$/.test(binary)) continue;
     if (kernels) {
-      for (const tier of AARCH64_TIERS) {
-        runs.push({ binary, cpu: "max", env: { QWEN3_KERNEL: tier } });
+      for (const value of FORCED_KERNELS) {
+        runs.push({ binary, cpu: "max", env: { QWEN3_KERNEL: value }, args: ["--env-only"] });
       }
     }
-    for (const { cpu } of KERNEL_CPUS) runs.push({ binary, cpu, env: {} });
+    for (const { cpu } of KERNEL_CPUS) runs.push({ binary, cpu, env: {}, args: [] });
   }
   return runs;
 }
@@ -127,7 +139,8 @@ function weight(run: QemuRun): number {
 function describe(run: QemuRun): string {
   const env = Object.entries(run.env).map(([k, v]) => `${k}=${v}`).join(" ");
   const name = run.binary.split("/").pop();
-  return `${name} [-cpu ${run.cpu}${env ? ", " + env : ""}]`;
+  const args = run.args.length ? " " + run.args.join(" ") : "";
+  return `${name}${args} [-cpu ${run.cpu}${env ? ", " + env : ""}]`;
 }
 
 async function main(args: string[]): Promise<number> {
@@ -180,7 +193,7 @@ async function main(args: string[]): Promise<number> {
     let ok = false;
     try {
       const cmd = new Deno.Command(qemu, {
-        args: ["-cpu", run.cpu, run.binary],
+        args: ["-cpu", run.cpu, run.binary, ...run.args],
         cwd: root,
         // Emulation runs 5-100x slower than native: the C tests' CPU-time bounds (which catch
         // quadratic paths, not speed) scale by this, and the tests whose native sweeps are long
