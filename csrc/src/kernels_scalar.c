@@ -66,45 +66,48 @@ void qwen3_attn_values_ref(float* out, uint32_t o_stride, const float* att, uint
     qwen3_attn_values_loops(out, o_stride, att, a_stride, n_pos, n_q, v, v_stride, head_dim, accumulate);
 }
 
-/* e^x for an fp32 x, evaluated in double and rounded once (kernels.h). Every step is a
- * plain IEEE double operation in a fixed order, so a SIMD lane doing the same steps gets
- * the same bits. */
-float qwen3_exp_ref(float xf) {
-    double x = (double)xf;
-    /* e^-120 and e^100 are far outside fp32; the clamp keeps 2^k a normal double.
-     * NaN fails both tests and stays NaN. */
-    if (x < -120.0) x = -120.0;
-    if (x > 100.0) x = 100.0;
-    /* k = round(x / ln 2) by the 1.5 * 2^52 trick (ties to even), r = x - k ln 2 with
-     * ln 2 split in two (k * LN2_HI is exact: LN2_HI has 32 significant bits) */
-    const double shifted = x * 1.4426950408889634 + 0x1.8p52;
-    const double k = shifted - 0x1.8p52;
-    const double r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-    /* e^r for |r| <= 0.35: Taylor to r^12 (remainder < 2e-16) */
-    double p = 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    /* 2^k from its exponent bits (|k| <= 174): shifted = 1.5 * 2^52 + k exactly, so k is
-     * the difference of the bit patterns (no float-to-int conversion, which NaN would
-     * make undefined) */
-    uint64_t sbits, mbits;
-    const double magic = 0x1.8p52;
+/* e^x in fp32 arithmetic (kernels.h, docs/numerics.md#exp-softmax-and-silu). Every step is
+ * one IEEE fp32 operation (or an integer one on bit patterns) in a fixed order, with no
+ * fused multiply-add, so a SIMD lane doing the same steps gets the same bits. */
+float qwen3_exp_ref(float x) {
+    /* e^-120 and e^100 are far outside fp32; the clamp bounds k below. NaN fails both
+     * tests and stays NaN. */
+    if (x < -120.0f) x = -120.0f;
+    if (x > 100.0f) x = 100.0f;
+    /* k = round(x / ln 2) by the 1.5 * 2^23 trick (ties to even; |k| <= 174 < 2^22) */
+    const float shifted = x * QWEN3_EXP_LOG2E + QWEN3_EXP_MAGIC;
+    const float kf = shifted - QWEN3_EXP_MAGIC;
+    /* r = x - k ln 2, |r| <= 0.35: LN2_HI has 16 significant bits, so k * LN2_HI is exact */
+    const float r = (x - kf * QWEN3_EXP_LN2_HI) - kf * QWEN3_EXP_LN2_LO;
+    /* e^r = 1 + (r + r^2 (1/2! + r/3! + ... + r^5/7!)): Taylor to r^7 (remainder < 6e-9,
+     * a tenth of an ulp); the small part is summed before the 1 so its rounding errors
+     * shrink with it */
+    float p = QWEN3_EXP_C7;
+    p = p * r + QWEN3_EXP_C6;
+    p = p * r + QWEN3_EXP_C5;
+    p = p * r + QWEN3_EXP_C4;
+    p = p * r + QWEN3_EXP_C3;
+    p = p * r + 0.5f;
+    p = p * (r * r) + r;
+    p = p + 1.0f;
+    /* 2^k in two factors 2^k1 * 2^k2 (k1 = floor(k / 2)), each a normal float for every
+     * k the clamp allows, so p * 2^k1 is exact and the last product rounds once, to a
+     * subnormal, 0 or inf where e^x is out of the normal range. shifted = 1.5 * 2^23 + k
+     * exactly, so k is the difference of the bit patterns (no float-to-int conversion,
+     * which NaN would make undefined). */
+    uint32_t sbits, mbits;
+    const float magic = QWEN3_EXP_MAGIC;
     memcpy(&sbits, &shifted, sizeof sbits);
     memcpy(&mbits, &magic, sizeof mbits);
-    const uint64_t bits = (sbits - mbits + 1023u) << 52;
-    double scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return (float)(p * scale);
+    /* in uint32 arithmetic (two's complement, wrapping: no overflow even for NaN's bits);
+     * k1 is k shifted right arithmetically */
+    const uint32_t k = sbits - mbits;
+    const uint32_t k1 = (k >> 1) | (k & 0x80000000u), k2 = k - k1;
+    const uint32_t b1 = (k1 + 127u) << 23, b2 = (k2 + 127u) << 23;
+    float s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return (p * s1) * s2;
 }
 
 void qwen3_softmax_ref(float* x, uint32_t n) {
