@@ -751,6 +751,19 @@ static void test_attention_tier(const Qwen3KernelTable* t) {
                 bad = memcmp(s_want + (size_t)j * s_stride, s_got + (size_t)j * s_stride, s_stride * sizeof(float)) != 0;
                 if (bad) CHECK(0, "%s attn_scores: head_dim %u, %u queries, %u positions: query %u differs", t->name, hd, n_q, n_pos, j);
             }
+            /* the scalar loops (register-tiled) against the definition in kernels.h written
+             * plainly, one score and one output at a time */
+            for (uint32_t j = 0; j < n_q && !bad; j++) {
+                for (uint32_t p = 0; p < n_pos && !bad; p++) {
+                    float acc = 0.0f;
+                    for (uint32_t i = 0; i < hd; i++) {
+                        acc = acc + q[(size_t)j * q_stride + i] * keys[(p / B) * block_stride + (size_t)i * B + p % B];
+                    }
+                    acc = acc * 0.125f;
+                    bad = memcmp(&acc, s_want + (size_t)j * s_stride + p, sizeof acc) != 0;
+                    if (bad) CHECK(0, "scalar attn_scores: head_dim %u, %u queries: score (%u, %u) is not the plain sum", hd, n_q, j, p);
+                }
+            }
             /* lengths: causal (non-decreasing), some equal, the scores reused as weights */
             uint32_t len = 1 + rnd_below(n_pos);
             for (uint32_t j = 0; j < n_q; j++) {
@@ -763,6 +776,14 @@ static void test_attention_tier(const Qwen3KernelTable* t) {
             if (!bad && memcmp(o_want, o_got, (size_t)n_q * q_stride * sizeof(float)) != 0) {
                 CHECK(0, "%s attn_values: head_dim %u, %u queries, lengths %u..%u differ (or wrote between rows)", t->name,
                       hd, n_q, np[0], np[n_q - 1]);
+            }
+            for (uint32_t j = 0; j < n_q && !bad; j++) {
+                for (uint32_t i = 0; i < hd && !bad; i++) {
+                    float acc = 0.0f;
+                    for (uint32_t p = 0; p < np[j]; p++) acc = acc + s_want[(size_t)j * s_stride + p] * v[(size_t)p * v_stride + i];
+                    bad = memcmp(&acc, o_want + (size_t)j * q_stride + i, sizeof acc) != 0;
+                    if (bad) CHECK(0, "scalar attn_values: head_dim %u, %u queries: output (%u, %u) is not the plain sum", hd, n_q, j, i);
+                }
             }
             /* the same sums over consecutive position ranges, each call continuing the last
              * (accumulate), as transformer.c's tiled attention makes them: the same bits,
