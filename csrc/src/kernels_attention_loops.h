@@ -16,6 +16,14 @@
  * each key block: every key row is loaded once for QT independent sums, which keeps the
  * adds' latency hidden (one query alone waits on one chain of adds). */
 #define QWEN3_ATT_QT 4u
+/* The loop over positions (or dims) around a tile stays a loop: vectorising it would give
+ * a vector per position and sum the lanes one by one (clang's loop vectoriser does so
+ * for AArch64), where the tile's own lanes are the vectors wanted. */
+#if defined(__clang__)
+#define QWEN3_ATT_SCALAR_LOOP _Pragma("clang loop vectorize(disable) interleave(disable)")
+#else
+#define QWEN3_ATT_SCALAR_LOOP
+#endif
 static inline __attribute__((always_inline)) void qwen3_attn_scores_loops(
     float* scores, uint32_t s_stride, const float* q, uint32_t q_stride, uint32_t n_q, const float* keys,
     size_t block_stride, uint32_t n_pos, uint32_t head_dim, float scale) {
@@ -29,7 +37,7 @@ static inline __attribute__((always_inline)) void qwen3_attn_scores_loops(
             QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
                 QWEN3_UNROLL_FULL(16) for (uint32_t l = 0; l < B; l++) acc[r][l] = 0.0f;
             }
-            for (uint32_t i = 0; i < head_dim; i++) {
+            QWEN3_ATT_SCALAR_LOOP for (uint32_t i = 0; i < head_dim; i++) {
                 const float* ki = kb + (size_t)i * B;
                 QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
                     const float qi = qj[(size_t)r * q_stride + i];
@@ -80,7 +88,7 @@ static inline __attribute__((always_inline)) void qwen3_attn_values_loops(
                     acc[r][l] = accumulate ? oj[(size_t)r * o_stride + i0 + l] : 0.0f;
                 }
             }
-            for (uint32_t p = 0; p < n_all; p++) {
+            QWEN3_ATT_SCALAR_LOOP for (uint32_t p = 0; p < n_all; p++) {
                 const float* vp = v + (size_t)p * v_stride + i0;
                 QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
                     const float a = aj[(size_t)r * a_stride + p];
