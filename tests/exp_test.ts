@@ -3,7 +3,7 @@ import { exp32 } from "../src/reference/exp.ts";
 
 const bitsOf = (x: number): number => new Uint32Array(new Float32Array([x]).buffer)[0];
 
-// Bit patterns printed by the C engine's qwen3_exp_ref (csrc/src/kernels_scalar.c) for these
+// Bit patterns printed by the C engine's qwen3_exp_ref (csrc/src/kernels_exp_loops.h) for these
 // fp32 inputs: the TypeScript steps must give the same bits (subnormal and overflow-edge
 // results included), as the engines' agreement relies on it.
 const FROM_C: [number, number][] = [

@@ -199,7 +199,7 @@ typedef void (*Qwen3QuantizeRowFn)(const float* x, Qwen3Q8Batch* b, uint32_t t);
 
 /*
  * The fp32 elementwise parts of attention and the feed-forward, with one exp for all
- * tiers: qwen3_exp_ref (kernels_scalar.c) evaluates e^x in fp32 mul/add steps (Cody-Waite
+ * tiers: qwen3_exp_ref (kernels_exp_loops.h) evaluates e^x in fp32 mul/add steps (Cody-Waite
  * reduction by ln 2, a degree-7 Taylor polynomial, 2^k from exponent bits, no FMA), within
  * about 1 ulp of e^x (docs/numerics.md#exp-softmax-and-silu); SIMD tiers reproduce it lane
  * by lane with the constants below.

@@ -585,7 +585,7 @@ TARGET static void quantize_row_avx512(const float* x, Qwen3Q8Batch* b, uint32_t
 }
 
 /* ====================================================================================
- * exp, softmax and SiLU: qwen3_exp_ref (kernels_scalar.c) on 16 floats per register, the
+ * exp, softmax and SiLU: qwen3_exp_ref (kernels_exp_loops.h) on 16 floats per register, the
  * same operations in the same order per lane, so the same bits.
  * ================================================================================== */
 

@@ -1,6 +1,6 @@
 /**
  * The engines' e^x (docs/numerics.md#exp-softmax-and-silu): the fp32 steps of the C
- * engine's qwen3_exp_ref (csrc/src/kernels_scalar.c), each rounded to fp32, so both engines
+ * engine's qwen3_exp_ref (csrc/src/kernels_exp_loops.h), each rounded to fp32, so both engines
  * get the same bits from the same input.
  * @module
  */
