@@ -199,10 +199,10 @@ typedef void (*Qwen3QuantizeRowFn)(const float* x, Qwen3Q8Batch* b, uint32_t t);
 
 /*
  * The fp32 elementwise parts of attention and the feed-forward, with one exp for all
- * tiers: qwen3_exp_ref (kernels_scalar.c) evaluates e^x in double precision (Cody-Waite
- * reduction by ln 2, a degree-12 Taylor polynomial, no FMA) and rounds once to fp32, so it
- * is correctly rounded but for ties closer than ~1e-16 (like fp32(Math.exp(x)) in the
- * TypeScript engine) and SIMD tiers reproduce it lane by lane.
+ * tiers: qwen3_exp_ref (kernels_exp_loops.h) evaluates e^x in fp32 mul/add steps (Cody-Waite
+ * reduction by ln 2, a degree-7 Taylor polynomial, 2^k from exponent bits, no FMA), within
+ * about 1 ulp of e^x (docs/numerics.md#exp-softmax-and-silu); SIMD tiers reproduce it lane
+ * by lane with the constants below.
  *   softmax:  per row (row r: lens[r] values at x + r * stride):
  *             m = max x (NaN skipped unless x[0] is NaN); x[i] = exp(x[i] - m);
  *             sum += x[i] in index order; x[i] = x[i] / sum
@@ -210,6 +210,15 @@ typedef void (*Qwen3QuantizeRowFn)(const float* x, Qwen3Q8Batch* b, uint32_t t);
  */
 typedef void (*Qwen3SoftmaxFn)(float* x, size_t stride, uint32_t rows, const uint32_t* lens);
 typedef void (*Qwen3SiluMulFn)(float* g, const float* u, uint32_t n);
+#define QWEN3_EXP_MAGIC 0x1.8p23f       /* 1.5 * 2^23: adding it rounds to an integer */
+#define QWEN3_EXP_LOG2E 0x1.715476p+0f  /* 1 / ln 2 */
+#define QWEN3_EXP_LN2_HI 0x1.62e4p-1f   /* ln 2 to 16 significant bits */
+#define QWEN3_EXP_LN2_LO 0x1.7f7d1cp-20f /* ln 2 - LN2_HI */
+#define QWEN3_EXP_C3 0x1.555556p-3f     /* 1/3!, ..., 1/7!, rounded to fp32 */
+#define QWEN3_EXP_C4 0x1.555556p-5f
+#define QWEN3_EXP_C5 0x1.111112p-7f
+#define QWEN3_EXP_C6 0x1.6c16c2p-10f
+#define QWEN3_EXP_C7 0x1.a01a02p-13f
 float qwen3_exp_ref(float x);
 void qwen3_softmax_ref(float* x, uint32_t n);
 void qwen3_softmax_rows_ref(float* x, size_t stride, uint32_t rows, const uint32_t* lens);

@@ -12,12 +12,45 @@
 #include "kernels.h"
 
 /* Written lane-wise (B positions side by side, the sum running down i) so that a
- * compiler vectorises it across positions without reordering any sum. */
+ * compiler vectorises it across positions without reordering any sum. QT queries share
+ * each key block: every key row is loaded once for QT independent sums, which keeps the
+ * adds' latency hidden (one query alone waits on one chain of adds). */
+#define QWEN3_ATT_QT 4u
+/* The loop over positions (or dims) around a tile stays a loop: vectorising it would give
+ * a vector per position and sum the lanes one by one (clang's loop vectoriser does so
+ * for AArch64), where the tile's own lanes are the vectors wanted. */
+#if defined(__clang__)
+#define QWEN3_ATT_SCALAR_LOOP _Pragma("clang loop vectorize(disable) interleave(disable)")
+#else
+#define QWEN3_ATT_SCALAR_LOOP
+#endif
 static inline __attribute__((always_inline)) void qwen3_attn_scores_loops(
     float* scores, uint32_t s_stride, const float* q, uint32_t q_stride, uint32_t n_q, const float* keys,
     size_t block_stride, uint32_t n_pos, uint32_t head_dim, float scale) {
-    enum { B = QWEN3_KV_BLOCK };
-    for (uint32_t j = 0; j < n_q; j++) {
+    enum { B = QWEN3_KV_BLOCK, QT = QWEN3_ATT_QT };
+    uint32_t j = 0;
+    for (; j + QT <= n_q; j += QT) {
+        const float* qj = q + (size_t)j * q_stride;
+        for (uint32_t p0 = 0; p0 < n_pos; p0 += B) {
+            const float* kb = keys + (size_t)(p0 / B) * block_stride;
+            float acc[QT][B];
+            QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
+                QWEN3_UNROLL_FULL(16) for (uint32_t l = 0; l < B; l++) acc[r][l] = 0.0f;
+            }
+            QWEN3_ATT_SCALAR_LOOP for (uint32_t i = 0; i < head_dim; i++) {
+                const float* ki = kb + (size_t)i * B;
+                QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
+                    const float qi = qj[(size_t)r * q_stride + i];
+                    QWEN3_UNROLL_FULL(16) for (uint32_t l = 0; l < B; l++) acc[r][l] = acc[r][l] + qi * ki[l];
+                }
+            }
+            QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
+                float* out = scores + (size_t)(j + r) * s_stride + p0;
+                QWEN3_UNROLL_FULL(16) for (uint32_t l = 0; l < B; l++) out[l] = acc[r][l] * scale;
+            }
+        }
+    }
+    for (; j < n_q; j++) {
         const float* qj = q + (size_t)j * q_stride;
         for (uint32_t p0 = 0; p0 < n_pos; p0 += B) {
             const float* kb = keys + (size_t)(p0 / B) * block_stride;
@@ -33,10 +66,58 @@ static inline __attribute__((always_inline)) void qwen3_attn_scores_loops(
     }
 }
 
+/* Output dims taken QT queries x VT dims at a time, the sums held in local arrays (which a
+ * compiler keeps in registers) across positions, every value row loaded once for QT
+ * queries. Positions past the shortest query of the tile continue each longer query's
+ * sums one query at a time, still in ascending order. */
+#define QWEN3_ATT_VT 16u
 static inline __attribute__((always_inline)) void qwen3_attn_values_loops(
     float* out, uint32_t o_stride, const float* att, uint32_t a_stride, const uint32_t* n_pos, uint32_t n_q,
     const float* v, uint32_t v_stride, uint32_t head_dim, int accumulate) {
-    for (uint32_t j = 0; j < n_q; j++) {
+    enum { QT = QWEN3_ATT_QT, VT = QWEN3_ATT_VT };
+    uint32_t j = 0;
+    for (; j + QT <= n_q; j += QT) {
+        float* oj = out + (size_t)j * o_stride;
+        const float* aj = att + (size_t)j * a_stride;
+        const uint32_t n_all = n_pos[j]; /* non-decreasing: every query of the tile has it */
+        uint32_t i0 = 0;
+        for (; i0 + VT <= head_dim; i0 += VT) {
+            float acc[QT][VT];
+            QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
+                QWEN3_UNROLL_FULL(16) for (uint32_t l = 0; l < VT; l++) {
+                    acc[r][l] = accumulate ? oj[(size_t)r * o_stride + i0 + l] : 0.0f;
+                }
+            }
+            QWEN3_ATT_SCALAR_LOOP for (uint32_t p = 0; p < n_all; p++) {
+                const float* vp = v + (size_t)p * v_stride + i0;
+                QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
+                    const float a = aj[(size_t)r * a_stride + p];
+                    QWEN3_UNROLL_FULL(16) for (uint32_t l = 0; l < VT; l++) acc[r][l] = acc[r][l] + a * vp[l];
+                }
+            }
+            QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
+                QWEN3_UNROLL_FULL(16) for (uint32_t l = 0; l < VT; l++) oj[(size_t)r * o_stride + i0 + l] = acc[r][l];
+            }
+        }
+        for (uint32_t r = 0; r < QT; r++) {
+            float* o = oj + (size_t)r * o_stride;
+            const float* a = aj + (size_t)r * a_stride;
+            /* the dims past the last whole VT, over the tile's common positions */
+            for (uint32_t i = i0; i < head_dim; i++) {
+                if (!accumulate) o[i] = 0.0f;
+            }
+            for (uint32_t p = 0; p < n_all; p++) {
+                const float* vp = v + (size_t)p * v_stride;
+                for (uint32_t i = i0; i < head_dim; i++) o[i] = o[i] + a[p] * vp[i];
+            }
+            /* then this query's own positions past the common ones, every dim */
+            for (uint32_t p = n_all; p < n_pos[j + r]; p++) {
+                const float* vp = v + (size_t)p * v_stride;
+                for (uint32_t i = 0; i < head_dim; i++) o[i] = o[i] + a[p] * vp[i];
+            }
+        }
+    }
+    for (; j < n_q; j++) {
         float* oj = out + (size_t)j * o_stride;
         const float* aj = att + (size_t)j * a_stride;
         if (!accumulate) {

@@ -24,6 +24,7 @@
 
 #include "kernels.h"
 #include "kernels_attention_loops.h"
+#include "kernels_exp_loops.h"
 
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define TARGET_VNNI __attribute__((target("avx2,fma,avxvnni")))
@@ -339,6 +340,14 @@ TARGET_AVX2 static void attn_values_avx2(float* out, uint32_t o_stride, const fl
     qwen3_attn_values_loops(out, o_stride, att, a_stride, n_pos, n_q, v, v_stride, head_dim, accumulate);
 }
 
+/* Softmax and SiLU: the scalar reference's loops (kernels_exp_loops.h) compiled for
+ * 256-bit registers, the same operations per lane, so the same bits. */
+TARGET_AVX2 static void softmax_avx2(float* x, size_t stride, uint32_t rows, const uint32_t* lens) {
+    for (uint32_t r = 0; r < rows; r++) qwen3_softmax_loops(x + (size_t)r * stride, lens[r]);
+}
+
+TARGET_AVX2 static void silu_mul_avx2(float* g, const float* u, uint32_t n) { qwen3_silu_mul_loops(g, u, n); }
+
 /* ------------------------------------------------------------------------------------
  * avx2
  * ---------------------------------------------------------------------------------- */
@@ -488,8 +497,8 @@ const Qwen3KernelTable qwen3_kernels_avx2 = {
     .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = attn_scores_avx2,
     .attn_values = attn_values_avx2,
-    .softmax = qwen3_softmax_rows_ref,
-    .silu_mul = qwen3_silu_mul_ref,
+    .softmax = softmax_avx2,
+    .silu_mul = silu_mul_avx2,
 };
 
 /* ------------------------------------------------------------------------------------
@@ -632,6 +641,6 @@ const Qwen3KernelTable qwen3_kernels_avxvnni = {
     .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = attn_scores_avx2,
     .attn_values = attn_values_avx2,
-    .softmax = qwen3_softmax_rows_ref,
-    .silu_mul = qwen3_silu_mul_ref,
+    .softmax = softmax_avx2,
+    .silu_mul = silu_mul_avx2,
 };

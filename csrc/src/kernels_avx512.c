@@ -585,35 +585,34 @@ TARGET static void quantize_row_avx512(const float* x, Qwen3Q8Batch* b, uint32_t
 }
 
 /* ====================================================================================
- * exp, softmax and SiLU: qwen3_exp_ref (kernels_scalar.c) on 8 doubles per register, the
+ * exp, softmax and SiLU: qwen3_exp_ref (kernels_exp_loops.h) on 16 floats per register, the
  * same operations in the same order per lane, so the same bits.
  * ================================================================================== */
 
-INLINE __m512d exp8d(__m512d x) {
-    const __m512d lo = _mm512_set1_pd(-120.0), hi = _mm512_set1_pd(100.0);
-    x = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, lo, _CMP_LT_OQ), x, lo);
-    x = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, hi, _CMP_GT_OQ), x, hi);
-    const __m512d magic = _mm512_set1_pd(0x1.8p52);
-    const __m512d shifted = _mm512_add_pd(_mm512_mul_pd(x, _mm512_set1_pd(1.4426950408889634)), magic);
-    const __m512d k = _mm512_sub_pd(shifted, magic);
-    const __m512d r = _mm512_sub_pd(_mm512_sub_pd(x, _mm512_mul_pd(k, _mm512_set1_pd(6.93147180369123816490e-01))),
-                                    _mm512_mul_pd(k, _mm512_set1_pd(1.90821492927058770002e-10)));
-    static const double coef[12] = {1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
-                                    1.0 / 5040.0,     1.0 / 720.0,     1.0 / 120.0,    1.0 / 24.0,
-                                    1.0 / 6.0,        0.5,             1.0,            1.0};
-    __m512d p = _mm512_set1_pd(1.0 / 479001600.0);
-    UNROLL for (int i = 0; i < 12; i++) p = _mm512_add_pd(_mm512_mul_pd(p, r), _mm512_set1_pd(coef[i]));
-    /* shifted = 1.5 * 2^52 + k exactly, so its low bits are k (two's complement) */
-    const __m512i ki = _mm512_sub_epi64(_mm512_castpd_si512(shifted), _mm512_castpd_si512(magic));
-    const __m512i bits = _mm512_slli_epi64(_mm512_add_epi64(ki, _mm512_set1_epi64(1023)), 52);
-    return _mm512_mul_pd(p, _mm512_castsi512_pd(bits));
-}
-
 INLINE __m512 exp16(__m512 x) {
-    const __m256 lo = _mm512_cvtpd_ps(exp8d(_mm512_cvtps_pd(_mm512_castps512_ps256(x))));
-    const __m256 hi = _mm512_cvtpd_ps(
-        exp8d(_mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_extracti64x4_epi64(_mm512_castps_si512(x), 1)))));
-    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+    const __m512 lo = _mm512_set1_ps(-120.0f), hi = _mm512_set1_ps(100.0f);
+    x = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), x, lo);
+    x = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), x, hi);
+    const __m512 magic = _mm512_set1_ps(QWEN3_EXP_MAGIC);
+    const __m512 shifted = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(QWEN3_EXP_LOG2E)), magic);
+    const __m512 k = _mm512_sub_ps(shifted, magic);
+    const __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(k, _mm512_set1_ps(QWEN3_EXP_LN2_HI))),
+                                   _mm512_mul_ps(k, _mm512_set1_ps(QWEN3_EXP_LN2_LO)));
+    __m512 p = _mm512_set1_ps(QWEN3_EXP_C7);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(QWEN3_EXP_C6));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(QWEN3_EXP_C5));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(QWEN3_EXP_C4));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(QWEN3_EXP_C3));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r);
+    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+    /* shifted = 1.5 * 2^23 + k exactly, so its low bits are k (two's complement) */
+    const __m512i ki = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_castps_si512(magic));
+    const __m512i k1 = _mm512_srai_epi32(ki, 1), k2 = _mm512_sub_epi32(ki, k1);
+    const __m512i bias = _mm512_set1_epi32(127);
+    const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k1, bias), 23));
+    const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k2, bias), 23));
+    return _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
 }
 
 INLINE __mmask16 tail_mask(uint32_t left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }

@@ -6,6 +6,7 @@
 
 #include "kernels.h"
 #include "kernels_attention_loops.h"
+#include "kernels_exp_loops.h"
 
 static void matvec_q8_scalar(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x,
                              uint32_t row_begin, uint32_t row_end) {
@@ -66,69 +67,17 @@ void qwen3_attn_values_ref(float* out, uint32_t o_stride, const float* att, uint
     qwen3_attn_values_loops(out, o_stride, att, a_stride, n_pos, n_q, v, v_stride, head_dim, accumulate);
 }
 
-/* e^x for an fp32 x, evaluated in double and rounded once (kernels.h). Every step is a
- * plain IEEE double operation in a fixed order, so a SIMD lane doing the same steps gets
- * the same bits. */
-float qwen3_exp_ref(float xf) {
-    double x = (double)xf;
-    /* e^-120 and e^100 are far outside fp32; the clamp keeps 2^k a normal double.
-     * NaN fails both tests and stays NaN. */
-    if (x < -120.0) x = -120.0;
-    if (x > 100.0) x = 100.0;
-    /* k = round(x / ln 2) by the 1.5 * 2^52 trick (ties to even), r = x - k ln 2 with
-     * ln 2 split in two (k * LN2_HI is exact: LN2_HI has 32 significant bits) */
-    const double shifted = x * 1.4426950408889634 + 0x1.8p52;
-    const double k = shifted - 0x1.8p52;
-    const double r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-    /* e^r for |r| <= 0.35: Taylor to r^12 (remainder < 2e-16) */
-    double p = 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    /* 2^k from its exponent bits (|k| <= 174): shifted = 1.5 * 2^52 + k exactly, so k is
-     * the difference of the bit patterns (no float-to-int conversion, which NaN would
-     * make undefined) */
-    uint64_t sbits, mbits;
-    const double magic = 0x1.8p52;
-    memcpy(&sbits, &shifted, sizeof sbits);
-    memcpy(&mbits, &magic, sizeof mbits);
-    const uint64_t bits = (sbits - mbits + 1023u) << 52;
-    double scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return (float)(p * scale);
-}
+/* The exp, softmax and SiLU loops live in kernels_exp_loops.h so SIMD tiers can compile
+ * the same code for their registers. */
+float qwen3_exp_ref(float x) { return qwen3_exp_inline(x); }
 
-void qwen3_softmax_ref(float* x, uint32_t n) {
-    if (n == 0) return;
-    float m = x[0];
-    for (uint32_t i = 1; i < n; i++) {
-        if (x[i] > m) m = x[i];
-    }
-    for (uint32_t i = 0; i < n; i++) x[i] = qwen3_exp_ref(x[i] - m);
-    float sum = 0.0f;
-    for (uint32_t i = 0; i < n; i++) sum += x[i];
-    for (uint32_t i = 0; i < n; i++) x[i] = x[i] / sum;
-}
+void qwen3_softmax_ref(float* x, uint32_t n) { qwen3_softmax_loops(x, n); }
 
 void qwen3_softmax_rows_ref(float* x, size_t stride, uint32_t rows, const uint32_t* lens) {
     for (uint32_t r = 0; r < rows; r++) qwen3_softmax_ref(x + (size_t)r * stride, lens[r]);
 }
 
-void qwen3_silu_mul_ref(float* g, const float* u, uint32_t n) {
-    for (uint32_t i = 0; i < n; i++) {
-        const float gi = g[i];
-        g[i] = (gi * (1.0f / (1.0f + qwen3_exp_ref(-gi)))) * u[i];
-    }
-}
+void qwen3_silu_mul_ref(float* g, const float* u, uint32_t n) { qwen3_silu_mul_loops(g, u, n); }
 
 const Qwen3KernelTable qwen3_kernels_scalar = {
     .name = "scalar",

@@ -24,7 +24,7 @@
  *   softmax: m = max; e[i] = exp(x[i] - m); sum += e[i]; out[i] = e[i] / sum
  *   values:  out[i] = sum over t of att[t] * v[t][i] (t ascending)
  *   silu:    hb[i] = (g * (1 / (1 + exp(-g)))) * u
- *   (exp: qwen3_exp_ref, e^x in double rounded once to fp32, see kernels.h)
+ *   (exp: qwen3_exp_ref, e^x in fp32 steps within ~1 ulp, see kernels.h)
  *   residual: x[i] = x[i] + y[i]
  */
 #include "transformer.h"

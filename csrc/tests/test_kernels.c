@@ -603,28 +603,41 @@ static void test_quantize_tier(const Qwen3KernelTable* t) {
 
 /* ---- exp, softmax, SiLU ---- */
 
-/* qwen3_exp_ref is e^x rounded once to fp32: against the C library's double exp (its
- * error ~1e-16 is far below half an fp32 ulp), every value over the range that matters
- * rounds the same way, underflow to 0 and overflow to inf included. */
+/* qwen3_exp_ref is within about 1 ulp of e^x: against the C library's double exp (its
+ * error ~1e-16 is far below an fp32 ulp), over the range where e^x is a nonzero finite
+ * fp32 (subnormals included, their ulp being 2^-149), plus underflow to 0 and overflow to
+ * inf. docs/numerics.md quotes the bound measured here and the share of results that are
+ * not the correctly rounded value. */
 static void test_exp_ref(void) {
     uint32_t differ = 0, total = 0;
+    double worst = 0.0;
     float worst_x = 0.0f;
     for (uint32_t i = 0; i < 2000000; i++) {
-        const float x = i < 1000 ? (float)((int)i - 500) * 0.25f : (rnd_unit() - 0.75f) * 240.0f;
-        const float want = (float)exp((double)x);
+        const float x = i < 1000 ? (float)((int)i - 500) * 0.25f : (rnd_unit() - 0.5386f) * 193.0f;
+        const double want = exp((double)x);
         const float got = qwen3_exp_ref(x);
         total++;
-        if (memcmp(&want, &got, sizeof want) != 0) {
-            differ++;
+        if (got != (float)want) differ++;
+        if (isinf((float)want)) {
+            CHECK(isinf(got), "qwen3_exp_ref(%.9g) = %.9g, want inf", x, got);
+            continue;
+        }
+        int e;
+        frexp(want, &e);
+        const double ulp = e - 24 < -149 ? 0x1p-149 : ldexp(1.0, e - 24);
+        const double err = fabs((double)got - want) / ulp;
+        if (err > worst) {
+            worst = err;
             worst_x = x;
         }
     }
-    CHECK(differ <= 2, "qwen3_exp_ref differs from (float)exp(double) on %u of %u values (e.g. x = %.9g)", differ, total,
-          worst_x);
+    CHECK(worst <= 1.05, "qwen3_exp_ref is %.3f ulp from e^x at x = %.9g", worst, worst_x);
+    CHECK(differ <= total / 8, "qwen3_exp_ref differs from (float)exp(double) on %u of %u values", differ, total);
     CHECK(qwen3_exp_ref(0.0f) == 1.0f && qwen3_exp_ref(-200.0f) == 0.0f && isinf(qwen3_exp_ref(89.0f)) &&
               qwen3_exp_ref(-INFINITY) == 0.0f && isinf(qwen3_exp_ref(INFINITY)) && isnan(qwen3_exp_ref(NAN)),
           "qwen3_exp_ref special values");
-    printf("exp: %u of %u values differ from (float)exp(double)\n", differ, total);
+    printf("exp: at most %.3f ulp from e^x (x = %.9g); %u of %u values differ from (float)exp(double)\n", worst,
+           worst_x, differ, total);
 }
 
 /* Equal bits, except that any NaN matches any NaN (which NaN an operation returns when
@@ -738,6 +751,19 @@ static void test_attention_tier(const Qwen3KernelTable* t) {
                 bad = memcmp(s_want + (size_t)j * s_stride, s_got + (size_t)j * s_stride, s_stride * sizeof(float)) != 0;
                 if (bad) CHECK(0, "%s attn_scores: head_dim %u, %u queries, %u positions: query %u differs", t->name, hd, n_q, n_pos, j);
             }
+            /* the scalar loops (register-tiled) against the definition in kernels.h written
+             * plainly, one score and one output at a time */
+            for (uint32_t j = 0; j < n_q && !bad; j++) {
+                for (uint32_t p = 0; p < n_pos && !bad; p++) {
+                    float acc = 0.0f;
+                    for (uint32_t i = 0; i < hd; i++) {
+                        acc = acc + q[(size_t)j * q_stride + i] * keys[(p / B) * block_stride + (size_t)i * B + p % B];
+                    }
+                    acc = acc * 0.125f;
+                    bad = memcmp(&acc, s_want + (size_t)j * s_stride + p, sizeof acc) != 0;
+                    if (bad) CHECK(0, "scalar attn_scores: head_dim %u, %u queries: score (%u, %u) is not the plain sum", hd, n_q, j, p);
+                }
+            }
             /* lengths: causal (non-decreasing), some equal, the scores reused as weights */
             uint32_t len = 1 + rnd_below(n_pos);
             for (uint32_t j = 0; j < n_q; j++) {
@@ -750,6 +776,14 @@ static void test_attention_tier(const Qwen3KernelTable* t) {
             if (!bad && memcmp(o_want, o_got, (size_t)n_q * q_stride * sizeof(float)) != 0) {
                 CHECK(0, "%s attn_values: head_dim %u, %u queries, lengths %u..%u differ (or wrote between rows)", t->name,
                       hd, n_q, np[0], np[n_q - 1]);
+            }
+            for (uint32_t j = 0; j < n_q && !bad; j++) {
+                for (uint32_t i = 0; i < hd && !bad; i++) {
+                    float acc = 0.0f;
+                    for (uint32_t p = 0; p < np[j]; p++) acc = acc + s_want[(size_t)j * s_stride + p] * v[(size_t)p * v_stride + i];
+                    bad = memcmp(&acc, o_want + (size_t)j * q_stride + i, sizeof acc) != 0;
+                    if (bad) CHECK(0, "scalar attn_values: head_dim %u, %u queries: output (%u, %u) is not the plain sum", hd, n_q, j, i);
+                }
             }
             /* the same sums over consecutive position ranges, each call continuing the last
              * (accumulate), as transformer.c's tiled attention makes them: the same bits,

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { exp32 } from "./exp.ts";
+
 const fround = Math.fround;
 
 /**
@@ -42,7 +44,7 @@ export function routeToken(
   for (let e = 1; e < n; e++) if (probs[e] > max) max = probs[e];
   let sum = 0;
   for (let e = 0; e < n; e++) {
-    probs[e] = fround(Math.exp(fround(probs[e] - max)));
+    probs[e] = exp32(fround(probs[e] - max));
     sum = fround(sum + probs[e]);
   }
   for (let e = 0; e < n; e++) probs[e] = fround(probs[e] / sum);

@@ -37,6 +37,7 @@ import {
 } from "../formats/ggml_types.ts";
 import { quantizeQ8Into } from "./quant.ts";
 import { routeToken } from "./moe.ts";
+import { exp32 } from "./exp.ts";
 import {
   checkKvType,
   type Engine,
@@ -198,7 +199,7 @@ function softmax(x: Float32Array, n: number): void {
   for (let i = 1; i < n; i++) if (x[i] > max) max = x[i];
   let sum = 0;
   for (let i = 0; i < n; i++) {
-    const e = fround(Math.exp(fround(x[i] - max)));
+    const e = exp32(fround(x[i] - max));
     x[i] = e;
     sum = fround(sum + e);
   }
@@ -590,8 +591,8 @@ export class TsSession implements EngineSession {
     this.#matvec(s.hb2, up);
     for (let i = 0; i < n; i++) {
       const g = s.hb[i];
-      // silu(g) = g * (1.0f / (1.0f + expf(-g))), then times up.
-      const silu = fround(g * fround(1 / fround(1 + fround(Math.exp(-g)))));
+      // silu(g) = g * (1.0f / (1.0f + exp(-g))), then times up.
+      const silu = fround(g * fround(1 / fround(1 + exp32(-g))));
       s.hb[i] = fround(silu * s.hb2[i]);
     }
     this.#quantize(s.hb, n);
