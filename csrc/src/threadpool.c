@@ -66,7 +66,8 @@
  * per thread); longer runs go out in several windows. */
 #define WINDOW_TASKS 32768u
 /* Parallel runs judged together, and the bounds of a solo stretch (in runs; a decode
- * step of Qwen3-0.6B makes about 170 runs). */
+ * step of Qwen3-0.6B makes about 30, one phased run per layer; a prefill block a few
+ * hundred). */
 #define JUDGE_RUNS 32u
 #define SOLO_MIN 256u
 #define SOLO_MAX 16384u
