@@ -1,17 +1,18 @@
 /* threadpool.c - a persistent pool of workers for splitting one matmul into row tasks.
  *
- * A decode step runs a few hundred short jobs (one per matmul), so the cost that matters
- * is the hand-off, not the work: threads are created once; a job is published by bumping
- * an atomic generation counter that idle workers spin on for a while (a wake-up through
- * the kernel costs tens of microseconds, a spinning worker sees the bump within ~100 ns)
- * and only then sleep on a condition variable; tasks are claimed from one atomic ticket,
- * never under a lock; the calling thread works too.
+ * A forward pass runs many short jobs (a prefill block one or more per stage, a decode
+ * step one phased run per layer: see below), so the cost that matters is the hand-off,
+ * not the work: threads are created once; a job is published by bumping an atomic
+ * generation counter that idle workers spin on for a while (a wake-up through the kernel
+ * costs tens of microseconds, a spinning worker sees the bump within ~100 ns) and only
+ * then sleep on a condition variable; tasks are claimed from one atomic ticket, never
+ * under a lock; the calling thread works too.
  *
  * The ticket packs (generation, task count, next index) into 64 bits, so a claim is one
  * compare-and-swap that succeeds only for the job the worker woke up for. That lets the
  * caller return as soon as every task is DONE, without waiting for workers that never
  * got a core (on a busy machine a descheduled worker would otherwise stall each of the
- * ~200 jobs of a token by a scheduler time slice): a latecomer finds a newer generation
+ * jobs of a token by a scheduler time slice): a latecomer finds a newer generation
  * in the ticket and claims nothing. A claimed task pins its job (the caller waits for
  * it), so the job fields read after a successful claim are the right ones.
  *
