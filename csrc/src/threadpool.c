@@ -1,17 +1,18 @@
 /* threadpool.c - a persistent pool of workers for splitting one matmul into row tasks.
  *
- * A decode step runs a few hundred short jobs (one per matmul), so the cost that matters
- * is the hand-off, not the work: threads are created once; a job is published by bumping
- * an atomic generation counter that idle workers spin on for a while (a wake-up through
- * the kernel costs tens of microseconds, a spinning worker sees the bump within ~100 ns)
- * and only then sleep on a condition variable; tasks are claimed from one atomic ticket,
- * never under a lock; the calling thread works too.
+ * A forward pass runs many short jobs (a prefill block one or more per stage, a decode
+ * step one phased run per layer: see below), so the cost that matters is the hand-off,
+ * not the work: threads are created once; a job is published by bumping an atomic
+ * generation counter that idle workers spin on for a while (a wake-up through the kernel
+ * costs tens of microseconds, a spinning worker sees the bump within ~100 ns) and only
+ * then sleep on a condition variable; tasks are claimed from one atomic ticket, never
+ * under a lock; the calling thread works too.
  *
  * The ticket packs (generation, task count, next index) into 64 bits, so a claim is one
  * compare-and-swap that succeeds only for the job the worker woke up for. That lets the
  * caller return as soon as every task is DONE, without waiting for workers that never
  * got a core (on a busy machine a descheduled worker would otherwise stall each of the
- * ~200 jobs of a token by a scheduler time slice): a latecomer finds a newer generation
+ * jobs of a token by a scheduler time slice): a latecomer finds a newer generation
  * in the ticket and claims nothing. A claimed task pins its job (the caller waits for
  * it), so the job fields read after a successful claim are the right ones.
  *
@@ -27,6 +28,14 @@
  * each failed try doubles the solo stretch, each clean window halves it. A quiet machine
  * never leaves parallel mode; a busy one costs at most about one window of stalls per
  * stretch.
+ *
+ * Phased runs (qwen3_pool_run_phases): the stages of a decode layer (Q/K/V matvecs,
+ * attention, a norm, more matvecs) depend on each other, and as separate runs they cost
+ * one publication and one end-of-run wait each (~141 per token of Qwen3-0.6B). One
+ * window then holds all phases' tasks back to back; a thread that claims a task of phase
+ * p first waits until the window's `done` count reaches the number of tasks before phase
+ * p. Nobody waits for a thread, only for tasks, so the latecomer rule above still holds:
+ * a worker that never got a core claims nothing, and the others run its share.
  */
 #include "threadpool.h"
 
@@ -58,7 +67,8 @@
  * per thread); longer runs go out in several windows. */
 #define WINDOW_TASKS 32768u
 /* Parallel runs judged together, and the bounds of a solo stretch (in runs; a decode
- * step of Qwen3-0.6B makes about 170 runs). */
+ * step of Qwen3-0.6B makes about 30, one phased run per layer; a prefill block a few
+ * hundred). */
 #define JUDGE_RUNS 32u
 #define SOLO_MIN 256u
 #define SOLO_MAX 16384u
@@ -123,6 +133,11 @@ struct Qwen3ThreadPool {
     void* arg;
     uint32_t first_task; /* task index of the window's index 0 */
     uint32_t n_tasks;    /* of the whole run, passed to fn */
+    /* A phased run (qwen3_pool_run_phases; n_phases 0 otherwise): one window whose
+     * indices [phase_start[p], phase_start[p + 1]) are phase p's tasks. */
+    Qwen3PhaseFn phase_fn;
+    uint32_t n_phases;
+    uint32_t phase_start[QWEN3_POOL_MAX_PHASES + 1];
     PAD(pad0);
     /* generation (32) | tasks in window (16) | next index (16) */
     _Atomic uint64_t ticket;
@@ -147,9 +162,36 @@ struct Qwen3ThreadPool {
 
 static uint64_t make_ticket(uint32_t generation, uint32_t n) { return ((uint64_t)generation << 32) | ((uint64_t)n << 16); }
 
+/* Waits until `target` tasks of the current window are done (acquire: their writes are
+ * visible after it): spins, then yields the core to whoever runs them. */
+static void wait_done(Qwen3ThreadPool* pool, uint32_t target) {
+    for (uint32_t i = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < target; i++) {
+        if (i < WAIT_ROUNDS) {
+            cpu_relax();
+        } else {
+            yield_core();
+        }
+    }
+}
+
+/* Runs window index `index` of a phased run. Its phase p waits for every task of the
+ * phases before it. Counting alone says so: indices are claimed in order, and a task of
+ * phase q >= p starts only once `done` >= phase_start[q] >= phase_start[p], so when
+ * `done` first reaches phase_start[p], the tasks that finished are exactly the
+ * phase_start[p] tasks of phases 0 .. p-1. */
+static void run_phase_task(Qwen3ThreadPool* pool, uint32_t index, double* work) {
+    uint32_t p = 0;
+    while (index >= pool->phase_start[p + 1]) p++;
+    wait_done(pool, pool->phase_start[p]);
+    const double w0 = work ? qwen3_time_seconds() : 0;
+    pool->phase_fn(pool->arg, p, index - pool->phase_start[p], pool->phase_start[p + 1] - pool->phase_start[p]);
+    if (work) *work += qwen3_time_seconds() - w0;
+}
+
 /* Claims and runs tasks of window `generation` until none is left or a newer window
- * replaced it. */
-static void run_tasks(Qwen3ThreadPool* pool, uint32_t generation) {
+ * replaced it. In a phased run, `work` (the caller's, else NULL) adds the seconds spent
+ * inside tasks, not waiting for earlier phases. */
+static void run_tasks(Qwen3ThreadPool* pool, uint32_t generation, double* work) {
     uint64_t t = atomic_load_explicit(&pool->ticket, memory_order_relaxed);
     for (;;) {
         if ((uint32_t)(t >> 32) != generation) return;
@@ -160,7 +202,11 @@ static void run_tasks(Qwen3ThreadPool* pool, uint32_t generation) {
          * fields below are this window's. On failure t is reloaded and rechecked. */
         if (atomic_compare_exchange_weak_explicit(&pool->ticket, &t, t + 1, memory_order_acquire,
                                                   memory_order_relaxed)) {
-            pool->fn(pool->arg, pool->first_task + index, pool->n_tasks);
+            if (pool->n_phases) {
+                run_phase_task(pool, index, work);
+            } else {
+                pool->fn(pool->arg, pool->first_task + index, pool->n_tasks);
+            }
             atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
             t = atomic_load_explicit(&pool->ticket, memory_order_relaxed);
         }
@@ -189,7 +235,7 @@ static void worker_loop(Qwen3ThreadPool* pool) {
         }
         seen = g;
         if (atomic_load_explicit(&pool->stop, memory_order_relaxed)) return;
-        run_tasks(pool, g);
+        run_tasks(pool, g, NULL);
     }
 }
 
@@ -340,18 +386,70 @@ void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n
         publish(pool, g);
 
         const double w0 = qwen3_time_seconds();
-        run_tasks(pool, g);
+        run_tasks(pool, g, NULL);
         work += qwen3_time_seconds() - w0;
 
         /* Every task is claimed now; wait for the ones still running elsewhere. */
-        for (uint32_t i = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < n; i++) {
-            if (i < WAIT_ROUNDS) {
-                cpu_relax();
-            } else {
-                yield_core();
-            }
-        }
+        wait_done(pool, n);
     }
+    judge_run(pool, work, qwen3_time_seconds() - t0);
+}
+
+/* Phase p of a phased run that went out as separate plain runs (solo, or too many tasks
+ * for one window). */
+typedef struct {
+    Qwen3PhaseFn fn;
+    void* arg;
+    uint32_t phase;
+} PhaseRun;
+
+static void phase_as_run(void* arg, uint32_t task, uint32_t n_tasks) {
+    const PhaseRun* r = (const PhaseRun*)arg;
+    r->fn(r->arg, r->phase, task, n_tasks);
+}
+
+void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, const uint32_t* n_tasks,
+                           uint32_t n_phases) {
+    uint64_t total = 0;
+    for (uint32_t p = 0; p < n_phases; p++) total += n_tasks[p];
+    if (total == 0) return;
+    if (!pool || pool->n_started == 0 || pool->solo_left > 0) {
+        /* The caller alone, in order; a solo stretch counts this as one run. */
+        if (pool && pool->solo_left > 0) {
+            pool->solo_left--;
+            pool->stats.solo_runs++;
+        }
+        for (uint32_t p = 0; p < n_phases; p++) {
+            for (uint32_t t = 0; t < n_tasks[p]; t++) fn(arg, p, t, n_tasks[p]);
+        }
+        return;
+    }
+    if (n_phases > QWEN3_POOL_MAX_PHASES || total > WINDOW_TASKS) {
+        /* In order, each phase a plain run. */
+        for (uint32_t p = 0; p < n_phases; p++) {
+            PhaseRun r = {fn, arg, p};
+            qwen3_pool_run(pool, phase_as_run, &r, n_tasks[p]);
+        }
+        return;
+    }
+    pool->stats.parallel_runs++;
+    const double t0 = qwen3_time_seconds();
+    double work = 0;
+    pool->phase_fn = fn;
+    pool->arg = arg;
+    pool->n_phases = n_phases;
+    pool->phase_start[0] = 0;
+    for (uint32_t p = 0; p < n_phases; p++) pool->phase_start[p + 1] = pool->phase_start[p] + n_tasks[p];
+    const uint32_t g = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
+    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+    /* Release: a worker whose claim reads this ticket sees the job fields above. */
+    atomic_store_explicit(&pool->ticket, make_ticket(g, (uint32_t)total), memory_order_release);
+    publish(pool, g);
+    run_tasks(pool, g, &work);
+    wait_done(pool, (uint32_t)total);
+    /* Only the caller reads n_phases to pick the kind of the next run it publishes; a
+     * worker reads it after a claim, which pins this run until its task is done. */
+    pool->n_phases = 0;
     judge_run(pool, work, qwen3_time_seconds() - t0);
 }
 

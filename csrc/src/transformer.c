@@ -381,17 +381,22 @@ static void matmul_task(void* arg, uint32_t task, uint32_t n_tasks) {
 #define PARALLEL_MIN_WORK (1u << 16)
 
 /* Rows per task: a multiple of 32 (whole SIMD row tiles), about four tasks per thread
- * so uneven cores still finish together. */
-static void run_matmul(Qwen3Model* m, MatmulJob* job) {
+ * so uneven cores still finish together. Sets job->rows_per_task for an input of in_n
+ * values per token and returns the number of tasks. */
+static uint32_t plan_matmul(const Qwen3Model* m, MatmulJob* job, uint32_t in_n) {
     uint64_t rows = 0;
     for (uint32_t p = 0; p < job->n_parts; p++) rows += job->parts[p].w->rows;
     uint32_t threads = qwen3_pool_threads(m->pool);
-    if (rows * job->x->n * job->x->n_tokens < PARALLEL_MIN_WORK) threads = 1;
+    if (rows * in_n * job->x->n_tokens < PARALLEL_MIN_WORK) threads = 1;
     uint64_t per = threads > 1 ? rows / ((uint64_t)threads * 4) : rows;
     per = (per + 31) / 32 * 32;
     if (per < 32) per = 32;
     job->rows_per_task = (uint32_t)per;
-    uint32_t n_tasks = (uint32_t)((rows + per - 1) / per);
+    return (uint32_t)((rows + per - 1) / per);
+}
+
+static void run_matmul(Qwen3Model* m, MatmulJob* job) {
+    const uint32_t n_tasks = plan_matmul(m, job, job->x->n);
     if (n_tasks == 1) {
         matmul_task(job, 0, 1);
     } else {
@@ -867,11 +872,16 @@ static uint32_t fused_tasks(const Qwen3Model* m, uint32_t units, uint64_t work) 
     return units < threads * 4 ? units : threads * 4;
 }
 
+/* Sets job->per and returns the number of tasks. */
+static uint32_t plan_fused(const Qwen3Model* m, FusedJob* job, uint32_t units, uint32_t unit_rows, uint64_t work) {
+    const uint32_t n_tasks = fused_tasks(m, units, work);
+    job->per = (units + n_tasks - 1) / n_tasks * unit_rows;
+    return (units * unit_rows + job->per - 1) / job->per;
+}
+
 static void run_fused(Qwen3Model* m, Qwen3TaskFn fn, FusedJob* job, uint32_t units, uint32_t unit_rows,
                       uint64_t work) {
-    uint32_t n_tasks = fused_tasks(m, units, work);
-    job->per = (units + n_tasks - 1) / n_tasks * unit_rows;
-    n_tasks = (units * unit_rows + job->per - 1) / job->per;
+    const uint32_t n_tasks = plan_fused(m, job, units, unit_rows, work);
     if (n_tasks == 1) {
         fn(job, 0, 1);
     } else {
@@ -893,12 +903,106 @@ static void embed_row(Qwen3Context* c, uint32_t t, int32_t token, uint32_t pos) 
     }
 }
 
+/* One decode layer as one phased pool run (qwen3_pool_run_phases): the stages below,
+ * each starting once the one before has finished, as the separate runs of the block path
+ * would. The same task functions on the same data, so the same bits; what changes is one
+ * hand-off to the workers per layer instead of five (Q/K/V, attention, Wo, gate/up, down)
+ * plus the serial steps in between run by whichever thread gets there first. */
+enum {
+    PHASE_NORM_INPUT, /* [x += previous down output], rmsnorm, quantise: 1 task */
+    PHASE_QKV,        /* Q/K/V matvecs with QK-norm, RoPE and the cache writes */
+    PHASE_ATTENTION,  /* per kv head (one task for all when too small to share) */
+    PHASE_QUANT_ATT,  /* the attention output quantised: 1 task */
+    PHASE_WO,
+    PHASE_FFN_INPUT,  /* x += Wo output, rmsnorm, quantise: 1 task */
+    PHASE_GATE_UP,    /* gate/up matvecs with SiLU and the down input's quantisation */
+    PHASE_DOWN,
+    LAYER_PHASES
+};
+
+typedef struct {
+    BlockJob* block;
+    FusedJob qkv, gate_up;
+    MatmulJob wo, down;
+    uint32_t att_tasks;  /* attention tasks (kv heads) */
+    int att_serial;      /* all of them in one task */
+} LayerRun;
+
+static void layer_phase(void* arg, uint32_t phase, uint32_t task, uint32_t n_tasks) {
+    LayerRun* r = (LayerRun*)arg;
+    Qwen3Context* c = r->block->c;
+    const Qwen3Header* h = &c->model->header;
+    switch (phase) {
+    case PHASE_NORM_INPUT:
+        c->xq.n = h->dim;
+        norm_input_task(r->block, 0, 1);
+        break;
+    case PHASE_QKV:
+        qkv_fused_task(&r->qkv, task, n_tasks);
+        break;
+    case PHASE_ATTENTION:
+        if (r->att_serial) {
+            for (uint32_t i = 0; i < r->att_tasks; i++) attention_task(r->block, i, r->att_tasks);
+        } else {
+            attention_task(r->block, task, n_tasks);
+        }
+        break;
+    case PHASE_QUANT_ATT:
+        c->xq.n = h->n_heads * h->head_dim;
+        quantize_att_task(r->block, 0, 1);
+        break;
+    case PHASE_WO:
+        matmul_task(&r->wo, task, n_tasks);
+        break;
+    case PHASE_FFN_INPUT:
+        c->xq.n = h->dim;
+        ffn_input_task(r->block, 0, 1);
+        break;
+    case PHASE_GATE_UP:
+        gate_up_fused_task(&r->gate_up, task, n_tasks);
+        break;
+    default:
+        matmul_task(&r->down, task, n_tasks);
+        break;
+    }
+}
+
+/* Layer job->layer of a one-token decode step (job: one token of c, lw set) as one phased
+ * run. The caller checked that its Q/K/V and gate/up weights are Q8 and it has no experts. */
+static void run_decode_layer(Qwen3Context* c, BlockJob* job, uint32_t att_tasks, int att_parallel) {
+    Qwen3Model* m = c->model;
+    const Qwen3Header* h = &m->header;
+    const Qwen3LayerWeights* lw = job->lw;
+    const uint32_t dim = h->dim, hd = h->head_dim, q_dim = h->n_heads * hd, kv_dim = h->n_kv_heads * hd;
+    const uint32_t gs = h->group_size;
+    uint32_t unit = gs;
+    while (unit % 16 != 0) unit += gs;
+    LayerRun r = {.block = job, .att_tasks = att_tasks, .att_serial = !att_parallel};
+    r.qkv = (FusedJob){.c = c, .lw = lw, .kernels = job->kernels, .layer = job->layer, .pos = job->pos0};
+    r.gate_up = r.qkv;
+    r.wo = (MatmulJob){.parts = {{c->xb2, dim, &lw->wo}}, .n_parts = 1, .x = &c->xq, .xf = c->xb,
+                       .xf_stride = q_dim > dim ? q_dim : dim, .kernels = job->kernels};
+    r.down = (MatmulJob){.parts = {{c->xb2, dim, &lw->w2}}, .n_parts = 1, .x = &c->hq, .xf = c->hb,
+                         .xf_stride = h->hidden_dim, .kernels = job->kernels};
+    uint32_t n_tasks[LAYER_PHASES];
+    n_tasks[PHASE_NORM_INPUT] = 1;
+    n_tasks[PHASE_QKV] = plan_fused(m, &r.qkv, h->n_heads + 2 * h->n_kv_heads, 1, (uint64_t)(q_dim + 2 * kv_dim) * dim);
+    n_tasks[PHASE_ATTENTION] = att_parallel ? att_tasks : 1;
+    n_tasks[PHASE_QUANT_ATT] = 1;
+    n_tasks[PHASE_WO] = plan_matmul(m, &r.wo, q_dim);
+    n_tasks[PHASE_FFN_INPUT] = 1;
+    n_tasks[PHASE_GATE_UP] = plan_fused(m, &r.gate_up, h->hidden_dim / unit, unit, (uint64_t)2 * h->hidden_dim * dim);
+    n_tasks[PHASE_DOWN] = plan_matmul(m, &r.down, h->hidden_dim);
+    qwen3_pool_run_phases(m->pool, layer_phase, &r, n_tasks, LAYER_PHASES);
+}
+
 /* Every layer over the rows of job (embedded by embed_row): a prefill block's tokens of c
  * (job->seqs NULL), or a batched decode step's rows on the batch scratch c (job->seqs set).
  * The stages and their order are the same; a batch differs only in where Wv's rows go
  * (the scratch's cache rows 0 .. n-1, which qk_task copies to each row's context) and in
  * its attention tasks, one per (row, kv head) over each row's own cache. A single token
- * of one context takes the fused decode stages. Leaves the last layer's down output in
+ * of one context takes the fused decode stages, a whole layer per pool run where its
+ * weights allow (run_decode_layer). Leaves the last layer's down output in
  * xb2, not yet added to x. */
 static void run_layers(Qwen3Context* c, BlockJob* job) {
     Qwen3Model* m = c->model;
@@ -920,11 +1024,23 @@ static void run_layers(Qwen3Context* c, BlockJob* job) {
     const int q8 = h->group_size != 0;
     const int fuse = n == 1 && !job->seqs && q8;
 
+    /* lcm(group, 16) rows: whole quantisation groups and SIMD row blocks */
+    const uint32_t gs = h->group_size;
+    uint32_t unit = gs;
+    while (q8 && unit % 16 != 0) unit += gs;
+    const int att_parallel = threads > 1 && att_tasks > 1 && att_work >= PARALLEL_MIN_WORK;
+
     for (uint32_t l = 0; l < h->n_layers; l++) {
         const Qwen3LayerWeights* lw = &w->layers[l];
         job->lw = lw;
         job->layer = l;
         job->residual = l > 0;
+        if (fuse && !lw->moe && lw->wq.type == QWEN3_WEIGHT_Q8 && lw->wk.type == QWEN3_WEIGHT_Q8 &&
+            lw->wv.type == QWEN3_WEIGHT_Q8 && lw->w1.type == QWEN3_WEIGHT_Q8 && lw->w3.type == QWEN3_WEIGHT_Q8 &&
+            h->hidden_dim % unit == 0) {
+            run_decode_layer(c, job, att_tasks, att_parallel);
+            continue;
+        }
         c->xq.n = dim;
         per_token(m, norm_input_task, job);
 
@@ -950,7 +1066,7 @@ static void run_layers(Qwen3Context* c, BlockJob* job) {
             per_token(m, qk_task, job);
         }
 
-        if (threads > 1 && att_tasks > 1 && att_work >= PARALLEL_MIN_WORK) {
+        if (att_parallel) {
             qwen3_pool_run(m->pool, att_fn, job, att_tasks);
         } else {
             for (uint32_t i = 0; i < att_tasks; i++) att_fn(job, i, att_tasks);
@@ -965,10 +1081,6 @@ static void run_layers(Qwen3Context* c, BlockJob* job) {
             qwen3_moe_forward(c, kernels, lw->moe, n); /* moe.c: xb2 = the experts' weighted sum */
             continue;
         }
-        /* units of lcm(group, 16) rows: whole quantisation groups and SIMD row blocks */
-        const uint32_t gs = h->group_size;
-        uint32_t unit = gs;
-        while (q8 && unit % 16 != 0) unit += gs;
         if (fuse && lw->w1.type == QWEN3_WEIGHT_Q8 && lw->w3.type == QWEN3_WEIGHT_Q8 && h->hidden_dim % unit == 0) {
             run_fused(m, gate_up_fused_task, &fused, h->hidden_dim / unit, unit, (uint64_t)2 * h->hidden_dim * dim);
         } else {

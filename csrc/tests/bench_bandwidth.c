@@ -3,8 +3,8 @@
  *   zig-out/bin/bench-bandwidth [--threads N] [--mib SIZE]
  *
  * Streams a buffer far larger than the caches with N threads (the engine's thread pool),
- * each summing its own slice, and prints {"threads":N,"gbPerSecond":X} for the best of
- * several passes. Decode tok/s times bytes of weights per token, divided by this, is the
+ * each reading its own slice with the widest loads the CPU has (read_probe.h), and prints
+ * {"threads":N,"gbPerSecond":X,"loads":"..."} for the best of several passes. Decode tok/s times bytes of weights per token, divided by this, is the
  * fraction of the hardware limit an engine reaches. */
 #include <stdint.h>
 #include <stdio.h>
@@ -12,25 +12,21 @@
 #include <string.h>
 #include <time.h>
 
+#include "platform.h"
+#include "read_probe.h"
 #include "threadpool.h"
 
 typedef struct {
-    const uint64_t* data; /* (words) */
-    size_t words;
-    uint64_t sums[64];    /* one per task, so the reads cannot be optimised away */
+    const uint8_t* data; /* (bytes), 64-byte aligned */
+    size_t bytes;        /* a multiple of 256 */
+    uint64_t sums[64];   /* one per task, so the reads cannot be optimised away */
 } Job;
 
 static void read_slice(void* arg, uint32_t task, uint32_t n_tasks) {
     Job* job = arg;
-    size_t begin = job->words * task / n_tasks, end = job->words * (task + 1) / n_tasks;
-    uint64_t a = 0, b = 0, c = 0, d = 0;
-    for (size_t i = begin; i + 4 <= end; i += 4) {
-        a += job->data[i];
-        b += job->data[i + 1];
-        c += job->data[i + 2];
-        d += job->data[i + 3];
-    }
-    job->sums[task] = a ^ b ^ c ^ d;
+    const size_t chunks = job->bytes / 256;
+    const size_t begin = chunks * task / n_tasks * 256, end = chunks * (task + 1) / n_tasks * 256;
+    job->sums[task] = read_probe(job->data + begin, end - begin);
 }
 
 static double now_seconds(void) {
@@ -51,14 +47,14 @@ int main(int argc, char** argv) {
         return 2;
     }
     size_t bytes = mib << 20;
-    uint64_t* data = malloc(bytes);
+    uint8_t* data = qwen3_aligned_alloc(bytes);
     Qwen3ThreadPool* pool = qwen3_pool_new(threads);
     if (!data || !pool) {
         fprintf(stderr, "bench-bandwidth: cannot allocate %zu MiB or %u threads\n", mib, threads);
         return 1;
     }
     memset(data, 1, bytes);
-    Job job = {.data = data, .words = bytes / 8};
+    Job job = {.data = data, .bytes = bytes};
     double best = 1e30;
     for (int pass = 0; pass < 6; pass++) {
         double t0 = now_seconds();
@@ -68,9 +64,9 @@ int main(int argc, char** argv) {
     }
     uint64_t check = 0;
     for (uint32_t t = 0; t < threads; t++) check ^= job.sums[t];
-    printf("{\"threads\":%u,\"gbPerSecond\":%.3f,\"check\":%llu}\n", threads, (double)bytes / best / 1e9,
-           (unsigned long long)(check & 1));
+    printf("{\"threads\":%u,\"gbPerSecond\":%.3f,\"loads\":\"%s\",\"check\":%llu}\n", threads,
+           (double)bytes / best / 1e9, read_probe_name(), (unsigned long long)(check & 1));
     qwen3_pool_free(pool);
-    free(data);
+    qwen3_aligned_free(data);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* test_threadpool.c - the pool runs every task exactly once, run after run, for 1..8
- * threads and for runs longer than one ticket window; workers that went to sleep wake up; tasks really run in parallel; freeing
+ * threads and for runs longer than one ticket window; workers that went to sleep wake up; tasks really run in parallel;
+ * phased runs keep their phases apart and in order (1..4 threads, many runs); freeing
  * an idle pool returns. A watchdog turns a deadlock into a failure instead of a hang. */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -174,6 +175,104 @@ static void test_parallel(void) {
     }
 }
 
+/* ---- phased runs: each phase starts after the last one ended ---- */
+
+#define PH_MAX 20 /* past QWEN3_POOL_MAX_PHASES: longer runs go out phase by phase */
+#define PH_TASKS 40
+
+typedef struct {
+    uint32_t n[PH_MAX];
+    uint32_t n_phases;
+    _Atomic uint32_t hits[PH_MAX][PH_TASKS];
+    _Atomic uint32_t started[PH_MAX];
+    _Atomic uint32_t finished[PH_MAX];
+    _Atomic uint32_t bad_order; /* a task that saw an earlier phase unfinished or a later one started */
+    _Atomic uint32_t bad_n;
+    uint32_t data[PH_MAX][PH_TASKS]; /* plain writes of phase p, read by phase p + 1 */
+    _Atomic uint32_t bad_data;
+    _Atomic uint32_t spin_sink; /* keeps the busy loop */
+} PhaseJob;
+
+static void phase_task(void* arg, uint32_t phase, uint32_t task, uint32_t n_tasks) {
+    PhaseJob* job = arg;
+    if (phase >= job->n_phases || n_tasks != job->n[phase] || task >= n_tasks) {
+        atomic_fetch_add(&job->bad_n, 1);
+        return;
+    }
+    atomic_fetch_add(&job->started[phase], 1);
+    for (uint32_t q = 0; q < job->n_phases; q++) {
+        if (q < phase && atomic_load(&job->finished[q]) != job->n[q]) atomic_fetch_add(&job->bad_order, 1);
+        if (q > phase && atomic_load(&job->started[q]) != 0) atomic_fetch_add(&job->bad_order, 1);
+    }
+    /* The previous phase's plain (non-atomic) writes are visible: the pool's ordering. */
+    if (phase > 0) {
+        uint32_t p = phase - 1;
+        while (p > 0 && job->n[p] == 0) p--;
+        for (uint32_t t = 0; t < job->n[p]; t++) {
+            if (job->data[p][t] != p * 1000 + t + 1) atomic_fetch_add(&job->bad_data, 1);
+        }
+    }
+    /* Uneven work, so phases overlap in time unless the pool keeps them apart. */
+    uint32_t sink = 0;
+    for (uint32_t i = 0; i < (task * 7919u + phase * 104729u) % 3000u; i++) sink = sink * 31u + i;
+    atomic_fetch_add(&job->spin_sink, sink);
+    job->data[phase][task] = phase * 1000 + task + 1;
+    atomic_fetch_add(&job->hits[phase][task], 1);
+    atomic_fetch_add(&job->finished[phase], 1);
+}
+
+static void test_phases(void) {
+    static PhaseJob job;
+    uint64_t rng = 12345;
+    for (uint32_t threads = 1; threads <= 4; threads++) {
+        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
+        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        if (!pool) continue;
+        static CountJob plain;
+        for (uint32_t run = 0; run < 400; run++) {
+            memset(&job, 0, sizeof job);
+            /* Phase shapes as a decode layer has them (many tasks, one serial task, none)
+             * and random ones; every third run a plain run in between, so the two kinds
+             * of window follow each other. */
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            job.n_phases = 1 + (uint32_t)(rng >> 56) % PH_MAX;
+            for (uint32_t p = 0; p < job.n_phases; p++) {
+                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                const uint32_t kind = (uint32_t)(rng >> 59) % 4;
+                job.n[p] = kind == 0 ? 1 : kind == 1 ? 0 : 1 + (uint32_t)(rng >> 33) % PH_TASKS;
+            }
+            qwen3_pool_run_phases(pool, phase_task, &job, job.n, job.n_phases);
+            uint32_t wrong = 0;
+            for (uint32_t p = 0; p < PH_MAX; p++) {
+                for (uint32_t t = 0; t < PH_TASKS; t++) {
+                    const uint32_t want = p < job.n_phases && t < job.n[p] ? 1u : 0u;
+                    wrong += atomic_load(&job.hits[p][t]) != want;
+                }
+            }
+            CHECK(wrong == 0 && atomic_load(&job.bad_n) == 0 && atomic_load(&job.bad_order) == 0 &&
+                      atomic_load(&job.bad_data) == 0,
+                  "threads=%u run=%u (%u phases): %u tasks ran a wrong number of times, %u bad counts, %u out of "
+                  "order, %u stale reads",
+                  threads, run, job.n_phases, wrong, atomic_load(&job.bad_n), atomic_load(&job.bad_order),
+                  atomic_load(&job.bad_data));
+            if (wrong || atomic_load(&job.bad_order)) break;
+            if (run % 3 == 0) {
+                memset(&plain, 0, sizeof plain);
+                plain.expect_n = 9;
+                qwen3_pool_run(pool, count_task, &plain, 9);
+                uint32_t bad = 0;
+                for (uint32_t t = 0; t < MAX_TASKS; t++) bad += atomic_load(&plain.hits[t]) != (t < 9 ? 1u : 0u);
+                CHECK(bad == 0, "threads=%u: a plain run after a phased one ran %u tasks wrongly", threads, bad);
+            }
+        }
+        /* No tasks at all, and an empty phase list. */
+        const uint32_t none[3] = {0, 0, 0};
+        qwen3_pool_run_phases(pool, phase_task, &job, none, 3);
+        qwen3_pool_run_phases(pool, phase_task, &job, none, 0);
+        qwen3_pool_free(pool);
+    }
+}
+
 /* ---- a worker that stalls every run sends the pool solo, and it comes back ---- */
 
 static _Thread_local int on_caller; /* set on the thread that calls qwen3_pool_run */
@@ -282,6 +381,7 @@ int main(void) {
     test_many_tasks();
     test_wake_after_sleep();
     test_parallel();
+    test_phases();
     test_stall_fallback();
     test_lifecycle();
     if (tu_failures) {
