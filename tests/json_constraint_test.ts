@@ -387,7 +387,14 @@ Deno.test("Qwen3.generate with a constraint: the same JSON and logprobs on both 
     runs.push({ text: run.text, tokens: run.tokens, logprobs });
   }
   assert.deepEqual(runs[1].tokens, runs[0].tokens);
-  runs[0].logprobs.forEach((v, i) => assert.ok(Math.abs(v - runs[1].logprobs[i]) < 2e-3));
+  // The engines agree to ~1e-6 in the logits, not bit for bit (RoPE's sin and cos come from
+  // different libraries: docs/numerics.md#c-and-typescript-engines), and an
+  // int8-quantised activation that lands on a rounding edge moves a whole step on one engine:
+  // a 2^-22 nudge to exp alone shifts later logprobs by ~1e-2 on the demo model. So the
+  // bound is a few such steps, far below what a wrong mask or position would give.
+  runs[0].logprobs.forEach((v, i) =>
+    assert.ok(Math.abs(v - runs[1].logprobs[i]) < 5e-2, `logprob ${i}`)
+  );
 });
 
 Deno.test("generation loop: refused picks masked, then every refused token at once", async () => {
