@@ -33,7 +33,7 @@ import { readCheckpoint } from "../src/formats/model_file.ts";
 import { checkpointToGguf } from "../src/formats/gguf_convert.ts";
 import { ensureZig } from "../tools/zig.ts";
 import { compareBatch } from "./compare_batch.ts";
-import { compareMoe } from "./compare_moe.ts";
+import { compareMoe, MOE_SECTION_TITLE } from "./compare_moe.ts";
 import { compareSpeculate } from "./compare_speculate.ts";
 import { compareKquant } from "./compare_kquant.ts";
 
@@ -446,6 +446,22 @@ function renderSvg(rows: Row[], pps: string[]): string {
   return parts.join("\n");
 }
 
+/**
+ * The section of `md` that starts at the line beginning with `heading`, up to the next `## `
+ * heading, with `note` as its first paragraph (once: a section kept twice keeps one note);
+ * "" when `md` has no such section.
+ */
+export function keptSection(md: string, heading: string, note: string): string {
+  const lines = md.split("\n");
+  const start = lines.findIndex((l) => l.startsWith(heading));
+  if (start < 0) return "";
+  let end = lines.findIndex((l, i) => i > start && l.startsWith("## "));
+  if (end < 0) end = lines.length;
+  const body = lines.slice(start + 1, end).join("\n").trim();
+  const rest = body.startsWith(note) ? body.slice(note.length).trim() : body;
+  return [lines[start], "", note, "", rest, ""].join("\n");
+}
+
 async function main() {
   const { values } = parseArgs({
     args: Deno.args,
@@ -568,6 +584,12 @@ async function main() {
     log,
   });
 
+  // --no-moe keeps the last measured MoE section rather than dropping it from RESULTS.md.
+  const keptMoe = moe ? "" : keptSection(
+    await Deno.readTextFile(join(ROOT, "bench/RESULTS.md")).catch(() => ""),
+    MOE_SECTION_TITLE,
+    "Not measured by this run (`--no-moe`): the section below is the previous run's.",
+  );
   const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() => "")).match(
     /model name\s*:\s*(.*)/,
   )?.[1] ?? Deno.build.arch;
@@ -599,7 +621,7 @@ async function main() {
     "",
     "![chart](results.svg)",
     "",
-    ...(moe ? [moe.markdown] : []),
+    ...(moe ? [moe.markdown] : keptMoe ? [keptMoe] : []),
   ].join("\n");
   await Deno.writeTextFile(join(ROOT, "bench/RESULTS.md"), md);
   await compareBatch({

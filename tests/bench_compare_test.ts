@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { exitStatus, failureNote, renderTable, type Row } from "../bench/compare.ts";
+import { exitStatus, failureNote, keptSection, renderTable, type Row } from "../bench/compare.ts";
 
 function row(
   engine: string,
@@ -54,4 +54,14 @@ Deno.test("bench:compare writes the table when the peer fails", () => {
   // the ratios: none against the failed peer at 1 thread, pp2048 as a share of pp128
   assert.ok(lines.includes("| 1 | - | - | - | 50% | - |"), table);
   assert.ok(lines.includes("| 2 | 3.75x | 4.00x | 1.11x | 80% | - |"), table);
+});
+
+Deno.test("bench:compare --no-moe keeps the last MoE section, with one note", () => {
+  const md =
+    "# Results\n\ntext\n\n## Mixture of experts: X\n\nmoe table\n\n## Batched decode\n\nb\n";
+  const note = "Not measured by this run.";
+  const kept = keptSection(md, "## Mixture of experts", note);
+  assert.equal(kept, "## Mixture of experts: X\n\nNot measured by this run.\n\nmoe table\n");
+  assert.equal(keptSection(kept, "## Mixture of experts", note), kept);
+  assert.equal(keptSection("# Results\n", "## Mixture of experts", note), "");
 });
