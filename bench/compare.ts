@@ -17,7 +17,8 @@
  * into .tools/ (several minutes on 2 cores). The peer is smoke-tested before it is measured;
  * a build that crashes (gcc 12 miscompiles llama.cpp's AMX path) is followed by builds with
  * Debian's clang and with Zig's clang (`zig cc`), each in its own folder, until one runs
- * (`--llama-compiler` starts the list elsewhere). `QWEN3_LLAMA_PYTHON` names a python with
+ * (`--llama-compiler` starts the list elsewhere); on an AMX CPU a build without llama.cpp's
+ * AMX path is used only when no later one runs with it. `QWEN3_LLAMA_PYTHON` names a python with
  * llama_cpp to use instead. Then the mixture-of-experts comparison (bench/compare_moe.ts; its
  * model, ~2.6 GB, takes ~15 minutes to make on first use) adds its section, unless `--no-moe`;
  * then batched decode (bench/compare_batch.ts) and speculative decoding
@@ -230,10 +231,23 @@ async function smokeTest(python: string): Promise<Peer> {
 }
 
 /**
+ * Whether a peer misses the AMX path of a CPU that has it: Debian's clang 14 builds a
+ * llama.cpp that runs on an AMX host but reports no AMX_INT8, and its prefill there is
+ * about half of what Zig's clang 19 build with AMX reaches (bench/RESULTS.md).
+ */
+export function lacksHostAmx(cpuFlags: string, systemInfo: string): boolean {
+  return /\bamx_int8\b/.test(cpuFlags) && !/AMX_INT8 = 1/.test(systemInfo);
+}
+
+/**
  * The first peer that passes the smoke test: $QWEN3_LLAMA_PYTHON, else the builds of
- * LLAMA_COMPILERS from `first` on. Throws with every failure when none runs.
+ * LLAMA_COMPILERS from `first` on. On a CPU with AMX-INT8, a build that runs without its
+ * AMX path is kept only until a later compiler's build runs with it. Throws with every
+ * failure when none runs.
  */
 export async function ensureLlama(first: LlamaCompiler): Promise<Peer> {
+  const cpuFlags = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  let withoutAmx: Peer | null = null;
   const failures: string[] = [];
   const given = Deno.env.get("QWEN3_LLAMA_PYTHON");
   if (given) {
@@ -249,7 +263,12 @@ export async function ensureLlama(first: LlamaCompiler): Promise<Peer> {
     try {
       const python = await buildPeer(compiler);
       try {
-        return await smokeTest(python);
+        const peer = await smokeTest(python);
+        if (!lacksHostAmx(cpuFlags, peer.systemInfo)) return peer;
+        log(
+          `llama.cpp peer built with ${compiler} compilers runs without AMX on this AMX CPU; trying the next`,
+        );
+        withoutAmx ??= peer;
       } catch (e) {
         const why = e instanceof RunError ? e.status : (e as Error).message;
         failures.push(`${compiler} build: smoke test ${why}`);
@@ -261,6 +280,7 @@ export async function ensureLlama(first: LlamaCompiler): Promise<Peer> {
       log(`building the llama.cpp peer with ${compiler} compilers failed: ${why}`);
     }
   }
+  if (withoutAmx) return withoutAmx;
   throw new Error(failures.join("; "));
 }
 

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { exitStatus, failureNote, keptSection, renderTable, type Row } from "../bench/compare.ts";
+import {
+  exitStatus,
+  failureNote,
+  keptSection,
+  lacksHostAmx,
+  renderTable,
+  type Row,
+} from "../bench/compare.ts";
 
 function row(
   engine: string,
@@ -64,4 +71,14 @@ Deno.test("bench:compare --no-moe keeps the last MoE section, with one note", ()
   assert.equal(kept, "## Mixture of experts: X\n\nNot measured by this run.\n\nmoe table\n");
   assert.equal(keptSection(kept, "## Mixture of experts", note), kept);
   assert.equal(keptSection("# Results\n", "## Mixture of experts", note), "");
+});
+
+Deno.test("bench:compare looks past a peer that runs without the CPU's AMX", () => {
+  const info = "CPU : AVX512_VNNI = 1 | AVX512_BF16 = 1 | LLAMAFILE = 1 |";
+  assert.equal(lacksHostAmx("flags : avx512_vnni amx_bf16 amx_tile amx_int8", info), true);
+  assert.equal(
+    lacksHostAmx("flags : avx512_vnni amx_bf16 amx_tile amx_int8", info + " AMX_INT8 = 1 |"),
+    false,
+  );
+  assert.equal(lacksHostAmx("flags : avx2 avx512_vnni", info), false);
 });
