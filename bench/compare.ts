@@ -120,6 +120,12 @@ export interface Peer {
   systemInfo: string;
 }
 
+/**
+ * A text file holding the python of the build `ensureLlama` last chose (one line), so the
+ * tests use the build that passed the smoke test, not a crashing one beside it.
+ */
+export const LLAMA_CHOSEN = `${LLAMA_VENV}.chosen`;
+
 /** The compilers tried for the peer, in order; each builds into its own folder. */
 export const LLAMA_COMPILERS = ["default", "clang", "zig"] as const;
 export type LlamaCompiler = typeof LLAMA_COMPILERS[number];
@@ -264,7 +270,10 @@ export async function ensureLlama(first: LlamaCompiler): Promise<Peer> {
       const python = await buildPeer(compiler);
       try {
         const peer = await smokeTest(python);
-        if (!lacksHostAmx(cpuFlags, peer.systemInfo)) return peer;
+        if (!lacksHostAmx(cpuFlags, peer.systemInfo)) {
+          await Deno.writeTextFile(LLAMA_CHOSEN, peer.python + "\n");
+          return peer;
+        }
         log(
           `llama.cpp peer built with ${compiler} compilers runs without AMX on this AMX CPU; trying the next`,
         );
@@ -280,7 +289,10 @@ export async function ensureLlama(first: LlamaCompiler): Promise<Peer> {
       log(`building the llama.cpp peer with ${compiler} compilers failed: ${why}`);
     }
   }
-  if (withoutAmx) return withoutAmx;
+  if (withoutAmx) {
+    await Deno.writeTextFile(LLAMA_CHOSEN, withoutAmx.python + "\n");
+    return withoutAmx;
+  }
   throw new Error(failures.join("; "));
 }
 
