@@ -356,6 +356,29 @@ static void judge_run(Qwen3ThreadPool* pool, double work, double total) {
     pool->window_time = pool->window_stall = 0;
 }
 
+/* Publishes a window of n tasks (the job fields already set), runs tasks on the calling
+ * thread too and waits until all n are done. Returns the caller's seconds in tasks (a
+ * phased run's waits for earlier phases not counted), for judge_run. */
+static double run_window(Qwen3ThreadPool* pool, uint32_t n) {
+    /* Only this thread writes the generation, so a relaxed read is current. */
+    const uint32_t g = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
+    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+    /* Release: a worker whose claim reads this ticket sees the job fields above. */
+    atomic_store_explicit(&pool->ticket, make_ticket(g, n), memory_order_release);
+    publish(pool, g);
+    double work = 0;
+    if (pool->n_phases) {
+        run_tasks(pool, g, &work);
+    } else {
+        const double w0 = qwen3_time_seconds();
+        run_tasks(pool, g, NULL);
+        work = qwen3_time_seconds() - w0;
+    }
+    /* Every task is claimed now; wait for the ones still running elsewhere. */
+    wait_done(pool, n);
+    return work;
+}
+
 void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n_tasks) {
     if (n_tasks == 0) return;
     /* One task, or no workers: waking anybody would only add latency. */
@@ -377,20 +400,8 @@ void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n
     pool->n_tasks = n_tasks;
     for (uint32_t first = 0; first < n_tasks; first += WINDOW_TASKS) {
         const uint32_t n = n_tasks - first < WINDOW_TASKS ? n_tasks - first : WINDOW_TASKS;
-        /* Only this thread writes the generation, so a relaxed read is current. */
-        const uint32_t g = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
         pool->first_task = first;
-        atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
-        /* Release: a worker whose claim reads this ticket sees the job fields above. */
-        atomic_store_explicit(&pool->ticket, make_ticket(g, n), memory_order_release);
-        publish(pool, g);
-
-        const double w0 = qwen3_time_seconds();
-        run_tasks(pool, g, NULL);
-        work += qwen3_time_seconds() - w0;
-
-        /* Every task is claimed now; wait for the ones still running elsewhere. */
-        wait_done(pool, n);
+        work += run_window(pool, n);
     }
     judge_run(pool, work, qwen3_time_seconds() - t0);
 }
@@ -434,19 +445,12 @@ void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, co
     }
     pool->stats.parallel_runs++;
     const double t0 = qwen3_time_seconds();
-    double work = 0;
     pool->phase_fn = fn;
     pool->arg = arg;
     pool->n_phases = n_phases;
     pool->phase_start[0] = 0;
     for (uint32_t p = 0; p < n_phases; p++) pool->phase_start[p + 1] = pool->phase_start[p] + n_tasks[p];
-    const uint32_t g = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
-    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
-    /* Release: a worker whose claim reads this ticket sees the job fields above. */
-    atomic_store_explicit(&pool->ticket, make_ticket(g, (uint32_t)total), memory_order_release);
-    publish(pool, g);
-    run_tasks(pool, g, &work);
-    wait_done(pool, (uint32_t)total);
+    const double work = run_window(pool, (uint32_t)total);
     /* Only the caller reads n_phases to pick the kind of the next run it publishes; a
      * worker reads it after a claim, which pins this run until its task is done. */
     pool->n_phases = 0;
