@@ -21,7 +21,6 @@
 #include <string.h>
 
 #include "error.h"
-#include "kernels_float.h"
 #include "moe.h"
 #include "model.h"
 #include "platform.h"
@@ -113,6 +112,9 @@ static void router_logits(const float* router, const float* h, uint32_t dim, uin
         }                                                                                                \
     }
 
+typedef void (*RouterLanesFn)(const float* router, const float* xt, uint32_t dim, uint32_t n_experts, float* out,
+                              size_t out_stride);
+
 static void router_lanes(const float* router, const float* xt, uint32_t dim, uint32_t n_experts, float* out,
                          size_t out_stride) ROUTER_LANES_BODY
 
@@ -159,6 +161,12 @@ void qwen3_moe_route_lanes(const float* router, const float* x, size_t x_stride,
         }
         return;
     }
+    RouterLanesFn lanes = router_lanes;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (simd) lanes = router_lanes_avx2;
+#else
+    (void)simd;
+#endif
     for (uint32_t t0 = 0; t0 < n; t0 += ROUTE_LANES) {
         const uint32_t nt = n - t0 < ROUTE_LANES ? n - t0 : ROUTE_LANES;
         for (uint32_t i = 0; i < dim; i++) {
@@ -171,28 +179,11 @@ void qwen3_moe_route_lanes(const float* router, const float* x, size_t x_stride,
         /* lanes past n have no rows in probs: a whole group writes there directly, a partial
          * one (rare: the block's last) a row at a time through the stack */
         if (nt == ROUTE_LANES) {
-#if defined(__x86_64__) || defined(_M_X64)
-            if (simd) {
-                router_lanes_avx2(router, xt, dim, n_experts, p, n_experts);
-            } else {
-                router_lanes(router, xt, dim, n_experts, p, n_experts);
-            }
-#else
-            (void)simd;
-            router_lanes(router, xt, dim, n_experts, p, n_experts);
-#endif
+            lanes(router, xt, dim, n_experts, p, n_experts);
         } else {
             for (uint32_t e0 = 0; e0 < n_experts; e0 += 8) {
                 const uint32_t ne = n_experts - e0 < 8 ? n_experts - e0 : 8;
-#if defined(__x86_64__) || defined(_M_X64)
-                if (simd) {
-                    router_lanes_avx2(router + (size_t)e0 * dim, xt, dim, ne, tail, 8);
-                } else {
-                    router_lanes(router + (size_t)e0 * dim, xt, dim, ne, tail, 8);
-                }
-#else
-                router_lanes(router + (size_t)e0 * dim, xt, dim, ne, tail, 8);
-#endif
+                lanes(router + (size_t)e0 * dim, xt, dim, ne, tail, 8);
                 for (uint32_t l = 0; l < nt; l++) memcpy(p + (size_t)l * n_experts + e0, tail + l * 8, ne * sizeof(float));
             }
         }
@@ -347,30 +338,19 @@ static void gather_task(void* arg, uint32_t task, uint32_t n_tasks) {
 }
 
 /* Rows [r0, r1) of w for the `count` grouped rows from `first`: out row i at out + i *
- * stride, the same kernel calls as a dense block's matmul (transformer.c), so the same bits. */
+ * stride, through qwen3_matmul_rows as a dense block's matmul (transformer.c), so the same
+ * bits. */
 static void expert_matmul(const Qwen3KernelTable* k, float* out, size_t stride, const Qwen3Matrix* w,
                           const Qwen3Q8Batch* xq, const float* xf, uint32_t first, uint32_t count, uint32_t r0,
                           uint32_t r1) {
-    out += r0;
-    if (w->type != QWEN3_WEIGHT_Q8 && w->type != QWEN3_WEIGHT_BLOCKS) {
-        qwen3_matmul_float(out, stride, w, xf + (size_t)first * w->cols, w->cols, count, r0, r1);
-        return;
+    Qwen3Q8Batch x = {.n = xq->n, .n_tokens = count, .group_size = xq->group_size};
+    if (xq->group_size) { /* a float model has no quantised inputs */
+        const uint32_t ng = xq->n / xq->group_size;
+        x.q = xq->q + (size_t)first * xq->n;
+        x.s = xq->s + (size_t)first * ng;
+        x.sums = xq->sums + (size_t)first * ng;
     }
-    const uint32_t ng = xq->n / xq->group_size;
-    const Qwen3Q8Batch x = {.q = xq->q + (size_t)first * xq->n,
-                            .s = xq->s + (size_t)first * ng,
-                            .sums = xq->sums + (size_t)first * ng,
-                            .n = xq->n,
-                            .n_tokens = count,
-                            .group_size = xq->group_size};
-    if (w->type == QWEN3_WEIGHT_BLOCKS) {
-        k->matmul_blocks(out, stride, &w->blocks, &x, r0, r1);
-    } else if (count == 1) {
-        const Qwen3Q8Vector v = qwen3_q8_batch_row(&x, 0);
-        k->matvec_q8(out, &w->q8, &v, r0, r1);
-    } else {
-        k->matmul_q8(out, stride, &w->q8, &x, r0, r1);
-    }
+    qwen3_matmul_rows(k, out, stride, w, &x, xf ? xf + (size_t)first * w->cols : NULL, w->cols, r0, r1);
 }
 
 /* Gate and up: task = (chosen expert, gate or up, row range). */

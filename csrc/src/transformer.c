@@ -348,6 +348,21 @@ typedef struct {
     const Qwen3KernelTable* kernels;
 } MatmulJob;
 
+void qwen3_matmul_rows(const Qwen3KernelTable* k, float* out, size_t stride, const Qwen3Matrix* w,
+                       const Qwen3Q8Batch* x, const float* xf, size_t xf_stride, uint32_t r0, uint32_t r1) {
+    out += r0;
+    if (w->type == QWEN3_WEIGHT_BLOCKS) {
+        k->matmul_blocks(out, stride, &w->blocks, x, r0, r1);
+    } else if (w->type != QWEN3_WEIGHT_Q8) {
+        qwen3_matmul_float(out, stride, w, xf, xf_stride, x->n_tokens, r0, r1);
+    } else if (x->n_tokens == 1) {
+        const Qwen3Q8Vector v = qwen3_q8_batch_row(x, 0);
+        k->matvec_q8(out, &w->q8, &v, r0, r1);
+    } else {
+        k->matmul_q8(out, stride, &w->q8, x, r0, r1);
+    }
+}
+
 static void matmul_task(void* arg, uint32_t task, uint32_t n_tasks) {
     (void)n_tasks;
     const MatmulJob* job = (const MatmulJob*)arg;
@@ -360,17 +375,8 @@ static void matmul_task(void* arg, uint32_t task, uint32_t n_tasks) {
         if (begin < part_end) {
             uint32_t r0 = (uint32_t)(begin - base);
             uint32_t r1 = (uint32_t)((end < part_end ? end : part_end) - base);
-            float* out = job->parts[p].out + r0;
-            if (w->type == QWEN3_WEIGHT_BLOCKS) {
-                job->kernels->matmul_blocks(out, job->parts[p].stride, &w->blocks, job->x, r0, r1);
-            } else if (w->type != QWEN3_WEIGHT_Q8) {
-                qwen3_matmul_float(out, job->parts[p].stride, w, job->xf, job->xf_stride, job->x->n_tokens, r0, r1);
-            } else if (job->x->n_tokens == 1) {
-                const Qwen3Q8Vector v = qwen3_q8_batch_row(job->x, 0);
-                job->kernels->matvec_q8(out, &w->q8, &v, r0, r1);
-            } else {
-                job->kernels->matmul_q8(out, job->parts[p].stride, &w->q8, job->x, r0, r1);
-            }
+            qwen3_matmul_rows(job->kernels, job->parts[p].out, job->parts[p].stride, w, job->x, job->xf,
+                              job->xf_stride, r0, r1);
             begin = base + r1;
         }
         base = part_end;
@@ -402,18 +408,6 @@ static void run_matmul(Qwen3Model* m, MatmulJob* job) {
     } else {
         qwen3_pool_run(m->pool, matmul_task, job, n_tasks);
     }
-}
-
-void qwen3_matmul_pair(Qwen3Model* m, const Qwen3KernelTable* k, float* out0, const Qwen3Matrix* w0, float* out1,
-                       const Qwen3Matrix* w1, size_t stride, const Qwen3Q8Batch* x, const float* xf,
-                       size_t xf_stride) {
-    MatmulJob job = {.parts = {{out0, stride, w0}, {out1, stride, w1}},
-                     .n_parts = w1 ? 2 : 1,
-                     .x = x,
-                     .xf = xf,
-                     .xf_stride = xf_stride,
-                     .kernels = k};
-    run_matmul(m, &job);
 }
 
 static void matmul1(Qwen3Model* m, const Qwen3KernelTable* k, float* out, size_t stride,
@@ -969,14 +963,11 @@ static void layer_phase(void* arg, uint32_t phase, uint32_t task, uint32_t n_tas
 
 /* Layer job->layer of a one-token decode step (job: one token of c, lw set) as one phased
  * run. The caller checked that its Q/K/V and gate/up weights are Q8 and it has no experts. */
-static void run_decode_layer(Qwen3Context* c, BlockJob* job, uint32_t att_tasks, int att_parallel) {
+static void run_decode_layer(Qwen3Context* c, BlockJob* job, uint32_t unit, uint32_t att_tasks, int att_parallel) {
     Qwen3Model* m = c->model;
     const Qwen3Header* h = &m->header;
     const Qwen3LayerWeights* lw = job->lw;
     const uint32_t dim = h->dim, hd = h->head_dim, q_dim = h->n_heads * hd, kv_dim = h->n_kv_heads * hd;
-    const uint32_t gs = h->group_size;
-    uint32_t unit = gs;
-    while (unit % 16 != 0) unit += gs;
     LayerRun r = {.block = job, .att_tasks = att_tasks, .att_serial = !att_parallel};
     r.qkv = (FusedJob){.c = c, .lw = lw, .kernels = job->kernels, .layer = job->layer, .pos = job->pos0};
     r.gate_up = r.qkv;
@@ -1038,7 +1029,7 @@ static void run_layers(Qwen3Context* c, BlockJob* job) {
         if (fuse && !lw->moe && lw->wq.type == QWEN3_WEIGHT_Q8 && lw->wk.type == QWEN3_WEIGHT_Q8 &&
             lw->wv.type == QWEN3_WEIGHT_Q8 && lw->w1.type == QWEN3_WEIGHT_Q8 && lw->w3.type == QWEN3_WEIGHT_Q8 &&
             h->hidden_dim % unit == 0) {
-            run_decode_layer(c, job, att_tasks, att_parallel);
+            run_decode_layer(c, job, unit, att_tasks, att_parallel);
             continue;
         }
         c->xq.n = dim;

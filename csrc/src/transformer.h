@@ -105,12 +105,13 @@ void qwen3_context_deinit(Qwen3Context* ctx);
  */
 int32_t qwen3_forward_tokens(Qwen3Context* ctx, const int32_t* tokens, uint32_t n);
 
-/* out0 = w0 x (and out1 = w1 x when w1 is not NULL) for the x->n_tokens tokens of x, token
- * t's row at out + t * stride: Q8 matrices read x, float ones xf (token t at
- * xf + t * xf_stride); on the model's pool, rows split as for every matmul. */
-void qwen3_matmul_pair(Qwen3Model* m, const Qwen3KernelTable* k, float* out0, const Qwen3Matrix* w0, float* out1,
-                       const Qwen3Matrix* w1, size_t stride, const Qwen3Q8Batch* x, const float* xf,
-                       size_t xf_stride);
+/* Rows [r0, r1) of out = w x for the x->n_tokens tokens of x, token t's row at out + t *
+ * stride: a block matrix or a Q8 one (one token: the matvec) reads the quantised x, a
+ * float one (F32/F16/BF16) the fp32 xf, token t at xf + t * xf_stride (kernels_float.h).
+ * One call per row range of a matmul task, here and in moe.c, so dense and expert
+ * products take the same kernels and give the same bits. */
+void qwen3_matmul_rows(const Qwen3KernelTable* k, float* out, size_t stride, const Qwen3Matrix* w,
+                       const Qwen3Q8Batch* x, const float* xf, size_t xf_stride, uint32_t r0, uint32_t r1);
 
 /*
  * As qwen3_forward_tokens, but instead of the logits writes the last token's final hidden
