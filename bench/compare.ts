@@ -126,6 +126,20 @@ export interface Peer {
  */
 export const LLAMA_CHOSEN = `${LLAMA_VENV}.chosen`;
 
+/**
+ * The python to use as the peer without building one: `QWEN3_LLAMA_PYTHON`, else the build
+ * `ensureLlama` last chose (LLAMA_CHOSEN), else its first build's path (which may not exist).
+ */
+export async function builtLlamaPython(): Promise<string> {
+  const chosen = (await Deno.readTextFile(LLAMA_CHOSEN).catch(() => "")).trim();
+  return Deno.env.get("QWEN3_LLAMA_PYTHON") ?? (chosen || join(LLAMA_VENV, "bin/python"));
+}
+
+async function choose(peer: Peer): Promise<Peer> {
+  await Deno.writeTextFile(LLAMA_CHOSEN, peer.python + "\n");
+  return peer;
+}
+
 /** The compilers tried for the peer, in order; each builds into its own folder. */
 export const LLAMA_COMPILERS = ["default", "clang", "zig"] as const;
 export type LlamaCompiler = typeof LLAMA_COMPILERS[number];
@@ -270,10 +284,7 @@ export async function ensureLlama(first: LlamaCompiler): Promise<Peer> {
       const python = await buildPeer(compiler);
       try {
         const peer = await smokeTest(python);
-        if (!lacksHostAmx(cpuFlags, peer.systemInfo)) {
-          await Deno.writeTextFile(LLAMA_CHOSEN, peer.python + "\n");
-          return peer;
-        }
+        if (!lacksHostAmx(cpuFlags, peer.systemInfo)) return await choose(peer);
         log(
           `llama.cpp peer built with ${compiler} compilers runs without AMX on this AMX CPU; trying the next`,
         );
@@ -289,10 +300,7 @@ export async function ensureLlama(first: LlamaCompiler): Promise<Peer> {
       log(`building the llama.cpp peer with ${compiler} compilers failed: ${why}`);
     }
   }
-  if (withoutAmx) {
-    await Deno.writeTextFile(LLAMA_CHOSEN, withoutAmx.python + "\n");
-    return withoutAmx;
-  }
+  if (withoutAmx) return await choose(withoutAmx);
   throw new Error(failures.join("; "));
 }
 

@@ -21,7 +21,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { EngineRun } from "./engine_run.ts";
 import { readGgufHeader } from "../src/formats/gguf.ts";
-import { LLAMA_VENV } from "./compare.ts";
+import { builtLlamaPython } from "./compare.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -272,7 +272,7 @@ if (import.meta.main) {
     },
   });
   const threads = values.threads.split(",").map(Number);
-  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? join(LLAMA_VENV, "bin/python");
+  const python = await builtLlamaPython();
   const source = join(ROOT, "bench/models/qwen3-0.6b-random/model-q8_0.gguf");
   if (!await exists(source)) {
     console.error(`error: ${source} is missing: run \`deno task bench:compare\` once`);

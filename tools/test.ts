@@ -68,6 +68,12 @@ export function childrenCpuSeconds(): number | null {
   }
 }
 
+/** CPU seconds since `c0` (a {@link childrenCpuSeconds} reading); null when either is unknown. */
+function cpuSince(c0: number | null): number | null {
+  const c1 = childrenCpuSeconds();
+  return c0 === null || c1 === null ? null : c1 - c0;
+}
+
 /** Formats seconds as `1m 05s` (or `42.0 s` under a minute). */
 export function formatSeconds(s: number): string {
   if (s < 60) return `${s.toFixed(1)} s`;
@@ -108,13 +114,7 @@ async function main(names: string[]): Promise<number> {
       console.error(`error: cannot run deno ${step.args.join(" ")}: ${(e as Error).message}`);
     }
     const seconds = (performance.now() - t0) / 1000;
-    const c1 = childrenCpuSeconds();
-    results.push({
-      name: step.name,
-      ok,
-      seconds,
-      cpu: c0 === null || c1 === null ? null : c1 - c0,
-    });
+    results.push({ name: step.name, ok, seconds, cpu: cpuSince(c0) });
     console.error(
       `=== test step ${step.name}: ${ok ? "ok" : "FAILED"} in ${formatSeconds(seconds)}`,
     );
@@ -131,10 +131,9 @@ async function main(names: string[]): Promise<number> {
     );
   }
   const skipped = steps.length - results.length;
-  const cpuEnd = childrenCpuSeconds();
   console.log(
     `total               ${formatSeconds(total).padEnd(7)}${
-      cpu(cpuStart === null || cpuEnd === null ? null : cpuEnd - cpuStart)
+      cpu(cpuSince(cpuStart))
     } on ${navigator.hardwareConcurrency} CPUs`,
   );
   const passed = results.filter((r) => r.ok).length;

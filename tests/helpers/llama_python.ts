@@ -3,21 +3,19 @@
  * @module
  */
 
-import { join } from "node:path";
-import { LLAMA_CHOSEN, LLAMA_CPP_PYTHON, LLAMA_VENV } from "../../bench/compare.ts";
+import { builtLlamaPython, LLAMA_CPP_PYTHON, LLAMA_VENV } from "../../bench/compare.ts";
 
 /**
- * `QWEN3_LLAMA_PYTHON`, else the build that `deno task bench:compare` chose under .tools/ (the
- * one that passed its smoke test, named in LLAMA_CHOSEN), else its first build, when it
- * imports llama_cpp (and `modules`). Checked with stat first, so a machine without it never
+ * The peer's python as bench/compare.ts's `builtLlamaPython` names it (`QWEN3_LLAMA_PYTHON`,
+ * else the build `deno task bench:compare` chose under .tools/), when it imports llama_cpp
+ * (and `modules`). Checked with stat first, so a machine without it never
  * spawns a missing binary (Deno reports that as an uncaught error).
  *
  * @param modules More Python modules the test needs (`gguf`, `numpy`).
  * @returns The python's path, or null when there is none.
  */
 export async function findLlamaPython(modules: readonly string[] = []): Promise<string | null> {
-  const chosen = (await Deno.readTextFile(LLAMA_CHOSEN).catch(() => "")).trim();
-  const python = Deno.env.get("QWEN3_LLAMA_PYTHON") ?? (chosen || join(LLAMA_VENV, "bin/python"));
+  const python = await builtLlamaPython();
   try {
     if (!(await Deno.stat(python)).isFile) return null;
     const r = await new Deno.Command(python, {
