@@ -80,6 +80,9 @@ typedef void (*Qwen3MatmulQ8Fn)(float* out, size_t out_stride, const Qwen3Q8Matr
  * lane and a score's dot product runs in index order down the lanes (the scalar order,
  * vectorised across positions rather than across the sum).
  *
+ * Every multiply-add of both sums is one fused multiply-add, acc = fmaf(x, y, acc), a
+ * single rounding (docs/numerics.md#grouped-query-attention).
+ *
  * attn_scores: for each query j < n_q (query j at q + j * q_stride) and position
  *   p < n_pos: scores[j * s_stride + p] = (sum over i in order of q[i] * k[p][i]) * scale,
  *   where k[p][i] = keys[(p / B) * block_stride + i * B + p % B] (B = QWEN3_KV_BLOCK).

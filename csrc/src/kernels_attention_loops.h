@@ -1,8 +1,13 @@
 /* kernels_attention_loops.h - the scalar reference's attention loops (scores q.k and the
  * weighted sum of values) as always-inline functions: kernels_scalar.c compiles them for
  * the baseline CPU, and a SIMD tier may wrap them in a function with its own target
- * attribute so the compiler vectorises the same code for wider registers. Each lane's operations and their order are fixed by the source
- * (-ffp-contract=off: no fused multiply-add), so every build gives the same bits. */
+ * attribute so the compiler vectorises the same code for wider registers. Each lane's
+ * operations and their order are fixed by the source: every multiply-add is one fused
+ * multiply-add, a single rounding (docs/numerics.md#grouped-query-attention), written as
+ * QWEN3_FMAF so -ffp-contract=off leaves it alone. Where the target has FMA (an includer
+ * with an FMA target attribute defines QWEN3_FMAF as __builtin_fmaf first; aarch64
+ * always has it) that is the instruction; elsewhere qwen3_fmaf_soft below, which rounds
+ * the same way. So every build gives the same bits. */
 #ifndef QWEN3_KERNELS_ATTENTION_LOOPS_H
 #define QWEN3_KERNELS_ATTENTION_LOOPS_H
 
@@ -10,6 +15,36 @@
 #include <stdint.h>
 
 #include "kernels.h"
+
+/* a * b + c for fp32 a, b, c, rounded once to fp32 (IEEE fusedMultiplyAdd, round half to
+ * even), without an FMA instruction and without libm: the fmaf that Zig links from its
+ * compiler runtime rounds the double sum again, which is wrong in the rare case below.
+ * The product is exact in a double (24 + 24 significant bits), so the double sum s is the
+ * only rounding before the last one. Rounding s to fp32 is right unless s lies exactly
+ * halfway between two fp32 values while the exact sum does not; then the exact sum's
+ * side decides, and TwoSum's error term e (exact: a + b = s + e) tells which side.
+ * src/reference/fma.ts is the same function for the TypeScript engine. */
+static inline float qwen3_fmaf_soft(float a, float b, float c) {
+    const double p = (double)a * (double)b;
+    const double s = p + (double)c;
+    const float r = (float)s;
+    if ((double)r == s) return r;
+    const double d = s - (double)r;             /* exact */
+    const double other = (double)r + 2.0 * d;   /* exact; an fp32 value when s is halfway */
+    if ((double)(float)other != other) return r;
+    const double bb = s - p;
+    const double e = (p - (s - bb)) + ((double)c - bb);
+    if (e == 0.0) return r; /* a true tie: the conversion rounded half to even */
+    return (e > 0.0) == (other > (double)r) ? (float)other : r;
+}
+
+#ifndef QWEN3_FMAF
+#if defined(__FMA__) || defined(__aarch64__) || defined(_M_ARM64)
+#define QWEN3_FMAF(a, b, c) __builtin_fmaf((a), (b), (c))
+#else
+#define QWEN3_FMAF(a, b, c) qwen3_fmaf_soft((a), (b), (c))
+#endif
+#endif
 
 /* Written lane-wise (B positions side by side, the sum running down i) so that a
  * compiler vectorises it across positions without reordering any sum. QT queries share
@@ -41,7 +76,7 @@ static inline __attribute__((always_inline)) void qwen3_attn_scores_loops(
                 const float* ki = kb + (size_t)i * B;
                 QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
                     const float qi = qj[(size_t)r * q_stride + i];
-                    QWEN3_UNROLL_FULL(16) for (uint32_t l = 0; l < B; l++) acc[r][l] = acc[r][l] + qi * ki[l];
+                    QWEN3_UNROLL_FULL(16) for (uint32_t l = 0; l < B; l++) acc[r][l] = QWEN3_FMAF(qi, ki[l], acc[r][l]);
                 }
             }
             QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
@@ -58,7 +93,7 @@ static inline __attribute__((always_inline)) void qwen3_attn_scores_loops(
             for (uint32_t l = 0; l < B; l++) acc[l] = 0.0f;
             for (uint32_t i = 0; i < head_dim; i++) {
                 const float qi = qj[i];
-                for (uint32_t l = 0; l < B; l++) acc[l] = acc[l] + qi * kb[(size_t)i * B + l];
+                for (uint32_t l = 0; l < B; l++) acc[l] = QWEN3_FMAF(qi, kb[(size_t)i * B + l], acc[l]);
             }
             float* out = scores + (size_t)j * s_stride + p0;
             for (uint32_t l = 0; l < B; l++) out[l] = acc[l] * scale;
@@ -92,7 +127,7 @@ static inline __attribute__((always_inline)) void qwen3_attn_values_loops(
                 const float* vp = v + (size_t)p * v_stride + i0;
                 QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
                     const float a = aj[(size_t)r * a_stride + p];
-                    QWEN3_UNROLL_FULL(16) for (uint32_t l = 0; l < VT; l++) acc[r][l] = acc[r][l] + a * vp[l];
+                    QWEN3_UNROLL_FULL(16) for (uint32_t l = 0; l < VT; l++) acc[r][l] = QWEN3_FMAF(a, vp[l], acc[r][l]);
                 }
             }
             QWEN3_UNROLL_FULL(4) for (uint32_t r = 0; r < QT; r++) {
@@ -108,12 +143,12 @@ static inline __attribute__((always_inline)) void qwen3_attn_values_loops(
             }
             for (uint32_t p = 0; p < n_all; p++) {
                 const float* vp = v + (size_t)p * v_stride;
-                for (uint32_t i = i0; i < head_dim; i++) o[i] = o[i] + a[p] * vp[i];
+                for (uint32_t i = i0; i < head_dim; i++) o[i] = QWEN3_FMAF(a[p], vp[i], o[i]);
             }
             /* then this query's own positions past the common ones, every dim */
             for (uint32_t p = n_all; p < n_pos[j + r]; p++) {
                 const float* vp = v + (size_t)p * v_stride;
-                for (uint32_t i = 0; i < head_dim; i++) o[i] = o[i] + a[p] * vp[i];
+                for (uint32_t i = 0; i < head_dim; i++) o[i] = QWEN3_FMAF(a[p], vp[i], o[i]);
             }
         }
     }
@@ -126,7 +161,7 @@ static inline __attribute__((always_inline)) void qwen3_attn_values_loops(
         for (uint32_t p = 0; p < n_pos[j]; p++) {
             const float a = aj[p];
             const float* vp = v + (size_t)p * v_stride;
-            for (uint32_t i = 0; i < head_dim; i++) oj[i] = oj[i] + a * vp[i];
+            for (uint32_t i = 0; i < head_dim; i++) oj[i] = QWEN3_FMAF(a, vp[i], oj[i]);
         }
     }
 }

@@ -23,6 +23,8 @@
 #include <string.h>
 
 #include "kernels.h"
+/* the attention loops run in TARGET_AVX2 functions, which have the FMA instruction */
+#define QWEN3_FMAF(a, b, c) __builtin_fmaf((a), (b), (c))
 #include "kernels_attention_loops.h"
 #include "kernels_exp_loops.h"
 

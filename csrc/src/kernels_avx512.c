@@ -689,8 +689,9 @@ TARGET static void silu_mul_avx512(float* g, const float* u, uint32_t n) {
 }
 
 /* ====================================================================================
- * Attention (fp32): the scalar loops of kernels_scalar.c with 16 lanes, same order per
- * lane, several independent sums in flight to hide the add latency.
+ * Attention (fp32): the scalar loops of kernels_scalar.c with 16 lanes, the same fused
+ * multiply-adds in the same order per lane, several independent sums in flight to hide
+ * the FMA latency.
  * ================================================================================== */
 
 /* nq queries x nb key blocks of 16 positions. */
@@ -705,7 +706,7 @@ INLINE void scores_tile(float* s, uint32_t ss, const float* q, uint32_t qs, cons
         UNROLL for (int b = 0; b < nb; b++) k[b] = _mm512_loadu_ps(kb + (size_t)b * bs + (size_t)i * 16);
         UNROLL for (int j = 0; j < nq; j++) {
             const __m512 qi = _mm512_set1_ps(q[(size_t)j * qs + i]);
-            UNROLL for (int b = 0; b < nb; b++) acc[j][b] = _mm512_add_ps(acc[j][b], _mm512_mul_ps(qi, k[b]));
+            UNROLL for (int b = 0; b < nb; b++) acc[j][b] = _mm512_fmadd_ps(qi, k[b], acc[j][b]);
         }
     }
     UNROLL for (int j = 0; j < nq; j++) {
@@ -756,7 +757,7 @@ INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, cons
         UNROLL for (int c = 0; c < nv; c++) vv[c] = _mm512_maskz_loadu_ps(m[c], v + (size_t)p * vs + 16 * c);
         UNROLL for (int j = 0; j < nq; j++) {
             const __m512 aj = _mm512_set1_ps(a[(size_t)j * as + p]);
-            UNROLL for (int c = 0; c < nv; c++) acc[j][c] = _mm512_add_ps(acc[j][c], _mm512_mul_ps(aj, vv[c]));
+            UNROLL for (int c = 0; c < nv; c++) acc[j][c] = _mm512_fmadd_ps(aj, vv[c], acc[j][c]);
         }
     }
     for (; p < n_max; p++) {
@@ -765,7 +766,7 @@ INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, cons
         UNROLL for (int j = 1; j < nq; j++) {
             if (p >= np[j]) continue;
             const __m512 aj = _mm512_set1_ps(a[(size_t)j * as + p]);
-            UNROLL for (int c = 0; c < nv; c++) acc[j][c] = _mm512_add_ps(acc[j][c], _mm512_mul_ps(aj, vv[c]));
+            UNROLL for (int c = 0; c < nv; c++) acc[j][c] = _mm512_fmadd_ps(aj, vv[c], acc[j][c]);
         }
     }
     UNROLL for (int j = 0; j < nq; j++) {

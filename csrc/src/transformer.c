@@ -16,8 +16,9 @@
  * The fp32 operations below fix their summation order (index order, one fp32
  * accumulator) so the TypeScript engine can reproduce them:
  *   rmsnorm: ss = sum x[i]*x[i]; s = 1 / sqrtf(ss / n + eps); out[i] = w[i] * (s * x[i])
- *   rope:    half = head_dim / 2; freq = powf(theta, -(float)i / (float)half);
- *            angle = (float)pos * freq; c = cosf(angle), s = sinf(angle);
+ *   rope:    half = head_dim / 2; freq = theta^(-(float)i / (float)half);
+ *            angle = (float)pos * freq; c = cos(angle), s = sin(angle)
+ *            (power, cos and sin: rope.h, the same bits as the TypeScript engine's);
  *            (a, b) -> (a*c - b*s, a*s + b*c)
  *            (fp32 throughout, as qwen3.c and Hugging Face's float32 rotary embedding do)
  *   scores:  dot = sum q[i]*k[i]; score = dot * (1.0f / sqrtf((float)head_dim))
@@ -34,7 +35,9 @@
 #include <string.h>
 
 #include "error.h"
+#include "kernels_attention_loops.h" /* QWEN3_FMAF */
 #include "kernels_kv.h"
+#include "rope.h"
 #include "threadpool.h"
 
 /* ====================================================================================
@@ -52,10 +55,9 @@ void qwen3_rope_angles(float* cos_out, float* sin_out, uint32_t head_dim, uint32
                        float theta) {
     const uint32_t half = head_dim / 2;
     for (uint32_t i = 0; i < half; i++) {
-        float freq = powf(theta, -(float)i / (float)half);
+        float freq = qwen3_rope_pow(theta, -(float)i / (float)half);
         float angle = (float)pos * freq;
-        cos_out[i] = cosf(angle);
-        sin_out[i] = sinf(angle);
+        qwen3_rope_sincos(angle, &cos_out[i], &sin_out[i]);
     }
 }
 
@@ -76,7 +78,7 @@ void qwen3_attention_head(float* out, const float* q, const float* k, const floa
     for (uint32_t t = 0; t < n_pos; t++) {
         const float* kt = k + (size_t)t * stride;
         float dot = 0.0f;
-        for (uint32_t i = 0; i < head_dim; i++) dot += q[i] * kt[i];
+        for (uint32_t i = 0; i < head_dim; i++) dot = QWEN3_FMAF(q[i], kt[i], dot);
         att[t] = dot * inv_scale;
     }
     qwen3_softmax(att, n_pos);
@@ -84,7 +86,7 @@ void qwen3_attention_head(float* out, const float* q, const float* k, const floa
     for (uint32_t t = 0; t < n_pos; t++) {
         const float* vt = v + (size_t)t * stride;
         const float a = att[t];
-        for (uint32_t i = 0; i < head_dim; i++) out[i] += a * vt[i];
+        for (uint32_t i = 0; i < head_dim; i++) out[i] = QWEN3_FMAF(a, vt[i], out[i]);
     }
 }
 
@@ -268,7 +270,7 @@ int32_t qwen3_context_init_kv(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_l
     }
     /* The expression of qwen3_rope_angles, so both give the same angles. */
     for (uint32_t i = 0; i < half; i++) {
-        c->rope_freq[i] = powf(model->rope_theta, -(float)i / (float)half);
+        c->rope_freq[i] = qwen3_rope_pow(model->rope_theta, -(float)i / (float)half);
     }
     return QWEN3_OK;
 }
@@ -888,12 +890,11 @@ static void embed_row(Qwen3Context* c, uint32_t t, int32_t token, uint32_t pos) 
     const Qwen3Header* h = &c->model->header;
     const uint32_t dim = h->dim, half = h->head_dim / 2;
     qwen3_matrix_row(c->x + (size_t)t * dim, &c->model->weights.embed, (uint32_t)token);
-    /* the expression of qwen3_rope_angles, with its powf hoisted to the context */
+    /* the expression of qwen3_rope_angles, with its power hoisted to the context */
     const float fpos = (float)pos;
     for (uint32_t i = 0; i < half; i++) {
         float angle = fpos * c->rope_freq[i];
-        c->rope_cos[(size_t)t * half + i] = cosf(angle);
-        c->rope_sin[(size_t)t * half + i] = sinf(angle);
+        qwen3_rope_sincos(angle, &c->rope_cos[(size_t)t * half + i], &c->rope_sin[(size_t)t * half + i]);
     }
 }
 

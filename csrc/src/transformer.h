@@ -162,7 +162,8 @@ void qwen3_softmax(float* x, uint32_t n);
 
 /* One head's causal attention over n_pos cached positions: scores q.k * (1/sqrt(head_dim))
  * into att (n_pos), softmax, then out = sum_t att[t] * v_t. Keys and values of position t
- * start at k + t * stride and v + t * stride. */
+ * start at k + t * stride and v + t * stride. Every multiply-add of both sums is fused
+ * (QWEN3_FMAF, docs/numerics.md#grouped-query-attention). */
 void qwen3_attention_head(float* out, const float* q, const float* k, const float* v,
                           uint32_t stride, uint32_t n_pos, uint32_t head_dim, float* att);
 

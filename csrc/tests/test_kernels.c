@@ -27,6 +27,7 @@ extern char** environ;
 #include "cpu.h"
 #include "error.h"
 #include "kernels.h"
+#include "kernels_attention_loops.h"
 #include "qwen3_inference.h"
 #include "test_util.h"
 
@@ -271,6 +272,7 @@ static void test_attention_tier(const Qwen3KernelTable* t);
 static void test_quantize_tier(const Qwen3KernelTable* t);
 static void test_elementwise_tier(const Qwen3KernelTable* t);
 static void test_exp_ref(void);
+static void test_fmaf_soft(void);
 
 static void test_all_tiers(void) {
     printf("CPU features: %s\n", qwen3_cpu_features());
@@ -640,6 +642,55 @@ static void test_exp_ref(void) {
            worst_x, differ, total);
 }
 
+/* ---- fused multiply-add ---- */
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define HW_FMA_AVAILABLE() ((qwen3_cpu_flags() & QWEN3_CPU_FMA) != 0)
+__attribute__((target("fma"))) static float hw_fmaf(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+#elif defined(__aarch64__) || defined(_M_ARM64)
+#define HW_FMA_AVAILABLE() 1
+static float hw_fmaf(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+#else
+#define HW_FMA_AVAILABLE() 0
+static float hw_fmaf(float a, float b, float c) { return qwen3_fmaf_soft(a, b, c); }
+#endif
+
+/* qwen3_fmaf_soft, the attention's fused multiply-add where the CPU has no FMA: on cases
+ * where rounding the double sum again goes the wrong way (so the test can fail), and
+ * against the FMA instruction on random operands where the CPU has one. */
+static void test_fmaf_soft(void) {
+    uint32_t hard = 0, compared = 0;
+    for (uint32_t i = 0; i < 4000; i++) {
+        /* c = C * 2^E (C odd, 24 bits), a * b = 2^(E-1) - 2^(E-47): the double sum is the
+         * midpoint above c, the exact sum just below it, so the answer is c */
+        const int E = (int)rnd_below(60) - 30;
+        const float sign = (i & 1) ? -1.0f : 1.0f;
+        const float c = sign * ldexpf((float)((1u << 23) + 2u * rnd_below(1u << 22) + 1u), E);
+        const float a = sign * ldexpf(1.0f + 0x1p-23f, E - 1), b = 1.0f - 0x1p-23f;
+        const float got = qwen3_fmaf_soft(a, b, c);
+        if ((float)((double)a * (double)b + (double)c) != c) hard++;
+        CHECK(got == c, "qwen3_fmaf_soft(%a, %a, %a) = %a, want %a", a, b, c, got, c);
+        if (HW_FMA_AVAILABLE()) CHECK(hw_fmaf(a, b, c) == c, "the FMA instruction disagrees on %a", c);
+    }
+    CHECK(hard == 4000, "only %u of 4000 cases round twice the wrong way", hard);
+    if (HW_FMA_AVAILABLE()) {
+        for (uint32_t i = 0; i < 2000000; i++) {
+            const float a = (rnd_unit() - 0.5f) * ldexpf(1.0f, (int)rnd_below(40) - 20);
+            const float b = (rnd_unit() - 0.5f) * ldexpf(1.0f, (int)rnd_below(40) - 20);
+            const float c = (i & 1) ? -(float)((double)a * (double)b) * (1.0f + (rnd_unit() - 0.5f) * 0x1p-18f)
+                                    : (rnd_unit() - 0.5f) * ldexpf(1.0f, (int)rnd_below(60) - 30);
+            const float want = hw_fmaf(a, b, c), got = qwen3_fmaf_soft(a, b, c);
+            compared++;
+            if (memcmp(&want, &got, sizeof got) != 0) {
+                CHECK(0, "qwen3_fmaf_soft(%a, %a, %a) = %a, the FMA instruction %a", a, b, c, got, want);
+                break;
+            }
+        }
+    }
+    printf("fmaf: %u double-rounding cases right; %u random operands %s\n", hard, compared,
+           HW_FMA_AVAILABLE() ? "equal to the FMA instruction" : "(no FMA instruction here to compare)");
+}
+
 /* Equal bits, except that any NaN matches any NaN (which NaN an operation returns when
  * it meets one depends on operand order, which compilers may swap). */
 static int same_floats(const float* a, const float* b, uint32_t n) {
@@ -752,12 +803,12 @@ static void test_attention_tier(const Qwen3KernelTable* t) {
                 if (bad) CHECK(0, "%s attn_scores: head_dim %u, %u queries, %u positions: query %u differs", t->name, hd, n_q, n_pos, j);
             }
             /* the scalar loops (register-tiled) against the definition in kernels.h written
-             * plainly, one score and one output at a time */
+             * plainly with qwen3_fmaf_soft, one score and one output at a time */
             for (uint32_t j = 0; j < n_q && !bad; j++) {
                 for (uint32_t p = 0; p < n_pos && !bad; p++) {
                     float acc = 0.0f;
                     for (uint32_t i = 0; i < hd; i++) {
-                        acc = acc + q[(size_t)j * q_stride + i] * keys[(p / B) * block_stride + (size_t)i * B + p % B];
+                        acc = qwen3_fmaf_soft(q[(size_t)j * q_stride + i], keys[(p / B) * block_stride + (size_t)i * B + p % B], acc);
                     }
                     acc = acc * 0.125f;
                     bad = memcmp(&acc, s_want + (size_t)j * s_stride + p, sizeof acc) != 0;
@@ -780,7 +831,7 @@ static void test_attention_tier(const Qwen3KernelTable* t) {
             for (uint32_t j = 0; j < n_q && !bad; j++) {
                 for (uint32_t i = 0; i < hd && !bad; i++) {
                     float acc = 0.0f;
-                    for (uint32_t p = 0; p < np[j]; p++) acc = acc + s_want[(size_t)j * s_stride + p] * v[(size_t)p * v_stride + i];
+                    for (uint32_t p = 0; p < np[j]; p++) acc = qwen3_fmaf_soft(s_want[(size_t)j * s_stride + p], v[(size_t)p * v_stride + i], acc);
                     bad = memcmp(&acc, o_want + (size_t)j * q_stride + i, sizeof acc) != 0;
                     if (bad) CHECK(0, "scalar attn_values: head_dim %u, %u queries: output (%u, %u) is not the plain sum", hd, n_q, j, i);
                 }
@@ -969,6 +1020,7 @@ int main(int argc, char** argv) {
     if (argc > 1 && strcmp(argv[1], "--env-only") == 0) return tu_failures ? 1 : 0;
     test_quantize();
     test_exp_ref();
+    test_fmaf_soft();
     test_all_tiers();
 #if defined(__x86_64__) || defined(_M_X64)
     test_amx();

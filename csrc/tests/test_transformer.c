@@ -8,6 +8,7 @@
 
 #include "model.h"
 #include "qwen3_inference.h"
+#include "rope.h"
 #include "test_util.h"
 #include "transformer.h"
 
@@ -75,6 +76,73 @@ static void test_rope(void) {
         double angle = 40000.0 * pow(1e6, -(double)i / 64.0);
         CHECK(close_to(c[i], cos(angle), 5e-3) && close_to(s[i], sin(angle), 5e-3),
               "pos 40000 angle %d: %g vs %g", i, c[i], cos(angle));
+    }
+}
+
+/* fp32 ulps between a and the double d rounded to fp32 (same sign, finite). */
+static double ulps_off(float a, double d) {
+    const float r = (float)d;
+    int e;
+    frexpf(r == 0.0f ? 1.0f : r, &e);
+    return fabs((double)a - d) / ldexp(1.0, (e - 24) < -149 ? -149 : e - 24);
+}
+
+/* rope.h's power, cos and sin against the C library's double pow, cos and sin: within
+ * 1 fp32 ulp of the exact value (the double functions err by ~1e-16), over positions up
+ * to 2^17 and the exponents of head_dim 64 to 256, for theta 1e4, 1e6 and 5e6. Most
+ * results are the correctly rounded ones; the bits printed here for a few inputs are
+ * pinned in tests/rope_test.ts, which checks the TypeScript steps against them. */
+static void test_rope_math(void) {
+    double worst_trig = 0.0, worst_pow = 0.0;
+    uint32_t off_trig = 0, n_trig = 0, off_pow = 0, n_pow = 0;
+    static const float thetas[3] = {1e4f, 1e6f, 5e6f};
+    for (int t = 0; t < 3; t++) {
+        for (uint32_t half = 32; half <= 128; half *= 2) {
+            for (uint32_t i = 0; i < half; i++) {
+                const float e = -(float)i / (float)half;
+                const float got = qwen3_rope_pow(thetas[t], e);
+                const double want = pow((double)thetas[t], (double)e);
+                const double u = ulps_off(got, want);
+                if (u > worst_pow) worst_pow = u;
+                if (got != (float)want) off_pow++;
+                n_pow++;
+            }
+        }
+    }
+    uint64_t rng = 31;
+    for (uint32_t n = 0; n < 400000; n++) {
+        const double u01 = (double)(tu_next(&rng) >> 11) / 9007199254740992.0;
+        const float x = n < 1000 ? (float)n * 0.01f : (float)(u01 * (n % 2 ? 131072.0 : 8.0));
+        float c, s;
+        qwen3_rope_sincos(x, &c, &s);
+        const double uc = ulps_off(c, cos((double)x)), us = ulps_off(s, sin((double)x));
+        if (uc > worst_trig) worst_trig = uc;
+        if (us > worst_trig) worst_trig = us;
+        if (c != (float)cos((double)x)) off_trig++;
+        if (s != (float)sin((double)x)) off_trig++;
+        n_trig += 2;
+    }
+    CHECK(worst_pow <= 1.0, "qwen3_rope_pow is %.3f ulp off", worst_pow);
+    CHECK(worst_trig <= 1.0, "qwen3_rope_sincos is %.3f ulp off", worst_trig);
+    CHECK(off_trig <= n_trig / 1000 && off_pow <= n_pow / 100, "not correctly rounded: cos/sin %u of %u, pow %u of %u",
+          off_trig, n_trig, off_pow, n_pow);
+    printf("rope math: cos/sin at most %.3f ulp (%u of %u not the correctly rounded fp32), pow %.3f ulp (%u of %u)\n",
+           worst_trig, off_trig, n_trig, worst_pow, off_pow, n_pow);
+    static const float xs[6] = {0.0f, 0.4f, 3.1415927f, 100.25f, 4.0f * 0.0486967f, 40000.0f};
+    for (int k = 0; k < 6; k++) {
+        float c, s;
+        qwen3_rope_sincos(xs[k], &c, &s);
+        uint32_t cb, sb;
+        memcpy(&cb, &c, 4);
+        memcpy(&sb, &s, 4);
+        printf("  sincos(%.9g) = 0x%08x 0x%08x\n", xs[k], cb, sb);
+    }
+    static const float es[3] = {-0.25f, -0.5f, -0.984375f};
+    for (int k = 0; k < 3; k++) {
+        const float p = qwen3_rope_pow(1e6f, es[k]);
+        uint32_t pb;
+        memcpy(&pb, &p, 4);
+        printf("  pow(1e6, %.9g) = 0x%08x\n", es[k], pb);
     }
 }
 
@@ -987,6 +1055,7 @@ int main(void) {
         void (*run)(void);
     } parts[] = {{"rmsnorm", test_rmsnorm},
                  {"rope", test_rope},
+                 {"rope_math", test_rope_math},
                  {"softmax", test_softmax},
                  {"moe_route", test_moe_route},
                  {"attention", test_attention},

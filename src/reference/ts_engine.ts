@@ -38,6 +38,8 @@ import {
 import { quantizeQ8Into } from "./quant.ts";
 import { routeToken } from "./moe.ts";
 import { exp32 } from "./exp.ts";
+import { fmaf } from "./fma.ts";
+import { ropePow, ropeSinCos } from "./rope.ts";
 import {
   checkKvType,
   type Engine,
@@ -527,11 +529,10 @@ export class TsSession implements EngineSession {
     for (let h = 0; h < c.nKvHeads; h++) rmsnorm(kRow, h * hd, kRow, h * hd, lw.kNorm, hd, eps);
     const fpos = fround(pos);
     for (let i = 0; i < half; i++) {
-      // freq = powf(theta, -(float)i / (float)half); angle = (float)pos * freq
-      const freq = fround(Math.pow(fround(c.ropeTheta), fround(-i / half)));
+      // freq = theta^(-(float)i / (float)half); angle = (float)pos * freq (rope.ts: C's bits)
+      const freq = ropePow(fround(c.ropeTheta), fround(-i / half));
       const angle = fround(fpos * freq);
-      const cos = fround(Math.cos(angle));
-      const sin = fround(Math.sin(angle));
+      const [cos, sin] = ropeSinCos(angle);
       for (let h = 0; h < c.nHeads; h++) rotate(s.q, h * hd + i, half, cos, sin);
       for (let h = 0; h < c.nKvHeads; h++) rotate(kRow, h * hd + i, half, cos, sin);
     }
@@ -555,7 +556,7 @@ export class TsSession implements EngineSession {
         const kc = keys[(t / KV_CHUNK_POSITIONS) | 0];
         const kOff = (t % KV_CHUNK_POSITIONS) * kvDim + kvOff;
         let dot = 0;
-        for (let i = 0; i < hd; i++) dot = fround(dot + fround(s.q[qOff + i] * kc[kOff + i]));
+        for (let i = 0; i < hd; i++) dot = fmaf(s.q[qOff + i], kc[kOff + i], dot);
         att[t] = fround(dot * invSqrt);
       }
       softmax(att, pos + 1);
@@ -564,7 +565,7 @@ export class TsSession implements EngineSession {
         const vOff = (t % KV_CHUNK_POSITIONS) * kvDim + kvOff;
         const a = att[t];
         for (let i = 0; i < hd; i++) {
-          s.xb[qOff + i] = fround(s.xb[qOff + i] + fround(a * vc[vOff + i]));
+          s.xb[qOff + i] = fmaf(a, vc[vOff + i], s.xb[qOff + i]);
         }
       }
     }
