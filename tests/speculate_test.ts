@@ -39,11 +39,23 @@ Deno.test("prompt lookup: the latest earlier match of the longest suffix, capped
   assert.deepEqual(l.draft(2), [1, 2]);
   assert.deepEqual(l.draft(0), []);
   const two = new PromptLookup([9, 1, 2, 5, 3, 1, 2], { minNgram: 2 });
-  assert.deepEqual(two.draft(8), [5, 3, 1, 2]); // only "1 2" recurs; the draft stops at the end
+  // only "1 2" recurs; past the end of the text the draft repeats what followed the match
+  assert.deepEqual(two.draft(8), [5, 3, 1, 2, 5, 3, 1, 2]);
   // two tokens in common are not enough by default (minNgram 3)
   assert.deepEqual(new PromptLookup([9, 1, 2, 5, 3, 1, 2]).draft(8), []);
   assert.deepEqual(new PromptLookup([4, 5, 6, 4], { minNgram: 2 }).draft(8), []);
-  assert.deepEqual(new PromptLookup([4, 5, 6, 4], { minNgram: 1 }).draft(8), [5, 6, 4]);
+  assert.deepEqual(new PromptLookup([4, 5, 6, 4], { minNgram: 1 }).draft(8), [
+    5,
+    6,
+    4,
+    5,
+    6,
+    4,
+    5,
+    6,
+  ]);
+  // a loop of period 1 drafts the full length
+  assert.deepEqual(new PromptLookup([3, 7, 7, 7, 7]).draft(5), [7, 7, 7, 7, 7]);
   const grow = new PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2], { maxDraft: 8 });
   grow.push(3);
   assert.deepEqual(grow.draft(99), [4, 5, 6, 7, 8, 9, 10, 1]);
@@ -61,7 +73,11 @@ Deno.test("prompt lookup: its index finds what a scan of the text finds", () => 
       for (let s = t.length - n - 1; s >= 0; s--) {
         let k = 0;
         while (k < n && t[s + k] === t[t.length - n + k]) k++;
-        if (k === n) return t.slice(s + n, Math.min(s + n + want, t.length));
+        if (k === n) {
+          // past the end, the text repeats with the match's period
+          const period = t.length - (s + n);
+          return Array.from({ length: want }, (_, i) => t[s + n + (i % period)]);
+        }
       }
     }
     return [];

@@ -129,8 +129,10 @@ export class PromptLookup {
 
   /**
    * Tokens that followed the latest earlier occurrence of the text's last n tokens
-   * (longest n first), at most `limit` and the current adaptive length; empty when
-   * nothing matches or while drafting is paused (see {@linkcode PromptLookup.active}).
+   * (longest n first), at most `limit` and the current adaptive length; where those run
+   * into the end of the text, the text between the match and its end is repeated (a loop
+   * proposes whole turns of itself). Empty when nothing matches or while drafting is
+   * paused (see {@linkcode PromptLookup.active}).
    *
    * @param limit Most tokens wanted (room left in the context or under `maxTokens`).
    */
@@ -143,7 +145,7 @@ export class PromptLookup {
       // the latest start s < len - n with t[s .. s+n) equal to the last n tokens
       const s = this.#starts[n - this.#minNgram].get(t.slice(len - n).join(","));
       if (s === undefined) continue;
-      if (this.active) return t.slice(s + n, Math.min(s + n + want, len));
+      if (this.active) return continuation(t, s + n, want);
       this.#shadow = t[s + n];
       return [];
     }
@@ -163,6 +165,20 @@ export class PromptLookup {
       this.#length = Math.min(this.#maxDraft, Math.max(1, this.#length) * 2);
     } else this.#length = Math.max(1, accepted + 1);
   }
+}
+
+/**
+ * `want` tokens of `t` from `from` on. Where they run past the end of `t`, the text is taken to
+ * repeat with the period of the match (`t.length - from`): a loop the text has fallen into
+ * (greedy decoding does) drafts whole passes instead of stopping where the text stops.
+ */
+function continuation(t: readonly number[], from: number, want: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < want; i++) {
+    const j = from + i;
+    out.push(j < t.length ? t[j] : out[j - t.length]); // j - t.length < i: already drafted
+  }
+  return out;
 }
 
 /** Counters of one generation's speculation. */
