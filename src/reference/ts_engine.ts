@@ -285,6 +285,8 @@ export class TsSession implements EngineSession {
   #position = 0;
   #kv: KvCache;
   #s: Scratch;
+  /** RoPE's frequency of each pair, theta^(-i / half): the same at every position. */
+  #ropeFreq: Float32Array;
   #disposed = false;
 
   /**
@@ -303,6 +305,12 @@ export class TsSession implements EngineSession {
     const ffnDim = Math.max(c.hiddenDim, c.moe?.expertHiddenDim ?? 0);
     const maxIn = Math.max(c.dim, ffnDim, qDim);
     this.#kv = new KvCache(c.nLayers, c.nKvHeads * c.headDim);
+    // freq = theta^(-(float)i / (float)half) (rope.ts: C's bits), once per session as C does
+    const half = c.headDim / 2;
+    this.#ropeFreq = Float32Array.from(
+      { length: half },
+      (_, i) => ropePow(fround(c.ropeTheta), fround(-i / half)),
+    );
     this.#s = {
       x: new Float32Array(c.dim),
       xb: new Float32Array(Math.max(c.dim, qDim)),
@@ -529,9 +537,7 @@ export class TsSession implements EngineSession {
     for (let h = 0; h < c.nKvHeads; h++) rmsnorm(kRow, h * hd, kRow, h * hd, lw.kNorm, hd, eps);
     const fpos = fround(pos);
     for (let i = 0; i < half; i++) {
-      // freq = theta^(-(float)i / (float)half); angle = (float)pos * freq (rope.ts: C's bits)
-      const freq = ropePow(fround(c.ropeTheta), fround(-i / half));
-      const angle = fround(fpos * freq);
+      const angle = fround(fpos * this.#ropeFreq[i]); // (float)pos * freq
       const [cos, sin] = ropeSinCos(angle);
       for (let h = 0; h < c.nHeads; h++) rotate(s.q, h * hd + i, half, cos, sin);
       for (let h = 0; h < c.nKvHeads; h++) rotate(kRow, h * hd + i, half, cos, sin);
