@@ -6,7 +6,7 @@
  * multiply-add, a single rounding (docs/numerics.md#grouped-query-attention), written as
  * QWEN3_FMAF so -ffp-contract=off leaves it alone. Where the target has FMA (an includer
  * with an FMA target attribute defines QWEN3_FMAF as __builtin_fmaf first; aarch64
- * always has it) that is the instruction; elsewhere qwen3_fmaf_soft below, which rounds
+ * always has it) that is the instruction; elsewhere qwen3_fmaf_soft (fmaf.h), which rounds
  * the same way. So every build gives the same bits. */
 #ifndef QWEN3_KERNELS_ATTENTION_LOOPS_H
 #define QWEN3_KERNELS_ATTENTION_LOOPS_H
@@ -14,37 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fmaf.h"
 #include "kernels.h"
 
-/* a * b + c for fp32 a, b, c, rounded once to fp32 (IEEE fusedMultiplyAdd, round half to
- * even), without an FMA instruction and without libm: the fmaf that Zig links from its
- * compiler runtime rounds the double sum again, which is wrong in the rare case below.
- * The product is exact in a double (24 + 24 significant bits), so the double sum s is the
- * only rounding before the last one. Rounding s to fp32 is right unless s lies exactly
- * halfway between two fp32 values while the exact sum does not; then the exact sum's
- * side decides, and TwoSum's error term e (exact: a + b = s + e) tells which side.
- * src/reference/fma.ts is the same function for the TypeScript engine. */
-static inline float qwen3_fmaf_soft(float a, float b, float c) {
-    const double p = (double)a * (double)b;
-    const double s = p + (double)c;
-    const float r = (float)s;
-    if ((double)r == s) return r;
-    const double d = s - (double)r;             /* exact */
-    const double other = (double)r + 2.0 * d;   /* exact; an fp32 value when s is halfway */
-    if ((double)(float)other != other) return r;
-    const double bb = s - p;
-    const double e = (p - (s - bb)) + ((double)c - bb);
-    if (e == 0.0) return r; /* a true tie: the conversion rounded half to even */
-    return (e > 0.0) == (other > (double)r) ? (float)other : r;
-}
-
-#ifndef QWEN3_FMAF
-#if defined(__FMA__) || defined(__aarch64__) || defined(_M_ARM64)
-#define QWEN3_FMAF(a, b, c) __builtin_fmaf((a), (b), (c))
-#else
-#define QWEN3_FMAF(a, b, c) qwen3_fmaf_soft((a), (b), (c))
-#endif
-#endif
 
 /* Written lane-wise (B positions side by side, the sum running down i) so that a
  * compiler vectorises it across positions without reordering any sum. QT queries share

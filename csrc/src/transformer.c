@@ -35,7 +35,7 @@
 #include <string.h>
 
 #include "error.h"
-#include "kernels_attention_loops.h" /* QWEN3_FMAF */
+#include "fmaf.h"
 #include "kernels_kv.h"
 #include "rope.h"
 #include "threadpool.h"

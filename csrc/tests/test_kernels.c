@@ -27,7 +27,7 @@ extern char** environ;
 #include "cpu.h"
 #include "error.h"
 #include "kernels.h"
-#include "kernels_attention_loops.h"
+#include "fmaf.h"
 #include "qwen3_inference.h"
 #include "test_util.h"
 

@@ -2,7 +2,7 @@
  * The engines' fused multiply-add (docs/numerics.md#grouped-query-attention): `a * b + c`
  * for fp32 `a`, `b`, `c`, rounded once to fp32, as the FMA instructions of the C engine's
  * attention kernels round it; the same steps as its `qwen3_fmaf_soft`
- * (csrc/src/kernels_attention_loops.h), which the C engine runs where the CPU has no FMA.
+ * (csrc/src/fmaf.h), which the C engine runs where the CPU has no FMA.
  * @module
  */
 
