@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kernels_transpose_avx512.h"
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,evex512")))
 #define INLINE TARGET static inline __attribute__((always_inline))
@@ -205,33 +206,6 @@ TARGET static void matvec_q8_avx512vnni(float* out, const Qwen3Q8Matrix* w, cons
 #define MM_TOK 6       /* tokens per register tile: 2 x 6 int32 + 2 x 6 float accumulators */
 #define MM_CHUNK 1024  /* columns packed at a time: 32 KB of weights, L1-sized */
 
-/* 16 x 16 transpose of int32: in[i] holds row i's 16 dwords; out[k] gets dword k of
- * rows 0..15. */
-INLINE void transpose16(__m512i r[16]) {
-    __m512i t[16], u[16];
-    UNROLL for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    /* u[4i + m], 128-bit lane L: dword 4L + m of rows 4i .. 4i+3. */
-    UNROLL for (int i = 0; i < 4; i++) {
-        u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    UNROLL for (int m = 0; m < 4; m++) {
-        const __m512i x0 = _mm512_shuffle_i32x4(u[m], u[4 + m], _MM_SHUFFLE(1, 0, 1, 0));
-        const __m512i x1 = _mm512_shuffle_i32x4(u[m], u[4 + m], _MM_SHUFFLE(3, 2, 3, 2));
-        const __m512i y0 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], _MM_SHUFFLE(1, 0, 1, 0));
-        const __m512i y1 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], _MM_SHUFFLE(3, 2, 3, 2));
-        r[m] = _mm512_shuffle_i32x4(x0, y0, _MM_SHUFFLE(2, 0, 2, 0));
-        r[4 + m] = _mm512_shuffle_i32x4(x0, y0, _MM_SHUFFLE(3, 1, 3, 1));
-        r[8 + m] = _mm512_shuffle_i32x4(x1, y1, _MM_SHUFFLE(2, 0, 2, 0));
-        r[12 + m] = _mm512_shuffle_i32x4(x1, y1, _MM_SHUFFLE(3, 1, 3, 1));
-    }
-}
-
 /* Packs rows r0 .. r0+31 (rows past nrows repeat the last row: in bounds, results
  * dropped) and columns [c0, c0 + nc) of w into pk, flipped by 0x80: the vector of
  * 4-column step j, half h (rows 16h .. 16h+15) is at pk + (2j + h) * 64. Their scales go
@@ -256,7 +230,7 @@ TARGET static void mm_pack(uint8_t* pk, float* ps, const Qwen3Q8Matrix* w, uint3
                 const __mmask64 m = ((__mmask64)1 << (nc - c)) - 1;
                 UNROLL for (int i = 0; i < 16; i++) r[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, rows[i] + c), bias);
             }
-            transpose16(r);
+            qwen3_transpose16_avx512(r);
             uint8_t* dst = pk + ((size_t)(c / 4) * 2 + h) * 64;
             const uint32_t steps = nc - c >= 64 ? 16 : (nc - c) / 4;
             for (uint32_t j = 0; j < steps; j++) _mm512_store_si512(dst + (size_t)j * 128, r[j]);
@@ -345,7 +319,7 @@ INLINE void mm_tile(float* out, size_t ld, const uint8_t* pk, const float* ps, c
  * stream once, in matvec's order and with its prefetch, and nothing is repacked in memory.
  *
  * Per 16-row block and 64-byte column step, the 16 rows' bytes (flipped by 0x80) are
- * loaded as in matvec and transposed in registers (transpose16), so vector j holds the
+ * loaded as in matvec and transposed in registers (qwen3_transpose16_avx512), so vector j holds the
  * 4 bytes of columns 4j .. 4j+3 of each row, rows in lanes. Every token then adds
  * 16 vpdpbusd of those vectors with its own 4 activation bytes broadcast: no horizontal
  * reduction per token, and one transpose per 1 KB of weights whatever the token count
@@ -416,7 +390,7 @@ INLINE void sm_block16(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen
                 r[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, base + off[i] + k), bias);
             }
         }
-        transpose16(r);
+        qwen3_transpose16_avx512(r);
         if (gs == 32) {
             const uint32_t g = (uint32_t)(k / 32);
             const __m512 ws0 = _mm512_i32gather_ps(scale_idx, sbase + g, 4);
