@@ -5,7 +5,7 @@
  * are 16 weight rows x 64 bytes loaded straight from the matrix (row stride = cols), so the
  * weights are never repacked; B tiles are the activations of 16 tokens in the 4-byte
  * interleaved layout tdpbssd wants (B[k][4n + i] = token n's byte 4k + i of the 64), packed
- * once per call into a 32 KB scratch (a pass of up to 64 tokens by up to 512 columns at a
+ * once per call into a 64 KB scratch (a pass of up to 128 tokens by up to 512 columns at a
  * time). Two A and two B tiles feed four C tiles: 32 rows x 32 tokens. A group is one or
  * more 64-byte steps (group sizes that are a multiple of 64, up to 1024), after which its
  * four C tiles are stored and the float epilogue adds each (row, token) sum in the scalar
@@ -37,8 +37,80 @@
 #include "cpu.h"
 #include "kernels.h"
 #include "kernels_amx.h"
+#include "kernels_transpose_avx512.h"
 
 #define AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,evex512,amx-tile,amx-int8")))
+
+/* amx_pack_x_plain's bytes, a 16-token by 64-column tile at a time: the tile is the 16 x 16
+ * transpose of the tokens' 4-byte column groups. */
+AMX_TARGET static void pack_x_avx512(int8_t* xp, float* xs, const Qwen3Q8Batch* x, uint32_t ts0, uint32_t ntb,
+                                     uint32_t ntiles, uint32_t c0, uint32_t nc) {
+    const uint32_t steps = nc / 64;
+    for (uint32_t tt = 0; tt < ntiles; tt++) {
+        const uint32_t tn = ntb - 16 * tt < 16 ? ntb - 16 * tt : 16;
+        const int8_t* src = x->q + (size_t)(ts0 + 16 * tt) * x->n + c0;
+        for (uint32_t s = 0; s < steps; s++) {
+            __m512i v[16];
+            QWEN3_UNROLL_FULL(16) for (uint32_t n = 0; n < 16; n++) {
+                v[n] = n < tn ? _mm512_loadu_si512((const void*)(src + (size_t)n * x->n + (size_t)s * 64))
+                              : _mm512_setzero_si512();
+            }
+            qwen3_transpose16_avx512(v);
+            int8_t* dst = xp + ((size_t)tt * steps + s) * 1024;
+            QWEN3_UNROLL_FULL(16) for (uint32_t k = 0; k < 16; k++) _mm512_store_si512((void*)(dst + k * 64), v[k]);
+        }
+    }
+    amx_pack_scales(xs, x, ts0, ntb, ntiles, c0, nc);
+}
+
+/* The running sums to and from the output rows (amx_acc_load_plain, amx_acc_store_plain in
+ * kernels_amx.h), a 16 x 16 block at a time through registers: masked loads and stores touch
+ * only rows < nr and tokens < ntok of the output. */
+AMX_TARGET static void acc_load_avx512(AmxAcc acc, const float* out, size_t ld, uint32_t nr, uint32_t ntok,
+                                       uint32_t nt16, int zero) {
+    if (zero) {
+        for (uint32_t r = 0; r < nr; r++) memset(acc[r], 0, nt16 * sizeof(float));
+        return;
+    }
+    for (uint32_t h = 0; 16 * h < nr; h++) {
+        const uint32_t hr = nr - 16 * h < 16 ? nr - 16 * h : 16;
+        const __mmask16 rows = (__mmask16)((1u << hr) - 1);
+        for (uint32_t t0 = 0; t0 < nt16; t0 += 16) {
+            const uint32_t tn = ntok > t0 ? (ntok - t0 < 16 ? ntok - t0 : 16) : 0;
+            const float* src = out + (size_t)t0 * ld + 16 * h;
+            __m512i v[16];
+            QWEN3_UNROLL_FULL(16) for (uint32_t n = 0; n < 16; n++) {
+                /* tokens past ntok: no lanes loaded (nothing read past the output), zeros */
+                const __mmask16 m = n < tn ? rows : 0;
+                v[n] = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, src + (size_t)n * ld));
+            }
+            qwen3_transpose16_avx512(v);
+            QWEN3_UNROLL_FULL(16) for (uint32_t r = 0; r < 16; r++) {
+                if (r < hr) _mm512_store_si512((void*)(acc[16 * h + r] + t0), v[r]);
+            }
+        }
+    }
+}
+
+AMX_TARGET static void acc_store_avx512(const AmxAcc acc, float* out, size_t ld, uint32_t nr, uint32_t ntok) {
+    for (uint32_t h = 0; 16 * h < nr; h++) {
+        const uint32_t hr = nr - 16 * h < 16 ? nr - 16 * h : 16;
+        const __mmask16 rows = (__mmask16)((1u << hr) - 1);
+        for (uint32_t t0 = 0; t0 < ntok; t0 += 16) {
+            const uint32_t tn = ntok - t0 < 16 ? ntok - t0 : 16;
+            float* dst = out + (size_t)t0 * ld + 16 * h;
+            __m512i v[16];
+            QWEN3_UNROLL_FULL(16) for (uint32_t r = 0; r < 16; r++) {
+                /* rows past hr hold stale sums: loaded but never stored (masked out) */
+                v[r] = _mm512_load_si512((const void*)(acc[16 * h + (r < hr ? r : 0)] + t0));
+            }
+            qwen3_transpose16_avx512(v);
+            QWEN3_UNROLL_FULL(16) for (uint32_t n = 0; n < 16; n++) {
+                _mm512_mask_storeu_ps(dst + (size_t)n * ld, n < tn ? rows : 0, _mm512_castsi512_ps(v[n]));
+            }
+        }
+    }
+}
 
 /* The real instructions; kernels_amx_emu.c compiles the same body on emulated tiles. */
 #define AMX_CAT2(a, b) a##b
@@ -51,6 +123,9 @@
 #define T_STORE(e, t, p, s) _tile_stored(t, p, s)
 #define T_DPBSSD(e, c, a, b) _tile_dpbssd(c, a, b)
 #define T_RELEASE(e) _tile_release()
+#define PACK_X(xp, xs, x, ts0, ntb, ntiles, c0, nc) pack_x_avx512(xp, xs, x, ts0, ntb, ntiles, c0, nc)
+#define ACC_LOAD(acc, o, ld, nr, ntok, nt16, zero) acc_load_avx512(acc, o, ld, nr, ntok, nt16, zero)
+#define ACC_STORE(acc, o, ld, nr, ntok) acc_store_avx512(acc, o, ld, nr, ntok)
 #include "kernels_amx_body.h"
 
 static void matmul_q8_amx(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,

@@ -12,6 +12,11 @@
  *   T_STORE(e, t, p, s)    tilestored
  *   T_DPBSSD(e, c, a, b)   tdpbssd: C[m][n] += sum over k, i of A[m][4k+i] * B[k][4n+i]
  *   T_RELEASE(e)           tilerelease
+ *   PACK_X(xp, xs, x, ts0, ntb, ntiles, c0, nc)
+ *                          a pass's activations as B tiles (kernels_amx.h: amx_pack_x_plain)
+ *   ACC_LOAD(acc, o, ld, nr, ntok, nt16, zero), ACC_STORE(acc, o, ld, nr, ntok)
+ *                          the running sums from and to the output rows (kernels_amx.h:
+ *                          amx_acc_load_plain, amx_acc_store_plain; data movement only)
  *
  * Tile numbers are literals (the instructions encode them); e is the emulation's tile state,
  * unused by the real operations. Everything else here is plain C, compiled for AVX-512 in
@@ -22,6 +27,9 @@
  * Requires amx_shape_ok (kernels_amx.h) and row_begin < row_end.
  */
 
+#ifndef PF_HINT
+#define PF_HINT 2
+#endif
 AMX_ATTR static void AMX_P(matmul)(AmxEmu* e, float* out, size_t ld, const Qwen3Q8Matrix* w,
                                    const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end) {
     (void)e;
@@ -32,7 +40,7 @@ AMX_ATTR static void AMX_P(matmul)(AmxEmu* e, float* out, size_t ld, const Qwen3
     _Alignas(64) float xs[AMX_XP_BYTES / 64];     /* their scales: [tile][group][16 tokens] */
     _Alignas(64) int8_t wt[16 * AMX_CHUNK_MAX];   /* a partial 16-row half, zero-padded */
     _Alignas(64) int32_t cb[4][16][16];           /* one group's C tiles: [2h + tt][row][token] */
-    _Alignas(64) float acc[32][32];               /* running sums: [row][token] */
+    _Alignas(64) AmxAcc acc;                      /* running sums: [row][token of the pass] */
     AmxTileConfig cfg;
     amx_config_init(&cfg);
     T_CONFIG(e, &cfg);
@@ -42,7 +50,7 @@ AMX_ATTR static void AMX_P(matmul)(AmxEmu* e, float* out, size_t ld, const Qwen3
         for (uint32_t c0 = 0; c0 < cols; c0 += chunk) {
             const uint32_t nc = cols - c0 < chunk ? cols - c0 : chunk;
             const uint32_t steps = nc / 64, ngc = nc / gs, g0 = c0 / gs;
-            amx_pack_x(xp, xs, x, ts0, ntb, ntiles, c0, nc);
+            PACK_X(xp, xs, x, ts0, ntb, ntiles, c0, nc);
             for (uint32_t r0 = row_begin; r0 < row_end; r0 += 32) {
                 const uint32_t nr = row_end - r0 < 32 ? row_end - r0 : 32;
                 const uint32_t nh = nr > 16 ? 2 : 1;
@@ -68,18 +76,38 @@ AMX_ATTR static void AMX_P(matmul)(AmxEmu* e, float* out, size_t ld, const Qwen3
                         a_stride[h] = nc;
                     }
                 }
-                for (uint32_t tt0 = 0; tt0 < ntiles; tt0 += 2) {
-                    const uint32_t nt2 = ntiles - tt0 < 2 ? ntiles - tt0 : 2;
-                    const uint32_t tok0 = ts0 + 16 * tt0;
-                    const uint32_t ntok = ntb - 16 * tt0 < 32 ? ntb - 16 * tt0 : 32;
-                    float* o = out + (r0 - row_begin);
-                    for (uint32_t r = 0; r < nr; r++) {
-                        for (uint32_t t = 0; t < ntok; t++) {
-                            /* a stored float reloads exactly: the per-group order runs on */
-                            acc[r][t] = c0 == 0 ? 0.0f : o[(size_t)(tok0 + t) * ld + r];
+                /* The A lines of the block after this one (the next 32 rows, else the next
+                 * chunk's or pass's first rows) are prefetched a few per pair of token tiles,
+                 * spread over this block's work: a tile step reads one line from each of 16
+                 * rows, streams too short and too many for the hardware prefetchers, and a
+                 * tile load that misses the cache waits for memory. */
+                const int8_t* pf = NULL;
+                uint32_t pf_rows = 0, pf_steps = steps;
+                if (r0 + 32 < row_end) {
+                    pf = w->q + (size_t)(r0 + 32) * cols + c0;
+                    pf_rows = row_end - (r0 + 32) < 32 ? row_end - (r0 + 32) : 32;
+                } else if (c0 + chunk < cols || ts0 + tsb < nt) {
+                    const uint32_t c1 = c0 + chunk < cols ? c0 + chunk : 0;
+                    pf = w->q + (size_t)row_begin * cols + c1;
+                    pf_rows = row_end - row_begin < 32 ? row_end - row_begin : 32;
+                    pf_steps = (cols - c1 < chunk ? cols - c1 : chunk) / 64;
+                }
+                const uint32_t pf_lines = pf_rows * pf_steps, pf_iters = ngc * ((ntiles + 1) / 2);
+                const uint32_t pf_per = (pf_lines + pf_iters - 1) / pf_iters;
+                uint32_t pf_next = 0;
+                /* a stored float reloads exactly: the per-group order runs on across chunks */
+                float* o = out + (size_t)ts0 * ld + (r0 - row_begin);
+                ACC_LOAD(acc, o, ld, nr, ntb, 16 * ntiles, c0 == 0);
+                for (uint32_t gl = 0; gl < ngc; gl++) {
+                    /* The group's A tiles (weights) are loaded once and serve every pair of
+                     * token tiles when the group is one 64-byte step; longer groups need a
+                     * tile per step and reload them per pair. */
+                    for (uint32_t tt0 = 0; tt0 < ntiles; tt0 += 2) {
+                        const uint32_t nt2 = ntiles - tt0 < 2 ? ntiles - tt0 : 2;
+                        for (uint32_t i = 0; i < pf_per && pf_next < pf_lines; i++, pf_next++) {
+                            const uint32_t line = pf_next / pf_rows, row = pf_next % pf_rows;
+                            __builtin_prefetch(pf + (size_t)row * cols + (size_t)line * 64, 0, PF_HINT);
                         }
-                    }
-                    for (uint32_t gl = 0; gl < ngc; gl++) {
                         T_ZERO(e, 0);
                         if (nt2 == 2) T_ZERO(e, 1);
                         if (nh == 2) {
@@ -87,7 +115,10 @@ AMX_ATTR static void AMX_P(matmul)(AmxEmu* e, float* out, size_t ld, const Qwen3
                             if (nt2 == 2) T_ZERO(e, 3);
                         }
                         for (uint32_t s = gl * kper; s < (gl + 1) * kper; s++) {
-                            T_LOAD(e, 4, a_base[0] + (size_t)s * 64, a_stride[0]);
+                            if (kper > 1 || tt0 == 0) {
+                                T_LOAD(e, 4, a_base[0] + (size_t)s * 64, a_stride[0]);
+                                if (nh == 2) T_LOAD(e, 5, a_base[1] + (size_t)s * 64, a_stride[1]);
+                            }
                             T_LOAD(e, 6, xp + ((size_t)tt0 * steps + s) * 1024, 64);
                             T_DPBSSD(e, 0, 4, 6);
                             if (nt2 == 2) {
@@ -95,7 +126,6 @@ AMX_ATTR static void AMX_P(matmul)(AmxEmu* e, float* out, size_t ld, const Qwen3
                                 T_DPBSSD(e, 1, 4, 7);
                             }
                             if (nh == 2) {
-                                T_LOAD(e, 5, a_base[1] + (size_t)s * 64, a_stride[1]);
                                 T_DPBSSD(e, 2, 5, 6);
                                 if (nt2 == 2) T_DPBSSD(e, 3, 5, 7);
                             }
@@ -114,16 +144,14 @@ AMX_ATTR static void AMX_P(matmul)(AmxEmu* e, float* out, size_t ld, const Qwen3
                                 for (uint32_t tt = 0; tt < nt2; tt++) {
                                     const int32_t* c = cb[2 * h + tt][r];
                                     const float* xsv = xs + ((size_t)(tt0 + tt) * ngc + gl) * 16;
-                                    float* a = acc[16 * h + r] + 16 * tt;
+                                    float* a = acc[16 * h + r] + 16 * (tt0 + tt);
                                     for (uint32_t n = 0; n < 16; n++) a[n] = a[n] + ((float)c[n] * ws) * xsv[n];
                                 }
                             }
                         }
                     }
-                    for (uint32_t t = 0; t < ntok; t++) {
-                        for (uint32_t r = 0; r < nr; r++) o[(size_t)(tok0 + t) * ld + r] = acc[r][t];
-                    }
                 }
+                ACC_STORE(acc, o, ld, nr, ntb);
             }
         }
     }

@@ -95,6 +95,9 @@ static void amx_emu_dpbssd(AmxEmu* e, int tc, int ta, int tb) {
 #define T_STORE(e, t, p, s) amx_emu_store(e, t, p, s)
 #define T_DPBSSD(e, c, a, b) amx_emu_dpbssd(e, c, a, b)
 #define T_RELEASE(e) ((void)0)
+#define PACK_X(xp, xs, x, ts0, ntb, ntiles, c0, nc) amx_pack_x_plain(xp, xs, x, ts0, ntb, ntiles, c0, nc)
+#define ACC_LOAD(acc, o, ld, nr, ntok, nt16, zero) amx_acc_load_plain(acc, o, ld, nr, ntok, nt16, zero)
+#define ACC_STORE(acc, o, ld, nr, ntok) amx_acc_store_plain(acc, o, ld, nr, ntok)
 #include "kernels_amx_body.h"
 
 int qwen3_matmul_q8_amx_emulated(float* out, size_t out_stride, const Qwen3Q8Matrix* w, const Qwen3Q8Batch* x,

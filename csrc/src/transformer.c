@@ -1150,13 +1150,14 @@ static int32_t forward_checks(Qwen3Context* c, const int32_t* tokens, uint32_t n
     return commit_positions(c, c->pos + n);
 }
 
-/* Tokens per block of a call whose last position is end - 1: the context's block, a
- * Qwen3-MoE context's halved (down to QWEN3_FORWARD_BLOCK) while the attention scores a
- * block touches, n_heads x block x end fp32, would pass QWEN3_MOE_ATT_BUDGET (the scores'
- * pages are committed only as positions fill, so a long context pays only once it is used). */
+/* Tokens per block of a call whose last position is end - 1: the context's block, halved
+ * (down to QWEN3_MIN_FORWARD_BLOCK) while the attention scores a block touches,
+ * n_heads x block x end fp32, would pass QWEN3_ATT_BUDGET (the scores' pages are committed
+ * only as positions fill, so a long context pays only once it is used). */
 static uint32_t call_block(const Qwen3Context* c, uint64_t end) {
     uint32_t b = c->block;
-    while (b > QWEN3_FORWARD_BLOCK && (uint64_t)c->model->header.n_heads * b * end * sizeof(float) > QWEN3_MOE_ATT_BUDGET) {
+    while (b > QWEN3_MIN_FORWARD_BLOCK &&
+           (uint64_t)c->model->header.n_heads * b * end * sizeof(float) > QWEN3_ATT_BUDGET) {
         b /= 2;
     }
     return b;

@@ -17,16 +17,19 @@
 #include "sampler.h"
 
 /* Tokens a forward pass takes at once: a prefill runs in blocks of this many tokens,
- * each weight matrix read once per block (matrix-matrix products). */
-#define QWEN3_FORWARD_BLOCK 64u
+ * each weight matrix read once per block (matrix-matrix products). 128 rather than 64: on
+ * the 2-core AMX Xeon of bench/RESULTS.md a 64-token block left the tile product waiting
+ * on weights streamed from DRAM (pp512 +10% at 128 with the amx tier's 128-token passes). */
+#define QWEN3_FORWARD_BLOCK 128u
+/* A call's blocks are halved, down to this many tokens, while the attention scores they
+ * touch, n_heads x block x last position floats, would pass QWEN3_ATT_BUDGET bytes
+ * (transformer.c call_block; docs/numerics.md#mixture-of-experts). */
+#define QWEN3_MIN_FORWARD_BLOCK 64u
+#define QWEN3_ATT_BUDGET (256ull << 20)
 
 /* A Qwen3-MoE model's block: each expert sees about k / n_experts of the block's tokens
- * (8 of 128: 4 of 64), too few to pay for unpacking its weights, so its blocks are larger;
- * a call's blocks are halved (down to QWEN3_FORWARD_BLOCK) while the attention scores they
- * touch, n_heads x block x last position floats, would pass QWEN3_MOE_ATT_BUDGET bytes
- * (transformer.c call_block; docs/numerics.md#mixture-of-experts). */
+ * (8 of 128), too few to pay for unpacking its weights, so its blocks are larger. */
 #define QWEN3_MOE_FORWARD_BLOCK 256u
-#define QWEN3_MOE_ATT_BUDGET (256ull << 20)
 
 /* The largest block of any model (stack arrays per block). */
 #define QWEN3_MAX_FORWARD_BLOCK (QWEN3_MOE_FORWARD_BLOCK > QWEN3_FORWARD_BLOCK ? QWEN3_MOE_FORWARD_BLOCK : QWEN3_FORWARD_BLOCK)

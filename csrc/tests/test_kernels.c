@@ -454,7 +454,7 @@ static void amx_emulated_matmul(float* out, size_t ld, const Qwen3Q8Matrix* w, c
 
 /* Every path of kernels_amx_body.h: group sizes 64 to 1024 (one to sixteen 64-byte steps
  * per group, passes of 512, 384 or one group of columns), partial 16-row halves, token
- * counts around the 16-token tiles, the 32-token pairs and the 64-token passes, row
+ * counts around the 16-token tiles, the 32-token pairs and the 128- or 64-token passes, row
  * ranges split as the thread pool splits them (multiples of 32) and oddly, extreme values. */
 static void test_amx_with(const char* name, Qwen3MatmulQ8Fn fn) {
     const uint32_t fails_before = (uint32_t)tu_failures, compared_before = compared;
@@ -462,7 +462,7 @@ static void test_amx_with(const char* name, Qwen3MatmulQ8Fn fn) {
         uint32_t gs, cols;
     } shapes[] = {{64, 64},   {64, 128},   {64, 576},    {64, 1088},  {128, 1152}, {192, 1344}, {256, 1536},
                   {512, 1024}, {576, 1152}, {1024, 2048}, {32, 1056}, {16, 96},    {2048, 4096}};
-    static const uint32_t tokens[] = {2, 3, 15, 16, 17, 31, 32, 33, 47, 64, 65, 97, 130};
+    static const uint32_t tokens[] = {2, 3, 15, 16, 17, 31, 32, 33, 47, 64, 65, 97, 127, 128, 130, 161, 257};
     static const uint32_t row_counts[] = {1, 5, 16, 17, 31, 32, 33, 48, 63, 100};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         for (size_t ri = 0; ri < sizeof row_counts / sizeof row_counts[0]; ri++) {

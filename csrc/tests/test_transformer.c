@@ -601,7 +601,7 @@ static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, ch
 static int emulated;
 
 /* Prefill lengths under emulation: one past a KV block (16) and either side of the
- * forward block's edges (64, 128), then all of them. */
+ * forward block's edges (64: the smallest block, 128), then all of them. */
 static const uint32_t emulated_lengths[] = {1, 2, 17, 64, 65, 129, EQ_TOKENS};
 
 static uint32_t next_length(uint32_t n, uint32_t stride) {
@@ -611,7 +611,7 @@ static uint32_t next_length(uint32_t n, uint32_t stride) {
         return EQ_TOKENS + 1;
     }
     /* a stride past 9: a sparse sweep (1, 2, 3, then every stride-th) */
-    const uint32_t dense = stride > 9 ? 3 : 2 * QWEN3_FORWARD_BLOCK + 2;
+    const uint32_t dense = stride > 9 ? 3 : QWEN3_FORWARD_BLOCK + 2;
     const uint32_t next = n + (n < dense ? 1 : stride);
     return next > EQ_TOKENS && n < EQ_TOKENS ? EQ_TOKENS : next;
 }
@@ -816,6 +816,7 @@ static void test_prefill_bit_identical(void) {
  * ---------------------------------------------------------------------------------- */
 
 #define EMBED_TOKENS 150
+#define EMBED_LENGTHS 7 /* check_embed's prompt lengths */
 
 /* The hidden state qwen3_context_embed writes for tokens[0..n) is, bit for bit, the input
  * the logits path hands the classifier (xb of the last token after a prefill); the same on
@@ -824,7 +825,7 @@ static void check_embed(Qwen3Model* m, const char* name, const char* tier, uint3
                         int* have_first) {
     const uint32_t dim = m->header.dim, vocab = m->header.vocab_size;
     /* under emulation: one token, and one past the forward block's edge */
-    static const uint32_t lengths[] = {1, 65, 2, 9, 64, EMBED_TOKENS};
+    static const uint32_t lengths[EMBED_LENGTHS] = {1, QWEN3_FORWARD_BLOCK + 1, 2, 9, 64, 65, EMBED_TOKENS};
     const size_t n_lengths = emulated ? 2 : sizeof lengths / sizeof lengths[0];
     Qwen3Context* e = qwen3_context_new(m, EMBED_TOKENS + 8);
     Qwen3Context* p = qwen3_context_new(m, EMBED_TOKENS + 8);
@@ -921,7 +922,7 @@ static void test_embed(void) {
         Qwen3Model* m = qwen3_model_new(path, 0);
         CHECK(m != NULL, "%s: %s", names[i], qwen3_get_last_error());
         if (!m) continue;
-        float* first = (float*)malloc(6 * (size_t)specs[i].dim * sizeof(float));
+        float* first = (float*)malloc(EMBED_LENGTHS * (size_t)specs[i].dim * sizeof(float));
         int have_first = 0;
         for (uint32_t t = 0; tiers[t]; t++) {
             if (qwen3_kernels_find(tiers[t]) == NULL) {
