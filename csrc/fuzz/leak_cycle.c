@@ -14,11 +14,20 @@
  * without special tokens, prefill, decode steps, a rewind, a context filled to the end;
  * the qwen3.c-compatible generate and chat loops (stdout to the null device, stdin
  * empty); every context and the model freed. Exit 0 when every step did what the API promises.
+ *
+ * The resident set is read after malloc_trim(0) where glibc has it: glibc keeps freed heap
+ * memory for reuse, up to twice its dynamic mmap threshold (which rises to the largest block
+ * freed so far: the 11 MB tokenizer.json read) at the top of the heap, so without a trim the
+ * count depended on heap layout - the same run grew 0.2 MB or 23 MB depending on the length
+ * of the model's path. After a trim only memory still in use (a leak) stays resident.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#if defined(__GLIBC__)
+#include <malloc.h> /* malloc_trim */
+#endif
 
 #include "qwen3_inference.h"
 
@@ -30,6 +39,9 @@
     } while (0)
 
 static long rss_kb(void) {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
     FILE* f = fopen("/proc/self/status", "r");
     if (!f) return -1;
     char line[256];
