@@ -450,9 +450,12 @@ static void quantize_input(const Qwen3Context* c, const Qwen3KernelTable* k, con
     if (c->model->header.group_size != 0) k->quantize_row(x, b, t);
 }
 
-/* Rows of a per-token task: tokens [task * TASK_TOKENS, ...) of the block. Several, so
- * their norms' sums can run side by side. */
-#define TASK_TOKENS 8u
+/* Rows of a per-token task: up to TASK_TOKENS tokens of the block, split where the
+ * positions cross a key block (QWEN3_KV_BLOCK positions share each cache line of the
+ * transposed key cache, so two threads storing keys of one block would pass its lines back
+ * and forth: at 2 threads store_keys took 4% of a 512-token prefill with 8-token tasks).
+ * Several tokens, so their norms' sums can run side by side. */
+#define TASK_TOKENS QWEN3_KV_BLOCK
 
 /* qwen3_rmsnorm of `rows` vectors of n (row r at x + r * stride, out + r * stride; out
  * may equal x), bit for bit: each row's sum of squares runs in index order as there, but
@@ -489,8 +492,26 @@ static void rmsnorm_rows(float* out, const float* x, size_t stride, uint32_t row
 }
 
 /* Tokens of task `task`: [*t0, *t0 + return value). */
+/* Tokens before the block's first key-block boundary (0 when it starts on one or is a
+ * batch of contexts, whose rows have caches of their own). */
+static uint32_t task_lead(const BlockJob* job) {
+    if (job->seqs) return 0;
+    const uint32_t lead = (QWEN3_KV_BLOCK - job->pos0 % QWEN3_KV_BLOCK) % QWEN3_KV_BLOCK;
+    return lead < job->n ? lead : 0;
+}
+
+static uint32_t task_count(const BlockJob* job) {
+    const uint32_t lead = task_lead(job);
+    return (lead ? 1 : 0) + (job->n - lead + TASK_TOKENS - 1) / TASK_TOKENS;
+}
+
 static uint32_t task_tokens(const BlockJob* job, uint32_t task, uint32_t* t0) {
-    *t0 = task * TASK_TOKENS;
+    const uint32_t lead = task_lead(job);
+    if (lead && task == 0) {
+        *t0 = 0;
+        return lead;
+    }
+    *t0 = lead + (lead ? task - 1 : task) * TASK_TOKENS;
     return job->n - *t0 < TASK_TOKENS ? job->n - *t0 : TASK_TOKENS;
 }
 
@@ -779,7 +800,7 @@ static void silu_task(void* arg, uint32_t task, uint32_t n_tasks) {
 /* Runs fn over the block's tokens, TASK_TOKENS per task: on the pool when there is more
  * than one task. */
 static void per_token(Qwen3Model* m, Qwen3TaskFn fn, BlockJob* job) {
-    const uint32_t n_tasks = (job->n + TASK_TOKENS - 1) / TASK_TOKENS;
+    const uint32_t n_tasks = task_count(job);
     if (n_tasks == 1) {
         fn(job, 0, 1);
     } else {
