@@ -491,7 +491,6 @@ static void rmsnorm_rows(float* out, const float* x, size_t stride, uint32_t row
     }
 }
 
-/* Tokens of task `task`: [*t0, *t0 + return value). */
 /* Tokens before the block's first key-block boundary (0 when it starts on one or is a
  * batch of contexts, whose rows have caches of their own). */
 static uint32_t task_lead(const BlockJob* job) {
@@ -500,11 +499,13 @@ static uint32_t task_lead(const BlockJob* job) {
     return lead < job->n ? lead : 0;
 }
 
+/* Tasks of a block's per-token work: the lead, then key blocks (the last may be short). */
 static uint32_t task_count(const BlockJob* job) {
     const uint32_t lead = task_lead(job);
     return (lead ? 1 : 0) + (job->n - lead + TASK_TOKENS - 1) / TASK_TOKENS;
 }
 
+/* Tokens of task `task`: [*t0, *t0 + return value). */
 static uint32_t task_tokens(const BlockJob* job, uint32_t task, uint32_t* t0) {
     const uint32_t lead = task_lead(job);
     if (lead && task == 0) {
