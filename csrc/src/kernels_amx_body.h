@@ -27,9 +27,6 @@
  * Requires amx_shape_ok (kernels_amx.h) and row_begin < row_end.
  */
 
-#ifndef PF_HINT
-#define PF_HINT 2
-#endif
 AMX_ATTR static void AMX_P(matmul)(AmxEmu* e, float* out, size_t ld, const Qwen3Q8Matrix* w,
                                    const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end) {
     (void)e;
@@ -80,7 +77,8 @@ AMX_ATTR static void AMX_P(matmul)(AmxEmu* e, float* out, size_t ld, const Qwen3
                  * chunk's or pass's first rows) are prefetched a few per pair of token tiles,
                  * spread over this block's work: a tile step reads one line from each of 16
                  * rows, streams too short and too many for the hardware prefetchers, and a
-                 * tile load that misses the cache waits for memory. */
+                 * tile load that misses the cache waits for memory. Into L2 (locality 2):
+                 * on the AMX Xeon that beat L1 (locality 3) by 6% and no prefetch by 19%. */
                 const int8_t* pf = NULL;
                 uint32_t pf_rows = 0, pf_steps = steps;
                 if (r0 + 32 < row_end) {
@@ -106,7 +104,7 @@ AMX_ATTR static void AMX_P(matmul)(AmxEmu* e, float* out, size_t ld, const Qwen3
                         const uint32_t nt2 = ntiles - tt0 < 2 ? ntiles - tt0 : 2;
                         for (uint32_t i = 0; i < pf_per && pf_next < pf_lines; i++, pf_next++) {
                             const uint32_t line = pf_next / pf_rows, row = pf_next % pf_rows;
-                            __builtin_prefetch(pf + (size_t)row * cols + (size_t)line * 64, 0, PF_HINT);
+                            __builtin_prefetch(pf + (size_t)row * cols + (size_t)line * 64, 0, 2); /* to L2 */
                         }
                         T_ZERO(e, 0);
                         if (nt2 == 2) T_ZERO(e, 1);
