@@ -5,7 +5,7 @@
  * are 16 weight rows x 64 bytes loaded straight from the matrix (row stride = cols), so the
  * weights are never repacked; B tiles are the activations of 16 tokens in the 4-byte
  * interleaved layout tdpbssd wants (B[k][4n + i] = token n's byte 4k + i of the 64), packed
- * once per call into a 64 KB scratch (a pass of up to 128 tokens by up to 512 columns at a
+ * once per call into a 128 KB scratch (a pass of up to 128 tokens by up to 1024 columns at a
  * time). Two A and two B tiles feed four C tiles: 32 rows x 32 tokens. A group is one or
  * more 64-byte steps (group sizes that are a multiple of 64, up to 1024), after which its
  * four C tiles are stored and the float epilogue adds each (row, token) sum in the scalar
@@ -142,7 +142,8 @@ static void matmul_q8_amx(float* out, size_t out_stride, const Qwen3Q8Matrix* w,
  * ================================================================================== */
 
 /* A fixed problem covering both row halves, a partial half, a token tail past one pair
- * of tiles and three passes of columns: rows [3, 40) of 40 x 1152 (group 64), 21 tokens. */
+ * of tiles and two passes of columns (1024 + 128): rows [3, 40) of 40 x 1152 (group 64),
+ * 21 tokens. */
 #define SC_ROWS 40u
 #define SC_COLS 1152u
 #define SC_GS 64u

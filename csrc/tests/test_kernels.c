@@ -453,7 +453,7 @@ static void amx_emulated_matmul(float* out, size_t ld, const Qwen3Q8Matrix* w, c
 }
 
 /* Every path of kernels_amx_body.h: group sizes 64 to 1024 (one to sixteen 64-byte steps
- * per group, passes of 512, 384 or one group of columns), partial 16-row halves, token
+ * per group, passes of 1024, 960 or one group of columns), partial 16-row halves, token
  * counts around the 16-token tiles, the 32-token pairs and the 128- or 64-token passes, row
  * ranges split as the thread pool splits them (multiples of 32) and oddly, extreme values. */
 static void test_amx_with(const char* name, Qwen3MatmulQ8Fn fn) {
