@@ -17,7 +17,6 @@
 #include "fmaf.h"
 #include "kernels.h"
 
-
 /* Written lane-wise (B positions side by side, the sum running down i) so that a
  * compiler vectorises it across positions without reordering any sum. QT queries share
  * each key block: every key row is loaded once for QT independent sums, which keeps the

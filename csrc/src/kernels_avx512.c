@@ -319,8 +319,8 @@ INLINE void mm_tile(float* out, size_t ld, const uint8_t* pk, const float* ps, c
  * stream once, in matvec's order and with its prefetch, and nothing is repacked in memory.
  *
  * Per 16-row block and 64-byte column step, the 16 rows' bytes (flipped by 0x80) are
- * loaded as in matvec and transposed in registers (qwen3_transpose16_avx512), so vector j holds the
- * 4 bytes of columns 4j .. 4j+3 of each row, rows in lanes. Every token then adds
+ * loaded as in matvec and transposed in registers (qwen3_transpose16_avx512), so vector j
+ * holds the 4 bytes of columns 4j .. 4j+3 of each row, rows in lanes. Every token then adds
  * 16 vpdpbusd of those vectors with its own 4 activation bytes broadcast: no horizontal
  * reduction per token, and one transpose per 1 KB of weights whatever the token count
  * (matvec per token would pay a 16-way reduction per group per token instead). The

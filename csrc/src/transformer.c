@@ -491,29 +491,18 @@ static void rmsnorm_rows(float* out, const float* x, size_t stride, uint32_t row
     }
 }
 
-/* Tokens before the block's first key-block boundary (0 when it starts on one or is a
- * batch of contexts, whose rows have caches of their own). */
-static uint32_t task_lead(const BlockJob* job) {
-    if (job->seqs) return 0;
-    const uint32_t lead = (QWEN3_KV_BLOCK - job->pos0 % QWEN3_KV_BLOCK) % QWEN3_KV_BLOCK;
-    return lead < job->n ? lead : 0;
-}
+/* How far the block's first position lies into its key block (0 for a batch of contexts,
+ * whose rows have caches of their own): task i covers the tokens whose positions fall in
+ * the block's i-th key block. */
+static uint32_t task_offset(const BlockJob* job) { return job->seqs ? 0 : job->pos0 % QWEN3_KV_BLOCK; }
 
-/* Tasks of a block's per-token work: the lead, then key blocks (the last may be short). */
-static uint32_t task_count(const BlockJob* job) {
-    const uint32_t lead = task_lead(job);
-    return (lead ? 1 : 0) + (job->n - lead + TASK_TOKENS - 1) / TASK_TOKENS;
-}
+static uint32_t task_count(const BlockJob* job) { return (job->n + task_offset(job) + TASK_TOKENS - 1) / TASK_TOKENS; }
 
 /* Tokens of task `task`: [*t0, *t0 + return value). */
 static uint32_t task_tokens(const BlockJob* job, uint32_t task, uint32_t* t0) {
-    const uint32_t lead = task_lead(job);
-    if (lead && task == 0) {
-        *t0 = 0;
-        return lead;
-    }
-    *t0 = lead + (lead ? task - 1 : task) * TASK_TOKENS;
-    return job->n - *t0 < TASK_TOKENS ? job->n - *t0 : TASK_TOKENS;
+    const uint32_t off = task_offset(job), end = (task + 1) * TASK_TOKENS - off;
+    *t0 = task == 0 ? 0 : task * TASK_TOKENS - off;
+    return (end < job->n ? end : job->n) - *t0;
 }
 
 /* A task's tokens: [x += down output], h = rmsnorm(x) * norm, quantised as the next
