@@ -146,10 +146,10 @@ static void batch_deinit(Qwen3Q8Batch* b) {
 }
 
 /* The cache region's arrays, in order (each slabs * positions * bytes long, 64-byte
- * aligned), then the scores: fp32 keys and values (a slab per layer), or for a q8 cache
- * int8 keys, their scales, int8 values and theirs, each with a slab per layer and kv head,
- * so attention streams one head's keys and values from consecutive memory
- * (docs/numerics.md#int8-kv-cache). */
+ * aligned), then the scores: fp32 keys and values, or for a q8 cache int8 keys, their
+ * scales, int8 values and theirs, each with a slab per layer and kv head, so attention
+ * streams one head's keys and values from consecutive memory
+ * (docs/numerics.md#summation-order-of-the-fp32-operations). */
 typedef struct {
     uint64_t offset;    /* of slab 0 in the region */
     uint64_t slabs;     /* n_layers, or n_layers * n_kv_heads */
@@ -163,7 +163,6 @@ typedef struct {
  * region's size. */
 static uint32_t cache_arrays(const Qwen3Context* c, CacheArray arrays[4], uint64_t* att_offset, uint64_t* total) {
     const Qwen3Header* h = &c->model->header;
-    const uint64_t kv_dim = (uint64_t)h->n_kv_heads * h->head_dim;
     const uint64_t L = h->n_layers, hd = h->head_dim;
     uint32_t n = 0;
     if (c->kv_type == QWEN3_KV_Q8) {
@@ -173,8 +172,8 @@ static uint32_t cache_arrays(const Qwen3Context* c, CacheArray arrays[4], uint64
         arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, hd};
         arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, head_groups * sizeof(float)};
     } else {
-        arrays[n++] = (CacheArray){0, L, c->att_stride, kv_dim * sizeof(float)};
-        arrays[n++] = (CacheArray){0, L, c->ctx_len, kv_dim * sizeof(float)};
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->att_stride, hd * sizeof(float)};
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, hd * sizeof(float)};
     }
     uint64_t off = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -241,11 +240,11 @@ int32_t qwen3_context_init_kv(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_l
         c->key_scale = (float*)(void*)(base + arrays[1].offset);
         c->value_q8 = (int8_t*)(void*)(base + arrays[2].offset);
         c->value_scale = (float*)(void*)(base + arrays[3].offset);
-        rc = alloc_floats(&c->v_new, (uint64_t)B * kv_dim, "new values");
     } else {
         c->key_cache = (float*)(void*)(base + arrays[0].offset);
         c->value_cache = (float*)(void*)(base + arrays[1].offset);
     }
+    rc = alloc_floats(&c->v_new, (uint64_t)B * kv_dim, "new values");
     c->att = (float*)(void*)(base + att_offset);
 
     const uint32_t half = h->head_dim / 2;
@@ -531,44 +530,43 @@ static void norm_input_task(void* arg, uint32_t task, uint32_t n_tasks) {
  * qwen3_quantize_q8 quantises activations. */
 static void store_keys(Qwen3Context* dst, uint32_t layer, uint32_t p, const float* k, uint32_t a, uint32_t b) {
     const Qwen3Header* h = &dst->model->header;
-    const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd;
-    const size_t block = (size_t)layer * dst->ctx_blocks + p / QWEN3_KV_BLOCK, lane = p % QWEN3_KV_BLOCK;
-    if (dst->kv_type != QWEN3_KV_Q8) {
-        float* kb = dst->key_cache + block * QWEN3_KV_BLOCK * kv_dim + lane;
-        for (uint32_t i = a * hd; i < b * hd; i++) kb[(size_t)i * QWEN3_KV_BLOCK] = k[i];
-        return;
-    }
-    /* q8 keys: a slab per (layer, kv head) of blocks (head_dim, QWEN3_KV_BLOCK) */
-    const uint32_t gs = dst->kv_group, hg = hd / gs;
-    int8_t q[QWEN3_KV_Q8_MAX_HEAD_DIM];
+    const uint32_t hd = h->head_dim, gs = dst->kv_group, hg = hd / gs;
+    const size_t lane = p % QWEN3_KV_BLOCK;
+    /* a slab per (layer, kv head) of blocks (head_dim, QWEN3_KV_BLOCK) */
     for (uint32_t kh = a; kh < b; kh++) {
         const size_t at = ((size_t)layer * h->n_kv_heads + kh) * dst->ctx_blocks + p / QWEN3_KV_BLOCK;
+        const float* kh_in = k + (size_t)kh * hd;
+        if (dst->kv_type != QWEN3_KV_Q8) {
+            float* kb = dst->key_cache + at * hd * QWEN3_KV_BLOCK + lane;
+            for (uint32_t i = 0; i < hd; i++) kb[(size_t)i * QWEN3_KV_BLOCK] = kh_in[i];
+            continue;
+        }
         int8_t* kq = dst->key_q8 + at * hd * QWEN3_KV_BLOCK + lane;
         float* ks = dst->key_scale + at * hg * QWEN3_KV_BLOCK + lane;
+        int8_t q[QWEN3_KV_Q8_MAX_HEAD_DIM];
         for (uint32_t g = 0; g < hg; g++) {
             float scale;
             Qwen3Q8Vector out = {q, &scale, gs, gs};
-            qwen3_quantize_q8(k + (size_t)kh * hd + (size_t)g * gs, &out);
+            qwen3_quantize_q8(kh_in + (size_t)g * gs, &out);
             for (uint32_t i = 0; i < gs; i++) kq[((size_t)g * gs + i) * QWEN3_KV_BLOCK] = q[i];
             ks[(size_t)g * QWEN3_KV_BLOCK] = scale;
         }
     }
 }
 
-/* Kv heads [a, b) of one position's new value row v into dst's cache at position p. */
+/* Kv heads [a, b) of one position's new value row v into dst's cache at position p: a
+ * slab per (layer, kv head), positions consecutive in it, so attention reads one head's
+ * values from consecutive memory (with rows kv_dim floats apart, consecutive positions of
+ * a head were 4 KB apart for Qwen3-0.6B: a page and an L1 set each). */
 static void store_values(Qwen3Context* dst, uint32_t layer, uint32_t p, const float* v, uint32_t a, uint32_t b) {
     const Qwen3Header* h = &dst->model->header;
-    const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd;
-    const size_t row = (size_t)layer * dst->ctx_len + p;
-    if (dst->kv_type != QWEN3_KV_Q8) {
-        memcpy(dst->value_cache + row * kv_dim + (size_t)a * hd, v + (size_t)a * hd,
-               (size_t)(b - a) * hd * sizeof(float));
-        return;
-    }
-    /* q8 values: a slab per (layer, kv head), positions consecutive in it */
-    const uint32_t gs = dst->kv_group;
+    const uint32_t hd = h->head_dim, gs = dst->kv_group;
     for (uint32_t i = a; i < b; i++) {
         const size_t at = ((size_t)layer * h->n_kv_heads + i) * dst->ctx_len + p;
+        if (dst->kv_type != QWEN3_KV_Q8) {
+            memcpy(dst->value_cache + at * hd, v + (size_t)i * hd, (size_t)hd * sizeof(float));
+            continue;
+        }
         Qwen3Q8Vector out = {dst->value_q8 + at * hd, dst->value_scale + at * (hd / gs), hd, gs};
         qwen3_quantize_q8(v + (size_t)i * hd, &out);
     }
@@ -596,13 +594,7 @@ static void qk_task(void* arg, uint32_t task, uint32_t n_tasks) {
         Qwen3Context* const dst = job->seqs ? job->seqs[t] : c; /* whose cache */
         const uint32_t p = job->seqs ? dst->pos : job->pos0 + t;
         store_keys(dst, job->layer, p, k, 0, h->n_kv_heads);
-        if (job->seqs) {
-            /* the value row, which Wv wrote to the scratch's (f32) cache row t */
-            store_values(dst, job->layer, p, c->value_cache + ((size_t)job->layer * c->ctx_len + t) * kv_dim, 0,
-                         h->n_kv_heads);
-        } else if (c->kv_type == QWEN3_KV_Q8) {
-            store_values(c, job->layer, p, c->v_new + (size_t)t * kv_dim, 0, h->n_kv_heads); /* Wv wrote v_new */
-        }
+        store_values(dst, job->layer, p, c->v_new + (size_t)t * kv_dim, 0, h->n_kv_heads); /* Wv wrote v_new */
     }
 }
 
@@ -683,14 +675,13 @@ static void attend(const Qwen3KernelTable* kernels, const Qwen3Context* cache, u
         return;
     }
     const Qwen3Header* h = &cache->model->header;
-    const uint32_t hd = h->head_dim, kv_dim = h->n_kv_heads * hd, q_dim = h->n_heads * hd;
+    const uint32_t hd = h->head_dim, q_dim = h->n_heads * hd;
     const uint32_t group = h->n_heads / h->n_kv_heads;
     const uint32_t wide = q_dim > h->dim ? q_dim : h->dim;
     const uint32_t att_stride = cache->att_stride;
-    const size_t block_stride = (size_t)QWEN3_KV_BLOCK * kv_dim;
-    const float* keys = cache->key_cache + (size_t)layer * cache->ctx_blocks * block_stride +
-                        (size_t)kv_head * hd * QWEN3_KV_BLOCK;
-    const float* values = cache->value_cache + (size_t)layer * cache->ctx_len * kv_dim + (size_t)kv_head * hd;
+    const size_t block_stride = (size_t)QWEN3_KV_BLOCK * hd, slab = (size_t)layer * h->n_kv_heads + kv_head;
+    const float* keys = cache->key_cache + slab * cache->ctx_blocks * block_stride;
+    const float* values = cache->value_cache + slab * cache->ctx_len * hd;
     const float scale = 1.0f / sqrtf((float)hd);
     uint32_t n_pos[QWEN3_MAX_FORWARD_BLOCK], lens[QWEN3_MAX_FORWARD_BLOCK];
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
@@ -710,7 +701,7 @@ static void attend(const Qwen3KernelTable* kernels, const Qwen3Context* cache, u
         for (uint32_t j = 0; j < nt; j++) lens[j] = n_pos[j] <= p0 ? 0 : (n_pos[j] < p1 ? n_pos[j] : p1) - p0;
         for (uint32_t g = 0; g < group; g++) {
             kernels->attn_values(out + (size_t)(kv_head * group + g) * hd, wide, att + g * att_head + p0, att_stride,
-                                 lens, nt, values + (size_t)p0 * kv_dim, kv_dim, hd, p0 > 0);
+                                 lens, nt, values + (size_t)p0 * hd, hd, hd, p0 > 0);
         }
     }
 }
@@ -824,7 +815,7 @@ static void qkv_fused_task(void* arg, uint32_t task, uint32_t n_tasks) {
     const FusedJob* job = (const FusedJob*)arg;
     Qwen3Context* c = job->c;
     const Qwen3Header* h = &c->model->header;
-    const uint32_t hd = h->head_dim, nq = h->n_heads, nkv = h->n_kv_heads, kv_dim = nkv * hd;
+    const uint32_t hd = h->head_dim, nq = h->n_heads, nkv = h->n_kv_heads;
     const uint32_t total = nq + 2 * nkv;
     const uint32_t u0 = task * job->per, u1 = u0 + job->per < total ? u0 + job->per : total;
     const Qwen3Q8Vector x = qwen3_q8_batch_row(&c->xq, 0);
@@ -846,13 +837,8 @@ static void qkv_fused_task(void* arg, uint32_t task, uint32_t n_tasks) {
     }
     if (u1 > nq + nkv) {
         const uint32_t a = u0 > nq + nkv ? u0 - nq - nkv : 0, b = u1 - nq - nkv;
-        if (c->kv_type == QWEN3_KV_Q8) {
-            job->kernels->matvec_q8(c->v_new + (size_t)a * hd, &job->lw->wv.q8, &x, a * hd, b * hd);
-            store_values(c, job->layer, job->pos, c->v_new, a, b);
-        } else {
-            float* v = c->value_cache + ((size_t)job->layer * c->ctx_len + job->pos) * kv_dim;
-            job->kernels->matvec_q8(v + (size_t)a * hd, &job->lw->wv.q8, &x, a * hd, b * hd);
-        }
+        job->kernels->matvec_q8(c->v_new + (size_t)a * hd, &job->lw->wv.q8, &x, a * hd, b * hd);
+        store_values(c, job->layer, job->pos, c->v_new, a, b);
     }
 }
 
@@ -1054,12 +1040,9 @@ static void run_layers(Qwen3Context* c, BlockJob* job) {
             run_fused(m, qkv_fused_task, &fused, h->n_heads + 2 * h->n_kv_heads, 1,
                       (uint64_t)(q_dim + 2 * kv_dim) * dim);
         } else {
-            /* a batch's values to the scratch's cache rows, a q8 cache's through v_new (qk_task
-             * copies or quantises them to their place) */
-            float* v = job->seqs                    ? c->value_cache + (size_t)l * c->ctx_len * kv_dim
-                       : c->kv_type == QWEN3_KV_Q8 ? c->v_new
-                                                   : c->value_cache + ((size_t)l * c->ctx_len + pos0) * kv_dim;
-            MatmulJob qkv = {.parts = {{c->q, q_dim, &lw->wq}, {c->k, kv_dim, &lw->wk}, {v, kv_dim, &lw->wv}},
+            /* values through v_new: qk_task copies or quantises them to their place (each
+             * row's own context in a batch) */
+            MatmulJob qkv = {.parts = {{c->q, q_dim, &lw->wq}, {c->k, kv_dim, &lw->wk}, {c->v_new, kv_dim, &lw->wv}},
                              .n_parts = 3,
                              .x = &c->xq,
                              .xf = c->xb,

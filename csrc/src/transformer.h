@@ -49,21 +49,21 @@ struct Qwen3Context {
                             * lower it and att_tile_bytes: the bits must not change) */
     uint32_t att_tile_bytes; /* largest scores tile of one attention task (see transformer.c) */
     Qwen3Region lazy;      /* key_cache, value_cache and att, committed as positions fill */
-    float* key_cache;      /* (n_layers, ctx_blocks, n_kv_heads * head_dim, QWEN3_KV_BLOCK):
-                            * blocks of positions, transposed so positions are lanes
-                            * (NULL for a q8 cache) */
-    float* value_cache;    /* (n_layers, ctx_len, n_kv_heads * head_dim) (NULL for q8) */
+    float* key_cache;      /* (n_layers, n_kv_heads, ctx_blocks, head_dim, QWEN3_KV_BLOCK):
+                            * blocks of positions, transposed so positions are lanes, a
+                            * slab per (layer, kv head) (NULL for a q8 cache) */
+    float* value_cache;    /* (n_layers, n_kv_heads, ctx_len, head_dim) (NULL for q8) */
     uint32_t kv_type;      /* QWEN3_KV_F32 or QWEN3_KV_Q8 (docs/numerics.md#int8-kv-cache) */
     uint32_t kv_group;     /* q8: values per scale, 32 or head_dim */
     uint64_t kv_bytes;     /* bytes of the whole KV cache (reserved, committed as used) */
     int8_t* key_q8;        /* q8: (n_layers, n_kv_heads, ctx_blocks, head_dim, QWEN3_KV_BLOCK):
-                            * key_cache's blocks, one kv head's consecutive */
+                            * key_cache's layout in int8 */
     float* key_scale;      /* q8: (n_layers, n_kv_heads, ctx_blocks, head_dim / kv_group,
                             * QWEN3_KV_BLOCK) one scale per group, positions as lanes */
     int8_t* value_q8;      /* q8: (n_layers, n_kv_heads, ctx_len, head_dim): one kv head's
                             * values are consecutive, as attention reads them */
     float* value_scale;    /* q8: (n_layers, n_kv_heads, ctx_len, head_dim / kv_group) */
-    float* v_new;          /* q8: (block, n_kv_heads * head_dim) new values, before the cache */
+    float* v_new;          /* (block, n_kv_heads * head_dim) new values, before the cache */
     float* att;            /* (n_heads, block, att_stride) attention scores, then weights */
     float* x;              /* (block, dim) residual streams */
     float* xb;             /* (block, max(dim, n_heads * head_dim)) normed input, attention output */

@@ -20,7 +20,6 @@ static int emulated;
 /* The KV caches of two contexts of one model agree at positions < n (where into where). */
 static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, char* where, size_t cap) {
     const Qwen3Header* h = &a->model->header;
-    const uint32_t kv_dim = h->n_kv_heads * h->head_dim;
     if (a->kv_type == QWEN3_KV_Q8 || b->kv_type == QWEN3_KV_Q8) {
         /* the int8 cache (transformer.h): a slab per layer and kv head of values, keys
          * (in blocks of positions) and their scales */
@@ -60,20 +59,26 @@ static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, ch
         }
         return 1;
     }
+    /* the f32 cache: the same slabs per layer and kv head, fp32 */
     for (uint32_t l = 0; l < h->n_layers; l++) {
         for (uint32_t p = 0; p < n; p++) {
-            if (memcmp(a->value_cache + ((size_t)l * a->ctx_len + p) * kv_dim,
-                       b->value_cache + ((size_t)l * b->ctx_len + p) * kv_dim, kv_dim * sizeof(float)) != 0) {
-                snprintf(where, cap, "value cache layer %u position %u", l, p);
-                return 0;
-            }
-            for (uint32_t i = 0; i < kv_dim; i++) {
-                const size_t in_block = (size_t)i * QWEN3_KV_BLOCK + p % QWEN3_KV_BLOCK;
-                const float* ka = a->key_cache + ((size_t)l * a->ctx_blocks + p / QWEN3_KV_BLOCK) * QWEN3_KV_BLOCK * kv_dim;
-                const float* kb = b->key_cache + ((size_t)l * b->ctx_blocks + p / QWEN3_KV_BLOCK) * QWEN3_KV_BLOCK * kv_dim;
-                if (memcmp(ka + in_block, kb + in_block, sizeof(float)) != 0) {
-                    snprintf(where, cap, "key cache layer %u position %u dim %u", l, p, i);
+            const size_t lane = p % QWEN3_KV_BLOCK;
+            const uint32_t hd = h->head_dim;
+            for (uint32_t kh = 0; kh < h->n_kv_heads; kh++) {
+                const size_t at = ((size_t)l * h->n_kv_heads + kh) * a->ctx_len + p;
+                const size_t bt = ((size_t)l * h->n_kv_heads + kh) * b->ctx_len + p;
+                if (memcmp(a->value_cache + at * hd, b->value_cache + bt * hd, hd * sizeof(float)) != 0) {
+                    snprintf(where, cap, "value cache layer %u position %u kv head %u", l, p, kh);
                     return 0;
+                }
+                const size_t ab = ((size_t)l * h->n_kv_heads + kh) * a->ctx_blocks + p / QWEN3_KV_BLOCK;
+                const size_t bb = ((size_t)l * h->n_kv_heads + kh) * b->ctx_blocks + p / QWEN3_KV_BLOCK;
+                for (uint32_t i = 0; i < hd; i++) {
+                    if (memcmp(a->key_cache + (ab * hd + i) * QWEN3_KV_BLOCK + lane,
+                               b->key_cache + (bb * hd + i) * QWEN3_KV_BLOCK + lane, sizeof(float)) != 0) {
+                        snprintf(where, cap, "key cache layer %u position %u kv head %u dim %u", l, p, kh, i);
+                        return 0;
+                    }
                 }
             }
         }

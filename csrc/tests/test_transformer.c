@@ -533,7 +533,6 @@ static void test_forward(void) {
  * Writes where they first differ into `where`. */
 static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, char* where, size_t cap) {
     const Qwen3Header* h = &a->model->header;
-    const uint32_t kv_dim = h->n_kv_heads * h->head_dim;
     if (a->kv_type != b->kv_type) {
         snprintf(where, cap, "kv type %u vs %u", a->kv_type, b->kv_type);
         return 0;
@@ -573,19 +572,23 @@ static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, ch
         }
         return 1;
     }
+    /* fp32 values and keys, the same slabs per layer and kv head */
     for (uint32_t l = 0; l < h->n_layers; l++) {
         for (uint32_t p = 0; p < n; p++) {
-            const size_t vrow = ((size_t)l * a->ctx_len + p) * kv_dim;
-            if (memcmp(a->value_cache + vrow, b->value_cache + vrow, kv_dim * sizeof(float)) != 0) {
-                snprintf(where, cap, "value cache layer %u position %u", l, p);
-                return 0;
-            }
-            const size_t kblock = ((size_t)l * a->ctx_blocks + p / QWEN3_KV_BLOCK) * QWEN3_KV_BLOCK * kv_dim;
-            for (uint32_t i = 0; i < kv_dim; i++) {
-                const size_t at = kblock + (size_t)i * QWEN3_KV_BLOCK + p % QWEN3_KV_BLOCK;
-                if (memcmp(a->key_cache + at, b->key_cache + at, sizeof(float)) != 0) {
-                    snprintf(where, cap, "key cache layer %u position %u dim %u", l, p, i);
+            const uint32_t hd = h->head_dim;
+            for (uint32_t kh = 0; kh < h->n_kv_heads; kh++) {
+                const size_t vrow = (((size_t)l * h->n_kv_heads + kh) * a->ctx_len + p) * hd;
+                if (memcmp(a->value_cache + vrow, b->value_cache + vrow, hd * sizeof(float)) != 0) {
+                    snprintf(where, cap, "value cache layer %u kv head %u position %u", l, kh, p);
                     return 0;
+                }
+                const size_t block = ((size_t)l * h->n_kv_heads + kh) * a->ctx_blocks + p / QWEN3_KV_BLOCK;
+                for (uint32_t i = 0; i < hd; i++) {
+                    const size_t at = (block * hd + i) * QWEN3_KV_BLOCK + p % QWEN3_KV_BLOCK;
+                    if (memcmp(a->key_cache + at, b->key_cache + at, sizeof(float)) != 0) {
+                        snprintf(where, cap, "key cache layer %u kv head %u position %u dim %u", l, kh, p, i);
+                        return 0;
+                    }
                 }
             }
         }
