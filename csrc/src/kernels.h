@@ -206,12 +206,17 @@ typedef void (*Qwen3QuantizeRowFn)(const float* x, Qwen3Q8Batch* b, uint32_t t);
  * reduction by ln 2, a degree-7 Taylor polynomial, 2^k from exponent bits, no FMA), within
  * about 1 ulp of e^x (docs/numerics.md#exp-softmax-and-silu); SIMD tiers reproduce it lane
  * by lane with the constants below.
- *   softmax:  per row (row r: lens[r] values at x + r * stride):
- *             m = max x (NaN skipped unless x[0] is NaN); x[i] = exp(x[i] - m);
- *             sum += x[i] in index order; x[i] = x[i] / sum
+ *   softmax_exp: attention's softmax without its division, per row (row r: lens[r] values
+ *             at x + r * stride): m = max x (NaN skipped unless x[0] is NaN);
+ *             x[i] = exp(x[i] - m); sums[r] = their sum in 16 lanes (lane l adds the x[i]
+ *             with i % 16 == l, i ascending, from 0.0f), the lanes then folded as
+ *             lane[l] + lane[l + w] for w = 8, 4, 2, 1 (lane 0 is the sum). The caller
+ *             divides the weighted sum of values by sums[r] (docs/numerics.md#exp-softmax-and-silu).
  *   silu_mul: g[i] = (g[i] * (1.0f / (1.0f + exp(-g[i])))) * u[i]
+ * The plain softmax (qwen3_softmax_ref: the sum in index order, then x[i] / sum) is the
+ * MoE router's.
  */
-typedef void (*Qwen3SoftmaxFn)(float* x, size_t stride, uint32_t rows, const uint32_t* lens);
+typedef void (*Qwen3SoftmaxExpFn)(float* x, size_t stride, uint32_t rows, const uint32_t* lens, float* sums);
 typedef void (*Qwen3SiluMulFn)(float* g, const float* u, uint32_t n);
 #define QWEN3_EXP_MAGIC 0x1.8p23f       /* 1.5 * 2^23: adding it rounds to an integer */
 #define QWEN3_EXP_LOG2E 0x1.715476p+0f  /* 1 / ln 2 */
@@ -224,7 +229,7 @@ typedef void (*Qwen3SiluMulFn)(float* g, const float* u, uint32_t n);
 #define QWEN3_EXP_C7 0x1.a01a02p-13f
 float qwen3_exp_ref(float x);
 void qwen3_softmax_ref(float* x, uint32_t n);
-void qwen3_softmax_rows_ref(float* x, size_t stride, uint32_t rows, const uint32_t* lens);
+void qwen3_softmax_exp_rows_ref(float* x, size_t stride, uint32_t rows, const uint32_t* lens, float* sums);
 void qwen3_silu_mul_ref(float* g, const float* u, uint32_t n);
 
 typedef struct {
@@ -235,7 +240,7 @@ typedef struct {
     Qwen3QuantizeRowFn quantize_row;
     Qwen3AttnScoresFn attn_scores;
     Qwen3AttnValuesFn attn_values;
-    Qwen3SoftmaxFn softmax;
+    Qwen3SoftmaxExpFn softmax_exp;
     Qwen3SiluMulFn silu_mul;
 } Qwen3KernelTable;
 

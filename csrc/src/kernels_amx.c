@@ -245,8 +245,8 @@ static void attn_values_amx(float* out, uint32_t o_stride, const float* att, uin
                             uint32_t n_q, const float* v, uint32_t v_stride, uint32_t head_dim, int accumulate) {
     qwen3_kernels_avx512vnni.attn_values(out, o_stride, att, a_stride, n_pos, n_q, v, v_stride, head_dim, accumulate);
 }
-static void softmax_amx(float* x, size_t stride, uint32_t rows, const uint32_t* lens) {
-    qwen3_kernels_avx512vnni.softmax(x, stride, rows, lens);
+static void softmax_exp_amx(float* x, size_t stride, uint32_t rows, const uint32_t* lens, float* sums) {
+    qwen3_kernels_avx512vnni.softmax_exp(x, stride, rows, lens, sums);
 }
 static void silu_mul_amx(float* g, const float* u, uint32_t n) { qwen3_kernels_avx512vnni.silu_mul(g, u, n); }
 
@@ -258,6 +258,6 @@ const Qwen3KernelTable qwen3_kernels_amx = {
     .quantize_row = quantize_row_amx,
     .attn_scores = attn_scores_amx,
     .attn_values = attn_values_amx,
-    .softmax = softmax_amx,
+    .softmax_exp = softmax_exp_amx,
     .silu_mul = silu_mul_amx,
 };

@@ -346,8 +346,8 @@ TARGET_AVX2 static void attn_values_avx2(float* out, uint32_t o_stride, const fl
 
 /* Softmax and SiLU: the scalar reference's loops (kernels_exp_loops.h) compiled for
  * 256-bit registers, the same operations per lane, so the same bits. */
-TARGET_AVX2 static void softmax_avx2(float* x, size_t stride, uint32_t rows, const uint32_t* lens) {
-    for (uint32_t r = 0; r < rows; r++) qwen3_softmax_loops(x + (size_t)r * stride, lens[r]);
+TARGET_AVX2 static void softmax_exp_avx2(float* x, size_t stride, uint32_t rows, const uint32_t* lens, float* sums) {
+    for (uint32_t r = 0; r < rows; r++) sums[r] = qwen3_softmax_exp_loops(x + (size_t)r * stride, lens[r]);
 }
 
 TARGET_AVX2 static void silu_mul_avx2(float* g, const float* u, uint32_t n) { qwen3_silu_mul_loops(g, u, n); }
@@ -501,7 +501,7 @@ const Qwen3KernelTable qwen3_kernels_avx2 = {
     .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = attn_scores_avx2,
     .attn_values = attn_values_avx2,
-    .softmax = softmax_avx2,
+    .softmax_exp = softmax_exp_avx2,
     .silu_mul = silu_mul_avx2,
 };
 
@@ -645,6 +645,6 @@ const Qwen3KernelTable qwen3_kernels_avxvnni = {
     .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = attn_scores_avx2,
     .attn_values = attn_values_avx2,
-    .softmax = softmax_avx2,
+    .softmax_exp = softmax_exp_avx2,
     .silu_mul = silu_mul_avx2,
 };

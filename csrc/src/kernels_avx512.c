@@ -595,9 +595,11 @@ INLINE __m512 exp16(__m512 x) {
 
 INLINE __mmask16 tail_mask(uint32_t left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
 
-/* One row's max, then x[i] = exp(x[i] - max). */
-TARGET static void softmax_exp_row(float* x, uint32_t n) {
-    if (n == 0) return;
+/* One row (kernels.h: softmax_exp): its max, then x[i] = exp(x[i] - max); returns the sum
+ * of those in 16 lanes (masked adds: a tail's missing values are not added, as in the
+ * scalar loop), folded 8, 4, 2, 1. */
+TARGET static float softmax_exp_row(float* x, uint32_t n) {
+    if (n == 0) return 0.0f;
     __m512 m = _mm512_set1_ps(x[0]);
     for (uint32_t i = 0; i < n; i += 16) {
         const __mmask16 k = tail_mask(n - i);
@@ -610,44 +612,23 @@ TARGET static void softmax_exp_row(float* x, uint32_t n) {
         if (lanes[l] > mx) mx = lanes[l];
     }
     const __m512 mv = _mm512_set1_ps(mx);
+    __m512 acc = _mm512_setzero_ps();
     for (uint32_t i = 0; i < n; i += 16) {
         const __mmask16 k = tail_mask(n - i);
-        _mm512_mask_storeu_ps(x + i, k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv)));
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv));
+        _mm512_mask_storeu_ps(x + i, k, e);
+        acc = _mm512_mask_add_ps(acc, k, acc, e);
     }
+    /* lane[l] + lane[l + 8], then + 4, + 2, + 1 */
+    const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(acc),
+                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+    const __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
+    const __m128 a2 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));
+    return _mm_cvtss_f32(_mm_add_ss(a2, _mm_shuffle_ps(a2, a2, 1)));
 }
 
-/* The sums run in index order per row, as in the reference, but 8 rows advance
- * together: one add's latency then serves 8 rows instead of 1. */
-TARGET static void softmax_avx512(float* x, size_t stride, uint32_t rows, const uint32_t* lens) {
-    for (uint32_t r0 = 0; r0 < rows; r0 += 8) {
-        const uint32_t k = rows - r0 < 8 ? rows - r0 : 8;
-        float* xr = x + (size_t)r0 * stride;
-        uint32_t common = lens[r0];
-        for (uint32_t r = 0; r < k; r++) {
-            softmax_exp_row(xr + (size_t)r * stride, lens[r0 + r]);
-            if (lens[r0 + r] < common) common = lens[r0 + r];
-        }
-        float sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (k == 8) {
-            for (uint32_t i = 0; i < common; i++) {
-                UNROLL for (uint32_t r = 0; r < 8; r++) sum[r] += xr[(size_t)r * stride + i];
-            }
-        } else {
-            for (uint32_t i = 0; i < common; i++) {
-                for (uint32_t r = 0; r < k; r++) sum[r] += xr[(size_t)r * stride + i];
-            }
-        }
-        for (uint32_t r = 0; r < k; r++) {
-            float* row = xr + (size_t)r * stride;
-            const uint32_t n = lens[r0 + r];
-            for (uint32_t i = common; i < n; i++) sum[r] += row[i];
-            const __m512 sv = _mm512_set1_ps(sum[r]);
-            for (uint32_t i = 0; i < n; i += 16) {
-                const __mmask16 m = tail_mask(n - i);
-                _mm512_mask_storeu_ps(row + i, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, row + i), sv));
-            }
-        }
-    }
+TARGET static void softmax_exp_avx512(float* x, size_t stride, uint32_t rows, const uint32_t* lens, float* sums) {
+    for (uint32_t r = 0; r < rows; r++) sums[r] = softmax_exp_row(x + (size_t)r * stride, lens[r]);
 }
 
 TARGET static void silu_mul_avx512(float* g, const float* u, uint32_t n) {
@@ -781,6 +762,6 @@ const Qwen3KernelTable qwen3_kernels_avx512vnni = {
     .quantize_row = quantize_row_avx512,
     .attn_scores = attn_scores_avx512,
     .attn_values = attn_values_avx512,
-    .softmax = softmax_avx512,
+    .softmax_exp = softmax_exp_avx512,
     .silu_mul = silu_mul_avx512,
 };

@@ -68,6 +68,28 @@ static inline __attribute__((always_inline)) void qwen3_softmax_loops(float* x, 
     for (uint32_t i = 0; i < n; i++) x[i] = x[i] / sum;
 }
 
+/* Attention's softmax without the division (kernels.h): x[i] = exp(x[i] - max), returns
+ * their sum in 16 lanes folded 8, 4, 2, 1. Lanes instead of one running sum: a SIMD tier
+ * adds 16 values per instruction where the index-order sum was a chain of dependent adds. */
+static inline __attribute__((always_inline)) float qwen3_softmax_exp_loops(float* x, uint32_t n) {
+    if (n == 0) return 0.0f;
+    float m = x[0];
+    for (uint32_t i = 1; i < n; i++) {
+        if (x[i] > m) m = x[i];
+    }
+    for (uint32_t i = 0; i < n; i++) x[i] = qwen3_exp_inline(x[i] - m);
+    float lane[16] = {0};
+    uint32_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        for (uint32_t l = 0; l < 16; l++) lane[l] += x[i + l];
+    }
+    for (uint32_t l = 0; i + l < n; l++) lane[l] += x[i + l];
+    for (uint32_t w = 8; w >= 1; w /= 2) {
+        for (uint32_t l = 0; l < w; l++) lane[l] = lane[l] + lane[l + w];
+    }
+    return lane[0];
+}
+
 static inline __attribute__((always_inline)) void qwen3_silu_mul_loops(float* g, const float* u, uint32_t n) {
     for (uint32_t i = 0; i < n; i++) {
         const float gi = g[i];

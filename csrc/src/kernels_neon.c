@@ -131,7 +131,7 @@ const Qwen3KernelTable qwen3_kernels_neon = {
     .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = qwen3_attn_scores_ref,
     .attn_values = qwen3_attn_values_ref,
-    .softmax = qwen3_softmax_rows_ref,
+    .softmax_exp = qwen3_softmax_exp_rows_ref,
     .silu_mul = qwen3_silu_mul_ref,
 };
 
@@ -397,6 +397,6 @@ const Qwen3KernelTable qwen3_kernels_neondot = {
     .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = qwen3_attn_scores_ref,
     .attn_values = qwen3_attn_values_ref,
-    .softmax = qwen3_softmax_rows_ref,
+    .softmax_exp = qwen3_softmax_exp_rows_ref,
     .silu_mul = qwen3_silu_mul_ref,
 };

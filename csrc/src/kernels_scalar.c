@@ -73,8 +73,8 @@ float qwen3_exp_ref(float x) { return qwen3_exp_inline(x); }
 
 void qwen3_softmax_ref(float* x, uint32_t n) { qwen3_softmax_loops(x, n); }
 
-void qwen3_softmax_rows_ref(float* x, size_t stride, uint32_t rows, const uint32_t* lens) {
-    for (uint32_t r = 0; r < rows; r++) qwen3_softmax_ref(x + (size_t)r * stride, lens[r]);
+void qwen3_softmax_exp_rows_ref(float* x, size_t stride, uint32_t rows, const uint32_t* lens, float* sums) {
+    for (uint32_t r = 0; r < rows; r++) sums[r] = qwen3_softmax_exp_loops(x + (size_t)r * stride, lens[r]);
 }
 
 void qwen3_silu_mul_ref(float* g, const float* u, uint32_t n) { qwen3_silu_mul_loops(g, u, n); }
@@ -87,6 +87,6 @@ const Qwen3KernelTable qwen3_kernels_scalar = {
     .quantize_row = qwen3_quantize_q8_token,
     .attn_scores = qwen3_attn_scores_ref,
     .attn_values = qwen3_attn_values_ref,
-    .softmax = qwen3_softmax_rows_ref,
+    .softmax_exp = qwen3_softmax_exp_rows_ref,
     .silu_mul = qwen3_silu_mul_ref,
 };

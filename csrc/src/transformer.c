@@ -22,8 +22,9 @@
  *            (a, b) -> (a*c - b*s, a*s + b*c)
  *            (fp32 throughout, as qwen3.c and Hugging Face's float32 rotary embedding do)
  *   scores:  dot = sum q[i]*k[i]; score = dot * (1.0f / sqrtf((float)head_dim))
- *   softmax: m = max; e[i] = exp(x[i] - m); sum += e[i]; out[i] = e[i] / sum
- *   values:  out[i] = sum over t of att[t] * v[t][i] (t ascending)
+ *   softmax: m = max; e[t] = exp(x[t] - m); sum = the e[t] in 16 lanes (t % 16), folded
+ *            8, 4, 2, 1 (kernels.h: softmax_exp)
+ *   values:  out[i] = (sum over t of e[t] * v[t][i] (t ascending)) / sum
  *   silu:    hb[i] = (g * (1 / (1 + exp(-g)))) * u
  *   (exp: qwen3_exp_ref, e^x in fp32 steps within ~1 ulp, see kernels.h)
  *   residual: x[i] = x[i] + y[i]
@@ -74,6 +75,7 @@ void qwen3_softmax(float* x, uint32_t n) { qwen3_softmax_ref(x, n); }
 
 void qwen3_attention_head(float* out, const float* q, const float* k, const float* v,
                           uint32_t stride, uint32_t n_pos, uint32_t head_dim, float* att) {
+    float sum;
     const float inv_scale = 1.0f / sqrtf((float)head_dim);
     for (uint32_t t = 0; t < n_pos; t++) {
         const float* kt = k + (size_t)t * stride;
@@ -81,13 +83,14 @@ void qwen3_attention_head(float* out, const float* q, const float* k, const floa
         for (uint32_t i = 0; i < head_dim; i++) dot = QWEN3_FMAF(q[i], kt[i], dot);
         att[t] = dot * inv_scale;
     }
-    qwen3_softmax(att, n_pos);
+    qwen3_softmax_exp_rows_ref(att, n_pos, 1, &n_pos, &sum);
     for (uint32_t i = 0; i < head_dim; i++) out[i] = 0.0f;
     for (uint32_t t = 0; t < n_pos; t++) {
         const float* vt = v + (size_t)t * stride;
         const float a = att[t];
         for (uint32_t i = 0; i < head_dim; i++) out[i] = QWEN3_FMAF(a, vt[i], out[i]);
     }
+    for (uint32_t i = 0; i < head_dim; i++) out[i] = out[i] / sum;
 }
 
 /* ====================================================================================
@@ -259,6 +262,7 @@ int32_t qwen3_context_init_kv(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_l
     if (rc == QWEN3_OK) rc = alloc_floats(&c->rope_cos, (uint64_t)B * (half > 0 ? half : 1), "RoPE table");
     if (rc == QWEN3_OK) rc = alloc_floats(&c->rope_sin, (uint64_t)B * (half > 0 ? half : 1), "RoPE table");
     if (rc == QWEN3_OK) rc = alloc_floats(&c->logits, h->vocab_size, "logits");
+    if (rc == QWEN3_OK) rc = alloc_floats(&c->att_sum, (uint64_t)h->n_heads * B, "attention sums");
     if (rc == QWEN3_OK) rc = batch_init(&c->xq, (uint32_t)wide, B, h->group_size, "matmul input");
     if (rc == QWEN3_OK) rc = batch_init(&c->hq, h->hidden_dim, B, h->group_size, "feed-forward input");
     if (rc == QWEN3_OK) rc = qwen3_sampler_init(&c->sampler, h->vocab_size);
@@ -290,6 +294,7 @@ void qwen3_context_deinit(Qwen3Context* c) {
     qwen3_aligned_free(c->rope_cos);
     qwen3_aligned_free(c->rope_sin);
     qwen3_aligned_free(c->logits);
+    qwen3_aligned_free(c->att_sum);
     batch_deinit(&c->xq);
     batch_deinit(&c->hq);
     qwen3_sampler_deinit(&c->sampler);
@@ -628,7 +633,8 @@ static void dequantize_values(const Qwen3KvKernels* kv, float* out, const Qwen3C
  * attn_scores / attn_values calls as the f32 cache; the chunking does not change the
  * bits (docs/numerics.md#tiled-attention), so every tier and thread count agree. */
 static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
-                      uint32_t pos0, uint32_t nt, const float* q, float* out, float* att, size_t att_head) {
+                      uint32_t pos0, uint32_t nt, const float* q, float* out, float* att, size_t att_head,
+                      float* sums, size_t sum_head) {
     const Qwen3Header* h = &cache->model->header;
     const uint32_t hd = h->head_dim, q_dim = h->n_heads * hd;
     const uint32_t group = h->n_heads / h->n_kv_heads;
@@ -651,7 +657,9 @@ static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache
                                  (size_t)QWEN3_KV_BLOCK * hd, n_c, hd, scale);
         }
     }
-    for (uint32_t g = 0; g < group; g++) kernels->softmax(att + g * att_head, att_stride, nt, n_pos);
+    for (uint32_t g = 0; g < group; g++) {
+        kernels->softmax_exp(att + g * att_head, att_stride, nt, n_pos, sums + g * sum_head);
+    }
     for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
         const uint32_t p1 = n_all - p0 < chunk ? n_all : p0 + chunk;
         dequantize_values(kv, buf, cache, layer, kv_head, p0, p1 - p0);
@@ -663,17 +671,10 @@ static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache
     }
 }
 
-/* One kv head, nt tokens at positions pos0 .. pos0 + nt - 1 of the context `cache`:
- * causal attention of each token, for every query head reading that kv head, over
- * positions 0 .. its own. Token j's queries are at q + j * q_dim, its output at
- * out + j * wide; query head kv_head * group + g keeps its scores at att + g * att_head,
- * rows att_stride floats apart. */
-static void attend(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
-                   uint32_t pos0, uint32_t nt, const float* q, float* out, float* att, size_t att_head) {
-    if (cache->kv_type == QWEN3_KV_Q8) {
-        attend_q8(kernels, cache, layer, kv_head, pos0, nt, q, out, att, att_head);
-        return;
-    }
+/* attend over an f32 cache: the key and value chunks read in place. */
+static void attend_f32(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
+                       uint32_t pos0, uint32_t nt, const float* q, float* out, float* att, size_t att_head,
+                       float* sums, size_t sum_head) {
     const Qwen3Header* h = &cache->model->header;
     const uint32_t hd = h->head_dim, q_dim = h->n_heads * hd;
     const uint32_t group = h->n_heads / h->n_kv_heads;
@@ -695,13 +696,41 @@ static void attend(const Qwen3KernelTable* kernels, const Qwen3Context* cache, u
             kernels->attn_scores(att + g * att_head + p0, att_stride, qg, q_dim, nt, kc, block_stride, n_c, hd, scale);
         }
     }
-    for (uint32_t g = 0; g < group; g++) kernels->softmax(att + g * att_head, att_stride, nt, n_pos);
+    for (uint32_t g = 0; g < group; g++) {
+        kernels->softmax_exp(att + g * att_head, att_stride, nt, n_pos, sums + g * sum_head);
+    }
     for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
         const uint32_t p1 = n_all - p0 < chunk ? n_all : p0 + chunk;
         for (uint32_t j = 0; j < nt; j++) lens[j] = n_pos[j] <= p0 ? 0 : (n_pos[j] < p1 ? n_pos[j] : p1) - p0;
         for (uint32_t g = 0; g < group; g++) {
             kernels->attn_values(out + (size_t)(kv_head * group + g) * hd, wide, att + g * att_head + p0, att_stride,
                                  lens, nt, values + (size_t)p0 * hd, hd, hd, p0 > 0);
+        }
+    }
+}
+
+/* One kv head, nt tokens at positions pos0 .. pos0 + nt - 1 of the context `cache`:
+ * causal attention of each token, for every query head reading that kv head, over
+ * positions 0 .. its own. Token j's queries are at q + j * q_dim, its output at
+ * out + j * wide; query head kv_head * group + g keeps its scores at att + g * att_head,
+ * rows att_stride floats apart, and the sums of its weights at sums + g * sum_head. */
+static void attend(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
+                   uint32_t pos0, uint32_t nt, const float* q, float* out, float* att, size_t att_head, float* sums,
+                   size_t sum_head) {
+    if (cache->kv_type == QWEN3_KV_Q8) {
+        attend_q8(kernels, cache, layer, kv_head, pos0, nt, q, out, att, att_head, sums, sum_head);
+    } else {
+        attend_f32(kernels, cache, layer, kv_head, pos0, nt, q, out, att, att_head, sums, sum_head);
+    }
+    /* the softmax's division, once per output instead of once per weight */
+    const Qwen3Header* h = &cache->model->header;
+    const uint32_t hd = h->head_dim, group = h->n_heads / h->n_kv_heads, q_dim = h->n_heads * hd;
+    const uint32_t wide = q_dim > h->dim ? q_dim : h->dim;
+    for (uint32_t g = 0; g < group; g++) {
+        for (uint32_t j = 0; j < nt; j++) {
+            float* o = out + (size_t)j * wide + (size_t)(kv_head * group + g) * hd;
+            const float s = sums[g * sum_head + j];
+            for (uint32_t i = 0; i < hd; i++) o[i] = o[i] / s;
         }
     }
 }
@@ -718,7 +747,8 @@ static void attention_task(void* arg, uint32_t task, uint32_t n_tasks) {
     const uint32_t nt = job->n - t0 < job->tile ? job->n - t0 : job->tile;
     float* const att = c->att + ((size_t)kv_head * group * c->block + t0) * c->att_stride;
     attend(job->kernels, c, job->layer, kv_head, job->pos0 + t0, nt, c->q + (size_t)t0 * q_dim,
-           c->xb + (size_t)t0 * wide, att, (size_t)c->block * c->att_stride);
+           c->xb + (size_t)t0 * wide, att, (size_t)c->block * c->att_stride,
+           c->att_sum + (size_t)kv_head * group * c->block + t0, c->block);
 }
 
 /* A batched decode step: one kv head of row t's context, over that context's own cache
@@ -734,7 +764,8 @@ static void batch_attention_task(void* arg, uint32_t task, uint32_t n_tasks) {
     Qwen3Context* const seq = job->seqs[t];
     float* const att = seq->att + (size_t)kv_head * group * seq->block * seq->att_stride;
     attend(job->kernels, seq, job->layer, kv_head, seq->pos, 1, c->q + (size_t)t * q_dim, c->xb + (size_t)t * wide,
-           att, (size_t)seq->block * seq->att_stride);
+           att, (size_t)seq->block * seq->att_stride, seq->att_sum + (size_t)kv_head * group * seq->block,
+           seq->block);
 }
 
 /* A task's tokens: the attention output quantised as the input of Wo. */

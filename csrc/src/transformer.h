@@ -65,6 +65,7 @@ struct Qwen3Context {
     float* value_scale;    /* q8: (n_layers, n_kv_heads, ctx_len, head_dim / kv_group) */
     float* v_new;          /* (block, n_kv_heads * head_dim) new values, before the cache */
     float* att;            /* (n_heads, block, att_stride) attention scores, then weights */
+    float* att_sum;        /* (n_heads, block) the weights' sums (kernels.h: softmax_exp) */
     float* x;              /* (block, dim) residual streams */
     float* xb;             /* (block, max(dim, n_heads * head_dim)) normed input, attention output */
     float* xb2;            /* (block, dim) matmul output before the residual add */
@@ -164,7 +165,8 @@ void qwen3_rope_rotate(float* v, const float* cos_t, const float* sin_t, uint32_
 void qwen3_softmax(float* x, uint32_t n);
 
 /* One head's causal attention over n_pos cached positions: scores q.k * (1/sqrt(head_dim))
- * into att (n_pos), softmax, then out = sum_t att[t] * v_t. Keys and values of position t
+ * into att (n_pos), then att[t] = exp(score - max) with their sum s (qwen3_softmax_exp_rows_ref),
+ * then out = (sum_t att[t] * v_t) / s. Keys and values of position t
  * start at k + t * stride and v + t * stride. Every multiply-add of both sums is fused
  * (QWEN3_FMAF, docs/numerics.md#grouped-query-attention). */
 void qwen3_attention_head(float* out, const float* q, const float* k, const float* v,

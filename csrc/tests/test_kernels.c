@@ -272,6 +272,7 @@ static void test_attention_tier(const Qwen3KernelTable* t);
 static void test_quantize_tier(const Qwen3KernelTable* t);
 static void test_elementwise_tier(const Qwen3KernelTable* t);
 static void test_exp_ref(void);
+static void test_softmax_exp_order(void);
 static void test_fmaf_soft(void);
 
 static void test_all_tiers(void) {
@@ -642,6 +643,34 @@ static void test_exp_ref(void) {
            worst_x, differ, total);
 }
 
+/* The reference softmax_exp's sum is the documented one (kernels.h): 16 lanes by index
+ * mod 16, folded 8, 4, 2, 1, written out here for one length. The values are chosen so
+ * that the index-order sum rounds differently (checked), so the test tells them apart. */
+static void test_softmax_exp_order(void) {
+    enum { N = 101 };
+    float x[N], e[N];
+    for (uint32_t i = 0; i < N; i++) x[i] = -(float)((i * 37) % 101) * 0.071f;
+    x[5] = 0.5f; /* the max */
+    for (uint32_t i = 0; i < N; i++) e[i] = qwen3_exp_ref(x[i] - 0.5f);
+    float lane[16];
+    for (uint32_t l = 0; l < 16; l++) {
+        lane[l] = 0.0f;
+        for (uint32_t i = l; i < N; i += 16) lane[l] = lane[l] + e[i];
+    }
+    for (uint32_t w = 8; w >= 1; w /= 2) {
+        for (uint32_t l = 0; l < w; l++) lane[l] = lane[l] + lane[l + w];
+    }
+    float in_order = 0.0f;
+    for (uint32_t i = 0; i < N; i++) in_order += e[i];
+    const uint32_t n = N;
+    float sum;
+    qwen3_softmax_exp_rows_ref(x, N, 1, &n, &sum);
+    CHECK(in_order != lane[0], "softmax_exp test data: both orders give %a, pick other values", (double)in_order);
+    CHECK(memcmp(x, e, sizeof e) == 0, "softmax_exp: the weights are not exp(x - max)");
+    CHECK(memcmp(&sum, &lane[0], sizeof sum) == 0, "softmax_exp: sum %a, want the lane order's %a (index order: %a)",
+          (double)sum, (double)lane[0], (double)in_order);
+}
+
 /* ---- fused multiply-add ---- */
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -726,10 +755,12 @@ static void test_elementwise_tier(const Qwen3KernelTable* t) {
         }
         for (uint32_t i = n; i < n + GUARD; i++) a[i] = -5.5f;
         memcpy(b, a, (n + GUARD) * sizeof(float));
-        qwen3_softmax_ref(a, n);
-        t->softmax(b, n, 1, &n);
-        CHECK(same_floats(a, b, n + GUARD), "%s softmax of %u values differs from the reference",
-              t->name, n);
+        float sa = -1.0f, sb = -2.0f;
+        qwen3_softmax_exp_rows_ref(a, n, 1, &n, &sa);
+        t->softmax_exp(b, n, 1, &n, &sb);
+        CHECK(same_floats(a, b, n + GUARD) && same_floats(&sa, &sb, 1),
+              "%s softmax_exp of %u values differs from the reference (sum %a, want %a)", t->name, n, (double)sb,
+              (double)sa);
         for (uint32_t i = 0; i < n; i++) a[i] = b[i] = (rnd_unit() - 0.5f) * (trial % 2 ? 200.0f : 10.0f);
         if (trial % 5 == 4) a[rnd_below(n)] = NAN;
         memcpy(b, a, n * sizeof(float));
@@ -753,10 +784,11 @@ static void test_elementwise_tier(const Qwen3KernelTable* t) {
         uint32_t len = rnd_below(200);
         for (uint32_t r = 0; r < rows; r++) lens[r] = trial % 2 ? len + r : 1 + rnd_below(stride);
         for (size_t i = 0; i < (size_t)rows * stride; i++) a[i] = b[i] = (rnd_unit() - 0.5f) * 30.0f;
-        for (uint32_t r = 0; r < rows; r++) qwen3_softmax_ref(a + (size_t)r * stride, lens[r]);
-        t->softmax(b, stride, rows, lens);
-        CHECK(same_floats(a, b, rows * stride), "%s softmax of %u rows (lengths %u..) differs from the reference",
-              t->name, rows, lens[0]);
+        float sa[20], sb[20];
+        qwen3_softmax_exp_rows_ref(a, stride, rows, lens, sa);
+        t->softmax_exp(b, stride, rows, lens, sb);
+        CHECK(same_floats(a, b, rows * stride) && same_floats(sa, sb, rows),
+              "%s softmax_exp of %u rows (lengths %u..) differs from the reference", t->name, rows, lens[0]);
         free(a), free(b);
         runs++;
     }
@@ -1020,6 +1052,7 @@ int main(int argc, char** argv) {
     if (argc > 1 && strcmp(argv[1], "--env-only") == 0) return tu_failures ? 1 : 0;
     test_quantize();
     test_exp_ref();
+    test_softmax_exp_order();
     test_fmaf_soft();
     test_all_tiers();
 #if defined(__x86_64__) || defined(_M_X64)

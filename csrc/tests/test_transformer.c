@@ -208,7 +208,8 @@ static void test_attention(void) {
     for (int t = 0; t < 3; t++) sum += (e[t] = exp(sc[t]));
     double o0 = 0, o1 = 0;
     for (int t = 0; t < 3; t++) {
-        CHECK(close_to(att[t], e[t] / sum, 1e-6), "att[%d] = %g, want %g", t, att[t], e[t] / sum);
+        /* att holds exp(score - max), the weights before the division by their sum */
+        CHECK(close_to(att[t], e[t] / e[0], 1e-6), "att[%d] = %g, want %g", t, att[t], e[t] / e[0]);
         o0 += e[t] / sum * vv[4 * t];
         o1 += e[t] / sum * vv[4 * t + 1];
     }

@@ -195,17 +195,23 @@ function rmsnorm(
   for (let j = 0; j < n; j++) out[outOff + j] = fround(weight[j] * fround(ss * x[xOff + j]));
 }
 
-/** In-place softmax of x[0..n), C order: max, then exp(x - max) summed in order, then / sum. */
-function softmax(x: Float32Array, n: number): void {
+/** Attention's softmax without its division, the C engine's order (csrc/src/kernels.h,
+ * softmax_exp): x[i] = exp(x[i] - max) in place; returns their sum in 16 lanes (lane l adds
+ * the x[i] with i % 16 == l, i ascending), folded 8, 4, 2, 1. The caller divides the
+ * weighted sum of values by it. */
+function softmaxExp(x: Float32Array, n: number, lane: Float32Array): number {
   let max = x[0];
   for (let i = 1; i < n; i++) if (x[i] > max) max = x[i];
-  let sum = 0;
+  lane.fill(0);
   for (let i = 0; i < n; i++) {
     const e = exp32(fround(x[i] - max));
     x[i] = e;
-    sum = fround(sum + e);
+    lane[i & 15] = fround(lane[i & 15] + e);
   }
-  for (let i = 0; i < n; i++) x[i] = fround(x[i] / sum);
+  for (let w = 8; w >= 1; w >>= 1) {
+    for (let l = 0; l < w; l++) lane[l] = fround(lane[l] + lane[l + w]);
+  }
+  return lane[0];
 }
 
 /** Per-session scratch buffers, sized once from the model. */
@@ -217,6 +223,7 @@ interface Scratch {
   hb: Float32Array; // (hidden_dim) gate, then silu(gate) * up
   hb2: Float32Array; // (hidden_dim) up
   att: Float32Array; // (context) attention weights of one head
+  lanes: Float32Array; // (16) the lane sums of softmaxExp
   xq: Int8Array; // (max(dim, hidden_dim, n_heads * head_dim)) quantised activation
   xs: Float32Array; // (same / group_size) its scales; empty when nothing is quantised
   xf: Float32Array; // the fp32 activation last handed to #quantize: float matrices read it
@@ -319,6 +326,7 @@ export class TsSession implements EngineSession {
       hb: new Float32Array(ffnDim),
       hb2: new Float32Array(ffnDim),
       att: new Float32Array(contextLength),
+      lanes: new Float32Array(16),
       xq: new Int8Array(c.groupSize ? maxIn : 0),
       xs: new Float32Array(c.groupSize ? maxIn / c.groupSize : 0),
       xf: new Float32Array(0),
@@ -565,7 +573,7 @@ export class TsSession implements EngineSession {
         for (let i = 0; i < hd; i++) dot = fmaf(s.q[qOff + i], kc[kOff + i], dot);
         att[t] = fround(dot * invSqrt);
       }
-      softmax(att, pos + 1);
+      const sum = softmaxExp(att, pos + 1, s.lanes);
       for (let t = 0; t <= pos; t++) {
         const vc = values[(t / KV_CHUNK_POSITIONS) | 0];
         const vOff = (t % KV_CHUNK_POSITIONS) * kvDim + kvOff;
@@ -574,6 +582,7 @@ export class TsSession implements EngineSession {
           s.xb[qOff + i] = fmaf(a, vc[vOff + i], s.xb[qOff + i]);
         }
       }
+      for (let i = 0; i < hd; i++) s.xb[qOff + i] = fround(s.xb[qOff + i] / sum);
     }
     this.#quantize(s.xb, qDim);
     this.#matvec(s.xb2, lw.wo);
