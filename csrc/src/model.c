@@ -117,6 +117,10 @@ Qwen3Model* qwen3_model_new(const char* path, uint32_t ctx_length) {
     if (rc == QWEN3_OK && qwen3_gguf_is_gguf(m->map.data, m->map.size)) {
         rc = qwen3_model_read_gguf(m); /* header, weights and tokenizer from the metadata */
     } else {
+        /* A checkpoint's weights are read in place for good, so they can move to huge
+         * pages first (GGUF keeps its file map: its loader hands back the pages of tensors
+         * it converted, which an anonymous copy cannot re-read). */
+        if (rc == QWEN3_OK) (void)qwen3_file_map_to_huge_pages(&m->map);
         if (rc == QWEN3_OK) rc = qwen3_model_read_checkpoint(m);
         if (rc == QWEN3_OK) rc = load_tokenizer(m);
     }

@@ -96,6 +96,11 @@ void qwen3_file_map_deinit(Qwen3FileMap* map) {
     memset(map, 0, sizeof *map);
 }
 
+int qwen3_file_map_to_huge_pages(Qwen3FileMap* map) {
+    (void)map;
+    return 0;
+}
+
 int32_t qwen3_file_probe(const char* path) {
     wchar_t* wpath = widen(path);
     if (!wpath) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: the path is not valid UTF-8", path);
@@ -332,9 +337,84 @@ int32_t qwen3_file_map_check(const Qwen3FileMap* map, const char* path) {
 }
 
 void qwen3_file_map_deinit(Qwen3FileMap* map) {
-    if (map->data) munmap((void*)map->data, (size_t)map->size);
+    if (map->copy) {
+        munmap(map->copy, map->copy_size);
+    } else if (map->data) {
+        munmap((void*)map->data, (size_t)map->size);
+    }
     if (map->handle) close((int)((intptr_t)map->handle - 1));
     memset(map, 0, sizeof *map);
+}
+
+#if defined(__linux__)
+/* The first line of a small /proc or /sys file, NUL-terminated (empty on failure). */
+static void read_small_file(const char* path, char* buf, size_t cap) {
+    buf[0] = 0;
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    const ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+}
+
+/* MemAvailable from /proc/meminfo in bytes, 0 when unknown. */
+static uint64_t mem_available(void) {
+    char buf[4096];
+    read_small_file("/proc/meminfo", buf, sizeof buf);
+    const char* p = strstr(buf, "MemAvailable:");
+    if (!p) return 0;
+    p += strlen("MemAvailable:");
+    while (*p == ' ') p++;
+    uint64_t kb = 0;
+    while (*p >= '0' && *p <= '9') kb = kb * 10 + (uint64_t)(*p++ - '0');
+    return kb * 1024;
+}
+#endif
+
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
+
+int qwen3_file_map_to_huge_pages(Qwen3FileMap* map) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (!map->data || map->copy || map->size < 2 * HUGE_PAGE_BYTES || getenv("QWEN3_MMAP")) return 0;
+    char thp[256];
+    read_small_file("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof thp);
+    if (!strstr(thp, "[always]") && !strstr(thp, "[madvise]")) return 0;
+    const uint64_t avail = mem_available();
+    if (avail == 0 || map->size > avail / 2) return 0;
+    /* room to align the start to a huge page: the copy's pages are 2 MiB from its first */
+    const size_t size = ((size_t)map->size + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
+    const size_t total = size + HUGE_PAGE_BYTES;
+    void* raw = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return 0;
+    uint8_t* aligned = (uint8_t*)(((uintptr_t)raw + HUGE_PAGE_BYTES - 1) & ~(uintptr_t)(HUGE_PAGE_BYTES - 1));
+    /* the unused ends go back at once */
+    const size_t head = (size_t)(aligned - (uint8_t*)raw), tail = total - head - size;
+    if (head) munmap(raw, head);
+    if (tail) munmap(aligned + size, tail);
+    (void)madvise(aligned, size, MADV_HUGEPAGE);
+    /* read(), not a copy from the file map: no page of the map becomes resident, so the
+     * process never holds the model twice */
+    const int fd = (int)((intptr_t)map->handle - 1);
+    for (uint64_t off = 0; off < map->size;) {
+        const size_t want = map->size - off < ((size_t)16 << 20) ? (size_t)(map->size - off) : ((size_t)16 << 20);
+        const ssize_t got = pread(fd, aligned + off, want, (off_t)off);
+        if (got <= 0) {
+            if (got < 0 && errno == EINTR) continue;
+            munmap(aligned, size); /* the file map is still there: keep using it */
+            return 0;
+        }
+        off += (uint64_t)got;
+    }
+    (void)mprotect(aligned, size, PROT_READ);
+    munmap((void*)map->data, (size_t)map->size);
+    map->data = aligned;
+    map->copy = aligned;
+    map->copy_size = size;
+    return 1;
+#else
+    (void)map;
+    return 0;
+#endif
 }
 
 int32_t qwen3_file_probe(const char* path) {

@@ -22,6 +22,9 @@ typedef struct {
     uint64_t size;
     void* handle;        /* Windows: the mapping handle; POSIX: the open descriptor + 1 */
     int64_t mtime_ns;    /* POSIX: modification time when mapped (qwen3_file_map_check) */
+    void* copy;          /* Linux: the anonymous mapping data points into after
+                          * qwen3_file_map_to_huge_pages (NULL while data is the file map) */
+    size_t copy_size;
 } Qwen3FileMap;
 
 /* Maps `path` read-only into *out. Returns QWEN3_OK or QWEN3_ERR_IO (error set, naming the path);
@@ -31,6 +34,15 @@ int32_t qwen3_file_map_init(Qwen3FileMap* out, const char* path);
 
 /* Unmaps; a zeroed map is ignored. Leaves *map zeroed. */
 void qwen3_file_map_deinit(Qwen3FileMap* map);
+
+/* Linux: moves the map's bytes into anonymous memory backed by transparent huge pages
+ * (2 MiB) and unmaps the file, so a decode step, which streams every weight, takes a TLB
+ * entry per 2 MiB instead of per 4 KiB page of page cache (docs/architecture.md). Does
+ * nothing (returns 0) where that cannot pay or cannot be afforded: another OS, huge pages
+ * off in /sys/kernel/mm/transparent_hugepage/enabled, a file under 4 MiB, a file over half
+ * of MemAvailable, or QWEN3_MMAP set in the environment; also when the allocation fails.
+ * Returns 1 when the map now holds a copy. The file stays open for qwen3_file_map_check. */
+int qwen3_file_map_to_huge_pages(Qwen3FileMap* map);
 
 /*
  * Checks that the file behind a map is still the one that was mapped: same size and

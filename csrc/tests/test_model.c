@@ -507,6 +507,72 @@ static void test_file_fuzz(const char* dir) {
     free(good);
 }
 
+/* A checkpoint over 4 MiB is read into huge pages on Linux (platform.h,
+ * qwen3_file_map_to_huge_pages) unless QWEN3_MMAP is set: both loads must give the same
+ * logits, and the copy must happen where the machine offers huge pages. */
+static void test_huge_pages(const char* dir) {
+#if defined(_WIN32)
+    (void)dir;
+    printf("huge pages: skipped (Linux only)\n");
+#else
+    char path[1200];
+    snprintf(path, sizeof path, "%s/huge.bin", dir);
+    TuSpec s = tu_small_spec(); /* the 151936-row embedding makes it ~10 MB */
+    CHECK(tu_write_checkpoint(path, &s) && tu_install_tokenizer(dir), "write %s", path);
+    const int32_t tokens[5] = {9707, 11, 1879, 0, 151643};
+    float* logits[2] = {NULL, NULL};
+    int copied[2] = {0, 0};
+    const char* old = getenv("QWEN3_MMAP");
+    char* saved = old ? strdup(old) : NULL;
+    for (int i = 0; i < 2; i++) {
+        if (i == 0) {
+            unsetenv("QWEN3_MMAP");
+        } else {
+            setenv("QWEN3_MMAP", "1", 1);
+        }
+        Qwen3Model* m = qwen3_model_load(path, 64);
+        CHECK(m != NULL, "load %s (QWEN3_MMAP %s): %s", path, i ? "set" : "unset", qwen3_get_last_error());
+        if (!m) continue;
+        copied[i] = m->map.copy != NULL;
+        Qwen3Context* c = qwen3_context_new(m, 64);
+        CHECK(c != NULL, "context: %s", qwen3_get_last_error());
+        if (c && qwen3_context_prefill(c, tokens, 5) == QWEN3_OK) {
+            logits[i] = malloc((size_t)s.vocab_size * sizeof(float));
+            if (logits[i]) memcpy(logits[i], qwen3_context_logits(c), (size_t)s.vocab_size * sizeof(float));
+        }
+        qwen3_context_free(c);
+        qwen3_model_free(m);
+    }
+    if (saved) {
+        setenv("QWEN3_MMAP", saved, 1);
+    } else {
+        unsetenv("QWEN3_MMAP");
+    }
+    free(saved);
+    CHECK(!copied[1], "QWEN3_MMAP set, yet the weights were copied");
+    CHECK(logits[0] && logits[1] && memcmp(logits[0], logits[1], (size_t)s.vocab_size * sizeof(float)) == 0,
+          "logits differ between the huge-page copy and the file map");
+    free(logits[0]);
+    free(logits[1]);
+#if defined(__linux__)
+    char thp[256] = {0};
+    FILE* f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f) {
+        if (!fgets(thp, sizeof thp, f)) thp[0] = 0;
+        fclose(f);
+    }
+    if (strstr(thp, "[always]") || strstr(thp, "[madvise]")) {
+        CHECK(copied[0], "huge pages are on (%s), yet the checkpoint stayed in the file map", thp);
+        printf("huge pages: the checkpoint was copied; logits equal the file map's\n");
+    } else {
+        printf("huge pages: skipped the copy check (transparent huge pages off here)\n");
+    }
+#else
+    printf("huge pages: skipped the copy check (Linux only)\n");
+#endif
+#endif
+}
+
 int main(void) {
     test_header_valid();
     test_header_rejections();
@@ -523,6 +589,7 @@ int main(void) {
     test_template_files(dir);
     test_tokenizer_order(dir);
     test_file_fuzz(dir);
+    test_huge_pages(dir);
     tu_remove_dir(dir);
     return tu_finish("test_model");
 }
