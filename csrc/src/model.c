@@ -112,15 +112,13 @@ Qwen3Model* qwen3_model_new(const char* path, uint32_t ctx_length) {
     m->path = qwen3_string_copy(path);
     if (!m->path) rc = qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory copying a path");
     if (rc == QWEN3_OK) rc = qwen3_file_map_init(&m->map, path);
+    /* weights are read in place for good: onto huge pages first where that pays */
+    if (rc == QWEN3_OK) (void)qwen3_file_map_to_huge_pages(&m->map);
     m->rms_eps = QWEN3_RMS_EPS; /* the .bin layouts do not store them; GGUF may */
     m->rope_theta = QWEN3_ROPE_THETA;
     if (rc == QWEN3_OK && qwen3_gguf_is_gguf(m->map.data, m->map.size)) {
         rc = qwen3_model_read_gguf(m); /* header, weights and tokenizer from the metadata */
     } else {
-        /* A checkpoint's weights are read in place for good, so they can move to huge
-         * pages first (GGUF keeps its file map: its loader hands back the pages of tensors
-         * it converted, which an anonymous copy cannot re-read). */
-        if (rc == QWEN3_OK) (void)qwen3_file_map_to_huge_pages(&m->map);
         if (rc == QWEN3_OK) rc = qwen3_model_read_checkpoint(m);
         if (rc == QWEN3_OK) rc = load_tokenizer(m);
     }

@@ -294,7 +294,9 @@ static int32_t load_vector(Loader* L, const char* name, uint32_t n, const float*
 
 /* The map's pages of a tensor that was converted are never read again: hand them back, so
  * the process holds the converted copy and not both (0.6B Q8_0: 1.33 GB resident -> about
- * 0.7 GB). A read-only private file map re-reads a page if it is touched after all. */
+ * 0.7 GB). A read-only private file map would re-read a page touched after all; the
+ * anonymous copy of qwen3_file_map_to_huge_pages would read zeros there, so nothing may:
+ * every pointer into such a tensor is replaced by one into its converted copy. */
 static void release_pages(const uint8_t* p, uint64_t n) {
 #if !defined(_WIN32)
     const long ps = sysconf(_SC_PAGESIZE);

@@ -41,7 +41,8 @@ void qwen3_file_map_deinit(Qwen3FileMap* map);
  * nothing (returns 0) where that cannot pay or cannot be afforded: another OS, huge pages
  * off in /sys/kernel/mm/transparent_hugepage/enabled, a file under 4 MiB, a file over half
  * of MemAvailable, or QWEN3_MMAP set in the environment; also when the allocation fails.
- * Returns 1 when the map now holds a copy. The file stays open for qwen3_file_map_check. */
+ * Returns 1 when the map now holds a copy. The file stays open for qwen3_file_map_check.
+ * Pages handed back with madvise(MADV_DONTNEED) then read as zeros, not the file's bytes. */
 int qwen3_file_map_to_huge_pages(Qwen3FileMap* map);
 
 /*
