@@ -102,6 +102,30 @@ static int32_t find_special(const Qwen3Model* m, const char* text) {
     return qwen3_tokenizer_find(m->tokenizer, text);
 }
 
+/* Whether the file holds a mixture of experts, from a first look at its header or GGUF
+ * metadata (errors are left to the load proper). A decode step reads a few of its
+ * experts, so its file stays mapped: a copy would read every expert at load and hold them
+ * all, where the map reads only the chosen ones. */
+static int is_mixture(const Qwen3FileMap* map, const char* path) {
+    int moe = 0;
+    if (qwen3_gguf_is_gguf(map->data, map->size)) {
+        Qwen3Gguf g;
+        if (qwen3_gguf_init(&g, map->data, map->size, path) == QWEN3_OK) {
+            const Qwen3GgufKv* arch = qwen3_gguf_find_kv(&g, "general.architecture");
+            const uint8_t* s;
+            uint32_t len;
+            moe = arch && qwen3_gguf_kv_string(&g, arch, &s, &len) == QWEN3_OK &&
+                  qwen3_gguf_bytes_equal(s, len, "qwen3moe");
+            qwen3_gguf_deinit(&g);
+        }
+    } else {
+        Qwen3Header h;
+        moe = qwen3_header_parse(map->data, map->size, path, &h) == QWEN3_OK && h.moe.n_experts > 0;
+    }
+    qwen3_error_clear();
+    return moe;
+}
+
 Qwen3Model* qwen3_model_new(const char* path, uint32_t ctx_length) {
     Qwen3Model* m = (Qwen3Model*)calloc(1, sizeof *m);
     if (!m) {
@@ -113,7 +137,7 @@ Qwen3Model* qwen3_model_new(const char* path, uint32_t ctx_length) {
     if (!m->path) rc = qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY, "out of memory copying a path");
     if (rc == QWEN3_OK) rc = qwen3_file_map_init(&m->map, path);
     /* weights are read in place for good: onto huge pages first where that pays */
-    if (rc == QWEN3_OK) (void)qwen3_file_map_to_huge_pages(&m->map);
+    if (rc == QWEN3_OK && !is_mixture(&m->map, path)) (void)qwen3_file_map_to_huge_pages(&m->map);
     m->rms_eps = QWEN3_RMS_EPS; /* the .bin layouts do not store them; GGUF may */
     m->rope_theta = QWEN3_ROPE_THETA;
     if (rc == QWEN3_OK && qwen3_gguf_is_gguf(m->map.data, m->map.size)) {

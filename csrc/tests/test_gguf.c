@@ -608,6 +608,8 @@ static float* run_logits(const char* path, uint32_t vocab) {
     return out;
 }
 
+static void moe_from_dense(Gguf* g, const Shape* s);
+
 /* `big`: a shape whose files pass 4 MiB, so on Linux both are read into huge pages
  * (platform.h: qwen3_file_map_to_huge_pages) and a Q8_0 file's converted tensors are handed
  * back from that copy: the logits must not change. */
@@ -652,6 +654,18 @@ static void test_quantised_equals_bin_shape(uint32_t wtype, int tied, int big) {
                    tied, model->map.copy ? "read into huge pages, logits equal the .bin's" : "left in the file map here");
         }
         qwen3_model_free(model);
+    }
+    if (big && wtype == T_Q8_0 && tied) {
+        /* the same file as a mixture of experts stays mapped (model.c: is_mixture) */
+        moe_from_dense(&g, &s);
+        CHECK(write_gguf_file(gg, &g), "writing the moe file");
+        Qwen3Model* moe = qwen3_model_load(gg, 0);
+        CHECK(moe != NULL, "load the moe file: %s", qwen3_get_last_error());
+        if (moe) {
+            CHECK(moe->map.copy == NULL && moe->moe.n_experts == 2, "a qwen3moe GGUF was copied (experts %u)",
+                  moe->moe.n_experts);
+            qwen3_model_free(moe);
+        }
     }
     free(a);
     free(b);
