@@ -347,7 +347,8 @@ void qwen3_file_map_deinit(Qwen3FileMap* map) {
 }
 
 #if defined(__linux__)
-/* The first line of a small /proc or /sys file, NUL-terminated (empty on failure). */
+/* The start (cap - 1 bytes at most) of a small /proc or /sys file, NUL-terminated; empty
+ * on failure. */
 static void read_small_file(const char* path, char* buf, size_t cap) {
     buf[0] = 0;
     const int fd = open(path, O_RDONLY | O_CLOEXEC);
