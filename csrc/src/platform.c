@@ -101,6 +101,8 @@ int qwen3_file_map_to_huge_pages(Qwen3FileMap* map) {
     return 0;
 }
 
+uint64_t qwen3_memory_budget(void) { return 0; }
+
 int32_t qwen3_file_probe(const char* path) {
     wchar_t* wpath = widen(path);
     if (!wpath) return qwen3_fail(QWEN3_ERR_IO, "%s: cannot open: the path is not valid UTF-8", path);
@@ -358,19 +360,72 @@ static void read_small_file(const char* path, char* buf, size_t cap) {
     buf[n > 0 ? n : 0] = 0;
 }
 
+/* The decimal number at p (after spaces); UINT64_MAX when there is none ("max"). */
+static uint64_t parse_u64(const char* p) {
+    while (*p == ' ') p++;
+    if (*p < '0' || *p > '9') return UINT64_MAX;
+    uint64_t v = 0;
+    while (*p >= '0' && *p <= '9' && v < UINT64_MAX / 10) v = v * 10 + (uint64_t)(*p++ - '0');
+    return v;
+}
+
 /* MemAvailable from /proc/meminfo in bytes, 0 when unknown. */
 static uint64_t mem_available(void) {
     char buf[4096];
     read_small_file("/proc/meminfo", buf, sizeof buf);
     const char* p = strstr(buf, "MemAvailable:");
     if (!p) return 0;
-    p += strlen("MemAvailable:");
-    while (*p == ' ') p++;
-    uint64_t kb = 0;
-    while (*p >= '0' && *p <= '9') kb = kb * 10 + (uint64_t)(*p++ - '0');
-    return kb * 1024;
+    const uint64_t kb = parse_u64(p + strlen("MemAvailable:"));
+    return kb == UINT64_MAX ? 0 : kb * 1024;
+}
+
+/* limit - usage of the memory cgroup this process is in (a container's memory limit),
+ * UINT64_MAX when it has no limit or none can be read. cgroup v2: the "0::PATH" line of
+ * /proc/self/cgroup, files memory.max and memory.current; v1: the "N:memory:PATH" line,
+ * memory.limit_in_bytes and memory.usage_in_bytes. PATH is tried under the mount, then the
+ * mount's root (what a container with its own cgroup namespace sees). */
+static uint64_t cgroup_headroom(void) {
+    char cg[4096];
+    read_small_file("/proc/self/cgroup", cg, sizeof cg);
+    static const struct {
+        const char* tag;   /* the line's controller field, with its colons */
+        const char* mount; /* where that hierarchy is mounted */
+        const char* limit;
+        const char* usage;
+    } kinds[2] = {{"0::", "/sys/fs/cgroup", "memory.max", "memory.current"},
+                  {":memory:", "/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"}};
+    for (int k = 0; k < 2; k++) {
+        const char* line = strstr(cg, kinds[k].tag);
+        if (!line || (k == 0 && line != cg && line[-1] != '\n')) continue;
+        char path[1024];
+        size_t n = 0;
+        for (const char* p = line + strlen(kinds[k].tag); *p && *p != '\n' && n + 1 < sizeof path; p++) path[n++] = *p;
+        path[n] = 0;
+        for (int root = 0; root < 2; root++) {
+            char file[1400], text[64];
+            snprintf(file, sizeof file, "%s%s/%s", kinds[k].mount, root ? "" : path, kinds[k].limit);
+            read_small_file(file, text, sizeof text);
+            if (!text[0]) continue;
+            const uint64_t limit = parse_u64(text);
+            if (limit >= ((uint64_t)1 << 60)) return UINT64_MAX; /* "max", or v1's huge "none" */
+            snprintf(file, sizeof file, "%s%s/%s", kinds[k].mount, root ? "" : path, kinds[k].usage);
+            read_small_file(file, text, sizeof text);
+            const uint64_t usage = text[0] ? parse_u64(text) : UINT64_MAX;
+            return usage == UINT64_MAX ? 0 : usage >= limit ? 0 : limit - usage;
+        }
+    }
+    return UINT64_MAX;
 }
 #endif
+
+uint64_t qwen3_memory_budget(void) {
+#if defined(__linux__)
+    const uint64_t avail = mem_available(), room = cgroup_headroom();
+    return avail < room ? avail : room;
+#else
+    return 0;
+#endif
+}
 
 #define HUGE_PAGE_BYTES ((size_t)2 << 20)
 
@@ -380,7 +435,7 @@ int qwen3_file_map_to_huge_pages(Qwen3FileMap* map) {
     char thp[256];
     read_small_file("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof thp);
     if (!strstr(thp, "[always]") && !strstr(thp, "[madvise]")) return 0;
-    const uint64_t avail = mem_available();
+    const uint64_t avail = qwen3_memory_budget();
     if (avail == 0 || map->size > avail / 2) return 0;
     /* room to align the start to a huge page: the copy's pages are 2 MiB from its first */
     const size_t size = ((size_t)map->size + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;

@@ -35,13 +35,18 @@ int32_t qwen3_file_map_init(Qwen3FileMap* out, const char* path);
 /* Unmaps; a zeroed map is ignored. Leaves *map zeroed. */
 void qwen3_file_map_deinit(Qwen3FileMap* map);
 
+/* Linux: bytes this process can still take without swapping or meeting its container's
+ * limit: the smaller of MemAvailable and the memory cgroup's limit minus its usage (page
+ * cache included, so the figure errs low). 0 when unknown, and on other systems. */
+uint64_t qwen3_memory_budget(void);
+
 /* Linux: moves the map's bytes into anonymous memory backed by transparent huge pages
  * (2 MiB) and unmaps the file, so a decode step, which streams every weight, takes a TLB
  * entry per 2 MiB instead of per 4 KiB page of page cache (docs/architecture.md). Does
  * nothing (returns 0) where that cannot pay or cannot be afforded: another OS, huge pages
  * off in /sys/kernel/mm/transparent_hugepage/enabled, a file under 4 MiB, a file over half
- * of MemAvailable, or QWEN3_MMAP set in the environment; also when the allocation fails.
- * Returns 1 when the map now holds a copy. The file stays open for qwen3_file_map_check.
+ * of qwen3_memory_budget(), or QWEN3_MMAP set in the environment; also when the allocation
+ * fails. Returns 1 when the map now holds a copy. The file stays open for qwen3_file_map_check.
  * Pages handed back with madvise(MADV_DONTNEED) then read as zeros, not the file's bytes. */
 int qwen3_file_map_to_huge_pages(Qwen3FileMap* map);
 

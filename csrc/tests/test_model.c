@@ -555,6 +555,21 @@ static void test_huge_pages(const char* dir) {
     free(logits[0]);
     free(logits[1]);
 #if defined(__linux__)
+    /* the budget the copy is held to: MemAvailable, or less inside a memory cgroup */
+    const uint64_t budget = qwen3_memory_budget();
+    unsigned long long avail_kb = 0;
+    FILE* mi = fopen("/proc/meminfo", "r");
+    if (mi) {
+        char line[256];
+        while (fgets(line, sizeof line, mi)) {
+            if (sscanf(line, "MemAvailable: %llu kB", &avail_kb) == 1) break;
+        }
+        fclose(mi);
+    }
+    CHECK(budget > 0 && budget <= (uint64_t)avail_kb * 1024 + ((uint64_t)64 << 20),
+          "memory budget %llu bytes, MemAvailable %llu kB", (unsigned long long)budget, avail_kb);
+    printf("huge pages: memory budget %.0f MB (MemAvailable %.0f MB)\n", (double)budget / 1e6,
+           (double)avail_kb * 1024 / 1e6);
     char thp[256] = {0};
     FILE* f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
     if (f) {
