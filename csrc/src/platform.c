@@ -339,11 +339,7 @@ int32_t qwen3_file_map_check(const Qwen3FileMap* map, const char* path) {
 }
 
 void qwen3_file_map_deinit(Qwen3FileMap* map) {
-    if (map->copy) {
-        munmap(map->copy, map->copy_size);
-    } else if (map->data) {
-        munmap((void*)map->data, (size_t)map->size);
-    }
+    if (map->data) munmap((void*)map->data, map->copy_size ? map->copy_size : (size_t)map->size);
     if (map->handle) close((int)((intptr_t)map->handle - 1));
     memset(map, 0, sizeof *map);
 }
@@ -431,7 +427,7 @@ uint64_t qwen3_memory_budget(void) {
 
 int qwen3_file_map_to_huge_pages(Qwen3FileMap* map) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (!map->data || map->copy || map->size < 2 * HUGE_PAGE_BYTES || getenv("QWEN3_MMAP")) return 0;
+    if (!map->data || map->copy_size || map->size < 2 * HUGE_PAGE_BYTES || getenv("QWEN3_MMAP")) return 0;
     char thp[256];
     read_small_file("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof thp);
     if (!strstr(thp, "[always]") && !strstr(thp, "[madvise]")) return 0;
@@ -464,7 +460,6 @@ int qwen3_file_map_to_huge_pages(Qwen3FileMap* map) {
     (void)mprotect(aligned, size, PROT_READ);
     munmap((void*)map->data, (size_t)map->size);
     map->data = aligned;
-    map->copy = aligned;
     map->copy_size = size;
     return 1;
 #else

@@ -22,9 +22,8 @@ typedef struct {
     uint64_t size;
     void* handle;        /* Windows: the mapping handle; POSIX: the open descriptor + 1 */
     int64_t mtime_ns;    /* POSIX: modification time when mapped (qwen3_file_map_check) */
-    void* copy;          /* Linux: the anonymous mapping data points into after
-                          * qwen3_file_map_to_huge_pages (NULL while data is the file map) */
-    size_t copy_size;
+    size_t copy_size;    /* Linux: nonzero when data is an anonymous copy of this many bytes
+                          * (qwen3_file_map_to_huge_pages), 0 while it is the file map */
 } Qwen3FileMap;
 
 /* Maps `path` read-only into *out. Returns QWEN3_OK or QWEN3_ERR_IO (error set, naming the path);

@@ -651,7 +651,7 @@ static void test_quantised_equals_bin_shape(uint32_t wtype, int tied, int big) {
         }
         if (big) {
             printf("%s GGUF of %.1f MB (tied %d): %s\n", wtype == T_Q8_0 ? "Q8_0" : "Q4_0", (double)model->map.size / 1e6,
-                   tied, model->map.copy ? "read into huge pages, logits equal the .bin's" : "left in the file map here");
+                   tied, model->map.copy_size ? "read into huge pages, logits equal the .bin's" : "left in the file map here");
         }
         qwen3_model_free(model);
     }
@@ -662,7 +662,7 @@ static void test_quantised_equals_bin_shape(uint32_t wtype, int tied, int big) {
         Qwen3Model* moe = qwen3_model_load(gg, 0);
         CHECK(moe != NULL, "load the moe file: %s", qwen3_get_last_error());
         if (moe) {
-            CHECK(moe->map.copy == NULL && moe->moe.n_experts == 2, "a qwen3moe GGUF was copied (experts %u)",
+            CHECK(moe->map.copy_size == 0 && moe->moe.n_experts == 2, "a qwen3moe GGUF was copied (experts %u)",
                   moe->moe.n_experts);
             qwen3_model_free(moe);
         }

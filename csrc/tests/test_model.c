@@ -533,7 +533,7 @@ static void test_huge_pages(const char* dir) {
         Qwen3Model* m = qwen3_model_load(path, 64);
         CHECK(m != NULL, "load %s (QWEN3_MMAP %s): %s", path, i ? "set" : "unset", qwen3_get_last_error());
         if (!m) continue;
-        copied[i] = m->map.copy != NULL;
+        copied[i] = m->map.copy_size != 0;
         Qwen3Context* c = qwen3_context_new(m, 64);
         CHECK(c != NULL, "context: %s", qwen3_get_last_error());
         if (c && qwen3_context_prefill(c, tokens, 5) == QWEN3_OK) {
