@@ -4,20 +4,11 @@
 
 #include "cpu.h"
 
-static void dequant_lanes_scalar(float* out, const int8_t* q, const float* s, uint32_t rows, uint32_t gs) {
-    for (uint32_t r = 0; r < rows; r++) {
-        const float* sg = s + (size_t)(r / gs) * QWEN3_KV_BLOCK;
-        for (uint32_t lane = 0; lane < QWEN3_KV_BLOCK; lane++) {
-            out[(size_t)r * QWEN3_KV_BLOCK + lane] = (float)q[(size_t)r * QWEN3_KV_BLOCK + lane] * sg[lane];
-        }
-    }
-}
-
 static void dequant_groups_scalar(float* out, const int8_t* q, const float* s, uint32_t n, uint32_t gs) {
     for (uint32_t i = 0; i < n; i++) out[i] = (float)q[i] * s[i / gs];
 }
 
-const Qwen3KvKernels qwen3_kv_kernels_scalar = {"scalar", dequant_lanes_scalar, dequant_groups_scalar};
+const Qwen3KvKernels qwen3_kv_kernels_scalar = {"scalar", dequant_groups_scalar};
 
 const Qwen3KvKernels* qwen3_kv_kernels_for(const Qwen3KernelTable* k) {
 #if defined(__x86_64__) || defined(_M_X64)

@@ -1,9 +1,10 @@
 /*
  * kernels_kv.h - the int8 KV cache's dequantisation (docs/numerics.md#int8-kv-cache):
- * int8 keys and values times their fp32 group scales, into the fp32 layout the attention
- * kernels read. Each output is (float)q * scale: the int8 to fp32 conversion is exact and
- * the product is one IEEE fp32 multiply, so every tier gives the scalar bits by
- * construction; the tiers differ in speed only.
+ * int8 values times their fp32 group scales, into the fp32 rows the attention value
+ * kernel reads (keys need none: a score is an int8 product, kernels.h's matmul_q8).
+ * Each output is (float)q * scale: the int8 to fp32 conversion is exact and the product
+ * is one IEEE fp32 multiply, so every tier gives the scalar bits by construction; the
+ * tiers differ in speed only.
  */
 #ifndef QWEN3_KERNELS_KV_H
 #define QWEN3_KERNELS_KV_H
@@ -13,17 +14,11 @@
 
 #include "kernels.h"
 
-/* Keys, in blocks of QWEN3_KV_BLOCK positions as lanes: for r < rows and lane < 16,
- * out[r * 16 + lane] = (float)q[r * 16 + lane] * s[(r / gs) * 16 + lane]
- * (rows a multiple of gs: whole groups). */
-typedef void (*Qwen3DequantLanesFn)(float* out, const int8_t* q, const float* s, uint32_t rows, uint32_t gs);
-
 /* Values, one row: out[i] = (float)q[i] * s[i / gs] for i < n (n a multiple of gs). */
 typedef void (*Qwen3DequantGroupsFn)(float* out, const int8_t* q, const float* s, uint32_t n, uint32_t gs);
 
 typedef struct {
     const char* name;
-    Qwen3DequantLanesFn dequant_lanes;
     Qwen3DequantGroupsFn dequant_groups;
 } Qwen3KvKernels;
 

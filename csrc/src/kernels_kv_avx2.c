@@ -11,19 +11,6 @@ KV_AVX2 static inline __m256 widen8(const int8_t* q) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(const void*)q)));
 }
 
-KV_AVX2 static void dequant_lanes_avx2(float* out, const int8_t* q, const float* s, uint32_t rows, uint32_t gs) {
-    for (uint32_t g = 0; g < rows / gs; g++) {
-        const __m256 s0 = _mm256_loadu_ps(s + (size_t)g * QWEN3_KV_BLOCK);
-        const __m256 s1 = _mm256_loadu_ps(s + (size_t)g * QWEN3_KV_BLOCK + 8);
-        for (uint32_t r = g * gs; r < (g + 1) * gs; r++) {
-            const int8_t* qr = q + (size_t)r * QWEN3_KV_BLOCK;
-            float* o = out + (size_t)r * QWEN3_KV_BLOCK;
-            _mm256_storeu_ps(o, _mm256_mul_ps(widen8(qr), s0));
-            _mm256_storeu_ps(o + 8, _mm256_mul_ps(widen8(qr + 8), s1));
-        }
-    }
-}
-
 KV_AVX2 static void dequant_groups_avx2(float* out, const int8_t* q, const float* s, uint32_t n, uint32_t gs) {
     for (uint32_t g = 0; g < n / gs; g++) {
         const __m256 sg = _mm256_set1_ps(s[g]);
@@ -34,4 +21,4 @@ KV_AVX2 static void dequant_groups_avx2(float* out, const int8_t* q, const float
     }
 }
 
-const Qwen3KvKernels qwen3_kv_kernels_avx2 = {"avx2", dequant_lanes_avx2, dequant_groups_avx2};
+const Qwen3KvKernels qwen3_kv_kernels_avx2 = {"avx2", dequant_groups_avx2};

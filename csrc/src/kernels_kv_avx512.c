@@ -1,5 +1,5 @@
 /* kernels_kv_avx512.c - the int8 KV cache's dequantisation with 512-bit registers
- * (kernels_kv.h): one key block row (16 lanes) is one vpmovsxbd + vcvtdq2ps + vmulps. */
+ * (kernels_kv.h): 16 values are one vpmovsxbd + vcvtdq2ps + vmulps. */
 #include <immintrin.h>
 
 #include "kernels_kv.h"
@@ -8,16 +8,6 @@
 
 KV_AVX512 static inline __m512 widen16(const int8_t* q) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(const void*)q)));
-}
-
-KV_AVX512 static void dequant_lanes_avx512(float* out, const int8_t* q, const float* s, uint32_t rows,
-                                           uint32_t gs) {
-    for (uint32_t g = 0; g < rows / gs; g++) {
-        const __m512 sg = _mm512_loadu_ps(s + (size_t)g * QWEN3_KV_BLOCK);
-        for (uint32_t r = g * gs; r < (g + 1) * gs; r++) {
-            _mm512_storeu_ps(out + (size_t)r * QWEN3_KV_BLOCK, _mm512_mul_ps(widen16(q + (size_t)r * QWEN3_KV_BLOCK), sg));
-        }
-    }
 }
 
 KV_AVX512 static void dequant_groups_avx512(float* out, const int8_t* q, const float* s, uint32_t n, uint32_t gs) {
@@ -30,4 +20,4 @@ KV_AVX512 static void dequant_groups_avx512(float* out, const int8_t* q, const f
     }
 }
 
-const Qwen3KvKernels qwen3_kv_kernels_avx512 = {"avx512", dequant_lanes_avx512, dequant_groups_avx512};
+const Qwen3KvKernels qwen3_kv_kernels_avx512 = {"avx512", dequant_groups_avx512};

@@ -11,24 +11,6 @@ static inline void widen8(const int8_t* q, float32x4_t* lo, float32x4_t* hi) {
     *hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(w)));
 }
 
-static void dequant_lanes_neon(float* out, const int8_t* q, const float* s, uint32_t rows, uint32_t gs) {
-    for (uint32_t g = 0; g < rows / gs; g++) {
-        const float* sg = s + (size_t)g * QWEN3_KV_BLOCK;
-        const float32x4_t s0 = vld1q_f32(sg), s1 = vld1q_f32(sg + 4), s2 = vld1q_f32(sg + 8), s3 = vld1q_f32(sg + 12);
-        for (uint32_t r = g * gs; r < (g + 1) * gs; r++) {
-            const int8_t* qr = q + (size_t)r * QWEN3_KV_BLOCK;
-            float* o = out + (size_t)r * QWEN3_KV_BLOCK;
-            float32x4_t a, b, c, d;
-            widen8(qr, &a, &b);
-            widen8(qr + 8, &c, &d);
-            vst1q_f32(o, vmulq_f32(a, s0));
-            vst1q_f32(o + 4, vmulq_f32(b, s1));
-            vst1q_f32(o + 8, vmulq_f32(c, s2));
-            vst1q_f32(o + 12, vmulq_f32(d, s3));
-        }
-    }
-}
-
 static void dequant_groups_neon(float* out, const int8_t* q, const float* s, uint32_t n, uint32_t gs) {
     for (uint32_t g = 0; g < n / gs; g++) {
         const float32x4_t sg = vdupq_n_f32(s[g]);
@@ -44,4 +26,4 @@ static void dequant_groups_neon(float* out, const int8_t* q, const float* s, uin
     }
 }
 
-const Qwen3KvKernels qwen3_kv_kernels_neon = {"neon", dequant_lanes_neon, dequant_groups_neon};
+const Qwen3KvKernels qwen3_kv_kernels_neon = {"neon", dequant_groups_neon};

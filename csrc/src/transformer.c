@@ -170,8 +170,8 @@ static uint32_t cache_arrays(const Qwen3Context* c, CacheArray arrays[4], uint64
     uint32_t n = 0;
     if (c->kv_type == QWEN3_KV_Q8) {
         const uint64_t head_groups = hd / c->kv_group;
-        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->att_stride, hd};
-        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->att_stride, head_groups * sizeof(float)};
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, hd};
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, head_groups * sizeof(float)};
         arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, hd};
         arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, head_groups * sizeof(float)};
     } else {
@@ -265,6 +265,9 @@ int32_t qwen3_context_init_kv(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_l
     if (rc == QWEN3_OK) rc = alloc_floats(&c->att_sum, (uint64_t)h->n_heads * B, "attention sums");
     if (rc == QWEN3_OK) rc = batch_init(&c->xq, (uint32_t)wide, B, h->group_size, "matmul input");
     if (rc == QWEN3_OK) rc = batch_init(&c->hq, h->hidden_dim, B, h->group_size, "feed-forward input");
+    if (rc == QWEN3_OK && kv_type == QWEN3_KV_Q8) {
+        rc = batch_init(&c->q_q8, h->head_dim, h->n_heads * B, c->kv_group, "quantised queries");
+    }
     if (rc == QWEN3_OK) rc = qwen3_sampler_init(&c->sampler, h->vocab_size);
     if (rc == QWEN3_OK) rc = qwen3_moe_scratch_new(model, B, &c->moe);
     if (rc != QWEN3_OK) {
@@ -297,6 +300,7 @@ void qwen3_context_deinit(Qwen3Context* c) {
     qwen3_aligned_free(c->att_sum);
     batch_deinit(&c->xq);
     batch_deinit(&c->hq);
+    batch_deinit(&c->q_q8);
     qwen3_sampler_deinit(&c->sampler);
     memset(c, 0, sizeof *c);
 }
@@ -535,27 +539,21 @@ static void norm_input_task(void* arg, uint32_t task, uint32_t n_tasks) {
  * qwen3_quantize_q8 quantises activations. */
 static void store_keys(Qwen3Context* dst, uint32_t layer, uint32_t p, const float* k, uint32_t a, uint32_t b) {
     const Qwen3Header* h = &dst->model->header;
-    const uint32_t hd = h->head_dim, gs = dst->kv_group, hg = hd / gs;
-    const size_t lane = p % QWEN3_KV_BLOCK;
-    /* a slab per (layer, kv head) of blocks (head_dim, QWEN3_KV_BLOCK) */
+    const uint32_t hd = h->head_dim, gs = dst->kv_group;
     for (uint32_t kh = a; kh < b; kh++) {
-        const size_t at = ((size_t)layer * h->n_kv_heads + kh) * dst->ctx_blocks + p / QWEN3_KV_BLOCK;
+        const size_t slab = (size_t)layer * h->n_kv_heads + kh;
         const float* kh_in = k + (size_t)kh * hd;
         if (dst->kv_type != QWEN3_KV_Q8) {
-            float* kb = dst->key_cache + at * hd * QWEN3_KV_BLOCK + lane;
+            /* a slab per (layer, kv head) of blocks (head_dim, QWEN3_KV_BLOCK) */
+            float* kb = dst->key_cache + (slab * dst->ctx_blocks + p / QWEN3_KV_BLOCK) * hd * QWEN3_KV_BLOCK +
+                        p % QWEN3_KV_BLOCK;
             for (uint32_t i = 0; i < hd; i++) kb[(size_t)i * QWEN3_KV_BLOCK] = kh_in[i];
             continue;
         }
-        int8_t* kq = dst->key_q8 + at * hd * QWEN3_KV_BLOCK + lane;
-        float* ks = dst->key_scale + at * hg * QWEN3_KV_BLOCK + lane;
-        int8_t q[QWEN3_KV_Q8_MAX_HEAD_DIM];
-        for (uint32_t g = 0; g < hg; g++) {
-            float scale;
-            Qwen3Q8Vector out = {q, &scale, gs, gs};
-            qwen3_quantize_q8(kh_in + (size_t)g * gs, &out);
-            for (uint32_t i = 0; i < gs; i++) kq[((size_t)g * gs + i) * QWEN3_KV_BLOCK] = q[i];
-            ks[(size_t)g * QWEN3_KV_BLOCK] = scale;
-        }
+        /* a slab per (layer, kv head) of rows, like the values */
+        const size_t at = slab * dst->ctx_len + p;
+        Qwen3Q8Vector out = {dst->key_q8 + at * hd, dst->key_scale + at * (hd / gs), hd, gs};
+        qwen3_quantize_q8(kh_in, &out);
     }
 }
 
@@ -603,21 +601,6 @@ static void qk_task(void* arg, uint32_t task, uint32_t n_tasks) {
     }
 }
 
-/* A q8 cache's keys of one kv head, the whole key blocks of positions [p0, p0 + n) (p0 a
- * multiple of QWEN3_KV_BLOCK), dequantised into out in the f32 cache's layout for one
- * head: block b at out + b * head_dim * QWEN3_KV_BLOCK, transposed (head_dim, lanes).
- * Each value is (float)q * scale, one fp32 product: the same bits on every tier
- * (kernels_kv.h). */
-static void dequantize_keys(const Qwen3KvKernels* kv, float* out, const Qwen3Context* c, uint32_t layer,
-                            uint32_t kv_head, uint32_t p0, uint32_t n) {
-    const Qwen3Header* h = &c->model->header;
-    const uint32_t hd = h->head_dim, gs = c->kv_group, B = QWEN3_KV_BLOCK;
-    /* the head's blocks are consecutive, rows and group scales alike: one call */
-    const size_t at = ((size_t)layer * h->n_kv_heads + kv_head) * c->ctx_blocks + p0 / B;
-    const uint32_t blocks = (n + B - 1) / B;
-    kv->dequant_lanes(out, c->key_q8 + at * hd * B, c->key_scale + at * (hd / gs) * B, blocks * hd, gs);
-}
-
 /* A q8 cache's values of one kv head at positions [p0, p0 + n), dequantised into out,
  * rows of head_dim floats (consecutive in the cache too: one call). */
 static void dequantize_values(const Qwen3KvKernels* kv, float* out, const Qwen3Context* c, uint32_t layer,
@@ -628,33 +611,66 @@ static void dequantize_values(const Qwen3KvKernels* kv, float* out, const Qwen3C
     kv->dequant_groups(out, c->value_q8 + at * hd, c->value_scale + at * (hd / gs), n * hd, gs);
 }
 
-/* attend over a q8 cache: each chunk of keys (then values) dequantised once into a
- * stack buffer and read by every query of the task from there, through the same
- * attn_scores / attn_values calls as the f32 cache; the chunking does not change the
- * bits (docs/numerics.md#tiled-attention), so every tier and thread count agree. */
+/* Positions of a q8 cache's keys per chunk of the scores: 32 KiB of int8 keys at
+ * head_dim 128, read once per query head of the task while in L1/L2. */
+#define ATT_Q8_CHUNK 256u
+
+/* Rows t0 .. t0 + nt - 1 of query head `head` in a q8 cache context's quantised queries. */
+static Qwen3Q8Batch query_rows(const Qwen3Context* cache, uint32_t head, uint32_t t0, uint32_t nt) {
+    const Qwen3Q8Batch* all = &cache->q_q8;
+    const uint32_t ng = all->n / all->group_size;
+    const size_t row = (size_t)head * cache->block + t0;
+    return (Qwen3Q8Batch){all->q + row * all->n, all->s + row * ng, all->sums + row * ng, all->n, nt,
+                          all->group_size};
+}
+
+/* attend over a q8 cache (docs/numerics.md#int8-kv-cache). Scores: the task's queries are
+ * quantised per kv_group (into the cache context's q_q8 rows of their query heads, from
+ * token t0 of its block), and each score is the int8 product of a key row and a query, a
+ * row of the matrix product matmul_q8 (matvec_q8 for one token) with the weights' numerics,
+ * times 1/sqrt(head_dim). Values: each chunk dequantised once into a stack buffer and read
+ * by every query of the task from there through the f32 cache's attn_values. The
+ * chunking does not change the bits, so every tier and thread count agree. */
 static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
-                      uint32_t pos0, uint32_t nt, const float* q, float* out, float* att, size_t att_head,
-                      float* sums, size_t sum_head) {
+                      uint32_t pos0, uint32_t t0, uint32_t nt, const float* q, float* out, float* att,
+                      size_t att_head, float* sums, size_t sum_head) {
     const Qwen3Header* h = &cache->model->header;
-    const uint32_t hd = h->head_dim, q_dim = h->n_heads * hd;
+    const uint32_t hd = h->head_dim, q_dim = h->n_heads * hd, gs = cache->kv_group;
     const uint32_t group = h->n_heads / h->n_kv_heads;
     const uint32_t wide = q_dim > h->dim ? q_dim : h->dim;
     const uint32_t att_stride = cache->att_stride;
+    const size_t slab = (size_t)layer * h->n_kv_heads + kv_head;
     _Alignas(64) float buf[QWEN3_KV_Q8_MAX_HEAD_DIM * QWEN3_KV_BLOCK];
     const uint32_t fits = QWEN3_KV_Q8_MAX_HEAD_DIM * QWEN3_KV_BLOCK / hd / QWEN3_KV_BLOCK * QWEN3_KV_BLOCK;
     const uint32_t chunk = cache->att_chunk < fits ? cache->att_chunk : fits;
+    const uint32_t key_chunk = cache->att_chunk < ATT_Q8_CHUNK ? cache->att_chunk : ATT_Q8_CHUNK;
     const Qwen3KvKernels* kv = qwen3_kv_kernels_for(kernels);
     const float scale = 1.0f / sqrtf((float)hd);
     uint32_t n_pos[QWEN3_MAX_FORWARD_BLOCK], lens[QWEN3_MAX_FORWARD_BLOCK];
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
     const uint32_t n_all = n_pos[nt - 1];
-    for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
-        const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
-        dequantize_keys(kv, buf, cache, layer, kv_head, p0, n_c);
+    const Qwen3Q8Matrix keys = {cache->key_q8 + slab * cache->ctx_len * hd,
+                                cache->key_scale + slab * cache->ctx_len * (hd / gs), n_all, hd, gs};
+    for (uint32_t g = 0; g < group; g++) {
+        Qwen3Q8Batch qg = query_rows(cache, kv_head * group + g, t0, nt);
+        const float* x = q + (size_t)(kv_head * group + g) * hd;
+        for (uint32_t j = 0; j < nt; j++) kernels->quantize_row(x + (size_t)j * q_dim, &qg, j);
+    }
+    for (uint32_t p0 = 0; p0 < n_all; p0 += key_chunk) {
+        const uint32_t p1 = n_all - p0 < key_chunk ? n_all : p0 + key_chunk;
         for (uint32_t g = 0; g < group; g++) {
-            const float* qg = q + (size_t)(kv_head * group + g) * hd;
-            kernels->attn_scores(att + g * att_head + p0, att_stride, qg, q_dim, nt, buf,
-                                 (size_t)QWEN3_KV_BLOCK * hd, n_c, hd, scale);
+            const Qwen3Q8Batch qg = query_rows(cache, kv_head * group + g, t0, nt);
+            float* s = att + g * att_head + p0;
+            if (nt == 1) {
+                const Qwen3Q8Vector x = qwen3_q8_batch_row(&qg, 0);
+                kernels->matvec_q8(s, &keys, &x, p0, p1);
+            } else {
+                kernels->matmul_q8(s, att_stride, &keys, &qg, p0, p1);
+            }
+            for (uint32_t j = 0; j < nt; j++) {
+                float* row = s + (size_t)j * att_stride;
+                for (uint32_t i = 0; i < p1 - p0; i++) row[i] = row[i] * scale;
+            }
         }
     }
     for (uint32_t g = 0; g < group; g++) {
@@ -715,10 +731,10 @@ static void attend_f32(const Qwen3KernelTable* kernels, const Qwen3Context* cach
  * out + j * wide; query head kv_head * group + g keeps its scores at att + g * att_head,
  * rows att_stride floats apart, and the sums of its weights at sums + g * sum_head. */
 static void attend(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
-                   uint32_t pos0, uint32_t nt, const float* q, float* out, float* att, size_t att_head, float* sums,
-                   size_t sum_head) {
+                   uint32_t pos0, uint32_t t0, uint32_t nt, const float* q, float* out, float* att, size_t att_head,
+                   float* sums, size_t sum_head) {
     if (cache->kv_type == QWEN3_KV_Q8) {
-        attend_q8(kernels, cache, layer, kv_head, pos0, nt, q, out, att, att_head, sums, sum_head);
+        attend_q8(kernels, cache, layer, kv_head, pos0, t0, nt, q, out, att, att_head, sums, sum_head);
     } else {
         attend_f32(kernels, cache, layer, kv_head, pos0, nt, q, out, att, att_head, sums, sum_head);
     }
@@ -746,7 +762,7 @@ static void attention_task(void* arg, uint32_t task, uint32_t n_tasks) {
     const uint32_t kv_head = task / job->n_tiles, t0 = (task % job->n_tiles) * job->tile;
     const uint32_t nt = job->n - t0 < job->tile ? job->n - t0 : job->tile;
     float* const att = c->att + ((size_t)kv_head * group * c->block + t0) * c->att_stride;
-    attend(job->kernels, c, job->layer, kv_head, job->pos0 + t0, nt, c->q + (size_t)t0 * q_dim,
+    attend(job->kernels, c, job->layer, kv_head, job->pos0 + t0, t0, nt, c->q + (size_t)t0 * q_dim,
            c->xb + (size_t)t0 * wide, att, (size_t)c->block * c->att_stride,
            c->att_sum + (size_t)kv_head * group * c->block + t0, c->block);
 }
@@ -763,7 +779,7 @@ static void batch_attention_task(void* arg, uint32_t task, uint32_t n_tasks) {
     const uint32_t t = task / h->n_kv_heads, kv_head = task % h->n_kv_heads;
     Qwen3Context* const seq = job->seqs[t];
     float* const att = seq->att + (size_t)kv_head * group * seq->block * seq->att_stride;
-    attend(job->kernels, seq, job->layer, kv_head, seq->pos, 1, c->q + (size_t)t * q_dim, c->xb + (size_t)t * wide,
+    attend(job->kernels, seq, job->layer, kv_head, seq->pos, 0, 1, c->q + (size_t)t * q_dim, c->xb + (size_t)t * wide,
            att, (size_t)seq->block * seq->att_stride, seq->att_sum + (size_t)kv_head * group * seq->block,
            seq->block);
 }

@@ -56,13 +56,15 @@ struct Qwen3Context {
     uint32_t kv_type;      /* QWEN3_KV_F32 or QWEN3_KV_Q8 (docs/numerics.md#int8-kv-cache) */
     uint32_t kv_group;     /* q8: values per scale, 32 or head_dim */
     uint64_t kv_bytes;     /* bytes of the whole KV cache (reserved, committed as used) */
-    int8_t* key_q8;        /* q8: (n_layers, n_kv_heads, ctx_blocks, head_dim, QWEN3_KV_BLOCK):
-                            * key_cache's layout in int8 */
-    float* key_scale;      /* q8: (n_layers, n_kv_heads, ctx_blocks, head_dim / kv_group,
-                            * QWEN3_KV_BLOCK) one scale per group, positions as lanes */
+    int8_t* key_q8;        /* q8: (n_layers, n_kv_heads, ctx_len, head_dim): one kv head's
+                            * keys are the rows of an int8 matrix, as the scores read them */
+    float* key_scale;      /* q8: (n_layers, n_kv_heads, ctx_len, head_dim / kv_group) */
     int8_t* value_q8;      /* q8: (n_layers, n_kv_heads, ctx_len, head_dim): one kv head's
                             * values are consecutive, as attention reads them */
     float* value_scale;    /* q8: (n_layers, n_kv_heads, ctx_len, head_dim / kv_group) */
+    Qwen3Q8Batch q_q8;     /* q8: (n_heads * block, head_dim) the queries quantised per
+                            * kv_group for the scores, query head h's token t at row
+                            * h * block + t (docs/numerics.md#int8-kv-cache) */
     float* v_new;          /* (block, n_kv_heads * head_dim) new values, before the cache */
     float* att;            /* (n_heads, block, att_stride) attention scores, then weights */
     float* att_sum;        /* (n_heads, block) the weights' sums (kernels.h: softmax_exp) */
@@ -92,7 +94,7 @@ int32_t qwen3_context_init(Qwen3Context* ctx, Qwen3Model* model, uint32_t ctx_le
  * QWEN3_ERR_INVALID_ARGUMENT for a q8 cache on a head_dim over QWEN3_KV_Q8_MAX_HEAD_DIM. */
 int32_t qwen3_context_init_kv(Qwen3Context* ctx, Qwen3Model* model, uint32_t ctx_len, uint32_t kv_type);
 
-/* The largest head_dim of a q8 cache: one attention chunk of dequantised keys or values
+/* The largest head_dim of a q8 cache: one attention chunk of dequantised values
  * (transformer.c) is a stack buffer of QWEN3_KV_Q8_MAX_HEAD_DIM * QWEN3_KV_BLOCK floats. */
 #define QWEN3_KV_Q8_MAX_HEAD_DIM 512u
 

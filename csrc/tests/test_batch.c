@@ -21,15 +21,14 @@ static int emulated;
 static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, char* where, size_t cap) {
     const Qwen3Header* h = &a->model->header;
     if (a->kv_type == QWEN3_KV_Q8 || b->kv_type == QWEN3_KV_Q8) {
-        /* the int8 cache (transformer.h): a slab per layer and kv head of values, keys
-         * (in blocks of positions) and their scales */
+        /* the int8 cache (transformer.h): a slab per layer and kv head of keys, values
+         * and their scales, a row per position */
         if (a->kv_type != b->kv_type) {
             snprintf(where, cap, "kv type");
             return 0;
         }
         for (uint32_t l = 0; l < h->n_layers; l++) {
             for (uint32_t p = 0; p < n; p++) {
-                const size_t lane = p % QWEN3_KV_BLOCK;
                 const uint32_t hd = h->head_dim, hg = hd / a->kv_group;
                 int same = 1;
                 for (uint32_t kh = 0; kh < h->n_kv_heads && same; kh++) {
@@ -37,19 +36,9 @@ static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, ch
                     const size_t at = ((size_t)l * h->n_kv_heads + kh) * a->ctx_len + p;
                     const size_t bt = ((size_t)l * h->n_kv_heads + kh) * b->ctx_len + p;
                     same = memcmp(a->value_q8 + at * hd, b->value_q8 + bt * hd, hd) == 0 &&
-                           memcmp(a->value_scale + at * hg, b->value_scale + bt * hg, hg * sizeof(float)) == 0;
-                }
-                for (uint32_t kh = 0; kh < h->n_kv_heads && same; kh++) {
-                    const size_t ab = ((size_t)l * h->n_kv_heads + kh) * a->ctx_blocks + p / QWEN3_KV_BLOCK;
-                    const size_t bb = ((size_t)l * h->n_kv_heads + kh) * b->ctx_blocks + p / QWEN3_KV_BLOCK;
-                    for (uint32_t i = 0; i < hd && same; i++) {
-                        same = a->key_q8[(ab * hd + i) * QWEN3_KV_BLOCK + lane] ==
-                               b->key_q8[(bb * hd + i) * QWEN3_KV_BLOCK + lane];
-                    }
-                    for (uint32_t g = 0; g < hg && same; g++) {
-                        same = memcmp(a->key_scale + (ab * hg + g) * QWEN3_KV_BLOCK + lane,
-                                      b->key_scale + (bb * hg + g) * QWEN3_KV_BLOCK + lane, sizeof(float)) == 0;
-                    }
+                           memcmp(a->value_scale + at * hg, b->value_scale + bt * hg, hg * sizeof(float)) == 0 &&
+                           memcmp(a->key_q8 + at * hd, b->key_q8 + bt * hd, hd) == 0 &&
+                           memcmp(a->key_scale + at * hg, b->key_scale + bt * hg, hg * sizeof(float)) == 0;
                 }
                 if (!same) {
                     snprintf(where, cap, "q8 cache layer %u position %u", l, p);

@@ -550,23 +550,10 @@ static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, ch
                         snprintf(where, cap, "q8 value cache layer %u kv head %u position %u", l, kh, p);
                         return 0;
                     }
-                }
-                const size_t lane = p % QWEN3_KV_BLOCK;
-                for (uint32_t kh = 0; kh < h->n_kv_heads; kh++) {
-                    const size_t block = ((size_t)l * h->n_kv_heads + kh) * a->ctx_blocks + p / QWEN3_KV_BLOCK;
-                    for (uint32_t i = 0; i < hd; i++) {
-                        const size_t at = (block * hd + i) * QWEN3_KV_BLOCK + lane;
-                        if (a->key_q8[at] != b->key_q8[at]) {
-                            snprintf(where, cap, "q8 key cache layer %u position %u head %u dim %u", l, p, kh, i);
-                            return 0;
-                        }
-                    }
-                    for (uint32_t g = 0; g < hg; g++) {
-                        const size_t at = (block * hg + g) * QWEN3_KV_BLOCK + lane;
-                        if (memcmp(a->key_scale + at, b->key_scale + at, sizeof(float)) != 0) {
-                            snprintf(where, cap, "q8 key scale layer %u position %u head %u group %u", l, p, kh, g);
-                            return 0;
-                        }
+                    if (memcmp(a->key_q8 + at * hd, b->key_q8 + at * hd, hd) != 0 ||
+                        memcmp(a->key_scale + at * hg, b->key_scale + at * hg, hg * sizeof(float)) != 0) {
+                        snprintf(where, cap, "q8 key cache layer %u kv head %u position %u", l, kh, p);
+                        return 0;
                     }
                 }
             }

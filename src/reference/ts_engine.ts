@@ -232,8 +232,13 @@ interface Scratch {
   chosen: Int32Array; // (n_experts_used) chosen experts
   weights: Float32Array; // (n_experts_used) their weights
   moeOut: Float32Array; // (dim) weighted sum of the chosen experts' outputs
-  kvq: Int8Array; // (kv_dim) a q8 cache's new row, quantised (empty for f32)
-  kvs: Float32Array; // (kv_dim / group) its scales
+  kvq: Int8Array; // (q_dim) a q8 cache's new value row, then the queries, quantised (empty for f32)
+  kvs: Float32Array; // (q_dim / group) their scales
+}
+
+/** Values per scale of a q8 KV cache: 32, or head_dim when 32 does not divide it. */
+function kvGroup(headDim: number): number {
+  return headDim % 32 === 0 ? 32 : headDim;
 }
 
 /** row[i] = (float)q[i] * scale[i / group]: the row as a q8 KV cache gives it back. */
@@ -248,12 +253,21 @@ class KvCache {
   readonly keys: Float32Array[][];
   /** [layer][chunk] -> (KV_CHUNK_POSITIONS, n_kv_heads * head_dim) values. */
   readonly values: Float32Array[][];
+  /** A q8 cache's int8 keys, as `keys` (empty for f32): the scores read these. */
+  readonly keysQ8: Int8Array[][];
+  /** [layer][chunk] -> (KV_CHUNK_POSITIONS, n_kv_heads * head_dim / group) their scales. */
+  readonly keyScales: Float32Array[][];
   readonly kvDim: number;
+  /** Values per key scale of a q8 cache; 0 for f32. */
+  readonly q8Group: number;
 
-  constructor(nLayers: number, kvDim: number) {
+  constructor(nLayers: number, kvDim: number, q8Group: number) {
     this.kvDim = kvDim;
+    this.q8Group = q8Group;
     this.keys = Array.from({ length: nLayers }, () => []);
     this.values = Array.from({ length: nLayers }, () => []);
+    this.keysQ8 = Array.from({ length: nLayers }, () => []);
+    this.keyScales = Array.from({ length: nLayers }, () => []);
   }
 
   /** Makes sure positions 0..end-1 have memory. */
@@ -264,6 +278,10 @@ class KvCache {
       while (this.keys[l].length < chunks) {
         this.keys[l].push(new Float32Array(size));
         this.values[l].push(new Float32Array(size));
+        if (this.q8Group) {
+          this.keysQ8[l].push(new Int8Array(size));
+          this.keyScales[l].push(new Float32Array(size / this.q8Group));
+        }
       }
     }
   }
@@ -311,7 +329,11 @@ export class TsSession implements EngineSession {
     const qDim = c.nHeads * c.headDim;
     const ffnDim = Math.max(c.hiddenDim, c.moe?.expertHiddenDim ?? 0);
     const maxIn = Math.max(c.dim, ffnDim, qDim);
-    this.#kv = new KvCache(c.nLayers, c.nKvHeads * c.headDim);
+    this.#kv = new KvCache(
+      c.nLayers,
+      c.nKvHeads * c.headDim,
+      engine.kvType === "q8" ? kvGroup(c.headDim) : 0,
+    );
     // freq = theta^(-(float)i / (float)half) (rope.ts: C's bits), once per session as C does
     const half = c.headDim / 2;
     this.#ropeFreq = Float32Array.from(
@@ -331,8 +353,8 @@ export class TsSession implements EngineSession {
       xs: new Float32Array(c.groupSize ? maxIn / c.groupSize : 0),
       xf: new Float32Array(0),
       logits: new Float32Array(c.vocabSize),
-      kvq: new Int8Array(engine.kvType === "q8" ? c.nKvHeads * c.headDim : 0),
-      kvs: new Float32Array(engine.kvType === "q8" ? c.nKvHeads * c.headDim : 0),
+      kvq: new Int8Array(engine.kvType === "q8" ? c.nHeads * c.headDim : 0),
+      kvs: new Float32Array(engine.kvType === "q8" ? c.nHeads * c.headDim : 0),
       probs: new Float32Array(c.moe?.nExperts ?? 0),
       chosen: new Int32Array(c.moe?.nExpertsUsed ?? 0),
       weights: new Float32Array(c.moe?.nExpertsUsed ?? 0),
@@ -550,10 +572,18 @@ export class TsSession implements EngineSession {
       for (let h = 0; h < c.nHeads; h++) rotate(s.q, h * hd + i, half, cos, sin);
       for (let h = 0; h < c.nKvHeads; h++) rotate(kRow, h * hd + i, half, cos, sin);
     }
-    if (this.#engine.kvType === "q8") {
-      // the int8 cache (docs/numerics.md#int8-kv-cache): what attention reads is (float)q * scale
-      roundThroughQ8(kRow, hd % 32 === 0 ? 32 : hd, s.kvq, s.kvs);
-      roundThroughQ8(vRow, hd % 32 === 0 ? 32 : hd, s.kvq, s.kvs);
+    const q8Group = this.#kv.q8Group;
+    if (q8Group) {
+      // the int8 cache (docs/numerics.md#int8-kv-cache): int8 keys for the scores, values
+      // read back as (float)q * scale
+      const gSlot = slot / q8Group;
+      quantizeQ8Into(
+        kRow,
+        q8Group,
+        this.#kv.keysQ8[l][chunk].subarray(slot, slot + kvDim),
+        this.#kv.keyScales[l][chunk].subarray(gSlot, gSlot + kvDim / q8Group),
+      );
+      roundThroughQ8(vRow, q8Group, s.kvq, s.kvs);
     }
 
     // GQA attention over positions 0..pos.
@@ -563,12 +593,17 @@ export class TsSession implements EngineSession {
     const values = this.#kv.values[l];
     const att = s.att;
     s.xb.fill(0, 0, qDim);
+    if (q8Group) quantizeQ8Into(s.q.subarray(0, qDim), q8Group, s.kvq, s.kvs);
     for (let h = 0; h < c.nHeads; h++) {
       const qOff = h * hd;
       const kvOff = ((h / group) | 0) * hd;
       for (let t = 0; t <= pos; t++) {
-        const kc = keys[(t / KV_CHUNK_POSITIONS) | 0];
         const kOff = (t % KV_CHUNK_POSITIONS) * kvDim + kvOff;
+        if (q8Group) {
+          att[t] = fround(this.#scoreQ8(l, t, kOff, qOff, hd) * invSqrt);
+          continue;
+        }
+        const kc = keys[(t / KV_CHUNK_POSITIONS) | 0];
         let dot = 0;
         for (let i = 0; i < hd; i++) dot = fmaf(s.q[qOff + i], kc[kOff + i], dot);
         att[t] = fround(dot * invSqrt);
@@ -597,6 +632,25 @@ export class TsSession implements EngineSession {
     }
     this.#swiglu(lw.w1!, lw.w3!, lw.w2!, c.hiddenDim);
     for (let i = 0; i < c.dim; i++) s.x[i] = fround(s.x[i] + s.xb2[i]);
+  }
+
+  /**
+   * A q8 cache's score before its 1/sqrt(head_dim): the int8 key at position t (offset
+   * kOff in its chunk) times the query quantised into s.kvq / s.kvs (head at qOff), with
+   * the int8 matvec's epilogue, acc + ((float)isum * key scale) * query scale per group.
+   */
+  #scoreQ8(l: number, t: number, kOff: number, qOff: number, hd: number): number {
+    const g = this.#kv.q8Group;
+    const kq = this.#kv.keysQ8[l][(t / KV_CHUNK_POSITIONS) | 0];
+    const ks = this.#kv.keyScales[l][(t / KV_CHUNK_POSITIONS) | 0];
+    const qq = this.#s.kvq, qs = this.#s.kvs;
+    let acc = 0;
+    for (let b = 0; b < hd; b += g) {
+      let isum = 0;
+      for (let i = b; i < b + g; i++) isum += kq[kOff + i] * qq[qOff + i];
+      acc = fround(acc + fround(fround(isum * ks[(kOff + b) / g]) * qs[(qOff + b) / g]));
+    }
+    return acc;
   }
 
   /** xb2 = down (silu(gate xb) * up xb) for the normed input in xb (hidden width `n`). */
