@@ -348,6 +348,35 @@ static void test_stall_fallback(void) {
     qwen3_pool_free(pool);
 }
 
+/* ---- runs of at most one task per thread are not judged ---- */
+
+/* The same tasks (10 ms on a worker, 100 us on the caller) in runs of 3 tasks on a
+ * 4-thread pool: each thread runs at most one, so a long worker task is not evidence of a
+ * stalled worker (a prefill's per-token runs on 16 threads look like this when a task first
+ * touches new cache pages) and must not send the pool solo. The old rule went solo within
+ * one window of 32 such runs. */
+static void test_few_tasks_not_judged(void) {
+    on_caller = 1;
+    Qwen3ThreadPool* pool = qwen3_pool_new(4);
+    CHECK(pool != NULL, "qwen3_pool_new(4): %s", qwen3_get_last_error());
+    if (!pool) return;
+    static StallJob job;
+    uint32_t wrong = 0, slow_tasks = 0;
+    for (int r = 0; r < 100; r++) {
+        memset(&job, 0, sizeof job);
+        qwen3_pool_run(pool, stall_task, &job, 3);
+        for (int t = 0; t < 3; t++) wrong += atomic_load(&job.hits[t]) != 1;
+        slow_tasks += atomic_load(&job.on_workers);
+    }
+    const Qwen3PoolStats s = qwen3_pool_stats(pool);
+    printf("few tasks: %u of 300 tasks ran on workers, %llu solo stretches\n", slow_tasks,
+           (unsigned long long)s.solo_stretches);
+    CHECK(s.solo_stretches == 0 && s.solo_runs == 0, "runs of 3 tasks on 4 threads went solo (%llu stretches)",
+          (unsigned long long)s.solo_stretches);
+    CHECK(wrong == 0, "%u tasks ran a wrong number of times", wrong);
+    qwen3_pool_free(pool);
+}
+
 /* ---- lifecycle ---- */
 
 static void test_lifecycle(void) {
@@ -383,6 +412,7 @@ int main(void) {
     test_parallel();
     test_phases();
     test_stall_fallback();
+    test_few_tasks_not_judged();
     test_lifecycle();
     if (tu_failures) {
         fprintf(stderr, "test_threadpool: %d failure(s)\n", tu_failures);
