@@ -406,8 +406,9 @@ static void matmul_task(void* arg, uint32_t task, uint32_t n_tasks) {
 #define DECODE_TASKS_PER_THREAD 2u
 
 /* Rows per task: a multiple of 32 (whole SIMD row tiles), about four tasks per thread
- * (DECODE_TASKS_PER_THREAD for one token) so uneven cores still finish together. Sets job->rows_per_task for an input of in_n
- * values per token and returns the number of tasks. */
+ * (DECODE_TASKS_PER_THREAD for one token) so uneven cores still finish together. Sets
+ * job->rows_per_task for an input of in_n values per token and returns the number of
+ * tasks. */
 static uint32_t plan_matmul(const Qwen3Model* m, MatmulJob* job, uint32_t in_n) {
     uint64_t rows = 0;
     for (uint32_t p = 0; p < job->n_parts; p++) rows += job->parts[p].w->rows;
