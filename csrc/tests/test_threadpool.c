@@ -300,6 +300,19 @@ static void stall_task(void* arg, uint32_t task, uint32_t n_tasks) {
     }
 }
 
+/* `runs` runs of stall_task over n_tasks tasks; adds tasks that ran other than once to
+ * *wrong and returns how many ran on workers. */
+static uint32_t stall_runs(Qwen3ThreadPool* pool, StallJob* job, int runs, uint32_t n_tasks, uint32_t* wrong) {
+    uint32_t on_workers = 0;
+    for (int r = 0; r < runs; r++) {
+        memset(job, 0, sizeof *job);
+        qwen3_pool_run(pool, stall_task, job, n_tasks);
+        for (uint32_t t = 0; t < n_tasks; t++) *wrong += atomic_load(&job->hits[t]) != 1;
+        on_workers += atomic_load(&job->on_workers);
+    }
+    return on_workers;
+}
+
 static void test_stall_fallback(void) {
     on_caller = 1;
     Qwen3ThreadPool* pool = qwen3_pool_new(2);
@@ -328,13 +341,7 @@ static void test_stall_fallback(void) {
     CHECK(s1.solo_stretches == 1, "after %u runs whose worker tasks stall, no solo stretch (%llu)", runs,
           (unsigned long long)s1.solo_stretches);
     /* Solo runs: every task on the caller, still exactly once. */
-    uint32_t on_workers = 0;
-    for (int r = 0; r < 100; r++) {
-        memset(&job, 0, sizeof job);
-        qwen3_pool_run(pool, stall_task, &job, 16);
-        for (int t = 0; t < 16; t++) wrong += atomic_load(&job.hits[t]) != 1;
-        on_workers += atomic_load(&job.on_workers);
-    }
+    const uint32_t on_workers = stall_runs(pool, &job, 100, 16, &wrong);
     const Qwen3PoolStats s2 = qwen3_pool_stats(pool);
     CHECK(on_workers == 0 && s2.solo_runs == 100, "solo stretch: %u tasks ran on workers, %llu solo runs", on_workers,
           (unsigned long long)s2.solo_runs);
@@ -361,13 +368,8 @@ static void test_few_tasks_not_judged(void) {
     CHECK(pool != NULL, "qwen3_pool_new(4): %s", qwen3_get_last_error());
     if (!pool) return;
     static StallJob job;
-    uint32_t wrong = 0, slow_tasks = 0;
-    for (int r = 0; r < 100; r++) {
-        memset(&job, 0, sizeof job);
-        qwen3_pool_run(pool, stall_task, &job, 3);
-        for (int t = 0; t < 3; t++) wrong += atomic_load(&job.hits[t]) != 1;
-        slow_tasks += atomic_load(&job.on_workers);
-    }
+    uint32_t wrong = 0;
+    const uint32_t slow_tasks = stall_runs(pool, &job, 100, 3, &wrong);
     const Qwen3PoolStats s = qwen3_pool_stats(pool);
     printf("few tasks: %u of 300 tasks ran on workers, %llu solo stretches\n", slow_tasks,
            (unsigned long long)s.solo_stretches);
