@@ -76,9 +76,11 @@ function cpuSince(c0: number | null): number | null {
 
 /** Formats seconds as `1m 05s` (or `42.0 s` under a minute). */
 export function formatSeconds(s: number): string {
-  if (s < 60) return `${s.toFixed(1)} s`;
-  const m = Math.floor(s / 60);
-  return `${m}m ${String(Math.round(s - 60 * m)).padStart(2, "0")}s`;
+  if (s < 59.95) return `${s.toFixed(1)} s`;
+  // whole seconds first, so 479.6 s is 8m 00s, not 7m 60s
+  const whole = Math.round(s);
+  const m = Math.floor(whole / 60);
+  return `${m}m ${String(whole - 60 * m).padStart(2, "0")}s`;
 }
 
 async function main(names: string[]): Promise<number> {
