@@ -342,9 +342,11 @@ void qwen3_pool_free(Qwen3ThreadPool* pool) {
 
 uint32_t qwen3_pool_threads(const Qwen3ThreadPool* pool) { return pool ? pool->n_threads : 1; }
 
-/* Books one parallel run: `work` seconds until the caller ran out of tasks, `total`
- * until all were done. */
-static void judge_run(Qwen3ThreadPool* pool, double work, double total) {
+/* Books one parallel run of n_tasks tasks: `work` seconds until the caller ran out of
+ * tasks, `total` until all were done. A run of at most one task per thread is not judged
+ * (see the top of this file). */
+static void judge_run(Qwen3ThreadPool* pool, uint32_t n_tasks, double work, double total) {
+    if (n_tasks <= pool->n_threads) return;
     const double stall = total - 2.0 * work;
     pool->window_time += total;
     if (stall > 0) pool->window_stall += stall;
@@ -407,7 +409,7 @@ void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n
         pool->first_task = first;
         work += run_window(pool, n);
     }
-    if (n_tasks > pool->n_threads) judge_run(pool, work, qwen3_time_seconds() - t0);
+    judge_run(pool, n_tasks, work, qwen3_time_seconds() - t0);
 }
 
 /* Phase p of a phased run that went out as separate plain runs (solo, or too many tasks
@@ -458,7 +460,7 @@ void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, co
     /* Only the caller reads n_phases to pick the kind of the next run it publishes; a
      * worker reads it after a claim, which pins this run until its task is done. */
     pool->n_phases = 0;
-    if (total > pool->n_threads) judge_run(pool, work, qwen3_time_seconds() - t0);
+    judge_run(pool, (uint32_t)total, work, qwen3_time_seconds() - t0);
 }
 
 Qwen3PoolStats qwen3_pool_stats(const Qwen3ThreadPool* pool) {

@@ -638,8 +638,8 @@ static Qwen3Q8Batch query_rows(const Qwen3Context* cache, uint32_t head, uint32_
 /* attend over a q8 cache (docs/numerics.md#int8-kv-cache). Scores: the task's queries are
  * quantised per kv_group (into the cache context's q_q8 rows of their query heads, from
  * token t0 of its block), and each score is the int8 product of a key row and a query, a
- * row of the matrix product matmul_q8 (matvec_q8 for one token) with the weights' numerics,
- * times 1/sqrt(head_dim). Values: each chunk dequantised once into a stack buffer and read
+ * row of the matrix product matmul_q8 (every tier's matvec_q8 for one token) with the
+ * weights' numerics, times 1/sqrt(head_dim). Values: each chunk dequantised once into a stack buffer and read
  * by every query of the task from there through the f32 cache's attn_values. The
  * chunking does not change the bits, so every tier and thread count agree. */
 static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
@@ -672,12 +672,7 @@ static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache
         for (uint32_t g = 0; g < group; g++) {
             const Qwen3Q8Batch qg = query_rows(cache, kv_head * group + g, t0, nt);
             float* s = att + g * att_head + p0;
-            if (nt == 1) {
-                const Qwen3Q8Vector x = qwen3_q8_batch_row(&qg, 0);
-                kernels->matvec_q8(s, &keys, &x, p0, p1);
-            } else {
-                kernels->matmul_q8(s, att_stride, &keys, &qg, p0, p1);
-            }
+            kernels->matmul_q8(s, att_stride, &keys, &qg, p0, p1); /* one token: the tier's matvec */
             for (uint32_t j = 0; j < nt; j++) {
                 float* row = s + (size_t)j * att_stride;
                 for (uint32_t i = 0; i < p1 - p0; i++) row[i] = row[i] * scale;
