@@ -710,6 +710,27 @@ static void attend_f32(const Qwen3KernelTable* kernels, const Qwen3Context* cach
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
     const uint32_t n_all = n_pos[nt - 1];
     const uint32_t chunk = cache->att_chunk;
+    if (nt == 1 && group <= QWEN3_MAX_FORWARD_BLOCK && att_head <= UINT32_MAX) {
+        /* One token (decode): the group's query heads, consecutive in q, are the kernels'
+         * queries, so each key and value chunk is read once per kv head instead of once
+         * per query head. A query's sums do not depend on the others': prefill's bits. */
+        const float* qg = q + (size_t)kv_head * group * hd;
+        for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
+            const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
+            const float* kc = keys + (size_t)(p0 / QWEN3_KV_BLOCK) * block_stride;
+            kernels->attn_scores(att + p0, (uint32_t)att_head, qg, hd, group, kc, block_stride, n_c, hd, scale);
+        }
+        for (uint32_t g = 0; g < group; g++) {
+            kernels->softmax_exp(att + g * att_head, att_stride, 1, n_pos, sums + g * sum_head);
+        }
+        for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
+            const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
+            for (uint32_t g = 0; g < group; g++) lens[g] = n_c;
+            kernels->attn_values(out + (size_t)kv_head * group * hd, hd, att + p0, (uint32_t)att_head, lens, group,
+                                 values + (size_t)p0 * hd, hd, hd, p0 > 0);
+        }
+        return;
+    }
     for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
         const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
         for (uint32_t g = 0; g < group; g++) {
