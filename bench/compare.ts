@@ -122,17 +122,32 @@ export interface Peer {
 
 /**
  * A text file holding the python of the build `ensureLlama` last chose (one line), so the
- * tests use the build that passed the smoke test, not a crashing one beside it.
+ * tests use the build that passed the smoke test, not a crashing one beside it; empty when
+ * no build passed it.
  */
 export const LLAMA_CHOSEN = `${LLAMA_VENV}.chosen`;
 
 /**
  * The python to use as the peer without building one: `QWEN3_LLAMA_PYTHON`, else the build
- * `ensureLlama` last chose (LLAMA_CHOSEN), else its first build's path (which may not exist).
+ * `ensureLlama` last chose (LLAMA_CHOSEN), else its first build's path (which may not exist;
+ * a build from before that record). "" (no peer) when the record says no build passed the
+ * smoke test.
  */
 export async function builtLlamaPython(): Promise<string> {
-  const chosen = (await Deno.readTextFile(LLAMA_CHOSEN).catch(() => "")).trim();
-  return Deno.env.get("QWEN3_LLAMA_PYTHON") ?? (chosen || join(LLAMA_VENV, "bin/python"));
+  const record = await Deno.readTextFile(LLAMA_CHOSEN).catch(() => null);
+  return pickLlamaPython(Deno.env.get("QWEN3_LLAMA_PYTHON"), record);
+}
+
+/**
+ * {@linkcode builtLlamaPython}'s rule.
+ *
+ * @param given `QWEN3_LLAMA_PYTHON`, if set.
+ * @param record LLAMA_CHOSEN's text, or null when there is no such file.
+ * @returns The python's path; "" for none.
+ */
+export function pickLlamaPython(given: string | undefined, record: string | null): string {
+  if (given !== undefined) return given;
+  return record === null ? join(LLAMA_VENV, "bin/python") : record.trim();
 }
 
 async function choose(peer: Peer): Promise<Peer> {
@@ -301,6 +316,9 @@ export async function ensureLlama(first: LlamaCompiler): Promise<Peer> {
     }
   }
   if (withoutAmx) return await choose(withoutAmx);
+  // No build runs: an empty record tells the tests so (builtLlamaPython), rather than
+  // leaving them the first build's path, which may be one that crashes.
+  await Deno.writeTextFile(LLAMA_CHOSEN, "");
   throw new Error(failures.join("; "));
 }
 

@@ -4,6 +4,8 @@ import {
   failureNote,
   keptSection,
   lacksHostAmx,
+  LLAMA_VENV,
+  pickLlamaPython,
   renderTable,
   type Row,
 } from "../bench/compare.ts";
@@ -81,4 +83,13 @@ Deno.test("bench:compare looks past a peer that runs without the CPU's AMX", () 
     false,
   );
   assert.equal(lacksHostAmx("flags : avx2 avx512_vnni", info), false);
+});
+
+Deno.test("tests use the peer bench:compare chose, and none when no build ran", () => {
+  // QWEN3_LLAMA_PYTHON wins; then the record ensureLlama wrote; an empty record (every
+  // build failed its smoke test) means no peer, not the first build's crashing python.
+  assert.equal(pickLlamaPython("/opt/py", ""), "/opt/py");
+  assert.equal(pickLlamaPython(undefined, "/x/zig/bin/python\n"), "/x/zig/bin/python");
+  assert.equal(pickLlamaPython(undefined, ""), "");
+  assert.equal(pickLlamaPython(undefined, null), `${LLAMA_VENV}/bin/python`);
 });
