@@ -560,68 +560,72 @@ async function main() {
 
   const rows: Row[] = [];
   // Every run of a row is attempted; a run that fails is counted in its row (exit code or
-  // signal) and the benchmark goes on.
-  const measure = async (
-    engine: string,
-    t: number,
-    label: string,
-    cmd: string,
-    args: string[],
-    n = runs,
-  ) => {
-    const samples: EngineRun[] = [], failed: string[] = [];
+  // signal) and the benchmark goes on. The engines of a thread count take turns, run by
+  // run, so a change in the host's load (a shared machine) hits both alike.
+  type Arm = { engine: string; label: string; cmd: string; args: string[] };
+  const measure = async (t: number, arms: Arm[], n = runs) => {
+    const samples = arms.map(() => [] as EngineRun[]), failed = arms.map(() => [] as string[]);
     for (let i = 0; i < n; i++) {
-      log(`${label}, run ${i + 1}/${n}`);
-      try {
-        samples.push(JSON.parse(await run(cmd, args)));
-      } catch (e) {
-        failed.push(e instanceof RunError ? e.status : (e as Error).message.split("\n")[0]);
-        log(`${label}, run ${i + 1}/${n} failed: ${failed.at(-1)}`);
+      for (const [a, arm] of arms.entries()) {
+        log(`${arm.label}, run ${i + 1}/${n}`);
+        try {
+          samples[a].push(JSON.parse(await run(arm.cmd, arm.args)));
+        } catch (e) {
+          failed[a].push(e instanceof RunError ? e.status : (e as Error).message.split("\n")[0]);
+          log(`${arm.label}, run ${i + 1}/${n} failed: ${failed[a].at(-1)}`);
+        }
       }
     }
-    rows.push(summarise(engine, t, samples, failed));
+    arms.forEach((arm, a) => rows.push(summarise(arm.engine, t, samples[a], failed[a])));
   };
   for (const t of threads) {
-    await measure("c", t, `C engine, ${t} thread(s)`, Deno.execPath(), [
-      "run",
-      "-A",
-      "bench/engine_run.ts",
-      MODEL_BIN,
-      "--engine",
-      "c",
-      "--threads",
-      String(t),
-      "--pp",
-      pp,
-      "--tg",
-      "128",
-    ]);
-    if (peer) {
-      await measure("llama.cpp", t, `llama.cpp, ${t} thread(s)`, peer.python, [
-        "bench/llama_run.py",
-        MODEL_GGUF,
+    const arms: Arm[] = [{
+      engine: "c",
+      label: `C engine, ${t} thread(s)`,
+      cmd: Deno.execPath(),
+      args: [
+        "run",
+        "-A",
+        "bench/engine_run.ts",
+        MODEL_BIN,
+        "--engine",
+        "c",
         "--threads",
         String(t),
         "--pp",
         pp,
         "--tg",
         "128",
-      ]);
+      ],
+    }];
+    if (peer) {
+      arms.push({
+        engine: "llama.cpp",
+        label: `llama.cpp, ${t} thread(s)`,
+        cmd: peer.python,
+        args: ["bench/llama_run.py", MODEL_GGUF, "--threads", String(t), "--pp", pp, "--tg", "128"],
+      });
     }
+    await measure(t, arms);
   }
   // The TypeScript engine is single-threaded: a few decode steps suffice for a rate.
-  await measure("ts", 1, "TypeScript engine, decode", Deno.execPath(), [
-    "run",
-    "-A",
-    "bench/engine_run.ts",
-    MODEL_BIN,
-    "--engine",
-    "ts",
-    "--pp",
-    "",
-    "--tg",
-    "4",
-  ], Math.min(runs, 2));
+  await measure(1, [{
+    engine: "ts",
+    label: "TypeScript engine, decode",
+    cmd: Deno.execPath(),
+    args: [
+      "run",
+      "-A",
+      "bench/engine_run.ts",
+      MODEL_BIN,
+      "--engine",
+      "ts",
+      "--pp",
+      "",
+      "--tg",
+      "4",
+    ],
+  }], Math.min(runs, 2));
 
   // The Q4_K_M rows (bench/compare_kquant.ts).
   const kquant = await compareKquant({
@@ -663,8 +667,9 @@ async function main() {
     "# Benchmark results",
     "",
     `Measured ${stamp} by \`deno task bench:compare\` on ${cpu} (${navigator.hardwareConcurrency} ` +
-    `CPUs), one run, medians of ${runs} fresh-process runs per row. Model: Qwen3-0.6B shapes with ` +
-    `random weights (\`bench/make_model.ts\`), ${(modelBytes / 1e6).toFixed(1)} MB qwen3.c Q8 ` +
+    `CPUs), one run, medians of ${runs} fresh-process runs per row (the engines taking turns, ` +
+    `run by run). Model: Qwen3-0.6B shapes with random weights (\`bench/make_model.ts\`), ` +
+    `${(modelBytes / 1e6).toFixed(1)} MB qwen3.c Q8 ` +
     `(group 64) for our engines and the same weights as GGUF Q8_0 for llama.cpp ` +
     `(llama-cpp-python ${LLAMA_CPP_PYTHON}, built with GGML_NATIVE). pp = prompt tokens ` +
     `processed per second, tg = tokens generated per second after a 1-token prompt. Peak RSS is the ` +
