@@ -578,54 +578,32 @@ async function main() {
     }
     arms.forEach((arm, a) => rows.push(summarise(arm.engine, t, samples[a], failed[a])));
   };
+  // Our engines' runs: bench/engine_run.ts in a fresh Deno process.
+  const ours = (engine: "c" | "ts", label: string, rest: string[]): Arm => ({
+    engine,
+    label,
+    cmd: Deno.execPath(),
+    args: ["run", "-A", "bench/engine_run.ts", MODEL_BIN, "--engine", engine, ...rest],
+  });
   for (const t of threads) {
-    const arms: Arm[] = [{
-      engine: "c",
-      label: `C engine, ${t} thread(s)`,
-      cmd: Deno.execPath(),
-      args: [
-        "run",
-        "-A",
-        "bench/engine_run.ts",
-        MODEL_BIN,
-        "--engine",
-        "c",
-        "--threads",
-        String(t),
-        "--pp",
-        pp,
-        "--tg",
-        "128",
-      ],
-    }];
+    const work = ["--pp", pp, "--tg", "128"];
+    const arms = [ours("c", `C engine, ${t} thread(s)`, ["--threads", String(t), ...work])];
     if (peer) {
       arms.push({
         engine: "llama.cpp",
         label: `llama.cpp, ${t} thread(s)`,
         cmd: peer.python,
-        args: ["bench/llama_run.py", MODEL_GGUF, "--threads", String(t), "--pp", pp, "--tg", "128"],
+        args: ["bench/llama_run.py", MODEL_GGUF, "--threads", String(t), ...work],
       });
     }
     await measure(t, arms);
   }
   // The TypeScript engine is single-threaded: a few decode steps suffice for a rate.
-  await measure(1, [{
-    engine: "ts",
-    label: "TypeScript engine, decode",
-    cmd: Deno.execPath(),
-    args: [
-      "run",
-      "-A",
-      "bench/engine_run.ts",
-      MODEL_BIN,
-      "--engine",
-      "ts",
-      "--pp",
-      "",
-      "--tg",
-      "4",
-    ],
-  }], Math.min(runs, 2));
+  await measure(
+    1,
+    [ours("ts", "TypeScript engine, decode", ["--pp", "", "--tg", "4"])],
+    Math.min(runs, 2),
+  );
 
   // The Q4_K_M rows (bench/compare_kquant.ts).
   const kquant = await compareKquant({
