@@ -4,11 +4,12 @@
  * FFI worker threads (the nonblocking binding the engine uses, so the event loop stays
  * free), the two alternating round by round in one process, greedy, medians.
  *
- * On the 2-vCPU Xeon VM of bench/RESULTS.md the handed-off steps ran 10-15% slower on a busy
- * evening (1 thread: 16.7 against 14.2-16.2 tok/s), with some steps up to twice as long; a
- * plain C program handing each step to a waiting thread loses the same way, and pinned
- * to one CPU (`taskset -c 0`) the two agree. Run it where you measure decode to see
- * whether the host does this.
+ * On the 2-vCPU Xeon VM of bench/RESULTS.md, on a busy evening, the handed-off steps ran
+ * 0.878x (1 thread: 16.93 against 14.87 tok/s) and 0.908x (2 threads: 27.74 against 25.19)
+ * of the calling thread's rate, with some steps up to twice as long; a plain C program
+ * handing each step to a waiting thread lost the same way, and pinned to one CPU
+ * (`taskset -c 0`) the two agreed. Run it where you measure decode to see whether the host
+ * does this.
  *
  *   deno task build && deno run -A bench/handoff_bench.ts [MODEL] [--threads 1] [--steps 64]
  *       [--rounds 5]
