@@ -710,33 +710,21 @@ static void attend_f32(const Qwen3KernelTable* kernels, const Qwen3Context* cach
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
     const uint32_t n_all = n_pos[nt - 1];
     const uint32_t chunk = cache->att_chunk;
-    if (nt == 1 && group <= QWEN3_MAX_FORWARD_BLOCK && att_head <= UINT32_MAX) {
-        /* One token (decode): the group's query heads, consecutive in q, are the kernels'
-         * queries, so each key and value chunk is read once per kv head instead of once
-         * per query head. A query's sums do not depend on the others': prefill's bits. */
-        const float* qg = q + (size_t)kv_head * group * hd;
-        for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
-            const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
-            const float* kc = keys + (size_t)(p0 / QWEN3_KV_BLOCK) * block_stride;
-            kernels->attn_scores(att + p0, (uint32_t)att_head, qg, hd, group, kc, block_stride, n_c, hd, scale);
-        }
-        for (uint32_t g = 0; g < group; g++) {
-            kernels->softmax_exp(att + g * att_head, att_stride, 1, n_pos, sums + g * sum_head);
-        }
-        for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
-            const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
-            for (uint32_t g = 0; g < group; g++) lens[g] = n_c;
-            kernels->attn_values(out + (size_t)kv_head * group * hd, hd, att + p0, (uint32_t)att_head, lens, group,
-                                 values + (size_t)p0 * hd, hd, hd, p0 > 0);
-        }
-        return;
-    }
+    /* Each kernel call takes n_q queries: in a tile, one query head's tokens (q_dim apart
+     * in q, att_stride in att), a call per head of the group; in decoding (one token), the
+     * group's query heads at once (hd apart in q, att_head in att), so each key and value
+     * chunk is read once per kv head. A query's sums do not depend on the other queries of
+     * a call: the same bits either way. */
+    const int heads = nt == 1 && group <= QWEN3_MAX_FORWARD_BLOCK && att_head <= UINT32_MAX;
+    const uint32_t calls = heads ? 1 : group, n_q = heads ? group : nt;
+    const uint32_t q_step = heads ? hd : q_dim, s_step = heads ? (uint32_t)att_head : att_stride;
+    const uint32_t o_step = heads ? hd : wide;
     for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
         const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
-        for (uint32_t g = 0; g < group; g++) {
+        for (uint32_t g = 0; g < calls; g++) {
             const float* qg = q + (size_t)(kv_head * group + g) * hd;
             const float* kc = keys + (size_t)(p0 / QWEN3_KV_BLOCK) * block_stride;
-            kernels->attn_scores(att + g * att_head + p0, att_stride, qg, q_dim, nt, kc, block_stride, n_c, hd, scale);
+            kernels->attn_scores(att + g * att_head + p0, s_step, qg, q_step, n_q, kc, block_stride, n_c, hd, scale);
         }
     }
     for (uint32_t g = 0; g < group; g++) {
@@ -744,10 +732,13 @@ static void attend_f32(const Qwen3KernelTable* kernels, const Qwen3Context* cach
     }
     for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
         const uint32_t p1 = n_all - p0 < chunk ? n_all : p0 + chunk;
-        for (uint32_t j = 0; j < nt; j++) lens[j] = n_pos[j] <= p0 ? 0 : (n_pos[j] < p1 ? n_pos[j] : p1) - p0;
-        for (uint32_t g = 0; g < group; g++) {
-            kernels->attn_values(out + (size_t)(kv_head * group + g) * hd, wide, att + g * att_head + p0, att_stride,
-                                 lens, nt, values + (size_t)p0 * hd, hd, hd, p0 > 0);
+        for (uint32_t j = 0; j < n_q; j++) {
+            const uint32_t np = heads ? n_all : n_pos[j];
+            lens[j] = np <= p0 ? 0 : (np < p1 ? np : p1) - p0;
+        }
+        for (uint32_t g = 0; g < calls; g++) {
+            kernels->attn_values(out + (size_t)(kv_head * group + g) * hd, o_step, att + g * att_head + p0, s_step,
+                                 lens, n_q, values + (size_t)p0 * hd, hd, hd, p0 > 0);
         }
     }
 }
