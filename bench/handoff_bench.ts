@@ -21,14 +21,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadLibrary } from "../ffi/library.ts";
 import { cString } from "../ffi/symbols.ts";
+import { median } from "./compare.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 if (import.meta.main) {
   const { values, positionals } = parseArgs({
