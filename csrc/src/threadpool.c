@@ -40,6 +40,19 @@
  * p first waits until the window's `done` count reaches the number of tasks before phase
  * p. Nobody waits for a thread, only for tasks, so the latecomer rule above still holds:
  * a worker that never got a core claims nothing, and the others run its share.
+ *
+ * The pool's own caller (qwen3_pool_call): Deno's nonblocking FFI calls run on whichever
+ * of its worker threads is free, so each decode step used to start on a thread that had
+ * slept since the step before last, on a vCPU that had gone idle. On the busy 2-vCPU
+ * Xeon VM of bench/RESULTS.md that cost 10-12% of decode speed (bench/handoff_bench.ts:
+ * 14.87 against 16.93 tok/s at 1 thread, some steps twice as long), and a plain C program
+ * that handed steps to a sleeping thread lost the same, while one whose other thread kept
+ * its core busy did not; on a quiet host the loss was 1.4%. So the forward passes of a
+ * model run on one thread of the pool, the runner, that spins for RUNNER_SPIN_SECONDS after
+ * each call before it sleeps: steps that follow each other closely (a decode loop) find
+ * it on a core that never went idle, and the thread that asked only waits. The caller
+ * posts a call as the workers' jobs are posted (a counter the runner spins on, a sleeper
+ * hand-shake) and sleeps on a condition variable until the runner says it is done.
  */
 #include "threadpool.h"
 
@@ -56,6 +69,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 #endif
 
 /* A worker polls this many times (each a pause/yield hint of ~10-150 cycles) after its
@@ -76,6 +90,12 @@
 #define JUDGE_RUNS 32u
 #define SOLO_MIN 256u
 #define SOLO_MAX 16384u
+/* The runner spins this long after a call before it sleeps: longer than what a decode
+ * loop does between two steps (sampling, a Deno promise), short enough that an idle model
+ * does not burn a core. */
+#define RUNNER_SPIN_SECONDS 0.004
+/* Stack of the runner: what a main thread gets, as forward passes used to run there. */
+#define RUNNER_STACK_BYTES ((size_t)8 << 20)
 
 /* ------------------------------------------------------------------------------------
  * platform layer
@@ -93,6 +113,8 @@ static void cond_deinit(Cond* c) { (void)c; }
 static void cond_wait(Cond* c, Mutex* m) { SleepConditionVariableSRW(c, m, INFINITE, 0); }
 static void cond_broadcast(Cond* c) { WakeAllConditionVariable(c); }
 static void yield_core(void) { SwitchToThread(); }
+static int is_current(HANDLE thread) { return GetThreadId(thread) == GetCurrentThreadId(); }
+static long process_id(void) { return 0; } /* no fork() */
 #else
 typedef pthread_t Thread;
 typedef pthread_mutex_t Mutex;
@@ -106,6 +128,8 @@ static void cond_deinit(Cond* c) { pthread_cond_destroy(c); }
 static void cond_wait(Cond* c, Mutex* m) { pthread_cond_wait(c, m); }
 static void cond_broadcast(Cond* c) { pthread_cond_broadcast(c); }
 static void yield_core(void) { sched_yield(); }
+static int is_current(pthread_t thread) { return pthread_equal(thread, pthread_self()); }
+static long process_id(void) { return (long)getpid(); }
 #endif
 
 /* Tells the core this is a spin loop: saves power and, on SMT cores, yields issue
@@ -130,6 +154,7 @@ struct Qwen3ThreadPool {
     uint32_t n_threads; /* counts the caller */
     Thread* workers;    /* (n_threads - 1) */
     uint32_t n_started; /* workers actually running (< n_threads - 1 only while failing) */
+    long pid;           /* the process the threads run in: a fork()ed child has none of them */
 
     /* The job: written by the caller before the ticket is published, stable while any
      * of its tasks is claimed and not done. */
@@ -154,6 +179,22 @@ struct Qwen3ThreadPool {
     PAD(pad3);
     Mutex lock;
     Cond wake;
+
+    /* The runner (qwen3_pool_call; see the top of this file). call_fn / call_arg are
+     * written by the caller before it bumps `posted`. */
+    Thread runner;
+    int runner_started;
+    Qwen3CallFn call_fn;
+    void* call_arg;
+    PAD(pad4);
+    _Atomic uint32_t posted;          /* calls posted (and one more to stop) */
+    _Atomic uint32_t runner_sleeping; /* the runner blocked (or about to) on call_wake */
+    _Atomic int runner_stop;
+    PAD(pad5);
+    uint32_t finished; /* calls done; under call_lock */
+    Mutex call_lock;
+    Cond call_wake;     /* the runner sleeps on it */
+    Cond call_finished; /* callers sleep on it */
 
     /* Caller-only bookkeeping of the stall detector (see the top of this file). */
     uint32_t solo_left;  /* runs still to do on the caller alone */
@@ -243,14 +284,53 @@ static void worker_loop(Qwen3ThreadPool* pool) {
     }
 }
 
+static void runner_loop(Qwen3ThreadPool* pool) {
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t g = atomic_load_explicit(&pool->posted, memory_order_acquire);
+        if (g == seen) {
+            const double until = qwen3_time_seconds() + RUNNER_SPIN_SECONDS;
+            for (uint32_t i = 1; (g = atomic_load_explicit(&pool->posted, memory_order_acquire)) == seen; i++) {
+                cpu_relax();
+                if (i % 256 == 0 && qwen3_time_seconds() > until) break;
+            }
+        }
+        if (g == seen) {
+            /* the workers' hand-shake with publish(), against qwen3_pool_call */
+            mutex_lock(&pool->call_lock);
+            atomic_store(&pool->runner_sleeping, 1);
+            while ((g = atomic_load(&pool->posted)) == seen) cond_wait(&pool->call_wake, &pool->call_lock);
+            atomic_store(&pool->runner_sleeping, 0);
+            mutex_unlock(&pool->call_lock);
+        }
+        seen = g;
+        if (atomic_load_explicit(&pool->runner_stop, memory_order_relaxed)) return;
+        pool->call_fn(pool->call_arg);
+        pool->stats.calls++;
+        /* the lock orders fn's writes before the caller's wake-up */
+        mutex_lock(&pool->call_lock);
+        pool->finished = g;
+        cond_broadcast(&pool->call_finished);
+        mutex_unlock(&pool->call_lock);
+    }
+}
+
 #if defined(_WIN32)
 static DWORD WINAPI worker_main(LPVOID p) {
     worker_loop((Qwen3ThreadPool*)p);
     return 0;
 }
+static DWORD WINAPI runner_main(LPVOID p) {
+    runner_loop((Qwen3ThreadPool*)p);
+    return 0;
+}
 #else
 static void* worker_main(void* p) {
     worker_loop((Qwen3ThreadPool*)p);
+    return NULL;
+}
+static void* runner_main(void* p) {
+    runner_loop((Qwen3ThreadPool*)p);
     return NULL;
 }
 #endif
@@ -263,6 +343,61 @@ static void publish(Qwen3ThreadPool* pool, uint32_t g) {
         cond_broadcast(&pool->wake);
         mutex_unlock(&pool->lock);
     }
+}
+
+/* Posts call number g to the runner and wakes it if it sleeps (the sleeper hand-shake of
+ * publish()). */
+static void post_call(Qwen3ThreadPool* pool, uint32_t g) {
+    atomic_store(&pool->posted, g);
+    if (atomic_load(&pool->runner_sleeping)) {
+        mutex_lock(&pool->call_lock);
+        cond_broadcast(&pool->call_wake);
+        mutex_unlock(&pool->call_lock);
+    }
+}
+
+/* In a child of fork(), which has only the thread that forked: the pool's threads are not
+ * there to run anything (test_api's loops run in a child). */
+static int forked(const Qwen3ThreadPool* pool) { return process_id() != pool->pid; }
+
+static void stop_runner(Qwen3ThreadPool* pool) {
+    if (!pool->runner_started) return;
+    atomic_store_explicit(&pool->runner_stop, 1, memory_order_relaxed);
+    post_call(pool, atomic_load_explicit(&pool->posted, memory_order_relaxed) + 1);
+#if defined(_WIN32)
+    WaitForSingleObject(pool->runner, INFINITE);
+    CloseHandle(pool->runner);
+#else
+    pthread_join(pool->runner, NULL);
+#endif
+    pool->runner_started = 0;
+}
+
+/* Starts the runner; 0 and the error set when the system refuses. */
+static int start_runner(Qwen3ThreadPool* pool) {
+#if defined(_WIN32)
+    HANDLE h = CreateThread(NULL, RUNNER_STACK_BYTES, runner_main, pool, 0, NULL);
+    if (!h) {
+        qwen3_error_set("thread pool: CreateThread failed for the pool's own thread (error %lu)",
+                        (unsigned long)GetLastError());
+        return 0;
+    }
+    pool->runner = h;
+#else
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc == 0) {
+        rc = pthread_attr_setstacksize(&attr, RUNNER_STACK_BYTES);
+        if (rc == 0) rc = pthread_create(&pool->runner, &attr, runner_main, pool);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc != 0) {
+        qwen3_error_set("thread pool: pthread_create failed for the pool's own thread (%s)", strerror(rc));
+        return 0;
+    }
+#endif
+    pool->runner_started = 1;
+    return 1;
 }
 
 static void stop_and_join(Qwen3ThreadPool* pool) {
@@ -291,6 +426,7 @@ Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads) {
         return NULL;
     }
     pool->n_threads = n_threads;
+    pool->pid = process_id();
     atomic_init(&pool->ticket, 0);
     atomic_init(&pool->done, 0);
     atomic_init(&pool->generation, 0);
@@ -298,7 +434,17 @@ Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads) {
     atomic_init(&pool->stop, 0);
     mutex_init(&pool->lock);
     cond_init(&pool->wake);
+    atomic_init(&pool->posted, 0);
+    atomic_init(&pool->runner_sleeping, 0);
+    atomic_init(&pool->runner_stop, 0);
+    mutex_init(&pool->call_lock);
+    cond_init(&pool->call_wake);
+    cond_init(&pool->call_finished);
     pool->solo_next = SOLO_MIN;
+    if (!start_runner(pool)) {
+        qwen3_pool_free(pool);
+        return NULL;
+    }
     if (n_threads == 1) return pool;
 
     pool->workers = calloc(n_threads - 1, sizeof *pool->workers);
@@ -333,9 +479,17 @@ Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads) {
 
 void qwen3_pool_free(Qwen3ThreadPool* pool) {
     if (!pool) return;
-    stop_and_join(pool);
-    cond_deinit(&pool->wake);
-    mutex_deinit(&pool->lock);
+    /* In a child of fork() the threads are gone, and the condition variables they slept
+     * on still count them as waiters (destroying one would wait for them): memory only. */
+    if (!forked(pool)) {
+        stop_runner(pool);
+        stop_and_join(pool);
+        cond_deinit(&pool->call_finished);
+        cond_deinit(&pool->call_wake);
+        mutex_deinit(&pool->call_lock);
+        cond_deinit(&pool->wake);
+        mutex_deinit(&pool->lock);
+    }
     free(pool->workers);
     free(pool);
 }
@@ -388,7 +542,7 @@ static double run_window(Qwen3ThreadPool* pool, uint32_t n) {
 void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n_tasks) {
     if (n_tasks == 0) return;
     /* One task, or no workers: waking anybody would only add latency. */
-    if (!pool || pool->n_started == 0 || n_tasks == 1) {
+    if (!pool || pool->n_started == 0 || n_tasks == 1 || forked(pool)) {
         for (uint32_t t = 0; t < n_tasks; t++) fn(arg, t, n_tasks);
         return;
     }
@@ -430,7 +584,7 @@ void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, co
     uint64_t total = 0;
     for (uint32_t p = 0; p < n_phases; p++) total += n_tasks[p];
     if (total == 0) return;
-    if (!pool || pool->n_started == 0 || pool->solo_left > 0) {
+    if (!pool || pool->n_started == 0 || pool->solo_left > 0 || forked(pool)) {
         /* The caller alone, in order; a solo stretch counts this as one run. */
         if (pool && pool->solo_left > 0) {
             pool->solo_left--;
@@ -463,7 +617,22 @@ void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, co
     judge_run(pool, (uint32_t)total, work, qwen3_time_seconds() - t0);
 }
 
+void qwen3_pool_call(Qwen3ThreadPool* pool, Qwen3CallFn fn, void* arg) {
+    if (!pool || !pool->runner_started || is_current(pool->runner) || forked(pool)) {
+        fn(arg);
+        return;
+    }
+    pool->call_fn = fn;
+    pool->call_arg = arg;
+    /* only callers write `posted`, one at a time: a relaxed read is current */
+    const uint32_t g = atomic_load_explicit(&pool->posted, memory_order_relaxed) + 1;
+    post_call(pool, g); /* seq_cst: the runner that sees g sees fn and arg */
+    mutex_lock(&pool->call_lock);
+    while (pool->finished != g) cond_wait(&pool->call_finished, &pool->call_lock);
+    mutex_unlock(&pool->call_lock);
+}
+
 Qwen3PoolStats qwen3_pool_stats(const Qwen3ThreadPool* pool) {
-    Qwen3PoolStats none = {0, 0, 0};
+    Qwen3PoolStats none = {0, 0, 0, 0};
     return pool ? pool->stats : none;
 }

@@ -1,5 +1,6 @@
 /* threadpool.h - a persistent pool of worker threads (pthreads; Windows threads on
- * Windows) that splits one job into tasks; the calling thread takes part. */
+ * Windows) that splits one job into tasks; the calling thread takes part. The pool also
+ * has a thread of its own to be that calling thread (qwen3_pool_call). */
 #ifndef QWEN3_THREADPOOL_H
 #define QWEN3_THREADPOOL_H
 
@@ -10,7 +11,10 @@ typedef struct Qwen3ThreadPool Qwen3ThreadPool;
 /* fn(arg, task, n_tasks) is called once for every task in [0, n_tasks). */
 typedef void (*Qwen3TaskFn)(void* arg, uint32_t task, uint32_t n_tasks);
 
-/* n_threads counts the caller: 1 = no worker threads. NULL on failure (error set). */
+/* n_threads counts the caller: 1 = no worker threads (the pool's own caller thread of
+ * qwen3_pool_call is there at any count). NULL on failure (error set). In a child of
+ * fork(), which keeps none of the pool's threads, the pool runs everything on the calling
+ * thread (and its free releases memory only). */
 Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads);
 void qwen3_pool_free(Qwen3ThreadPool* pool);
 uint32_t qwen3_pool_threads(const Qwen3ThreadPool* pool);
@@ -33,11 +37,22 @@ typedef void (*Qwen3PhaseFn)(void* arg, uint32_t phase, uint32_t task, uint32_t 
 void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, const uint32_t* n_tasks,
                            uint32_t n_phases);
 
+/* Runs fn(arg) on the pool's own thread and returns when it is done; the runs fn makes
+ * have that thread as their calling thread. It stays hot between calls (spins for a while
+ * before it sleeps, as the workers do), so a caller that is a different thread each time
+ * (Deno's FFI worker threads) does not start each call on a core that went idle: on a
+ * busy virtual machine that cost a decode step 10-20% (threadpool.c). One call at a time
+ * per pool, as runs; called from inside a call, fn runs at once on the pool's thread. fn's
+ * writes are visible to the caller when this returns. A NULL pool runs fn here. */
+typedef void (*Qwen3CallFn)(void* arg);
+void qwen3_pool_call(Qwen3ThreadPool* pool, Qwen3CallFn fn, void* arg);
+
 /* What the pool did so far, for tests and measurements. */
 typedef struct {
     uint64_t parallel_runs;  /* runs offered to the workers (a phased run counts once) */
     uint64_t solo_runs;      /* runs kept on the caller by the stall detector */
     uint64_t solo_stretches; /* times the stall detector switched to solo runs */
+    uint64_t calls;          /* qwen3_pool_call calls run on the pool's own thread */
 } Qwen3PoolStats;
 Qwen3PoolStats qwen3_pool_stats(const Qwen3ThreadPool* pool);
 

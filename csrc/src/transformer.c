@@ -1224,6 +1224,24 @@ static uint32_t call_block(const Qwen3Context* c, uint64_t end) {
     return b;
 }
 
+/* One forward pass of a call, run on the model's pool thread (qwen3_pool_call: a decode
+ * loop then finds that thread on a core that did not go idle between its steps, whichever
+ * thread calls, threadpool.c). Which of the three passes: `rows` set, forward_rows over
+ * them; else forward_block of c, and with `all_logits` set every token's logits into it. */
+typedef struct {
+    Qwen3Context* c;
+    Qwen3BatchScratch* rows;
+    Qwen3Context* const* seqs;
+    const int32_t* tokens;
+    uint32_t n;
+    int logits;
+    float* all_logits;
+    const Qwen3KernelTable* kernels;
+} Pass;
+
+/* Runs the pass on the model's pool thread; the model lock held (below forward_rows). */
+static void run_pass_on_pool(Qwen3Model* m, Pass* p);
+
 /* The forward pass over n tokens; hidden NULL: the last token's logits, else its final
  * hidden state into hidden (dim floats) and no classifier (qwen3_forward_embed). */
 static int32_t forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n, float* hidden) {
@@ -1242,8 +1260,9 @@ static int32_t forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n
         const uint32_t left = n_blocks - b;
         const uint32_t count = (n - i + left - 1) / left; /* <= block: n - i <= left * block */
         /* one block per lock hold: two contexts on one model take turns fairly */
+        Pass pass = {.c = c, .tokens = tokens + i, .n = count, .logits = !hidden && i + count == n, .kernels = kernels};
         qwen3_mutex_lock(c->model->lock);
-        forward_block(c, tokens + i, count, !hidden && i + count == n, kernels);
+        run_pass_on_pool(c->model, &pass);
         qwen3_mutex_unlock(c->model->lock);
         c->pos += count;
         i += count;
@@ -1303,9 +1322,10 @@ int32_t qwen3_forward_tokens_logits(Qwen3Context* c, const int32_t* tokens, uint
     for (uint32_t b = 0; b < n_blocks; b++) {
         const uint32_t left = n_blocks - b;
         const uint32_t count = (n - i + left - 1) / left;
+        Pass pass = {.c = c, .tokens = tokens + i, .n = count, .all_logits = logits + (size_t)i * vocab,
+                     .kernels = kernels};
         qwen3_mutex_lock(c->model->lock);
-        forward_block(c, tokens + i, count, 0, kernels);
-        block_logits(c, count, kernels, logits + (size_t)i * vocab);
+        run_pass_on_pool(c->model, &pass);
         qwen3_mutex_unlock(c->model->lock);
         c->pos += count;
         i += count;
@@ -1400,6 +1420,18 @@ static void forward_rows(Qwen3BatchScratch* bs, Qwen3Context* const* seqs, const
     }
 }
 
+static void run_pass(void* arg) {
+    const Pass* p = (const Pass*)arg;
+    if (p->rows) {
+        forward_rows(p->rows, p->seqs, p->tokens, p->n, p->kernels);
+        return;
+    }
+    forward_block(p->c, p->tokens, p->n, p->logits, p->kernels);
+    if (p->all_logits) block_logits(p->c, p->n, p->kernels, p->all_logits);
+}
+
+static void run_pass_on_pool(Qwen3Model* m, Pass* p) { qwen3_pool_call(m->pool, run_pass, p); }
+
 int32_t qwen3_forward_batch(Qwen3Context* const* ctxs, const int32_t* tokens, uint32_t n) {
     if (n == 0) return QWEN3_OK;
     if (!ctxs || !tokens) {
@@ -1459,13 +1491,12 @@ int32_t qwen3_forward_batch(Qwen3Context* const* ctxs, const int32_t* tokens, ui
         const uint32_t left = n_passes - b;
         const uint32_t count = (n - i + left - 1) / left;
         /* one pass per lock hold, as forward_tokens; the scratch only grows, so the one
-         * reserved above (or a larger one) is there */
+         * reserved above (or a larger one) is there; a pass of one row is its context's
+         * fused decode step (forward_block) */
+        Pass pass = {.c = ctxs[i], .seqs = ctxs + i, .tokens = tokens + i, .n = count, .logits = 1, .kernels = kernels};
         qwen3_mutex_lock(m->lock);
-        if (count == 1) {
-            forward_block(ctxs[i], tokens + i, 1, 1, kernels); /* the fused decode step */
-        } else {
-            forward_rows(m->batch, ctxs + i, tokens + i, count, kernels);
-        }
+        if (count > 1) pass.rows = m->batch;
+        run_pass_on_pool(m, &pass);
         qwen3_mutex_unlock(m->lock);
         for (uint32_t j = i; j < i + count; j++) {
             ctxs[j]->pos += 1;

@@ -382,8 +382,8 @@ static void test_two_threads(Qwen3Model* m) {
 
 typedef enum { RUN_GENERATE, RUN_CHAT } RunKind;
 
-/* Runs a loop in a forked child (the model was loaded with one thread, so the child
- * needs no pool workers). Returns the loop's status; out / err get the streams. */
+/* Runs a loop in a forked child (the pool's threads are not there: it runs the passes on
+ * the child's one thread, threadpool.h). Returns the loop's status; out / err get the streams. */
 static int run_loop(Qwen3Model* m, RunKind kind, const Qwen3Config* cfg, uint32_t max_tokens,
                     const char* input, char** out, char** err) {
     char in_path[1200], out_path[1200], err_path[1200];

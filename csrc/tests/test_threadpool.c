@@ -1,6 +1,8 @@
 /* test_threadpool.c - the pool runs every task exactly once, run after run, for 1..8
  * threads and for runs longer than one ticket window; workers that went to sleep wake up; tasks really run in parallel;
- * phased runs keep their phases apart and in order (1..4 threads, many runs); freeing
+ * phased runs keep their phases apart and in order (1..4 threads, many runs); calls run
+ * on the pool's own thread, with runs inside them, awake or asleep, and on the calling
+ * thread in a child of fork(); freeing
  * an idle pool returns. A watchdog turns a deadlock into a failure instead of a hang. */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -379,6 +381,107 @@ static void test_few_tasks_not_judged(void) {
     qwen3_pool_free(pool);
 }
 
+/* ---- calls run on the pool's own thread ---- */
+
+static _Thread_local int on_test_thread; /* set on the thread that calls qwen3_pool_call */
+
+typedef struct {
+    Qwen3ThreadPool* pool;
+    CountJob* count;
+    uint32_t n_tasks;
+    int ran_here;   /* fn saw on_test_thread set */
+    int nested_ran; /* a qwen3_pool_call from inside fn ran */
+    uint32_t value; /* a plain write the caller reads after the call */
+} CallJob;
+
+static void nested_fn(void* arg) { ((CallJob*)arg)->nested_ran = 1; }
+
+static void call_fn(void* arg) {
+    CallJob* job = arg;
+    job->ran_here = on_test_thread;
+    if (job->pool) {
+        qwen3_pool_run(job->pool, count_task, job->count, job->n_tasks);
+        qwen3_pool_call(job->pool, nested_fn, job); /* inline: must not wait for itself */
+    } else {
+        nested_fn(job);
+    }
+    job->value = job->n_tasks * 3u + 1u;
+}
+
+static void test_calls(void) {
+    on_test_thread = 1;
+    static CountJob count;
+    for (uint32_t threads = 1; threads <= 4; threads++) {
+        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
+        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        if (!pool) continue;
+        uint32_t wrong_place = 0, wrong_tasks = 0, stale = 0, no_nested = 0;
+        const uint32_t calls = 300;
+        for (uint32_t i = 0; i < calls; i++) {
+            /* now and then the pool's thread has spun out and sleeps */
+            if (i % 100 == 99) sleep_ms(30);
+            memset(&count, 0, sizeof count);
+            count.expect_n = 1 + i % 37;
+            CallJob job = {.pool = pool, .count = &count, .n_tasks = count.expect_n};
+            qwen3_pool_call(pool, call_fn, &job);
+            wrong_place += job.ran_here;
+            no_nested += !job.nested_ran;
+            stale += job.value != job.n_tasks * 3u + 1u;
+            for (uint32_t t = 0; t < MAX_TASKS; t++) {
+                wrong_tasks += atomic_load(&count.hits[t]) != (t < job.n_tasks ? 1u : 0u);
+            }
+        }
+        CHECK(wrong_place == 0, "threads=%u: %u of %u calls ran on the calling thread", threads, wrong_place, calls);
+        CHECK(wrong_tasks == 0 && atomic_load(&count.bad_n) == 0,
+              "threads=%u: runs inside calls ran %u tasks wrongly", threads, wrong_tasks);
+        CHECK(no_nested == 0, "threads=%u: a call from inside a call did not run (%u times)", threads, no_nested);
+        CHECK(stale == 0, "threads=%u: %u calls' writes were not visible after they returned", threads, stale);
+        CHECK(qwen3_pool_stats(pool).calls == calls, "threads=%u: stats count %llu calls, want %u", threads,
+              (unsigned long long)qwen3_pool_stats(pool).calls, calls);
+        qwen3_pool_free(pool);
+    }
+    /* No pool: fn runs on the calling thread. */
+    CallJob job = {.n_tasks = 5};
+    qwen3_pool_call(NULL, call_fn, &job);
+    CHECK(job.ran_here == 1 && job.nested_ran && job.value == 16, "qwen3_pool_call(NULL) did not run fn here");
+}
+
+/* ---- a child of fork() has none of the pool's threads: it runs alone ---- */
+
+#if !defined(_WIN32)
+#include <sys/wait.h>
+
+static void test_fork(void) {
+    on_test_thread = 1;
+    Qwen3ThreadPool* pool = qwen3_pool_new(3);
+    CHECK(pool != NULL, "qwen3_pool_new(3): %s", qwen3_get_last_error());
+    if (!pool) return;
+    static CountJob count;
+    count.expect_n = 20;
+    CallJob job = {.pool = pool, .count = &count, .n_tasks = 20};
+    qwen3_pool_call(pool, call_fn, &job); /* the threads exist and ran once */
+    fflush(stdout);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        alarm(30); /* a child does not inherit the parent's alarm */
+        memset(&count, 0, sizeof count);
+        count.expect_n = 20;
+        CallJob child = {.pool = pool, .count = &count, .n_tasks = 20};
+        qwen3_pool_call(pool, call_fn, &child);
+        uint32_t wrong = 0;
+        for (uint32_t t = 0; t < 20; t++) wrong += atomic_load(&count.hits[t]) != 1;
+        const int ok = child.ran_here == 1 && child.nested_ran && wrong == 0;
+        qwen3_pool_free(pool);
+        _exit(ok ? 0 : 1);
+    }
+    int status = -1;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "a child of fork() could not run a call and its tasks on its own thread (status %d)", status);
+    qwen3_pool_free(pool);
+}
+#endif
+
 /* ---- lifecycle ---- */
 
 static void test_lifecycle(void) {
@@ -415,6 +518,10 @@ int main(void) {
     test_phases();
     test_stall_fallback();
     test_few_tasks_not_judged();
+    test_calls();
+#if !defined(_WIN32)
+    test_fork();
+#endif
     test_lifecycle();
     if (tu_failures) {
         fprintf(stderr, "test_threadpool: %d failure(s)\n", tu_failures);
