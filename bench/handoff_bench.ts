@@ -8,8 +8,11 @@
  * 0.878x (1 thread: 16.93 against 14.87 tok/s) and 0.908x (2 threads: 27.74 against 25.19)
  * of the calling thread's rate, with some steps up to twice as long; a plain C program
  * handing each step to a waiting thread lost the same way, and pinned to one CPU
- * (`taskset -c 0`) the two agreed. Run it where you measure decode to see whether the host
- * does this.
+ * (`taskset -c 0`) the two agreed. Since every forward pass runs on the pool's own thread,
+ * which stays hot between steps (csrc/src/threadpool.c, `qwen3_pool_call`), both arms hand
+ * the step to that thread and should agree: on that host, busy again, 0.994x and 0.998x at
+ * 1 thread, 0.970x and 0.987x at 2, where the build before gave 0.864x-0.932x and
+ * 0.875x-0.886x. A ratio well under 1 says the hand-off costs again.
  *
  *   deno task build && deno run -A bench/handoff_bench.ts [MODEL] [--threads 1] [--steps 64]
  *       [--rounds 5]
