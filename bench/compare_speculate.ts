@@ -4,7 +4,9 @@
  * without, measured end to end in the same process, the two arms alternating round by round
  * (so a change of load hits both alike), medians over the rounds, greedy:
  *
- * One round before the measured ones warms up, and the arms' order flips each round.
+ * One round before the measured ones warms up, and the arms' order flips each round. The
+ * demo model runs at least 15 rounds (`--rounds` sets the 0.6B shape's): its runs take tens
+ * of milliseconds, which the host's noise moves by more than the speculation does.
  *
  * - on the demo model (models/demo, a small trained Qwen3 whose text does repeat), every
  *   workload of bench/speculate_bench.ts (echo-heavy: a passage to repeat, a list, a code
@@ -31,6 +33,8 @@ import { WORKLOADS } from "./speculate_bench.ts";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DEMO = join(ROOT, "models/demo/model.bin");
 const DEMO_GGUF = join(ROOT, "models/demo/model-q8_0.gguf");
+/** Fewest rounds on the demo model (its runs are short: see compareSpeculate). */
+const DEMO_ROUNDS = 15;
 /** The 0.6B-shaped models tried for the cost side, first present wins. */
 const Q06 = [
   join(ROOT, "bench/models/q06/model.bin"),
@@ -207,18 +211,24 @@ export async function measurePeer(
 export function renderSpeculateSection(opts: {
   rows: SpeculateRow[];
   rounds: number;
+  /** Rounds on the demo model when it ran more than `rounds`. */
+  demoRounds?: number;
   maxTokens: number;
   threads: number;
   peerNote: string;
   workloads: readonly { name: string; prompt: string }[];
   load?: string;
 }): string {
+  const roundsText = opts.demoRounds && opts.demoRounds !== opts.rounds
+    ? `${opts.demoRounds} rounds on the demo model (a run takes tens of milliseconds there) and ` +
+      `${opts.rounds} on the 0.6B shape`
+    : `${opts.rounds} rounds`;
   const lines = [
     HEADING,
     "",
     "Decode tok/s with prompt-lookup speculation (docs/sampling.md#speculative-decoding) and " +
     "without, **measured** end to end in one process, the two arms alternating (their order " +
-    `flipping each round, after a warm-up round), medians of ${opts.rounds} rounds, greedy, at most ${opts.maxTokens} tokens, ${opts.threads} ` +
+    `flipping each round, after a warm-up round), medians of ${roundsText}, greedy, at most ${opts.maxTokens} tokens, ${opts.threads} ` +
     "thread(s) (`deno run -A bench/compare_speculate.ts`). The demo model (models/demo, " +
     "trained) shows what echo-heavy text gains; the Qwen3-0.6B shape (random weights: its " +
     "text never follows the prompt, though greedy decoding can fall into a loop that drafts " +
@@ -288,6 +298,9 @@ export async function compareSpeculate(opts: {
   model06?: string;
 }): Promise<SpeculateRow[]> {
   const m = { rounds: opts.rounds, maxTokens: opts.maxTokens, threads: opts.threads };
+  // The demo model's runs take tens of milliseconds, so a few rounds leave its medians to
+  // the host's noise (a workload that drafts nothing read 0.89x with 3); more cost seconds.
+  const demo = { ...m, rounds: Math.max(m.rounds, DEMO_ROUNDS) };
   const loadavg = () =>
     Deno.readTextFile("/proc/loadavg").then((t) => t.split(" ")[0], () => undefined);
   const loadBefore = await loadavg();
@@ -295,7 +308,7 @@ export async function compareSpeculate(opts: {
   const failed: string[] = [];
   const ours = async (path: string, model: string, ws: typeof WORKLOADS) => {
     try {
-      return await measureOurs(path, model, ws, m);
+      return await measureOurs(path, model, ws, model === "demo" ? demo : m);
     } catch (e) {
       failed.push(`ours on the ${model} model: ${e instanceof Error ? e.message : e}`);
       opts.log(`speculative decoding on the ${model} model failed: ${failed.at(-1)}`);
@@ -308,7 +321,7 @@ export async function compareSpeculate(opts: {
   if (opts.python) {
     opts.log("speculative decoding: llama.cpp prompt lookup, demo model");
     try {
-      rows.push(...await measurePeer(opts.python, DEMO_GGUF, "demo", WORKLOADS, m));
+      rows.push(...await measurePeer(opts.python, DEMO_GGUF, "demo", WORKLOADS, demo));
       peerNote = "llama.cpp: its own prompt lookup (`LlamaPromptLookupDecoding`, 2-token " +
         "n-grams, 8 drafts, through `Llama(draft_model=...)`; bench/llama_speculate_run.py) on " +
         "the same weights as GGUF Q8_0. Its decode tok/s counts the tokens after the first " +
@@ -341,7 +354,14 @@ export async function compareSpeculate(opts: {
   if (failed.length) peerNote += ` Not measured: ${failed.join("; ")}.`;
   const loadAfter = await loadavg();
   const load = loadBefore && loadAfter ? `${loadBefore} to ${loadAfter}` : undefined;
-  const section = renderSpeculateSection({ ...m, rows, peerNote, workloads: WORKLOADS, load });
+  const section = renderSpeculateSection({
+    ...m,
+    demoRounds: demo.rounds,
+    rows,
+    peerNote,
+    workloads: WORKLOADS,
+    load,
+  });
   const md = await Deno.readTextFile(opts.results).catch(() => "# Benchmark results\n");
   await Deno.writeTextFile(opts.results, replaceSection(md, section));
   return rows;
