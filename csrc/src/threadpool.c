@@ -188,7 +188,7 @@ struct Qwen3ThreadPool {
     void* call_arg;
     PAD(pad4);
     _Atomic uint32_t posted;          /* calls posted (and one more to stop) */
-    _Atomic uint32_t runner_sleeping; /* the runner blocked (or about to) on call_wake */
+    _Atomic uint32_t runner_sleeping; /* 1 while the runner blocks (or is about to) on call_wake */
     _Atomic int runner_stop;
     PAD(pad5);
     uint32_t finished; /* calls done; under call_lock */
@@ -258,6 +258,32 @@ static void run_tasks(Qwen3ThreadPool* pool, uint32_t generation, double* work) 
     }
 }
 
+/* Blocks until *counter is no longer `seen` and returns its value. Dekker-style hand-shake
+ * with wake_sleepers(): we announce ourselves in *sleepers (seq_cst) before re-reading the
+ * counter (seq_cst), the publisher stores the counter before reading *sleepers; one of us
+ * sees the other, so a bump made now is never missed while we block. */
+static uint32_t sleep_while(Mutex* lock, Cond* wake, _Atomic uint32_t* sleepers, _Atomic uint32_t* counter,
+                            uint32_t seen) {
+    uint32_t g;
+    mutex_lock(lock);
+    atomic_fetch_add(sleepers, 1);
+    while ((g = atomic_load(counter)) == seen) cond_wait(wake, lock);
+    atomic_fetch_sub(sleepers, 1);
+    mutex_unlock(lock);
+    return g;
+}
+
+/* Stores g into *counter and wakes whoever sleep_while() blocks on it. */
+static void wake_sleepers(Mutex* lock, Cond* wake, _Atomic uint32_t* sleepers, _Atomic uint32_t* counter,
+                          uint32_t g) {
+    atomic_store(counter, g);
+    if (atomic_load(sleepers) > 0) {
+        mutex_lock(lock);
+        cond_broadcast(wake);
+        mutex_unlock(lock);
+    }
+}
+
 static void worker_loop(Qwen3ThreadPool* pool) {
     uint32_t seen = 0; /* the pool starts at generation 0 */
     for (;;) {
@@ -267,17 +293,7 @@ static void worker_loop(Qwen3ThreadPool* pool) {
             if (g != seen) break;
             cpu_relax();
         }
-        if (g == seen) {
-            /* Dekker-style hand-shake with publish(): we announce ourselves as a sleeper
-             * (seq_cst) before re-reading the generation (seq_cst), the caller stores the
-             * generation before reading the sleeper count; one of us sees the other, so a
-             * job published now is never missed while we block. */
-            mutex_lock(&pool->lock);
-            atomic_fetch_add(&pool->sleepers, 1);
-            while ((g = atomic_load(&pool->generation)) == seen) cond_wait(&pool->wake, &pool->lock);
-            atomic_fetch_sub(&pool->sleepers, 1);
-            mutex_unlock(&pool->lock);
-        }
+        if (g == seen) g = sleep_while(&pool->lock, &pool->wake, &pool->sleepers, &pool->generation, seen);
         seen = g;
         if (atomic_load_explicit(&pool->stop, memory_order_relaxed)) return;
         run_tasks(pool, g, NULL);
@@ -295,14 +311,7 @@ static void runner_loop(Qwen3ThreadPool* pool) {
                 if (i % 256 == 0 && qwen3_time_seconds() > until) break;
             }
         }
-        if (g == seen) {
-            /* the workers' hand-shake with publish(), against qwen3_pool_call */
-            mutex_lock(&pool->call_lock);
-            atomic_store(&pool->runner_sleeping, 1);
-            while ((g = atomic_load(&pool->posted)) == seen) cond_wait(&pool->call_wake, &pool->call_lock);
-            atomic_store(&pool->runner_sleeping, 0);
-            mutex_unlock(&pool->call_lock);
-        }
+        if (g == seen) g = sleep_while(&pool->call_lock, &pool->call_wake, &pool->runner_sleeping, &pool->posted, seen);
         seen = g;
         if (atomic_load_explicit(&pool->runner_stop, memory_order_relaxed)) return;
         pool->call_fn(pool->call_arg);
@@ -337,23 +346,12 @@ static void* runner_main(void* p) {
 
 /* Publishes generation g and wakes any sleeper. */
 static void publish(Qwen3ThreadPool* pool, uint32_t g) {
-    atomic_store(&pool->generation, g);
-    if (atomic_load(&pool->sleepers) > 0) {
-        mutex_lock(&pool->lock);
-        cond_broadcast(&pool->wake);
-        mutex_unlock(&pool->lock);
-    }
+    wake_sleepers(&pool->lock, &pool->wake, &pool->sleepers, &pool->generation, g);
 }
 
-/* Posts call number g to the runner and wakes it if it sleeps (the sleeper hand-shake of
- * publish()). */
+/* Posts call number g to the runner and wakes it if it sleeps. */
 static void post_call(Qwen3ThreadPool* pool, uint32_t g) {
-    atomic_store(&pool->posted, g);
-    if (atomic_load(&pool->runner_sleeping)) {
-        mutex_lock(&pool->call_lock);
-        cond_broadcast(&pool->call_wake);
-        mutex_unlock(&pool->call_lock);
-    }
+    wake_sleepers(&pool->call_lock, &pool->call_wake, &pool->runner_sleeping, &pool->posted, g);
 }
 
 /* In a child of fork(), which has only the thread that forked: the pool's threads are not
