@@ -33,9 +33,9 @@
  *     asserts those offsets at compile time, so moving a field means changing both.
  *   - Thread safety: a model may be shared by contexts used from different threads;
  *     forward passes on one model are serialised internally (one thread pool per model,
- *     whose own thread runs every pass while the calling thread waits; in a child of
- *     fork() the calling thread runs them). A single context must not be used from two
- *     threads at once.
+ *     whose own thread runs every pass of 2 ms or more while the calling thread waits;
+ *     shorter ones, and every pass in a child of fork(), run on the calling thread). A
+ *     single context must not be used from two threads at once.
  */
 #ifndef QWEN3_INFERENCE_H
 #define QWEN3_INFERENCE_H

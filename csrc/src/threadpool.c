@@ -52,7 +52,10 @@
  * each call before it sleeps: steps that follow each other closely (a decode loop) find
  * it on a core that never went idle, and the thread that asked only waits. The caller
  * posts a call as the workers' jobs are posted (a counter the runner spins on, a sleeper
- * hand-shake) and sleeps on a condition variable until the runner says it is done.
+ * hand-shake) and sleeps on a condition variable until the runner says it is done. A
+ * call that follows one of under 2 ms (a tiny model's decode steps) runs on the calling
+ * thread instead: the caller's wake-up would cost such a step more than it saves
+ * (CALL_INLINE_MAX).
  */
 #include "threadpool.h"
 
@@ -94,6 +97,11 @@
  * loop does between two steps (sampling, a Deno promise), short enough that an idle model
  * does not burn a core. */
 #define RUNNER_SPIN_SECONDS 0.004
+/* A call that follows one shorter than this runs on the calling thread: a tiny model's
+ * step takes a tenth of a millisecond, of which the caller's wake-up through the kernel
+ * would be a large share (the demo model decoded 25% slower handed off), while what the
+ * runner saves is a share of long steps. */
+#define CALL_INLINE_MAX 0.002
 /* Stack of the runner: what a main thread gets, as forward passes used to run there. */
 #define RUNNER_STACK_BYTES ((size_t)8 << 20)
 
@@ -192,6 +200,7 @@ struct Qwen3ThreadPool {
     _Atomic int runner_stop;
     PAD(pad5);
     uint32_t finished; /* calls done; under call_lock */
+    double last_call;  /* seconds the last call's fn ran, without the hand-off (set by whoever ran it) */
     Mutex call_lock;
     Cond call_wake;     /* the runner sleeps on it */
     Cond call_finished; /* callers sleep on it */
@@ -314,10 +323,13 @@ static void runner_loop(Qwen3ThreadPool* pool) {
         if (g == seen) g = sleep_while(&pool->call_lock, &pool->call_wake, &pool->runner_sleeping, &pool->posted, seen);
         seen = g;
         if (atomic_load_explicit(&pool->runner_stop, memory_order_relaxed)) return;
+        const double t0 = qwen3_time_seconds();
         pool->call_fn(pool->call_arg);
+        const double took = qwen3_time_seconds() - t0;
         pool->stats.calls++;
         /* the lock orders fn's writes before the caller's wake-up */
         mutex_lock(&pool->call_lock);
+        pool->last_call = took;
         pool->finished = g;
         cond_broadcast(&pool->call_finished);
         mutex_unlock(&pool->call_lock);
@@ -435,6 +447,7 @@ Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads) {
     atomic_init(&pool->posted, 0);
     atomic_init(&pool->runner_sleeping, 0);
     atomic_init(&pool->runner_stop, 0);
+    pool->last_call = 1.0; /* the runner, until a call has shown itself short */
     mutex_init(&pool->call_lock);
     cond_init(&pool->call_wake);
     cond_init(&pool->call_finished);
@@ -618,6 +631,14 @@ void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, co
 void qwen3_pool_call(Qwen3ThreadPool* pool, Qwen3CallFn fn, void* arg) {
     if (!pool || !pool->runner_started || is_current(pool->runner) || forked(pool)) {
         fn(arg);
+        return;
+    }
+    /* fn's own time decides, not the round trip: a busy machine's slow wake-ups would
+     * otherwise keep short calls on the runner */
+    if (pool->last_call < CALL_INLINE_MAX) {
+        const double t0 = qwen3_time_seconds();
+        fn(arg);
+        pool->last_call = qwen3_time_seconds() - t0;
         return;
     }
     pool->call_fn = fn;

@@ -38,7 +38,9 @@ void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, co
                            uint32_t n_phases);
 
 /* Runs fn(arg) on the pool's own thread and returns when it is done; the runs fn makes
- * have that thread as their calling thread. It stays hot between calls (spins for a while
+ * have that thread as their calling thread. A call that follows a short one (under 2 ms: a
+ * tiny model's decode steps, where a wake-up would cost more than the hand-off saves) runs
+ * on the calling thread instead. It stays hot between calls (spins for a while
  * before it sleeps, as the workers do), so a caller that is a different thread each time
  * (Deno's FFI worker threads) does not start each call on a core that went idle: on a
  * busy virtual machine that cost a decode step 10-20% (threadpool.c). One call at a time
