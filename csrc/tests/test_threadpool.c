@@ -12,6 +12,7 @@
 
 #if !defined(_WIN32)
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #endif
 
@@ -462,8 +463,6 @@ static void test_calls(void) {
 /* ---- a child of fork() has none of the pool's threads: it runs alone ---- */
 
 #if !defined(_WIN32)
-#include <sys/wait.h>
-
 static void test_fork(void) {
     on_test_thread = 1;
     Qwen3ThreadPool* pool = qwen3_pool_new(3);
