@@ -96,6 +96,8 @@ Deno.test("speculate bench: the section shows rows, ratios, text; a rerun replac
   const twice = replaceSection(once + "\n## Later\n\nmore\n", other);
   assert.equal(twice.match(/## Speculative decoding/g)?.length, 1);
   assert.match(twice, /medians of 5 rounds/);
+  assert.match(twice, /\n## Later\n\nmore\n$/);
+  assert.ok(!twice.includes("| demo | c | list |"));
   const more = renderSpeculateSection({
     rows: [],
     rounds: 3,
@@ -106,8 +108,6 @@ Deno.test("speculate bench: the section shows rows, ratios, text; a rerun replac
     workloads: [],
   });
   assert.match(more, /medians of 15 rounds on the demo model \(.*\) and 3 on the 0\.6B shape,/);
-  assert.match(twice, /\n## Later\n\nmore\n$/);
-  assert.ok(!twice.includes("| demo | c | list |"));
 });
 
 const LIST = [{

@@ -367,7 +367,9 @@ static void post_call(Qwen3ThreadPool* pool, uint32_t g) {
 }
 
 /* In a child of fork(), which has only the thread that forked: the pool's threads are not
- * there to run anything (test_api's loops run in a child). */
+ * there to run anything (test_api's loops run in a child). qwen3_pool_call looks once per
+ * call (a getpid, not one per run) and then forgets them, so runs take the paths of a pool
+ * without workers. */
 static int forked(const Qwen3ThreadPool* pool) { return process_id() != pool->pid; }
 
 static void stop_runner(Qwen3ThreadPool* pool) {
@@ -553,7 +555,7 @@ static double run_window(Qwen3ThreadPool* pool, uint32_t n) {
 void qwen3_pool_run(Qwen3ThreadPool* pool, Qwen3TaskFn fn, void* arg, uint32_t n_tasks) {
     if (n_tasks == 0) return;
     /* One task, or no workers: waking anybody would only add latency. */
-    if (!pool || pool->n_started == 0 || n_tasks == 1 || forked(pool)) {
+    if (!pool || pool->n_started == 0 || n_tasks == 1) {
         for (uint32_t t = 0; t < n_tasks; t++) fn(arg, t, n_tasks);
         return;
     }
@@ -595,7 +597,7 @@ void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, co
     uint64_t total = 0;
     for (uint32_t p = 0; p < n_phases; p++) total += n_tasks[p];
     if (total == 0) return;
-    if (!pool || pool->n_started == 0 || pool->solo_left > 0 || forked(pool)) {
+    if (!pool || pool->n_started == 0 || pool->solo_left > 0) {
         /* The caller alone, in order; a solo stretch counts this as one run. */
         if (pool && pool->solo_left > 0) {
             pool->solo_left--;
@@ -629,7 +631,8 @@ void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, co
 }
 
 void qwen3_pool_call(Qwen3ThreadPool* pool, Qwen3CallFn fn, void* arg) {
-    if (!pool || !pool->runner_started || is_current(pool->runner) || forked(pool)) {
+    if (pool && pool->runner_started && forked(pool)) pool->runner_started = pool->n_started = 0;
+    if (!pool || !pool->runner_started || is_current(pool->runner)) {
         fn(arg);
         return;
     }

@@ -13,8 +13,9 @@ typedef void (*Qwen3TaskFn)(void* arg, uint32_t task, uint32_t n_tasks);
 
 /* n_threads counts the caller: 1 = no worker threads (the pool's own caller thread of
  * qwen3_pool_call is there at any count). NULL on failure (error set). In a child of
- * fork(), which keeps none of the pool's threads, the pool runs everything on the calling
- * thread (and its free releases memory only). */
+ * fork(), which keeps none of the pool's threads, the first qwen3_pool_call finds so and
+ * the pool runs everything on the calling thread from then on (a run made there outside a
+ * call would wait for the lost workers); its free releases memory only. */
 Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads);
 void qwen3_pool_free(Qwen3ThreadPool* pool);
 uint32_t qwen3_pool_threads(const Qwen3ThreadPool* pool);
@@ -38,12 +39,12 @@ void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, co
                            uint32_t n_phases);
 
 /* Runs fn(arg) on the pool's own thread and returns when it is done; the runs fn makes
- * have that thread as their calling thread. A call that follows a short one (under 2 ms: a
- * tiny model's decode steps, where a wake-up would cost more than the hand-off saves) runs
- * on the calling thread instead. It stays hot between calls (spins for a while
- * before it sleeps, as the workers do), so a caller that is a different thread each time
- * (Deno's FFI worker threads) does not start each call on a core that went idle: on a
- * busy virtual machine that cost a decode step 10-20% (threadpool.c). One call at a time
+ * have that thread as their calling thread. That thread stays hot between calls (spins for
+ * a while before it sleeps, as the workers do), so a caller that is a different thread each
+ * time (Deno's FFI worker threads) does not start each call on a core that went idle: on a
+ * busy virtual machine that cost a decode step 10-20% (threadpool.c). A call that follows a
+ * short one (fn under 2 ms: a tiny model's decode steps, where the caller's wake-up would
+ * cost more than the hand-off saves) runs on the calling thread instead. One call at a time
  * per pool, as runs; called from inside a call, fn runs at once on the pool's thread. fn's
  * writes are visible to the caller when this returns. A NULL pool runs fn here. */
 typedef void (*Qwen3CallFn)(void* arg);

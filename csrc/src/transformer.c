@@ -1239,8 +1239,8 @@ typedef struct {
     const Qwen3KernelTable* kernels;
 } Pass;
 
-/* Runs the pass on the model's pool thread; the model lock held (below forward_rows). */
-static void run_pass_on_pool(Qwen3Model* m, Pass* p);
+/* Runs a Pass (below forward_rows); given to qwen3_pool_call with the model lock held. */
+static void run_pass(void* arg);
 
 /* The forward pass over n tokens; hidden NULL: the last token's logits, else its final
  * hidden state into hidden (dim floats) and no classifier (qwen3_forward_embed). */
@@ -1262,7 +1262,7 @@ static int32_t forward_tokens(Qwen3Context* c, const int32_t* tokens, uint32_t n
         /* one block per lock hold: two contexts on one model take turns fairly */
         Pass pass = {.c = c, .tokens = tokens + i, .n = count, .logits = !hidden && i + count == n, .kernels = kernels};
         qwen3_mutex_lock(c->model->lock);
-        run_pass_on_pool(c->model, &pass);
+        qwen3_pool_call(c->model->pool, run_pass, &pass);
         qwen3_mutex_unlock(c->model->lock);
         c->pos += count;
         i += count;
@@ -1325,7 +1325,7 @@ int32_t qwen3_forward_tokens_logits(Qwen3Context* c, const int32_t* tokens, uint
         Pass pass = {.c = c, .tokens = tokens + i, .n = count, .all_logits = logits + (size_t)i * vocab,
                      .kernels = kernels};
         qwen3_mutex_lock(c->model->lock);
-        run_pass_on_pool(c->model, &pass);
+        qwen3_pool_call(c->model->pool, run_pass, &pass);
         qwen3_mutex_unlock(c->model->lock);
         c->pos += count;
         i += count;
@@ -1430,8 +1430,6 @@ static void run_pass(void* arg) {
     if (p->all_logits) block_logits(p->c, p->n, p->kernels, p->all_logits);
 }
 
-static void run_pass_on_pool(Qwen3Model* m, Pass* p) { qwen3_pool_call(m->pool, run_pass, p); }
-
 int32_t qwen3_forward_batch(Qwen3Context* const* ctxs, const int32_t* tokens, uint32_t n) {
     if (n == 0) return QWEN3_OK;
     if (!ctxs || !tokens) {
@@ -1496,7 +1494,7 @@ int32_t qwen3_forward_batch(Qwen3Context* const* ctxs, const int32_t* tokens, ui
         Pass pass = {.c = ctxs[i], .seqs = ctxs + i, .tokens = tokens + i, .n = count, .logits = 1, .kernels = kernels};
         qwen3_mutex_lock(m->lock);
         if (count > 1) pass.rows = m->batch;
-        run_pass_on_pool(m, &pass);
+        qwen3_pool_call(m->pool, run_pass, &pass);
         qwen3_mutex_unlock(m->lock);
         for (uint32_t j = i; j < i + count; j++) {
             ctxs[j]->pos += 1;
