@@ -155,6 +155,8 @@ fn addEngine(
     lib.root_module.addIncludePath(b.path("csrc/src"));
     lib.root_module.addCMacro("QWEN3_BUILDING_LIBRARY", "1");
     if (target.result.os.tag == .windows) lib.root_module.linkSystemLibrary("kernel32", .{});
+    // dladdr/dlopen (platform.c's qwen3_library_pin) are in libdl before glibc 2.34
+    if (target.result.os.tag == .linux and target.result.abi.isGnu()) lib.root_module.linkSystemLibrary("dl", .{});
     return lib;
 }
 

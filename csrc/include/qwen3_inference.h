@@ -36,6 +36,9 @@
  *     whose own thread runs every pass of 2 ms or more while the calling thread waits;
  *     shorter ones, and every pass in a child of fork(), run on the calling thread). A
  *     single context must not be used from two threads at once.
+ *   - Unloading: once a model is loaded the library stays in the process until it exits
+ *     (dlclose and FreeLibrary leave it mapped), as the pool's threads may still run its
+ *     code; free every model to stop those threads.
  */
 #ifndef QWEN3_INFERENCE_H
 #define QWEN3_INFERENCE_H

@@ -2,6 +2,7 @@
 #include "platform.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <io.h>
 #include <windows.h>
 #else
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -201,6 +203,15 @@ Qwen3Mutex* qwen3_mutex_new(void) {
 void qwen3_mutex_free(Qwen3Mutex* m) { free(m); }
 void qwen3_mutex_lock(Qwen3Mutex* m) { AcquireSRWLockExclusive(&m->lock); }
 void qwen3_mutex_unlock(Qwen3Mutex* m) { ReleaseSRWLockExclusive(&m->lock); }
+
+void qwen3_library_pin(void) {
+    static atomic_int pinned;
+    if (atomic_exchange(&pinned, 1)) return;
+    HMODULE self;
+    /* a handle that is never released: the module stays until the process ends */
+    (void)GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_PIN,
+                             (LPCWSTR)(void*)&qwen3_library_pin, &self);
+}
 
 double qwen3_time_seconds(void) {
     static LARGE_INTEGER freq; /* benign race: every thread writes the same value */
@@ -574,6 +585,19 @@ void qwen3_mutex_free(Qwen3Mutex* m) {
 
 void qwen3_mutex_lock(Qwen3Mutex* m) { pthread_mutex_lock(&m->lock); }
 void qwen3_mutex_unlock(Qwen3Mutex* m) { pthread_mutex_unlock(&m->lock); }
+
+void qwen3_library_pin(void) {
+    static atomic_int pinned;
+    if (atomic_exchange(&pinned, 1)) return;
+#if defined(RTLD_NODELETE) && defined(RTLD_NOLOAD)
+    /* The file this function is in (the shared library; the program itself when linked
+     * statically), opened again without loading anything and marked never to unload. */
+    Dl_info self;
+    if (dladdr((void*)&qwen3_library_pin, &self) && self.dli_fname) {
+        (void)dlopen(self.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+    }
+#endif
+}
 
 double qwen3_time_seconds(void) {
     struct timespec ts;

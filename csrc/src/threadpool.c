@@ -454,6 +454,7 @@ Qwen3ThreadPool* qwen3_pool_new(uint32_t n_threads) {
     cond_init(&pool->call_wake);
     cond_init(&pool->call_finished);
     pool->solo_next = SOLO_MIN;
+    qwen3_library_pin(); /* the threads below run our code until they are joined */
     if (!start_runner(pool)) {
         qwen3_pool_free(pool);
         return NULL;
