@@ -49,7 +49,7 @@
  * that handed steps to a sleeping thread lost the same, while one whose other thread kept
  * its core busy did not; on a quiet host the loss was 1.4%. So the forward passes of a
  * model run on one thread of the pool, the runner, that spins for RUNNER_SPIN_SECONDS after
- * each call before it sleeps: steps that follow each other closely (a decode loop) find
+ * each call of 2 ms or more before it sleeps: steps that follow each other closely (a decode loop) find
  * it on a core that never went idle, and the thread that asked only waits. The caller
  * posts a call as the workers' jobs are posted (a counter the runner spins on, a sleeper
  * hand-shake) and sleeps on a condition variable until the runner says it is done. A
@@ -311,9 +311,13 @@ static void worker_loop(Qwen3ThreadPool* pool) {
 
 static void runner_loop(Qwen3ThreadPool* pool) {
     uint32_t seen = 0;
+    /* Spin only after a call that the next one will follow onto this thread: after a short
+     * one it runs on its caller (qwen3_pool_call), and a spinning runner would only take a
+     * core from the caller and the workers (a tiny model's steps after each prefill). */
+    int spin = 0;
     for (;;) {
         uint32_t g = atomic_load_explicit(&pool->posted, memory_order_acquire);
-        if (g == seen) {
+        if (g == seen && spin) {
             const double until = qwen3_time_seconds() + RUNNER_SPIN_SECONDS;
             for (uint32_t i = 1; (g = atomic_load_explicit(&pool->posted, memory_order_acquire)) == seen; i++) {
                 cpu_relax();
@@ -326,6 +330,7 @@ static void runner_loop(Qwen3ThreadPool* pool) {
         const double t0 = qwen3_time_seconds();
         pool->call_fn(pool->call_arg);
         const double took = qwen3_time_seconds() - t0;
+        spin = took >= CALL_INLINE_MAX;
         pool->stats.calls++;
         /* the lock orders fn's writes before the caller's wake-up */
         mutex_lock(&pool->call_lock);

@@ -1,8 +1,8 @@
 /* test_threadpool.c - the pool runs every task exactly once, run after run, for 1..8
  * threads and for runs longer than one ticket window; workers that went to sleep wake up; tasks really run in parallel;
  * phased runs keep their phases apart and in order (1..4 threads, many runs); calls run
- * on the pool's own thread, with runs inside them, awake or asleep, and on the calling
- * thread in a child of fork(); freeing
+ * on the pool's own thread, with runs inside them, awake or asleep, the pool's thread rests
+ * after a short call, and calls run on the calling thread in a child of fork(); freeing
  * an idle pool returns. A watchdog turns a deadlock into a failure instead of a hang. */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +12,7 @@
 
 #if !defined(_WIN32)
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #endif
@@ -460,6 +461,46 @@ static void test_calls(void) {
     CHECK(job.ran_here == 1 && job.nested_ran && job.value == 16, "qwen3_pool_call(NULL) did not run fn here");
 }
 
+/* ---- after a short call the runner sleeps at once: the next call runs on its caller ---- */
+
+#if !defined(_WIN32)
+static double cpu_seconds(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
+
+static void test_runner_rests(void) {
+    on_test_thread = 1;
+    Qwen3ThreadPool* pool = qwen3_pool_new(1); /* the runner and no workers */
+    CHECK(pool != NULL, "qwen3_pool_new(1): %s", qwen3_get_last_error());
+    if (!pool) return;
+    static CountJob count;
+    uint32_t not_runner = 0, busy = 0;
+    double worst = 0;
+    for (int i = 0; i < 5; i++) {
+        memset(&count, 0, sizeof count);
+        count.expect_n = 1;
+        CallJob long_call = {.pool = pool, .count = &count, .n_tasks = 1, .busy_s = 0.003};
+        qwen3_pool_call(pool, call_fn, &long_call); /* on the runner, which then spins */
+        memset(&count, 0, sizeof count);
+        CallJob short_call = {.pool = pool, .count = &count, .n_tasks = 1};
+        qwen3_pool_call(pool, call_fn, &short_call); /* still the runner's: the last call was long */
+        not_runner += short_call.ran_here;
+        const double c0 = cpu_seconds();
+        sleep_ms(10);
+        const double used = cpu_seconds() - c0;
+        busy += used > 0.002;
+        if (used > worst) worst = used;
+    }
+    CHECK(not_runner == 0, "%u of 5 short calls after a long one ran on the calling thread", not_runner);
+    /* spinning after it would burn RUNNER_SPIN_SECONDS (4 ms) of CPU in those 10 ms */
+    CHECK(busy == 0, "the runner kept a core busy after %u of 5 short calls (up to %.1f ms of CPU in 10 ms)", busy,
+          worst * 1e3);
+    qwen3_pool_free(pool);
+}
+#endif
+
 /* ---- a child of fork() has none of the pool's threads: it runs alone ---- */
 
 #if !defined(_WIN32)
@@ -532,6 +573,7 @@ int main(void) {
     test_few_tasks_not_judged();
     test_calls();
 #if !defined(_WIN32)
+    test_runner_rests();
     test_fork();
 #endif
     test_lifecycle();
