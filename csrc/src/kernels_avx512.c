@@ -48,6 +48,13 @@
  * read probe instead of 77-79%, 2048x1024 at 95-99% instead of 85-95%. */
 #define PREFETCH(p) _mm_prefetch((const char*)(p), _MM_HINT_T1)
 #define PREFETCH_STEP(next, col, i) PREFETCH((next) + ((col) / 64) * (ROWS * 64) + (size_t)(i) * 64)
+/* A block's scales are 16 rows x ng floats = ng lines, read by one gather per group that
+ * touches all 16 rows' lines at the block's first group: without help that gather waited
+ * on DRAM at the start of every block (16 KB of weights for 1024 columns). So group g also
+ * prefetches line g of the next block's scales. tg128 of the 0.6B shape, builds
+ * alternating, medians of 7: 17.48 -> 17.83 tok/s at 1 thread (7 of 7 pairs), 33.39 ->
+ * 33.76 at 2 (6 of 7). */
+#define PREFETCH_SCALES(snext, g) PREFETCH((snext) + (size_t)(g) * 64)
 
 /* The first three reduction levels: 16 row accumulators -> two vectors whose 128-bit
  * lane L holds, for rows 4L..4L+3 of the 8 rows it covers, the sums of 128-bit lanes
@@ -113,6 +120,7 @@ INLINE void block16(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x, 
                                                  _mm512_set1_epi32((int)ng));
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     const int8_t* next = base + (size_t)ROWS * n; /* the next block */
+    const char* snext = (const char*)(sbase + (size_t)ROWS * ng); /* its scales: ng lines */
     __m512 acc = _mm512_setzero_ps();
     __m512i a[ROWS];
 
@@ -125,6 +133,10 @@ INLINE void block16(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x, 
             const __m512i xv = _mm512_loadu_si512(x->q + k);
             const __m512i init = _mm512_sub_epi32(_mm512_setzero_si512(),
                                                   _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, xv));
+            if (prefetch) {
+                PREFETCH_SCALES(snext, g);
+                PREFETCH_SCALES(snext, g + 1);
+            }
             UNROLL for (int i = 0; i < ROWS; i++) {
                 if (prefetch) PREFETCH_STEP(next, k, i);
                 const __m512i wv = _mm512_xor_si512(_mm512_loadu_si512(base + off[i] + k), bias);
@@ -139,6 +151,7 @@ INLINE void block16(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x, 
     for (; g < ng; g++) {
         const int8_t* xg = x->q + (size_t)g * gs;
         const int8_t* wg = base + (size_t)g * gs;
+        if (prefetch) PREFETCH_SCALES(snext, g);
         /* 128 * sum(x) of the group, spread over 16 lanes, negated: the start value. */
         __m512i corr = _mm512_setzero_si512();
         uint32_t k = 0;
@@ -372,11 +385,16 @@ INLINE void sm_block16(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen
                                                  _mm512_set1_epi32((int)ng));
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     const int8_t* next = base + (size_t)ROWS * n;
+    const char* snext = (const char*)(sbase + (size_t)ROWS * ng);
     __m512 acc[SM_TOK];
     __m512i isum[SM_TOK]; /* a group's integer sums, for groups of more than 64 bytes */
     for (uint32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
     for (size_t k = 0; k < n; k += 64) {
         const int full = n - k >= 64; /* else 32 bytes: the last group of size 32 */
+        if (prefetch) {
+            /* the next block's scale lines of the groups this step starts (one per group) */
+            for (size_t l = (k + gs - 1) / gs; l < (k + 64 + gs - 1) / gs && l < ng; l++) PREFETCH_SCALES(snext, l);
+        }
         __m512i r[16];
         if (full) {
             UNROLL for (int i = 0; i < ROWS; i++) {
