@@ -120,7 +120,7 @@ void qwen3_mutex_unlock(Qwen3Mutex* m);
 
 /* Keeps this library loaded until the process ends, even when its host unloads it
  * (dlclose, FreeLibrary). The thread pool's threads (threadpool.c) run its code between
- * calls - they spin for a few milliseconds after each before they sleep - and a host that
+ * calls - they spin for a few milliseconds after a pass before they sleep - and a host that
  * exits without freeing its models unmaps the library under them: Deno does at exit, and
  * 3 in 10 scripts that ended right after a call died of SIGSEGV. Call it before starting a
  * thread; it does nothing after the first time or where the system has no way to do it. */

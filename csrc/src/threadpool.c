@@ -49,13 +49,14 @@
  * that handed steps to a sleeping thread lost the same, while one whose other thread kept
  * its core busy did not; on a quiet host the loss was 1.4%. So the forward passes of a
  * model run on one thread of the pool, the runner, that spins for RUNNER_SPIN_SECONDS after
- * each call of 2 ms or more before it sleeps: steps that follow each other closely (a decode loop) find
- * it on a core that never went idle, and the thread that asked only waits. The caller
- * posts a call as the workers' jobs are posted (a counter the runner spins on, a sleeper
- * hand-shake) and sleeps on a condition variable until the runner says it is done. A
- * call that follows one of under 2 ms (a tiny model's decode steps) runs on the calling
- * thread instead: the caller's wake-up would cost such a step more than it saves
- * (CALL_INLINE_MAX).
+ * each call of 2 ms or more before it sleeps: steps that follow each other closely (a
+ * decode loop) find it on a core that never went idle, and the thread that asked only
+ * waits. The caller posts a call as the workers' jobs are posted (a counter the runner
+ * spins on, a sleeper hand-shake) and sleeps on a condition variable until the runner says
+ * it is done. A call that follows one of under 2 ms (a tiny model's decode steps) runs on
+ * the calling thread instead: the caller's wake-up would cost such a step more than it
+ * saves (CALL_INLINE_MAX); so after a short call the runner does not spin, as its next
+ * call will not come to it.
  */
 #include "threadpool.h"
 
