@@ -41,6 +41,17 @@ typedef struct {
     uint32_t group_size;
 } Qwen3Q8Matrix;
 
+/* Asks for every line of rows [r0, r0 + rows) of w and of their scales at once, into L2
+ * (locality 2: prefetcht1 on x86): a matvec call's first block, which no block before it
+ * prefetched, would otherwise reach DRAM one group at a time. rows must exist. */
+static inline void qwen3_prefetch_q8_rows(const Qwen3Q8Matrix* w, uint32_t r0, uint32_t rows) {
+    const size_t n = w->cols, ng = n / w->group_size;
+    const char* q = (const char*)(w->q + (size_t)r0 * n);
+    const char* sc = (const char*)(w->s + (size_t)r0 * ng);
+    for (size_t off = 0; off < (size_t)rows * n; off += 64) __builtin_prefetch(q + off, 0, 2);
+    for (size_t off = 0; off < (size_t)rows * ng * sizeof(float); off += 64) __builtin_prefetch(sc + off, 0, 2);
+}
+
 /* An activation vector quantised per group: q (n), s (n / group_size). */
 typedef struct {
     int8_t* q;

@@ -52,16 +52,6 @@
  * alternating, medians of 5: avx2 16.81 -> 17.50 tok/s, avxvnni 18.64 -> 18.77. */
 #define PREFETCH_SCALES(snext, g) _mm_prefetch((snext) + (size_t)(g) * 32, _MM_HINT_T1)
 
-/* The lines of block r0 (8 full rows) and of its scales, all asked for at once, as
- * kernels_avx512.c's prefetch_block does for the first block of a call. */
-static inline void prefetch_block(const Qwen3Q8Matrix* w, uint32_t r0) {
-    const size_t n = w->cols, ng = n / w->group_size;
-    const char* q = (const char*)(w->q + (size_t)r0 * n);
-    const char* sc = (const char*)(w->s + (size_t)r0 * ng);
-    for (size_t off = 0; off < (size_t)ROWS * n; off += 64) _mm_prefetch(q + off, _MM_HINT_T1);
-    for (size_t off = 0; off < (size_t)ROWS * ng * sizeof(float); off += 64) _mm_prefetch(sc + off, _MM_HINT_T1);
-}
-
 /* Lane i = the total of accumulator i (8 accumulators of 8 int32). Written as a macro
  * body shared by both targets: a helper function would need one copy per target. */
 #define REDUCE8(a, out)                                                                           \
@@ -423,7 +413,7 @@ TARGET_AVX2 static void matvec_q8_avx2(float* out, const Qwen3Q8Matrix* w, const
     }
     uint32_t r = row_begin;
     /* Prefetch only rows this call reads (the next ones belong to another thread). */
-    if (row_end - r >= ROWS) prefetch_block(w, r);
+    if (row_end - r >= ROWS) qwen3_prefetch_q8_rows(w, r, ROWS);
     for (; row_end - r >= 2 * ROWS; r += ROWS) block8_avx2(out + (r - row_begin), w, x, r, ROWS, 1);
     for (; r < row_end; r += ROWS) block8_avx2(out + (r - row_begin), w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
 }
@@ -504,7 +494,7 @@ TARGET_AVX2 static void matmul_q8_avx2(float* out, size_t ld, const Qwen3Q8Matri
     }
     if (x->n_tokens <= SM2_TOK && w->group_size % 32 == 0) {
         uint32_t r = row_begin;
-        if (row_end - r >= ROWS) prefetch_block(w, r);
+        if (row_end - r >= ROWS) qwen3_prefetch_q8_rows(w, r, ROWS);
         for (; row_end - r >= 2 * ROWS; r += ROWS) sm_block8_avx2(out + (r - row_begin), ld, w, x, r, ROWS, 1);
         for (; r < row_end; r += ROWS) {
             sm_block8_avx2(out + (r - row_begin), ld, w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
@@ -570,7 +560,7 @@ TARGET_VNNI static void matvec_q8_avxvnni(float* out, const Qwen3Q8Matrix* w, co
     }
     uint32_t r = row_begin;
     /* Prefetch only rows this call reads (the next ones belong to another thread). */
-    if (row_end - r >= ROWS) prefetch_block(w, r);
+    if (row_end - r >= ROWS) qwen3_prefetch_q8_rows(w, r, ROWS);
     for (; row_end - r >= 2 * ROWS; r += ROWS) block8_vnni(out + (r - row_begin), w, x, r, ROWS, 1);
     for (; r < row_end; r += ROWS) block8_vnni(out + (r - row_begin), w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);
 }
@@ -642,7 +632,7 @@ TARGET_VNNI static inline __attribute__((always_inline)) void sm_block8_vnni(flo
 TARGET_VNNI static void matmul_q8_small_avxvnni(float* out, size_t ld, const Qwen3Q8Matrix* w,
                                                 const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end) {
     uint32_t r = row_begin;
-    if (row_end - r >= ROWS) prefetch_block(w, r);
+    if (row_end - r >= ROWS) qwen3_prefetch_q8_rows(w, r, ROWS);
     for (; row_end - r >= 2 * ROWS; r += ROWS) sm_block8_vnni(out + (r - row_begin), ld, w, x, r, ROWS, 1);
     for (; r < row_end; r += ROWS) {
         sm_block8_vnni(out + (r - row_begin), ld, w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);

@@ -189,21 +189,10 @@ INLINE void block16(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x, 
     }
 }
 
-/* The lines of block r0 (16 full rows) and of its scales, all asked for at once: the
- * first block of a call has no block before it to prefetch it, and its own loads would
- * reach DRAM one group (16 lines) at a time. */
-INLINE void prefetch_block(const Qwen3Q8Matrix* w, uint32_t r0) {
-    const size_t n = w->cols, ng = n / w->group_size;
-    const char* q = (const char*)(w->q + (size_t)r0 * n);
-    const char* sc = (const char*)(w->s + (size_t)r0 * ng);
-    for (size_t off = 0; off < (size_t)ROWS * n; off += 64) PREFETCH(q + off);
-    for (size_t off = 0; off < (size_t)ROWS * ng * sizeof(float); off += 64) PREFETCH(sc + off);
-}
-
 TARGET static void matvec_q8_avx512vnni(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x,
                                         uint32_t row_begin, uint32_t row_end) {
     uint32_t r = row_begin;
-    if (row_end - r >= ROWS) prefetch_block(w, r);
+    if (row_end - r >= ROWS) qwen3_prefetch_q8_rows(w, r, ROWS);
     /* Prefetch only rows this call will read: lines of the next thread's rows would be
      * fetched twice. */
     for (; row_end - r >= 2 * ROWS; r += ROWS) block16(out + (r - row_begin), w, x, r, ROWS, 1);
@@ -460,7 +449,7 @@ INLINE void sm_block16(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen
 TARGET static void matmul_q8_small_avx512vnni(float* out, size_t ld, const Qwen3Q8Matrix* w,
                                               const Qwen3Q8Batch* x, uint32_t row_begin, uint32_t row_end) {
     uint32_t r = row_begin;
-    if (row_end - r >= ROWS) prefetch_block(w, r);
+    if (row_end - r >= ROWS) qwen3_prefetch_q8_rows(w, r, ROWS);
     for (; row_end - r >= 2 * ROWS; r += ROWS) sm_block16(out + (r - row_begin), ld, w, x, r, ROWS, 1);
     for (; r < row_end; r += ROWS) {
         sm_block16(out + (r - row_begin), ld, w, x, r, row_end - r < ROWS ? row_end - r : ROWS, 0);

@@ -310,6 +310,13 @@ static void worker_loop(Qwen3ThreadPool* pool) {
     }
 }
 
+/* fn(arg), and how many seconds it ran: what decides where the next call runs. */
+static double run_timed(Qwen3CallFn fn, void* arg) {
+    const double t0 = qwen3_time_seconds();
+    fn(arg);
+    return qwen3_time_seconds() - t0;
+}
+
 static void runner_loop(Qwen3ThreadPool* pool) {
     uint32_t seen = 0;
     /* Spin only after a call that the next one will follow onto this thread: after a short
@@ -328,9 +335,7 @@ static void runner_loop(Qwen3ThreadPool* pool) {
         if (g == seen) g = sleep_while(&pool->call_lock, &pool->call_wake, &pool->runner_sleeping, &pool->posted, seen);
         seen = g;
         if (atomic_load_explicit(&pool->runner_stop, memory_order_relaxed)) return;
-        const double t0 = qwen3_time_seconds();
-        pool->call_fn(pool->call_arg);
-        const double took = qwen3_time_seconds() - t0;
+        const double took = run_timed(pool->call_fn, pool->call_arg);
         spin = took >= CALL_INLINE_MAX;
         pool->stats.calls++;
         /* the lock orders fn's writes before the caller's wake-up */
@@ -646,9 +651,7 @@ void qwen3_pool_call(Qwen3ThreadPool* pool, Qwen3CallFn fn, void* arg) {
     /* fn's own time decides, not the round trip: a busy machine's slow wake-ups would
      * otherwise keep short calls on the runner */
     if (pool->last_call < CALL_INLINE_MAX) {
-        const double t0 = qwen3_time_seconds();
-        fn(arg);
-        pool->last_call = qwen3_time_seconds() - t0;
+        pool->last_call = run_timed(fn, arg);
         return;
     }
     pool->call_fn = fn;

@@ -33,6 +33,13 @@ static void sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
+/* A pool of `threads` threads, or NULL with the failure counted. */
+static Qwen3ThreadPool* new_pool(uint32_t threads) {
+    Qwen3ThreadPool* pool = qwen3_pool_new(threads);
+    CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+    return pool;
+}
+
 /* ---- every task exactly once ---- */
 
 #define MAX_TASKS 5000
@@ -56,8 +63,7 @@ static void test_exactly_once(void) {
     static CountJob job;
     static const uint32_t sizes[] = {0, 1, 2, 3, 7, 8, 9, 64, 1000, MAX_TASKS};
     for (uint32_t threads = 1; threads <= 8; threads++) {
-        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
-        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        Qwen3ThreadPool* pool = new_pool(threads);
         if (!pool) continue;
         CHECK(qwen3_pool_threads(pool) == threads, "qwen3_pool_threads = %u, want %u", qwen3_pool_threads(pool),
               threads);
@@ -103,8 +109,7 @@ static void big_task(void* arg, uint32_t task, uint32_t n_tasks) {
 static void test_many_tasks(void) {
     static BigJob job;
     for (uint32_t threads = 1; threads <= 4; threads++) {
-        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
-        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        Qwen3ThreadPool* pool = new_pool(threads);
         if (!pool) continue;
         for (int run = 0; run < 3; run++) {
             memset(&job, 0, sizeof job);
@@ -123,8 +128,7 @@ static void test_many_tasks(void) {
 
 static void test_wake_after_sleep(void) {
     static CountJob job;
-    Qwen3ThreadPool* pool = qwen3_pool_new(4);
-    CHECK(pool != NULL, "qwen3_pool_new(4): %s", qwen3_get_last_error());
+    Qwen3ThreadPool* pool = new_pool(4);
     if (!pool) return;
     for (int round = 0; round < 3; round++) {
         /* Long past the spin phase: the workers are blocked on the condition variable. */
@@ -163,8 +167,7 @@ static void meet_task(void* arg, uint32_t task, uint32_t n_tasks) {
 
 static void test_parallel(void) {
     for (uint32_t threads = 2; threads <= 4; threads++) {
-        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
-        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        Qwen3ThreadPool* pool = new_pool(threads);
         if (!pool) continue;
         for (int run = 0; run < 5; run++) {
             MeetJob job;
@@ -229,8 +232,7 @@ static void test_phases(void) {
     static PhaseJob job;
     uint64_t rng = 12345;
     for (uint32_t threads = 1; threads <= 4; threads++) {
-        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
-        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        Qwen3ThreadPool* pool = new_pool(threads);
         if (!pool) continue;
         static CountJob plain;
         for (uint32_t run = 0; run < 400; run++) {
@@ -319,8 +321,7 @@ static uint32_t stall_runs(Qwen3ThreadPool* pool, StallJob* job, int runs, uint3
 
 static void test_stall_fallback(void) {
     on_caller = 1;
-    Qwen3ThreadPool* pool = qwen3_pool_new(2);
-    CHECK(pool != NULL, "qwen3_pool_new(2): %s", qwen3_get_last_error());
+    Qwen3ThreadPool* pool = new_pool(2);
     if (!pool) return;
     static StallJob job;
     uint32_t runs = 0, wrong = 0, stalled_tasks = 0;
@@ -368,8 +369,7 @@ static void test_stall_fallback(void) {
  * one window of 32 such runs. */
 static void test_few_tasks_not_judged(void) {
     on_caller = 1;
-    Qwen3ThreadPool* pool = qwen3_pool_new(4);
-    CHECK(pool != NULL, "qwen3_pool_new(4): %s", qwen3_get_last_error());
+    Qwen3ThreadPool* pool = new_pool(4);
     if (!pool) return;
     static StallJob job;
     uint32_t wrong = 0;
@@ -418,8 +418,7 @@ static void test_calls(void) {
     on_test_thread = 1;
     static CountJob count;
     for (uint32_t threads = 1; threads <= 4; threads++) {
-        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
-        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        Qwen3ThreadPool* pool = new_pool(threads);
         if (!pool) continue;
         uint32_t wrong_place = 0, wrong_tasks = 0, stale = 0, no_nested = 0, short_here = 0;
         const uint32_t calls = 120;
@@ -472,8 +471,7 @@ static double cpu_seconds(void) {
 
 static void test_runner_rests(void) {
     on_test_thread = 1;
-    Qwen3ThreadPool* pool = qwen3_pool_new(1); /* the runner and no workers */
-    CHECK(pool != NULL, "qwen3_pool_new(1): %s", qwen3_get_last_error());
+    Qwen3ThreadPool* pool = new_pool(1); /* the runner and no workers */
     if (!pool) return;
     static CountJob count;
     uint32_t not_runner = 0, busy = 0;
@@ -506,8 +504,7 @@ static void test_runner_rests(void) {
 #if !defined(_WIN32)
 static void test_fork(void) {
     on_test_thread = 1;
-    Qwen3ThreadPool* pool = qwen3_pool_new(3);
-    CHECK(pool != NULL, "qwen3_pool_new(3): %s", qwen3_get_last_error());
+    Qwen3ThreadPool* pool = new_pool(3);
     if (!pool) return;
     static CountJob count;
     count.expect_n = 20;
@@ -540,12 +537,10 @@ static void test_fork(void) {
 static void test_lifecycle(void) {
     /* Freed at once (workers maybe not even started), and freed after they fell asleep. */
     for (uint32_t threads = 1; threads <= 8; threads++) {
-        Qwen3ThreadPool* pool = qwen3_pool_new(threads);
-        CHECK(pool != NULL, "qwen3_pool_new(%u): %s", threads, qwen3_get_last_error());
+        Qwen3ThreadPool* pool = new_pool(threads);
         qwen3_pool_free(pool);
     }
-    Qwen3ThreadPool* pool = qwen3_pool_new(3);
-    CHECK(pool != NULL, "qwen3_pool_new(3): %s", qwen3_get_last_error());
+    Qwen3ThreadPool* pool = new_pool(3);
     sleep_ms(60);
     qwen3_pool_free(pool);
     qwen3_pool_free(NULL);
