@@ -11,11 +11,17 @@
  * - on the demo model (models/demo, a small trained Qwen3 whose text does repeat), every
  *   workload of bench/speculate_bench.ts (echo-heavy: a passage to repeat, a list, a code
  *   edit; and free text), with its text printed in the section;
+ * - on the demo model widened to Qwen3-0.6B's bytes per token (bench/make_wide_demo.ts,
+ *   written to bench/models/demo-wide/ when absent): the demo's tokens, bit for bit, at a
+ *   real model's cost per step, where a step waits on its weights and a verify pass reads
+ *   them once for several tokens (the demo's 4.5 MB stay in cache, so there a pass costs
+ *   arithmetic and call overhead, and speculation saves less); every workload;
  * - on the Qwen3-0.6B shape (bench/models/q06/model.bin, or the random bench model), free
  *   text only: random weights never echo, so this is the cost of looking drafts up;
  * - with the llama.cpp peer, its own prompt lookup (llama-cpp-python's
  *   `LlamaPromptLookupDecoding`, bench/llama_speculate_run.py) on the demo model's GGUF
- *   (models/demo/model-q8_0.gguf, the same weights) and the same workloads.
+ *   (models/demo/model-q8_0.gguf, the same weights) and the widened demo's (written beside
+ *   it by bench/make_wide_demo.ts), with the same workloads.
  *
  * Standalone (replaces the section in bench/RESULTS.md):
  *
@@ -29,12 +35,18 @@ import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Qwen3 } from "../src/api/qwen3.ts";
 import { WORKLOADS } from "./speculate_bench.ts";
+import { WIDE_DEMO_DIR, writeWideDemo, writeWideDemoGguf } from "./make_wide_demo.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DEMO = join(ROOT, "models/demo/model.bin");
 const DEMO_GGUF = join(ROOT, "models/demo/model-q8_0.gguf");
 /** Fewest rounds on the demo model (its runs are short: see compareSpeculate). */
 const DEMO_ROUNDS = 15;
+/**
+ * Fewest rounds on the widened demo: a free-text workload there stops after 9 tokens, a
+ * third of a second, and 3 rounds of it read 0.95x on / off where 15 read 0.99x.
+ */
+const WIDE_ROUNDS = 5;
 /** The 0.6B-shaped models tried for the cost side, first present wins. */
 const Q06 = [
   join(ROOT, "bench/models/q06/model.bin"),
@@ -44,7 +56,7 @@ const HEADING = "## Speculative decoding (prompt lookup)";
 
 /** One workload's measurement by one engine on one model. */
 export interface SpeculateRow {
-  /** "demo" or "0.6B". */
+  /** "demo", "demo-wide" or "0.6B". */
   model: string;
   /** "c" or "llama.cpp". */
   engine: string;
@@ -213,29 +225,44 @@ export function renderSpeculateSection(opts: {
   rounds: number;
   /** Rounds on the demo model when it ran more than `rounds`. */
   demoRounds?: number;
+  /** Rounds on the widened demo when it ran more than `rounds`. */
+  wideRounds?: number;
   maxTokens: number;
   threads: number;
   peerNote: string;
   workloads: readonly { name: string; prompt: string }[];
   load?: string;
+  /** When it ran (YYYY-MM-DD). */
+  date?: string;
 }): string {
+  const wideText = opts.wideRounds && opts.wideRounds !== opts.rounds
+    ? `${opts.wideRounds} on the widened demo, `
+    : "";
   const roundsText = opts.demoRounds && opts.demoRounds !== opts.rounds
-    ? `${opts.demoRounds} rounds on the demo model (a run takes tens of milliseconds there) and ` +
-      `${opts.rounds} on the 0.6B shape`
+    ? `${opts.demoRounds} rounds on the demo model (a run takes tens of milliseconds there), ` +
+      `${wideText}${opts.rounds} on the ${wideText ? "0.6B shape" : "larger models"}`
     : `${opts.rounds} rounds`;
   const lines = [
     HEADING,
     "",
     "Decode tok/s with prompt-lookup speculation (docs/sampling.md#speculative-decoding) and " +
-    "without, **measured** end to end in one process, the two arms alternating (their order " +
+    "without, **measured**" + (opts.date ? ` on ${opts.date}` : "") +
+    " end to end in one process, the two arms alternating (their order " +
     `flipping each round, after a warm-up round), medians of ${roundsText}, greedy, at most ${opts.maxTokens} tokens, ${opts.threads} ` +
     "thread(s) (`deno run -A bench/compare_speculate.ts`). The demo model (models/demo, " +
-    "trained) shows what echo-heavy text gains; the Qwen3-0.6B shape (random weights: its " +
-    "text never follows the prompt, though greedy decoding can fall into a loop that drafts " +
-    "then catch) shows what looking drafts up costs on free text. Accepted = drafted tokens " +
-    "taken; on / off = the ratio of the medians. The demo model decodes a token in about a " +
-    "quarter of a millisecond, so its rates move with the host's load" +
-    (opts.load ? ` (1-minute load average ${opts.load} while it ran).` : "."),
+    "trained, 4.5 MB) is one that repeats text; it decodes a token in about a quarter of a " +
+    "millisecond from cache, mostly arithmetic and call overhead, so a verify pass saves " +
+    "little there and its rates move with the host's load" +
+    (opts.load ? ` (1-minute load average ${opts.load} while it ran)` : "") +
+    ". demo-wide is the same model widened to Qwen3-0.6B's bytes per token " +
+    "(bench/make_wide_demo.ts: a feed-forward of 27648 with zero new rows and 24 " +
+    "pass-through blocks, 639 MB; every logit bit-identical to the demo's, so the same " +
+    "tokens and drafts): a real model's cost per step, where a step waits on its weights " +
+    "and a verify pass reads them once for several tokens. This is what echo-heavy work " +
+    "gains on a real model. The Qwen3-0.6B shape (random weights: its text never follows " +
+    "the prompt, though greedy decoding can fall into a loop that drafts then catch) shows " +
+    "what looking drafts up costs on free text. Accepted = drafted tokens taken; on / off = " +
+    "the ratio of the medians.",
     "",
     opts.peerNote,
     "",
@@ -301,6 +328,7 @@ export async function compareSpeculate(opts: {
   // The demo model's runs take tens of milliseconds, so a few rounds leave its medians to
   // the host's noise (a workload that drafts nothing read 0.89x with 3); more cost seconds.
   const demo = { ...m, rounds: Math.max(m.rounds, DEMO_ROUNDS) };
+  const wide = { ...m, rounds: Math.max(m.rounds, WIDE_ROUNDS) };
   const loadavg = () =>
     Deno.readTextFile("/proc/loadavg").then((t) => t.split(" ")[0], () => undefined);
   const loadBefore = await loadavg();
@@ -308,7 +336,8 @@ export async function compareSpeculate(opts: {
   const failed: string[] = [];
   const ours = async (path: string, model: string, ws: typeof WORKLOADS) => {
     try {
-      return await measureOurs(path, model, ws, model === "demo" ? demo : m);
+      const o = model === "demo" ? demo : model === "demo-wide" ? wide : m;
+      return await measureOurs(path, model, ws, o);
     } catch (e) {
       failed.push(`ours on the ${model} model: ${e instanceof Error ? e.message : e}`);
       opts.log(`speculative decoding on the ${model} model failed: ${failed.at(-1)}`);
@@ -324,7 +353,9 @@ export async function compareSpeculate(opts: {
       rows.push(...await measurePeer(opts.python, DEMO_GGUF, "demo", WORKLOADS, demo));
       peerNote = "llama.cpp: its own prompt lookup (`LlamaPromptLookupDecoding`, 2-token " +
         "n-grams, 8 drafts, through `Llama(draft_model=...)`; bench/llama_speculate_run.py) on " +
-        "the same weights as GGUF Q8_0. Its decode tok/s counts the tokens after the first " +
+        "the same weights as GGUF Q8_0 (the widened demo's: its Hugging Face folder widened " +
+        "the same way and exported by `qwen3 export`; llama.cpp's tokens on it equal its own " +
+        "on the demo). Its decode tok/s counts the tokens after the first " +
         "over the time from the first to the last; it reports no acceptance, so accepted = " +
         "tokens - 1 - verify passes, per run (a lower bound where the token cap cut a pass).";
     } catch (e) {
@@ -333,6 +364,33 @@ export async function compareSpeculate(opts: {
   } else {
     peerNote = "llama.cpp: not measured (no llama-cpp-python peer; bench:compare builds it " +
       "into .tools/, or set QWEN3_LLAMA_PYTHON).";
+  }
+  // The widened demo (bench/make_wide_demo.ts), written once and kept; its GGUF only for
+  // the peer.
+  const widened = async (path: string, write: () => Promise<unknown>) => {
+    if (await Deno.stat(path).then(() => true, () => false)) return true;
+    opts.log(`writing ${relative(ROOT, path)} (bench/make_wide_demo.ts, 639 MB)`);
+    try {
+      await write();
+      return true;
+    } catch (e) {
+      failed.push(`writing ${relative(ROOT, path)}: ${e instanceof Error ? e.message : e}`);
+      return false;
+    }
+  };
+  const wideBin = join(WIDE_DEMO_DIR, "model.bin");
+  const wideGguf = join(WIDE_DEMO_DIR, "model-q8_0.gguf");
+  opts.log(`speculative decoding: the demo widened to 0.6B's bytes, ${WORKLOADS.length} workloads`);
+  if (await widened(wideBin, () => writeWideDemo(WIDE_DEMO_DIR))) {
+    rows.push(...await ours(wideBin, "demo-wide", WORKLOADS));
+  }
+  if (opts.python && await widened(wideGguf, () => writeWideDemoGguf(WIDE_DEMO_DIR))) {
+    opts.log("speculative decoding: llama.cpp prompt lookup, the widened demo");
+    try {
+      rows.push(...await measurePeer(opts.python, wideGguf, "demo-wide", WORKLOADS, wide));
+    } catch (e) {
+      failed.push(`llama.cpp on the widened demo: ${e instanceof Error ? e.message : e}`);
+    }
   }
   let q06: string | undefined;
   const tried = opts.model06 ? [opts.model06] : Q06;
@@ -357,6 +415,8 @@ export async function compareSpeculate(opts: {
   const section = renderSpeculateSection({
     ...m,
     demoRounds: demo.rounds,
+    wideRounds: wide.rounds,
+    date: new Date().toISOString().slice(0, 10),
     rows,
     peerNote,
     workloads: WORKLOADS,

@@ -70,7 +70,9 @@ Deno.test("speculate bench: the section shows rows, ratios, text; a rerun replac
     peerNote: "llama.cpp: not measured (test).",
     workloads: [{ name: "list", prompt: "one, two,\nthree" }],
     load: "2.5 to 3.1",
+    date: "2026-12-05",
   });
+  assert.match(section, /\*\*measured\*\* on 2026-12-05 end to end/);
   assert.match(section, /\(1-minute load average 2\.5 to 3\.1 while it ran\)\./);
   assert.match(section, /^## Speculative decoding/);
   assert.match(section, /medians of 3 rounds, greedy, at most 64 tokens, 1 thread/);
@@ -107,7 +109,21 @@ Deno.test("speculate bench: the section shows rows, ratios, text; a rerun replac
     peerNote: "peer",
     workloads: [],
   });
-  assert.match(more, /medians of 15 rounds on the demo model \(.*\) and 3 on the 0\.6B shape,/);
+  assert.match(more, /medians of 15 rounds on the demo model \(.*\), 3 on the larger models,/);
+  const wide = renderSpeculateSection({
+    rows: [],
+    rounds: 3,
+    demoRounds: 15,
+    wideRounds: 5,
+    maxTokens: 64,
+    threads: 2,
+    peerNote: "peer",
+    workloads: [],
+  });
+  assert.match(
+    wide,
+    /15 rounds on the demo model \(.*\), 5 on the widened demo, 3 on the 0\.6B shape,/,
+  );
 });
 
 const LIST = [{
