@@ -35,7 +35,12 @@ import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Qwen3 } from "../src/api/qwen3.ts";
 import { WORKLOADS } from "./speculate_bench.ts";
-import { WIDE_DEMO_DIR, writeWideDemo, writeWideDemoGguf } from "./make_wide_demo.ts";
+import {
+  WIDE_DEMO_DIR,
+  WIDE_DEMO_SHAPE,
+  writeWideDemo,
+  writeWideDemoGguf,
+} from "./make_wide_demo.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DEMO = join(ROOT, "models/demo/model.bin");
@@ -255,8 +260,9 @@ export function renderSpeculateSection(opts: {
     "little there and its rates move with the host's load" +
     (opts.load ? ` (1-minute load average ${opts.load} while it ran)` : "") +
     ". demo-wide is the same model widened to Qwen3-0.6B's bytes per token " +
-    "(bench/make_wide_demo.ts: a feed-forward of 27648 with zero new rows and 24 " +
-    "pass-through blocks, 639 MB; every logit bit-identical to the demo's, so the same " +
+    `(bench/make_wide_demo.ts: a feed-forward of ${WIDE_DEMO_SHAPE.hiddenDim} with zero new ` +
+    `rows and ${WIDE_DEMO_SHAPE.nLayers} blocks, the demo's 4 and pass-through ones; every ` +
+    "logit bit-identical to the demo's, so the same " +
     "tokens and drafts): a real model's cost per step, where a step waits on its weights " +
     "and a verify pass reads them once for several tokens. This is what echo-heavy work " +
     "gains on a real model. The Qwen3-0.6B shape (random weights: its text never follows " +

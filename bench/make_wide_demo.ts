@@ -184,14 +184,17 @@ export async function writeWideDemo(
   return path;
 }
 
-/** One tensor of the widened Hugging Face folder: its spec and its bytes. */
+/**
+ * One tensor of the widened Hugging Face folder: its spec, and its bytes made on demand (the
+ * header needs every spec before the first tensor's data).
+ */
 function widenedHfTensor(
   name: string,
   demo: Map<string, SafetensorsTensor>,
   raw: Uint8Array,
   demoLayers: number,
   hiddenDim: number,
-): { spec: SafetensorsTensorSpec; bytes: Uint8Array } {
+): { spec: SafetensorsTensorSpec; bytes: () => Uint8Array } {
   const m = /^model\.layers\.(\d+)\.(.*)$/.exec(name);
   const { from, passThrough } = m
     ? source(Number(m[1]), demoLayers)
@@ -203,19 +206,22 @@ function widenedHfTensor(
     : part.startsWith("mlp.down_proj")
     ? [t.shape[0], hiddenDim]
     : [hiddenDim, t.shape[1]];
-  const rows = t.shape.length === 2 ? t.shape[0] : 1;
-  const rowBytes = t.bytes / rows;
-  const outRowBytes = (rowBytes / t.shape[t.shape.length - 1]) * shape[shape.length - 1];
-  const bytes = new Uint8Array((shape.length === 2 ? shape[0] : 1) * outRowBytes);
   const zero = passThrough &&
     (part.startsWith("self_attn.o_proj") || part.startsWith("mlp.down_proj"));
-  if (!zero) {
-    // row by row into the top-left corner (each tensor here is 1-D or [out, in])
-    for (let r = 0; r < rows; r++) {
-      const at = t.offset + r * rowBytes;
-      bytes.set(raw.subarray(at, at + rowBytes), r * outRowBytes);
+  const bytes = () => {
+    const rows = t.shape.length === 2 ? t.shape[0] : 1;
+    const rowBytes = t.bytes / rows;
+    const outRowBytes = (rowBytes / t.shape[t.shape.length - 1]) * shape[shape.length - 1];
+    const out = new Uint8Array((shape.length === 2 ? shape[0] : 1) * outRowBytes);
+    if (!zero) {
+      // row by row into the top-left corner (each tensor here is 1-D or [out, in])
+      for (let r = 0; r < rows; r++) {
+        const at = t.offset + r * rowBytes;
+        out.set(raw.subarray(at, at + rowBytes), r * outRowBytes);
+      }
     }
-  }
+    return out;
+  };
   return { spec: { name, dtype: t.dtype, shape }, bytes };
 }
 
@@ -255,8 +261,8 @@ export async function writeWideDemoGguf(
   const wideHf = join(outDir, "hf-widened");
   await Deno.mkdir(wideHf, { recursive: true });
   try {
-    const specs = names.map((n) =>
-      widenedHfTensor(n, header.tensors, raw, demoLayers, hiddenDim).spec
+    const tensors = names.map((n) =>
+      widenedHfTensor(n, header.tensors, raw, demoLayers, hiddenDim)
     );
     const file = await Deno.open(join(wideHf, "model.safetensors"), {
       write: true,
@@ -264,10 +270,8 @@ export async function writeWideDemoGguf(
       truncate: true,
     });
     try {
-      await writeAll(file, encodeSafetensorsHeader(specs).header);
-      for (const n of names) {
-        await writeAll(file, widenedHfTensor(n, header.tensors, raw, demoLayers, hiddenDim).bytes);
-      }
+      await writeAll(file, encodeSafetensorsHeader(tensors.map((t) => t.spec)).header);
+      for (const t of tensors) await writeAll(file, t.bytes());
     } finally {
       file.close();
     }

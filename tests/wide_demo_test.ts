@@ -1,13 +1,14 @@
 /**
  * bench/make_wide_demo.ts: the demo model widened (a wider feed-forward, pass-through blocks)
  * must compute the demo's logits bit for bit, since the speculation benchmark reads the
- * demo's acceptance off it. A small widening here (the benchmark's is 639 MB).
+ * demo's acceptance off it; the same for the GGUF the llama.cpp peer reads. Small widenings
+ * here (the benchmark's are 639 MB).
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { CEngine, demoModelPath } from "../mod.ts";
-import { writeWideDemo } from "../bench/make_wide_demo.ts";
+import { writeWideDemo, writeWideDemoGguf } from "../bench/make_wide_demo.ts";
 import { readCheckpoint } from "../src/formats/model_file.ts";
 
 Deno.test("wide demo: a wider feed-forward and pass-through blocks keep every logit", async () => {
@@ -42,6 +43,30 @@ Deno.test("wide demo: a wider feed-forward and pass-through blocks keep every lo
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("wide demo: its GGUF, exported from the widened folder, keeps every logit", async () => {
+  // Against the demo's own folder exported the same way (the widening of zero extra blocks
+  // and width): models/demo/model-q8_0.gguf may round its fp16 scales otherwise.
+  const same = await Deno.makeTempDir();
+  const wide = await Deno.makeTempDir();
+  try {
+    const plain = await writeWideDemoGguf(same, { nLayers: 4, hiddenDim: 768 });
+    const gguf = await writeWideDemoGguf(wide, { nLayers: 6, hiddenDim: 1024 });
+    const rows: Float32Array[] = [];
+    for (const p of [plain, gguf]) {
+      using engine = await CEngine.load(p, { contextLength: 64, threads: 1 });
+      assert.equal(engine.config.nLayers, p === gguf ? 6 : 4);
+      using session = engine.createSession();
+      rows.push((await session.forward(engine.tokenize("The sea is wide"))).slice());
+    }
+    assert.deepEqual(rows[1], rows[0]);
+    // the widened folder is gone, the GGUF stays
+    assert.deepEqual([...Deno.readDirSync(wide)].map((e) => e.name), ["model-q8_0.gguf"]);
+  } finally {
+    await Deno.remove(same, { recursive: true });
+    await Deno.remove(wide, { recursive: true });
   }
 });
 
