@@ -49,6 +49,7 @@ import {
   type SafetensorsTensorSpec,
 } from "../src/formats/safetensors.ts";
 import { exportHfModel } from "../src/export/export.ts";
+import { writeAll } from "../src/export/output_files.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 /** The demo model this widens. */
@@ -58,11 +59,6 @@ export const WIDE_DEMO_DIR = join(ROOT, "bench/models/demo-wide");
 
 /** The default widening: Qwen3-0.6B's block count and about its bytes per token. */
 export const WIDE_DEMO_SHAPE = { nLayers: 28, hiddenDim: 27648 } as const;
-
-async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await file.write(data.subarray(off));
-}
 
 function bytesOf(a: Int8Array | Float32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);

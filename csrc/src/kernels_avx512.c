@@ -390,11 +390,13 @@ INLINE void sm_block16(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen
     __m512 acc[SM_TOK];
     __m512i isum[SM_TOK]; /* a group's integer sums, for groups of more than 64 bytes */
     for (uint32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    uint32_t sg = 0;  /* the next group whose scale line of the next block is still to ask for */
+    size_t scol = 0;  /* and its first column */
     for (size_t k = 0; k < n; k += 64) {
         const int full = n - k >= 64; /* else 32 bytes: the last group of size 32 */
         if (prefetch) {
             /* the next block's scale lines of the groups this step starts (one per group) */
-            for (size_t l = (k + gs - 1) / gs; l < (k + 64 + gs - 1) / gs && l < ng; l++) PREFETCH_SCALES(snext, l);
+            for (; scol < k + 64 && sg < ng; scol += gs, sg++) PREFETCH_SCALES(snext, sg);
         }
         __m512i r[16];
         if (full) {
