@@ -143,14 +143,15 @@ static int32_t ref_pick(RefSampler* r, const float* logits) {
 
 static void test_against_reference(void) {
     uint64_t rng = 5;
-    const uint32_t sizes[3] = {2, 37, 1000};
+    const uint32_t sizes[4] = {2, 37, 1000, 3000};
     int compared = 0;
     for (int trial = 0; trial < 200; trial++) {
-        uint32_t V = trial % 40 == 3 ? 151936 : sizes[trial % 3];
+        uint32_t V = trial % 40 == 3 ? 151936 : sizes[trial % 4];
         Qwen3SamplerConfig c = {0};
         c.temperature = (float)(tu_next(&rng) % 4) * 0.4f + 0.1f;
         c.top_p = (float[]){0.0f, 0.5f, 0.9f, 0.95f, 1.0f}[tu_next(&rng) % 5];
-        c.top_k = (uint32_t[]){0, 1, 5, 20, 5000}[tu_next(&rng) % 5];
+        /* 1024 and 1025: either side of the sampler's switch from one pass to a full heap */
+        c.top_k = (uint32_t[]){0, 1, 5, 20, 1024, 1025, 5000}[tu_next(&rng) % 7];
         c.min_p = (float[]){0.0f, 0.05f, 0.5f}[tu_next(&rng) % 3];
         c.presence_penalty = (float[]){0.0f, 1.5f}[tu_next(&rng) % 2];
         c.frequency_penalty = (float[]){0.0f, 0.7f, -0.3f}[tu_next(&rng) % 3];
