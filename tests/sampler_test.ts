@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
-import { argmax, Sampler, XorShift64Star } from "../src/text/sampler.ts";
+import { argmax, expRounded, Sampler, XorShift64Star } from "../src/text/sampler.ts";
 
 /**
  * xorshift64* on two u32 halves (hi, lo), an independent route to the same numbers as the
@@ -87,6 +87,139 @@ function randomLogits(n: number, seed: number): Float32Array {
   const rng = new XorShift64Star(BigInt(seed));
   return Float32Array.from({ length: n }, () => 4 * (rng.nextF32() - 0.5));
 }
+
+Deno.test("expRounded is Math.fround(Math.exp(x)) bit for bit", () => {
+  const f32 = new Float32Array(1);
+  const u32 = new Uint32Array(f32.buffer);
+  const same = (x: number) => {
+    const got = expRounded(x);
+    const want = Math.fround(Math.exp(x));
+    if (!Object.is(got, want)) assert.fail(`exp(${x}): ${got}, want ${want}`);
+  };
+  // Every float in stretches of (-105, 0] (about 1.2 million, across the fast path's
+  // table entries, its ends and the subnormal and zero results below -87.3) ...
+  for (const start of [0, -1e-7, -0.0108, -0.5, -1, -10.83, -20, -87.33, -100, -103.97, -104.5]) {
+    f32[0] = start;
+    for (let i = 0; i < 100_000; i++, u32[0] += start === 0 ? 0 : 1) {
+      same(f32[0]);
+      if (start === 0) break;
+    }
+  }
+  // ... a million more spread over it, and what the softmax can be handed besides.
+  const rng = new XorShift64Star(77n);
+  for (let i = 0; i < 1_000_000; i++) same(Math.fround(-110 * rng.nextF32() ** 2));
+  for (const x of [-0, -Infinity, NaN, -104, -103.97207708, -1e-45, Math.fround(-Math.LN2 / 64)]) {
+    same(x);
+  }
+});
+
+/**
+ * The sampler's steps (docs/sampling.md#algorithm) done the plain way: every candidate
+ * sorted, nothing fused. Same generator, so the same coins.
+ */
+class ReferenceSampler {
+  #rng: XorShift64Star;
+  #counts: number[];
+  constructor(
+    readonly o: {
+      temperature: number;
+      topP: number;
+      topK: number;
+      minP: number;
+      presencePenalty: number;
+      frequencyPenalty: number;
+    },
+    seed: bigint,
+    readonly n: number,
+  ) {
+    this.#rng = new XorShift64Star(seed);
+    this.#counts = new Array(n).fill(0);
+  }
+
+  sample(logits: Float32Array): number {
+    const f = Math.fround, o = this.o, n = this.n;
+    const z = Array.from(logits, (l, i) => {
+      let v = l;
+      if (this.#counts[i] > 0) {
+        if (o.presencePenalty !== 0) v = f(v - f(o.presencePenalty));
+        if (o.frequencyPenalty !== 0) v = f(v - f(f(this.#counts[i]) * f(o.frequencyPenalty)));
+      }
+      return f(v / f(o.temperature));
+    });
+    const m = z[argmax(z)];
+    const e = z.map((v) => f(Math.exp(f(v - m))));
+    const sum = e.reduce((a, b) => f(a + b), 0);
+    const p = e.map((v) => f(v / sum));
+    const pmax = p.reduce((a, b) => (b > a ? b : a), 0);
+    const coin = this.#rng.nextF32();
+    const kOn = o.topK > 0 && o.topK < n, pOn = o.topP > 0 && o.topP < 1, minOn = o.minP > 0;
+    let token = -1;
+    if (!kOn && !pOn && !minOn) {
+      let cdf = 0;
+      for (let i = 0; i < n && token < 0; i++) if (coin < (cdf = f(cdf + p[i]))) token = i;
+      if (token < 0) token = n - 1;
+    } else {
+      const floor = minOn ? f(f(o.minP) * pmax) : 0;
+      let ids = p.map((_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
+      if (kOn) {
+        ids = ids.slice(0, o.topK).filter((i) => p[i] >= floor);
+      } else {
+        let cut = Math.max(floor, pOn && n > 1 ? f(f(1 - f(o.topP)) / f(n - 1)) : 0);
+        if (cut > pmax) cut = pmax;
+        ids = ids.filter((i) => p[i] >= cut);
+      }
+      if (ids.length === 0) {
+        token = argmax(logits);
+      } else {
+        let total = 0, kept = 0;
+        while (kept < ids.length) {
+          total = f(total + p[ids[kept++]]);
+          if (pOn && total > f(o.topP)) break;
+        }
+        const r = f(coin * total);
+        let cdf = 0;
+        for (let j = 0; j < kept && token < 0; j++) {
+          if (r < (cdf = f(cdf + p[ids[j]]))) token = ids[j];
+        }
+        if (token < 0) token = ids[kept - 1];
+      }
+    }
+    this.#counts[token]++;
+    return token;
+  }
+}
+
+Deno.test("the same tokens as every candidate sorted, for every filter and ties", () => {
+  const rng = new XorShift64Star(5n);
+  const pick = <T>(xs: T[]) => xs[rng.nextU32() % xs.length];
+  let compared = 0;
+  for (let trial = 0; trial < 120; trial++) {
+    const n = trial % 30 === 7 ? 151936 : pick([2, 37, 1000, 3000]);
+    const o = {
+      temperature: pick([0.1, 0.5, 0.6, 1, 1.3]),
+      topP: pick([0, 0.5, 0.9, 0.95, 1]),
+      // 1024 and 1025: either side of the switch from one pass to a heap of all candidates
+      topK: pick([0, 1, 5, 20, 1024, 1025, 5000]),
+      minP: pick([0, 0.05, 0.5]),
+      presencePenalty: pick([0, 1.5]),
+      frequencyPenalty: pick([0, 0.7, -0.3]),
+    };
+    const seed = BigInt(rng.nextU32()) | 1n;
+    const sampler = new Sampler({ ...o, seed }, n);
+    const reference = new ReferenceSampler(o, seed, n);
+    const spread = 1 + (rng.nextU32() % 8);
+    for (let step = 0; step < (n > 10000 ? 2 : 8); step++) {
+      // coarse values make ties common, which the order must settle
+      const logits = Float32Array.from(
+        { length: n },
+        () => Math.round(spread * rng.nextF32() * 4) / 4,
+      );
+      assert.equal(sampler.sample(logits), reference.sample(logits), `${JSON.stringify(o)} n ${n}`);
+      compared++;
+    }
+  }
+  assert.ok(compared > 800);
+});
 
 Deno.test("a seed reproduces a run; another seed gives another", () => {
   const logits = randomLogits(500, 3);

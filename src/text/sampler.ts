@@ -14,8 +14,9 @@
  *   6. floor = min_p * pmax (min-p on, else 0). With top-k: candidates = ids with p >= floor.
  *      Without: cut = min(max(floor, (1 - top_p) / (V - 1) when top-p on), pmax) and
  *      candidates = ids with p >= cut.
- *   7. candidates best first (p descending, lower id on ties) from a heap popped only as far
- *      as needed - never a full sort of the 151936 probabilities - at most top_k of them,
+ *   7. candidates best first (p descending, lower id on ties) - never a full sort of the
+ *      151936 probabilities: the k best kept in one pass for a top-k up to 1024, else a heap
+ *      popped only as far as needed - at most top_k of them,
  *   8. and with top-p stopping once their running sum exceeds top_p (that one kept).
  *   9. r = coin * (sum of kept p); return the first kept id whose running sum exceeds r
  *      (the last kept one if rounding leaves none).
@@ -120,6 +121,40 @@ export function argmax(values: ArrayLike<number>): number {
     }
   }
   return best;
+}
+
+// expRounded: 2^(j/32) for j = 0 .. 31, and 2^k for k = -160 .. 0 (exact).
+const EXP_TABLE = Float64Array.from({ length: 32 }, (_, j) => Math.pow(2, j / 32));
+const POW2 = Float64Array.from({ length: 161 }, (_, i) => Math.pow(2, i - 160));
+const EXP_SCALE = 32 / Math.LN2;
+const LN2_32_HI = fround(Math.LN2 / 32); // 24 bits: m * LN2_32_HI is exact for |m| < 2^29
+const LN2_32_LO = Math.LN2 / 32 - LN2_32_HI;
+const ROUND_MAGIC = 6755399441055744; // 1.5 * 2^52: x + it - it rounds x to an integer
+// Our exp and Math.exp are each within 1e-14 of e^x (relative); e^x's neighbourhood of
+// +-1e-13 rounding to one float means both round to it.
+const EXP_SLACK = 1e-13;
+
+/**
+ * `Math.fround(Math.exp(x))` for x <= 0, bit for bit, about twice as fast (the sampler's
+ * softmax takes it 151936 times a token). A double-precision exp (x = (32k + j) ln2/32 + r,
+ * |r| <= ln2/64: 2^k * 2^(j/32) * a degree-5 polynomial of r, relative error under 5e-15)
+ * is rounded to fp32 only where every value within 1e-13 of it rounds to the same float,
+ * which then is also where Math.exp's result rounds; elsewhere (a few values in a million)
+ * and outside (-104, 0] (where e^x rounds to 0 below, NaN) Math.exp itself decides.
+ */
+export function expRounded(x: number): number {
+  if (x > -104 && x <= 0) {
+    const m = x * EXP_SCALE + ROUND_MAGIC - ROUND_MAGIC;
+    const r = x - m * LN2_32_HI - m * LN2_32_LO;
+    const poly = 1 + r * (1 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120)))));
+    const mi = m | 0;
+    const y = POW2[(mi >> 5) + 160] * EXP_TABLE[mi & 31] * poly;
+    const lo = fround(y * (1 - EXP_SLACK));
+    if (lo === fround(y * (1 + EXP_SLACK))) return lo;
+  } else if (x <= -104) {
+    return 0; // e^-104 < 2^-150: rounds to 0, as Math.exp's result does
+  }
+  return fround(Math.exp(x));
 }
 
 /**
@@ -293,10 +328,12 @@ export class Sampler {
   #sampleSoft(logits: Float32Array): number {
     const n = this.vocabSize;
     const p = this.#probs;
-    // Step 2: penalty, then temperature.
+    // Step 2: penalty, then temperature; with the max of step 3 (NaN-blind, as argmax).
     const presence = this.presencePenalty;
     const frequency = this.frequencyPenalty;
+    const temperature = this.temperature;
     const counts = this.#counts;
+    let max = NaN;
     for (let i = 0; i < n; i++) {
       let z = logits[i];
       const c = counts[i];
@@ -304,22 +341,22 @@ export class Sampler {
         if (presence !== 0) z = fround(z - presence);
         if (frequency !== 0) z = fround(z - fround(fround(c) * frequency));
       }
-      p[i] = fround(z / this.temperature);
+      // z / 1 is z (a float already): the default temperature skips the divisions.
+      const v = temperature === 1 ? fround(z) : fround(z / temperature);
+      p[i] = v;
+      if (v > max || (max !== max && v === v)) max = v;
     }
-    // Step 3: softmax; the max is taken NaN-blind, as argmax does.
-    const max = p[argmax(p)];
+    // Step 3: softmax.
     let sum = 0;
     for (let i = 0; i < n; i++) {
-      const e = fround(Math.exp(fround(p[i] - max)));
+      const e = expRounded(fround(p[i] - max));
       p[i] = e;
       sum = fround(sum + e);
     }
-    let pmax = 0;
-    for (let i = 0; i < n; i++) {
-      const v = fround(p[i] / sum);
-      p[i] = v;
-      if (v > pmax) pmax = v;
-    }
+    // The largest e is exp(0) = 1, so the largest p = e / sum is 1 / sum (none is a
+    // number when a NaN made the sum NaN).
+    const pmax = sum === sum ? fround(1 / sum) : 0;
+    // p = e / sum is taken below, in the pass each path makes anyway.
 
     // Step 4: one draw, whatever the filters do.
     const coin = this.#rng.nextF32();
@@ -331,7 +368,7 @@ export class Sampler {
     if (!topKOn && !topPOn && !minPOn) {
       let cdf = 0;
       for (let i = 0; i < n; i++) {
-        cdf = fround(cdf + p[i]);
+        cdf = fround(cdf + fround(p[i] / sum));
         if (coin < cdf) return i;
       }
       return n - 1;
@@ -347,22 +384,37 @@ export class Sampler {
       if (cut > pmax) cut = pmax;
     }
     const cand = this.#candidates;
-    let count = 0;
-    for (let i = 0; i < n; i++) if (p[i] >= cut) cand[count++] = i;
-    if (count === 0) return argmax(logits);
-
-    // Steps 7 and 8: best first from a heap, only as far as top-k / top-p need. Dropping ids
-    // under the floor before taking the top k keeps the same set as the other way round.
-    const limit = topKOn && this.topK < count ? this.topK : count;
-    const heap = new CandidateHeap(cand, count, p);
     const kept = this.#ordered;
     let taken = 0;
     let total = 0;
-    while (taken < limit) {
-      const top = heap.pop();
-      kept[taken++] = top;
-      total = fround(total + p[top]);
-      if (topPOn && total > this.topP) break;
+    if (topKOn && this.topK <= BEST_K_MAX) {
+      // Steps 7 and 8 with a small top-k: the k best candidates in the same pass (a
+      // bounded heap), sorted best first: the ids and order of popping a heap of them all.
+      const k = bestK(p, sum, cut, this.topK, cand);
+      if (k === 0) return argmax(logits);
+      while (taken < k) {
+        const id = cand[taken];
+        kept[taken++] = id;
+        total = fround(total + p[id]);
+        if (topPOn && total > this.topP) break;
+      }
+    } else {
+      let count = 0;
+      for (let i = 0; i < n; i++) {
+        const v = fround(p[i] / sum);
+        p[i] = v;
+        if (v >= cut) cand[count++] = i;
+      }
+      if (count === 0) return argmax(logits);
+      // Steps 7 and 8: best first from a heap, only as far as top-k and top-p need.
+      const limit = topKOn && this.topK < count ? this.topK : count;
+      const heap = new CandidateHeap(cand, count, p);
+      while (taken < limit) {
+        const top = heap.pop();
+        kept[taken++] = top;
+        total = fround(total + p[top]);
+        if (topPOn && total > this.topP) break;
+      }
     }
 
     // Step 9: the coin scaled by the kept mass, walked in order.
@@ -374,6 +426,65 @@ export class Sampler {
     }
     return kept[taken - 1];
   }
+}
+
+/** Above this top-k the heap of all candidates, popped only as far as top-p needs, is cheaper. */
+const BEST_K_MAX = 1024;
+
+/**
+ * Normalises `p` (each value divided by `sum`, in place) and writes the ids of the `k` best
+ * results at or above `cut` (higher probability first, the lower id on equal probability)
+ * best first to `out`; returns how many (fewer than `k` when fewer pass the cut). The pass
+ * keeps them in a min-heap of size `k` whose root is the worst kept: a later id beats it
+ * only with a higher probability, since ids arrive in increasing order and a tie goes to
+ * the lower id already kept.
+ */
+function bestK(p: Float32Array, sum: number, cut: number, k: number, out: Int32Array): number {
+  const n = p.length;
+  let size = 0;
+  // worse(a, b): a ranks below b in the candidate order.
+  const worse = (a: number, b: number) => p[a] < p[b] || (p[a] === p[b] && a > b);
+  const siftDown = () => {
+    for (let i = 0;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let w = i;
+      if (l < size && worse(out[l], out[w])) w = l;
+      if (r < size && worse(out[r], out[w])) w = r;
+      if (w === i) return;
+      const t = out[i];
+      out[i] = out[w];
+      out[w] = t;
+      i = w;
+    }
+  };
+  let rootP = 0;
+  for (let i = 0; i < n; i++) {
+    const v = fround(p[i] / sum);
+    p[i] = v;
+    if (!(v >= cut)) continue;
+    if (size < k) {
+      let j = size++;
+      out[j] = i;
+      while (j > 0) {
+        const parent = (j - 1) >> 1;
+        if (!worse(out[j], out[parent])) break;
+        const t = out[j];
+        out[j] = out[parent];
+        out[parent] = t;
+        j = parent;
+      }
+      rootP = p[out[0]];
+    } else if (v > rootP) {
+      out[0] = i;
+      siftDown();
+      rootP = p[out[0]];
+    }
+  }
+  // Best first: a total order, so any correct sort gives the order of the heap pops.
+  const best = Array.from(out.subarray(0, size)).sort((a, b) => p[b] - p[a] || a - b);
+  out.set(best);
+  return size;
 }
 
 /**
