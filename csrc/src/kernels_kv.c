@@ -3,12 +3,32 @@
 #include "kernels_kv.h"
 
 #include "cpu.h"
+#include "fmaf.h"
 
 static void dequant_groups_scalar(float* out, const int8_t* q, const float* s, uint32_t n, uint32_t gs) {
     for (uint32_t i = 0; i < n; i++) out[i] = (float)q[i] * s[i / gs];
 }
 
-const Qwen3KvKernels qwen3_kv_kernels_scalar = {"scalar", dequant_groups_scalar};
+void qwen3_attn_values_q8_ref(float* out, size_t o_stride, const float* att, size_t a_stride, uint32_t n_q,
+                              const int8_t* q, const float* s, uint32_t n_pos, uint32_t hd, uint32_t gs) {
+    const uint32_t ng = hd / gs;
+    for (uint32_t j = 0; j < n_q; j++) {
+        float* o = out + (size_t)j * o_stride;
+        const float* a = att + (size_t)j * a_stride;
+        for (uint32_t d = 0; d < hd; d++) o[d] = 0.0f;
+        for (uint32_t p = 0; p < n_pos; p++) {
+            const int8_t* qp = q + (size_t)p * hd;
+            const float* sp = s + (size_t)p * ng;
+            for (uint32_t d = 0; d < hd; d++) {
+                const float v = (float)qp[d] * sp[d / gs]; /* the dequantised value: one rounding */
+                o[d] = QWEN3_FMAF(a[p], v, o[d]);
+            }
+        }
+    }
+}
+
+/* attention keeps the dequantised chunks here: the reference above is the tests' oracle */
+const Qwen3KvKernels qwen3_kv_kernels_scalar = {"scalar", dequant_groups_scalar, NULL};
 
 const Qwen3KvKernels* qwen3_kv_kernels_for(const Qwen3KernelTable* k) {
 #if defined(__x86_64__) || defined(_M_X64)

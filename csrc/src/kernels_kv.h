@@ -1,7 +1,8 @@
 /*
  * kernels_kv.h - the int8 KV cache's dequantisation (docs/numerics.md#int8-kv-cache):
  * int8 values times their fp32 group scales, into the fp32 rows the attention value
- * kernel reads (keys need none: a score is an int8 product, kernels.h's matmul_q8).
+ * kernel reads (keys need none: a score is an int8 product, kernels.h's matmul_q8), or
+ * straight into one token's value sums (attn_values_q8).
  * Each output is (float)q * scale: the int8 to fp32 conversion is exact and the product
  * is one IEEE fp32 multiply, so every tier gives the scalar bits by construction; the
  * tiers differ in speed only.
@@ -17,10 +18,27 @@
 /* Values, one row: out[i] = (float)q[i] * s[i / gs] for i < n (n a multiple of gs). */
 typedef void (*Qwen3DequantGroupsFn)(float* out, const int8_t* q, const float* s, uint32_t n, uint32_t gs);
 
+/* The value pass of one token's attention over an int8 cache, the dequantised rows never
+ * in memory: for query j < n_q (the query heads of one kv head, which share the token's
+ * positions) and d < hd,
+ *   out[j * o_stride + d] = 0.0f, then for p = 0 .. n_pos - 1 ascending:
+ *       out = fmaf(att[j * a_stride + p], (float)q[p * hd + d] * s[p * (hd / gs) + d / gs], out)
+ * which is dequant_groups of the rows followed by the f32 cache's attn_values over them (in
+ * chunks or not: its sums continue from chunk to chunk), bit for bit. NULL in a tier that
+ * has none: attention then takes that route. hd and gs are multiples of 16 in the SIMD
+ * tiers' fast loops; other shapes run the reference (qwen3_attn_values_q8_ref). */
+typedef void (*Qwen3AttnValuesQ8Fn)(float* out, size_t o_stride, const float* att, size_t a_stride, uint32_t n_q,
+                                    const int8_t* q, const float* s, uint32_t n_pos, uint32_t hd, uint32_t gs);
+
 typedef struct {
     const char* name;
     Qwen3DequantGroupsFn dequant_groups;
+    Qwen3AttnValuesQ8Fn attn_values_q8;
 } Qwen3KvKernels;
+
+/* attn_values_q8 as written above, one multiply-add at a time (the scalar tier's). */
+void qwen3_attn_values_q8_ref(float* out, size_t o_stride, const float* att, size_t a_stride, uint32_t n_q,
+                              const int8_t* q, const float* s, uint32_t n_pos, uint32_t hd, uint32_t gs);
 
 extern const Qwen3KvKernels qwen3_kv_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)

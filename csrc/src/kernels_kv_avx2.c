@@ -21,4 +21,5 @@ KV_AVX2 static void dequant_groups_avx2(float* out, const int8_t* q, const float
     }
 }
 
-const Qwen3KvKernels qwen3_kv_kernels_avx2 = {"avx2", dequant_groups_avx2};
+/* no attn_values_q8 (yet): attention dequantises a chunk and runs the f32 value kernel */
+const Qwen3KvKernels qwen3_kv_kernels_avx2 = {"avx2", dequant_groups_avx2, NULL};

@@ -26,4 +26,5 @@ static void dequant_groups_neon(float* out, const int8_t* q, const float* s, uin
     }
 }
 
-const Qwen3KvKernels qwen3_kv_kernels_neon = {"neon", dequant_groups_neon};
+/* no attn_values_q8 (yet): attention dequantises a chunk and runs the f32 value kernel */
+const Qwen3KvKernels qwen3_kv_kernels_neon = {"neon", dequant_groups_neon, NULL};

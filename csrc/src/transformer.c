@@ -640,8 +640,9 @@ static Qwen3Q8Batch query_rows(const Qwen3Context* cache, uint32_t head, uint32_
  * token t0 of its block), and each score is the int8 product of a key row and a query, a
  * row of the matrix product matmul_q8 (every tier's matvec_q8 for one token) with the
  * weights' numerics, times 1/sqrt(head_dim). Values: each chunk dequantised once into a stack buffer and read
- * by every query of the task from there through the f32 cache's attn_values. The
- * chunking does not change the bits, so every tier and thread count agree. */
+ * by every query of the task from there through the f32 cache's attn_values; for one token,
+ * where the tier has it, attn_values_q8 straight from the int8 rows instead. Neither the
+ * chunking nor that route changes the bits, so every tier and thread count agree. */
 static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
                       uint32_t pos0, uint32_t t0, uint32_t nt, const float* q, float* out, float* att,
                       size_t att_head, float* sums, size_t sum_head) {
@@ -681,6 +682,14 @@ static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache
     }
     for (uint32_t g = 0; g < group; g++) {
         kernels->softmax_exp(att + g * att_head, att_stride, nt, n_pos, sums + g * sum_head);
+    }
+    if (nt == 1 && kv->attn_values_q8) {
+        /* one token: the group's query heads share its positions, and the values go
+         * straight from the int8 rows into their sums (the same bits as below) */
+        const size_t at = slab * cache->ctx_len;
+        kv->attn_values_q8(out + (size_t)kv_head * group * hd, hd, att, att_head, group, cache->value_q8 + at * hd,
+                           cache->value_scale + at * (hd / gs), n_all, hd, gs);
+        return;
     }
     for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
         const uint32_t p1 = n_all - p0 < chunk ? n_all : p0 + chunk;
