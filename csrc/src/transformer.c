@@ -545,10 +545,21 @@ static void norm_input_task(void* arg, uint32_t task, uint32_t n_tasks) {
  * KV cache writes (docs/numerics.md#int8-kv-cache)
  * ================================================================================== */
 
+/* One kv head's row x (hd floats) into a q8 cache row (q, s): the tier's quantize_row,
+ * which gives qwen3_quantize_q8's bits (kernels.h), its group sums dropped. (The scalar
+ * function took 4% of a q8 cache's 2048-token prefill, most of it in roundf.) */
+static void quantize_cache_row(const Qwen3KernelTable* kernels, const float* x, int8_t* q, float* s, uint32_t hd,
+                               uint32_t gs) {
+    int32_t sums[QWEN3_KV_Q8_MAX_HEAD_DIM];
+    Qwen3Q8Batch row = {q, s, sums, hd, 1, gs};
+    kernels->quantize_row(x, &row, 0);
+}
+
 /* Kv heads [a, b) of one position's new key row k (kv_dim floats) into dst's cache at
  * position p of `layer`: copied (f32) or quantised per kv_group values (q8), as
  * qwen3_quantize_q8 quantises activations. */
-static void store_keys(Qwen3Context* dst, uint32_t layer, uint32_t p, const float* k, uint32_t a, uint32_t b) {
+static void store_keys(const Qwen3KernelTable* kernels, Qwen3Context* dst, uint32_t layer, uint32_t p, const float* k,
+                       uint32_t a, uint32_t b) {
     const Qwen3Header* h = &dst->model->header;
     const uint32_t hd = h->head_dim, gs = dst->kv_group;
     for (uint32_t kh = a; kh < b; kh++) {
@@ -563,8 +574,7 @@ static void store_keys(Qwen3Context* dst, uint32_t layer, uint32_t p, const floa
         }
         /* a slab per (layer, kv head) of rows, like the values */
         const size_t at = slab * dst->ctx_len + p;
-        Qwen3Q8Vector out = {dst->key_q8 + at * hd, dst->key_scale + at * (hd / gs), hd, gs};
-        qwen3_quantize_q8(kh_in, &out);
+        quantize_cache_row(kernels, kh_in, dst->key_q8 + at * hd, dst->key_scale + at * (hd / gs), hd, gs);
     }
 }
 
@@ -572,7 +582,8 @@ static void store_keys(Qwen3Context* dst, uint32_t layer, uint32_t p, const floa
  * slab per (layer, kv head), positions consecutive in it, so attention reads one head's
  * values from consecutive memory (with rows kv_dim floats apart, consecutive positions of
  * a head were 4 KB apart for Qwen3-0.6B: a page and an L1 set each). */
-static void store_values(Qwen3Context* dst, uint32_t layer, uint32_t p, const float* v, uint32_t a, uint32_t b) {
+static void store_values(const Qwen3KernelTable* kernels, Qwen3Context* dst, uint32_t layer, uint32_t p,
+                         const float* v, uint32_t a, uint32_t b) {
     const Qwen3Header* h = &dst->model->header;
     const uint32_t hd = h->head_dim, gs = dst->kv_group;
     for (uint32_t i = a; i < b; i++) {
@@ -581,8 +592,8 @@ static void store_values(Qwen3Context* dst, uint32_t layer, uint32_t p, const fl
             memcpy(dst->value_cache + at * hd, v + (size_t)i * hd, (size_t)hd * sizeof(float));
             continue;
         }
-        Qwen3Q8Vector out = {dst->value_q8 + at * hd, dst->value_scale + at * (hd / gs), hd, gs};
-        qwen3_quantize_q8(v + (size_t)i * hd, &out);
+        quantize_cache_row(kernels, v + (size_t)i * hd, dst->value_q8 + at * hd, dst->value_scale + at * (hd / gs), hd,
+                           gs);
     }
 }
 
@@ -607,8 +618,8 @@ static void qk_task(void* arg, uint32_t task, uint32_t n_tasks) {
         for (uint32_t i = 0; i < h->n_kv_heads; i++) qwen3_rope_rotate(k + (size_t)i * hd, cos_t, sin_t, hd);
         Qwen3Context* const dst = job->seqs ? job->seqs[t] : c; /* whose cache */
         const uint32_t p = job->seqs ? dst->pos : job->pos0 + t;
-        store_keys(dst, job->layer, p, k, 0, h->n_kv_heads);
-        store_values(dst, job->layer, p, c->v_new + (size_t)t * kv_dim, 0, h->n_kv_heads); /* Wv wrote v_new */
+        store_keys(job->kernels, dst, job->layer, p, k, 0, h->n_kv_heads);
+        store_values(job->kernels, dst, job->layer, p, c->v_new + (size_t)t * kv_dim, 0, h->n_kv_heads); /* Wv wrote v_new */
     }
 }
 
@@ -907,12 +918,12 @@ static void qkv_fused_task(void* arg, uint32_t task, uint32_t n_tasks) {
         job->kernels->matvec_q8(k, &job->lw->wk.q8, &x, a * hd, b * hd);
         rmsnorm_rows(k, k, hd, b - a, job->lw->k_norm, hd, eps);
         for (uint32_t i = 0; i < b - a; i++) qwen3_rope_rotate(k + (size_t)i * hd, c->rope_cos, c->rope_sin, hd);
-        store_keys(c, job->layer, job->pos, c->k, a, b);
+        store_keys(job->kernels, c, job->layer, job->pos, c->k, a, b);
     }
     if (u1 > nq + nkv) {
         const uint32_t a = u0 > nq + nkv ? u0 - nq - nkv : 0, b = u1 - nq - nkv;
         job->kernels->matvec_q8(c->v_new + (size_t)a * hd, &job->lw->wv.q8, &x, a * hd, b * hd);
-        store_values(c, job->layer, job->pos, c->v_new, a, b);
+        store_values(job->kernels, c, job->layer, job->pos, c->v_new, a, b);
     }
 }
 
