@@ -25,8 +25,9 @@ typedef void (*Qwen3DequantGroupsFn)(float* out, const int8_t* q, const float* s
  *       out = fmaf(att[j * a_stride + p], (float)q[p * hd + d] * s[p * (hd / gs) + d / gs], out)
  * which is dequant_groups of the rows followed by the f32 cache's attn_values over them (in
  * chunks or not: its sums continue from chunk to chunk), bit for bit. NULL in a tier that
- * has none: attention then takes that route. hd and gs are multiples of 16 in the SIMD
- * tiers' fast loops; other shapes run the reference (qwen3_attn_values_q8_ref). */
+ * has none (scalar, NEON): attention then takes that route. The SIMD tiers' fast loops
+ * take hd and gs in multiples of their vector width; other shapes run the reference
+ * (qwen3_attn_values_q8_ref). */
 typedef void (*Qwen3AttnValuesQ8Fn)(float* out, size_t o_stride, const float* att, size_t a_stride, uint32_t n_q,
                                     const int8_t* q, const float* s, uint32_t n_pos, uint32_t hd, uint32_t gs);
 

@@ -1,11 +1,14 @@
 /* kernels_kv_avx2.c - the int8 KV cache's dequantisation with 256-bit registers
  * (kernels_kv.h): vpmovsxbd widens 8 int8 to int32, vcvtdq2ps converts them exactly,
- * one vmulps by the scales. */
+ * one vmulps by the scales; and one token's value pass straight from the int8 rows
+ * (attn_values_q8). */
 #include <immintrin.h>
 
 #include "kernels_kv.h"
 
 #define KV_AVX2 __attribute__((target("avx2")))
+#define KV_AVX2_FMA __attribute__((target("avx2,fma")))
+#define KV_INLINE KV_AVX2_FMA static inline __attribute__((always_inline))
 
 KV_AVX2 static inline __m256 widen8(const int8_t* q) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(const void*)q)));
@@ -25,5 +28,75 @@ KV_AVX2 static void dequant_groups_avx2(float* out, const int8_t* q, const float
     }
 }
 
-/* no attn_values_q8 (yet): attention dequantises a chunk and runs the f32 value kernel */
-const Qwen3KvKernels qwen3_kv_kernels_avx2 = {"avx2", dequant_groups_avx2, NULL};
+/* attn_values_q8 with 16 registers: the positions go in blocks that stay in L1, and for
+ * each block every tile of NQ queries x NV vectors of 8 dims loads its sums from out (after
+ * the first block), runs the block's positions and stores them back: the same sums in the
+ * same order as one pass, the value vectors of a position converted once per tile. */
+#define VQ_BLOCK 64u /* positions: 8 KiB of 128-value rows */
+#define VQ_AHEAD 32  /* positions prefetched ahead */
+
+KV_INLINE void values_q8_tile(float* out, size_t o_stride, const float* att, size_t a_stride, const int8_t* q,
+                              const float* s, uint32_t p0, uint32_t p1, uint32_t hd, uint32_t gs, uint32_t d0,
+                              const int NQ, const int NV) {
+    const uint32_t ng = hd / gs;
+    uint32_t group[8];
+    QWEN3_UNROLL_FULL(8) for (int c = 0; c < NV; c++) group[c] = (d0 + 8u * (uint32_t)c) / gs;
+    __m256 acc[4][8];
+    QWEN3_UNROLL_FULL(4) for (int j = 0; j < NQ; j++) {
+        QWEN3_UNROLL_FULL(8) for (int c = 0; c < NV; c++) {
+            acc[j][c] = p0 ? _mm256_loadu_ps(out + (size_t)j * o_stride + d0 + 8 * c) : _mm256_setzero_ps();
+        }
+    }
+    for (uint32_t p = p0; p < p1; p++) {
+        const int8_t* qp = q + (size_t)p * hd + d0;
+        const float* sp = s + (size_t)p * ng;
+        if (d0 == 0) {
+            /* the block's first tile streams its rows from memory: ask for them ahead (past
+             * the end too: a prefetch never faults) */
+            for (uint32_t line = 0; line < hd; line += 64) _mm_prefetch((const char*)(qp + VQ_AHEAD * hd) + line, _MM_HINT_T0);
+            _mm_prefetch((const char*)(sp + VQ_AHEAD * ng), _MM_HINT_T0);
+        }
+        __m256 a[4];
+        QWEN3_UNROLL_FULL(4) for (int j = 0; j < NQ; j++) a[j] = _mm256_set1_ps(att[(size_t)j * a_stride + p]);
+        QWEN3_UNROLL_FULL(8) for (int c = 0; c < NV; c++) {
+            const __m256 v = _mm256_mul_ps(widen8(qp + 8 * c), _mm256_set1_ps(sp[group[c]]));
+            QWEN3_UNROLL_FULL(4) for (int j = 0; j < NQ; j++) acc[j][c] = _mm256_fmadd_ps(a[j], v, acc[j][c]);
+        }
+    }
+    QWEN3_UNROLL_FULL(4) for (int j = 0; j < NQ; j++) {
+        QWEN3_UNROLL_FULL(8) for (int c = 0; c < NV; c++) _mm256_storeu_ps(out + (size_t)j * o_stride + d0 + 8 * c, acc[j][c]);
+    }
+}
+
+KV_AVX2_FMA static void attn_values_q8_avx2(float* out, size_t o_stride, const float* att, size_t a_stride,
+                                           uint32_t n_q, const int8_t* q, const float* s, uint32_t n_pos,
+                                           uint32_t hd, uint32_t gs) {
+    if (hd % 8 != 0 || gs % 8 != 0 || n_pos == 0) {
+        qwen3_attn_values_q8_ref(out, o_stride, att, a_stride, n_q, q, s, n_pos, hd, gs);
+        return;
+    }
+    for (uint32_t p0 = 0; p0 < n_pos; p0 += VQ_BLOCK) {
+        const uint32_t p1 = n_pos - p0 < VQ_BLOCK ? n_pos : p0 + VQ_BLOCK;
+        for (uint32_t j = 0; j < n_q;) {
+            /* at most 8 sums, NQ broadcasts and a value vector in the 16 registers */
+            const uint32_t left = n_q - j, nq = left >= 4 ? 4 : left >= 2 ? 2 : 1, nv = 8 / nq;
+            float* o = out + (size_t)j * o_stride;
+            const float* a = att + (size_t)j * a_stride;
+            for (uint32_t d0 = 0; d0 < hd;) {
+                const int whole = (hd - d0) / 8 >= nv;
+                switch (nq * 2 + whole) {
+                case 2 * 1 + 1: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 1, 8); break;
+                case 2 * 2 + 1: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 2, 4); break;
+                case 2 * 4 + 1: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 4, 2); break;
+                case 2 * 1: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 1, 1); break;
+                case 2 * 2: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 2, 1); break;
+                default: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 4, 1); break;
+                }
+                d0 += whole ? 8 * nv : 8;
+            }
+            j += nq;
+        }
+    }
+}
+
+const Qwen3KvKernels qwen3_kv_kernels_avx2 = {"avx2", dequant_groups_avx2, attn_values_q8_avx2};

@@ -26,5 +26,6 @@ static void dequant_groups_neon(float* out, const int8_t* q, const float* s, uin
     }
 }
 
-/* no attn_values_q8 (yet): attention dequantises a chunk and runs the f32 value kernel */
+/* no attn_values_q8 (not measured on an ARM host yet): attention dequantises a chunk and
+ * runs the f32 value kernel */
 const Qwen3KvKernels qwen3_kv_kernels_neon = {"neon", dequant_groups_neon, NULL};
