@@ -973,7 +973,10 @@ static void test_lazy_kv_cache(void) {
     CHECK(qwen3_forward_tokens(&ctx, tokens, 300) == QWEN3_OK, "prefill: %s", qwen3_get_last_error());
     uint64_t after = resident_bytes();
     if (before && after) {
-        CHECK(after - before < 8u << 20, "a 40960-position context with 300 used costs %llu bytes",
+        /* 16 MB: well under the 42 MB of a committed cache, with room for what the prefill's
+         * scratch leaves resident under AddressSanitizer (its redzones and the quarantine of
+         * freed blocks: 9.3 MB in one run of tools/sanitize.ts, where 8 MB was the bound) */
+        CHECK(after - before < 16u << 20, "a 40960-position context with 300 used costs %llu bytes",
               (unsigned long long)(after - before));
     }
     /* the far end of the cache is usable too */
