@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Qwen3Error } from "../src/errors.ts";
+import type { SamplerOptions } from "../src/types.ts";
 import { argmax, expRounded, Sampler, XorShift64Star } from "../src/text/sampler.ts";
 
 /**
@@ -121,14 +122,7 @@ class ReferenceSampler {
   #rng: XorShift64Star;
   #counts: number[];
   constructor(
-    readonly o: {
-      temperature: number;
-      topP: number;
-      topK: number;
-      minP: number;
-      presencePenalty: number;
-      frequencyPenalty: number;
-    },
+    readonly o: Required<Omit<SamplerOptions, "seed">>,
     seed: bigint,
     readonly n: number,
   ) {

@@ -83,16 +83,15 @@ KV_AVX2_FMA static void attn_values_q8_avx2(float* out, size_t o_stride, const f
             float* o = out + (size_t)j * o_stride;
             const float* a = att + (size_t)j * a_stride;
             for (uint32_t d0 = 0; d0 < hd;) {
-                const int whole = (hd - d0) / 8 >= nv;
-                switch (nq * 2 + whole) {
-                case 2 * 1 + 1: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 1, 8); break;
-                case 2 * 2 + 1: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 2, 4); break;
-                case 2 * 4 + 1: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 4, 2); break;
-                case 2 * 1: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 1, 1); break;
-                case 2 * 2: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 2, 1); break;
-                default: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 4, 1); break;
+                const uint32_t w = (hd - d0) / 8 >= nv ? nv : 1;
+#define TILE(NQ, NV) \
+    case (NQ) * 16 + (NV): values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, (NQ), (NV)); break;
+                switch (nq * 16 + w) {
+                    TILE(1, 8) TILE(2, 4) TILE(4, 2) TILE(1, 1) TILE(2, 1)
+                    default: values_q8_tile(o, o_stride, a, a_stride, q, s, p0, p1, hd, gs, d0, 4, 1); break;
                 }
-                d0 += whole ? 8 * nv : 8;
+#undef TILE
+                d0 += 8 * w;
             }
             j += nq;
         }

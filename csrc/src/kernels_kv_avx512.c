@@ -73,27 +73,15 @@ KV_AVX512 static void attn_values_q8_avx512(float* out, size_t o_stride, const f
         const float* a = att + (size_t)j * a_stride;
         for (uint32_t d0 = 0; d0 < hd;) {
             const uint32_t vecs = (hd - d0) / 16;
-            if (nq <= 2 && vecs >= 8) {
-                if (nq == 1) values_q8_tile(o, o_stride, a, a_stride, q, s, n_pos, hd, gs, d0, 1, 8);
-                else values_q8_tile(o, o_stride, a, a_stride, q, s, n_pos, hd, gs, d0, 2, 8);
-                d0 += 128;
-            } else if (vecs >= 4) {
-                switch (nq) {
-                case 1: values_q8_tile(o, o_stride, a, a_stride, q, s, n_pos, hd, gs, d0, 1, 4); break;
-                case 2: values_q8_tile(o, o_stride, a, a_stride, q, s, n_pos, hd, gs, d0, 2, 4); break;
-                case 3: values_q8_tile(o, o_stride, a, a_stride, q, s, n_pos, hd, gs, d0, 3, 4); break;
-                default: values_q8_tile(o, o_stride, a, a_stride, q, s, n_pos, hd, gs, d0, 4, 4); break;
-                }
-                d0 += 64;
-            } else {
-                switch (nq) {
-                case 1: values_q8_tile(o, o_stride, a, a_stride, q, s, n_pos, hd, gs, d0, 1, 1); break;
-                case 2: values_q8_tile(o, o_stride, a, a_stride, q, s, n_pos, hd, gs, d0, 2, 1); break;
-                case 3: values_q8_tile(o, o_stride, a, a_stride, q, s, n_pos, hd, gs, d0, 3, 1); break;
+            const uint32_t nv = nq <= 2 && vecs >= 8 ? 8 : vecs >= 4 ? 4 : 1;
+#define TILE(NQ, NV) \
+    case (NQ) * 16 + (NV): values_q8_tile(o, o_stride, a, a_stride, q, s, n_pos, hd, gs, d0, (NQ), (NV)); break;
+            switch (nq * 16 + nv) {
+                TILE(1, 8) TILE(2, 8) TILE(1, 4) TILE(2, 4) TILE(3, 4) TILE(4, 4) TILE(1, 1) TILE(2, 1) TILE(3, 1)
                 default: values_q8_tile(o, o_stride, a, a_stride, q, s, n_pos, hd, gs, d0, 4, 1); break;
-                }
-                d0 += 16;
             }
+#undef TILE
+            d0 += 16 * nv;
         }
         j += nq;
     }
