@@ -7,7 +7,7 @@
  * (docs/sampling.md#algorithm); a decode step of Qwen3-0.6B takes 25-60 ms on the 2-vCPU
  * Xeon, so a few milliseconds here is a few percent of a chat's speed. A random model's
  * logits are flat: top-p 0.9 keeps most of the vocabulary, which both samplers then order
- * one heap pop at a time (the worst case; a trained model's nucleus is far smaller).
+ * by a radix sort (the worst case; a trained model's nucleus is far smaller).
  *
  *   deno bench -A bench/sampler_bench.ts
  * @module

@@ -203,10 +203,14 @@ Deno.test("the same tokens as every candidate sorted, for every filter and ties"
     const reference = new ReferenceSampler(o, seed, n);
     const spread = 1 + (rng.nextU32() % 8);
     for (let step = 0; step < (n > 10000 ? 2 : 8); step++) {
-      // coarse values make ties common, which the order must settle
+      // coarse values make ties common, which the order must settle; every fifth trial,
+      // values a few ulps apart, which only the low bits order
       const logits = Float32Array.from(
         { length: n },
-        () => Math.round(spread * rng.nextF32() * 4) / 4,
+        () =>
+          trial % 5 === 4
+            ? 1 + (rng.nextU32() % 4096) * 1e-6
+            : Math.round(spread * rng.nextF32() * 4) / 4,
       );
       assert.equal(sampler.sample(logits), reference.sample(logits), `${JSON.stringify(o)} n ${n}`);
       compared++;

@@ -28,8 +28,8 @@
  *                 candidates = ids with p >= cut.
  *   7. order candidates by p descending, lower id first on ties (a total order: any
  *      correct sort agrees; here the k best kept in one pass for a top-k up to 1024,
- *      else a heap popped only as far as needed, so the 151936 probabilities are never
- *      fully sorted).
+ *      else a heap popped only as far as needed, or past 2048 candidates all of them
+ *      radix-sorted, so the 151936 probabilities never go through a comparison sort).
  *   8. top_p on: total = 0; for each candidate in order: total += p; once total > top_p,
  *      keep the candidates up to and including this one and stop (all are kept if it never
  *      happens). Otherwise keep all, total = their sum in that order.
@@ -74,12 +74,13 @@ int32_t qwen3_sampler_init(Qwen3Sampler* s, uint32_t vocab_size) {
     s->vocab_size = vocab_size;
     s->probs = (float*)malloc((size_t)vocab_size * sizeof(float));
     s->candidates = (uint32_t*)malloc((size_t)vocab_size * sizeof(uint32_t));
+    s->scratch = (uint32_t*)malloc((size_t)vocab_size * sizeof(uint32_t));
     s->counts = (uint32_t*)calloc(vocab_size, sizeof(uint32_t));
-    if (!s->probs || !s->candidates || !s->counts) {
+    if (!s->probs || !s->candidates || !s->scratch || !s->counts) {
         qwen3_sampler_deinit(s);
         return qwen3_fail(QWEN3_ERR_OUT_OF_MEMORY,
                           "out of memory allocating %zu bytes of sampler buffers",
-                          (size_t)vocab_size * 12);
+                          (size_t)vocab_size * 16);
     }
     s->rng = 1;
     return QWEN3_OK;
@@ -88,6 +89,7 @@ int32_t qwen3_sampler_init(Qwen3Sampler* s, uint32_t vocab_size) {
 void qwen3_sampler_deinit(Qwen3Sampler* s) {
     free(s->probs);
     free(s->candidates);
+    free(s->scratch);
     free(s->counts);
     memset(s, 0, sizeof *s);
 }
@@ -194,6 +196,42 @@ static uint32_t best_k(uint32_t* out, const float* p, uint32_t V, float cut, uin
         sift_down_worst(out, n - 1, 0, p);
     }
     return size;
+}
+
+/* Candidates from which ordering them all by a radix sort beats popping a heap: a flat
+ * distribution's nucleus is most of the vocabulary (a random model's top-p 0.9 popped about
+ * 136000 of 151936 ids, 23 ms a token). */
+#define RADIX_MIN 2048u
+
+/* Orders cand[0 .. n) (ids ascending) best first, the order keep_most_likely's pops give:
+ * p descending, the lower id first on equal p. A stable LSD radix sort in three 11-bit
+ * digits of ~bits(p) (non-negative floats order as their bit patterns), tmp n more ids. */
+static void sort_by_p(uint32_t* cand, uint32_t* tmp, uint32_t n, const float* p) {
+    uint32_t start[2048];
+    uint32_t *src = cand, *dst = tmp;
+    for (uint32_t shift = 0; shift < 32; shift += 11) {
+        memset(start, 0, sizeof start);
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t bits;
+            memcpy(&bits, &p[src[i]], sizeof bits);
+            start[(~bits >> shift) & 2047u]++;
+        }
+        uint32_t at = 0;
+        for (uint32_t d = 0; d < 2048; d++) {
+            const uint32_t c = start[d];
+            start[d] = at;
+            at += c;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t bits;
+            memcpy(&bits, &p[src[i]], sizeof bits);
+            dst[start[(~bits >> shift) & 2047u]++] = src[i];
+        }
+        uint32_t* t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != cand) memcpy(cand, src, (size_t)n * sizeof *cand);
 }
 
 static int32_t record(Qwen3Sampler* s, int32_t token) {
@@ -308,8 +346,18 @@ int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
         /* With top-k, ids under the min-p floor were already dropped, which keeps the same
          * set as "top k, then the floor" because the floor only removes the least likely. */
         const uint32_t limit = top_k_on && c->top_k < n ? c->top_k : n;
-        first = keep_most_likely(cand, n, limit, top_p_on, c->top_p, p, &total);
-        end = n;
+        if (n >= RADIX_MIN) {
+            sort_by_p(cand, s->scratch, n, p);
+            first = 0;
+            end = 0;
+            while (end < limit) {
+                total += p[cand[end++]];
+                if (top_p_on && total > c->top_p) break;
+            }
+        } else {
+            first = keep_most_likely(cand, n, limit, top_p_on, c->top_p, p, &total);
+            end = n;
+        }
     }
 
     /* step 9 */

@@ -18,6 +18,7 @@ typedef struct {
     uint32_t vocab_size;
     float* probs;              /* (vocab_size) working copy of the logits, then probabilities */
     uint32_t* candidates;      /* (vocab_size) token ids that survive the filters */
+    uint32_t* scratch;         /* (vocab_size) the radix sort's second buffer of ids */
     uint32_t* counts;          /* (vocab_size) times each token was sampled since configure */
 } Qwen3Sampler;
 

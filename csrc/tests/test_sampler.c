@@ -164,8 +164,10 @@ static void test_against_reference(void) {
         float spread = (float)(1 + tu_next(&rng) % 8);
         for (int step = 0; step < (V > 10000 ? 3 : 12); step++) {
             for (uint32_t i = 0; i < V; i++) {
-                /* coarse values make ties common, which the order must settle */
-                logits[i] = roundf(spread * tu_uniform(&rng) * 4.0f) / 4.0f;
+                /* coarse values make ties common, which the order must settle; every fifth
+                 * trial, values a few ulps apart, which only the low bits order */
+                logits[i] = trial % 5 == 4 ? 1.0f + (float)(tu_next(&rng) % 4096) * 1e-6f
+                                           : roundf(spread * tu_uniform(&rng) * 4.0f) / 4.0f;
             }
             int32_t got = qwen3_sampler_sample(&s, logits);
             int32_t want = ref_pick(&r, logits);

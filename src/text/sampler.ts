@@ -16,7 +16,8 @@
  *      candidates = ids with p >= cut.
  *   7. candidates best first (p descending, lower id on ties) - never a full sort of the
  *      151936 probabilities: the k best kept in one pass for a top-k up to 1024, else a heap
- *      popped only as far as needed - at most top_k of them,
+ *      popped only as far as needed, or past 2048 candidates all of them radix-sorted - at
+ *      most top_k of them,
  *   8. and with top-p stopping once their running sum exceeds top_p (that one kept).
  *   9. r = coin * (sum of kept p); return the first kept id whose running sum exceeds r
  *      (the last kept one if rounding leaves none).
@@ -206,6 +207,8 @@ export class Sampler {
   #probs: Float32Array; // (vocab) scratch
   #candidates: Int32Array; // (vocab) ids that pass the probability floor
   #ordered: Int32Array; // (vocab) kept ids, best first
+  #scratch: Int32Array; // (vocab) the radix sort's second buffer of ids
+  #probBits: Uint32Array; // #probs' bits
 
   /**
    * Makes a sampler; options left out take their defaults ({@linkcode SamplerOptions}).
@@ -266,6 +269,8 @@ export class Sampler {
     this.#probs = new Float32Array(vocabSize);
     this.#candidates = new Int32Array(vocabSize);
     this.#ordered = new Int32Array(vocabSize);
+    this.#scratch = new Int32Array(vocabSize);
+    this.#probBits = new Uint32Array(this.#probs.buffer);
   }
 
   /**
@@ -406,11 +411,14 @@ export class Sampler {
         if (v >= cut) cand[count++] = i;
       }
       if (count === 0) return argmax(logits);
-      // Steps 7 and 8: best first from a heap, only as far as top-k and top-p need.
+      // Steps 7 and 8: best first, only as far as top-k and top-p need: from a heap, or all
+      // of them ordered at once when there are many (a flat distribution's nucleus).
       const limit = topKOn && this.topK < count ? this.topK : count;
-      const heap = new CandidateHeap(cand, count, p);
+      const next = count >= RADIX_MIN
+        ? sortedByP(cand, this.#scratch, count, this.#probBits)
+        : new CandidateHeap(cand, count, p);
       while (taken < limit) {
-        const top = heap.pop();
+        const top = next.pop();
         kept[taken++] = top;
         total = fround(total + p[top]);
         if (topPOn && total > this.topP) break;
@@ -426,6 +434,47 @@ export class Sampler {
     }
     return kept[taken - 1];
   }
+}
+
+/**
+ * Candidates from which ordering them all by a radix sort beats popping a heap (a random
+ * model's top-p 0.9 popped about 136000 of 151936 ids, 23 ms a token).
+ */
+const RADIX_MIN = 2048;
+
+/**
+ * Orders ids[0 .. n) (ascending) best first, as the heap pops them: higher probability
+ * first, the lower id on equal probability. A stable LSD radix sort in three 11-bit digits
+ * of ~bits(p) (non-negative floats order as their bit patterns); `tmp` holds n more ids.
+ * Returns the ids to take in order.
+ */
+function sortedByP(
+  ids: Int32Array,
+  tmp: Int32Array,
+  n: number,
+  bits: Uint32Array,
+): { pop(): number } {
+  const start = new Int32Array(2048);
+  let src = ids, dst = tmp;
+  for (let shift = 0; shift < 32; shift += 11) {
+    start.fill(0);
+    for (let i = 0; i < n; i++) start[(~bits[src[i]] >>> shift) & 2047]++;
+    let at = 0;
+    for (let d = 0; d < 2048; d++) {
+      const c = start[d];
+      start[d] = at;
+      at += c;
+    }
+    for (let i = 0; i < n; i++) {
+      const id = src[i];
+      dst[start[(~bits[id] >>> shift) & 2047]++] = id;
+    }
+    const t = src;
+    src = dst;
+    dst = t;
+  }
+  let i = 0;
+  return { pop: () => src[i++] };
 }
 
 /** Above this top-k the heap of all candidates, popped only as far as top-p needs, is cheaper. */
