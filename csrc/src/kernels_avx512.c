@@ -720,7 +720,7 @@ TARGET static void attn_scores_avx512(float* scores, uint32_t s_stride, const fl
 /* nq queries x nv vectors of 16 output dims (masks for the last, partial one). Query j
  * stops at its own n_pos; n_pos is non-decreasing, so the last query runs longest. */
 INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, const uint32_t* np, const float* v,
-                        uint32_t vs, const __mmask16* m, const int accum, const int nq, const int nv) {
+                        uint32_t vs, const __mmask16* m, const int accum, const int pf, const int nq, const int nv) {
     __m512 acc[4][4];
     UNROLL for (int j = 0; j < nq; j++) {
         UNROLL for (int c = 0; c < nv; c++) {
@@ -731,6 +731,10 @@ INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, cons
     uint32_t p = 0;
     for (; p < n_all; p++) {
         __m512 vv[4];
+        if (pf) {
+            /* one token's values stream from memory: the rows 8 positions on */
+            UNROLL for (int c = 0; c < nv; c++) _mm_prefetch((const char*)(v + (size_t)(p + 8) * vs + 16 * c), _MM_HINT_T0);
+        }
         UNROLL for (int c = 0; c < nv; c++) vv[c] = _mm512_maskz_loadu_ps(m[c], v + (size_t)p * vs + 16 * c);
         UNROLL for (int j = 0; j < nq; j++) {
             const __m512 aj = _mm512_set1_ps(a[(size_t)j * as + p]);
@@ -754,6 +758,9 @@ INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, cons
 TARGET static void attn_values_avx512(float* out, uint32_t o_stride, const float* att, uint32_t a_stride,
                                       const uint32_t* n_pos, uint32_t n_q, const float* v, uint32_t v_stride,
                                       uint32_t head_dim, int accum) {
+    /* A few queries (one token's query heads of a kv head) stream their values once, so
+     * their tiles ask for the rows 8 positions ahead; many queries (a prefill tile) reuse
+     * each chunk from cache, and theirs do not. */
     for (uint32_t i0 = 0; i0 < head_dim; i0 += 64) {
         __mmask16 m[4];
         for (uint32_t c = 0; c < 4; c++) {
@@ -762,17 +769,27 @@ TARGET static void attn_values_avx512(float* out, uint32_t o_stride, const float
         }
         float* o = out + i0;
         const float* vi = v + i0;
+#define TILE(PF, NQ) values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, \
+                                 vi, v_stride, m, accum, (PF), (NQ), 4)
         uint32_t j = 0;
-        for (; j + 4 <= n_q; j += 4) {
-            values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride,
-                        m, accum, 4, 4);
+        if (n_q <= 4) {
+            switch (n_q) {
+            case 4: TILE(1, 4); break;
+            case 3: TILE(1, 3); break;
+            case 2: TILE(1, 2); break;
+            case 1: TILE(1, 1); break;
+            default: break;
+            }
+            continue;
         }
+        for (; j + 4 <= n_q; j += 4) TILE(0, 4);
         switch (n_q - j) {
-        case 3: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, accum, 3, 4); break;
-        case 2: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, accum, 2, 4); break;
-        case 1: values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, vi, v_stride, m, accum, 1, 4); break;
+        case 3: TILE(0, 3); break;
+        case 2: TILE(0, 2); break;
+        case 1: TILE(0, 1); break;
         default: break;
         }
+#undef TILE
     }
 }
 
