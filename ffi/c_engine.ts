@@ -33,6 +33,8 @@ import {
 } from "./symbols.ts";
 
 const FORMATS: Record<number, ModelFormat> = { 1: "qwen3.c", 2: "qwen3-rs", 3: "gguf" };
+/** Qwen3KvType of each cache type (csrc/include/qwen3_inference.h). */
+const KV_TYPE_IDS: Record<KvCacheType, number> = { f32: 0, q8: 1, f16: 2 };
 
 /** Options of {@link CEngine.load}. */
 export interface CEngineOptions {
@@ -50,8 +52,9 @@ export interface CEngineOptions {
    */
   threads?: number;
   /**
-   * KV cache of the sessions: "f32", or "q8" (int8 per group of 32 values with an fp32
-   * scale, about 3.6x smaller; docs/numerics.md#int8-kv-cache).
+   * KV cache of the sessions: "f32"; "f16" (IEEE binary16, half the size, faster decoding
+   * on long contexts; docs/numerics.md#fp16-kv-cache); or "q8" (int8 per group of 32 values
+   * with an fp32 scale, about 3.6x smaller; docs/numerics.md#int8-kv-cache).
    *
    * @default {"f32"}
    */
@@ -408,8 +411,8 @@ export class CEngine implements Engine {
     const h = this.#live();
     // 0 = the load's length; larger values are clamped to it (as the TypeScript engine does).
     const n = Math.min(valid(contextLength ?? 0, "contextLength"), this.contextLength);
-    // Qwen3ContextOptions: u32 kv_type, u32 reserved[3]
-    const options = new Uint32Array([this.kvType === "q8" ? 1 : 0, 0, 0, 0]);
+    // Qwen3ContextOptions: u32 kv_type (Qwen3KvType: 0 f32, 1 q8, 2 f16), u32 reserved[3]
+    const options = new Uint32Array([KV_TYPE_IDS[this.kvType], 0, 0, 0]);
     const ptr = h.lib.symbols.qwen3_context_new_ex(h.ptr, n, options);
     if (ptr === null) {
       throw new Qwen3Error("out_of_memory", lastError(h.lib) || "qwen3_context_new_ex failed");

@@ -67,7 +67,7 @@ Deno.test("generate -t 0: deterministic, and equal on the C and TS engines", asy
   assert.match(c1.stderr, /decode 12 tok/);
 });
 
-Deno.test("generate --kv-type q8 runs (engines_test.ts compares it with TS); a bad type is refused", async () => {
+Deno.test("generate --kv-type q8 and f16 run (engines_test.ts compares them with TS); a bad type is refused", async () => {
   const args = [
     "generate",
     modelPath,
@@ -83,7 +83,10 @@ Deno.test("generate --kv-type q8 runs (engines_test.ts compares it with TS); a b
   assert.equal(c.code, 0, c.stderr);
   assert.ok(c.stdout.startsWith("The meaning of life is"));
   assert.match(c.stderr, /decode 12 tok/);
-  assertOneErrorLine(await qwen3([...args, "q4"]), "--kv-type must be f32 or q8", "q4");
+  const h = await qwen3([...args, "f16"]);
+  assert.equal(h.code, 0, h.stderr);
+  assert.ok(h.stdout.startsWith("The meaning of life is"));
+  assertOneErrorLine(await qwen3([...args, "q4"]), "--kv-type must be f32, f16 or q8", "q4");
 });
 
 Deno.test("generate: speculation reports its drafts, --no-speculate the same text without", async () => {

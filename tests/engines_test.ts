@@ -110,19 +110,21 @@ for (const { name, opts } of CASES) {
   });
 }
 
-// The int8 KV cache (docs/numerics.md#int8-kv-cache): both engines round keys and values
-// the same way, so they agree as closely as with the f32 cache; and q8 is not f32. One
-// shape and 24 steps: the numerics are per row, and the default tests must stay short.
+// The compact KV caches (docs/numerics.md#int8-kv-cache, #fp16-kv-cache): both engines
+// round keys and values the same way, so they agree as closely as with the f32 cache; and
+// neither is f32. One shape and 24 steps: the numerics are per row, and the default tests
+// must stay short.
 const Q8_STEPS = 24;
-for (const { name, opts } of [CASES[0]]) {
-  Deno.test(`C vs TS engine, q8 KV cache, ${name}: same greedy tokens, bit-identical logits`, async () => {
-    const path = await writeRandomModel(`${dir}/q8_${opts.seed}`, { ...SHAPE, ...opts });
+for (const kvType of ["q8", "f16"] as const) {
+  const { name, opts } = CASES[0];
+  Deno.test(`C vs TS engine, ${kvType} KV cache, ${name}: same greedy tokens, bit-identical logits`, async () => {
+    const path = await writeRandomModel(`${dir}/${kvType}_${opts.seed}`, { ...SHAPE, ...opts });
     const tokens = await prompt(path);
-    using c = await CEngine.load(path, { kvType: "q8" });
-    using t = await TsEngine.load(path, { kvType: "q8" });
+    using c = await CEngine.load(path, { kvType });
+    using t = await TsEngine.load(path, { kvType });
     using f = await CEngine.load(path);
-    assert.equal(c.kvType, "q8");
-    assert.equal(t.kvType, "q8");
+    assert.equal(c.kvType, kvType);
+    assert.equal(t.kvType, kvType);
     using cs = c.createSession();
     using ts = t.createSession();
     const { tokens: out, worst } = await greedyLockstep(cs, ts, tokens, Q8_STEPS);
@@ -133,11 +135,14 @@ for (const { name, opts } of [CASES[0]]) {
     const lq = await qs.forward(tokens);
     const lf = await fs.forward(tokens);
     const off = relativeError(lq, lf);
-    assert.ok(off > 0 && off < 0.05, `q8 against f32 cache: relative logit difference ${off}`);
+    assert.ok(
+      off > 0 && off < 0.05,
+      `${kvType} against f32 cache: relative logit difference ${off}`,
+    );
   });
 }
 
-Deno.test("kvType other than f32 or q8 is refused by both engines", async () => {
+Deno.test("kvType other than f32, f16 or q8 is refused by both engines", async () => {
   const path = await writeRandomModel(`${dir}/kv_bad`, { ...SHAPE, ...CASES[0].opts });
   const bad = { kvType: "q4" } as unknown as { kvType: "q8" };
   await assert.rejects(

@@ -216,8 +216,9 @@ QWEN3_API Qwen3Context* qwen3_context_new_ex(Qwen3Model* model, uint32_t ctx_len
                                             const Qwen3ContextOptions* options) {
     const Qwen3ContextOptions defaults = {0};
     const Qwen3ContextOptions* o = options ? options : &defaults;
-    if (o->kv_type != QWEN3_KV_F32 && o->kv_type != QWEN3_KV_Q8) {
-        qwen3_error_set("%s: kv_type %u is neither QWEN3_KV_F32 (0) nor QWEN3_KV_Q8 (1)", __func__, o->kv_type);
+    if (o->kv_type != QWEN3_KV_F32 && o->kv_type != QWEN3_KV_Q8 && o->kv_type != QWEN3_KV_F16) {
+        qwen3_error_set("%s: kv_type %u is none of QWEN3_KV_F32 (0), QWEN3_KV_Q8 (1), QWEN3_KV_F16 (2)", __func__,
+                        o->kv_type);
         return NULL;
     }
     for (int i = 0; i < 3; i++) {

@@ -1,9 +1,10 @@
 /* kernels_kv_avx2.c - the int8 KV cache's dequantisation with 256-bit registers
  * (kernels_kv.h): vpmovsxbd widens 8 int8 to int32, vcvtdq2ps converts them exactly,
  * one vmulps by the scales; and one token's value pass straight from the int8 rows
- * (attn_values_q8). */
+ * (attn_values_q8); the fp16 cache's conversions by F16C. */
 #include <immintrin.h>
 
+#include "kernels_float.h"
 #include "kernels_kv.h"
 
 #define KV_AVX2 __attribute__((target("avx2")))
@@ -98,4 +99,27 @@ KV_AVX2_FMA static void attn_values_q8_avx2(float* out, size_t o_stride, const f
     }
 }
 
-const Qwen3KvKernels qwen3_kv_kernels_avx2 = {"avx2", dequant_groups_avx2, attn_values_q8_avx2};
+/* fp16 cache rows: F16C's vcvtps2ph (round to nearest even) and vcvtph2ps, 8 at a time
+ * (qwen3_kv_kernels_for picks this tier only where the CPU has F16C) */
+#define KV_F16C __attribute__((target("avx,f16c")))
+
+KV_F16C static void to_f16_f16c(uint16_t* out, const float* x, uint32_t n) {
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128((__m128i*)(void*)(out + i), h);
+    }
+    for (; i < n; i++) out[i] = qwen3_f32_to_f16(x[i]);
+}
+
+KV_F16C static void from_f16_f16c(float* out, const uint16_t* h, uint32_t n) {
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        if (i % 32 == 0) _mm_prefetch((const char*)(h + i) + 2048, _MM_HINT_T0); /* as the AVX-512 tier's */
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(const void*)(h + i))));
+    }
+    for (; i < n; i++) out[i] = qwen3_f16_to_f32(h[i]);
+}
+
+const Qwen3KvKernels qwen3_kv_kernels_avx2 = {"avx2", dequant_groups_avx2, attn_values_q8_avx2, to_f16_f16c,
+                                              from_f16_f16c};

@@ -149,8 +149,9 @@ static void batch_deinit(Qwen3Q8Batch* b) {
 }
 
 /* The cache region's arrays, in order (each slabs * positions * bytes long, 64-byte
- * aligned), then the scores: fp32 keys and values, or for a q8 cache int8 keys, their
- * scales, int8 values and theirs, each with a slab per layer and kv head, so attention
+ * aligned), then the scores: fp32 (or for an f16 cache binary16) keys and values, or for
+ * a q8 cache int8 keys, their scales, int8 values and theirs, each with a slab per layer
+ * and kv head, so attention
  * streams one head's keys and values from consecutive memory
  * (docs/numerics.md#summation-order-of-the-fp32-operations). */
 typedef struct {
@@ -175,8 +176,9 @@ static uint32_t cache_arrays(const Qwen3Context* c, CacheArray arrays[4], uint64
         arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, hd};
         arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, head_groups * sizeof(float)};
     } else {
-        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->att_stride, hd * sizeof(float)};
-        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, hd * sizeof(float)};
+        const uint64_t bytes = c->kv_type == QWEN3_KV_F16 ? sizeof(uint16_t) : sizeof(float);
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->att_stride, hd * bytes};
+        arrays[n++] = (CacheArray){0, L * h->n_kv_heads, c->ctx_len, hd * bytes};
     }
     uint64_t off = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -195,13 +197,14 @@ int32_t qwen3_context_init(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len)
 int32_t qwen3_context_init_kv(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_len, uint32_t kv_type) {
     memset(c, 0, sizeof *c);
     const Qwen3Header* h = &model->header;
-    if (kv_type != QWEN3_KV_F32 && kv_type != QWEN3_KV_Q8) {
-        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "unknown KV cache type %u (0 = f32, 1 = q8)", kv_type);
+    if (kv_type != QWEN3_KV_F32 && kv_type != QWEN3_KV_Q8 && kv_type != QWEN3_KV_F16) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "unknown KV cache type %u (0 = f32, 1 = q8, 2 = f16)",
+                          kv_type);
     }
-    if (kv_type == QWEN3_KV_Q8 && h->head_dim > QWEN3_KV_Q8_MAX_HEAD_DIM) {
+    if (kv_type != QWEN3_KV_F32 && h->head_dim > QWEN3_KV_Q8_MAX_HEAD_DIM) {
         return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT,
-                          "a q8 KV cache takes head_dim up to %u, this model's is %u: use the f32 cache",
-                          QWEN3_KV_Q8_MAX_HEAD_DIM, h->head_dim);
+                          "a %s KV cache takes head_dim up to %u, this model's is %u: use the f32 cache",
+                          kv_type == QWEN3_KV_Q8 ? "q8" : "f16", QWEN3_KV_Q8_MAX_HEAD_DIM, h->head_dim);
     }
     c->model = model;
     c->ctx_len = ctx_len;
@@ -243,6 +246,9 @@ int32_t qwen3_context_init_kv(Qwen3Context* c, Qwen3Model* model, uint32_t ctx_l
         c->key_scale = (float*)(void*)(base + arrays[1].offset);
         c->value_q8 = (int8_t*)(void*)(base + arrays[2].offset);
         c->value_scale = (float*)(void*)(base + arrays[3].offset);
+    } else if (kv_type == QWEN3_KV_F16) {
+        c->key_f16 = (uint16_t*)(void*)(base + arrays[0].offset);
+        c->value_f16 = (uint16_t*)(void*)(base + arrays[1].offset);
     } else {
         c->key_cache = (float*)(void*)(base + arrays[0].offset);
         c->value_cache = (float*)(void*)(base + arrays[1].offset);
@@ -556,8 +562,8 @@ static void quantize_cache_row(const Qwen3KernelTable* kernels, const float* x, 
 }
 
 /* Kv heads [a, b) of one position's new key row k (kv_dim floats) into dst's cache at
- * position p of `layer`: copied (f32) or quantised per kv_group values (q8), as
- * qwen3_quantize_q8 quantises activations. */
+ * position p of `layer`: copied (f32), rounded to binary16 (f16) or quantised per kv_group
+ * values (q8), as qwen3_quantize_q8 quantises activations. */
 static void store_keys(const Qwen3KernelTable* kernels, Qwen3Context* dst, uint32_t layer, uint32_t p, const float* k,
                        uint32_t a, uint32_t b) {
     const Qwen3Header* h = &dst->model->header;
@@ -565,11 +571,16 @@ static void store_keys(const Qwen3KernelTable* kernels, Qwen3Context* dst, uint3
     for (uint32_t kh = a; kh < b; kh++) {
         const size_t slab = (size_t)layer * h->n_kv_heads + kh;
         const float* kh_in = k + (size_t)kh * hd;
-        if (dst->kv_type != QWEN3_KV_Q8) {
-            /* a slab per (layer, kv head) of blocks (head_dim, QWEN3_KV_BLOCK) */
-            float* kb = dst->key_cache + (slab * dst->ctx_blocks + p / QWEN3_KV_BLOCK) * hd * QWEN3_KV_BLOCK +
-                        p % QWEN3_KV_BLOCK;
-            for (uint32_t i = 0; i < hd; i++) kb[(size_t)i * QWEN3_KV_BLOCK] = kh_in[i];
+        /* f32 and f16: a slab per (layer, kv head) of blocks (head_dim, QWEN3_KV_BLOCK) */
+        const size_t kb = (slab * dst->ctx_blocks + p / QWEN3_KV_BLOCK) * hd * QWEN3_KV_BLOCK + p % QWEN3_KV_BLOCK;
+        if (dst->kv_type == QWEN3_KV_F32) {
+            for (uint32_t i = 0; i < hd; i++) dst->key_cache[kb + (size_t)i * QWEN3_KV_BLOCK] = kh_in[i];
+            continue;
+        }
+        if (dst->kv_type == QWEN3_KV_F16) {
+            uint16_t row[QWEN3_KV_Q8_MAX_HEAD_DIM];
+            qwen3_kv_kernels_for(kernels)->to_f16(row, kh_in, hd);
+            for (uint32_t i = 0; i < hd; i++) dst->key_f16[kb + (size_t)i * QWEN3_KV_BLOCK] = row[i];
             continue;
         }
         /* a slab per (layer, kv head) of rows, like the values */
@@ -588,8 +599,12 @@ static void store_values(const Qwen3KernelTable* kernels, Qwen3Context* dst, uin
     const uint32_t hd = h->head_dim, gs = dst->kv_group;
     for (uint32_t i = a; i < b; i++) {
         const size_t at = ((size_t)layer * h->n_kv_heads + i) * dst->ctx_len + p;
-        if (dst->kv_type != QWEN3_KV_Q8) {
+        if (dst->kv_type == QWEN3_KV_F32) {
             memcpy(dst->value_cache + at * hd, v + (size_t)i * hd, (size_t)hd * sizeof(float));
+            continue;
+        }
+        if (dst->kv_type == QWEN3_KV_F16) {
+            qwen3_kv_kernels_for(kernels)->to_f16(dst->value_f16 + at * hd, v + (size_t)i * hd, hd);
             continue;
         }
         quantize_cache_row(kernels, v + (size_t)i * hd, dst->value_q8 + at * hd, dst->value_scale + at * (hd / gs), hd,
@@ -713,23 +728,32 @@ static void attend_q8(const Qwen3KernelTable* kernels, const Qwen3Context* cache
     }
 }
 
-/* attend over an f32 cache: the key and value chunks read in place. */
-static void attend_f32(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer, uint32_t kv_head,
-                       uint32_t pos0, uint32_t nt, const float* q, float* out, float* att, size_t att_head,
-                       float* sums, size_t sum_head) {
+/* attend over an f32 cache, the key and value chunks read in place, or over an f16 one
+ * (docs/numerics.md#fp16-kv-cache), each chunk widened into a stack buffer first (exact
+ * conversions): the same kernels on the same floats as an f32 cache holding the rounded
+ * keys and values. */
+static void attend_float(const Qwen3KernelTable* kernels, const Qwen3Context* cache, uint32_t layer,
+                         uint32_t kv_head, uint32_t pos0, uint32_t nt, const float* q, float* out, float* att,
+                         size_t att_head, float* sums, size_t sum_head) {
     const Qwen3Header* h = &cache->model->header;
     const uint32_t hd = h->head_dim, q_dim = h->n_heads * hd;
     const uint32_t group = h->n_heads / h->n_kv_heads;
     const uint32_t wide = q_dim > h->dim ? q_dim : h->dim;
     const uint32_t att_stride = cache->att_stride;
     const size_t block_stride = (size_t)QWEN3_KV_BLOCK * hd, slab = (size_t)layer * h->n_kv_heads + kv_head;
-    const float* keys = cache->key_cache + slab * cache->ctx_blocks * block_stride;
-    const float* values = cache->value_cache + slab * cache->ctx_len * hd;
+    const int f16 = cache->kv_type == QWEN3_KV_F16;
+    const float* keys = f16 ? NULL : cache->key_cache + slab * cache->ctx_blocks * block_stride;
+    const float* values = f16 ? NULL : cache->value_cache + slab * cache->ctx_len * hd;
+    const uint16_t* keys16 = f16 ? cache->key_f16 + slab * cache->ctx_blocks * block_stride : NULL;
+    const uint16_t* values16 = f16 ? cache->value_f16 + slab * cache->ctx_len * hd : NULL;
+    const Qwen3FromF16Fn widen = f16 ? qwen3_kv_kernels_for(kernels)->from_f16 : NULL;
+    _Alignas(64) float buf[QWEN3_KV_Q8_MAX_HEAD_DIM * QWEN3_KV_BLOCK]; /* f16: a widened chunk */
+    const uint32_t fits = QWEN3_KV_Q8_MAX_HEAD_DIM * QWEN3_KV_BLOCK / hd / QWEN3_KV_BLOCK * QWEN3_KV_BLOCK;
     const float scale = 1.0f / sqrtf((float)hd);
     uint32_t n_pos[QWEN3_MAX_FORWARD_BLOCK], lens[QWEN3_MAX_FORWARD_BLOCK];
     for (uint32_t j = 0; j < nt; j++) n_pos[j] = pos0 + j + 1;
     const uint32_t n_all = n_pos[nt - 1];
-    const uint32_t chunk = cache->att_chunk;
+    const uint32_t chunk = f16 && cache->att_chunk > fits ? fits : cache->att_chunk;
     /* Each kernel call takes n_q queries: in a tile, one query head's tokens (q_dim apart
      * in q, att_stride in att), a call per head of the group; in decoding (one token), the
      * group's query heads at once (hd apart in q, att_head in att), so each key and value
@@ -741,9 +765,14 @@ static void attend_f32(const Qwen3KernelTable* kernels, const Qwen3Context* cach
     const uint32_t o_step = heads ? hd : wide;
     for (uint32_t p0 = 0; p0 < n_all; p0 += chunk) {
         const uint32_t n_c = n_all - p0 < chunk ? n_all - p0 : chunk;
+        const float* kc = f16 ? buf : keys + (size_t)(p0 / QWEN3_KV_BLOCK) * block_stride;
+        if (f16) {
+            /* whole key blocks (their lanes past n_c are never read into a score) */
+            const uint32_t blocks = (n_c + QWEN3_KV_BLOCK - 1) / QWEN3_KV_BLOCK;
+            widen(buf, keys16 + (size_t)(p0 / QWEN3_KV_BLOCK) * block_stride, blocks * (uint32_t)block_stride);
+        }
         for (uint32_t g = 0; g < calls; g++) {
             const float* qg = q + (size_t)(kv_head * group + g) * hd;
-            const float* kc = keys + (size_t)(p0 / QWEN3_KV_BLOCK) * block_stride;
             kernels->attn_scores(att + g * att_head + p0, s_step, qg, q_step, n_q, kc, block_stride, n_c, hd, scale);
         }
     }
@@ -756,9 +785,11 @@ static void attend_f32(const Qwen3KernelTable* kernels, const Qwen3Context* cach
             const uint32_t np = heads ? n_all : n_pos[j];
             lens[j] = np <= p0 ? 0 : (np < p1 ? np : p1) - p0;
         }
+        const float* vc = f16 ? buf : values + (size_t)p0 * hd;
+        if (f16) widen(buf, values16 + (size_t)p0 * hd, (p1 - p0) * hd);
         for (uint32_t g = 0; g < calls; g++) {
             kernels->attn_values(out + (size_t)(kv_head * group + g) * hd, o_step, att + g * att_head + p0, s_step,
-                                 lens, n_q, values + (size_t)p0 * hd, hd, hd, p0 > 0);
+                                 lens, n_q, vc, hd, hd, p0 > 0);
         }
     }
 }
@@ -774,7 +805,7 @@ static void attend(const Qwen3KernelTable* kernels, const Qwen3Context* cache, u
     if (cache->kv_type == QWEN3_KV_Q8) {
         attend_q8(kernels, cache, layer, kv_head, pos0, t0, nt, q, out, att, att_head, sums, sum_head);
     } else {
-        attend_f32(kernels, cache, layer, kv_head, pos0, nt, q, out, att, att_head, sums, sum_head);
+        attend_float(kernels, cache, layer, kv_head, pos0, nt, q, out, att, att_head, sums, sum_head);
     }
     /* the softmax's division, once per output instead of once per weight */
     const Qwen3Header* h = &cache->model->header;

@@ -51,9 +51,11 @@ struct Qwen3Context {
     Qwen3Region lazy;      /* key_cache, value_cache and att, committed as positions fill */
     float* key_cache;      /* (n_layers, n_kv_heads, ctx_blocks, head_dim, QWEN3_KV_BLOCK):
                             * blocks of positions, transposed so positions are lanes, a
-                            * slab per (layer, kv head) (NULL for a q8 cache) */
-    float* value_cache;    /* (n_layers, n_kv_heads, ctx_len, head_dim) (NULL for q8) */
-    uint32_t kv_type;      /* QWEN3_KV_F32 or QWEN3_KV_Q8 (docs/numerics.md#int8-kv-cache) */
+                            * slab per (layer, kv head) (f32 cache only) */
+    float* value_cache;    /* (n_layers, n_kv_heads, ctx_len, head_dim) (f32 cache only) */
+    uint16_t* key_f16;     /* f16: key_cache's layout, binary16 (docs/numerics.md#fp16-kv-cache) */
+    uint16_t* value_f16;   /* f16: value_cache's layout, binary16 */
+    uint32_t kv_type;      /* a Qwen3KvType (docs/numerics.md#int8-kv-cache, #fp16-kv-cache) */
     uint32_t kv_group;     /* q8: values per scale, 32 or head_dim */
     uint64_t kv_bytes;     /* bytes of the whole KV cache (reserved, committed as used) */
     int8_t* key_q8;        /* q8: (n_layers, n_kv_heads, ctx_len, head_dim): one kv head's
@@ -91,11 +93,13 @@ struct Qwen3Context {
 int32_t qwen3_context_init(Qwen3Context* ctx, Qwen3Model* model, uint32_t ctx_len);
 
 /* As qwen3_context_init with a KV cache of kv_type (a Qwen3KvType); also
- * QWEN3_ERR_INVALID_ARGUMENT for a q8 cache on a head_dim over QWEN3_KV_Q8_MAX_HEAD_DIM. */
+ * QWEN3_ERR_INVALID_ARGUMENT for a q8 or f16 cache on a head_dim over
+ * QWEN3_KV_Q8_MAX_HEAD_DIM. */
 int32_t qwen3_context_init_kv(Qwen3Context* ctx, Qwen3Model* model, uint32_t ctx_len, uint32_t kv_type);
 
-/* The largest head_dim of a q8 cache: one attention chunk of dequantised values
- * (transformer.c) is a stack buffer of QWEN3_KV_Q8_MAX_HEAD_DIM * QWEN3_KV_BLOCK floats. */
+/* The largest head_dim of a q8 or f16 cache: one attention chunk of dequantised or
+ * widened keys or values (transformer.c) is a stack buffer of
+ * QWEN3_KV_Q8_MAX_HEAD_DIM * QWEN3_KV_BLOCK floats. */
 #define QWEN3_KV_Q8_MAX_HEAD_DIM 512u
 
 /* Frees what qwen3_context_init allocated; a zeroed context is ignored. */

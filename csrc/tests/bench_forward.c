@@ -1,15 +1,15 @@
 /* bench_forward.c - prefill and decode speed of the C engine on one model, in tok/s.
  *
  *   zig build bench-forward && zig-out/bin/bench-forward MODEL [--threads N] [--tier NAME]
- *       [--pp N] [--tg N] [--runs R] [--json] [--kv f32|q8] [--at N] [--logit-error N]
+ *       [--pp N] [--tg N] [--runs R] [--json] [--kv f32|q8|f16] [--at N] [--logit-error N]
  *
- * --kv picks the KV cache type (docs/numerics.md#int8-kv-cache). --at N times decoding at
+ * --kv picks the KV cache type (docs/numerics.md#int8-kv-cache, #fp16-kv-cache). --at N times decoding at
  * position N without running a prefill: the cache's first N positions are filled with a
  * byte pattern instead (attention costs the same whatever the values; written, not left
  * as untouched zero pages, so every read goes to memory as a real cache's would).
  * --logit-error N runs N pseudo-random tokens through an f32-cache and a q8-cache context
- * (verify passes of 64) and prints the largest logit difference and the mean and largest
- * KL divergence of the q8 cache's next-token distribution from the f32 one's.
+ * (f16 with --kv f16; verify passes of 64) and prints the largest logit difference and the
+ * mean and largest KL divergence of that cache's next-token distribution from the f32 one's.
  *
  * Each run prefills N pseudo-random tokens into a fresh position 0 and then decodes tg
  * tokens greedily (argmax of the logits, the first step untimed as a warm-up, as
@@ -59,11 +59,13 @@ static int32_t argmax(const float* x, uint32_t n) {
 
 #define MAX_RUNS 64
 
-/* --logit-error: the q8 cache's logits against the f32 cache's over n tokens. */
-static int compare_logits(Qwen3Model* m, uint32_t n, uint32_t vocab) {
-    const Qwen3ContextOptions f32_options = {.kv_type = QWEN3_KV_F32}, q8_options = {.kv_type = QWEN3_KV_Q8};
+static const char* kv_name(uint32_t kv) { return kv == QWEN3_KV_Q8 ? "q8" : kv == QWEN3_KV_F16 ? "f16" : "f32"; }
+
+/* --logit-error: a compact cache's (q8 or f16) logits against the f32 cache's over n tokens. */
+static int compare_logits(Qwen3Model* m, uint32_t n, uint32_t vocab, uint32_t kv) {
+    const Qwen3ContextOptions f32_options = {.kv_type = QWEN3_KV_F32}, compact_options = {.kv_type = kv};
     Qwen3Context* a = qwen3_context_new_ex(m, n, &f32_options);
-    Qwen3Context* b = qwen3_context_new_ex(m, n, &q8_options);
+    Qwen3Context* b = qwen3_context_new_ex(m, n, &compact_options);
     const uint32_t step = 64;
     float* la = malloc((size_t)step * vocab * sizeof(float));
     float* lb = malloc((size_t)step * vocab * sizeof(float));
@@ -109,9 +111,10 @@ static int compare_logits(Qwen3Model* m, uint32_t n, uint32_t vocab) {
             agree += argmax(x, vocab) == argmax(y, vocab);
         }
     }
-    printf("q8 vs f32 KV cache over %u positions: max |logit diff| %.4f, KL(f32 || q8) mean %.3g max %.3g, argmax "
+    printf("%s vs f32 KV cache over %u positions: max |logit diff| %.4f, KL(f32 || %s) mean %.3g max %.3g, argmax "
            "agrees %u/%u; cache %.1f vs %.1f MiB\n",
-           n, worst, kl_sum / n, kl_max, agree, n, (double)qwen3_context_kv_bytes(b) / (1 << 20),
+           kv_name(kv), n, worst, kv_name(kv), kl_sum / n, kl_max, agree, n,
+           (double)qwen3_context_kv_bytes(b) / (1 << 20),
            (double)qwen3_context_kv_bytes(a) / (1 << 20));
     free(la);
     free(lb);
@@ -136,13 +139,14 @@ int main(int argc, char** argv) {
         else if (strcmp(a, "--tg") == 0 && v) tg = (uint32_t)atoi(argv[++i]);
         else if (strcmp(a, "--runs") == 0 && v) runs = atoi(argv[++i]);
         else if (strcmp(a, "--json") == 0) json = 1;
-        else if (strcmp(a, "--kv") == 0 && v && (strcmp(v, "f32") == 0 || strcmp(v, "q8") == 0))
-            kv = strcmp(argv[++i], "q8") == 0 ? QWEN3_KV_Q8 : QWEN3_KV_F32;
+        else if (strcmp(a, "--kv") == 0 && v && (!strcmp(v, "f32") || !strcmp(v, "q8") || !strcmp(v, "f16")))
+            kv = !strcmp(argv[++i], "q8") ? QWEN3_KV_Q8 : !strcmp(argv[i], "f16") ? QWEN3_KV_F16 : QWEN3_KV_F32;
         else if (strcmp(a, "--at") == 0 && v) at = (uint32_t)atoi(argv[++i]);
         else if (strcmp(a, "--logit-error") == 0 && v) logit_error = (uint32_t)atoi(argv[++i]);
         else if (a[0] != '-' && !path) path = a;
         else {
-            fprintf(stderr, "usage: bench-forward MODEL [--threads N] [--tier NAME] [--pp N] [--tg N] [--runs R] [--json] [--kv f32|q8] [--at N] [--logit-error N]\n");
+            fprintf(stderr, "usage: bench-forward MODEL [--threads N] [--tier NAME] [--pp N] [--tg N] [--runs R] "
+                            "[--json] [--kv f32|q8|f16] [--at N] [--logit-error N]\n");
             return 2;
         }
     }
@@ -172,7 +176,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     const uint32_t vocab = qwen3_model_get_config(m)->vocab_size;
-    if (logit_error) return compare_logits(m, logit_error, vocab);
+    if (logit_error) return compare_logits(m, logit_error, vocab, kv == QWEN3_KV_F16 ? QWEN3_KV_F16 : QWEN3_KV_Q8);
     const Qwen3ContextOptions options = {.kv_type = kv};
     Qwen3Context* ctx = qwen3_context_new_ex(m, ctx_len, &options);
     int32_t* tokens = malloc((pp > 0 ? pp : 1) * sizeof(int32_t));
@@ -242,7 +246,7 @@ int main(int argc, char** argv) {
     } else {
         printf("%s, %u threads, kv %s (%.1f MiB)%s%u: pp%u %.1f tok/s (%.1f per CPU s), tg%u %.2f tok/s (%.2f per CPU "
                "s), median of %d\n",
-               qwen3_kernel_name(), qwen3_model_get_threads(m), kv == QWEN3_KV_Q8 ? "q8" : "f32",
+               qwen3_kernel_name(), qwen3_model_get_threads(m), kv_name(kv),
                (double)qwen3_context_kv_bytes(ctx) / (1 << 20), at ? ", decode at " : "", at, pp, pp_med, pp_cpu_med, tg,
                tg_med, tg_cpu_med, runs);
     }

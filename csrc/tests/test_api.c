@@ -212,7 +212,7 @@ static void test_contexts(Qwen3Model* m) {
     sc.temperature = -1;
     CHECK(qwen3_context_set_sampler(a, &sc) == QWEN3_ERR_INVALID_ARGUMENT, "negative temperature");
 
-    /* context options: the int8 KV cache, and what is refused */
+    /* context options: the int8 and fp16 KV caches, and what is refused */
     const Qwen3ContextOptions q8_opt = {.kv_type = QWEN3_KV_Q8};
     Qwen3Context* q8 = qwen3_context_new_ex(m, 50, &q8_opt);
     CHECK(q8 != NULL, "q8 context: %s", qwen3_get_last_error());
@@ -228,6 +228,16 @@ static void test_contexts(Qwen3Model* m) {
     CHECK_ERROR_HAS("kv_type 9");
     CHECK(qwen3_context_new_ex(m, 50, &bad_reserved) == NULL, "reserved field accepted");
     CHECK_ERROR_HAS("reserved[1]");
+    /* the fp16 cache: half the f32 cache's bytes (each array rounded up to 64 bytes) */
+    const Qwen3ContextOptions f16_opt = {.kv_type = QWEN3_KV_F16};
+    Qwen3Context* f16 = qwen3_context_new_ex(m, 50, &f16_opt);
+    CHECK(f16 != NULL && qwen3_context_kv_type(f16) == QWEN3_KV_F16, "f16 context: %s", qwen3_get_last_error());
+    const uint64_t f16_bytes = qwen3_context_kv_bytes(f16), f32_bytes = qwen3_context_kv_bytes(plain);
+    CHECK(f16_bytes * 2 >= f32_bytes - 128 && f16_bytes * 2 <= f32_bytes + 128, "f16 cache %llu bytes, f32 %llu",
+          (unsigned long long)f16_bytes, (unsigned long long)f32_bytes);
+    CHECK(qwen3_context_prefill(f16, prompt, 3) == QWEN3_OK && qwen3_context_decode(f16, 5) >= 0, "f16 decode: %s",
+          qwen3_get_last_error());
+    qwen3_context_free(f16);
     qwen3_context_free(q8);
     qwen3_context_free(plain);
 

@@ -48,7 +48,16 @@ static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, ch
         }
         return 1;
     }
-    /* the f32 cache: the same slabs per layer and kv head, fp32 */
+    if (a->kv_type != b->kv_type) {
+        snprintf(where, cap, "kv type");
+        return 0;
+    }
+    /* the f32 and f16 caches: the same slabs per layer and kv head, fp32 or binary16 */
+    const size_t es = a->kv_type == QWEN3_KV_F16 ? sizeof(uint16_t) : sizeof(float);
+    const char* const av = a->kv_type == QWEN3_KV_F16 ? (const char*)a->value_f16 : (const char*)a->value_cache;
+    const char* const bv = b->kv_type == QWEN3_KV_F16 ? (const char*)b->value_f16 : (const char*)b->value_cache;
+    const char* const ak = a->kv_type == QWEN3_KV_F16 ? (const char*)a->key_f16 : (const char*)a->key_cache;
+    const char* const bk = b->kv_type == QWEN3_KV_F16 ? (const char*)b->key_f16 : (const char*)b->key_cache;
     for (uint32_t l = 0; l < h->n_layers; l++) {
         for (uint32_t p = 0; p < n; p++) {
             const size_t lane = p % QWEN3_KV_BLOCK;
@@ -56,15 +65,15 @@ static int kv_equal(const Qwen3Context* a, const Qwen3Context* b, uint32_t n, ch
             for (uint32_t kh = 0; kh < h->n_kv_heads; kh++) {
                 const size_t at = ((size_t)l * h->n_kv_heads + kh) * a->ctx_len + p;
                 const size_t bt = ((size_t)l * h->n_kv_heads + kh) * b->ctx_len + p;
-                if (memcmp(a->value_cache + at * hd, b->value_cache + bt * hd, hd * sizeof(float)) != 0) {
+                if (memcmp(av + at * hd * es, bv + bt * hd * es, hd * es) != 0) {
                     snprintf(where, cap, "value cache layer %u position %u kv head %u", l, p, kh);
                     return 0;
                 }
                 const size_t ab = ((size_t)l * h->n_kv_heads + kh) * a->ctx_blocks + p / QWEN3_KV_BLOCK;
                 const size_t bb = ((size_t)l * h->n_kv_heads + kh) * b->ctx_blocks + p / QWEN3_KV_BLOCK;
                 for (uint32_t i = 0; i < hd; i++) {
-                    if (memcmp(a->key_cache + (ab * hd + i) * QWEN3_KV_BLOCK + lane,
-                               b->key_cache + (bb * hd + i) * QWEN3_KV_BLOCK + lane, sizeof(float)) != 0) {
+                    if (memcmp(ak + ((ab * hd + i) * QWEN3_KV_BLOCK + lane) * es,
+                               bk + ((bb * hd + i) * QWEN3_KV_BLOCK + lane) * es, es) != 0) {
                         snprintf(where, cap, "key cache layer %u position %u kv head %u dim %u", l, p, kh, i);
                         return 0;
                     }
@@ -89,8 +98,9 @@ static void check_batch_bits(Qwen3Model* m, const char* name, const char* tier, 
     int ok = 1;
     m->batch_rows = rows;
     for (uint32_t i = 0; i < N_CTX; i++) {
-        /* every fourth pair keeps an int8 cache: batches mix the two kinds */
-        const uint32_t kv = i % 4 == 3 ? QWEN3_KV_Q8 : QWEN3_KV_F32;
+        /* every fourth pair keeps an int8 cache, every fourth an fp16 one: batches mix the
+         * three kinds */
+        const uint32_t kv = i % 4 == 3 ? QWEN3_KV_Q8 : i % 4 == 1 ? QWEN3_KV_F16 : QWEN3_KV_F32;
         ok &= qwen3_context_init_kv(&batch[i], m, ctx_length(i), kv) == QWEN3_OK;
         ok &= qwen3_context_init_kv(&step[i], m, ctx_length(i), kv) == QWEN3_OK;
         /* some batch contexts tile their attention finely: the bits must not change */

@@ -116,10 +116,12 @@ export interface Qwen3LoadOptions {
    */
   threads?: number;
   /**
-   * How sessions store keys and values: "f32", or "q8", int8 per group of 32 values with an
-   * fp32 scale (about 3.6x less KV memory and memory traffic, logits close to but not the
-   * same as f32's; docs/numerics.md#int8-kv-cache). Both engines give the same q8 numerics;
-   * only the C engine saves the memory.
+   * How sessions store keys and values: "f32"; "f16", IEEE binary16 like llama.cpp's
+   * default cache (half the KV memory and memory traffic; docs/numerics.md#fp16-kv-cache);
+   * or "q8", int8 per group of 32 values with an fp32 scale (about 3.6x less;
+   * docs/numerics.md#int8-kv-cache). The compact ones give logits close to but not the same
+   * as f32's. Both engines give the same numerics for each; only the C engine saves the
+   * memory.
    *
    * @default {"f32"}
    */

@@ -584,6 +584,13 @@ export class TsSession implements EngineSession {
         this.#kv.keyScales[l][chunk].subarray(gSlot, gSlot + kvDim / q8Group),
       );
       roundThroughQ8(vRow, q8Group, s.kvq, s.kvs);
+    } else if (this.#engine.kvType === "f16") {
+      // the fp16 cache (docs/numerics.md#fp16-kv-cache): keys and values as binary16 holds
+      // them (rounded to nearest, ties to even), read back exactly
+      for (let i = 0; i < kvDim; i++) {
+        kRow[i] = Math.f16round(kRow[i]);
+        vRow[i] = Math.f16round(vRow[i]);
+      }
     }
 
     // GQA attention over positions 0..pos.
@@ -742,7 +749,8 @@ export class TsEngine implements Engine {
   /**
    * The sessions' KV cache numerics. "q8" rounds each new key and value row through the
    * int8 cache's quantisation (docs/numerics.md#int8-kv-cache) and keeps the dequantised
-   * values in fp32 arrays: the C engine's q8 logits, without its memory saving.
+   * values in fp32 arrays, "f16" rounds them to binary16 (docs/numerics.md#fp16-kv-cache)
+   * the same way: the C engine's logits, without its memory saving.
    */
   readonly kvType: KvCacheType;
   #disposed = false;
@@ -761,8 +769,8 @@ export class TsEngine implements Engine {
    *
    * @param path The model file.
    * @param opts `contextLength`: positions of sessions; 0 or absent gives the file's, and
-   * larger values are clamped to it, as the C engine does. `kvType`: "f32" (default) or
-   * "q8", the int8 KV cache's numerics (see {@linkcode TsEngine.kvType}).
+   * larger values are clamped to it, as the C engine does. `kvType`: "f32" (default), "f16"
+   * or "q8", the compact KV caches' numerics (see {@linkcode TsEngine.kvType}).
    * @returns The engine; dispose it when done.
    * @throws {Qwen3Error} `io` when the file is missing, not a regular file or unreadable;
    * `format` naming the field or tensor when it is malformed; `unsupported` for a valid
