@@ -95,8 +95,8 @@ type Values = {
 const MODEL_FLAGS =
   `  --engine c|ts             engine: c (native, default) or ts (TypeScript reference)
   -c, --context N           context length in tokens (0 = the model's, default)
-  --kv-type f32|f16|q8      KV cache: f32 (default), f16 (2x smaller, faster on long
-                            contexts) or q8, int8 (3.6x smaller); close logits
+  --kv-type f16|f32|q8      KV cache: f16 (default: binary16, as llama.cpp's), f32 (the
+                            reference numerics, 2x larger) or q8 (int8, 1.8x smaller)
   --threads N               threads for the C engine (default: all CPUs)`;
 
 const SAMPLING_FLAGS = `  -t, --temperature T       0 = greedy (default 1.0)
@@ -416,7 +416,7 @@ function checkModelFlags(v: Values) {
   }
   const context = number(v, "context", { min: 0, integer: true, max: 0xffffffff });
   const threads = number(v, "threads", { min: 0, integer: true, max: 1024 });
-  const kvType = v["kv-type"] ?? "f32";
+  const kvType = v["kv-type"] ?? "f16";
   if (kvType !== "f32" && kvType !== "f16" && kvType !== "q8") {
     throw new UsageError(`--kv-type must be f32, f16 or q8, got "${kvType}"`);
   }
@@ -702,20 +702,18 @@ function formatBytes(n: number): string {
   return `${i === 0 ? x : x.toFixed(1)} ${units[i]} (${n} bytes)`;
 }
 
-/** KV cache bytes per position and at seq_len, f32 against f16 (docs/numerics.md#fp16-kv-cache)
- * and q8 (docs/numerics.md#int8-kv-cache: int8 values plus one fp32 scale per group of 32, or
- * of head_dim when 32 does not divide it). */
+/** KV cache bytes per position and at seq_len: f16, the default (docs/numerics.md#fp16-kv-cache),
+ * f32 and q8 (docs/numerics.md#int8-kv-cache: int8 values plus one fp32 scale per group of 32,
+ * or of head_dim when 32 does not divide it). */
 function kvCacheSizes(c: Qwen3["config"]): string {
   const kvDim = c.nKvHeads * c.headDim;
   const group = c.headDim % 32 === 0 ? 32 : c.headDim;
-  const f32 = 2 * c.nLayers * kvDim * 4;
+  const f16 = 2 * c.nLayers * kvDim * 2;
   const q8 = 2 * c.nLayers * (kvDim + (kvDim / group) * 4);
   const mib = (n: number) => (n * c.seqLen / 1048576).toFixed(1);
-  return `f32 ${f32} bytes per position (${mib(f32)} MiB at seq_len), f16 ${f32 / 2} (${
-    mib(f32 / 2)
-  } MiB; --kv-type f16), q8 ${q8} (${mib(q8)} MiB, ${
-    (f32 / q8).toFixed(2)
-  }x smaller; --kv-type q8)`;
+  return `f16 (default) ${f16} bytes per position (${mib(f16)} MiB at seq_len), f32 ${2 * f16} (${
+    mib(2 * f16)
+  } MiB; --kv-type f32), q8 ${q8} (${mib(q8)} MiB; --kv-type q8)`;
 }
 
 async function cmdInfo(model: Qwen3): Promise<void> {

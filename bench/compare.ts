@@ -652,7 +652,7 @@ async function main() {
     `(llama-cpp-python ${LLAMA_CPP_PYTHON}, built with GGML_NATIVE). pp = prompt tokens ` +
     `processed per second, tg = tokens generated per second after a 1-token prompt. Peak RSS is the ` +
     `whole process (Deno or Python runtime included). The kernel column is the C engine's tier ` +
-    `(\`qwen3_kernel_name\`).`,
+    `(\`qwen3_kernel_name\`). Both engines keep their default fp16 KV cache.`,
     "",
     peerLine,
     "",

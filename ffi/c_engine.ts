@@ -52,11 +52,12 @@ export interface CEngineOptions {
    */
   threads?: number;
   /**
-   * KV cache of the sessions: "f32"; "f16" (IEEE binary16, half the size, faster decoding
-   * on long contexts; docs/numerics.md#fp16-kv-cache); or "q8" (int8 per group of 32 values
-   * with an fp32 scale, about 3.6x smaller; docs/numerics.md#int8-kv-cache).
+   * KV cache of the sessions: "f16" (IEEE binary16, half of fp32's size, faster decoding
+   * on long contexts; docs/numerics.md#fp16-kv-cache); "f32" (the reference numerics); or
+   * "q8" (int8 per group of 32 values with an fp32 scale, about 3.6x smaller than f32;
+   * docs/numerics.md#int8-kv-cache).
    *
-   * @default {"f32"}
+   * @default {"f16"}
    */
   kvType?: KvCacheType;
 }

@@ -170,17 +170,17 @@ export interface Engine extends Disposable {
 }
 
 /**
- * A KV cache's storage: "f32", the default; "f16", IEEE binary16 like llama.cpp's default
- * cache (half the memory, faster decoding on long contexts; docs/numerics.md#fp16-kv-cache);
- * or "q8", int8 per group of 32 values with an fp32 scale (about 3.6x smaller;
- * docs/numerics.md#int8-kv-cache). The compact ones give logits close to, not the same as,
- * the f32 cache's.
+ * A KV cache's storage: "f16", the default, IEEE binary16 like llama.cpp's default cache
+ * (half of fp32's memory, faster decoding on long contexts; docs/numerics.md#fp16-kv-cache);
+ * "f32", the reference numerics (the C API's own default); or "q8", int8 per group of 32
+ * values with an fp32 scale (about 3.6x smaller than f32; docs/numerics.md#int8-kv-cache).
+ * f16 and q8 give logits close to, not the same as, the f32 cache's.
  */
 export type KvCacheType = "f32" | "f16" | "q8";
 
-/** Checks a `kvType` option: undefined gives "f32". */
+/** Checks a `kvType` option: undefined gives "f16". */
 export function checkKvType(v: unknown): KvCacheType {
-  if (v === undefined) return "f32";
+  if (v === undefined) return "f16";
   if (v !== "f32" && v !== "f16" && v !== "q8") {
     throw new Qwen3Error(
       "invalid_argument",

@@ -122,7 +122,7 @@ for (const kvType of ["q8", "f16"] as const) {
     const tokens = await prompt(path);
     using c = await CEngine.load(path, { kvType });
     using t = await TsEngine.load(path, { kvType });
-    using f = await CEngine.load(path);
+    using f = await CEngine.load(path, { kvType: "f32" });
     assert.equal(c.kvType, kvType);
     assert.equal(t.kvType, kvType);
     using cs = c.createSession();

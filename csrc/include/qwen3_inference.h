@@ -281,11 +281,13 @@ QWEN3_API Qwen3Context* qwen3_context_new(Qwen3Model* model, uint32_t ctx_length
 /* How a context stores its keys and values (docs/numerics.md#int8-kv-cache,
  * docs/numerics.md#fp16-kv-cache). */
 typedef enum {
-    QWEN3_KV_F32 = 0, /* fp32, the default: the bits every other contract is stated for */
+    QWEN3_KV_F32 = 0, /* fp32: the bits every other contract is stated for; this API's
+                       * default (the Deno module, CLI and server default to f16) */
     QWEN3_KV_Q8 = 1,  /* int8 per group of 32 values (head_dim when 32 does not divide it)
                        * with an fp32 scale: about 3.6x less memory and bandwidth than fp32 */
-    QWEN3_KV_F16 = 2  /* IEEE binary16 (llama.cpp's default cache type): half of fp32's
-                       * memory and bandwidth; attention as fp32's on the rounded values */
+    QWEN3_KV_F16 = 2  /* IEEE binary16 (llama.cpp's default cache type, and the Deno
+                       * module's): half of fp32's memory and bandwidth; attention as
+                       * fp32's on the rounded values */
 } Qwen3KvType;
 
 /* Options of qwen3_context_new_ex; a zeroed struct is qwen3_context_new's defaults. */

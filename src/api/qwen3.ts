@@ -116,14 +116,14 @@ export interface Qwen3LoadOptions {
    */
   threads?: number;
   /**
-   * How sessions store keys and values: "f32"; "f16", IEEE binary16 like llama.cpp's
-   * default cache (half the KV memory and memory traffic; docs/numerics.md#fp16-kv-cache);
-   * or "q8", int8 per group of 32 values with an fp32 scale (about 3.6x less;
-   * docs/numerics.md#int8-kv-cache). The compact ones give logits close to but not the same
-   * as f32's. Both engines give the same numerics for each; only the C engine saves the
-   * memory.
+   * How sessions store keys and values: "f16", IEEE binary16 like llama.cpp's default
+   * cache (half of fp32's KV memory and memory traffic; docs/numerics.md#fp16-kv-cache);
+   * "f32", the reference numerics; or "q8", int8 per group of 32 values with an fp32 scale
+   * (about 3.6x less than f32; docs/numerics.md#int8-kv-cache). f16 and q8 give logits close
+   * to but not the same as f32's. Both engines give the same numerics for each; only the C
+   * engine saves the memory.
    *
-   * @default {"f32"}
+   * @default {"f16"}
    */
   kvType?: KvCacheType;
 }

@@ -769,8 +769,8 @@ export class TsEngine implements Engine {
    *
    * @param path The model file.
    * @param opts `contextLength`: positions of sessions; 0 or absent gives the file's, and
-   * larger values are clamped to it, as the C engine does. `kvType`: "f32" (default), "f16"
-   * or "q8", the compact KV caches' numerics (see {@linkcode TsEngine.kvType}).
+   * larger values are clamped to it, as the C engine does. `kvType`: "f16" (default), "f32"
+   * or "q8", the KV caches' numerics (see {@linkcode TsEngine.kvType}).
    * @returns The engine; dispose it when done.
    * @throws {Qwen3Error} `io` when the file is missing, not a regular file or unreadable;
    * `format` naming the field or tensor when it is malformed; `unsupported` for a valid
