@@ -93,6 +93,7 @@ export {
   CEngine,
   type CEngineOptions,
   cpuFeatures,
+  type CSampler,
   CSession,
   kernelName,
   nativeVersion,

@@ -6,7 +6,7 @@
  */
 
 import { Qwen3Error, type Qwen3ErrorCode } from "../src/errors.ts";
-import { SAMPLER_DEFAULTS } from "../src/text/sampler.ts";
+import { resolveSampler, SAMPLER_DEFAULTS } from "../src/text/sampler.ts";
 import { statRegularFile } from "../src/formats/side_file.ts";
 import {
   checkKvType,
@@ -33,6 +33,16 @@ import {
 } from "./symbols.ts";
 
 const FORMATS: Record<number, ModelFormat> = { 1: "qwen3.c", 2: "qwen3-rs", 3: "gguf" };
+
+/** A session's C sampler, from {@linkcode CSession.sampler}: the TypeScript sampler's methods. */
+export interface CSampler {
+  /** Picks a token and counts it for the penalties. */
+  sample(logits: Float32Array): number;
+  /** Picks a token (drawing from the random generator) without counting it. */
+  pick(logits: Float32Array): number;
+  /** Counts a kept token for the penalties. */
+  record(token: number): void;
+}
 /** Qwen3KvType of each cache type (csrc/include/qwen3_inference.h). */
 const KV_TYPE_IDS: Record<KvCacheType, number> = { f32: 0, q8: 1, f16: 2 };
 
@@ -647,6 +657,54 @@ export class CSession implements EngineSession {
     const { lib, ptr } = this.#live();
     const buf = writeSamplerConfig(nativeSampler(opts));
     check(lib, lib.symbols.qwen3_context_set_sampler(ptr, buf), "qwen3_context_set_sampler");
+  }
+
+  /**
+   * The C sampler as a generation loop's sampler: it configures this session's C sampler
+   * with `opts` (as {@linkcode CSession.setSampler}) and picks from any logits (this
+   * session's, a verify row, a masked copy) exactly as a TypeScript {@linkcode Sampler}
+   * with the same options picks (both run the same operations: docs/sampling.md), in less
+   * time. `Qwen3.generate` and `Chat.send` sample with it on the C engine.
+   *
+   * @param opts The settings and seed, checked as {@linkcode Sampler} checks them (no seed,
+   * or 0, takes one from the clock here).
+   * @returns `sample` (a pick, counted for the penalties), `pick` and `record`, as the
+   * TypeScript {@linkcode Sampler}'s methods of those names.
+   * @throws {Qwen3Error} `invalid_argument` naming an option out of range; `disposed`.
+   */
+  sampler(opts: SamplerOptions = {}): CSampler {
+    const o = resolveSampler(opts);
+    const live = () => this.#live();
+    const { lib, ptr } = live();
+    check(
+      lib,
+      lib.symbols.qwen3_context_set_sampler(ptr, writeSamplerConfig(o)),
+      "qwen3_context_set_sampler",
+    );
+    const vocab = this.#vocab;
+    const pick = (logits: Float32Array) => {
+      if (logits.length !== vocab) {
+        throw new Qwen3Error(
+          "invalid_argument",
+          `sample: ${logits.length} logits, expected the vocabulary size ${vocab}`,
+        );
+      }
+      const { lib, ptr } = live();
+      return check(lib, lib.symbols.qwen3_context_pick(ptr, logits), "qwen3_context_pick");
+    };
+    const record = (token: number) => {
+      const { lib, ptr } = live();
+      check(lib, lib.symbols.qwen3_context_record(ptr, token), "qwen3_context_record");
+    };
+    return {
+      pick,
+      record,
+      sample: (logits) => {
+        const token = pick(logits);
+        record(token);
+        return token;
+      },
+    };
   }
 
   /**

@@ -227,6 +227,20 @@ export const SYMBOLS = {
     ],
     result: "i32", // int32_t
   },
+  qwen3_context_pick: {
+    parameters: [
+      "pointer", // Qwen3Context* ctx
+      "buffer", // const float* logits (vocab_size)
+    ],
+    result: "i32", // int32_t
+  },
+  qwen3_context_record: {
+    parameters: [
+      "pointer", // Qwen3Context* ctx
+      "i32", // int32_t token
+    ],
+    result: "i32", // int32_t
+  },
   // int32_t qwen3_context_decode(Qwen3Context* ctx, int32_t token)
   qwen3_context_decode: {
     parameters: [

@@ -329,6 +329,51 @@ Deno.test("C sampler: plain temperature sampling (no filter) matches the TS samp
   await compareSamplers(await samplerLogits(), { temperature: 1.5, topP: 0, seed: 42n });
 });
 
+Deno.test("CSession.sampler: pick and record on any logits give the TS sampler's tokens", async () => {
+  // What the generation loop does with it on the C engine: picks from the session's own
+  // logits (a view of C memory), from copies, from masked copies (a refused pick), and
+  // records only kept tokens; the penalties and the coins must follow the TS sampler's.
+  const settings: SamplerOptions[] = [
+    { temperature: 0.6, topP: 0.95, topK: 20, seed: 11 },
+    { temperature: 1, topP: 0.9, presencePenalty: 1.2, frequencyPenalty: 0.4, seed: 5n },
+    { temperature: 0.8, minP: 0.05, seed: 99 },
+    { temperature: 1.3, topP: 0, seed: 3 },
+  ];
+  using engine = await CEngine.load(modelPath);
+  for (const opts of settings) {
+    using s = engine.createSession();
+    let logits = await s.forward(tokenizer.encode("Once upon a time"));
+    const c = s.sampler(opts);
+    const ts = new Sampler(opts, 151936);
+    for (let step = 0; step < 24; step++) {
+      let token: number;
+      if (step % 3 === 2) {
+        // a refused pick: masked, picked again, then the kept one recorded
+        const first = c.pick(logits);
+        assert.equal(first, ts.pick(logits), `step ${step}: first pick`);
+        const masked = logits.slice();
+        masked[first] = -Infinity;
+        token = c.pick(masked);
+        assert.equal(token, ts.pick(masked), `step ${step}: pick after the mask`);
+        c.record(token);
+        ts.record(token);
+      } else {
+        token = c.sample(step % 3 === 0 ? logits : logits.slice());
+        assert.equal(
+          token,
+          ts.sample(logits),
+          `${JSON.stringify({ ...opts, seed: 0 })} step ${step}`,
+        );
+      }
+      logits = await s.forward([token]);
+    }
+    assert.throws(() => c.pick(new Float32Array(10)), Qwen3Error);
+    assert.throws(() => c.record(151936), Qwen3Error);
+  }
+  using bad = engine.createSession();
+  assert.throws(() => bad.sampler({ topK: -1 }), /topK/);
+});
+
 Deno.test("session: nonblocking decode = forward + greedy sample", async () => {
   using engine = await CEngine.load(modelPath);
   using a = engine.createSession();

@@ -367,6 +367,14 @@ QWEN3_API int32_t qwen3_context_set_sampler(Qwen3Context* ctx, const Qwen3Sample
  * presence penalty. Negative status when there are no logits yet. */
 QWEN3_API int32_t qwen3_context_sample(Qwen3Context* ctx);
 
+/* The context's sampler on logits of the caller's (vocab_size floats: a row of
+ * qwen3_context_verify, a masked copy): picks a token (>= 0), drawing from the sampler's
+ * RNG as qwen3_context_sample does, but does not count it; qwen3_context_record counts a
+ * kept token for the penalties (QWEN3_OK). A pick then a record is a sample. Negative
+ * status for a NULL argument or a token outside the vocabulary. */
+QWEN3_API int32_t qwen3_context_pick(Qwen3Context* ctx, const float* logits);
+QWEN3_API int32_t qwen3_context_record(Qwen3Context* ctx, int32_t token);
+
 /* One decode step: runs `token`, then samples and returns the next token (>= 0), or a
  * negative status. Equivalent to prefill(&token, 1) followed by sample(). */
 QWEN3_API int32_t qwen3_context_decode(Qwen3Context* ctx, int32_t token);

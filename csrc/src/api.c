@@ -359,6 +359,22 @@ QWEN3_API int32_t qwen3_context_sample(Qwen3Context* ctx) {
     return qwen3_sampler_sample(&ctx->sampler, ctx->logits);
 }
 
+QWEN3_API int32_t qwen3_context_pick(Qwen3Context* ctx, const float* logits) {
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", __func__);
+    if (!logits) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: logits is NULL", __func__);
+    return qwen3_sampler_pick(&ctx->sampler, logits);
+}
+
+QWEN3_API int32_t qwen3_context_record(Qwen3Context* ctx, int32_t token) {
+    if (!ctx) return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: ctx is NULL", __func__);
+    if (token < 0 || (uint32_t)token >= ctx->sampler.vocab_size) {
+        return qwen3_fail(QWEN3_ERR_INVALID_ARGUMENT, "%s: token %d outside the vocabulary of %u", __func__, token,
+                          ctx->sampler.vocab_size);
+    }
+    qwen3_sampler_record(&ctx->sampler, token);
+    return QWEN3_OK;
+}
+
 QWEN3_API int32_t qwen3_context_decode_batch(Qwen3Context* const* contexts, const int32_t* tokens, uint32_t n) {
     return qwen3_forward_batch(contexts, tokens, n);
 }

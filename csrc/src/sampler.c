@@ -15,8 +15,9 @@
  *      configured): if presence_penalty != 0 and count[i] > 0, z[i] = z[i] - presence_penalty;
  *      then if frequency_penalty != 0 and count[i] > 0,
  *      z[i] = z[i] - (float)count[i] * frequency_penalty (OpenAI's penalties). Then z[i] / T.
- *   3. softmax over all V: m = max z; e[i] = expf(z[i] - m); sum += e[i] in index order (one
- *      fp32 accumulator); p[i] = e[i] / sum; pmax = max p[i].
+ *   3. softmax over all V: m = max z; e[i] = exp(z[i] - m) (qwen3_sampler_exp below, not the C
+ *      library's expf); sum += e[i] in index order (one fp32 accumulator); p[i] = e[i] / sum;
+ *      pmax = max p[i].
  *   4. coin = one draw, always (whatever the filters do).
  *   5. no filter on: walk ids in index order, cdf += p[i]; return the first i with
  *      coin < cdf; if none (rounding), return V - 1.
@@ -239,6 +240,46 @@ static int32_t record(Qwen3Sampler* s, int32_t token) {
     return token;
 }
 
+/* 2^(j/32) for j = 0 .. 31 as doubles (the TypeScript sampler's EXP_TABLE, the same values). */
+static const double EXP2_J32[32] = {
+    0x1.0000000000000p+0, 0x1.059b0d3158574p+0, 0x1.0b5586cf9890fp+0, 0x1.11301d0125b51p+0,
+    0x1.172b83c7d517bp+0, 0x1.1d4873168b9aap+0, 0x1.2387a6e756238p+0, 0x1.29e9df51fdee1p+0,
+    0x1.306fe0a31b715p+0, 0x1.371a7373aa9cbp+0, 0x1.3dea64c123422p+0, 0x1.44e086061892dp+0,
+    0x1.4bfdad5362a27p+0, 0x1.5342b569d4f82p+0, 0x1.5ab07dd485429p+0, 0x1.6247eb03a5585p+0,
+    0x1.6a09e667f3bcdp+0, 0x1.71f75e8ec5f74p+0, 0x1.7a11473eb0187p+0, 0x1.82589994cce13p+0,
+    0x1.8ace5422aa0dbp+0, 0x1.93737b0cdc5e5p+0, 0x1.9c49182a3f090p+0, 0x1.a5503b23e255dp+0,
+    0x1.ae89f995ad3adp+0, 0x1.b7f76f2fb5e47p+0, 0x1.c199bdd85529cp+0, 0x1.cb720dcef9069p+0,
+    0x1.d5818dcfba487p+0, 0x1.dfc97337b9b5fp+0, 0x1.ea4afa2a490dap+0, 0x1.f50765b6e4540p+0,
+};
+
+/*
+ * Step 3's exp (docs/sampling.md#the-samplers-exp): for x in (-104, 0], x = (32 k + j) ln2/32 + r
+ * with |r| <= ln2/64, e^x ~ 2^k 2^(j/32) (1 + r (1 + r (1/2 + r (1/6 + r (1/24 + r / 120))))),
+ * every operation a double in this order (the build has -ffp-contract=off), rounded to float
+ * once; 0 from -104 down (e^-104 < 2^-150); NaN stays NaN. The TypeScript sampler runs the
+ * same operations (samplerExp, src/text/sampler.ts), so both samplers get these bits on every
+ * platform, where expf's last bit was each C library's own. (x = z - max z is never above 0;
+ * such an x would take expf.) Relative error before the rounding under 5e-15.
+ */
+float qwen3_sampler_exp(float xf) {
+    const double x = xf;
+    if (x <= -104.0) return 0.0f;
+    if (!(x <= 0.0)) return expf(xf); /* NaN, and x > 0, which step 3 never gives */
+    const double scale = 32.0 / 0.69314718055994530942;             /* 32 / ln2 */
+    const double ln2_32_hi = (double)(float)(0.69314718055994530942 / 32.0); /* 24 bits */
+    const double ln2_32_lo = 0.69314718055994530942 / 32.0 - ln2_32_hi;
+    const double magic = 6755399441055744.0; /* 1.5 * 2^52: + it - it rounds to an integer */
+    const double m = x * scale + magic - magic;
+    const double r = x - m * ln2_32_hi - m * ln2_32_lo;
+    const double poly = 1.0 + r * (1.0 + r * (1.0 / 2.0 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0)))));
+    const int32_t mi = (int32_t)m; /* -4800 .. 0 */
+    const int32_t j = mi & 31, k = (mi - j) / 32; /* mi = 32 k + j, 0 <= j < 32 */
+    const uint64_t pow2_bits = (uint64_t)(1023 + k) << 52; /* 2^k, k >= -150: a normal double */
+    double pow2;
+    memcpy(&pow2, &pow2_bits, sizeof pow2);
+    return (float)(pow2 * EXP2_J32[j] * poly); /* (2^k * 2^(j/32), exact) * poly, rounded twice */
+}
+
 /* Steps 2 and 3: writes softmax((logits - penalties) / T) to s->probs; returns its max. */
 static float penalised_softmax(Qwen3Sampler* s, const float* logits) {
     const Qwen3SamplerConfig* c = &s->config;
@@ -256,7 +297,7 @@ static float penalised_softmax(Qwen3Sampler* s, const float* logits) {
     float m = p[qwen3_argmax(p, V)];
     float sum = 0.0f;
     for (uint32_t i = 0; i < V; i++) {
-        p[i] = expf(p[i] - m);
+        p[i] = qwen3_sampler_exp(p[i] - m);
         sum += p[i];
     }
     float pmax = 0.0f;
@@ -295,10 +336,10 @@ static uint32_t keep_most_likely(uint32_t* cand, uint32_t n, uint32_t limit, int
     return first;
 }
 
-int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
+int32_t qwen3_sampler_pick(Qwen3Sampler* s, const float* logits) {
     const Qwen3SamplerConfig* c = &s->config;
     const uint32_t V = s->vocab_size;
-    if (c->temperature == 0.0f) return record(s, qwen3_argmax(logits, V));
+    if (c->temperature == 0.0f) return qwen3_argmax(logits, V);
 
     const float* p = s->probs;
     const float pmax = penalised_softmax(s, logits);
@@ -312,9 +353,9 @@ int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
         float cdf = 0.0f;
         for (uint32_t i = 0; i < V; i++) {
             cdf += p[i];
-            if (coin < cdf) return record(s, (int32_t)i);
+            if (coin < cdf) return (int32_t)i;
         }
-        return record(s, (int32_t)(V - 1));
+        return (int32_t)(V - 1);
     }
 
     /* step 6, the threshold part; top-k is taken in step 7 */
@@ -330,7 +371,7 @@ int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
     float total = 0.0f;
     if (top_k_on && c->top_k <= BEST_K_MAX) {
         const uint32_t n = best_k(cand, p, V, cut, (uint32_t)c->top_k);
-        if (n == 0) return record(s, qwen3_argmax(logits, V));
+        if (n == 0) return qwen3_argmax(logits, V);
         first = 0;
         end = 0;
         while (end < n) {
@@ -342,7 +383,7 @@ int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
         for (uint32_t i = 0; i < V; i++) {
             if (p[i] >= cut) cand[n++] = i;
         }
-        if (n == 0) return record(s, qwen3_argmax(logits, V));
+        if (n == 0) return qwen3_argmax(logits, V);
         /* With top-k, ids under the min-p floor were already dropped, which keeps the same
          * set as "top k, then the floor" because the floor only removes the least likely. */
         const uint32_t limit = top_k_on && c->top_k < n ? c->top_k : n;
@@ -365,7 +406,13 @@ int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
     float cdf = 0.0f;
     for (uint32_t i = first; i < end; i++) {
         cdf += p[cand[i]];
-        if (r < cdf) return record(s, (int32_t)cand[i]);
+        if (r < cdf) return (int32_t)cand[i];
     }
-    return record(s, (int32_t)cand[end - 1]);
+    return (int32_t)cand[end - 1];
+}
+
+void qwen3_sampler_record(Qwen3Sampler* s, int32_t token) { (void)record(s, token); }
+
+int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits) {
+    return record(s, qwen3_sampler_pick(s, logits));
 }

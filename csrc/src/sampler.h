@@ -35,6 +35,15 @@ int32_t qwen3_sampler_configure(Qwen3Sampler* s, const Qwen3SamplerConfig* confi
 /* Picks a token from vocab_size logits and counts it for the penalties. */
 int32_t qwen3_sampler_sample(Qwen3Sampler* s, const float* logits);
 
+/* sample's two halves: the pick (it draws from the RNG) and the count, for a caller that
+ * may refuse a pick (constrained decoding), as the TypeScript sampler's pick and record. */
+int32_t qwen3_sampler_pick(Qwen3Sampler* s, const float* logits);
+void qwen3_sampler_record(Qwen3Sampler* s, int32_t token);
+
+/* Step 3's exp, e^x rounded to float by the project's own double-precision steps (the
+ * TypeScript sampler's samplerExp gives the same bits; docs/sampling.md#the-samplers-exp). */
+float qwen3_sampler_exp(float x);
+
 /* Index of the largest value, the lowest index on ties; NaN never wins (0 if all NaN). */
 int32_t qwen3_argmax(const float* x, uint32_t n);
 

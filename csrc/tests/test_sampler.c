@@ -338,7 +338,60 @@ static void test_invalid_configs(void) {
     qwen3_sampler_deinit(&s);
 }
 
+static uint32_t f32_bits(float x) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+
+static uint32_t fnv_step(uint32_t h, float v) { return (h ^ f32_bits(v)) * 16777619u; }
+
+/* Step 3's exp against the TypeScript sampler's, bit for bit: FNV-1a over the results for
+ * the inputs tests/sampler_test.ts's expInputs() generates (every float of stretches of
+ * (-105, 0], a million from a 32-bit LCG, a few edges) equals the constant that test
+ * checks its samplerExp against. And each within an ulp of the correctly rounded e^x
+ * (expf's double cousin: exp in double, then rounded). */
+static void test_exp(void) {
+    static const float starts[] = {-1e-7f,  -0.0108f, -0.5f,   -1.0f,    -10.83f,
+                                   -20.0f, -87.33f,  -100.0f, -103.97f, -104.5f};
+    uint32_t h = 2166136261u, n = 0, off = 0;
+#define EXP_INPUT(X)                                                                             \
+    do {                                                                                         \
+        const float x_ = (X), got_ = qwen3_sampler_exp(x_), want_ = (float)exp((double)x_);      \
+        h = fnv_step(h, got_);                                                                   \
+        n++;                                                                                     \
+        if (f32_bits(got_) != f32_bits(want_)) {                                                 \
+            off++;                                                                               \
+            const uint32_t d = f32_bits(got_) > f32_bits(want_) ? f32_bits(got_) - f32_bits(want_) \
+                                                                : f32_bits(want_) - f32_bits(got_); \
+            CHECK(d == 1, "exp(%a) = %a, want %a", (double)x_, (double)got_, (double)want_);   \
+        }                                                                                        \
+    } while (0)
+    for (size_t k = 0; k < sizeof starts / sizeof starts[0]; k++) {
+        uint32_t b = f32_bits(starts[k]);
+        for (int i = 0; i < 100000; i++, b++) {
+            float x;
+            memcpy(&x, &b, sizeof x);
+            EXP_INPUT(x);
+        }
+    }
+    uint32_t state = 12345;
+    for (int i = 0; i < 1000000; i++) {
+        state = state * 1664525u + 1013904223u;
+        const double u = (double)(state >> 8) / 16777216.0;
+        EXP_INPUT((float)(-110.0 * u * u));
+    }
+    const float edges[] = {0.0f,   -0.0f,  -INFINITY, -104.0f, (float)-103.97207708,
+                           -1e-45f, (float)(-0.69314718055994530942 / 64)};
+    for (size_t k = 0; k < sizeof edges / sizeof edges[0]; k++) EXP_INPUT(edges[k]);
+#undef EXP_INPUT
+    CHECK(isnan(qwen3_sampler_exp(NAN)), "exp(NaN)");
+    fprintf(stderr, "sampler exp: %u of %u differ from (float)exp((double)x), by an ulp; checksum %08x\n", off, n, h);
+    CHECK(h == 0xfc48f08au, "checksum %08x: not the TypeScript sampler's samplerExp (tests/sampler_test.ts)", h);
+}
+
 int main(void) {
+    test_exp();
     test_rng();
     test_argmax();
     test_against_reference();

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { CEngine } from "../../ffi/c_engine.ts";
+import { CEngine, CSession } from "../../ffi/c_engine.ts";
 import {
   embeddingDimensions,
   embeddingTokens,
@@ -27,6 +27,7 @@ import {
   type GenerationStats,
   runGeneration,
   type TokenConstraint,
+  type TokenSampler,
 } from "./generate.ts";
 import { type GgufFile, ggufShownString } from "../formats/gguf.ts";
 import { readGgufMetadata } from "../formats/model_file.ts";
@@ -40,7 +41,14 @@ import {
 } from "../text/template.ts";
 import { Tokenizer } from "../text/tokenizer.ts";
 import { loadedModel, TsEngine } from "../reference/ts_engine.ts";
-import type { Engine, EngineKind, EngineSession, KvCacheType, ModelConfig } from "../types.ts";
+import type {
+  Engine,
+  EngineKind,
+  EngineSession,
+  KvCacheType,
+  ModelConfig,
+  SamplerOptions,
+} from "../types.ts";
 
 /** A GGUF's header: already in memory for the TS engine, read (header only) for the C one. */
 async function ggufHeaderOf(path: string, engine: Engine): Promise<GgufFile | undefined> {
@@ -283,6 +291,15 @@ function specialTokens(tok: Tokenizer): SpecialTokens {
 }
 
 /**
+ * A generation's sampler: a C session's own C sampler (the same tokens as the TypeScript
+ * one for the same options and seed, docs/sampling.md, in less time: the sampler runs
+ * between every two decode steps), else the TypeScript {@linkcode Sampler}.
+ */
+function samplerFor(session: EngineSession, opts: SamplerOptions, vocabSize: number): TokenSampler {
+  return session instanceof CSession ? session.sampler(opts) : new Sampler(opts, vocabSize);
+}
+
+/**
  * A Qwen3 model loaded on the C engine (default) or the TypeScript engine, with its
  * tokenizer and chat templates. Load one with {@linkcode Qwen3.load}; continue text with
  * {@linkcode Qwen3.generate}, or hold a conversation with {@linkcode Qwen3.chat}. A model
@@ -456,7 +473,7 @@ export class Qwen3 implements Disposable {
       yield* runGeneration({
         session: given ?? fresh!,
         tokenizer,
-        sampler: new Sampler(opts, engine.config.vocabSize),
+        sampler: samplerFor(given ?? fresh!, opts, engine.config.vocabSize),
         prompt: tokens,
         stopTokens: new Set([special.imEnd, special.endOfText]),
         think: special.think,
@@ -732,7 +749,7 @@ export class Chat implements Disposable {
       yield* runGeneration({
         session: this.#session,
         tokenizer: model.tokenizer,
-        sampler: new Sampler(opts, model.config.vocabSize),
+        sampler: samplerFor(this.#session, opts, model.config.vocabSize),
         prompt,
         stopTokens: new Set([special.imEnd, special.endOfText]),
         think: special.think,

@@ -104,6 +104,76 @@ function toSeed(seed: number | bigint | undefined): bigint {
   return s;
 }
 
+/** {@linkcode SamplerOptions} checked, defaulted and held as both samplers hold them. */
+export interface ResolvedSampler {
+  /** Temperature, rounded to float as the C sampler keeps it (as are the next four). */
+  temperature: number;
+  /** Top-p. */
+  topP: number;
+  /** Top-k. */
+  topK: number;
+  /** Min-p. */
+  minP: number;
+  /** Presence penalty. */
+  presencePenalty: number;
+  /** Frequency penalty. */
+  frequencyPenalty: number;
+  /** The seed, never 0: absent or 0 takes one from the clock. */
+  seed: bigint;
+}
+
+/**
+ * Checks sampler options and fills in the defaults: what {@linkcode Sampler} starts from,
+ * and what a generation sampling with the C engine's sampler hands it, so both give the
+ * same tokens and the same errors.
+ *
+ * @param opts The sampling settings and seed.
+ * @returns The settings as the samplers hold them, the seed resolved.
+ * @throws {Qwen3Error} `invalid_argument` naming the option out of range.
+ */
+export function resolveSampler(opts: SamplerOptions): ResolvedSampler {
+  const d = SAMPLER_DEFAULTS;
+  const o = {
+    temperature: opts.temperature ?? d.temperature,
+    topP: opts.topP ?? d.topP,
+    topK: opts.topK ?? d.topK,
+    minP: opts.minP ?? d.minP,
+    presencePenalty: opts.presencePenalty ?? d.presencePenalty,
+    frequencyPenalty: opts.frequencyPenalty ?? d.frequencyPenalty,
+  };
+  check(
+    Number.isFinite(o.temperature) && o.temperature >= 0,
+    "temperature",
+    o.temperature,
+    ">= 0",
+  );
+  check(Number.isFinite(o.topP) && o.topP >= 0, "topP", o.topP, ">= 0 (0 or >= 1 = off)");
+  check(Number.isInteger(o.topK) && o.topK >= 0, "topK", o.topK, "an integer >= 0 (0 = off)");
+  check(Number.isFinite(o.minP) && o.minP >= 0 && o.minP <= 1, "minP", o.minP, "0..1 (0 = off)");
+  check(
+    Number.isFinite(o.presencePenalty),
+    "presencePenalty",
+    o.presencePenalty,
+    "a finite number",
+  );
+  check(
+    Number.isFinite(o.frequencyPenalty),
+    "frequencyPenalty",
+    o.frequencyPenalty,
+    "a finite number",
+  );
+  // The C sampler holds these as floats: round them the same way.
+  return {
+    temperature: fround(o.temperature),
+    topP: fround(o.topP),
+    topK: o.topK,
+    minP: fround(o.minP),
+    presencePenalty: fround(o.presencePenalty),
+    frequencyPenalty: fround(o.frequencyPenalty),
+    seed: toSeed(opts.seed),
+  };
+}
+
 function check(ok: boolean, name: string, value: number, expected: string): void {
   if (!ok) {
     throw new Qwen3Error("invalid_argument", `sampler ${name} = ${value}: expected ${expected}`);
@@ -124,38 +194,69 @@ export function argmax(values: ArrayLike<number>): number {
   return best;
 }
 
-// expRounded: 2^(j/32) for j = 0 .. 31, and 2^k for k = -160 .. 0 (exact).
-const EXP_TABLE = Float64Array.from({ length: 32 }, (_, j) => Math.pow(2, j / 32));
-const POW2 = Float64Array.from({ length: 161 }, (_, i) => Math.pow(2, i - 160));
+// samplerExp: 2^(j/32) for j = 0 .. 31 (the C sampler's EXP2_J32, the same doubles), and
+// 2^k for k = -160 .. 0 (exact).
+const EXP_TABLE = new Float64Array([
+  1,
+  1.0218971486541166,
+  1.0442737824274138,
+  1.0671404006768237,
+  1.0905077326652577,
+  1.1143867425958924,
+  1.1387886347566916,
+  1.1637248587775775,
+  1.189207115002721,
+  1.215247359980469,
+  1.241857812073484,
+  1.2690509571917332,
+  1.2968395546510096,
+  1.3252366431597413,
+  1.3542555469368927,
+  1.383909881963832,
+  1.4142135623730951,
+  1.4451808069770467,
+  1.4768261459394993,
+  1.5091644275934228,
+  1.5422108254079407,
+  1.5759808451078865,
+  1.6104903319492543,
+  1.6457554781539649,
+  1.681792830507429,
+  1.7186192981224779,
+  1.7562521603732995,
+  1.7947090750031072,
+  1.8340080864093424,
+  1.8741676341103,
+  1.9152065613971474,
+  1.9571441241754002,
+]);
+const POW2 = Float64Array.from({ length: 161 }, (_, i) => {
+  let p = 1;
+  for (let k = i; k < 160; k++) p /= 2;
+  return p;
+});
 const EXP_SCALE = 32 / Math.LN2;
 const LN2_32_HI = fround(Math.LN2 / 32); // 24 bits: m * LN2_32_HI is exact for |m| < 2^29
 const LN2_32_LO = Math.LN2 / 32 - LN2_32_HI;
 const ROUND_MAGIC = 6755399441055744; // 1.5 * 2^52: x + it - it rounds x to an integer
-// Our exp and Math.exp are each within 1e-14 of e^x (relative); e^x's neighbourhood of
-// +-1e-13 rounding to one float means both round to it.
-const EXP_SLACK = 1e-13;
 
 /**
- * `Math.fround(Math.exp(x))` for x <= 0, bit for bit, about twice as fast (the sampler's
- * softmax takes it 151936 times a token). A double-precision exp (x = (32k + j) ln2/32 + r,
- * |r| <= ln2/64: 2^k * 2^(j/32) * a degree-5 polynomial of r, relative error under 5e-15)
- * is rounded to fp32 only where every value within 1e-13 of it rounds to the same float,
- * which then is also where Math.exp's result rounds; elsewhere (a few values in a million)
- * and outside (-104, 0] (where e^x rounds to 0 below, NaN) Math.exp itself decides.
+ * Step 3's exp (docs/sampling.md#the-samplers-exp), the C sampler's `sampler_exp` operation
+ * for operation: for x in (-104, 0], x = (32k + j) ln2/32 + r with |r| <= ln2/64, e^x is
+ * 2^k * 2^(j/32) * a degree-5 polynomial of r, in doubles (relative error under 5e-15),
+ * rounded to fp32 once; 0 from -104 down; NaN for NaN. Both samplers therefore give the
+ * same bits on every platform (JavaScript has no fused multiply-add, and the C library is
+ * built without contraction). It equals `Math.fround(Math.exp(x))` but for the few values
+ * in a million whose e^x lies within 1e-13 of a rounding boundary (one ulp apart there).
  */
-export function expRounded(x: number): number {
-  if (x > -104 && x <= 0) {
-    const m = x * EXP_SCALE + ROUND_MAGIC - ROUND_MAGIC;
-    const r = x - m * LN2_32_HI - m * LN2_32_LO;
-    const poly = 1 + r * (1 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120)))));
-    const mi = m | 0;
-    const y = POW2[(mi >> 5) + 160] * EXP_TABLE[mi & 31] * poly;
-    const lo = fround(y * (1 - EXP_SLACK));
-    if (lo === fround(y * (1 + EXP_SLACK))) return lo;
-  } else if (x <= -104) {
-    return 0; // e^-104 < 2^-150: rounds to 0, as Math.exp's result does
-  }
-  return fround(Math.exp(x));
+export function samplerExp(x: number): number {
+  if (x <= -104) return 0; // e^-104 < 2^-150
+  if (!(x <= 0)) return fround(Math.exp(x)); // NaN, and x > 0, which step 3 never gives
+  const m = x * EXP_SCALE + ROUND_MAGIC - ROUND_MAGIC;
+  const r = x - m * LN2_32_HI - m * LN2_32_LO;
+  const poly = 1 + r * (1 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120)))));
+  const mi = m | 0;
+  return fround(POW2[(mi >> 5) + 160] * EXP_TABLE[mi & 31] * poly);
 }
 
 /**
@@ -163,7 +264,8 @@ export function expRounded(x: number): number {
  * presence and frequency penalties, top-k, min-p and top-p with a seeded xorshift64* (the exact order is in
  * docs/sampling.md#algorithm). It picks the same tokens as the C engine's sampler
  * ({@linkcode CSession.setSampler}) for the same logits, settings and seed.
- * {@linkcode Qwen3.generate} and {@linkcode Chat.send} make one per run from their options.
+ * {@linkcode Qwen3.generate} and {@linkcode Chat.send} make one per run from their options on
+ * the TypeScript engine (on the C engine they sample with {@linkcode CSession.sampler}).
  *
  * @example The same seed, the same tokens
  * ```ts
@@ -219,52 +321,22 @@ export class Sampler {
    * `vocabSize` that is not a positive integer).
    */
   constructor(opts: SamplerOptions, vocabSize: number) {
-    const d = SAMPLER_DEFAULTS;
-    const o = {
-      temperature: opts.temperature ?? d.temperature,
-      topP: opts.topP ?? d.topP,
-      topK: opts.topK ?? d.topK,
-      minP: opts.minP ?? d.minP,
-      presencePenalty: opts.presencePenalty ?? d.presencePenalty,
-      frequencyPenalty: opts.frequencyPenalty ?? d.frequencyPenalty,
-    };
     check(
       Number.isInteger(vocabSize) && vocabSize > 0,
       "vocabSize",
       vocabSize,
       "a positive integer",
     );
-    check(
-      Number.isFinite(o.temperature) && o.temperature >= 0,
-      "temperature",
-      o.temperature,
-      ">= 0",
-    );
-    check(Number.isFinite(o.topP) && o.topP >= 0, "topP", o.topP, ">= 0 (0 or >= 1 = off)");
-    check(Number.isInteger(o.topK) && o.topK >= 0, "topK", o.topK, "an integer >= 0 (0 = off)");
-    check(Number.isFinite(o.minP) && o.minP >= 0 && o.minP <= 1, "minP", o.minP, "0..1 (0 = off)");
-    check(
-      Number.isFinite(o.presencePenalty),
-      "presencePenalty",
-      o.presencePenalty,
-      "a finite number",
-    );
-    check(
-      Number.isFinite(o.frequencyPenalty),
-      "frequencyPenalty",
-      o.frequencyPenalty,
-      "a finite number",
-    );
-    // The C sampler holds these as floats: round them the same way.
-    this.temperature = fround(o.temperature);
-    this.topP = fround(o.topP);
+    const o = resolveSampler(opts);
+    this.temperature = o.temperature;
+    this.topP = o.topP;
     this.topK = o.topK;
-    this.minP = fround(o.minP);
-    this.presencePenalty = fround(o.presencePenalty);
-    this.frequencyPenalty = fround(o.frequencyPenalty);
+    this.minP = o.minP;
+    this.presencePenalty = o.presencePenalty;
+    this.frequencyPenalty = o.frequencyPenalty;
     this.vocabSize = vocabSize;
     this.#seedOption = opts.seed;
-    this.#rng = new XorShift64Star(toSeed(opts.seed));
+    this.#rng = new XorShift64Star(o.seed);
     this.#counts = new Uint32Array(vocabSize);
     this.#probs = new Float32Array(vocabSize);
     this.#candidates = new Int32Array(vocabSize);
@@ -354,7 +426,7 @@ export class Sampler {
     // Step 3: softmax.
     let sum = 0;
     for (let i = 0; i < n; i++) {
-      const e = expRounded(fround(p[i] - max));
+      const e = samplerExp(fround(p[i] - max));
       p[i] = e;
       sum = fround(sum + e);
     }
