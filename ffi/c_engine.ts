@@ -6,7 +6,7 @@
  */
 
 import { Qwen3Error, type Qwen3ErrorCode } from "../src/errors.ts";
-import { resolveSampler, SAMPLER_DEFAULTS } from "../src/text/sampler.ts";
+import { resolveSampler } from "../src/text/sampler.ts";
 import { statRegularFile } from "../src/formats/side_file.ts";
 import {
   checkKvType,
@@ -149,21 +149,6 @@ function valid(n: number, name: string): number {
     );
   }
   return n;
-}
-
-/** Converts the shared sampler options to the C struct's values (same defaults as TS). */
-export function nativeSampler(opts: SamplerOptions = {}) {
-  const seed = opts.seed ?? 0;
-  const d = SAMPLER_DEFAULTS;
-  return {
-    temperature: opts.temperature ?? d.temperature,
-    topP: opts.topP ?? d.topP,
-    topK: opts.topK ?? d.topK,
-    minP: opts.minP ?? d.minP,
-    presencePenalty: opts.presencePenalty ?? d.presencePenalty,
-    frequencyPenalty: opts.frequencyPenalty ?? d.frequencyPenalty,
-    seed: BigInt.asUintN(64, BigInt(seed)),
-  };
 }
 
 /**
@@ -655,7 +640,7 @@ export class CSession implements EngineSession {
    */
   setSampler(opts: SamplerOptions = {}): void {
     const { lib, ptr } = this.#live();
-    const buf = writeSamplerConfig(nativeSampler(opts));
+    const buf = writeSamplerConfig(resolveSampler(opts));
     check(lib, lib.symbols.qwen3_context_set_sampler(ptr, buf), "qwen3_context_set_sampler");
   }
 

@@ -8,6 +8,8 @@
  * @module
  */
 
+import type { ResolvedSampler } from "../src/text/sampler.ts";
+
 /**
  * Every function of the C API, bound synchronously. The C signature is written beside
  * each parameter.
@@ -499,24 +501,6 @@ export interface NativeModelInfo {
   fileSize: number;
 }
 
-/** The C `Qwen3SamplerConfig` in JS form. */
-export interface NativeSamplerConfig {
-  /** 0 = greedy. */
-  temperature: number;
-  /** Nucleus threshold; 0 or >= 1 disables. */
-  topP: number;
-  /** 0 disables. */
-  topK: number;
-  /** 0 disables. */
-  minP: number;
-  /** 0 disables. */
-  presencePenalty: number;
-  /** 0 disables. */
-  frequencyPenalty: number;
-  /** 0 = from the clock. */
-  seed: bigint;
-}
-
 /** Reads a `Qwen3ModelConfig` from the memory `ptr` points to. */
 export function readModelConfig(ptr: Deno.PointerObject): NativeModelConfig {
   const v = new Deno.UnsafePointerView(ptr);
@@ -557,7 +541,7 @@ export function readModelInfo(buf: Uint8Array): NativeModelInfo {
 }
 
 /** Encodes a `Qwen3SamplerConfig` into a fresh buffer for qwen3_context_set_sampler. */
-export function writeSamplerConfig(c: NativeSamplerConfig): Uint8Array<ArrayBuffer> {
+export function writeSamplerConfig(c: ResolvedSampler): Uint8Array<ArrayBuffer> {
   const buf = new Uint8Array(SAMPLER_CONFIG_LAYOUT.size);
   const d = new DataView(buf.buffer);
   const L = SAMPLER_CONFIG_LAYOUT;
