@@ -43,6 +43,7 @@ export interface CSampler {
   /** Counts a kept token for the penalties. */
   record(token: number): void;
 }
+
 /** Qwen3KvType of each cache type (csrc/include/qwen3_inference.h). */
 const KV_TYPE_IDS: Record<KvCacheType, number> = { f32: 0, q8: 1, f16: 2 };
 
@@ -658,14 +659,8 @@ export class CSession implements EngineSession {
    * @throws {Qwen3Error} `invalid_argument` naming an option out of range; `disposed`.
    */
   sampler(opts: SamplerOptions = {}): CSampler {
-    const o = resolveSampler(opts);
+    this.setSampler(opts);
     const live = () => this.#live();
-    const { lib, ptr } = live();
-    check(
-      lib,
-      lib.symbols.qwen3_context_set_sampler(ptr, writeSamplerConfig(o)),
-      "qwen3_context_set_sampler",
-    );
     const vocab = this.#vocab;
     const pick = (logits: Float32Array) => {
       if (logits.length !== vocab) {
