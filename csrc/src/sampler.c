@@ -336,6 +336,18 @@ static uint32_t keep_most_likely(uint32_t* cand, uint32_t n, uint32_t limit, int
     return first;
 }
 
+/* Step 8 over candidates already best first: adds their p into *total until the sum passes
+ * top_p (that candidate is kept) or limit are taken; returns how many are kept. */
+static uint32_t take_nucleus(const uint32_t* cand, uint32_t limit, int top_p_on, float top_p, const float* p,
+                             float* total) {
+    uint32_t end = 0;
+    while (end < limit) {
+        *total += p[cand[end++]];
+        if (top_p_on && *total > top_p) break;
+    }
+    return end;
+}
+
 int32_t qwen3_sampler_pick(Qwen3Sampler* s, const float* logits) {
     const Qwen3SamplerConfig* c = &s->config;
     const uint32_t V = s->vocab_size;
@@ -373,11 +385,7 @@ int32_t qwen3_sampler_pick(Qwen3Sampler* s, const float* logits) {
         const uint32_t n = best_k(cand, p, V, cut, (uint32_t)c->top_k);
         if (n == 0) return qwen3_argmax(logits, V);
         first = 0;
-        end = 0;
-        while (end < n) {
-            total += p[cand[end++]];
-            if (top_p_on && total > c->top_p) break;
-        }
+        end = take_nucleus(cand, n, top_p_on, c->top_p, p, &total);
     } else {
         uint32_t n = 0;
         for (uint32_t i = 0; i < V; i++) {
@@ -390,11 +398,7 @@ int32_t qwen3_sampler_pick(Qwen3Sampler* s, const float* logits) {
         if (n >= RADIX_MIN) {
             sort_by_p(cand, s->scratch, n, p);
             first = 0;
-            end = 0;
-            while (end < limit) {
-                total += p[cand[end++]];
-                if (top_p_on && total > c->top_p) break;
-            }
+            end = take_nucleus(cand, limit, top_p_on, c->top_p, p, &total);
         } else {
             first = keep_most_likely(cand, n, limit, top_p_on, c->top_p, p, &total);
             end = n;

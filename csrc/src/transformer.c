@@ -568,6 +568,7 @@ static void store_keys(const Qwen3KernelTable* kernels, Qwen3Context* dst, uint3
                        uint32_t a, uint32_t b) {
     const Qwen3Header* h = &dst->model->header;
     const uint32_t hd = h->head_dim, gs = dst->kv_group;
+    const Qwen3ToF16Fn to_f16 = qwen3_kv_kernels_for(kernels)->to_f16;
     for (uint32_t kh = a; kh < b; kh++) {
         const size_t slab = (size_t)layer * h->n_kv_heads + kh;
         const float* kh_in = k + (size_t)kh * hd;
@@ -579,7 +580,7 @@ static void store_keys(const Qwen3KernelTable* kernels, Qwen3Context* dst, uint3
         }
         if (dst->kv_type == QWEN3_KV_F16) {
             uint16_t row[QWEN3_KV_Q8_MAX_HEAD_DIM];
-            qwen3_kv_kernels_for(kernels)->to_f16(row, kh_in, hd);
+            to_f16(row, kh_in, hd);
             for (uint32_t i = 0; i < hd; i++) dst->key_f16[kb + (size_t)i * QWEN3_KV_BLOCK] = row[i];
             continue;
         }
@@ -597,6 +598,7 @@ static void store_values(const Qwen3KernelTable* kernels, Qwen3Context* dst, uin
                          const float* v, uint32_t a, uint32_t b) {
     const Qwen3Header* h = &dst->model->header;
     const uint32_t hd = h->head_dim, gs = dst->kv_group;
+    const Qwen3ToF16Fn to_f16 = qwen3_kv_kernels_for(kernels)->to_f16;
     for (uint32_t i = a; i < b; i++) {
         const size_t at = ((size_t)layer * h->n_kv_heads + i) * dst->ctx_len + p;
         if (dst->kv_type == QWEN3_KV_F32) {
@@ -604,7 +606,7 @@ static void store_values(const Qwen3KernelTable* kernels, Qwen3Context* dst, uin
             continue;
         }
         if (dst->kv_type == QWEN3_KV_F16) {
-            qwen3_kv_kernels_for(kernels)->to_f16(dst->value_f16 + at * hd, v + (size_t)i * hd, hd);
+            to_f16(dst->value_f16 + at * hd, v + (size_t)i * hd, hd);
             continue;
         }
         quantize_cache_row(kernels, v + (size_t)i * hd, dst->value_q8 + at * hd, dst->value_scale + at * (hd / gs), hd,
