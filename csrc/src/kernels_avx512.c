@@ -56,6 +56,37 @@
  * 33.76 at 2 (6 of 7). */
 #define PREFETCH_SCALES(snext, g) PREFETCH((snext) + (size_t)(g) * 64)
 
+/* Masked loads and the sanitizer build. ASan checks a masked access lane by lane (64
+ * branches for one of bytes), so every inlined copy of a kernel with masked loads costs
+ * clang minutes: tools/sanitize.ts built this file in 110 s with clang 14 at -O1, 30 s
+ * once the hot tiles used plain loads and the masked ones were confined to one copy each
+ * (a not-inlined tail function, a one-query tile) or replaced where speed does not
+ * matter (load_tail_epi8, for a packing step amortised over the batch). */
+
+/* The n < 64 bytes at p, zero-extended to a vector, through a copy on the stack. */
+INLINE __m512i load_tail_epi8(const void* p, uint32_t n) {
+    _Alignas(64) uint8_t line[64] = {0};
+    memcpy(line, p, n);
+    return _mm512_load_si512((const void*)line);
+}
+
+/* a[i] += the products of the last rem < 64 bytes of a group, row i's at w + off[i], with
+ * the activations' at x: block16's tail for group sizes that 64 does not divide, other
+ * than 32, in its copy for a call's last blocks (the streaming copy has the same loop
+ * inline). Masked loads read nothing past the group (no fault at the end of a mapping);
+ * the zeroed x bytes cancel the flipped zero weight bytes (128 * 0). Not inlined, so the
+ * file holds two copies of those 17 masked loads, not three (see above). */
+TARGET __attribute__((noinline)) static void group_tail16(__m512i a[ROWS], const int8_t* w, const size_t* off,
+                                                         const int8_t* x, uint32_t rem) {
+    const __mmask64 tail = ((__mmask64)1 << rem) - 1;
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    const __m512i xv = _mm512_maskz_loadu_epi8(tail, x);
+    UNROLL for (int i = 0; i < ROWS; i++) {
+        const __m512i wv = _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, w + off[i]), bias);
+        a[i] = _mm512_dpbusd_epi32(a[i], wv, xv);
+    }
+}
+
 /* The first three reduction levels: 16 row accumulators -> two vectors whose 128-bit
  * lane L holds, for rows 4L..4L+3 of the 8 rows it covers, the sums of 128-bit lanes
  * (0,1) and (2,3) of the original accumulators:
@@ -157,8 +188,7 @@ INLINE void block16(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x, 
         uint32_t k = 0;
         for (; k + 64 <= gs; k += 64) corr = _mm512_dpbusd_epi32(corr, bias, _mm512_loadu_si512(xg + k));
         const uint32_t rem = gs - k;
-        const __mmask64 tail = rem ? (((__mmask64)1 << rem) - 1) : 0;
-        if (rem) corr = _mm512_dpbusd_epi32(corr, bias, _mm512_maskz_loadu_epi8(tail, xg + k));
+        if (rem) corr = _mm512_dpbusd_epi32(corr, bias, _mm512_maskz_loadu_epi8(((__mmask64)1 << rem) - 1, xg + k));
         corr = _mm512_sub_epi32(_mm512_setzero_si512(), corr);
         UNROLL for (int i = 0; i < ROWS; i++) a[i] = corr;
 
@@ -170,15 +200,17 @@ INLINE void block16(float* out, const Qwen3Q8Matrix* w, const Qwen3Q8Vector* x, 
                 a[i] = _mm512_dpbusd_epi32(a[i], wv, xv);
             }
         }
-        if (rem) {
-            /* Masked loads read nothing past the group (no fault at the end of a mapping);
-             * the zeroed x bytes cancel the flipped zero weight bytes (128 * 0). */
+        if (rem && prefetch) {
+            /* the streaming copy: inline, so the accumulators stay in registers */
+            const __mmask64 tail = ((__mmask64)1 << rem) - 1;
             const __m512i xv = _mm512_maskz_loadu_epi8(tail, xg + k);
             UNROLL for (int i = 0; i < ROWS; i++) {
-                if (prefetch) PREFETCH(next + off[i] + (size_t)g * gs + k);
+                PREFETCH(next + off[i] + (size_t)g * gs + k);
                 const __m512i wv = _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, wg + off[i] + k), bias);
                 a[i] = _mm512_dpbusd_epi32(a[i], wv, xv);
             }
+        } else if (rem) {
+            group_tail16(a, wg + k, off, xg + k, rem);
         }
         acc = accumulate(acc, reduce_full(a), scale_idx, sbase + g, x->s[g]);
     }
@@ -216,6 +248,21 @@ TARGET static void matvec_q8_avx512vnni(float* out, const Qwen3Q8Matrix* w, cons
  * (token, row) output has exactly the bits of matvec_q8 for that token (kernels.h).
  * ================================================================================== */
 
+/* 16 floats at p: a plain load or store, or with `masked` the lanes of m only (a
+ * constant, so each inlined copy has one kind: ASan checks a masked access lane by lane,
+ * a compile-time cost that grows with every copy). */
+INLINE __m512 load_dims(const float* p, __mmask16 m, const int masked) {
+    return masked ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p);
+}
+
+INLINE void store_dims(float* p, __mmask16 m, __m512 v, const int masked) {
+    if (masked) {
+        _mm512_mask_storeu_ps(p, m, v);
+    } else {
+        _mm512_storeu_ps(p, v);
+    }
+}
+
 #define MM_ROWS 32     /* rows per register tile */
 #define MM_TOK 6       /* tokens per register tile: 2 x 6 int32 + 2 x 6 float accumulators */
 #define MM_CHUNK 1024  /* columns packed at a time: 32 KB of weights, L1-sized */
@@ -224,7 +271,7 @@ TARGET static void matvec_q8_avx512vnni(float* out, const Qwen3Q8Matrix* w, cons
  * dropped) and columns [c0, c0 + nc) of w into pk, flipped by 0x80: the vector of
  * 4-column step j, half h (rows 16h .. 16h+15) is at pk + (2j + h) * 64. Their scales go
  * to ps: group gl of the chunk at ps + gl * 32. nc is a multiple of the group size (and so
- * of 4); a last partial 64-column piece is loaded masked, never past the row. */
+ * of 4); a last partial 64-column piece is read through load_tail_epi8, never past the row. */
 TARGET static void mm_pack(uint8_t* pk, float* ps, const Qwen3Q8Matrix* w, uint32_t r0, uint32_t nrows,
                            uint32_t c0, uint32_t nc) {
     const size_t n = w->cols;
@@ -241,8 +288,7 @@ TARGET static void mm_pack(uint8_t* pk, float* ps, const Qwen3Q8Matrix* w, uint3
             if (nc - c >= 64) {
                 UNROLL for (int i = 0; i < 16; i++) r[i] = _mm512_xor_si512(_mm512_loadu_si512(rows[i] + c), bias);
             } else {
-                const __mmask64 m = ((__mmask64)1 << (nc - c)) - 1;
-                UNROLL for (int i = 0; i < 16; i++) r[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, rows[i] + c), bias);
+                for (int i = 0; i < 16; i++) r[i] = _mm512_xor_si512(load_tail_epi8(rows[i] + c, nc - c), bias);
             }
             qwen3_transpose16_avx512(r);
             uint8_t* dst = pk + ((size_t)(c / 4) * 2 + h) * 64;
@@ -279,16 +325,18 @@ INLINE void mm_prefetch(MmPrefetch* pf) {
 
 /* One register tile: tokens t0 .. t0+nt-1 by the 32 packed rows, over the chunk's ngc
  * groups starting at group g0. Accumulators start at 0 for the first chunk, else from out
- * (a stored float reloads exactly, so the per-group order is unbroken across chunks). */
+ * (a stored float reloads exactly, so the per-group order is unbroken across chunks).
+ * With `masked`, only the rows in m0 (rows 0-15) and m1 (16-31) are read and written:
+ * a last tile of fewer than 32 rows. */
 INLINE void mm_tile(float* out, size_t ld, const uint8_t* pk, const float* ps, const Qwen3Q8Batch* x,
-                    uint32_t t0, const int nt, uint32_t g0, uint32_t ngc, int first, __mmask16 m0,
-                    __mmask16 m1, MmPrefetch* pf) {
+                    uint32_t t0, const int nt, uint32_t g0, uint32_t ngc, int first, const int masked,
+                    __mmask16 m0, __mmask16 m1, MmPrefetch* pf) {
     const uint32_t gs = x->group_size, ng = x->n / gs, steps = gs / 4;
     __m512 acc[MM_TOK][2];
     UNROLL for (int t = 0; t < nt; t++) {
         float* o = out + (size_t)(t0 + t) * ld;
-        acc[t][0] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m0, o);
-        acc[t][1] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m1, o + 16);
+        acc[t][0] = first ? _mm512_setzero_ps() : load_dims(o, m0, masked);
+        acc[t][1] = first ? _mm512_setzero_ps() : load_dims(o + 16, m1, masked);
     }
     const int8_t* xq[MM_TOK];
     UNROLL for (int t = 0; t < nt; t++) xq[t] = x->q + (size_t)(t0 + t) * x->n + (size_t)g0 * gs;
@@ -323,8 +371,8 @@ INLINE void mm_tile(float* out, size_t ld, const uint8_t* pk, const float* ps, c
     }
     UNROLL for (int t = 0; t < nt; t++) {
         float* o = out + (size_t)(t0 + t) * ld;
-        _mm512_mask_storeu_ps(o, m0, acc[t][0]);
-        _mm512_mask_storeu_ps(o + 16, m1, acc[t][1]);
+        store_dims(o, m0, acc[t][0], masked);
+        store_dims(o + 16, m1, acc[t][1], masked);
     }
 }
 
@@ -405,10 +453,10 @@ INLINE void sm_block16(float* out, size_t ld, const Qwen3Q8Matrix* w, const Qwen
                 r[i] = _mm512_xor_si512(_mm512_loadu_si512(base + off[i] + k), bias);
             }
         } else {
-            const __mmask64 m = ((__mmask64)1 << 32) - 1;
             UNROLL for (int i = 0; i < ROWS; i++) {
                 if (prefetch) PREFETCH(next + off[i] + k);
-                r[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, base + off[i] + k), bias);
+                const __m256i h = _mm256_loadu_si256((const __m256i*)(const void*)(base + off[i] + k));
+                r[i] = _mm512_xor_si512(_mm512_zextsi256_si512(h), bias);
             }
         }
         qwen3_transpose16_avx512(r);
@@ -503,14 +551,20 @@ TARGET static void matmul_q8_avx512vnni(float* out, size_t ld, const Qwen3Q8Matr
             pf.end = pf_rows * pf.lines;
             const uint32_t visits = ((nt + MM_TOK - 1) / MM_TOK) * ngc;
             pf.per_group = (pf.end + visits - 1) / visits;
+            if (nrows < MM_ROWS) {
+                /* a last partial tile (no Qwen3 matrix has one: their rows are multiples
+                 * of 32), a token at a time through the one masked copy of the tile */
+                for (uint32_t t = 0; t < nt; t++) mm_tile(o, ld, pk, ps, x, t, 1, g0, ngc, first, 1, m0, m1, &pf);
+                continue;
+            }
             uint32_t t0 = 0;
-            for (; t0 + MM_TOK <= nt; t0 += MM_TOK) mm_tile(o, ld, pk, ps, x, t0, MM_TOK, g0, ngc, first, m0, m1, &pf);
+            for (; t0 + MM_TOK <= nt; t0 += MM_TOK) mm_tile(o, ld, pk, ps, x, t0, MM_TOK, g0, ngc, first, 0, m0, m1, &pf);
             switch (nt - t0) {
-            case 5: mm_tile(o, ld, pk, ps, x, t0, 5, g0, ngc, first, m0, m1, &pf); break;
-            case 4: mm_tile(o, ld, pk, ps, x, t0, 4, g0, ngc, first, m0, m1, &pf); break;
-            case 3: mm_tile(o, ld, pk, ps, x, t0, 3, g0, ngc, first, m0, m1, &pf); break;
-            case 2: mm_tile(o, ld, pk, ps, x, t0, 2, g0, ngc, first, m0, m1, &pf); break;
-            case 1: mm_tile(o, ld, pk, ps, x, t0, 1, g0, ngc, first, m0, m1, &pf); break;
+            case 5: mm_tile(o, ld, pk, ps, x, t0, 5, g0, ngc, first, 0, m0, m1, &pf); break;
+            case 4: mm_tile(o, ld, pk, ps, x, t0, 4, g0, ngc, first, 0, m0, m1, &pf); break;
+            case 3: mm_tile(o, ld, pk, ps, x, t0, 3, g0, ngc, first, 0, m0, m1, &pf); break;
+            case 2: mm_tile(o, ld, pk, ps, x, t0, 2, g0, ngc, first, 0, m0, m1, &pf); break;
+            case 1: mm_tile(o, ld, pk, ps, x, t0, 1, g0, ngc, first, 0, m0, m1, &pf); break;
             default: break;
             }
         }
@@ -717,14 +771,16 @@ TARGET static void attn_scores_avx512(float* scores, uint32_t s_stride, const fl
     }
 }
 
-/* nq queries x nv vectors of 16 output dims (masks for the last, partial one). Query j
- * stops at its own n_pos; n_pos is non-decreasing, so the last query runs longest. */
+/* nq queries x nv vectors of 16 output dims (with `masked`, each vector c only the lanes
+ * of m[c]: the last, partial dims). Query j stops at its own n_pos; n_pos is
+ * non-decreasing, so the last query runs longest. */
 INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, const uint32_t* np, const float* v,
-                        uint32_t vs, const __mmask16* m, const int accum, const int pf, const int nq, const int nv) {
+                        uint32_t vs, const __mmask16* m, const int accum, const int pf, const int masked, const int nq,
+                        const int nv) {
     __m512 acc[4][4];
     UNROLL for (int j = 0; j < nq; j++) {
         UNROLL for (int c = 0; c < nv; c++) {
-            acc[j][c] = accum ? _mm512_maskz_loadu_ps(m[c], o + (size_t)j * os + 16 * c) : _mm512_setzero_ps();
+            acc[j][c] = accum ? load_dims(o + (size_t)j * os + 16 * c, m[c], masked) : _mm512_setzero_ps();
         }
     }
     const uint32_t n_all = np[0], n_max = np[nq - 1];
@@ -735,7 +791,7 @@ INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, cons
             /* one token's values stream from memory: the rows 8 positions on */
             UNROLL for (int c = 0; c < nv; c++) _mm_prefetch((const char*)(v + (size_t)(p + 8) * vs + 16 * c), _MM_HINT_T0);
         }
-        UNROLL for (int c = 0; c < nv; c++) vv[c] = _mm512_maskz_loadu_ps(m[c], v + (size_t)p * vs + 16 * c);
+        UNROLL for (int c = 0; c < nv; c++) vv[c] = load_dims(v + (size_t)p * vs + 16 * c, m[c], masked);
         UNROLL for (int j = 0; j < nq; j++) {
             const __m512 aj = _mm512_set1_ps(a[(size_t)j * as + p]);
             UNROLL for (int c = 0; c < nv; c++) acc[j][c] = _mm512_fmadd_ps(aj, vv[c], acc[j][c]);
@@ -743,7 +799,7 @@ INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, cons
     }
     for (; p < n_max; p++) {
         __m512 vv[4];
-        UNROLL for (int c = 0; c < nv; c++) vv[c] = _mm512_maskz_loadu_ps(m[c], v + (size_t)p * vs + 16 * c);
+        UNROLL for (int c = 0; c < nv; c++) vv[c] = load_dims(v + (size_t)p * vs + 16 * c, m[c], masked);
         UNROLL for (int j = 1; j < nq; j++) {
             if (p >= np[j]) continue;
             const __m512 aj = _mm512_set1_ps(a[(size_t)j * as + p]);
@@ -751,7 +807,7 @@ INLINE void values_tile(float* o, uint32_t os, const float* a, uint32_t as, cons
         }
     }
     UNROLL for (int j = 0; j < nq; j++) {
-        UNROLL for (int c = 0; c < nv; c++) _mm512_mask_storeu_ps(o + (size_t)j * os + 16 * c, m[c], acc[j][c]);
+        UNROLL for (int c = 0; c < nv; c++) store_dims(o + (size_t)j * os + 16 * c, m[c], acc[j][c], masked);
     }
 }
 
@@ -760,17 +816,32 @@ TARGET static void attn_values_avx512(float* out, uint32_t o_stride, const float
                                       uint32_t head_dim, int accum) {
     /* A few queries (one token's query heads of a kv head) stream their values once, so
      * their tiles ask for the rows 8 positions ahead; many queries (a prefill tile) reuse
-     * each chunk from cache, and theirs do not. */
+     * each chunk from cache, and theirs do not. Whole 64-dim pieces load and store plainly;
+     * the last piece of a head_dim that 64 does not divide goes a query and 16 dims at a
+     * time through the one masked copy of the tile. Every output is the same sum in the same order
+     * whichever tile computes it. (One copy, not eight: ASan checks a masked load lane by
+     * lane, and with every tile masked clang 14 took ~2 minutes to compile this file for
+     * tools/sanitize.ts, ~40 s of it this function.) */
     for (uint32_t i0 = 0; i0 < head_dim; i0 += 64) {
-        __mmask16 m[4];
-        for (uint32_t c = 0; c < 4; c++) {
-            const uint32_t lo = i0 + 16 * c;
-            m[c] = lo >= head_dim ? 0 : head_dim - lo >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (head_dim - lo)) - 1);
-        }
         float* o = out + i0;
         const float* vi = v + i0;
+        __mmask16 m[4];
+        if (head_dim - i0 < 64) {
+            for (uint32_t c = 0; c < 4; c++) {
+                const uint32_t lo = i0 + 16 * c;
+                m[c] = lo >= head_dim ? 0 : head_dim - lo >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (head_dim - lo)) - 1);
+            }
+            for (uint32_t j = 0; j < n_q; j++) {
+                for (uint32_t c = 0; c < 4 && m[c]; c++) {
+                    values_tile(o + (size_t)j * o_stride + 16 * c, o_stride, att + (size_t)j * a_stride, a_stride,
+                                n_pos + j, vi + 16 * c, v_stride, m + c, accum, 0, 1, 1, 1);
+                }
+            }
+            continue;
+        }
+        for (uint32_t c = 0; c < 4; c++) m[c] = (__mmask16)0xffff;
 #define TILE(PF, NQ) values_tile(o + (size_t)j * o_stride, o_stride, att + (size_t)j * a_stride, a_stride, n_pos + j, \
-                                 vi, v_stride, m, accum, (PF), (NQ), 4)
+                                 vi, v_stride, m, accum, (PF), 0, (NQ), 4)
         uint32_t j = 0;
         if (n_q <= 4) {
             switch (n_q) {
