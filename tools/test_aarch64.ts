@@ -10,9 +10,11 @@
  *
  * `zig build test` cannot run foreign binaries, so this builds them with
  * `zig build tests-install -Dtarget=aarch64-linux-musl` (static musl binaries need no
- * aarch64 sysroot or loader) into their own prefix, then runs each under
- * `qemu-aarch64-static -cpu max` with the repository root as working directory (tests
- * find their fixtures by relative path). `test_kernels` also runs on CPU models that lack
+ * aarch64 sysroot or loader) into their own prefix, then runs each under qemu-user with
+ * the repository root as working directory (tests find their fixtures by relative path):
+ * the tests of the kernel tiers ({@link TIER_TESTS}) under `-cpu max` (every feature,
+ * 512-bit SVE, so the automatic choice is the SVE tier), the others under
+ * {@link OTHER_CPU}, where it is neondot. `test_kernels` also runs on CPU models that lack
  * SVE or sdot or have other SVE vector lengths, so every tier and the dispatcher's
  * fallbacks are exercised; `test_kernels_blocks` (which compares every tier the CPU
  * supports by itself) also runs on those CPU models, so no tier's block kernels use an
@@ -36,6 +38,30 @@ export const AARCH64_TARGET = "aarch64-linux-musl";
 
 /** Kernel tiers built for aarch64 (csrc/src/kernels.c), best first. */
 export const AARCH64_TIERS = ["sve", "neondot", "neon", "scalar"] as const;
+
+/**
+ * The tests whose subject is the kernel tiers (each compares tiers it selects itself, or
+ * runs the automatic one's kernels in the model): run under `-cpu max`, so the SVE tier
+ * is there and chosen.
+ */
+export const TIER_TESTS: readonly string[] = [
+  "test_kernels",
+  "test_kernels_blocks",
+  "test_kernels_float",
+  "test_kernels_kv",
+  "test_transformer",
+  "test_batch",
+  "test_moe",
+];
+
+/**
+ * The CPU of the other tests (the API, files, tokenizer, sampler, thread pool): every
+ * feature, SVE at 128 bits, where the dispatcher prefers neondot. qemu runs SVE code
+ * several times slower than NEON (test_api: 41 s under `-cpu max`, 8 s here), and what
+ * these tests check does not depend on the tier; the SVE kernels are the subject of
+ * {@link TIER_TESTS}.
+ */
+export const OTHER_CPU = "max,sve-default-vector-length=16";
 
 /**
  * Extra qemu CPU models for the kernel test, each with what it exercises. `max` (all
@@ -64,9 +90,10 @@ export interface QemuRun {
 export const FORCED_KERNELS: readonly string[] = [...AARCH64_TIERS, "no-such-tier"];
 
 /**
- * The runs for a list of test binaries: each under `-cpu max`; `test_kernels` also with
- * `--env-only` and every value of {@link FORCED_KERNELS} (the runs it makes of itself
- * natively), and it and `test_kernels_blocks` on the CPU models of {@link KERNEL_CPUS}.
+ * The runs for a list of test binaries: each under `-cpu max` ({@link TIER_TESTS}) or
+ * {@link OTHER_CPU}; `test_kernels` also with `--env-only` and every value of
+ * {@link FORCED_KERNELS} (the runs it makes of itself natively), and it and
+ * `test_kernels_blocks` on the CPU models of {@link KERNEL_CPUS}.
  *
  * @example
  * ```ts
@@ -78,7 +105,8 @@ export const FORCED_KERNELS: readonly string[] = [...AARCH64_TIERS, "no-such-tie
 export function planRuns(binaries: string[]): QemuRun[] {
   const runs: QemuRun[] = [];
   for (const binary of binaries) {
-    runs.push({ binary, cpu: "max", env: {}, args: [] });
+    const tiers = TIER_TESTS.includes(binary.split("/").pop() ?? "");
+    runs.push({ binary, cpu: tiers ? "max" : OTHER_CPU, env: {}, args: [] });
     const kernels = /(^|\/)test_kernels$/.test(binary);
     if (!kernels && !/(^|\/)test_kernels_blocks$/.test(binary)) continue;
     if (kernels) {
