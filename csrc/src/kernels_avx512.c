@@ -58,10 +58,10 @@
 
 /* Masked loads and the sanitizer build. ASan checks a masked access lane by lane (64
  * branches for one of bytes), so every inlined copy of a kernel with masked loads costs
- * clang minutes: tools/sanitize.ts built this file in 110 s with clang 14 at -O1, 30 s
- * once the hot tiles used plain loads and the masked ones were confined to one copy each
- * (a not-inlined tail function, a one-query tile) or replaced where speed does not
- * matter (load_tail_epi8, for a packing step amortised over the batch). */
+ * clang seconds: tools/sanitize.ts built this file in 110 s with clang 14 at -O1, 33 s
+ * once the hot tiles used plain loads and the masked ones were confined to few copies (a
+ * not-inlined tail function, a one-query tile) or replaced where speed does not matter
+ * (load_tail_epi8, for a packing step amortised over the batch). */
 
 /* The n < 64 bytes at p, zero-extended to a vector, through a copy on the stack. */
 INLINE __m512i load_tail_epi8(const void* p, uint32_t n) {
@@ -818,10 +818,10 @@ TARGET static void attn_values_avx512(float* out, uint32_t o_stride, const float
      * their tiles ask for the rows 8 positions ahead; many queries (a prefill tile) reuse
      * each chunk from cache, and theirs do not. Whole 64-dim pieces load and store plainly;
      * the last piece of a head_dim that 64 does not divide goes a query and 16 dims at a
-     * time through the one masked copy of the tile. Every output is the same sum in the same order
-     * whichever tile computes it. (One copy, not eight: ASan checks a masked load lane by
-     * lane, and with every tile masked clang 14 took ~2 minutes to compile this file for
-     * tools/sanitize.ts, ~40 s of it this function.) */
+     * time through the one masked copy of the tile. Every output is the same sum in the
+     * same order whichever tile computes it. (One masked copy, not eight: with every tile
+     * masked, ASan's lane-by-lane checks made this function 39 s of the 110 s clang 14
+     * took to build the file for tools/sanitize.ts.) */
     for (uint32_t i0 = 0; i0 < head_dim; i0 += 64) {
         float* o = out + i0;
         const float* vi = v + i0;
