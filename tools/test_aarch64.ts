@@ -65,7 +65,7 @@ export const OTHER_CPU = "max,sve-default-vector-length=16";
 
 /**
  * Extra qemu CPU models for the kernel test, each with what it exercises. `max` (all
- * features, 512-bit SVE) is the default for every test and is not repeated here.
+ * features, 512-bit SVE), the CPU of {@link TIER_TESTS}, is not repeated here.
  */
 export const KERNEL_CPUS: readonly { cpu: string; why: string }[] = [
   { cpu: "max,sve-default-vector-length=16", why: "128-bit SVE: neondot preferred over sve" },
@@ -160,8 +160,8 @@ async function findQemu(): Promise<string> {
 /** A rough cost of a run under qemu, for ordering: the long tests first. */
 function weight(run: QemuRun): number {
   const name = run.binary.split("/").pop() ?? "";
-  if (name === "test_transformer" || name === "test_api") return 2;
-  return name === "test_tokenizer" || name === "test_sampler" ? 1 : 0;
+  if (name === "test_transformer") return 2;
+  return ["test_api", "test_tokenizer", "test_batch", "test_sampler"].includes(name) ? 1 : 0;
 }
 
 function describe(run: QemuRun): string {
@@ -253,7 +253,8 @@ async function main(args: string[]): Promise<number> {
     }
   };
   // One emulated run per CPU: each is mostly single-threaded, and the longest ones (the
-  // transformer and API tests, minutes each under qemu) start first so the queue drains evenly.
+  // transformer test, a minute and a half under qemu, then the ~10 s ones) start first so the
+  // queue drains evenly.
   const longFirst = [...runs].sort((a, b) => weight(b) - weight(a));
   const parallel = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4));
   let next = 0;
