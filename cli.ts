@@ -416,11 +416,17 @@ function checkModelFlags(v: Values) {
   }
   const context = number(v, "context", { min: 0, integer: true, max: 0xffffffff });
   const threads = number(v, "threads", { min: 0, integer: true, max: 1024 });
-  const kvType = v["kv-type"] ?? "f16";
-  if (kvType !== "f32" && kvType !== "f16" && kvType !== "q8") {
+  // absent: undefined, so the module's default (checkKvType) is the one default
+  const kvType = v["kv-type"];
+  if (kvType !== undefined && kvType !== "f32" && kvType !== "f16" && kvType !== "q8") {
     throw new UsageError(`--kv-type must be f32, f16 or q8, got "${kvType}"`);
   }
-  return { engine: engine as "c" | "ts", context, threads, kvType: kvType as KvCacheType };
+  return {
+    engine: engine as "c" | "ts",
+    context,
+    threads,
+    kvType: kvType as KvCacheType | undefined,
+  };
 }
 
 async function loadModel(path: string, v: Values): Promise<Qwen3> {
