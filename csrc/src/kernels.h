@@ -243,6 +243,20 @@ void qwen3_softmax_ref(float* x, uint32_t n);
 void qwen3_softmax_exp_rows_ref(float* x, size_t stride, uint32_t rows, const uint32_t* lens, float* sums);
 void qwen3_silu_mul_ref(float* g, const float* u, uint32_t n);
 
+/* The sampler's softmax (sampler.c, steps 2 and 3 after the penalties; docs/sampling.md):
+ *   p[i] = z[i] / t (t > 0, finite); m = the largest p[i] (qwen3_argmax's: NaN skipped);
+ *   p[i] = qwen3_sampler_exp(p[i] - m); sum = p[0] + p[1] + ... in index order, one fp32
+ *   accumulator; p[i] = p[i] / sum. Returns the largest p[i] (0 when none is above 0).
+ * n >= 1; z may be p. SIMD tiers evaluate qwen3_sampler_exp's double-precision steps lane
+ * by lane (kernels_sampler_*.c) and keep the one running sum, so every tier gives the
+ * reference's bits, which the TypeScript sampler also gives. */
+typedef float (*Qwen3SamplerSoftmaxFn)(float* p, const float* z, uint32_t n, float t);
+float qwen3_sampler_softmax_ref(float* p, const float* z, uint32_t n, float t);
+#if defined(__x86_64__) || defined(_M_X64)
+float qwen3_sampler_softmax_avx2(float* p, const float* z, uint32_t n, float t);
+float qwen3_sampler_softmax_avx512(float* p, const float* z, uint32_t n, float t);
+#endif
+
 typedef struct {
     const char* name;          /* "scalar", "avx2", "avx512vnni", "amx", "neon", "sve" */
     Qwen3MatvecQ8Fn matvec_q8;
@@ -253,6 +267,7 @@ typedef struct {
     Qwen3AttnValuesFn attn_values;
     Qwen3SoftmaxExpFn softmax_exp;
     Qwen3SiluMulFn silu_mul;
+    Qwen3SamplerSoftmaxFn sampler_softmax;
 } Qwen3KernelTable;
 
 /* The reference batched product and attention, for tiers without their own: matmul_q8

@@ -260,4 +260,5 @@ const Qwen3KernelTable qwen3_kernels_amx = {
     .attn_values = attn_values_amx,
     .softmax_exp = softmax_exp_amx,
     .silu_mul = silu_mul_amx,
+    .sampler_softmax = qwen3_sampler_softmax_avx512,
 };

@@ -514,6 +514,7 @@ const Qwen3KernelTable qwen3_kernels_avx2 = {
     .attn_values = attn_values_avx2,
     .softmax_exp = softmax_exp_avx2,
     .silu_mul = silu_mul_avx2,
+    .sampler_softmax = qwen3_sampler_softmax_avx2,
 };
 
 /* ------------------------------------------------------------------------------------
@@ -662,4 +663,5 @@ const Qwen3KernelTable qwen3_kernels_avxvnni = {
     .attn_values = attn_values_avx2,
     .softmax_exp = softmax_exp_avx2,
     .silu_mul = silu_mul_avx2,
+    .sampler_softmax = qwen3_sampler_softmax_avx2,
 };

@@ -874,4 +874,5 @@ const Qwen3KernelTable qwen3_kernels_avx512vnni = {
     .attn_values = attn_values_avx512,
     .softmax_exp = softmax_exp_avx512,
     .silu_mul = silu_mul_avx512,
+    .sampler_softmax = qwen3_sampler_softmax_avx512,
 };

@@ -46,6 +46,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "kernels.h"
 #include "platform.h"
 
 uint32_t qwen3_rng_u32(uint64_t* state) {
@@ -241,7 +242,7 @@ static int32_t record(Qwen3Sampler* s, int32_t token) {
 }
 
 /* 2^(j/32) for j = 0 .. 31 as doubles (the TypeScript sampler's EXP_TABLE, the same values). */
-static const double EXP2_J32[32] = {
+const double qwen3_sampler_exp2_j32[32] = {
     0x1.0000000000000p+0, 0x1.059b0d3158574p+0, 0x1.0b5586cf9890fp+0, 0x1.11301d0125b51p+0,
     0x1.172b83c7d517bp+0, 0x1.1d4873168b9aap+0, 0x1.2387a6e756238p+0, 0x1.29e9df51fdee1p+0,
     0x1.306fe0a31b715p+0, 0x1.371a7373aa9cbp+0, 0x1.3dea64c123422p+0, 0x1.44e086061892dp+0,
@@ -265,47 +266,54 @@ float qwen3_sampler_exp(float xf) {
     const double x = xf;
     if (x <= -104.0) return 0.0f;
     if (!(x <= 0.0)) return expf(xf); /* NaN, and x > 0, which step 3 never gives */
-    const double scale = 32.0 / 0.69314718055994530942;             /* 32 / ln2 */
-    const double ln2_32_hi = (double)(float)(0.69314718055994530942 / 32.0); /* 24 bits */
-    const double ln2_32_lo = 0.69314718055994530942 / 32.0 - ln2_32_hi;
-    const double magic = 6755399441055744.0; /* 1.5 * 2^52: + it - it rounds to an integer */
-    const double m = x * scale + magic - magic;
-    const double r = x - m * ln2_32_hi - m * ln2_32_lo;
+    const double magic = QWEN3_SAMPLER_EXP_MAGIC;
+    const double m = x * QWEN3_SAMPLER_EXP_SCALE + magic - magic;
+    const double r = x - m * QWEN3_SAMPLER_EXP_LN2_32_HI - m * QWEN3_SAMPLER_EXP_LN2_32_LO;
     const double poly = 1.0 + r * (1.0 + r * (1.0 / 2.0 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0)))));
     const int32_t mi = (int32_t)m; /* -4800 .. 0 */
     const int32_t j = mi & 31, k = (mi - j) / 32; /* mi = 32 k + j, 0 <= j < 32 */
     const uint64_t pow2_bits = (uint64_t)(1023 + k) << 52; /* 2^k, k >= -150: a normal double */
     double pow2;
     memcpy(&pow2, &pow2_bits, sizeof pow2);
-    return (float)(pow2 * EXP2_J32[j] * poly); /* (2^k * 2^(j/32), exact) * poly, rounded twice */
+    return (float)(pow2 * qwen3_sampler_exp2_j32[j] * poly); /* (2^k * 2^(j/32), exact) * poly, rounded twice */
 }
 
-/* Steps 2 and 3: writes softmax((logits - penalties) / T) to s->probs; returns its max. */
-static float penalised_softmax(Qwen3Sampler* s, const float* logits) {
-    const Qwen3SamplerConfig* c = &s->config;
-    const uint32_t V = s->vocab_size;
-    float* p = s->probs;
-    for (uint32_t i = 0; i < V; i++) {
-        float z = logits[i];
-        const uint32_t n = s->counts[i];
-        if (n > 0) {
-            if (c->presence_penalty != 0.0f) z = z - c->presence_penalty;
-            if (c->frequency_penalty != 0.0f) z = z - (float)n * c->frequency_penalty;
-        }
-        p[i] = z / c->temperature;
-    }
-    float m = p[qwen3_argmax(p, V)];
+float qwen3_sampler_softmax_ref(float* p, const float* z, uint32_t n, float t) {
+    for (uint32_t i = 0; i < n; i++) p[i] = z[i] / t;
+    const float m = p[qwen3_argmax(p, n)];
     float sum = 0.0f;
-    for (uint32_t i = 0; i < V; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         p[i] = qwen3_sampler_exp(p[i] - m);
         sum += p[i];
     }
     float pmax = 0.0f;
-    for (uint32_t i = 0; i < V; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         p[i] = p[i] / sum;
         if (p[i] > pmax) pmax = p[i];
     }
     return pmax;
+}
+
+/* Steps 2 and 3: writes softmax((logits - penalties) / T) to s->probs; returns its max. The
+ * penalties touch only tokens already sampled; the rest is the active kernel tier's
+ * sampler_softmax (the same bits in every tier). */
+static float penalised_softmax(Qwen3Sampler* s, const float* logits) {
+    const Qwen3SamplerConfig* c = &s->config;
+    const uint32_t V = s->vocab_size;
+    const float* z = logits;
+    if (c->presence_penalty != 0.0f || c->frequency_penalty != 0.0f) {
+        for (uint32_t i = 0; i < V; i++) {
+            float zi = logits[i];
+            const uint32_t n = s->counts[i];
+            if (n > 0) {
+                if (c->presence_penalty != 0.0f) zi = zi - c->presence_penalty;
+                if (c->frequency_penalty != 0.0f) zi = zi - (float)n * c->frequency_penalty;
+            }
+            s->probs[i] = zi;
+        }
+        z = s->probs;
+    }
+    return qwen3_kernels_active()->sampler_softmax(s->probs, z, V, c->temperature);
 }
 
 /* Steps 7 and 8: orders the most likely of cand[0..n) into cand[first..n), returns first. */

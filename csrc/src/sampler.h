@@ -44,6 +44,16 @@ void qwen3_sampler_record(Qwen3Sampler* s, int32_t token);
  * TypeScript sampler's samplerExp gives the same bits; docs/sampling.md#the-samplers-exp). */
 float qwen3_sampler_exp(float x);
 
+/* qwen3_sampler_exp's table and constants, shared with the SIMD tiers that evaluate it lane
+ * by lane (kernels_sampler_*.c): 2^(j/32) for j = 0 .. 31; 32 / ln2; ln2 / 32 as a 24-bit
+ * high part and the rest; 1.5 * 2^52 (adding and subtracting it rounds a double to an
+ * integer). */
+extern const double qwen3_sampler_exp2_j32[32];
+#define QWEN3_SAMPLER_EXP_SCALE (32.0 / 0.69314718055994530942)
+#define QWEN3_SAMPLER_EXP_LN2_32_HI ((double)(float)(0.69314718055994530942 / 32.0))
+#define QWEN3_SAMPLER_EXP_LN2_32_LO (0.69314718055994530942 / 32.0 - QWEN3_SAMPLER_EXP_LN2_32_HI)
+#define QWEN3_SAMPLER_EXP_MAGIC 6755399441055744.0
+
 /* Index of the largest value, the lowest index on ties; NaN never wins (0 if all NaN). */
 int32_t qwen3_argmax(const float* x, uint32_t n);
 

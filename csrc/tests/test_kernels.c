@@ -271,6 +271,7 @@ static void test_matmul_tier(const Qwen3KernelTable* t);
 static void test_attention_tier(const Qwen3KernelTable* t);
 static void test_quantize_tier(const Qwen3KernelTable* t);
 static void test_elementwise_tier(const Qwen3KernelTable* t);
+static void test_sampler_softmax_tier(const Qwen3KernelTable* t);
 static void test_exp_ref(void);
 static void test_softmax_exp_order(void);
 static void test_fmaf_soft(void);
@@ -296,6 +297,7 @@ static void test_all_tiers(void) {
         test_attention_tier(t);
         test_quantize_tier(t);
         test_elementwise_tier(t);
+        test_sampler_softmax_tier(t);
         ran++;
     }
     printf("  SIMD tiers tested: %u\n", ran);
@@ -797,6 +799,60 @@ static void test_elementwise_tier(const Qwen3KernelTable* t) {
 }
 
 /* ---- attention against the scalar loops ---- */
+
+/* sampler_softmax against the reference: vocabulary-sized and short rows (every tail
+ * length), logits from narrow to wide, temperatures from 0.01 to 7, z given apart and as p
+ * itself, and rows with NaN, -inf, +inf, -0, and values that overflow once divided. */
+static void test_sampler_softmax_tier(const Qwen3KernelTable* t) {
+    if (t->sampler_softmax == qwen3_sampler_softmax_ref) return; /* the aarch64 tiers: the reference */
+    const uint32_t fails_before = (uint32_t)tu_failures;
+    static const float temps[] = {1.0f, 0.6f, 0.01f, 2.5f, 7.0f, 1e-30f};
+    uint32_t simd_rows = 0;
+    for (uint32_t trial = 0; trial < 240; trial++) {
+        const uint32_t n = trial < 4 ? 151936 - trial : 1 + rnd_below(trial < 120 ? 40 : 1200);
+        const float temp = temps[trial % 6 == 5 && trial % 12 != 11 ? 0 : trial % 6];
+        float* z = malloc((n + GUARD) * sizeof(float));
+        float* a = malloc((n + GUARD) * sizeof(float));
+        float* b = malloc((n + GUARD) * sizeof(float));
+        if (!z || !a || !b) {
+            CHECK(0, "out of memory");
+            free(z), free(a), free(b);
+            return;
+        }
+        const float width = trial % 3 == 0 ? 2.0f : trial % 3 == 1 ? 30.0f : 400.0f;
+        for (uint32_t i = 0; i < n; i++) {
+            const uint32_t kind = trial % 5 == 4 ? rnd_below(12) : 0;
+            switch (kind) {
+            case 1: z[i] = -INFINITY; break;
+            case 2: z[i] = NAN; break;
+            case 3: z[i] = trial % 10 == 4 ? INFINITY : -0.0f; break;
+            case 4: z[i] = 3e38f; break;
+            default: z[i] = (rnd_unit() - 0.5f) * width; break;
+            }
+        }
+        if (trial % 7 == 6) {
+            for (uint32_t i = 0; i < n; i++) z[i] = -INFINITY;
+            z[rnd_below(n)] = trial % 2 ? NAN : -3.0f;
+        }
+        for (uint32_t i = n; i < n + GUARD; i++) a[i] = b[i] = -5.5f;
+        const int alias = trial % 2;
+        memcpy(a, z, n * sizeof(float));
+        memcpy(b, z, n * sizeof(float));
+        const float ra = qwen3_sampler_softmax_ref(a, alias ? a : z, n, temp);
+        const float rb = t->sampler_softmax(b, alias ? b : z, n, temp);
+        CHECK(same_floats(a, b, n + GUARD) && same_floats(&ra, &rb, 1),
+              "%s sampler_softmax of %u logits (T %g, %s) differs from the reference (max %a, want %a)", t->name,
+              n, (double)temp, alias ? "in place" : "apart", (double)rb, (double)ra);
+        float zmax = -INFINITY;
+        for (uint32_t i = 0; i < n; i++) {
+            if (z[i] > zmax) zmax = z[i];
+        }
+        if (isfinite(zmax / temp)) simd_rows++;
+        free(z), free(a), free(b);
+    }
+    CHECK(simd_rows > 100, "sampler_softmax test: only %u rows had a finite maximum", simd_rows);
+    if ((uint32_t)tu_failures == fails_before) printf("  %-11s sampler_softmax: 240 rows match the reference\n", t->name);
+}
 
 static void test_attention_tier(const Qwen3KernelTable* t) {
     const uint32_t fails_before = (uint32_t)tu_failures;
