@@ -256,6 +256,9 @@ float qwen3_sampler_softmax_ref(float* p, const float* z, uint32_t n, float t);
 float qwen3_sampler_softmax_avx2(float* p, const float* z, uint32_t n, float t);
 float qwen3_sampler_softmax_avx512(float* p, const float* z, uint32_t n, float t);
 #endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+float qwen3_sampler_softmax_neon(float* p, const float* z, uint32_t n, float t);
+#endif
 
 typedef struct {
     const char* name;          /* "scalar", "avx2", "avx512vnni", "amx", "neon", "sve" */

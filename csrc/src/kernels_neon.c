@@ -133,7 +133,7 @@ const Qwen3KernelTable qwen3_kernels_neon = {
     .attn_values = qwen3_attn_values_ref,
     .softmax_exp = qwen3_softmax_exp_rows_ref,
     .silu_mul = qwen3_silu_mul_ref,
-    .sampler_softmax = qwen3_sampler_softmax_ref,
+    .sampler_softmax = qwen3_sampler_softmax_neon,
 };
 
 /* ------------------------------------------------------------------------------------
@@ -400,5 +400,5 @@ const Qwen3KernelTable qwen3_kernels_neondot = {
     .attn_values = qwen3_attn_values_ref,
     .softmax_exp = qwen3_softmax_exp_rows_ref,
     .silu_mul = qwen3_silu_mul_ref,
-    .sampler_softmax = qwen3_sampler_softmax_ref,
+    .sampler_softmax = qwen3_sampler_softmax_neon,
 };
