@@ -171,23 +171,37 @@ static void sift_down_worst(uint32_t* heap, uint32_t n, uint32_t i, const float*
  * with a higher p, since ids arrive in increasing order and a tie goes to the lower id. The
  * 151936-entry heap of every id costs Qwen3's recommended top-k 20 about 1.7 ms a token. */
 static uint32_t best_k(uint32_t* out, const float* p, uint32_t V, float cut, uint32_t k) {
-    uint32_t size = 0;
-    for (uint32_t i = 0; i < V; i++) {
+    uint32_t size = 0, i = 0;
+    for (; i < V && size < k; i++) {
         if (!(p[i] >= cut)) continue;
-        if (size < k) {
-            uint32_t j = size++;
-            out[j] = i;
-            while (j > 0) {
-                const uint32_t parent = (j - 1) / 2;
-                if (!ranks_before(p, out[parent], out[j])) break;
-                const uint32_t t = out[j];
-                out[j] = out[parent];
-                out[parent] = t;
-                j = parent;
+        uint32_t j = size++;
+        out[j] = i;
+        while (j > 0) {
+            const uint32_t parent = (j - 1) / 2;
+            if (!ranks_before(p, out[parent], out[j])) break;
+            const uint32_t t = out[j];
+            out[j] = out[parent];
+            out[parent] = t;
+            j = parent;
+        }
+    }
+    /* The heap is full: an id gets in only with a p above the worst kept (which is >= cut,
+     * so the cut needs no test). Most ids do not, so runs of 16 are skipped by one test
+     * the compiler vectorises. */
+    while (i < V) {
+        const float worst = p[out[0]];
+        while (i + 16 <= V) {
+            int any = 0;
+            for (uint32_t l = 0; l < 16; l++) any |= p[i + l] > worst;
+            if (any) break;
+            i += 16;
+        }
+        const uint32_t end = i + 16 < V ? i + 16 : V;
+        for (; i < end; i++) {
+            if (p[i] > p[out[0]]) {
+                out[0] = i;
+                sift_down_worst(out, size, 0, p);
             }
-        } else if (p[i] > p[out[0]]) {
-            out[0] = i;
-            sift_down_worst(out, size, 0, p);
         }
     }
     /* heap sort: the worst goes to the back, so the array ends best first */
