@@ -63,12 +63,26 @@ float qwen3_rng_f32(uint64_t* state) {
 }
 
 int32_t qwen3_argmax(const float* x, uint32_t n) {
-    int32_t best = -1;
-    for (uint32_t i = 0; i < n; i++) {
-        if (x[i] != x[i]) continue; /* NaN */
-        if (best < 0 || x[i] > x[best]) best = (int32_t)i;
+    uint32_t i = 0;
+    while (i < n && x[i] != x[i]) i++; /* NaN never wins */
+    if (i == n) return 0;
+    uint32_t best = i++;
+    /* A later id wins only with a larger value (NaN compares false), and few do: runs of 16
+     * that hold none are passed by one test the compiler vectorises, as in best_k. */
+    while (i < n) {
+        const float top = x[best];
+        while (i + 16 <= n) {
+            int any = 0;
+            for (uint32_t l = 0; l < 16; l++) any |= x[i + l] > top;
+            if (any) break;
+            i += 16;
+        }
+        const uint32_t end = i + 16 < n ? i + 16 : n;
+        for (; i < end; i++) {
+            if (x[i] > x[best]) best = i;
+        }
     }
-    return best < 0 ? 0 : best;
+    return (int32_t)best;
 }
 
 int32_t qwen3_sampler_init(Qwen3Sampler* s, uint32_t vocab_size) {

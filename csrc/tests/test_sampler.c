@@ -40,6 +40,31 @@ static void test_argmax(void) {
     CHECK(qwen3_argmax(c, 2) == 0, "all NaN: %d", qwen3_argmax(c, 2));
     const float d[3] = {-INFINITY, -INFINITY, -3e38f};
     CHECK(qwen3_argmax(d, 3) == 2, "-inf: %d", qwen3_argmax(d, 3));
+    /* against the plain loop: every length to 70 and a vocabulary, with ties, NaN runs and
+     * a rising maximum (the worst case for skipping runs of 16) */
+    static float x[151936];
+    uint32_t seed = 12345u;
+    for (uint32_t trial = 0; trial < 400; trial++) {
+        const uint32_t n = trial < 396 ? 1 + trial % 70 : 151936 - (trial - 396);
+        for (uint32_t i = 0; i < n; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            const uint32_t r = seed >> 8;
+            x[i] = trial % 4 == 0 ? (float)(r % 5)
+                 : trial % 4 == 1 ? (r % 7 == 0 ? NAN : (float)(r % 1000))
+                 : trial % 4 == 2 ? (float)i * 0.5f - (float)(r % 3)
+                                  : (float)r / 16777216.0f;
+        }
+        if (trial % 9 == 8) {
+            for (uint32_t i = 0; i < n && i < 40; i++) x[i] = NAN;
+        }
+        int32_t want = -1;
+        for (uint32_t i = 0; i < n; i++) {
+            if (x[i] == x[i] && (want < 0 || x[i] > x[want])) want = (int32_t)i;
+        }
+        if (want < 0) want = 0;
+        CHECK(qwen3_argmax(x, n) == want, "argmax of %u values (pattern %u): %d, want %d", n, trial % 4,
+              qwen3_argmax(x, n), want);
+    }
 }
 
 /* ------------------------------------------------------------------------------------
