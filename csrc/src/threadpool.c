@@ -39,7 +39,9 @@
  * window then holds all phases' tasks back to back; a thread that claims a task of phase
  * p first waits until the window's `done` count reaches the number of tasks before phase
  * p. Nobody waits for a thread, only for tasks, so the latecomer rule above still holds:
- * a worker that never got a core claims nothing, and the others run its share.
+ * a worker that never got a core claims nothing, and the others run its share. A thread
+ * waiting so knows its next task, so qwen3_pool_run_phases_warm lets it prefetch that
+ * task's data meanwhile (a decode layer warms its matvec rows: transformer.c).
  *
  * The pool's own caller (qwen3_pool_call): Deno's nonblocking FFI calls run on whichever
  * of its worker threads is free, so each decode step used to start on a thread that had
@@ -174,6 +176,7 @@ struct Qwen3ThreadPool {
     /* A phased run (qwen3_pool_run_phases; n_phases 0 otherwise): one window whose
      * indices [phase_start[p], phase_start[p + 1]) are phase p's tasks. */
     Qwen3PhaseFn phase_fn;
+    Qwen3PhaseWarmFn phase_warm; /* NULL, or what a thread does while its phase waits */
     uint32_t n_phases;
     uint32_t phase_start[QWEN3_POOL_MAX_PHASES + 1];
     PAD(pad0);
@@ -237,9 +240,17 @@ static void wait_done(Qwen3ThreadPool* pool, uint32_t target) {
 static void run_phase_task(Qwen3ThreadPool* pool, uint32_t index, double* work) {
     uint32_t p = 0;
     while (index >= pool->phase_start[p + 1]) p++;
+    const uint32_t task = index - pool->phase_start[p], n = pool->phase_start[p + 1] - pool->phase_start[p];
+    if (pool->phase_warm) {
+        /* Warm this task's data while the phases before it finish: each step a small
+         * piece, so the end of the wait is seen soon after it comes. */
+        for (uint32_t step = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < pool->phase_start[p];) {
+            if (!pool->phase_warm(pool->arg, p, task, n, step++)) break;
+        }
+    }
     wait_done(pool, pool->phase_start[p]);
     const double w0 = work ? qwen3_time_seconds() : 0;
-    pool->phase_fn(pool->arg, p, index - pool->phase_start[p], pool->phase_start[p + 1] - pool->phase_start[p]);
+    pool->phase_fn(pool->arg, p, task, n);
     if (work) *work += qwen3_time_seconds() - w0;
 }
 
@@ -606,6 +617,11 @@ static void phase_as_run(void* arg, uint32_t task, uint32_t n_tasks) {
 
 void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, const uint32_t* n_tasks,
                            uint32_t n_phases) {
+    qwen3_pool_run_phases_warm(pool, fn, NULL, arg, n_tasks, n_phases);
+}
+
+void qwen3_pool_run_phases_warm(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, Qwen3PhaseWarmFn warm, void* arg,
+                                const uint32_t* n_tasks, uint32_t n_phases) {
     uint64_t total = 0;
     for (uint32_t p = 0; p < n_phases; p++) total += n_tasks[p];
     if (total == 0) return;
@@ -631,6 +647,7 @@ void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, co
     pool->stats.parallel_runs++;
     const double t0 = qwen3_time_seconds();
     pool->phase_fn = fn;
+    pool->phase_warm = warm;
     pool->arg = arg;
     pool->n_phases = n_phases;
     pool->phase_start[0] = 0;

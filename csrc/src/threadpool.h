@@ -38,6 +38,15 @@ typedef void (*Qwen3PhaseFn)(void* arg, uint32_t phase, uint32_t task, uint32_t 
 void qwen3_pool_run_phases(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, void* arg, const uint32_t* n_tasks,
                            uint32_t n_phases);
 
+/* qwen3_pool_run_phases with a use for the waits: a thread that has claimed task `task` of
+ * phase `phase` and waits for the phases before it calls warm(arg, phase, task, n_tasks[phase],
+ * step) with step 0, 1, 2, ... between its checks, until the wait is over or warm returns 0.
+ * warm must only prepare (prefetch the task's data): whether and how often it runs depends
+ * on timing, so it may change speed, never results. */
+typedef int (*Qwen3PhaseWarmFn)(void* arg, uint32_t phase, uint32_t task, uint32_t n_tasks, uint32_t step);
+void qwen3_pool_run_phases_warm(Qwen3ThreadPool* pool, Qwen3PhaseFn fn, Qwen3PhaseWarmFn warm, void* arg,
+                                const uint32_t* n_tasks, uint32_t n_phases);
+
 /* Runs fn(arg) on the pool's own thread and returns when it is done; the runs fn makes
  * have that thread as their calling thread. That thread stays hot between calls (spins for
  * a while before it sleeps, as the workers do), so a caller that is a different thread each

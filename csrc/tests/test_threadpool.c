@@ -198,6 +198,8 @@ typedef struct {
     uint32_t data[PH_MAX][PH_TASKS]; /* plain writes of phase p, read by phase p + 1 */
     _Atomic uint32_t bad_data;
     _Atomic uint32_t spin_sink; /* keeps the busy loop */
+    _Atomic uint32_t bad_warm;   /* warm steps for a task that is not waiting */
+    _Atomic uint32_t warm_steps;
 } PhaseJob;
 
 static void phase_task(void* arg, uint32_t phase, uint32_t task, uint32_t n_tasks) {
@@ -228,9 +230,23 @@ static void phase_task(void* arg, uint32_t phase, uint32_t task, uint32_t n_task
     atomic_fetch_add(&job->finished[phase], 1);
 }
 
+/* A warm step (qwen3_pool_run_phases_warm): only for a claimed task of a real phase that
+ * has not run yet, steps counting up from 0 within one wait. */
+static int phase_warm(void* arg, uint32_t phase, uint32_t task, uint32_t n_tasks, uint32_t step) {
+    PhaseJob* job = arg;
+    if (phase >= job->n_phases || n_tasks != job->n[phase] || task >= n_tasks ||
+        atomic_load(&job->hits[phase][task]) != 0 || phase == 0) {
+        atomic_fetch_add(&job->bad_warm, 1);
+        return 0;
+    }
+    atomic_fetch_add(&job->warm_steps, 1);
+    return step < 3;
+}
+
 static void test_phases(void) {
     static PhaseJob job;
     uint64_t rng = 12345;
+    uint64_t warm_steps = 0;
     for (uint32_t threads = 1; threads <= 4; threads++) {
         Qwen3ThreadPool* pool = new_pool(threads);
         if (!pool) continue;
@@ -247,7 +263,14 @@ static void test_phases(void) {
                 const uint32_t kind = (uint32_t)(rng >> 59) % 4;
                 job.n[p] = kind == 0 ? 1 : kind == 1 ? 0 : 1 + (uint32_t)(rng >> 33) % PH_TASKS;
             }
-            qwen3_pool_run_phases(pool, phase_task, &job, job.n, job.n_phases);
+            if (run % 2) {
+                qwen3_pool_run_phases_warm(pool, phase_task, phase_warm, &job, job.n, job.n_phases);
+            } else {
+                qwen3_pool_run_phases(pool, phase_task, &job, job.n, job.n_phases);
+            }
+            warm_steps += atomic_load(&job.warm_steps);
+            CHECK(atomic_load(&job.bad_warm) == 0, "threads=%u run=%u: %u warm steps for a task not waiting",
+                  threads, run, atomic_load(&job.bad_warm));
             uint32_t wrong = 0;
             for (uint32_t p = 0; p < PH_MAX; p++) {
                 for (uint32_t t = 0; t < PH_TASKS; t++) {
@@ -277,6 +300,7 @@ static void test_phases(void) {
         qwen3_pool_run_phases(pool, phase_task, &job, none, 0);
         qwen3_pool_free(pool);
     }
+    printf("phased runs: %llu warm steps while tasks waited for earlier phases\n", (unsigned long long)warm_steps);
 }
 
 /* ---- a worker that stalls every run sends the pool solo, and it comes back ---- */
