@@ -45,6 +45,7 @@ pub fn build(b: *std.Build) !void {
     const optimize = b.option(std.builtin.OptimizeMode, "optimize", "Optimization mode (default ReleaseFast)") orelse .ReleaseFast;
 
     const sources = try listCFiles(b, "csrc/src");
+    headers_hash = try hashHeaders(b);
 
     const lib = addEngine(b, target, optimize, .dynamic, sources, false);
     b.installArtifact(lib);
@@ -80,6 +81,7 @@ pub fn build(b: *std.Build) !void {
         });
         exe.root_module.addCSourceFile(.{ .file = b.path(b.fmt("csrc/tests/{s}", .{file})), .flags = &c_flags });
         exe.root_module.addIncludePath(b.path("csrc/include"));
+        exe.root_module.addCMacro("QWEN3_HEADERS_HASH", headers_hash);
         exe.root_module.addIncludePath(b.path("csrc/src"));
         exe.root_module.addIncludePath(b.path("csrc/tests"));
         exe.linkLibrary(static);
@@ -105,6 +107,7 @@ pub fn build(b: *std.Build) !void {
         });
         bench.root_module.addCSourceFile(.{ .file = b.path(b.fmt("csrc/tests/{s}", .{file})), .flags = &c_flags });
         bench.root_module.addIncludePath(b.path("csrc/include"));
+        bench.root_module.addCMacro("QWEN3_HEADERS_HASH", headers_hash);
         bench.root_module.addIncludePath(b.path("csrc/src"));
         bench.linkLibrary(static);
         const install_bench = b.addInstallArtifact(bench, .{});
@@ -122,6 +125,7 @@ pub fn build(b: *std.Build) !void {
     });
     example.root_module.addCSourceFile(.{ .file = b.path("csrc/examples/generate.c"), .flags = &c_flags });
     example.root_module.addIncludePath(b.path("csrc/include"));
+    example.root_module.addCMacro("QWEN3_HEADERS_HASH", headers_hash);
     example.linkLibrary(lib);
     const install_example = b.addInstallArtifact(example, .{});
     b.step("example", "Build the C example into zig-out/bin/qwen3-generate").dependOn(&install_example.step);
@@ -154,10 +158,44 @@ fn addEngine(
     lib.root_module.addIncludePath(b.path("csrc/include"));
     lib.root_module.addIncludePath(b.path("csrc/src"));
     lib.root_module.addCMacro("QWEN3_BUILDING_LIBRARY", "1");
+    lib.root_module.addCMacro("QWEN3_HEADERS_HASH", headers_hash);
     if (target.result.os.tag == .windows) lib.root_module.linkSystemLibrary("kernel32", .{});
     // dladdr/dlopen (platform.c's qwen3_library_pin) are in libdl before glibc 2.34
     if (target.result.os.tag == .linux and target.result.abi.isGnu()) lib.root_module.linkSystemLibrary("dl", .{});
     return lib;
+}
+
+/// A hash of every C header under csrc/, passed to each compilation as a macro. Zig 0.14's
+/// cache took the shared library as up to date after a header changed when no .c file had:
+/// an edit to csrc/src/kernels_blocks_x86.h left zig-out/lib/libqwen3_inference.so as it was
+/// (`zig build --summary all`: "zig build-lib qwen3_inference ... cached"), so the Deno tests
+/// and benchmarks ran the old code. Macros are part of every cache key, so now any header
+/// change rebuilds everything that includes headers.
+var headers_hash: []const u8 = "0";
+
+fn hashHeaders(b: *std.Build) ![]const u8 {
+    var h = std.hash.Wyhash.init(0);
+    for ([_][]const u8{ "csrc/include", "csrc/src", "csrc/tests" }) |sub| {
+        var dir = try b.build_root.handle.openDir(sub, .{ .iterate = true });
+        defer dir.close();
+        var names = std.ArrayList([]const u8).init(b.allocator);
+        var it = dir.iterate();
+        while (try it.next()) |entry| {
+            if (entry.kind == .file and std.mem.endsWith(u8, entry.name, ".h")) try names.append(b.dupe(entry.name));
+        }
+        std.mem.sort([]const u8, names.items, {}, struct {
+            fn lt(_: void, x: []const u8, y: []const u8) bool {
+                return std.mem.lessThan(u8, x, y);
+            }
+        }.lt);
+        for (names.items) |name| {
+            const data = try dir.readFileAlloc(b.allocator, name, 1 << 24);
+            h.update(sub);
+            h.update(name);
+            h.update(data);
+        }
+    }
+    return b.fmt("0x{x}", .{h.final()});
 }
 
 fn hasAny(name: []const u8, suffixes: []const []const u8) bool {
