@@ -62,21 +62,26 @@ float qwen3_rng_f32(uint64_t* state) {
     return (float)(qwen3_rng_u32(state) >> 8) / 16777216.0f;
 }
 
+/* From i, in steps of 16 while 16 are left: the first run x[i .. i + 16) holding a value
+ * above top (NaN never is), or where fewer than 16 are left. One comparison per run that
+ * the compiler vectorises, for passes where few values beat the best so far. */
+static uint32_t skip_runs_not_above(const float* x, uint32_t i, uint32_t n, float top) {
+    for (; i + 16 <= n; i += 16) {
+        int any = 0;
+        for (uint32_t l = 0; l < 16; l++) any |= x[i + l] > top;
+        if (any) break;
+    }
+    return i;
+}
+
 int32_t qwen3_argmax(const float* x, uint32_t n) {
     uint32_t i = 0;
     while (i < n && x[i] != x[i]) i++; /* NaN never wins */
     if (i == n) return 0;
     uint32_t best = i++;
-    /* A later id wins only with a larger value (NaN compares false), and few do: runs of 16
-     * that hold none are passed by one test the compiler vectorises, as in best_k. */
+    /* A later id wins only with a larger value (NaN compares false), and few do. */
     while (i < n) {
-        const float top = x[best];
-        while (i + 16 <= n) {
-            int any = 0;
-            for (uint32_t l = 0; l < 16; l++) any |= x[i + l] > top;
-            if (any) break;
-            i += 16;
-        }
+        i = skip_runs_not_above(x, i, n, x[best]);
         const uint32_t end = i + 16 < n ? i + 16 : n;
         for (; i < end; i++) {
             if (x[i] > x[best]) best = i;
@@ -200,16 +205,9 @@ static uint32_t best_k(uint32_t* out, const float* p, uint32_t V, float cut, uin
         }
     }
     /* The heap is full: an id gets in only with a p above the worst kept (which is >= cut,
-     * so the cut needs no test). Most ids do not, so runs of 16 are skipped by one test
-     * the compiler vectorises. */
+     * so the cut needs no test), and most ids do not. */
     while (i < V) {
-        const float worst = p[out[0]];
-        while (i + 16 <= V) {
-            int any = 0;
-            for (uint32_t l = 0; l < 16; l++) any |= p[i + l] > worst;
-            if (any) break;
-            i += 16;
-        }
+        i = skip_runs_not_above(p, i, V, p[out[0]]);
         const uint32_t end = i + 16 < V ? i + 16 : V;
         for (; i < end; i++) {
             if (p[i] > p[out[0]]) {
