@@ -927,34 +927,55 @@ typedef struct {
     uint32_t per;       /* heads (Q/K/V) or rows (gate/up) per task */
 } FusedJob;
 
-/* Q/K/V heads [u0, u1) in the joined order: n_heads Q heads, then K, then V heads. */
+/* Task `task`'s heads of a fused Q/K/V job, `per` heads each in the joined order (n_heads
+ * Q heads, then K, then V): heads [span[m][0], span[m][1]) of matrix m = Q, K, V (empty
+ * when equal). qkv_fused_task runs them; layer_warm prefetches their rows. */
+static void qkv_heads(const Qwen3Header* h, uint32_t per, uint32_t task, uint32_t span[3][2]) {
+    const uint32_t total = h->n_heads + 2 * h->n_kv_heads;
+    const uint32_t u0 = task * per, u1 = u0 + per < total ? u0 + per : total;
+    const uint32_t start[4] = {0, h->n_heads, h->n_heads + h->n_kv_heads, total};
+    for (uint32_t m = 0; m < 3; m++) {
+        const uint32_t lo = start[m], hi = start[m + 1];
+        const uint32_t a = u0 > lo ? (u0 < hi ? u0 : hi) : lo, b = u1 < hi ? (u1 > lo ? u1 : lo) : hi;
+        span[m][0] = a - lo;
+        span[m][1] = b - lo;
+    }
+}
+
+/* Gate and up rows [*r0, *r1) of task `task` of a fused gate/up job. */
+static void gate_up_rows(const FusedJob* job, uint32_t hidden, uint32_t task, uint32_t* r0, uint32_t* r1) {
+    *r0 = task * job->per;
+    *r1 = *r0 + job->per < hidden ? *r0 + job->per : hidden;
+}
+
+/* Q/K/V heads qkv_heads gives task `task`. */
 static void qkv_fused_task(void* arg, uint32_t task, uint32_t n_tasks) {
     (void)n_tasks;
     const FusedJob* job = (const FusedJob*)arg;
     Qwen3Context* c = job->c;
     const Qwen3Header* h = &c->model->header;
-    const uint32_t hd = h->head_dim, nq = h->n_heads, nkv = h->n_kv_heads;
-    const uint32_t total = nq + 2 * nkv;
-    const uint32_t u0 = task * job->per, u1 = u0 + job->per < total ? u0 + job->per : total;
+    const uint32_t hd = h->head_dim;
+    uint32_t span[3][2];
+    qkv_heads(h, job->per, task, span);
     const Qwen3Q8Vector x = qwen3_q8_batch_row(&c->xq, 0);
     const float eps = c->model->rms_eps;
-    if (u0 < nq) {
-        const uint32_t a = u0, b = u1 < nq ? u1 : nq;
+    if (span[0][0] < span[0][1]) {
+        const uint32_t a = span[0][0], b = span[0][1];
         float* q = c->q + (size_t)a * hd;
         job->kernels->matvec_q8(q, &job->lw->wq.q8, &x, a * hd, b * hd);
         rmsnorm_rows(q, q, hd, b - a, job->lw->q_norm, hd, eps);
         for (uint32_t i = 0; i < b - a; i++) qwen3_rope_rotate(q + (size_t)i * hd, c->rope_cos, c->rope_sin, hd);
     }
-    if (u1 > nq && u0 < nq + nkv) {
-        const uint32_t a = u0 > nq ? u0 - nq : 0, b = (u1 < nq + nkv ? u1 : nq + nkv) - nq;
+    if (span[1][0] < span[1][1]) {
+        const uint32_t a = span[1][0], b = span[1][1];
         float* k = c->k + (size_t)a * hd;
         job->kernels->matvec_q8(k, &job->lw->wk.q8, &x, a * hd, b * hd);
         rmsnorm_rows(k, k, hd, b - a, job->lw->k_norm, hd, eps);
         for (uint32_t i = 0; i < b - a; i++) qwen3_rope_rotate(k + (size_t)i * hd, c->rope_cos, c->rope_sin, hd);
         store_keys(job->kernels, c, job->layer, job->pos, c->k, a, b);
     }
-    if (u1 > nq + nkv) {
-        const uint32_t a = u0 > nq + nkv ? u0 - nq - nkv : 0, b = u1 - nq - nkv;
+    if (span[2][0] < span[2][1]) {
+        const uint32_t a = span[2][0], b = span[2][1];
         job->kernels->matvec_q8(c->v_new + (size_t)a * hd, &job->lw->wv.q8, &x, a * hd, b * hd);
         store_values(job->kernels, c, job->layer, job->pos, c->v_new, a, b);
     }
@@ -966,7 +987,8 @@ static void gate_up_fused_task(void* arg, uint32_t task, uint32_t n_tasks) {
     const FusedJob* job = (const FusedJob*)arg;
     Qwen3Context* c = job->c;
     const uint32_t hidden = c->model->header.hidden_dim, gs = c->hq.group_size;
-    const uint32_t r0 = task * job->per, r1 = r0 + job->per < hidden ? r0 + job->per : hidden;
+    uint32_t r0, r1;
+    gate_up_rows(job, hidden, task, &r0, &r1);
     const Qwen3Q8Vector x = qwen3_q8_batch_row(&c->xq, 0);
     job->kernels->matvec_q8(c->hb + r0, &job->lw->w1.q8, &x, r0, r1);
     job->kernels->matvec_q8(c->hb2 + r0, &job->lw->w3.q8, &x, r0, r1);
@@ -1126,26 +1148,24 @@ static int layer_warm(void* arg, uint32_t phase, uint32_t task, uint32_t n_tasks
     const LayerRun* r = (const LayerRun*)arg;
     const Qwen3LayerWeights* lw = r->block->lw;
     const Qwen3Header* h = &r->block->c->model->header;
-    const uint32_t hd = h->head_dim, nq = h->n_heads, nkv = h->n_kv_heads;
     RowRange rr[3];
     uint32_t n = 0;
     switch (phase) {
     case PHASE_QKV: {
-        const uint32_t total = nq + 2 * nkv, u0 = task * r->qkv.per;
-        const uint32_t u1 = u0 + r->qkv.per < total ? u0 + r->qkv.per : total;
-        if (u0 < nq) rr[n++] = (RowRange){&lw->wq, u0 * hd, (u1 < nq ? u1 : nq) * hd};
-        if (u1 > nq && u0 < nq + nkv) {
-            rr[n++] = (RowRange){&lw->wk, (u0 > nq ? u0 - nq : 0) * hd, ((u1 < nq + nkv ? u1 : nq + nkv) - nq) * hd};
+        const Qwen3Matrix* w[3] = {&lw->wq, &lw->wk, &lw->wv};
+        uint32_t span[3][2];
+        qkv_heads(h, r->qkv.per, task, span);
+        for (uint32_t m = 0; m < 3; m++) {
+            if (span[m][0] < span[m][1]) rr[n++] = (RowRange){w[m], span[m][0] * h->head_dim, span[m][1] * h->head_dim};
         }
-        if (u1 > nq + nkv) rr[n++] = (RowRange){&lw->wv, (u0 > nq + nkv ? u0 - nq - nkv : 0) * hd, (u1 - nq - nkv) * hd};
         break;
     }
     case PHASE_WO:
         rr[n++] = matmul_rows(&r->wo, task);
         break;
     case PHASE_GATE_UP: {
-        const uint32_t hidden = h->hidden_dim, r0 = task * r->gate_up.per;
-        const uint32_t r1 = r0 + r->gate_up.per < hidden ? r0 + r->gate_up.per : hidden;
+        uint32_t r0, r1;
+        gate_up_rows(&r->gate_up, h->hidden_dim, task, &r0, &r1);
         rr[n++] = (RowRange){&lw->w1, r0, r1};
         rr[n++] = (RowRange){&lw->w3, r0, r1};
         break;
