@@ -2,7 +2,7 @@
  * against the scalar reference, per ggml block type, on one thread.
  *
  *   zig build bench-blocks && zig-out/bin/bench-blocks [--rows R] [--cols C]
- *       [--tokens T] [--rounds K]
+ *       [--tokens T] [--rounds K] [--type Q4_K] [--tier avx512vnni]
  *
  * Defaults: a 1024 x 1024 matrix (cache-resident: this measures the kernels, not memory),
  * 1 and 8 tokens, 5 rounds. Each round times every tier once per type, tiers alternating,
@@ -43,10 +43,14 @@ static int cmp_double(const void* a, const void* b) {
 
 int main(int argc, char** argv) {
     uint32_t rows = 1024, cols = 1024, tokens = 0, rounds = 5;
+    const char* only_type = NULL; /* --type NAME: one block type */
+    const char* only_tier = NULL; /* --tier NAME: one kernel tier (and scalar) */
     for (int i = 1; i + 1 < argc; i += 2) {
         const char* a = argv[i];
         const uint32_t v = (uint32_t)strtoul(argv[i + 1], NULL, 10);
-        if (strcmp(a, "--rows") == 0) rows = v;
+        if (strcmp(a, "--type") == 0) only_type = argv[i + 1];
+        else if (strcmp(a, "--tier") == 0) only_tier = argv[i + 1];
+        else if (strcmp(a, "--rows") == 0) rows = v;
         else if (strcmp(a, "--cols") == 0) cols = v;
         else if (strcmp(a, "--tokens") == 0) tokens = v;
         else if (strcmp(a, "--rounds") == 0) rounds = v;
@@ -64,6 +68,7 @@ int main(int argc, char** argv) {
     uint32_t n_tiers = 0;
     for (uint32_t k = 0; names[k] && n_tiers < MAX_TIERS; k++) {
         const Qwen3KernelTable* t = qwen3_kernels_find(names[k]);
+        if (only_tier && strcmp(names[k], only_tier) != 0 && strcmp(names[k], "scalar") != 0) continue;
         if (t) tiers[n_tiers++] = t;
     }
     static const uint32_t types[] = {QWEN3_BLOCK_Q4_0, QWEN3_BLOCK_Q4_1, QWEN3_BLOCK_Q5_0, QWEN3_BLOCK_Q5_1,
@@ -90,6 +95,7 @@ int main(int argc, char** argv) {
     printf("%u x %u, one thread, medians of %u rounds (ms per call; speedup over scalar)\n", rows, cols, rounds);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const uint32_t type = types[ti], bv = qwen3_block_values(type), bb = qwen3_block_bytes(type);
+        if (only_type && strcmp(qwen3_block_name(type), only_type) != 0) continue;
         const size_t row_bytes = (size_t)(cols / bv) * bb;
         for (size_t i = 0; i < row_bytes * rows; i++) data[i] = (uint8_t)rnd();
         for (size_t b = 0; b < (size_t)rows * (cols / bv); b++) { /* finite scales: fp16 about 2^-8 */

@@ -114,6 +114,16 @@ static void case_deinit(Case* c) {
     free(c->xf);
 }
 
+/* Token t of batch x, as a batch of one. */
+static Qwen3Q8Batch token_of(const Qwen3Q8Batch* x, uint32_t t) {
+    Qwen3Q8Batch one = *x;
+    one.q += (size_t)t * x->n;
+    one.s += (size_t)t * (x->n / 32);
+    one.sums += (size_t)t * (x->n / 32);
+    one.n_tokens = 1;
+    return one;
+}
+
 /* Every tier against the scalar reference, batch against token by token, and the
  * reference against the dequantised product in double precision. */
 static void test_products(void) {
@@ -149,11 +159,7 @@ static void test_products(void) {
             qwen3_matmul_blocks_ref(ref, rows, &c.m, &c.x, 0, rows);
             /* token by token, in a sub-range of rows */
             for (uint32_t t = 0; t < n_tok; t++) {
-                Qwen3Q8Batch one = c.x;
-                one.q += (size_t)t * cols;
-                one.s += (size_t)t * (cols / 32);
-                one.sums += (size_t)t * (cols / 32);
-                one.n_tokens = 1;
+                const Qwen3Q8Batch one = token_of(&c.x, t);
                 const uint32_t r0 = rows / 3;
                 qwen3_matmul_blocks_ref(got, 0, &c.m, &one, r0, rows);
                 CHECK(memcmp(got, ref + (size_t)t * rows + r0, (rows - r0) * sizeof(float)) == 0,
@@ -183,6 +189,20 @@ static void test_products(void) {
                       "tier %s, %s %ux%u x %u tokens: differs from the scalar reference", names[k],
                       qwen3_block_name(type), rows, cols, n_tok);
                 compared++;
+                /* each token alone: the one-token kernels a decode step runs (a batch of two
+                 * or more takes a tier's GEMM), over all rows, then a range off the row groups */
+                for (uint32_t t = 0; t < n_tok; t++) {
+                    const Qwen3Q8Batch one = token_of(&c.x, t);
+                    const uint32_t r0 = rows > 9 ? 3 : 0;
+                    got[rows] = 12345.0f;
+                    tier->matmul_blocks(got, 0, &c.m, &one, 0, rows);
+                    int same = memcmp(got, ref + (size_t)t * rows, rows * sizeof(float)) == 0 && got[rows] == 12345.0f;
+                    tier->matmul_blocks(got, 0, &c.m, &one, r0, rows);
+                    same &= memcmp(got, ref + (size_t)t * rows + r0, (rows - r0) * sizeof(float)) == 0;
+                    CHECK(same, "tier %s, %s %ux%u: token %u alone differs from the scalar reference", names[k],
+                          qwen3_block_name(type), rows, cols, t);
+                    compared++;
+                }
                 /* row ranges that start and end off a multiple of the SIMD tiers' row groups,
                  * into an output with a wider stride (as a thread's slice of a batch) */
                 const uint32_t ranges[][2] = {{1, rows}, {rows / 2, rows - rows / 4}, {rows - 1, rows}};
@@ -257,6 +277,14 @@ static void test_special_scales(void) {
                 CHECK(memcmp(got, ref, sizeof ref) == 0, "tier %s, %s with %s scales: differs from the reference",
                       names[k], qwen3_block_name(type), kinds[ki].what);
                 compared++;
+                for (uint32_t t = 0; t < n_tok; t++) { /* the one-token kernels */
+                    const Qwen3Q8Batch one = token_of(&c.x, t);
+                    tier->matmul_blocks(got, 0, &c.m, &one, 0, rows);
+                    CHECK(memcmp(got, ref + (size_t)t * rows, rows * sizeof(float)) == 0,
+                          "tier %s, %s with %s scales, token %u alone: differs from the reference", names[k],
+                          qwen3_block_name(type), kinds[ki].what, t);
+                    compared++;
+                }
             }
             case_deinit(&c);
         }
