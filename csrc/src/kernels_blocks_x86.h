@@ -23,7 +23,9 @@
  * (the reference's single roundings), and their products are added to the row's sum one at a
  * time, in chunk order. Eight rows go together: their eight product vectors are transposed
  * so that the row is the lane, and the chunks are added with eight vector adds, in order (each
- * lane the scalar sequence of its row).
+ * lane the scalar sequence of its row). With 512-bit vectors (BLK_ZMM), Q4_K and Q6_K keep the
+ * rows in lanes from the start instead (BLK_P(rows8_q4k), BLK_P(rows8_q6k)): no horizontal adds,
+ * no transpose, the same operations per lane.
  *
  * Unsigned weights: Q4_K / Q5_K / Q4_1 / Q5_1 values are 0..31 already; Q6_K's are taken as
  * 6-bit unsigned (0..63) and 32 times each half's activation sum is subtracted, Q4_0 / Q5_0's
@@ -65,8 +67,13 @@ static inline __attribute__((always_inline)) float BLK_P(f16)(const uint8_t* p) 
 
 /* Eight fp16 codes -> fp32, lane by lane exactly as BLK_P(f16): zero and subnormals as
  * mant * 2^-24 (exact), infinities and NaNs with the payload moved up, the rest rebiased. */
+BLK_TARGET static inline __attribute__((always_inline)) __m256 BLK_P(f16x8_u32)(__m256i h);
 BLK_TARGET static inline __attribute__((always_inline)) __m256 BLK_P(f16x8)(__m128i h16) {
-    const __m256i h = _mm256_cvtepu16_epi32(h16);
+    return BLK_P(f16x8_u32)(_mm256_cvtepu16_epi32(h16));
+}
+
+/* BLK_P(f16x8) of codes already in 32-bit lanes (bits 16-31 zero). */
+BLK_TARGET static inline __attribute__((always_inline)) __m256 BLK_P(f16x8_u32)(__m256i h) {
     const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(h, _mm256_set1_epi32(0x8000)), 16);
     const __m256i exp = _mm256_and_si256(_mm256_srli_epi32(h, 10), _mm256_set1_epi32(0x1F));
     const __m256i mant = _mm256_and_si256(h, _mm256_set1_epi32(0x3FF));
@@ -284,15 +291,237 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(transpose8)(_
     v[7] = _mm256_permute2f128_ps(b3, b7, 0x31);
 }
 
-/* Rows [r, r + nr) (nr <= BLK_ROWS, a constant where inlined) for every token. */
+#ifdef BLK_ZMM
+/* Rows in lanes, the first two steps: R[0..7] are 8 rows' vectors of 16 int32 partial sums;
+ * h[0] gets, in 128-bit lane j, the sums of lane j's four values of rows 0, 1, 2, 3, and
+ * h[1] those of rows 4 .. 7. Integer adds, exact in any order. */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(lane_sums)(const __m512i R[8], __m512i h[2]) {
+    for (int q = 0; q < 2; q++) {
+        const __m512i* r = R + 4 * q;
+        /* per 128-bit lane: [r0 e0+e2, r1 e0+e2, r0 e1+e3, r1 e1+e3], then four rows' sums */
+        const __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(r[0], r[1]), _mm512_unpackhi_epi32(r[0], r[1]));
+        const __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(r[2], r[3]), _mm512_unpackhi_epi32(r[2], r[3]));
+        h[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
+    }
+}
+
+/* The last step: 128-bit lanes 0 and 1 of h[q] (BLK_P(lane_sums)) added are chunk A, lanes 2
+ * and 3 chunk B; *a gets chunk A's sum of row i in lane i, *b chunk B's. */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(chunk_sums)(const __m512i h[2], __m256i* a,
+                                                                             __m256i* b) {
+    const __m512i s = _mm512_add_epi32(_mm512_shuffle_i32x4(h[0], h[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                       _mm512_shuffle_i32x4(h[0], h[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* s: [A rows 0-3, B rows 0-3, A rows 4-7, B rows 4-7] */
+    const __m512i o = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7), s);
+    *a = _mm512_castsi512_si256(o);
+    *b = _mm512_extracti64x4_epi64(o, 1);
+}
+
+/* Both steps: R[0..7] hold two chunks each (lanes 0-7 chunk A, 8-15 chunk B). */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows_in_lanes)(const __m512i R[8], __m256i* a,
+                                                                                __m256i* b) {
+    __m512i h[2];
+    BLK_P(lane_sums)(R, h);
+    BLK_P(chunk_sums)(h, a, b);
+}
+
+/* Q6_K, rows [r, r + BLK_ROWS) for every token, rows in lanes as BLK_P(rows8_q4k): each
+ * 64 values (two chunks: 32 bytes of low nibbles under the matching 2-bit fields of qh, taken
+ * with per-half shift counts) as one 512-bit vpdpbusd; the sums of each 16-value half of the
+ * eight rows side by side (BLK_P(lane_sums)), less 32 times the half's activation sum (the +32
+ * of the 6-bit values), times the half's int8 scale of each row (gathered, then its bytes put
+ * in place), then the two halves of a chunk added: the reference's exact int32 chunk sum. The
+ * epilogue is the reference's per chunk, in order, eight rows at once. */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q6k)(float* out, size_t out_stride,
+                                                                            const Qwen3BlockMatrix* w,
+                                                                            const Qwen3Q8Batch* x, uint32_t r,
+                                                                            uint32_t row_begin, uint32_t row_end) {
+    const uint32_t nb = w->cols / 256, ng = x->n / 32;
+    const size_t bb = 210;
+    for (uint32_t t = 0; t < x->n_tokens; t++) {
+        _mm256_storeu_ps(out + (size_t)t * out_stride + (r - row_begin), _mm256_setzero_ps());
+    }
+    const uint8_t* ahead =
+        nb > 0 && r + (BLK_AHEAD + 1) * BLK_ROWS <= row_end ? w->data + (size_t)(r + BLK_AHEAD * BLK_ROWS) * w->row_bytes
+                                                            : NULL;
+    const size_t slice = nb > 0 ? ((size_t)BLK_ROWS * w->row_bytes + nb - 1) / nb : 0;
+    const size_t piece = (slice + (size_t)BLK_ROWS * 64 - 1) / ((size_t)BLK_ROWS * 64) * 64;
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)w->row_bytes));
+    const __m512i n4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30), ones = _mm512_set1_epi8(1);
+    /* qh's 2-bit fields to bits 4-5: chunk 4h by << 4 and 4h + 1 by << 2 (the low nibbles'
+     * chunks), 4h + 2 by >> 0 and 4h + 3 by >> 2 (the high nibbles') */
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    /* four rows' four scale bytes (row-major) to byte 4j + r = row r's byte j */
+    const __m128i tr = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const uint8_t* row0 = w->data + (size_t)r * w->row_bytes;
+    for (uint32_t b = 0; b < nb; b++) {
+        const uint8_t* blk0 = row0 + (size_t)b * bb;
+        if (ahead) {
+            for (uint32_t i = 0; i < BLK_ROWS; i++) {
+                const size_t end = (i + 1) * piece < slice ? (i + 1) * piece : slice;
+                for (size_t o = i * piece; o < end; o += 64) _mm_prefetch((const char*)(ahead + (size_t)b * slice + o), _MM_HINT_T1);
+            }
+        }
+        /* d: the top half of the word at 206 (the block's last four bytes: no read past it) */
+        const __m256 d = BLK_P(f16x8_u32)(_mm256_srli_epi32(_mm256_i32gather_epi32((const int*)(blk0 + 206), idx, 1), 16));
+        __m512i sc[4][2]; /* per pair of chunks k, rows 0-3 / 4-7: lane (j, r) the scale of half 4k + j */
+        for (int k = 0; k < 4; k++) {
+            const __m256i g = _mm256_i32gather_epi32((const int*)(blk0 + 192 + 4 * k), idx, 1);
+            sc[k][0] = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(_mm256_castsi256_si128(g), tr));
+            sc[k][1] = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(_mm256_extracti128_si256(g, 1), tr));
+        }
+        for (uint32_t t = 0; t < x->n_tokens; t++) {
+            const int8_t* xq = x->q + (size_t)t * x->n + (size_t)b * 256;
+            __m512i xv[4], x32[4];
+            for (int k = 0; k < 4; k++) {
+                xv[k] = _mm512_loadu_si512((const void*)(xq + 64 * k));
+                /* 32 times each 16-value half's sum, in every lane of its 128-bit lane */
+                const __m512i s4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, xv[k]);
+                const __m512i s2 = _mm512_add_epi32(s4, _mm512_shuffle_epi32(s4, _MM_PERM_BADC));
+                x32[k] = _mm512_slli_epi32(_mm512_add_epi32(s2, _mm512_shuffle_epi32(s2, _MM_PERM_CDAB)), 5);
+            }
+            __m512i z[4][BLK_ROWS];
+            for (uint32_t i = 0; i < BLK_ROWS; i++) {
+                const uint8_t* blk = blk0 + (size_t)i * w->row_bytes;
+                const __m512i qh = _mm512_loadu_si512((const void*)(blk + 128));
+                /* qh's 32 bytes of half h in both 256-bit halves */
+                const __m512i qhh[2] = {_mm512_shuffle_i64x2(qh, qh, _MM_SHUFFLE(1, 0, 1, 0)),
+                                        _mm512_shuffle_i64x2(qh, qh, _MM_SHUFFLE(3, 2, 3, 2))};
+                for (int h = 0; h < 2; h++) {
+                    const __m512i l = _mm512_loadu_si512((const void*)(blk + 64 * h));
+                    const __m512i hh = qhh[h];
+                    const __m512i lo = _mm512_or_si512(_mm512_and_si512(l, n4), _mm512_and_si512(_mm512_sllv_epi16(hh, shl), m30));
+                    const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), n4),
+                                                       _mm512_and_si512(_mm512_srlv_epi16(hh, shr), m30));
+                    z[2 * h][i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xv[2 * h]);
+                    z[2 * h + 1][i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, xv[2 * h + 1]);
+                }
+            }
+            __m256i isum[8];
+            for (int k = 0; k < 4; k++) {
+                __m512i hs[2];
+                BLK_P(lane_sums)(z[k], hs);
+                for (int q = 0; q < 2; q++) hs[q] = _mm512_mullo_epi32(_mm512_sub_epi32(hs[q], x32[k]), sc[k][q]);
+                BLK_P(chunk_sums)(hs, &isum[2 * k], &isum[2 * k + 1]);
+            }
+            const size_t g = (size_t)t * ng + (size_t)b * 8;
+            float* dst = out + (size_t)t * out_stride + (r - row_begin);
+            __m256 acc = _mm256_loadu_ps(dst);
+            for (int c = 0; c < 8; c++) {
+                const __m256 tv = _mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), d);
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(tv, _mm256_set1_ps(x->s[g + c])));
+            }
+            _mm256_storeu_ps(dst, acc);
+        }
+    }
+}
+
+/* Q4_K, rows [r, r + BLK_ROWS) for every token, with rows in lanes throughout: the scales
+ * and mins of the eight rows unpacked side by side (gathered header words), each row's
+ * 256 values against the activations as four 512-bit vpdpbusd (two chunks each: Q4_K keeps
+ * chunks 2j and 2j + 1 in the low and high nibbles of the same 32 bytes), the partial sums
+ * reduced across rows (BLK_P(rows_in_lanes)) instead of row by row, and the epilogue of each
+ * chunk run on the eight rows at once, chunks in order: each lane the reference's
+ * operations for its row, so the same bits, with no transpose and no horizontal adds. */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q4k)(float* out, size_t out_stride,
+                                                                            const Qwen3BlockMatrix* w,
+                                                                            const Qwen3Q8Batch* x, uint32_t r,
+                                                                            uint32_t row_begin, uint32_t row_end) {
+    const uint32_t nb = w->cols / 256, ng = x->n / 32;
+    const size_t bb = 144;
+    for (uint32_t t = 0; t < x->n_tokens; t++) {
+        _mm256_storeu_ps(out + (size_t)t * out_stride + (r - row_begin), _mm256_setzero_ps());
+    }
+    const uint8_t* ahead =
+        nb > 0 && r + (BLK_AHEAD + 1) * BLK_ROWS <= row_end ? w->data + (size_t)(r + BLK_AHEAD * BLK_ROWS) * w->row_bytes
+                                                            : NULL;
+    const size_t slice = nb > 0 ? ((size_t)BLK_ROWS * w->row_bytes + nb - 1) / nb : 0;
+    const size_t piece = (slice + (size_t)BLK_ROWS * 64 - 1) / ((size_t)BLK_ROWS * 64) * 64;
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)w->row_bytes));
+    const __m256i m6 = _mm256_set1_epi32(0x3F), m4 = _mm256_set1_epi32(0x0F), m2 = _mm256_set1_epi32(0x03);
+    const __m512i n4 = _mm512_set1_epi8(0x0F);
+    const uint8_t* row0 = w->data + (size_t)r * w->row_bytes;
+    for (uint32_t b = 0; b < nb; b++) {
+        const uint8_t* blk0 = row0 + (size_t)b * bb;
+        if (ahead) {
+            for (uint32_t i = 0; i < BLK_ROWS; i++) {
+                const size_t end = (i + 1) * piece < slice ? (i + 1) * piece : slice;
+                for (size_t o = i * piece; o < end; o += 64) _mm_prefetch((const char*)(ahead + (size_t)b * slice + o), _MM_HINT_T1);
+            }
+        }
+        /* header words of the eight rows: d | dmin << 16, then the 12 scale bytes */
+        const __m256i h0 = _mm256_i32gather_epi32((const int*)blk0, idx, 1);
+        const __m256i ha = _mm256_i32gather_epi32((const int*)(blk0 + 4), idx, 1);
+        const __m256i hb = _mm256_i32gather_epi32((const int*)(blk0 + 8), idx, 1);
+        const __m256i hc = _mm256_i32gather_epi32((const int*)(blk0 + 12), idx, 1);
+        const __m256 d = BLK_P(f16x8_u32)(_mm256_and_si256(h0, _mm256_set1_epi32(0xFFFF)));
+        const __m256 dmin = BLK_P(f16x8_u32)(_mm256_srli_epi32(h0, 16));
+        __m256 scale[8], offset[8];
+        for (int c = 0; c < 8; c++) {
+            __m256i sc, m;
+            if (c < 4) {
+                sc = _mm256_and_si256(_mm256_srli_epi32(ha, 8 * c), m6);
+                m = _mm256_and_si256(_mm256_srli_epi32(hb, 8 * c), m6);
+            } else {
+                const int j = c - 4;
+                sc = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(hc, 8 * j), m4),
+                                     _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(ha, 8 * j + 6), m2), 4));
+                m = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(hc, 8 * j + 4), m4),
+                                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hb, 8 * j + 6), m2), 4));
+            }
+            scale[c] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
+            offset[c] = _mm256_xor_ps(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(m)), _mm256_set1_ps(-0.0f));
+        }
+        for (uint32_t t = 0; t < x->n_tokens; t++) {
+            const int8_t* xq = x->q + (size_t)t * x->n + (size_t)b * 256;
+            /* chunk pairs (0, 2), (1, 3), (4, 6), (5, 7) of the activations */
+            __m512i xv[4];
+            for (int k = 0; k < 2; k++) {
+                const int8_t* xk = xq + 128 * k;
+                xv[2 * k] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)xk)),
+                                               _mm256_loadu_si256((const __m256i*)(xk + 64)), 1);
+                xv[2 * k + 1] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(xk + 32))),
+                                                   _mm256_loadu_si256((const __m256i*)(xk + 96)), 1);
+            }
+            __m512i z[4][BLK_ROWS];
+            for (uint32_t i = 0; i < BLK_ROWS; i++) {
+                const uint8_t* qs = blk0 + (size_t)i * w->row_bytes + 16;
+                const __m512i l0 = _mm512_loadu_si512((const void*)qs), l1 = _mm512_loadu_si512((const void*)(qs + 64));
+                z[0][i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(l0, n4), xv[0]);
+                z[1][i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(l0, 4), n4), xv[1]);
+                z[2][i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(l1, n4), xv[2]);
+                z[3][i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(l1, 4), n4), xv[3]);
+            }
+            __m256i isum[8];
+            BLK_P(rows_in_lanes)(z[0], &isum[0], &isum[2]);
+            BLK_P(rows_in_lanes)(z[1], &isum[1], &isum[3]);
+            BLK_P(rows_in_lanes)(z[2], &isum[4], &isum[6]);
+            BLK_P(rows_in_lanes)(z[3], &isum[5], &isum[7]);
+            const size_t g = (size_t)t * ng + (size_t)b * 8;
+            float* dst = out + (size_t)t * out_stride + (r - row_begin);
+            __m256 acc = _mm256_loadu_ps(dst);
+            for (int c = 0; c < 8; c++) {
+                __m256 tv = _mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), scale[c]);
+                tv = _mm256_add_ps(tv, _mm256_mul_ps(_mm256_set1_ps((float)x->sums[g + c]), offset[c]));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(tv, _mm256_set1_ps(x->s[g + c])));
+            }
+            _mm256_storeu_ps(dst, acc);
+        }
+    }
+}
+#endif
+
+/* Rows [r, r + nr) (nr <= BLK_ROWS, a constant where inlined) for every token; `type` is
+ * w->type (a constant where inlined: see BLK_NAME). */
 BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* out, size_t out_stride,
                                                                        const Qwen3BlockMatrix* w,
                                                                        const Qwen3Q8Batch* x, uint32_t r,
                                                                        uint32_t row_begin, uint32_t row_end,
-                                                                       const uint32_t nr) {
+                                                                       const uint32_t nr, const uint32_t type) {
     /* units of 256 values: one K-quant block, or eight 32-value blocks; the 32-value blocks
      * past the last whole unit are the tail, done with the reference's steps */
-    const uint32_t type = w->type, nb = w->cols / 256, ng = x->n / 32;
+    const uint32_t nb = w->cols / 256, ng = x->n / 32;
     const size_t bb = (size_t)(256 / qwen3_block_values(type)) * qwen3_block_bytes(type);
     const int q6 = type == QWEN3_BLOCK_Q6_K, off = qwen3_block_has_offset(type);
     const int bias_shift = type == QWEN3_BLOCK_Q4_0 ? 3 : type == QWEN3_BLOCK_Q5_0 ? 4 : type == QWEN3_BLOCK_Q8_0 ? 7 : 0;
@@ -784,9 +1013,33 @@ BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* 
         BLK_P(mm)(out, out_stride, w, x, row_begin, row_end);
         return;
     }
-    uint32_t r = row_begin;
-    for (; row_end - r >= BLK_ROWS; r += BLK_ROWS) BLK_P(rows)(out, out_stride, w, x, r, row_begin, row_end, BLK_ROWS);
-    for (; r < row_end; r++) BLK_P(rows)(out, out_stride, w, x, r, row_begin, row_end, 1);
+    /* The K-quants of the files people use (Q4_K_M: Q4_K and Q6_K; Q5_K_M: Q5_K and Q6_K)
+     * each get a copy of the row loop with their type a constant, so its tests on the type
+     * fold away; the other types share one. With 512-bit vectors, Q4_K and Q6_K take their
+     * rows-in-lanes kernels for each group of 8 rows (they gather a word from each of 8 rows:
+     * offsets up to 7 * row_bytes as int32, which any real row fits). */
+#define BLK_ROWS_OF(T, EIGHT)                                                                                        \
+    do {                                                                                                             \
+        uint32_t r = row_begin;                                                                                      \
+        for (; row_end - r >= BLK_ROWS; r += BLK_ROWS) EIGHT;                                                        \
+        for (; r < row_end; r++) BLK_P(rows)(out, out_stride, w, x, r, row_begin, row_end, 1, (T));                 \
+    } while (0)
+#define BLK_EIGHT(T) BLK_P(rows)(out, out_stride, w, x, r, row_begin, row_end, BLK_ROWS, (T))
+#ifdef BLK_ZMM
+    const int gathers = w->row_bytes <= (size_t)INT32_MAX / BLK_ROWS;
+#define BLK_EIGHT_K(T, FN) (gathers ? FN(out, out_stride, w, x, r, row_begin, row_end) : BLK_EIGHT(T))
+#else
+#define BLK_EIGHT_K(T, FN) BLK_EIGHT(T)
+#endif
+    switch (type) {
+        case QWEN3_BLOCK_Q4_K: BLK_ROWS_OF(QWEN3_BLOCK_Q4_K, BLK_EIGHT_K(QWEN3_BLOCK_Q4_K, BLK_P(rows8_q4k))); break;
+        case QWEN3_BLOCK_Q5_K: BLK_ROWS_OF(QWEN3_BLOCK_Q5_K, BLK_EIGHT(QWEN3_BLOCK_Q5_K)); break;
+        case QWEN3_BLOCK_Q6_K: BLK_ROWS_OF(QWEN3_BLOCK_Q6_K, BLK_EIGHT_K(QWEN3_BLOCK_Q6_K, BLK_P(rows8_q6k))); break;
+        default: BLK_ROWS_OF(type, BLK_EIGHT(type)); break;
+    }
+#undef BLK_EIGHT_K
+#undef BLK_EIGHT
+#undef BLK_ROWS_OF
 }
 
 #undef BLK_ROWS
