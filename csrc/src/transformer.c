@@ -957,26 +957,26 @@ static void qkv_fused_task(void* arg, uint32_t task, uint32_t n_tasks) {
     const uint32_t hd = h->head_dim;
     uint32_t span[3][2];
     qkv_heads(h, job->per, task, span);
-    const Qwen3Q8Vector x = qwen3_q8_batch_row(&c->xq, 0);
+    const uint32_t dim = h->dim;
     const float eps = c->model->rms_eps;
     if (span[0][0] < span[0][1]) {
         const uint32_t a = span[0][0], b = span[0][1];
         float* q = c->q + (size_t)a * hd;
-        job->kernels->matvec_q8(q, &job->lw->wq.q8, &x, a * hd, b * hd);
+        qwen3_matmul_rows(job->kernels, c->q, 0, &job->lw->wq, &c->xq, c->xb, dim, a * hd, b * hd);
         rmsnorm_rows(q, q, hd, b - a, job->lw->q_norm, hd, eps);
         for (uint32_t i = 0; i < b - a; i++) qwen3_rope_rotate(q + (size_t)i * hd, c->rope_cos, c->rope_sin, hd);
     }
     if (span[1][0] < span[1][1]) {
         const uint32_t a = span[1][0], b = span[1][1];
         float* k = c->k + (size_t)a * hd;
-        job->kernels->matvec_q8(k, &job->lw->wk.q8, &x, a * hd, b * hd);
+        qwen3_matmul_rows(job->kernels, c->k, 0, &job->lw->wk, &c->xq, c->xb, dim, a * hd, b * hd);
         rmsnorm_rows(k, k, hd, b - a, job->lw->k_norm, hd, eps);
         for (uint32_t i = 0; i < b - a; i++) qwen3_rope_rotate(k + (size_t)i * hd, c->rope_cos, c->rope_sin, hd);
         store_keys(job->kernels, c, job->layer, job->pos, c->k, a, b);
     }
     if (span[2][0] < span[2][1]) {
         const uint32_t a = span[2][0], b = span[2][1];
-        job->kernels->matvec_q8(c->v_new + (size_t)a * hd, &job->lw->wv.q8, &x, a * hd, b * hd);
+        qwen3_matmul_rows(job->kernels, c->v_new, 0, &job->lw->wv, &c->xq, c->xb, dim, a * hd, b * hd);
         store_values(job->kernels, c, job->layer, job->pos, c->v_new, a, b);
     }
 }
@@ -989,9 +989,9 @@ static void gate_up_fused_task(void* arg, uint32_t task, uint32_t n_tasks) {
     const uint32_t hidden = c->model->header.hidden_dim, gs = c->hq.group_size;
     uint32_t r0, r1;
     gate_up_rows(job, hidden, task, &r0, &r1);
-    const Qwen3Q8Vector x = qwen3_q8_batch_row(&c->xq, 0);
-    job->kernels->matvec_q8(c->hb + r0, &job->lw->w1.q8, &x, r0, r1);
-    job->kernels->matvec_q8(c->hb2 + r0, &job->lw->w3.q8, &x, r0, r1);
+    const uint32_t dim = c->model->header.dim;
+    qwen3_matmul_rows(job->kernels, c->hb, 0, &job->lw->w1, &c->xq, c->xb, dim, r0, r1);
+    qwen3_matmul_rows(job->kernels, c->hb2, 0, &job->lw->w3, &c->xq, c->xb, dim, r0, r1);
     job->kernels->silu_mul(c->hb + r0, c->hb2 + r0, r1 - r0);
     Qwen3Q8Batch slice = {c->hq.q + r0, c->hq.s + r0 / gs, c->hq.sums + r0 / gs, r1 - r0, 1, gs};
     job->kernels->quantize_row(c->hb + r0, &slice, 0);
@@ -1118,19 +1118,26 @@ typedef struct {
     uint32_t r0, r1;
 } RowRange;
 
-/* Step `step` of warming rows rr[0], then rr[1], ...: 0 when there is nothing left. */
+/* Step `step` of warming rows rr[0], then rr[1], ...: 0 when there is nothing left. Q8
+ * and block (K-quant) weights; a row of blocks is row_bytes in a row, rows one after another. */
 static int warm_rows(const RowRange* rr, uint32_t n, uint32_t step) {
     uint64_t skip = (uint64_t)step * WARM_ROWS;
     for (uint32_t i = 0; i < n; i++) {
         const Qwen3Matrix* w = rr[i].w;
-        if (w->type != QWEN3_WEIGHT_Q8 || skip * w->cols >= WARM_MAX_BYTES) return 0;
+        const uint64_t row_bytes = w->type == QWEN3_WEIGHT_Q8 ? w->cols : w->type == QWEN3_WEIGHT_BLOCKS ? w->blocks.row_bytes : 0;
+        if (row_bytes == 0 || skip * row_bytes >= WARM_MAX_BYTES) return 0;
         const uint32_t rows = rr[i].r1 - rr[i].r0;
         if (skip >= rows) {
             skip -= rows;
             continue;
         }
-        const uint32_t r = rr[i].r0 + (uint32_t)skip;
-        qwen3_prefetch_q8_rows(&w->q8, r, rr[i].r1 - r < WARM_ROWS ? rr[i].r1 - r : WARM_ROWS);
+        const uint32_t r = rr[i].r0 + (uint32_t)skip, k = rr[i].r1 - r < WARM_ROWS ? rr[i].r1 - r : WARM_ROWS;
+        if (w->type == QWEN3_WEIGHT_Q8) {
+            qwen3_prefetch_q8_rows(&w->q8, r, k);
+        } else {
+            const char* p = (const char*)w->blocks.data + (size_t)r * row_bytes;
+            for (size_t off = 0; off < (size_t)k * row_bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
+        }
         return 1;
     }
     return 0;
@@ -1180,7 +1187,8 @@ static int layer_warm(void* arg, uint32_t phase, uint32_t task, uint32_t n_tasks
 }
 
 /* Layer job->layer of a one-token decode step (job: one token of c, lw set) as one phased
- * run. The caller checked that its Q/K/V and gate/up weights are Q8 and it has no experts. */
+ * run. The caller checked that it has no experts (its weights may be of any type: the fused
+ * tasks take qwen3_matmul_rows). */
 static void run_decode_layer(Qwen3Context* c, BlockJob* job, uint32_t unit, uint32_t att_tasks, int att_parallel) {
     Qwen3Model* m = c->model;
     const Qwen3Header* h = &m->header;
@@ -1244,9 +1252,7 @@ static void run_layers(Qwen3Context* c, BlockJob* job) {
         job->lw = lw;
         job->layer = l;
         job->residual = l > 0;
-        if (fuse && !lw->moe && lw->wq.type == QWEN3_WEIGHT_Q8 && lw->wk.type == QWEN3_WEIGHT_Q8 &&
-            lw->wv.type == QWEN3_WEIGHT_Q8 && lw->w1.type == QWEN3_WEIGHT_Q8 && lw->w3.type == QWEN3_WEIGHT_Q8 &&
-            h->hidden_dim % unit == 0) {
+        if (fuse && !lw->moe && h->hidden_dim % unit == 0) {
             run_decode_layer(c, job, unit, att_tasks, att_parallel);
             continue;
         }
@@ -1254,8 +1260,7 @@ static void run_layers(Qwen3Context* c, BlockJob* job) {
         per_token(m, norm_input_task, job);
 
         FusedJob fused = {.c = c, .lw = lw, .kernels = kernels, .layer = l, .pos = pos0};
-        if (fuse && lw->wq.type == QWEN3_WEIGHT_Q8 && lw->wk.type == QWEN3_WEIGHT_Q8 &&
-            lw->wv.type == QWEN3_WEIGHT_Q8) {
+        if (fuse) {
             /* units of one head (head_dim rows: whole SIMD row blocks in practice) */
             run_fused(m, qkv_fused_task, &fused, h->n_heads + 2 * h->n_kv_heads, 1,
                       (uint64_t)(q_dim + 2 * kv_dim) * dim);
@@ -1287,7 +1292,7 @@ static void run_layers(Qwen3Context* c, BlockJob* job) {
             qwen3_moe_forward(c, kernels, lw->moe, n); /* moe.c: xb2 = the experts' weighted sum */
             continue;
         }
-        if (fuse && lw->w1.type == QWEN3_WEIGHT_Q8 && lw->w3.type == QWEN3_WEIGHT_Q8 && h->hidden_dim % unit == 0) {
+        if (fuse && h->hidden_dim % unit == 0) {
             run_fused(m, gate_up_fused_task, &fused, h->hidden_dim / unit, unit, (uint64_t)2 * h->hidden_dim * dim);
         } else {
             MatmulJob gate_up = {.parts = {{c->hb, h->hidden_dim, &lw->w1}, {c->hb2, h->hidden_dim, &lw->w3}},
