@@ -23,9 +23,9 @@
  * (the reference's single roundings), and their products are added to the row's sum one at a
  * time, in chunk order. Eight rows go together: their eight product vectors are transposed
  * so that the row is the lane, and the chunks are added with eight vector adds, in order (each
- * lane the scalar sequence of its row). With 512-bit vectors (BLK_ZMM), Q4_K and Q6_K keep the
- * rows in lanes from the start instead (BLK_P(rows8_q4k), BLK_P(rows8_q6k)): no horizontal adds,
- * no transpose, the same operations per lane.
+ * lane the scalar sequence of its row). With 512-bit vectors (BLK_ZMM), Q4_K, Q5_K and Q6_K keep
+ * the rows in lanes from the start instead (BLK_P(rows8_q4k), BLK_P(rows8_q6k)): no horizontal
+ * adds, no transpose, the same operations per lane.
  *
  * Unsigned weights: Q4_K / Q5_K / Q4_1 / Q5_1 values are 0..31 already; Q6_K's are taken as
  * 6-bit unsigned (0..63) and 32 times each half's activation sum is subtracted, Q4_0 / Q5_0's
@@ -417,19 +417,27 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q6k)(fl
     }
 }
 
-/* Q4_K, rows [r, r + BLK_ROWS) for every token, with rows in lanes throughout: the scales
- * and mins of the eight rows unpacked side by side (gathered header words), each row's
- * 256 values against the activations as four 512-bit vpdpbusd (two chunks each: Q4_K keeps
- * chunks 2j and 2j + 1 in the low and high nibbles of the same 32 bytes), the partial sums
- * reduced across rows (BLK_P(rows_in_lanes)) instead of row by row, and the epilogue of each
- * chunk run on the eight rows at once, chunks in order: each lane the reference's
- * operations for its row, so the same bits, with no transpose and no horizontal adds. */
+/* Q4_K (and, with `five`, Q5_K), rows [r, r + BLK_ROWS) for every token, with rows in lanes
+ * throughout: the scales and mins of the eight rows unpacked side by side (gathered header
+ * words), each row's 256 values against the activations as four 512-bit vpdpbusd (two chunks
+ * each: chunks 2j and 2j + 1 are the low and high nibbles of the same 32 bytes, under Q5_K's
+ * bits 2j and 2j + 1 of qh), the partial sums reduced across rows (BLK_P(rows_in_lanes))
+ * instead of row by row, and the epilogue of each chunk run on the eight rows at once, chunks
+ * in order: each lane the reference's operations for its row, so the same bits, with no
+ * transpose and no horizontal adds. */
 BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q4k)(float* out, size_t out_stride,
                                                                             const Qwen3BlockMatrix* w,
                                                                             const Qwen3Q8Batch* x, uint32_t r,
-                                                                            uint32_t row_begin, uint32_t row_end) {
+                                                                            uint32_t row_begin, uint32_t row_end,
+                                                                            const int five) {
     const uint32_t nb = w->cols / 256, ng = x->n / 32;
-    const size_t bb = 144;
+    const size_t bb = five ? 176 : 144, qs_at = five ? 48 : 16;
+    /* Q5_K: per 256-bit half, the qh bit of its chunk: (0, 2), (1, 3), (4, 6), (5, 7) */
+    const __m512i one8 = _mm512_set1_epi8(1);
+    const __m512i fifth[4] = {_mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1),
+                              _mm512_inserti64x4(_mm512_set1_epi16(1), _mm256_set1_epi16(3), 1),
+                              _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1),
+                              _mm512_inserti64x4(_mm512_set1_epi16(5), _mm256_set1_epi16(7), 1)};
     for (uint32_t t = 0; t < x->n_tokens; t++) {
         _mm256_storeu_ps(out + (size_t)t * out_stride + (r - row_begin), _mm256_setzero_ps());
     }
@@ -486,12 +494,21 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q4k)(fl
             }
             __m512i z[4][BLK_ROWS];
             for (uint32_t i = 0; i < BLK_ROWS; i++) {
-                const uint8_t* qs = blk0 + (size_t)i * w->row_bytes + 16;
-                const __m512i l0 = _mm512_loadu_si512((const void*)qs), l1 = _mm512_loadu_si512((const void*)(qs + 64));
-                z[0][i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(l0, n4), xv[0]);
-                z[1][i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(l0, 4), n4), xv[1]);
-                z[2][i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(l1, n4), xv[2]);
-                z[3][i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(l1, 4), n4), xv[3]);
+                const uint8_t* blk = blk0 + (size_t)i * w->row_bytes;
+                const __m512i l0 = _mm512_loadu_si512((const void*)(blk + qs_at));
+                const __m512i l1 = _mm512_loadu_si512((const void*)(blk + qs_at + 64));
+                __m512i q[4] = {_mm512_and_si512(l0, n4), _mm512_and_si512(_mm512_srli_epi16(l0, 4), n4),
+                                _mm512_and_si512(l1, n4), _mm512_and_si512(_mm512_srli_epi16(l1, 4), n4)};
+                if (five) {
+                    /* qh (32 bytes) in both halves; bit n of each byte to bit 4 (16-bit shifts:
+                     * after the shift, bit 0 of each byte is that byte's own bit n) */
+                    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(blk + 16)));
+                    for (int k = 0; k < 4; k++) {
+                        const __m512i bit = _mm512_and_si512(_mm512_srlv_epi16(qh, fifth[k]), one8);
+                        q[k] = _mm512_or_si512(q[k], _mm512_slli_epi16(bit, 4));
+                    }
+                }
+                for (int k = 0; k < 4; k++) z[k][i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[k], xv[k]);
             }
             __m256i isum[8];
             BLK_P(rows_in_lanes)(z[0], &isum[0], &isum[2]);
@@ -1015,7 +1032,7 @@ BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* 
     }
     /* The K-quants of the files people use (Q4_K_M: Q4_K and Q6_K; Q5_K_M: Q5_K and Q6_K)
      * each get a copy of the row loop with their type a constant, so its tests on the type
-     * fold away; the other types share one. With 512-bit vectors, Q4_K and Q6_K take their
+     * fold away; the other types share one. With 512-bit vectors, the three take their
      * rows-in-lanes kernels for each group of 8 rows (they gather a word from each of 8 rows:
      * offsets up to 7 * row_bytes as int32, which any real row fits). */
 #define BLK_ROWS_OF(T, EIGHT)                                                                                        \
@@ -1027,14 +1044,23 @@ BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* 
 #define BLK_EIGHT(T) BLK_P(rows)(out, out_stride, w, x, r, row_begin, row_end, BLK_ROWS, (T))
 #ifdef BLK_ZMM
     const int gathers = w->row_bytes <= (size_t)INT32_MAX / BLK_ROWS;
-#define BLK_EIGHT_K(T, FN) (gathers ? FN(out, out_stride, w, x, r, row_begin, row_end) : BLK_EIGHT(T))
+#define BLK_EIGHT_K(T, CALL) (gathers ? CALL : BLK_EIGHT(T))
 #else
-#define BLK_EIGHT_K(T, FN) BLK_EIGHT(T)
+#define BLK_EIGHT_K(T, CALL) BLK_EIGHT(T)
 #endif
     switch (type) {
-        case QWEN3_BLOCK_Q4_K: BLK_ROWS_OF(QWEN3_BLOCK_Q4_K, BLK_EIGHT_K(QWEN3_BLOCK_Q4_K, BLK_P(rows8_q4k))); break;
-        case QWEN3_BLOCK_Q5_K: BLK_ROWS_OF(QWEN3_BLOCK_Q5_K, BLK_EIGHT(QWEN3_BLOCK_Q5_K)); break;
-        case QWEN3_BLOCK_Q6_K: BLK_ROWS_OF(QWEN3_BLOCK_Q6_K, BLK_EIGHT_K(QWEN3_BLOCK_Q6_K, BLK_P(rows8_q6k))); break;
+        case QWEN3_BLOCK_Q4_K:
+            BLK_ROWS_OF(QWEN3_BLOCK_Q4_K,
+                        BLK_EIGHT_K(QWEN3_BLOCK_Q4_K, BLK_P(rows8_q4k)(out, out_stride, w, x, r, row_begin, row_end, 0)));
+            break;
+        case QWEN3_BLOCK_Q5_K:
+            BLK_ROWS_OF(QWEN3_BLOCK_Q5_K,
+                        BLK_EIGHT_K(QWEN3_BLOCK_Q5_K, BLK_P(rows8_q4k)(out, out_stride, w, x, r, row_begin, row_end, 1)));
+            break;
+        case QWEN3_BLOCK_Q6_K:
+            BLK_ROWS_OF(QWEN3_BLOCK_Q6_K,
+                        BLK_EIGHT_K(QWEN3_BLOCK_Q6_K, BLK_P(rows8_q6k)(out, out_stride, w, x, r, row_begin, row_end)));
+            break;
         default: BLK_ROWS_OF(type, BLK_EIGHT(type)); break;
     }
 #undef BLK_EIGHT_K
