@@ -291,6 +291,42 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(transpose8)(_
     v[7] = _mm256_permute2f128_ps(b3, b7, 0x31);
 }
 
+/* The rows BLK_AHEAD groups ahead (contiguous in memory) are prefetched into L2 while rows
+ * [r, r + nr) are read, a slice per block and a piece of it per row, when this call reads
+ * them: a group's blocks are visited across eight rows, which the hardware prefetcher
+ * follows late. Spread out, the prefetches stay few in flight at a time; the whole slice at
+ * once, into L1, stalled the loop on the core's fill buffers (perf: 39% of the samples on
+ * the instruction after the prefetch). Q4_K_M 0.6B tg128, 1 thread, the 2-vCPU Xeon, 3 runs:
+ * 19.67 / 19.90 / 19.36 tok/s with the old burst two groups ahead into L1; spread: 21.44 /
+ * 21.60 / 21.39 two groups ahead into L1, 22.21 / 22.08 / 22.07 four ahead into L2
+ * (22.04-22.20 into L3, 21.60-22.20 six ahead, 20.70-20.76 four ahead into L1). With the
+ * rows-in-lanes kernels (faster, below): none 19.0-19.3 against 22.6-22.8; six or eight
+ * groups ahead no different from four. */
+typedef struct {
+    const uint8_t* ahead; /* NULL: nothing to prefetch (the last groups of the call) */
+    size_t slice, piece;
+} BLK_P(Ahead);
+
+static inline __attribute__((always_inline)) BLK_P(Ahead) BLK_P(ahead)(const Qwen3BlockMatrix* w, uint32_t r,
+                                                                     uint32_t row_end, uint32_t nr) {
+    const uint32_t nb = w->cols / 256;
+    BLK_P(Ahead) a;
+    a.ahead = nb > 0 && r + (BLK_AHEAD + 1) * BLK_ROWS <= row_end
+                  ? w->data + (size_t)(r + BLK_AHEAD * BLK_ROWS) * w->row_bytes
+                  : NULL;
+    a.slice = nb > 0 ? ((size_t)BLK_ROWS * w->row_bytes + nb - 1) / nb : 0;
+    a.piece = (a.slice + (size_t)nr * 64 - 1) / ((size_t)nr * 64) * 64; /* of a slice, per row */
+    return a;
+}
+
+/* Row i's piece of block b's slice. */
+static inline __attribute__((always_inline)) void BLK_P(prefetch_piece)(const BLK_P(Ahead) * a, uint32_t b,
+                                                                      uint32_t i) {
+    if (!a->ahead) return;
+    const size_t end = (i + 1) * a->piece < a->slice ? (i + 1) * a->piece : a->slice;
+    for (size_t o = i * a->piece; o < end; o += 64) _mm_prefetch((const char*)(a->ahead + (size_t)b * a->slice + o), _MM_HINT_T1);
+}
+
 #ifdef BLK_ZMM
 /* Rows in lanes, the first two steps: R[0..7] are 8 rows' vectors of 16 int32 partial sums;
  * h[0] gets, in 128-bit lane j, the sums of lane j's four values of rows 0, 1, 2, 3, and
@@ -341,11 +377,7 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q6k)(fl
     for (uint32_t t = 0; t < x->n_tokens; t++) {
         _mm256_storeu_ps(out + (size_t)t * out_stride + (r - row_begin), _mm256_setzero_ps());
     }
-    const uint8_t* ahead =
-        nb > 0 && r + (BLK_AHEAD + 1) * BLK_ROWS <= row_end ? w->data + (size_t)(r + BLK_AHEAD * BLK_ROWS) * w->row_bytes
-                                                            : NULL;
-    const size_t slice = nb > 0 ? ((size_t)BLK_ROWS * w->row_bytes + nb - 1) / nb : 0;
-    const size_t piece = (slice + (size_t)BLK_ROWS * 64 - 1) / ((size_t)BLK_ROWS * 64) * 64;
+    const BLK_P(Ahead) ahead = BLK_P(ahead)(w, r, row_end, BLK_ROWS);
     const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)w->row_bytes));
     const __m512i n4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30), ones = _mm512_set1_epi8(1);
     /* qh's 2-bit fields to bits 4-5: chunk 4h by << 4 and 4h + 1 by << 2 (the low nibbles'
@@ -357,12 +389,7 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q6k)(fl
     const uint8_t* row0 = w->data + (size_t)r * w->row_bytes;
     for (uint32_t b = 0; b < nb; b++) {
         const uint8_t* blk0 = row0 + (size_t)b * bb;
-        if (ahead) {
-            for (uint32_t i = 0; i < BLK_ROWS; i++) {
-                const size_t end = (i + 1) * piece < slice ? (i + 1) * piece : slice;
-                for (size_t o = i * piece; o < end; o += 64) _mm_prefetch((const char*)(ahead + (size_t)b * slice + o), _MM_HINT_T1);
-            }
-        }
+        for (uint32_t i = 0; i < BLK_ROWS; i++) BLK_P(prefetch_piece)(&ahead, b, i);
         /* d: the top half of the word at 206 (the block's last four bytes: no read past it) */
         const __m256 d = BLK_P(f16x8_u32)(_mm256_srli_epi32(_mm256_i32gather_epi32((const int*)(blk0 + 206), idx, 1), 16));
         __m512i sc[4][2]; /* per pair of chunks k, rows 0-3 / 4-7: lane (j, r) the scale of half 4k + j */
@@ -441,23 +468,14 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q4k)(fl
     for (uint32_t t = 0; t < x->n_tokens; t++) {
         _mm256_storeu_ps(out + (size_t)t * out_stride + (r - row_begin), _mm256_setzero_ps());
     }
-    const uint8_t* ahead =
-        nb > 0 && r + (BLK_AHEAD + 1) * BLK_ROWS <= row_end ? w->data + (size_t)(r + BLK_AHEAD * BLK_ROWS) * w->row_bytes
-                                                            : NULL;
-    const size_t slice = nb > 0 ? ((size_t)BLK_ROWS * w->row_bytes + nb - 1) / nb : 0;
-    const size_t piece = (slice + (size_t)BLK_ROWS * 64 - 1) / ((size_t)BLK_ROWS * 64) * 64;
+    const BLK_P(Ahead) ahead = BLK_P(ahead)(w, r, row_end, BLK_ROWS);
     const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)w->row_bytes));
     const __m256i m6 = _mm256_set1_epi32(0x3F), m4 = _mm256_set1_epi32(0x0F), m2 = _mm256_set1_epi32(0x03);
     const __m512i n4 = _mm512_set1_epi8(0x0F);
     const uint8_t* row0 = w->data + (size_t)r * w->row_bytes;
     for (uint32_t b = 0; b < nb; b++) {
         const uint8_t* blk0 = row0 + (size_t)b * bb;
-        if (ahead) {
-            for (uint32_t i = 0; i < BLK_ROWS; i++) {
-                const size_t end = (i + 1) * piece < slice ? (i + 1) * piece : slice;
-                for (size_t o = i * piece; o < end; o += 64) _mm_prefetch((const char*)(ahead + (size_t)b * slice + o), _MM_HINT_T1);
-            }
-        }
+        for (uint32_t i = 0; i < BLK_ROWS; i++) BLK_P(prefetch_piece)(&ahead, b, i);
         /* header words of the eight rows: d | dmin << 16, then the 12 scale bytes */
         const __m256i h0 = _mm256_i32gather_epi32((const int*)blk0, idx, 1);
         const __m256i ha = _mm256_i32gather_epi32((const int*)(blk0 + 4), idx, 1);
@@ -545,32 +563,13 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows)(float* 
     for (uint32_t t = 0; t < x->n_tokens; t++) {
         for (uint32_t i = 0; i < nr; i++) out[(size_t)t * out_stride + (r + i - row_begin)] = 0.0f;
     }
-    /* The rows BLK_AHEAD groups ahead (contiguous in memory) are prefetched into L2 while
-     * these are read, a slice per block and a piece of it per row, when this call reads
-     * them: a group's blocks are visited across eight rows, which the hardware prefetcher
-     * follows late. Spread out, the prefetches stay few in flight at a time; the whole
-     * slice at once, into L1, stalled the loop on the core's fill buffers (perf: 39% of
-     * the samples on the instruction after the prefetch). Q4_K_M 0.6B tg128, 1 thread,
-     * the 2-vCPU Xeon, 3 runs: 19.67 / 19.90 / 19.36 tok/s with the old burst two groups
-     * ahead into L1; spread: 21.44 / 21.60 / 21.39 two groups ahead into L1, 22.21 / 22.08
-     * / 22.07 four ahead into L2 (22.04-22.20 into L3, 21.60-22.20 six ahead, 20.70-20.76
-     * four ahead into L1). */
-    const uint8_t* ahead =
-        nb > 0 && r + (BLK_AHEAD + 1) * BLK_ROWS <= row_end ? w->data + (size_t)(r + BLK_AHEAD * BLK_ROWS) * w->row_bytes
-                                                            : NULL;
-    const size_t slice = nb > 0 ? ((size_t)BLK_ROWS * w->row_bytes + nb - 1) / nb : 0;
-    const size_t piece = (slice + (size_t)nr * 64 - 1) / ((size_t)nr * 64) * 64; /* of a slice, per row */
+    const BLK_P(Ahead) ahead = BLK_P(ahead)(w, r, row_end, nr); /* see BLK_P(Ahead) */
     for (uint32_t b = 0; b < nb; b++) {
         /* each row's block decoded once for every token of the batch */
         __m256i q[BLK_ROWS][8];
         BLK_P(Params) par[BLK_ROWS];
         for (uint32_t i = 0; i < nr; i++) {
-            if (ahead) {
-                const size_t end = (i + 1) * piece < slice ? (i + 1) * piece : slice;
-                for (size_t o = i * piece; o < end; o += 64) {
-                    _mm_prefetch((const char*)(ahead + (size_t)b * slice + o), _MM_HINT_T1);
-                }
-            }
+            BLK_P(prefetch_piece)(&ahead, b, i);
             const uint8_t* blk = w->data + (size_t)(r + i) * w->row_bytes + (size_t)b * bb;
             par[i] = BLK_P(params)(type, blk);
             BLK_P(decode)(type, blk, q[i]);
