@@ -132,7 +132,7 @@ static void test_products(void) {
     static const uint32_t shapes[][3] = {{1, 256, 1},   {7, 512, 3},   {33, 768, 5},   {70, 256, 13},
                                          {3, 1280, 2},  {9, 96, 3},    {17, 320, 2},   {8, 544, 4},
                                          {6, 32, 7},    {13, 224, 1},  {4, 480, 64},   {40, 1280, 8},
-                                         {19, 512, 7},  {50, 2304, 23}};
+                                         {19, 512, 7},  {50, 2304, 23}, {24, 512, 2},  {16, 768, 3}};
     const char* const* names = qwen3_kernels_all_names();
     uint32_t compared = 0;
     for (size_t ti = 0; ti < N_TYPES; ti++) {
