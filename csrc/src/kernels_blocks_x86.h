@@ -327,6 +327,36 @@ static inline __attribute__((always_inline)) void BLK_P(prefetch_piece)(const BL
     for (size_t o = i * a->piece; o < end; o += 64) _mm_prefetch((const char*)(a->ahead + (size_t)b * a->slice + o), _MM_HINT_T1);
 }
 
+/* Q4_K / Q5_K: the scale d * sc and offset -(dmin * m) of each chunk of one block in each of
+ * eight rows, rows in lanes (lane i: the block at blk0 + idx[i]), from gathered header words:
+ * the reference's unpacking (BLK_P(params)) and its two products, lane by lane. */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(k_params8)(const uint8_t* blk0, __m256i idx,
+                                                                            __m256 scale[8], __m256 offset[8]) {
+    const __m256i m6 = _mm256_set1_epi32(0x3F), m4 = _mm256_set1_epi32(0x0F), m2 = _mm256_set1_epi32(0x03);
+    /* header words: d | dmin << 16, then the 12 scale bytes */
+    const __m256i h0 = _mm256_i32gather_epi32((const int*)blk0, idx, 1);
+    const __m256i ha = _mm256_i32gather_epi32((const int*)(blk0 + 4), idx, 1);
+    const __m256i hb = _mm256_i32gather_epi32((const int*)(blk0 + 8), idx, 1);
+    const __m256i hc = _mm256_i32gather_epi32((const int*)(blk0 + 12), idx, 1);
+    const __m256 d = BLK_P(f16x8_u32)(_mm256_and_si256(h0, _mm256_set1_epi32(0xFFFF)));
+    const __m256 dmin = BLK_P(f16x8_u32)(_mm256_srli_epi32(h0, 16));
+    for (int c = 0; c < 8; c++) {
+        __m256i sc, m;
+        if (c < 4) {
+            sc = _mm256_and_si256(_mm256_srli_epi32(ha, 8 * c), m6);
+            m = _mm256_and_si256(_mm256_srli_epi32(hb, 8 * c), m6);
+        } else {
+            const int j = c - 4;
+            sc = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(hc, 8 * j), m4),
+                                 _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(ha, 8 * j + 6), m2), 4));
+            m = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(hc, 8 * j + 4), m4),
+                                _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hb, 8 * j + 6), m2), 4));
+        }
+        scale[c] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
+        offset[c] = _mm256_xor_ps(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(m)), _mm256_set1_ps(-0.0f));
+    }
+}
+
 #ifdef BLK_ZMM
 /* Rows in lanes, the first two steps: R[0..7] are 8 rows' vectors of 16 int32 partial sums;
  * h[0] gets, in 128-bit lane j, the sums of lane j's four values of rows 0, 1, 2, 3, and
@@ -470,35 +500,13 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q4k)(fl
     }
     const BLK_P(Ahead) ahead = BLK_P(ahead)(w, r, row_end, BLK_ROWS);
     const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)w->row_bytes));
-    const __m256i m6 = _mm256_set1_epi32(0x3F), m4 = _mm256_set1_epi32(0x0F), m2 = _mm256_set1_epi32(0x03);
     const __m512i n4 = _mm512_set1_epi8(0x0F);
     const uint8_t* row0 = w->data + (size_t)r * w->row_bytes;
     for (uint32_t b = 0; b < nb; b++) {
         const uint8_t* blk0 = row0 + (size_t)b * bb;
         for (uint32_t i = 0; i < BLK_ROWS; i++) BLK_P(prefetch_piece)(&ahead, b, i);
-        /* header words of the eight rows: d | dmin << 16, then the 12 scale bytes */
-        const __m256i h0 = _mm256_i32gather_epi32((const int*)blk0, idx, 1);
-        const __m256i ha = _mm256_i32gather_epi32((const int*)(blk0 + 4), idx, 1);
-        const __m256i hb = _mm256_i32gather_epi32((const int*)(blk0 + 8), idx, 1);
-        const __m256i hc = _mm256_i32gather_epi32((const int*)(blk0 + 12), idx, 1);
-        const __m256 d = BLK_P(f16x8_u32)(_mm256_and_si256(h0, _mm256_set1_epi32(0xFFFF)));
-        const __m256 dmin = BLK_P(f16x8_u32)(_mm256_srli_epi32(h0, 16));
         __m256 scale[8], offset[8];
-        for (int c = 0; c < 8; c++) {
-            __m256i sc, m;
-            if (c < 4) {
-                sc = _mm256_and_si256(_mm256_srli_epi32(ha, 8 * c), m6);
-                m = _mm256_and_si256(_mm256_srli_epi32(hb, 8 * c), m6);
-            } else {
-                const int j = c - 4;
-                sc = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(hc, 8 * j), m4),
-                                     _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(ha, 8 * j + 6), m2), 4));
-                m = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(hc, 8 * j + 4), m4),
-                                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hb, 8 * j + 6), m2), 4));
-            }
-            scale[c] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc));
-            offset[c] = _mm256_xor_ps(_mm256_mul_ps(dmin, _mm256_cvtepi32_ps(m)), _mm256_set1_ps(-0.0f));
-        }
+        BLK_P(k_params8)(blk0, idx, scale, offset);
         for (uint32_t t = 0; t < x->n_tokens; t++) {
             const int8_t* xq = x->q + (size_t)t * x->n + (size_t)b * 256;
             /* chunk pairs (0, 2), (1, 3), (4, 6), (5, 7) of the activations */
@@ -722,23 +730,77 @@ BLK_TARGET static void BLK_P(mm_pack)(BLK_P(Pack) * pk, const Qwen3BlockMatrix* 
             const uint32_t row = 8 * h + i < nrows ? 8 * h + i : nrows - 1;
             rows[i] = w->data + (size_t)(r0 + row) * w->row_bytes;
         }
+        /* the rows' offsets from rows[0], for gathers (at most 7 rows apart) */
+        const int k_idx_ok = w->row_bytes <= (size_t)INT32_MAX / 8;
+        const __m256i k_idx = _mm256_setr_epi32(0, (int)(rows[1] - rows[0]), (int)(rows[2] - rows[0]), (int)(rows[3] - rows[0]),
+                                                (int)(rows[4] - rows[0]), (int)(rows[5] - rows[0]), (int)(rows[6] - rows[0]),
+                                                (int)(rows[7] - rows[0]));
         for (uint32_t u = 0; u < nu; u++) {
-            __m256i q[8][8];
             BLK_P(Params) par[8];
-            for (uint32_t i = 0; i < 8; i++) {
-                const uint8_t* blk = rows[i] + (size_t)(u0 + u) * ub;
-                par[i] = BLK_P(params)(type, blk);
-                BLK_P(decode)(type, blk, q[i]);
-            }
-            for (int c = 0; c < 8; c++) {
-                __m256 r[8];
-                for (int i = 0; i < 8; i++) r[i] = _mm256_castsi256_ps(q[i][c]);
-                BLK_P(transpose8)(r);
-                uint8_t* dst = pk->q + ((size_t)(u * 64 + 8 * c) * BLK_MM_G + h) * 32;
-                for (int k = 0; k < 8; k++) {
-                    _mm256_store_si256((__m256i*)(dst + (size_t)k * BLK_MM_G * 32), BLK_P(ti)(r[k]));
+            if (type == QWEN3_BLOCK_Q4_K || type == QWEN3_BLOCK_Q5_K) {
+                /* Chunks 2j and 2j + 1 are the low and high nibbles of the same 32 bytes (under
+                 * Q5_K's qh bits 2j and 2j + 1), and splitting nibbles works byte by byte: so
+                 * the eight rows' raw bytes are transposed once per pair of chunks (and qh once
+                 * per block), then split, where decoding first took a transpose per chunk. */
+                const int five = type == QWEN3_BLOCK_Q5_K;
+                const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+                __m256 qh[8];
+                if (five) {
+                    for (uint32_t i = 0; i < 8; i++) qh[i] = _mm256_loadu_ps((const float*)(rows[i] + (size_t)(u0 + u) * ub + 16));
+                    BLK_P(transpose8)(qh);
+                }
+                if (k_idx_ok) {
+                    /* the scales and offsets with rows in lanes at once: no transposes below */
+                    __m256 sc[8], of[8];
+                    BLK_P(k_params8)(rows[0] + (size_t)(u0 + u) * ub, k_idx, sc, of);
+                    for (int c = 0; c < 8; c++) {
+                        const size_t at = (size_t)(u * 8 + c) * BLK_MM_ROWS + 8 * h;
+                        _mm256_store_ps(pk->scale + at, sc[c]);
+                        _mm256_store_ps(pk->offset + at, of[c]);
+                    }
+                } else {
+                    for (uint32_t i = 0; i < 8; i++) par[i] = BLK_P(params)(type, rows[i] + (size_t)(u0 + u) * ub);
+                }
+                for (int j = 0; j < 4; j++) {
+                    __m256 r[8];
+                    for (int i = 0; i < 8; i++) {
+                        r[i] = _mm256_loadu_ps((const float*)(rows[i] + (size_t)(u0 + u) * ub + (five ? 48 : 16) + 32 * j));
+                    }
+                    BLK_P(transpose8)(r);
+                    uint8_t* lo_dst = pk->q + ((size_t)(u * 64 + 8 * (2 * j)) * BLK_MM_G + h) * 32;
+                    uint8_t* hi_dst = pk->q + ((size_t)(u * 64 + 8 * (2 * j + 1)) * BLK_MM_G + h) * 32;
+                    for (int k = 0; k < 8; k++) {
+                        const __m256i raw = BLK_P(ti)(r[k]);
+                        __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                        if (five) {
+                            /* bits 2j and 2j + 1 of each qh byte (16-bit shifts: after the shift,
+                             * bit 0 of each byte is that byte's own bit) */
+                            const __m256i hb = BLK_P(ti)(qh[k]);
+                            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
+                            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
+                        }
+                        _mm256_store_si256((__m256i*)(lo_dst + (size_t)k * BLK_MM_G * 32), lo);
+                        _mm256_store_si256((__m256i*)(hi_dst + (size_t)k * BLK_MM_G * 32), hi);
+                    }
+                }
+            } else {
+                __m256i q[8][8];
+                for (uint32_t i = 0; i < 8; i++) {
+                    const uint8_t* blk = rows[i] + (size_t)(u0 + u) * ub;
+                    par[i] = BLK_P(params)(type, blk);
+                    BLK_P(decode)(type, blk, q[i]);
+                }
+                for (int c = 0; c < 8; c++) {
+                    __m256 r[8];
+                    for (int i = 0; i < 8; i++) r[i] = _mm256_castsi256_ps(q[i][c]);
+                    BLK_P(transpose8)(r);
+                    uint8_t* dst = pk->q + ((size_t)(u * 64 + 8 * c) * BLK_MM_G + h) * 32;
+                    for (int k = 0; k < 8; k++) {
+                        _mm256_store_si256((__m256i*)(dst + (size_t)k * BLK_MM_G * 32), BLK_P(ti)(r[k]));
+                    }
                 }
             }
+            if ((type == QWEN3_BLOCK_Q4_K || type == QWEN3_BLOCK_Q5_K) && k_idx_ok) continue; /* stored above */
             /* per chunk, rows in lanes: transposes of the per-row vectors (lane = chunk) */
             __m256 s[8], o[8];
             for (int i = 0; i < 8; i++) {
@@ -1028,10 +1090,11 @@ BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* 
 #ifdef BLK_ZMM
     /* A few tokens (a speculative draft's verify, a batched step of 2-3 sessions): the
      * rows-in-lanes kernels read each weight once for all of them and unpack nothing to
-     * memory, where the GEMM packs every block first. bench-blocks 4096 x 1024 (ms, GEMM /
-     * rows): Q4_K 2 tokens 0.373 / 0.239, 4: 0.419 / 0.400, 6: 0.470 / 0.566; Q5_K 2: 0.400 /
-     * 0.287, 4: 0.460 / 0.507; Q6_K 2: 0.667 / 0.303, 4: 0.761 / 0.537, 6: 0.795 / 0.773, 8:
-     * 0.884 / 1.037. */
+     * memory, where the GEMM packs every block first. bench-blocks 4096 x 1024, cache-resident
+     * (ms, GEMM / rows): Q4_K 2 tokens 0.255 / 0.239, 3: 0.307 / 0.321, 4: 0.324 / 0.400; Q5_K
+     * 2: 0.313 / 0.287, 3: 0.332 / 0.395; Q6_K 2: 0.653 / 0.300, 4: 0.748 / 0.536, 5: 0.772 /
+     * 0.656, 6: 0.811 / 0.778. From memory (bench-batch on a Q4_K_M file, 1 thread) 3 tokens
+     * still go faster through the rows: 45.1 against 39.6 tok/s. */
     const uint32_t rows_upto = type == QWEN3_BLOCK_Q6_K ? 5 : type == QWEN3_BLOCK_Q4_K || type == QWEN3_BLOCK_Q5_K ? 3 : 0;
 #else
     const uint32_t rows_upto = 0;
