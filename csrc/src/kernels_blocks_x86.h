@@ -327,6 +327,28 @@ static inline __attribute__((always_inline)) void BLK_P(prefetch_piece)(const BL
     for (size_t o = i * a->piece; o < end; o += 64) _mm_prefetch((const char*)(a->ahead + (size_t)b * a->slice + o), _MM_HINT_T1);
 }
 
+/* Whether eight rows' header words can be gathered: the offsets, up to 7 * row_bytes, are
+ * int32 (any row a model holds fits: QWEN3_MAX_DIM; a matrix passed in directly may not). */
+static inline __attribute__((always_inline)) int BLK_P(gathers_ok)(const Qwen3BlockMatrix* w) {
+    return w->row_bytes <= (size_t)INT32_MAX / BLK_ROWS;
+}
+
+/* The chunk epilogues of one block for eight rows, rows in lanes: dst[i] += sum over the
+ * chunks c in order of ((float)isum[c] * scale[c] (+ (float)xsum[c] * offset[c])) * xs[c],
+ * each lane the reference's sequence for its row. offset NULL: none (Q6_K). */
+BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(epilogue8)(float* dst, const __m256i isum[8],
+                                                                            const __m256 scale[8],
+                                                                            const __m256* offset, const float* xs,
+                                                                            const int32_t* xsum) {
+    __m256 acc = _mm256_loadu_ps(dst);
+    for (int c = 0; c < 8; c++) {
+        __m256 tv = _mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), scale[c]);
+        if (offset) tv = _mm256_add_ps(tv, _mm256_mul_ps(_mm256_set1_ps((float)xsum[c]), offset[c]));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(tv, _mm256_set1_ps(xs[c])));
+    }
+    _mm256_storeu_ps(dst, acc);
+}
+
 /* Q4_K / Q5_K: the scale d * sc and offset -(dmin * m) of each chunk of one block in each of
  * eight rows, rows in lanes (lane i: the block at blk0 + idx[i]), from gathered header words:
  * the reference's unpacking (BLK_P(params)) and its two products, lane by lane. */
@@ -422,6 +444,7 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q6k)(fl
         for (uint32_t i = 0; i < BLK_ROWS; i++) BLK_P(prefetch_piece)(&ahead, b, i);
         /* d: the top half of the word at 206 (the block's last four bytes: no read past it) */
         const __m256 d = BLK_P(f16x8_u32)(_mm256_srli_epi32(_mm256_i32gather_epi32((const int*)(blk0 + 206), idx, 1), 16));
+        const __m256 scale[8] = {d, d, d, d, d, d, d, d}; /* Q6_K: d for every chunk */
         __m512i sc[4][2]; /* per pair of chunks k, rows 0-3 / 4-7: lane (j, r) the scale of half 4k + j */
         for (int k = 0; k < 4; k++) {
             const __m256i g = _mm256_i32gather_epi32((const int*)(blk0 + 192 + 4 * k), idx, 1);
@@ -463,13 +486,7 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q6k)(fl
                 BLK_P(chunk_sums)(hs, &isum[2 * k], &isum[2 * k + 1]);
             }
             const size_t g = (size_t)t * ng + (size_t)b * 8;
-            float* dst = out + (size_t)t * out_stride + (r - row_begin);
-            __m256 acc = _mm256_loadu_ps(dst);
-            for (int c = 0; c < 8; c++) {
-                const __m256 tv = _mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), d);
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(tv, _mm256_set1_ps(x->s[g + c])));
-            }
-            _mm256_storeu_ps(dst, acc);
+            BLK_P(epilogue8)(out + (size_t)t * out_stride + (r - row_begin), isum, scale, NULL, x->s + g, x->sums + g);
         }
     }
 }
@@ -542,14 +559,7 @@ BLK_TARGET static inline __attribute__((always_inline)) void BLK_P(rows8_q4k)(fl
             BLK_P(rows_in_lanes)(z[2], &isum[4], &isum[6]);
             BLK_P(rows_in_lanes)(z[3], &isum[5], &isum[7]);
             const size_t g = (size_t)t * ng + (size_t)b * 8;
-            float* dst = out + (size_t)t * out_stride + (r - row_begin);
-            __m256 acc = _mm256_loadu_ps(dst);
-            for (int c = 0; c < 8; c++) {
-                __m256 tv = _mm256_mul_ps(_mm256_cvtepi32_ps(isum[c]), scale[c]);
-                tv = _mm256_add_ps(tv, _mm256_mul_ps(_mm256_set1_ps((float)x->sums[g + c]), offset[c]));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(tv, _mm256_set1_ps(x->s[g + c])));
-            }
-            _mm256_storeu_ps(dst, acc);
+            BLK_P(epilogue8)(out + (size_t)t * out_stride + (r - row_begin), isum, scale, offset, x->s + g, x->sums + g);
         }
     }
 }
@@ -724,6 +734,8 @@ BLK_TARGET static void BLK_P(mm_pack)(BLK_P(Pack) * pk, const Qwen3BlockMatrix* 
     const uint32_t type = w->type;
     const size_t ub = (size_t)(256 / qwen3_block_values(type)) * qwen3_block_bytes(type);
     const int q6 = type == QWEN3_BLOCK_Q6_K;
+    /* Q4_K / Q5_K: scales and offsets unpacked with rows in lanes (no transposes below) */
+    const int k_gathered = (type == QWEN3_BLOCK_Q4_K || type == QWEN3_BLOCK_Q5_K) && BLK_P(gathers_ok)(w);
     for (uint32_t h = 0; h < BLK_MM_G; h++) {
         const uint8_t* rows[8];
         for (uint32_t i = 0; i < 8; i++) {
@@ -731,7 +743,6 @@ BLK_TARGET static void BLK_P(mm_pack)(BLK_P(Pack) * pk, const Qwen3BlockMatrix* 
             rows[i] = w->data + (size_t)(r0 + row) * w->row_bytes;
         }
         /* the rows' offsets from rows[0], for gathers (at most 7 rows apart) */
-        const int k_idx_ok = w->row_bytes <= (size_t)INT32_MAX / 8;
         const __m256i k_idx = _mm256_setr_epi32(0, (int)(rows[1] - rows[0]), (int)(rows[2] - rows[0]), (int)(rows[3] - rows[0]),
                                                 (int)(rows[4] - rows[0]), (int)(rows[5] - rows[0]), (int)(rows[6] - rows[0]),
                                                 (int)(rows[7] - rows[0]));
@@ -749,8 +760,7 @@ BLK_TARGET static void BLK_P(mm_pack)(BLK_P(Pack) * pk, const Qwen3BlockMatrix* 
                     for (uint32_t i = 0; i < 8; i++) qh[i] = _mm256_loadu_ps((const float*)(rows[i] + (size_t)(u0 + u) * ub + 16));
                     BLK_P(transpose8)(qh);
                 }
-                if (k_idx_ok) {
-                    /* the scales and offsets with rows in lanes at once: no transposes below */
+                if (k_gathered) {
                     __m256 sc[8], of[8];
                     BLK_P(k_params8)(rows[0] + (size_t)(u0 + u) * ub, k_idx, sc, of);
                     for (int c = 0; c < 8; c++) {
@@ -800,7 +810,7 @@ BLK_TARGET static void BLK_P(mm_pack)(BLK_P(Pack) * pk, const Qwen3BlockMatrix* 
                     }
                 }
             }
-            if ((type == QWEN3_BLOCK_Q4_K || type == QWEN3_BLOCK_Q5_K) && k_idx_ok) continue; /* stored above */
+            if (k_gathered) continue; /* scales and offsets stored above */
             /* per chunk, rows in lanes: transposes of the per-row vectors (lane = chunk) */
             __m256 s[8], o[8];
             for (int i = 0; i < 8; i++) {
@@ -1106,8 +1116,7 @@ BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* 
     /* The K-quants of the files people use (Q4_K_M: Q4_K and Q6_K; Q5_K_M: Q5_K and Q6_K)
      * each get a copy of the row loop with their type a constant, so its tests on the type
      * fold away; the other types share one. With 512-bit vectors, the three take their
-     * rows-in-lanes kernels for each group of 8 rows (they gather a word from each of 8 rows:
-     * offsets up to 7 * row_bytes as int32, which any real row fits). */
+     * rows-in-lanes kernels for each group of 8 rows (BLK_P(gathers_ok)). */
 #define BLK_ROWS_OF(T, EIGHT)                                                                                        \
     do {                                                                                                             \
         uint32_t r = row_begin;                                                                                      \
@@ -1116,7 +1125,7 @@ BLK_TARGET void BLK_NAME(float* out, size_t out_stride, const Qwen3BlockMatrix* 
     } while (0)
 #define BLK_EIGHT(T) BLK_P(rows)(out, out_stride, w, x, r, row_begin, row_end, BLK_ROWS, (T))
 #ifdef BLK_ZMM
-    const int gathers = w->row_bytes <= (size_t)INT32_MAX / BLK_ROWS;
+    const int gathers = BLK_P(gathers_ok)(w);
 #define BLK_EIGHT_K(T, CALL) (gathers ? CALL : BLK_EIGHT(T))
 #else
 #define BLK_EIGHT_K(T, CALL) BLK_EIGHT(T)
