@@ -12,15 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kernels.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    timespec_get(&ts, TIME_UTC);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "platform.h"
 
 int main(int argc, char** argv) {
     uint32_t n_q = 64, n_pos = 64, iters = 2000, ctx = 2048;
@@ -62,11 +56,11 @@ int main(int argc, char** argv) {
         }
         double best_s = 1e9, best_v = 1e9;
         for (uint32_t it = 0; it < iters; it++) {
-            double t0 = now_s();
+            double t0 = qwen3_time_seconds();
             k->attn_scores(att, s_stride, q, q_stride, n_q, keys, (size_t)QWEN3_KV_BLOCK * hd, n_pos, hd, 0.088f);
-            double t1 = now_s();
+            double t1 = qwen3_time_seconds();
             k->attn_values(out, q_stride, att, s_stride, lens, n_q, values, hd, hd, 0);
-            double t2 = now_s();
+            double t2 = qwen3_time_seconds();
             if (t1 - t0 < best_s) best_s = t1 - t0;
             if (t2 - t1 < best_v) best_v = t2 - t1;
         }
